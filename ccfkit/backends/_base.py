@@ -1,0 +1,86 @@
+"""The interface every backend implements."""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from ..ccf import Scale
+from ..polar import PolarImages, PolarPlan
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run on this machine."""
+
+
+class Backend(abc.ABC):
+    """Applies polar plans and computes CCF maps on one kind of array.
+
+    Each stage takes and returns batch-first arrays of the backend's array
+    type (see :meth:`asarray`).
+    """
+
+    #: Short name used by :func:`~ccfkit.backends.get_backend`.
+    name: str = ""
+
+    @abc.abstractmethod
+    def asarray(self, array):
+        """``array`` as this backend's array type and working float dtype."""
+
+    def as_batch(self, images, shape: tuple[int, int]):
+        """Validate images against a detector ``shape``; return a (B, H, W) array."""
+        images = self.asarray(images)
+        if images.ndim == 2:
+            images = images[None]
+        if images.ndim != 3 or tuple(images.shape[1:]) != tuple(shape):
+            raise ValueError(
+                f"expected images of shape (B, {shape[0]}, {shape[1]}) or "
+                f"({shape[0]}, {shape[1]}), got {tuple(images.shape)}"
+            )
+        return images
+
+    @abc.abstractmethod
+    def resample(self, images, plan: PolarPlan) -> PolarImages:
+        """(B, H, W) images -> polar values and validity, (B, Q, P) each."""
+
+    @abc.abstractmethod
+    def fourier(self, values, valid, orders=None):
+        """(B, Q, P) polar images -> (B, Q, N) complex Fourier coefficients."""
+
+    @abc.abstractmethod
+    def full_map(self, values, valid, delta: float = 0.0):
+        """(B, Q, P) polar images -> (B, Q, Q) full maps (Eq. 13)."""
+
+    @abc.abstractmethod
+    def order_map(self, coefficients):
+        """(B, Q) complex coefficients of one order -> (B, Q, Q) order maps (Eq. 14)."""
+
+    @abc.abstractmethod
+    def merge_maps(self, full, order, scale: Scale | str = Scale.MAXABS):
+        """(B, Q, Q) full and order maps -> (B, Q, Q) merged maps (§5.3)."""
+
+    def merged_maps(
+        self,
+        images,
+        plan: PolarPlan,
+        *,
+        order: int = 8,
+        delta: float = 0.0,
+        scale: Scale | str = Scale.MAXABS,
+    ):
+        """(B, H, W) images -> (B, Q, Q) float32 merged maps, all stages chained.
+
+        Backends override this with a fused path; this chain is the definition.
+        """
+        polar = self.resample(images, plan)
+        coefficients = self.fourier(polar.values, polar.valid, [order])[..., 0]
+        full = self.full_map(polar.values, polar.valid, delta)
+        return self.merge_maps(full, self.order_map(coefficients), scale).astype(np.float32)
+
+    def to_numpy(self, array) -> np.ndarray:
+        """A host NumPy copy of a backend array."""
+        return np.asarray(array)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,279 @@
+"""Polar resampling of detector images (SPEC §1).
+
+The geometry work is done once, in float64, by :func:`make_polar_plan`: it
+turns a detector shape, a beam centre and a pixel mask into a bilinear
+interpolation table (a :class:`PolarPlan`). Backends only *apply* a plan to
+batches of images (:func:`resample`), so every backend samples exactly the same
+points and a test compares kernels, not geometry.
+
+Conventions
+-----------
+* An image is ``I[y, x]`` (row ``y``, column ``x``); pixel centres sit at
+  integer coordinates. The beam centre is ``(cx, cy)`` in the same units.
+* Radial bin centres ``r_k = r_min + (k + 0.5) (r_max - r_min) / Q``.
+* Angles ``phi_p = 2 pi p / P``; the sample sits at
+  ``x = cx + r cos(phi)``, ``y = cy + r sin(phi)``. So ``phi = 0`` points along
+  +x (to the right) and ``phi`` turns towards +y, i.e. *clockwise* on an image
+  drawn with row 0 at the top (``imshow``'s default).
+* A sample is *valid* when every pixel it needs (bilinear weight > 0) lies on
+  the detector and is good in the mask; images may add invalid samples of
+  their own through NaN/inf pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "PolarPlan",
+    "PolarImages",
+    "make_polar_plan",
+    "default_r_max",
+    "resample",
+]
+
+#: Fractional positions closer than this to a pixel centre snap onto it, so
+#: that rounding noise in ``cos``/``sin`` (e.g. ``cos(pi/2) = 6e-17``) does not
+#: make a sample depend on a neighbour with a weight of 1e-17.
+_SNAP = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class PolarPlan:
+    """A bilinear polar-resampling table for one detector geometry and mask.
+
+    Build it with :func:`make_polar_plan`; apply it with :func:`resample`.
+
+    Attributes
+    ----------
+    shape : (int, int)
+        Detector shape ``(H, W)`` in pixels.
+    center : (float, float)
+        Beam centre ``(cx, cy)`` in pixels (``cx`` is the column).
+    radius : (Q,) float64 ndarray
+        Radial bin centres ``r_k`` in pixels.
+    phi : (P,) float64 ndarray
+        Angles ``phi_p`` in radians, from +x towards +y.
+    index : (Q, P, 4) int64 ndarray
+        Flat pixel indices ``y * W + x`` of the four bilinear neighbours of
+        each sample: upper-left, upper-right, lower-left, lower-right. A
+        neighbour that is not needed (zero weight) and every neighbour of an
+        invalid sample repeat a safe index, so reading them never fails.
+    weight : (Q, P, 4) float64 ndarray
+        The bilinear weights, summing to 1 (all 0 for invalid samples).
+    valid : (Q, P) bool ndarray
+        True where the sample lies on the detector and needs no masked pixel.
+    r_min, r_max : float
+        The radial range in pixels.
+    """
+
+    shape: tuple[int, int]
+    center: tuple[float, float]
+    radius: np.ndarray
+    phi: np.ndarray
+    index: np.ndarray
+    weight: np.ndarray
+    valid: np.ndarray
+    r_min: float
+    r_max: float
+
+    @property
+    def q_bins(self) -> int:
+        """Number of radial bins ``Q``."""
+        return self.radius.shape[0]
+
+    @property
+    def phi_bins(self) -> int:
+        """Number of angular samples ``P``."""
+        return self.phi.shape[0]
+
+
+class PolarImages(NamedTuple):
+    """A batch of images resampled onto a polar grid.
+
+    Attributes
+    ----------
+    values : (B, Q, P) array
+        Interpolated intensities; exactly 0 where ``valid`` is False.
+    valid : (B, Q, P) bool array
+        The validity mask ``M[k, p]`` of SPEC §1.
+    radius : (Q,) float64 ndarray
+        Radial bin centres in pixels.
+    phi : (P,) float64 ndarray
+        Angles in radians.
+    """
+
+    values: Any
+    valid: Any
+    radius: np.ndarray
+    phi: np.ndarray
+
+
+def default_r_max(shape: tuple[int, int], center: tuple[float, float]) -> float:
+    """The largest radius whose whole circle lies on the detector.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Detector shape ``(H, W)``.
+    center : (float, float)
+        Beam centre ``(cx, cy)`` in pixels.
+
+    Returns
+    -------
+    float
+        ``min(cx, cy, W - 1 - cx, H - 1 - cy)`` in pixels.
+    """
+    height, width = shape
+    cx, cy = center
+    return float(min(cx, cy, width - 1 - cx, height - 1 - cy))
+
+
+def make_polar_plan(
+    shape: tuple[int, int],
+    *,
+    center: tuple[float, float] | None = None,
+    mask: np.ndarray | None = None,
+    q_bins: int = 224,
+    phi_bins: int = 512,
+    r_min: float = 0.0,
+    r_max: float | None = None,
+) -> PolarPlan:
+    """Build the bilinear polar-resampling table for one geometry and mask.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Detector shape ``(H, W)`` in pixels.
+    center : (float, float), optional
+        Beam centre ``(cx, cy)`` in pixels, ``cx`` along columns. Defaults to
+        the middle of the detector, ``((W - 1) / 2, (H - 1) / 2)``.
+    mask : (H, W) array_like of bool, optional
+        True (or non-zero) for good pixels. Default: all good.
+    q_bins : int
+        Number of radial bins ``Q``.
+    phi_bins : int
+        Number of angular samples ``P`` (even, so that ``P / 2`` orders exist).
+    r_min, r_max : float
+        Radial range in pixels. ``r_max`` defaults to :func:`default_r_max`.
+
+    Returns
+    -------
+    PolarPlan
+
+    Raises
+    ------
+    ValueError
+        For a centre off the detector, an empty radial range, a mask of
+        another shape or non-positive bin counts.
+
+    Examples
+    --------
+    >>> plan = make_polar_plan((259, 259), q_bins=16, phi_bins=32)
+    >>> plan.radius.shape, plan.valid.all()
+    ((16,), True)
+    """
+    height, width = (int(n) for n in shape)
+    if height < 2 or width < 2:
+        raise ValueError(f"detector shape must be at least 2 x 2 pixels, got {shape}")
+    if q_bins < 1 or phi_bins < 2 or phi_bins % 2:
+        raise ValueError(
+            f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={q_bins}, "
+            f"phi_bins={phi_bins}"
+        )
+    if center is None:
+        center = ((width - 1) / 2.0, (height - 1) / 2.0)
+    cx, cy = (float(c) for c in center)
+    if not (0.0 <= cx <= width - 1 and 0.0 <= cy <= height - 1):
+        raise ValueError(
+            f"beam centre (cx, cy) = ({cx}, {cy}) lies outside the detector "
+            f"(x in [0, {width - 1}], y in [0, {height - 1}])"
+        )
+    if r_max is None:
+        r_max = default_r_max((height, width), (cx, cy))
+    r_min, r_max = float(r_min), float(r_max)
+    if not (0.0 <= r_min < r_max):
+        raise ValueError(f"need 0 <= r_min < r_max, got r_min={r_min}, r_max={r_max}")
+    good = _as_mask(mask, (height, width))
+
+    radius = r_min + (np.arange(q_bins) + 0.5) * (r_max - r_min) / q_bins
+    phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
+    x = cx + radius[:, None] * np.cos(phi)[None, :]
+    y = cy + radius[:, None] * np.sin(phi)[None, :]
+    x0, fx = _split(x)
+    y0, fy = _split(y)
+    x1 = x0 + (fx > 0)
+    y1 = y0 + (fy > 0)
+    on_detector = (x0 >= 0) & (y0 >= 0) & (x1 <= width - 1) & (y1 <= height - 1)
+    # Clip only to index the mask safely; off-detector samples are invalid anyway.
+    x0c, x1c = np.clip(x0, 0, width - 1), np.clip(x1, 0, width - 1)
+    y0c, y1c = np.clip(y0, 0, height - 1), np.clip(y1, 0, height - 1)
+    needs_good = good[y0c, x0c] & good[y0c, x1c] & good[y1c, x0c] & good[y1c, x1c]
+    valid = on_detector & needs_good
+
+    corners = [(y0c, x0c), (y0c, x1c), (y1c, x0c), (y1c, x1c)]
+    index = np.stack([y * width + x for y, x in corners], axis=-1)
+    index = np.where(valid[..., None], index, 0)
+    weight = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
+    weight = np.where(valid[..., None], weight, 0.0)
+    for array in (radius, phi, index, weight, valid):
+        array.flags.writeable = False
+    return PolarPlan(
+        shape=(height, width),
+        center=(cx, cy),
+        radius=radius,
+        phi=phi,
+        index=index,
+        weight=weight,
+        valid=valid,
+        r_min=r_min,
+        r_max=r_max,
+    )
+
+
+def _split(coordinate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer part and fractional offset of float64 pixel coordinates.
+
+    Offsets within ``_SNAP`` of 0 or 1 snap to the pixel centre.
+    """
+    nearest = np.rint(coordinate)
+    on_centre = np.abs(coordinate - nearest) < _SNAP
+    coordinate = np.where(on_centre, nearest, coordinate)
+    whole = np.floor(coordinate)
+    return whole.astype(np.int64), coordinate - whole
+
+
+def _as_mask(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """A (H, W) bool array of good pixels from an optional user mask."""
+    if mask is None:
+        return np.ones(shape, dtype=bool)
+    mask = np.asarray(mask)
+    if mask.shape != shape:
+        raise ValueError(f"mask has shape {mask.shape}, but the images are {shape}")
+    return mask.astype(bool, copy=False)
+
+
+def resample(images, plan: PolarPlan, *, backend="numpy") -> PolarImages:
+    """Resample a batch of images onto the polar grid of ``plan``.
+
+    Parameters
+    ----------
+    images : (B, H, W) or (H, W) array
+        Detector images; NaN/inf pixels become invalid samples.
+    plan : PolarPlan
+        The geometry, from :func:`make_polar_plan`.
+    backend : str or Backend
+        ``"numpy"`` (reference), ``"numba"``, ``"cupy"`` or ``"auto"``.
+
+    Returns
+    -------
+    PolarImages
+        Values and validity of shape (B, Q, P), with the radii and angles.
+    """
+    from .backends import get_backend
+
+    engine = get_backend(backend)
+    return engine.resample(engine.as_batch(images, plan.shape), plan)
