@@ -1,0 +1,119 @@
+"""The paper's noise levels (SPEC §5, §5.3 and Table 6).
+
+Per frame, over its valid pixels: mean, standard deviation and maximum. Over
+the data set: the median of each (robust to outliers). Noise drawn i.i.d. per
+pixel from ``U(0, b)`` with ``b`` one of those medians (or their sum) is added
+to the raw image *before* resampling. The draw for frame ``i`` depends only on
+``(seed, i)``, so a result never depends on chunking, workers or backend.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["NoiseLevel", "NoiseStatistics", "frame_statistics", "noise_statistics", "add_noise"]
+
+
+class NoiseLevel(str, enum.Enum):
+    """The paper's four data sets (Table 6): the upper bound ``b`` of ``U(0, b)``."""
+
+    NONE = "none"
+    MEAN = "mean"
+    MEAN_STD = "mean+std"
+    MAX = "max"
+
+
+class NoiseStatistics(NamedTuple):
+    """Medians over the data set of the per-frame statistics of valid pixels."""
+
+    median_mean: float
+    median_std: float
+    median_max: float
+
+    def bound(self, level: NoiseLevel | str) -> float:
+        """The upper bound ``b`` of the noise for ``level`` (0 for ``none``)."""
+        level = NoiseLevel(level)
+        return {
+            NoiseLevel.NONE: 0.0,
+            NoiseLevel.MEAN: self.median_mean,
+            NoiseLevel.MEAN_STD: self.median_mean + self.median_std,
+            NoiseLevel.MAX: self.median_max,
+        }[level]
+
+
+def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Mean, standard deviation and maximum of each frame over its valid pixels.
+
+    Parameters
+    ----------
+    images : (B, H, W) array
+        Raw frames; NaN/inf pixels are not valid.
+    mask : (H, W) bool array, optional
+        True for good pixels.
+
+    Returns
+    -------
+    (B, 3) float32 array
+        Columns mean, std (population), max; NaN for a frame without valid pixels.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    valid = np.isfinite(images)
+    if mask is not None:
+        valid &= np.asarray(mask, dtype=bool)
+    count = valid.sum(axis=(1, 2))
+    values = np.where(valid, images, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = values.sum(axis=(1, 2)) / count
+        variance = np.where(valid, (images - mean[:, None, None]) ** 2, 0.0).sum(axis=(1, 2))
+        std = np.sqrt(variance / count)
+    largest = np.where(valid, images, -np.inf).max(axis=(1, 2))
+    stats = np.stack([mean, std, largest], axis=1)
+    stats[count == 0] = np.nan
+    return stats.astype(np.float32)
+
+
+def noise_statistics(stats: np.ndarray) -> NoiseStatistics:
+    """Medians of the per-frame statistics (frames without valid pixels ignored).
+
+    Parameters
+    ----------
+    stats : (N, 3) array
+        From :func:`frame_statistics`, concatenated over the data set.
+    """
+    stats = np.asarray(stats, dtype=np.float64)
+    if stats.ndim != 2 or stats.shape[1] != 3:
+        raise ValueError(f"expected (N, 3) statistics, got shape {stats.shape}")
+    medians = np.nanmedian(stats, axis=0) if np.isfinite(stats).any() else np.zeros(3)
+    return NoiseStatistics(*(float(m) for m in medians))
+
+
+def add_noise(images: np.ndarray, indices: np.ndarray, bound: float, seed: int) -> np.ndarray:
+    """Add ``U(0, bound)`` noise, drawn from ``(seed, index)`` for each frame.
+
+    Parameters
+    ----------
+    images : (B, H, W) array
+        Raw frames.
+    indices : (B,) int array
+        The frames' indices in the data set: frame ``indices[b]`` always gets
+        the same noise, whatever batch it arrives in.
+    bound : float
+        Upper bound ``b`` of the uniform distribution (0: no noise).
+    seed : int
+        The data set's seed.
+
+    Returns
+    -------
+    (B, H, W) float32 array
+        A new array; ``images`` is not modified.
+    """
+    noisy = np.array(images, dtype=np.float32, copy=True)
+    if bound <= 0:
+        return noisy
+    for frame, index in zip(noisy, np.asarray(indices, dtype=np.int64)):
+        rng = np.random.default_rng([int(seed), int(index)])
+        frame += np.float32(bound) * rng.random(frame.shape, dtype=np.float32)
+    return noisy

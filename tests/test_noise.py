@@ -1,0 +1,60 @@
+"""The noise levels of SPEC §5."""
+
+import numpy as np
+import pytest
+
+from ccfkit.noise import NoiseLevel, NoiseStatistics, add_noise, frame_statistics, noise_statistics
+
+
+def test_frame_statistics_use_only_valid_pixels():
+    rng = np.random.default_rng(1)
+    images = rng.random((4, 9, 11)).astype(np.float32)
+    mask = rng.random((9, 11)) > 0.3
+    images[:, ~mask] = 1e6  # masked pixels must not count
+    images[1, 2, 3] = np.nan  # nor NaN ones
+    stats = frame_statistics(images, mask)
+    for b in range(4):
+        good = mask & np.isfinite(images[b])
+        expected = [images[b][good].mean(), images[b][good].std(), images[b][good].max()]
+        # float32 storage of float64 sums: 1e-6 relative
+        np.testing.assert_allclose(stats[b], expected, rtol=1e-6)
+
+
+def test_frame_without_valid_pixels_is_nan_and_ignored_by_the_medians():
+    images = np.ones((3, 4, 4), dtype=np.float32)
+    images[0] = np.nan
+    images[2] *= 3
+    stats = frame_statistics(images)
+    assert np.isnan(stats[0]).all()
+    assert noise_statistics(stats) == NoiseStatistics(2.0, 0.0, 2.0)
+
+
+def test_bounds_follow_the_paper():
+    stats = NoiseStatistics(median_mean=2.0, median_std=0.5, median_max=9.0)
+    assert stats.bound("none") == 0.0
+    assert stats.bound(NoiseLevel.MEAN) == 2.0
+    assert stats.bound("mean+std") == 2.5
+    assert stats.bound("max") == 9.0
+    with pytest.raises(ValueError):
+        stats.bound("loud")
+
+
+def test_noise_is_uniform_and_depends_only_on_seed_and_index():
+    images = np.zeros((3, 64, 64), dtype=np.float32)
+    noisy = add_noise(images, [10, 11, 12], bound=4.0, seed=7)
+    assert noisy.min() >= 0.0 and noisy.max() < 4.0
+    # mean of 12,288 U(0, 4) draws: standard error 4 / sqrt(12 * 12288) = 0.010
+    assert abs(noisy.mean() - 2.0) < 0.05
+    # the same frame index in another batch, another position: the same noise
+    again = add_noise(images[:1], [11], bound=4.0, seed=7)
+    np.testing.assert_array_equal(again[0], noisy[1])
+    other_seed = add_noise(images[:1], [11], bound=4.0, seed=8)
+    assert not np.array_equal(other_seed[0], noisy[1])
+    assert not np.array_equal(noisy[0], noisy[1])
+
+
+def test_no_noise_returns_an_unchanged_copy():
+    images = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    noisy = add_noise(images, [0], bound=0.0, seed=0)
+    np.testing.assert_array_equal(noisy, images)
+    assert noisy is not images
