@@ -1,0 +1,429 @@
+"""Reading frames from one or several CXI/HDF5 files, lazily and checked.
+
+A :class:`FrameSource` opens every file once to check it (HDF5? the data set
+there? the same detector shape everywhere? every source of a virtual data set
+present?), reads the small things (mask, labels, geometry) and then serves
+frames through :class:`FrameReader`, a small picklable object that reopens the
+files wherever it runs (a Dask worker, a DataLoader process) instead of
+shipping open HDF5 handles.
+
+CXI conventions (Maia 2012; cxidb.org): frames are ``(frame, y, x)`` at
+``/entry_1/data_1/data``, ``/entry_1/image_1/data`` or
+``/entry_1/instrument_1/detector_1/data``. Integer masks in a CXI file are CXI
+*bit masks* (0 = good; a pixel is bad when any ``PIXEL_IS_IN_MASK`` bit is
+set); boolean masks mean True = good.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "InputError",
+    "FrameSource",
+    "FrameReader",
+    "open_source",
+    "good_pixels",
+    "PIXEL_IS_IN_MASK",
+]
+
+#: CXI pixel-mask bits that make a pixel unusable: invalid, saturated, hot,
+#: dead, shadowed, in peak mask, to be ignored, bad, missing.
+PIXEL_IS_IN_MASK = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128 | 512
+
+#: Where CXI files keep their frames, in the order they are tried.
+DATA_PATHS = (
+    "entry_1/data_1/data",
+    "entry_1/image_1/data",
+    "entry_1/instrument_1/detector_1/data",
+)
+#: Where CXI files keep a detector mask, in the order they are tried.
+MASK_PATHS = (
+    "entry_1/instrument_1/detector_1/mask",
+    "entry_1/data_1/mask",
+    "entry_1/image_1/mask",
+)
+LABEL_PATHS = ("entry_1/labels", "entry_1/data_1/labels", "entry_1/sample_1/labels")
+CENTER_PATHS = (
+    "entry_1/instrument_1/detector_1/beam_center",
+    "entry_1/image_1/beam_center",
+    "entry_1/data_1/beam_center",
+)
+
+
+class InputError(ValueError):
+    """The input cannot be processed; the message says why, in one line."""
+
+
+def good_pixels(mask: np.ndarray, *, convention: str = "auto") -> tuple[np.ndarray, str]:
+    """Convert a stored mask to a bool array, True = good pixel.
+
+    Parameters
+    ----------
+    mask : (H, W) array
+        Bool (True = good), or integer.
+    convention : {"auto", "cxi", "good"}
+        How to read an integer mask: ``"cxi"`` bit mask (0 = good, bad when a
+        ``PIXEL_IS_IN_MASK`` bit is set), ``"good"`` (non-zero = good).
+        ``"auto"``: bool arrays are ``good``, integer ones ``cxi``.
+
+    Returns
+    -------
+    good : (H, W) bool array
+    convention : str
+        The convention applied, for the provenance.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        return mask.copy(), "bool (True = good)"
+    if convention == "auto":
+        convention = "cxi"
+    if convention == "cxi":
+        return (mask.astype(np.int64) & PIXEL_IS_IN_MASK) == 0, "CXI bit mask (0 = good)"
+    if convention == "good":
+        return mask != 0, "0/1 (1 = good)"
+    raise ValueError(f"unknown mask convention {convention!r}")
+
+
+@dataclass(frozen=True)
+class FrameReader:
+    """Reads frames ``[start, stop)`` across files; picklable, opens files per call.
+
+    Attributes
+    ----------
+    files : tuple of str
+    data_path : str
+    counts : tuple of int
+        Frames in each file.
+    shape : (int, int, int)
+        ``(N, H, W)`` over all files.
+    dtype : numpy dtype
+    """
+
+    files: tuple[str, ...]
+    data_path: str
+    counts: tuple[int, ...]
+    frame_shape: tuple[int, int]
+    dtype: np.dtype = field(default=np.dtype(np.float32))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (int(sum(self.counts)), *self.frame_shape)
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        """Frames for a slice (or a tuple whose first element is a slice)."""
+        if isinstance(key, tuple):
+            frames, rest = key[0], key[1:]
+        else:
+            frames, rest = key, ()
+        start, stop, step = frames.indices(self.shape[0]) if isinstance(frames, slice) else (
+            int(frames), int(frames) + 1, 1)
+        if step != 1:
+            raise IndexError("FrameReader reads contiguous frame ranges only")
+        out = np.empty((max(stop - start, 0), *self.frame_shape), dtype=self.dtype)
+        offset = 0
+        for name, count in zip(self.files, self.counts):
+            lo, hi = max(start - offset, 0), min(stop - offset, count)
+            if lo < hi:
+                with h5py.File(name, "r") as handle:
+                    handle[self.data_path].read_direct(
+                        out, np.s_[lo:hi], np.s_[offset + lo - start : offset + hi - start]
+                    )
+            offset += count
+        if not isinstance(frames, slice):
+            out = out[0]
+        return out[rest] if rest else out
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """One or several CXI/HDF5 files, checked and described.
+
+    Attributes
+    ----------
+    reader : FrameReader
+        Lazy access to the frames.
+    mask : (H, W) bool ndarray
+        True = good pixel (all True when no mask was found or given).
+    mask_origin : str
+        Where the mask came from and how it was read.
+    labels : (N, C) uint8 ndarray or None
+    label_names : tuple of str
+    exclusive_groups : tuple of tuple of str
+        Label groups that must not be predicted together.
+    center : (float, float) or None
+        Beam centre ``(cx, cy)`` in pixels found in the file (mean over frames).
+    wavelength, distance, pixel_size : float or None
+        Metres, when the files give them (for momentum transfer).
+    """
+
+    reader: FrameReader
+    mask: np.ndarray
+    mask_origin: str
+    labels: np.ndarray | None = None
+    label_names: tuple[str, ...] = ()
+    exclusive_groups: tuple[tuple[str, ...], ...] = ()
+    center: tuple[float, float] | None = None
+    wavelength: float | None = None
+    distance: float | None = None
+    pixel_size: float | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return self.reader.shape[0]
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.reader.frame_shape
+
+    def describe(self) -> dict:
+        """JSON-ready provenance: files, sizes, data-set path, mask origin, geometry."""
+        return {
+            "files": [str(Path(name).resolve()) for name in self.reader.files],
+            "file_sizes": [Path(name).stat().st_size for name in self.reader.files],
+            "frames_per_file": list(self.reader.counts),
+            "data_path": self.reader.data_path,
+            "frame_shape": list(self.frame_shape),
+            "mask": self.mask_origin,
+            "masked_pixels": int((~self.mask).sum()),
+            "wavelength_m": self.wavelength,
+            "distance_m": self.distance,
+            "pixel_size_m": self.pixel_size,
+        }
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
+    """Files named by paths and glob patterns, sorted within each pattern."""
+    files: list[str] = []
+    for item in inputs:
+        item = str(item)
+        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+        if not matches:
+            raise InputError(f"no file matches {item!r}")
+        files.extend(matches)
+    if not files:
+        raise InputError("no input file given")
+    for name in files:
+        if not Path(name).is_file():
+            raise InputError(f"{name}: no such file")
+        if not h5py.is_hdf5(name):
+            raise InputError(f"{name}: not an HDF5 file")
+    return files
+
+
+def open_source(
+    inputs: Sequence[str | Path],
+    *,
+    data_path: str | None = None,
+    mask: np.ndarray | None = None,
+    mask_origin: str = "given",
+    labels_path: str | None = None,
+) -> FrameSource:
+    """Open and check CXI/HDF5 input files.
+
+    Parameters
+    ----------
+    inputs : sequence of str or Path
+        Files or glob patterns, in order.
+    data_path : str, optional
+        The frames' data set; default: the first CXI location present.
+    mask : (H, W) bool array, optional
+        True = good; overrides a mask in the files.
+    mask_origin : str
+        How ``mask`` was obtained, for the provenance.
+    labels_path : str, optional
+        The labels' data set; default: the CXI-like locations in LABEL_PATHS.
+
+    Returns
+    -------
+    FrameSource
+
+    Raises
+    ------
+    InputError
+        Not HDF5, missing data set, not 3-D, shapes that differ between files,
+        a missing source file of a virtual data set, a mask of another shape,
+        labels that do not match the frames, no frames at all.
+    """
+    files = expand_inputs(inputs)
+    with h5py.File(files[0], "r") as first:
+        data_path = data_path or _first_present(first, DATA_PATHS)
+        if data_path is None:
+            raise InputError(
+                f"{files[0]}: no frames found at {', '.join('/' + p for p in DATA_PATHS)}; "
+                "name the data set with --data-path"
+            )
+        file_mask, file_mask_origin = _read_mask(first, files[0])
+        geometry = _read_geometry(first)
+        center = _read_center(first)
+    counts, label_parts, names, groups = [], [], (), ()
+    frame_shape = None
+    for name in files:
+        with h5py.File(name, "r") as handle:
+            dataset = _frames_dataset(handle, data_path, name)
+            if frame_shape is None:
+                frame_shape = tuple(dataset.shape[1:])
+            elif tuple(dataset.shape[1:]) != frame_shape:
+                raise InputError(
+                    f"{name}: frames are {dataset.shape[1:]}, but {files[0]} has {frame_shape}"
+                )
+            counts.append(int(dataset.shape[0]))
+            labels, part_names, part_groups = _read_labels(handle, labels_path, name)
+        if labels is not None and labels.shape[0] != counts[-1]:
+            raise InputError(f"{name}: {labels.shape[0]} labels for {counts[-1]} frames")
+        if labels is not None and (not label_parts or part_names == names):
+            label_parts.append(labels)
+            names, groups = part_names, part_groups
+    if sum(counts) == 0:
+        raise InputError("the input holds no frames")
+    if len(label_parts) != len(files):
+        if label_parts:
+            logger.warning("labels are missing or differ between files: none are used")
+        label_parts, names, groups = [], (), ()
+    if mask is None:
+        mask, mask_origin = file_mask, file_mask_origin
+    if mask is None:
+        mask = np.ones(frame_shape, dtype=bool)
+    mask = np.asarray(mask)
+    if mask.shape != frame_shape:
+        raise InputError(f"mask has shape {mask.shape}, but frames are {frame_shape}")
+    labels = np.concatenate(label_parts) if label_parts else None
+    reader = FrameReader(tuple(files), data_path, tuple(counts), frame_shape, np.dtype(np.float32))
+    logger.info("input: %d frames of %s from %d file(s), mask: %s", sum(counts), frame_shape,
+                len(files), mask_origin)
+    return FrameSource(
+        reader=reader,
+        mask=mask.astype(bool),
+        mask_origin=mask_origin,
+        labels=labels,
+        label_names=names,
+        exclusive_groups=groups,
+        center=center,
+        **geometry,
+    )
+
+
+def read_mask_file(spec: str) -> tuple[np.ndarray, str]:
+    """Read ``FILE[:path]``: a .npy array or a data set in an HDF5 file.
+
+    Integer masks given this way are read as 0/1, 1 = good, unless they sit in
+    a CXI file at a CXI mask location (then: CXI bit mask).
+    """
+    name, _, path = spec.partition(":")
+    if not Path(name).is_file():
+        raise InputError(f"mask file {name}: no such file")
+    if name.endswith(".npy"):
+        good, convention = good_pixels(np.load(name), convention="good")
+        return good, f"{name} ({convention})"
+    if not h5py.is_hdf5(name):
+        raise InputError(f"mask file {name}: neither .npy nor HDF5")
+    with h5py.File(name, "r") as handle:
+        path = path or _first_present(handle, MASK_PATHS)
+        if not path or path not in handle:
+            raise InputError(f"mask file {name}: no mask data set {path or ''}".rstrip())
+        convention = "cxi" if path.strip("/") in MASK_PATHS else "good"
+        good, how = good_pixels(handle[path][()], convention=convention)
+    return good, f"{name}:{path} ({how})"
+
+
+def _first_present(handle: h5py.File, paths: Sequence[str]) -> str | None:
+    return next((path for path in paths if path in handle), None)
+
+
+def _frames_dataset(handle: h5py.File, data_path: str, name: str) -> h5py.Dataset:
+    """The frames' data set, checked: present, a data set, 3-D, numeric, sources present."""
+    where = "/" + data_path.lstrip("/")
+    if data_path not in handle:
+        raise InputError(f"{name}: no data set {where}")
+    dataset = handle[data_path]
+    if not isinstance(dataset, h5py.Dataset):
+        raise InputError(f"{name}: {where} is a group, not a data set")
+    if dataset.ndim != 3:
+        raise InputError(
+            f"{name}: {where} has shape {dataset.shape}; expected 3 dimensions (frame, y, x)"
+        )
+    if not np.issubdtype(dataset.dtype, np.number):
+        raise InputError(f"{name}: {where} holds {dataset.dtype}, not numbers")
+    _check_virtual_sources(dataset, name)
+    return dataset
+
+
+def _read_mask(handle: h5py.File, name: str) -> tuple[np.ndarray | None, str]:
+    path = _first_present(handle, MASK_PATHS)
+    if path is None:
+        return None, "none (all pixels good)"
+    stored = handle[path][()]
+    if stored.ndim == 3:  # a mask per frame: keep pixels good in every frame
+        stored = stored.all(axis=0) if stored.dtype == bool else np.bitwise_or.reduce(stored, axis=0)
+    convention = handle[path].attrs.get("convention", "auto")
+    good, how = good_pixels(stored, convention=str(convention))
+    return good, f"{name}:/{path} ({how})"
+
+
+def _read_labels(handle, labels_path, name):
+    path = labels_path or _first_present(handle, LABEL_PATHS)
+    if path is None:
+        return None, (), ()
+    if path not in handle:
+        raise InputError(f"{name}: no labels at /{path.lstrip('/')}")
+    dataset = handle[path]
+    labels = np.asarray(dataset[()])
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    names = dataset.attrs.get("names", None)
+    if names is None:
+        names = [f"class_{i}" for i in range(labels.shape[1])]
+    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    groups = dataset.attrs.get("exclusive_groups", "[]")
+    groups = json.loads(groups.decode() if isinstance(groups, bytes) else str(groups))
+    return labels.astype(np.uint8), names, tuple(tuple(g) for g in groups)
+
+
+def _read_geometry(handle) -> dict:
+    def scalar(path):
+        if path not in handle:
+            return None
+        value = np.asarray(handle[path][()], dtype=np.float64)
+        return float(value.mean())
+
+    return {
+        "wavelength": scalar("entry_1/instrument_1/source_1/wavelength"),
+        "distance": scalar("entry_1/instrument_1/detector_1/distance"),
+        "pixel_size": scalar("entry_1/instrument_1/detector_1/x_pixel_size"),
+    }
+
+
+def _read_center(handle) -> tuple[float, float] | None:
+    path = _first_present(handle, CENTER_PATHS)
+    if path is None:
+        return None
+    value = np.asarray(handle[path][()], dtype=np.float64).reshape(-1, 2)
+    cx, cy = value.mean(axis=0)
+    return float(cx), float(cy)
+
+
+def _check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:
+    """A virtual data set silently returns fill values for missing sources: refuse."""
+    if not dataset.is_virtual:
+        return
+    base = Path(name).parent
+    for source in dataset.virtual_sources():
+        target = source.file_name
+        if target == ".":
+            continue
+        if not (Path(target).is_file() or (base / target).is_file()):
+            raise InputError(f"{name}: virtual data set source {target} is missing")
