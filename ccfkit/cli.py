@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import click
+import numpy as np
 
 from . import __version__
 
@@ -36,3 +37,117 @@ def demo(out_dir: Path, size: int, order: int, backend: str) -> None:
     written = run_demo(out_dir, size=size, order=order, backend=backend)
     for path in written:
         click.echo(f"wrote {path}")
+
+
+def _center_option(value: str | None):
+    """Parse ``--center``: None, "auto" or "X,Y"."""
+    if value is None or value == "auto":
+        return value
+    try:
+        cx, cy = (float(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected X,Y in pixels or 'auto', got {value!r}") from None
+    return cx, cy
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--noise", type=click.Choice(["none", "mean", "mean+std", "max"]), default="none",
+              show_default=True, help="Uniform noise U(0, b) added before resampling (SPEC §5).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the noise.")
+@click.option("--order", default=8, show_default=True, help="Angular order of the upper triangle.")
+@click.option("--q-bins", default=224, show_default=True, help="Radial bins Q (maps are Q x Q).")
+@click.option("--phi-bins", default=512, show_default=True, help="Angular samples P.")
+@click.option("--r-min", default=0.0, show_default=True, help="Smallest radius, pixels.")
+@click.option("--r-max", type=float, default=None, help="Largest radius, pixels [largest full circle].")
+@click.option("--delta", default=0.0, show_default=True, help="Angular separation of the full map, rad.")
+@click.option("--scale", type=click.Choice(["maxabs", "none"]), default="maxabs", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto",
+              show_default=True)
+@click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
+@click.option("--mask", "mask_spec", default=None, metavar="FILE[:PATH]",
+              help="Mask file (.npy, or HDF5 with a data set path); True/1 = good pixel.")
+@click.option("--labels-path", default=None, help="Data set of the labels [CXI-like locations].")
+@click.option("--center", default=None, metavar="X,Y|auto",
+              help="Beam centre in pixels (x = column), or 'auto' [the file's, else the middle].")
+@click.option("--keep-images", is_flag=True, help="Also store the noisy frames, resized.")
+@click.option("--image-size", default=224, show_default=True, help="Side of the stored frames.")
+@click.option("--dtype", "map_dtype", type=click.Choice(["float32", "float16"]), default="float32",
+              show_default=True, help="Stored map dtype (float16 needs --scale maxabs).")
+@click.option("--compressor", type=click.Choice(["lz4", "zstd", "none"]), default="lz4",
+              show_default=True)
+@click.option("--chunk", "chunk_frames", default=64, show_default=True,
+              help="Frames per store chunk and per Dask task.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Dask distributed scheduler (tcp://host:8786) [local threads].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted build.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def build(inputs, out, noise, seed, order, q_bins, phi_bins, r_min, r_max, delta, scale, backend,
+          data_path, mask_spec, labels_path, center, keep_images, image_size, map_dtype,
+          compressor, chunk_frames, scheduler, overwrite, resume, quiet):
+    """Compute the CCF maps of INPUTS (CXI/HDF5 files or globs) into the Zarr store OUT."""
+    from .backends import BackendUnavailableError
+    from .io.source import InputError, open_source, read_mask_file
+    from .pipeline import BuildConfig, build as run_build
+    from .store import StoreError
+
+    if overwrite and resume:
+        raise click.UsageError("--overwrite and --resume exclude each other")
+    try:
+        mask, mask_origin = read_mask_file(mask_spec) if mask_spec else (None, "")
+        source = open_source(inputs, data_path=data_path, mask=mask, mask_origin=mask_origin,
+                             labels_path=labels_path)
+        centre, centre_origin = _resolve_center(_center_option(center), source)
+        config = BuildConfig(order=order, q_bins=q_bins, phi_bins=phi_bins, r_min=r_min,
+                             r_max=r_max, delta=delta, scale=scale, noise=noise, seed=seed,
+                             image_size=image_size if keep_images else None, map_dtype=map_dtype)
+        run_build(source, str(out), config, center=centre, center_origin=centre_origin,
+                  backend=backend, chunk_frames=chunk_frames, compressor=compressor,
+                  overwrite=overwrite, resume=resume, scheduler=scheduler, progress=not quiet)
+    except (InputError, StoreError, BackendUnavailableError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {out}")
+
+
+def _resolve_center(center, source):
+    """The centre to use and where it came from (None: the pipeline's default)."""
+    if center != "auto":
+        return center, "given" if center else "file"
+    from .center import estimate_center
+
+    picks = np.linspace(0, source.n_frames - 1, min(source.n_frames, 256)).astype(int)
+    frames = np.stack([source.reader[int(i)] for i in np.unique(picks)])
+    estimate = estimate_center(frames, source.mask)
+    logging.getLogger(__name__).info("estimated beam centre: (%.2f, %.2f)", *estimate)
+    return estimate, f"auto (centro-symmetry of {len(frames)} frames)"
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+def info(store: Path) -> None:
+    """Print the layout, parameters and provenance of a store."""
+    from .store import StoreError, open_store
+    from .summary import describe_store
+
+    try:
+        click.echo(describe_store(open_store(store)))
+    except StoreError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--index", "frame", default=0, show_default=True, help="Frame (row of the store).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="PNG file.")
+def show(store: Path, frame: int, output: Path) -> None:
+    """Draw the paper's Fig. 4 panel of one frame: image, noisy image, merged map."""
+    from .store import StoreError, open_store
+    from .summary import draw_frame
+
+    try:
+        draw_frame(open_store(store), frame, output)
+    except (StoreError, IndexError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {output}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 __all__ = ["NoiseLevel", "NoiseStatistics", "frame_statistics", "noise_statistics", "add_noise"]
@@ -59,20 +60,41 @@ def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.n
     (B, 3) float32 array
         Columns mean, std (population), max; NaN for a frame without valid pixels.
     """
-    images = np.asarray(images, dtype=np.float64)
-    valid = np.isfinite(images)
-    if mask is not None:
-        valid &= np.asarray(mask, dtype=bool)
-    count = valid.sum(axis=(1, 2))
-    values = np.where(valid, images, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = values.sum(axis=(1, 2)) / count
-        variance = np.where(valid, (images - mean[:, None, None]) ** 2, 0.0).sum(axis=(1, 2))
-        std = np.sqrt(variance / count)
-    largest = np.where(valid, images, -np.inf).max(axis=(1, 2))
-    stats = np.stack([mean, std, largest], axis=1)
-    stats[count == 0] = np.nan
-    return stats.astype(np.float32)
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    if mask is None:
+        mask = np.ones(images.shape[1:], dtype=bool)
+    flat_mask = np.ascontiguousarray(mask, dtype=bool).reshape(-1)
+    stats = np.empty((images.shape[0], 3), dtype=np.float32)
+    _frame_statistics(images.reshape(images.shape[0], -1), flat_mask, stats)
+    return stats
+
+
+@numba.njit(nogil=True, cache=True)
+def _frame_statistics(images, mask, out):
+    """Two passes per frame in float64: mean and max, then the squared deviations."""
+    for b in range(images.shape[0]):
+        frame = images[b]
+        count = 0
+        total = 0.0
+        largest = -np.inf
+        for i in range(frame.shape[0]):
+            value = frame[i]
+            if mask[i] and np.isfinite(value):
+                count += 1
+                total += value
+                largest = max(largest, value)
+        if count == 0:
+            out[b, :] = np.nan
+            continue
+        mean = total / count
+        squares = 0.0
+        for i in range(frame.shape[0]):
+            value = frame[i]
+            if mask[i] and np.isfinite(value):
+                squares += (value - mean) ** 2
+        out[b, 0] = mean
+        out[b, 1] = np.sqrt(squares / count)
+        out[b, 2] = largest
 
 
 def noise_statistics(stats: np.ndarray) -> NoiseStatistics:

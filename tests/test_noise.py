@@ -13,10 +13,11 @@ def test_frame_statistics_use_only_valid_pixels():
     images[:, ~mask] = 1e6  # masked pixels must not count
     images[1, 2, 3] = np.nan  # nor NaN ones
     stats = frame_statistics(images, mask)
-    for b in range(4):
+    for b in range(4):  # against NumPy on the valid pixels
+
         good = mask & np.isfinite(images[b])
         expected = [images[b][good].mean(), images[b][good].std(), images[b][good].max()]
-        # float32 storage of float64 sums: 1e-6 relative
+        # float64 sums stored in float32: 1e-6 relative
         np.testing.assert_allclose(stats[b], expected, rtol=1e-6)
 
 

@@ -1,0 +1,441 @@
+"""The build: CXI frames -> Dask -> noisy frames -> CCF maps -> a Zarr store.
+
+Two passes over the frames (SPEC §5): a statistics pass (per-frame mean, std
+and max of the valid pixels; their medians set the noise bound), then the map
+pass, one Dask task per store chunk: read the frames, add the noise drawn from
+``(seed, frame index)``, compute the merged maps, write the chunk, mark it
+done. Tasks receive a small description of the geometry (:class:`PlanSpec`)
+and build the polar plan once per process; each task writes whole Zarr chunks
+of its own, so no locks are needed and a build resumes chunk by chunk.
+
+Parallelism has one level: Dask runs one task per core, each task computes on
+one thread (Numba kernels and BLAS held to one thread).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from . import __version__
+from .backends import get_backend
+from .ccf import Scale
+from .io.source import FrameSource, InputError
+from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
+from .polar import PolarPlan, make_polar_plan
+from .resize import resize_images
+from .store import (
+    StoreError,
+    StoreLayout,
+    create_store,
+    layout_of,
+    mark_complete,
+    mark_done,
+    open_store,
+    pending_chunks,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BuildConfig", "PlanSpec", "build", "momentum_transfer"]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that determines the content of a store (stored as ``parameters``).
+
+    Attributes mirror the ``ccfkit build`` options; see ``docs/build.md``.
+    """
+
+    order: int = 8
+    q_bins: int = 224
+    phi_bins: int = 512
+    r_min: float = 0.0
+    r_max: float | None = None
+    delta: float = 0.0
+    scale: str = Scale.MAXABS.value
+    noise: str = NoiseLevel.NONE.value
+    seed: int = 0
+    image_size: int | None = None
+    map_dtype: str = "float32"
+
+    def __post_init__(self):
+        Scale(self.scale)
+        NoiseLevel(self.noise)
+        if self.map_dtype not in ("float32", "float16"):
+            raise InputError(f"map dtype must be float32 or float16, not {self.map_dtype}")
+        if self.map_dtype == "float16" and self.scale != Scale.MAXABS.value:
+            raise InputError("float16 maps need --scale maxabs (unscaled maps overflow float16)")
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """A hashable, picklable description of a polar plan, sent to workers.
+
+    The mask travels bit-packed (a 259 x 259 mask is 8 kB).
+    """
+
+    shape: tuple[int, int]
+    center: tuple[float, float]
+    packed_mask: bytes
+    q_bins: int
+    phi_bins: int
+    r_min: float
+    r_max: float | None
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, center, config: BuildConfig) -> PlanSpec:
+        mask = np.asarray(mask, dtype=bool)
+        return cls(
+            shape=tuple(int(n) for n in mask.shape),
+            center=(float(center[0]), float(center[1])),
+            packed_mask=np.packbits(mask).tobytes(),
+            q_bins=config.q_bins,
+            phi_bins=config.phi_bins,
+            r_min=config.r_min,
+            r_max=config.r_max,
+        )
+
+    @property
+    def mask(self) -> np.ndarray:
+        bits = np.unpackbits(np.frombuffer(self.packed_mask, dtype=np.uint8))
+        return bits[: math.prod(self.shape)].reshape(self.shape).astype(bool)
+
+
+@functools.lru_cache(maxsize=4)
+def plan_for(spec: PlanSpec) -> PolarPlan:
+    """Build (once per process and geometry) the plan a spec describes."""
+    return make_polar_plan(
+        spec.shape,
+        center=spec.center,
+        mask=spec.mask,
+        q_bins=spec.q_bins,
+        phi_bins=spec.phi_bins,
+        r_min=spec.r_min,
+        r_max=spec.r_max,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def task_backend(name: str):
+    """The backend a task computes with: one thread for Numba (Dask runs the tasks in parallel)."""
+    backend = get_backend(name)
+    if backend.name == "numba":
+        from .backends.numba import NumbaBackend
+
+        return NumbaBackend(threads=1)
+    return backend
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What a map task needs besides its frames; small and picklable."""
+
+    store: str
+    layout: StoreLayout
+    plan: PlanSpec
+    config: BuildConfig
+    backend: str
+    bound: float
+
+
+def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
+    """Add noise, compute maps, write chunk ``chunk`` of the store, mark it done.
+
+    Parameters
+    ----------
+    frames : (n, H, W) array
+        The raw frames of the chunk.
+    chunk : int
+    job : ChunkJob
+
+    Returns
+    -------
+    int
+        Frames written.
+    """
+    config = job.config
+    plan = plan_for(job.plan)
+    engine = task_backend(job.backend)
+    frames_slice = job.layout.chunk_slice(chunk)
+    indices = np.arange(frames_slice.start, frames_slice.stop)
+    noisy = add_noise(frames, indices, job.bound, config.seed)
+    maps = engine.merged_maps(
+        engine.as_batch(noisy, plan.shape),
+        plan,
+        order=config.order,
+        delta=config.delta,
+        scale=Scale(config.scale),
+    )
+    group = zarr.open_group(job.store, mode="r+")
+    group["ccf"][frames_slice] = engine.to_numpy(maps).astype(job.layout.map_dtype)
+    if job.layout.image_size:
+        group["images"][frames_slice] = resize_images(noisy, job.layout.image_size, job.plan.mask)
+    mark_done(group, chunk)
+    return len(indices)
+
+
+def momentum_transfer(radius_px, *, wavelength: float, distance: float, pixel_size: float):
+    """Momentum transfer ``q = 4 pi sin(theta) / lambda`` in 1/nm of detector radii.
+
+    The scattering angle ``2 theta = atan(r * pixel_size / distance)`` (flat
+    detector normal to the beam, wide angles included).
+
+    Parameters
+    ----------
+    radius_px : (Q,) array
+        Radii in pixels.
+    wavelength, distance, pixel_size : float
+        Metres.
+    """
+    two_theta = np.arctan(np.asarray(radius_px, dtype=np.float64) * pixel_size / distance)
+    return 4 * np.pi * np.sin(two_theta / 2) / wavelength * 1e-9
+
+
+def build(
+    source: FrameSource,
+    out: str,
+    config: BuildConfig,
+    *,
+    center: tuple[float, float] | None = None,
+    center_origin: str = "given",
+    backend: str = "auto",
+    chunk_frames: int = 64,
+    compressor: str = "lz4",
+    overwrite: bool = False,
+    resume: bool = False,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> zarr.Group:
+    """Build (or finish) the store of CCF maps of ``source`` at ``out``.
+
+    Parameters
+    ----------
+    source : FrameSource
+        The checked input.
+    out : str
+        The ``.zarr`` directory.
+    config : BuildConfig
+        What to compute (recorded in the store).
+    center : (float, float), optional
+        Beam centre ``(cx, cy)``; default the file's, else the detector middle.
+    center_origin : str
+        How the centre was obtained (recorded).
+    backend : str
+        Engine backend name.
+    chunk_frames : int
+        Frames per store chunk and Dask task.
+    compressor : str
+        Map compressor (a key of :data:`ccfkit.store.COMPRESSORS`).
+    overwrite, resume : bool
+        Replace an existing store / finish an incomplete one.
+    scheduler : str, optional
+        A Dask distributed scheduler address; default the local threads.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    zarr.Group
+        The complete store.
+    """
+    if center is None:
+        center, center_origin = source.center, "file"
+    if center is None:
+        height, width = source.frame_shape
+        center, center_origin = ((width - 1) / 2, (height - 1) / 2), "detector middle"
+    try:
+        plan = make_polar_plan(
+            source.frame_shape,
+            center=center,
+            mask=source.mask,
+            q_bins=config.q_bins,
+            phi_bins=config.phi_bins,
+            r_min=config.r_min,
+            r_max=config.r_max,
+        )
+    except ValueError as error:
+        raise InputError(str(error)) from error
+    engine_name = get_backend(backend).name  # fails early for an unusable backend
+    layout = StoreLayout(
+        n_frames=source.n_frames,
+        q_bins=config.q_bins,
+        chunk_frames=chunk_frames,
+        label_names=source.label_names if source.labels is not None else (),
+        image_size=config.image_size,
+        map_dtype=config.map_dtype,
+        compressor=compressor,
+    )
+    parameters = asdict(config)
+    provenance = {
+        "parameters": parameters,
+        "input": source.describe(),
+        "center": list(center),
+        "center_origin": center_origin,
+        "r_max": plan.r_max,
+        "backend": engine_name,
+        "seed": config.seed,
+        "command": " ".join(sys.argv),
+        "environment": _environment(),
+    }
+    if resume:
+        group = _open_for_resume(out, parameters, source)
+        layout = layout_of(group)
+    else:
+        group = create_store(out, layout, provenance, overwrite=overwrite)
+        _write_per_store_arrays(group, source, plan)
+
+    frames = da.from_array(
+        source.reader,
+        chunks=(layout.chunk_frames, *source.frame_shape),
+        lock=False,
+        asarray=False,
+        meta=np.empty((0, 0, 0), dtype=np.float32),
+    )
+    client = _client(scheduler)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if "noise" not in group.attrs:
+            stats = _statistics_pass(frames, source.mask, client, progress)
+            group["stats"][:] = stats
+            medians = noise_statistics(stats)
+            group.attrs["noise"] = {
+                "level": config.noise,
+                "median_mean": medians.median_mean,
+                "median_std": medians.median_std,
+                "median_max": medians.median_max,
+                "bound": medians.bound(config.noise),
+            }
+        job = ChunkJob(
+            store=str(out),
+            layout=layout,
+            plan=PlanSpec.from_mask(source.mask, center, config),
+            config=config,
+            backend=engine_name,
+            bound=float(group.attrs["noise"]["bound"]),
+        )
+        todo = pending_chunks(group)
+        tasks = [dask.delayed(process_chunk)(frames.blocks[int(k)], int(k), job) for k in todo]
+        total = sum(layout.chunk_slice(int(k)).stop - layout.chunk_slice(int(k)).start for k in todo)
+        _run(tasks, client, total, "maps", progress)
+    mark_complete(group)
+    logger.info("store complete: %s", out)
+    return group
+
+
+def _open_for_resume(out: str, parameters: dict, source: FrameSource) -> zarr.Group:
+    group = open_store(out, mode="r+")
+    stored = dict(group.attrs["parameters"])
+    if stored != _json_round_trip(parameters):
+        changed = sorted(k for k in parameters if stored.get(k) != _json_round_trip(parameters)[k])
+        raise StoreError(f"{out} was built with other parameters ({', '.join(changed)}); use --overwrite")
+    if group.attrs["input"]["files"] != source.describe()["files"]:
+        raise StoreError(f"{out} was built from other input files; use --overwrite")
+    return group
+
+
+def _json_round_trip(value):
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def _write_per_store_arrays(group: zarr.Group, source: FrameSource, plan: PolarPlan) -> None:
+    group["index"][:] = np.arange(source.n_frames, dtype=np.int64)
+    group["radius"][:] = plan.radius
+    group["radius"].attrs["units"] = "pixel"
+    mask = group.create_array("mask", shape=source.mask.shape, dtype="bool")
+    mask[:] = source.mask
+    mask.attrs["origin"] = source.mask_origin
+    if source.labels is not None:
+        group["labels"][:] = source.labels
+        group["labels"].attrs["exclusive_groups"] = [list(g) for g in source.exclusive_groups]
+    if None not in (source.wavelength, source.distance, source.pixel_size):
+        q = momentum_transfer(
+            plan.radius,
+            wavelength=source.wavelength,
+            distance=source.distance,
+            pixel_size=source.pixel_size,
+        )
+        array = group.create_array("q", shape=q.shape, dtype="float64")
+        array[:] = q
+        array.attrs["units"] = "1/nm"
+
+
+def _statistics_pass(frames: da.Array, mask: np.ndarray, client, progress: bool) -> np.ndarray:
+    tasks = [
+        dask.delayed(frame_statistics)(frames.blocks[k], mask) for k in range(frames.numblocks[0])
+    ]
+    results = _run(tasks, client, frames.shape[0], "statistics", progress, count=len)
+    return np.concatenate(results)
+
+
+def _run(tasks, client, total: int, what: str, progress: bool, count: Callable = int) -> list:
+    """Compute delayed tasks locally or on a cluster, with a progress bar in frames."""
+    bar = tqdm(total=total, desc=what, unit="frame", disable=not progress, smoothing=0.1)
+    try:
+        if client is not None:
+            from distributed import as_completed
+
+            futures = client.compute(tasks)
+            order = {future.key: i for i, future in enumerate(futures)}
+            results = [None] * len(futures)
+            for future in as_completed(futures):
+                results[order[future.key]] = future.result()
+                bar.update(count(results[order[future.key]]))
+            return results
+        from dask.callbacks import Callback
+
+        keys = {task.key for task in tasks}
+
+        class _Progress(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):
+                if key in keys:
+                    bar.update(count(result))
+
+        with _Progress():
+            return list(dask.compute(*tasks, scheduler="threads", num_workers=_cpus()))
+    finally:
+        bar.close()
+
+
+def _client(scheduler: str | None):
+    if not scheduler:
+        return None
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout="10s", set_as_default=False)
+    except OSError as error:
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from error
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _environment() -> dict:
+    import numba
+
+    return {
+        "ccfkit": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "dask": dask.__version__,
+        "zarr": zarr.__version__,
+        "host": platform.node(),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,842 @@
+"""Simulated single-shot diffraction of droplet-like particles, labelled as in the paper.
+
+The model (details, units and limits in ``docs/simulate.md``):
+
+* A homogeneous sphere or spheroid (semi-axes ``a, a, c``, symmetry axis
+  ``c_hat`` in any direction) scatters in the first Born (Rayleigh-Gans)
+  approximation: the amplitude is ``V F(q)`` with
+  ``F(q) = 3 (sin u - u cos u) / u^3`` and ``u = |q| R_eff(q_hat)``,
+  ``R_eff^2 = a^2 (1 - (q_hat . c_hat)^2) + c^2 (q_hat . c_hat)^2``.
+* ``q`` is the full 3-D momentum transfer on the Ewald sphere: a pixel at
+  ``(x, y)`` metres from the beam centre on a flat detector at distance ``L``
+  sees the scattering angle ``2 theta = atan(sqrt(x^2 + y^2) / L)``, so
+  ``q = k (n - z_hat)`` with ``n = (x, y, L) / D``, ``D = sqrt(x^2 + y^2 + L^2)``,
+  ``k = 2 pi / lambda`` and ``|q| = 4 pi sin(theta) / lambda``. No small-angle
+  shortcut anywhere.
+* Expected photons per pixel are ``|F|^2`` times the pixel's solid angle
+  (``~ p^2 L / D^3``), scaled so that the good pixels receive ``fluence``
+  photons on average; Poisson noise is optional.
+
+Conventions: images are ``I[y, x]`` (row ``y``, column ``x``) with pixel
+centres at integer coordinates; the beam centre is ``(cx, cy)`` in pixels;
+lab axes are ``x`` along columns, ``y`` along rows, ``z`` along the beam.
+Lengths inside this module are in nanometres and photon energies in eV; the
+file writer (:mod:`ccfkit.io.cxi`) converts to SI.
+
+Every frame is a pure function of ``(seed, index, config)``: its parameters
+and its noise come from generators seeded with ``(seed, index, stream)``, so a
+frame does not depend on how many frames are made, in what blocks, or by how
+many threads.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Kind",
+    "LABELS",
+    "EXCLUSIVE_GROUPS",
+    "SimulationConfig",
+    "Detector",
+    "FrameParameters",
+    "parse_mix",
+    "photon_energy_to_wavelength",
+    "draw_parameters",
+    "projected_semi_axes",
+    "fringe_shift",
+    "assign_labels",
+    "q_vectors",
+    "momentum_transfer",
+    "sphere_form_factor",
+    "expected_counts",
+    "poisson_counts",
+    "render_frames",
+    "example_frames",
+    "draw_examples",
+]
+
+#: h c in eV nm: wavelength (nm) = HC_EV_NM / photon energy (eV).
+HC_EV_NM = 1239.8419843320026
+
+
+class Kind(enum.IntEnum):
+    """What was drawn for a frame (the *cause*; the labels describe the *pattern*)."""
+
+    SPHERE = 0
+    OBLATE = 1
+    PROLATE = 2
+    EMPTY = 3
+
+
+#: Label names, in the column order of the label array (paper Table 1 / Fig. 2).
+LABELS = ("Spherical/Oblate", "Round", "Elliptical", "Prolate", "Streak", "Empty")
+
+#: Groups of labels of which a frame carries at most one (paper §2, Fig. 2). The
+#: first is also exhaustive: every frame is exactly one of them.
+EXCLUSIVE_GROUPS = (("Spherical/Oblate", "Prolate", "Empty"), ("Round", "Elliptical"))
+
+#: Subclass -> superordinate class: a frame with the subclass has the parent too.
+PARENTS = {"Round": "Spherical/Oblate", "Elliptical": "Spherical/Oblate", "Streak": "Prolate"}
+
+#: Below this many scattered photons a frame is labelled Empty (nothing to see).
+EMPTY_BELOW_PHOTONS = 100.0
+#: A pattern looks elliptical when, at the detector edge, its rings along the
+#: long and the short axis are out of step by at least this many fringes.
+VISIBLE_FRINGE_SHIFT = 0.5
+#: A prolate particle is labelled Prolate when its projection is at least this
+#: elongated (long / short semi-axis) *and* the elongation is visible.
+PROLATE_MIN_ASPECT = 1.15
+#: A Prolate pattern is a Streak when its projection is at least this elongated.
+STREAK_MIN_ASPECT = 1.8
+
+DEFAULT_MIX = {Kind.SPHERE: 0.5, Kind.OBLATE: 0.25, Kind.PROLATE: 0.2, Kind.EMPTY: 0.05}
+
+# Random streams: frame parameters and photon noise are drawn independently.
+_PARAM_STREAM, _NOISE_STREAM = 0, 1
+# Uniform numbers drawn per frame for its parameters (see draw_parameters).
+_N_UNIFORMS = 9
+
+
+def photon_energy_to_wavelength(energy_ev):
+    """Wavelength in nm of photons of ``energy_ev`` eV (array or scalar)."""
+    return HC_EV_NM / np.asarray(energy_ev, dtype=np.float64)
+
+
+def parse_mix(text: str | Mapping) -> dict[Kind, float]:
+    """Parse a class mix such as ``"sphere=0.5,oblate=0.25,prolate=0.2,empty=0.05"``.
+
+    Parameters
+    ----------
+    text : str or mapping
+        Comma-separated ``kind=weight`` pairs (kinds: sphere, oblate, prolate,
+        empty; missing kinds get weight 0), or a mapping of the same.
+
+    Returns
+    -------
+    dict of Kind -> float
+        Weights normalised to sum 1.
+
+    Raises
+    ------
+    ValueError
+        Unknown kind, a weight that is not a finite number >= 0, or all zero.
+    """
+    if isinstance(text, Mapping):
+        items = [(str(k.name if isinstance(k, Kind) else k), v) for k, v in text.items()]
+    else:
+        items = []
+        for part in filter(None, (p.strip() for p in str(text).split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"mix entry {part!r} is not KIND=WEIGHT")
+            items.append((key, value))
+    weights = {kind: 0.0 for kind in Kind}
+    names = ", ".join(k.name.lower() for k in Kind)
+    for key, value in items:
+        try:
+            kind = Kind[key.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown kind {key.strip()!r} in the mix; use {names}") from None
+        try:
+            weight = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"weight {value!r} of {kind.name.lower()} is not a number") from None
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"weight of {kind.name.lower()} must be a finite number >= 0")
+        weights[kind] = weight
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("the mix has no positive weight")
+    return {kind: w / total for kind, w in weights.items()}
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that defines a simulated data set, apart from the seed and N.
+
+    Attributes
+    ----------
+    size : int
+        Detector side in pixels (square, ``size x size``).
+    distance : float
+        Sample-detector distance in metres (the paper's MCP: 0.065).
+    max_angle : float
+        Scattering angle (degrees) seen at the detector half-width; sets the
+        pixel size ``2 L tan(max_angle) / size`` (paper: 30).
+    radius : (float, float)
+        Volume-equivalent particle radius range in nm (uniform).
+    photon_energy : (float, float)
+        Photon energy range in eV (uniform; the wavelength varies per frame).
+    fluence : (float, float)
+        Expected scattered photons per frame on the good pixels (log-uniform).
+    mix : dict of Kind -> float
+        Probabilities of sphere, oblate, prolate and empty frames.
+    oblate_ratio, prolate_ratio : (float, float)
+        Ranges of ``c / a`` for oblate (< 1) and prolate (> 1) spheroids.
+    noise : bool
+        Poisson photon noise (else the expected counts are written).
+    background : float
+        Expected stray/dark photons per good pixel per frame (flat).
+    jitter : float
+        Radius in pixels of the disc in which the beam centre is drawn
+        around the detector centre.
+    hole_radius : float
+        Radius in pixels of the central hole of the detector (masked).
+    """
+
+    size: int = 259
+    distance: float = 0.065
+    max_angle: float = 30.0
+    radius: tuple[float, float] = (150.0, 600.0)
+    photon_energy: tuple[float, float] = (19.0, 35.0)
+    fluence: tuple[float, float] = (1e5, 1e6)
+    mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
+    oblate_ratio: tuple[float, float] = (0.55, 0.95)
+    prolate_ratio: tuple[float, float] = (1.25, 3.0)
+    noise: bool = True
+    background: float = 0.01
+    jitter: float = 3.0
+    hole_radius: float = 10.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "mix", parse_mix(self.mix))
+        for name in ("radius", "photon_energy", "fluence", "oblate_ratio", "prolate_ratio"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError, with a one-line reason, for an impossible configuration."""
+
+        def span(name, value, low=0.0, high=math.inf, low_ok=False):
+            lo, hi = value
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"{name} must be finite, got {lo:g} {hi:g}")
+            if lo > hi:
+                raise ValueError(f"{name}: the minimum {lo:g} exceeds the maximum {hi:g}")
+            if (lo < low if low_ok else lo <= low) or hi > high:
+                lower = ">=" if low_ok else ">"
+                bound = f" and <= {high:g}" if math.isfinite(high) else ""
+                raise ValueError(f"{name} must lie {lower} {low:g}{bound}, got {lo:g} {hi:g}")
+
+        if not 16 <= int(self.size) <= 8192:
+            raise ValueError(f"size must be between 16 and 8192 pixels, got {self.size}")
+        if not (math.isfinite(self.distance) and self.distance > 0):
+            raise ValueError(f"distance must be > 0 m, got {self.distance:g}")
+        if not 0 < self.max_angle < 90:
+            raise ValueError(f"max_angle must lie in (0, 90) degrees, got {self.max_angle:g}")
+        span("radius (nm)", self.radius)
+        span("photon energy (eV)", self.photon_energy)
+        span("fluence (photons per frame)", self.fluence)
+        span("oblate ratio c/a", self.oblate_ratio, 0.0, 1.0)
+        span("prolate ratio c/a", self.prolate_ratio, 1.0, low_ok=True)
+        if not (math.isfinite(self.background) and self.background >= 0):
+            raise ValueError(f"background must be >= 0 photons per pixel, got {self.background:g}")
+        if not (math.isfinite(self.jitter) and 0 <= self.jitter <= self.size / 4):
+            raise ValueError(
+                f"jitter must lie between 0 and size/4 = {self.size / 4:g} px, got {self.jitter:g}"
+            )
+        if not (math.isfinite(self.hole_radius) and 0 <= self.hole_radius < (self.size - 1) / 2):
+            raise ValueError(
+                f"hole radius must lie between 0 and {(self.size - 1) / 2:g} px, "
+                f"got {self.hole_radius:g}"
+            )
+
+    @property
+    def detector(self) -> Detector:
+        return Detector.from_config(self)
+
+    def to_dict(self) -> dict:
+        """JSON-ready parameters (units in the key names)."""
+        out = asdict(self)
+        out["mix"] = {kind.name.lower(): weight for kind, weight in self.mix.items()}
+        rename = {
+            "distance": "distance_m",
+            "max_angle": "max_angle_deg",
+            "radius": "radius_nm",
+            "photon_energy": "photon_energy_ev",
+            "fluence": "fluence_photons",
+            "background": "background_photons_per_pixel",
+            "jitter": "jitter_px",
+            "hole_radius": "hole_radius_px",
+        }
+        return {rename.get(k, k): (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+    def aliasing_warning(self) -> str | None:
+        """A sentence when the finest fringes are sampled by fewer than 2 pixels."""
+        det = self.detector
+        ratio = max(self.prolate_ratio[1], 1.0) if self.mix[Kind.PROLATE] > 0 else 1.0
+        longest = self.radius[1] * ratio ** (2 / 3)  # largest semi-axis, nm
+        wavelength = HC_EV_NM / self.photon_energy[1]
+        half = det.half_width
+        # Fringe period along |q| is pi / R; |q| per pixel at the edge:
+        q_edge = momentum_transfer(np.array([half - 1.0, half]), det, wavelength)
+        pixels_per_fringe = (math.pi / longest) / float(q_edge[1] - q_edge[0])
+        if pixels_per_fringe < 2:
+            return (
+                f"fringes of a {longest:.0f} nm semi-axis at {self.photon_energy[1]:g} eV are "
+                f"{pixels_per_fringe:.1f} px apart at the detector edge: they alias "
+                f"(use a larger --size or smaller particles)"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A square flat detector perpendicular to the beam.
+
+    Attributes
+    ----------
+    shape : (int, int)
+        ``(H, W)`` pixels.
+    distance : float
+        Sample-detector distance in m.
+    pixel_size : float
+        Pixel pitch in m (square pixels).
+    hole_radius : float
+        Radius in pixels of the central hole, centred on :attr:`nominal_center`.
+    """
+
+    shape: tuple[int, int]
+    distance: float
+    pixel_size: float
+    hole_radius: float
+
+    @classmethod
+    def from_config(cls, config: SimulationConfig) -> Detector:
+        size = int(config.size)
+        pixel = 2 * config.distance * math.tan(math.radians(config.max_angle)) / size
+        return cls((size, size), float(config.distance), pixel, float(config.hole_radius))
+
+    @property
+    def nominal_center(self) -> tuple[float, float]:
+        """The detector's middle ``(cx, cy)`` in pixels: the hole's centre."""
+        return ((self.shape[1] - 1) / 2, (self.shape[0] - 1) / 2)
+
+    @property
+    def half_width(self) -> float:
+        """Distance in pixels from the middle to the detector edge (``min(H, W) / 2``)."""
+        return min(self.shape) / 2
+
+    def good_pixels(self) -> np.ndarray:
+        """(H, W) bool mask, True = good: every pixel outside the central hole."""
+        cx, cy = self.nominal_center
+        y, x = np.ogrid[: self.shape[0], : self.shape[1]]
+        return (x - cx) ** 2 + (y - cy) ** 2 >= self.hole_radius**2
+
+
+@dataclass(frozen=True)
+class FrameParameters:
+    """What was drawn for ``N`` frames (a struct of arrays).
+
+    Attributes
+    ----------
+    index : (N,) int64
+        Frame indices (the ``index`` of ``(seed, index)``).
+    kind : (N,) uint8
+        :class:`Kind` values.
+    radius : (N,) float64
+        Volume-equivalent radius ``(a^2 c)^(1/3)`` in nm; 0 for empty frames.
+    semi_axes : (N, 2) float64
+        ``(a, c)`` in nm: ``a`` twice (equator), ``c`` along the symmetry axis.
+    axis : (N, 3) float64
+        Unit vector ``c_hat`` of the symmetry axis in lab coordinates
+        ``(x, y, z)``, ``z`` along the beam; isotropic.
+    photon_energy : (N,) float64
+        eV.
+    wavelength : (N,) float64
+        nm.
+    fluence : (N,) float64
+        Expected scattered photons on the good pixels; 0 for empty frames.
+    center : (N, 2) float64
+        True beam centre ``(cx, cy)`` in pixels.
+    """
+
+    index: np.ndarray
+    kind: np.ndarray
+    radius: np.ndarray
+    semi_axes: np.ndarray
+    axis: np.ndarray
+    photon_energy: np.ndarray
+    wavelength: np.ndarray
+    fluence: np.ndarray
+    center: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def take(self, rows) -> FrameParameters:
+        """The parameters of a subset of frames (``rows`` index these arrays)."""
+        return FrameParameters(**{k: v[rows] for k, v in self.__dict__.items()})
+
+
+def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParameters:
+    """Draw the particle, beam and fluence of each frame.
+
+    Frame ``i`` uses only ``default_rng([seed, i, 0])`` (9 uniforms), so its
+    parameters do not depend on the other frames.
+
+    Parameters
+    ----------
+    config : SimulationConfig
+    seed : int
+        >= 0.
+    indices : (N,) array_like of int
+        Frame indices, >= 0.
+
+    Returns
+    -------
+    FrameParameters
+    """
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if seed < 0 or (indices.size and indices.min() < 0):
+        raise ValueError("seed and frame indices must be >= 0")
+    u = np.empty((indices.size, _N_UNIFORMS))
+    for row, index in enumerate(indices):
+        u[row] = np.random.default_rng([seed, int(index), _PARAM_STREAM]).random(_N_UNIFORMS)
+
+    edges = np.cumsum([config.mix[k] for k in Kind])
+    kind = np.minimum(np.searchsorted(edges, u[:, 0], side="right"), len(Kind) - 1)
+    kind = kind.astype(np.uint8)
+    empty = kind == Kind.EMPTY
+
+    radius = config.radius[0] + (config.radius[1] - config.radius[0]) * u[:, 1]
+    ratio = np.ones(indices.size)
+    for k, (lo, hi) in ((Kind.OBLATE, config.oblate_ratio), (Kind.PROLATE, config.prolate_ratio)):
+        sel = kind == k
+        ratio[sel] = lo + (hi - lo) * u[sel, 2]
+    a = radius * ratio ** (-1 / 3)  # a^2 c = radius^3 with c = ratio a
+    semi_axes = np.stack([a, a * ratio], axis=1)
+
+    cos_beta = 2 * u[:, 3] - 1  # isotropic: cos(beta) uniform in [-1, 1]
+    sin_beta = np.sqrt(np.maximum(0.0, 1 - cos_beta**2))
+    azimuth = 2 * np.pi * u[:, 4]
+    axis = np.stack([sin_beta * np.cos(azimuth), sin_beta * np.sin(azimuth), cos_beta], axis=1)
+
+    energy = config.photon_energy[0] + (config.photon_energy[1] - config.photon_energy[0]) * u[:, 5]
+    lo, hi = config.fluence
+    fluence = lo * (hi / lo) ** u[:, 6]  # log-uniform
+
+    shift = config.jitter * np.sqrt(u[:, 7])  # uniform in a disc
+    turn = 2 * np.pi * u[:, 8]
+    cx0, cy0 = Detector.from_config(config).nominal_center
+    center = np.stack([cx0 + shift * np.cos(turn), cy0 + shift * np.sin(turn)], axis=1)
+
+    radius[empty] = 0.0
+    semi_axes[empty] = 0.0
+    fluence[empty] = 0.0
+    return FrameParameters(
+        index=indices,
+        kind=kind,
+        radius=radius,
+        semi_axes=semi_axes,
+        axis=axis,
+        photon_energy=energy,
+        wavelength=photon_energy_to_wavelength(energy),
+        fluence=fluence,
+        center=center,
+    )
+
+
+def projected_semi_axes(params: FrameParameters) -> np.ndarray:
+    """Semi-axes of the particle's shadow on the detector plane (projection along z).
+
+    A spheroid ``(a, a, c)`` whose axis makes the angle ``beta`` with the beam
+    projects onto an ellipse with semi-axes ``a`` and
+    ``sqrt(a^2 cos^2 beta + c^2 sin^2 beta)``. In the small-angle limit the
+    pattern is that ellipse's Fourier transform: elongated the other way, by
+    the same ratio.
+
+    Returns
+    -------
+    (N, 2) float64
+        ``(long, short)`` semi-axes in nm.
+    """
+    a, c = params.semi_axes[:, 0], params.semi_axes[:, 1]
+    cos2 = params.axis[:, 2] ** 2
+    b = np.sqrt(a**2 * cos2 + c**2 * (1 - cos2))
+    return np.stack([np.maximum(a, b), np.minimum(a, b)], axis=1)
+
+
+def fringe_shift(params: FrameParameters, detector: Detector) -> np.ndarray:
+    """How many fringes the rings along the pattern's two axes differ by at the edge.
+
+    ``q_edge (long - short) / pi``: fringes along ``|q|`` are ``pi / R`` apart
+    for a radius ``R``, so within ``q_edge`` (the detector half-width) the
+    directions of the projection's long and short semi-axes count
+    ``q_edge R / pi`` fringes each.
+
+    Returns
+    -------
+    (N,) float64
+    """
+    long_short = projected_semi_axes(params)
+    q_edge = momentum_transfer(detector.half_width, detector, params.wavelength)
+    return q_edge * (long_short[:, 0] - long_short[:, 1]) / np.pi
+
+
+def assign_labels(params: FrameParameters, detector: Detector) -> np.ndarray:
+    """Labels of what each pattern shows, with the paper's rules (§2, Fig. 2).
+
+    Rules (thresholds are module constants):
+
+    * ``Empty``: no particle, or fewer than ``EMPTY_BELOW_PHOTONS`` scattered
+      photons expected.
+    * ``Prolate``: a prolate particle whose projection is elongated by at
+      least ``PROLATE_MIN_ASPECT`` *and* visibly so (``fringe_shift >=
+      VISIBLE_FRINGE_SHIFT``). A prolate particle seen nearly end-on looks
+      round and is not labelled Prolate.
+    * ``Spherical/Oblate``: every other non-empty frame.
+    * ``Elliptical``: Spherical/Oblate with a visible ellipticity
+      (``fringe_shift >= VISIBLE_FRINGE_SHIFT``); ``Round`` otherwise.
+    * ``Streak``: Prolate with a projection elongated by at least
+      ``STREAK_MIN_ASPECT``.
+
+    So Spherical/Oblate, Prolate and Empty are exclusive and exhaustive, and
+    Round and Elliptical are exclusive (:data:`EXCLUSIVE_GROUPS`).
+
+    Returns
+    -------
+    (N, C) uint8
+        Columns in the order of :data:`LABELS`.
+    """
+    long_short = projected_semi_axes(params)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        aspect = np.where(long_short[:, 1] > 0, long_short[:, 0] / long_short[:, 1], 1.0)
+    visible = fringe_shift(params, detector) >= VISIBLE_FRINGE_SHIFT
+    empty = (params.kind == Kind.EMPTY) | (params.fluence < EMPTY_BELOW_PHOTONS)
+    prolate = ~empty & (params.kind == Kind.PROLATE) & (aspect >= PROLATE_MIN_ASPECT) & visible
+    spherical = ~empty & ~prolate
+    columns = {
+        "Spherical/Oblate": spherical,
+        "Round": spherical & ~visible,
+        "Elliptical": spherical & visible,
+        "Prolate": prolate,
+        "Streak": prolate & (aspect >= STREAK_MIN_ASPECT),
+        "Empty": empty,
+    }
+    return np.stack([columns[name] for name in LABELS], axis=1).astype(np.uint8)
+
+
+def momentum_transfer(r_px, detector: Detector, wavelength_nm):
+    """``|q|`` in 1/nm at ``r_px`` pixels from the beam centre (wide angle).
+
+    ``2 theta = atan(r p / L)``, ``|q| = 4 pi sin(theta) / lambda``.
+
+    Parameters
+    ----------
+    r_px : array_like
+        Distances from the beam centre, pixels.
+    detector : Detector
+    wavelength_nm : array_like
+        Broadcast against ``r_px``.
+
+    Returns
+    -------
+    ndarray of float64, 1/nm
+    """
+    two_theta = np.arctan(np.asarray(r_px, dtype=np.float64) * detector.pixel_size / detector.distance)
+    return 4 * np.pi * np.sin(two_theta / 2) / np.asarray(wavelength_nm, dtype=np.float64)
+
+
+def q_vectors(detector: Detector, center: tuple[float, float], wavelength_nm: float) -> np.ndarray:
+    """The 3-D momentum transfer of every pixel (Ewald sphere), float64 reference.
+
+    Returns
+    -------
+    (3, H, W) float64
+        ``(qx, qy, qz)`` in 1/nm, ``q = k (n - z_hat)``; ``qz <= 0``.
+    """
+    height, width = detector.shape
+    x = (np.arange(width) - center[0]) * detector.pixel_size
+    y = (np.arange(height) - center[1]) * detector.pixel_size
+    x, y = np.meshgrid(x, y)
+    dist = np.sqrt(x**2 + y**2 + detector.distance**2)
+    k = 2 * np.pi / wavelength_nm
+    return np.stack([k * x / dist, k * y / dist, k * (detector.distance / dist - 1)])
+
+
+def sphere_form_factor(u):
+    """``3 (sin u - u cos u) / u^3``, 1 at ``u = 0``; float64, stable for small ``u``."""
+    u = np.asarray(u, dtype=np.float64)
+    small = np.abs(u) < 0.1
+    safe = np.where(small, 1.0, u)
+    exact = 3 * (np.sin(safe) - safe * np.cos(safe)) / safe**3
+    u2 = u * u
+    series = 1 - u2 / 10 + u2 * u2 / 280 - u2**3 / 15120
+    return np.where(small, series, exact)
+
+
+def expected_counts(
+    params: FrameParameters,
+    detector: Detector,
+    good: np.ndarray | None = None,
+    background: float = 0.0,
+) -> np.ndarray:
+    """Expected photons per pixel (no noise) for a batch of frames.
+
+    ``E = fluence * w / sum_good(w) + background`` on good pixels, 0 on
+    masked ones, with ``w = |F(q)|^2 (L / D)^3`` (form factor squared times
+    the flat-detector solid angle ``p^2 L / D^3`` up to a constant). Empty
+    frames get the background only.
+
+    Parameters
+    ----------
+    params : FrameParameters
+        ``B`` frames.
+    detector : Detector
+    good : (H, W) bool, optional
+        True = good pixel; default ``detector.good_pixels()``.
+    background : float
+        Photons per good pixel per frame.
+
+    Returns
+    -------
+    (B, H, W) float32
+    """
+    good = detector.good_pixels() if good is None else np.asarray(good, dtype=bool)
+    good32 = good.astype(np.float32)
+    height, width = detector.shape
+    batch = len(params)
+    out = np.empty((batch, height, width), dtype=np.float32)
+    pixel_nm = detector.pixel_size * 1e9
+    dist_nm = np.float32(detector.distance * 1e9)
+    cols = np.arange(width, dtype=np.float64)
+    rows = np.arange(height, dtype=np.float64)
+    for b in range(batch):
+        if params.kind[b] == Kind.EMPTY or params.fluence[b] <= 0:
+            out[b] = np.float32(background) * good32
+            continue
+        cx, cy = params.center[b]
+        x = ((cols - cx) * pixel_nm).astype(np.float32)  # (W,)
+        y = ((rows - cy) * pixel_nm).astype(np.float32)[:, None]  # (H, 1)
+        out[b] = _pattern(
+            x, y, dist_nm, params.wavelength[b], params.semi_axes[b], params.axis[b], good32
+        )
+        total = out[b].sum(dtype=np.float64)
+        out[b] *= np.float32(params.fluence[b] / total) if total > 0 else np.float32(0)
+        if background:
+            out[b] += np.float32(background) * good32
+    return out
+
+
+def _pattern(x, y, dist, wavelength, semi_axes, axis, good32):
+    """Unnormalised expected counts ``|F|^2 (L/D)^3`` on good pixels, float32 (H, W).
+
+    ``x`` (W,), ``y`` (H, 1): pixel offsets from the beam centre in nm; all
+    lengths in nm. Written for speed: float32, in place, no temporaries that
+    are not needed.
+    """
+    a, c = float(semi_axes[0]), float(semi_axes[1])
+    k = 2 * np.pi / float(wavelength)
+    rho2 = x * x + y * y  # (H, W)
+    d = np.sqrt(rho2 + dist * dist)
+    inv_d = np.float32(1) / d
+    # |q/k|^2 = 2 (1 - cos 2theta) = 2 rho^2 / (D (D + L)): no cancellation near the centre.
+    d += dist
+    s2 = rho2
+    s2 *= inv_d
+    s2 /= d
+    s2 *= np.float32(2)
+    # (q/k) . c_hat = (x cx + y cy) / D + (cos 2theta - 1) cz,  cos 2theta - 1 = -s2 / 2
+    dot = (x * np.float32(axis[0])) + (y * np.float32(axis[1]))
+    dot *= inv_d
+    dot -= s2 * np.float32(axis[2] / 2)
+    # u^2 = k^2 (a^2 |q/k|^2 + (c^2 - a^2) ((q/k) . c_hat)^2)
+    dot *= dot
+    dot *= np.float32(k * k * (c * c - a * a))
+    u = s2
+    u *= np.float32(k * k * a * a)
+    u += dot
+    np.maximum(u, 0, out=u)  # c < a can round u^2 a hair below 0 at the centre
+    np.sqrt(u, out=u)
+    f = _form_factor32(u)
+    f *= f
+    # solid angle ~ (L / D)^3
+    inv_d *= dist
+    f *= inv_d
+    f *= inv_d
+    f *= inv_d
+    f *= good32
+    return f
+
+
+def _form_factor32(u):
+    """``3 (sin u - u cos u) / u^3`` in float32 for ``u >= 0``; series below 0.3."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.sin(u)
+        f -= u * np.cos(u)
+        cube = u * u
+        cube *= u
+        f /= cube
+        f *= np.float32(3)
+    small = np.flatnonzero(u.ravel() < 0.3)
+    if small.size:
+        v2 = u.ravel()[small].astype(np.float64) ** 2
+        f.ravel()[small] = 1 - v2 / 10 + v2 * v2 / 280 - v2**3 / 15120
+    return f
+
+
+def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float = 10.0):
+    """Poisson samples of ``expected`` (float32 counts), fast for mostly-dim images.
+
+    Pixels with ``expected <= cut`` are sampled by inverting the Poisson CDF
+    with one uniform number each (most of them stop at 0 after one compare);
+    brighter pixels use ``rng.poisson``. Exact up to float rounding of the CDF.
+
+    Parameters
+    ----------
+    expected : ndarray of float, >= 0
+    rng : numpy.random.Generator
+    cut : float
+        Where the inversion hands over to ``rng.poisson``.
+
+    Returns
+    -------
+    ndarray of float32, the shape of ``expected``
+    """
+    lam = np.ascontiguousarray(expected, dtype=np.float32).ravel()
+    out = np.zeros(lam.shape, dtype=np.float32)
+    bright = np.flatnonzero(lam > cut)
+    if bright.size:
+        out[bright] = rng.poisson(lam[bright].astype(np.float64))
+    uniform = rng.random(lam.size)
+    p0 = np.exp(-lam)  # P(0); float32
+    todo = np.flatnonzero(uniform > p0)  # count >= 1
+    todo = todo[lam[todo] <= cut]
+    lam_t = lam[todo].astype(np.float64)
+    term = np.exp(-lam_t)
+    cdf = term.copy()
+    u_t = uniform[todo]
+    count = 0
+    limit = int(cut * 4 + 40)  # P(X > limit | lam <= cut) < 1e-14
+    while todo.size:
+        count += 1
+        term *= lam_t / count
+        cdf += term
+        stay = u_t > cdf
+        if count >= limit:
+            stay[:] = False
+        out[todo[~stay]] = count
+        todo, lam_t, term, cdf, u_t = todo[stay], lam_t[stay], term[stay], cdf[stay], u_t[stay]
+    return out.reshape(np.shape(expected))
+
+
+def render_frames(
+    params: FrameParameters,
+    config: SimulationConfig,
+    seed: int,
+    good: np.ndarray | None = None,
+) -> np.ndarray:
+    """The data of a batch of frames: expected counts, with Poisson noise if configured.
+
+    Frame ``i``'s noise comes from ``default_rng([seed, i, 1])``.
+
+    Returns
+    -------
+    (B, H, W) float32
+        Photon counts (whole numbers with noise); 0 on masked pixels.
+    """
+    detector = config.detector
+    good = detector.good_pixels() if good is None else good
+    expected = expected_counts(params, detector, good, config.background)
+    if not config.noise:
+        return expected
+    for b, index in enumerate(params.index):
+        rng = np.random.default_rng([seed, int(index), _NOISE_STREAM])
+        expected[b] = poisson_counts(expected[b], rng)
+    return expected
+
+
+# --- examples ------------------------------------------------------------------------------
+
+#: The panels of the example grid: a title and the rule a frame must satisfy.
+EXAMPLE_PANELS = (
+    ("Spherical/Oblate (sphere)", lambda lab, kind: lab["Round"] and kind == Kind.SPHERE),
+    ("Spherical/Oblate (oblate)", lambda lab, kind: lab["Round"] and kind == Kind.OBLATE),
+    ("Elliptical", lambda lab, kind: lab["Elliptical"]),
+    ("Prolate", lambda lab, kind: lab["Prolate"] and not lab["Streak"]),
+    ("Streak", lambda lab, kind: lab["Streak"]),
+    ("Empty", lambda lab, kind: lab["Empty"]),
+)
+
+
+def example_frames(config: SimulationConfig, seed: int, *, search: int = 2000):
+    """Find, among frames ``0..search-1`` of ``seed``, the first of each example panel.
+
+    Returns
+    -------
+    list of (str, int, FrameParameters, (C,) uint8, (H, W) float32)
+        Panel title, frame index, its parameters, labels and data.
+    """
+    detector = config.detector
+    params = draw_parameters(config, seed, np.arange(search))
+    labels = assign_labels(params, detector)
+    found = []
+    for title, rule in EXAMPLE_PANELS:
+        for row in range(search):
+            lab = dict(zip(LABELS, labels[row].astype(bool)))
+            if rule(lab, Kind(params.kind[row])):
+                one = params.take([row])
+                data = render_frames(one, config, seed)[0]
+                found.append((title, int(params.index[row]), one, labels[row], data))
+                break
+        else:
+            logger.warning("no frame for panel %r among the first %d", title, search)
+    return found
+
+
+def draw_examples(config: SimulationConfig, seed: int, path, *, search: int = 2000):
+    """Draw one example frame per class (log scale) into ``path`` (PNG).
+
+    Returns
+    -------
+    list of (str, int, tuple of str)
+        Panel title, frame index and label names of each example.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plotting import draw_image
+
+    examples = example_frames(config, seed, search=search)
+    detector = config.detector
+    good = detector.good_pixels()
+    cols = 3
+    rows = max(1, math.ceil(len(examples) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.6 * rows), squeeze=False)
+    summary = []
+    for ax, (title, index, one, labels, data) in zip(axes.ravel(), examples):
+        names = tuple(name for name, on in zip(LABELS, labels) if on)
+        kind = Kind(int(one.kind[0])).name.lower()
+        if kind == "empty":
+            what = f"nothing hit, {one.photon_energy[0]:.0f} eV"
+        else:
+            a, c = one.semi_axes[0]
+            tilt = math.degrees(math.acos(min(1.0, abs(float(one.axis[0, 2])))))
+            what = (f"{kind} R={one.radius[0]:.0f} nm c/a={c / a:.2f} tilt={tilt:.0f}°, "
+                    f"{one.photon_energy[0]:.0f} eV, {one.fluence[0]:.1e} ph")
+        draw_image(ax, data, mask=good, title=f"#{index}: {', '.join(names)}\n{what}")
+        ax.title.set_fontsize(8.5)
+        summary.append((title, index, names))
+    for ax in axes.ravel()[len(examples):]:
+        ax.axis("off")
+    fig.suptitle(
+        f"ccfkit simulate, seed {seed}: one frame per class, log10(photons); "
+        f"{detector.shape[1]}x{detector.shape[0]} px, 30° at the edge, hole masked",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return summary

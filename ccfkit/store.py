@@ -1,0 +1,211 @@
+"""The Zarr v3 store of a build (SPEC §7; ``docs/store-layout.md``).
+
+A store is created whole — metadata, every array, the provenance — before any
+map is computed, with ``status = "incomplete"`` in its attributes. Map chunks
+are then filled independently (each Dask task writes whole Zarr chunks of its
+own, so no locks are needed), and each marks itself in ``done``. Only when
+every chunk is done does the store say ``status = "complete"``. An
+interrupted build therefore leaves a store that says it is incomplete, and
+``resume`` finishes exactly the chunks that are not done.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from . import __version__
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "StoreLayout",
+    "StoreError",
+    "create_store",
+    "open_store",
+    "pending_chunks",
+    "mark_done",
+    "mark_complete",
+    "COMPRESSORS",
+]
+
+#: Bumped whenever the layout changes in a way readers must know about.
+SCHEMA_VERSION = 1
+
+#: Compressors offered for the maps (chosen by measurement, docs/performance.md).
+COMPRESSORS = {
+    "none": None,
+    "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
+    "zstd": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
+}
+
+
+class StoreError(RuntimeError):
+    """A store cannot be created, resumed or read as asked."""
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Shapes, chunking and dtypes of a store.
+
+    Attributes
+    ----------
+    n_frames : int
+        ``N``.
+    q_bins : int
+        ``Q``: maps are Q x Q.
+    chunk_frames : int
+        Frames per chunk of every per-frame array (one Dask task each).
+    label_names : tuple of str
+        Empty when the input has no labels.
+    image_size : int or None
+        ``S`` for the optional (N, S, S) resized noisy images.
+    map_dtype : str
+        ``"float32"`` or ``"float16"``.
+    compressor : str
+        A key of :data:`COMPRESSORS`.
+    """
+
+    n_frames: int
+    q_bins: int
+    chunk_frames: int = 64
+    label_names: tuple[str, ...] = ()
+    image_size: int | None = None
+    map_dtype: str = "float32"
+    compressor: str = "lz4"
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_frames // self.chunk_frames)
+
+    def chunk_slice(self, chunk: int) -> slice:
+        """Frames of chunk ``chunk``."""
+        start = chunk * self.chunk_frames
+        return slice(start, min(start + self.chunk_frames, self.n_frames))
+
+
+def create_store(
+    path: str | Path, layout: StoreLayout, attributes: dict, *, overwrite: bool = False
+) -> zarr.Group:
+    """Create an empty, incomplete store with every array and the provenance.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.zarr`` directory.
+    layout : StoreLayout
+    attributes : dict
+        JSON-ready provenance and parameters (SPEC §7), stored at the root.
+    overwrite : bool
+        Replace an existing store; without it an existing path is an error.
+
+    Returns
+    -------
+    zarr.Group
+    """
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise StoreError(f"{path} exists; use --overwrite to replace it or --resume to finish it")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    group = zarr.open_group(str(path), mode="w-")
+    per_frame = layout.chunk_frames
+    q = layout.q_bins
+    compressor = COMPRESSORS[layout.compressor]
+    group.create_array(
+        "ccf",
+        shape=(layout.n_frames, q, q),
+        chunks=(per_frame, q, q),
+        dtype=layout.map_dtype,
+        compressors=compressor,
+        fill_value=0,
+    )
+    group.create_array("index", shape=(layout.n_frames,), chunks=(per_frame,), dtype="int64")
+    group.create_array("stats", shape=(layout.n_frames, 3), chunks=(per_frame, 3), dtype="float32")
+    group.create_array("radius", shape=(q,), dtype="float64")
+    if layout.label_names:
+        labels = group.create_array(
+            "labels",
+            shape=(layout.n_frames, len(layout.label_names)),
+            chunks=(per_frame, len(layout.label_names)),
+            dtype="uint8",
+        )
+        labels.attrs["names"] = list(layout.label_names)
+    if layout.image_size:
+        s = layout.image_size
+        group.create_array(
+            "images",
+            shape=(layout.n_frames, s, s),
+            chunks=(per_frame, s, s),
+            dtype="float32",
+            compressors=compressor,
+            fill_value=0,
+        )
+    group.create_array("done", shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0)
+    group.attrs.update(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "tool": "ccfkit",
+            "tool_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "status": "incomplete",
+            "layout": _layout_attrs(layout),
+            **attributes,
+        }
+    )
+    return group
+
+
+def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
+    """Open an existing store, checking that it is a ccfkit store of a known schema."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such store")
+    try:
+        group = zarr.open_group(str(path), mode=mode)
+    except Exception as error:  # zarr raises several types for a non-store
+        raise StoreError(f"{path}: not a Zarr store ({error})") from error
+    version = group.attrs.get("schema_version")
+    if group.attrs.get("tool") != "ccfkit" or version is None:
+        raise StoreError(f"{path}: not a ccfkit store")
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path}: schema {version} is newer than this ccfkit ({SCHEMA_VERSION})")
+    return group
+
+
+def layout_of(group: zarr.Group) -> StoreLayout:
+    """The layout recorded in a store."""
+    stored = dict(group.attrs["layout"])
+    stored["label_names"] = tuple(stored["label_names"])
+    return StoreLayout(**stored)
+
+
+def pending_chunks(group: zarr.Group) -> np.ndarray:
+    """Indices of the chunks whose maps are not written yet."""
+    return np.flatnonzero(group["done"][:] == 0)
+
+
+def mark_done(group: zarr.Group, chunk: int) -> None:
+    """Record that every array's chunk ``chunk`` is written (call after writing)."""
+    group["done"][chunk] = 1
+
+
+def mark_complete(group: zarr.Group) -> None:
+    """Say the store is complete; refuses while a chunk is pending."""
+    missing = pending_chunks(group)
+    if missing.size:
+        raise StoreError(f"{missing.size} chunk(s) not written yet")
+    group.attrs["status"] = "complete"
+    group.attrs["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _layout_attrs(layout: StoreLayout) -> dict:
+    attrs = dict(layout.__dict__)
+    attrs["label_names"] = list(layout.label_names)
+    return json.loads(json.dumps(attrs))
