@@ -14,6 +14,7 @@ one thread (Numba kernels and BLAS held to one thread).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -305,8 +306,7 @@ def build(
         asarray=False,
         meta=np.empty((0, 0, 0), dtype=np.float32),
     )
-    client = _client(scheduler)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _client(scheduler) as client, threadpool_limits(limits=1, user_api="blas"):
         if "noise" not in group.attrs:
             stats = _statistics_pass(frames, source.mask, client, progress)
             group["stats"][:] = stats
@@ -412,12 +412,13 @@ def _run(tasks, client, total: int, what: str, progress: bool, count: Callable =
 
 
 def _client(scheduler: str | None):
+    """A connected distributed Client (a context manager), or a null context."""
     if not scheduler:
-        return None
+        return contextlib.nullcontext()
     from distributed import Client
 
     try:
-        return Client(scheduler, timeout="10s", set_as_default=False)
+        return Client(scheduler, timeout="10s")
     except OSError as error:
         raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from error
 

@@ -685,7 +685,7 @@ def _form_factor32(u):
     return f
 
 
-def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float = 10.0):
+def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float = 3.0):
     """Poisson samples of ``expected`` (float32 counts), fast for mostly-dim images.
 
     Pixels with ``expected <= cut`` are sampled by inverting the Poisson CDF

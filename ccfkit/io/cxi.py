@@ -1,0 +1,326 @@
+"""Writing CXI files: atomically, and the labelled file of ``ccfkit simulate``.
+
+Layout of a simulated file (CXI 1.6 conventions, SI units; the full table is in
+``docs/simulate.md``)::
+
+    /cxi_version                                   160
+    /entry_1/data_1/data                           float32 (N, H, W), photons, chunk = 1 frame
+    /entry_1/instrument_1/detector_1/data          soft link to the above
+    /entry_1/instrument_1/detector_1/distance      float64, m
+    /entry_1/instrument_1/detector_1/x_pixel_size  float64, m (also y_pixel_size)
+    /entry_1/instrument_1/detector_1/mask          uint32 (H, W), CXI bit mask (attrs: convention = "cxi")
+    /entry_1/instrument_1/detector_1/beam_center   float64 (N, 2), (cx, cy) in pixels
+    /entry_1/instrument_1/source_1/wavelength      float64 (N,), m (per frame)
+    /entry_1/instrument_1/source_1/energy          float64 (N,), J (per frame)
+    /entry_1/sample_1/...                          what was drawn per frame
+    /entry_1/labels                                uint8 (N, C) (attrs: names, exclusive_groups)
+
+Everything is written to ``OUT.partial`` and renamed to ``OUT`` only when
+complete; on any error (or Ctrl-C) the partial file is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from .. import simulate as sim
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DATA_PATH",
+    "MASK_PATH",
+    "CENTER_PATH",
+    "LABELS_PATH",
+    "PIXEL_IS_MISSING",
+    "atomic_output",
+    "write_simulated",
+    "read_frames",
+]
+
+DATA_PATH = "/entry_1/data_1/data"
+DETECTOR = "/entry_1/instrument_1/detector_1"
+SOURCE = "/entry_1/instrument_1/source_1"
+SAMPLE = "/entry_1/sample_1"
+MASK_PATH = f"{DETECTOR}/mask"
+CENTER_PATH = f"{DETECTOR}/beam_center"
+LABELS_PATH = "/entry_1/labels"
+
+#: CXI bit for a pixel with no detector behind it (the MCP's central hole).
+PIXEL_IS_MISSING = 512
+#: electronvolt in joules (CXI stores photon energies in J).
+EV = 1.602176634e-19
+
+SCHEMA = "ccfkit-simulate/1"
+
+
+@contextmanager
+def atomic_output(path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield ``PATH.partial`` to write into; rename it to ``PATH`` on success.
+
+    Parameters
+    ----------
+    path : str or Path
+        The final file.
+    overwrite : bool
+        Replace an existing ``path`` (only once the new file is complete).
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    FileNotFoundError
+        The parent directory does not exist.
+    IsADirectoryError
+        ``path`` is a directory.
+
+    Notes
+    -----
+    On any exception, KeyboardInterrupt included, the partial file is removed
+    and the exception propagates; an existing ``path`` is left untouched.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"directory {path.parent} does not exist")
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():
+        logger.warning("removing %s, left by an earlier run that did not finish", partial)
+        partial.unlink()
+    try:
+        yield partial
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
+
+
+def _group(parent: h5py.Group, name: str, nx_class: str | None = None) -> h5py.Group:
+    """A group that records no creation time, so equal content gives equal bytes."""
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    group = h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
+    if nx_class:
+        group.attrs["NX_class"] = nx_class
+    return group
+
+
+def _dataset(group: h5py.Group, name: str, data, units: str | None = None, **attrs):
+    dataset = group.create_dataset(name, data=data, track_times=False)
+    if units:
+        dataset.attrs["units"] = units
+    for key, value in attrs.items():
+        dataset.attrs[key] = value
+    return dataset
+
+
+def write_simulated(
+    path,
+    config: sim.SimulationConfig,
+    n_frames: int,
+    seed: int,
+    *,
+    overwrite: bool = False,
+    workers: int = 1,
+    block: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Simulate ``n_frames`` frames and write them, labelled, to a CXI file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output file (written as ``path.partial``, then renamed).
+    config : SimulationConfig
+    n_frames : int
+        >= 1.
+    seed : int
+        >= 0. The file depends only on ``(config, n_frames, seed)`` (and the
+        NumPy build), not on ``workers`` or ``block``.
+    overwrite : bool
+        Replace an existing file.
+    workers : int
+        Threads that render frames (NumPy releases the GIL); the main thread
+        writes.
+    block : int
+        Frames per rendering task.
+    progress : bool
+        A tqdm progress bar on stderr (hidden when stderr is not a terminal).
+
+    Returns
+    -------
+    dict
+        ``frames``, ``seconds``, ``frames_per_second``, ``label_counts``.
+    """
+    from tqdm import tqdm
+
+    if n_frames < 1:
+        raise ValueError(f"the number of frames must be >= 1, got {n_frames}")
+    if seed < 0:
+        raise ValueError(f"the seed must be >= 0, got {seed}")
+    if workers < 1 or block < 1:
+        raise ValueError("workers and block must be >= 1")
+    warning = config.aliasing_warning()
+    if warning:
+        logger.warning(warning)
+    start = time.perf_counter()
+    detector = config.detector
+    good = detector.good_pixels()
+    params = sim.draw_parameters(config, seed, np.arange(n_frames))
+    labels = sim.assign_labels(params, detector)
+    height, width = detector.shape
+
+    with atomic_output(path, overwrite=overwrite) as partial:
+        with h5py.File(partial, "w", track_order=False) as handle:
+            _write_header(handle, config, seed, params, labels, good)
+            data = _group(handle["entry_1"], "data_1", "NXdata").create_dataset(
+                "data",
+                shape=(n_frames, height, width),
+                dtype=np.float32,
+                chunks=(1, height, width),
+                track_times=False,
+            )
+            data.attrs["axes"] = "experiment_identifier:y:x"
+            data.attrs["units"] = "photons" if config.noise else "expected photons"
+            data.attrs["description"] = (
+                "photon counts per pixel; 0 on masked pixels (see detector_1/mask)"
+            )
+            handle[f"{DETECTOR}/data"] = h5py.SoftLink(DATA_PATH)
+
+            def render(lo: int) -> tuple[int, np.ndarray]:
+                rows = slice(lo, min(lo + block, n_frames))
+                return lo, sim.render_frames(params.take(rows), config, seed, good)
+
+            bar = tqdm(total=n_frames, unit="frame", desc="simulate", disable=None if progress
+                       else True, leave=False)
+            with bar, ThreadPoolExecutor(max_workers=workers) as pool:
+                pending: deque = deque()
+                starts = iter(range(0, n_frames, block))
+                try:
+                    for lo in starts:  # keep at most 2 blocks per worker in flight
+                        pending.append(pool.submit(render, lo))
+                        if len(pending) >= 2 * workers:
+                            _write_block(data, pending.popleft().result(), bar)
+                    while pending:
+                        _write_block(data, pending.popleft().result(), bar)
+                except BaseException:
+                    for future in pending:
+                        future.cancel()
+                    raise
+    seconds = time.perf_counter() - start
+    counts = dict(zip(sim.LABELS, labels.sum(axis=0).tolist()))
+    logger.info("wrote %s: %d frames in %.1f s, labels %s", path, n_frames, seconds, counts)
+    return {
+        "frames": n_frames,
+        "seconds": seconds,
+        "frames_per_second": n_frames / seconds,
+        "label_counts": counts,
+    }
+
+
+def _write_block(data: h5py.Dataset, item: tuple[int, np.ndarray], bar) -> None:
+    lo, frames = item
+    data[lo : lo + len(frames)] = frames
+    bar.update(len(frames))
+
+
+def _write_header(handle, config, seed, params: sim.FrameParameters, labels, good) -> None:
+    """Everything but the frames: geometry, mask, source, sample, labels, provenance."""
+    detector = config.detector
+    handle.attrs["creator"] = "ccfkit simulate"
+    handle.attrs["ccfkit_version"] = __version__
+    handle.attrs["numpy_version"] = np.__version__
+    handle.attrs["schema"] = SCHEMA
+    handle.attrs["seed"] = int(seed)
+    handle.attrs["n_frames"] = len(params)
+    handle.attrs["parameters"] = json.dumps(config.to_dict(), sort_keys=True)
+    handle.attrs["model"] = (
+        "Born (Rayleigh-Gans) far field of homogeneous spheres/spheroids on the Ewald sphere, "
+        "flat-detector solid angle, Poisson photon noise; see docs/simulate.md"
+    )
+    _dataset(handle, "cxi_version", 160)
+    entry = _group(handle, "entry_1", "NXentry")
+    instrument = _group(entry, "instrument_1", "NXinstrument")
+
+    det = _group(instrument, "detector_1", "NXdetector")
+    _dataset(det, "distance", detector.distance, "m")
+    _dataset(det, "x_pixel_size", detector.pixel_size, "m")
+    _dataset(det, "y_pixel_size", detector.pixel_size, "m")
+    mask = np.where(good, 0, PIXEL_IS_MISSING).astype(np.uint32)
+    _dataset(
+        det, "mask", mask,
+        convention="cxi",
+        description=(
+            "CXI bit mask: 0 = good; 512 (PIXEL_IS_MISSING) = the central hole of the MCP, "
+            f"radius {detector.hole_radius:g} px around the detector middle"
+        ),
+    )
+    _dataset(
+        det, "beam_center", params.center, "pixel",
+        columns="cx (column, x), cy (row, y)",
+        description="true beam centre per frame; pixel centres at integer coordinates",
+        nominal=np.asarray(detector.nominal_center),
+    )
+
+    source = _group(instrument, "source_1", "NXsource")
+    _dataset(source, "wavelength", params.wavelength * 1e-9, "m", description="per frame")
+    _dataset(source, "energy", params.photon_energy * EV, "J", description="per frame")
+
+    sample = _group(entry, "sample_1", "NXsample")
+    _dataset(sample, "name", "helium nanodroplets (simulated)")
+    _dataset(sample, "kind", params.kind, names=json.dumps([k.name.lower() for k in sim.Kind]),
+             description="what was drawn: index into names")
+    _dataset(sample, "radius", params.radius * 1e-9, "m",
+             description="volume-equivalent radius (a^2 c)^(1/3); 0 = no particle")
+    _dataset(sample, "semi_axes", params.semi_axes * 1e-9, "m",
+             columns="a (equatorial, twice), c (along the symmetry axis)")
+    _dataset(sample, "axis", params.axis, columns="x (column), y (row), z (beam)",
+             description="unit vector of the spheroid's symmetry axis, lab frame")
+    _dataset(sample, "fluence", params.fluence, "photons",
+             description="expected scattered photons on the good pixels (background excluded)")
+    _dataset(sample, "background", config.background, "photons per pixel")
+    _dataset(sample, "projected_semi_axes", sim.projected_semi_axes(params) * 1e-9, "m",
+             columns="long, short", description="the particle's shadow on the detector plane")
+    _dataset(sample, "fringe_shift", sim.fringe_shift(params, detector), "fringes",
+             description="q_edge (long - short) / pi: how visible the ellipticity is")
+
+    _dataset(
+        entry, "labels", labels,
+        names=list(sim.LABELS),
+        exclusive_groups=json.dumps([list(g) for g in sim.EXCLUSIVE_GROUPS]),
+        exhaustive_groups=json.dumps([list(sim.EXCLUSIVE_GROUPS[0])]),
+        parents=json.dumps(sim.PARENTS),
+        rules=(
+            "Empty: no particle or < {e:g} photons. Prolate: prolate particle with projected "
+            "aspect >= {p:g} and fringe_shift >= {v:g}. Spherical/Oblate: any other non-empty "
+            "frame; Elliptical if fringe_shift >= {v:g}, else Round. Streak: Prolate with "
+            "projected aspect >= {s:g}."
+        ).format(e=sim.EMPTY_BELOW_PHOTONS, p=sim.PROLATE_MIN_ASPECT, v=sim.VISIBLE_FRINGE_SHIFT,
+                 s=sim.STREAK_MIN_ASPECT),
+    )
+
+
+def read_frames(path, index=slice(None), *, data_path: str = DATA_PATH) -> np.ndarray:
+    """Frames ``index`` (an int, slice or index array) of a CXI file, as float32.
+
+    Returns
+    -------
+    (H, W) or (N, H, W) float32
+    """
+    with h5py.File(path, "r") as handle:
+        return np.asarray(handle[data_path][index], dtype=np.float32)

@@ -1,0 +1,312 @@
+"""`ccfkit build`, `info` and `show` end to end through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+import ccfkit
+from ccfkit import pipeline
+from ccfkit.backends.array import NumpyBackend
+from ccfkit.cli import main
+from ccfkit.noise import add_noise
+
+SIZE = 49  # small frames keep every build well under a second
+FRAMES = 40
+CENTER = (24.5, 23.0)
+MAP_ARGS = ["--q-bins", "16", "--phi-bins", "32", "--chunk", "8", "--quiet"]
+
+
+def write_cxi(path, frames, *, bitmask=None, labels=None, names=("round", "elliptical")):
+    """A minimal CXI file: frames, an optional CXI bit mask, optional labels."""
+    with h5py.File(path, "w") as handle:
+        handle["entry_1/data_1/data"] = frames
+        if bitmask is not None:
+            handle["entry_1/instrument_1/detector_1/mask"] = bitmask
+        if labels is not None:
+            dataset = handle.create_dataset("entry_1/labels", data=labels)
+            dataset.attrs["names"] = list(names)
+            dataset.attrs["exclusive_groups"] = json.dumps([list(names)])
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Ring patterns around CENTER with Poisson noise; a few NaN pixels in frame 5."""
+    rng = np.random.default_rng(3)
+    y, x = np.indices((SIZE, SIZE))
+    r = np.hypot(x - CENTER[0], y - CENTER[1])
+    phi = np.arctan2(y - CENTER[1], x - CENTER[0])
+    stack = []
+    for _ in range(FRAMES):
+        m = rng.integers(0, 5)
+        clean = 50 * np.exp(-r / 12) * (1.2 + np.cos(r / 2) * np.cos(m * (phi - rng.uniform(0, 6))))
+        stack.append(rng.poisson(clean))
+    stack = np.array(stack, dtype=np.float32)
+    stack[5, 3, 4] = np.nan
+    return stack
+
+
+@pytest.fixture(scope="module")
+def bitmask():
+    """A CXI bit mask: a 4-pixel hole around the centre (PIXEL_IS_BAD) and a dead column."""
+    mask = np.zeros((SIZE, SIZE), dtype=np.uint16)
+    y, x = np.indices((SIZE, SIZE))
+    mask[np.hypot(x - CENTER[0], y - CENTER[1]) < 4] = 128
+    mask[:, 40] = 8
+    mask[0, 0] = 256  # "out of resolution limits" is not in PIXEL_IS_IN_MASK: stays good
+    return mask
+
+
+@pytest.fixture(scope="module")
+def cxi(tmp_path_factory, frames, bitmask):
+    labels = np.zeros((FRAMES, 2), dtype=np.uint8)
+    labels[::2, 0] = 1
+    labels[1::2, 1] = 1
+    return write_cxi(tmp_path_factory.mktemp("in") / "run.cxi", frames, bitmask=bitmask,
+                     labels=labels)
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def build(cxi, out, *extra):
+    result = run("build", cxi, out, "--center", f"{CENTER[0]},{CENTER[1]}", *MAP_ARGS, *extra)
+    assert result.exit_code == 0, result.output
+    return zarr.open_group(str(out), mode="r")
+
+
+def expected_maps(frames, bitmask, bound, seed):
+    """Maps computed independently: noise from (seed, i), float64 NumPy reference."""
+    noisy = add_noise(frames, np.arange(len(frames)), bound, seed)
+    good = (bitmask.astype(int) & ccfkit.io.source.PIXEL_IS_IN_MASK) == 0
+    return ccfkit.compute_maps(noisy, center=CENTER, mask=good, q_bins=16, phi_bins=32,
+                               backend=NumpyBackend())
+
+
+def valid_statistics(frames, bitmask):
+    good = (bitmask.astype(int) & ccfkit.io.source.PIXEL_IS_IN_MASK) == 0
+    stats = []
+    for frame in frames:
+        values = frame[good & np.isfinite(frame)]
+        stats.append([values.mean(), values.std(), values.max()])
+    return np.median(np.array(stats), axis=0)
+
+
+@pytest.mark.parametrize("noise", ["none", "mean", "mean+std", "max"])
+def test_every_noise_level_gives_the_maps_of_the_reference(tmp_path, cxi, frames, bitmask, noise):
+    store = build(cxi, tmp_path / "out.zarr", "--noise", noise, "--seed", "11")
+    assert store.attrs["status"] == "complete"
+    medians = valid_statistics(frames, bitmask)
+    bounds = {"none": 0.0, "mean": medians[0], "mean+std": medians[0] + medians[1],
+              "max": medians[2]}
+    # medians of float32 statistics: 1e-5 relative
+    np.testing.assert_allclose(store.attrs["noise"]["bound"], bounds[noise], rtol=1e-5)
+    np.testing.assert_allclose(
+        [store.attrs["noise"][k] for k in ("median_mean", "median_std", "median_max")],
+        medians, rtol=1e-5)
+    reference = expected_maps(frames, bitmask, store.attrs["noise"]["bound"], 11)
+    # the backend contract: 1e-5 of each triangle's largest value, which is 1 here
+    np.testing.assert_allclose(store["ccf"][:], reference, atol=1e-5)
+    assert np.isfinite(store["ccf"][:]).all()  # frame 5 has an unmasked NaN pixel
+
+
+def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
+    store = build(cxi, tmp_path / "out.zarr", "--noise", "mean")
+    assert store["ccf"].shape == (FRAMES, 16, 16) and store["ccf"].dtype == np.float32
+    np.testing.assert_array_equal(store["index"][:], np.arange(FRAMES))
+    np.testing.assert_allclose(store["radius"][:], (np.arange(16) + 0.5) * 23.0 / 16)
+    assert store["labels"].attrs["names"] == ["round", "elliptical"]
+    assert store["labels"][:].sum() == FRAMES
+    assert store["stats"].shape == (FRAMES, 3)
+    np.testing.assert_array_equal(store["mask"][:], (bitmask.astype(int) & 767) == 0)
+    assert "CXI bit mask" in store.attrs["input"]["mask"]
+    assert store.attrs["center"] == list(CENTER)
+    assert store.attrs["parameters"]["noise"] == "mean"
+    assert store.attrs["schema_version"] == 1
+    assert store["done"][:].all()
+
+
+def test_noise_is_uniform_between_zero_and_the_bound(tmp_path, cxi, frames):
+    store = build(cxi, tmp_path / "out.zarr", "--noise", "max", "--seed", "4")
+    bound = store.attrs["noise"]["bound"]
+    drawn = add_noise(frames[:4], np.arange(4), bound, 4) - frames[:4]
+    drawn = drawn[np.isfinite(drawn)]
+    assert drawn.min() >= 0 and drawn.max() <= bound
+    # 9,600 draws: the standard error of the mean is bound / sqrt(12 * 9600) = 0.003 bound
+    assert abs(drawn.mean() / bound - 0.5) < 0.015
+
+
+def test_chunk_size_does_not_change_the_store(tmp_path, cxi):
+    small = build(cxi, tmp_path / "a.zarr", "--noise", "max", "--chunk", "5")
+    large = build(cxi, tmp_path / "b.zarr", "--noise", "max", "--chunk", "16")
+    np.testing.assert_array_equal(small["ccf"][:], large["ccf"][:])
+    np.testing.assert_array_equal(small["stats"][:], large["stats"][:])
+
+
+def test_distributed_cluster_gives_the_same_store(tmp_path, cxi):
+    distributed = pytest.importorskip("distributed")
+    threaded = build(cxi, tmp_path / "threads.zarr", "--noise", "max")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        clustered = build(cxi, tmp_path / "cluster.zarr", "--noise", "max", "--scheduler",
+                          cluster.scheduler_address)
+    np.testing.assert_array_equal(threaded["ccf"][:], clustered["ccf"][:])
+    assert clustered.attrs["noise"] == threaded.attrs["noise"]
+
+
+def test_interrupted_build_says_incomplete_and_resumes(tmp_path, cxi, monkeypatch):
+    complete = build(cxi, tmp_path / "whole.zarr", "--noise", "mean")
+    out = tmp_path / "broken.zarr"
+    original = pipeline.process_chunk
+
+    def failing(frames, chunk, job):
+        if chunk == 3:
+            raise KeyboardInterrupt  # what Ctrl-C raises
+        return original(frames, chunk, job)
+
+    monkeypatch.setattr(pipeline, "process_chunk", failing)
+    result = CliRunner().invoke(main, ["build", str(cxi), str(out), "--noise", "mean",
+                                       "--center", f"{CENTER[0]},{CENTER[1]}", *MAP_ARGS])
+    assert result.exit_code != 0 and "Aborted" in result.output  # click's answer to Ctrl-C
+    broken = zarr.open_group(str(out), mode="r")
+    assert broken.attrs["status"] == "incomplete"
+    assert broken["done"][3] == 0
+
+    # a plain build refuses to overwrite it
+    result = run("build", cxi, out, "--noise", "mean", *MAP_ARGS)
+    assert result.exit_code != 0 and "--resume" in result.output
+
+    monkeypatch.setattr(pipeline, "process_chunk", original)
+    done_before = np.flatnonzero(broken["done"][:])
+    redone = []
+    monkeypatch.setattr(pipeline, "process_chunk",
+                        lambda f, c, j: redone.append(c) or original(f, c, j))
+    resumed = build(cxi, out, "--noise", "mean", "--resume")
+    assert resumed.attrs["status"] == "complete"
+    assert not set(redone) & set(done_before.tolist())  # completed chunks are not redone
+    np.testing.assert_array_equal(resumed["ccf"][:], complete["ccf"][:])
+
+
+def test_resume_refuses_other_parameters(tmp_path, cxi):
+    out = tmp_path / "out.zarr"
+    build(cxi, out, "--noise", "mean")
+    result = run("build", cxi, out, "--noise", "max", "--resume", *MAP_ARGS)
+    assert result.exit_code != 0 and "noise" in result.output
+
+
+def test_overwrite_replaces_a_store(tmp_path, cxi):
+    out = tmp_path / "out.zarr"
+    build(cxi, out, "--noise", "mean")
+    store = build(cxi, out, "--noise", "max", "--overwrite")
+    assert store.attrs["parameters"]["noise"] == "max"
+
+
+def test_keep_images_stores_resized_noisy_frames(tmp_path, cxi, frames, bitmask):
+    store = build(cxi, tmp_path / "out.zarr", "--keep-images", "--image-size", "24")
+    assert store["images"].shape == (FRAMES, 24, 24)
+    good = (bitmask.astype(int) & 767) == 0
+    # linear interpolation preserves the mean of a smooth image within a few per cent
+    clean = np.where(good & np.isfinite(frames[0]), frames[0], 0)
+    assert abs(store["images"][0].mean() / clean.mean() - 1) < 0.1
+
+
+def test_float16_maps(tmp_path, cxi):
+    single = build(cxi, tmp_path / "a.zarr")
+    half = build(cxi, tmp_path / "b.zarr", "--dtype", "float16")
+    assert half["ccf"].dtype == np.float16
+    # float16 keeps 11 significant bits: 5e-4 of the [-1, 1] range
+    np.testing.assert_allclose(half["ccf"][:].astype(np.float32), single["ccf"][:], atol=5e-4)
+
+
+def test_automatic_centre_is_found(tmp_path, cxi):
+    result = run("build", cxi, tmp_path / "out.zarr", "--center", "auto", *MAP_ARGS)
+    assert result.exit_code == 0, result.output
+    store = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    # ring patterns with Poisson noise on a 49-pixel detector: within half a pixel
+    assert np.hypot(*(np.array(store.attrs["center"]) - CENTER)) < 0.5
+    assert store.attrs["center_origin"].startswith("auto")
+
+
+def test_several_files_and_a_glob(tmp_path, frames, bitmask):
+    write_cxi(tmp_path / "run_1.cxi", frames[:25], bitmask=bitmask)
+    write_cxi(tmp_path / "run_2.cxi", frames[25:], bitmask=bitmask)
+    store = build(str(tmp_path / "run_*.cxi"), tmp_path / "out.zarr", "--noise", "max")
+    reference = expected_maps(frames, bitmask, store.attrs["noise"]["bound"], 0)
+    np.testing.assert_allclose(store["ccf"][:], reference, atol=1e-5)
+    assert store.attrs["input"]["frames_per_file"] == [25, 15]
+
+
+def test_info_and_show(tmp_path, cxi):
+    out = tmp_path / "out.zarr"
+    build(cxi, out, "--noise", "max")
+    result = run("info", out)
+    assert result.exit_code == 0
+    assert "status: complete" in result.output and "ccf" in result.output
+    assert '"bound"' in result.output
+    png = tmp_path / "fig.png"
+    result = run("show", out, "--index", "2", "-o", png)
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = run("show", out, "--index", str(FRAMES), "-o", png)
+    assert result.exit_code != 0 and "out of range" in result.output
+
+
+def _bad_inputs(tmp_path, frames):
+    not_hdf5 = tmp_path / "notes.cxi"
+    not_hdf5.write_text("not HDF5")
+    no_data = tmp_path / "empty.cxi"
+    with h5py.File(no_data, "w") as handle:
+        handle["entry_1/other"] = np.zeros(3)
+    flat = tmp_path / "flat.cxi"
+    with h5py.File(flat, "w") as handle:
+        handle["entry_1/data_1/data"] = frames[0]
+    good = write_cxi(tmp_path / "good.cxi", frames[:8])
+    zero = tmp_path / "zero.cxi"
+    with h5py.File(zero, "w") as handle:
+        handle["entry_1/data_1/data"] = np.zeros((0, SIZE, SIZE), np.float32)
+    wrong_mask = tmp_path / "mask.npy"
+    np.save(wrong_mask, np.ones((SIZE + 1, SIZE), bool))
+    return {
+        "not an HDF5 file": [not_hdf5],
+        "no frames found": [no_data],
+        "expected 3 dimensions": [flat],
+        "no such file": [tmp_path / "missing.cxi"],
+        "no file matches": [str(tmp_path / "nothing_*.cxi")],
+        "holds no frames": [zero],
+        "mask has shape": [good, "--mask", wrong_mask],
+        "outside the detector": [good, "--center", "70,10"],
+        "no data set /entry_1/nope": [good, "--data-path", "entry_1/nope"],
+    }
+
+
+@pytest.mark.parametrize("problem", [
+    "not an HDF5 file", "no frames found", "expected 3 dimensions", "no such file", "no file matches",
+    "holds no frames", "mask has shape", "outside the detector", "no data set /entry_1/nope",
+])
+def test_bad_input_is_one_clear_line_and_no_store(tmp_path, frames, problem):
+    args = _bad_inputs(tmp_path, frames)[problem]
+    out = tmp_path / "out.zarr"
+    result = CliRunner().invoke(main, ["build", str(args[0]), str(out), *map(str, args[1:]),
+                                       "--quiet"])
+    assert result.exit_code != 0
+    assert problem in result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0, result.output  # one line
+    assert not out.exists()
+
+
+def test_existing_store_is_not_overwritten(tmp_path, cxi):
+    out = tmp_path / "out.zarr"
+    first = build(cxi, out, "--noise", "mean")
+    created = first.attrs["created"]
+    result = run("build", cxi, out, *MAP_ARGS)
+    assert result.exit_code != 0 and "--overwrite" in result.output
+    assert zarr.open_group(str(out), mode="r").attrs["created"] == created
