@@ -135,7 +135,9 @@ def add_noise(images: np.ndarray, indices: np.ndarray, bound: float, seed: int) 
     noisy = np.array(images, dtype=np.float32, copy=True)
     if bound <= 0:
         return noisy
+    draw = np.empty(noisy.shape[1:], dtype=np.float32)
     for frame, index in zip(noisy, np.asarray(indices, dtype=np.int64)):
-        rng = np.random.default_rng([int(seed), int(index)])
-        frame += np.float32(bound) * rng.random(frame.shape, dtype=np.float32)
+        np.random.default_rng([int(seed), int(index)]).random(dtype=np.float32, out=draw)
+        draw *= np.float32(bound)
+        frame += draw
     return noisy

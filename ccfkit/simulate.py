@@ -605,21 +605,25 @@ def expected_counts(
     good = detector.good_pixels() if good is None else np.asarray(good, dtype=bool)
     good32 = good.astype(np.float32)
     height, width = detector.shape
-    batch = len(params)
-    out = np.empty((batch, height, width), dtype=np.float32)
+    out = np.empty((len(params), height, width), dtype=np.float32)
     pixel_nm = detector.pixel_size * 1e9
-    dist_nm = np.float32(detector.distance * 1e9)
+    dist_nm = detector.distance * 1e9
     cols = np.arange(width, dtype=np.float64)
-    rows = np.arange(height, dtype=np.float64)
-    for b in range(batch):
+    rows = np.arange(height, dtype=np.float64)[:, None]
+    for b in range(len(params)):
         if params.kind[b] == Kind.EMPTY or params.fluence[b] <= 0:
             out[b] = np.float32(background) * good32
             continue
         cx, cy = params.center[b]
-        x = ((cols - cx) * pixel_nm).astype(np.float32)  # (W,)
-        y = ((rows - cy) * pixel_nm).astype(np.float32)[:, None]  # (H, 1)
-        out[b] = _pattern(
-            x, y, dist_nm, params.wavelength[b], params.semi_axes[b], params.axis[b], good32
+        _pattern(
+            (cols - cx) * pixel_nm,
+            (rows - cy) * pixel_nm,
+            dist_nm,
+            params.wavelength[b],
+            params.semi_axes[b],
+            params.axis[b],
+            good32,
+            out=out[b],
         )
         total = out[b].sum(dtype=np.float64)
         out[b] *= np.float32(params.fluence[b] / total) if total > 0 else np.float32(0)
@@ -628,69 +632,79 @@ def expected_counts(
     return out
 
 
-def _pattern(x, y, dist, wavelength, semi_axes, axis, good32):
-    """Unnormalised expected counts ``|F|^2 (L/D)^3`` on good pixels, float32 (H, W).
+def _pattern(x, y, dist, wavelength, semi_axes, axis, good32, out):
+    """Unnormalised expected counts ``|F/3|^2 (L/D)^3`` on good pixels, into ``out``.
 
-    ``x`` (W,), ``y`` (H, 1): pixel offsets from the beam centre in nm; all
-    lengths in nm. Written for speed: float32, in place, no temporaries that
-    are not needed.
+    ``x`` (W,), ``y`` (H, 1): pixel offsets from the beam centre; ``dist``:
+    the detector distance; all in nm (float64; the (H, W) work is float32, in
+    place). With ``n = (x, y, L) / D`` and ``q / k = n - z_hat``:
+
+    * ``|q/k|^2 = 2 (1 - L/D) = 2 t (L/D) / (D/L + 1)`` with ``t = (x^2 + y^2) / L^2``
+      (the second form does not cancel near the beam centre),
+    * ``(q/k) . c_hat = (x c_x + y c_y + L c_z) / D - c_z``,
+    * ``u^2 = k^2 (a^2 |q/k|^2 + (c^2 - a^2) ((q/k) . c_hat)^2)``.
+
+    The last difference cancels in float32 near the centre for ``c_z ~ 1``,
+    which moves ``u`` there by ~1e-5 relative: far below anything visible.
     """
     a, c = float(semi_axes[0]), float(semi_axes[1])
     k = 2 * np.pi / float(wavelength)
-    rho2 = x * x + y * y  # (H, W)
-    d = np.sqrt(rho2 + dist * dist)
-    inv_d = np.float32(1) / d
-    # |q/k|^2 = 2 (1 - cos 2theta) = 2 rho^2 / (D (D + L)): no cancellation near the centre.
-    d += dist
-    s2 = rho2
-    s2 *= inv_d
-    s2 /= d
-    s2 *= np.float32(2)
-    # (q/k) . c_hat = (x cx + y cy) / D + (cos 2theta - 1) cz,  cos 2theta - 1 = -s2 / 2
-    dot = (x * np.float32(axis[0])) + (y * np.float32(axis[1]))
-    dot *= inv_d
-    dot -= s2 * np.float32(axis[2] / 2)
-    # u^2 = k^2 (a^2 |q/k|^2 + (c^2 - a^2) ((q/k) . c_hat)^2)
+    f32 = np.float32
+    t = np.add(f32(x / dist) ** 2, f32(y / dist) ** 2, dtype=np.float32)
+    d_over_l = np.add(t, f32(1), out=out)
+    np.sqrt(d_over_l, out=d_over_l)
+    nz = np.reciprocal(d_over_l)  # L / D
+    d_over_l += f32(1)
+    s2 = t  # |q/k|^2 / 2
+    s2 *= nz
+    s2 /= d_over_l
+    # dot = (x c_x / L + y c_y / L + c_z) * (L / D) - c_z
+    dot = np.add(f32(x * axis[0] / dist + axis[2]), f32(y * axis[1] / dist), out=out)
+    dot *= nz
+    dot -= f32(axis[2])
     dot *= dot
-    dot *= np.float32(k * k * (c * c - a * a))
+    # u^2 / (2 (k a)^2) = |q/k|^2 / 2 + ((c/a)^2 - 1) dot^2 / 2
+    dot *= f32((c * c - a * a) / (2 * a * a))
     u = s2
-    u *= np.float32(k * k * a * a)
     u += dot
+    u *= f32(2 * (k * a) ** 2)
     np.maximum(u, 0, out=u)  # c < a can round u^2 a hair below 0 at the centre
     np.sqrt(u, out=u)
-    f = _form_factor32(u)
+    f = _form_factor32(u, scratch=dot)
     f *= f
-    # solid angle ~ (L / D)^3
-    inv_d *= dist
-    f *= inv_d
-    f *= inv_d
-    f *= inv_d
-    f *= good32
-    return f
+    nz3 = np.multiply(nz, nz, out=dot)
+    nz3 *= nz
+    nz3 *= good32
+    np.multiply(f, nz3, out=out)
+    return out
 
 
-def _form_factor32(u):
-    """``3 (sin u - u cos u) / u^3`` in float32 for ``u >= 0``; series below 0.3."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.sin(u)
-        f -= u * np.cos(u)
-        cube = u * u
-        cube *= u
-        f /= cube
-        f *= np.float32(3)
+def _form_factor32(u, scratch):
+    """``(sin u - u cos u) / u^3`` (the form factor / 3) in float32, in place of ``u``.
+
+    ``u >= 0``; a series replaces the cancelling difference below 0.3.
+    """
     small = np.flatnonzero(u.ravel() < 0.3)
+    small_u2 = u.ravel()[small].astype(np.float64) ** 2
+    cube = np.multiply(u, u, out=scratch)
+    cube *= u
+    cos = np.cos(u)
+    cos *= u
+    np.sin(u, out=u)
+    u -= cos
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u /= cube
     if small.size:
-        v2 = u.ravel()[small].astype(np.float64) ** 2
-        f.ravel()[small] = 1 - v2 / 10 + v2 * v2 / 280 - v2**3 / 15120
-    return f
+        u.ravel()[small] = (1 - small_u2 / 10 + small_u2**2 / 280 - small_u2**3 / 15120) / 3
+    return u
 
 
 def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float = 3.0):
-    """Poisson samples of ``expected`` (float32 counts), fast for mostly-dim images.
+    """Poisson samples of ``expected`` (counts), fast for mostly-dim images.
 
     Pixels with ``expected <= cut`` are sampled by inverting the Poisson CDF
-    with one uniform number each (most of them stop at 0 after one compare);
-    brighter pixels use ``rng.poisson``. Exact up to float rounding of the CDF.
+    with one uniform number each (most stop at 0 after one compare); brighter
+    ones use ``rng.poisson``. Exact up to float rounding of the CDF (~1e-7).
 
     Parameters
     ----------
@@ -703,14 +717,27 @@ def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float
     -------
     ndarray of float32, the shape of ``expected``
     """
-    lam = np.ascontiguousarray(expected, dtype=np.float32).ravel()
-    out = np.zeros(lam.shape, dtype=np.float32)
-    bright = np.flatnonzero(lam > cut)
-    if bright.size:
-        out[bright] = rng.poisson(lam[bright].astype(np.float64))
-    uniform = rng.random(lam.size)
-    p0 = np.exp(-lam)  # P(0); float32
-    todo = np.flatnonzero(uniform > p0)  # count >= 1
+    lam = np.ascontiguousarray(expected, dtype=np.float32).reshape(1, -1)
+    return _poisson_rows(lam, [rng], cut).reshape(np.shape(expected))
+
+
+def _poisson_rows(lam: np.ndarray, rngs, cut: float = 3.0) -> np.ndarray:
+    """Poisson samples of each row of ``lam`` (B, M) float32, row ``b`` from ``rngs[b]``.
+
+    Row ``b``'s result depends only on ``lam[b]`` and ``rngs[b]``; the CDF
+    inversion runs over all rows at once (few, large NumPy calls: threads
+    running this in parallel do not queue for the GIL).
+    """
+    rows, size = lam.shape
+    out = np.zeros((rows, size), dtype=np.float32)
+    uniform = np.empty((rows, size), dtype=np.float64)
+    for b, rng in enumerate(rngs):
+        bright = np.flatnonzero(lam[b] > cut)
+        if bright.size:
+            out[b, bright] = rng.poisson(lam[b, bright].astype(np.float64))
+        rng.random(out=uniform[b])
+    lam, out, uniform = lam.ravel(), out.ravel(), uniform.ravel()
+    todo = np.flatnonzero(uniform > np.exp(-lam))  # count >= 1 (or a bright pixel)
     todo = todo[lam[todo] <= cut]
     lam_t = lam[todo].astype(np.float64)
     term = np.exp(-lam_t)
@@ -720,14 +747,15 @@ def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float
     limit = int(cut * 4 + 40)  # P(X > limit | lam <= cut) < 1e-14
     while todo.size:
         count += 1
-        term *= lam_t / count
+        term *= lam_t
+        term *= 1.0 / count
         cdf += term
         stay = u_t > cdf
         if count >= limit:
             stay[:] = False
         out[todo[~stay]] = count
         todo, lam_t, term, cdf, u_t = todo[stay], lam_t[stay], term[stay], cdf[stay], u_t[stay]
-    return out.reshape(np.shape(expected))
+    return out.reshape(rows, size)
 
 
 def render_frames(
@@ -738,7 +766,7 @@ def render_frames(
 ) -> np.ndarray:
     """The data of a batch of frames: expected counts, with Poisson noise if configured.
 
-    Frame ``i``'s noise comes from ``default_rng([seed, i, 1])``.
+    Frame ``i``'s noise comes from ``default_rng([seed, i, 1])`` alone.
 
     Returns
     -------
@@ -750,10 +778,8 @@ def render_frames(
     expected = expected_counts(params, detector, good, config.background)
     if not config.noise:
         return expected
-    for b, index in enumerate(params.index):
-        rng = np.random.default_rng([seed, int(index), _NOISE_STREAM])
-        expected[b] = poisson_counts(expected[b], rng)
-    return expected
+    rngs = [np.random.default_rng([seed, int(i), _NOISE_STREAM]) for i in params.index]
+    return _poisson_rows(expected.reshape(len(params), -1), rngs).reshape(expected.shape)
 
 
 # --- examples ------------------------------------------------------------------------------
@@ -803,40 +829,44 @@ def draw_examples(config: SimulationConfig, seed: int, path, *, search: int = 20
         Panel title, frame index and label names of each example.
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plotting import draw_image
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     examples = example_frames(config, seed, search=search)
     detector = config.detector
     good = detector.good_pixels()
     cols = 3
     rows = max(1, math.ceil(len(examples) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.6 * rows), squeeze=False)
+    fig = Figure(figsize=(4.4 * cols, 4.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     summary = []
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.6")  # masked pixels: grey
     for ax, (title, index, one, labels, data) in zip(axes.ravel(), examples):
         names = tuple(name for name, on in zip(LABELS, labels) if on)
-        kind = Kind(int(one.kind[0])).name.lower()
-        if kind == "empty":
+        kind = Kind(int(one.kind[0]))
+        if kind == Kind.EMPTY:
             what = f"nothing hit, {one.photon_energy[0]:.0f} eV"
         else:
             a, c = one.semi_axes[0]
             tilt = math.degrees(math.acos(min(1.0, abs(float(one.axis[0, 2])))))
-            what = (f"{kind} R={one.radius[0]:.0f} nm c/a={c / a:.2f} tilt={tilt:.0f}°, "
-                    f"{one.photon_energy[0]:.0f} eV, {one.fluence[0]:.1e} ph")
-        draw_image(ax, data, mask=good, title=f"#{index}: {', '.join(names)}\n{what}")
-        ax.title.set_fontsize(8.5)
+            shape = "sphere" if kind == Kind.SPHERE else (
+                f"{kind.name.lower()} c/a={c / a:.2f}, axis {tilt:.0f}° off the beam")
+            what = (f"{shape}\nR={one.radius[0]:.0f} nm, {one.photon_energy[0]:.0f} eV, "
+                    f"{one.fluence[0]:.1e} photons")
+        shown = np.ma.masked_array(np.log10(1 + data), mask=~good)
+        image = ax.imshow(shown, cmap=cmap, interpolation="nearest")
+        fig.colorbar(image, ax=ax, shrink=0.8, label="log10(1 + photons)")
+        ax.set_title(f"#{index}: {', '.join(names)}\n{what}", fontsize=8.5)
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("y (px)")
         summary.append((title, index, names))
     for ax in axes.ravel()[len(examples):]:
         ax.axis("off")
     fig.suptitle(
-        f"ccfkit simulate, seed {seed}: one frame per class, log10(photons); "
-        f"{detector.shape[1]}x{detector.shape[0]} px, 30° at the edge, hole masked",
+        f"ccfkit simulate, seed {seed}: one frame per class; "
+        f"{detector.shape[1]}x{detector.shape[0]} px, {config.max_angle:g}° at the edge, "
+        "hole masked",
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    fig.savefig(path, dpi=80, format="png")
     return summary

@@ -41,7 +41,7 @@ SCHEMA_VERSION = 1
 #: Compressors offered for the maps (chosen by measurement, docs/performance.md).
 COMPRESSORS = {
     "none": None,
-    "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
+    "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
     "zstd": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
 }
 

@@ -15,6 +15,7 @@ while they run (two BLAS pools spinning beside the kernels slow both down).
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -170,6 +171,12 @@ class _PlanTables:
         )
 
 
+@functools.lru_cache(maxsize=4)
+def _tables_for(plan: PolarPlan, order: int = 0, shift: int = 0) -> _PlanTables:
+    """The kernel tables of a plan, built once per (plan, order, shift)."""
+    return _PlanTables(plan, order, shift)
+
+
 def _inverse_pair_counts(valid: np.ndarray, shift: int) -> np.ndarray:
     """(Q, Q) float32 ``1 / sum_p M[i,p] M[j,p+shift]``, 0 where no pair is valid."""
     weights = valid.astype(np.float32)
@@ -198,7 +205,7 @@ class NumbaBackend(ArrayBackend):
 
     def resample(self, images, plan: PolarPlan) -> PolarImages:
         images = self.asarray(images)
-        tables = _PlanTables(plan)
+        tables = _tables_for(plan)
         values = np.empty((images.shape[0], plan.q_bins, plan.phi_bins), dtype=np.float32)
         valid = np.empty(values.shape, dtype=bool)
 
@@ -211,7 +218,7 @@ class NumbaBackend(ArrayBackend):
 
     def merged_maps(self, images, plan, *, order=8, delta=0.0, scale=Scale.MAXABS):
         images = self.asarray(images)
-        tables = _PlanTables(plan, order=order, shift=angular_shift(delta, plan.phi_bins))
+        tables = _tables_for(plan, order, angular_shift(delta, plan.phi_bins))
         maxabs = Scale(scale) is Scale.MAXABS
         out = np.empty((images.shape[0], plan.q_bins, plan.q_bins), dtype=np.float32)
 
@@ -236,14 +243,16 @@ class NumbaBackend(ArrayBackend):
     def _in_parallel(self, batch: int, run) -> None:
         """Call ``run(part)`` on contiguous parts of ``range(batch)``, one per thread."""
         threads = max(1, min(self.threads, batch))
-        if threads == 1:
-            run(range(batch))
-            return
         bounds = np.linspace(0, batch, threads + 1).astype(int)
         parts = [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-            for future in [pool.submit(run, part) for part in parts]:
-                future.result()
+        # BLAS threads would compete with ours (and spin badly on a busy machine).
+        with threadpool_limits(limits=1, user_api="blas"):
+            if threads == 1:
+                run(parts[0])
+                return
+            with ThreadPoolExecutor(threads) as pool:
+                for future in [pool.submit(run, part) for part in parts]:
+                    future.result()
 
     def __repr__(self) -> str:
         return f"NumbaBackend(threads={self.threads})"
