@@ -85,6 +85,8 @@ def compute_maps(
         r_min=r_min,
         r_max=r_max,
     )
+    if not 0 <= order <= phi_bins // 2:
+        raise ValueError(f"order must lie in 0..phi_bins/2 = 0..{phi_bins // 2}, got {order}")
     batch = engine.as_batch(images, plan.shape)
     maps = engine.merged_maps(batch, plan, order=int(order), delta=float(delta), scale=Scale(scale))
     if not _on_gpu(images):

@@ -76,6 +76,8 @@ class BuildConfig:
     def __post_init__(self):
         Scale(self.scale)
         NoiseLevel(self.noise)
+        if not 0 <= self.order <= self.phi_bins // 2:
+            raise InputError(f"--order must lie in 0..{self.phi_bins // 2} (phi_bins / 2)")
         if self.map_dtype not in ("float32", "float16"):
             raise InputError(f"map dtype must be float32 or float16, not {self.map_dtype}")
         if self.map_dtype == "float16" and self.scale != Scale.MAXABS.value:

@@ -196,7 +196,10 @@ def make_polar_plan(
         r_max = default_r_max((height, width), (cx, cy))
     r_min, r_max = float(r_min), float(r_max)
     if not (0.0 <= r_min < r_max):
-        raise ValueError(f"need 0 <= r_min < r_max, got r_min={r_min}, r_max={r_max}")
+        raise ValueError(
+            f"need 0 <= r_min < r_max, got r_min={r_min}, r_max={r_max} "
+            f"(beam centre ({cx}, {cy}) on a {height} x {width} detector)"
+        )
     good = _as_mask(mask, (height, width))
 
     radius = r_min + (np.arange(q_bins) + 0.5) * (r_max - r_min) / q_bins

@@ -40,7 +40,8 @@ class ArrayBackend(Backend):
         images = self.asarray(images)
         flat = images.reshape(images.shape[0], -1)
         weight = xp.asarray(plan.weight, dtype=self.dtype)
-        values = (weight * flat[:, xp.asarray(plan.index)]).sum(axis=-1)
+        with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: the sample is invalid anyway
+            values = (weight * flat[:, xp.asarray(plan.index)]).sum(axis=-1)
         valid = xp.asarray(plan.valid) & xp.isfinite(values)
         values = xp.where(valid, values, 0).astype(self.dtype, copy=False)
         return PolarImages(values, valid, plan.radius, plan.phi)

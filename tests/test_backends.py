@@ -1,0 +1,398 @@
+"""Backends (SPEC §6): selection, and every backend against the NumPy reference.
+
+The contract: in float32, every stage of every backend agrees with the
+float64 NumPy reference to ``max |fast - ref| <= 1e-5 * max |ref|`` per map
+(per triangle for merged maps), on random detector shapes, off-centre
+centres, masks, NaN pixels, separations ``delta``, orders 0..8, both scalings
+and batches of 1..5 images. float32 carries 6e-8 relative rounding per
+operation; sums over P <= 64 samples and Q <= 24 rings stay an order of
+magnitude below 1e-5 (measured worst case over 3000 random cases: 1.3e-6), so
+the bound is tight enough to catch a wrong index, weight, sign or
+normalisation and loose enough for float32.
+
+One limit of float32 itself (not of a backend): the upper triangle of a merged
+map is ``Re(conj F_i F_j)`` scaled by its own largest value. When the order-n
+coefficients are tiny next to the ring intensities (rings of 1-2 px radius, a
+2 x 2 map whose single upper entry is a cancellation), the 6e-8 rounding of
+the float32 polar values alone exceeds 1e-5 of that triangle; NumPy float32
+and Numba both do. The main contract therefore draws geometries with
+``Q >= 6`` rings out to ``r_max >= 6`` px; tiny geometries get their own test
+with a bound scaled by the ring intensities (:func:`_upper_floor`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import AVAILABLE, relative_error, triangle_relative_errors, triangles
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import ccfkit
+from ccfkit import compute_maps, make_polar_plan
+from ccfkit.backends import Backend, BackendUnavailableError, get_backend
+from ccfkit.backends.array import NumpyBackend
+from ccfkit.backends.numba import NumbaBackend
+
+#: The contract's bound: float32 against float64, relative to each map's max.
+RTOL = 1e-5
+
+CUDA = pytest.mark.skipif(
+    "cupy" not in AVAILABLE, reason="CuPy with a usable CUDA device is not available"
+)
+
+
+# --------------------------------------------------------------------------
+# Selection
+# --------------------------------------------------------------------------
+
+
+def test_unknown_backend_name_raises_value_error():
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        get_backend("nope")
+
+
+@pytest.mark.skipif("cupy" in AVAILABLE, reason="CUDA is usable here")
+def test_cupy_unavailable_raises_backend_unavailable():
+    with pytest.raises(BackendUnavailableError):
+        get_backend("cupy")
+    assert issubclass(BackendUnavailableError, RuntimeError)
+
+
+@pytest.mark.skipif("cupy" in AVAILABLE, reason="CUDA is usable here: auto picks cupy")
+def test_auto_picks_numba_without_gpu():
+    backend = get_backend("auto")
+    assert isinstance(backend, NumbaBackend) and backend.name == "numba"
+    assert isinstance(get_backend(), NumbaBackend)  # "auto" is the default
+
+
+@pytest.mark.cuda
+@CUDA
+def test_auto_picks_cupy_with_gpu():
+    assert get_backend("auto").name == "cupy"
+
+
+def test_available_backends_lists_cpu_backends():
+    names = ccfkit.available_backends()
+    assert "numpy" in names and "numba" in names
+    assert set(names) <= {"numpy", "numba", "cupy"}
+
+
+@pytest.mark.parametrize("name, cls", [("numpy", NumpyBackend), ("NUMBA", NumbaBackend)])
+def test_names_resolve_to_their_backends(name, cls):
+    backend = get_backend(name)
+    assert isinstance(backend, cls) and backend.name == name.lower()
+
+
+def test_backend_instances_pass_through():
+    backend = NumbaBackend(threads=1)
+    assert get_backend(backend) is backend
+
+
+def test_reference_is_float64_and_numba_float32():
+    assert get_backend("numpy").asarray([1.0]).dtype == np.float64
+    assert get_backend("numba").asarray([1.0]).dtype == np.float32
+
+
+# --------------------------------------------------------------------------
+# The contract, one class over all backends
+# --------------------------------------------------------------------------
+
+
+def _make(name) -> Backend:
+    if name == "numpy-f32":
+        return NumpyBackend(dtype=np.float32)
+    if name == "numba-t1":
+        return NumbaBackend(threads=1)
+    if name == "numba-t2":
+        return NumbaBackend(threads=2)
+    if name == "cupy":
+        return get_backend("cupy")
+    raise KeyError(name)
+
+
+BACKENDS = [
+    "numpy-f32",
+    "numba-t1",
+    "numba-t2",
+    pytest.param("cupy", marks=[pytest.mark.cuda, CUDA]),
+]
+
+
+@st.composite
+def cases(draw, tiny=False):
+    """A random detector batch with its geometry and CCF parameters.
+
+    ``tiny``: 9..24 px detectors and 2..5 rings (ill-conditioned, see above);
+    otherwise 25..61 px (odd sizes like 37 x 53 included) and 6..24 rings.
+    """
+    sizes = st.integers(9, 24) if tiny else st.integers(25, 61)
+    height = draw(sizes)
+    width = draw(sizes)
+    batch = draw(st.integers(1, 5))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    cx = draw(st.floats(0.25, 0.75)) * (width - 1)
+    cy = draw(st.floats(0.25, 0.75)) * (height - 1)
+    if draw(st.booleans()):  # integer centres put samples on pixel centres
+        cx, cy = float(round(cx)), float(round(cy))
+    # r_max: the default, or larger (samples fall off the detector).
+    r_max = None if draw(st.booleans()) else draw(st.floats(1.0, 1.5)) * max(height, width) / 2
+    bad = draw(st.sampled_from([0.0, 0.0, 0.1, 0.3]))
+    mask = rng.random((height, width)) >= bad if bad else None
+    # Intensities: positive speckle on a background, like diffraction.
+    images = rng.gamma(2.0, 1.0, (batch, height, width)) + draw(st.sampled_from([0.0, 5.0]))
+    for _ in range(draw(st.integers(0, 3))):  # unmasked NaN/inf pixels
+        images[rng.integers(batch), rng.integers(height), rng.integers(width)] = draw(
+            st.sampled_from([np.nan, np.inf])
+        )
+    half_p = draw(st.sampled_from([4, 8, 16, 32]))
+    return {
+        "images": images,
+        "mask": mask,
+        "center": (cx, cy),
+        "r_max": r_max,
+        "q_bins": draw(st.integers(2, 5) if tiny else st.integers(6, 24)),
+        "phi_bins": 2 * half_p,
+        "order": draw(st.integers(0, min(8, half_p))),
+        "delta": draw(st.floats(-np.pi, np.pi)),
+        "scale": draw(st.sampled_from(["none", "maxabs"])),
+    }
+
+
+def _fixed_case():
+    """The case the issue names, always run: 37 x 53, off-centre, masked, NaN
+    and inf pixels, delta != 0, order 8, a batch of 5."""
+    rng = np.random.default_rng(37)
+    images = rng.gamma(2.0, 1.0, (5, 37, 53))
+    images[1, 20, 30], images[3, 5, 7] = np.nan, np.inf
+    return {
+        "images": images,
+        "mask": rng.random((37, 53)) >= 0.2,
+        "center": (30.25, 16.5),
+        "r_max": None,
+        "q_bins": 16,
+        "phi_bins": 64,
+        "order": 8,
+        "delta": 0.9,
+        "scale": "maxabs",
+    }
+
+
+FIXED = _fixed_case()
+
+
+def _plan(case):
+    return make_polar_plan(
+        case["images"].shape[1:],
+        center=case["center"],
+        mask=case["mask"],
+        q_bins=case["q_bins"],
+        phi_bins=case["phi_bins"],
+        r_max=case["r_max"],
+    )
+
+
+def _upper_floor(reference, polar, order, scale):
+    """Per image, the float32 error scale of a merged map's upper triangle.
+
+    Rounding a polar value ``v`` to float32 moves it by ~6e-8 ``|v|``, so
+    ``F_k`` moves by up to ~6e-8 ``A_k`` (``A_k`` the largest ``|v|`` on ring
+    ``k``) and ``Re(conj F_i F_j)`` by ~6e-8 ``(|F_i| A_j + A_i |F_j|)``. The
+    largest such term over ``i < j`` is returned, in the units of the merged
+    map (divided by the raw triangle's max for ``"maxabs"``).
+    """
+    coefficients = reference.fourier(polar.values, polar.valid, [order])[..., 0]
+    magnitude = np.abs(coefficients)
+    largest = np.max(np.abs(polar.values), axis=-1)
+    cross = (
+        magnitude[:, :, None] * largest[:, None, :] + largest[:, :, None] * magnitude[:, None, :]
+    )
+    _, upper = triangles(magnitude.shape[-1])
+    floor = np.max(np.where(upper, cross, 0), axis=(-2, -1))
+    if scale == "maxabs":
+        raw = np.max(np.abs(np.where(upper, reference.order_map(coefficients), 0)), axis=(-2, -1))
+        floor = np.where(raw > 0, floor / np.where(raw > 0, raw, 1), floor)
+    return floor
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+class TestBackendContract:
+    """Each stage of ``name`` against :class:`NumpyBackend` in float64."""
+
+    reference = NumpyBackend()
+
+    @staticmethod
+    def host(backend, array):
+        return np.asarray(backend.to_numpy(array))
+
+    def reference_polar(self, case):
+        plan = _plan(case)
+        return plan, self.reference.resample(
+            self.reference.as_batch(case["images"], plan.shape), plan
+        )
+
+    @given(case=cases())
+    @example(case=FIXED)
+    def test_resample(self, name, case):
+        backend = _make(name)
+        plan, ref = self.reference_polar(case)
+        fast = backend.resample(backend.as_batch(case["images"], plan.shape), plan)
+        valid = self.host(backend, fast.valid)
+        values = self.host(backend, fast.values)
+        # Validity is a yes/no decision and must be identical.
+        np.testing.assert_array_equal(valid, ref.valid)
+        assert values.dtype == np.float32 and np.isfinite(values).all()
+        np.testing.assert_array_equal(values[~valid], 0.0)
+        assert np.all(relative_error(values, ref.values) <= RTOL)
+
+    @given(case=cases(), all_orders=st.booleans())
+    @example(case=FIXED, all_orders=True)
+    def test_fourier(self, name, case, all_orders):
+        backend = _make(name)
+        _, ref = self.reference_polar(case)
+        orders = None if all_orders else sorted({0, case["order"], case["phi_bins"] // 2})
+        expected = self.reference.fourier(ref.values, ref.valid, orders)
+        fast = backend.fourier(
+            backend.asarray(ref.values.astype(np.float32)),
+            backend.xp.asarray(ref.valid),
+            orders,
+        )
+        fast = self.host(backend, fast)
+        assert fast.shape == expected.shape
+        # Per image, relative to its largest coefficient.
+        assert np.all(relative_error(fast, expected, axes=(-2, -1)) <= RTOL)
+
+    @given(case=cases())
+    @example(case=FIXED)
+    def test_full_map(self, name, case):
+        backend = _make(name)
+        _, ref = self.reference_polar(case)
+        expected = self.reference.full_map(ref.values, ref.valid, case["delta"])
+        fast = backend.full_map(
+            backend.asarray(ref.values.astype(np.float32)),
+            backend.xp.asarray(ref.valid),
+            case["delta"],
+        )
+        assert np.all(relative_error(self.host(backend, fast), expected) <= RTOL)
+
+    @given(case=cases())
+    @example(case=FIXED)
+    def test_order_map(self, name, case):
+        backend = _make(name)
+        _, ref = self.reference_polar(case)
+        coefficients = self.reference.fourier(ref.values, ref.valid, [case["order"]])[..., 0]
+        expected = self.reference.order_map(coefficients)
+        fast = backend.order_map(backend.xp.asarray(coefficients.astype(np.complex64)))
+        assert np.all(relative_error(self.host(backend, fast), expected) <= RTOL)
+
+    @given(case=cases())
+    @example(case=FIXED)
+    def test_merge_maps(self, name, case):
+        backend = _make(name)
+        _, ref = self.reference_polar(case)
+        coefficients = self.reference.fourier(ref.values, ref.valid, [case["order"]])[..., 0]
+        full = self.reference.full_map(ref.values, ref.valid, case["delta"])
+        order = self.reference.order_map(coefficients)
+        expected = self.reference.merge_maps(full, order, case["scale"])
+        fast = backend.merge_maps(
+            backend.asarray(full.astype(np.float32)),
+            backend.asarray(order.astype(np.float32)),
+            case["scale"],
+        )
+        lower, upper = triangle_relative_errors(self.host(backend, fast), expected)
+        assert np.all(lower <= RTOL) and np.all(upper <= RTOL)
+
+    @given(case=cases())
+    @example(case=FIXED)
+    def test_merged_maps(self, name, case):
+        backend = _make(name)
+        plan = _plan(case)
+        kw = {"order": case["order"], "delta": case["delta"], "scale": case["scale"]}
+        expected = self.reference.merged_maps(
+            self.reference.as_batch(case["images"], plan.shape), plan, **kw
+        )
+        fast = self.host(
+            backend, backend.merged_maps(backend.as_batch(case["images"], plan.shape), plan, **kw)
+        )
+        assert fast.dtype == np.float32 and np.isfinite(fast).all()
+        lower, upper = triangle_relative_errors(fast, expected)
+        assert np.all(lower <= RTOL) and np.all(upper <= RTOL)
+        if case["scale"] == "maxabs":
+            assert np.all(np.abs(fast) <= 1 + 1e-6)  # [-1, 1] up to float32 rounding
+
+    @given(case=cases(tiny=True))
+    def test_merged_maps_tiny_geometry(self, name, case):
+        """Rings of a few px and 2..5 rings: the full map keeps the contract;
+        the order triangle is held to 1e-5 of its float32 error scale."""
+        backend = _make(name)
+        plan, polar = self.reference_polar(case)
+        kw = {"order": case["order"], "delta": case["delta"], "scale": case["scale"]}
+        expected = self.reference.merged_maps(
+            self.reference.as_batch(case["images"], plan.shape), plan, **kw
+        ).astype(np.float64)
+        fast = self.host(
+            backend, backend.merged_maps(backend.as_batch(case["images"], plan.shape), plan, **kw)
+        )
+        assert np.isfinite(fast).all()
+        lower_error, _ = triangle_relative_errors(fast, expected)
+        assert np.all(lower_error <= RTOL)
+        _, upper = triangles(plan.q_bins)
+        difference = np.max(np.abs(np.where(upper, fast - expected, 0)), axis=(-2, -1))
+        shown = np.max(np.abs(np.where(upper, expected, 0)), axis=(-2, -1))
+        # RTOL (~170 float32 ulps) of the larger of the triangle's max and its
+        # float32 error scale: loose for rounding, tight for any real mistake.
+        floor = _upper_floor(self.reference, polar, case["order"], case["scale"])
+        assert np.all(difference <= RTOL * np.maximum(shown, floor))
+
+    @given(case=cases(), single=st.booleans())
+    @example(case=FIXED, single=False)
+    def test_compute_maps(self, name, case, single):
+        backend = _make(name)
+        images = case["images"][0] if single else case["images"]
+        kw = {
+            k: case[k]
+            for k in ("mask", "center", "r_max", "q_bins", "phi_bins", "order", "delta", "scale")
+        }
+        expected = compute_maps(images, backend=self.reference, **kw)
+        fast = compute_maps(images, backend=backend, **kw)
+        fast = self.host(backend, fast)
+        assert fast.shape == expected.shape and fast.dtype == np.float32
+        assert np.isfinite(fast).all()
+        lower, upper = triangle_relative_errors(fast, expected)
+        assert np.all(lower <= RTOL) and np.all(upper <= RTOL)
+
+
+@pytest.mark.cuda
+@CUDA
+def test_cupy_keeps_cupy_input_on_the_gpu():
+    import cupy
+
+    images = cupy.asarray(np.random.default_rng(0).random((2, 33, 35)))
+    maps = compute_maps(images, q_bins=8, phi_bins=16, backend="cupy")
+    assert isinstance(maps, cupy.ndarray) and maps.shape == (2, 8, 8)
+    expected = compute_maps(images.get(), q_bins=8, phi_bins=16, backend="numpy")
+    lower, upper = triangle_relative_errors(maps.get(), expected)
+    assert np.all(lower <= RTOL) and np.all(upper <= RTOL)  # the contract's bound
+
+
+@pytest.mark.parametrize("name", ["numba-t1", "numba-t2"])
+def test_one_plan_many_orders_and_separations(name):
+    # The Numba backend caches per-plan tables keyed by (plan, order, shift):
+    # reusing one plan with changing parameters must never serve stale tables.
+    backend, reference = _make(name), NumpyBackend()
+    rng = np.random.default_rng(8)
+    images = rng.gamma(2.0, 1.0, (3, 37, 53))
+    images[2, 18, 26] = np.nan
+    plan = make_polar_plan(
+        (37, 53), center=(26.0, 18.0), mask=rng.random((37, 53)) > 0.1, q_bins=12, phi_bins=32
+    )
+    for order, delta in [(8, 0.0), (2, 0.0), (8, 1.0), (2, 1.0), (8, 0.0), (0, -2.0)]:
+        for scale in ("none", "maxabs"):
+            kw = {"order": order, "delta": delta, "scale": scale}
+            fast = backend.merged_maps(backend.as_batch(images, plan.shape), plan, **kw)
+            expected = reference.merged_maps(reference.as_batch(images, plan.shape), plan, **kw)
+            lower, upper = triangle_relative_errors(fast, expected)
+            assert np.all(lower <= RTOL) and np.all(upper <= RTOL)  # the contract's bound
+        polar = backend.resample(backend.as_batch(images, plan.shape), plan)
+        np.testing.assert_array_equal(polar.valid[:2], np.broadcast_to(plan.valid, (2, 12, 32)))

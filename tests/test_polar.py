@@ -1,0 +1,321 @@
+"""Polar resampling (SPEC §1): grid, angle convention, validity, masks, NaN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import (
+    cos_profile,
+    expected_validity,
+    isotropic,
+    make_cpu_backend,
+    needed_pixels,
+    random_mask,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ccfkit
+from ccfkit import default_r_max, make_polar_plan, resample
+
+# --------------------------------------------------------------------------
+# The grid
+# --------------------------------------------------------------------------
+
+
+@given(
+    q_bins=st.integers(1, 40),
+    half_p=st.integers(1, 40),
+    r_min=st.floats(0, 10),
+    width=st.floats(0.5, 20),
+)
+def test_grid_follows_spec(q_bins, half_p, r_min, width):
+    plan = make_polar_plan(
+        (64, 64), q_bins=q_bins, phi_bins=2 * half_p, r_min=r_min, r_max=r_min + width
+    )
+    k = np.arange(q_bins)
+    p = np.arange(2 * half_p)
+    # Same float64 formula, so only last-bit rounding may differ.
+    np.testing.assert_allclose(plan.radius, r_min + (k + 0.5) * width / q_bins, rtol=1e-12)
+    np.testing.assert_allclose(plan.phi, 2 * np.pi * p / (2 * half_p), rtol=1e-12, atol=1e-15)
+    assert plan.radius.dtype == np.float64 and plan.phi.dtype == np.float64
+    assert plan.valid.shape == (q_bins, 2 * half_p)
+
+
+@given(
+    height=st.integers(8, 70),
+    width=st.integers(8, 70),
+    fx=st.floats(0.2, 0.8),
+    fy=st.floats(0.2, 0.8),
+)
+def test_default_r_max_is_largest_full_circle(height, width, fx, fy):
+    cx, cy = fx * (width - 1), fy * (height - 1)
+    expected = min(cx, cy, width - 1 - cx, height - 1 - cy)
+    # Plain arithmetic on the same numbers: exact up to rounding.
+    assert default_r_max((height, width), (cx, cy)) == pytest.approx(expected, rel=1e-12)
+    plan = make_polar_plan((height, width), center=(cx, cy), q_bins=8, phi_bins=32)
+    assert plan.r_max == pytest.approx(expected, rel=1e-12)
+    # Without a mask, every sample of the default range lies on the detector.
+    assert plan.valid.all()
+
+
+def test_defaults_are_224_by_512():
+    plan = make_polar_plan((259, 259))
+    assert plan.q_bins == 224 and plan.phi_bins == 512
+    assert plan.center == (129.0, 129.0)
+    assert plan.r_min == 0.0 and plan.r_max == 129.0
+
+
+def test_resample_returns_radius_and_phi():
+    plan = make_polar_plan((33, 33), q_bins=8, phi_bins=16)
+    polar = resample(np.ones((33, 33)), plan)
+    assert polar.values.shape == (1, 8, 16) and polar.valid.shape == (1, 8, 16)
+    np.testing.assert_array_equal(polar.radius, plan.radius)  # the plan's own array
+    np.testing.assert_array_equal(polar.phi, plan.phi)
+
+
+# --------------------------------------------------------------------------
+# Interpolation
+# --------------------------------------------------------------------------
+
+
+@given(
+    height=st.integers(9, 41),
+    width=st.integers(9, 41),
+    fx=st.floats(0.1, 0.9),
+    fy=st.floats(0.1, 0.9),
+    a=st.floats(-5, 5),
+    b=st.floats(-2, 2),
+    c=st.floats(-2, 2),
+)
+def test_bilinear_reproduces_linear_images(height, width, fx, fy, a, b, c):
+    # Bilinear interpolation is exact on a + b x + c y; this pins the weights,
+    # the corner indices and the x/y (column/row) order all at once.
+    cx, cy = fx * (width - 1), fy * (height - 1)
+    plan = make_polar_plan((height, width), center=(cx, cy), q_bins=7, phi_bins=24)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    polar = resample(a + b * x + c * y, plan)
+    xs = cx + plan.radius[:, None] * np.cos(plan.phi)
+    ys = cy + plan.radius[:, None] * np.sin(plan.phi)
+    # float64 round-off on values of order 100 only.
+    np.testing.assert_allclose(polar.values[0], a + b * xs + c * ys, rtol=0, atol=1e-9)
+
+
+def test_smooth_isotropic_pattern_within_interpolation_bound():
+    shape, center = (65, 71), (33.3, 31.7)
+    g, eps = cos_profile()
+    plan = make_polar_plan(shape, center=center, q_bins=16, phi_bins=64)
+    polar = resample(isotropic(shape, center, g), plan)
+    # eps is the analytic bilinear error bound for this g (see cos_profile).
+    assert np.max(np.abs(polar.values[0] - g(plan.radius)[:, None])) <= eps
+
+
+# --------------------------------------------------------------------------
+# Angle convention: phi turns from +x toward +y
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cx, cy", [(20, 24), (31, 17)])
+@pytest.mark.parametrize(
+    "dx, dy, quarter", [(1, 0, 0), (0, 1, 1), (-1, 0, 2), (0, -1, 3)], ids=["+x", "+y", "-x", "-y"]
+)
+def test_bright_pixel_shows_up_at_its_angle(cx, cy, dx, dy, quarter):
+    shape, r, phi_bins = (41, 49), 9, 64
+    # r_min = 0.5, r_max = 10.5 with 10 bins puts ring k at radius k + 1.
+    plan = make_polar_plan(
+        shape, center=(cx, cy), q_bins=10, phi_bins=phi_bins, r_min=0.5, r_max=10.5
+    )
+    assert plan.radius[r - 1] == r
+    image = np.zeros(shape)
+    image[cy + dy * r, cx + dx * r] = 1.0
+    ring = resample(image, plan).values[0, r - 1]
+    assert int(np.argmax(ring)) == quarter * phi_bins // 4
+    # The sample sits exactly on the pixel centre: full weight, up to the
+    # 1e-16 rounding of cos/sin.
+    assert ring[quarter * phi_bins // 4] == pytest.approx(1.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------
+# Validity
+# --------------------------------------------------------------------------
+
+
+@given(
+    height=st.integers(9, 33),
+    width=st.integers(9, 33),
+    fx=st.floats(0.0, 1.0),
+    fy=st.floats(0.0, 1.0),
+    integer_centre=st.booleans(),
+    bad=st.floats(0.0, 0.3),
+    stretch=st.floats(0.5, 2.0),
+    seed=st.integers(0, 2**16),
+)
+def test_validity_matches_brute_force(height, width, fx, fy, integer_centre, bad, stretch, seed):
+    cx, cy = fx * (width - 1), fy * (height - 1)
+    if integer_centre:  # many samples land exactly on pixel centres
+        cx, cy = float(round(cx)), float(round(cy))
+    good = random_mask(np.random.default_rng(seed), (height, width), bad)
+    r_max = stretch * max(width, height) / 2  # often beyond the detector
+    plan = make_polar_plan(
+        (height, width), center=(cx, cy), mask=good, q_bins=9, phi_bins=32, r_max=r_max
+    )
+    expected, ambiguous = expected_validity(plan, good)
+    # Validity is a yes/no decision: exact agreement wherever the geometry is
+    # not within 1e-6 of a pixel centre (there rounding may decide).
+    np.testing.assert_array_equal(plan.valid[~ambiguous], expected[~ambiguous])
+    # Invalid samples carry no weight; valid ones weights that sum to 1.
+    np.testing.assert_array_equal(plan.weight[~plan.valid], 0.0)
+    np.testing.assert_allclose(plan.weight[plan.valid].sum(axis=-1), 1.0, rtol=0, atol=1e-12)
+
+
+def test_samples_outside_the_detector_are_invalid():
+    shape, center = (40, 50), (10.0, 12.0)
+    plan = make_polar_plan(shape, center=center, q_bins=12, phi_bins=48, r_max=30.0)
+    x, y, _, _ = needed_pixels(plan)
+    outside = (x < 0) | (y < 0) | (x > shape[1] - 1) | (y > shape[0] - 1)
+    assert outside.any() and (~outside).any()
+    # Exact: off-detector samples must be invalid, on-detector ones valid (no mask).
+    np.testing.assert_array_equal(plan.valid, ~outside)
+    polar = resample(np.ones(shape), plan)
+    np.testing.assert_array_equal(polar.valid[0], ~outside)
+    np.testing.assert_array_equal(polar.values[0][outside], 0.0)
+
+
+def test_sample_on_a_pixel_centre_does_not_need_its_zero_weight_neighbours():
+    shape, cx, cy = (33, 33), 16, 16
+    # Ring k at radius k + 1, so ring 4 (r = 5) samples (21, 16) at phi = 0 and
+    # (16, 21) at phi = pi/2 exactly on pixel centres.
+    mask = np.ones(shape, dtype=bool)
+    mask[cy, cx + 6] = False  # right-hand neighbour of (21, 16)
+    mask[cy + 1, cx + 5] = False  # lower neighbour of (21, 16)
+    mask[cy + 5, cx + 1] = False  # right-hand neighbour of (16, 21)
+    mask[cy + 6, cx] = False  # lower neighbour of (16, 21)
+    plan = make_polar_plan(
+        shape, center=(cx, cy), mask=mask, q_bins=8, phi_bins=32, r_min=0.5, r_max=8.5
+    )
+    assert plan.valid[4, 0] and plan.valid[4, 8]
+    # The next samples along the ring do need those pixels: invalid. (This
+    # makes sure the mask above really sits next to the samples.)
+    assert not plan.valid[4, 1] and not plan.valid[4, 7]
+    # And the value is exactly the pixel's.
+    image = np.arange(33 * 33, dtype=np.float64).reshape(shape)
+    polar = resample(image, plan)
+    assert polar.values[0, 4, 0] == pytest.approx(image[cy, cx + 5], abs=1e-9)
+    assert polar.values[0, 4, 8] == pytest.approx(image[cy + 5, cx], abs=1e-9)
+
+
+# --------------------------------------------------------------------------
+# Masks, NaN and inf through every CPU backend
+# --------------------------------------------------------------------------
+
+
+def _nan_case(rng, shape=(37, 53)):
+    center = (25.3, 17.8)
+    plan = make_polar_plan(shape, center=center, q_bins=12, phi_bins=48)
+    image = rng.random(shape) + 0.5
+    return plan, image
+
+
+def test_unmasked_nan_pixel_invalidates_exactly_the_samples_that_need_it(cpu_backend, rng):
+    plan, image = _nan_case(rng)
+    iy, ix = 20, 30
+    image[iy, ix] = np.nan
+    polar = cpu_backend.resample(cpu_backend.as_batch(image, plan.shape), plan)
+    values, valid = np.asarray(polar.values)[0], np.asarray(polar.valid)[0]
+    touches = ((plan.index == iy * plan.shape[1] + ix) & (plan.weight > 0)).any(axis=-1)
+    assert touches.sum() > 0
+    # A yes/no decision: exact.
+    np.testing.assert_array_equal(valid, plan.valid & ~touches)
+    assert np.isfinite(values).all()
+    np.testing.assert_array_equal(values[~valid], 0.0)
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf, 1e30])
+def test_masked_pixel_value_never_leaks(cpu_backend, rng, bad_value):
+    shape = (37, 53)
+    plan0, image = _nan_case(rng, shape)
+    mask = random_mask(rng, shape, 0.2)
+    mask[0, 0] = False  # the "safe" index of invalid samples is pixel 0
+    plan = make_polar_plan(shape, center=plan0.center, mask=mask, q_bins=12, phi_bins=48)
+    zeroed, filled = image.copy(), image.copy()
+    zeroed[~mask] = 0.0
+    filled[~mask] = bad_value
+    a = cpu_backend.resample(cpu_backend.as_batch(zeroed, shape), plan)
+    b = cpu_backend.resample(cpu_backend.as_batch(filled, shape), plan)
+    np.testing.assert_array_equal(np.asarray(a.valid), np.asarray(b.valid))
+    # Identical arithmetic on identical good pixels: exact equality; a leak of
+    # 1e30, inf or NaN could not hide under any tolerance anyway.
+    np.testing.assert_array_equal(np.asarray(a.values), np.asarray(b.values))
+    assert np.isfinite(np.asarray(b.values)).all()
+
+
+def test_masking_is_applied_by_resample():
+    shape = (37, 53)
+    rng = np.random.default_rng(3)
+    mask = random_mask(rng, shape, 0.2)
+    plan = make_polar_plan(shape, mask=mask, q_bins=12, phi_bins=48)
+    polar = resample(rng.random(shape), plan)
+    np.testing.assert_array_equal(polar.valid[0], plan.valid)  # exact: a yes/no decision
+    assert (~plan.valid).sum() > 0.3 * plan.valid.size  # 20% bad pixels => ~59% bad samples
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"center": (-1.0, 5.0)}, "outside the detector"),
+        ({"center": (5.0, 40.0)}, "outside the detector"),
+        ({"r_min": 5.0, "r_max": 5.0}, "r_min"),
+        ({"r_min": 6.0, "r_max": 5.0}, "r_min"),
+        ({"phi_bins": 31}, "phi_bins"),
+        ({"q_bins": 0}, "q_bins"),
+        ({"mask": np.ones((10, 10), dtype=bool)}, "mask"),
+    ],
+)
+def test_make_polar_plan_rejects_bad_geometry(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_polar_plan((33, 31), **{"q_bins": 8, "phi_bins": 16, **kwargs})
+
+
+def test_resample_rejects_images_of_another_shape():
+    plan = make_polar_plan((33, 31), q_bins=8, phi_bins=16)
+    with pytest.raises(ValueError, match="shape"):
+        resample(np.ones((31, 33)), plan)
+
+
+def test_plan_is_read_only():
+    plan = make_polar_plan((17, 17), q_bins=4, phi_bins=8)
+    with pytest.raises(ValueError):
+        plan.weight[0, 0, 0] = 2.0
+
+
+def test_backends_sample_the_same_points(rng):
+    # Not a precision test (see test_backends): the validity a backend returns
+    # is the plan's, on every backend, for a clean image.
+    shape = (29, 35)
+    mask = random_mask(rng, shape, 0.1)
+    plan = make_polar_plan(shape, mask=mask, q_bins=8, phi_bins=32)
+    for name in ("numpy32", "numba1"):
+        backend = make_cpu_backend(name)
+        polar = backend.resample(backend.as_batch(rng.random(shape), shape), plan)
+        np.testing.assert_array_equal(np.asarray(polar.valid)[0], plan.valid)
+
+
+def test_module_exports():
+    # The stages named by the package docstring are importable from the top.
+    for name in (
+        "make_polar_plan",
+        "resample",
+        "angular_fourier",
+        "full_map",
+        "order_map",
+        "merge_maps",
+        "compute_maps",
+        "get_backend",
+        "available_backends",
+    ):
+        assert callable(getattr(ccfkit, name))
