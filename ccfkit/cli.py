@@ -181,7 +181,8 @@ def _span(metavar: str = "MIN MAX"):
 @click.option("--fluence", default=(1e5, 1e6), **_span(),
               help="Scattered photons per frame on the good pixels (log-uniform).")
 @click.option("--mix", default="sphere=0.5,oblate=0.25,prolate=0.2,empty=0.05", show_default=True,
-              help="What is drawn, KIND=WEIGHT,... (sphere, oblate, prolate, empty).")
+              help="What is drawn, KIND=WEIGHT,... (sphere, oblate, prolate, empty), "
+                   "or 'paper' (label fractions close to the paper's Table 1).")
 @click.option("--oblate-ratio", default=(0.55, 0.95), **_span(),
               help="Axis ratio c/a of oblate spheroids (< 1).")
 @click.option("--prolate-ratio", default=(1.25, 3.0), **_span(),

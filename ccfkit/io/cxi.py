@@ -40,14 +40,14 @@ from .. import simulate as sim
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DATA_PATH",
-    "MASK_PATH",
     "CENTER_PATH",
+    "DATA_PATH",
     "LABELS_PATH",
+    "MASK_PATH",
     "PIXEL_IS_MISSING",
     "atomic_output",
-    "write_simulated",
     "read_frames",
+    "write_simulated",
 ]
 
 DATA_PATH = "/entry_1/data_1/data"
@@ -182,46 +182,49 @@ def write_simulated(
     detector = config.detector
     good = detector.good_pixels()
     params = sim.draw_parameters(config, seed, np.arange(n_frames))
-    labels = sim.assign_labels(params, detector)
+    visible = sim.visible_radius(params, detector)
+    shift = sim.fringe_shift(params, detector, visible)
+    labels = sim.assign_labels(params, detector, shift)
     height, width = detector.shape
 
-    with atomic_output(path, overwrite=overwrite) as partial:
-        with h5py.File(partial, "w", track_order=False) as handle:
-            _write_header(handle, config, seed, params, labels, good)
-            data = _group(handle["entry_1"], "data_1", "NXdata").create_dataset(
-                "data",
-                shape=(n_frames, height, width),
-                dtype=np.float32,
-                chunks=(1, height, width),
-                track_times=False,
-            )
-            data.attrs["axes"] = "experiment_identifier:y:x"
-            data.attrs["units"] = "photons" if config.noise else "expected photons"
-            data.attrs["description"] = (
-                "photon counts per pixel; 0 on masked pixels (see detector_1/mask)"
-            )
-            handle[f"{DETECTOR}/data"] = h5py.SoftLink(DATA_PATH)
+    # h5py closes the file before atomic_output renames it (exits run in reverse).
+    with atomic_output(path, overwrite=overwrite) as partial, \
+            h5py.File(partial, "w", track_order=False) as handle:
+        _write_header(handle, config, seed, params, labels, good, visible, shift)
+        data = _group(handle["entry_1"], "data_1", "NXdata").create_dataset(
+            "data",
+            shape=(n_frames, height, width),
+            dtype=np.float32,
+            chunks=(1, height, width),
+            track_times=False,
+        )
+        data.attrs["axes"] = "experiment_identifier:y:x"
+        data.attrs["units"] = "photons" if config.noise else "expected photons"
+        data.attrs["description"] = (
+            "photon counts per pixel; 0 on masked pixels (see detector_1/mask)"
+        )
+        handle[f"{DETECTOR}/data"] = h5py.SoftLink(DATA_PATH)
 
-            def render(lo: int) -> tuple[int, np.ndarray]:
-                rows = slice(lo, min(lo + block, n_frames))
-                return lo, sim.render_frames(params.take(rows), config, seed, good)
+        def render(lo: int) -> tuple[int, np.ndarray]:
+            rows = slice(lo, min(lo + block, n_frames))
+            return lo, sim.render_frames(params.take(rows), config, seed, good)
 
-            bar = tqdm(total=n_frames, unit="frame", desc="simulate", disable=None if progress
-                       else True, leave=False)
-            with bar, ThreadPoolExecutor(max_workers=workers) as pool:
-                pending: deque = deque()
-                starts = iter(range(0, n_frames, block))
-                try:
-                    for lo in starts:  # keep at most 2 blocks per worker in flight
-                        pending.append(pool.submit(render, lo))
-                        if len(pending) >= 2 * workers:
-                            _write_block(data, pending.popleft().result(), bar)
-                    while pending:
+        bar = tqdm(total=n_frames, unit="frame", desc="simulate", disable=None if progress
+                   else True, leave=False)
+        with bar, ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            starts = iter(range(0, n_frames, block))
+            try:
+                for lo in starts:  # keep at most 2 blocks per worker in flight
+                    pending.append(pool.submit(render, lo))
+                    if len(pending) >= 2 * workers:
                         _write_block(data, pending.popleft().result(), bar)
-                except BaseException:
-                    for future in pending:
-                        future.cancel()
-                    raise
+                while pending:
+                    _write_block(data, pending.popleft().result(), bar)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
     seconds = time.perf_counter() - start
     counts = dict(zip(sim.LABELS, labels.sum(axis=0).tolist()))
     logger.info("wrote %s: %d frames in %.1f s, labels %s", path, n_frames, seconds, counts)
@@ -239,7 +242,8 @@ def _write_block(data: h5py.Dataset, item: tuple[int, np.ndarray], bar) -> None:
     bar.update(len(frames))
 
 
-def _write_header(handle, config, seed, params: sim.FrameParameters, labels, good) -> None:
+def _write_header(handle, config, seed, params: sim.FrameParameters, labels, good, visible,
+                  shift) -> None:
     """Everything but the frames: geometry, mask, source, sample, labels, provenance."""
     detector = config.detector
     handle.attrs["creator"] = "ccfkit simulate"
@@ -296,8 +300,10 @@ def _write_header(handle, config, seed, params: sim.FrameParameters, labels, goo
     _dataset(sample, "background", config.background, "photons per pixel")
     _dataset(sample, "projected_semi_axes", sim.projected_semi_axes(params) * 1e-9, "m",
              columns="long, short", description="the particle's shadow on the detector plane")
-    _dataset(sample, "fringe_shift", sim.fringe_shift(params, detector), "fringes",
-             description="q_edge (long - short) / pi: how visible the ellipticity is")
+    _dataset(sample, "visible_radius", visible, "pixel",
+             description="estimated radius out to which ring maxima carry >= 1 photon per pixel")
+    _dataset(sample, "fringe_shift", shift, "fringes",
+             description="q(visible_radius) (long - short) / pi: how visible the ellipticity is")
 
     _dataset(
         entry, "labels", labels,
@@ -305,13 +311,7 @@ def _write_header(handle, config, seed, params: sim.FrameParameters, labels, goo
         exclusive_groups=json.dumps([list(g) for g in sim.EXCLUSIVE_GROUPS]),
         exhaustive_groups=json.dumps([list(sim.EXCLUSIVE_GROUPS[0])]),
         parents=json.dumps(sim.PARENTS),
-        rules=(
-            "Empty: no particle or < {e:g} photons. Prolate: prolate particle with projected "
-            "aspect >= {p:g} and fringe_shift >= {v:g}. Spherical/Oblate: any other non-empty "
-            "frame; Elliptical if fringe_shift >= {v:g}, else Round. Streak: Prolate with "
-            "projected aspect >= {s:g}."
-        ).format(e=sim.EMPTY_BELOW_PHOTONS, p=sim.PROLATE_MIN_ASPECT, v=sim.VISIBLE_FRINGE_SHIFT,
-                 s=sim.STREAK_MIN_ASPECT),
+        rules=sim.label_rules(),
     )
 
 

@@ -1,0 +1,541 @@
+"""``ccfkit simulate``: the physics, the labels, the CXI file and the command.
+
+Small detectors (65-129 px) and few frames keep this fast. Fixtures stay in
+this file (``conftest.py`` belongs to the engine tests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import ccfkit
+from ccfkit import simulate as sim
+from ccfkit.cli import main
+from ccfkit.io import cxi
+from ccfkit.io.source import open_source
+
+FIRST_ZERO = 4.493409457909064  # first root of tan(u) = u: the sphere's first minimum
+ZEROS = (FIRST_ZERO, 7.725251836937707, 10.904121659428899)  # the first three
+
+
+def config(**overrides) -> sim.SimulationConfig:
+    """A small, quiet detector: 65 px, no jitter, no background unless asked."""
+    base = {"size": 65, "jitter": 0.0, "hole_radius": 4.0, "background": 0.0,
+            "radius": (150.0, 300.0)}
+    base.update(overrides)
+    return sim.SimulationConfig(**base)
+
+
+def one_particle(cfg, *, a, c, axis, energy, fluence=1e5, center=None, kind=sim.Kind.PROLATE):
+    """FrameParameters of a single hand-made particle."""
+    axis = np.asarray(axis, dtype=np.float64)
+    axis = axis / np.linalg.norm(axis)
+    center = cfg.detector.nominal_center if center is None else center
+    return sim.FrameParameters(
+        index=np.array([0]),
+        kind=np.array([kind], dtype=np.uint8),
+        radius=np.array([(a * a * c) ** (1 / 3)]),
+        semi_axes=np.array([[a, c]], dtype=np.float64),
+        axis=axis[None, :],
+        photon_energy=np.array([energy], dtype=np.float64),
+        wavelength=sim.photon_energy_to_wavelength([energy]),
+        fluence=np.array([fluence], dtype=np.float64),
+        center=np.array([center], dtype=np.float64),
+    )
+
+
+def dip_at(cfg, r_pred, *, along="x", **particle):
+    """Expected counts at a pixel placed exactly ``r_pred`` px from the beam centre.
+
+    The beam centre is shifted (sub-pixel) so that the pixel 20 + ceil(r_pred)
+    columns (or rows) along +x (or +y) sits at ``r_pred``. Returns the count
+    there divided by the brightest count within 8 px of it (on that line), and
+    the same ratio one pixel in and one pixel out.
+    """
+    j = 20 + math.ceil(r_pred)
+    offset = j - r_pred
+    center = (offset, 64.0) if along == "x" else (64.0, offset)
+    params = one_particle(cfg, center=center, **particle)
+    image = sim.expected_counts(params, cfg.detector, background=0.0)[0]
+    line = image[64, :] if along == "x" else image[:, 64]
+    near = line[j - 8 : j + 9].max()
+    return line[j] / near, line[j - 1] / near, line[j + 1] / near
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def simulate_file(path, *extra, n=16, size=65):
+    result = run("simulate", path, "--n", n, "--size", size, "--quiet", *extra)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.fixture(scope="module")
+def cxi_file(tmp_path_factory):
+    """32 frames of every kind, 65 px."""
+    path = tmp_path_factory.mktemp("sim") / "frames.cxi"
+    return simulate_file(path, "--seed", 3, "--radius", 150, 300, "--fluence", 2e4, 2e5, n=32)
+
+
+# --------------------------------------------------------------------------
+# Physics
+# --------------------------------------------------------------------------
+
+
+def test_form_factor_reference_values():
+    u = np.array([0.0, 1e-4, 0.05, 0.1, 0.2, 2.0, FIRST_ZERO, 7.725251836937707])
+    f = sim.sphere_form_factor(u)
+    assert f[0] == 1.0
+    # Series and closed form agree where they meet (u = 0.1), to float64 rounding.
+    closed = 3 * (np.sin(0.1) - 0.1 * np.cos(0.1)) / 0.1**3
+    assert f[3] == pytest.approx(closed, rel=1e-12)
+    assert f[5] == pytest.approx(3 * (math.sin(2) - 2 * math.cos(2)) / 8, rel=1e-14)
+    assert abs(f[6]) < 1e-14 and abs(f[7]) < 1e-14  # the first two zeros (tan u = u)
+    # Continuous where the series hands over to the closed form.
+    below, above = sim.sphere_form_factor([0.1 - 1e-12, 0.1 + 1e-12])
+    assert below == pytest.approx(above, rel=1e-10)
+
+
+def test_pixels_map_to_q_through_the_true_scattering_angle():
+    det = config(size=129).detector
+    # The half-width subtends max_angle: 2 theta = 30 deg at r = size / 2.
+    assert math.degrees(math.atan(det.half_width * det.pixel_size / det.distance)) == \
+        pytest.approx(30.0, rel=1e-12)
+    wavelength = sim.photon_energy_to_wavelength(19.0)
+    q = sim.q_vectors(det, (40.0, 64.0), wavelength)
+    norm = np.sqrt((q**2).sum(axis=0))
+    y, x = np.indices(det.shape)
+    r = np.hypot(x - 40.0, y - 64.0)
+    np.testing.assert_allclose(norm, sim.momentum_transfer(r, det, wavelength), rtol=1e-12)
+    # q lies on the Ewald sphere: |k_in + q| = |k_in| (k_in along +z).
+    k = 2 * np.pi / wavelength
+    np.testing.assert_allclose(np.sqrt(q[0] ** 2 + q[1] ** 2 + (q[2] + k) ** 2), k, rtol=1e-12)
+
+
+def scattering_radius(cfg, q_times_r, r_eff, wavelength):
+    """Pixels from the centre where |q| r_eff = q_times_r: |q| = 4 pi sin(theta) / lambda,
+    2 theta = atan(r p / L) (r_eff may depend on theta: solved by bisection)."""
+    det = cfg.detector
+    lo, hi = 1e-9, math.pi / 4
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if 4 * math.pi * math.sin(mid) / wavelength * r_eff(mid) < q_times_r:
+            lo = mid
+        else:
+            hi = mid
+    return det.distance * math.tan(2 * lo) / det.pixel_size
+
+
+@pytest.mark.parametrize("radius, energy", [(150.0, 19.0), (280.0, 35.0), (600.0, 35.0)])
+def test_sphere_minima_land_where_qR_predicts(radius, energy):
+    """Zeros at q R = 4.4934 (the first minimum) and at the next roots of tan u = u."""
+    cfg = config(size=129, hole_radius=0.0)
+    wavelength = sim.photon_energy_to_wavelength(energy)
+    checked = 0
+    for zero in ZEROS:
+        r_pred = scattering_radius(cfg, zero, lambda t: radius, wavelength)
+        small_angle = (cfg.distance * zero / radius * wavelength / (2 * math.pi)
+                       / cfg.detector.pixel_size)
+        if r_pred > 40:
+            break
+        at, inside, outside = dip_at(cfg, r_pred, a=radius, c=radius, axis=(0, 0, 1),
+                                     energy=energy, kind=sim.Kind.SPHERE)
+        # At the predicted radius the intensity vanishes (float32 rounding leaves
+        # < 1e-6 of the fringe's maximum); one pixel either side it does not.
+        assert at < 1e-6
+        assert min(inside, outside) > 1e-3
+        checked += 1
+    assert checked >= 1
+    if radius == 150.0:
+        # here the small-angle shortcut r = L q lambda / (2 pi p) misses by > 2 px
+        assert r_pred - small_angle > 2.0
+
+
+def test_spheroid_minima_use_the_3d_q_on_the_ewald_sphere():
+    """Prolate spheroids lying along x. Along y, q is perpendicular to the axis: the
+    first zero obeys |q| a = 4.493. Along x, q tilts out of the detector plane by theta
+    (half the scattering angle), so R_eff^2 = a^2 + (c^2 - a^2) cos^2(theta)."""
+    cfg = config(size=129, hole_radius=0.0)
+    energy = 19.0
+    wavelength = sim.photon_energy_to_wavelength(energy)
+
+    a, c = 150.0, 260.0
+    r_y = scattering_radius(cfg, FIRST_ZERO, lambda t: a, wavelength)
+    assert dip_at(cfg, r_y, along="y", a=a, c=c, axis=(1, 0, 0), energy=energy)[0] < 1e-6
+
+    a, c = 60.0, 110.0  # small: the zero along x lies at 2 theta ~ 24 deg
+    r_eff = lambda t: math.sqrt(a * a + (c * c - a * a) * math.cos(t) ** 2)
+    r_x = scattering_radius(cfg, FIRST_ZERO, r_eff, wavelength)
+    flat = scattering_radius(cfg, FIRST_ZERO, lambda t: c, wavelength)  # without the tilt
+    assert r_x - flat > 0.5
+    assert dip_at(cfg, r_x, along="x", a=a, c=c, axis=(1, 0, 0), energy=energy)[0] < 1e-6
+    assert dip_at(cfg, flat, along="x", a=a, c=c, axis=(1, 0, 0), energy=energy)[0] > 1e-3
+
+
+def test_float32_pattern_matches_a_float64_reference():
+    cfg = config(size=97)
+    det = cfg.detector
+    params = one_particle(cfg, a=230.0, c=410.0, axis=(0.3, -0.5, 0.8), energy=27.0,
+                          center=(47.3, 49.6))
+    got = sim.expected_counts(params, det, background=0.0)[0]
+    q = sim.q_vectors(det, params.center[0], params.wavelength[0])
+    axis = params.axis[0]
+    u = np.sqrt(230.0**2 * (q**2).sum(0) + (410.0**2 - 230.0**2) * np.tensordot(axis, q, 1) ** 2)
+    y, x = np.indices(det.shape)
+    dist = np.sqrt(((x - 47.3) ** 2 + (y - 49.6) ** 2) * det.pixel_size**2 + det.distance**2)
+    ref = sim.sphere_form_factor(u) ** 2 * (det.distance / dist) ** 3 * det.good_pixels()
+    ref *= 1e5 / ref.sum()
+    # float32 arithmetic: errors of a few 1e-7 of the brightest pixel.
+    np.testing.assert_allclose(got, ref, rtol=0, atol=5e-6 * ref.max())
+
+
+def test_expected_counts_sum_to_the_fluence_plus_background():
+    cfg = config(fluence=(3e4, 3e4), background=0.05)
+    det = cfg.detector
+    params = sim.draw_parameters(cfg, 0, np.arange(12))
+    expected = sim.expected_counts(params, det, background=cfg.background)
+    good = det.good_pixels()
+    sums = expected.sum(axis=(1, 2), dtype=np.float64)
+    want = params.fluence + cfg.background * good.sum()
+    np.testing.assert_allclose(sums, want, rtol=1e-5)  # float32 accumulation
+
+
+def test_mean_photon_count_follows_the_requested_fluence(tmp_path):
+    fluence = 2e4
+    path = simulate_file(tmp_path / "f.cxi", "--fluence", fluence, fluence, "--background", 0,
+                         "--mix", "sphere=1,oblate=1,prolate=1", n=32)
+    with h5py.File(path, "r") as handle:
+        totals = handle[cxi.DATA_PATH][()].sum(axis=(1, 2), dtype=np.float64)
+        recorded = handle["entry_1/sample_1/fluence"][()]
+    np.testing.assert_array_equal(recorded, fluence)
+    # A frame's total is Poisson(fluence): each within 5 sigma, and the mean of 32
+    # within 5 sigma / sqrt(32).
+    z = (totals - fluence) / math.sqrt(fluence)
+    assert np.all(np.abs(z) < 5), z
+    assert abs(z.mean()) < 5 / math.sqrt(len(z))
+
+
+def test_fluence_is_log_uniform_over_the_range():
+    cfg = config(fluence=(1e4, 1e6), mix="sphere=1")
+    fluence = sim.draw_parameters(cfg, 0, np.arange(4000)).fluence
+    assert fluence.min() >= 1e4 and fluence.max() <= 1e6
+    logs = np.log10(fluence)
+    # log10 is uniform on [4, 6]: mean 5, sd 2 / sqrt(12); 5 sigma of the mean of 4000.
+    assert logs.mean() == pytest.approx(5.0, abs=5 * (2 / math.sqrt(12)) / math.sqrt(4000))
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.003, 0.4, 1.7, 2.9, 3.1, 8.0, 60.0])
+def test_poisson_sampler_has_poisson_statistics(lam):
+    n = 200_000
+    draws = sim.poisson_counts(np.full(n, lam, dtype=np.float32), np.random.default_rng(7))
+    assert draws.dtype == np.float32
+    assert np.all(draws == np.round(draws)) and draws.min() >= 0
+    if lam == 0:
+        assert draws.max() == 0
+        return
+    # mean within 5 standard errors; variance within 5 of its standard errors
+    # (var of the sample variance ~ (lam + 2 lam^2) / n for a Poisson).
+    assert draws.mean() == pytest.approx(lam, abs=5 * math.sqrt(lam / n))
+    assert draws.var() == pytest.approx(lam, abs=5 * math.sqrt((lam + 2 * lam**2) / n))
+    # P(0) = exp(-lam) (binomial error).
+    p0 = math.exp(-lam)
+    assert (draws == 0).mean() == pytest.approx(p0, abs=5 * math.sqrt(p0 * (1 - p0) / n) + 1e-9)
+
+
+def test_a_frame_depends_only_on_seed_and_index():
+    cfg = config()
+    all_ = sim.render_frames(sim.draw_parameters(cfg, 5, np.arange(8)), cfg, 5)
+    some = sim.render_frames(sim.draw_parameters(cfg, 5, [3, 6]), cfg, 5)
+    np.testing.assert_array_equal(some, all_[[3, 6]])
+
+
+# --------------------------------------------------------------------------
+# Labels
+# --------------------------------------------------------------------------
+
+
+def check_label_rules(labels: np.ndarray, names) -> None:
+    col = {name: labels[:, i].astype(bool) for i, name in enumerate(names)}
+    top = col["Spherical/Oblate"].astype(int) + col["Prolate"] + col["Empty"]
+    assert np.all(top == 1), "every frame is exactly one of Spherical/Oblate, Prolate, Empty"
+    assert not np.any(col["Round"] & col["Elliptical"])
+    np.testing.assert_array_equal(col["Round"] | col["Elliptical"], col["Spherical/Oblate"])
+    assert np.all(col["Prolate"][col["Streak"]]), "Streak is a Prolate subclass"
+
+
+def test_labels_obey_the_papers_rules_and_every_class_occurs():
+    cfg = sim.SimulationConfig()
+    params = sim.draw_parameters(cfg, 1, np.arange(3000))
+    labels = sim.assign_labels(params, cfg.detector)
+    assert labels.dtype == np.uint8 and labels.shape == (3000, len(sim.LABELS))
+    check_label_rules(labels, sim.LABELS)
+    assert np.all(labels.sum(axis=0) > 0), dict(zip(sim.LABELS, labels.sum(axis=0)))
+    col = dict(zip(sim.LABELS, labels.T.astype(bool)))
+    np.testing.assert_array_equal(col["Empty"], params.kind == sim.Kind.EMPTY)
+    assert not np.any(col["Prolate"] & (params.kind != sim.Kind.PROLATE))
+    assert np.all(col["Round"][params.kind == sim.Kind.SPHERE])
+
+
+def test_paper_mix_reproduces_table_1_within_two_points():
+    cfg = sim.SimulationConfig(mix="paper")
+    labels = sim.assign_labels(sim.draw_parameters(cfg, 0, np.arange(6000)), cfg.detector)
+    table_1 = {"Spherical/Oblate": 90.7, "Round": 79.7, "Elliptical": 11.0, "Prolate": 6.2,
+               "Streak": 3.3, "Empty": 3.1}  # percent of 7264 images
+    got = dict(zip(sim.LABELS, 100 * labels.mean(axis=0)))
+    for name, percent in table_1.items():
+        assert got[name] == pytest.approx(percent, abs=2.0), name
+
+
+def test_labels_describe_what_is_visible_not_only_what_was_drawn():
+    cfg = sim.SimulationConfig()
+    det = cfg.detector
+
+    def labels_of(**kw):
+        return dict(zip(sim.LABELS, sim.assign_labels(one_particle(cfg, **kw), det)[0]))
+
+    # A long prolate droplet side-on is a Prolate Streak; end-on it looks round.
+    side_on = labels_of(a=250, c=600, axis=(1, 0, 0), energy=30, fluence=3e5)
+    end_on = labels_of(a=250, c=600, axis=(0, 0, 1), energy=30, fluence=3e5)
+    assert side_on["Prolate"] and side_on["Streak"]
+    assert end_on["Spherical/Oblate"] and end_on["Round"] and not end_on["Prolate"]
+    # A slightly oblate droplet edge-on: elliptical when its outer rings carry
+    # photons, round when only the first rings are bright enough to see.
+    bright = labels_of(a=400, c=350, axis=(0, 1, 0), energy=30, fluence=1e6,
+                       kind=sim.Kind.OBLATE)
+    dim = labels_of(a=400, c=350, axis=(0, 1, 0), energy=30, fluence=3e2, kind=sim.Kind.OBLATE)
+    assert bright["Elliptical"] and dim["Round"]
+
+
+def test_file_labels_names_and_groups(cxi_file):
+    with h5py.File(cxi_file, "r") as handle:
+        labels = handle[cxi.LABELS_PATH][()]
+        attrs = handle[cxi.LABELS_PATH].attrs
+        names = [str(n) for n in attrs["names"]]
+        groups = json.loads(attrs["exclusive_groups"])
+        kind = handle["entry_1/sample_1/kind"][()]
+    assert names == list(sim.LABELS)
+    assert groups == [list(g) for g in sim.EXCLUSIVE_GROUPS]
+    assert labels.dtype == np.uint8 and labels.shape == (32, len(names))
+    check_label_rules(labels, names)
+    np.testing.assert_array_equal(labels[:, names.index("Empty")], kind == sim.Kind.EMPTY)
+
+
+def test_stored_parameters_reproduce_the_labels(cxi_file):
+    """What was drawn is in the file: the labels can be recomputed from it."""
+    with h5py.File(cxi_file, "r") as handle:
+        sample = handle["entry_1/sample_1"]
+        params = sim.FrameParameters(
+            index=np.arange(32),
+            kind=sample["kind"][()],
+            radius=sample["radius"][()] * 1e9,
+            semi_axes=sample["semi_axes"][()] * 1e9,
+            axis=sample["axis"][()],
+            photon_energy=handle["entry_1/instrument_1/source_1/energy"][()] / 1.602176634e-19,
+            wavelength=handle["entry_1/instrument_1/source_1/wavelength"][()] * 1e9,
+            fluence=sample["fluence"][()],
+            center=handle[cxi.CENTER_PATH][()],
+        )
+        stored_shift = sample["fringe_shift"][()]
+        labels = handle[cxi.LABELS_PATH][()]
+        params_json = json.loads(handle.attrs["parameters"])
+    cfg = sim.SimulationConfig(size=params_json["size"], hole_radius=params_json["hole_radius_px"])
+    np.testing.assert_allclose(sim.fringe_shift(params, cfg.detector), stored_shift, rtol=1e-9,
+                               atol=1e-9)  # spheres: long - short rounds to ~1e-16
+    np.testing.assert_array_equal(sim.assign_labels(params, cfg.detector), labels)
+
+
+# --------------------------------------------------------------------------
+# The file
+# --------------------------------------------------------------------------
+
+
+def test_file_layout_units_and_provenance(cxi_file):
+    with h5py.File(cxi_file, "r") as handle:
+        data = handle[cxi.DATA_PATH]
+        assert data.dtype == np.float32 and data.shape == (32, 65, 65)
+        assert data.chunks == (1, 65, 65)
+        assert handle["entry_1/instrument_1/detector_1/data"].shape == data.shape  # soft link
+        det = handle["entry_1/instrument_1/detector_1"]
+        assert det["distance"][()] == pytest.approx(0.065)
+        pixel = det["x_pixel_size"][()]
+        assert pixel == det["y_pixel_size"][()]
+        assert pixel == pytest.approx(2 * 0.065 * math.tan(math.radians(30)) / 65)
+        wavelength = handle["entry_1/instrument_1/source_1/wavelength"][()]
+        energy = handle["entry_1/instrument_1/source_1/energy"][()]
+        assert wavelength.shape == (32,)
+        # 19-35 eV is 35-65 nm; E = h c / lambda
+        assert np.all((wavelength > 35e-9) & (wavelength < 66e-9))
+        np.testing.assert_allclose(energy * wavelength, 6.62607015e-34 * 299792458, rtol=1e-9)
+        centers = det["beam_center"][()]
+        assert centers.shape == (32, 2)
+        assert np.all(np.hypot(centers[:, 0] - 32, centers[:, 1] - 32) <= 3.0)  # --jitter 3
+        sample = handle["entry_1/sample_1"]
+        semi = sample["semi_axes"][()]
+        radius = sample["radius"][()]
+        hit = radius > 0
+        np.testing.assert_allclose(semi[hit, 0] ** 2 * semi[hit, 1], radius[hit] ** 3, rtol=1e-12)
+        assert np.all((radius[hit] >= 150e-9) & (radius[hit] <= 300e-9))
+        np.testing.assert_allclose(np.linalg.norm(sample["axis"][()], axis=1), 1.0, rtol=1e-12)
+        assert handle.attrs["seed"] == 3
+        params = json.loads(handle.attrs["parameters"])
+        assert params["radius_nm"] == [150.0, 300.0] and params["size"] == 65
+        assert handle.attrs["ccfkit_version"] == ccfkit.__version__
+
+
+def test_masked_pixels_are_masked(cxi_file):
+    with h5py.File(cxi_file, "r") as handle:
+        mask = handle[cxi.MASK_PATH][()]
+        assert handle[cxi.MASK_PATH].attrs["convention"] == "cxi"
+        data = handle[cxi.DATA_PATH][()]
+    y, x = np.indices(mask.shape)
+    hole = np.hypot(x - 32, y - 32) < 10  # default --hole 10 around the detector middle
+    np.testing.assert_array_equal(mask != 0, hole)
+    assert np.all(mask[hole] == cxi.PIXEL_IS_MISSING)
+    assert np.all(data[:, hole] == 0)  # nothing is recorded in the hole
+    assert np.all(data[:, ~hole].sum(axis=1) > 0)
+    # The build's reader sees the same mask.
+    source = open_source([cxi_file])
+    np.testing.assert_array_equal(source.mask, ~hole)
+
+
+def test_the_build_reader_opens_the_file(cxi_file):
+    source = open_source([cxi_file])
+    assert source.n_frames == 32 and source.frame_shape == (65, 65)
+    assert source.label_names == sim.LABELS
+    assert source.exclusive_groups == sim.EXCLUSIVE_GROUPS
+    assert source.center == pytest.approx((32.0, 32.0), abs=3.0)
+    assert source.distance == pytest.approx(0.065)
+    frames = source.reader[0:4]
+    np.testing.assert_array_equal(frames, cxi.read_frames(cxi_file, slice(0, 4)))
+
+
+def test_compute_maps_on_a_frame_of_the_file(cxi_file):
+    with h5py.File(cxi_file, "r") as handle:
+        kind = handle["entry_1/sample_1/kind"][()]
+        centers = handle[cxi.CENTER_PATH][()]
+    index = int(np.flatnonzero(kind != sim.Kind.EMPTY)[0])
+    frame = cxi.read_frames(cxi_file, index)
+    good = open_source([cxi_file]).mask
+    maps = ccfkit.compute_maps(frame, center=tuple(centers[index]), mask=good, q_bins=24,
+                               phi_bins=64, backend="numpy")
+    assert maps.shape == (24, 24)
+    assert np.all(np.isfinite(maps))
+    assert np.abs(maps).max() == pytest.approx(1.0)  # maxabs scaling: the maps are not empty
+
+
+def test_same_seed_gives_the_same_file(tmp_path):
+    a = simulate_file(tmp_path / "a.cxi", "--seed", 9, "--workers", 1)
+    b = simulate_file(tmp_path / "b.cxi", "--seed", 9, "--workers", 2)
+    c = simulate_file(tmp_path / "c.cxi", "--seed", 10)
+    first8 = simulate_file(tmp_path / "d.cxi", "--seed", 9, n=8)
+
+    def datasets(path):
+        out = {}
+        with h5py.File(path, "r") as handle:
+            handle.visititems(
+                lambda name, obj: out.__setitem__(name, obj[()])
+                if isinstance(obj, h5py.Dataset) else None
+            )
+        return out
+
+    da, db = datasets(a), datasets(b)
+    assert da.keys() == db.keys()
+    for name in da:
+        assert np.array_equal(da[name], db[name]), name  # bitwise, whatever the threads
+    assert a.read_bytes() == b.read_bytes()  # no time stamps in the file either
+    assert not np.array_equal(da["entry_1/data_1/data"], datasets(c)["entry_1/data_1/data"])
+    # A frame depends on (seed, index) only: the first 8 of 16 are the 8 of --n 8.
+    np.testing.assert_array_equal(datasets(first8)["entry_1/data_1/data"],
+                                  da["entry_1/data_1/data"][:8])
+
+
+# --------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--radius", "300", "100"], "exceeds the maximum"),
+        (["--radius", "0", "100"], "radius"),
+        (["--energy", "-5", "20"], "photon energy"),
+        (["--fluence", "1e5", "1e3"], "fluence"),
+        (["--mix", "sphere=1,cube=2"], "unknown kind 'cube'"),
+        (["--mix", "sphere=-1"], ">= 0"),
+        (["--mix", "sphere=0"], "no positive weight"),
+        (["--oblate-ratio", "0.5", "1.5"], "oblate ratio"),
+        (["--jitter", "-1"], "jitter"),
+        (["--hole", "40"], "hole radius"),
+        (["--size", "8"], "size"),
+        (["--n", "0"], "--n"),
+        (["--seed", "-1"], "--seed"),
+        (["--radius", "100"], "--radius"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_and_leaves_no_file(tmp_path, args, message):
+    out = tmp_path / "bad.cxi"
+    result = run("simulate", out, "--size", 65, "--n", 4, *args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_needs_overwrite_and_missing_directory_is_an_error(tmp_path):
+    out = simulate_file(tmp_path / "x.cxi", n=2)
+    before = out.read_bytes()
+    result = run("simulate", out, "--n", 2, "--size", 65, "--seed", 1)
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert out.read_bytes() == before
+    result = run("simulate", out, "--n", 2, "--size", 65, "--seed", 1, "--overwrite", "--quiet")
+    assert result.exit_code == 0 and out.read_bytes() != before
+    result = run("simulate", tmp_path / "nowhere" / "x.cxi", "--n", 2, "--size", 65)
+    assert result.exit_code == 1 and "does not exist" in result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.cxi"]
+
+
+def test_a_failure_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
+    calls = []
+
+    def failing(params, cfg, seed, good=None):
+        calls.append(len(params))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived mid-way
+        return np.zeros((len(params), *cfg.detector.shape), dtype=np.float32)
+
+    monkeypatch.setattr(sim, "render_frames", failing)
+    result = run("simulate", tmp_path / "x.cxi", "--n", 40, "--size", 65, "--workers", 1)
+    assert result.exit_code != 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_reports_and_writes_atomically(tmp_path):
+    out = tmp_path / "ok.cxi"
+    result = run("simulate", out, "--n", 6, "--size", 65, "--no-noise", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "frames/s" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.cxi"]
+    with h5py.File(out, "r") as handle:
+        data = handle[cxi.DATA_PATH][()]
+        assert handle[cxi.DATA_PATH].attrs["units"] == "expected photons"
+    assert np.any(data != np.round(data))  # expected counts, not Poisson draws
+
+
+def test_simulate_examples_draws_a_png(tmp_path):
+    out = tmp_path / "grid.png"
+    result = run("simulate-examples", out, "--size", 129)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for title in ("Elliptical", "Prolate", "Streak", "Empty"):
+        assert title in result.output
