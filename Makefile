@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench figures clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+figures: demo
+	cp demo-output/ccf_stages.png demo-output/demo_maps.png docs/images/
+	$(BIN)/ccfkit simulate-examples docs/images/simulate_examples.png
 
 bench: install
 	$(BIN)/python benchmarks/performance.py --write docs/performance.md

@@ -23,20 +23,20 @@ def main(verbose: int) -> None:
 
 @main.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--size", default=259, show_default=True, help="Image side in pixels.")
+@click.option("--frames", default=96, show_default=True, help="Frames to simulate.")
 @click.option("--order", default=8, show_default=True, help="Angular order of the upper triangle.")
+@click.option("--seed", default=0, show_default=True, help="Seed of simulation and noise.")
 @click.option(
     "--backend",
     type=click.Choice(["auto", "numpy", "numba", "cupy"]),
     default="auto",
     show_default=True,
 )
-def demo(out_dir: Path, size: int, order: int, backend: str) -> None:
-    """Compute maps of generated patterns and draw them into OUT_DIR."""
+def demo(out_dir: Path, frames: int, order: int, seed: int, backend: str) -> None:
+    """Simulate frames, build their stores (noise none and max), draw them into OUT_DIR."""
     from .demo import run_demo
 
-    written = run_demo(out_dir, size=size, order=order, backend=backend)
-    for path in written:
+    for path in run_demo(out_dir, frames=frames, order=order, backend=backend, seed=seed):
         click.echo(f"wrote {path}")
 
 
@@ -264,3 +264,7 @@ def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
     for title, index, names in panels:
         click.echo(f"{title:28s} frame {index:5d}: {', '.join(names)}")
     click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,10 @@
-"""The end-to-end demo: patterns made here, maps computed, pictures drawn."""
+"""The end-to-end demo: simulate labelled frames, build their stores, draw them.
+
+``ccfkit demo OUT_DIR`` (the README's main job) runs the whole pipeline on data
+it makes itself: ``simulate`` -> ``build`` (noise ``none`` and ``max``) ->
+pictures of one frame per class beside its merged maps, and of the stages of
+the computation for one frame.
+"""
 
 from __future__ import annotations
 
@@ -6,112 +12,116 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from .backends import get_backend
-from .ccf import Scale
+from .io.cxi import write_simulated
+from .io.source import open_source
+from .pipeline import BuildConfig, build
 from .polar import make_polar_plan
+from .simulate import SimulationConfig
+from .summary import raw_frame
 
 logger = logging.getLogger(__name__)
 
-
-def spheroid_pattern(
-    shape: tuple[int, int],
-    center: tuple[float, float],
-    semi_axes_px: tuple[float, float],
-    angle: float,
-    *,
-    speckle: float = 1.3,
-) -> np.ndarray:
-    """Small-angle intensity of a uniform particle with an elliptical projection.
-
-    ``I = (3 (sin u - u cos u) / u^3)^2`` with ``u = |k| R(phi)``, where
-    ``R(phi)`` is the ellipse's radius along the direction of ``k``: a sphere
-    for equal semi-axes, an elongated pattern otherwise.
-
-    Parameters
-    ----------
-    shape : (int, int)
-        ``(H, W)`` in pixels.
-    center : (float, float)
-        ``(cx, cy)`` in pixels.
-    semi_axes_px : (float, float)
-        Real-space semi-axes in units of ``1 / (speckle * pixel)``.
-    angle : float
-        Orientation of the first semi-axis, radians from +x towards +y.
-    speckle : float
-        Scale between pixels and ``k``.
-
-    Returns
-    -------
-    (H, W) float32 array, 1 at the centre.
-    """
-    y, x = np.indices(shape, dtype=np.float64)
-    dx, dy = x - center[0], y - center[1]
-    along = dx * np.cos(angle) + dy * np.sin(angle)
-    across = -dx * np.sin(angle) + dy * np.cos(angle)
-    a, b = semi_axes_px
-    u = speckle * np.sqrt((a * along) ** 2 + (b * across) ** 2) / 100.0
-    u = np.where(u < 1e-6, 1e-6, u)
-    amplitude = 3 * (np.sin(u) - u * np.cos(u)) / u**3
-    return (amplitude**2).astype(np.float32)
+__all__ = ["run_demo"]
 
 
-def run_demo(out_dir: Path, *, size: int = 259, order: int = 8, backend: str = "auto") -> list[Path]:
-    """Compute maps of a sphere and a spheroid pattern and draw them.
+def run_demo(
+    out_dir: Path, *, frames: int = 96, order: int = 8, backend: str = "auto", seed: int = 0
+) -> list[Path]:
+    """Simulate, build and draw; return the files written.
 
     Parameters
     ----------
     out_dir : Path
-        Created if needed; receives ``ccf_stages.png`` and ``demo_maps.png``.
-    size : int
-        Image side in pixels.
+        Created if needed. Receives ``frames.cxi``, ``maps-none.zarr``,
+        ``maps-max.zarr``, ``demo_maps.png`` and ``ccf_stages.png``.
+    frames : int
+        Frames to simulate (259 x 259).
     order : int
         Angular order of the upper triangle.
     backend : str
-        Backend name for the maps.
+        Engine backend.
+    seed : int
+        Seed of the simulation and of the noise.
 
     Returns
     -------
     list of Path
-        The files written.
     """
     import matplotlib
 
     matplotlib.use("Agg")
-    from .plotting import maps_figure, stages_figure
+    import matplotlib.pyplot as plt
+
+    from .plotting import draw_image, draw_merged_map, stages_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    center = ((size - 1) / 2 + 2.5, (size - 1) / 2 - 1.5)
-    shapes = [((60.0, 60.0), 0.0), ((80.0, 50.0), 0.6), ((100.0, 40.0), -1.1)]
-    clean = np.stack([spheroid_pattern((size, size), center, axes, angle) for axes, angle in shapes])
-    photons = rng.poisson(clean * 1e6).astype(np.float32)
-    y, x = np.indices((size, size))
-    mask = np.hypot(x - center[0], y - center[1]) > 6  # the central hole of an MCP detector
+    data = out_dir / "frames.cxi"
+    write_simulated(data, SimulationConfig(), frames, seed, overwrite=True, progress=False)
+    source = open_source([data])
+    stores = {}
+    for noise in ("none", "max"):
+        path = out_dir / f"maps-{noise}.zarr"
+        config = BuildConfig(order=order, noise=noise, seed=seed)
+        stores[noise] = build(source, str(path), config, backend=backend, overwrite=True,
+                              progress=False)
+        logger.info("demo: built %s", path)
 
+    clean = stores["none"]
+    names = clean["labels"].attrs["names"]
+    labels = clean["labels"][:]
+    rows = _one_frame_per_class(labels)
+    radius = clean["radius"][:]
+    mask = clean["mask"][:]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(14, 4.2 * len(rows)), squeeze=False)
+    for axes_row, row in zip(axes, rows):
+        on = ", ".join(name for name, bit in zip(names, labels[row]) if bit)
+        draw_image(axes_row[0], raw_frame(clean, row), mask=mask, title=f"frame {row}: {on}")
+        for ax, noise in zip(axes_row[1:], ("none", "max")):
+            colours = draw_merged_map(ax, stores[noise]["ccf"][row], radius, order=order,
+                                      title=f"merged map, noise '{noise}'")
+        fig.colorbar(colours, ax=axes_row[2], fraction=0.046)
+    fig.tight_layout()
+    written = [out_dir / "demo_maps.png"]
+    fig.savefig(written[-1], dpi=70)
+    plt.close(fig)
+
+    written.append(_draw_stages(clean, rows[-1], order, backend, out_dir / "ccf_stages.png",
+                                stages_figure))
+    return [data, *(out_dir / f"maps-{noise}.zarr" for noise in stores), *written]
+
+
+def _one_frame_per_class(labels: np.ndarray) -> list[int]:
+    """The first frame carrying each label (each frame once), in label order."""
+    rows: list[int] = []
+    for column in labels.T:
+        hits = [int(i) for i in np.flatnonzero(column) if int(i) not in rows]
+        if hits:
+            rows.append(hits[0])
+    return rows
+
+
+def _draw_stages(store: zarr.Group, row: int, order: int, backend: str, path: Path, figure):
+    """The stage figure (image, polar image, merged map) of one frame of a store."""
+    import matplotlib.pyplot as plt
+
+    image = raw_frame(store, row)
+    mask = store["mask"][:]
+    plan = make_polar_plan(mask.shape, center=tuple(store.attrs["center"]), mask=mask)
     engine = get_backend(backend)
-    plan = make_polar_plan((size, size), center=center, mask=mask)
-    logger.info("demo: %d frames of %d x %d on %r", len(photons), size, size, engine)
-    merged = engine.to_numpy(
-        engine.merged_maps(engine.as_batch(photons, plan.shape), plan, order=order, scale=Scale.MAXABS)
-    )
-    polar = engine.resample(engine.as_batch(photons[1:2], plan.shape), plan)
-
-    written = []
-    fig = stages_figure(
-        photons[1],
+    polar = engine.resample(engine.as_batch(image, plan.shape), plan)
+    fig = figure(
+        image,
         engine.to_numpy(polar.values[0]),
         engine.to_numpy(polar.valid[0]),
-        merged[1],
+        store["ccf"][row],
         plan.radius,
         mask=mask,
         order=order,
     )
-    written.append(out_dir / "ccf_stages.png")
-    fig.savefig(written[-1], dpi=90)
-    titles = ["sphere", "spheroid, 30 deg", "elongated spheroid, -60 deg"]
-    fig = maps_figure(photons, merged, plan.radius, titles=titles, order=order, mask=mask)
-    written.append(out_dir / "demo_maps.png")
-    fig.savefig(written[-1], dpi=80)
-    return written
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
