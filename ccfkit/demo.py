@@ -73,7 +73,8 @@ def run_demo(
     clean = stores["none"]
     names = clean["labels"].attrs["names"]
     labels = clean["labels"][:]
-    rows = _one_frame_per_class(labels)
+    examples = _one_frame_per_class(labels, names)
+    rows = list(examples.values())
     radius = clean["radius"][:]
     mask = clean["mask"][:]
     fig, axes = plt.subplots(len(rows), 3, figsize=(14, 4.2 * len(rows)), squeeze=False)
@@ -89,18 +90,20 @@ def run_demo(
     fig.savefig(written[-1], dpi=70)
     plt.close(fig)
 
-    written.append(_draw_stages(clean, rows[-1], order, backend, out_dir / "ccf_stages.png",
+    # the stages of the most anisotropic frame on show: streak, else elliptical, else any
+    shown = examples.get("Streak", examples.get("Elliptical", rows[0]))
+    written.append(_draw_stages(clean, shown, order, backend, out_dir / "ccf_stages.png",
                                 stages_figure))
     return [data, *(out_dir / f"maps-{noise}.zarr" for noise in stores), *written]
 
 
-def _one_frame_per_class(labels: np.ndarray) -> list[int]:
-    """The first frame carrying each label (each frame once), in label order."""
-    rows: list[int] = []
-    for column in labels.T:
-        hits = [int(i) for i in np.flatnonzero(column) if int(i) not in rows]
+def _one_frame_per_class(labels: np.ndarray, names) -> dict[str, int]:
+    """The first frame carrying each label (each frame shown once), in label order."""
+    rows: dict[str, int] = {}
+    for name, column in zip(names, labels.T):
+        hits = [int(i) for i in np.flatnonzero(column) if int(i) not in rows.values()]
         if hits:
-            rows.append(hits[0])
+            rows[name] = hits[0]
     return rows
 
 
