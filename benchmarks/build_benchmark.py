@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 PAPER_IMAGES = 39_879
 PAPER_SECONDS = 3 * 24 * 3600
 
@@ -41,8 +39,18 @@ def simulate(path: Path, frames: int) -> None:
         with h5py.File(path, "r") as handle:
             if handle["entry_1/data_1/data"].shape[0] == frames:
                 return
-    command = [sys.executable, "-m", "ccfkit.cli", "simulate", str(path), "--n", str(frames),
-               "--seed", "0", "--overwrite"]
+    command = [
+        sys.executable,
+        "-m",
+        "ccfkit.cli",
+        "simulate",
+        str(path),
+        "--n",
+        str(frames),
+        "--seed",
+        "0",
+        "--overwrite",
+    ]
     subprocess.run(command, check=True)
 
 
@@ -65,8 +73,20 @@ def engine_alone(path: Path, batch: int = 256) -> float:
 
 def build(path: Path, out: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (GiB) of ``ccfkit build --noise max --order 8``."""
-    command = [sys.executable, "-m", "ccfkit.cli", "build", "--noise", "max", "--order", "8",
-               str(path), str(out), "--overwrite", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "ccfkit.cli",
+        "build",
+        "--noise",
+        "max",
+        "--order",
+        "8",
+        str(path),
+        str(out),
+        "--overwrite",
+        "--quiet",
+    ]
     start = time.perf_counter()
     subprocess.run(command, check=True)
     seconds = time.perf_counter() - start
@@ -106,8 +126,10 @@ def write_section(page: Path, section: str) -> None:
     """Replace (or append) the build section of ``page``."""
     text = page.read_text() if page.exists() else "# Performance\n"
     block = f"<!-- build:begin -->\n{section}\n<!-- build:end -->"
-    pattern = re.compile(r"<!-- build:begin -->.*?<!-- build:end -->", re.S)
-    text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    pattern = re.compile(r"<!-- build:begin -->.*?<!-- build:end -->", re.DOTALL)
+    text = (
+        pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
     page.write_text(text)
 
 

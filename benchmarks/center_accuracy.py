@@ -47,10 +47,14 @@ def main() -> None:
     errors = np.hypot(*(single - truth[~empty]).T)
     together = np.array(estimate_center(frames, mask))
     print(f"{args.frames} frames, centres within {args.jitter} px of the middle, seed {args.seed}")
-    print(f"single non-empty frame ({(~empty).sum()}): median error {np.median(errors):.3f} px, 95th percentile "
-          f"{np.percentile(errors, 95):.3f} px, max {errors.max():.3f} px")
-    print(f"all frames together vs the mean true centre: "
-          f"{np.hypot(*(together - truth.mean(axis=0))):.3f} px")
+    print(
+        f"single non-empty frame ({(~empty).sum()}): median error {np.median(errors):.3f} px, 95th percentile "
+        f"{np.percentile(errors, 95):.3f} px, max {errors.max():.3f} px"
+    )
+    print(
+        f"all frames together vs the mean true centre: "
+        f"{np.hypot(*(together - truth.mean(axis=0))):.3f} px"
+    )
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ __all__ = [
     "Scale",
     "angular_shift",
     "full_map",
-    "order_map",
-    "merge_maps",
     "full_map_reference",
-    "order_map_reference",
+    "merge_maps",
     "merge_maps_reference",
+    "order_map",
+    "order_map_reference",
 ]
 
 

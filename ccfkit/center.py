@@ -77,8 +77,12 @@ def estimate_center(
     asymmetry[allowed] = 1 - covariance / np.maximum(variance, 1e-12)
 
     ty, tx = np.unravel_index(np.argmin(asymmetry), asymmetry.shape)
-    ty_fine = ty + _parabola_offset(asymmetry[ty - 1 : ty + 2, tx] if 0 < ty < asymmetry.shape[0] - 1 else None)
-    tx_fine = tx + _parabola_offset(asymmetry[ty, tx - 1 : tx + 2] if 0 < tx < asymmetry.shape[1] - 1 else None)
+    ty_fine = ty + _parabola_offset(
+        asymmetry[ty - 1 : ty + 2, tx] if 0 < ty < asymmetry.shape[0] - 1 else None
+    )
+    tx_fine = tx + _parabola_offset(
+        asymmetry[ty, tx - 1 : tx + 2] if 0 < tx < asymmetry.shape[1] - 1 else None
+    )
     return float(tx_fine / 2), float(ty_fine / 2)
 
 

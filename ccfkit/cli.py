@@ -54,59 +54,150 @@ def _center_option(value: str | None):
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--noise", type=click.Choice(["none", "mean", "mean+std", "max"]), default="none",
-              show_default=True, help="Uniform noise U(0, b) added before resampling (SPEC §5).")
+@click.option(
+    "--noise",
+    type=click.Choice(["none", "mean", "mean+std", "max"]),
+    default="none",
+    show_default=True,
+    help="Uniform noise U(0, b) added before resampling (SPEC §5).",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the noise.")
 @click.option("--order", default=8, show_default=True, help="Angular order of the upper triangle.")
 @click.option("--q-bins", default=224, show_default=True, help="Radial bins Q (maps are Q x Q).")
 @click.option("--phi-bins", default=512, show_default=True, help="Angular samples P.")
 @click.option("--r-min", default=0.0, show_default=True, help="Smallest radius, pixels.")
-@click.option("--r-max", type=float, default=None, help="Largest radius, pixels [largest full circle].")
-@click.option("--delta", default=0.0, show_default=True, help="Angular separation of the full map, rad.")
-@click.option("--scale", type=click.Choice(["maxabs", "none"]), default="maxabs", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto",
-              show_default=True)
+@click.option(
+    "--r-max", type=float, default=None, help="Largest radius, pixels [largest full circle]."
+)
+@click.option(
+    "--delta", default=0.0, show_default=True, help="Angular separation of the full map, rad."
+)
+@click.option(
+    "--scale", type=click.Choice(["maxabs", "none"]), default="maxabs", show_default=True
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "numpy", "numba", "cupy"]),
+    default="auto",
+    show_default=True,
+)
 @click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
-@click.option("--mask", "mask_spec", default=None, metavar="FILE[:PATH]",
-              help="Mask file (.npy, or HDF5 with a data set path); True/1 = good pixel.")
+@click.option(
+    "--mask",
+    "mask_spec",
+    default=None,
+    metavar="FILE[:PATH]",
+    help="Mask file (.npy, or HDF5 with a data set path); True/1 = good pixel.",
+)
 @click.option("--labels-path", default=None, help="Data set of the labels [CXI-like locations].")
-@click.option("--center", default=None, metavar="X,Y|auto",
-              help="Beam centre in pixels (x = column), or 'auto' [the file's, else the middle].")
+@click.option(
+    "--center",
+    default=None,
+    metavar="X,Y|auto",
+    help="Beam centre in pixels (x = column), or 'auto' [the file's, else the middle].",
+)
 @click.option("--keep-images", is_flag=True, help="Also store the noisy frames, resized.")
 @click.option("--image-size", default=224, show_default=True, help="Side of the stored frames.")
-@click.option("--dtype", "map_dtype", type=click.Choice(["float32", "float16"]), default="float32",
-              show_default=True, help="Stored map dtype (float16 needs --scale maxabs).")
-@click.option("--compressor", type=click.Choice(["lz4", "zstd", "none"]), default="lz4",
-              show_default=True)
-@click.option("--chunk", "chunk_frames", default=64, show_default=True,
-              help="Frames per store chunk and per Dask task.")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="Dask distributed scheduler (tcp://host:8786) [local threads].")
+@click.option(
+    "--dtype",
+    "map_dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Stored map dtype (float16 needs --scale maxabs).",
+)
+@click.option(
+    "--compressor", type=click.Choice(["lz4", "zstd", "none"]), default="lz4", show_default=True
+)
+@click.option(
+    "--chunk",
+    "chunk_frames",
+    default=64,
+    show_default=True,
+    help="Frames per store chunk and per Dask task.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Dask distributed scheduler (tcp://host:8786) [local threads].",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted build.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def build(inputs, out, noise, seed, order, q_bins, phi_bins, r_min, r_max, delta, scale, backend,
-          data_path, mask_spec, labels_path, center, keep_images, image_size, map_dtype,
-          compressor, chunk_frames, scheduler, overwrite, resume, quiet):
+def build(
+    inputs,
+    out,
+    noise,
+    seed,
+    order,
+    q_bins,
+    phi_bins,
+    r_min,
+    r_max,
+    delta,
+    scale,
+    backend,
+    data_path,
+    mask_spec,
+    labels_path,
+    center,
+    keep_images,
+    image_size,
+    map_dtype,
+    compressor,
+    chunk_frames,
+    scheduler,
+    overwrite,
+    resume,
+    quiet,
+):
     """Compute the CCF maps of INPUTS (CXI/HDF5 files or globs) into the Zarr store OUT."""
     from .backends import BackendUnavailableError
     from .io.source import InputError, open_source, read_mask_file
-    from .pipeline import BuildConfig, build as run_build
+    from .pipeline import BuildConfig
+    from .pipeline import build as run_build
     from .store import StoreError
 
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
     try:
         mask, mask_origin = read_mask_file(mask_spec) if mask_spec else (None, "")
-        source = open_source(inputs, data_path=data_path, mask=mask, mask_origin=mask_origin,
-                             labels_path=labels_path)
+        source = open_source(
+            inputs,
+            data_path=data_path,
+            mask=mask,
+            mask_origin=mask_origin,
+            labels_path=labels_path,
+        )
         centre, centre_origin = _resolve_center(_center_option(center), source)
-        config = BuildConfig(order=order, q_bins=q_bins, phi_bins=phi_bins, r_min=r_min,
-                             r_max=r_max, delta=delta, scale=scale, noise=noise, seed=seed,
-                             image_size=image_size if keep_images else None, map_dtype=map_dtype)
-        run_build(source, str(out), config, center=centre, center_origin=centre_origin,
-                  backend=backend, chunk_frames=chunk_frames, compressor=compressor,
-                  overwrite=overwrite, resume=resume, scheduler=scheduler, progress=not quiet)
+        config = BuildConfig(
+            order=order,
+            q_bins=q_bins,
+            phi_bins=phi_bins,
+            r_min=r_min,
+            r_max=r_max,
+            delta=delta,
+            scale=scale,
+            noise=noise,
+            seed=seed,
+            image_size=image_size if keep_images else None,
+            map_dtype=map_dtype,
+        )
+        run_build(
+            source,
+            str(out),
+            config,
+            center=centre,
+            center_origin=centre_origin,
+            backend=backend,
+            chunk_frames=chunk_frames,
+            compressor=compressor,
+            overwrite=overwrite,
+            resume=resume,
+            scheduler=scheduler,
+            progress=not quiet,
+        )
     except (InputError, StoreError, BackendUnavailableError, OSError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out}")
@@ -168,44 +259,132 @@ def _span(metavar: str = "MIN MAX"):
 
 @main.command()
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--n", "n_frames", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Number of frames.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed: frame i depends only on (seed, i) and the options.")
-@click.option("--size", type=int, default=259, show_default=True,
-              help="Detector side in pixels; the half-width always subtends --max-angle.")
-@click.option("--radius", default=(150.0, 600.0), **_span(),
-              help="Volume-equivalent particle radius range, nm (uniform).")
-@click.option("--energy", default=(19.0, 35.0), **_span(),
-              help="Photon energy range, eV (uniform per frame).")
-@click.option("--fluence", default=(1e5, 1e6), **_span(),
-              help="Scattered photons per frame on the good pixels (log-uniform).")
-@click.option("--mix", default="sphere=0.5,oblate=0.25,prolate=0.2,empty=0.05", show_default=True,
-              help="What is drawn, KIND=WEIGHT,... (sphere, oblate, prolate, empty), "
-                   "or 'paper' (label fractions close to the paper's Table 1).")
-@click.option("--oblate-ratio", default=(0.55, 0.95), **_span(),
-              help="Axis ratio c/a of oblate spheroids (< 1).")
-@click.option("--prolate-ratio", default=(1.25, 3.0), **_span(),
-              help="Axis ratio c/a of prolate spheroids (> 1).")
-@click.option("--noise/--no-noise", default=True, show_default=True,
-              help="Poisson photon noise (else expected counts).")
-@click.option("--background", type=float, default=0.01, show_default=True,
-              help="Stray photons per good pixel per frame (flat).")
-@click.option("--jitter", type=float, default=3.0, show_default=True,
-              help="Beam-centre jitter: radius of the disc it is drawn in, px.")
-@click.option("--hole", type=float, default=10.0, show_default=True,
-              help="Radius of the detector's central hole (masked), px.")
-@click.option("--distance", type=float, default=0.065, show_default=True,
-              help="Sample-detector distance, m.")
-@click.option("--max-angle", type=float, default=30.0, show_default=True,
-              help="Scattering angle at the detector half-width, degrees.")
-@click.option("--workers", type=click.IntRange(1, 64), default=_default_workers,
-              show_default="CPUs, at most 4", help="Rendering threads.")
+@click.option(
+    "--n",
+    "n_frames",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Number of frames.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed: frame i depends only on (seed, i) and the options.",
+)
+@click.option(
+    "--size",
+    type=int,
+    default=259,
+    show_default=True,
+    help="Detector side in pixels; the half-width always subtends --max-angle.",
+)
+@click.option(
+    "--radius",
+    default=(150.0, 600.0),
+    **_span(),
+    help="Volume-equivalent particle radius range, nm (uniform).",
+)
+@click.option(
+    "--energy",
+    default=(19.0, 35.0),
+    **_span(),
+    help="Photon energy range, eV (uniform per frame).",
+)
+@click.option(
+    "--fluence",
+    default=(1e5, 1e6),
+    **_span(),
+    help="Scattered photons per frame on the good pixels (log-uniform).",
+)
+@click.option(
+    "--mix",
+    default="sphere=0.5,oblate=0.25,prolate=0.2,empty=0.05",
+    show_default=True,
+    help="What is drawn, KIND=WEIGHT,... (sphere, oblate, prolate, empty), "
+    "or 'paper' (label fractions close to the paper's Table 1).",
+)
+@click.option(
+    "--oblate-ratio",
+    default=(0.55, 0.95),
+    **_span(),
+    help="Axis ratio c/a of oblate spheroids (< 1).",
+)
+@click.option(
+    "--prolate-ratio",
+    default=(1.25, 3.0),
+    **_span(),
+    help="Axis ratio c/a of prolate spheroids (> 1).",
+)
+@click.option(
+    "--noise/--no-noise",
+    default=True,
+    show_default=True,
+    help="Poisson photon noise (else expected counts).",
+)
+@click.option(
+    "--background",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Stray photons per good pixel per frame (flat).",
+)
+@click.option(
+    "--jitter",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Beam-centre jitter: radius of the disc it is drawn in, px.",
+)
+@click.option(
+    "--hole",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Radius of the detector's central hole (masked), px.",
+)
+@click.option(
+    "--distance", type=float, default=0.065, show_default=True, help="Sample-detector distance, m."
+)
+@click.option(
+    "--max-angle",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Scattering angle at the detector half-width, degrees.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=_default_workers,
+    show_default="CPUs, at most 4",
+    help="Rendering threads.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate(out: Path, n_frames, seed, size, radius, energy, fluence, mix, oblate_ratio,
-             prolate_ratio, noise, background, jitter, hole, distance, max_angle, workers,
-             overwrite, quiet) -> None:
+def simulate(
+    out: Path,
+    n_frames,
+    seed,
+    size,
+    radius,
+    energy,
+    fluence,
+    mix,
+    oblate_ratio,
+    prolate_ratio,
+    noise,
+    background,
+    jitter,
+    hole,
+    distance,
+    max_angle,
+    workers,
+    overwrite,
+    quiet,
+) -> None:
     """Write N simulated, labelled diffraction frames to the CXI file OUT.
 
     Helium-droplet-like spheres and spheroids in the Born approximation on the
@@ -217,23 +396,35 @@ def simulate(out: Path, n_frames, seed, size, radius, energy, fluence, mix, obla
 
     try:
         config = SimulationConfig(
-            size=size, distance=distance, max_angle=max_angle, radius=radius,
-            photon_energy=energy, fluence=fluence, mix=mix, oblate_ratio=oblate_ratio,
-            prolate_ratio=prolate_ratio, noise=noise, background=background, jitter=jitter,
+            size=size,
+            distance=distance,
+            max_angle=max_angle,
+            radius=radius,
+            photon_energy=energy,
+            fluence=fluence,
+            mix=mix,
+            oblate_ratio=oblate_ratio,
+            prolate_ratio=prolate_ratio,
+            noise=noise,
+            background=background,
+            jitter=jitter,
             hole_radius=hole,
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     try:
-        report = write_simulated(out, config, n_frames, seed, overwrite=overwrite,
-                                 workers=workers, progress=not quiet)
+        report = write_simulated(
+            out, config, n_frames, seed, overwrite=overwrite, workers=workers, progress=not quiet
+        )
     except (FileExistsError, FileNotFoundError, IsADirectoryError) as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot write {out}: {error}") from None
     counts = ", ".join(f"{name} {count}" for name, count in report["label_counts"].items())
-    click.echo(f"wrote {out}: {n_frames} frames in {report['seconds']:.1f} s "
-               f"({report['frames_per_second']:.0f} frames/s); labels: {counts}")
+    click.echo(
+        f"wrote {out}: {n_frames} frames in {report['seconds']:.1f} s "
+        f"({report['frames_per_second']:.0f} frames/s); labels: {counts}"
+    )
 
 
 @main.command("simulate-examples")

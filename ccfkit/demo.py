@@ -66,8 +66,9 @@ def run_demo(
     for noise in ("none", "max"):
         path = out_dir / f"maps-{noise}.zarr"
         config = BuildConfig(order=order, noise=noise, seed=seed)
-        stores[noise] = build(source, str(path), config, backend=backend, overwrite=True,
-                              progress=False)
+        stores[noise] = build(
+            source, str(path), config, backend=backend, overwrite=True, progress=False
+        )
         logger.info("demo: built %s", path)
 
     clean = stores["none"]
@@ -82,8 +83,13 @@ def run_demo(
         on = ", ".join(name for name, bit in zip(names, labels[row]) if bit)
         draw_image(axes_row[0], raw_frame(clean, row), mask=mask, title=f"frame {row}: {on}")
         for ax, noise in zip(axes_row[1:], ("none", "max")):
-            colours = draw_merged_map(ax, stores[noise]["ccf"][row], radius, order=order,
-                                      title=f"merged map, noise '{noise}'")
+            colours = draw_merged_map(
+                ax,
+                stores[noise]["ccf"][row],
+                radius,
+                order=order,
+                title=f"merged map, noise '{noise}'",
+            )
         fig.colorbar(colours, ax=axes_row[2], fraction=0.046)
     fig.tight_layout()
     written = [out_dir / "demo_maps.png"]
@@ -92,8 +98,9 @@ def run_demo(
 
     # the stages of the most anisotropic frame on show: streak, else elliptical, else any
     shown = examples.get("Streak", examples.get("Elliptical", rows[0]))
-    written.append(_draw_stages(clean, shown, order, backend, out_dir / "ccf_stages.png",
-                                stages_figure))
+    written.append(
+        _draw_stages(clean, shown, order, backend, out_dir / "ccf_stages.png", stages_figure)
+    )
     return [data, *(out_dir / f"maps-{noise}.zarr" for noise in stores), *written]
 
 

@@ -88,7 +88,9 @@ def compute_maps(
     if not 0 <= order <= phi_bins // 2:
         raise ValueError(f"order must lie in 0..phi_bins/2 = 0..{phi_bins // 2}, got {order}")
     batch = engine.as_batch(images, plan.shape)
-    maps = engine.merged_maps(batch, plan, order=int(order), delta=float(delta), scale=Scale(scale))
+    maps = engine.merged_maps(
+        batch, plan, order=int(order), delta=float(delta), scale=Scale(scale)
+    )
     if not _on_gpu(images):
         maps = engine.to_numpy(maps)
     return maps[0] if single else maps

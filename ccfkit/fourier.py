@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["angular_fourier", "fourier_reference", "fourier_basis"]
+__all__ = ["angular_fourier", "fourier_basis", "fourier_reference"]
 
 
 def fourier_basis(phi_bins: int, orders: Sequence[int], xp=np, dtype=np.complex128):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-__all__ = ["NoiseLevel", "NoiseStatistics", "frame_statistics", "noise_statistics", "add_noise"]
+__all__ = ["NoiseLevel", "NoiseStatistics", "add_noise", "frame_statistics", "noise_statistics"]
 
 
 class NoiseLevel(str, enum.Enum):

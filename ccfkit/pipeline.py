@@ -330,7 +330,9 @@ def build(
         )
         todo = pending_chunks(group)
         tasks = [dask.delayed(process_chunk)(frames.blocks[int(k)], int(k), job) for k in todo]
-        total = sum(layout.chunk_slice(int(k)).stop - layout.chunk_slice(int(k)).start for k in todo)
+        total = sum(
+            layout.chunk_slice(int(k)).stop - layout.chunk_slice(int(k)).start for k in todo
+        )
         _run(tasks, client, total, "maps", progress)
     mark_complete(group)
     logger.info("store complete: %s", out)
@@ -342,7 +344,9 @@ def _open_for_resume(out: str, parameters: dict, source: FrameSource) -> zarr.Gr
     stored = dict(group.attrs["parameters"])
     if stored != _json_round_trip(parameters):
         changed = sorted(k for k in parameters if stored.get(k) != _json_round_trip(parameters)[k])
-        raise StoreError(f"{out} was built with other parameters ({', '.join(changed)}); use --overwrite")
+        raise StoreError(
+            f"{out} was built with other parameters ({', '.join(changed)}); use --overwrite"
+        )
     if group.attrs["input"]["files"] != source.describe()["files"]:
         raise StoreError(f"{out} was built from other input files; use --overwrite")
     return group

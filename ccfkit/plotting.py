@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["draw_image", "draw_polar", "draw_merged_map", "maps_figure", "stages_figure"]
+__all__ = ["draw_image", "draw_merged_map", "draw_polar", "maps_figure", "stages_figure"]
 
 
 def draw_image(ax, image: np.ndarray, *, mask: np.ndarray | None = None, title: str = ""):

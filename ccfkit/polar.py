@@ -28,10 +28,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = [
-    "PolarPlan",
     "PolarImages",
-    "make_polar_plan",
+    "PolarPlan",
     "default_r_max",
+    "make_polar_plan",
     "resample",
 ]
 
@@ -181,8 +181,7 @@ def make_polar_plan(
         raise ValueError(f"detector shape must be at least 2 x 2 pixels, got {shape}")
     if q_bins < 1 or phi_bins < 2 or phi_bins % 2:
         raise ValueError(
-            f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={q_bins}, "
-            f"phi_bins={phi_bins}"
+            f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={q_bins}, phi_bins={phi_bins}"
         )
     if center is None:
         center = ((width - 1) / 2.0, (height - 1) / 2.0)

@@ -431,7 +431,9 @@ def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParame
     azimuth = 2 * np.pi * u[:, 4]
     axis = np.stack([sin_beta * np.cos(azimuth), sin_beta * np.sin(azimuth), cos_beta], axis=1)
 
-    energy = config.photon_energy[0] + (config.photon_energy[1] - config.photon_energy[0]) * u[:, 5]
+    energy = (
+        config.photon_energy[0] + (config.photon_energy[1] - config.photon_energy[0]) * u[:, 5]
+    )
     lo, hi = config.fluence
     fluence = lo * (hi / lo) ** u[:, 6]  # log-uniform
 
@@ -510,7 +512,9 @@ def visible_radius(params: FrameParameters, detector: Detector, *, chunk: int = 
             peak = params.fluence[rows, None] * 9 / np.maximum(u, 1e-9) ** 4 * cos3
             peak /= total[:, None]
         bright = peak >= VISIBLE_PHOTONS
-        last = np.where(bright.any(axis=1), len(radius) - 1 - np.argmax(bright[:, ::-1], axis=1), 0)
+        last = np.where(
+            bright.any(axis=1), len(radius) - 1 - np.argmax(bright[:, ::-1], axis=1), 0
+        )
         out[rows] = np.where(total > 0, radius[last], inner)
     return out
 
@@ -622,7 +626,9 @@ def momentum_transfer(r_px, detector: Detector, wavelength_nm):
     -------
     ndarray of float64, 1/nm
     """
-    two_theta = np.arctan(np.asarray(r_px, dtype=np.float64) * detector.pixel_size / detector.distance)
+    two_theta = np.arctan(
+        np.asarray(r_px, dtype=np.float64) * detector.pixel_size / detector.distance
+    )
     return 4 * np.pi * np.sin(two_theta / 2) / np.asarray(wavelength_nm, dtype=np.float64)
 
 
@@ -945,10 +951,15 @@ def draw_examples(config: SimulationConfig, seed: int, path, *, search: int = 20
         else:
             a, c = one.semi_axes[0]
             tilt = math.degrees(math.acos(min(1.0, abs(float(one.axis[0, 2])))))
-            shape = "sphere" if kind == Kind.SPHERE else (
-                f"{kind.name.lower()} c/a={c / a:.2f}, axis {tilt:.0f}° off the beam")
-            what = (f"{shape}\nR={one.radius[0]:.0f} nm, {one.photon_energy[0]:.0f} eV, "
-                    f"{one.fluence[0]:.1e} photons")
+            shape = (
+                "sphere"
+                if kind == Kind.SPHERE
+                else (f"{kind.name.lower()} c/a={c / a:.2f}, axis {tilt:.0f}° off the beam")
+            )
+            what = (
+                f"{shape}\nR={one.radius[0]:.0f} nm, {one.photon_energy[0]:.0f} eV, "
+                f"{one.fluence[0]:.1e} photons"
+            )
         shown = np.ma.masked_array(np.log10(1 + data), mask=~good)
         image = ax.imshow(shown, cmap=cmap, interpolation="nearest")
         fig.colorbar(image, ax=ax, shrink=0.8, label="log10(1 + photons)")
@@ -956,7 +967,7 @@ def draw_examples(config: SimulationConfig, seed: int, path, *, search: int = 20
         ax.set_xlabel("x (px)")
         ax.set_ylabel("y (px)")
         summary.append((title, index, names))
-    for ax in axes.ravel()[len(examples):]:
+    for ax in axes.ravel()[len(examples) :]:
         ax.axis("off")
     fig.suptitle(
         f"ccfkit simulate, seed {seed}: one frame per class; "

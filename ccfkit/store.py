@@ -24,15 +24,15 @@ from zarr.codecs import BloscCodec
 from . import __version__
 
 __all__ = [
+    "COMPRESSORS",
     "SCHEMA_VERSION",
-    "StoreLayout",
     "StoreError",
+    "StoreLayout",
     "create_store",
+    "mark_complete",
+    "mark_done",
     "open_store",
     "pending_chunks",
-    "mark_done",
-    "mark_complete",
-    "COMPRESSORS",
 ]
 
 #: Bumped whenever the layout changes in a way readers must know about.
@@ -112,7 +112,9 @@ def create_store(
     path = Path(path)
     if path.exists():
         if not overwrite:
-            raise StoreError(f"{path} exists; use --overwrite to replace it or --resume to finish it")
+            raise StoreError(
+                f"{path} exists; use --overwrite to replace it or --resume to finish it"
+            )
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     group = zarr.open_group(str(path), mode="w-")
     per_frame = layout.chunk_frames

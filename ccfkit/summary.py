@@ -27,12 +27,21 @@ def describe_store(group: zarr.Group) -> str:
         compressors = getattr(array, "compressors", ())
         codec = type(compressors[0]).__name__ if compressors else "none"
         lines.append(
-            f"  {name:<8} {str(array.dtype):<8} {str(array.shape):<20} chunks {array.chunks} {codec}"
+            f"  {name:<8} {array.dtype!s:<8} {array.shape!s:<20} chunks {array.chunks} {codec}"
         )
     done = group["done"][:]
     lines.append(f"  chunks done: {int(done.sum())} / {done.size}")
-    for key in ("parameters", "noise", "center", "center_origin", "r_max", "backend", "input",
-                "command", "environment"):
+    for key in (
+        "parameters",
+        "noise",
+        "center",
+        "center_origin",
+        "r_max",
+        "backend",
+        "input",
+        "command",
+        "environment",
+    ):
         if key in attrs:
             lines += ["", f"{key}:", _indent(json.dumps(attrs[key], indent=2))]
     return "\n".join(lines)
@@ -76,8 +85,9 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     draw_image(axes[0], image, mask=mask, title=f"frame {index} (log10)")
     draw_image(axes[1], noisy, mask=mask, title=f"with noise '{noise['level']}' (log10)")
-    colours = draw_merged_map(axes[2], np.asarray(group["ccf"][row], dtype=np.float32), radius,
-                              order=order)
+    colours = draw_merged_map(
+        axes[2], np.asarray(group["ccf"][row], dtype=np.float32), radius, order=order
+    )
     fig.colorbar(colours, ax=axes[2], fraction=0.046)
     if "labels" in group:
         names = group["labels"].attrs["names"]

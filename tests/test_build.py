@@ -45,7 +45,9 @@ def frames():
     stack = []
     for _ in range(FRAMES):
         m = rng.integers(0, 5)
-        clean = 50 * np.exp(-r / 12) * (1.2 + np.cos(r / 2) * np.cos(m * (phi - rng.uniform(0, 6))))
+        clean = (
+            50 * np.exp(-r / 12) * (1.2 + np.cos(r / 2) * np.cos(m * (phi - rng.uniform(0, 6))))
+        )
         stack.append(rng.poisson(clean))
     stack = np.array(stack, dtype=np.float32)
     stack[5, 3, 4] = np.nan
@@ -68,8 +70,9 @@ def cxi(tmp_path_factory, frames, bitmask):
     labels = np.zeros((FRAMES, 2), dtype=np.uint8)
     labels[::2, 0] = 1
     labels[1::2, 1] = 1
-    return write_cxi(tmp_path_factory.mktemp("in") / "run.cxi", frames, bitmask=bitmask,
-                     labels=labels)
+    return write_cxi(
+        tmp_path_factory.mktemp("in") / "run.cxi", frames, bitmask=bitmask, labels=labels
+    )
 
 
 def run(*args):
@@ -87,8 +90,9 @@ def expected_maps(frames, bitmask, bound, seed):
     """Maps computed independently: noise from (seed, i), float64 NumPy reference."""
     noisy = add_noise(frames, np.arange(len(frames)), bound, seed)
     good = (bitmask.astype(int) & ccfkit.io.source.PIXEL_IS_IN_MASK) == 0
-    return ccfkit.compute_maps(noisy, center=CENTER, mask=good, q_bins=16, phi_bins=32,
-                               backend=NumpyBackend())
+    return ccfkit.compute_maps(
+        noisy, center=CENTER, mask=good, q_bins=16, phi_bins=32, backend=NumpyBackend()
+    )
 
 
 def valid_statistics(frames, bitmask):
@@ -105,13 +109,19 @@ def test_every_noise_level_gives_the_maps_of_the_reference(tmp_path, cxi, frames
     store = build(cxi, tmp_path / "out.zarr", "--noise", noise, "--seed", "11")
     assert store.attrs["status"] == "complete"
     medians = valid_statistics(frames, bitmask)
-    bounds = {"none": 0.0, "mean": medians[0], "mean+std": medians[0] + medians[1],
-              "max": medians[2]}
+    bounds = {
+        "none": 0.0,
+        "mean": medians[0],
+        "mean+std": medians[0] + medians[1],
+        "max": medians[2],
+    }
     # medians of float32 statistics: 1e-5 relative
     np.testing.assert_allclose(store.attrs["noise"]["bound"], bounds[noise], rtol=1e-5)
     np.testing.assert_allclose(
         [store.attrs["noise"][k] for k in ("median_mean", "median_std", "median_max")],
-        medians, rtol=1e-5)
+        medians,
+        rtol=1e-5,
+    )
     reference = expected_maps(frames, bitmask, store.attrs["noise"]["bound"], 11)
     # the backend contract: 1e-5 of each triangle's largest value, which is 1 here
     np.testing.assert_allclose(store["ccf"][:], reference, atol=1e-5)
@@ -154,10 +164,17 @@ def test_chunk_size_does_not_change_the_store(tmp_path, cxi):
 def test_distributed_cluster_gives_the_same_store(tmp_path, cxi):
     distributed = pytest.importorskip("distributed")
     threaded = build(cxi, tmp_path / "threads.zarr", "--noise", "max")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        clustered = build(cxi, tmp_path / "cluster.zarr", "--noise", "max", "--scheduler",
-                          cluster.scheduler_address)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        clustered = build(
+            cxi,
+            tmp_path / "cluster.zarr",
+            "--noise",
+            "max",
+            "--scheduler",
+            cluster.scheduler_address,
+        )
     np.testing.assert_array_equal(threaded["ccf"][:], clustered["ccf"][:])
     assert clustered.attrs["noise"] == threaded.attrs["noise"]
 
@@ -173,8 +190,19 @@ def test_interrupted_build_says_incomplete_and_resumes(tmp_path, cxi, monkeypatc
         return original(frames, chunk, job)
 
     monkeypatch.setattr(pipeline, "process_chunk", failing)
-    result = CliRunner().invoke(main, ["build", str(cxi), str(out), "--noise", "mean",
-                                       "--center", f"{CENTER[0]},{CENTER[1]}", *MAP_ARGS])
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            str(cxi),
+            str(out),
+            "--noise",
+            "mean",
+            "--center",
+            f"{CENTER[0]},{CENTER[1]}",
+            *MAP_ARGS,
+        ],
+    )
     assert result.exit_code != 0 and "Aborted" in result.output  # click's answer to Ctrl-C
     broken = zarr.open_group(str(out), mode="r")
     assert broken.attrs["status"] == "incomplete"
@@ -187,8 +215,9 @@ def test_interrupted_build_says_incomplete_and_resumes(tmp_path, cxi, monkeypatc
     monkeypatch.setattr(pipeline, "process_chunk", original)
     done_before = np.flatnonzero(broken["done"][:])
     redone = []
-    monkeypatch.setattr(pipeline, "process_chunk",
-                        lambda f, c, j: redone.append(c) or original(f, c, j))
+    monkeypatch.setattr(
+        pipeline, "process_chunk", lambda f, c, j: redone.append(c) or original(f, c, j)
+    )
     resumed = build(cxi, out, "--noise", "mean", "--resume")
     assert resumed.attrs["status"] == "complete"
     assert not set(redone) & set(done_before.tolist())  # completed chunks are not redone
@@ -287,15 +316,26 @@ def _bad_inputs(tmp_path, frames):
     }
 
 
-@pytest.mark.parametrize("problem", [
-    "not an HDF5 file", "no frames found", "expected 3 dimensions", "no such file", "no file matches",
-    "holds no frames", "mask has shape", "outside the detector", "no data set /entry_1/nope",
-])
+@pytest.mark.parametrize(
+    "problem",
+    [
+        "not an HDF5 file",
+        "no frames found",
+        "expected 3 dimensions",
+        "no such file",
+        "no file matches",
+        "holds no frames",
+        "mask has shape",
+        "outside the detector",
+        "no data set /entry_1/nope",
+    ],
+)
 def test_bad_input_is_one_clear_line_and_no_store(tmp_path, frames, problem):
     args = _bad_inputs(tmp_path, frames)[problem]
     out = tmp_path / "out.zarr"
-    result = CliRunner().invoke(main, ["build", str(args[0]), str(out), *map(str, args[1:]),
-                                       "--quiet"])
+    result = CliRunner().invoke(
+        main, ["build", str(args[0]), str(out), *map(str, args[1:]), "--quiet"]
+    )
     assert result.exit_code != 0
     assert problem in result.output
     assert "Traceback" not in result.output

@@ -14,7 +14,6 @@ def test_frame_statistics_use_only_valid_pixels():
     images[1, 2, 3] = np.nan  # nor NaN ones
     stats = frame_statistics(images, mask)
     for b in range(4):  # against NumPy on the valid pixels
-
         good = mask & np.isfinite(images[b])
         expected = [images[b][good].mean(), images[b][good].std(), images[b][good].max()]
         # float64 sums stored in float32: 1e-6 relative

@@ -26,8 +26,13 @@ ZEROS = (FIRST_ZERO, 7.725251836937707, 10.904121659428899)  # the first three
 
 def config(**overrides) -> sim.SimulationConfig:
     """A small, quiet detector: 65 px, no jitter, no background unless asked."""
-    base = {"size": 65, "jitter": 0.0, "hole_radius": 4.0, "background": 0.0,
-            "radius": (150.0, 300.0)}
+    base = {
+        "size": 65,
+        "jitter": 0.0,
+        "hole_radius": 4.0,
+        "background": 0.0,
+        "radius": (150.0, 300.0),
+    }
     base.update(overrides)
     return sim.SimulationConfig(**base)
 
@@ -107,8 +112,9 @@ def test_form_factor_reference_values():
 def test_pixels_map_to_q_through_the_true_scattering_angle():
     det = config(size=129).detector
     # The half-width subtends max_angle: 2 theta = 30 deg at r = size / 2.
-    assert math.degrees(math.atan(det.half_width * det.pixel_size / det.distance)) == \
-        pytest.approx(30.0, rel=1e-12)
+    assert math.degrees(
+        math.atan(det.half_width * det.pixel_size / det.distance)
+    ) == pytest.approx(30.0, rel=1e-12)
     wavelength = sim.photon_energy_to_wavelength(19.0)
     q = sim.q_vectors(det, (40.0, 64.0), wavelength)
     norm = np.sqrt((q**2).sum(axis=0))
@@ -142,12 +148,14 @@ def test_sphere_minima_land_where_qR_predicts(radius, energy):
     checked = 0
     for zero in ZEROS:
         r_pred = scattering_radius(cfg, zero, lambda t: radius, wavelength)
-        small_angle = (cfg.distance * zero / radius * wavelength / (2 * math.pi)
-                       / cfg.detector.pixel_size)
+        small_angle = (
+            cfg.distance * zero / radius * wavelength / (2 * math.pi) / cfg.detector.pixel_size
+        )
         if r_pred > 40:
             break
-        at, inside, outside = dip_at(cfg, r_pred, a=radius, c=radius, axis=(0, 0, 1),
-                                     energy=energy, kind=sim.Kind.SPHERE)
+        at, inside, outside = dip_at(
+            cfg, r_pred, a=radius, c=radius, axis=(0, 0, 1), energy=energy, kind=sim.Kind.SPHERE
+        )
         # At the predicted radius the intensity vanishes (float32 rounding leaves
         # < 1e-6 of the fringe's maximum); one pixel either side it does not.
         assert at < 1e-6
@@ -183,8 +191,9 @@ def test_spheroid_minima_use_the_3d_q_on_the_ewald_sphere():
 def test_float32_pattern_matches_a_float64_reference():
     cfg = config(size=97)
     det = cfg.detector
-    params = one_particle(cfg, a=230.0, c=410.0, axis=(0.3, -0.5, 0.8), energy=27.0,
-                          center=(47.3, 49.6))
+    params = one_particle(
+        cfg, a=230.0, c=410.0, axis=(0.3, -0.5, 0.8), energy=27.0, center=(47.3, 49.6)
+    )
     got = sim.expected_counts(params, det, background=0.0)[0]
     q = sim.q_vectors(det, params.center[0], params.wavelength[0])
     axis = params.axis[0]
@@ -210,8 +219,17 @@ def test_expected_counts_sum_to_the_fluence_plus_background():
 
 def test_mean_photon_count_follows_the_requested_fluence(tmp_path):
     fluence = 2e4
-    path = simulate_file(tmp_path / "f.cxi", "--fluence", fluence, fluence, "--background", 0,
-                         "--mix", "sphere=1,oblate=1,prolate=1", n=32)
+    path = simulate_file(
+        tmp_path / "f.cxi",
+        "--fluence",
+        fluence,
+        fluence,
+        "--background",
+        0,
+        "--mix",
+        "sphere=1,oblate=1,prolate=1",
+        n=32,
+    )
     with h5py.File(path, "r") as handle:
         totals = handle[cxi.DATA_PATH][()].sum(axis=(1, 2), dtype=np.float64)
         recorded = handle["entry_1/sample_1/fluence"][()]
@@ -287,8 +305,14 @@ def test_labels_obey_the_papers_rules_and_every_class_occurs():
 def test_paper_mix_reproduces_table_1_within_two_points():
     cfg = sim.SimulationConfig(mix="paper")
     labels = sim.assign_labels(sim.draw_parameters(cfg, 0, np.arange(6000)), cfg.detector)
-    table_1 = {"Spherical/Oblate": 90.7, "Round": 79.7, "Elliptical": 11.0, "Prolate": 6.2,
-               "Streak": 3.3, "Empty": 3.1}  # percent of 7264 images
+    table_1 = {
+        "Spherical/Oblate": 90.7,
+        "Round": 79.7,
+        "Elliptical": 11.0,
+        "Prolate": 6.2,
+        "Streak": 3.3,
+        "Empty": 3.1,
+    }  # percent of 7264 images
     got = dict(zip(sim.LABELS, 100 * labels.mean(axis=0)))
     for name, percent in table_1.items():
         assert got[name] == pytest.approx(percent, abs=2.0), name
@@ -308,8 +332,7 @@ def test_labels_describe_what_is_visible_not_only_what_was_drawn():
     assert end_on["Spherical/Oblate"] and end_on["Round"] and not end_on["Prolate"]
     # A slightly oblate droplet edge-on: elliptical when its outer rings carry
     # photons, round when only the first rings are bright enough to see.
-    bright = labels_of(a=400, c=350, axis=(0, 1, 0), energy=30, fluence=1e6,
-                       kind=sim.Kind.OBLATE)
+    bright = labels_of(a=400, c=350, axis=(0, 1, 0), energy=30, fluence=1e6, kind=sim.Kind.OBLATE)
     dim = labels_of(a=400, c=350, axis=(0, 1, 0), energy=30, fluence=3e2, kind=sim.Kind.OBLATE)
     assert bright["Elliptical"] and dim["Round"]
 
@@ -347,8 +370,9 @@ def test_stored_parameters_reproduce_the_labels(cxi_file):
         labels = handle[cxi.LABELS_PATH][()]
         params_json = json.loads(handle.attrs["parameters"])
     cfg = sim.SimulationConfig(size=params_json["size"], hole_radius=params_json["hole_radius_px"])
-    np.testing.assert_allclose(sim.fringe_shift(params, cfg.detector), stored_shift, rtol=1e-9,
-                               atol=1e-9)  # spheres: long - short rounds to ~1e-16
+    np.testing.assert_allclose(
+        sim.fringe_shift(params, cfg.detector), stored_shift, rtol=1e-9, atol=1e-9
+    )  # spheres: long - short rounds to ~1e-16
     np.testing.assert_array_equal(sim.assign_labels(params, cfg.detector), labels)
 
 
@@ -424,8 +448,9 @@ def test_compute_maps_on_a_frame_of_the_file(cxi_file):
     index = int(np.flatnonzero(kind != sim.Kind.EMPTY)[0])
     frame = cxi.read_frames(cxi_file, index)
     good = open_source([cxi_file]).mask
-    maps = ccfkit.compute_maps(frame, center=tuple(centers[index]), mask=good, q_bins=24,
-                               phi_bins=64, backend="numpy")
+    maps = ccfkit.compute_maps(
+        frame, center=tuple(centers[index]), mask=good, q_bins=24, phi_bins=64, backend="numpy"
+    )
     assert maps.shape == (24, 24)
     assert np.all(np.isfinite(maps))
     assert np.abs(maps).max() == pytest.approx(1.0)  # maxabs scaling: the maps are not empty
@@ -441,8 +466,9 @@ def test_same_seed_gives_the_same_file(tmp_path):
         out = {}
         with h5py.File(path, "r") as handle:
             handle.visititems(
-                lambda name, obj: out.__setitem__(name, obj[()])
-                if isinstance(obj, h5py.Dataset) else None
+                lambda name, obj: (
+                    out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+                )
             )
         return out
 
@@ -453,8 +479,9 @@ def test_same_seed_gives_the_same_file(tmp_path):
     assert a.read_bytes() == b.read_bytes()  # no time stamps in the file either
     assert not np.array_equal(da["entry_1/data_1/data"], datasets(c)["entry_1/data_1/data"])
     # A frame depends on (seed, index) only: the first 8 of 16 are the 8 of --n 8.
-    np.testing.assert_array_equal(datasets(first8)["entry_1/data_1/data"],
-                                  da["entry_1/data_1/data"][:8])
+    np.testing.assert_array_equal(
+        datasets(first8)["entry_1/data_1/data"], da["entry_1/data_1/data"][:8]
+    )
 
 
 # --------------------------------------------------------------------------

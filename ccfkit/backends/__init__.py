@@ -17,7 +17,7 @@ import logging
 
 from ._base import Backend, BackendUnavailableError
 
-__all__ = ["Backend", "BackendUnavailableError", "get_backend", "available_backends", "NAMES"]
+__all__ = ["NAMES", "Backend", "BackendUnavailableError", "available_backends", "get_backend"]
 
 logger = logging.getLogger(__name__)
 

@@ -105,7 +105,9 @@ def _import_cupy():
     try:
         import cupy
     except ImportError as error:
-        raise BackendUnavailableError("CuPy is not installed (pip install 'ccfkit[gpu]')") from error
+        raise BackendUnavailableError(
+            "CuPy is not installed (pip install 'ccfkit[gpu]')"
+        ) from error
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             raise BackendUnavailableError("CuPy found no CUDA device")

@@ -167,7 +167,12 @@ class _PlanTables:
     def gather(self, image, values, valid) -> int:
         """Resample one (H, W) float32 image into (Q, P) ``values`` and ``valid``."""
         return _gather(
-            image.reshape(-1), self.index, self.weight, self.valid, values.reshape(-1), valid.reshape(-1)
+            image.reshape(-1),
+            self.index,
+            self.weight,
+            self.valid,
+            values.reshape(-1),
+            valid.reshape(-1),
         )
 
 

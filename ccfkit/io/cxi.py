@@ -188,8 +188,10 @@ def write_simulated(
     height, width = detector.shape
 
     # h5py closes the file before atomic_output renames it (exits run in reverse).
-    with atomic_output(path, overwrite=overwrite) as partial, \
-            h5py.File(partial, "w", track_order=False) as handle:
+    with (
+        atomic_output(path, overwrite=overwrite) as partial,
+        h5py.File(partial, "w", track_order=False) as handle,
+    ):
         _write_header(handle, config, seed, params, labels, good, visible, shift)
         data = _group(handle["entry_1"], "data_1", "NXdata").create_dataset(
             "data",
@@ -209,8 +211,13 @@ def write_simulated(
             rows = slice(lo, min(lo + block, n_frames))
             return lo, sim.render_frames(params.take(rows), config, seed, good)
 
-        bar = tqdm(total=n_frames, unit="frame", desc="simulate", disable=None if progress
-                   else True, leave=False)
+        bar = tqdm(
+            total=n_frames,
+            unit="frame",
+            desc="simulate",
+            disable=None if progress else True,
+            leave=False,
+        )
         with bar, ThreadPoolExecutor(max_workers=workers) as pool:
             pending: deque = deque()
             starts = iter(range(0, n_frames, block))
@@ -242,8 +249,9 @@ def _write_block(data: h5py.Dataset, item: tuple[int, np.ndarray], bar) -> None:
     bar.update(len(frames))
 
 
-def _write_header(handle, config, seed, params: sim.FrameParameters, labels, good, visible,
-                  shift) -> None:
+def _write_header(
+    handle, config, seed, params: sim.FrameParameters, labels, good, visible, shift
+) -> None:
     """Everything but the frames: geometry, mask, source, sample, labels, provenance."""
     detector = config.detector
     handle.attrs["creator"] = "ccfkit simulate"
@@ -267,7 +275,9 @@ def _write_header(handle, config, seed, params: sim.FrameParameters, labels, goo
     _dataset(det, "y_pixel_size", detector.pixel_size, "m")
     mask = np.where(good, 0, PIXEL_IS_MISSING).astype(np.uint32)
     _dataset(
-        det, "mask", mask,
+        det,
+        "mask",
+        mask,
         convention="cxi",
         description=(
             "CXI bit mask: 0 = good; 512 (PIXEL_IS_MISSING) = the central hole of the MCP, "
@@ -275,7 +285,10 @@ def _write_header(handle, config, seed, params: sim.FrameParameters, labels, goo
         ),
     )
     _dataset(
-        det, "beam_center", params.center, "pixel",
+        det,
+        "beam_center",
+        params.center,
+        "pixel",
         columns="cx (column, x), cy (row, y)",
         description="true beam centre per frame; pixel centres at integer coordinates",
         nominal=np.asarray(detector.nominal_center),
@@ -287,26 +300,69 @@ def _write_header(handle, config, seed, params: sim.FrameParameters, labels, goo
 
     sample = _group(entry, "sample_1", "NXsample")
     _dataset(sample, "name", "helium nanodroplets (simulated)")
-    _dataset(sample, "kind", params.kind, names=json.dumps([k.name.lower() for k in sim.Kind]),
-             description="what was drawn: index into names")
-    _dataset(sample, "radius", params.radius * 1e-9, "m",
-             description="volume-equivalent radius (a^2 c)^(1/3); 0 = no particle")
-    _dataset(sample, "semi_axes", params.semi_axes * 1e-9, "m",
-             columns="a (equatorial, twice), c (along the symmetry axis)")
-    _dataset(sample, "axis", params.axis, columns="x (column), y (row), z (beam)",
-             description="unit vector of the spheroid's symmetry axis, lab frame")
-    _dataset(sample, "fluence", params.fluence, "photons",
-             description="expected scattered photons on the good pixels (background excluded)")
+    _dataset(
+        sample,
+        "kind",
+        params.kind,
+        names=json.dumps([k.name.lower() for k in sim.Kind]),
+        description="what was drawn: index into names",
+    )
+    _dataset(
+        sample,
+        "radius",
+        params.radius * 1e-9,
+        "m",
+        description="volume-equivalent radius (a^2 c)^(1/3); 0 = no particle",
+    )
+    _dataset(
+        sample,
+        "semi_axes",
+        params.semi_axes * 1e-9,
+        "m",
+        columns="a (equatorial, twice), c (along the symmetry axis)",
+    )
+    _dataset(
+        sample,
+        "axis",
+        params.axis,
+        columns="x (column), y (row), z (beam)",
+        description="unit vector of the spheroid's symmetry axis, lab frame",
+    )
+    _dataset(
+        sample,
+        "fluence",
+        params.fluence,
+        "photons",
+        description="expected scattered photons on the good pixels (background excluded)",
+    )
     _dataset(sample, "background", config.background, "photons per pixel")
-    _dataset(sample, "projected_semi_axes", sim.projected_semi_axes(params) * 1e-9, "m",
-             columns="long, short", description="the particle's shadow on the detector plane")
-    _dataset(sample, "visible_radius", visible, "pixel",
-             description="estimated radius out to which ring maxima carry >= 1 photon per pixel")
-    _dataset(sample, "fringe_shift", shift, "fringes",
-             description="q(visible_radius) (long - short) / pi: how visible the ellipticity is")
+    _dataset(
+        sample,
+        "projected_semi_axes",
+        sim.projected_semi_axes(params) * 1e-9,
+        "m",
+        columns="long, short",
+        description="the particle's shadow on the detector plane",
+    )
+    _dataset(
+        sample,
+        "visible_radius",
+        visible,
+        "pixel",
+        description="estimated radius out to which ring maxima carry >= 1 photon per pixel",
+    )
+    _dataset(
+        sample,
+        "fringe_shift",
+        shift,
+        "fringes",
+        description="q(visible_radius) (long - short) / pi: how visible the ellipticity is",
+    )
 
     _dataset(
-        entry, "labels", labels,
+        entry,
+        "labels",
+        labels,
         names=list(sim.LABELS),
         exclusive_groups=json.dumps([list(g) for g in sim.EXCLUSIVE_GROUPS]),
         exhaustive_groups=json.dumps([list(sim.EXCLUSIVE_GROUPS[0])]),

@@ -29,12 +29,12 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "InputError",
-    "FrameSource",
-    "FrameReader",
-    "open_source",
-    "good_pixels",
     "PIXEL_IS_IN_MASK",
+    "FrameReader",
+    "FrameSource",
+    "InputError",
+    "good_pixels",
+    "open_source",
 ]
 
 #: CXI pixel-mask bits that make a pixel unusable: invalid, saturated, hot,
@@ -130,8 +130,11 @@ class FrameReader:
             frames, rest = key[0], key[1:]
         else:
             frames, rest = key, ()
-        start, stop, step = frames.indices(self.shape[0]) if isinstance(frames, slice) else (
-            int(frames), int(frames) + 1, 1)
+        start, stop, step = (
+            frames.indices(self.shape[0])
+            if isinstance(frames, slice)
+            else (int(frames), int(frames) + 1, 1)
+        )
         if step != 1:
             raise IndexError("FrameReader reads contiguous frame ranges only")
         out = np.empty((max(stop - start, 0), *self.frame_shape), dtype=self.dtype)
@@ -303,8 +306,13 @@ def open_source(
         raise InputError(f"mask has shape {mask.shape}, but frames are {frame_shape}")
     labels = np.concatenate(label_parts) if label_parts else None
     reader = FrameReader(tuple(files), data_path, tuple(counts), frame_shape, np.dtype(np.float32))
-    logger.info("input: %d frames of %s from %d file(s), mask: %s", sum(counts), frame_shape,
-                len(files), mask_origin)
+    logger.info(
+        "input: %d frames of %s from %d file(s), mask: %s",
+        sum(counts),
+        frame_shape,
+        len(files),
+        mask_origin,
+    )
     return FrameSource(
         reader=reader,
         mask=mask.astype(bool),
@@ -368,7 +376,9 @@ def _read_mask(handle: h5py.File, name: str) -> tuple[np.ndarray | None, str]:
         return None, "none (all pixels good)"
     stored = handle[path][()]
     if stored.ndim == 3:  # a mask per frame: keep pixels good in every frame
-        stored = stored.all(axis=0) if stored.dtype == bool else np.bitwise_or.reduce(stored, axis=0)
+        stored = (
+            stored.all(axis=0) if stored.dtype == bool else np.bitwise_or.reduce(stored, axis=0)
+        )
     convention = handle[path].attrs.get("convention", "auto")
     good, how = good_pixels(stored, convention=str(convention))
     return good, f"{name}:/{path} ({how})"
