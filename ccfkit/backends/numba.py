@@ -29,8 +29,10 @@ from .array import ArrayBackend
 try:
     import numba
     from threadpoolctl import threadpool_limits
+
+    from ._blas import correlate_rows
 except ImportError as error:  # pragma: no cover - numba is a dependency
-    raise BackendUnavailableError(f"Numba is not importable: {error}") from error
+    raise BackendUnavailableError(f"Numba or SciPy's BLAS is not importable: {error}") from error
 
 __all__ = ["NumbaBackend"]
 
@@ -40,7 +42,7 @@ _REDUCTION = dict(_KERNEL, fastmath={"reassoc", "contract", "nnan", "ninf", "nsz
 
 
 @numba.njit(**_KERNEL)
-def _gather(image, index, weight, plan_valid, values, valid):
+def _gather(image, index, weight, plan_valid, values, valid, write_valid):
     """Bilinear samples of one image.
 
     Parameters
@@ -52,6 +54,9 @@ def _gather(image, index, weight, plan_valid, values, valid):
     values : (S,) float32, out
         0 where invalid.
     valid : (S,) bool, out
+        Written only when ``write_valid``: the maps need it only for images
+        whose NaN/inf pixels invalidate samples (the return value says so).
+    write_valid : bool
 
     Returns
     -------
@@ -71,13 +76,11 @@ def _gather(image, index, weight, plan_valid, values, valid):
             + weight[s, 2] * image[index[s, 2]]
             + weight[s, 3] * image[index[s, 3]]
         )
-        if value - value == 0:  # finite
-            values[s] = value
-            valid[s] = plan_valid[s]
-        else:
-            values[s] = 0
-            valid[s] = False
-            extra_invalid += plan_valid[s]
+        finite = value - value == 0  # False for NaN and +-inf
+        values[s] = value if finite else 0
+        extra_invalid += plan_valid[s] & ~finite
+        if write_valid:
+            valid[s] = plan_valid[s] & finite
     return extra_invalid + (touched != touched)  # keeps the read; NaN adds 1 at most
 
 
@@ -151,6 +154,56 @@ def _merge_triangles(gram, inverse_pairs, re, im, maxabs, out):
             out[i, j] *= order_scale
 
 
+@numba.njit(**_KERNEL)
+def _invert_pair_counts(pairs, out):
+    """``out = 1 / pairs`` where ``pairs > 0``, else 0 (lower triangle only)."""
+    for i in range(pairs.shape[0]):
+        for j in range(i + 1):
+            out[i, j] = 1 / pairs[i, j] if pairs[i, j] > 0 else 0
+
+
+@numba.njit(**_KERNEL)
+def _merged_maps_part(
+    images, lo, hi, index, weight, plan_valid, plan_counts, plan_inverse_pairs, cos_n, sin_n,
+    shift, maxabs, out,
+):  # fmt: skip
+    """Merged maps of ``images[lo:hi]`` into ``out[lo:hi]``: the per-thread loop, GIL-free.
+
+    Per image: gather (with NaN/inf check), one order per ring, one BLAS
+    product, merge. An image whose NaN/inf pixels invalidate samples gets its
+    own ring counts and pair counts (one more BLAS product); the others share
+    the plan's.
+    """
+    q_bins, phi_bins = plan_valid.shape[0] // cos_n.shape[0], cos_n.shape[0]
+    values = np.empty((q_bins, phi_bins), dtype=np.float32)
+    valid = np.empty((q_bins, phi_bins), dtype=np.bool_)
+    scratch = np.empty((q_bins, phi_bins), dtype=np.float32)
+    weights = np.empty((q_bins, phi_bins), dtype=np.float32)
+    gram = np.empty((q_bins, q_bins), dtype=np.float32)
+    own_inverse_pairs = np.empty((q_bins, q_bins), dtype=np.float32)
+    own_counts = np.empty(q_bins, dtype=np.int64)
+    re = np.empty(q_bins)
+    im = np.empty(q_bins)
+    for b in range(lo, hi):
+        image = images[b].reshape(-1)
+        flat_values, flat_valid = values.reshape(-1), valid.reshape(-1)
+        counts, inverse_pairs = plan_counts, plan_inverse_pairs
+        if _gather(image, index, weight, plan_valid, flat_values, flat_valid, False):
+            # NaN/inf pixels: gather again, keeping the validity this time
+            _gather(image, index, weight, plan_valid, flat_values, flat_valid, True)
+            for k in range(q_bins):
+                own_counts[k] = 0
+                for p in range(phi_bins):
+                    own_counts[k] += valid[k, p]
+                    weights[k, p] = valid[k, p]
+            correlate_rows(weights, shift, gram, scratch)
+            _invert_pair_counts(gram, own_inverse_pairs)
+            counts, inverse_pairs = own_counts, own_inverse_pairs
+        _project_rings(values, counts, cos_n, sin_n, re, im)
+        correlate_rows(values, shift, gram, scratch)
+        _merge_triangles(gram, inverse_pairs, re, im, maxabs, out[b])
+
+
 class _PlanTables:
     """A plan's arrays in the kernels' dtypes and layouts, with per-call tables."""
 
@@ -173,6 +226,7 @@ class _PlanTables:
             self.valid,
             values.reshape(-1),
             valid.reshape(-1),
+            True,
         )
 
 
@@ -183,10 +237,13 @@ def _tables_for(plan: PolarPlan, order: int = 0, shift: int = 0) -> _PlanTables:
 
 
 def _inverse_pair_counts(valid: np.ndarray, shift: int) -> np.ndarray:
-    """(Q, Q) float32 ``1 / sum_p M[i,p] M[j,p+shift]``, 0 where no pair is valid."""
-    weights = valid.astype(np.float32)
-    pairs = weights @ np.roll(weights, -shift, axis=-1).T
-    return np.divide(1, pairs, out=np.zeros_like(pairs), where=pairs > 0)
+    """(Q, Q) float32 ``1 / sum_p M[i,p] M[j,p+shift]`` (lower triangle), 0 where no pair."""
+    weights = np.ascontiguousarray(valid, dtype=np.float32)
+    pairs = np.zeros((valid.shape[0], valid.shape[0]), dtype=np.float32)
+    correlate_rows(weights, shift, pairs, np.empty_like(weights))
+    inverse = np.zeros_like(pairs)
+    _invert_pair_counts(pairs, inverse)
+    return inverse
 
 
 class NumbaBackend(ArrayBackend):
@@ -228,19 +285,11 @@ class NumbaBackend(ArrayBackend):
         out = np.empty((images.shape[0], plan.q_bins, plan.q_bins), dtype=np.float32)
 
         def run(part: range) -> None:
-            values = np.empty((plan.q_bins, plan.phi_bins), dtype=np.float32)
-            valid = np.empty(values.shape, dtype=bool)
-            gram = np.empty((plan.q_bins, plan.q_bins), dtype=np.float32)
-            re, im = np.empty(plan.q_bins), np.empty(plan.q_bins)
-            for b in part:
-                counts, inverse_pairs = tables.counts, tables.inverse_pairs
-                if tables.gather(images[b], values, valid):  # NaN/inf added invalid samples
-                    counts = valid.sum(axis=1)
-                    inverse_pairs = _inverse_pair_counts(valid, tables.shift)
-                _project_rings(values, counts, tables.cos_n, tables.sin_n, re, im)
-                shifted = np.roll(values, -tables.shift, axis=1) if tables.shift else values
-                np.dot(values, shifted.T, out=gram)
-                _merge_triangles(gram, inverse_pairs, re, im, maxabs, out[b])
+            _merged_maps_part(
+                images, part.start, part.stop, tables.index, tables.weight, tables.valid,
+                tables.counts, tables.inverse_pairs, tables.cos_n, tables.sin_n, tables.shift,
+                maxabs, out,
+            )  # fmt: skip
 
         self._in_parallel(images.shape[0], run)
         return out
