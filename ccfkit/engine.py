@@ -6,7 +6,7 @@ import numpy as np
 
 from .backends import get_backend
 from .ccf import Scale
-from .polar import make_polar_plan
+from .polar import PlanSpec
 
 __all__ = ["compute_maps"]
 
@@ -76,15 +76,15 @@ def compute_maps(
     if np.ndim(images) not in (2, 3):
         raise ValueError(f"images must be (B, H, W) or (H, W), got shape {np.shape(images)}")
     shape = tuple(np.shape(images)[-2:])
-    plan = make_polar_plan(
+    plan = PlanSpec.describe(
         shape,
         center=center,
-        mask=None if mask is None else _host(mask),
+        mask=None if mask is None else _checked_mask(_host(mask), shape),
         q_bins=q_bins,
         phi_bins=phi_bins,
         r_min=r_min,
         r_max=r_max,
-    )
+    ).plan()  # built once per geometry, then reused by later calls
     if not 0 <= order <= phi_bins // 2:
         raise ValueError(f"order must lie in 0..phi_bins/2 = 0..{phi_bins // 2}, got {order}")
     batch = engine.as_batch(images, plan.shape)
@@ -94,6 +94,12 @@ def compute_maps(
     if not _on_gpu(images):
         maps = engine.to_numpy(maps)
     return maps[0] if single else maps
+
+
+def _checked_mask(mask: np.ndarray, shape) -> np.ndarray:
+    if mask.shape != shape:
+        raise ValueError(f"mask has shape {mask.shape}, but the images are {shape}")
+    return mask
 
 
 def _host(array) -> np.ndarray:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import os
 import platform
 import sys
@@ -36,7 +35,7 @@ from .backends import get_backend
 from .ccf import Scale
 from .io.source import FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
-from .polar import PolarPlan, make_polar_plan
+from .polar import PlanSpec, PolarPlan
 from .resize import resize_images
 from .store import (
     StoreError,
@@ -51,7 +50,7 @@ from .store import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BuildConfig", "PlanSpec", "build", "momentum_transfer"]
+__all__ = ["BuildConfig", "build", "momentum_transfer"]
 
 
 @dataclass(frozen=True)
@@ -82,54 +81,6 @@ class BuildConfig:
             raise InputError(f"map dtype must be float32 or float16, not {self.map_dtype}")
         if self.map_dtype == "float16" and self.scale != Scale.MAXABS.value:
             raise InputError("float16 maps need --scale maxabs (unscaled maps overflow float16)")
-
-
-@dataclass(frozen=True)
-class PlanSpec:
-    """A hashable, picklable description of a polar plan, sent to workers.
-
-    The mask travels bit-packed (a 259 x 259 mask is 8 kB).
-    """
-
-    shape: tuple[int, int]
-    center: tuple[float, float]
-    packed_mask: bytes
-    q_bins: int
-    phi_bins: int
-    r_min: float
-    r_max: float | None
-
-    @classmethod
-    def from_mask(cls, mask: np.ndarray, center, config: BuildConfig) -> PlanSpec:
-        mask = np.asarray(mask, dtype=bool)
-        return cls(
-            shape=tuple(int(n) for n in mask.shape),
-            center=(float(center[0]), float(center[1])),
-            packed_mask=np.packbits(mask).tobytes(),
-            q_bins=config.q_bins,
-            phi_bins=config.phi_bins,
-            r_min=config.r_min,
-            r_max=config.r_max,
-        )
-
-    @property
-    def mask(self) -> np.ndarray:
-        bits = np.unpackbits(np.frombuffer(self.packed_mask, dtype=np.uint8))
-        return bits[: math.prod(self.shape)].reshape(self.shape).astype(bool)
-
-
-@functools.lru_cache(maxsize=4)
-def plan_for(spec: PlanSpec) -> PolarPlan:
-    """Build (once per process and geometry) the plan a spec describes."""
-    return make_polar_plan(
-        spec.shape,
-        center=spec.center,
-        mask=spec.mask,
-        q_bins=spec.q_bins,
-        phi_bins=spec.phi_bins,
-        r_min=spec.r_min,
-        r_max=spec.r_max,
-    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -171,7 +122,7 @@ def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
         Frames written.
     """
     config = job.config
-    plan = plan_for(job.plan)
+    plan = job.plan.plan()
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
     indices = np.arange(frames_slice.start, frames_slice.stop)
@@ -260,16 +211,17 @@ def build(
     if center is None:
         height, width = source.frame_shape
         center, center_origin = ((width - 1) / 2, (height - 1) / 2), "detector middle"
+    spec = PlanSpec.describe(
+        source.frame_shape,
+        center=center,
+        mask=source.mask,
+        q_bins=config.q_bins,
+        phi_bins=config.phi_bins,
+        r_min=config.r_min,
+        r_max=config.r_max,
+    )
     try:
-        plan = make_polar_plan(
-            source.frame_shape,
-            center=center,
-            mask=source.mask,
-            q_bins=config.q_bins,
-            phi_bins=config.phi_bins,
-            r_min=config.r_min,
-            r_max=config.r_max,
-        )
+        plan = spec.plan()
     except ValueError as error:
         raise InputError(str(error)) from error
     engine_name = get_backend(backend).name  # fails early for an unusable backend
@@ -323,7 +275,7 @@ def build(
         job = ChunkJob(
             store=str(out),
             layout=layout,
-            plan=PlanSpec.from_mask(source.mask, center, config),
+            plan=spec,
             config=config,
             backend=engine_name,
             bound=float(group.attrs["noise"]["bound"]),

@@ -22,12 +22,15 @@ Conventions
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = [
+    "PlanSpec",
     "PolarImages",
     "PolarPlan",
     "default_r_max",
@@ -233,6 +236,66 @@ def make_polar_plan(
         valid=valid,
         r_min=r_min,
         r_max=r_max,
+    )
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """A small, hashable, picklable description of a polar plan.
+
+    It is what travels to Dask workers (a 259 x 259 mask packs into 8 kB) and
+    the key under which a process keeps the plans it built: :meth:`plan`
+    builds each geometry once per process.
+
+    Attributes mirror the arguments of :func:`make_polar_plan`; the mask is
+    bit-packed (``None``: all pixels good).
+    """
+
+    shape: tuple[int, int]
+    center: tuple[float, float] | None
+    packed_mask: bytes | None
+    q_bins: int = 224
+    phi_bins: int = 512
+    r_min: float = 0.0
+    r_max: float | None = None
+
+    @classmethod
+    def describe(cls, shape, *, center=None, mask=None, q_bins=224, phi_bins=512, r_min=0.0,
+                 r_max=None) -> PlanSpec:  # fmt: skip
+        """The spec of ``make_polar_plan(shape, center=..., mask=..., ...)``."""
+        return cls(
+            shape=(int(shape[0]), int(shape[1])),
+            center=None if center is None else (float(center[0]), float(center[1])),
+            packed_mask=None if mask is None else np.packbits(np.asarray(mask, bool)).tobytes(),
+            q_bins=int(q_bins),
+            phi_bins=int(phi_bins),
+            r_min=float(r_min),
+            r_max=None if r_max is None else float(r_max),
+        )
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The (H, W) bool mask, or None."""
+        if self.packed_mask is None:
+            return None
+        bits = np.unpackbits(np.frombuffer(self.packed_mask, dtype=np.uint8))
+        return bits[: math.prod(self.shape)].reshape(self.shape).astype(bool)
+
+    def plan(self) -> PolarPlan:
+        """The plan, built once per process and spec (the last few are kept)."""
+        return _plan_of(self)
+
+
+@functools.lru_cache(maxsize=4)
+def _plan_of(spec: PlanSpec) -> PolarPlan:
+    return make_polar_plan(
+        spec.shape,
+        center=spec.center,
+        mask=spec.mask,
+        q_bins=spec.q_bins,
+        phi_bins=spec.phi_bins,
+        r_min=spec.r_min,
+        r_max=spec.r_max,
     )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from numba import types
 from scipy.linalg import cython_blas
 
-__all__ = ["correlate_rows"]
+__all__ = ["KERNEL", "correlate_rows"]
 
 
 def _address(name: str) -> int:
@@ -45,15 +45,16 @@ _ssyrk = types.ExternalFunction("ccfkit_ssyrk", types.void(*([types.voidptr] * 1
 # sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 _sgemm = types.ExternalFunction("ccfkit_sgemm", types.void(*([types.voidptr] * 13)))
 
-_KERNEL = dict(nogil=True, cache=True, error_model="numpy", boundscheck=False)
+#: Options of every Numba kernel of the CPU backend: GIL-free, cached on disk.
+KERNEL = {"nogil": True, "cache": True, "error_model": "numpy", "boundscheck": False}
 
 
-@numba.njit(**_KERNEL)
+@numba.njit(**KERNEL)
 def _pointer(array):
     return array.ctypes.data
 
 
-@numba.njit(**_KERNEL)
+@numba.njit(**KERNEL)
 def correlate_rows(rows, shift, out, scratch):
     """``out[i, j] = sum_p rows[i, p] rows[j, (p + shift) mod P]`` for ``i >= j``.
 

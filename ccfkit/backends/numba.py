@@ -16,6 +16,7 @@ while they run (two BLAS pools spinning beside the kernels slow both down).
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,18 +31,17 @@ try:
     import numba
     from threadpoolctl import threadpool_limits
 
-    from ._blas import correlate_rows
+    from ._blas import KERNEL, correlate_rows
 except ImportError as error:  # pragma: no cover - numba is a dependency
     raise BackendUnavailableError(f"Numba or SciPy's BLAS is not importable: {error}") from error
 
 __all__ = ["NumbaBackend"]
 
-_KERNEL = dict(nogil=True, cache=True, error_model="numpy", boundscheck=False)
 #: Reductions may be reassociated (vectorised); their inputs are finite by construction.
-_REDUCTION = dict(_KERNEL, fastmath={"reassoc", "contract", "nnan", "ninf", "nsz"})
+_REDUCTION = {**KERNEL, "fastmath": {"reassoc", "contract", "nnan", "ninf", "nsz"}}
 
 
-@numba.njit(**_KERNEL)
+@numba.njit(**KERNEL)
 def _gather(image, index, weight, plan_valid, values, valid, write_valid):
     """Bilinear samples of one image.
 
@@ -81,7 +81,7 @@ def _gather(image, index, weight, plan_valid, values, valid, write_valid):
         extra_invalid += plan_valid[s] & ~finite
         if write_valid:
             valid[s] = plan_valid[s] & finite
-    return extra_invalid + (touched != touched)  # keeps the read; NaN adds 1 at most
+    return extra_invalid + np.isnan(touched)  # keeps the read; NaN adds 1 at most
 
 
 @numba.njit(**_REDUCTION)
@@ -154,7 +154,7 @@ def _merge_triangles(gram, inverse_pairs, re, im, maxabs, out):
             out[i, j] *= order_scale
 
 
-@numba.njit(**_KERNEL)
+@numba.njit(**KERNEL)
 def _invert_pair_counts(pairs, out):
     """``out = 1 / pairs`` where ``pairs > 0``, else 0 (lower triangle only)."""
     for i in range(pairs.shape[0]):
@@ -162,7 +162,7 @@ def _invert_pair_counts(pairs, out):
             out[i, j] = 1 / pairs[i, j] if pairs[i, j] > 0 else 0
 
 
-@numba.njit(**_KERNEL)
+@numba.njit(**KERNEL)
 def _merged_maps_part(
     images, lo, hi, index, weight, plan_valid, plan_counts, plan_inverse_pairs, cos_n, sin_n,
     shift, maxabs, out,
@@ -298,7 +298,7 @@ class NumbaBackend(ArrayBackend):
         """Call ``run(part)`` on contiguous parts of ``range(batch)``, one per thread."""
         threads = max(1, min(self.threads, batch))
         bounds = np.linspace(0, batch, threads + 1).astype(int)
-        parts = [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        parts = [range(lo, hi) for lo, hi in itertools.pairwise(bounds)]
         # BLAS threads would compete with ours (and spin badly on a busy machine).
         with threadpool_limits(limits=1, user_api="blas"):
             if threads == 1:
