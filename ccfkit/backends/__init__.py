@@ -13,6 +13,7 @@ auto      cupy when CUDA is usable, else numba, else numpy (logged).
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from ._base import Backend, BackendUnavailableError
@@ -25,8 +26,13 @@ logger = logging.getLogger(__name__)
 NAMES = ("cupy", "numba", "numpy")
 
 
+@functools.lru_cache(maxsize=None)
 def _make(name: str) -> Backend:
-    """Instantiate a backend by name; raise BackendUnavailableError if it cannot run."""
+    """The backend of that name (one instance per process); BackendUnavailableError if it cannot run.
+
+    Unavailability is not cached: an exception leaves no cache entry, so a
+    failed CuPy import is retried on the next call.
+    """
     if name == "numpy":
         from .array import NumpyBackend
 
@@ -63,13 +69,20 @@ def get_backend(backend: str | Backend = "auto") -> Backend:
     if isinstance(backend, Backend):
         return backend
     name = str(backend).lower()
-    if name != "auto":
-        return _make(name)
+    return _make(name) if name != "auto" else _auto()
+
+
+@functools.lru_cache(maxsize=1)
+def _auto() -> Backend:
+    """The first backend of NAMES that runs here (decided once per process)."""
     for candidate in NAMES:
         try:
-            return _make(candidate)
+            backend = _make(candidate)
         except BackendUnavailableError as error:
             logger.info("backend %s unavailable (%s); trying the next one", candidate, error)
+            continue
+        logger.info("backend auto: %s", candidate)
+        return backend
     raise AssertionError("the numpy backend is always available")  # pragma: no cover
 
 

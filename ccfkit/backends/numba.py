@@ -29,7 +29,7 @@ from .array import ArrayBackend
 
 try:
     import numba
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import ThreadpoolController
 
     from ._blas import KERNEL, correlate_rows
 except ImportError as error:  # pragma: no cover - numba is a dependency
@@ -261,6 +261,8 @@ class NumbaBackend(ArrayBackend):
     def __init__(self, threads: int | None = None):
         super().__init__(np, np.float32)
         self.threads = int(threads or len(os.sched_getaffinity(0)))
+        # the loaded BLAS libraries, found once (looking them up costs a millisecond)
+        self._thread_pools = ThreadpoolController()
 
     def asarray(self, array):
         return np.ascontiguousarray(array, dtype=np.float32)
@@ -300,7 +302,7 @@ class NumbaBackend(ArrayBackend):
         bounds = np.linspace(0, batch, threads + 1).astype(int)
         parts = [range(lo, hi) for lo, hi in itertools.pairwise(bounds)]
         # BLAS threads would compete with ours (and spin badly on a busy machine).
-        with threadpool_limits(limits=1, user_api="blas"):
+        with self._thread_pools.limit(limits=1, user_api="blas"):
             if threads == 1:
                 run(parts[0])
                 return
