@@ -1,0 +1,1 @@
+"""asv suites for ccfkit (see benchmarks/asv.conf.json)."""
