@@ -641,7 +641,7 @@ def ratios(by_key: dict[str, Measurement]) -> tuple[list[Ratio], list[Ratio]]:
         Ratio(
             "(1') speed-up over per-image SciPy in float64",
             "images/s of compute_maps (numba) ÷ images/s of the per-image SciPy version on "
-            "float64 images (the ~150 images/s baseline of PERFORMANCE.md and the issue)",
+            "float64 images (PERFORMANCE.md and the issue quote ~150 images/s for this version; the row above is what it does here)",
             per_round(by_key, "scipy64", "numba"),
             TARGET_SPEEDUP_VS_SCIPY,
             True,
@@ -965,7 +965,7 @@ def report(
         f"polar values by at most {agree['polar']:.1e} of their largest value."
     )
     out.append(
-        f"- `make_polar_plan` (float64 geometry, built inside every `compute_maps` call): "
+        f"- `make_polar_plan` (float64 geometry; `compute_maps` builds it once per geometry and process, later calls reuse it): "
         f"{notes['plan_seconds'] * 1e3:.1f} ms."
     )
     out.append(

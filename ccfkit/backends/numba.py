@@ -1,12 +1,14 @@
 """The CPU backend: fused Numba kernels around one BLAS call per image.
 
-Per image, one pass over the polar grid gathers the bilinear samples, checks
-them for NaN/inf and accumulates the single angular order that the order-n map
-needs (a complex dot product per ring, float64 accumulators); one BLAS call
-forms ``polar @ polar.T`` (a symmetric rank-k update when ``delta == 0``); one
-pass merges and scales the two triangles. The mask's own correlation (the
-denominator of Eq. 13) is computed once per plan and reused for every image
-whose NaN/inf pixels add no invalid samples.
+Per image, inside one GIL-free kernel per thread: a pass over the polar grid
+gathers the bilinear samples and checks them for NaN/inf; a vectorised pass
+takes the single angular order that the order-n map needs (a complex dot
+product per ring, float64 accumulators); one BLAS call (SciPy's ``ssyrk``,
+called directly, see :mod:`._blas`) forms the lower triangle of
+``polar @ polar.T`` (``sgemm`` when ``delta != 0``); one pass merges and scales
+the two triangles. The mask's own correlation (the denominator of Eq. 13) is
+computed once per plan and reused for every image whose NaN/inf pixels add no
+invalid samples.
 
 Parallelism has one level on purpose: the batch is split into contiguous
 parts, one per thread; kernels release the GIL and BLAS is held to one thread
