@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .backends import get_backend
+from .geometry import momentum_transfer
 from .ccf import Scale
 from .io.source import FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
@@ -50,7 +51,7 @@ from .store import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BuildConfig", "build", "momentum_transfer"]
+__all__ = ["BuildConfig", "build"]
 
 
 @dataclass(frozen=True)
@@ -140,23 +141,6 @@ def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
         group["images"][frames_slice] = resize_images(noisy, job.layout.image_size, job.plan.mask)
     mark_done(group, chunk)
     return len(indices)
-
-
-def momentum_transfer(radius_px, *, wavelength: float, distance: float, pixel_size: float):
-    """Momentum transfer ``q = 4 pi sin(theta) / lambda`` in 1/nm of detector radii.
-
-    The scattering angle ``2 theta = atan(r * pixel_size / distance)`` (flat
-    detector normal to the beam, wide angles included).
-
-    Parameters
-    ----------
-    radius_px : (Q,) array
-        Radii in pixels.
-    wavelength, distance, pixel_size : float
-        Metres.
-    """
-    two_theta = np.arctan(np.asarray(radius_px, dtype=np.float64) * pixel_size / distance)
-    return 4 * np.pi * np.sin(two_theta / 2) / wavelength * 1e-9
 
 
 def build(
@@ -323,9 +307,9 @@ def _write_per_store_arrays(group: zarr.Group, source: FrameSource, plan: PolarP
     if None not in (source.wavelength, source.distance, source.pixel_size):
         q = momentum_transfer(
             plan.radius,
-            wavelength=source.wavelength,
-            distance=source.distance,
             pixel_size=source.pixel_size,
+            distance=source.distance,
+            wavelength_nm=source.wavelength * 1e9,
         )
         array = group.create_array("q", shape=q.shape, dtype="float64")
         array[:] = q

@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import geometry
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -626,10 +628,10 @@ def momentum_transfer(r_px, detector: Detector, wavelength_nm):
     -------
     ndarray of float64, 1/nm
     """
-    two_theta = np.arctan(
-        np.asarray(r_px, dtype=np.float64) * detector.pixel_size / detector.distance
-    )
-    return 4 * np.pi * np.sin(two_theta / 2) / np.asarray(wavelength_nm, dtype=np.float64)
+    return geometry.momentum_transfer(
+        r_px, pixel_size=detector.pixel_size, distance=detector.distance,
+        wavelength_nm=wavelength_nm,
+    )  # fmt: skip
 
 
 def q_vectors(detector: Detector, center: tuple[float, float], wavelength_nm: float) -> np.ndarray:

@@ -350,3 +350,17 @@ def test_existing_store_is_not_overwritten(tmp_path, cxi):
     result = run("build", cxi, out, *MAP_ARGS)
     assert result.exit_code != 0 and "--overwrite" in result.output
     assert zarr.open_group(str(out), mode="r").attrs["created"] == created
+
+
+def test_momentum_transfer_is_stored_when_the_geometry_is_known(tmp_path, frames):
+    path = write_cxi(tmp_path / "geo.cxi", frames[:8])
+    with h5py.File(path, "a") as handle:
+        handle["entry_1/instrument_1/source_1/wavelength"] = 40e-9  # m
+        handle["entry_1/instrument_1/detector_1/distance"] = 0.065
+        handle["entry_1/instrument_1/detector_1/x_pixel_size"] = 1e-3
+    store = build(path, tmp_path / "out.zarr")
+    radius = store["radius"][:]
+    # wide angle: 2 theta = atan(r p / L), q = 4 pi sin(theta) / lambda, in 1/nm
+    expected = 4 * np.pi * np.sin(np.arctan(radius * 1e-3 / 0.065) / 2) / 40.0
+    np.testing.assert_allclose(store["q"][:], expected, rtol=1e-12)
+    assert store["q"].attrs["units"] == "1/nm"

@@ -178,32 +178,6 @@ def test_harmonic_pattern_order_map_diagonal_is_quarter_amplitude_squared(m, phi
     np.testing.assert_allclose(full, 0.5, rtol=0, atol=2 * eps + eps**2)
 
 
-def test_masking_twenty_percent_keeps_full_map_within_one_percent():
-    shape, center = (81, 81), (40.3, 39.6)
-    g, _ = cos_profile()
-    image = isotropic(shape, center, g)
-    mask = random_mask(np.random.default_rng(11), shape, 0.2)
-    kw = {
-        "center": center,
-        "q_bins": 16,
-        "phi_bins": 64,
-        "r_min": 4.0,
-        "order": 0,
-        "scale": "none",
-        "backend": "numpy",
-    }
-    clean = compute_maps(image, **kw)
-    masked = compute_maps(image, mask=mask, **kw)
-    # Both are ring means of (g_i + e)(g_j + e), |e| <= eps = 0.002 with
-    # g >= 1.5: each is within 0.45 % of g_i g_j, so they differ by < 1 %.
-    np.testing.assert_allclose(masked, clean, rtol=0.01)
-
-
-# --------------------------------------------------------------------------
-# Merged map (§4)
-# --------------------------------------------------------------------------
-
-
 @given(
     batch=st.integers(1, 4),
     q_bins=st.integers(2, 9),
