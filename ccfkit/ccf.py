@@ -41,7 +41,7 @@ class Scale(str, enum.Enum):
 
 def angular_shift(delta: float, phi_bins: int) -> int:
     """The sample shift ``d = round(delta P / 2 pi)`` for a separation in radians."""
-    return int(round(delta * phi_bins / (2.0 * math.pi)))
+    return round(delta * phi_bins / (2.0 * math.pi))
 
 
 def full_map_reference(values, valid, delta: float = 0.0, xp=np):

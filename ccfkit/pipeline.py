@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .backends import get_backend
-from .geometry import momentum_transfer
 from .ccf import Scale
+from .geometry import momentum_transfer
 from .io.source import FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
 from .polar import PlanSpec, PolarPlan

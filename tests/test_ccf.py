@@ -9,7 +9,6 @@ from conftest import (
     harmonic,
     isotropic,
     naive_full_map,
-    random_mask,
     triangles,
 )
 from hypothesis import assume, given

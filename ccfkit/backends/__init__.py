@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 NAMES = ("cupy", "numba", "numpy")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _make(name: str) -> Backend:
     """The backend of that name (one instance per process); BackendUnavailableError if it cannot run.
 
