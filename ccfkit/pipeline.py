@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import platform
@@ -231,7 +232,7 @@ def build(
         "environment": _environment(),
     }
     if resume:
-        group = _open_for_resume(out, parameters, source)
+        group = _open_for_resume(out, provenance)
         layout = layout_of(group)
     else:
         group = create_store(out, layout, provenance, overwrite=overwrite)
@@ -275,23 +276,21 @@ def build(
     return group
 
 
-def _open_for_resume(out: str, parameters: dict, source: FrameSource) -> zarr.Group:
+def _open_for_resume(out: str, provenance: dict) -> zarr.Group:
+    """Open an incomplete store to finish it, refusing one built another way."""
     group = open_store(out, mode="r+")
-    stored = dict(group.attrs["parameters"])
-    if stored != _json_round_trip(parameters):
-        changed = sorted(k for k in parameters if stored.get(k) != _json_round_trip(parameters)[k])
-        raise StoreError(
-            f"{out} was built with other parameters ({', '.join(changed)}); use --overwrite"
-        )
-    if group.attrs["input"]["files"] != source.describe()["files"]:
-        raise StoreError(f"{out} was built from other input files; use --overwrite")
+    expected = json.loads(json.dumps(provenance))  # tuples become lists, as stored
+    stored = group.attrs["parameters"]
+    changed = [k for k, value in expected["parameters"].items() if stored.get(k) != value]
+    if group.attrs["center"] != expected["center"]:
+        changed.append("center")
+    if changed:
+        raise StoreError(f"{out} was built with another {', '.join(changed)}; use --overwrite")
+    stored_input, given = group.attrs["input"], expected["input"]
+    for key in ("files", "frames_per_file", "data_path", "mask"):
+        if stored_input[key] != given[key]:
+            raise StoreError(f"{out} was built from another input ({key}); use --overwrite")
     return group
-
-
-def _json_round_trip(value):
-    import json
-
-    return json.loads(json.dumps(value))
 
 
 def _write_per_store_arrays(group: zarr.Group, source: FrameSource, plan: PolarPlan) -> None:

@@ -364,3 +364,10 @@ def test_momentum_transfer_is_stored_when_the_geometry_is_known(tmp_path, frames
     expected = 4 * np.pi * np.sin(np.arctan(radius * 1e-3 / 0.065) / 2) / 40.0
     np.testing.assert_allclose(store["q"][:], expected, rtol=1e-12)
     assert store["q"].attrs["units"] == "1/nm"
+
+
+def test_resume_refuses_another_centre(tmp_path, cxi):
+    out = tmp_path / "out.zarr"
+    build(cxi, out)
+    result = run("build", cxi, out, "--resume", "--center", "20,20", *MAP_ARGS)
+    assert result.exit_code != 0 and "center" in result.output
