@@ -122,6 +122,9 @@ def _center_option(value: str | None):
     metavar="ADDRESS",
     help="Dask distributed scheduler (tcp://host:8786) [local threads].",
 )
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Local threads [CPUs available]."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted build.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -148,6 +151,7 @@ def build(
     compressor,
     chunk_frames,
     scheduler,
+    workers,
     overwrite,
     resume,
     quiet,
@@ -196,6 +200,7 @@ def build(
             overwrite=overwrite,
             resume=resume,
             scheduler=scheduler,
+            workers=workers,
             progress=not quiet,
         )
     except (InputError, StoreError, BackendUnavailableError, OSError) as error:

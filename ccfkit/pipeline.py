@@ -157,6 +157,7 @@ def build(
     overwrite: bool = False,
     resume: bool = False,
     scheduler: str | None = None,
+    workers: int | None = None,
     progress: bool = True,
 ) -> zarr.Group:
     """Build (or finish) the store of CCF maps of ``source`` at ``out``.
@@ -183,6 +184,8 @@ def build(
         Replace an existing store / finish an incomplete one.
     scheduler : str, optional
         A Dask distributed scheduler address; default the local threads.
+    workers : int, optional
+        Local threads (default: the CPUs this process may use).
     progress : bool
         Show progress bars.
 
@@ -245,9 +248,10 @@ def build(
         asarray=False,
         meta=np.empty((0, 0, 0), dtype=np.float32),
     )
+    workers = workers or _cpus()
     with _client(scheduler) as client, threadpool_limits(limits=1, user_api="blas"):
         if "noise" not in group.attrs:
-            stats = _statistics_pass(frames, source.mask, client, progress)
+            stats = _statistics_pass(frames, source.mask, client, workers, progress)
             group["stats"][:] = stats
             medians = noise_statistics(stats)
             group.attrs["noise"] = {
@@ -270,7 +274,7 @@ def build(
         total = sum(
             layout.chunk_slice(int(k)).stop - layout.chunk_slice(int(k)).start for k in todo
         )
-        _run(tasks, client, total, "maps", progress)
+        _run(tasks, client, workers, total, "maps", progress)
     mark_complete(group)
     logger.info("store complete: %s", out)
     return group
@@ -315,15 +319,17 @@ def _write_per_store_arrays(group: zarr.Group, source: FrameSource, plan: PolarP
         array.attrs["units"] = "1/nm"
 
 
-def _statistics_pass(frames: da.Array, mask: np.ndarray, client, progress: bool) -> np.ndarray:
+def _statistics_pass(frames: da.Array, mask: np.ndarray, client, workers, progress) -> np.ndarray:
     tasks = [
         dask.delayed(frame_statistics)(frames.blocks[k], mask) for k in range(frames.numblocks[0])
     ]
-    results = _run(tasks, client, frames.shape[0], "statistics", progress, count=len)
+    results = _run(tasks, client, workers, frames.shape[0], "statistics", progress, count=len)
     return np.concatenate(results)
 
 
-def _run(tasks, client, total: int, what: str, progress: bool, count: Callable = int) -> list:
+def _run(
+    tasks, client, workers: int, total: int, what: str, progress: bool, count: Callable = int
+) -> list:
     """Compute delayed tasks locally or on a cluster, with a progress bar in frames."""
     bar = tqdm(total=total, desc=what, unit="frame", disable=not progress, smoothing=0.1)
     try:
@@ -347,7 +353,7 @@ def _run(tasks, client, total: int, what: str, progress: bool, count: Callable =
                     bar.update(count(result))
 
         with _Progress():
-            return list(dask.compute(*tasks, scheduler="threads", num_workers=_cpus()))
+            return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
     finally:
         bar.close()
 
