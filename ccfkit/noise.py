@@ -116,7 +116,9 @@ def noise_statistics(stats: np.ndarray) -> NoiseStatistics:
     return NoiseStatistics(*(float(m) for m in medians))
 
 
-def add_noise(images: np.ndarray, indices: np.ndarray, bound: float, seed: int) -> np.ndarray:
+def add_noise(
+    images: np.ndarray, indices: np.ndarray, bound: float, seed: int, *, in_place: bool = False
+) -> np.ndarray:
     """Add ``U(0, bound)`` noise, drawn from ``(seed, index)`` for each frame.
 
     The draw for pixel ``j`` of frame ``index`` is a pure function of
@@ -137,13 +139,17 @@ def add_noise(images: np.ndarray, indices: np.ndarray, bound: float, seed: int) 
         Upper bound ``b`` of the uniform distribution (0: no noise).
     seed : int
         The data set's seed (>= 0).
+    in_place : bool
+        Add to ``images`` itself when it is a C-contiguous float32 array
+        (saves a copy of the batch); otherwise a new array is returned and
+        ``images`` is left as it is.
 
     Returns
     -------
     (B, H, W) float32 array
-        A new array; ``images`` is not modified.
     """
-    noisy = np.array(images, dtype=np.float32, copy=True)
+    reuse = in_place and isinstance(images, np.ndarray) and images.dtype == np.float32
+    noisy = images if reuse and images.flags.c_contiguous else np.array(images, np.float32)
     if bound <= 0:
         return noisy
     indices = np.asarray(indices, dtype=np.uint64).reshape(-1)

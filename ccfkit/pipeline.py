@@ -128,7 +128,7 @@ def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
     indices = np.arange(frames_slice.start, frames_slice.stop)
-    noisy = add_noise(frames, indices, job.bound, config.seed)
+    noisy = add_noise(frames, indices, job.bound, config.seed, in_place=True)  # frames are ours
     maps = engine.merged_maps(
         engine.as_batch(noisy, plan.shape),
         plan,
@@ -137,7 +137,7 @@ def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
         scale=Scale(config.scale),
     )
     group = zarr.open_group(job.store, mode="r+")
-    group["ccf"][frames_slice] = engine.to_numpy(maps).astype(job.layout.map_dtype)
+    group["ccf"][frames_slice] = engine.to_numpy(maps).astype(job.layout.map_dtype, copy=False)
     if job.layout.image_size:
         group["images"][frames_slice] = resize_images(noisy, job.layout.image_size, job.plan.mask)
     mark_done(group, chunk)

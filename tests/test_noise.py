@@ -72,3 +72,12 @@ def test_noise_has_the_variance_of_a_uniform_and_no_neighbour_correlation():
 def test_noise_indices_must_match_the_frames():
     with pytest.raises(ValueError, match="2 indices for 3 frames"):
         add_noise(np.zeros((3, 4, 4)), [0, 1], bound=1.0, seed=0)
+
+
+def test_noise_in_place_adds_to_the_given_frames_only_when_asked():
+    frames = np.zeros((2, 8, 8), np.float32)
+    copy = add_noise(frames, [0, 1], bound=1.0, seed=0)
+    assert not frames.any()  # untouched by default
+    same = add_noise(frames, [0, 1], bound=1.0, seed=0, in_place=True)
+    assert same is frames
+    np.testing.assert_array_equal(frames, copy)
