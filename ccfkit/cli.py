@@ -73,13 +73,18 @@ def _center_option(value: str | None):
     "--delta", default=0.0, show_default=True, help="Angular separation of the full map, rad."
 )
 @click.option(
-    "--scale", type=click.Choice(["maxabs", "none"]), default="maxabs", show_default=True
+    "--scale",
+    type=click.Choice(["maxabs", "none"]),
+    default="maxabs",
+    show_default=True,
+    help="Each triangle divided by its largest |value|, or unscaled.",
 )
 @click.option(
     "--backend",
     type=click.Choice(["auto", "numpy", "numba", "cupy"]),
     default="auto",
     show_default=True,
+    help="Engine: CuPy on a GPU, else Numba; numpy is the slow reference.",
 )
 @click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
 @click.option(
@@ -107,7 +112,11 @@ def _center_option(value: str | None):
     help="Stored map dtype (float16 needs --scale maxabs).",
 )
 @click.option(
-    "--compressor", type=click.Choice(["lz4", "zstd", "none"]), default="lz4", show_default=True
+    "--compressor",
+    type=click.Choice(["lz4", "zstd", "none"]),
+    default="lz4",
+    show_default=True,
+    help="Codec of the stored maps (Blosc LZ4 or Zstd, byte shuffle).",
 )
 @click.option(
     "--chunk",
@@ -239,7 +248,7 @@ def info(store: Path) -> None:
 @click.option("--index", "frame", default=0, show_default=True, help="Frame (row of the store).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="PNG file.")
 def show(store: Path, frame: int, output: Path) -> None:
-    """Draw the paper's Fig. 4 panel of one frame: image, noisy image, merged map."""
+    """Draw one frame as in the paper's Fig 4: image, noisy image, merged map."""
     from .store import StoreError, open_store
     from .summary import draw_frame
 
