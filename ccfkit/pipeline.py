@@ -106,10 +106,14 @@ class ChunkJob:
     config: BuildConfig
     backend: str
     bound: float
+    write_statistics: bool = False
 
 
 def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
     """Add noise, compute maps, write chunk ``chunk`` of the store, mark it done.
+
+    With ``job.write_statistics`` (no noise: no statistics pass before), the
+    frames' statistics are written too.
 
     Parameters
     ----------
@@ -128,6 +132,9 @@ def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
     indices = np.arange(frames_slice.start, frames_slice.stop)
+    group = zarr.open_group(job.store, mode="r+")
+    if job.write_statistics:
+        group["stats"][frames_slice] = frame_statistics(frames, job.plan.mask)
     noisy = add_noise(frames, indices, job.bound, config.seed, in_place=True)  # frames are ours
     maps = engine.merged_maps(
         engine.as_batch(noisy, plan.shape),
@@ -136,7 +143,6 @@ def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
         delta=config.delta,
         scale=Scale(config.scale),
     )
-    group = zarr.open_group(job.store, mode="r+")
     group["ccf"][frames_slice] = engine.to_numpy(maps).astype(job.layout.map_dtype, copy=False)
     if job.layout.image_size:
         group["images"][frames_slice] = resize_images(noisy, job.layout.image_size, job.plan.mask)
@@ -249,25 +255,22 @@ def build(
         meta=np.empty((0, 0, 0), dtype=np.float32),
     )
     workers = workers or _cpus()
+    # Without noise the maps do not wait for the statistics: each map task
+    # computes its frames' statistics on the way (one pass over the input).
+    statistics_first = NoiseLevel(config.noise) is not NoiseLevel.NONE
     with _client(scheduler) as client, threadpool_limits(limits=1, user_api="blas"):
-        if "noise" not in group.attrs:
+        if statistics_first and "noise" not in group.attrs:
             stats = _statistics_pass(frames, source.mask, client, workers, progress)
             group["stats"][:] = stats
-            medians = noise_statistics(stats)
-            group.attrs["noise"] = {
-                "level": config.noise,
-                "median_mean": medians.median_mean,
-                "median_std": medians.median_std,
-                "median_max": medians.median_max,
-                "bound": medians.bound(config.noise),
-            }
+            group.attrs["noise"] = _noise_attributes(stats, config.noise)
         job = ChunkJob(
             store=str(out),
             layout=layout,
             plan=spec,
             config=config,
             backend=engine_name,
-            bound=float(group.attrs["noise"]["bound"]),
+            bound=float(group.attrs["noise"]["bound"]) if statistics_first else 0.0,
+            write_statistics=not statistics_first,
         )
         todo = pending_chunks(group)
         tasks = [dask.delayed(process_chunk)(frames.blocks[int(k)], int(k), job) for k in todo]
@@ -275,9 +278,23 @@ def build(
             layout.chunk_slice(int(k)).stop - layout.chunk_slice(int(k)).start for k in todo
         )
         _run(tasks, client, workers, total, "maps", progress)
+    if not statistics_first:
+        group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise)
     mark_complete(group)
     logger.info("store complete: %s", out)
     return group
+
+
+def _noise_attributes(stats: np.ndarray, level: str) -> dict:
+    """The store's ``noise`` attribute: the level, the medians and the bound."""
+    medians = noise_statistics(stats)
+    return {
+        "level": level,
+        "median_mean": medians.median_mean,
+        "median_std": medians.median_std,
+        "median_max": medians.median_max,
+        "bound": medians.bound(level),
+    }
 
 
 def _open_for_resume(out: str, provenance: dict) -> zarr.Group:
