@@ -371,3 +371,36 @@ def test_resume_refuses_another_centre(tmp_path, cxi):
     build(cxi, out)
     result = run("build", cxi, out, "--resume", "--center", "20,20", *MAP_ARGS)
     assert result.exit_code != 0 and "center" in result.output
+
+
+def test_killed_build_leaves_an_incomplete_store_that_resumes(tmp_path):
+    """A real SIGKILL in the middle of the map pass, then --resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(5)
+    path = write_cxi(tmp_path / "slow.cxi", rng.poisson(20.0, (160, 97, 97)).astype(np.float32))
+    args = ["--noise", "mean", "--q-bins", "48", "--phi-bins", "256", "--chunk", "4",
+            "--backend", "numpy", "--workers", "1", "--center", "48,48", "--quiet"]  # fmt: skip
+    out = tmp_path / "killed.zarr"
+    command = [sys.executable, "-m", "ccfkit.cli", "build", str(path), str(out), *args]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done_chunks = out / "done" / "c"
+    deadline = time.monotonic() + 60
+    while not (done_chunks.exists() and any(done_chunks.iterdir())):
+        assert child.poll() is None, "the build ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    killed = zarr.open_group(str(out), mode="r")
+    assert killed.attrs["status"] == "incomplete"
+    assert 0 < killed["done"][:].sum() < killed["done"].shape[0]
+
+    resumed = build(path, out, *args, "--resume")
+    whole = build(path, tmp_path / "whole.zarr", *args)
+    assert resumed.attrs["status"] == "complete"
+    np.testing.assert_array_equal(resumed["ccf"][:], whole["ccf"][:])
