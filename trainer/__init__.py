@@ -1,5 +1,10 @@
-"""trainer: the paper's noise-robust pre-activation ResNet-18 on ccfkit stores.
+"""trainer: the paper's noise-robust pre-activation ResNet-18 on ccfkit stores (SPEC §8).
 
-Not implemented yet (issue "trainer"); the package and its command exist so
-that the distribution's layout is final.
+Modules: :mod:`trainer.model` (the network, Eq. 11), :mod:`trainer.data` (the
+chunk-aware store loader), :mod:`trainer.metrics` (§3.2), :mod:`trainer.loop`
+(training, run directory, evaluation, prediction), :mod:`trainer.explain`
+(Grad-CAM++), :mod:`trainer.cli` (the ``trainer`` command). See
+docs/training.md.
 """
+
+__version__ = "0.1.0"

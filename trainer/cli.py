@@ -1,8 +1,252 @@
-"""The ``trainer`` command line (the training loop lands with its own issue)."""
+"""The ``trainer`` command line: fit, evaluate, predict, explain (docs/training.md)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
 
 import click
 
+from .data import DataError, InputKind, Normalize
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _clean_errors(func):
+    """Turn the trainer's expected failures into one-line click errors (exit status 1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from .loop import RunError
+
+        try:
+            return func(*args, **kwargs)
+        except (DataError, RunError, ValueError, FileNotFoundError) as error:
+            raise click.ClickException(str(error)) from error
+
+    return wrapper
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
 
 @click.group()
-def main() -> None:
-    """Train the noise-robust ResNet-18 on ccfkit stores (not implemented yet)."""
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """Train and use the paper's noise-robust pre-activation ResNet on ccfkit stores."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--input",
+    "input_kind",
+    type=click.Choice([k.value for k in InputKind]),
+    default="ccf",
+    show_default=True,
+    help="What the network sees: the CCF maps or the stored images.",
+)
+@click.option(
+    "--arch", type=click.Choice(["18", "34", "50", "101"]), default="18", show_default=True
+)
+@click.option("--alpha", type=float, default=0.2, show_default=True, help="Eq. 11 scale.")
+@click.option(
+    "--no-log-act", is_flag=True, help="LeakyReLU after the first conv (the paper's 'unmodified')."
+)
+@click.option(
+    "--width", type=int, default=64, show_default=True, help="Channels of the first stage."
+)
+@click.option("--epochs", type=int, default=None, help="[200; on --resume: the saved value]")
+@click.option("--batch-size", type=int, default=48, show_default=True, help="Global batch size.")
+@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option(
+    "--lr-step", type=int, default=50, show_default=True, help="Epochs between lr drops."
+)
+@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
+@click.option("--l1", type=float, default=1e-5, show_default=True, help="L1 weight penalty.")
+@click.option("--l2", type=float, default=1e-5, show_default=True, help="L2 weight penalty.")
+@click.option("--eval-fraction", type=float, default=0.15, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Split, init and order.")
+@click.option(
+    "--flips",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Random h/v flips; auto: on for images, off for CCF maps.",
+)
+@click.option(
+    "--normalize",
+    type=click.Choice([n.value for n in Normalize]),
+    default="auto",
+    show_default=True,
+    help="Per-frame scaling; auto: none for CCF maps, max for images.",
+)
+@click.option("--max-frames", type=int, default=None, help="Use only the first N frames.")
+@click.option(
+    "--max-minutes", type=float, default=None, help="Stop after the epoch that passes this."
+)
+@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (GPU).")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="(GPU)")
+@click.option("--threshold", type=float, default=0.5, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="[runs/<time>]")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from last.pt.")
+@click.option("--overwrite", is_flag=True, help="Allow a non-empty --run-dir.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_clean_errors
+def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, lr, momentum,
+        lr_step, lr_gamma, l1, l2, eval_fraction, seed, flips, normalize, max_frames, max_minutes, workers,
+        device, amp, channels_last, threshold, threads, run_dir, resume, overwrite, quiet):  # fmt: skip
+    """Train on the labelled frames of STORE (a complete `ccfkit build` store)."""
+    from . import loop
+    from .data import inspect_store
+    from .model import ModelConfig
+
+    _threads(threads)
+    if resume:
+        if run_dir is None:
+            raise click.ClickException("--resume needs --run-dir")
+        report = loop.resume(
+            run_dir, epochs=epochs, progress=not quiet, workers=workers, device=device,
+            store=str(store),
+        )  # fmt: skip
+    else:
+        if run_dir is None:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise click.ClickException("--run-dir is required under torchrun")
+            run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        info = inspect_store(store, input_kind=input_kind)
+        model_cfg = ModelConfig(
+            num_classes=len(info.label_names),
+            arch=int(arch),
+            log_act=not no_log_act,
+            alpha=alpha,
+            width=width,
+        )
+        train_cfg = loop.TrainConfig(
+            store=info.path, input=input_kind, epochs=200 if epochs is None else epochs,
+            batch_size=batch_size, lr=lr, momentum=momentum, lr_step=lr_step,
+            lr_gamma=lr_gamma, l1=l1, l2=l2, eval_fraction=eval_fraction, seed=seed,
+            flips=flips, normalize=normalize, workers=workers, device=device, amp=amp,
+            channels_last=channels_last, threshold=threshold, max_frames=max_frames,
+            max_minutes=max_minutes,
+        )  # fmt: skip
+        report = loop.fit(run_dir, model_cfg, train_cfg, progress=not quiet, overwrite=overwrite)
+    if report:
+        final = report["final"]
+        click.echo(
+            f"{run_dir}: final accuracy {final['accuracy']:.4f}, precision "
+            f"{final['precision']:.4f}, recall {final['recall']:.4f}, violations "
+            f"{final['violation_rate']:.4f}; see {Path(run_dir) / 'report.md'}"
+        )
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("store", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
+)
+@click.option("--subset", type=click.Choice(["eval", "all"]), default=None,
+              help="[eval for the run's own store, all for another]")  # fmt: skip
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Also write the metrics here.")  # fmt: skip
+@_clean_errors
+def evaluate(run, store, checkpoint, subset, device, workers, json_out):
+    """§3.2 metrics of RUN's checkpoint on STORE [the run's eval split]."""
+    from .loop import evaluate_run
+    from .metrics import format_class_table
+
+    metrics, extra = evaluate_run(
+        run, None if store is None else str(store), which=checkpoint, subset=subset,
+        device=device, workers=workers,
+    )  # fmt: skip
+    click.echo(
+        f"{extra['store']} ({extra['subset']}, {metrics.n_frames} frames), {checkpoint} "
+        f"checkpoint (epoch {extra['epoch'] + 1})"
+    )
+    click.echo(
+        f"accuracy {metrics.accuracy:.4f}  precision {metrics.precision:.4f}  "
+        f"recall {metrics.recall:.4f}  exclusivity violations {metrics.violation_rate:.4f}  "
+        f"(all-negative accuracy {extra['all_negative_accuracy']:.4f})"
+    )
+    click.echo(format_class_table(metrics.per_class))
+    if json_out is not None:
+        json_out.write_text(json.dumps({**metrics.to_dict(), **extra}, indent=2) + "\n")
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="CSV file.")
+@click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
+)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True)
+@_clean_errors
+def predict(run, store, output, checkpoint, device, workers):
+    """Per-frame probabilities and 0/1 labels of RUN on STORE (labels not needed)."""
+    from .loop import predict_run
+
+    n = predict_run(run, str(store), output, which=checkpoint, device=device, workers=workers)
+    click.echo(f"wrote {output}: {n} frames")
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--index", "row", type=int, required=True, help="Row of the store.")
+@click.option("--class", "class_name", default=None, help="Label to explain [the most probable].")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="PNG file.")
+@click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
+)
+@_clean_errors
+def explain(run, store, row, class_name, output, checkpoint):
+    """Grad-CAM++ heatmap of one frame of STORE for one label (§6)."""
+    import numpy as np
+    import torch
+
+    from .data import StoreDataset, inspect_store
+    from .explain import grad_cam_pp, save_heatmap
+    from .loop import TrainConfig, load_run
+
+    model, config, _ = load_run(run, checkpoint, "cpu")
+    train = TrainConfig.from_dict(config["train"])
+    info = inspect_store(store, need_labels=False, input_kind=train.input)
+    if not 0 <= row < info.n_frames:
+        raise click.ClickException(f"--index {row} is outside 0..{info.n_frames - 1}")
+    names = config["store"]["label_names"]
+    x, y, _ = StoreDataset(str(store), train.input, normalize=train.input_normalize)[
+        (0, np.array([row]))
+    ]
+    if class_name is None:
+        with torch.no_grad():
+            k = int(model(x)[0].argmax())
+    elif class_name in names:
+        k = names.index(class_name)
+    else:
+        raise click.ClickException(f"--class {class_name!r} is not one of {names}")
+    heatmap, prob = grad_cam_pp(model, x, k)
+    truth = ""
+    if y.shape[1]:
+        truth = "; true: " + (", ".join(n for n, v in zip(names, y[0]) if v) or "none")
+    save_heatmap(output, x[0, 0].numpy(), heatmap, f"row {row}: {names[k]} p={prob:.3f}{truth}")
+    click.echo(f"wrote {output}: {names[k]} (p = {prob:.3f})")

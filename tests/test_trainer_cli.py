@@ -1,0 +1,128 @@
+"""End to end through the command lines: simulate -> build -> fit -> evaluate -> predict -> explain."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner
+
+from ccfkit.cli import main as ccfkit_main
+from trainer.cli import main as trainer_main
+from trainer.explain import grad_cam_pp
+from trainer.model import ModelConfig, build_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def invoke(main, args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def run(main, args):
+    result = invoke(main, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def test_end_to_end(tmp_path):
+    cxi, store, run_dir = tmp_path / "sim.cxi", tmp_path / "maps.zarr", tmp_path / "run"
+    run(ccfkit_main, ["simulate", cxi, "--n", "48", "--size", "64", "--seed", "2", "--quiet"])
+    run(ccfkit_main, ["build", cxi, store, "--q-bins", "32", "--phi-bins", "64", "--keep-images",
+                      "--image-size", "32", "--chunk", "16", "--backend", "numpy", "--quiet"])  # fmt: skip
+    out = run(trainer_main, ["fit", store, "--epochs", "2", "--width", "8", "--batch-size", "16",
+                             "--workers", "0", "--device", "cpu", "--run-dir", run_dir, "--quiet"])  # fmt: skip
+    assert "final accuracy" in out
+    for name in ("config.json", "split.npz", "metrics.csv", "best.pt", "last.pt", "report.json",
+                 "report.md", "loss.png", "metrics.png"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["arch"] == 18 and config["model"]["alpha"] == 0.2
+    assert config["train"]["batch_size"] == 16 and config["train"]["lr"] == 0.1
+    split = np.load(run_dir / "split.npz")
+    assert len(split["eval"]) == round(0.15 * 48) and len(split["train"]) == 48 - 7
+    rows = _read_csv(run_dir / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    report = json.loads((run_dir / "report.json").read_text())
+    best = report["best_checkpoint"]
+
+    # evaluate: the best checkpoint on the run's eval split reproduces the report.
+    out = run(
+        trainer_main, ["evaluate", run_dir, "--device", "cpu", "--json", tmp_path / "e.json"]
+    )
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    assert evaluated["subset"] == "eval" and evaluated["n_frames"] == 7
+    for key in ("accuracy", "precision", "recall", "violation_rate", "tp", "fp", "fn", "tn"):
+        assert evaluated[key] == pytest.approx(best[key]), key
+    assert "Spherical/Oblate" in out
+
+    # predict: one row per frame, probabilities in [0, 1], labels = p >= 0.5.
+    run(trainer_main, ["predict", run_dir, store, "-o", tmp_path / "p.csv", "--device", "cpu"])
+    with open(tmp_path / "p.csv") as handle:
+        table = list(csv.DictReader(handle))
+    names = config["store"]["label_names"]
+    assert len(table) == 48
+    index = zarr.open_group(str(store), mode="r")["index"][:]
+    assert [int(r["index"]) for r in table] == index.tolist()
+    for r in table:
+        for n in names:
+            p = float(r[f"p_{n}"])
+            assert 0 <= p <= 1 and int(r[n]) == int(p >= 0.5)
+
+    # explain: a PNG.
+    out = run(trainer_main, ["explain", run_dir, store, "--index", "3", "-o", tmp_path / "h.png"])
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+    # resume to 3 epochs, then clear one-line errors.
+    run(trainer_main, ["fit", store, "--run-dir", run_dir, "--resume", "--epochs", "3",
+                       "--workers", "0", "--quiet"])  # fmt: skip
+    assert len(_read_csv(run_dir / "metrics.csv")) == 3
+    bad = invoke(trainer_main, ["fit", tmp_path / "nope.zarr"])
+    assert bad.exit_code == 1 and "no such store" in bad.output
+    bad = invoke(trainer_main, ["fit", store, "--run-dir", run_dir, "--workers", "0"])
+    assert bad.exit_code == 1 and "not empty" in bad.output
+    bad = invoke(
+        trainer_main, ["explain", run_dir, store, "--index", "99", "-o", tmp_path / "x.png"]
+    )
+    assert bad.exit_code == 1 and "outside" in bad.output
+    zarr.open_group(str(store), mode="a").attrs["status"] = "incomplete"
+    bad = invoke(trainer_main, ["evaluate", run_dir, store])
+    assert bad.exit_code == 1 and "not 'complete'" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_grad_cam_pp_shape_and_linear_case():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_classes=3, width=8)).eval()
+    x = torch.randn(1, 1, 64, 64)
+    heat, p = grad_cam_pp(model, x, 1)
+    assert heat.shape == (64, 64) and 0 < p < 1
+    assert heat.min() == pytest.approx(0.0) and heat.max() == pytest.approx(1.0)
+    # With global average pooling and a linear head, dS/dA^k = c_k = w_k / (h w) is
+    # constant over the map: alpha^k = c^2 / (2 c^2 + sum(A^k) c^3) and the channel
+    # weight is h w alpha^k relu(c_k). Computed here without autograd.
+    features = model.forward_features(x).detach()[0].double()
+    _, h, wd = features.shape
+    c = model.fc.weight.detach()[1].double() / (h * wd)
+    alpha = c**2 / (2 * c**2 + features.sum(dim=(1, 2)) * c**3)
+    weights = h * wd * alpha * torch.relu(c)
+    expected = torch.relu((weights[:, None, None] * features).sum(0)).float()
+    up = torch.nn.functional.interpolate(expected[None, None], size=(64, 64), mode="bilinear")[
+        0, 0
+    ]
+    np.testing.assert_allclose(heat, ((up - up.min()) / (up.max() - up.min())).numpy(), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,402 @@
+"""Reading a ccfkit store for training: checks, the split, a chunk-aware loader.
+
+The store (docs/store-layout.md) holds ``ccf`` (N, Q, Q) and optionally
+``images`` (N, S, S), chunked by ``c`` frames, and ``labels`` (N, C) uint8
+with the attributes ``names`` and ``exclusive_groups``.
+
+Reading one frame out of a compressed Zarr chunk decodes the whole chunk, so
+the loader is chunk-aware:
+
+* :class:`ChunkBatchSampler` shuffles *chunks*, pools the wanted frames of a
+  few consecutive chunks (``group_chunks``), shuffles those frames and cuts
+  them into batches. Each chunk is then decoded about once per epoch and
+  worker instead of once per frame.
+* :class:`StoreDataset` takes a whole batch key ``(epoch, indices)``, reads the
+  touched chunks (keeping a few decoded chunks in a small per-process cache)
+  and returns the batch as tensors. The Zarr group is opened lazily in the
+  process that reads, so DataLoader workers (started with ``spawn``) never
+  share a handle across a fork. The whole store is never in memory.
+
+Per-sample indices are NumPy arrays (no Python lists of objects that the
+workers would copy on access).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ChunkBatchSampler",
+    "DataError",
+    "InputKind",
+    "Normalize",
+    "StoreDataset",
+    "StoreInfo",
+    "inspect_store",
+    "loader_throughput",
+    "make_loader",
+    "split_indices",
+]
+
+
+class DataError(RuntimeError):
+    """The store cannot be used for training as asked (one-line message)."""
+
+
+class InputKind(str, enum.Enum):
+    """Which array of the store the network sees."""
+
+    CCF = "ccf"
+    IMAGES = "images"
+
+
+class Normalize(str, enum.Enum):
+    """Per-frame input scaling: ``max`` divides every frame by its max |value|."""
+
+    AUTO = "auto"  # none for CCF maps (already scaled by the build), max for images
+    NONE = "none"
+    MAX = "max"
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What the trainer needs to know about a store (read from it, never passed as flags)."""
+
+    path: str
+    n_frames: int
+    chunk_frames: int
+    label_names: tuple[str, ...]
+    exclusive_groups: tuple[tuple[str, ...], ...]
+    shapes: dict  # array name -> per-frame shape, for "ccf" and "images" when present
+    has_labels: bool
+
+
+def _open(path) -> zarr.Group:  # noqa: F821
+    import zarr
+
+    return zarr.open_group(str(path), mode="r")
+
+
+def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = None) -> StoreInfo:
+    """Open ``path`` and check it can be trained on / predicted from.
+
+    Raises
+    ------
+    DataError
+        Missing path, not a ccfkit store, a store whose ``status`` is not
+        ``"complete"``, no ``labels`` array (when ``need_labels``), or no
+        ``input_kind`` array.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such store")
+    try:
+        group = _open(path)
+        attrs = dict(group.attrs)
+    except Exception as error:  # zarr raises several types for a non-store
+        raise DataError(f"{path}: not a Zarr store ({type(error).__name__})") from error
+    if attrs.get("tool") != "ccfkit":
+        raise DataError(f"{path}: not a ccfkit store (no tool='ccfkit' attribute)")
+    status = attrs.get("status")
+    if status != "complete":
+        raise DataError(
+            f"{path}: store status is {status!r}, not 'complete' "
+            "(finish it with `ccfkit build ... --resume`)"
+        )
+    keys = set(group.array_keys())
+    if "ccf" not in keys:
+        raise DataError(f"{path}: no 'ccf' array")
+    has_labels = "labels" in keys
+    if need_labels and not has_labels:
+        raise DataError(f"{path}: the store has no labels (its input had none); cannot train")
+    if input_kind is not None and input_kind not in keys:
+        hint = " (build it with --keep-images)" if input_kind == "images" else ""
+        raise DataError(f"{path}: the store has no {input_kind!r} array{hint}")
+    n = int(group["ccf"].shape[0])
+    names: tuple[str, ...] = ()
+    groups: tuple[tuple[str, ...], ...] = ()
+    if has_labels:
+        labels = group["labels"]
+        c = int(labels.shape[1])
+        names = tuple(labels.attrs.get("names", [f"class{i}" for i in range(c)]))
+        groups = tuple(tuple(g) for g in labels.attrs.get("exclusive_groups", []))
+    shapes = {k: tuple(group[k].shape[1:]) for k in ("ccf", "images") if k in keys}
+    return StoreInfo(
+        path=str(path.resolve()),
+        n_frames=n,
+        chunk_frames=int(group["ccf"].chunks[0]),
+        label_names=names,
+        exclusive_groups=groups,
+        shapes=shapes,
+        has_labels=has_labels,
+    )
+
+
+def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded shuffle of ``range(n)``; the last ``round(eval_fraction n)`` are the eval set.
+
+    Returns sorted int64 arrays ``(train, eval)`` (sorted so that reading is
+    chunk-friendly; the order of training is the sampler's business).
+    """
+    if not 0 <= eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_eval = round(eval_fraction * n)
+    n_eval = min(max(n_eval, 1 if eval_fraction > 0 and n > 1 else 0), n - 1)
+    return np.sort(order[: n - n_eval]).astype(np.int64), np.sort(order[n - n_eval :]).astype(
+        np.int64
+    )
+
+
+class ChunkBatchSampler(torch.utils.data.Sampler):
+    """Batches of frame indices, shuffled chunk-wise; yields ``(epoch, indices)`` keys.
+
+    Parameters
+    ----------
+    indices : (M,) int array
+        The frames to draw from (e.g. the training split).
+    chunk_frames : int
+        The store's chunk length.
+    batch_size : int
+        The *global* batch size. Under DDP (``world_size > 1``) every global
+        batch is cut into ``world_size`` interleaved slices and this rank gets
+        ``batch[rank::world_size]``, so the ranks together see the same
+        batches as one process.
+    shuffle : bool
+        Chunk-wise shuffling (training); False gives the frames in order.
+    group_chunks : int
+        Chunks pooled before shuffling frames: larger mixes better, decodes more.
+    seed : int
+        The order of epoch ``e`` depends only on ``(seed, e)``: resumable.
+    drop_last : bool
+        Drop a last incomplete batch (training, so BatchNorm never sees 1 frame).
+    """
+
+    def __init__(
+        self,
+        indices,
+        chunk_frames: int,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        group_chunks: int = 4,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.chunk_frames = int(chunk_frames)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.group_chunks = max(1, int(group_chunks))
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self.rank, self.world_size = int(rank), int(world_size)
+        if self.batch_size < self.world_size:
+            raise ValueError(
+                f"batch size {batch_size} is smaller than the number of processes {world_size}"
+            )
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def batches(self) -> list[np.ndarray]:
+        """The global batches of the current epoch."""
+        idx = self.indices
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            chunk_of = idx // self.chunk_frames
+            chunks = np.unique(chunk_of)
+            rng.shuffle(chunks)
+            parts = []
+            for start in range(0, len(chunks), self.group_chunks):
+                pool = idx[np.isin(chunk_of, chunks[start : start + self.group_chunks])]
+                parts.append(rng.permutation(pool))
+            idx = np.concatenate(parts) if parts else idx
+        cuts = list(range(0, len(idx), self.batch_size))
+        out = [idx[s : s + self.batch_size] for s in cuts]
+        if out and self.drop_last and len(out[-1]) < self.batch_size:
+            out.pop()
+        return out
+
+    def __iter__(self):
+        for batch in self.batches():
+            part = batch[self.rank :: self.world_size]
+            if len(part):
+                yield (self.epoch, part)
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+class StoreDataset(torch.utils.data.Dataset):
+    """Batches read from a store; keys are ``(epoch, indices)`` from :class:`ChunkBatchSampler`.
+
+    ``dataset[(epoch, indices)]`` returns ``(x, y, indices)``: ``x`` float32
+    (B, 1, H, W), ``y`` float32 (B, C) (zeros when the store has no labels),
+    ``indices`` int64 (B,).
+
+    Parameters
+    ----------
+    path : str
+        The store.
+    input_kind : str
+        ``"ccf"`` or ``"images"``.
+    flips : bool
+        Random horizontal and vertical flips, each with probability 1/2,
+        drawn from ``(seed, epoch, frame)``: the same for any worker count.
+    normalize : str
+        ``"none"`` or ``"max"`` (per frame, divide by max |x|).
+    cache_chunks : int
+        Decoded chunks kept per process.
+    """
+
+    def __init__(
+        self,
+        path,
+        input_kind: str = "ccf",
+        *,
+        flips: bool = False,
+        normalize: str = "none",
+        seed: int = 0,
+        cache_chunks: int = 8,
+    ):
+        self.path = str(path)
+        self.input_kind = InputKind(input_kind).value
+        self.flips = bool(flips)
+        self.normalize = Normalize(normalize).value
+        self.seed = int(seed)
+        self.cache_chunks = int(cache_chunks)
+        self._group = None
+        self._cache: OrderedDict = OrderedDict()
+
+    def __getstate__(self):  # a worker gets the recipe, never an open handle
+        state = self.__dict__.copy()
+        state["_group"] = None
+        state["_cache"] = OrderedDict()
+        return state
+
+    @property
+    def group(self):
+        if self._group is None:
+            self._group = _open(self.path)
+        return self._group
+
+    def _chunk(self, name: str, chunk: int) -> np.ndarray:
+        key = (name, chunk)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        array = self.group[name]
+        c = array.chunks[0]
+        data = array[chunk * c : (chunk + 1) * c]
+        self._cache[key] = data
+        while len(self._cache) > self.cache_chunks:
+            self._cache.popitem(last=False)
+        return data
+
+    def read(self, name: str, indices: np.ndarray) -> np.ndarray:
+        """Rows ``indices`` of array ``name``, decoding each touched chunk once."""
+        array = self.group[name]
+        c = array.chunks[0]
+        out = np.empty((len(indices),) + tuple(array.shape[1:]), dtype=array.dtype)
+        chunk_of = indices // c
+        for chunk in np.unique(chunk_of):
+            where = np.flatnonzero(chunk_of == chunk)
+            out[where] = self._chunk(name, int(chunk))[indices[where] - chunk * c]
+        return out
+
+    def __len__(self) -> int:
+        return int(self.group["ccf"].shape[0])
+
+    def __getitem__(self, key):
+        epoch, indices = key
+        indices = np.asarray(indices, dtype=np.int64)
+        x = self.read(self.input_kind, indices).astype(np.float32)
+        if self.normalize == "max":
+            scale = np.abs(x).reshape(len(x), -1).max(axis=1)
+            x /= np.where(scale > 0, scale, 1.0)[:, None, None]
+        if self.flips:
+            for k, frame in enumerate(indices):
+                rng = np.random.default_rng([self.seed, int(epoch), int(frame)])
+                flip_h, flip_v = rng.random(2) < 0.5
+                if flip_h:
+                    x[k] = x[k, :, ::-1]
+                if flip_v:
+                    x[k] = x[k, ::-1, :]
+        if "labels" in self.group:
+            y = self.read("labels", indices).astype(np.float32)
+        else:
+            y = np.zeros((len(indices), 0), dtype=np.float32)
+        return (
+            torch.from_numpy(np.ascontiguousarray(x)[:, None]),
+            torch.from_numpy(y),
+            torch.from_numpy(indices),
+        )
+
+
+def make_loader(dataset: StoreDataset, sampler: ChunkBatchSampler, workers: int, *, pin=False):
+    """A DataLoader over whole-batch keys; workers start with ``spawn`` (no forked handles)."""
+    kwargs = {}
+    if workers > 0:
+        kwargs = {
+            "multiprocessing_context": "spawn",
+            "persistent_workers": True,
+            "prefetch_factor": 4,
+        }
+    return torch.utils.data.DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=None,  # the sampler's keys are whole batches
+        num_workers=workers,
+        pin_memory=pin,
+        **kwargs,
+    )
+
+
+def loader_throughput(
+    path,
+    input_kind: str = "ccf",
+    *,
+    batch_size: int = 48,
+    workers: int = 2,
+    batches: int = 30,
+    flips: bool = False,
+    normalize: str = "none",
+) -> dict:
+    """Samples per second of the loader alone (first batch, i.e. worker start-up, excluded).
+
+    Returns ``{"samples_per_s", "batches", "startup_s"}``.
+    """
+    info = inspect_store(path, need_labels=False, input_kind=input_kind)
+    dataset = StoreDataset(path, input_kind, flips=flips, normalize=normalize)
+    sampler = ChunkBatchSampler(np.arange(info.n_frames), info.chunk_frames, batch_size)
+    loader = make_loader(dataset, sampler, workers)
+    t0 = time.perf_counter()
+    seen = 0
+    start = None
+    done = 0
+    epoch = 0
+    while done < batches:
+        sampler.set_epoch(epoch)
+        for x, _, _ in loader:
+            if start is None:
+                start = time.perf_counter()
+                startup = start - t0
+                continue
+            seen += len(x)
+            done += 1
+            if done >= batches:
+                break
+        epoch += 1
+    elapsed = time.perf_counter() - start
+    return {"samples_per_s": seen / elapsed, "batches": done, "startup_s": startup}
