@@ -125,4 +125,6 @@ def test_grad_cam_pp_shape_and_linear_case():
     up = torch.nn.functional.interpolate(expected[None, None], size=(64, 64), mode="bilinear")[
         0, 0
     ]
-    np.testing.assert_allclose(heat, ((up - up.min()) / (up.max() - up.min())).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        heat, ((up - up.min()) / (up.max() - up.min())).numpy(), rtol=1e-4, atol=1e-5
+    )
