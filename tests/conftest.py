@@ -246,3 +246,14 @@ def reference():
 @pytest.fixture
 def rng():
     return np.random.default_rng(20190617)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One torch thread: the suite shares a small machine, and results stay bit-stable."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -39,13 +39,7 @@ ALPHA = 0.2
 C0 = math.exp(-1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the suite shares a small machine, and results stay bit-stable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

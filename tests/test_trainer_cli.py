@@ -16,13 +16,7 @@ from trainer.cli import main as trainer_main
 from trainer.explain import grad_cam_pp
 from trainer.model import ModelConfig, build_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _read_csv(path):
