@@ -136,6 +136,13 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
 
 
+def _projection(cin: int, cout: int, stride: int) -> nn.Module | None:
+    """The 1x1 shortcut convolution of a block that changes shape, else None (identity)."""
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
 class PreActBasicBlock(nn.Module):
     """BN -> act -> conv3x3 -> BN -> act -> conv3x3, plus the shortcut."""
 
@@ -150,11 +157,7 @@ class PreActBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.act2 = nn.LeakyReLU(leak)
         self.conv2 = _conv3x3(planes, cout)
-        self.shortcut = (
-            nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
-            if stride != 1 or cin != cout
-            else None
-        )
+        self.shortcut = _projection(cin, cout, stride)
 
     def forward(self, x):
         pre = self.act1(self.bn1(x))
@@ -181,11 +184,7 @@ class PreActBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes)
         self.act3 = nn.LeakyReLU(leak)
         self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
-        self.shortcut = (
-            nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
-            if stride != 1 or cin != cout
-            else None
-        )
+        self.shortcut = _projection(cin, cout, stride)
 
     def forward(self, x):
         pre = self.act1(self.bn1(x))
