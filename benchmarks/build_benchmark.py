@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -133,23 +132,33 @@ def report(frames: int, engine_s: float, build_s: float, peak_gib: float, codec_
     lines = [
         "## `ccfkit build` end to end",
         "",
-        f"{frames:,} simulated 259 x 259 frames (`ccfkit simulate --seed 0`, uncompressed "
-        "CXI), Q = 224, P = 512, order 8, `--noise max`, both passes, LZ4 maps, "
-        f"{os.cpu_count()} cores. Command: `python benchmarks/build_benchmark.py --frames {frames}`.",
+        (
+            f"{frames:,} simulated 259 x 259 frames (`ccfkit simulate --seed 0`, uncompressed "
+            "CXI), Q = 224, P = 512, order 8, `--noise max`, both passes, LZ4 maps, "
+            f"{os.cpu_count()} cores. Command: `python benchmarks/build_benchmark.py --frames {frames}`."
+        ),
         "",
         "| what | seconds | frames/s |",
         "|---|---|---|",
-        f"| engine alone (`NumbaBackend().merged_maps`, frames in memory) | {engine_s:.1f} | "
-        f"{frames / engine_s:,.0f} |",
-        f"| `ccfkit build --noise max --order 8` (statistics + maps + store) | {build_s:.1f} | "
-        f"{build_rate:,.0f} |",
+        (
+            f"| engine alone (`NumbaBackend().merged_maps`, frames in memory) | {engine_s:.1f} | "
+            f"{frames / engine_s:,.0f} |"
+        ),
+        (
+            f"| `ccfkit build --noise max --order 8` (statistics + maps + store) | {build_s:.1f} | "
+            f"{build_rate:,.0f} |"
+        ),
         "",
-        f"- build / engine time: **{build_s / engine_s:.2f}x** (target <= 1.5x); "
-        f"build rate: **{build_rate:,.0f} frames/s** (target >= 600).",
+        (
+            f"- build / engine time: **{build_s / engine_s:.2f}x** (target <= 1.5x); "
+            f"build rate: **{build_rate:,.0f} frames/s** (target >= 600)."
+        ),
         f"- peak resident memory of the build: **{peak_gib:.2f} GiB** (target < 2 GB).",
-        f"- the paper's {PAPER_IMAGES:,} images at this rate: **{projected:.0f} s** "
-        f"(~{projected / 60:.1f} min) instead of three days: "
-        f"{PAPER_SECONDS / projected:,.0f}x faster.",
+        (
+            f"- the paper's {PAPER_IMAGES:,} images at this rate: **{projected:.0f} s** "
+            f"(~{projected / 60:.1f} min) instead of three days: "
+            f"{PAPER_SECONDS / projected:,.0f}x faster."
+        ),
         "",
         "Map codecs on 640 of these maps, one thread (`store.COMPRESSORS`; default `lz4`):",
         "",

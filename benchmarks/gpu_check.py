@@ -123,20 +123,10 @@ def run_contract_tests(extra: list[str]) -> int:
 
 
 def make_images(count: int, seed: int = 0) -> np.ndarray:
-    """Seeded positive float32 images with order-8 rings, ``(count, 259, 259)``."""
-    rng = np.random.default_rng(seed)
-    height, width = SHAPE
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    y -= (height - 1) / 2
-    x -= (width - 1) / 2
-    radius, angle = np.hypot(x, y), np.arctan2(y, x)
-    images = rng.random((count, height, width), dtype=np.float32) * 0.3
-    images += (50.0 / (radius + 10.0)).astype(np.float32)
-    for ring in (35.0, 70.0, 105.0):
-        phase = rng.uniform(0, 2 * np.pi, size=(count, 1, 1)).astype(np.float32)
-        profile = np.exp(-0.5 * ((radius - ring) / 3.0) ** 2)
-        images += profile * (1.0 + 0.5 * np.cos(ORDER * (angle - phase)))
-    return images
+    """The shared benchmark images (``asv_bench.images``), ``(count, 259, 259)``."""
+    from asv_bench.images import make_images as shared
+
+    return shared(count, SHAPE, seed)
 
 
 def maps(images, backend):

@@ -22,6 +22,8 @@ import numpy as np
 import ccfkit
 from ccfkit.backends import BackendUnavailableError, get_backend
 
+from . import images
+
 #: Batch, detector shape, polar grid and angular order of every benchmark.
 BATCH = 16
 SHAPE = (259, 259)
@@ -30,16 +32,8 @@ BACKENDS = ["numpy", "numba", "cupy"]
 
 
 def make_images(count: int = BATCH, shape: tuple[int, int] = SHAPE, seed: int = 0) -> np.ndarray:
-    """Seeded positive float32 images with an order-8 ring, ``(count, H, W)``."""
-    rng = np.random.default_rng(seed)
-    height, width = shape
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    y -= (height - 1) / 2
-    x -= (width - 1) / 2
-    radius, angle = np.hypot(x, y), np.arctan2(y, x)
-    ring = np.exp(-0.5 * ((radius - 70.0) / 3.0) ** 2) * (1 + 0.5 * np.cos(ORDER * angle))
-    images = rng.random((count, height, width), dtype=np.float32) * 0.3
-    return images + ring.astype(np.float32)
+    """The shared benchmark images (:mod:`.images`), ``(count, H, W)``."""
+    return images.make_images(count, shape, seed)
 
 
 def _backend_or_skip(name: str):
