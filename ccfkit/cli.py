@@ -114,7 +114,7 @@ def _center_option(value: str | None):
 @click.option(
     "--compressor",
     type=click.Choice(["lz4", "zstd", "none"]),
-    default="lz4",
+    default="none",
     show_default=True,
     help="Codec of the stored maps (Blosc LZ4 or Zstd, byte shuffle).",
 )

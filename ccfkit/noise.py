@@ -69,24 +69,33 @@ def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.n
     return stats
 
 
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def _frame_statistics(images, mask, out):
-    """Two passes per frame in float64: mean and max, then the squared deviations.
+#: Fast-math flags that keep NaN and inf comparisons exact (no "nnan", "ninf").
+_EXACT_NAN = {"reassoc", "nsz", "arcp", "contract"}
 
-    Branch-free selects so that the reductions vectorise (``reassoc`` only:
-    NaN and inf must still compare as they do).
+
+@numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN)
+def _frame_statistics(images, mask, out):
+    """Two passes per frame in float64: count, sum and max, then the squared deviations.
+
+    Branch-free selects so that both passes vectorise. The maximum is taken
+    over the float32 bit patterns mapped to integers of the same order
+    (LLVM vectorises an integer max, not a float one).
     """
+    lowest = np.int32(-(2**31))
     for b in range(images.shape[0]):
         frame = images[b]
+        bits = frame.view(np.int32)
         count = 0
         total = 0.0
-        largest = -np.inf
+        top = lowest
         for i in range(frame.shape[0]):
             value = np.float64(frame[i])
             good = mask[i] & (value - value == 0)  # good pixel, finite value
             count += good
             total += value if good else 0.0
-            largest = max(largest, value if good else -np.inf)
+            # float32 bits -> int32 in the order of the floats
+            key = bits[i] ^ ((bits[i] >> np.int32(31)) & np.int32(0x7FFFFFFF))
+            top = max(top, key if good else lowest)
         if count == 0:
             out[b, :] = np.nan
             continue
@@ -95,10 +104,12 @@ def _frame_statistics(images, mask, out):
         for i in range(frame.shape[0]):
             value = np.float64(frame[i])
             good = mask[i] & (value - value == 0)
-            squares += (value - mean) ** 2 if good else 0.0
+            deviation = value - mean  # not ** 2: that calls pow() and does not vectorise
+            squares += deviation * deviation if good else 0.0
         out[b, 0] = mean
         out[b, 1] = np.sqrt(squares / count)
-        out[b, 2] = largest
+        top ^= (top >> np.int32(31)) & np.int32(0x7FFFFFFF)  # the same map back
+        out[b, 2] = np.array([top], dtype=np.int32).view(np.float32)[0]
 
 
 def noise_statistics(stats: np.ndarray) -> NoiseStatistics:

@@ -22,10 +22,10 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import dask
-import dask.array as da
+import dask.threaded
 import numpy as np
 import zarr
 from threadpoolctl import threadpool_limits
@@ -35,17 +35,17 @@ from . import __version__
 from .backends import get_backend
 from .ccf import Scale
 from .geometry import momentum_transfer
-from .io.source import FrameSource, InputError
+from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
 from .polar import PlanSpec, PolarPlan
 from .resize import resize_images
 from .store import (
+    ChunkWriters,
     StoreError,
     StoreLayout,
     create_store,
     layout_of,
     mark_complete,
-    mark_done,
     open_store,
     pending_chunks,
 )
@@ -98,10 +98,11 @@ def task_backend(name: str):
 
 @dataclass(frozen=True)
 class ChunkJob:
-    """What a map task needs besides its frames; small and picklable."""
+    """What a map task needs besides its chunk number; small and picklable."""
 
-    store: str
+    reader: FrameReader
     layout: StoreLayout
+    writers: ChunkWriters
     plan: PlanSpec
     config: BuildConfig
     backend: str
@@ -109,17 +110,16 @@ class ChunkJob:
     write_statistics: bool = False
 
 
-def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
-    """Add noise, compute maps, write chunk ``chunk`` of the store, mark it done.
+def process_chunk(chunk: int, job: ChunkJob) -> int:
+    """Read chunk ``chunk``'s frames, add noise, compute maps, write them, mark it done.
 
     With ``job.write_statistics`` (no noise: no statistics pass before), the
     frames' statistics are written too.
 
     Parameters
     ----------
-    frames : (n, H, W) array
-        The raw frames of the chunk.
     chunk : int
+        Store chunk (frames ``job.layout.chunk_slice(chunk)``).
     job : ChunkJob
 
     Returns
@@ -131,11 +131,11 @@ def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
     plan = job.plan.plan()
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
-    indices = np.arange(frames_slice.start, frames_slice.stop)
-    group = zarr.open_group(job.store, mode="r+")
+    frames = job.reader.read(frames_slice.start, frames_slice.stop)  # float32, ours
     if job.write_statistics:
-        group["stats"][frames_slice] = frame_statistics(frames, job.plan.mask)
-    noisy = add_noise(frames, indices, job.bound, config.seed, in_place=True)  # frames are ours
+        job.writers.stats.write(chunk, frame_statistics(frames, job.plan.mask))
+    indices = np.arange(frames_slice.start, frames_slice.stop)
+    noisy = add_noise(frames, indices, job.bound, config.seed, in_place=True)
     maps = engine.merged_maps(
         engine.as_batch(noisy, plan.shape),
         plan,
@@ -143,11 +143,26 @@ def process_chunk(frames: np.ndarray, chunk: int, job: ChunkJob) -> int:
         delta=config.delta,
         scale=Scale(config.scale),
     )
-    group["ccf"][frames_slice] = engine.to_numpy(maps).astype(job.layout.map_dtype, copy=False)
-    if job.layout.image_size:
-        group["images"][frames_slice] = resize_images(noisy, job.layout.image_size, job.plan.mask)
-    mark_done(group, chunk)
+    job.writers.ccf.write(chunk, engine.to_numpy(maps))
+    if job.writers.images is not None:
+        job.writers.images.write(chunk, resize_images(noisy, job.layout.image_size, job.plan.mask))
+    job.writers.mark_done(chunk)
     return len(indices)
+
+
+def chunk_statistics(chunk: int, job: ChunkJob) -> np.ndarray:
+    """Statistics of the frames of chunk ``chunk``, written to the store and returned.
+
+    Returns
+    -------
+    (n, 3) float32 array
+        Mean, std and max of the valid pixels of each frame.
+    """
+    frames_slice = job.layout.chunk_slice(chunk)
+    frames = job.reader.read(frames_slice.start, frames_slice.stop)
+    stats = frame_statistics(frames, job.plan.mask)
+    job.writers.stats.write(chunk, stats)
+    return stats
 
 
 def build(
@@ -159,7 +174,7 @@ def build(
     center_origin: str = "given",
     backend: str = "auto",
     chunk_frames: int = 64,
-    compressor: str = "lz4",
+    compressor: str = "none",
     overwrite: bool = False,
     resume: bool = False,
     scheduler: str | None = None,
@@ -247,37 +262,32 @@ def build(
         group = create_store(out, layout, provenance, overwrite=overwrite)
         _write_per_store_arrays(group, source, plan)
 
-    frames = da.from_array(
-        source.reader,
-        chunks=(layout.chunk_frames, *source.frame_shape),
-        lock=False,
-        asarray=False,
-        meta=np.empty((0, 0, 0), dtype=np.float32),
-    )
     workers = workers or _cpus()
     # Without noise the maps do not wait for the statistics: each map task
     # computes its frames' statistics on the way (one pass over the input).
     statistics_first = NoiseLevel(config.noise) is not NoiseLevel.NONE
     with _client(scheduler) as client, threadpool_limits(limits=1, user_api="blas"):
-        if statistics_first and "noise" not in group.attrs:
-            stats = _statistics_pass(frames, source.mask, client, workers, progress)
-            group["stats"][:] = stats
-            group.attrs["noise"] = _noise_attributes(stats, config.noise)
         job = ChunkJob(
-            store=str(out),
+            reader=source.reader,
             layout=layout,
+            writers=ChunkWriters.of(group),
             plan=spec,
             config=config,
             backend=engine_name,
-            bound=float(group.attrs["noise"]["bound"]) if statistics_first else 0.0,
+            bound=0.0,
             write_statistics=not statistics_first,
         )
+        if statistics_first and "noise" not in group.attrs:
+            tasks = _tasks(chunk_statistics, range(layout.n_chunks), job)
+            stats = np.concatenate(
+                _run(tasks, client, workers, layout.n_frames, "statistics", progress, count=len)
+            )
+            group.attrs["noise"] = _noise_attributes(stats, config.noise)
+        if statistics_first:
+            job = replace(job, bound=float(group.attrs["noise"]["bound"]))
         todo = pending_chunks(group)
-        tasks = [dask.delayed(process_chunk)(frames.blocks[int(k)], int(k), job) for k in todo]
-        total = sum(
-            layout.chunk_slice(int(k)).stop - layout.chunk_slice(int(k)).start for k in todo
-        )
-        _run(tasks, client, workers, total, "maps", progress)
+        total = sum(_chunk_length(layout, k) for k in todo)
+        _run(_tasks(process_chunk, todo, job), client, workers, total, "maps", progress)
     if not statistics_first:
         group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise)
     mark_complete(group)
@@ -336,12 +346,15 @@ def _write_per_store_arrays(group: zarr.Group, source: FrameSource, plan: PolarP
         array.attrs["units"] = "1/nm"
 
 
-def _statistics_pass(frames: da.Array, mask: np.ndarray, client, workers, progress) -> np.ndarray:
-    tasks = [
-        dask.delayed(frame_statistics)(frames.blocks[k], mask) for k in range(frames.numblocks[0])
-    ]
-    results = _run(tasks, client, workers, frames.shape[0], "statistics", progress, count=len)
-    return np.concatenate(results)
+def _tasks(function: Callable, chunks, job: ChunkJob) -> list:
+    """One delayed ``function(chunk, job)`` per chunk; the job is one node of the graph."""
+    shared = dask.delayed(job, pure=True)  # not a copy per task (a cluster sends it once)
+    return [dask.delayed(function)(int(chunk), shared) for chunk in chunks]
+
+
+def _chunk_length(layout: StoreLayout, chunk) -> int:
+    frames = layout.chunk_slice(int(chunk))
+    return frames.stop - frames.start
 
 
 def _run(
@@ -370,7 +383,9 @@ def _run(
                     bar.update(count(result))
 
         with _Progress():
-            return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
+            # the scheduler as a function: a name would make Dask import distributed to look
+            # for a client (0.2 s)
+            return list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=workers))
     finally:
         bar.close()
 

@@ -22,15 +22,16 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from . import __version__
+from .io.zarr_direct import ChunkFiles, ZarrChunks, chunk_writer
 
 __all__ = [
     "COMPRESSORS",
+    "ChunkWriters",
     "SCHEMA_VERSION",
     "StoreError",
     "StoreLayout",
     "create_store",
     "mark_complete",
-    "mark_done",
     "open_store",
     "pending_chunks",
 ]
@@ -44,6 +45,10 @@ COMPRESSORS = {
     "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
     "zstd": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
 }
+
+
+#: Largest chunk (frames) of the per-frame arrays written once at creation (index, labels).
+WHOLE_CHUNK_MAX = 1 << 20
 
 
 class StoreError(RuntimeError):
@@ -78,7 +83,7 @@ class StoreLayout:
     label_names: tuple[str, ...] = ()
     image_size: int | None = None
     map_dtype: str = "float32"
-    compressor: str = "lz4"
+    compressor: str = "none"
 
     @property
     def n_chunks(self) -> int:
@@ -128,14 +133,20 @@ def create_store(
         compressors=compressor,
         fill_value=0,
     )
-    group.create_array("index", shape=(layout.n_frames,), chunks=(per_frame,), dtype="int64")
-    group.create_array("stats", shape=(layout.n_frames, 3), chunks=(per_frame, 3), dtype="float32")
+    # written once, whole, at creation: one chunk (up to a million frames)
+    whole = (min(layout.n_frames, WHOLE_CHUNK_MAX),)
+    group.create_array("index", shape=(layout.n_frames,), chunks=whole, dtype="int64")
+    # written chunk by chunk by the tasks, raw (no codec) so that they write the files directly
+    group.create_array(
+        "stats", shape=(layout.n_frames, 3), chunks=(per_frame, 3), dtype="float32",
+        compressors=None,
+    )  # fmt: skip
     group.create_array("radius", shape=(q,), dtype="float64")
     if layout.label_names:
         labels = group.create_array(
             "labels",
             shape=(layout.n_frames, len(layout.label_names)),
-            chunks=(per_frame, len(layout.label_names)),
+            chunks=(*whole, len(layout.label_names)),
             dtype="uint8",
         )
         labels.attrs["names"] = list(layout.label_names)
@@ -149,7 +160,10 @@ def create_store(
             compressors=compressor,
             fill_value=0,
         )
-    group.create_array("done", shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0)
+    group.create_array(
+        "done", shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
+        compressors=None,
+    )  # fmt: skip
     group.attrs.update(
         {
             "schema_version": SCHEMA_VERSION,
@@ -193,9 +207,26 @@ def pending_chunks(group: zarr.Group) -> np.ndarray:
     return np.flatnonzero(group["done"][:] == 0)
 
 
-def mark_done(group: zarr.Group, chunk: int) -> None:
-    """Record that every array's chunk ``chunk`` is written (call after writing)."""
-    group["done"][chunk] = 1
+@dataclass(frozen=True)
+class ChunkWriters:
+    """Writers of whole chunks of a store's per-frame arrays (small, picklable).
+
+    What a map task needs to fill its chunk: see :mod:`ccfkit.io.zarr_direct`.
+    """
+
+    ccf: ChunkFiles | ZarrChunks
+    stats: ChunkFiles | ZarrChunks
+    done: ChunkFiles | ZarrChunks
+    images: ChunkFiles | ZarrChunks | None = None
+
+    @classmethod
+    def of(cls, group: zarr.Group) -> ChunkWriters:
+        images = chunk_writer(group["images"]) if "images" in group else None
+        return cls(*(chunk_writer(group[name]) for name in ("ccf", "stats", "done")), images)
+
+    def mark_done(self, chunk: int) -> None:
+        """Record that every array's chunk ``chunk`` is written (call after writing)."""
+        self.done.write(chunk, np.ones(1, dtype=np.uint8))
 
 
 def mark_complete(group: zarr.Group) -> None:

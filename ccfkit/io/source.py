@@ -26,6 +26,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .hdf5_direct import frame_layout, read_frames
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -99,6 +101,9 @@ def good_pixels(mask: np.ndarray, *, convention: str = "auto") -> tuple[np.ndarr
 class FrameReader:
     """Reads frames ``[start, stop)`` across files; picklable, opens files per call.
 
+    Uncompressed data sets whose frames lie whole in the file are read with
+    plain file reads (:mod:`ccfkit.io.hdf5_direct`); others through h5py.
+
     Attributes
     ----------
     files : tuple of str
@@ -108,6 +113,7 @@ class FrameReader:
     shape : (int, int, int)
         ``(N, H, W)`` over all files.
     dtype : numpy dtype
+        The dtype frames are returned in.
     """
 
     files: tuple[str, ...]
@@ -124,29 +130,48 @@ class FrameReader:
     def ndim(self) -> int:
         return 3
 
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Frames ``[start, stop)`` as a ``(stop - start, H, W)`` array of :attr:`dtype`.
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range over all files, ``0 <= start <= stop <= N``.
+        out : ndarray, optional
+            C-contiguous destination of that shape and dtype (a reused buffer).
+        """
+        if not 0 <= start <= stop <= self.shape[0]:
+            raise IndexError(f"frames [{start}, {stop}) outside [0, {self.shape[0]})")
+        if out is None:
+            out = np.empty((stop - start, *self.frame_shape), dtype=self.dtype)
+        offset = 0
+        for name, count in zip(self.files, self.counts):
+            lo, hi = max(start - offset, 0), min(stop - offset, count)
+            if lo < hi:
+                part = out[offset + lo - start : offset + hi - start]
+                layout = frame_layout(name, self.data_path)
+                if layout is not None:
+                    read_frames(name, layout, lo, hi, part)
+                else:
+                    with h5py.File(name, "r") as handle:
+                        handle[self.data_path].read_direct(part, np.s_[lo:hi])
+            offset += count
+        return out
+
     def __getitem__(self, key) -> np.ndarray:
         """Frames for a slice (or a tuple whose first element is a slice)."""
         if isinstance(key, tuple):
             frames, rest = key[0], key[1:]
         else:
             frames, rest = key, ()
-        start, stop, step = (
-            frames.indices(self.shape[0])
-            if isinstance(frames, slice)
-            else (int(frames), int(frames) + 1, 1)
-        )
+        if isinstance(frames, slice):
+            start, stop, step = frames.indices(self.shape[0])
+        else:
+            start = int(frames) + (self.shape[0] if int(frames) < 0 else 0)
+            stop, step = start + 1, 1
         if step != 1:
             raise IndexError("FrameReader reads contiguous frame ranges only")
-        out = np.empty((max(stop - start, 0), *self.frame_shape), dtype=self.dtype)
-        offset = 0
-        for name, count in zip(self.files, self.counts):
-            lo, hi = max(start - offset, 0), min(stop - offset, count)
-            if lo < hi:
-                with h5py.File(name, "r") as handle:
-                    handle[self.data_path].read_direct(
-                        out, np.s_[lo:hi], np.s_[offset + lo - start : offset + hi - start]
-                    )
-            offset += count
+        out = self.read(start, max(start, stop))
         if not isinstance(frames, slice):
             out = out[0]
         return out[rest] if rest else out

@@ -1,0 +1,146 @@
+"""Frames of uncompressed HDF5 data sets read with plain file reads.
+
+HDF5 stores an uncompressed data set either contiguously or in chunks, each
+chunk a plain C-order block of bytes at some offset in the file. When every
+frame lies whole inside one chunk (chunks of shape ``(c, H, W)``, the layout
+of detector files written frame by frame) or the data set is contiguous, the
+byte offset of each frame can be found once (:func:`frame_offsets`), and the
+frames read afterwards with plain reads straight into the caller's buffer
+(:func:`read_frames`): no HDF5 call, no library lock, no intermediate copy.
+Reading this way is 2-3x faster than ``h5py`` for 259 x 259 frames
+(docs/performance.md) and lets several threads read at once.
+
+Anything else (compression or other filters, partial-frame chunks, chunks
+never written, external or virtual storage) gets ``None`` from
+:func:`frame_offsets`, and the caller reads through h5py.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import h5py
+import numpy as np
+
+__all__ = ["FrameLayout", "frame_layout", "read_frames"]
+
+
+class FrameLayout:
+    """Where the frames of one data set lie in its file.
+
+    Attributes
+    ----------
+    offsets : (N,) int64 ndarray
+        Byte offset of each frame in the file.
+    dtype : numpy dtype
+        The stored element type, with its byte order.
+    frame_bytes : int
+        Bytes per frame.
+    """
+
+    __slots__ = ("offsets", "dtype", "frame_bytes")
+
+    def __init__(self, offsets: np.ndarray, dtype: np.dtype, frame_bytes: int):
+        self.offsets = offsets
+        self.dtype = dtype
+        self.frame_bytes = frame_bytes
+
+
+def frame_layout(name: str, data_path: str) -> FrameLayout | None:
+    """The frame offsets of ``name``'s data set ``data_path``, or None if not plain.
+
+    Found once per process and file version (path, size, modification time).
+
+    Parameters
+    ----------
+    name : str
+        HDF5 file.
+    data_path : str
+        A 3-D ``(frame, y, x)`` data set in it.
+    """
+    stat = os.stat(name)
+    return _frame_layout(os.path.realpath(name), data_path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _frame_layout(name: str, data_path: str, size: int, mtime_ns: int) -> FrameLayout | None:
+    with h5py.File(name, "r") as handle:
+        dataset = handle[data_path]
+        if not _is_plain(dataset):
+            return None
+        frames, height, width = dataset.shape
+        frame_bytes = height * width * dataset.dtype.itemsize
+        if dataset.chunks is None:
+            start = dataset.id.get_offset()
+            if start is None:  # never written
+                return None
+            offsets = start + frame_bytes * np.arange(frames, dtype=np.int64)
+            return FrameLayout(offsets, dataset.dtype, frame_bytes)
+        per_chunk, chunk_height, chunk_width = dataset.chunks
+        if (chunk_height, chunk_width) != (height, width):
+            return None  # a frame spans several chunks
+        offsets = np.full(frames, -1, dtype=np.int64)
+        within = frame_bytes * np.arange(per_chunk, dtype=np.int64)
+
+        def place(chunk: h5py.h5d.StoreInfo) -> None:
+            first = chunk.chunk_offset[0]
+            count = min(per_chunk, frames - first)
+            offsets[first : first + count] = chunk.byte_offset + within[:count]
+
+        dataset.id.chunk_iter(place)
+        if (offsets < 0).any():  # chunks never written: HDF5 supplies fill values
+            return None
+        return FrameLayout(offsets, dataset.dtype, frame_bytes)
+
+
+def _is_plain(dataset: h5py.Dataset) -> bool:
+    """Uncompressed, unfiltered, in this file, fixed-size numbers, 3-D."""
+    return (
+        dataset.ndim == 3
+        and not dataset.is_virtual
+        and dataset.external is None
+        and dataset.id.get_create_plist().get_nfilters() == 0
+        and dataset.dtype.kind in "iuf"
+        and (dataset.chunks is None or hasattr(dataset.id, "chunk_iter"))  # HDF5 >= 1.12.3
+    )
+
+
+def read_frames(name: str, layout: FrameLayout, lo: int, hi: int, out: np.ndarray) -> None:
+    """Read frames ``[lo, hi)`` of a data set into ``out``, converting to its dtype.
+
+    Consecutive frames that lie back to back in the file are read in one call.
+
+    Parameters
+    ----------
+    name : str
+        The HDF5 file.
+    layout : FrameLayout
+        From :func:`frame_layout`.
+    lo, hi : int
+        Frame range in the data set.
+    out : (hi - lo, H, W) C-contiguous ndarray
+        Destination; when its dtype differs from the stored one the frames
+        are read into a temporary and converted.
+    """
+    stored = out if out.dtype == layout.dtype else np.empty(out.shape, layout.dtype)
+    view = memoryview(stored.reshape(-1).view(np.uint8))
+    offsets, size = layout.offsets[lo:hi], layout.frame_bytes
+    breaks = np.flatnonzero(np.diff(offsets) != size) + 1
+    starts = np.concatenate(([0], breaks))
+    stops = np.concatenate((breaks, [len(offsets)]))
+    with open(name, "rb", buffering=0) as handle:
+        for first, last in zip(starts.tolist(), stops.tolist()):
+            handle.seek(int(offsets[first]))
+            _read_exactly(handle, view[first * size : last * size])
+    if stored is not out:
+        np.copyto(out, stored, casting="unsafe")
+
+
+def _read_exactly(handle, buffer: memoryview) -> None:
+    """Fill ``buffer`` from the file's position (unbuffered reads may return less)."""
+    while buffer.nbytes:
+        count = handle.readinto(buffer)
+        if not count:
+            raise OSError(f"{handle.name}: unexpected end of file")
+        buffer = buffer[count:]
