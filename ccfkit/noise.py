@@ -15,6 +15,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from .frames import FrameBlock
+
 __all__ = ["NoiseLevel", "NoiseStatistics", "add_noise", "frame_statistics", "noise_statistics"]
 
 
@@ -45,13 +47,16 @@ class NoiseStatistics(NamedTuple):
         }[level]
 
 
-def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def frame_statistics(
+    images: np.ndarray | FrameBlock, mask: np.ndarray | None = None
+) -> np.ndarray:
     """Mean, standard deviation and maximum of each frame over its valid pixels.
 
     Parameters
     ----------
-    images : (B, H, W) array
-        Raw frames; NaN/inf pixels are not valid.
+    images : (B, H, W) array or FrameBlock
+        Raw frames; NaN/inf pixels are not valid. A :class:`FrameBlock` (for
+        instance over a memory-mapped file) is read where it lies.
     mask : (H, W) bool array, optional
         True for good pixels.
 
@@ -60,12 +65,14 @@ def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.n
     (B, 3) float32 array
         Columns mean, std (population), max; NaN for a frame without valid pixels.
     """
-    images = np.ascontiguousarray(images, dtype=np.float32)
+    block = images if isinstance(images, FrameBlock) else FrameBlock.of(images)
     if mask is None:
-        mask = np.ones(images.shape[1:], dtype=bool)
+        mask = np.ones(block.frame_shape, dtype=bool)
     flat_mask = np.ascontiguousarray(mask, dtype=bool).reshape(-1)
-    stats = np.empty((images.shape[0], 3), dtype=np.float32)
-    _frame_statistics(images.reshape(images.shape[0], -1), flat_mask, stats)
+    if flat_mask.shape[0] != block.frame_pixels:
+        raise ValueError(f"mask of shape {np.shape(mask)} for frames of {block.frame_shape}")
+    stats = np.empty((len(block), 3), dtype=np.float32)
+    _frame_statistics(block.pixels, block.starts, flat_mask, stats)
     return stats
 
 
@@ -74,17 +81,20 @@ _EXACT_NAN = {"reassoc", "nsz", "arcp", "contract"}
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN)
-def _frame_statistics(images, mask, out):
+def _frame_statistics(pixels, starts, mask, out):
     """Two passes per frame in float64: count, sum and max, then the squared deviations.
 
-    Branch-free selects so that both passes vectorise. The maximum is taken
-    over the float32 bit patterns mapped to integers of the same order
-    (LLVM vectorises an integer max, not a float one).
+    Frame ``b`` is ``pixels[starts[b] : starts[b] + mask.size]``. Branch-free
+    selects so that both passes vectorise. The maximum is taken over the
+    float32 bit patterns mapped to integers of the same order (LLVM vectorises
+    an integer max, not a float one).
     """
     lowest = np.int32(-(2**31))
-    for b in range(images.shape[0]):
-        frame = images[b]
-        bits = frame.view(np.int32)
+    all_bits = pixels.view(np.int32)
+    n = mask.shape[0]
+    for b in range(starts.shape[0]):
+        frame = pixels[starts[b] : starts[b] + n]
+        bits = all_bits[starts[b] : starts[b] + n]
         count = 0
         total = 0.0
         top = lowest
@@ -128,7 +138,12 @@ def noise_statistics(stats: np.ndarray) -> NoiseStatistics:
 
 
 def add_noise(
-    images: np.ndarray, indices: np.ndarray, bound: float, seed: int, *, in_place: bool = False
+    images: np.ndarray | FrameBlock,
+    indices: np.ndarray,
+    bound: float,
+    seed: int,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Add ``U(0, bound)`` noise, drawn from ``(seed, index)`` for each frame.
 
@@ -141,8 +156,9 @@ def add_noise(
 
     Parameters
     ----------
-    images : (B, H, W) array
-        Raw frames.
+    images : (B, H, W) array or FrameBlock
+        Raw frames (a :class:`FrameBlock` is read where it lies, e.g. in a
+        memory-mapped file: the noisy frames are written in one pass).
     indices : (B,) int array
         The frames' indices in the data set: frame ``indices[b]`` always gets
         the same noise, whatever batch it arrives in.
@@ -150,24 +166,31 @@ def add_noise(
         Upper bound ``b`` of the uniform distribution (0: no noise).
     seed : int
         The data set's seed (>= 0).
-    in_place : bool
-        Add to ``images`` itself when it is a C-contiguous float32 array
-        (saves a copy of the batch); otherwise a new array is returned and
-        ``images`` is left as it is.
+    out : (B, H, W) float32 C-contiguous array, optional
+        Where to write the noisy frames; may be ``images`` itself (in place).
+        Default: a new array, ``images`` left as it is.
 
     Returns
     -------
     (B, H, W) float32 array
+        ``out``.
     """
-    reuse = in_place and isinstance(images, np.ndarray) and images.dtype == np.float32
-    noisy = images if reuse and images.flags.c_contiguous else np.array(images, np.float32)
-    if bound <= 0:
-        return noisy
+    block = images if isinstance(images, FrameBlock) else FrameBlock.of(images)
+    shape = (len(block), *block.frame_shape)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
     indices = np.asarray(indices, dtype=np.uint64).reshape(-1)
-    if indices.shape[0] != noisy.shape[0]:
-        raise ValueError(f"{indices.shape[0]} indices for {noisy.shape[0]} frames")
-    _add_uniform(noisy.reshape(noisy.shape[0], -1), indices, np.uint64(seed), np.float32(bound))
-    return noisy
+    if indices.shape[0] != len(block):
+        raise ValueError(f"{indices.shape[0]} indices for {len(block)} frames")
+    if bound <= 0:
+        return block.to_array(out)
+    _add_uniform(
+        block.pixels, block.starts, out.reshape(len(block), -1), indices, np.uint64(seed),
+        np.float32(bound),
+    )  # fmt: skip
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
@@ -179,13 +202,18 @@ def _mix(x):
 
 
 @numba.njit(nogil=True, cache=True)
-def _add_uniform(frames, indices, seed, bound):
-    """``frames[b, j] += bound * u(seed, indices[b], j)``, u uniform on [0, 1) (2^-24 steps)."""
+def _add_uniform(pixels, starts, out, indices, seed, bound):
+    """``out[b, j] = pixels[starts[b] + j] + bound * u(seed, indices[b], j)``.
+
+    ``u`` is uniform on [0, 1) in 2^-24 steps; ``out`` may share memory with
+    ``pixels`` element for element (in place).
+    """
     golden = np.uint64(0x9E3779B97F4A7C15)
     scale = bound * np.float32(2.0**-24)
-    for b in range(frames.shape[0]):
+    for b in range(out.shape[0]):
         key = _mix(_mix(seed + golden) ^ (indices[b] * golden))
-        frame = frames[b]
-        for j in range(frame.shape[0]):
+        frame = pixels[starts[b] : starts[b] + out.shape[1]]
+        noisy = out[b]
+        for j in range(noisy.shape[0]):
             draw = _mix(key + np.uint64(j) * golden) >> np.uint64(40)
-            frame[j] += np.float32(draw) * scale
+            noisy[j] = frame[j] + np.float32(draw) * scale

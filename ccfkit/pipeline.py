@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
@@ -49,6 +50,7 @@ from .store import (
     open_store,
     pending_chunks,
 )
+from .write_behind import WriteBehind
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ class ChunkJob:
     write_statistics: bool = False
 
 
-def process_chunk(chunk: int, job: ChunkJob) -> int:
+def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) -> int:
     """Read chunk ``chunk``'s frames, add noise, compute maps, write them, mark it done.
 
     With ``job.write_statistics`` (no noise: no statistics pass before), the
@@ -121,21 +123,25 @@ def process_chunk(chunk: int, job: ChunkJob) -> int:
     chunk : int
         Store chunk (frames ``job.layout.chunk_slice(chunk)``).
     job : ChunkJob
+    writes : WriteBehind, optional
+        Where to queue the chunk's writes (local builds); without it the task
+        writes them itself before it returns.
 
     Returns
     -------
     int
-        Frames written.
+        Frames computed.
     """
     config = job.config
     plan = job.plan.plan()
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
-    frames = job.reader.read(frames_slice.start, frames_slice.stop)  # float32, ours
+    frames = job.reader.block(frames_slice.start, frames_slice.stop)  # mapped where possible
     if job.write_statistics:
         job.writers.stats.write(chunk, frame_statistics(frames, job.plan.mask))
     indices = np.arange(frames_slice.start, frames_slice.stop)
-    noisy = add_noise(frames, indices, job.bound, config.seed, in_place=True)
+    noisy = add_noise(frames, indices, job.bound, config.seed)  # one pass from the file's pages
+    del frames  # unmaps
     maps = engine.merged_maps(
         engine.as_batch(noisy, plan.shape),
         plan,
@@ -143,10 +149,18 @@ def process_chunk(chunk: int, job: ChunkJob) -> int:
         delta=config.delta,
         scale=Scale(config.scale),
     )
-    job.writers.ccf.write(chunk, engine.to_numpy(maps))
+    maps = engine.to_numpy(maps)
+    images = None
     if job.writers.images is not None:
-        job.writers.images.write(chunk, resize_images(noisy, job.layout.image_size, job.plan.mask))
-    job.writers.mark_done(chunk)
+        images = resize_images(noisy, job.layout.image_size, job.plan.mask)
+
+    def write() -> None:  # the chunk's data, then its done mark
+        job.writers.ccf.write(chunk, maps)
+        if images is not None:
+            job.writers.images.write(chunk, images)
+        job.writers.mark_done(chunk)
+
+    writes.submit(write) if writes is not None else write()
     return len(indices)
 
 
@@ -159,8 +173,9 @@ def chunk_statistics(chunk: int, job: ChunkJob) -> np.ndarray:
         Mean, std and max of the valid pixels of each frame.
     """
     frames_slice = job.layout.chunk_slice(chunk)
-    frames = job.reader.read(frames_slice.start, frames_slice.stop)
-    stats = frame_statistics(frames, job.plan.mask)
+    stats = frame_statistics(
+        job.reader.block(frames_slice.start, frames_slice.stop), job.plan.mask
+    )
     job.writers.stats.write(chunk, stats)
     return stats
 
@@ -278,16 +293,22 @@ def build(
             write_statistics=not statistics_first,
         )
         if statistics_first and "noise" not in group.attrs:
-            tasks = _tasks(chunk_statistics, range(layout.n_chunks), job)
-            stats = np.concatenate(
-                _run(tasks, client, workers, layout.n_frames, "statistics", progress, count=len)
-            )
+            with _timed("statistics pass", layout.n_frames):
+                tasks = _tasks(chunk_statistics, range(layout.n_chunks), job)
+                results = _run(
+                    tasks, client, workers, layout.n_frames, "statistics", progress, len
+                )
+            stats = np.concatenate(results)
             group.attrs["noise"] = _noise_attributes(stats, config.noise)
         if statistics_first:
             job = replace(job, bound=float(group.attrs["noise"]["bound"]))
         todo = pending_chunks(group)
         total = sum(_chunk_length(layout, k) for k in todo)
-        _run(_tasks(process_chunk, todo, job), client, workers, total, "maps", progress)
+        # locally the writes run behind the computation (a cluster's tasks write their own)
+        behind = WriteBehind(depth=workers) if client is None else contextlib.nullcontext()
+        with _timed("map pass", total), behind as writes:
+            tasks = _tasks(process_chunk, todo, job, writes)
+            _run(tasks, client, workers, total, "maps", progress)
     if not statistics_first:
         group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise)
     mark_complete(group)
@@ -346,10 +367,10 @@ def _write_per_store_arrays(group: zarr.Group, source: FrameSource, plan: PolarP
         array.attrs["units"] = "1/nm"
 
 
-def _tasks(function: Callable, chunks, job: ChunkJob) -> list:
-    """One delayed ``function(chunk, job)`` per chunk; the job is one node of the graph."""
+def _tasks(function: Callable, chunks, job: ChunkJob, *args) -> list:
+    """One delayed ``function(chunk, job, *args)`` per chunk; the job is one node of the graph."""
     shared = dask.delayed(job, pure=True)  # not a copy per task (a cluster sends it once)
-    return [dask.delayed(function)(int(chunk), shared) for chunk in chunks]
+    return [dask.delayed(function)(int(chunk), shared, *args) for chunk in chunks]
 
 
 def _chunk_length(layout: StoreLayout, chunk) -> int:
@@ -388,6 +409,16 @@ def _run(
             return list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=workers))
     finally:
         bar.close()
+
+
+@contextlib.contextmanager
+def _timed(what: str, frames: int):
+    """Log how long the block took (``-v`` shows it; the build benchmark reads it)."""
+    start = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - start
+    logger.info("%s: %d frames in %.2f s (%.0f frames/s)", what, frames, seconds,
+                frames / max(seconds, 1e-9))  # fmt: skip
 
 
 def _client(scheduler: str | None):

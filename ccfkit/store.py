@@ -26,8 +26,8 @@ from .io.zarr_direct import ChunkFiles, ZarrChunks, chunk_writer
 
 __all__ = [
     "COMPRESSORS",
-    "ChunkWriters",
     "SCHEMA_VERSION",
+    "ChunkWriters",
     "StoreError",
     "StoreLayout",
     "create_store",

@@ -184,10 +184,10 @@ def test_interrupted_build_says_incomplete_and_resumes(tmp_path, cxi, monkeypatc
     out = tmp_path / "broken.zarr"
     original = pipeline.process_chunk
 
-    def failing(chunk, job):
+    def failing(chunk, *args):
         if chunk == 3:
             raise KeyboardInterrupt  # what Ctrl-C raises
-        return original(chunk, job)
+        return original(chunk, *args)
 
     monkeypatch.setattr(pipeline, "process_chunk", failing)
     result = CliRunner().invoke(
@@ -216,7 +216,7 @@ def test_interrupted_build_says_incomplete_and_resumes(tmp_path, cxi, monkeypatc
     done_before = np.flatnonzero(broken["done"][:])
     redone = []
     monkeypatch.setattr(
-        pipeline, "process_chunk", lambda c, j: redone.append(c) or original(c, j)
+        pipeline, "process_chunk", lambda c, *a: redone.append(c) or original(c, *a)
     )
     resumed = build(cxi, out, "--noise", "mean", "--resume")
     assert resumed.attrs["status"] == "complete"

@@ -78,6 +78,6 @@ def test_noise_in_place_adds_to_the_given_frames_only_when_asked():
     frames = np.zeros((2, 8, 8), np.float32)
     copy = add_noise(frames, [0, 1], bound=1.0, seed=0)
     assert not frames.any()  # untouched by default
-    same = add_noise(frames, [0, 1], bound=1.0, seed=0, in_place=True)
+    same = add_noise(frames, [0, 1], bound=1.0, seed=0, out=frames)
     assert same is frames
     np.testing.assert_array_equal(frames, copy)

@@ -18,12 +18,15 @@ never written, external or virtual storage) gets ``None`` from
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 
 import h5py
 import numpy as np
 
-__all__ = ["FrameLayout", "frame_layout", "read_frames"]
+from ..frames import FrameBlock
+
+__all__ = ["FrameLayout", "frame_layout", "map_frames", "read_frames"]
 
 
 class FrameLayout:
@@ -39,7 +42,7 @@ class FrameLayout:
         Bytes per frame.
     """
 
-    __slots__ = ("offsets", "dtype", "frame_bytes")
+    __slots__ = ("dtype", "frame_bytes", "offsets")
 
     def __init__(self, offsets: np.ndarray, dtype: np.dtype, frame_bytes: int):
         self.offsets = offsets
@@ -144,3 +147,33 @@ def _read_exactly(handle, buffer: memoryview) -> None:
         if not count:
             raise OSError(f"{handle.name}: unexpected end of file")
         buffer = buffer[count:]
+
+
+def map_frames(
+    name: str, layout: FrameLayout, lo: int, hi: int, frame_shape: tuple[int, int]
+) -> FrameBlock | None:
+    """Frames ``[lo, hi)`` as a :class:`FrameBlock` over a read-only memory map, or None.
+
+    No copy: the kernels read the page cache directly. The mapping covers
+    just these frames and is released with the block's arrays. None when the
+    data set is not native float32 or its frames do not lie on a common
+    4-byte grid.
+    """
+    if layout.dtype != np.dtype(np.float32) or hi <= lo:
+        return None
+    offsets = layout.offsets[lo:hi]
+    first, end = int(offsets.min()), int(offsets.max()) + layout.frame_bytes
+    base = first - first % mmap.ALLOCATIONGRANULARITY
+    skew = (first - base) % 4
+    if np.any((offsets - base) % 4 != skew):
+        return None
+    with open(name, "rb") as handle:
+        mapping = mmap.mmap(
+            handle.fileno(),
+            end - base,
+            flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+            prot=mmap.PROT_READ,
+            offset=base,
+        )
+    pixels = np.frombuffer(mapping, np.float32, count=(end - base - skew) // 4, offset=skew)
+    return FrameBlock(pixels, (offsets - base - skew) // 4, frame_shape)

@@ -26,7 +26,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .hdf5_direct import frame_layout, read_frames
+from ..frames import FrameBlock
+from .hdf5_direct import frame_layout, map_frames, read_frames
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +158,27 @@ class FrameReader:
                         handle[self.data_path].read_direct(part, np.s_[lo:hi])
             offset += count
         return out
+
+    def block(self, start: int, stop: int) -> FrameBlock:
+        """Frames ``[start, stop)`` as a :class:`~ccfkit.frames.FrameBlock`.
+
+        Memory-mapped, without a copy, when they lie in one uncompressed
+        float32 data set (:func:`~ccfkit.io.hdf5_direct.map_frames`); read
+        into memory otherwise.
+        """
+        offset = 0
+        for name, count in zip(self.files, self.counts):
+            if offset <= start and stop <= offset + count:
+                layout = frame_layout(name, self.data_path)
+                if layout is not None:
+                    mapped = map_frames(
+                        name, layout, start - offset, stop - offset, self.frame_shape
+                    )
+                    if mapped is not None:
+                        return mapped
+                break
+            offset += count
+        return FrameBlock.of(self.read(start, stop))
 
     def __getitem__(self, key) -> np.ndarray:
         """Frames for a slice (or a tuple whose first element is a slice)."""

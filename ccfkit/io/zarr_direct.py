@@ -66,12 +66,12 @@ class ChunkFiles:
 
     @classmethod
     def of(cls, array: zarr.Array) -> ChunkFiles:
-        """Describe ``array``; ValueError unless it has a layout this module writes."""
+        """Describe ``array``; TypeError/ValueError unless it is a layout this module writes."""
         metadata = array.metadata
         if getattr(metadata, "zarr_format", None) != 3:
             raise ValueError("only Zarr v3 arrays")
         if not isinstance(array.store, zarr.storage.LocalStore):
-            raise ValueError(f"not a local store: {type(array.store).__name__}")
+            raise TypeError(f"not a local store: {type(array.store).__name__}")
         chunks = tuple(int(c) for c in array.chunks)
         if chunks[1:] != tuple(array.shape[1:]):
             raise ValueError("chunks must span every axis but the first")
@@ -222,12 +222,14 @@ class ZarrChunks:
     def write(self, chunk: int, data: np.ndarray) -> None:
         """Write ``data`` as the first ``len(data)`` rows of chunk ``chunk``."""
         start = chunk * self.chunk_length
-        zarr.open_array(store=self.store, path=self.name, mode="r+")[start : start + len(data)] = data
+        zarr.open_array(store=self.store, path=self.name, mode="r+")[start : start + len(data)] = (
+            data
+        )
 
 
 def chunk_writer(array: zarr.Array) -> ChunkFiles | ZarrChunks:
     """The fastest writer of whole first-axis chunks that ``array`` allows."""
     try:
         return ChunkFiles.of(array)
-    except ValueError:
+    except (TypeError, ValueError):
         return ZarrChunks(array.store, array.path, int(array.chunks[0]))
