@@ -195,8 +195,10 @@ def report(frames: int, runs: list[BuildRun], engines: list[float], codec_rows) 
             f"engine: {maps_s / engine_s:.2f}x."
         ),
         f"- build rate: **{build_rate:,.0f} frames/s** (target >= 600).",
-        f"- peak resident memory of the build: **{peak:.2f} GiB** (largest of the rounds; "
-        "target < 2 GB).",
+        (
+            f"- peak resident memory of the build: **{peak:.2f} GiB** (largest of the rounds; "
+            "target < 2 GB)."
+        ),
         (
             f"- the paper's {PAPER_IMAGES:,} images at this rate: **{projected:.0f} s** "
             f"(~{projected / 60:.1f} min) instead of three days: "

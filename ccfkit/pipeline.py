@@ -165,19 +165,9 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
 
 
 def chunk_statistics(chunk: int, job: ChunkJob) -> np.ndarray:
-    """Statistics of the frames of chunk ``chunk``, written to the store and returned.
-
-    Returns
-    -------
-    (n, 3) float32 array
-        Mean, std and max of the valid pixels of each frame.
-    """
-    frames_slice = job.layout.chunk_slice(chunk)
-    stats = frame_statistics(
-        job.reader.block(frames_slice.start, frames_slice.stop), job.plan.mask
-    )
-    job.writers.stats.write(chunk, stats)
-    return stats
+    """(n, 3) mean, std and max of the valid pixels of each frame of chunk ``chunk``."""
+    frames = job.layout.chunk_slice(chunk)
+    return frame_statistics(job.reader.block(frames.start, frames.stop), job.plan.mask)
 
 
 def build(
@@ -257,6 +247,7 @@ def build(
         image_size=config.image_size,
         map_dtype=config.map_dtype,
         compressor=compressor,
+        stats_by_chunk=NoiseLevel(config.noise) is NoiseLevel.NONE,
     )
     parameters = asdict(config)
     provenance = {
@@ -299,6 +290,7 @@ def build(
                     tasks, client, workers, layout.n_frames, "statistics", progress, len
                 )
             stats = np.concatenate(results)
+            group["stats"][:] = stats
             group.attrs["noise"] = _noise_attributes(stats, config.noise)
         if statistics_first:
             job = replace(job, bound=float(group.attrs["noise"]["bound"]))

@@ -75,6 +75,10 @@ class StoreLayout:
         ``"float32"`` or ``"float16"``.
     compressor : str
         A key of :data:`COMPRESSORS`.
+    stats_by_chunk : bool
+        ``stats`` chunked like the maps, because the map tasks write it (no
+        statistics pass: ``--noise none``); otherwise one chunk, written once
+        after the statistics pass.
     """
 
     n_frames: int
@@ -84,6 +88,7 @@ class StoreLayout:
     image_size: int | None = None
     map_dtype: str = "float32"
     compressor: str = "none"
+    stats_by_chunk: bool = True
 
     @property
     def n_chunks(self) -> int:
@@ -136,10 +141,10 @@ def create_store(
     # written once, whole, at creation: one chunk (up to a million frames)
     whole = (min(layout.n_frames, WHOLE_CHUNK_MAX),)
     group.create_array("index", shape=(layout.n_frames,), chunks=whole, dtype="int64")
-    # written chunk by chunk by the tasks, raw (no codec) so that they write the files directly
+    # raw (no codec): map tasks write their chunk's file directly
     group.create_array(
-        "stats", shape=(layout.n_frames, 3), chunks=(per_frame, 3), dtype="float32",
-        compressors=None,
+        "stats", shape=(layout.n_frames, 3), dtype="float32", compressors=None,
+        chunks=(per_frame if layout.stats_by_chunk else whole[0], 3),
     )  # fmt: skip
     group.create_array("radius", shape=(q,), dtype="float64")
     if layout.label_names:
