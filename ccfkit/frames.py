@@ -58,7 +58,7 @@ class FrameBlock:
         """The frames as a ``(B, H, W)`` float32 array (a copy, into ``out`` if given)."""
         if out is None:
             out = np.empty((len(self), *self.frame_shape), dtype=np.float32)
-        flat = out.reshape(len(self), -1)
+        flat = out.reshape(len(self), self.frame_pixels)
         for b, start in enumerate(self.starts.tolist()):
             flat[b] = self.pixels[start : start + self.frame_pixels]
         return out

@@ -187,8 +187,8 @@ def add_noise(
     if bound <= 0:
         return block.to_array(out)
     _add_uniform(
-        block.pixels, block.starts, out.reshape(len(block), -1), indices, np.uint64(seed),
-        np.float32(bound),
+        block.pixels, block.starts, out.reshape(len(block), block.frame_pixels), indices,
+        np.uint64(seed), np.float32(bound),
     )  # fmt: skip
     return out
 

@@ -22,10 +22,12 @@ CENTER = (24.5, 23.0)
 MAP_ARGS = ["--q-bins", "16", "--phi-bins", "32", "--chunk", "8", "--quiet"]
 
 
-def write_cxi(path, frames, *, bitmask=None, labels=None, names=("round", "elliptical")):
-    """A minimal CXI file: frames, an optional CXI bit mask, optional labels."""
+def write_cxi(
+    path, frames, *, bitmask=None, labels=None, names=("round", "elliptical"), **storage
+):
+    """A minimal CXI file: frames (h5py ``storage`` options), a CXI bit mask, labels."""
     with h5py.File(path, "w") as handle:
-        handle["entry_1/data_1/data"] = frames
+        handle.create_dataset("entry_1/data_1/data", data=frames, **storage)
         if bitmask is not None:
             handle["entry_1/instrument_1/detector_1/mask"] = bitmask
         if labels is not None:
@@ -159,6 +161,36 @@ def test_chunk_size_does_not_change_the_store(tmp_path, cxi):
     large = build(cxi, tmp_path / "b.zarr", "--noise", "max", "--chunk", "16")
     np.testing.assert_array_equal(small["ccf"][:], large["ccf"][:])
     np.testing.assert_array_equal(small["stats"][:], large["stats"][:])
+
+
+INPUT_STORAGE = {
+    "frame chunks (read in place)": {"chunks": (1, SIZE, SIZE)},
+    "gzip chunks (read by h5py)": {"chunks": (4, SIZE, SIZE), "compression": "gzip"},
+    "uint16 (converted)": {"dtype": "uint16"},
+}
+
+
+@pytest.mark.parametrize("storage", INPUT_STORAGE.values(), ids=INPUT_STORAGE.keys())
+def test_input_storage_does_not_change_the_store(tmp_path, cxi, frames, bitmask, storage):
+    """Contiguous (the fixture), chunked, compressed or integer frames: the same maps."""
+    if storage.get("dtype") == "uint16":
+        frames = np.nan_to_num(frames).astype(np.uint16)
+    other = write_cxi(tmp_path / "other.cxi", frames, bitmask=bitmask, **storage)
+    stored = build(other, tmp_path / "b.zarr", "--noise", "max")
+    if storage.get("dtype") == "uint16":  # the reference from a contiguous float32 copy
+        cxi = write_cxi(tmp_path / "plain.cxi", frames.astype(np.float32), bitmask=bitmask)
+    plain = build(cxi, tmp_path / "a.zarr", "--noise", "max")
+    np.testing.assert_array_equal(stored["ccf"][:], plain["ccf"][:])
+    np.testing.assert_array_equal(stored["stats"][:], plain["stats"][:])
+
+
+@pytest.mark.parametrize("compressor", ["lz4", "zstd"])
+def test_compressed_maps_are_the_same_maps(tmp_path, cxi, compressor):
+    plain = build(cxi, tmp_path / "a.zarr", "--noise", "mean")
+    packed = build(cxi, tmp_path / "b.zarr", "--noise", "mean", "--compressor", compressor)
+    assert packed.attrs["layout"]["compressor"] == compressor
+    assert packed["ccf"].metadata.codecs[-1].to_dict()["name"] == "blosc"
+    np.testing.assert_array_equal(packed["ccf"][:], plain["ccf"][:])
 
 
 def test_distributed_cluster_gives_the_same_store(tmp_path, cxi):

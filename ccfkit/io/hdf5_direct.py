@@ -126,6 +126,8 @@ def read_frames(name: str, layout: FrameLayout, lo: int, hi: int, out: np.ndarra
         Destination; when its dtype differs from the stored one the frames
         are read into a temporary and converted.
     """
+    if hi <= lo:
+        return
     stored = out if out.dtype == layout.dtype else np.empty(out.shape, layout.dtype)
     view = memoryview(stored.reshape(-1).view(np.uint8))
     offsets, size = layout.offsets[lo:hi], layout.frame_bytes

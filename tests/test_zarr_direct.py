@@ -1,0 +1,150 @@
+"""Whole-chunk writes (ccfkit.io.zarr_direct, ccfkit.buffers, ccfkit.write_behind)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from ccfkit.buffers import ALIGNMENT, aligned_empty, is_aligned
+from ccfkit.io import zarr_direct
+from ccfkit.io.zarr_direct import ChunkFiles, ZarrChunks, chunk_writer
+from ccfkit.store import COMPRESSORS
+from ccfkit.write_behind import WriteBehind
+
+SHAPE = (45, 12, 10)  # 45 rows in chunks of 16: the last chunk holds 13
+CHUNK = 16
+
+
+def new_array(root, name, dtype, compressors, **options):
+    group = zarr.open_group(str(root), mode="a")
+    return group.create_array(name, shape=SHAPE, chunks=(CHUNK, *SHAPE[1:]), dtype=dtype,
+                              compressors=compressors, fill_value=0, **options)  # fmt: skip
+
+
+@pytest.mark.parametrize("codec", COMPRESSORS)
+@pytest.mark.parametrize("dtype", ["float32", "float16", "uint8"])
+def test_chunk_files_are_byte_identical_to_zarr(tmp_path, codec, dtype):
+    data = (np.random.default_rng(0).uniform(-1, 1, SHAPE) * 100).astype(dtype)
+    by_zarr = new_array(tmp_path, "zarr", dtype, COMPRESSORS[codec])
+    direct = new_array(tmp_path, "direct", dtype, COMPRESSORS[codec])
+    by_zarr[:] = data
+    files = ChunkFiles.of(direct)
+    for chunk in range(3):
+        files.write(chunk, data[chunk * CHUNK : (chunk + 1) * CHUNK])
+    for chunk in range(3):
+        key = f"c/{chunk}/0/0"
+        assert (tmp_path / "direct" / key).read_bytes() == (tmp_path / "zarr" / key).read_bytes()
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "direct"))[:], data)
+
+
+def test_a_chunk_can_be_rewritten(tmp_path):
+    array = new_array(tmp_path, "a", "float32", None)
+    files = ChunkFiles.of(array)
+    files.write(1, np.ones((CHUNK, *SHAPE[1:])))
+    files.write(1, np.full((CHUNK, *SHAPE[1:]), 2.0))
+    assert (array[CHUNK : 2 * CHUNK] == 2).all() and (array[:CHUNK] == 0).all()
+
+
+def test_unsupported_arrays_get_zarrs_own_writer(tmp_path):
+    zstd_default = new_array(tmp_path, "zstd", "float32", "auto")  # zarr's default codec
+    in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=SHAPE,
+                                  chunks=(CHUNK, *SHAPE[1:]), dtype="float32")  # fmt: skip
+    data = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+    for array in (zstd_default, in_memory):
+        writer = chunk_writer(array)
+        assert isinstance(writer, ZarrChunks)
+        writer.write(2, data[2 * CHUNK :])
+        np.testing.assert_array_equal(array[2 * CHUNK :], data[2 * CHUNK :])
+    split = zarr.open_group(str(tmp_path), mode="a").create_array(
+        "split", shape=SHAPE, chunks=(CHUNK, 12, 5), dtype="float32", compressors=None
+    )
+    with pytest.raises(ValueError, match="chunks must span"):
+        ChunkFiles.of(split)
+
+
+def test_encode_rejects_data_of_another_shape(tmp_path):
+    files = ChunkFiles.of(new_array(tmp_path, "a", "float32", None))
+    with pytest.raises(ValueError):
+        files.encode(np.zeros((CHUNK + 1, *SHAPE[1:])))
+    with pytest.raises(ValueError):
+        files.encode(np.zeros((2, 3, 3)))
+
+
+def test_an_aligned_whole_chunk_is_written_without_a_copy(tmp_path):
+    files = ChunkFiles.of(new_array(tmp_path, "a", "float32", None))
+    aligned = aligned_empty((CHUNK, *SHAPE[1:]), np.float32)
+    assert np.shares_memory(files.encode(aligned), aligned)
+    unaligned = np.empty((CHUNK, *SHAPE[1:]), np.float32)
+    payload = files.encode(unaligned)
+    assert is_aligned(payload) and not np.shares_memory(payload, unaligned)
+
+
+def test_aligned_empty_starts_on_a_page_with_padding_after():
+    for size in (1, 4095, 4096, 5000):
+        array = aligned_empty(size)
+        assert array.nbytes == size and is_aligned(array)
+        assert zarr_direct._padded(array).nbytes == -(-size // ALIGNMENT) * ALIGNMENT
+
+
+@pytest.mark.parametrize("size", [1 << 20, (1 << 20) + 123])
+def test_direct_writes_give_exact_files(tmp_path, size):
+    """O_DIRECT where the file system takes it; the file has the payload's length either way."""
+    payload = aligned_empty(size)
+    payload[:] = np.random.default_rng(1).integers(0, 255, size, dtype=np.uint8)
+    path = tmp_path / "sub" / "file"
+    zarr_direct.write_file(str(path), payload)
+    assert path.read_bytes() == payload.tobytes()
+    if zarr_direct._write_direct(str(tmp_path / "again"), payload):  # O_DIRECT worked here
+        assert (tmp_path / "again").read_bytes() == payload.tobytes()
+
+
+def test_payload_without_padding_room_is_written_buffered(tmp_path):
+    payload = np.frombuffer(bytes(range(256)) * 4097, dtype=np.uint8)  # not ours to pad
+    assert zarr_direct._padded(payload) is None
+    zarr_direct.write_file(str(tmp_path / "f"), payload)
+    assert (tmp_path / "f").read_bytes() == payload.tobytes()
+
+
+def test_write_behind_runs_jobs_in_order_and_bounds_the_queue():
+    done, started = [], threading.Event()
+    release = threading.Event()
+
+    def slow(i):
+        def job():
+            started.set()
+            release.wait(5)
+            done.append(i)
+
+        return job
+
+    with WriteBehind(depth=2) as writes:
+        writes.submit(slow(0))
+        started.wait(5)
+        writes.submit(slow(1))  # queued: 2 pending
+        blocked = threading.Thread(target=writes.submit, args=(slow(2),))
+        blocked.start()
+        time.sleep(0.1)
+        assert blocked.is_alive()  # a third waits for a slot
+        release.set()
+        blocked.join(5)
+    assert done == [0, 1, 2]  # leaving the block waited for all of them
+
+
+def test_write_behind_reports_errors():
+    def failing():
+        raise OSError("disk full")
+
+    writes = WriteBehind(depth=1)
+    writes.submit(failing)
+    with pytest.raises(OSError, match="disk full"):
+        writes.flush()
+    with pytest.raises(OSError, match="disk full"):
+        writes.submit(lambda: None)
+    with pytest.raises(OSError, match="disk full"), writes:
+        pass
+    with pytest.raises(ValueError):
+        WriteBehind(depth=0)
