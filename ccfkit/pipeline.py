@@ -2,11 +2,15 @@
 
 Two passes over the frames (SPEC §5): a statistics pass (per-frame mean, std
 and max of the valid pixels; their medians set the noise bound), then the map
-pass, one Dask task per store chunk: read the frames, add the noise drawn from
-``(seed, frame index)``, compute the merged maps, write the chunk, mark it
-done. Tasks receive a small description of the geometry (:class:`PlanSpec`)
-and build the polar plan once per process; each task writes whole Zarr chunks
-of its own, so no locks are needed and a build resumes chunk by chunk.
+pass, one Dask task per store chunk: map the chunk's frames from the file,
+write the noisy frames (noise drawn from ``(seed, frame index)``) in one pass
+from them, compute the merged maps, write the chunk, mark it done. Tasks
+receive a small description of the geometry (:class:`PlanSpec`) and build
+the polar plan once per process; each task writes whole Zarr chunks of its
+own, straight to their files (:mod:`ccfkit.io.zarr_direct`), so no locks are
+needed and a build resumes chunk by chunk. Locally the writes run behind the
+computation (:mod:`ccfkit.write_behind`). ``docs/build.md`` says why each
+step is done the way it is, with the measurements.
 
 Parallelism has one level: Dask runs one task per core, each task computes on
 one thread (Numba kernels and BLAS held to one thread).
@@ -160,7 +164,10 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
             job.writers.images.write(chunk, images)
         job.writers.mark_done(chunk)
 
-    writes.submit(write) if writes is not None else write()
+    if writes is None:
+        write()
+    else:
+        writes.submit(write)
     return len(indices)
 
 
