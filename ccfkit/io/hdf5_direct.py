@@ -1,18 +1,23 @@
-"""Frames of uncompressed HDF5 data sets read with plain file reads.
+"""Frames of uncompressed HDF5 data sets read where they lie in the file.
 
 HDF5 stores an uncompressed data set either contiguously or in chunks, each
 chunk a plain C-order block of bytes at some offset in the file. When every
 frame lies whole inside one chunk (chunks of shape ``(c, H, W)``, the layout
 of detector files written frame by frame) or the data set is contiguous, the
-byte offset of each frame can be found once (:func:`frame_offsets`), and the
-frames read afterwards with plain reads straight into the caller's buffer
-(:func:`read_frames`): no HDF5 call, no library lock, no intermediate copy.
-Reading this way is 2-3x faster than ``h5py`` for 259 x 259 frames
-(docs/performance.md) and lets several threads read at once.
+byte offset of each frame can be found once (:func:`frame_layout`, from
+HDF5's chunk index). Afterwards no HDF5 call is needed (and h5py's global
+lock does not serialise the threads):
 
-Anything else (compression or other filters, partial-frame chunks, chunks
-never written, external or virtual storage) gets ``None`` from
-:func:`frame_offsets`, and the caller reads through h5py.
+- :func:`map_frames` maps a range of frames read-only, without a copy, as a
+  :class:`~ccfkit.frames.FrameBlock` (native float32 data sets): the kernels
+  read the page cache directly;
+- :func:`read_frames` reads them with plain file reads into the caller's
+  array, converting other dtypes.
+
+Both are 2-3x faster than ``h5py`` for 259 x 259 frames (the per-step table
+of docs/performance.md). Anything else (compression or other filters,
+partial-frame chunks, chunks never written, external or virtual storage)
+gets ``None`` from :func:`frame_layout`, and the caller reads through h5py.
 """
 
 from __future__ import annotations
@@ -161,7 +166,7 @@ def map_frames(
     data set is not native float32 or its frames do not lie on a common
     4-byte grid.
     """
-    if layout.dtype != np.dtype(np.float32) or hi <= lo:
+    if layout.dtype != np.dtype(np.float32) or hi <= lo or not hasattr(mmap, "MAP_SHARED"):
         return None
     offsets = layout.offsets[lo:hi]
     first, end = int(offsets.min()), int(offsets.max()) + layout.frame_bytes
@@ -169,7 +174,7 @@ def map_frames(
     skew = (first - base) % 4
     if np.any((offsets - base) % 4 != skew):
         return None
-    with open(name, "rb") as handle:
+    with open(name, "rb") as handle:  # MAP_POPULATE: the page table in one go, not per fault
         mapping = mmap.mmap(
             handle.fileno(),
             end - base,
