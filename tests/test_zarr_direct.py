@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 import time
 
@@ -148,3 +150,20 @@ def test_write_behind_reports_errors():
         pass
     with pytest.raises(ValueError):
         WriteBehind(depth=0)
+
+
+def test_file_systems_refusing_o_direct_get_ordinary_writes(tmp_path, monkeypatch):
+    """tmpfs and some network file systems answer O_DIRECT with EINVAL: write the usual way."""
+    real_open = os.open
+
+    def refusing_open(path, flags, *args):
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    payload = aligned_empty((1 << 20) + 5)
+    payload[:] = 7
+    assert not zarr_direct._write_direct(str(tmp_path / "direct"), payload)
+    zarr_direct.write_file(str(tmp_path / "f"), payload)
+    assert (tmp_path / "f").read_bytes() == payload.tobytes()
