@@ -24,7 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import AVAILABLE, relative_error, triangle_relative_errors, triangles
+from conftest import (
+    AVAILABLE,
+    make_cpu_backend,
+    relative_error,
+    triangle_relative_errors,
+    triangles,
+)
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -100,21 +106,13 @@ def test_reference_is_float64_and_numba_float32():
 
 
 def _make(name) -> Backend:
-    if name == "numpy-f32":
-        return NumpyBackend(dtype=np.float32)
-    if name == "numba-t1":
-        return NumbaBackend(threads=1)
-    if name == "numba-t2":
-        return NumbaBackend(threads=2)
-    if name == "cupy":
-        return get_backend("cupy")
-    raise KeyError(name)
+    return get_backend("cupy") if name == "cupy" else make_cpu_backend(name)
 
 
 BACKENDS = [
-    "numpy-f32",
-    "numba-t1",
-    "numba-t2",
+    "numpy32",
+    "numba1",
+    "numba2",
     pytest.param("cupy", marks=[pytest.mark.cuda, CUDA]),
 ]
 
@@ -378,7 +376,7 @@ def test_cupy_keeps_cupy_input_on_the_gpu():
     assert np.all(lower <= RTOL) and np.all(upper <= RTOL)  # the contract's bound
 
 
-@pytest.mark.parametrize("name", ["numba-t1", "numba-t2"])
+@pytest.mark.parametrize("name", ["numba1", "numba2"])
 def test_one_plan_many_orders_and_separations(name):
     # The Numba backend caches per-plan tables keyed by (plan, order, shift):
     # reusing one plan with changing parameters must never serve stale tables.
