@@ -396,3 +396,32 @@ def test_one_plan_many_orders_and_separations(name):
             assert np.all(lower <= RTOL) and np.all(upper <= RTOL)  # the contract's bound
         polar = backend.resample(backend.as_batch(images, plan.shape), plan)
         np.testing.assert_array_equal(polar.valid[:2], np.broadcast_to(plan.valid, (2, 12, 32)))
+
+
+@pytest.mark.skipif("numba" not in AVAILABLE, reason="Numba not installed")
+def test_nan_in_masked_pixels_keeps_the_numba_fast_path():
+    """NaN where no valid sample looks (masked pixels) invalidates nothing: the gather says 0.
+
+    A non-zero answer sends each image down the path of images with invalid samples
+    (a second gather and a second product); the maps are the same either way.
+    """
+    from ccfkit.backends.numba import _gather, _tables_for
+
+    rng = np.random.default_rng(2)
+    mask = rng.random((41, 37)) > 0.2
+    mask[20, 21] = True  # near the detector middle (the default centre): samples use it
+    plan = ccfkit.make_polar_plan((41, 37), mask=mask, q_bins=12, phi_bins=24)
+    image = rng.poisson(5, (41, 37)).astype(np.float32)
+    image[~mask] = np.nan
+    tables = _tables_for(plan)
+    values = np.empty(plan.valid.size, np.float32)
+    valid = np.empty(plan.valid.size, bool)
+    assert (
+        _gather(image.ravel(), tables.index, tables.weight, tables.valid, values, valid, False)
+        == 0
+    )
+    image[20, 21] = np.nan  # a good pixel that valid samples use: now it counts
+    assert (
+        _gather(image.ravel(), tables.index, tables.weight, tables.valid, values, valid, True) > 0
+    )
+    assert (valid <= plan.valid.ravel()).all() and not valid.all()
