@@ -63,11 +63,6 @@ TARGET_OVER_MATMUL = 2.0
 
 
 # --------------------------------------------------------------------------
-# data
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
 # (a) the per-image NumPy/SciPy version
 # --------------------------------------------------------------------------
 
@@ -274,7 +269,8 @@ class Measurement:
     """One row of the table: a callable timed over the whole batch each round.
 
     ``run(n)`` processes the first ``n`` images of the batch; the timed call
-    takes all ``images``, a warm-up call just before it takes a few.
+    takes all ``images``, an untimed warm-up call just before it the whole
+    batch too (or ``--warmup`` images).
     """
 
     key: str
@@ -288,9 +284,9 @@ class Measurement:
         """Seconds per image, one entry per round."""
         return [s / self.images for s in self.seconds]
 
-    def rate(self, aggregate=statistics.median) -> float:
-        """Images per second from the aggregated seconds per image."""
-        return 1.0 / aggregate(self.per_image())
+    def rate(self) -> float:
+        """Images per second from the median seconds per image."""
+        return 1.0 / statistics.median(self.per_image())
 
 
 def flops_per_image(q_bins: int = Q_BINS, phi_bins: int = PHI_BINS) -> dict[str, float]:
@@ -482,6 +478,16 @@ class Round:
     others: float
     steal: float
 
+    @classmethod
+    def between(cls, before: tuple[float, float], after: tuple[float, float], own: float,
+                seconds: float) -> Round:  # fmt: skip
+        """From two :func:`cpu_seconds` readings, the CPU seconds ``own`` used meanwhile by
+        the measured processes, and the wall ``seconds`` between the readings."""
+        (busy0, steal0), (busy1, steal1) = before, after
+        return cls(
+            others=max(0.0, (busy1 - busy0) - own) / seconds, steal=(steal1 - steal0) / seconds
+        )
+
     @property
     def disturbance(self) -> float:
         """Cores not available to the benchmark (NaN counts as none)."""
@@ -540,7 +546,7 @@ def run_rounds(
     while True:
         shift = len(history) % len(measurements)
         order = measurements[shift:] + measurements[:shift]
-        busy0, steal0 = cpu_seconds()
+        before = cpu_seconds()
         own0, wall0 = time.process_time(), time.perf_counter()
         for measurement in order:
             time.sleep(pause)
@@ -548,15 +554,8 @@ def run_rounds(
             start = time.perf_counter()
             measurement.run(measurement.images)
             measurement.seconds.append(time.perf_counter() - start)
-        busy1, steal1 = cpu_seconds()
-        own1, wall1 = time.process_time(), time.perf_counter()
-        wall = wall1 - wall0
-        history.append(
-            Round(
-                others=max(0.0, (busy1 - busy0) - (own1 - own0)) / wall,
-                steal=(steal1 - steal0) / wall,
-            )
-        )
+        own, wall = time.process_time() - own0, time.perf_counter() - wall0
+        history.append(Round.between(before, cpu_seconds(), own, wall))
         quiet_rounds = sum(r.disturbance <= quiet for r in history)
         log(
             f"round {len(history)} ({quiet_rounds}/{rounds} quiet; others "
