@@ -61,11 +61,19 @@ def full_map_reference(values, valid, delta: float = 0.0, xp=np):
         ``C[b, i, j]``, symmetric when ``delta == 0``.
     """
     shift = angular_shift(delta, values.shape[-1])
-    shifted_values = xp.roll(values, -shift, axis=-1) if shift else values
-    shifted_valid = xp.roll(valid, -shift, axis=-1) if shift else valid
-    numerator = values @ xp.swapaxes(shifted_values, -1, -2)
-    weights = valid.astype(values.dtype)
-    pairs = weights @ xp.swapaxes(shifted_valid.astype(values.dtype), -1, -2)
+    numerator = lag_product(values, shift, xp)
+    pairs = lag_product(valid.astype(values.dtype), shift, xp)
+    return divide_by_pairs(numerator, pairs, xp)
+
+
+def lag_product(rows, shift: int, xp=np):
+    """``rows @ roll(rows, -shift).T``: ``out[.., i, j] = sum_p rows[i, p] rows[j, p + shift]``."""
+    shifted = xp.roll(rows, -shift, axis=-1) if shift else rows
+    return rows @ xp.swapaxes(shifted, -1, -2)
+
+
+def divide_by_pairs(numerator, pairs, xp=np):
+    """``numerator / pairs`` where ``pairs > 0``, else 0 (Eq. 13's mask correction)."""
     return xp.where(pairs > 0, numerator / xp.where(pairs > 0, pairs, 1), 0)
 
 

@@ -16,7 +16,8 @@ over ``t`` (restricted to shifts whose overlap keeps at least a
 quarter of the pixels) gives ``c = t / 2``; a parabola through the minimum and
 its neighbours refines it below a pixel. ``f`` is ``log(1 + I)`` of the mean
 of the frames (photon counts span decades: the log weighs the rings, not
-just the brightest pixels); ``w`` is the mask.
+just the brightest pixels); ``w`` is the mask, less every pixel that is
+NaN/inf in any frame.
 
 Accuracy on simulated data is reported in ``docs/build.md``.
 """
@@ -37,7 +38,9 @@ def estimate_center(
     Parameters
     ----------
     images : (B, H, W) or (H, W) array
-        Frames sharing one beam centre; NaN/inf pixels are ignored.
+        Frames sharing one beam centre. A pixel that is NaN/inf in any frame
+        is dropped from every frame (the estimate uses only pixels finite in
+        all of them).
     mask : (H, W) bool array, optional
         True for good pixels.
     min_overlap : float

@@ -79,7 +79,7 @@ def compute_maps(
     plan = PlanSpec.describe(
         shape,
         center=center,
-        mask=None if mask is None else _checked_mask(_host(mask), shape),
+        mask=None if mask is None else _host(mask),
         q_bins=q_bins,
         phi_bins=phi_bins,
         r_min=r_min,
@@ -94,12 +94,6 @@ def compute_maps(
     if not _on_gpu(images):
         maps = engine.to_numpy(maps)
     return maps[0] if single else maps
-
-
-def _checked_mask(mask: np.ndarray, shape) -> np.ndarray:
-    if mask.shape != shape:
-        raise ValueError(f"mask has shape {mask.shape}, but the images are {shape}")
-    return mask
 
 
 def _host(array) -> np.ndarray:

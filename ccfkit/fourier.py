@@ -45,8 +45,9 @@ def fourier_reference(values, valid, orders: Sequence[int] | None = None, xp=np)
     valid : (B, Q, P) bool array
         Validity mask.
     orders : sequence of int, optional
-        The orders to compute, by one complex product per ring. ``None``: all
-        orders ``0 .. P/2`` by an rfft along ``phi``.
+        The orders to compute, by two real products per ring (``cos`` and
+        ``sin`` parts of the basis). ``None``: all orders ``0 .. P/2`` by an
+        rfft along ``phi``.
     xp : module
         ``numpy`` or ``cupy``.
 
@@ -60,8 +61,15 @@ def fourier_reference(values, valid, orders: Sequence[int] | None = None, xp=np)
     if orders is None:
         sums = xp.fft.rfft(values, axis=-1).astype(complex_dtype, copy=False)
     else:
-        basis = fourier_basis(values.shape[-1], orders, xp=xp, dtype=complex_dtype)
-        sums = values.astype(complex_dtype) @ basis
+        # values are real: exp(-i n phi) splits into two real products, and
+        # values never need a complex copy
+        basis = fourier_basis(values.shape[-1], orders)
+        real_dtype = np.finfo(complex_dtype).dtype
+        values = values.astype(real_dtype, copy=False)
+        sums = values @ xp.asarray(basis.real, dtype=real_dtype) + 1j * (
+            values @ xp.asarray(basis.imag, dtype=real_dtype)
+        )
+        sums = sums.astype(complex_dtype, copy=False)
     count = valid.sum(axis=-1, dtype=values.dtype)[..., None]
     return xp.where(count > 0, sums / xp.where(count > 0, count, 1), 0)
 

@@ -262,11 +262,15 @@ class PlanSpec:
     @classmethod
     def describe(cls, shape, *, center=None, mask=None, q_bins=224, phi_bins=512, r_min=0.0,
                  r_max=None) -> PlanSpec:  # fmt: skip
-        """The spec of ``make_polar_plan(shape, center=..., mask=..., ...)``."""
+        """The spec of ``make_polar_plan(shape, center=..., mask=..., ...)``.
+
+        Raises ValueError for a mask of another shape than ``shape``.
+        """
+        shape = (int(shape[0]), int(shape[1]))
         return cls(
-            shape=(int(shape[0]), int(shape[1])),
+            shape=shape,
             center=None if center is None else (float(center[0]), float(center[1])),
-            packed_mask=None if mask is None else np.packbits(np.asarray(mask, bool)).tobytes(),
+            packed_mask=None if mask is None else np.packbits(_as_mask(mask, shape)).tobytes(),
             q_bins=int(q_bins),
             phi_bins=int(phi_bins),
             r_min=float(r_min),

@@ -44,7 +44,7 @@ def resize_images(images: np.ndarray, size: int, valid: np.ndarray | None = None
     keep = np.isfinite(images)
     if valid is not None:
         keep &= np.asarray(valid, dtype=bool)
-    clean = np.where(keep, images, 0).astype(np.float32)
+    clean = np.where(keep, images, np.float32(0))  # float32 in, float32 out: one new array
     rows = interpolation_matrix(images.shape[1], size).astype(np.float32)
     cols = interpolation_matrix(images.shape[2], size).astype(np.float32)
     return rows @ clean @ cols.T

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import abc
+import os
 
 import numpy as np
 
 from ..ccf import Scale
 from ..polar import PolarImages, PolarPlan
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity where the OS has one (Linux), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class BackendUnavailableError(RuntimeError):

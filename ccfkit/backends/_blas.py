@@ -64,13 +64,15 @@ def correlate_rows(rows, shift, out, scratch):
     shift : int
         Angular shift ``d`` in samples.
     out : (Q, Q) float32, C-contiguous, out
-        Only the lower triangle (``i >= j``) is written and meaningful.
+        The lower triangle (``i >= j``) always holds the result. When
+        ``shift % P == 0`` only it is written (``ssyrk``); otherwise ``sgemm``
+        writes all of ``out``, the formula holding for every ``i, j``.
     scratch : (Q, P) float32, C-contiguous
-        Work space for the shifted rows (unused when ``shift == 0``).
+        Work space for the shifted rows (unused when ``shift % P == 0``).
 
     Notes
     -----
-    ``shift == 0``: one ``ssyrk`` (half the flops of a product). Otherwise the
+    ``shift % P == 0``: one ``ssyrk`` (half the flops of a product). Otherwise the
     rows are rolled into ``scratch`` and one ``sgemm`` forms the product.
     """
     q_bins, phi_bins = rows.shape

@@ -7,6 +7,8 @@ API, so the CuPy path is the tested NumPy path with another ``xp``.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .. import ccf, fourier
@@ -27,22 +29,27 @@ class ArrayBackend(Backend):
         Images processed at once by :meth:`merged_maps` (bounds memory).
     """
 
+    #: Plans whose tables a backend keeps (on the device, for CuPy).
+    _PLANS_KEPT = 4
+
     def __init__(self, xp, dtype=np.float64, batch_size: int = 16):
         self.xp = xp
         self.dtype = np.dtype(dtype)
         self.batch_size = int(batch_size)
+        self._tables: dict[PolarPlan, _PlanTables] = {}  # oldest first
+        self._tables_lock = threading.Lock()
 
     def asarray(self, array):
         return self.xp.asarray(array, dtype=self.dtype)
 
     def resample(self, images, plan: PolarPlan) -> PolarImages:
         xp = self.xp
+        tables = self._tables_of(plan)
         images = self.asarray(images)
         flat = images.reshape(images.shape[0], -1)
-        weight = xp.asarray(plan.weight, dtype=self.dtype)
         with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: the sample is invalid anyway
-            values = (weight * flat[:, xp.asarray(plan.index)]).sum(axis=-1)
-        valid = xp.asarray(plan.valid) & xp.isfinite(values)
+            values = (tables.weight * flat[:, tables.index]).sum(axis=-1)
+        valid = tables.valid & xp.isfinite(values)
         values = xp.where(valid, values, 0).astype(self.dtype, copy=False)
         return PolarImages(values, valid, plan.radius, plan.phi)
 
@@ -59,19 +66,73 @@ class ArrayBackend(Backend):
         return ccf.merge_maps_reference(full, order, scale, xp=self.xp)
 
     def merged_maps(self, images, plan, *, order=8, delta=0.0, scale=ccf.Scale.MAXABS):
-        out = self.xp.empty((images.shape[0], plan.q_bins, plan.q_bins), dtype=np.float32)
+        """The chain of :meth:`Backend.merged_maps`, batch by batch, with one shortcut.
+
+        The full map's denominator (the pair counts, a second batched product)
+        is the plan's own, computed once per plan and shift, for every image
+        whose NaN/inf pixels invalidate no sample; only the others get their
+        own. Counts are exact integers either way, so the maps are identical.
+        """
+        xp = self.xp
+        shift = ccf.angular_shift(delta, plan.phi_bins)
+        tables = self._tables_of(plan)
+        out = xp.empty((images.shape[0], plan.q_bins, plan.q_bins), dtype=np.float32)
         for start in range(0, images.shape[0], self.batch_size):
-            stop = start + self.batch_size
-            out[start:stop] = super().merged_maps(
-                images[start:stop], plan, order=order, delta=delta, scale=scale
-            )
+            polar = self.resample(images[start : start + self.batch_size], plan)
+            coefficients = self.fourier(polar.values, polar.valid, [order])[..., 0]
+            numerator = ccf.lag_product(polar.values, shift, xp)
+            pairs = xp.broadcast_to(tables.pairs(shift), numerator.shape)
+            changed = xp.any(polar.valid != tables.valid, axis=(-2, -1))
+            if changed.any():  # images with NaN/inf samples: their own pair counts
+                changed = xp.flatnonzero(changed)
+                pairs = pairs.copy()
+                pairs[changed] = ccf.lag_product(
+                    polar.valid[changed].astype(self.dtype), shift, xp
+                )
+            full = ccf.divide_by_pairs(numerator, pairs, xp)
+            merged = self.merge_maps(full, self.order_map(coefficients), scale)
+            out[start : start + self.batch_size] = merged  # cast to float32 on assignment
         return out
+
+    def _tables_of(self, plan: PolarPlan) -> _PlanTables:
+        """The plan's tables as this backend's arrays, built once per plan.
+
+        The last few plans are kept: on a GPU a batch then reuses the device
+        copies instead of sending the tables (several MB) again.
+        """
+        with self._tables_lock:
+            tables = self._tables.pop(plan, None)
+            if tables is None:
+                tables = _PlanTables(plan, self.xp, self.dtype)
+                while len(self._tables) >= self._PLANS_KEPT:
+                    del self._tables[next(iter(self._tables))]
+            self._tables[plan] = tables  # now the newest
+            return tables
 
     def to_numpy(self, array):
         return self.xp.asnumpy(array) if hasattr(self.xp, "asnumpy") else np.asarray(array)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dtype={self.dtype.name})"
+
+
+class _PlanTables:
+    """A plan's arrays on one array module and dtype, with its pair counts per shift."""
+
+    def __init__(self, plan: PolarPlan, xp, dtype: np.dtype):
+        self.xp = xp
+        self.index = xp.asarray(plan.index)
+        self.weight = xp.asarray(plan.weight, dtype=dtype)
+        self.valid = xp.asarray(plan.valid)
+        self._weights = self.valid.astype(dtype)
+        self._pairs = {}
+
+    def pairs(self, shift: int):
+        """(Q, Q) ``sum_p M[i,p] M[j,p+shift]`` of the plan's validity (Eq. 13's denominator)."""
+        pairs = self._pairs.get(shift)
+        if pairs is None:
+            pairs = self._pairs[shift] = ccf.lag_product(self._weights, shift, self.xp)
+        return pairs
 
 
 class NumpyBackend(ArrayBackend):
@@ -96,9 +157,9 @@ class CupyBackend(ArrayBackend):
 
     def __init__(self, dtype=np.float32, batch_size: int | None = None):
         cupy = _import_cupy()
-        super().__init__(cupy, dtype, batch_size or 256)
         if batch_size is None:
-            self.batch_size = _batch_from_free_memory(cupy)
+            batch_size = _batch_from_free_memory(cupy)
+        super().__init__(cupy, dtype, batch_size)
 
 
 def _import_cupy():

@@ -5,7 +5,8 @@ gathers the bilinear samples and checks them for NaN/inf; a vectorised pass
 takes the single angular order that the order-n map needs (a complex dot
 product per ring, float64 accumulators); one BLAS call (SciPy's ``ssyrk``,
 called directly, see :mod:`._blas`) forms the lower triangle of
-``polar @ polar.T`` (``sgemm`` when ``delta != 0``); one pass merges and scales
+``polar @ polar.T`` (``sgemm`` of the rolled rows when ``delta`` rounds to a
+non-zero shift, ``round(delta P / 2 pi) % P != 0``); one pass merges and scales
 the two triangles. The mask's own correlation (the denominator of Eq. 13) is
 computed once per plan and reused for every image whose NaN/inf pixels add no
 invalid samples.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -27,7 +27,7 @@ import numpy as np
 from ..buffers import aligned_empty
 from ..ccf import Scale, angular_shift
 from ..polar import PolarImages, PolarPlan
-from ._base import BackendUnavailableError
+from ._base import BackendUnavailableError, usable_cpus
 from .array import ArrayBackend
 
 try:
@@ -216,17 +216,13 @@ def _merged_maps_part(
 
 
 class _PlanTables:
-    """A plan's arrays in the kernels' dtypes and layouts, with per-call tables."""
+    """A plan's arrays in the kernels' dtypes and layouts (what every call needs)."""
 
-    def __init__(self, plan: PolarPlan, order: int = 0, shift: int = 0):
+    def __init__(self, plan: PolarPlan):
         self.index = plan.index.astype(np.int32).reshape(-1, 4)
         self.weight = plan.weight.astype(np.float32).reshape(-1, 4)
         self.valid = np.ascontiguousarray(plan.valid).ravel()
         self.counts = plan.valid.sum(axis=1)
-        self.cos_n = np.cos(order * plan.phi)
-        self.sin_n = np.sin(order * plan.phi)
-        self.shift = shift
-        self.inverse_pairs = _inverse_pair_counts(plan.valid, shift)
 
     def gather(self, image, values, valid) -> int:
         """Resample one (H, W) float32 image into (Q, P) ``values`` and ``valid``."""
@@ -242,9 +238,21 @@ class _PlanTables:
 
 
 @functools.lru_cache(maxsize=4)
-def _tables_for(plan: PolarPlan, order: int = 0, shift: int = 0) -> _PlanTables:
-    """The kernel tables of a plan, built once per (plan, order, shift)."""
-    return _PlanTables(plan, order, shift)
+def _tables_for(plan: PolarPlan) -> _PlanTables:
+    """The kernel tables of a plan, built once per plan."""
+    return _PlanTables(plan)
+
+
+@functools.lru_cache(maxsize=16)
+def _order_tables(plan: PolarPlan, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cos(n phi_p)`` and ``sin(n phi_p)`` (float64) of one order, built once per (plan, n)."""
+    return np.cos(order * plan.phi), np.sin(order * plan.phi)
+
+
+@functools.lru_cache(maxsize=16)
+def _inverse_pairs_for(plan: PolarPlan, shift: int) -> np.ndarray:
+    """:func:`_inverse_pair_counts` of the plan's validity, built once per (plan, shift)."""
+    return _inverse_pair_counts(plan.valid, shift)
 
 
 def _inverse_pair_counts(valid: np.ndarray, shift: int) -> np.ndarray:
@@ -271,7 +279,7 @@ class NumbaBackend(ArrayBackend):
 
     def __init__(self, threads: int | None = None):
         super().__init__(np, np.float32)
-        self.threads = int(threads or len(os.sched_getaffinity(0)))
+        self.threads = int(threads or usable_cpus())
         # the loaded BLAS libraries, found once (looking them up costs a millisecond)
         self._thread_pools = ThreadpoolController()
 
@@ -293,7 +301,10 @@ class NumbaBackend(ArrayBackend):
 
     def merged_maps(self, images, plan, *, order=8, delta=0.0, scale=Scale.MAXABS):
         images = self.asarray(images)
-        tables = _tables_for(plan, order, angular_shift(delta, plan.phi_bins))
+        tables = _tables_for(plan)
+        shift = angular_shift(delta, plan.phi_bins)
+        cos_n, sin_n = _order_tables(plan, order)
+        inverse_pairs = _inverse_pairs_for(plan, shift)
         maxabs = Scale(scale) is Scale.MAXABS
         # page-aligned: a store chunk of maps can then be written with O_DIRECT, uncopied
         out = aligned_empty((images.shape[0], plan.q_bins, plan.q_bins), np.float32)
@@ -301,8 +312,7 @@ class NumbaBackend(ArrayBackend):
         def run(part: range) -> None:
             _merged_maps_part(
                 images, part.start, part.stop, tables.index, tables.weight, tables.valid,
-                tables.counts, tables.inverse_pairs, tables.cos_n, tables.sin_n, tables.shift,
-                maxabs, out,
+                tables.counts, inverse_pairs, cos_n, sin_n, shift, maxabs, out,
             )  # fmt: skip
 
         self._in_parallel(images.shape[0], run)
