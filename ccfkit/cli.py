@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from pathlib import Path
 
 import click
 import numpy as np
 
 from . import __version__
+from .backends import NAMES as BACKEND_NAMES
+
+#: What ``--backend`` accepts: ``auto`` and every backend's name.
+BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
 
 
 @click.group()
@@ -27,12 +30,7 @@ def main(verbose: int) -> None:
 @click.option("--frames", default=96, show_default=True, help="Frames to simulate.")
 @click.option("--order", default=8, show_default=True, help="Angular order of the upper triangle.")
 @click.option("--seed", default=0, show_default=True, help="Seed of simulation and noise.")
-@click.option(
-    "--backend",
-    type=click.Choice(["auto", "numpy", "numba", "cupy"]),
-    default="auto",
-    show_default=True,
-)
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
 def demo(out_dir: Path, frames: int, order: int, seed: int, backend: str) -> None:
     """Simulate frames, build their stores (noise none and max), draw them into OUT_DIR."""
     from .demo import run_demo
@@ -82,7 +80,7 @@ def _center_option(value: str | None):
 )
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "numpy", "numba", "cupy"]),
+    type=click.Choice(BACKEND_CHOICES),
     default="auto",
     show_default=True,
     help="Engine: CuPy on a GPU, else Numba; numpy is the slow reference.",
@@ -93,7 +91,8 @@ def _center_option(value: str | None):
     "mask_spec",
     default=None,
     metavar="FILE[:PATH]",
-    help="Mask file (.npy, or HDF5 with a data set path); True/1 = good pixel.",
+    help="Mask file (.npy, or HDF5 with a data set path): True/1 = good pixel; integers at "
+    "a CXI mask path are a CXI bit mask (a 'convention' attribute overrides; docs/build.md).",
 )
 @click.option("--labels-path", default=None, help="Data set of the labels [CXI-like locations].")
 @click.option(
@@ -117,7 +116,7 @@ def _center_option(value: str | None):
     type=click.Choice(["lz4", "zstd", "none"]),
     default="none",
     show_default=True,
-    help="Codec of the stored maps (Blosc LZ4 or Zstd, byte shuffle).",
+    help="Codec of the stored maps (Blosc: LZ4 with byte shuffle, Zstd with bit shuffle).",
 )
 @click.option(
     "--chunk",
@@ -261,10 +260,10 @@ def show(store: Path, frame: int, output: Path) -> None:
 
 
 def _default_workers() -> int:
-    try:
-        return max(1, min(4, len(os.sched_getaffinity(0))))
-    except AttributeError:  # not on Linux
-        return max(1, min(4, os.cpu_count() or 1))
+    """Rendering threads of ``simulate``: the CPUs this process may use, at most 4."""
+    from .backends._base import usable_cpus
+
+    return min(4, usable_cpus())
 
 
 def _span(metavar: str = "MIN MAX"):

@@ -4,7 +4,9 @@ Two passes over the frames (SPEC §5): a statistics pass (per-frame mean, std
 and max of the valid pixels; their medians set the noise bound), then the map
 pass, one Dask task per store chunk: map the chunk's frames from the file,
 write the noisy frames (noise drawn from ``(seed, frame index)``) in one pass
-from them, compute the merged maps, write the chunk, mark it done. Tasks
+from them, compute the merged maps, write the chunk, mark it done. With
+``--noise none`` there is one pass: no map waits for a bound, so each map task
+also computes its frames' statistics (``StoreLayout.stats_by_chunk``). Tasks
 receive a small description of the geometry (:class:`PlanSpec`) and build
 the polar plan once per process; each task writes whole Zarr chunks of its
 own, straight to their files (:mod:`ccfkit.io.zarr_direct`), so no locks are
@@ -22,7 +24,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import platform
 import sys
 import time
@@ -38,6 +39,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .backends import get_backend
+from .backends._base import usable_cpus
 from .ccf import Scale
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
@@ -113,14 +115,13 @@ class ChunkJob:
     config: BuildConfig
     backend: str
     bound: float
-    write_statistics: bool = False
 
 
 def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) -> int:
     """Read chunk ``chunk``'s frames, add noise, compute maps, write them, mark it done.
 
-    With ``job.write_statistics`` (no noise: no statistics pass before), the
-    frames' statistics are written too.
+    With ``job.layout.stats_by_chunk`` (no noise: no statistics pass before),
+    the frames' statistics are written too.
 
     Parameters
     ----------
@@ -141,7 +142,7 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
     frames = job.reader.block(frames_slice.start, frames_slice.stop)  # mapped where possible
-    if job.write_statistics:
+    if job.layout.stats_by_chunk:
         job.writers.stats.write(chunk, frame_statistics(frames, job.plan.mask))
     indices = np.arange(frames_slice.start, frames_slice.stop)
     noisy = add_noise(frames, indices, job.bound, config.seed)  # one pass from the file's pages
@@ -272,13 +273,13 @@ def build(
         group = _open_for_resume(out, provenance)
         layout = layout_of(group)
     else:
-        group = create_store(out, layout, provenance, overwrite=overwrite)
-        _write_per_store_arrays(group, source, plan)
+        contents = _per_store_arrays(source, plan)
+        group = create_store(out, layout, provenance, contents, overwrite=overwrite)
 
-    workers = workers or _cpus()
+    workers = workers or usable_cpus()
     # Without noise the maps do not wait for the statistics: each map task
     # computes its frames' statistics on the way (one pass over the input).
-    statistics_first = NoiseLevel(config.noise) is not NoiseLevel.NONE
+    statistics_first = not layout.stats_by_chunk
     with _client(scheduler) as client, threadpool_limits(limits=1, user_api="blas"):
         job = ChunkJob(
             reader=source.reader,
@@ -288,7 +289,6 @@ def build(
             config=config,
             backend=engine_name,
             bound=0.0,
-            write_statistics=not statistics_first,
         )
         if statistics_first and "noise" not in group.attrs:
             with _timed("statistics pass", layout.n_frames):
@@ -308,7 +308,7 @@ def build(
         with _timed("map pass", total), behind as writes:
             tasks = _tasks(process_chunk, todo, job, writes)
             _run(tasks, client, workers, total, "maps", progress)
-    if not statistics_first:
+    if layout.stats_by_chunk:
         group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise)
     mark_complete(group)
     logger.info("store complete: %s", out)
@@ -344,16 +344,19 @@ def _open_for_resume(out: str, provenance: dict) -> zarr.Group:
     return group
 
 
-def _write_per_store_arrays(group: zarr.Group, source: FrameSource, plan: PolarPlan) -> None:
-    group["index"][:] = np.arange(source.n_frames, dtype=np.int64)
-    group["radius"][:] = plan.radius
-    group["radius"].attrs["units"] = "pixel"
-    mask = group.create_array("mask", shape=source.mask.shape, dtype="bool")
-    mask[:] = source.mask
-    mask.attrs["origin"] = source.mask_origin
+def _per_store_arrays(source: FrameSource, plan: PolarPlan) -> dict:
+    """The arrays written whole when the store is created, with their attributes.
+
+    See :func:`ccfkit.store.create_store`: ``radius``, ``mask``, ``q`` when
+    the input gives the geometry, ``labels`` when it has labels.
+    """
+    contents = {
+        "radius": (plan.radius, {"units": "pixel"}),
+        "mask": (source.mask, {"origin": source.mask_origin}),
+    }
     if source.labels is not None:
-        group["labels"][:] = source.labels
-        group["labels"].attrs["exclusive_groups"] = [list(g) for g in source.exclusive_groups]
+        groups = [list(g) for g in source.exclusive_groups]
+        contents["labels"] = (source.labels, {"exclusive_groups": groups})
     if None not in (source.wavelength, source.distance, source.pixel_size):
         q = momentum_transfer(
             plan.radius,
@@ -361,9 +364,8 @@ def _write_per_store_arrays(group: zarr.Group, source: FrameSource, plan: PolarP
             distance=source.distance,
             wavelength_nm=source.wavelength * 1e9,
         )
-        array = group.create_array("q", shape=q.shape, dtype="float64")
-        array[:] = q
-        array.attrs["units"] = "1/nm"
+        contents["q"] = (q, {"units": "1/nm"})
+    return contents
 
 
 def _tasks(function: Callable, chunks, job: ChunkJob, *args) -> list:
@@ -430,10 +432,6 @@ def _client(scheduler: str | None):
         return Client(scheduler, timeout="10s")
     except OSError as error:
         raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from error
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def _environment() -> dict:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-__all__ = ["draw_image", "draw_merged_map", "draw_polar", "maps_figure", "stages_figure"]
+__all__ = ["draw_image", "draw_merged_map", "draw_polar", "stages_figure"]
 
 
 def draw_image(ax, image: np.ndarray, *, mask: np.ndarray | None = None, title: str = ""):
@@ -72,42 +70,6 @@ def draw_merged_map(
     ax.set_xlabel("r_j (px)")
     ax.set_ylabel("r_i (px)")
     return image
-
-
-def maps_figure(
-    images: Sequence[np.ndarray],
-    merged: Sequence[np.ndarray],
-    radius: np.ndarray,
-    *,
-    titles: Sequence[str] | None = None,
-    order: int = 8,
-    mask: np.ndarray | None = None,
-):
-    """A figure with one row per frame: the image (log) beside its merged map.
-
-    Parameters
-    ----------
-    images : sequence of (H, W) arrays
-    merged : sequence of (Q, Q) arrays
-    radius : (Q,) array
-    titles : sequence of str, optional
-        One per frame.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    rows = len(images)
-    fig, axes = plt.subplots(rows, 2, figsize=(8, 3.8 * rows), squeeze=False)
-    for row, (image, merged_map) in enumerate(zip(images, merged)):
-        title = titles[row] if titles else f"frame {row}"
-        draw_image(axes[row, 0], image, mask=mask, title=f"{title} (log10)")
-        colours = draw_merged_map(axes[row, 1], merged_map, radius, order=order)
-        fig.colorbar(colours, ax=axes[row, 1], fraction=0.046)
-    fig.tight_layout()
-    return fig
 
 
 def stages_figure(image, polar_values, polar_valid, merged, radius, *, mask=None, order=8):

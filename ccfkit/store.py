@@ -1,7 +1,10 @@
 """The Zarr v3 store of a build (SPEC §7; ``docs/store-layout.md``).
 
-A store is created whole — metadata, every array, the provenance — before any
-map is computed, with ``status = "incomplete"`` in its attributes. Map chunks
+A store is created whole — every array, with the per-store ones (index,
+radius, mask, q, labels) already written, then the provenance — before any
+map is computed, with ``status = "incomplete"`` in its attributes. The root
+attributes come last: a store killed while being created is no ccfkit store
+yet, so it cannot be resumed, only overwritten. Map chunks
 are then filled independently (each Dask task writes whole Zarr chunks of its
 own, so no locks are needed), and each marks itself in ``done``. Only when
 every chunk is done does the store say ``status = "complete"``. An
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,9 +105,19 @@ class StoreLayout:
 
 
 def create_store(
-    path: str | Path, layout: StoreLayout, attributes: dict, *, overwrite: bool = False
+    path: str | Path,
+    layout: StoreLayout,
+    attributes: dict,
+    contents: Mapping[str, tuple[np.ndarray, dict]],
+    *,
+    overwrite: bool = False,
 ) -> zarr.Group:
-    """Create an empty, incomplete store with every array and the provenance.
+    """Create an incomplete store: every array, the per-store ones written, then the provenance.
+
+    The per-frame arrays the map tasks fill (``ccf``, ``stats``, ``images``,
+    ``done``) are created empty; ``index`` (``0 .. N-1``) and ``contents``
+    are written whole. The root attributes are written last, so that only a
+    store created to the end opens as a ccfkit store (and can be resumed).
 
     Parameters
     ----------
@@ -112,6 +126,10 @@ def create_store(
     layout : StoreLayout
     attributes : dict
         JSON-ready provenance and parameters (SPEC §7), stored at the root.
+    contents : mapping of str to (ndarray, dict)
+        The per-store arrays and their attributes, by name: ``radius``,
+        ``mask``, optionally ``q``, and ``labels`` (N, C) when
+        ``layout.label_names`` names its columns.
     overwrite : bool
         Replace an existing store; without it an existing path is an error.
 
@@ -140,13 +158,13 @@ def create_store(
     )
     # written once, whole, at creation: one chunk (up to a million frames)
     whole = (min(layout.n_frames, WHOLE_CHUNK_MAX),)
-    group.create_array("index", shape=(layout.n_frames,), chunks=whole, dtype="int64")
+    index = group.create_array("index", shape=(layout.n_frames,), chunks=whole, dtype="int64")
+    index[:] = np.arange(layout.n_frames, dtype=np.int64)
     # raw (no codec): map tasks write their chunk's file directly
     group.create_array(
         "stats", shape=(layout.n_frames, 3), dtype="float32", compressors=None,
         chunks=(per_frame if layout.stats_by_chunk else whole[0], 3),
     )  # fmt: skip
-    group.create_array("radius", shape=(q,), dtype="float64")
     if layout.label_names:
         labels = group.create_array(
             "labels",
@@ -155,6 +173,12 @@ def create_store(
             dtype="uint8",
         )
         labels.attrs["names"] = list(layout.label_names)
+    for name, (data, attrs) in contents.items():
+        data = np.asarray(data)
+        if name not in group:  # labels are made above, chunked like index
+            group.create_array(name, shape=data.shape, dtype=data.dtype)
+        group[name][:] = data
+        group[name].attrs.update(attrs)
     if layout.image_size:
         s = layout.image_size
         group.create_array(
@@ -194,7 +218,7 @@ def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
         raise StoreError(f"{path}: not a Zarr store ({error})") from error
     version = group.attrs.get("schema_version")
     if group.attrs.get("tool") != "ccfkit" or version is None:
-        raise StoreError(f"{path}: not a ccfkit store")
+        raise StoreError(f"{path}: not a ccfkit store (or one whose creation was interrupted)")
     if version > SCHEMA_VERSION:
         raise StoreError(f"{path}: schema {version} is newer than this ccfkit ({SCHEMA_VERSION})")
     return group

@@ -146,14 +146,54 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
     assert store["done"][:].all()
 
 
-def test_noise_is_uniform_between_zero_and_the_bound(tmp_path, cxi, frames):
-    store = build(cxi, tmp_path / "out.zarr", "--noise", "max", "--seed", "4")
+def per_frame_bitmask(bitmask):
+    """(FRAMES, H, W): the fixture's mask, and frame i's pixel (10, i) saturated too."""
+    masks = np.repeat(bitmask[None], FRAMES, axis=0)
+    masks[np.arange(FRAMES), 10, np.arange(FRAMES)] = 2
+    return masks
+
+
+@pytest.mark.parametrize("where", ["CXI mask location", "convention attribute", "0/1 elsewhere"])
+def test_a_mask_per_frame_given_with_mask_is_read_as_in_the_file(tmp_path, frames, bitmask, where):
+    masks = per_frame_bitmask(bitmask)
+    in_file = build(write_cxi(tmp_path / "in.cxi", frames, bitmask=masks), tmp_path / "a.zarr")
+    good = (bitmask.astype(int) & 767) == 0
+    good[10, :FRAMES] = False  # bad in one frame: bad
+    np.testing.assert_array_equal(in_file["mask"][:], good)
+    mask_file = tmp_path / "mask.h5"
+    with h5py.File(mask_file, "w") as handle:
+        if where == "CXI mask location":
+            handle["entry_1/instrument_1/detector_1/mask"] = masks
+            spec = str(mask_file)
+        elif where == "convention attribute":
+            handle["masks/bits"] = masks
+            handle["masks/bits"].attrs["convention"] = "cxi"
+            spec = f"{mask_file}:masks/bits"
+        else:
+            handle["masks/good"] = ((masks.astype(int) & 767) == 0).astype(np.uint8)
+            spec = f"{mask_file}:masks/good"
+    plain = write_cxi(tmp_path / "plain.cxi", frames)
+    given = build(plain, tmp_path / "b.zarr", "--mask", spec)
+    np.testing.assert_array_equal(given["mask"][:], in_file["mask"][:])
+    np.testing.assert_array_equal(given["ccf"][:], in_file["ccf"][:])
+
+
+def test_the_build_adds_uniform_noise_between_zero_and_the_bound(tmp_path, cxi, frames, bitmask):
+    """The noise the build added, read back from its stored noisy frames."""
+    # resized to their own size, the stored images are the noisy frames (masked pixels 0)
+    store = build(cxi, tmp_path / "out.zarr", "--noise", "max", "--seed", "4",
+                  "--keep-images", "--image-size", SIZE)  # fmt: skip
     bound = store.attrs["noise"]["bound"]
-    drawn = add_noise(frames[:4], np.arange(4), bound, 4) - frames[:4]
-    drawn = drawn[np.isfinite(drawn)]
-    assert drawn.min() >= 0 and drawn.max() <= bound
-    # 9,600 draws: the standard error of the mean is bound / sqrt(12 * 9600) = 0.003 bound
-    assert abs(drawn.mean() / bound - 0.5) < 0.015
+    np.testing.assert_allclose(bound, valid_statistics(frames, bitmask)[2], rtol=1e-5)
+    good = ((bitmask.astype(int) & 767) == 0) & np.isfinite(frames)
+    drawn = (store["images"][:] - frames)[good]
+    # float32 sums: within a rounding step of [0, b]
+    assert drawn.min() >= -1e-4 and drawn.max() <= bound * (1 + 1e-6)
+    # ~90,000 draws: the standard error of the mean is bound / sqrt(12 * 90000) = 0.001 bound
+    assert abs(drawn.mean() / bound - 0.5) < 0.005
+    # and it is the noise drawn from (seed, frame index), as `ccfkit show` draws it again
+    again = add_noise(frames, np.arange(FRAMES), bound, 4)
+    np.testing.assert_array_equal(store["images"][:][good], again[good])
 
 
 def test_chunk_size_does_not_change_the_store(tmp_path, cxi):
@@ -256,11 +296,59 @@ def test_interrupted_build_says_incomplete_and_resumes(tmp_path, cxi, monkeypatc
     np.testing.assert_array_equal(resumed["ccf"][:], complete["ccf"][:])
 
 
-def test_resume_refuses_other_parameters(tmp_path, cxi):
+def test_a_build_stopped_after_creating_its_store_resumes_to_the_same_store(
+    tmp_path, cxi, monkeypatch
+):
+    whole = build(cxi, tmp_path / "whole.zarr", "--noise", "mean")
+    out = tmp_path / "out.zarr"
+    args = ["build", str(cxi), str(out), "--noise", "mean",
+            "--center", f"{CENTER[0]},{CENTER[1]}", *MAP_ARGS]  # fmt: skip
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # Ctrl-C in the first task after the store is created
+        patch.setattr(pipeline, "chunk_statistics", interrupted)
+        assert "Aborted" in CliRunner().invoke(main, args).output
+    created = zarr.open_group(str(out), mode="r")
+    assert created.attrs["status"] == "incomplete" and not created["done"][:].any()
+
+    resumed = build(cxi, out, "--noise", "mean", "--resume")
+    assert resumed.attrs["status"] == "complete"
+    assert sorted(resumed.array_keys()) == sorted(whole.array_keys())
+    for name, array in whole.arrays():
+        np.testing.assert_array_equal(resumed[name][:], array[:], err_msg=name)
+        assert resumed[name].attrs.asdict() == array.attrs.asdict(), name
+    assert resumed.attrs["noise"] == whole.attrs["noise"]
+
+
+def test_a_store_stopped_while_being_created_is_not_resumed(tmp_path, cxi, monkeypatch):
+    out = tmp_path / "out.zarr"
+    args = ["build", str(cxi), str(out), "--noise", "mean", *MAP_ARGS]
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # Ctrl-C just before the root attributes are written
+        patch.setattr("ccfkit.store._layout_attrs", interrupted)
+        assert "Aborted" in CliRunner().invoke(main, args).output
+    assert out.exists()
+    result = run(*args, "--resume")
+    assert result.exit_code != 0 and "not a ccfkit store" in result.output
+    assert build(cxi, out, "--noise", "mean", "--overwrite").attrs["status"] == "complete"
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [(["--noise", "max"], "noise"), (["--center", "20,20"], "center")],
+    ids=["noise", "centre"],
+)
+def test_resume_refuses_other_parameters(tmp_path, cxi, changed, named):
     out = tmp_path / "out.zarr"
     build(cxi, out, "--noise", "mean")
-    result = run("build", cxi, out, "--noise", "max", "--resume", *MAP_ARGS)
-    assert result.exit_code != 0 and "noise" in result.output
+    same = ["--noise", "mean", "--center", f"{CENTER[0]},{CENTER[1]}"]
+    result = run("build", cxi, out, *same, "--resume", *MAP_ARGS, *changed)  # the last one wins
+    assert result.exit_code != 0 and f"built with another {named};" in result.output
 
 
 def test_overwrite_replaces_a_store(tmp_path, cxi):
@@ -396,13 +484,6 @@ def test_momentum_transfer_is_stored_when_the_geometry_is_known(tmp_path, frames
     expected = 4 * np.pi * np.sin(np.arctan(radius * 1e-3 / 0.065) / 2) / 40.0
     np.testing.assert_allclose(store["q"][:], expected, rtol=1e-12)
     assert store["q"].attrs["units"] == "1/nm"
-
-
-def test_resume_refuses_another_centre(tmp_path, cxi):
-    out = tmp_path / "out.zarr"
-    build(cxi, out)
-    result = run("build", cxi, out, "--resume", "--center", "20,20", *MAP_ARGS)
-    assert result.exit_code != 0 and "center" in result.output
 
 
 def test_killed_build_leaves_an_incomplete_store_that_resumes(tmp_path):

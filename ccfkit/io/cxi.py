@@ -46,7 +46,6 @@ __all__ = [
     "MASK_PATH",
     "PIXEL_IS_MISSING",
     "atomic_output",
-    "read_frames",
     "write_simulated",
 ]
 
@@ -369,14 +368,3 @@ def _write_header(
         parents=json.dumps(sim.PARENTS),
         rules=sim.label_rules(),
     )
-
-
-def read_frames(path, index=slice(None), *, data_path: str = DATA_PATH) -> np.ndarray:
-    """Frames ``index`` (an int, slice or index array) of a CXI file, as float32.
-
-    Returns
-    -------
-    (H, W) or (N, H, W) float32
-    """
-    with h5py.File(path, "r") as handle:
-        return np.asarray(handle[data_path][index], dtype=np.float32)

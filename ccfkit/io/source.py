@@ -9,9 +9,10 @@ shipping open HDF5 handles.
 
 CXI conventions (Maia 2012; cxidb.org): frames are ``(frame, y, x)`` at
 ``/entry_1/data_1/data``, ``/entry_1/image_1/data`` or
-``/entry_1/instrument_1/detector_1/data``. Integer masks in a CXI file are CXI
-*bit masks* (0 = good; a pixel is bad when any ``PIXEL_IS_IN_MASK`` bit is
-set); boolean masks mean True = good.
+``/entry_1/instrument_1/detector_1/data``. Integer masks at a CXI mask
+location are CXI *bit masks* (0 = good; a pixel is bad when any
+``PIXEL_IS_IN_MASK`` bit is set), elsewhere 0/1 (1 = good), unless the data
+set's ``convention`` attribute says otherwise; boolean masks mean True = good.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ class FrameReader:
     data_path : str
     counts : tuple of int
         Frames in each file.
-    shape : (int, int, int)
-        ``(N, H, W)`` over all files.
+    frame_shape : (int, int)
+        ``(H, W)``, the same in every file.
     dtype : numpy dtype
         The dtype frames are returned in.
     """
@@ -125,11 +126,8 @@ class FrameReader:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """``(N, H, W)`` over all files."""
         return (int(sum(self.counts)), *self.frame_shape)
-
-    @property
-    def ndim(self) -> int:
-        return 3
 
     def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Frames ``[start, stop)`` as a ``(stop - start, H, W)`` array of :attr:`dtype`.
@@ -373,16 +371,18 @@ def open_source(
 
 
 def read_mask_file(spec: str) -> tuple[np.ndarray, str]:
-    """Read ``FILE[:path]``: a .npy array or a data set in an HDF5 file.
+    """Read ``FILE[:PATH]``: a .npy array or a data set in an HDF5 file.
 
-    Integer masks given this way are read as 0/1, 1 = good, unless they sit in
-    a CXI file at a CXI mask location (then: CXI bit mask).
+    Without ``PATH``, an HDF5 file's mask is looked for at the CXI mask
+    locations. The data set is read by :func:`_read_mask_dataset`, as a mask
+    in the input files is; a .npy array is read as 0/1, 1 = good (bool: True
+    = good), and one of shape (N, H, W) keeps the pixels good in every frame.
     """
     name, _, path = spec.partition(":")
     if not Path(name).is_file():
         raise InputError(f"mask file {name}: no such file")
     if name.endswith(".npy"):
-        good, convention = good_pixels(np.load(name), convention="good")
+        good, convention = _good_in_every_frame(np.load(name), "good")
         return good, f"{name} ({convention})"
     if not h5py.is_hdf5(name):
         raise InputError(f"mask file {name}: neither .npy nor HDF5")
@@ -390,9 +390,39 @@ def read_mask_file(spec: str) -> tuple[np.ndarray, str]:
         path = path or _first_present(handle, MASK_PATHS)
         if not path or path not in handle:
             raise InputError(f"mask file {name}: no mask data set {path or ''}".rstrip())
-        convention = "cxi" if path.strip("/") in MASK_PATHS else "good"
-        good, how = good_pixels(handle[path][()], convention=convention)
+        good, how = _read_mask_dataset(handle, path, name)
     return good, f"{name}:{path} ({how})"
+
+
+def _read_mask_dataset(handle: h5py.File, path: str, name: str) -> tuple[np.ndarray, str]:
+    """Data set ``path`` of file ``name`` as an (H, W) bool mask (True = good), and how read.
+
+    The data set's ``convention`` attribute (``"cxi"`` or ``"good"``) says
+    how to read integers; without it, a data set at a CXI mask location
+    (:data:`MASK_PATHS`) holds a CXI bit mask and any other 0/1, 1 = good.
+    Bool masks are True = good. A mask per frame, (N, H, W), keeps the pixels
+    good in every frame.
+    """
+    dataset = handle[path]
+    where = "/" + path.strip("/")
+    if not isinstance(dataset, h5py.Dataset):
+        raise InputError(f"{name}: {where} is a group, not a mask data set")
+    default = "cxi" if path.strip("/") in MASK_PATHS else "good"
+    convention = dataset.attrs.get("convention", default)
+    if isinstance(convention, bytes):
+        convention = convention.decode()
+    try:
+        return _good_in_every_frame(dataset[()], str(convention))
+    except ValueError as error:
+        raise InputError(f"{name}: mask {where}: {error}") from None
+
+
+def _good_in_every_frame(stored: np.ndarray, convention: str) -> tuple[np.ndarray, str]:
+    """:func:`good_pixels` of an (H, W) mask, or of an (N, H, W) one reduced over frames."""
+    good, how = good_pixels(stored, convention=convention)
+    if good.ndim == 3:  # a mask per frame: keep the pixels good in every frame
+        good = good.all(axis=0)
+    return good, how
 
 
 def _first_present(handle: h5py.File, paths: Sequence[str]) -> str | None:
@@ -418,16 +448,11 @@ def _frames_dataset(handle: h5py.File, data_path: str, name: str) -> h5py.Datase
 
 
 def _read_mask(handle: h5py.File, name: str) -> tuple[np.ndarray | None, str]:
+    """The first mask at a CXI mask location of an input file (see :func:`_read_mask_dataset`)."""
     path = _first_present(handle, MASK_PATHS)
     if path is None:
         return None, "none (all pixels good)"
-    stored = handle[path][()]
-    if stored.ndim == 3:  # a mask per frame: keep pixels good in every frame
-        stored = (
-            stored.all(axis=0) if stored.dtype == bool else np.bitwise_or.reduce(stored, axis=0)
-        )
-    convention = handle[path].attrs.get("convention", "auto")
-    good, how = good_pixels(stored, convention=str(convention))
+    good, how = _read_mask_dataset(handle, path, name)
     return good, f"{name}:/{path} ({how})"
 
 
