@@ -16,8 +16,10 @@ Run from the repository root (the full bar; about 42 minutes on the 2-core CPU):
    checkpoint): Precision >= 0.85, Recall >= 0.85 and Accuracy at least 10
    points above the all-negative baseline; prints the table and, with
    ``--write FILE``, puts it between the ``<!-- bar:start -->`` and
-   ``<!-- bar:end -->`` markers of FILE (``--label`` names the run, e.g.
-   "reduced").
+   ``<!-- bar:end -->`` markers of FILE as an entry of its own, wrapped in
+   ``<!-- train-bar:LABEL:begin -->`` / ``<!-- train-bar:LABEL:end -->``
+   (``--label`` names the run, e.g. "reduced"): an entry of the same label is
+   replaced, everything else there is kept.
 
 Exit status 0 when both arms pass the bar, 1 otherwise.
 """
@@ -34,7 +36,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 START, END = "<!-- bar:start -->", "<!-- bar:end -->"
 
@@ -118,19 +119,52 @@ def table(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
-SEPARATOR = "\n\n---\n\n"
+def entry_markers(label: str) -> tuple[str, str]:
+    """The HTML comments that begin and end the entry of run ``label``."""
+    if "--" in label or "\n" in label:
+        raise SystemExit(f"--label {label!r}: no '--' or line breaks (it goes into a comment)")
+    return f"<!-- train-bar:{label}:begin -->", f"<!-- train-bar:{label}:end -->"
+
+
+def with_entry(doc: str, text: str, label: str) -> str:
+    """``doc`` with the entry of ``label`` between START and END set to ``text``.
+
+    Parameters
+    ----------
+    doc : str
+        A Markdown document with the ``START`` and ``END`` markers.
+    text : str
+        The entry (Markdown; tables and rules are fine, nothing is split on them).
+    label : str
+        The run's label: an entry wrapped in its markers is replaced in place,
+        otherwise the entry is appended before ``END``. Anything else between
+        the markers (other entries, hand-written text) is kept as it is.
+
+    Returns
+    -------
+    str
+        The new document.
+    """
+    if START not in doc or END not in doc:
+        raise ValueError(f"no {START} ... {END} markers")
+    head, rest = doc.split(START, 1)
+    body, tail = rest.split(END, 1)
+    begin, end = entry_markers(label)
+    entry = f"{begin}\n{text.strip()}\n{end}"
+    before, found, after = body.partition(begin)
+    if found and end in after:
+        body = before + entry + after.split(end, 1)[1]
+    else:
+        body = f"{body.rstrip()}\n\n{entry}\n"
+    return f"{head}{START}{body}{END}{tail}"
 
 
 def write_into(path: Path, text: str, label: str) -> None:
-    """Put ``text`` between the markers of ``path``, replacing the entry of the same label."""
-    doc = path.read_text()
-    if START not in doc or END not in doc:
-        raise SystemExit(f"{path}: no {START} ... {END} markers")
-    head, rest = doc.split(START, 1)
-    body, tail = rest.split(END, 1)
-    entries = [e.strip() for e in body.split(SEPARATOR.strip()) if e.strip().startswith("**")]
-    entries = [e for e in entries if not e.startswith(f"**{label}** run")] + [text.strip()]
-    path.write_text(f"{head}{START}\n" + SEPARATOR.join(entries) + f"\n{END}{tail}")
+    """Put ``text`` into ``path`` as the entry of ``label`` (see :func:`with_entry`)."""
+    try:
+        path.write_text(with_entry(path.read_text(), text, label))
+    except ValueError as error:
+        raise SystemExit(f"{path}: {error}") from error
 
 
 def main(argv=None) -> int:

@@ -65,6 +65,12 @@ def tiny_store(tmp_path_factory):
     return str(store)
 
 
+def read_csv(path, *, drop=()) -> list[dict]:
+    """The rows of a CSV file as dicts of strings, without the columns ``drop``."""
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(handle)]
+
+
 def tiny_model(num_classes=6, **kw) -> PreActResNet:
     torch.manual_seed(0)
     return build_model(ModelConfig(num_classes=num_classes, width=8, **kw))
@@ -147,7 +153,14 @@ def test_output_shape(arch, width):
     expansion = 4 if arch >= 50 else 1
     assert features.shape == (3, 8 * width * expansion, 2, 2)  # 64 / 32
     assert logits.shape == (3, 11)
-    torch.testing.assert_close(model.forward_head(features), logits)
+
+
+def test_resnet18_feature_maps_at_paper_width():
+    model = build_model(ModelConfig(num_classes=11)).eval()  # width 64
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(2, 1, 64, 64))
+    assert features.shape == (2, 512, 2, 2)
+    assert model.fc.in_features == 512 and model.fc.out_features == 11
 
 
 def expected_preact_resnet18_params(in_channels: int, classes: int, w: int = 64) -> int:
@@ -315,6 +328,18 @@ def test_sampler_is_chunk_grouped_and_partitions_for_ddp():
         assert np.array_equal(joined, np.sort(batch))
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 11, 12, 13, 35, 36, 37, 195])
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_sampler_len_is_the_number_of_batches_it_yields(n, world, drop_last):
+    for rank in range(world):
+        s = ChunkBatchSampler(
+            np.arange(7, 7 + n), 16, 12, drop_last=drop_last, rank=rank, world_size=world
+        )
+        s.set_epoch(2)
+        assert len(s) == len(list(s)), (rank, world)
+
+
 def test_dataset_reads_rows_flips_and_pickles_without_handle(tiny_store):
     g = zarr.open_group(tiny_store, mode="r")
     rows = np.array([3, 17, 18, 40, 63])
@@ -328,16 +353,23 @@ def test_dataset_reads_rows_flips_and_pickles_without_handle(tiny_store):
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._group is None and not clone._cache  # workers open their own handle
     # Images, per-frame max scaling, flips drawn from (seed, epoch, frame).
+    every = np.arange(64)
     flipped = StoreDataset(tiny_store, "images", flips=True, normalize="max", seed=5)
-    xa = flipped[(2, rows)][0][:, 0].numpy()
-    xb = flipped[(2, rows)][0][:, 0].numpy()
+    xa = flipped[(2, every)][0][:, 0].numpy()
+    xb = flipped[(2, every)][0][:, 0].numpy()
     np.testing.assert_array_equal(xa, xb)
-    raw = g["images"][:][rows]
-    raw = raw / raw.reshape(5, -1).max(axis=1)[:, None, None]
-    for k in range(5):
+    raw = g["images"][:]
+    raw = raw / raw.reshape(64, -1).max(axis=1)[:, None, None]
+    for k in every:
         candidates = [raw[k], raw[k, :, ::-1], raw[k, ::-1, :], raw[k, ::-1, ::-1]]
         assert any(np.allclose(xa[k], c, rtol=1e-6) for c in candidates)
         assert np.abs(xa[k]).max() == pytest.approx(1.0)
+    # The flips do something: some of the 64 frames (3/4 each) come out changed ...
+    changed = [not np.allclose(xa[k], raw[k], rtol=1e-6) for k in every]
+    assert 16 <= sum(changed) < 64
+    # ... and without flips none are.
+    plain = StoreDataset(tiny_store, "images", normalize="max", seed=5)[(2, every)][0][:, 0]
+    np.testing.assert_allclose(plain.numpy(), raw, rtol=1e-6)
 
 
 def test_spawned_worker_gives_the_same_batches(tiny_store):
@@ -380,20 +412,6 @@ def test_overfits_a_batch_of_16(tiny_store):
     assert torch.equal(predicted, y.bool())
 
 
-def _read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _csv_rows(path):
-    with open(path) as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:  # wall-clock columns differ between runs
-        row.pop("seconds")
-        row.pop("samples_per_s")
-    return rows
-
-
 def test_resume_continues_exactly(tiny_store, tmp_path):
     model_cfg = ModelConfig(num_classes=6, width=8)
     cfg = tiny_train(tiny_store, epochs=4, lr_step=2, input="images")  # flips + lr drop included
@@ -412,8 +430,9 @@ def test_resume_continues_exactly(tiny_store, tmp_path):
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0)
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 4
     assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.05 * 0.1**2)
-    assert _csv_rows(tmp_path / "straight" / "metrics.csv") == _csv_rows(
-        tmp_path / "split" / "metrics.csv"
+    wall_clock = ("seconds", "samples_per_s")  # differ between runs
+    assert read_csv(tmp_path / "straight" / "metrics.csv", drop=wall_clock) == read_csv(
+        tmp_path / "split" / "metrics.csv", drop=wall_clock
     )
     assert np.array_equal(
         np.load(tmp_path / "straight" / "split.npz")["eval"],
@@ -447,7 +466,7 @@ def test_ddp_two_processes_match_one(tiny_store, tmp_path):
         progress=False,
     )
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "two"), tiny_store), nprocs=2)
-    one, two = (_read_csv(tmp_path / run / "metrics.csv") for run in ("one", "two"))
+    one, two = (read_csv(tmp_path / run / "metrics.csv") for run in ("one", "two"))
     assert len(two) == 3
     # Same global batches and gradients; only BatchNorm statistics differ (each of the 2
     # processes normalises its own half-batch on CPU), so losses agree to a few percent.
@@ -486,8 +505,7 @@ def test_predict_and_evaluate_on_other_stores(tiny_store, tmp_path):
     g.create_array("index", data=np.arange(100, 110, dtype=np.int64), chunks=(4,))
     g.attrs.update({"tool": "ccfkit", "schema_version": 1, "status": "complete"})
     assert predict_run(run_dir, str(other), tmp_path / "p.csv") == 10
-    with open(tmp_path / "p.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv(tmp_path / "p.csv")
     assert [int(r["index"]) for r in rows] == list(range(100, 110))
     # Same probabilities as predicting those rows of the original store.
     model, _, _ = load_run(run_dir)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import zarr
 from click.testing import CliRunner
+from test_trainer import read_csv
 
 from ccfkit.cli import main as ccfkit_main
 from trainer.cli import main as trainer_main
@@ -17,11 +18,6 @@ from trainer.explain import grad_cam_pp
 from trainer.model import ModelConfig, build_model
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-def _read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def invoke(main, args):
@@ -50,10 +46,13 @@ def test_end_to_end(tmp_path):
     assert config["train"]["batch_size"] == 16 and config["train"]["lr"] == 0.1
     split = np.load(run_dir / "split.npz")
     assert len(split["eval"]) == round(0.15 * 48) and len(split["train"]) == 48 - 7
-    rows = _read_csv(run_dir / "metrics.csv")
+    rows = read_csv(run_dir / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["0", "1"]
     report = json.loads((run_dir / "report.json").read_text())
     best = report["best_checkpoint"]
+    # The final metrics are those of the last epoch's evaluation.
+    for key in ("accuracy", "precision", "recall", "violation_rate"):
+        assert report["final"][key] == pytest.approx(float(rows[-1][key]), abs=1e-12), key
 
     # evaluate: the best checkpoint on the run's eval split reproduces the report.
     out = run(
@@ -67,8 +66,7 @@ def test_end_to_end(tmp_path):
 
     # predict: one row per frame, probabilities in [0, 1], labels = p >= 0.5.
     run(trainer_main, ["predict", run_dir, store, "-o", tmp_path / "p.csv", "--device", "cpu"])
-    with open(tmp_path / "p.csv") as handle:
-        table = list(csv.DictReader(handle))
+    table = read_csv(tmp_path / "p.csv")
     names = config["store"]["label_names"]
     assert len(table) == 48
     index = zarr.open_group(str(store), mode="r")["index"][:]
@@ -85,7 +83,10 @@ def test_end_to_end(tmp_path):
     # resume to 3 epochs, then clear one-line errors.
     run(trainer_main, ["fit", store, "--run-dir", run_dir, "--resume", "--epochs", "3",
                        "--workers", "0", "--quiet"])  # fmt: skip
-    assert len(_read_csv(run_dir / "metrics.csv")) == 3
+    assert len(read_csv(run_dir / "metrics.csv")) == 3
+    # Options not given on --resume keep the saved values.
+    resumed = json.loads((run_dir / "config.json").read_text())["train"]
+    assert resumed == {**config["train"], "epochs": 3}
     bad = invoke(trainer_main, ["fit", tmp_path / "nope.zarr"])
     assert bad.exit_code == 1 and "no such store" in bad.output
     bad = invoke(trainer_main, ["fit", store, "--run-dir", run_dir, "--workers", "0"])
@@ -122,3 +123,32 @@ def test_grad_cam_pp_shape_and_linear_case():
     np.testing.assert_allclose(
         heat, ((up - up.min()) / (up.max() - up.min())).numpy(), rtol=1e-4, atol=1e-5
     )
+
+
+def _train_bar():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_bar.py"
+    spec = importlib.util.spec_from_file_location("train_bar", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_bar_entries_keep_their_tables():
+    bar = _train_bar()
+    table = "**{}** run\n\n| a | b |\n|---|---:|\n| x | {} |\n\n---\n\nCommand: `{}`"
+    doc = f"# Doc\n\n{bar.START}\n{bar.END}\n\nafter\n"
+    doc = bar.with_entry(doc, table.format("one", 1, "c1"), "one")
+    doc = bar.with_entry(doc, table.format("two", 2, "c2"), "two")
+    doc = bar.with_entry(doc, table.format("one", 3, "c3"), "one")  # replaced in place
+    assert doc.count("|---|---:|") == 2 and doc.count("---\n\nCommand") == 2
+    assert "| x | 1 |" not in doc
+    assert doc.index("| x | 3 |") < doc.index("| x | 2 |")
+    assert doc.startswith("# Doc\n") and doc.endswith(f"{bar.END}\n\nafter\n")
+    # The repository's own document: rewriting its entry changes nothing else.
+    path = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+    text = path.read_text()
+    begin, end = bar.entry_markers("full-1thread")
+    entry = text.split(begin, 1)[1].split(end, 1)[0]
+    assert bar.with_entry(text, entry, "full-1thread") == text

@@ -97,8 +97,18 @@ def main(verbose: bool) -> None:
 @click.option(
     "--max-minutes", type=float, default=None, help="Stop after the epoch that passes this."
 )
-@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="DataLoader workers [2; on --resume: the saved value]",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default=None,
+    help="[auto; on --resume: the saved value]",
+)
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (GPU).")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="(GPU)")
 @click.option("--threshold", type=float, default=0.5, show_default=True)
@@ -111,7 +121,11 @@ def main(verbose: bool) -> None:
 def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, lr, momentum,
         lr_step, lr_gamma, l1, l2, eval_fraction, seed, flips, normalize, max_frames, max_minutes, workers,
         device, amp, channels_last, threshold, threads, run_dir, resume, overwrite, quiet):  # fmt: skip
-    """Train on the labelled frames of STORE (a complete `ccfkit build` store)."""
+    """Train on the labelled frames of STORE (a complete `ccfkit build` store).
+
+    With --resume only --epochs, --workers, --device (when given) and STORE
+    change the saved run; the other recipe options are ignored.
+    """
     from . import loop
     from .data import inspect_store
     from .model import ModelConfig
@@ -141,7 +155,8 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
             store=info.path, input=input_kind, epochs=200 if epochs is None else epochs,
             batch_size=batch_size, lr=lr, momentum=momentum, lr_step=lr_step,
             lr_gamma=lr_gamma, l1=l1, l2=l2, eval_fraction=eval_fraction, seed=seed,
-            flips=flips, normalize=normalize, workers=workers, device=device, amp=amp,
+            flips=flips, normalize=normalize, workers=2 if workers is None else workers,
+            device="auto" if device is None else device, amp=amp,
             channels_last=channels_last, threshold=threshold, max_frames=max_frames,
             max_minutes=max_minutes,
         )  # fmt: skip

@@ -42,6 +42,7 @@ __all__ = [
     "inspect_store",
     "loader_throughput",
     "make_loader",
+    "open_store",
     "split_indices",
 ]
 
@@ -84,27 +85,47 @@ def _open(path) -> zarr.Group:  # noqa: F821
     return zarr.open_group(str(path), mode="r")
 
 
+def open_store(path) -> zarr.Group:  # noqa: F821
+    """Open a ccfkit store read-only through :func:`ccfkit.store.open_store`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store.
+
+    Returns
+    -------
+    zarr.Group
+        The store's root group.
+
+    Raises
+    ------
+    DataError
+        Missing path, not a Zarr store, not a ccfkit store or a newer schema
+        (``ccfkit.store.StoreError`` as a one-line message).
+    """
+    from ccfkit.store import StoreError
+    from ccfkit.store import open_store as ccfkit_open_store
+
+    try:
+        return ccfkit_open_store(path)
+    except StoreError as error:
+        raise DataError(" ".join(str(error).split())) from error
+
+
 def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = None) -> StoreInfo:
     """Open ``path`` and check it can be trained on / predicted from.
 
     Raises
     ------
     DataError
-        Missing path, not a ccfkit store, a store whose ``status`` is not
-        ``"complete"``, no ``labels`` array (when ``need_labels``), or no
-        ``input_kind`` array.
+        Whatever :func:`open_store` refuses, a store whose ``status`` is not
+        ``"complete"``, no ``ccf`` array, no ``labels`` array (when
+        ``need_labels``), or no ``input_kind`` array.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such store")
-    try:
-        group = _open(path)
-        attrs = dict(group.attrs)
-    except Exception as error:  # zarr raises several types for a non-store
-        raise DataError(f"{path}: not a Zarr store ({type(error).__name__})") from error
-    if attrs.get("tool") != "ccfkit":
-        raise DataError(f"{path}: not a ccfkit store (no tool='ccfkit' attribute)")
-    status = attrs.get("status")
+    group = open_store(path)
+    status = group.attrs.get("status")
     if status != "complete":
         raise DataError(
             f"{path}: store status is {status!r}, not 'complete' "
@@ -119,7 +140,7 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
     if input_kind is not None and input_kind not in keys:
         hint = " (build it with --keep-images)" if input_kind == "images" else ""
         raise DataError(f"{path}: the store has no {input_kind!r} array{hint}")
-    n = int(group["ccf"].shape[0])
+    ccf = group["ccf"]
     names: tuple[str, ...] = ()
     groups: tuple[tuple[str, ...], ...] = ()
     if has_labels:
@@ -130,8 +151,8 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
     shapes = {k: tuple(group[k].shape[1:]) for k in ("ccf", "images") if k in keys}
     return StoreInfo(
         path=str(path.resolve()),
-        n_frames=n,
-        chunk_frames=int(group["ccf"].chunks[0]),
+        n_frames=int(ccf.shape[0]),
+        chunk_frames=int(ccf.chunks[0]),
         label_names=names,
         exclusive_groups=groups,
         shapes=shapes,
@@ -235,7 +256,11 @@ class ChunkBatchSampler(torch.utils.data.Sampler):
                 yield (self.epoch, part)
 
     def __len__(self) -> int:
-        return len(self.batches())
+        """Batches this rank yields per epoch (arithmetic: the order does not change it)."""
+        full, rest = divmod(len(self.indices), self.batch_size)
+        # Every full batch has >= world_size frames, so every rank gets a slice of it;
+        # the last partial batch (when kept) reaches only the ranks below its length.
+        return full + int(rest > 0 and not self.drop_last and self.rank < rest)
 
 
 class StoreDataset(torch.utils.data.Dataset):
@@ -276,27 +301,43 @@ class StoreDataset(torch.utils.data.Dataset):
         self.normalize = Normalize(normalize).value
         self.seed = int(seed)
         self.cache_chunks = int(cache_chunks)
-        self._group = None
-        self._cache: OrderedDict = OrderedDict()
+        self.__dict__.update(self._no_handles())
+
+    @staticmethod
+    def _no_handles() -> dict:
+        """The per-process state before the store is opened: no handles, no decoded chunks."""
+        return {"_group": None, "_arrays": {}, "_has_labels": None, "_cache": OrderedDict()}
 
     def __getstate__(self):  # a worker gets the recipe, never an open handle
-        state = self.__dict__.copy()
-        state["_group"] = None
-        state["_cache"] = OrderedDict()
-        return state
+        return {**self.__dict__, **self._no_handles()}
 
     @property
     def group(self):
+        """The store's root group, opened on first use in this process."""
         if self._group is None:
             self._group = _open(self.path)
         return self._group
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the store has a ``labels`` array (asked once per process)."""
+        if self._has_labels is None:
+            self._has_labels = "labels" in self.group
+        return self._has_labels
+
+    def array(self, name: str):
+        """The Zarr array ``name``, its handle kept (metadata is read once per process)."""
+        handle = self._arrays.get(name)
+        if handle is None:
+            handle = self._arrays[name] = self.group[name]
+        return handle
 
     def _chunk(self, name: str, chunk: int) -> np.ndarray:
         key = (name, chunk)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        array = self.group[name]
+        array = self.array(name)
         c = array.chunks[0]
         data = array[chunk * c : (chunk + 1) * c]
         self._cache[key] = data
@@ -306,7 +347,7 @@ class StoreDataset(torch.utils.data.Dataset):
 
     def read(self, name: str, indices: np.ndarray) -> np.ndarray:
         """Rows ``indices`` of array ``name``, decoding each touched chunk once."""
-        array = self.group[name]
+        array = self.array(name)
         c = array.chunks[0]
         out = np.empty((len(indices),) + tuple(array.shape[1:]), dtype=array.dtype)
         chunk_of = indices // c
@@ -314,9 +355,6 @@ class StoreDataset(torch.utils.data.Dataset):
             where = np.flatnonzero(chunk_of == chunk)
             out[where] = self._chunk(name, int(chunk))[indices[where] - chunk * c]
         return out
-
-    def __len__(self) -> int:
-        return int(self.group["ccf"].shape[0])
 
     def __getitem__(self, key):
         epoch, indices = key
@@ -333,7 +371,7 @@ class StoreDataset(torch.utils.data.Dataset):
                     x[k] = x[k, :, ::-1]
                 if flip_v:
                     x[k] = x[k, ::-1, :]
-        if "labels" in self.group:
+        if self.has_labels:
             y = self.read("labels", indices).astype(np.float32)
         else:
             y = np.zeros((len(indices), 0), dtype=np.float32)

@@ -40,6 +40,8 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -57,6 +59,7 @@ from .data import (
     StoreInfo,
     inspect_store,
     make_loader,
+    open_store,
     split_indices,
 )
 from .metrics import Metrics, all_negative_accuracy, compute_metrics, format_class_table
@@ -223,15 +226,12 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 @torch.no_grad()
 def predict_probabilities(model, loader, device, *, amp=False, channels_last=False):
     """Sigmoid probabilities over a loader: ``(probs (N, C), labels (N, C), indices (N,), bce)``.
 
-    ``bce`` is the mean binary cross-entropy (nan when the store has no labels).
+    ``model`` is the plain network (not a DDP wrapper). ``bce`` is the mean
+    binary cross-entropy (nan when the store has no labels).
     """
     model.eval()
     probs, labels, rows = [], [], []
@@ -249,7 +249,7 @@ def predict_probabilities(model, loader, device, *, amp=False, channels_last=Fal
         probs.append(torch.sigmoid(logits).numpy())
         labels.append(y.numpy())
         rows.append(idx.numpy())
-    c = _unwrap(model).config.num_classes
+    c = model.config.num_classes
     cat = lambda parts, shape: np.concatenate(parts) if parts else np.zeros(shape)
     return (
         cat(probs, (0, c)),
@@ -281,10 +281,25 @@ def _config_dict(model_cfg: ModelConfig, train_cfg: TrainConfig, info: StoreInfo
     }
 
 
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".partial")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """Yield ``PATH.partial`` to write into; rename it to ``path`` once the block succeeds.
+
+    On any exception the partial file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, data) -> None:
+    with _atomic(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(value):
@@ -296,19 +311,21 @@ def _json_default(value):
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".partial")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with _atomic(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _write_csv(path: Path, history: list[dict]) -> None:
-    tmp = path.with_suffix(".csv.partial")
-    with open(tmp, "w", newline="") as handle:
+    with _atomic(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in history:
             writer.writerow({k: row.get(k) for k in CSV_FIELDS})
-    os.replace(tmp, path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    with _atomic(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=100)
 
 
 def _plot(run_dir: Path, history: list[dict]) -> None:
@@ -327,7 +344,7 @@ def _plot(run_dir: Path, history: list[dict]) -> None:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(run_dir / "loss.png", dpi=100)
+    _save_figure(fig, run_dir / "loss.png")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in ("accuracy", "precision", "recall", "violation_rate"):
@@ -337,7 +354,7 @@ def _plot(run_dir: Path, history: list[dict]) -> None:
     ax.set_title("evaluation split")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(run_dir / "metrics.png", dpi=100)
+    _save_figure(fig, run_dir / "metrics.png")
     plt.close(fig)
 
 
@@ -420,7 +437,8 @@ def write_report(run_dir: Path, config: dict, history: list[dict], final: dict, 
         "![loss](loss.png) ![metrics](metrics.png)",
         "",
     ]
-    (run_dir / "report.md").write_text("\n".join(lines))
+    with _atomic(run_dir / "report.md") as tmp:
+        tmp.write_text("\n".join(lines))
     return report
 
 
@@ -459,27 +477,55 @@ def fit(
             else min(train_cfg.max_frames, info.n_frames)
         )
         train_idx, eval_idx = split_indices(n, train_cfg.eval_fraction, train_cfg.seed)
-        np.savez(run_dir / "split.npz", train=train_idx, eval=eval_idx, seed=train_cfg.seed)
+        with _atomic(run_dir / "split.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, train=train_idx, eval=eval_idx, seed=train_cfg.seed)
         _write_json(run_dir / "config.json", _config_dict(model_cfg, train_cfg, info))
     return _train(run_dir, model_cfg, train_cfg, info, checkpoint=None, progress=progress)
+
+
+#: TrainConfig fields that :func:`resume` may change.
+RESUME_OVERRIDES = ("workers", "device", "store")
 
 
 def resume(run_dir, *, epochs: int | None = None, progress: bool = True, **overrides) -> dict:
     """Continue a run from its ``last.pt`` (optionally to a larger number of ``epochs``).
 
-    ``overrides`` may change fields that do not alter the result (``workers``,
-    ``device``); the recipe is the saved one.
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run directory.
+    epochs : int, optional
+        The new total number of epochs; None keeps the saved one.
+    progress : bool
+        Show a progress bar (rank 0).
+    **overrides
+        Only these, each None (keep the saved value) or a new value:
+        ``workers`` (DataLoader workers), ``device`` (``auto``, ``cpu``,
+        ``cuda[:N]``) and ``store`` (the same store at another path; its
+        label names must match). Everything else is the saved recipe.
+
+    Returns
+    -------
+    dict
+        The report (rank 0; other DDP ranks get ``{}``).
+
+    Raises
+    ------
+    RunError
+        Not a run directory, no ``last.pt``, an override outside the list
+        above, or a store whose labels differ from the run's.
     """
     run_dir = Path(run_dir)
     config, checkpoint = _read_run(run_dir, "last")
     train_cfg = TrainConfig.from_dict(config["train"])
-    allowed = {"workers", "device", "store"}
-    bad = set(overrides) - allowed
+    bad = set(overrides) - set(RESUME_OVERRIDES)
     if bad:
         raise RunError(f"cannot change {sorted(bad)} when resuming")
-    changes = {k: v for k, v in overrides.items() if v is not None}
+    if overrides.get("store") is not None:
+        overrides["store"] = str(Path(overrides["store"]).resolve())
     if epochs is not None:
-        changes["epochs"] = epochs
+        overrides["epochs"] = epochs
+    changes = {k: v for k, v in overrides.items() if v is not None and v != getattr(train_cfg, k)}
     train_cfg = replace(train_cfg, **changes)
     model_cfg = ModelConfig(**config["model"])
     info = inspect_store(train_cfg.store, input_kind=train_cfg.input)
@@ -509,9 +555,9 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
 
     _seed_all(train_cfg.seed)
     model = build_model(model_cfg).to(device)
-    if train_cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     channels_last = train_cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     amp = train_cfg.amp and device.type == "cuda"
     optimizer = torch.optim.SGD(model.parameters(), lr=train_cfg.lr, momentum=train_cfg.momentum)
     scheduler = torch.optim.lr_scheduler.StepLR(
@@ -569,6 +615,8 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
     groups = info.exclusive_groups
     better = BEST_METRICS[train_cfg.best_metric]
     show = progress and rank == 0
+    config = json.loads((run_dir / "config.json").read_text()) if rank == 0 else None
+    final = None  # metrics of the last epoch run in this call (rank 0)
 
     started = time.perf_counter()
     for epoch in range(start_epoch, train_cfg.epochs):
@@ -611,10 +659,11 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
             scaler.update()
             n = len(x)
             seen += n
-            sum_loss += loss.item() * n
+            loss_value = loss.item()
+            sum_loss += loss_value * n
             sum_bce += bce.item() * n
             rate = seen * world / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.1f}")
+            bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
             bar.update()
         bar.close()
         scheduler.step()
@@ -657,7 +706,7 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
                 "epoch": epoch,
                 "best": best,
                 "history": history,
-                "config": json.loads((run_dir / "config.json").read_text()),
+                "config": config,
                 "rng": _rng_state(),
             }
             _save_checkpoint(run_dir / "last.pt", state)
@@ -679,14 +728,13 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
     del loader  # stop the persistent workers now, not at interpreter exit
     report: dict = {}
     if rank == 0 and history:
-        config = json.loads((run_dir / "config.json").read_text())
-        # The final metrics are those of the last epoch: evaluate the live model.
-        probs, labels, _, _ = predict_probabilities(
-            model, eval_loader, device, amp=amp, channels_last=channels_last
-        )
-        metrics = compute_metrics(labels, probs >= train_cfg.threshold, names, groups)
-        final = metrics.to_dict()
-        final["all_negative_accuracy"] = all_negative_accuracy(labels)
+        if final is None:  # no epoch ran in this call (a finished run resumed): evaluate
+            probs, labels, _, _ = predict_probabilities(
+                model, eval_loader, device, amp=amp, channels_last=channels_last
+            )
+            metrics = compute_metrics(labels, probs >= train_cfg.threshold, names, groups)
+            final = metrics.to_dict()
+            final["all_negative_accuracy"] = all_negative_accuracy(labels)
         _plot(run_dir, history)
         report = write_report(run_dir, config, history, final, best)
     del eval_loader
@@ -797,26 +845,21 @@ def predict_run(
     (the store's ``index`` array), ``p_*`` the sigmoid probabilities and the
     label columns the 0/1 predictions at the run's threshold. Needs no labels.
     """
-    import zarr
-
     model, config, _ = load_run(run_dir, which, device)
     info = inspect_store(store, need_labels=False)
     loader, info = _loader_for(config, store, np.arange(info.n_frames), workers, batch_size)
     dev = next(model.parameters()).device
     probs, _, rows, _ = predict_probabilities(model, loader, dev)
-    frame_index = zarr.open_group(str(store), mode="r")["index"][:][rows]
+    frame_index = open_store(store)["index"][:][rows]
     names = config["store"]["label_names"]
     threshold = config["train"]["threshold"]
-    out_csv = Path(out_csv)
-    tmp = out_csv.with_name(out_csv.name + ".partial")
-    with open(tmp, "w", newline="") as handle:
+    with _atomic(Path(out_csv)) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "index"] + [f"p_{n}" for n in names] + list(names))
         for r, i, p in zip(rows, frame_index, probs):
             writer.writerow(
                 [int(r), int(i)] + [f"{v:.6f}" for v in p] + [int(v >= threshold) for v in p]
             )
-    os.replace(tmp, out_csv)
     return len(rows)
 
 

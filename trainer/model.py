@@ -224,7 +224,6 @@ class PreActResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(cin)
         self.act = nn.LeakyReLU(config.leak)
-        self.num_features = cin
         self.fc = nn.Linear(cin, config.num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
