@@ -29,13 +29,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images  # benchmarks/ on path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # ccfkit from this checkout even if not installed
 
-#: Detector shape, polar grid and order of the timings (as benchmarks/performance.py).
-SHAPE = (259, 259)
-Q_BINS, PHI_BINS, ORDER = 224, 512, 8
 #: Largest max |cupy - numba| tolerated on merged maps in [-1, 1] (SPEC §6: ~1e-5 relative).
 AGREEMENT = 1e-4
 #: Seconds the contract tests may take before they are stopped.
@@ -120,13 +118,6 @@ def run_contract_tests(extra: list[str]) -> int:
     except subprocess.TimeoutExpired:
         print(f"contract tests stopped after {TEST_TIMEOUT} s", flush=True)
         return -1
-
-
-def make_images(count: int, seed: int = 0) -> np.ndarray:
-    """The shared benchmark images (``asv_bench.images``), ``(count, 259, 259)``."""
-    from asv_bench.images import make_images as shared
-
-    return shared(count, SHAPE, seed)
 
 
 def maps(images, backend):
@@ -298,7 +289,7 @@ def main(argv=None) -> int:
     report += [
         "",
         (
-            f"259 × 259 float32, Q = {Q_BINS}, P = {PHI_BINS}, order {ORDER}; "
+            f"{SHAPE[0]} × {SHAPE[1]} float32, Q = {Q_BINS}, P = {PHI_BINS}, order {ORDER}; "
             f"median of {args.rounds} calls per row, ccfkit {ccfkit.__version__}."
         ),
         "",

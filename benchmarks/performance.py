@@ -42,16 +42,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy
 import scipy.ndimage
-from asv_bench.images import make_images
+from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import ccfkit
 from ccfkit.backends.numba import NumbaBackend
 
-#: Detector shape (H, W) of the benchmark images.
-SHAPE = (259, 259)
-#: Radial bins Q, angular samples P and the angular order of the upper triangle.
-Q_BINS, PHI_BINS, ORDER = 224, 512, 8
 #: pyFAI pixel size in metres (0.1 mm), so r in mm is 0.1 x r in pixels.
 PIXEL_SIZE = 1e-4
 #: pyFAI sample-detector distance in metres; irrelevant to the ``r_mm`` unit.
@@ -60,6 +56,10 @@ DISTANCE = 0.1
 TARGET_SPEEDUP_VS_SCIPY = 10.0
 TARGET_SPEEDUP_VS_PYFAI = 1.0
 TARGET_OVER_MATMUL = 2.0
+#: Defaults of :func:`run_rounds` and of the command line: seconds of idle before each
+#: measurement, seconds after which no new round starts, and the largest disturbance
+#: (cores) of a quiet round.
+PAUSE, BUDGET, QUIET = 0.2, 200.0, 0.1
 
 
 # --------------------------------------------------------------------------
@@ -67,14 +67,12 @@ TARGET_OVER_MATMUL = 2.0
 # --------------------------------------------------------------------------
 
 
-def polar_coordinates(
-    shape: tuple[int, int], q_bins: int = Q_BINS, phi_bins: int = PHI_BINS
-) -> tuple[np.ndarray, float, tuple[float, float]]:
-    """Sample positions of the polar grid, as ``map_coordinates`` wants them.
+def polar_coordinates() -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Sample positions of the benchmark's polar grid, as ``map_coordinates`` wants them.
 
     ``r_k = (k + 0.5) r_max / Q``, ``phi_p = 2 pi p / P``,
     ``x = cx + r cos(phi)``, ``y = cy + r sin(phi)``, with the centre in the
-    middle of the image and ``r_max`` the largest full circle (SPEC §1).
+    middle of a ``SHAPE`` image and ``r_max`` the largest full circle (SPEC §1).
 
     Returns
     -------
@@ -84,11 +82,11 @@ def polar_coordinates(
     center : (float, float)
         ``(cx, cy)``.
     """
-    height, width = shape
+    height, width = SHAPE
     cx, cy = (width - 1) / 2, (height - 1) / 2
     r_max = min(cx, cy, width - 1 - cx, height - 1 - cy)
-    radius = (np.arange(q_bins) + 0.5) * r_max / q_bins
-    phi = 2 * np.pi * np.arange(phi_bins) / phi_bins
+    radius = (np.arange(Q_BINS) + 0.5) * r_max / Q_BINS
+    phi = 2 * np.pi * np.arange(PHI_BINS) / PHI_BINS
     x = cx + radius[:, None] * np.cos(phi)[None, :]
     y = cy + radius[:, None] * np.sin(phi)[None, :]
     return np.stack([y.ravel(), x.ravel()]), r_max, (cx, cy)
@@ -182,7 +180,7 @@ class PyFAIPolar:
 
     method = ("no", "csr", "cython")
 
-    def __init__(self, r_max: float, center: tuple[float, float], shape=SHAPE):
+    def __init__(self, r_max: float, center: tuple[float, float]):
         import pyFAI.detectors
 
         try:
@@ -191,9 +189,7 @@ class PyFAIPolar:
             from pyFAI.azimuthalIntegrator import AzimuthalIntegrator
 
         cx, cy = center
-        detector = pyFAI.detectors.Detector(
-            pixel1=PIXEL_SIZE, pixel2=PIXEL_SIZE, max_shape=tuple(shape)
-        )
+        detector = pyFAI.detectors.Detector(pixel1=PIXEL_SIZE, pixel2=PIXEL_SIZE, max_shape=SHAPE)
         # pyFAI puts pixel corners on integers: pixel centre i sits at (i + 0.5) pixels.
         self.integrator = AzimuthalIntegrator(
             dist=DISTANCE,
@@ -345,7 +341,7 @@ def setup(images: np.ndarray) -> tuple[list[Measurement], dict]:
         bins, plan build time.
     """
     count = images.shape[0]
-    coords, r_max, center = polar_coordinates(SHAPE)
+    coords, r_max, center = polar_coordinates()
     plan = ccfkit.make_polar_plan(SHAPE, q_bins=Q_BINS, phi_bins=PHI_BINS)
     assert np.allclose(plan.radius, (np.arange(Q_BINS) + 0.5) * r_max / Q_BINS)
     assert plan.center == center
@@ -498,10 +494,10 @@ class Round:
 def run_rounds(
     measurements: list[Measurement],
     rounds: int,
-    pause: float = 0.2,
+    pause: float = PAUSE,
     warmup: int | None = None,
-    budget: float = 240.0,
-    quiet: float = 0.1,
+    budget: float = BUDGET,
+    quiet: float = QUIET,
     log=print,
 ) -> tuple[list[Round], list[int]]:
     """Time every measurement once per round, until enough quiet rounds are in.
@@ -1030,17 +1026,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--budget",
         type=float,
-        default=200.0,
+        default=BUDGET,
         help="seconds after which no new round starts, quiet or not",
     )
     parser.add_argument(
         "--quiet",
         type=float,
-        default=0.1,
+        default=QUIET,
         help="largest number of cores used by other processes (plus steal) in a quiet round",
     )
     parser.add_argument(
-        "--pause", type=float, default=0.2, help="seconds of idle before each measurement"
+        "--pause", type=float, default=PAUSE, help="seconds of idle before each measurement"
     )
     parser.add_argument(
         "--warmup",

@@ -22,18 +22,18 @@ import numpy as np
 import ccfkit
 from ccfkit.backends import BackendUnavailableError, get_backend
 
-from . import images
+from .images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images
 
-#: Batch, detector shape, polar grid and angular order of every benchmark.
+#: Images per batch; the geometry (SHAPE, Q_BINS, PHI_BINS, ORDER) is :mod:`.images`'.
 BATCH = 16
-SHAPE = (259, 259)
-Q_BINS, PHI_BINS, ORDER = 224, 512, 8
 BACKENDS = ["numpy", "numba", "cupy"]
 
 
-def make_images(count: int = BATCH, shape: tuple[int, int] = SHAPE, seed: int = 0) -> np.ndarray:
-    """The shared benchmark images (:mod:`.images`), ``(count, H, W)``."""
-    return images.make_images(count, shape, seed)
+def _gap_mask() -> np.ndarray:
+    """Detector mask with a horizontal gap, as between detector modules (False: masked)."""
+    mask = np.ones(SHAPE, dtype=bool)
+    mask[120:140, :] = False
+    return mask
 
 
 def _backend_or_skip(name: str):
@@ -60,9 +60,7 @@ class TimePlan:
         ccfkit.make_polar_plan(SHAPE, mask=self.mask, q_bins=Q_BINS, phi_bins=PHI_BINS)
 
     def setup(self):
-        mask = np.ones(SHAPE, dtype=bool)
-        mask[120:140, :] = False  # a horizontal gap, as between detector modules
-        self.mask = mask
+        self.mask = _gap_mask()
 
 
 class TimeStages:
@@ -79,7 +77,7 @@ class TimeStages:
     def setup(self, name):
         self.backend = backend = _backend_or_skip(name)
         self.plan = ccfkit.make_polar_plan(SHAPE, q_bins=Q_BINS, phi_bins=PHI_BINS)
-        self.images = backend.as_batch(make_images(), SHAPE)
+        self.images = backend.as_batch(make_images(BATCH), SHAPE)
         polar = backend.resample(self.images, self.plan)
         self.values, self.valid = polar.values, polar.valid
         self.coefficients = backend.fourier(self.values, self.valid, [ORDER])[..., 0]
@@ -138,9 +136,8 @@ class TimeMaskedMaps:
 
     def setup(self, name):
         self.backend = _backend_or_skip(name)
-        self.mask = np.ones(SHAPE, dtype=bool)
-        self.mask[120:140, :] = False
-        images = make_images()
+        self.mask = _gap_mask()
+        images = make_images(BATCH)
         images[::2, 50, 60:70] = np.nan  # half the images add invalid samples of their own
         self.images = images
         ccfkit.compute_maps(images[:1], q_bins=Q_BINS, phi_bins=PHI_BINS, backend=self.backend)
@@ -162,7 +159,7 @@ class TrackThroughput:
 
     def setup(self, name):
         self.backend = _backend_or_skip(name)
-        self.images = make_images()
+        self.images = make_images(BATCH)
         ccfkit.compute_maps(
             self.images[:1], q_bins=Q_BINS, phi_bins=PHI_BINS, backend=self.backend
         )

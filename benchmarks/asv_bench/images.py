@@ -1,11 +1,14 @@
-"""Seeded synthetic diffraction-like images, shared by every benchmark."""
+"""The benchmark geometry and seeded synthetic diffraction-like images, shared by all."""
 
 from __future__ import annotations
 
 import numpy as np
 
+#: Detector shape (H, W) of the benchmark images.
 SHAPE = (259, 259)
-ORDER = 8
+#: Radial bins Q, angular samples P, and the angular order of the maps (and of the
+#: rings' modulation in :func:`make_images`).
+Q_BINS, PHI_BINS, ORDER = 224, 512, 8
 
 
 def make_images(count: int, shape: tuple[int, int] = SHAPE, seed: int = 0) -> np.ndarray:
