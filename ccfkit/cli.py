@@ -452,7 +452,7 @@ def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
     The frames are those `ccfkit simulate --seed SEED` (default options) makes
     at the indices shown in the titles.
     """
-    from .io.cxi import atomic_output
+    from .io.atomic import atomic_output
     from .simulate import SimulationConfig, draw_examples
 
     try:

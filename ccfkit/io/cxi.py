@@ -23,19 +23,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .. import __version__
 from .. import simulate as sim
+from .atomic import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +42,6 @@ __all__ = [
     "LABELS_PATH",
     "MASK_PATH",
     "PIXEL_IS_MISSING",
-    "atomic_output",
     "write_simulated",
 ]
 
@@ -63,50 +59,6 @@ PIXEL_IS_MISSING = 512
 EV = 1.602176634e-19
 
 SCHEMA = "ccfkit-simulate/1"
-
-
-@contextmanager
-def atomic_output(path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield ``PATH.partial`` to write into; rename it to ``PATH`` on success.
-
-    Parameters
-    ----------
-    path : str or Path
-        The final file.
-    overwrite : bool
-        Replace an existing ``path`` (only once the new file is complete).
-
-    Raises
-    ------
-    FileExistsError
-        ``path`` exists and ``overwrite`` is false.
-    FileNotFoundError
-        The parent directory does not exist.
-    IsADirectoryError
-        ``path`` is a directory.
-
-    Notes
-    -----
-    On any exception, KeyboardInterrupt included, the partial file is removed
-    and the exception propagates; an existing ``path`` is left untouched.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"directory {path.parent} does not exist")
-    partial = path.with_name(path.name + ".partial")
-    if partial.exists():
-        logger.warning("removing %s, left by an earlier run that did not finish", partial)
-        partial.unlink()
-    try:
-        yield partial
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, path)
 
 
 def _group(parent: h5py.Group, name: str, nx_class: str | None = None) -> h5py.Group:
