@@ -369,22 +369,29 @@ class TestBackendContract:
                 atol=1e-6,
             )
 
-    @given(case=cases(), single=st.booleans())
-    @example(case=FIXED, single=False)
-    def test_compute_maps(self, name, case, single):
-        backend = _make(name)
-        images = case["images"][0] if single else case["images"]
-        kw = {
-            k: case[k]
-            for k in ("mask", "center", "r_max", "q_bins", "phi_bins", "order", "delta", "scale")
-        }
-        expected = compute_maps(images, backend=self.reference, **kw)
-        fast = compute_maps(images, backend=backend, **kw)
-        fast = self.host(backend, fast)
-        assert fast.shape == expected.shape and fast.dtype == np.float32
-        assert np.isfinite(fast).all()
-        lower, upper = triangle_relative_errors(fast, expected)
-        assert np.all(lower <= RTOL) and np.all(upper <= RTOL)
+
+@pytest.mark.parametrize(
+    "name", ["numpy", "numba", pytest.param("cupy", marks=[pytest.mark.cuda, CUDA])]
+)
+@given(case=cases())
+@example(case=FIXED)
+def test_compute_maps_of_one_image_with_default_arguments(name, case):
+    """What compute_maps adds to merged_maps: a backend chosen by name, one (H, W)
+    image giving one (Q, Q) map, and its defaults (centre, mask, r_min, r_max,
+    order 8, delta 0, "maxabs")."""
+    image = case["images"][0]
+    q_bins, phi_bins = case["q_bins"], max(case["phi_bins"], 16)  # the default order 8 <= P/2
+    maps = np.asarray(compute_maps(image, q_bins=q_bins, phi_bins=phi_bins, backend=name))
+    assert maps.shape == (q_bins, q_bins) and maps.dtype == np.float32
+    assert np.isfinite(maps).all()
+    reference = NumpyBackend()
+    plan = make_polar_plan(image.shape, q_bins=q_bins, phi_bins=phi_bins)
+    expected = reference.merged_maps(
+        reference.as_batch(image[None], plan.shape), plan, order=8, delta=0.0, scale="maxabs"
+    )[0]
+    lower, upper = triangle_relative_errors(maps, expected)
+    assert lower <= RTOL and upper <= RTOL  # the contract's bound
+    assert np.abs(maps).max() <= 1 + 1e-6  # "maxabs": [-1, 1] up to float32 rounding
 
 
 @pytest.mark.cuda
