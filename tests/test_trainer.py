@@ -20,8 +20,10 @@ from trainer.data import (
     ChunkBatchSampler,
     DataError,
     StoreDataset,
+    flip_masks,
     inspect_store,
     make_loader,
+    resolve_normalize,
     split_indices,
 )
 from trainer.loop import TrainConfig, fit, load_run, regularization, resume
@@ -328,6 +330,42 @@ def test_sampler_is_chunk_grouped_and_partitions_for_ddp():
         assert np.array_equal(joined, np.sort(batch))
 
 
+def isin_epoch_order(idx, chunk_frames, group_chunks, seed, epoch):
+    """The epoch order as first written (one ``np.isin`` per pool): the reference."""
+    rng = np.random.default_rng([seed, epoch])
+    chunk_of = idx // chunk_frames
+    chunks = np.unique(chunk_of)
+    rng.shuffle(chunks)
+    parts = [
+        rng.permutation(idx[np.isin(chunk_of, chunks[s : s + group_chunks])])
+        for s in range(0, len(chunks), group_chunks)
+    ]
+    return np.concatenate(parts) if parts else idx
+
+
+@pytest.mark.parametrize("group_chunks", [1, 3, 50])
+def test_sampler_order_is_the_pooled_shuffle(group_chunks):
+    rng = np.random.default_rng(0)
+    cases = [np.arange(5, 200), np.sort(rng.choice(1000, 300, replace=False)), rng.permutation(97)]
+    for idx in cases:
+        for epoch in (0, 7):
+            s = ChunkBatchSampler(idx, 16, 10, group_chunks=group_chunks, seed=3)
+            s.set_epoch(epoch)
+            flat = np.concatenate(s.batches())
+            np.testing.assert_array_equal(flat, isin_epoch_order(idx, 16, group_chunks, 3, epoch))
+            assert np.array_equal(np.sort(flat), np.sort(idx))  # every frame exactly once
+
+
+def test_sampler_batches_aligned_with_pools_touch_at_most_group_chunks_chunks():
+    # Whole chunks and batch = group_chunks chunks: every batch is exactly one pool.
+    for epoch in range(5):
+        s = ChunkBatchSampler(np.arange(256), 16, 32, group_chunks=2, seed=epoch)
+        s.set_epoch(epoch)
+        batches = s.batches()
+        assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(256))
+        assert all(len(np.unique(b // 16)) <= 2 for b in batches)
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 11, 12, 13, 35, 36, 37, 195])
 @pytest.mark.parametrize("world", [1, 2, 3])
 @pytest.mark.parametrize("drop_last", [False, True])
@@ -370,6 +408,43 @@ def test_dataset_reads_rows_flips_and_pickles_without_handle(tiny_store):
     # ... and without flips none are.
     plain = StoreDataset(tiny_store, "images", normalize="max", seed=5)[(2, every)][0][:, 0]
     np.testing.assert_allclose(plain.numpy(), raw, rtol=1e-6)
+
+
+def test_flips_of_a_frame_do_not_depend_on_its_batch(tiny_store):
+    ds = StoreDataset(tiny_store, "images", flips=True, seed=5)
+    whole = ds[(2, np.arange(64))][0][:, 0].numpy()
+    rows = np.array([40, 3, 63, 17, 18])
+    for batch in (rows, rows[::-1], rows[:2], np.array([17])):
+        part = ds[(2, batch)][0][:, 0].numpy()
+        np.testing.assert_array_equal(part, whole[batch])
+    masks = flip_masks(5, 2, np.arange(64))
+    np.testing.assert_array_equal(flip_masks(5, 2, rows), masks[rows])
+    # Another epoch or seed draws again.
+    assert not np.array_equal(flip_masks(5, 3, np.arange(64)), masks)
+    assert not np.array_equal(flip_masks(6, 2, np.arange(64)), masks)
+
+
+def test_flip_masks_are_fair_and_independent_per_axis():
+    masks = flip_masks(0, 0, np.arange(20_000))
+    assert masks.shape == (20_000, 2) and masks.dtype == bool
+    assert abs(masks.mean(axis=0) - 0.5).max() < 0.02
+    both = np.mean(masks[:, 0] & masks[:, 1])
+    assert abs(both - 0.25) < 0.02
+    assert flip_masks(0, 0, np.arange(0)).shape == (0, 2)
+
+
+def test_normalize_auto_is_resolved_by_the_dataset(tiny_store):
+    assert resolve_normalize("auto", "images") == "max"
+    assert resolve_normalize("auto", "ccf") == "none"
+    assert resolve_normalize("none", "images") == "none"
+    assert resolve_normalize("max", "ccf") == "max"
+    with pytest.raises(ValueError):
+        resolve_normalize("min", "ccf")
+    assert StoreDataset(tiny_store, "images").normalize == "max"
+    assert StoreDataset(tiny_store, "ccf", normalize="auto").normalize == "none"
+    x = StoreDataset(tiny_store, "images")[(0, np.arange(8))][0]
+    assert x.abs().amax(dim=(1, 2, 3)).numpy() == pytest.approx(1.0)
+    assert TrainConfig(store=tiny_store, input="images").input_normalize == "max"
 
 
 def test_spawned_worker_gives_the_same_batches(tiny_store):

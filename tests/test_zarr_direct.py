@@ -80,7 +80,8 @@ def test_an_aligned_whole_chunk_is_written_without_a_copy(tmp_path):
     files = ChunkFiles.of(new_array(tmp_path, "a", "float32", None))
     aligned = aligned_empty((CHUNK, *SHAPE[1:]), np.float32)
     assert np.shares_memory(files.encode(aligned), aligned)
-    unaligned = np.empty((CHUNK, *SHAPE[1:]), np.float32)
+    shape = (CHUNK, *SHAPE[1:])
+    unaligned = aligned_empty(int(np.prod(shape)) * 4 + 4)[4:].view(np.float32).reshape(shape)
     payload = files.encode(unaligned)
     assert is_aligned(payload) and not np.shares_memory(payload, unaligned)
 

@@ -39,10 +39,12 @@ __all__ = [
     "Normalize",
     "StoreDataset",
     "StoreInfo",
+    "flip_masks",
     "inspect_store",
     "loader_throughput",
     "make_loader",
     "open_store",
+    "resolve_normalize",
     "split_indices",
 ]
 
@@ -64,6 +66,67 @@ class Normalize(str, enum.Enum):
     AUTO = "auto"  # none for CCF maps (already scaled by the build), max for images
     NONE = "none"
     MAX = "max"
+
+
+def resolve_normalize(normalize: str, input_kind: str) -> str:
+    """The concrete per-frame scaling for ``normalize`` and the input kind.
+
+    Parameters
+    ----------
+    normalize : str
+        ``"auto"``, ``"none"`` or ``"max"``.
+    input_kind : str
+        ``"ccf"`` or ``"images"``.
+
+    Returns
+    -------
+    str
+        ``"none"`` or ``"max"``: ``"auto"`` is ``"none"`` for CCF maps (already
+        scaled by the build) and ``"max"`` for images; the others are kept.
+    """
+    normalize = Normalize(normalize)
+    if normalize is not Normalize.AUTO:
+        return normalize.value
+    return "max" if InputKind(input_kind) is InputKind.IMAGES else "none"
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """The SplitMix64 output function on uint64 (wrapping arithmetic), elementwise."""
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def flip_masks(seed: int, epoch: int, indices) -> np.ndarray:
+    """Horizontal and vertical flip decisions, each true with probability 1/2.
+
+    A counter-based hash (SplitMix64 rounds) of ``(seed, epoch, frame, axis)``:
+    the decision for a frame depends on nothing else, so it is the same for any
+    batch the frame is in and any number of workers.
+
+    Parameters
+    ----------
+    seed, epoch : int
+        Any integers (taken modulo 2**64).
+    indices : (B,) int array
+        Frame indices.
+
+    Returns
+    -------
+    (B, 2) bool array
+        Column 0: flip horizontally (reverse the last axis); column 1: vertically.
+    """
+    key = np.array([int(seed) & _MASK64], dtype=np.uint64)
+    key = _splitmix64(_splitmix64(key) ^ np.uint64(int(epoch) & _MASK64))
+    frames = np.asarray(indices, dtype=np.int64).astype(np.uint64)
+    per_frame = _splitmix64(key ^ frames)[:, None]
+    bits = _splitmix64(per_frame ^ np.arange(1, 3, dtype=np.uint64)) >> np.uint64(63)
+    return bits.astype(bool)
 
 
 @dataclass(frozen=True)
@@ -176,6 +239,32 @@ def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, 
     )
 
 
+def _pool_of(chunk_of: np.ndarray, group_chunks: int, rng: np.random.Generator) -> np.ndarray:
+    """Pool number of each frame: its chunk's place in a shuffled chunk list // ``group_chunks``.
+
+    Parameters
+    ----------
+    chunk_of : (M,) int array
+        The chunk of each frame.
+    group_chunks : int
+        Chunks per pool.
+    rng : numpy.random.Generator
+        Shuffles the sorted distinct chunks (one ``rng.shuffle`` call).
+
+    Returns
+    -------
+    (M,) int64 array
+        Pools numbered from 0 in the shuffled order; every number up to the
+        largest is used.
+    """
+    chunks, chunk_rank = np.unique(chunk_of, return_inverse=True)
+    shuffled = chunks.copy()
+    rng.shuffle(shuffled)
+    place = np.empty(len(chunks), dtype=np.int64)
+    place[np.searchsorted(chunks, shuffled)] = np.arange(len(chunks))
+    return place[chunk_rank.reshape(-1)] // group_chunks
+
+
 class ChunkBatchSampler(torch.utils.data.Sampler):
     """Batches of frame indices, shuffled chunk-wise; yields ``(epoch, indices)`` keys.
 
@@ -233,16 +322,12 @@ class ChunkBatchSampler(torch.utils.data.Sampler):
     def batches(self) -> list[np.ndarray]:
         """The global batches of the current epoch."""
         idx = self.indices
-        if self.shuffle:
+        if self.shuffle and len(idx):
             rng = np.random.default_rng([self.seed, self.epoch])
-            chunk_of = idx // self.chunk_frames
-            chunks = np.unique(chunk_of)
-            rng.shuffle(chunks)
-            parts = []
-            for start in range(0, len(chunks), self.group_chunks):
-                pool = idx[np.isin(chunk_of, chunks[start : start + self.group_chunks])]
-                parts.append(rng.permutation(pool))
-            idx = np.concatenate(parts) if parts else idx
+            pool_of = _pool_of(idx // self.chunk_frames, self.group_chunks, rng)
+            order = np.argsort(pool_of, kind="stable")  # pools in turn, each in `idx` order
+            bounds = np.cumsum(np.bincount(pool_of))[:-1]
+            idx = np.concatenate([rng.permutation(p) for p in np.split(idx[order], bounds)])
         cuts = list(range(0, len(idx), self.batch_size))
         out = [idx[s : s + self.batch_size] for s in cuts]
         if out and self.drop_last and len(out[-1]) < self.batch_size:
@@ -277,10 +362,15 @@ class StoreDataset(torch.utils.data.Dataset):
     input_kind : str
         ``"ccf"`` or ``"images"``.
     flips : bool
-        Random horizontal and vertical flips, each with probability 1/2,
-        drawn from ``(seed, epoch, frame)``: the same for any worker count.
+        Random horizontal and vertical flips, each with probability 1/2, a
+        function of ``(seed, epoch, frame)`` alone (:func:`flip_masks`): the
+        same for any worker count and any batch the frame is in.
     normalize : str
-        ``"none"`` or ``"max"`` (per frame, divide by max |x|).
+        ``"max"`` (per frame, divide by max |x|), ``"none"``, or ``"auto"``
+        (:func:`resolve_normalize`: ``"max"`` for images, ``"none"`` for CCF
+        maps); the attribute ``normalize`` holds the resolved value.
+    seed : int
+        Seed of the flips.
     cache_chunks : int
         Decoded chunks kept per process.
     """
@@ -291,14 +381,14 @@ class StoreDataset(torch.utils.data.Dataset):
         input_kind: str = "ccf",
         *,
         flips: bool = False,
-        normalize: str = "none",
+        normalize: str = "auto",
         seed: int = 0,
         cache_chunks: int = 8,
     ):
         self.path = str(path)
         self.input_kind = InputKind(input_kind).value
         self.flips = bool(flips)
-        self.normalize = Normalize(normalize).value
+        self.normalize = resolve_normalize(normalize, self.input_kind)
         self.seed = int(seed)
         self.cache_chunks = int(cache_chunks)
         self.__dict__.update(self._no_handles())
@@ -358,19 +448,13 @@ class StoreDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         epoch, indices = key
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = np.ascontiguousarray(indices, dtype=np.int64)
         x = self.read(self.input_kind, indices).astype(np.float32)
         if self.normalize == "max":
             scale = np.abs(x).reshape(len(x), -1).max(axis=1)
             x /= np.where(scale > 0, scale, 1.0)[:, None, None]
         if self.flips:
-            for k, frame in enumerate(indices):
-                rng = np.random.default_rng([self.seed, int(epoch), int(frame)])
-                flip_h, flip_v = rng.random(2) < 0.5
-                if flip_h:
-                    x[k] = x[k, :, ::-1]
-                if flip_v:
-                    x[k] = x[k, ::-1, :]
+            x = _apply_flips(x, flip_masks(self.seed, epoch, indices))
         if self.has_labels:
             y = self.read("labels", indices).astype(np.float32)
         else:
@@ -380,6 +464,19 @@ class StoreDataset(torch.utils.data.Dataset):
             torch.from_numpy(y),
             torch.from_numpy(indices),
         )
+
+
+def _apply_flips(x: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Reverse the last axis of frames ``masks[:, 0]`` and the one before of ``masks[:, 1]``.
+
+    ``x`` (B, H, W) is changed in place and returned.
+    """
+    flip_h, flip_v = masks[:, 0], masks[:, 1]
+    if flip_h.any():
+        x[flip_h] = x[flip_h][:, :, ::-1]
+    if flip_v.any():
+        x[flip_v] = x[flip_v][:, ::-1, :]
+    return x
 
 
 def make_loader(dataset: StoreDataset, sampler: ChunkBatchSampler, workers: int, *, pin=False):
@@ -409,7 +506,7 @@ def loader_throughput(
     workers: int = 2,
     batches: int = 30,
     flips: bool = False,
-    normalize: str = "none",
+    normalize: str = "auto",
 ) -> dict:
     """Samples per second of the loader alone (first batch, i.e. worker start-up, excluded).
 

@@ -40,8 +40,6 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -49,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ccfkit.io.atomic import atomic_output
 
 from .data import (
     ChunkBatchSampler,
@@ -60,6 +60,7 @@ from .data import (
     inspect_store,
     make_loader,
     open_store,
+    resolve_normalize,
     split_indices,
 )
 from .metrics import Metrics, all_negative_accuracy, compute_metrics, format_class_table
@@ -157,9 +158,8 @@ class TrainConfig:
 
     @property
     def input_normalize(self) -> str:
-        if self.normalize != "auto":
-            return self.normalize
-        return "max" if self.input == "images" else "none"
+        """The concrete scaling (``"auto"`` resolved by :func:`~trainer.data.resolve_normalize`)."""
+        return resolve_normalize(self.normalize, self.input)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -281,24 +281,8 @@ def _config_dict(model_cfg: ModelConfig, train_cfg: TrainConfig, info: StoreInfo
     }
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield ``PATH.partial`` to write into; rename it to ``path`` once the block succeeds.
-
-    On any exception the partial file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data) -> None:
-    with _atomic(path) as tmp:
+    with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
@@ -311,12 +295,12 @@ def _json_default(value):
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    with _atomic(path) as tmp:
+    with atomic_output(path, overwrite=True) as tmp:
         torch.save(state, tmp)
 
 
 def _write_csv(path: Path, history: list[dict]) -> None:
-    with _atomic(path) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_output(path, overwrite=True) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in history:
@@ -324,7 +308,7 @@ def _write_csv(path: Path, history: list[dict]) -> None:
 
 
 def _save_figure(fig, path: Path) -> None:
-    with _atomic(path) as tmp:
+    with atomic_output(path, overwrite=True) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=100)
 
 
@@ -437,7 +421,7 @@ def write_report(run_dir: Path, config: dict, history: list[dict], final: dict, 
         "![loss](loss.png) ![metrics](metrics.png)",
         "",
     ]
-    with _atomic(run_dir / "report.md") as tmp:
+    with atomic_output(run_dir / "report.md", overwrite=True) as tmp:
         tmp.write_text("\n".join(lines))
     return report
 
@@ -477,7 +461,10 @@ def fit(
             else min(train_cfg.max_frames, info.n_frames)
         )
         train_idx, eval_idx = split_indices(n, train_cfg.eval_fraction, train_cfg.seed)
-        with _atomic(run_dir / "split.npz") as tmp, open(tmp, "wb") as handle:
+        with (
+            atomic_output(run_dir / "split.npz", overwrite=True) as tmp,
+            open(tmp, "wb") as handle,
+        ):
             np.savez(handle, train=train_idx, eval=eval_idx, seed=train_cfg.seed)
         _write_json(run_dir / "config.json", _config_dict(model_cfg, train_cfg, info))
     return _train(run_dir, model_cfg, train_cfg, info, checkpoint=None, progress=progress)
@@ -589,12 +576,10 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
         train_cfg.store,
         train_cfg.input,
         flips=train_cfg.use_flips,
-        normalize=train_cfg.input_normalize,
+        normalize=train_cfg.normalize,
         seed=train_cfg.seed,
     )
-    eval_dataset = StoreDataset(
-        train_cfg.store, train_cfg.input, normalize=train_cfg.input_normalize
-    )
+    eval_dataset = StoreDataset(train_cfg.store, train_cfg.input, normalize=train_cfg.normalize)
     sampler = ChunkBatchSampler(
         train_idx,
         info.chunk_frames,
@@ -778,7 +763,7 @@ def _loader_for(config: dict, store: str, rows: np.ndarray, workers: int, batch_
             f"{store}: {train.input} frames are {info.shapes[train.input]}, the run was "
             f"trained on {expected}"
         )
-    dataset = StoreDataset(store, train.input, normalize=train.input_normalize)
+    dataset = StoreDataset(store, train.input, normalize=train.normalize)
     sampler = ChunkBatchSampler(rows, info.chunk_frames, batch_size, shuffle=False)
     return make_loader(dataset, sampler, workers), info
 
@@ -853,7 +838,7 @@ def predict_run(
     frame_index = open_store(store)["index"][:][rows]
     names = config["store"]["label_names"]
     threshold = config["train"]["threshold"]
-    with _atomic(Path(out_csv)) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_output(Path(out_csv), overwrite=True) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "index"] + [f"p_{n}" for n in names] + list(names))
         for r, i, p in zip(rows, frame_index, probs):
