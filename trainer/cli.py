@@ -77,7 +77,14 @@ def main(verbose: bool) -> None:
 @click.option("--lr-gamma", type=float, default=0.1, show_default=True)
 @click.option("--l1", type=float, default=1e-5, show_default=True, help="L1 weight penalty.")
 @click.option("--l2", type=float, default=1e-5, show_default=True, help="L2 weight penalty.")
-@click.option("--eval-fraction", type=float, default=0.15, show_default=True)
+@click.option("--eval-fraction", type=float, default=0.15, show_default=True,
+              help="Validation split: picks the best checkpoint.")  # fmt: skip
+@click.option("--test-fraction", type=float, default=0.0, show_default=True,
+              help="Held-out test split, scored once with the best checkpoint.")  # fmt: skip
+@click.option("--split", "split_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="A saved split.npz (train, eval, test) instead of the fractions.")  # fmt: skip
+@click.option("--train-fraction", type=float, default=1.0, show_default=True,
+              help="Train on this fraction of the training split (Table 5).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Split, init and order.")
 @click.option(
     "--flips",
@@ -119,7 +126,8 @@ def main(verbose: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_clean_errors
 def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, lr, momentum,
-        lr_step, lr_gamma, l1, l2, eval_fraction, seed, flips, normalize, max_frames, max_minutes, workers,
+        lr_step, lr_gamma, l1, l2, eval_fraction, test_fraction, split_file, train_fraction,
+        seed, flips, normalize, max_frames, max_minutes, workers,
         device, amp, channels_last, threshold, threads, run_dir, resume, overwrite, quiet):  # fmt: skip
     """Train on the labelled frames of STORE (a complete `ccfkit build` store).
 
@@ -154,7 +162,9 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
         train_cfg = loop.TrainConfig(
             store=info.path, input=input_kind, epochs=200 if epochs is None else epochs,
             batch_size=batch_size, lr=lr, momentum=momentum, lr_step=lr_step,
-            lr_gamma=lr_gamma, l1=l1, l2=l2, eval_fraction=eval_fraction, seed=seed,
+            lr_gamma=lr_gamma, l1=l1, l2=l2, eval_fraction=eval_fraction,
+            test_fraction=test_fraction, train_fraction=train_fraction,
+            split_file=None if split_file is None else str(Path(split_file).resolve()), seed=seed,
             flips=flips, normalize=normalize, workers=2 if workers is None else workers,
             device="auto" if device is None else device, amp=amp,
             channels_last=channels_last, threshold=threshold, max_frames=max_frames,
@@ -168,6 +178,13 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
             f"{final['precision']:.4f}, recall {final['recall']:.4f}, violations "
             f"{final['violation_rate']:.4f}; see {Path(run_dir) / 'report.md'}"
         )
+        test = report.get("test")
+        if test:
+            click.echo(
+                f"test split ({test['n_frames']} frames, best checkpoint of epoch "
+                f"{test['epoch'] + 1}): accuracy {test['accuracy']:.4f}, precision "
+                f"{test['precision']:.4f}, recall {test['recall']:.4f}"
+            )
 
 
 @main.command()
@@ -176,7 +193,7 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
 @click.option(
     "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
 )
-@click.option("--subset", type=click.Choice(["eval", "all"]), default=None,
+@click.option("--subset", type=click.Choice(["eval", "test", "all"]), default=None,
               help="[eval for the run's own store, all for another]")  # fmt: skip
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True)

@@ -44,8 +44,12 @@ __all__ = [
     "loader_throughput",
     "make_loader",
     "open_store",
+    "load_split",
     "resolve_normalize",
+    "save_split",
     "split_indices",
+    "split_three_ways",
+    "subsample",
 ]
 
 
@@ -223,6 +227,62 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
     )
 
 
+def _split_size(fraction: float, n: int) -> int:
+    """``round(fraction n)``, at least 1 when ``fraction > 0`` and ``n > 1``."""
+    size = round(fraction * n)
+    return max(size, 1 if fraction > 0 and n > 1 else 0)
+
+
+def split_three_ways(
+    n: int, validation_fraction: float, test_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """A seeded train / validation / test split of ``range(n)`` (docs/training.md).
+
+    One seeded permutation of ``range(n)``: its last ``round(test_fraction n)``
+    entries are the test set, the ``round(validation_fraction n)`` before them
+    the validation set, the rest the training set. With ``test_fraction = 0``
+    the train and validation sets are those of :func:`split_indices`.
+
+    Parameters
+    ----------
+    n : int
+        Number of frames (store rows).
+    validation_fraction, test_fraction : float
+        Fractions of ``n``, each in [0, 1), together below 1.
+    seed : int
+        Seed of the permutation: the split depends on ``(n, fractions, seed)`` only.
+
+    Returns
+    -------
+    dict
+        ``{"train", "validation", "test"}``: disjoint, sorted int64 arrays of
+        rows (sorted so that reading is chunk-friendly) whose union is ``range(n)``.
+
+    Raises
+    ------
+    ValueError
+        A fraction outside [0, 1), fractions that leave no training frame.
+    """
+    for name, value in (("validation", validation_fraction), ("test", test_fraction)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{name} fraction must be in [0, 1), got {value}")
+    n_test = _split_size(test_fraction, n)
+    n_validation = _split_size(validation_fraction, n)
+    if n_test + n_validation >= n:
+        raise ValueError(
+            f"validation {validation_fraction} and test {test_fraction} fractions of {n} "
+            "frames leave no training frame"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    cut = n - n_test - n_validation
+    parts = {
+        "train": order[:cut],
+        "validation": order[cut : n - n_test],
+        "test": order[n - n_test :],
+    }
+    return {key: np.sort(rows).astype(np.int64) for key, rows in parts.items()}
+
+
 def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded shuffle of ``range(n)``; the last ``round(eval_fraction n)`` are the eval set.
 
@@ -231,12 +291,82 @@ def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, 
     """
     if not 0 <= eval_fraction < 1:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    order = np.random.default_rng(seed).permutation(n)
-    n_eval = round(eval_fraction * n)
-    n_eval = min(max(n_eval, 1 if eval_fraction > 0 and n > 1 else 0), n - 1)
-    return np.sort(order[: n - n_eval]).astype(np.int64), np.sort(order[n - n_eval :]).astype(
-        np.int64
-    )
+    n_eval = min(_split_size(eval_fraction, n), n - 1)
+    split = split_three_ways(n, n_eval / n if n else 0.0, 0.0, seed)
+    return split["train"], split["validation"]
+
+
+def subsample(rows, fraction: float, seed: int) -> np.ndarray:
+    """The first ``round(fraction len(rows))`` rows of a seeded permutation, sorted.
+
+    For one ``seed`` a smaller fraction's rows are a subset of a larger one's
+    (nested training sets, the paper's Table 5).
+
+    Parameters
+    ----------
+    rows : (M,) int array
+    fraction : float
+        In (0, 1]; 1 returns all rows.
+    seed : int
+
+    Returns
+    -------
+    (K,) int64 array
+        Sorted, ``K = max(1, round(fraction M))``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"train fraction must be in (0, 1], got {fraction}")
+    keep = max(1, round(fraction * len(rows))) if len(rows) else 0
+    order = np.random.default_rng([seed, 1]).permutation(len(rows))
+    return np.sort(rows[order[:keep]])
+
+
+def save_split(path, split: dict[str, np.ndarray], seed: int) -> None:
+    """Write a split as ``.npz``: ``train``, ``eval`` (validation), ``test``, ``seed``.
+
+    ``eval`` is the name the run directory has always used for the split that
+    picks the best checkpoint. Written atomically (``ccfkit.io.atomic``).
+    """
+    from ccfkit.io.atomic import atomic_output
+
+    with atomic_output(Path(path), overwrite=True) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            train=split["train"],
+            eval=split["validation"],
+            test=split.get("test", np.zeros(0, dtype=np.int64)),
+            seed=seed,
+        )
+
+
+def load_split(path) -> dict[str, np.ndarray]:
+    """Read a split written by :func:`save_split` (an older one without ``test``: empty test).
+
+    Returns
+    -------
+    dict
+        ``{"train", "validation", "test"}`` int64 arrays.
+
+    Raises
+    ------
+    DataError
+        Not a readable split file, or sets that overlap.
+    """
+    try:
+        with np.load(path) as data:
+            split = {
+                "train": data["train"],
+                "validation": data["eval"],
+                "test": data["test"] if "test" in data else np.zeros(0),
+            }
+    except (OSError, KeyError, ValueError) as error:
+        raise DataError(f"{path}: not a split file ({error})") from error
+    split = {key: np.asarray(rows, dtype=np.int64) for key, rows in split.items()}
+    together = np.concatenate(list(split.values()))
+    if len(np.unique(together)) != len(together):
+        raise DataError(f"{path}: the train, validation and test sets overlap")
+    return split
 
 
 def _pool_of(chunk_of: np.ndarray, group_chunks: int, rng: np.random.Generator) -> np.ndarray:

@@ -9,11 +9,13 @@ Every number is a field of :class:`TrainConfig`.
 A run directory holds::
 
     config.json    the ModelConfig, the TrainConfig and what was read from the store
-    split.npz      train and eval frame indices (rows of the store)
+    split.npz      train, eval (validation) and test frame indices (rows of the store)
     metrics.csv    one row per epoch: losses, eval metrics, lr, seconds, samples/s
     last.pt        checkpoint after the last finished epoch (resume from here)
-    best.pt        checkpoint of the epoch with the best eval metric
-    report.json    final and best metrics, per-class tables, violation rates
+    best.pt        checkpoint of the epoch with the best eval (validation) metric
+    test.npz       with a test split: the best checkpoint's probabilities on it
+    report.json    final and best metrics, per-class tables, violation rates,
+                   and with a test split the best checkpoint's test metrics
     report.md      the same for people
     loss.png, metrics.png
 
@@ -58,10 +60,13 @@ from .data import (
     StoreDataset,
     StoreInfo,
     inspect_store,
+    load_split,
     make_loader,
     open_store,
     resolve_normalize,
-    split_indices,
+    save_split,
+    split_three_ways,
+    subsample,
 )
 from .metrics import Metrics, all_negative_accuracy, compute_metrics, format_class_table
 from .model import ModelConfig, build_model
@@ -117,7 +122,14 @@ class TrainConfig:
     lr_gamma: float = 0.1
     l1: float = 1e-5
     l2: float = 1e-5
+    #: Validation ("eval") fraction: the split that picks the best checkpoint.
     eval_fraction: float = 0.15
+    #: Held-out test fraction, scored once with the best checkpoint (0: no test split).
+    test_fraction: float = 0.0
+    #: A saved split (.npz: train, eval, test) used instead of the fractions (docs/study.md).
+    split_file: str | None = None
+    #: Train on this fraction of the training split (nested subsets, Table 5).
+    train_fraction: float = 1.0
     seed: int = 0
     #: "auto": flips for images, none for CCF maps (a flip swaps their triangles, SPEC §8).
     flips: str = "auto"
@@ -151,6 +163,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
 
     @property
     def use_flips(self) -> bool:
@@ -365,8 +379,18 @@ def _row(title: str, m: dict) -> str:
     )
 
 
-def write_report(run_dir: Path, config: dict, history: list[dict], final: dict, best: dict):
-    """report.json and report.md from the history and the final / best-checkpoint metrics."""
+def write_report(
+    run_dir: Path,
+    config: dict,
+    history: list[dict],
+    final: dict,
+    best: dict,
+    test: dict | None = None,
+):
+    """report.json and report.md from the history and the final / best-checkpoint metrics.
+
+    ``test``: the best checkpoint's metrics on the test split (None without one).
+    """
     report = {
         "epochs_run": len(history),
         "store": config["store"]["path"],
@@ -378,6 +402,7 @@ def write_report(run_dir: Path, config: dict, history: list[dict], final: dict, 
         "final": final,
         "best_checkpoint": best,
         "best_over_training": _best_over_training(history),
+        "test": test,
     }
     _write_json(run_dir / "report.json", report)
     lines = [
@@ -389,7 +414,7 @@ def write_report(run_dir: Path, config: dict, history: list[dict], final: dict, 
         f"- epochs run: {len(history)}; eval frames: {final['n_frames']}",
         f"- all-negative baseline accuracy: {report['all_negative_accuracy']:.4f}",
         "",
-        "## Metrics on the evaluation split (§3.2, micro over all labels)",
+        "## Metrics on the evaluation (validation) split (§3.2, micro over all labels)",
         "",
         "| | accuracy | precision | recall | exclusivity violations |",
         "|---|---:|---:|---:|---:|",
@@ -404,6 +429,25 @@ def write_report(run_dir: Path, config: dict, history: list[dict], final: dict, 
         f"| {bot['recall']['value']:.4f} (ep. {bot['recall']['epoch'] + 1}) "
         f"| {bot['violation_rate']['value']:.4f} (ep. {bot['violation_rate']['epoch'] + 1}) |"
     )
+    if test is None:
+        lines += [
+            "",
+            "No test split: the best checkpoint is chosen and scored on the same evaluation "
+            "split, an optimistic figure (`--test-fraction`, docs/training.md).",
+        ]
+    else:
+        lines += [
+            "",
+            f"## Test split ({test['n_frames']} frames), best checkpoint chosen on validation",
+            "",
+            "| | accuracy | precision | recall | exclusivity violations |",
+            "|---|---:|---:|---:|---:|",
+            _row(f"best checkpoint (epoch {test['epoch'] + 1})", test),
+            "",
+            f"All-negative accuracy on the test split: {test['all_negative_accuracy']:.4f}.",
+            "",
+            format_class_table(test["per_class"]),
+        ]
     lines += [
         "",
         "## Per class, final epoch (Supplement Table 4)",
@@ -455,19 +499,50 @@ def fit(
         if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
             raise RunError(f"{run_dir} exists and is not empty (use --resume or a new --run-dir)")
         run_dir.mkdir(parents=True, exist_ok=True)
-        n = (
-            info.n_frames
-            if train_cfg.max_frames is None
-            else min(train_cfg.max_frames, info.n_frames)
-        )
-        train_idx, eval_idx = split_indices(n, train_cfg.eval_fraction, train_cfg.seed)
-        with (
-            atomic_output(run_dir / "split.npz", overwrite=True) as tmp,
-            open(tmp, "wb") as handle,
-        ):
-            np.savez(handle, train=train_idx, eval=eval_idx, seed=train_cfg.seed)
+        split = run_split(train_cfg, info.n_frames)
+        save_split(run_dir / "split.npz", split, train_cfg.seed)
         _write_json(run_dir / "config.json", _config_dict(model_cfg, train_cfg, info))
     return _train(run_dir, model_cfg, train_cfg, info, checkpoint=None, progress=progress)
+
+
+def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
+    """The rows a run trains, selects and tests on.
+
+    Parameters
+    ----------
+    train_cfg : TrainConfig
+        ``split_file`` (a saved split, e.g. a study's) or else ``eval_fraction``,
+        ``test_fraction`` and ``seed`` over the first ``max_frames`` rows;
+        then ``train_fraction`` of the training rows (:func:`~trainer.data.subsample`,
+        seeded by ``seed``).
+    n_frames : int
+        Rows of the store.
+
+    Returns
+    -------
+    dict
+        ``{"train", "validation", "test"}`` sorted int64 row arrays.
+
+    Raises
+    ------
+    RunError
+        A split file with rows beyond the store, or an empty training set.
+    """
+    n = n_frames if train_cfg.max_frames is None else min(train_cfg.max_frames, n_frames)
+    if train_cfg.split_file is not None:
+        split = load_split(train_cfg.split_file)
+        largest = max((int(rows.max()) for rows in split.values() if len(rows)), default=-1)
+        if largest >= n:
+            raise RunError(
+                f"{train_cfg.split_file}: row {largest} is beyond the {n} frames used"
+            )
+    else:
+        split = split_three_ways(n, train_cfg.eval_fraction, train_cfg.test_fraction, train_cfg.seed)
+    if train_cfg.train_fraction < 1:
+        split["train"] = subsample(split["train"], train_cfg.train_fraction, train_cfg.seed)
+    if not len(split["train"]):
+        raise RunError("the split has no training frame")
+    return split
 
 
 #: TrainConfig fields that :func:`resume` may change.
@@ -537,8 +612,8 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
         torch.distributed.barrier()  # rank 0 has written split.npz and config.json
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    split = np.load(run_dir / "split.npz")
-    train_idx, eval_idx = split["train"], split["eval"]
+    split = load_split(run_dir / "split.npz")
+    train_idx, eval_idx, test_idx = split["train"], split["validation"], split["test"]
 
     _seed_all(train_cfg.seed)
     model = build_model(model_cfg).to(device)
@@ -720,12 +795,39 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
             metrics = compute_metrics(labels, probs >= train_cfg.threshold, names, groups)
             final = metrics.to_dict()
             final["all_negative_accuracy"] = all_negative_accuracy(labels)
+        test = None
+        if len(test_idx):
+            test = _score_test(run_dir, model, eval_dataset, test_idx, info, train_cfg, device)
         _plot(run_dir, history)
-        report = write_report(run_dir, config, history, final, best)
+        report = write_report(run_dir, config, history, final, best, test)
     del eval_loader
     if distributed:
         torch.distributed.barrier()
     return report
+
+
+def _score_test(run_dir: Path, model, dataset, test_idx, info, train_cfg, device) -> dict:
+    """The best checkpoint (chosen on validation) scored once on the test rows.
+
+    Loads ``best.pt`` into ``model``, writes ``test.npz`` (``rows``, ``probs``
+    (N, C) float32, ``labels`` (N, C) uint8) and returns the test metrics dict
+    (with ``epoch`` of the checkpoint and ``all_negative_accuracy``).
+    """
+    best_state = torch.load(run_dir / "best.pt", map_location=device, weights_only=False)
+    model.load_state_dict(best_state["model"])
+    sampler = ChunkBatchSampler(test_idx, info.chunk_frames, max(train_cfg.batch_size, 64),
+                                shuffle=False)  # fmt: skip
+    probs, labels, rows, _ = predict_probabilities(model, make_loader(dataset, sampler, 0), device)
+    with atomic_output(run_dir / "test.npz", overwrite=True) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, rows=rows, probs=probs.astype(np.float32), labels=labels.astype(np.uint8))
+    metrics = compute_metrics(
+        labels, probs >= train_cfg.threshold, info.label_names, info.exclusive_groups
+    )
+    return {
+        **metrics.to_dict(),
+        "epoch": int(best_state["epoch"]),
+        "all_negative_accuracy": all_negative_accuracy(labels),
+    }
 
 
 # --------------------------------------------------------------------------
@@ -780,9 +882,9 @@ def evaluate_run(
 ) -> tuple[Metrics, dict]:
     """§3.2 metrics of a run's checkpoint.
 
-    ``subset``: ``"eval"`` (the run's eval split; the default when ``store`` is
-    the run's own store or omitted) or ``"all"`` (every frame; the default for
-    another store). Returns ``(metrics, extra)`` where ``extra`` has
+    ``subset``: ``"eval"`` (the run's eval (validation) split; the default when
+    ``store`` is the run's own store or omitted), ``"test"`` (the run's test
+    split) or ``"all"`` (every frame; the default for another store). Returns ``(metrics, extra)`` where ``extra`` has
     ``all_negative_accuracy``, ``epoch``, ``store``, ``subset``.
     """
     model, config, epoch = load_run(run_dir, which, device)
@@ -793,12 +895,14 @@ def evaluate_run(
     info = inspect_store(store, need_labels=True)
     if list(info.label_names) != config["store"]["label_names"]:
         raise DataError(f"{store}: its labels {list(info.label_names)} differ from the run's")
-    if subset == "eval":
-        rows = np.load(Path(run_dir) / "split.npz")["eval"]
+    if subset in ("eval", "test"):
+        rows = load_split(Path(run_dir) / "split.npz")["validation" if subset == "eval" else "test"]
+        if not len(rows):
+            raise RunError(f"{run_dir}: the run has no {subset} split")
     elif subset == "all":
         rows = np.arange(info.n_frames)
     else:
-        raise ValueError(f"subset must be eval or all, got {subset!r}")
+        raise ValueError(f"subset must be eval, test or all, got {subset!r}")
     loader, info = _loader_for(config, store, rows, workers, batch_size)
     dev = next(model.parameters()).device
     probs, labels, _, bce = predict_probabilities(model, loader, dev)

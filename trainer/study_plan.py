@@ -1,0 +1,405 @@
+"""A study's plan: a TOML file (or a shipped preset) -> arms, tables and claims.
+
+The file (docs/study.md) has these sections::
+
+    name, seeds                  the study's name and the training seeds of every arm
+    [split]                      validation, test, seed: one three-way split for all arms
+    [data]                       simulate = {n, seed, ...} or sources = [...]; eval_sources
+    [build], [build_options]     ccfkit BuildConfig fields / how to build (backend, chunk_frames)
+    [model], [train]             ModelConfig / TrainConfig fields, the defaults of every arm
+    [statistics]                 bootstrap resamples, its seed, the confidence level, alpha
+    [tables.NAME]                title; set = {...}; vary = {...} (a grid) or arms = [...]
+    [[claims]]                   text, table, metric, a = {...}, b = {...}: "a beats b"
+
+An *arm* is one full recipe (build, model and train parameters); arms with
+the same recipe in several tables (e.g. images without noise at alpha = 0.2
+in Tables 4, 5 and 6) are one arm, trained once per seed. Every ``build``
+key is passed through unchanged to :class:`ccfkit.pipeline.BuildConfig`
+(lists become tuples), so a parameter the build learns later works here as
+soon as it exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import sys
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "Arm",
+    "Claim",
+    "Column",
+    "PlanError",
+    "StudyPlan",
+    "Table",
+    "apply_override",
+    "build_config",
+    "load_config",
+    "make_plan",
+    "preset_names",
+]
+
+#: Sections whose keys make an arm's recipe, in order.
+SECTIONS = ("build", "model", "train")
+#: TrainConfig fields the study sets itself (the split, the store, the seed).
+RESERVED_TRAIN = ("store", "split_file", "seed", "eval_fraction", "test_fraction", "max_frames")
+#: Metrics a claim may compare (micro-averaged, §3.2).
+CLAIM_METRICS = ("accuracy", "precision", "recall")
+DEFAULT_STATISTICS = {"bootstrap": 2000, "seed": 0, "level": 0.95, "alpha": 0.05}
+
+
+class PlanError(ValueError):
+    """The study file cannot be used as written (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One recipe, trained once per seed.
+
+    Attributes
+    ----------
+    key : str
+        A hash of the recipe (10 hex digits): equal recipes, equal keys.
+    name : str
+        Directory name: the first table and column that use it, plus the key.
+    build, model, train : dict
+        BuildConfig, ModelConfig (without ``num_classes``) and TrainConfig
+        fields (without the reserved ones).
+    """
+
+    key: str
+    name: str
+    build: dict
+    model: dict
+    train: dict
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a table: its label, its arm and the values that set it apart."""
+
+    label: str
+    arm: str
+    values: dict  # dotted path -> value
+
+
+@dataclass(frozen=True)
+class Table:
+    """One of the paper's tables: columns of arms, laid out as the paper does."""
+
+    name: str
+    title: str
+    columns: tuple[Column, ...]
+    axes: tuple[str, ...]  # the varied dotted paths (a grid); () for explicit arms
+
+
+@dataclass(frozen=True)
+class Claim:
+    """ "Arm ``a`` beats arm ``b`` on ``metric``", tested over seeds and test frames."""
+
+    text: str
+    table: str
+    metric: str
+    a: str  # arm keys
+    b: str
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """The resolved study: its configuration, seeds, arms, tables and claims."""
+
+    config: dict
+    seeds: tuple[int, ...]
+    arms: dict  # key -> Arm, in the order the tables first use them
+    tables: tuple[Table, ...]
+    claims: tuple[Claim, ...]
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def statistics(self) -> dict:
+        return {**DEFAULT_STATISTICS, **self.config.get("statistics", {})}
+
+
+# --------------------------------------------------------------------------
+# Reading and overriding
+# --------------------------------------------------------------------------
+
+
+def preset_names() -> list[str]:
+    """The presets shipped in ``trainer/presets`` (file names without ``.toml``)."""
+    folder = resources.files("trainer") / "presets"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_config(study: str, overrides=()) -> dict:
+    """The study's configuration: a TOML file or a preset name, then ``KEY=VALUE`` overrides.
+
+    Parameters
+    ----------
+    study : str
+        A path to a ``.toml`` file, or a preset name (:func:`preset_names`).
+    overrides : sequence of str
+        ``dotted.key=VALUE``; VALUE is read as a TOML value (``3``, ``[0, 1]``,
+        ``"max"``, ``true``), else taken as a string.
+
+    Returns
+    -------
+    dict
+        The nested configuration.
+
+    Raises
+    ------
+    PlanError
+        No such file or preset, bad TOML, a malformed override.
+    """
+    path = Path(study)
+    if path.is_file():
+        text = path.read_text()
+    elif study in preset_names():
+        text = (resources.files("trainer") / "presets" / f"{study}.toml").read_text()
+    else:
+        raise PlanError(
+            f"{study}: no such study file or preset (presets: {', '.join(preset_names())})"
+        )
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise PlanError(f"{study}: {error}") from None
+    config.setdefault("name", path.stem)
+    for override in overrides:
+        apply_override(config, override)
+    return config
+
+
+def apply_override(config: dict, override: str) -> None:
+    """Set ``config[a][b]... = value`` from ``"a.b...=value"`` (in place).
+
+    Raises
+    ------
+    PlanError
+        No ``=``, an empty key, or a key that runs through a non-table value.
+    """
+    key, sep, text = override.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise PlanError(f"--set {override!r}: expected dotted.key=VALUE")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    node = config
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise PlanError(f"--set {override!r}: {part!r} is not a table")
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------
+# Arms, tables, claims
+# --------------------------------------------------------------------------
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (TOML dotted keys read back as paths)."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _allowed_keys() -> dict[str, set]:
+    from ccfkit.pipeline import BuildConfig
+
+    from .loop import TrainConfig
+    from .model import ModelConfig
+
+    return {
+        "build": {f.name for f in fields(BuildConfig)},
+        "model": {f.name for f in fields(ModelConfig)} - {"num_classes"},
+        "train": {f.name for f in fields(TrainConfig)} - set(RESERVED_TRAIN),
+    }
+
+
+def build_config(build: dict):
+    """A :class:`ccfkit.pipeline.BuildConfig` from an arm's ``build`` table (lists -> tuples)."""
+    from ccfkit.pipeline import BuildConfig
+
+    return BuildConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in build.items()})
+
+
+def _recipe(config: dict, values: dict) -> dict:
+    """The defaults' sections with the dotted ``values`` set on top."""
+    recipe = {section: copy.deepcopy(config.get(section, {})) for section in SECTIONS}
+    for path, value in values.items():
+        section, _, key = path.partition(".")
+        recipe[section][key] = value
+    return recipe
+
+
+def _check_recipe(recipe: dict, where: str, allowed: dict) -> None:
+    """Unknown keys and values the three config classes refuse, as one-line errors."""
+    from ccfkit.io.source import InputError
+
+    from .loop import TrainConfig
+    from .model import ModelConfig
+
+    for section in SECTIONS:
+        unknown = sorted(set(recipe[section]) - allowed[section])
+        if unknown:
+            raise PlanError(
+                f"{where}: unknown {section} parameter(s) {unknown}; "
+                f"known: {sorted(allowed[section])}"
+            )
+    try:
+        build_config(recipe["build"])
+        ModelConfig(num_classes=1, **recipe["model"])
+        TrainConfig(store="", **recipe["train"])
+    except (InputError, ValueError, TypeError) as error:
+        raise PlanError(f"{where}: {error}") from None
+    if recipe["train"].get("input", "ccf") == "images" and not recipe["build"].get("image_size"):
+        raise PlanError(f"{where}: an images arm needs build.image_size (the stored frames)")
+
+
+def _arm_key(recipe: dict) -> str:
+    text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _label(values: dict) -> str:
+    """``"noise=max, input=ccf"`` from dotted values (last path component)."""
+    return ", ".join(f"{path.rsplit('.', 1)[-1]}={value}" for path, value in values.items())
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-")[:40]
+
+
+def _table_columns(name: str, spec: dict) -> tuple[list[dict], tuple[str, ...]]:
+    """The dotted values of each column, and the varied paths (a grid's axes)."""
+    fixed = _flatten(spec.get("set", {}))
+    if "vary" in spec and "arms" in spec:
+        raise PlanError(f"table {name}: give either vary (a grid) or arms (a list), not both")
+    if "vary" in spec:
+        vary = _flatten(spec["vary"])
+        for path, values in vary.items():
+            if not isinstance(values, list) or not values:
+                raise PlanError(f"table {name}: vary.{path} must be a non-empty list")
+        axes = tuple(vary)
+        combos = [dict(zip(axes, combo)) for combo in itertools.product(*vary.values())]
+        return [{**fixed, **combo} for combo in combos], axes
+    arms = spec.get("arms")
+    if not isinstance(arms, list) or not arms:
+        raise PlanError(f"table {name}: needs vary = {{...}} or arms = [{{...}}, ...]")
+    return [{**fixed, **_flatten(arm)} for arm in arms], ()
+
+
+def _differing(columns: list[dict]) -> list[dict]:
+    """Each column's values that are not the same in every column (what labels show)."""
+    paths = {p for column in columns for p in column}
+    same = {p for p in paths if all(c.get(p, None) == columns[0].get(p, None) for c in columns)}
+    return [{p: v for p, v in column.items() if p not in same} for column in columns]
+
+
+def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
+    """Check a configuration and expand it into arms, tables and claims.
+
+    Parameters
+    ----------
+    config : dict
+        From :func:`load_config`.
+    tables : list of str, optional
+        Keep only these tables (and the claims about them); default all.
+
+    Returns
+    -------
+    StudyPlan
+
+    Raises
+    ------
+    PlanError
+        Anything the study cannot run as written, found before anything runs.
+    """
+    seeds = config.get("seeds")
+    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
+        raise PlanError("seeds must be a non-empty list of distinct integers")
+    all_tables = config.get("tables", {})
+    if tables is not None:
+        missing = sorted(set(tables) - set(all_tables))
+        if missing:
+            raise PlanError(f"no such table(s) {missing}; the study has {sorted(all_tables)}")
+        all_tables = {name: all_tables[name] for name in tables}
+    if not all_tables:
+        raise PlanError("the study has no tables")
+    data = config.get("data", {})
+    if ("simulate" in data) == ("sources" in data):
+        raise PlanError("[data] needs exactly one of simulate = {...} and sources = [...]")
+    allowed = _allowed_keys()
+    arms: dict[str, Arm] = {}
+    out_tables = []
+    for name, spec in all_tables.items():
+        column_values, axes = _table_columns(name, spec)
+        labels = spec.get("labels") or [
+            _label(differs) or _label(values) or name
+            for differs, values in zip(_differing(column_values), column_values)
+        ]
+        if len(labels) != len(column_values):
+            raise PlanError(f"table {name}: {len(labels)} labels for {len(column_values)} columns")
+        columns = []
+        for label, values in zip(labels, column_values):
+            for path in values:
+                if path.partition(".")[0] not in SECTIONS:
+                    raise PlanError(f"table {name}: {path!r} is not in build, model or train")
+            recipe = _recipe(config, values)
+            _check_recipe(recipe, f"table {name}, column {label!r}", allowed)
+            key = _arm_key(recipe)
+            if key not in arms:
+                arms[key] = Arm(key, f"{name}-{_slug(label)}-{key[:6]}", **recipe)
+            columns.append(Column(str(label), key, values))
+        out_tables.append(Table(name, spec.get("title", name), tuple(columns), axes))
+    claims = tuple(
+        _claim(spec, {t.name: t for t in out_tables})
+        for spec in config.get("claims", [])
+        if spec.get("table") in all_tables
+    )
+    return StudyPlan(config, tuple(int(s) for s in seeds), arms, tuple(out_tables), claims)
+
+
+def _claim(spec: dict, tables: dict) -> Claim:
+    """Resolve a claim's ``a`` and ``b`` to the arms of the one column each matches."""
+    text = spec.get("text", "?")
+    metric = spec.get("metric", "accuracy")
+    if metric not in CLAIM_METRICS:
+        raise PlanError(f"claim {text!r}: metric must be one of {CLAIM_METRICS}")
+    table = tables[spec["table"]]
+    keys = []
+    for side in ("a", "b"):
+        want = _flatten(spec.get(side, {}))
+        found = [
+            c for c in table.columns if all(c.values.get(p) == v for p, v in want.items())
+        ]
+        if len(found) != 1:
+            raise PlanError(
+                f"claim {text!r}: {side} = {want} matches {len(found)} columns of table "
+                f"{table.name}, not one"
+            )
+        keys.append(found[0].arm)
+    return Claim(text, table.name, metric, keys[0], keys[1])
