@@ -282,3 +282,57 @@ def explain(run, store, row, class_name, output, checkpoint):
         truth = "; true: " + (", ".join(n for n, v in zip(names, y[0]) if v) or "none")
     save_heatmap(output, x[0, 0].numpy(), heatmap, f"row {row}: {names[k]} p={prob:.3f}{truth}")
     click.echo(f"wrote {output}: {names[k]} (p = {prob:.3f})")
+
+
+@main.command()
+@click.argument("study")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Study directory [studies/<name>]; a rerun skips finished arms.")  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a study-file value, e.g. train.epochs=5 or seeds=[0,1,2].")  # fmt: skip
+@click.option("--seeds", default=None, metavar="S,S,...", help="Training seeds of every arm.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs of every arm.")
+@click.option("--tables", default=None, metavar="NAME,...", help="Only these tables [all].")
+@click.option("--source", "sources", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled CXI file(s) to use instead of the study's [data].")  # fmt: skip
+@click.option("--eval-source", "eval_sources", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Also score every arm on all frames of this labelled CXI file.")  # fmt: skip
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Dask scheduler: builds and arms run as its tasks [one after another here].")  # fmt: skip
+@click.option("--threads", type=int, default=None, help="torch CPU threads per run.")
+@click.option("--report-only", is_flag=True, help="Train nothing; report the finished runs.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@_clean_errors
+def study(study, out, overrides, seeds, epochs, tables, sources, eval_sources, scheduler, threads,
+          report_only, quiet):  # fmt: skip
+    """Run the paper's experiments (Tables 4-6) from STUDY (a .toml file or a preset name:
+    smoke, cpu, cpu-maps, paper) with seeds, a three-way split and a report (docs/study.md)."""
+    from .study import StudyError, run_study
+    from .study_plan import PlanError, load_config, make_plan
+
+    if not quiet:
+        logging.getLogger("trainer.study").setLevel(logging.INFO)
+    overrides = list(overrides)
+    if seeds is not None:
+        overrides.append(f"seeds=[{seeds}]")
+    if epochs is not None:
+        overrides.append(f"train.epochs={epochs}")
+    try:
+        config = load_config(study, overrides)
+        plan = make_plan(config, None if tables is None else tables.split(","))
+        out = Path("studies") / plan.name if out is None else out
+        report = run_study(
+            plan, out, sources=list(sources) or None, eval_sources=eval_sources,
+            scheduler=scheduler, threads=threads, train=not report_only, progress=not quiet,
+        )  # fmt: skip
+    except (PlanError, StudyError) as error:
+        raise click.ClickException(str(error)) from error
+    for claim in report["claims"]:
+        if claim["verdict"] == "not run":
+            click.echo(f"{claim['text']}: not run")
+        else:
+            low, high = claim["ci"]
+            click.echo(f"{claim['text']}: {claim['verdict']}, Δ {claim['metric']} = "
+                       f"{claim['delta']:+.3f} [{low:+.3f}, {high:+.3f}]")  # fmt: skip
+    click.echo(f"wrote {out / 'report.md'}")

@@ -27,7 +27,7 @@ import itertools
 import json
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 
@@ -70,12 +70,14 @@ class Arm:
     Attributes
     ----------
     key : str
-        A hash of the recipe (10 hex digits): equal recipes, equal keys.
+        A hash of the recipe with every default filled in (10 hex digits):
+        equal recipes, equal keys, however they were written.
     name : str
         Directory name: the first table and column that use it, plus the key.
     build, model, train : dict
         BuildConfig, ModelConfig (without ``num_classes``) and TrainConfig
-        fields (without the reserved ones).
+        fields (without the reserved ones), as the study file gives them
+        (the defaults of the three classes fill the rest).
     """
 
     key: str
@@ -255,8 +257,14 @@ def _recipe(config: dict, values: dict) -> dict:
     return recipe
 
 
-def _check_recipe(recipe: dict, where: str, allowed: dict) -> None:
-    """Unknown keys and values the three config classes refuse, as one-line errors."""
+def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
+    """The recipe with every default filled in (what the arm's key is made of).
+
+    Raises
+    ------
+    PlanError
+        Unknown keys and values the three config classes refuse (one line).
+    """
     from ccfkit.io.source import InputError
 
     from .loop import TrainConfig
@@ -270,13 +278,19 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> None:
                 f"known: {sorted(allowed[section])}"
             )
     try:
-        build_config(recipe["build"])
-        ModelConfig(num_classes=1, **recipe["model"])
-        TrainConfig(store="", **recipe["train"])
+        full = {
+            "build": asdict(build_config(recipe["build"])),
+            "model": asdict(ModelConfig(num_classes=1, **recipe["model"])),
+            "train": asdict(TrainConfig(store="", **recipe["train"])),
+        }
     except (InputError, ValueError, TypeError) as error:
         raise PlanError(f"{where}: {error}") from None
-    if recipe["train"].get("input", "ccf") == "images" and not recipe["build"].get("image_size"):
+    if full["train"]["input"] == "images" and not full["build"]["image_size"]:
         raise PlanError(f"{where}: an images arm needs build.image_size (the stored frames)")
+    del full["model"]["num_classes"]
+    for key in RESERVED_TRAIN:
+        del full["train"][key]
+    return full
 
 
 def _arm_key(recipe: dict) -> str:
@@ -369,8 +383,8 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
                 if path.partition(".")[0] not in SECTIONS:
                     raise PlanError(f"table {name}: {path!r} is not in build, model or train")
             recipe = _recipe(config, values)
-            _check_recipe(recipe, f"table {name}, column {label!r}", allowed)
-            key = _arm_key(recipe)
+            full = _check_recipe(recipe, f"table {name}, column {label!r}", allowed)
+            key = _arm_key(full)
             if key not in arms:
                 arms[key] = Arm(key, f"{name}-{_slug(label)}-{key[:6]}", **recipe)
             columns.append(Column(str(label), key, values))

@@ -1,0 +1,537 @@
+"""``trainer study``: the paper's Tables 4-6 as one resumable command (docs/study.md).
+
+A study directory holds::
+
+    study.json        the resolved study file, the command, versions, CPU (provenance)
+    data/             simulated.cxi and simulated.json (when [data] simulate is used)
+    split.npz         the three-way split of the frames (train, eval = validation, test)
+    split.json        how it was drawn (frames, fractions, seed)
+    stores/           one ccfkit store per distinct (source, build parameters), reused
+    runs/ARM/seed-S/  a normal ``trainer fit`` run directory per arm and seed
+    scores/           each run scored on every --eval-source (JSON, reused)
+    report.md, report.json, TABLE.png
+
+Everything is made once: the data, the split and a store are reused when they
+exist with the same parameters (and refused when they exist with others); a
+run with a ``test.npz`` is finished and skipped; a run with a ``last.pt`` is
+resumed. Arms run one after another, or as tasks of a Dask cluster
+(``scheduler``), whose workers must see the study directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .loop import _write_json
+from .study_plan import PlanError, StudyPlan, build_config
+
+__all__ = ["RunJob", "StudyError", "is_finished", "run_job", "run_study"]
+
+log = logging.getLogger(__name__)
+
+
+class StudyError(RuntimeError):
+    """The study directory cannot be used as asked (one-line message)."""
+
+
+# --------------------------------------------------------------------------
+# Small files
+# --------------------------------------------------------------------------
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=list)
+
+
+def _digest(value) -> str:
+    return hashlib.sha1(_canonical(value).encode()).hexdigest()[:10]
+
+
+def _same_or_new(path: Path, record: dict, what: str) -> bool:
+    """True when ``path`` holds ``record`` (reuse); False when absent; StudyError otherwise."""
+    if not path.is_file():
+        return False
+    stored = json.loads(path.read_text())
+    if _canonical(stored) != _canonical(json.loads(_canonical(record))):
+        raise StudyError(
+            f"{path}: the study directory holds {what} made with other parameters "
+            "(use another study directory)"
+        )
+    return True
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one) and the usable core count."""
+    from ccfkit.backends._base import usable_cpus
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {usable_cpus()} usable cores"
+
+
+def environment() -> dict:
+    """Versions and machine, for provenance."""
+    import ccfkit
+    import torch
+
+    from . import __version__
+
+    return {
+        "trainer": __version__,
+        "ccfkit": ccfkit.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+        "host": platform.node(),
+    }
+
+
+# --------------------------------------------------------------------------
+# Data, split, stores
+# --------------------------------------------------------------------------
+
+
+def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) -> list[str]:
+    """The main data's files: the given ``sources``, the file's, or a simulation made once.
+
+    Parameters
+    ----------
+    config : dict
+        The study configuration (its ``[data]`` table).
+    out : Path
+        The study directory.
+    sources : list of str, optional
+        CXI files that replace ``[data]`` (the ``--source`` option).
+    progress : bool
+
+    Returns
+    -------
+    list of str
+        Absolute paths.
+    """
+    data = config["data"]
+    if sources:
+        return [str(Path(s).resolve()) for s in sources]
+    if "sources" in data:
+        return [str(Path(s).resolve()) for s in data["sources"]]
+    from ccfkit.io.cxi import write_simulated
+    from ccfkit.simulate import SimulationConfig
+
+    spec = dict(data["simulate"])
+    n, seed = int(spec.pop("n")), int(spec.pop("seed", 0))
+    record = {"n": n, "seed": seed, "options": spec}
+    path = out / "data" / "simulated.cxi"
+    if _same_or_new(out / "data" / "simulated.json", record, "simulated data") and path.is_file():
+        return [str(path.resolve())]
+    try:
+        sim = SimulationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+    except (TypeError, ValueError) as error:
+        raise PlanError(f"[data] simulate: {error}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("simulating %d frames (seed %d) into %s", n, seed, path)
+    write_simulated(path, sim, n, seed, overwrite=True, progress=progress)
+    _write_json(out / "data" / "simulated.json", record)
+    return [str(path.resolve())]
+
+
+def open_frames(paths, config: dict):
+    """A checked :class:`ccfkit.io.source.FrameSource` of ``paths`` ([data] data_path, labels_path)."""
+    from ccfkit.io.source import InputError, open_source
+
+    data = config.get("data", {})
+    try:
+        return open_source(
+            paths, data_path=data.get("data_path"), labels_path=data.get("labels_path")
+        )
+    except InputError as error:
+        raise StudyError(str(error)) from None
+
+
+def ensure_split(plan: StudyPlan, out: Path, n_frames: int) -> Path:
+    """``split.npz``: the one train / validation / test split of every arm (made once)."""
+    from .data import save_split, split_three_ways
+
+    spec = plan.config.get("split", {})
+    record = {
+        "n_frames": n_frames,
+        "validation": float(spec.get("validation", 0.15)),
+        "test": float(spec.get("test", 0.15)),
+        "seed": int(spec.get("seed", 0)),
+    }
+    path = out / "split.npz"
+    if _same_or_new(out / "split.json", record, "a split") and path.is_file():
+        return path
+    try:
+        split = split_three_ways(n_frames, record["validation"], record["test"], record["seed"])
+    except ValueError as error:
+        raise PlanError(f"[split]: {error}") from None
+    if not len(split["test"]) or not len(split["validation"]):
+        raise PlanError("[split]: the study needs non-empty validation and test sets")
+    save_split(path, split, record["seed"])
+    _write_json(out / "split.json", record)
+    return path
+
+
+def store_path(out: Path, paths, config: dict, build: dict) -> Path:
+    """Where the store of ``paths`` built with ``build`` lives: keyed by both."""
+    data = config.get("data", {})
+    source = {"files": list(paths), "data_path": data.get("data_path"),
+              "labels_path": data.get("labels_path")}  # fmt: skip
+    key = _digest({"source": source, "build": asdict(build_config(build))})
+    return out / "stores" / f"{Path(paths[0]).stem}-{key}.zarr"
+
+
+def ensure_store(path: Path, paths, config: dict, build: dict, *, scheduler=None,
+                 progress=False) -> str:  # fmt: skip
+    """Build the store at ``path`` unless it is complete; finish it when it is not.
+
+    Raises
+    ------
+    StudyError
+        A complete store at ``path`` built with other parameters, or a build error.
+    """
+    from ccfkit.pipeline import build as run_build
+    from ccfkit.store import StoreError, open_store
+
+    build_cfg = build_config(build)
+    options = config.get("build_options", {})
+    if path.exists():
+        try:
+            group = open_store(path)
+        except StoreError as error:
+            raise StudyError(str(error)) from None
+        if group.attrs.get("status") == "complete":
+            stored = group.attrs["parameters"]
+            if _canonical(stored) != _canonical(json.loads(_canonical(asdict(build_cfg)))):
+                raise StudyError(f"{path}: built with other parameters than this study's")
+            return str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("building %s", path.name)
+    try:
+        run_build(
+            open_frames(paths, config),
+            str(path),
+            build_cfg,
+            backend=options.get("backend", "auto"),
+            chunk_frames=int(options.get("chunk_frames", 64)),
+            resume=path.exists(),
+            scheduler=scheduler,
+            workers=options.get("workers"),
+            progress=progress,
+        )
+    except StoreError as error:
+        raise StudyError(str(error)) from None
+    return str(path)
+
+
+# --------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One arm and seed: everything ``trainer fit`` needs (small, picklable for Dask)."""
+
+    run_dir: str
+    store: str
+    split_file: str
+    seed: int
+    model: dict
+    train: dict
+    threads: int | None = None
+
+
+def is_finished(run_dir) -> bool:
+    """A run is finished when its best checkpoint has been scored on the test split."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "test.npz").is_file() or not (run_dir / "report.json").is_file():
+        return False
+    return json.loads((run_dir / "report.json").read_text()).get("test") is not None
+
+
+def run_job(job: RunJob) -> str:
+    """Train (or resume, or skip) one run; returns ``"skipped"``, ``"resumed"`` or ``"trained"``."""
+    import torch
+
+    from . import loop
+    from .data import inspect_store
+    from .model import ModelConfig
+
+    run_dir = Path(job.run_dir)
+    if is_finished(run_dir):
+        return "skipped"
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    if (run_dir / "last.pt").is_file():
+        loop.resume(run_dir, progress=False, store=job.store)
+        return "resumed"
+    info = inspect_store(job.store, input_kind=job.train.get("input", "ccf"))
+    model_cfg = ModelConfig(num_classes=len(info.label_names), **job.model)
+    train_cfg = loop.TrainConfig(
+        store=info.path, split_file=job.split_file, seed=job.seed, **job.train
+    )
+    # the directory is the study's own: a run that died before its first checkpoint restarts
+    loop.fit(run_dir, model_cfg, train_cfg, progress=False, overwrite=True)
+    return "trained"
+
+
+def _run_all(jobs: list[RunJob], scheduler: str | None) -> dict:
+    """Run the jobs one after another, or as Dask tasks; returns ``{run_dir: outcome}``."""
+    outcomes = {}
+    if scheduler is None:
+        for number, job in enumerate(jobs, 1):
+            started = time.perf_counter()
+            outcomes[job.run_dir] = run_job(job)
+            log.info("run %d/%d %s: %s in %.0f s", number, len(jobs), job.run_dir,
+                     outcomes[job.run_dir], time.perf_counter() - started)  # fmt: skip
+        return outcomes
+    from distributed import Client, as_completed
+
+    with Client(scheduler) as client:
+        futures = {client.submit(run_job, job, pure=False): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
+            outcomes[job.run_dir] = future.result()
+            log.info("run %s: %s", job.run_dir, outcomes[job.run_dir])
+    return outcomes
+
+
+# --------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------
+
+
+def _summary(values) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    return {"mean": float(values.mean()), "std": std, "n": int(len(values))}
+
+
+def collect_arm(run_dirs: dict, test_rows: np.ndarray) -> dict | None:
+    """The test results of one arm over its finished seeds (None when none finished).
+
+    Parameters
+    ----------
+    run_dirs : dict
+        seed -> run directory.
+    test_rows : (N,) int array
+        The study's test rows; every run must have been scored on exactly these.
+
+    Returns
+    -------
+    dict
+        ``seeds`` (seed -> test metrics dict), ``counts`` ((S, N, 4) per-frame
+        counts, seeds in order), ``summary`` (metric -> mean, std, n),
+        ``per_class`` (class -> precision / recall summaries, support),
+        ``train_frames``, ``epochs``.
+    """
+    from .data import load_split
+    from .metrics import compute_metrics
+    from .verdicts import frame_counts
+
+    seeds, counts = {}, []
+    train_frames = epochs = None
+    for seed, run_dir in run_dirs.items():
+        if not is_finished(run_dir):
+            continue
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+        with np.load(Path(run_dir) / "test.npz") as test:
+            rows, probs, labels = test["rows"], test["probs"], test["labels"]
+        if not np.array_equal(rows, test_rows):
+            raise StudyError(f"{run_dir}: scored on other test rows than the study's split")
+        predicted = probs >= config["train"]["threshold"]
+        metrics = compute_metrics(
+            labels, predicted, config["store"]["label_names"], config["store"]["exclusive_groups"]
+        )
+        seeds[seed] = metrics.to_dict()
+        counts.append(frame_counts(labels, predicted))
+        train_frames = len(load_split(Path(run_dir) / "split.npz")["train"])
+        epochs = json.loads((Path(run_dir) / "report.json").read_text())["epochs_run"]
+    if not seeds:
+        return None
+    keys = ("accuracy", "precision", "recall", "violation_rate")
+    summary = {k: _summary([m[k] for m in seeds.values()]) for k in keys}
+    per_class = {}
+    for k, row in enumerate(next(iter(seeds.values()))["per_class"]):
+        per_class[row["name"]] = {
+            "precision": _summary([m["per_class"][k]["precision"] for m in seeds.values()]),
+            "recall": _summary([m["per_class"][k]["recall"] for m in seeds.values()]),
+            "support": row["support"],
+        }
+    return {
+        "seeds": seeds,
+        "counts": np.stack(counts),
+        "summary": summary,
+        "per_class": per_class,
+        "train_frames": train_frames,
+        "epochs": epochs,
+    }
+
+
+def baselines(store: str, split: dict) -> dict:
+    """Test metrics of the all-negative and the best constant predictor.
+
+    The best constant predicts, for each class, the majority value of the
+    training labels (the constant with the best accuracy on training data).
+    """
+    from .data import inspect_store, open_store
+    from .metrics import compute_metrics
+
+    info = inspect_store(store)
+    labels = open_store(store)["labels"][:].astype(bool)
+    truth = labels[split["test"]]
+    majority = labels[split["train"]].mean(axis=0) >= 0.5
+    out = {}
+    for name, predicted in (
+        ("all-negative", np.zeros_like(truth)),
+        ("best constant", np.broadcast_to(majority, truth.shape)),
+    ):
+        m = compute_metrics(truth, predicted, info.label_names, info.exclusive_groups)
+        out[name] = m.summary()
+    out["best constant"]["positive_classes"] = [
+        n for n, on in zip(info.label_names, majority) if on
+    ]
+    return out
+
+
+def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
+    """The run's best checkpoint on every frame of another store (cached in ``score_file``)."""
+    from .loop import evaluate_run
+
+    if score_file.is_file():
+        return json.loads(score_file.read_text())
+    metrics, extra = evaluate_run(run_dir, store, subset="all", device="cpu")
+    result = {**metrics.summary(), "store": store}
+    score_file.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(score_file, result)
+    return result
+
+
+# --------------------------------------------------------------------------
+# The study
+# --------------------------------------------------------------------------
+
+
+def run_study(
+    plan: StudyPlan,
+    out,
+    *,
+    sources=None,
+    eval_sources=(),
+    scheduler: str | None = None,
+    threads: int | None = None,
+    train: bool = True,
+    progress: bool = False,
+) -> dict:
+    """Make the data, split and stores, run the unfinished arms, write the report.
+
+    Parameters
+    ----------
+    plan : StudyPlan
+    out : str or Path
+        The study directory (created; reused on a rerun).
+    sources : list of str, optional
+        CXI files instead of the plan's ``[data]``.
+    eval_sources : sequence of str
+        Further labelled CXI files: every run is also scored on all their
+        frames, built with the run's own build parameters.
+    scheduler : str, optional
+        Dask scheduler address: builds and runs become cluster tasks.
+    threads : int, optional
+        torch CPU threads per run.
+    train : bool
+        False: report on the runs already finished, train nothing.
+    progress : bool
+        Progress bars of simulation and builds.
+
+    Returns
+    -------
+    dict
+        The report (``report.json``'s content).
+    """
+    from .data import load_split
+    from .study_report import write_report
+
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = plan.config
+    paths = prepare_data(config, out, sources, progress)
+    n_frames = open_frames(paths, config).n_frames
+    split_file = ensure_split(plan, out, n_frames)
+    split = load_split(split_file)
+    _write_json(out / "study.json", {"config": config, "sources": paths,
+                                     "eval_sources": list(eval_sources),
+                                     "command": " ".join(sys.argv), "environment": environment()})  # fmt: skip
+
+    stores = {}
+    for arm in plan.arms.values():
+        path = store_path(out, paths, config, arm.build)
+        stores[arm.key] = ensure_store(path, paths, config, arm.build, scheduler=scheduler,
+                                       progress=progress) if train else str(path)  # fmt: skip
+    run_dirs = {
+        arm.key: {s: str(out / "runs" / arm.name / f"seed-{s}") for s in plan.seeds}
+        for arm in plan.arms.values()
+    }
+    outcomes = {}
+    if train:
+        jobs = [
+            RunJob(run_dirs[arm.key][s], stores[arm.key], str(split_file.resolve()), s,
+                   arm.model, arm.train, threads)  # fmt: skip
+            for arm in plan.arms.values()
+            for s in plan.seeds
+        ]
+        pending = [job for job in jobs if not is_finished(job.run_dir)]
+        log.info("%d runs, %d finished before, %d to run", len(jobs), len(jobs) - len(pending),
+                 len(pending))  # fmt: skip
+        outcomes = {job.run_dir: "skipped" for job in jobs if job not in pending}
+        outcomes.update(_run_all(pending, scheduler))
+
+    results = {key: collect_arm(run_dirs[key], split["test"]) for key in plan.arms}
+    for source in eval_sources:
+        source = str(Path(source).resolve())
+        for arm in plan.arms.values():
+            if results[arm.key] is None:
+                continue
+            path = store_path(out, [source], config, arm.build)
+            store = ensure_store(path, [source], config, arm.build, scheduler=scheduler,
+                                 progress=progress)  # fmt: skip
+            scores = {
+                s: score_on_source(Path(d), store, out / "scores" / arm.name / f"seed-{s}" /
+                                   f"{path.stem}.json")  # fmt: skip
+                for s, d in run_dirs[arm.key].items()
+                if is_finished(d)
+            }
+            results[arm.key].setdefault("eval_sources", {})[source] = {
+                "seeds": scores,
+                "summary": {k: _summary([m[k] for m in scores.values()])
+                            for k in ("accuracy", "precision", "recall")},  # fmt: skip
+            }
+    some_store = next((stores[k] for k in plan.arms if Path(stores[k]).exists()), None)
+    base = baselines(some_store, split) if some_store else {}
+    provenance = {
+        "command": " ".join(sys.argv),
+        "environment": environment(),
+        "wall_seconds": time.perf_counter() - started,
+        "runs": outcomes,
+        "split": {k: len(v) for k, v in split.items()},
+        "sources": paths,
+    }
+    return write_report(out, plan, results, base, provenance)
