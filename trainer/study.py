@@ -455,7 +455,7 @@ def run_study(
     scheduler : str, optional
         Dask scheduler address: builds and runs become cluster tasks.
     threads : int, optional
-        torch CPU threads per run.
+        torch CPU threads per run [the study file's ``threads``, else torch's default].
     train : bool
         False: report on the runs already finished, train nothing.
     progress : bool
@@ -470,6 +470,7 @@ def run_study(
     from .study_report import write_report
 
     started = time.perf_counter()
+    threads = threads or plan.config.get("threads")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = plan.config
