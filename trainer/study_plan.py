@@ -154,6 +154,8 @@ def load_config(study: str, overrides=()) -> dict:
     ----------
     study : str
         A path to a ``.toml`` file, or a preset name (:func:`preset_names`).
+        A file with ``extends = "OTHER"`` (a file or preset) starts from
+        OTHER's configuration.
     overrides : sequence of str
         ``dotted.key=VALUE``; VALUE is read as a TOML value (``3``, ``[0, 1]``,
         ``"max"``, ``true``), else taken as a string.
@@ -181,10 +183,23 @@ def load_config(study: str, overrides=()) -> dict:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise PlanError(f"{study}: {error}") from None
+    if "extends" in config:
+        config = _extend(load_config(config.pop("extends")), config)
     config.setdefault("name", path.stem)
     for override in overrides:
         apply_override(config, override)
     return config
+
+
+def _extend(base: dict, child: dict) -> dict:
+    """``child`` on top of ``base``: tables merge key by key; ``tables`` and ``claims`` replace."""
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "tables":
+            out[key] = _extend(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def apply_override(config: dict, override: str) -> None:
