@@ -186,7 +186,9 @@ def order_maps_mask_corrected_reference(values, valid, orders: Sequence[int], xp
     """Mask-corrected order-n maps (Eq. 16 of J. Appl. Cryst. 57, 324), every pair by FFT.
 
     ``Cn[i, j] = Re (1/P) sum_d exp(-2 pi i n d / P) C_d[i, j]`` with ``C_d``
-    the full map (Eq. 13) at shift ``d``, for all ``P`` shifts. Numerator and
+    the full map (Eq. 13) at shift ``d``, for all ``P`` shifts; a lag without
+    any valid pair takes the mean of the pair's measured lags (not 0, which
+    would be angular structure of the mask's making). Numerator and
     pair counts of every lag come from one FFT per ring (cross-correlation
     theorem). This is the definition; :func:`order_maps_mask_corrected` is the
     same number with Eq. 14 where both rings are complete.
@@ -263,7 +265,9 @@ _ROW_BLOCK = 32
 def _mask_corrected_rows(values, valid, orders, rows, pairs, xp):
     """(B, N, Q, Q) maps whose rows ``rows`` hold the mask-corrected estimate (others 0)."""
     batch, q_bins, phi_bins = values.shape
-    real = np.float64 if values.dtype == np.float64 else np.float32
+    # float64 whatever the input: C_d carries the rings' mean intensities, the
+    # order-n component can be far smaller, and float32 sums would cancel
+    real = np.float64
     # Re sum_d e^{-i n phi_d} C_d / P: C_d is real, so only the cosine part counts
     angle = 2 * np.pi * np.outer(np.arange(phi_bins), np.asarray(orders, dtype=np.float64))
     cosine = xp.asarray((np.cos(angle / phi_bins) / phi_bins).astype(real))  # (P, N)
@@ -280,9 +284,24 @@ def _mask_corrected_rows(values, valid, orders, rows, pairs, xp):
                 if pairs is None
                 else pairs[start : start + _ROW_BLOCK]
             )
-            correlation = divide_by_pairs(numerator, counts, xp).astype(real, copy=False)
+            correlation = _fill_lags_without_pairs(divide_by_pairs(numerator, counts, xp), counts, xp)
+            correlation = correlation.astype(real, copy=False)
             out[b][:, block, :] = xp.moveaxis(correlation @ cosine, -1, 0)
     return out
+
+
+def _fill_lags_without_pairs(correlation, counts, xp):
+    """``C_d`` where lag ``d`` has valid pairs, else the pair's mean over the lags that have.
+
+    A lag without a valid pair has no measured correlation; 0 there would add
+    angular structure of its own (a half-valid ring has no pair at lag P/2).
+    The mean over the measured lags adds none: a pure radial profile still
+    gives ``Cn = 0`` for every ``n > 0``.
+    """
+    measured = counts > 0
+    lags = measured.sum(axis=-1, keepdims=True)
+    mean = correlation.sum(axis=-1, keepdims=True) / xp.where(lags > 0, lags, 1)
+    return xp.where(measured, correlation, mean)
 
 
 def scale_maps(maps, triangle, scale: Scale | str, means=None, subtract_one=False, xp=np):
