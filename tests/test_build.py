@@ -93,8 +93,9 @@ def expected_maps(frames, bitmask, bound, seed):
     noisy = add_noise(frames, np.arange(len(frames)), bound, seed)
     good = (bitmask.astype(int) & ccfkit.io.source.PIXEL_IS_IN_MASK) == 0
     return ccfkit.compute_maps(
-        noisy, center=CENTER, mask=good, q_bins=16, phi_bins=32, backend=NumpyBackend()
-    )
+        noisy, center=CENTER, mask=good, q_bins=16, phi_bins=32, r_min="auto",
+        backend=NumpyBackend(),
+    )  # fmt: skip
 
 
 def valid_statistics(frames, bitmask):
@@ -134,7 +135,17 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
     store = build(cxi, tmp_path / "out.zarr", "--noise", "mean")
     assert store["ccf"].shape == (FRAMES, 16, 16) and store["ccf"].dtype == np.float32
     np.testing.assert_array_equal(store["index"][:], np.arange(FRAMES))
-    np.testing.assert_allclose(store["radius"][:], (np.arange(16) + 0.5) * 23.0 / 16)
+    # r_min="auto": the range starts where rings become usable under the mask
+    r_min = store.attrs["r_min"]
+    good = (bitmask.astype(int) & 767) == 0
+    plan = ccfkit.make_polar_plan(
+        good.shape, center=CENTER, mask=good, q_bins=16, phi_bins=32, r_min="auto"
+    )
+    assert r_min == plan.r_min and plan.ring_used.all()
+    np.testing.assert_allclose(store["radius"][:], r_min + (np.arange(16) + 0.5) * (23.0 - r_min) / 16)
+    np.testing.assert_array_equal(store["ring_used"][:], plan.ring_used)
+    assert store.attrs["parameters"]["r_min"] == "auto"
+    assert store.attrs["parameters"]["orders"] == [8]
     assert store["labels"].attrs["names"] == ["round", "elliptical"]
     assert store["labels"][:].sum() == FRAMES
     assert store["stats"].shape == (FRAMES, 3)
@@ -142,7 +153,7 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
     assert "CXI bit mask" in store.attrs["input"]["mask"]
     assert store.attrs["center"] == list(CENTER)
     assert store.attrs["parameters"]["noise"] == "mean"
-    assert store.attrs["schema_version"] == 1
+    assert store.attrs["schema_version"] == 2
     assert store["done"][:].all()
 
 
