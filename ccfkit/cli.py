@@ -11,6 +11,7 @@ import numpy as np
 
 from . import __version__
 from .backends import NAMES as BACKEND_NAMES
+from .ccf import Estimator, Scale
 
 #: What ``--backend`` accepts: ``auto`` and every backend's name.
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
@@ -61,22 +62,51 @@ def _center_option(value: str | None):
     help="Uniform noise U(0, b) added before resampling (SPEC §5).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the noise.")
-@click.option("--order", default=8, show_default=True, help="Angular order of the upper triangle.")
+@click.option(
+    "--orders",
+    default=None,
+    metavar="N[,N...]",
+    help="Angular orders: the first fills the upper triangle, each further one adds a channel "
+    "with its order map [8].",
+)
+@click.option("--order", type=int, default=None, help="One angular order (same as --orders N).")
 @click.option("--q-bins", default=224, show_default=True, help="Radial bins Q (maps are Q x Q).")
 @click.option("--phi-bins", default=512, show_default=True, help="Angular samples P.")
-@click.option("--r-min", default=0.0, show_default=True, help="Smallest radius, pixels.")
+@click.option(
+    "--r-min",
+    default="auto",
+    show_default=True,
+    metavar="PIXELS|auto",
+    help="Smallest radius, pixels; 'auto': where rings become usable under the mask.",
+)
 @click.option(
     "--r-max", type=float, default=None, help="Largest radius, pixels [largest full circle]."
+)
+@click.option(
+    "--min-ring-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Rings with a smaller fraction of valid samples are unused (0 in every map).",
 )
 @click.option(
     "--delta", default=0.0, show_default=True, help="Angular separation of the full map, rad."
 )
 @click.option(
-    "--scale",
-    type=click.Choice(["maxabs", "none"]),
-    default="maxabs",
+    "--estimator",
+    type=click.Choice([e.value for e in Estimator]),
+    default=Estimator.RING.value,
     show_default=True,
-    help="Each triangle divided by its largest |value|, or unscaled.",
+    help="Order-n map: from each ring's Fourier coefficient (the paper's, Eq. 14), or "
+    "mask-corrected over all lags (no leakage of the mask; docs/ccf.md).",
+)
+@click.option(
+    "--scale",
+    type=click.Choice([s.value for s in Scale]),
+    default=Scale.MAXABS.value,
+    show_default=True,
+    help="Each triangle divided by its largest |value| (the paper's); 'ring': by the rings' "
+    "mean intensities (normalised CCF, clipped to [-1, 1]); or unscaled.",
 )
 @click.option(
     "--backend",
@@ -142,12 +172,15 @@ def build(
     out,
     noise,
     seed,
+    orders,
     order,
     q_bins,
     phi_bins,
     r_min,
     r_max,
+    min_ring_fraction,
     delta,
+    estimator,
     scale,
     backend,
     data_path,
@@ -185,12 +218,14 @@ def build(
         )
         centre, centre_origin = _resolve_center(_center_option(center), source)
         config = BuildConfig(
-            order=order,
+            orders=_orders_option(orders, order),
             q_bins=q_bins,
             phi_bins=phi_bins,
-            r_min=r_min,
+            r_min=_r_min_option(r_min),
             r_max=r_max,
+            min_ring_fraction=min_ring_fraction,
             delta=delta,
+            estimator=estimator,
             scale=scale,
             noise=noise,
             seed=seed,
@@ -215,6 +250,34 @@ def build(
     except (InputError, StoreError, BackendUnavailableError, OSError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out}")
+
+
+def _orders_option(orders: str | None, order: int | None) -> tuple[int, ...]:
+    """``--orders 2,8`` (or ``--order 8``) as a tuple of ints; (8,) when neither is given."""
+    if orders is not None and order is not None:
+        raise click.UsageError("give --orders or --order, not both")
+    if order is not None:
+        return (order,)
+    if orders is None:
+        return (8,)
+    try:
+        return tuple(int(n) for n in orders.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated integers, got {orders!r}", param_hint="--orders"
+        ) from None
+
+
+def _r_min_option(r_min: str) -> float | str:
+    """``--r-min``: a number of pixels, or "auto"."""
+    if r_min == "auto":
+        return r_min
+    try:
+        return float(r_min)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a radius in pixels or 'auto', got {r_min!r}", param_hint="--r-min"
+        ) from None
 
 
 def _resolve_center(center, source):
