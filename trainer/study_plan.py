@@ -413,7 +413,11 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
 
 
 def _claim(spec: dict, tables: dict) -> Claim:
-    """Resolve a claim's ``a`` and ``b`` to the arms of the one column each matches."""
+    """Resolve a claim's ``a`` and ``b`` to arms.
+
+    A side picks the column that has all its values and sets the fewest
+    others; two such columns are an error.
+    """
     text = spec.get("text", "?")
     metric = spec.get("metric", "accuracy")
     if metric not in CLAIM_METRICS:
@@ -425,10 +429,13 @@ def _claim(spec: dict, tables: dict) -> Claim:
         found = [
             c for c in table.columns if all(c.values.get(p) == v for p, v in want.items())
         ]
-        if len(found) != 1:
+        # of the columns that have these values, the one that sets the fewest others
+        # ({} is the column that changes nothing)
+        extra = sorted(len(set(c.values) - set(want)) for c in found)
+        if not found or (len(extra) > 1 and extra[0] == extra[1]):
             raise PlanError(
                 f"claim {text!r}: {side} = {want} matches {len(found)} columns of table "
                 f"{table.name}, not one"
             )
-        keys.append(found[0].arm)
+        keys.append(min(found, key=lambda c: len(set(c.values) - set(want))).arm)
     return Claim(text, table.name, metric, keys[0], keys[1])
