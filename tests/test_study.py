@@ -254,8 +254,26 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
     assert sorted(outcomes.values()) == ["resumed", "skipped", "skipped", "skipped"]
     assert (runs[1] / "test.npz").is_file()
 
+    # Plain trainer fit with a held-out test split on the study's store.
+    store = json.loads((runs[0] / "config.json").read_text())["store"]["path"]
+    fit_dir = tmp_path / "fit"
+    result = CliRunner().invoke(trainer_main, [
+        "fit", store, "--test-fraction", "0.25", "--eval-fraction", "0.25", "--epochs", "1",
+        "--width", "4", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--threads",
+        "1", "--run-dir", str(fit_dir), "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "test split (16 frames" in result.output
+    fit_split = load_split(fit_dir / "split.npz")
+    # same fractions and seed 0: the study's split (made by the same function)
+    assert all(np.array_equal(fit_split[k], study_split[k]) for k in study_split)
+    assert np.array_equal(np.load(fit_dir / "test.npz")["rows"], study_split["test"])
+    assert "## Test split (16 frames)" in (fit_dir / "report.md").read_text()
+
     # The same directory with other data is refused, in one line, before anything runs.
     result = CliRunner().invoke(
         trainer_main, ["study", "smoke", "-o", str(out), "--set", "split.seed=9", "--quiet"]
     )
     assert result.exit_code == 1 and "other parameters" in result.output
+    result = CliRunner().invoke(trainer_main, ["study", "smoke", "-o", str(tmp_path / "none"),
+                                               "--report-only"])  # fmt: skip
+    assert result.exit_code == 1 and "nothing to report" in result.output

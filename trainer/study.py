@@ -472,6 +472,8 @@ def run_study(
     started = time.perf_counter()
     threads = threads or plan.config.get("threads")
     out = Path(out)
+    if not train and not (out / "split.npz").is_file():
+        raise StudyError(f"{out}: not a study directory (no split.npz); nothing to report")
     out.mkdir(parents=True, exist_ok=True)
     config = plan.config
     paths = prepare_data(config, out, sources, progress)
