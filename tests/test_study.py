@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from trainer.data import load_split, save_split, split_indices, split_three_ways
 from trainer.loop import TrainConfig, evaluate_run, run_split
 from trainer.study_plan import PlanError, apply_override, build_config, load_config, make_plan
 from trainer.verdicts import NO, UNRESOLVED, YES, compare, frame_counts, metric_of_counts
-
 
 # --------------------------------------------------------------------------
 # The split
@@ -213,9 +211,10 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
             values = [seeds[s][key] for s in seeds]
             assert arm["summary"][key]["mean"] == pytest.approx(np.mean(values))
             assert arm["summary"][key]["std"] == pytest.approx(np.std(values, ddof=1))
-            assert f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" in (
-                out / "report.md"
-            ).read_text()
+            assert (
+                f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+                in (out / "report.md").read_text()
+            )
     run = runs[0]
     run_report = json.loads((run / "report.json").read_text())
     metrics, extra = evaluate_run(run, subset="test")

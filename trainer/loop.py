@@ -432,8 +432,10 @@ def write_report(
     if test is None:
         lines += [
             "",
-            "No test split: the best checkpoint is chosen and scored on the same evaluation "
-            "split, an optimistic figure (`--test-fraction`, docs/training.md).",
+            (
+                "No test split: the best checkpoint is chosen and scored on the same "
+                "evaluation split, an optimistic figure (`--test-fraction`, docs/training.md)."
+            ),
         ]
     else:
         lines += [

@@ -86,8 +86,9 @@ def cpu_name() -> str:
 
 def environment() -> dict:
     """Versions and machine, for provenance."""
-    import ccfkit
     import torch
+
+    import ccfkit
 
     from . import __version__
 
@@ -140,7 +141,9 @@ def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) 
     if _same_or_new(out / "data" / "simulated.json", record, "simulated data") and path.is_file():
         return [str(path.resolve())]
     try:
-        sim = SimulationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+        sim = SimulationConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        )
     except (TypeError, ValueError) as error:
         raise PlanError(f"[data] simulate: {error}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,7 +324,7 @@ def _run_all(jobs: list[RunJob], scheduler: str | None) -> dict:
 def _summary(values) -> dict:
     values = np.asarray(values, dtype=np.float64)
     std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-    return {"mean": float(values.mean()), "std": std, "n": int(len(values))}
+    return {"mean": float(values.mean()), "std": std, "n": len(values)}
 
 
 def collect_arm(run_dirs: dict, test_rows: np.ndarray) -> dict | None:
@@ -417,7 +420,7 @@ def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
 
     if score_file.is_file():
         return json.loads(score_file.read_text())
-    metrics, extra = evaluate_run(run_dir, store, subset="all", device="cpu")
+    metrics, _extra = evaluate_run(run_dir, store, subset="all", device="cpu")
     result = {**metrics.summary(), "store": store}
     score_file.parent.mkdir(parents=True, exist_ok=True)
     _write_json(score_file, result)
@@ -496,8 +499,15 @@ def run_study(
     outcomes = {}
     if train:
         jobs = [
-            RunJob(run_dirs[arm.key][s], stores[arm.key], str(split_file.resolve()), s,
-                   arm.model, arm.train, threads)  # fmt: skip
+            RunJob(
+                run_dirs[arm.key][s],
+                stores[arm.key],
+                str(split_file.resolve()),
+                s,
+                arm.model,
+                arm.train,
+                threads,
+            )
             for arm in plan.arms.values()
             for s in plan.seeds
         ]
@@ -517,15 +527,18 @@ def run_study(
             store = ensure_store(path, [source], config, arm.build, scheduler=scheduler,
                                  progress=progress)  # fmt: skip
             scores = {
-                s: score_on_source(Path(d), store, out / "scores" / arm.name / f"seed-{s}" /
-                                   f"{path.stem}.json")  # fmt: skip
+                s: score_on_source(
+                    Path(d), store, out / "scores" / arm.name / f"seed-{s}" / f"{path.stem}.json"
+                )
                 for s, d in run_dirs[arm.key].items()
                 if is_finished(d)
             }
             results[arm.key].setdefault("eval_sources", {})[source] = {
                 "seeds": scores,
-                "summary": {k: _summary([m[k] for m in scores.values()])
-                            for k in ("accuracy", "precision", "recall")},  # fmt: skip
+                "summary": {
+                    k: _summary([m[k] for m in scores.values()])
+                    for k in ("accuracy", "precision", "recall")
+                },
             }
     some_store = next((stores[k] for k in plan.arms if Path(stores[k]).exists()), None)
     base = baselines(some_store, split) if some_store else {}

@@ -426,9 +426,7 @@ def _claim(spec: dict, tables: dict) -> Claim:
     keys = []
     for side in ("a", "b"):
         want = _flatten(spec.get(side, {}))
-        found = [
-            c for c in table.columns if all(c.values.get(p) == v for p, v in want.items())
-        ]
+        found = [c for c in table.columns if all(c.values.get(p) == v for p, v in want.items())]
         # of the columns that have these values, the one that sets the fewest others
         # ({} is the column that changes nothing)
         extra = sorted(len(set(c.values) - set(want)) for c in found)

@@ -72,21 +72,29 @@ def verdict_line(claim: dict) -> str:
     )
 
 
-def _table_lines(table, plan: StudyPlan, results: dict, base: dict) -> list[str]:
-    columns = table.columns
+def _metric_table(columns, summaries: list[dict], rows=METRIC_ROWS) -> list[str]:
+    """A Markdown table: one column per arm, one row per metric (the paper's layout)."""
     lines = [
-        f"## {table.title}",
-        "",
         "| | " + " | ".join(c.label for c in columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
-    for key, title in METRIC_ROWS:
-        cells = [_cell((results.get(c.arm) or {}).get("summary", {}).get(key)) for c in columns]
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    for key, title in rows:
+        lines.append(f"| {title} | " + " | ".join(_cell(s.get(key)) for s in summaries) + " |")
+    return lines
+
+
+def _table_lines(table, results: dict, base: dict) -> list[str]:
+    columns = table.columns
+    finished = [results.get(c.arm) or {} for c in columns]
+    lines = [
+        f"## {table.title}",
+        "",
+        *_metric_table(columns, [r.get("summary", {}) for r in finished]),
+    ]
     for key, title in (("train_frames", "training frames"), ("epochs", "epochs run")):
-        cells = [str((results.get(c.arm) or {}).get(key, "—")) for c in columns]
+        cells = [str(r.get(key, "—")) for r in finished]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    seeds = sorted({len((results.get(c.arm) or {}).get("seeds", {})) for c in columns})
+    seeds = sorted({len(r.get("seeds", {})) for r in finished})
     lines += ["", f"Mean ± std over {'/'.join(map(str, seeds))} seeds, test split."]
     for name, m in base.items():
         lines.append(
@@ -94,19 +102,12 @@ def _table_lines(table, plan: StudyPlan, results: dict, base: dict) -> list[str]
             f"recall {m['recall']:.3f}."
         )
     lines += ["", f"![{table.name}]({table.name}.png)", ""]
-    sources = sorted({s for c in columns for s in (results.get(c.arm) or {}).get("eval_sources", {})})
-    for source in sources:
+    for source in sorted({s for r in finished for s in r.get("eval_sources", {})}):
+        summaries = [
+            r.get("eval_sources", {}).get(source, {}).get("summary", {}) for r in finished
+        ]
         lines += [f"On every frame of `{source}` (same build parameters, same checkpoints):", "",
-                  "| | " + " | ".join(c.label for c in columns) + " |",
-                  "|---|" + "---:|" * len(columns)]  # fmt: skip
-        for key, title in METRIC_ROWS[:3]:
-            cells = [
-                _cell((results.get(c.arm) or {}).get("eval_sources", {}).get(source, {})
-                      .get("summary", {}).get(key))  # fmt: skip
-                for c in columns
-            ]
-            lines.append(f"| {title} | " + " | ".join(cells) + " |")
-        lines.append("")
+                  *_metric_table(columns, summaries, METRIC_ROWS[:3]), ""]  # fmt: skip
     return lines
 
 
@@ -195,29 +196,43 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
         f"# Study `{plan.name}`",
         "",
         f"- command: `{provenance['command']}`",
-        f"- CPU: {env['cpu']}; torch {env['torch']}, ccfkit {env['ccfkit']}, "
-        f"wall time of this invocation {provenance['wall_seconds'] / 60:.1f} min",
-        f"- data: {', '.join(f'`{s}`' for s in provenance['sources'])}; split (train / "
-        f"validation / test): {split['train']} / {split['validation']} / {split['test']} frames",
-        f"- seeds: {list(plan.seeds)}; {len(plan.arms)} arms; checkpoint chosen on validation "
-        "accuracy, every number below on the test split",
+        (
+            f"- CPU: {env['cpu']}; torch {env['torch']}, ccfkit {env['ccfkit']}, "
+            f"wall time of this invocation {provenance['wall_seconds'] / 60:.1f} min"
+        ),
+        (
+            f"- data: {', '.join(f'`{s}`' for s in provenance['sources'])}; split (train / "
+            f"validation / test): {split['train']} / {split['validation']} / {split['test']} "
+            "frames"
+        ),
+        (
+            f"- seeds: {list(plan.seeds)}; {len(plan.arms)} arms; checkpoint chosen on "
+            "validation accuracy, every number below on the test split"
+        ),
         "",
         "## Verdicts",
         "",
         *(verdict_line(c) for c in claims),
         "",
-        "yes: the bootstrap interval lies above 0 and the paired t-test says > 0 "
-        f"(alpha {plan.statistics['alpha']}); no: both say < 0; otherwise not resolved "
-        "(docs/study.md).",
+        (
+            "yes: the bootstrap interval lies above 0 and the paired t-test says > 0 "
+            f"(alpha {plan.statistics['alpha']}); no: both say < 0; otherwise not resolved "
+            "(docs/study.md)."
+        ),
         "",
     ]
     for table in plan.tables:
-        lines += _table_lines(table, plan, results, base)
+        lines += _table_lines(table, results, base)
         plot_table(out / f"{table.name}.png", table, results, base)
     lines += ["## Per class", ""]
     for table in plan.tables:
         lines += _class_lines(table, results)
-    lines += ["## Arms", "", "| arm | build | model | train | seeds finished |", "|---|---|---|---|---:|"]
+    lines += [
+        "## Arms",
+        "",
+        "| arm | build | model | train | seeds finished |",
+        "|---|---|---|---|---:|",
+    ]
     for arm in plan.arms.values():
         done = len((results.get(arm.key) or {}).get("seeds", {}))
         lines.append(f"| `runs/{arm.name}` | {arm.build} | {arm.model} | {arm.train} | {done} |")
@@ -231,16 +246,23 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
         "baselines": base,
         "claims": claims,
         "tables": [
-            {"name": t.name, "title": t.title,
-             "columns": [{"label": c.label, "arm": plan.arms[c.arm].name, "values": c.values}
-                         for c in t.columns]}  # fmt: skip
+            {
+                "name": t.name,
+                "title": t.title,
+                "columns": [
+                    {"label": c.label, "arm": plan.arms[c.arm].name, "values": c.values}
+                    for c in t.columns
+                ],
+            }
             for t in plan.tables
         ],
         "arms": {
             arm.name: {
-                "build": arm.build, "model": arm.model, "train": arm.train,
+                "build": arm.build,
+                "model": arm.model,
+                "train": arm.train,
                 **{k: v for k, v in (results.get(arm.key) or {}).items() if k != "counts"},
-            }  # fmt: skip
+            }
             for arm in plan.arms.values()
         },
     }

@@ -26,9 +26,9 @@ import math
 import numpy as np
 
 __all__ = [
-    "YES",
     "NO",
     "UNRESOLVED",
+    "YES",
     "bootstrap_difference",
     "compare",
     "frame_counts",
