@@ -195,6 +195,8 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
     study_split = load_split(out / "split.npz")
     assert {k: len(v) for k, v in study_split.items()} == {"train": 32, "validation": 16,
                                                             "test": 16}  # fmt: skip
+    parts = [set(rows) for rows in study_split.values()]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     runs = sorted((out / "runs").glob("*/seed-*"))
     assert len(runs) == 4  # two arms x two seeds, each a trainer fit run directory
     for run in runs:
