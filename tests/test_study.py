@@ -255,6 +255,15 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
     assert sorted(outcomes.values()) == ["resumed", "skipped", "skipped", "skipped"]
     assert (runs[1] / "test.npz").is_file()
 
+    # A map-variant table added from the command line: two orders, a 2-channel input,
+    # on the same data and split (one more store, one run).
+    _study(["smoke", "-o", out, "--quiet", "--set", "tables.maps.vary.build.orders=[[2, 8]]",
+            "--tables", "maps", "--seeds", "0"])  # fmt: skip
+    (two_channel,) = (out / "runs").glob("maps-*/seed-0")
+    config = json.loads((two_channel / "config.json").read_text())
+    assert config["model"]["in_channels"] == 2 and (two_channel / "test.npz").is_file()
+    assert len(list((out / "stores").glob("*.zarr"))) == 2
+
     # Plain trainer fit with a held-out test split on the study's store.
     store = json.loads((runs[0] / "config.json").read_text())["store"]["path"]
     fit_dir = tmp_path / "fit"
