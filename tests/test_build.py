@@ -578,3 +578,32 @@ def test_a_mask_leaving_no_usable_ring_is_refused(tmp_path, frames):
                  str(tmp_path / "mask.npy"), "--r-min", "0", *MAP_ARGS)  # fmt: skip
     assert result.exit_code != 0 and "no ring has 50% valid samples" in result.output
     assert not out.exists()
+
+
+def test_a_schema_1_store_still_opens_for_reading(tmp_path, cxi):
+    """What a version-1 store differs in: no ring_used, ``order`` not ``orders``."""
+    out = tmp_path / "old.zarr"
+    build(cxi, out, "--r-min", "0")
+    group = zarr.open_group(str(out), mode="r+")
+    parameters = dict(group.attrs["parameters"])
+    parameters["order"] = parameters.pop("orders")[0]
+    for key in ("estimator", "min_ring_fraction"):
+        del parameters[key]
+    layout = dict(group.attrs["layout"])
+    del layout["channels"]
+    group.attrs.update({"schema_version": 1, "parameters": parameters, "layout": layout})
+    del group["ring_used"]
+    result = run("info", out)
+    assert result.exit_code == 0 and "schema" in result.output.lower(), result.output
+    png = tmp_path / "frame.png"
+    result = run("show", out, "--index", "1", "-o", png)
+    assert result.exit_code == 0 and png.stat().st_size > 0, result.output
+    from trainer.data import StoreDataset, inspect_store
+
+    info = inspect_store(out)
+    assert info.channels("ccf") == 1
+    x, _, _ = StoreDataset(str(out), "ccf")[(0, np.arange(3))]
+    np.testing.assert_array_equal(x[:, 0].numpy(), group["ccf"][:3])
+    # resuming it is refused (another schema's parameters), never half-mixed
+    result = run("build", cxi, out, "--r-min", "0", "--resume", *MAP_ARGS)
+    assert result.exit_code != 0 and "Traceback" not in result.output
