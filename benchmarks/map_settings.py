@@ -1,7 +1,9 @@
 """What the map settings of docs/ccf.md cost: usable rings, estimators, scalings, orders.
 
 One process per measurement, interleaved over rounds, one Numba thread each
-(BLAS held to one thread), 259 x 259 float32 images of
+(BLAS held to one thread), timed in CPU seconds of that thread (maps per
+CPU-second: steady on a machine shared with other work, where wall time is
+not), 259 x 259 float32 images of
 :func:`asv_bench.images.make_images` with a central detector hole of radius
 12 px (the common case) and, for the mask-corrected estimator where every
 ring is partial, the real SACLA mask (300 x 300) when it is beside the
@@ -68,14 +70,14 @@ if "orders" in kw:
 backend = NumbaBackend(threads=1)
 call = lambda batch: ccfkit.compute_maps(batch, mask=mask, center=center, backend=backend, **kw)
 call(images[:2])  # compile, plan, tables
-start = time.perf_counter()
+start = time.thread_time()
 call(images)
-print(json.dumps(count / (time.perf_counter() - start)))
+print(json.dumps(count / (time.thread_time() - start)))
 """
 
 
 def measure(kw: dict, kind: str, tree: Path, count: int) -> float:
-    """Maps per second of one case in a fresh process running ``tree``'s ccfkit."""
+    """Maps per CPU-second of one case in a fresh process running ``tree``'s ccfkit."""
     code = CHILD.format(
         bench=str(REPO / "benchmarks"), args=json.dumps([kw, kind, count]), sacla=str(SACLA_MASK)
     )
@@ -111,7 +113,7 @@ def main() -> None:
     print(f"CPU: {platform.processor() or platform.machine()} ({_cpu_model()}), one thread")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print()
-    print("| case | maps/s (median) | per round |")
+    print("| case | maps per CPU-second (median) | per round |")
     print("|---|---:|---|")
     for name, values in rates.items():
         print(f"| {name} | {statistics.median(values):,.1f} | "
