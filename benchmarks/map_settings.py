@@ -23,11 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from asv_bench.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 SACLA_MASK = REPO.parent / "shared" / "data" / "sacla" / "test_mask.npy"
@@ -41,7 +42,9 @@ CASES = {
     "orders (8, 2), hole": ({"orders": (8, 2)}, "hole", "new"),
     "mask-corrected, hole": ({"estimator": "mask-corrected"}, "hole", "new"),
     "mask-corrected, r_min auto, hole": (
-        {"estimator": "mask-corrected", "r_min": "auto"}, "hole", "new"
+        {"estimator": "mask-corrected", "r_min": "auto"},
+        "hole",
+        "new",
     ),
     "ring estimator, SACLA mask": ({}, "sacla", "new"),
     "mask-corrected, SACLA mask": ({"estimator": "mask-corrected"}, "sacla", "new"),
@@ -110,7 +113,7 @@ def main() -> None:
             count = args.slow_images if "mask-corrected" in name else args.images
             rates[name].append(measure(kw, kind, args.baseline if tree == "baseline" else REPO,
                                        count))  # fmt: skip
-    print(f"CPU: {platform.processor() or platform.machine()} ({_cpu_model()}), one thread")
+    print(f"CPU: {cpu_model()}, one thread")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print()
     print("| case | maps per CPU-second (median) | per round |")
@@ -122,18 +125,10 @@ def main() -> None:
     if base in rates:
         new = "ring estimator, maxabs (defaults), hole"
         ratios = [b / n for b, n in zip(rates[base], rates[new])]
-        print(f"\ntime of today's defaults / time before, per round: "
-              f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+        print(
+            f"\ntime of today's defaults / time before, per round: "
+            f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -351,7 +351,9 @@ def _mask_corrected_rows(values, valid, orders, rows, xp):
                 xp.conj(spectra[b, block])[:, None, :] * spectra[b][None], n=phi_bins, axis=-1
             )
             counts = lag_pair_counts(valid[b, block], valid[b], xp)
-            correlation = _fill_lags_without_pairs(divide_by_pairs(numerator, counts, xp), counts, xp)
+            correlation = _fill_lags_without_pairs(
+                divide_by_pairs(numerator, counts, xp), counts, xp
+            )
             correlation = correlation.astype(real, copy=False)
             out[b][:, block, :] = xp.moveaxis(correlation @ cosine, -1, 0)
     return out

@@ -96,7 +96,9 @@ class BuildConfig:
         if isinstance(self.r_min, str) and self.r_min != "auto":
             raise InputError(f"--r-min must be a number of pixels or 'auto', not {self.r_min!r}")
         if not 0.0 <= self.min_ring_fraction <= 1.0:
-            raise InputError(f"--min-ring-fraction must lie in [0, 1], not {self.min_ring_fraction}")
+            raise InputError(
+                f"--min-ring-fraction must lie in [0, 1], not {self.min_ring_fraction}"
+            )
         if self.map_dtype not in ("float32", "float16"):
             raise InputError(f"map dtype must be float32 or float16, not {self.map_dtype}")
         if self.map_dtype == "float16" and settings.scale is Scale.NONE:

@@ -41,8 +41,8 @@ __all__ = [
     "PolarPlan",
     "auto_r_min",
     "default_r_max",
-    "min_ring_count",
     "make_polar_plan",
+    "min_ring_count",
     "resample",
 ]
 

@@ -348,7 +348,8 @@ class TestBackendContract:
             self.reference.as_batch(case["images"], plan.shape), plan, settings
         )
         fast = self.host(
-            backend, backend.merged_maps(backend.as_batch(case["images"], plan.shape), plan, settings)
+            backend,
+            backend.merged_maps(backend.as_batch(case["images"], plan.shape), plan, settings),
         )
         assert fast.shape == expected.shape and np.isfinite(fast).all()
         if settings.channels == 1:

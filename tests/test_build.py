@@ -142,7 +142,9 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
         good.shape, center=CENTER, mask=good, q_bins=16, phi_bins=32, r_min="auto"
     )
     assert r_min == plan.r_min and plan.ring_used.all()
-    np.testing.assert_allclose(store["radius"][:], r_min + (np.arange(16) + 0.5) * (23.0 - r_min) / 16)
+    np.testing.assert_allclose(
+        store["radius"][:], r_min + (np.arange(16) + 0.5) * (23.0 - r_min) / 16
+    )
     np.testing.assert_array_equal(store["ring_used"][:], plan.ring_used)
     assert store.attrs["parameters"]["r_min"] == "auto"
     assert store.attrs["parameters"]["orders"] == [8]

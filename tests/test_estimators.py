@@ -286,7 +286,9 @@ def test_extra_orders_are_channels_of_their_order_maps():
         upper = np.triu(np.ones((12, 12), bool), 1)
         # the channel is the order map scaled as a whole; its upper triangle is
         # the merged map's upper triangle up to the factor of the diagonal
-        ratio = several[:, channel][:, upper] / np.where(merged[:, upper] != 0, merged[:, upper], 1)
+        ratio = several[:, channel][:, upper] / np.where(
+            merged[:, upper] != 0, merged[:, upper], 1
+        )
         np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1], ratio.shape), rtol=1e-5)
         np.testing.assert_allclose(several[:, channel], np.swapaxes(several[:, channel], -1, -2))
         assert np.abs(several[:, channel]).max(axis=(-2, -1)) == pytest.approx(1.0)

@@ -63,8 +63,19 @@ def test_frames_give_the_probabilities_of_their_store(tmp_path, frames, options)
     _invoke(ccfkit_main, "build", new_cxi, new_store, *GRID, *options,
             "--center", ",".join(map(str, center)))  # fmt: skip
     _invoke(trainer_main, "predict", tmp_path / "run", new_store, "-o", tmp_path / "store.csv")
-    result = _invoke(trainer_main, "predict", tmp_path / "run", new_cxi, "-o",
-                     tmp_path / "frames.csv", "--backend", "numpy", "--batch-size", "7", "--quiet")
+    result = _invoke(
+        trainer_main,
+        "predict",
+        tmp_path / "run",
+        new_cxi,
+        "-o",
+        tmp_path / "frames.csv",
+        "--backend",
+        "numpy",
+        "--batch-size",
+        "7",
+        "--quiet",
+    )
     assert "20 frames" in result.output
     expected, _ = _probabilities(tmp_path / "store.csv")
     got, rows = _probabilities(tmp_path / "frames.csv")
