@@ -32,13 +32,10 @@ __all__ = [
     "Scale",
     "angular_shift",
     "assemble_maps",
-    "full_map",
     "full_map_reference",
     "lag_pair_counts",
     "mask_corrected_weights",
-    "merge_maps",
     "merge_maps_reference",
-    "order_map",
     "order_map_reference",
     "order_maps_mask_corrected",
     "order_maps_mask_corrected_reference",
@@ -463,24 +460,3 @@ def _triangle_maxabs(maps, triangle, xp):
     """Per-map largest |value| inside ``triangle``, shaped (B, 1, 1); 1 where all zero."""
     largest = xp.max(xp.abs(xp.where(triangle, maps, 0)), axis=(-2, -1), keepdims=True)
     return xp.where(largest > 0, largest, 1)
-
-
-def full_map(values, valid, delta: float = 0.0, *, backend="numpy"):
-    """Full CCF (Eq. 13) of polar images; see :func:`full_map_reference`."""
-    from .backends import get_backend
-
-    return get_backend(backend).full_map(values, valid, delta)
-
-
-def order_map(coefficients, *, backend="numpy"):
-    """Order-n CCF (Eq. 14); see :func:`order_map_reference`."""
-    from .backends import get_backend
-
-    return get_backend(backend).order_map(coefficients)
-
-
-def merge_maps(full, order, scale: Scale | str = Scale.MAXABS, means=None, *, backend="numpy"):
-    """Merged triangle map (§5.3); see :func:`merge_maps_reference`."""
-    from .backends import get_backend
-
-    return get_backend(backend).merge_maps(full, order, scale, means)

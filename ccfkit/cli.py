@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .backends import NAMES as BACKEND_NAMES
 from .ccf import Estimator, Scale
 

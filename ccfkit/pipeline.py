@@ -37,7 +37,7 @@ import zarr
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 from .backends import get_backend
 from .backends._base import usable_cpus
 from .ccf import Estimator, MapSettings, Scale

@@ -25,7 +25,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from . import __version__
+from ._version import __version__
 from .io.zarr_direct import ChunkFiles, ZarrChunks, chunk_writer
 
 __all__ = [
