@@ -1,4 +1,8 @@
-"""Figures: a diffraction image, its polar resampling and its merged CCF map."""
+"""Figures: a diffraction image, its polar resampling and its merged CCF map.
+
+Figures are :class:`matplotlib.figure.Figure` objects, drawn without pyplot:
+nothing here touches matplotlib's global backend or figure registry.
+"""
 
 from __future__ import annotations
 
@@ -86,9 +90,10 @@ def stages_figure(image, polar_values, polar_valid, merged, radius, *, mask=None
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig = Figure(figsize=(15, 4.6))
+    axes = fig.subplots(1, 3)
     draw_image(axes[0], image, mask=mask)
     draw_polar(axes[1], polar_values, polar_valid, radius)
     colours = draw_merged_map(axes[2], merged, radius, order=order)

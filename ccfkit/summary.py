@@ -65,10 +65,7 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     The noisy image is drawn again from ``(seed, index)``: it is the one the
     map was computed from.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from .plotting import draw_image, draw_merged_map
 
@@ -83,7 +80,8 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     radius = group["radius"][:]
     parameters = group.attrs["parameters"]
     order = parameters["orders"][0] if "orders" in parameters else parameters["order"]  # schema 1
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig = Figure(figsize=(15, 4.6))
+    axes = fig.subplots(1, 3)
     draw_image(axes[0], image, mask=mask, title=f"frame {index} (log10)")
     draw_image(axes[1], noisy, mask=mask, title=f"with noise '{noise['level']}' (log10)")
     maps = np.asarray(group["ccf"][row], dtype=np.float32)
@@ -96,7 +94,6 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
         fig.suptitle("labels: " + (", ".join(on) or "none"))
     fig.tight_layout()
     fig.savefig(output, dpi=90)
-    plt.close(fig)
 
 
 def _indent(text: str) -> str:

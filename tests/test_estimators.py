@@ -307,3 +307,26 @@ def test_extra_orders_are_channels_of_their_order_maps():
 def test_map_settings_refuse_bad_values(fields, message):
     with pytest.raises(ValueError, match=message):
         MapSettings(**fields)
+
+
+def test_estimator_figure_command_draws_a_png(tmp_path):
+    from click.testing import CliRunner
+
+    from ccfkit.cli import main
+
+    frame = np.random.default_rng(0).gamma(2.0, 1.0, (65, 65))
+    np.save(tmp_path / "frame.npy", frame)
+    out = tmp_path / "estimators.png"
+    result = CliRunner().invoke(
+        main, ["estimator-figure", str(out), "--frame", str(tmp_path / "frame.npy"),
+               "--q-bins", "16", "--phi-bins", "32"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    np.save(tmp_path / "mask.npy", np.ones((10, 10), bool))
+    result = CliRunner().invoke(
+        main, ["estimator-figure", str(tmp_path / "x.png"), "--frame", str(tmp_path / "frame.npy"),
+               "--mask", str(tmp_path / "mask.npy")],
+    )  # fmt: skip
+    assert result.exit_code != 0 and "differ in shape" in result.output
+    assert not (tmp_path / "x.png").exists()

@@ -34,5 +34,7 @@ def test_reading_a_store_loads_neither_engine_nor_numba():
         "import sys, trainer.data, ccfkit.store; "
         "print(sorted(m for m in ('ccfkit.engine', 'ccfkit.backends', 'numba') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
