@@ -211,7 +211,15 @@ PAPER_MIX = {
 # Poisson draws in the noise stream).
 _PARAM_STREAM, _NOISE_STREAM = 0, 1
 # SimulationConfig's (min, max) ranges.
-_RANGES = ("radius", "photon_energy", "fluence", "oblate_ratio", "prolate_ratio", "halo", "halo_width")
+_RANGES = (
+    "radius",
+    "photon_energy",
+    "fluence",
+    "oblate_ratio",
+    "prolate_ratio",
+    "halo",
+    "halo_width",
+)
 # Uniform numbers drawn per frame for its parameters (see draw_parameters); the
 # first 9 are those of ccfkit-simulate/1, in the same order.
 _N_UNIFORMS = 15
@@ -804,7 +812,9 @@ def partner_features(params: FrameParameters, detector: Detector, visible=None) 
     d_z = np.abs(params.separation[:, 2])
     # Largest 2theta where the axial fringes are >= 2 px apart: the phase per pixel,
     # |d_z| k (p / L) sin(2t) cos^2(2t), increases up to 35 deg (beyond the half-width).
-    grid = np.linspace(0.0, math.atan(detector.half_width * detector.pixel_size / detector.distance))
+    grid = np.linspace(
+        0.0, math.atan(detector.half_width * detector.pixel_size / detector.distance)
+    )
     slope = np.sin(grid) * np.cos(grid) ** 2 * detector.pixel_size / detector.distance
     with np.errstate(divide="ignore"):
         resolved = np.interp(np.pi / np.maximum(d_z * k, 1e-300), slope, grid)
@@ -1111,9 +1121,7 @@ def particle_intensity(x_over_l, y_over_l, one: FrameParameters, out: np.ndarray
     a, c = (float(v) for v in one.semi_axes[0])
     axis = one.axis[0]
     # dot = (x c_x / L + y c_y / L + c_z) * (L / D) - c_z
-    dot = np.add(
-        f32(x_over_l * axis[0] + axis[2]), f32(y_over_l * axis[1]), out=scratch
-    )
+    dot = np.add(f32(x_over_l * axis[0] + axis[2]), f32(y_over_l * axis[1]), out=scratch)
     dot *= nz
     dot -= f32(axis[2])
     dot *= dot
