@@ -198,13 +198,13 @@ DEFAULT_MIX = {
 #: ``--mix paper``: with the default ranges the label fractions come out close to
 #: the paper's Table 1 (docs/simulate.md).
 PAPER_MIX = {
-    Kind.SPHERE: 0.59,
-    Kind.OBLATE: 0.17,
+    Kind.SPHERE: 0.57,
+    Kind.OBLATE: 0.166,
     Kind.PROLATE: 0.07,
     Kind.EMPTY: 0.03,
-    Kind.DOUBLE: 0.04,
-    Kind.NEWTON: 0.05,
-    Kind.ASYMMETRIC: 0.05,
+    Kind.DOUBLE: 0.017,
+    Kind.NEWTON: 0.072,
+    Kind.ASYMMETRIC: 0.075,
 }
 
 # Random streams: frame parameters and photon noise (the MCP gains follow the
