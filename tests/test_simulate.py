@@ -6,6 +6,7 @@ this file (``conftest.py`` belongs to the engine tests).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import replace
@@ -318,7 +319,7 @@ def radial_profile(image, center, good, edges):
     y, x = np.indices(image.shape)
     r = np.hypot(x - center[0], y - center[1])
     return np.array(
-        [image[good & (r >= lo) & (r < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])]
+        [image[good & (r >= lo) & (r < hi)].mean() for lo, hi in itertools.pairwise(edges)]
     )
 
 
@@ -346,7 +347,7 @@ def test_the_halo_makes_an_empty_frames_radial_profile_fall_off():
 def _annuli(det, edges):
     y, x = np.indices(det.shape)
     r = np.hypot(x - det.nominal_center[0], y - det.nominal_center[1])
-    return [(r >= lo) & (r < hi) for lo, hi in zip(edges[:-1], edges[1:])]
+    return [(r >= lo) & (r < hi) for lo, hi in itertools.pairwise(edges)]
 
 
 def test_newton_rings_sit_where_the_axial_phase_is_a_whole_number_of_turns():
