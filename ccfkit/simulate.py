@@ -70,6 +70,7 @@ __all__ = [
     "example_frames",
     "expected_counts",
     "fringe_shift",
+    "fringe_visibility",
     "label_rules",
     "momentum_transfer",
     "parse_mix",
@@ -178,8 +179,10 @@ ASYMMETRY_MIN_PHASE = math.pi / 2
 
 #: Ranges of the partner's radius over the droplet's (``rho = R2 / R1``) per kind.
 PARTNER_RATIO = {Kind.DOUBLE: (0.35, 0.8), Kind.NEWTON: (0.85, 1.0), Kind.ASYMMETRIC: (0.75, 0.95)}
-#: Double: centre-to-centre distance, in units of ``R1 + R2``, in the detector plane.
-DOUBLE_SEPARATION = (1.2, 3.0)
+#: Double: centre-to-centre distance in the detector plane, nm: droplets a few
+#: micrometres apart in the focus; their fringes are mostly finer than a pixel,
+#: so two ring systems show (:func:`fringe_visibility`).
+DOUBLE_SEPARATION_NM = (2000.0, 12000.0)
 #: Newton: distance along the beam, nm.
 NEWTON_SEPARATION_NM = (1500.0, 6000.0)
 #: Asymmetric: the lobes touch (``|d| = R1 + R2``); ``|cos|`` of the angle
@@ -679,8 +682,8 @@ def _draw_partners(kind, radius, u) -> tuple[np.ndarray, np.ndarray]:
         partner[sel] = radius[sel] * (lo + (hi - lo) * u[sel, 0])
     touching = radius + partner
     sel = kind == Kind.DOUBLE
-    lo, hi = DOUBLE_SEPARATION
-    separation[sel] = in_plane[sel] * (touching[sel] * (lo + (hi - lo) * u[sel, 1]))[:, None]
+    lo, hi = DOUBLE_SEPARATION_NM
+    separation[sel] = in_plane[sel] * (lo + (hi - lo) * u[sel, 1])[:, None]
     sel = kind == Kind.NEWTON
     lo, hi = NEWTON_SEPARATION_NM
     separation[sel, 2] = lo + (hi - lo) * u[sel, 1]
@@ -1024,7 +1027,7 @@ def expected_counts(
             frame[...] = 0
         else:
             x_l, y_l = x_px * per_length, y_px * per_length
-            cos2t = particle_intensity(x_l, y_l, params.take([b]), out=frame)
+            cos2t = particle_intensity(x_l, y_l, params.take([b]), per_length, out=frame)
             frame *= _instrument_weight(x_l, y_l, config, good32, cos2t)
             total = frame.sum(dtype=np.float64)
             frame *= np.float32(params.fluence[b] / total) if total > 0 else np.float32(0)
@@ -1045,14 +1048,18 @@ def _instrument_weight(x_over_l, y_over_l, config: SimulationConfig, good32, cos
     return weight
 
 
-def particle_intensity(x_over_l, y_over_l, one: FrameParameters, out: np.ndarray) -> np.ndarray:
+def particle_intensity(
+    x_over_l, y_over_l, one: FrameParameters, pixel_over_l: float, out: np.ndarray
+) -> np.ndarray:
     """Scattered intensity ``|A(q)|^2`` of one frame's particle(s), up to a constant.
 
     The amplitude is the Born (Rayleigh-Gans) one on the Ewald sphere:
     ``A = F(u)`` for a spheroid (``u`` as in the module docstring), and
     ``A = F(q R1) + rho^3 F(q R2) exp(i q . d)`` for two spheres of radii
     ``R1`` and ``R2 = rho R1`` with centres ``d`` apart (volumes ``R^3``), so
-    ``|A|^2 = F1^2 + rho^6 F2^2 + 2 rho^3 F1 F2 cos(q . d)``. ``F`` is the
+    ``|A|^2 = F1^2 + rho^6 F2^2 + 2 rho^3 F1 F2 V cos(q . d)``, where ``V``
+    (:func:`fringe_visibility`) averages the fringes over the pixel's area: a
+    pixel integrates fringes finer than itself to their mean. ``F`` is the
     sphere's form factor divided by 3 (1/3 at ``q = 0``).
 
     With ``n = (x, y, L) / D`` and ``q / k = n - z_hat``:
@@ -1074,6 +1081,8 @@ def particle_intensity(x_over_l, y_over_l, one: FrameParameters, out: np.ndarray
         The same along y.
     one : FrameParameters
         One frame.
+    pixel_over_l : float
+        Pixel size over the detector distance.
     out : (H, W) float32
         Receives ``|A|^2``.
 
@@ -1107,6 +1116,7 @@ def particle_intensity(x_over_l, y_over_l, one: FrameParameters, out: np.ndarray
         s2 *= f32(k * sep[2])
         phase -= s2
         np.cos(phase, out=phase)
+        phase *= fringe_visibility(x_over_l, y_over_l, nz, k * pixel_over_l, sep)
         f1 = _form_factor32(u1, scratch=s2)
         f2 = _form_factor32(u2, scratch=s2)
         f2 *= rho3
@@ -1135,6 +1145,52 @@ def particle_intensity(x_over_l, y_over_l, one: FrameParameters, out: np.ndarray
     f = _form_factor32(u, scratch=out)
     np.multiply(f, f, out=out)
     return nz
+
+
+def fringe_visibility(x_over_l, y_over_l, nz, k_pixel, separation) -> np.ndarray:
+    """Pixel average of ``cos(q . d)`` over the cosine at the pixel centre, ``V``.
+
+    Across a square pixel the phase ``phi = q . d`` changes by the gradient
+    ``g`` (radians per pixel); the mean of ``cos(phi0 + g . u)`` over
+    ``u in [-1/2, 1/2]^2`` is ``cos(phi0) sinc(g_x / 2) sinc(g_y / 2)``
+    (``sinc z = sin z / z``). With ``w = (L/D)^2 (x d_x / L + y d_y / L + d_z)``:
+    ``g_x = k (p / L) (L / D) (d_x - (x / L) w)``, ``g_y`` the same with ``y``.
+
+    Parameters
+    ----------
+    x_over_l : (W,) float64
+    y_over_l : (H, 1) float64
+    nz : (H, W) float32
+        ``L / D``.
+    k_pixel : float
+        ``k p / L`` (1/nm).
+    separation : (3,) float64
+        ``d`` in nm.
+
+    Returns
+    -------
+    (H, W) float32
+        In ``(-0.22, 1]``: 1 where the fringes are much wider than a pixel.
+    """
+    f32 = np.float32
+    d_x, d_y, d_z = (float(v) for v in separation)
+    w = np.add(f32(x_over_l * d_x + d_z), f32(y_over_l * d_y), dtype=np.float32)
+    w *= nz
+    w *= nz
+    half = f32(k_pixel / 2)
+    g_x = np.multiply(w, f32(-x_over_l), dtype=np.float32)
+    g_x += f32(d_x)
+    g_x *= nz
+    g_x *= half
+    g_y = np.multiply(w, f32(-y_over_l), out=w)
+    g_y += f32(d_y)
+    g_y *= nz
+    g_y *= half
+    g_x /= f32(np.pi)
+    g_y /= f32(np.pi)
+    visibility = np.sinc(g_x)  # numpy's sinc(z) = sin(pi z) / (pi z)
+    visibility *= np.sinc(g_y)
+    return visibility
 
 
 def _form_factor32(u, scratch):
