@@ -623,7 +623,8 @@ def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParame
 
     shift = config.jitter * np.sqrt(u[:, 7])  # uniform in a disc
     turn = 2 * np.pi * u[:, 8]
-    cx0, cy0 = Detector.from_config(config).nominal_center
+    detector = Detector.from_config(config)
+    cx0, cy0 = detector.nominal_center
     center = np.stack([cx0 + shift * np.cos(turn), cy0 + shift * np.sin(turn)], axis=1)
 
     partner_radius, separation = _draw_partners(kind, radius, u[:, 9:13])
@@ -632,7 +633,6 @@ def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParame
     if config.halo[1] > 0:
         halo = config.halo[0] * (config.halo[1] / config.halo[0]) ** u[:, 13]  # log-uniform
     width_deg = config.halo_width[0] + (config.halo_width[1] - config.halo_width[0]) * u[:, 14]
-    detector = Detector.from_config(config)
     halo_width = detector.distance * np.tan(np.radians(width_deg)) / detector.pixel_size
 
     radius[empty] = 0.0
