@@ -1372,7 +1372,7 @@ def example_frames(config: SimulationConfig, seed: int, *, search: int = 2000):
 def _describe(one: FrameParameters) -> str:
     """Two lines on what was drawn for one frame (for the example titles)."""
     kind = Kind(int(one.kind[0]))
-    halo = f"halo {one.halo[0]:.0f} photons"
+    halo = f"halo {one.halo[0]:.0f}"
     if kind == Kind.EMPTY:
         return f"nothing hit, {one.photon_energy[0]:.0f} eV, {halo}"
     a, c = one.semi_axes[0]

@@ -487,6 +487,30 @@ def test_mcp_response_keeps_the_mean_and_widens_the_counts():
     assert instrument.mcp_response(spot, rng, gain_spread=0, blur_px=0.7, good=masked)[15, 16] == 0
 
 
+def test_mcp_frames_keep_the_photons_and_are_reproducible():
+    """--mcp: the same Poisson draws (same seed), then gains of mean 1 and the blur:
+    frame totals are those of the blurred counts (what the blur spreads into the
+    hole and off the edges is lost) within 5 gain standard deviations, values are no
+    longer whole numbers, the hole stays 0, and a second render is identical."""
+    cfg = config(size=65, mix="sphere=1", fluence=(5e4, 5e4))
+    params = sim.draw_parameters(cfg, 2, np.arange(4))
+    counts = sim.render_frames(params, cfg, 2)
+    mcp = replace(cfg, mcp=True)
+    values = sim.render_frames(params, mcp, 2)
+    np.testing.assert_array_equal(values, sim.render_frames(params, mcp, 2))
+    from scipy.ndimage import gaussian_filter
+
+    good = cfg.detector.good_pixels()
+    totals = values.sum(axis=(1, 2), dtype=np.float64)
+    for frame, total in zip(counts, totals):
+        blurred = (gaussian_filter(frame.astype(np.float64), 0.7, mode="constant") * good).sum()
+        assert total < 0.97 * frame.sum()  # the blur loses photons into the hole
+        # the gains add 0.6 sqrt(photons) to a total's standard deviation
+        assert abs(total - blurred) < 5 * 0.6 * math.sqrt(frame.sum()), (total, blurred)
+    assert np.any(values != np.round(values))
+    assert np.all(values[:, ~cfg.detector.good_pixels()] == 0)
+
+
 def test_expected_counts_sum_to_the_fluence_plus_background():
     cfg = config(fluence=(3e4, 3e4), background=0.05, halo=(1e3, 1e4))
     det = cfg.detector
