@@ -729,6 +729,15 @@ def test_file_layout_units_and_provenance(cxi_file):
         assert handle.attrs["seed"] == 3
         params = json.loads(handle.attrs["parameters"])
         assert params["radius_nm"] == [150.0, 300.0] and params["size"] == 65
+        # the instrument physics is in the provenance, with its formulas
+        assert params["polarization"] == "horizontal" and params["solid_angle"] is True
+        assert params["halo_photons"] == [1e3, 2e4] and params["mcp"] is False
+        formulas = json.loads(handle.attrs["formulas"])
+        assert formulas["polarization"]["horizontal"] == "P = 1 - (x / D)^2"
+        assert "cos^3 2theta" in formulas["solid_angle"]
+        assert handle.attrs["schema"] == "ccfkit-simulate/2"
+        halo = sample["halo"][()]
+        assert np.all((halo >= 1e3) & (halo <= 2e4))
         assert handle.attrs["ccfkit_version"] == ccfkit.__version__
 
 

@@ -206,20 +206,23 @@ def _data_units(config: sim.SimulationConfig) -> str:
 
 #: The formulas of the model, by name (stored in the file's ``formulas`` attribute).
 FORMULAS = {
-    "q": "q = k (n - z), n = (x, y, L) / D, D = sqrt(x^2 + y^2 + L^2), |q| = 4 pi sin(theta) / lambda",
-    "spheroid": "A = F(u), F(u) = 3 (sin u - u cos u) / u^3, u^2 = a^2 |q|^2 + (c^2 - a^2) (q . c)^2",
-    "two_spheres": "A = F(q R1) + (R2/R1)^3 F(q R2) exp(i q . d)",
+    "q": "q = k (n - z), n = (x, y, L) / D, D = sqrt(x^2 + y^2 + L^2), "
+    "|q| = 4 pi sin(theta) / lambda",
+    "spheroid": "A = F(u), F(u) = 3 (sin u - u cos u) / u^3, "
+    "u^2 = a^2 |q|^2 + (c^2 - a^2) (q . c)^2",
+    "two_spheres": "|A|^2 = F1^2 + rho^6 F2^2 + 2 rho^3 F1 F2 V cos(q . d), F_i = F(q R_i), "
+    "rho = R2 / R1, V = sinc(g_x / 2) sinc(g_y / 2) (g: change of q . d across a pixel)",
     "polarization": {
         "horizontal": "P = 1 - (x / D)^2",
         "vertical": "P = 1 - (y / D)^2",
         "unpolarised": "P = (1 + cos^2 2theta) / 2",
         "none": "P = 1",
     },
-    "solid_angle": "Omega = cos^3 2theta = (L / D)^3 (pixel area p^2 at distance D, tilted by 2theta)",
+    "solid_angle": "Omega = cos^3 2theta = (L / D)^3",
     "counts": "E = fluence |A|^2 P Omega / sum_good(|A|^2 P Omega) + halo + background",
-    "halo": "halo = H (1 + r^2 / w^2)^(-3/2) / sum_good(...), r from the beam centre (pixels)",
-    "mcp": "value = Gamma(n / s^2, s^2) per pixel with n photons (gain mean 1, relative spread s), "
-    "then a Gaussian blur of sigma pixels",
+    "halo": "halo = H (1 + r^2 / w^2)^(-3/2) / sum_good(...), r from the beam centre (px)",
+    "mcp": "value = Gamma(n / s^2, s^2) per pixel with n photons (gain mean 1, relative "
+    "spread s), then a Gaussian blur of sigma pixels",
 }
 
 
