@@ -1,7 +1,8 @@
 """Transfer: train on one simulated set, score on a second one simulated otherwise.
 
 How much does a model learn the physics rather than the simulator's settings?
-Run from the repository root (about 10 minutes on the 2-core CPU)::
+Run from the repository root (10 minutes of training and scoring on the shared 2-core CPU,
+see docs/simulate.md)::
 
     nice -n 10 .venv/bin/python benchmarks/transfer.py --write docs/simulate.md
 
@@ -38,7 +39,7 @@ BEGIN, END = "<!-- transfer:begin -->", "<!-- transfer:end -->"
 
 #: The two simulated sets: ccfkit simulate options beside --n and --seed.
 SETS = {
-    "A": ("train, default options", []),
+    "A": ("the default options", []),
     "B": (
         "radius 100-450 nm, fluence 2e4-2e5, halo 5e3-5e4 photons of 2-20 deg",
         ["--radius", 100, 450, "--fluence", 2e4, 2e5, "--halo", 5e3, 5e4, "--halo-width", 2, 20],
