@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .backends import NAMES as BACKEND_NAMES
+from .ccf import Estimator, Scale
 
 #: What ``--backend`` accepts: ``auto`` and every backend's name.
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
@@ -61,22 +62,51 @@ def _center_option(value: str | None):
     help="Uniform noise U(0, b) added before resampling (SPEC §5).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the noise.")
-@click.option("--order", default=8, show_default=True, help="Angular order of the upper triangle.")
+@click.option(
+    "--orders",
+    default=None,
+    metavar="N[,N...]",
+    help="Angular orders: the first fills the upper triangle, each further one adds a channel "
+    "with its order map [8].",
+)
+@click.option("--order", type=int, default=None, help="One angular order (same as --orders N).")
 @click.option("--q-bins", default=224, show_default=True, help="Radial bins Q (maps are Q x Q).")
 @click.option("--phi-bins", default=512, show_default=True, help="Angular samples P.")
-@click.option("--r-min", default=0.0, show_default=True, help="Smallest radius, pixels.")
+@click.option(
+    "--r-min",
+    default="auto",
+    show_default=True,
+    metavar="PIXELS|auto",
+    help="Smallest radius, pixels; 'auto': where rings become usable under the mask.",
+)
 @click.option(
     "--r-max", type=float, default=None, help="Largest radius, pixels [largest full circle]."
+)
+@click.option(
+    "--min-ring-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Rings with a smaller fraction of valid samples are unused (0 in every map).",
 )
 @click.option(
     "--delta", default=0.0, show_default=True, help="Angular separation of the full map, rad."
 )
 @click.option(
-    "--scale",
-    type=click.Choice(["maxabs", "none"]),
-    default="maxabs",
+    "--estimator",
+    type=click.Choice([e.value for e in Estimator]),
+    default=Estimator.RING.value,
     show_default=True,
-    help="Each triangle divided by its largest |value|, or unscaled.",
+    help="Order-n map: from each ring's Fourier coefficient (the paper's, Eq. 14), or "
+    "mask-corrected over all lags (no leakage of the mask; docs/ccf.md).",
+)
+@click.option(
+    "--scale",
+    type=click.Choice([s.value for s in Scale]),
+    default=Scale.MAXABS.value,
+    show_default=True,
+    help="Each triangle divided by its largest |value| (the paper's); 'ring': by the rings' "
+    "mean intensities (normalised CCF, clipped to [-1, 1]); or unscaled.",
 )
 @click.option(
     "--backend",
@@ -142,12 +172,15 @@ def build(
     out,
     noise,
     seed,
+    orders,
     order,
     q_bins,
     phi_bins,
     r_min,
     r_max,
+    min_ring_fraction,
     delta,
+    estimator,
     scale,
     backend,
     data_path,
@@ -185,12 +218,14 @@ def build(
         )
         centre, centre_origin = _resolve_center(_center_option(center), source)
         config = BuildConfig(
-            order=order,
+            orders=_orders_option(orders, order),
             q_bins=q_bins,
             phi_bins=phi_bins,
-            r_min=r_min,
+            r_min=_r_min_option(r_min),
             r_max=r_max,
+            min_ring_fraction=min_ring_fraction,
             delta=delta,
+            estimator=estimator,
             scale=scale,
             noise=noise,
             seed=seed,
@@ -215,6 +250,34 @@ def build(
     except (InputError, StoreError, BackendUnavailableError, OSError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out}")
+
+
+def _orders_option(orders: str | None, order: int | None) -> tuple[int, ...]:
+    """``--orders 2,8`` (or ``--order 8``) as a tuple of ints; (8,) when neither is given."""
+    if orders is not None and order is not None:
+        raise click.UsageError("give --orders or --order, not both")
+    if order is not None:
+        return (order,)
+    if orders is None:
+        return (8,)
+    try:
+        return tuple(int(n) for n in orders.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated integers, got {orders!r}", param_hint="--orders"
+        ) from None
+
+
+def _r_min_option(r_min: str) -> float | str:
+    """``--r-min``: a number of pixels, or "auto"."""
+    if r_min == "auto":
+        return r_min
+    try:
+        return float(r_min)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a radius in pixels or 'auto', got {r_min!r}", param_hint="--r-min"
+        ) from None
 
 
 def _resolve_center(center, source):
@@ -529,6 +592,62 @@ def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
     for title, index, names in panels:
         click.echo(f"{title:28s} frame {index:5d}: {', '.join(names)}")
     click.echo(f"wrote {out}")
+
+
+@main.command("estimator-figure")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--frame", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A frame (.npy, (H, W)) [a simulated one].")  # fmt: skip
+@click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Its mask (.npy, True = good) [a beam stop and panel gaps].")  # fmt: skip
+@click.option("--center", default=None, metavar="X,Y", help="Beam centre [the middle].")
+@click.option("--q-bins", default=224, show_default=True)
+@click.option("--phi-bins", default=512, show_default=True)
+def estimator_figure(out: Path, frame, mask_path, center, q_bins, phi_bins) -> None:
+    """Draw the paper's map beside usable rings / mask-corrected / ring scale into OUT (PNG).
+
+    Also the isotropic leakage of each order-n estimator under the mask
+    (docs/ccf.md, "What the estimators and scalings show").
+    """
+    from .io.atomic import atomic_output
+    from .plotting import estimators_figure
+
+    image, mask = _figure_frame(frame, mask_path)
+    if center is None:
+        centre = ((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2)
+    else:
+        centre = _center_option(center)
+    try:
+        fig = estimators_figure(image, mask, centre, q_bins=q_bins, phi_bins=phi_bins)
+        with atomic_output(out, overwrite=True) as partial:
+            fig.savefig(partial, dpi=80, format="png")
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot write {out}: {error}") from None
+    click.echo(f"wrote {out}")
+
+
+def _figure_frame(frame: Path | None, mask_path: Path | None):
+    """The (image, mask) of ``estimator-figure``: the files given, or a simulated frame."""
+    if frame is not None:
+        image = np.load(frame).astype(np.float64)
+    else:
+        from .simulate import SimulationConfig, draw_parameters, render_frames
+
+        config = SimulationConfig(size=259)
+        image = render_frames(draw_parameters(config, 3, [0]), config, 3)[0].astype(np.float64)
+    if mask_path is not None:
+        mask = np.load(mask_path).astype(bool)
+    else:  # a beam stop and two panel gaps, like a segmented detector
+        height, width = image.shape
+        y, x = np.indices(image.shape)
+        mask = np.hypot(x - (width - 1) / 2, y - (height - 1) / 2) > 0.06 * min(image.shape)
+        mask[:, width // 2 - 3 : width // 2 + 2] = False
+        mask[height // 3 : height // 3 + 4, :] = False
+    if mask.shape != image.shape:
+        raise click.UsageError(f"mask {mask.shape} and frame {image.shape} differ in shape")
+    return image, mask
 
 
 def run() -> None:

@@ -37,10 +37,10 @@ import zarr
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 from .backends import get_backend
 from .backends._base import usable_cpus
-from .ccf import Scale
+from .ccf import Estimator, MapSettings, Scale
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
@@ -70,12 +70,14 @@ class BuildConfig:
     Attributes mirror the ``ccfkit build`` options; see ``docs/build.md``.
     """
 
-    order: int = 8
+    orders: tuple[int, ...] = (8,)
     q_bins: int = 224
     phi_bins: int = 512
-    r_min: float = 0.0
+    r_min: float | str = "auto"
     r_max: float | None = None
+    min_ring_fraction: float = 0.5
     delta: float = 0.0
+    estimator: str = Estimator.RING.value
     scale: str = Scale.MAXABS.value
     noise: str = NoiseLevel.NONE.value
     seed: int = 0
@@ -83,14 +85,31 @@ class BuildConfig:
     map_dtype: str = "float32"
 
     def __post_init__(self):
-        Scale(self.scale)
         NoiseLevel(self.noise)
-        if not 0 <= self.order <= self.phi_bins // 2:
-            raise InputError(f"--order must lie in 0..{self.phi_bins // 2} (phi_bins / 2)")
+        try:
+            settings = self.map_settings
+        except ValueError as error:
+            raise InputError(str(error)) from error
+        object.__setattr__(self, "orders", settings.orders)
+        if max(self.orders) > self.phi_bins // 2:
+            raise InputError(f"--orders must lie in 0..{self.phi_bins // 2} (phi_bins / 2)")
+        if isinstance(self.r_min, str) and self.r_min != "auto":
+            raise InputError(f"--r-min must be a number of pixels or 'auto', not {self.r_min!r}")
+        if not 0.0 <= self.min_ring_fraction <= 1.0:
+            raise InputError(
+                f"--min-ring-fraction must lie in [0, 1], not {self.min_ring_fraction}"
+            )
         if self.map_dtype not in ("float32", "float16"):
             raise InputError(f"map dtype must be float32 or float16, not {self.map_dtype}")
-        if self.map_dtype == "float16" and self.scale != Scale.MAXABS.value:
-            raise InputError("float16 maps need --scale maxabs (unscaled maps overflow float16)")
+        if self.map_dtype == "float16" and settings.scale is Scale.NONE:
+            raise InputError("float16 maps need a --scale (unscaled maps overflow float16)")
+
+    @property
+    def map_settings(self) -> MapSettings:
+        """The engine's :class:`~ccfkit.ccf.MapSettings` of this build."""
+        return MapSettings(
+            orders=self.orders, delta=self.delta, estimator=self.estimator, scale=self.scale
+        )
 
 
 @functools.lru_cache(maxsize=4)
@@ -147,13 +166,7 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     indices = np.arange(frames_slice.start, frames_slice.stop)
     noisy = add_noise(frames, indices, job.bound, config.seed)  # one pass from the file's pages
     del frames  # unmaps
-    maps = engine.merged_maps(
-        engine.as_batch(noisy, plan.shape),
-        plan,
-        order=config.order,
-        delta=config.delta,
-        scale=Scale(config.scale),
-    )
+    maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.map_settings)
     maps = engine.to_numpy(maps)
     images = None
     if job.writers.images is not None:
@@ -241,15 +254,23 @@ def build(
         phi_bins=config.phi_bins,
         r_min=config.r_min,
         r_max=config.r_max,
+        min_ring_fraction=config.min_ring_fraction,
     )
     try:
         plan = spec.plan()
     except ValueError as error:
         raise InputError(str(error)) from error
+    if not plan.ring_used.any():
+        raise InputError(
+            f"no ring has {config.min_ring_fraction:.0%} valid samples under this mask and "
+            "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max, or "
+            "lower --min-ring-fraction)"
+        )
     engine_name = get_backend(backend).name  # fails early for an unusable backend
     layout = StoreLayout(
         n_frames=source.n_frames,
         q_bins=config.q_bins,
+        channels=len(config.orders),
         chunk_frames=chunk_frames,
         label_names=source.label_names if source.labels is not None else (),
         image_size=config.image_size,
@@ -263,7 +284,9 @@ def build(
         "input": source.describe(),
         "center": list(center),
         "center_origin": center_origin,
+        "r_min": plan.r_min,
         "r_max": plan.r_max,
+        "rings_used": int(plan.ring_used.sum()),
         "backend": engine_name,
         "seed": config.seed,
         "command": " ".join(sys.argv),
@@ -347,11 +370,12 @@ def _open_for_resume(out: str, provenance: dict) -> zarr.Group:
 def _per_store_arrays(source: FrameSource, plan: PolarPlan) -> dict:
     """The arrays written whole when the store is created, with their attributes.
 
-    See :func:`ccfkit.store.create_store`: ``radius``, ``mask``, ``q`` when
+    See :func:`ccfkit.store.create_store`: ``radius``, ``ring_used``, ``mask``, ``q`` when
     the input gives the geometry, ``labels`` when it has labels.
     """
     contents = {
         "radius": (plan.radius, {"units": "pixel"}),
+        "ring_used": (plan.ring_used, {"min_ring_fraction": plan.min_ring_fraction}),
         "mask": (source.mask, {"origin": source.mask_origin}),
     }
     if source.labels is not None:

@@ -18,6 +18,12 @@ Conventions
 * A sample is *valid* when every pixel it needs (bilinear weight > 0) lies on
   the detector and is good in the mask; images may add invalid samples of
   their own through NaN/inf pixels.
+* A ring is *used* when at least ``min_ring_fraction`` of its samples are
+  valid (docs/ccf.md, "Usable rings"). An unused ring has no valid sample in
+  the plan: it is 0 in every map and enters no normalisation. Images whose
+  NaN/inf pixels drop a ring below the fraction lose that ring too.
+* ``r_min="auto"`` starts the radial range where every ring is usable under
+  the mask (:func:`auto_r_min`).
 """
 
 from __future__ import annotations
@@ -33,15 +39,19 @@ __all__ = [
     "PlanSpec",
     "PolarImages",
     "PolarPlan",
+    "auto_r_min",
     "default_r_max",
     "make_polar_plan",
-    "resample",
+    "min_ring_count",
 ]
 
 #: Fractional positions closer than this to a pixel centre snap onto it, so
 #: that rounding noise in ``cos``/``sin`` (e.g. ``cos(pi/2) = 6e-17``) does not
 #: make a sample depend on a neighbour with a weight of 1e-17.
 _SNAP = 1e-9
+
+#: Radial step (pixels) of the fine grid on which ``r_min="auto"`` is searched.
+_AUTO_STEP = 0.05
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,9 +78,14 @@ class PolarPlan:
     weight : (Q, P, 4) float64 ndarray
         The bilinear weights, summing to 1 (all 0 for invalid samples).
     valid : (Q, P) bool ndarray
-        True where the sample lies on the detector and needs no masked pixel.
+        True where the sample lies on the detector, needs no masked pixel and
+        belongs to a used ring.
     r_min, r_max : float
-        The radial range in pixels.
+        The radial range in pixels (``r_min`` resolved when "auto" was asked).
+    min_ring_fraction : float
+        The valid fraction from which a ring is used.
+    ring_used : (Q,) bool ndarray
+        The rings that are used (at least ``min_ring_count`` valid samples).
     """
 
     shape: tuple[int, int]
@@ -82,6 +97,8 @@ class PolarPlan:
     valid: np.ndarray
     r_min: float
     r_max: float
+    min_ring_fraction: float = 0.0
+    ring_used: np.ndarray | None = None
 
     @property
     def q_bins(self) -> int:
@@ -92,6 +109,20 @@ class PolarPlan:
     def phi_bins(self) -> int:
         """Number of angular samples ``P``."""
         return self.phi.shape[0]
+
+    @property
+    def min_ring_count(self) -> int:
+        """Valid samples a ring needs to be used: :func:`min_ring_count` of the plan."""
+        return min_ring_count(self.min_ring_fraction, self.phi_bins)
+
+
+def min_ring_count(min_ring_fraction: float, phi_bins: int) -> int:
+    """The number of valid samples (of ``phi_bins``) from which a ring is used.
+
+    ``ceil(min_ring_fraction * P)``, and at least 1: a ring without a valid
+    sample is never used.
+    """
+    return max(1, math.ceil(min_ring_fraction * phi_bins - 1e-9))
 
 
 class PolarImages(NamedTuple):
@@ -142,8 +173,9 @@ def make_polar_plan(
     mask: np.ndarray | None = None,
     q_bins: int = 224,
     phi_bins: int = 512,
-    r_min: float = 0.0,
+    r_min: float | str = 0.0,
     r_max: float | None = None,
+    min_ring_fraction: float = 0.5,
 ) -> PolarPlan:
     """Build the bilinear polar-resampling table for one geometry and mask.
 
@@ -160,8 +192,15 @@ def make_polar_plan(
         Number of radial bins ``Q``.
     phi_bins : int
         Number of angular samples ``P`` (even, so that ``P / 2`` orders exist).
-    r_min, r_max : float
-        Radial range in pixels. ``r_max`` defaults to :func:`default_r_max`.
+    r_min : float or "auto"
+        Inner radius in pixels; ``"auto"``: :func:`auto_r_min`, the smallest
+        radius from which every ring is used under the mask.
+    r_max : float, optional
+        Outer radius in pixels; defaults to :func:`default_r_max`.
+    min_ring_fraction : float in [0, 1]
+        A ring with a smaller fraction of valid samples is unused: all its
+        samples are invalid (docs/ccf.md, "Usable rings"). 0 keeps every ring
+        with at least one valid sample.
 
     Returns
     -------
@@ -171,13 +210,14 @@ def make_polar_plan(
     ------
     ValueError
         For a centre off the detector, an empty radial range, a mask of
-        another shape or non-positive bin counts.
+        another shape, non-positive bin counts, a fraction outside [0, 1], or
+        ``r_min="auto"`` where no radius range has usable rings.
 
     Examples
     --------
     >>> plan = make_polar_plan((259, 259), q_bins=16, phi_bins=32)
-    >>> plan.radius.shape, plan.valid.all()
-    ((16,), True)
+    >>> plan.radius.shape, plan.valid.all(), plan.ring_used.all()
+    ((16,), True, True)
     """
     height, width = (int(n) for n in shape)
     if height < 2 or width < 2:
@@ -186,6 +226,8 @@ def make_polar_plan(
         raise ValueError(
             f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={q_bins}, phi_bins={phi_bins}"
         )
+    if not 0.0 <= float(min_ring_fraction) <= 1.0:
+        raise ValueError(f"min_ring_fraction must lie in [0, 1], got {min_ring_fraction}")
     if center is None:
         center = ((width - 1) / 2.0, (height - 1) / 2.0)
     cx, cy = (float(c) for c in center)
@@ -196,35 +238,26 @@ def make_polar_plan(
         )
     if r_max is None:
         r_max = default_r_max((height, width), (cx, cy))
+    good = _as_mask(mask, (height, width))
+    phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
+    if isinstance(r_min, str):
+        if r_min != "auto":
+            raise ValueError(f"r_min must be a number of pixels or 'auto', got {r_min!r}")
+        r_min = _auto_r_min(good, (cx, cy), float(r_max), phi, q_bins, min_ring_fraction)
     r_min, r_max = float(r_min), float(r_max)
     if not (0.0 <= r_min < r_max):
         raise ValueError(
             f"need 0 <= r_min < r_max, got r_min={r_min}, r_max={r_max} "
             f"(beam centre ({cx}, {cy}) on a {height} x {width} detector)"
         )
-    good = _as_mask(mask, (height, width))
 
     radius = r_min + (np.arange(q_bins) + 0.5) * (r_max - r_min) / q_bins
-    phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
-    x = cx + radius[:, None] * np.cos(phi)[None, :]
-    y = cy + radius[:, None] * np.sin(phi)[None, :]
-    x0, fx = _split(x)
-    y0, fy = _split(y)
-    x1 = x0 + (fx > 0)
-    y1 = y0 + (fy > 0)
-    on_detector = (x0 >= 0) & (y0 >= 0) & (x1 <= width - 1) & (y1 <= height - 1)
-    # Clip only to index the mask safely; off-detector samples are invalid anyway.
-    x0c, x1c = np.clip(x0, 0, width - 1), np.clip(x1, 0, width - 1)
-    y0c, y1c = np.clip(y0, 0, height - 1), np.clip(y1, 0, height - 1)
-    needs_good = good[y0c, x0c] & good[y0c, x1c] & good[y1c, x0c] & good[y1c, x1c]
-    valid = on_detector & needs_good
-
-    corners = [(y0c, x0c), (y0c, x1c), (y1c, x0c), (y1c, x1c)]
-    index = np.stack([y * width + x for y, x in corners], axis=-1)
+    index, weight, valid = _bilinear_table(radius, phi, (cx, cy), good)
+    ring_used = valid.sum(axis=1) >= min_ring_count(min_ring_fraction, phi_bins)
+    valid &= ring_used[:, None]
     index = np.where(valid[..., None], index, 0)
-    weight = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
     weight = np.where(valid[..., None], weight, 0.0)
-    for array in (radius, phi, index, weight, valid):
+    for array in (radius, phi, index, weight, valid, ring_used):
         array.flags.writeable = False
     return PolarPlan(
         shape=(height, width),
@@ -236,6 +269,100 @@ def make_polar_plan(
         valid=valid,
         r_min=r_min,
         r_max=r_max,
+        min_ring_fraction=float(min_ring_fraction),
+        ring_used=ring_used,
+    )
+
+
+def _bilinear_table(radius, phi, center, good):
+    """Bilinear neighbours, weights and validity of the samples ``(radius x phi)``.
+
+    Parameters
+    ----------
+    radius : (Q,) float64; phi : (P,) float64
+    center : (float, float)
+        ``(cx, cy)`` in pixels.
+    good : (H, W) bool
+        Good pixels.
+
+    Returns
+    -------
+    index : (Q, P, 4) int64
+        Flat indices of the four neighbours (clipped onto the detector).
+    weight : (Q, P, 4) float64
+    valid : (Q, P) bool
+        The sample lies on the detector and every neighbour it needs is good.
+    """
+    height, width = good.shape
+    cx, cy = center
+    x = cx + radius[:, None] * np.cos(phi)[None, :]
+    y = cy + radius[:, None] * np.sin(phi)[None, :]
+    x0, fx = _split(x)
+    y0, fy = _split(y)
+    x1 = x0 + (fx > 0)
+    y1 = y0 + (fy > 0)
+    on_detector = (x0 >= 0) & (y0 >= 0) & (x1 <= width - 1) & (y1 <= height - 1)
+    # Clip only to index the mask safely; off-detector samples are invalid anyway.
+    x0c, x1c = np.clip(x0, 0, width - 1), np.clip(x1, 0, width - 1)
+    y0c, y1c = np.clip(y0, 0, height - 1), np.clip(y1, 0, height - 1)
+    needs_good = good[y0c, x0c] & good[y0c, x1c] & good[y1c, x0c] & good[y1c, x1c]
+    corners = [(y0c, x0c), (y0c, x1c), (y1c, x0c), (y1c, x1c)]
+    index = np.stack([y * width + x for y, x in corners], axis=-1)
+    weight = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
+    return index, weight, on_detector & needs_good
+
+
+def auto_r_min(
+    shape: tuple[int, int],
+    *,
+    center: tuple[float, float] | None = None,
+    mask: np.ndarray | None = None,
+    q_bins: int = 224,
+    phi_bins: int = 512,
+    r_max: float | None = None,
+    min_ring_fraction: float = 0.5,
+) -> float:
+    """The ``r_min`` that ``make_polar_plan(..., r_min="auto")`` resolves to.
+
+    The smallest radius (on a grid of 0.05 px) at which rings become usable:
+    the rings a beam stop or a central hole leaves unusable are skipped, so
+    the Q bins are spent where the mask leaves signal. Rings further out that
+    the mask leaves unusable (panel gaps, a detector edge inside ``r_max``)
+    stay in the range as unused rings. Arguments as for :func:`make_polar_plan`.
+
+    Raises
+    ------
+    ValueError
+        When no ring out to ``r_max`` is usable.
+    """
+    return make_polar_plan(
+        shape, center=center, mask=mask, q_bins=q_bins, phi_bins=phi_bins, r_min="auto",
+        r_max=r_max, min_ring_fraction=min_ring_fraction,
+    ).r_min  # fmt: skip
+
+
+def _auto_r_min(good, center, r_max, phi, q_bins, min_ring_fraction) -> float:
+    """Search of :func:`auto_r_min`: a fine radial grid, then the first bin checked.
+
+    The first usable radius of a fine grid starts the range; the first bin
+    centre lies half a bin further out, so it is checked and the range moved
+    out until that ring is usable too.
+    """
+    need = min_ring_count(min_ring_fraction, phi.shape[0])
+
+    def usable(radius):
+        return _bilinear_table(np.atleast_1d(radius), phi, center, good)[2].sum(axis=1) >= need
+
+    fine = np.arange(0.0, r_max, _AUTO_STEP)
+    candidates = fine[usable(fine)]
+    for r_min in candidates[:64]:
+        first_ring = r_min + 0.5 * (r_max - r_min) / q_bins
+        if usable(first_ring)[0]:
+            return float(r_min)
+    raise ValueError(
+        f"r_min='auto': no ring out to r_max={r_max:.2f} px has at least "
+        f"{min_ring_fraction:.0%} valid samples under this mask; give r_min, or a smaller "
+        "min_ring_fraction"
     )
 
 
@@ -256,12 +383,13 @@ class PlanSpec:
     packed_mask: bytes | None
     q_bins: int = 224
     phi_bins: int = 512
-    r_min: float = 0.0
+    r_min: float | str = 0.0
     r_max: float | None = None
+    min_ring_fraction: float = 0.5
 
     @classmethod
     def describe(cls, shape, *, center=None, mask=None, q_bins=224, phi_bins=512, r_min=0.0,
-                 r_max=None) -> PlanSpec:  # fmt: skip
+                 r_max=None, min_ring_fraction=0.5) -> PlanSpec:  # fmt: skip
         """The spec of ``make_polar_plan(shape, center=..., mask=..., ...)``.
 
         Raises ValueError for a mask of another shape than ``shape``.
@@ -273,8 +401,9 @@ class PlanSpec:
             packed_mask=None if mask is None else np.packbits(_as_mask(mask, shape)).tobytes(),
             q_bins=int(q_bins),
             phi_bins=int(phi_bins),
-            r_min=float(r_min),
+            r_min=r_min if isinstance(r_min, str) else float(r_min),
             r_max=None if r_max is None else float(r_max),
+            min_ring_fraction=float(min_ring_fraction),
         )
 
     @property
@@ -300,6 +429,7 @@ def _plan_of(spec: PlanSpec) -> PolarPlan:
         phi_bins=spec.phi_bins,
         r_min=spec.r_min,
         r_max=spec.r_max,
+        min_ring_fraction=spec.min_ring_fraction,
     )
 
 
@@ -323,26 +453,3 @@ def _as_mask(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     if mask.shape != shape:
         raise ValueError(f"mask has shape {mask.shape}, but the images are {shape}")
     return mask.astype(bool, copy=False)
-
-
-def resample(images, plan: PolarPlan, *, backend="numpy") -> PolarImages:
-    """Resample a batch of images onto the polar grid of ``plan``.
-
-    Parameters
-    ----------
-    images : (B, H, W) or (H, W) array
-        Detector images; NaN/inf pixels become invalid samples.
-    plan : PolarPlan
-        The geometry, from :func:`make_polar_plan`.
-    backend : str or Backend
-        ``"numpy"`` (reference), ``"numba"``, ``"cupy"`` or ``"auto"``.
-
-    Returns
-    -------
-    PolarImages
-        Values and validity of shape (B, Q, P), with the radii and angles.
-    """
-    from .backends import get_backend
-
-    engine = get_backend(backend)
-    return engine.resample(engine.as_batch(images, plan.shape), plan)

@@ -25,7 +25,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from . import __version__
+from ._version import __version__
 from .io.zarr_direct import ChunkFiles, ZarrChunks, chunk_writer
 
 __all__ = [
@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 #: Bumped whenever the layout changes in a way readers must know about.
-SCHEMA_VERSION = 1
+#: 2: ``ring_used``; ``ccf`` is (N, C, Q, Q) for several orders (docs/store-layout.md).
+SCHEMA_VERSION = 2
 
 #: Compressors offered for the maps (chosen by measurement, docs/performance.md).
 COMPRESSORS = {
@@ -69,6 +70,8 @@ class StoreLayout:
         ``N``.
     q_bins : int
         ``Q``: maps are Q x Q.
+    channels : int
+        ``C``: one per angular order; ``ccf`` is (N, Q, Q) for 1, else (N, C, Q, Q).
     chunk_frames : int
         Frames per chunk of every per-frame array (one Dask task each).
     label_names : tuple of str
@@ -87,12 +90,19 @@ class StoreLayout:
 
     n_frames: int
     q_bins: int
+    channels: int = 1
     chunk_frames: int = 64
     label_names: tuple[str, ...] = ()
     image_size: int | None = None
     map_dtype: str = "float32"
     compressor: str = "none"
     stats_by_chunk: bool = True
+
+    @property
+    def map_shape(self) -> tuple[int, ...]:
+        """Shape of one frame's maps: (Q, Q), or (C, Q, Q) for several orders."""
+        q = self.q_bins
+        return (q, q) if self.channels == 1 else (self.channels, q, q)
 
     @property
     def n_chunks(self) -> int:
@@ -146,12 +156,11 @@ def create_store(
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     group = zarr.open_group(str(path), mode="w-")
     per_frame = layout.chunk_frames
-    q = layout.q_bins
     compressor = COMPRESSORS[layout.compressor]
     group.create_array(
         "ccf",
-        shape=(layout.n_frames, q, q),
-        chunks=(per_frame, q, q),
+        shape=(layout.n_frames, *layout.map_shape),
+        chunks=(per_frame, *layout.map_shape),
         dtype=layout.map_dtype,
         compressors=compressor,
         fill_value=0,

@@ -65,10 +65,7 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     The noisy image is drawn again from ``(seed, index)``: it is the one the
     map was computed from.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from .plotting import draw_image, draw_merged_map
 
@@ -81,13 +78,15 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     noise = group.attrs["noise"]
     noisy = add_noise(image[None], [index], noise["bound"], group.attrs["seed"])[0]
     radius = group["radius"][:]
-    order = group.attrs["parameters"]["order"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    parameters = group.attrs["parameters"]
+    order = parameters["orders"][0] if "orders" in parameters else parameters["order"]  # schema 1
+    fig = Figure(figsize=(15, 4.6))
+    axes = fig.subplots(1, 3)
     draw_image(axes[0], image, mask=mask, title=f"frame {index} (log10)")
     draw_image(axes[1], noisy, mask=mask, title=f"with noise '{noise['level']}' (log10)")
-    colours = draw_merged_map(
-        axes[2], np.asarray(group["ccf"][row], dtype=np.float32), radius, order=order
-    )
+    maps = np.asarray(group["ccf"][row], dtype=np.float32)
+    merged = maps if maps.ndim == 2 else maps[0]  # channel 0: the merged map of several orders
+    colours = draw_merged_map(axes[2], merged, radius, order=order)
     fig.colorbar(colours, ax=axes[2], fraction=0.046)
     if "labels" in group:
         names = group["labels"].attrs["names"]
@@ -95,7 +94,6 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
         fig.suptitle("labels: " + (", ".join(on) or "none"))
     fig.tight_layout()
     fig.savefig(output, dpi=90)
-    plt.close(fig)
 
 
 def _indent(text: str) -> str:

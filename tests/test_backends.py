@@ -39,6 +39,7 @@ from ccfkit import compute_maps, make_polar_plan
 from ccfkit.backends import Backend, BackendUnavailableError, get_backend
 from ccfkit.backends.array import ArrayBackend, NumpyBackend
 from ccfkit.backends.numba import NumbaBackend
+from ccfkit.ccf import MapSettings
 
 #: The contract's bound: float32 against float64, relative to each map's max.
 RTOL = 1e-5
@@ -155,6 +156,11 @@ def cases(draw, tiny=False):
         "order": draw(st.integers(0, min(8, half_p))),
         "delta": draw(st.floats(-np.pi, np.pi)),
         "scale": draw(st.sampled_from(["none", "maxabs"])),
+        # the settings of docs/ccf.md beyond the paper's (test_merged_maps_settings)
+        "min_ring_fraction": draw(st.sampled_from([0.0, 0.5])),
+        "estimator": draw(st.sampled_from(["ring", "mask-corrected"])),
+        "map_scale": draw(st.sampled_from(["none", "maxabs", "ring"])),
+        "extra_orders": draw(st.sampled_from([(), (2,), (1, 3)])),
     }
 
 
@@ -174,6 +180,10 @@ def _fixed_case():
         "order": 8,
         "delta": 0.9,
         "scale": "maxabs",
+        "min_ring_fraction": 0.5,
+        "estimator": "mask-corrected",
+        "map_scale": "ring",
+        "extra_orders": (2,),
     }
 
 
@@ -188,6 +198,7 @@ def _plan(case):
         q_bins=case["q_bins"],
         phi_bins=case["phi_bins"],
         r_max=case["r_max"],
+        min_ring_fraction=case["min_ring_fraction"],
     )
 
 
@@ -320,6 +331,41 @@ class TestBackendContract:
         assert np.all(lower <= RTOL) and np.all(upper <= RTOL)
         if case["scale"] == "maxabs":
             assert np.all(np.abs(fast) <= 1 + 1e-6)  # [-1, 1] up to float32 rounding
+
+    @given(case=cases())
+    @example(case=FIXED)
+    def test_merged_maps_settings(self, name, case):
+        """Estimators, scalings and extra order channels: each channel and triangle."""
+        backend = _make(name)
+        plan = _plan(case)
+        settings = MapSettings(
+            orders=(case["order"], *(n for n in case["extra_orders"] if n != case["order"])),
+            delta=case["delta"],
+            estimator=case["estimator"],
+            scale=case["map_scale"],
+        )
+        expected = self.reference.merged_maps(
+            self.reference.as_batch(case["images"], plan.shape), plan, settings
+        )
+        fast = self.host(
+            backend,
+            backend.merged_maps(backend.as_batch(case["images"], plan.shape), plan, settings),
+        )
+        assert fast.shape == expected.shape and np.isfinite(fast).all()
+        if settings.channels == 1:
+            fast, expected = fast[:, None], expected[:, None]
+        lower, upper = triangle_relative_errors(fast[:, 0], expected[:, 0])
+        if settings.scale == "ring":
+            # C / (m_i m_j) - 1 cancels against 1, the natural unit of a
+            # normalised CCF: float32 rounds it to ~1e-7 of 1, whatever the
+            # triangle's own largest entry (0.04 for the speckle drawn here)
+            largest = np.max(np.abs(np.tril(expected[:, 0])), axis=(-2, -1))
+            lower = lower * largest / np.maximum(largest, 1.0)
+        assert np.all(lower <= RTOL) and np.all(upper <= RTOL)
+        for channel in range(1, settings.channels):
+            assert np.all(relative_error(fast[:, channel], expected[:, channel]) <= RTOL)
+        unused = ~plan.ring_used
+        assert np.all(fast[:, :, unused] == 0) and np.all(fast[:, :, :, unused] == 0)
 
     @given(case=cases(tiny=True))
     def test_merged_maps_tiny_geometry(self, name, case):

@@ -93,8 +93,9 @@ def expected_maps(frames, bitmask, bound, seed):
     noisy = add_noise(frames, np.arange(len(frames)), bound, seed)
     good = (bitmask.astype(int) & ccfkit.io.source.PIXEL_IS_IN_MASK) == 0
     return ccfkit.compute_maps(
-        noisy, center=CENTER, mask=good, q_bins=16, phi_bins=32, backend=NumpyBackend()
-    )
+        noisy, center=CENTER, mask=good, q_bins=16, phi_bins=32, r_min="auto",
+        backend=NumpyBackend(),
+    )  # fmt: skip
 
 
 def valid_statistics(frames, bitmask):
@@ -134,7 +135,19 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
     store = build(cxi, tmp_path / "out.zarr", "--noise", "mean")
     assert store["ccf"].shape == (FRAMES, 16, 16) and store["ccf"].dtype == np.float32
     np.testing.assert_array_equal(store["index"][:], np.arange(FRAMES))
-    np.testing.assert_allclose(store["radius"][:], (np.arange(16) + 0.5) * 23.0 / 16)
+    # r_min="auto": the range starts where rings become usable under the mask
+    r_min = store.attrs["r_min"]
+    good = (bitmask.astype(int) & 767) == 0
+    plan = ccfkit.make_polar_plan(
+        good.shape, center=CENTER, mask=good, q_bins=16, phi_bins=32, r_min="auto"
+    )
+    assert r_min == plan.r_min and plan.ring_used.all()
+    np.testing.assert_allclose(
+        store["radius"][:], r_min + (np.arange(16) + 0.5) * (23.0 - r_min) / 16
+    )
+    np.testing.assert_array_equal(store["ring_used"][:], plan.ring_used)
+    assert store.attrs["parameters"]["r_min"] == "auto"
+    assert store.attrs["parameters"]["orders"] == [8]
     assert store["labels"].attrs["names"] == ["round", "elliptical"]
     assert store["labels"][:].sum() == FRAMES
     assert store["stats"].shape == (FRAMES, 3)
@@ -142,7 +155,7 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
     assert "CXI bit mask" in store.attrs["input"]["mask"]
     assert store.attrs["center"] == list(CENTER)
     assert store.attrs["parameters"]["noise"] == "mean"
-    assert store.attrs["schema_version"] == 1
+    assert store.attrs["schema_version"] == 2
     assert store["done"][:].all()
 
 
@@ -517,3 +530,82 @@ def test_killed_build_leaves_an_incomplete_store_that_resumes(tmp_path):
     whole = build(path, tmp_path / "whole.zarr", *args)
     assert resumed.attrs["status"] == "complete"
     np.testing.assert_array_equal(resumed["ccf"][:], whole["ccf"][:])
+
+
+def test_several_orders_estimator_and_scale_give_the_maps_of_the_reference(tmp_path, cxi, frames,
+                                                                           bitmask):  # fmt: skip
+    extra = ["--orders", "8,2", "--estimator", "mask-corrected", "--scale", "ring"]
+    store = build(cxi, tmp_path / "out.zarr", *extra)
+    assert store["ccf"].shape == (FRAMES, 2, 16, 16)
+    assert store.attrs["parameters"]["orders"] == [8, 2]
+    assert store.attrs["parameters"]["estimator"] == "mask-corrected"
+    good = (bitmask.astype(int) & ccfkit.io.source.PIXEL_IS_IN_MASK) == 0
+    reference = ccfkit.compute_maps(
+        frames, center=CENTER, mask=good, q_bins=16, phi_bins=32, r_min="auto", orders=(8, 2),
+        estimator="mask-corrected", scale="ring", backend=NumpyBackend(),
+    )  # fmt: skip
+    # normalised CCFs are relative to 1: float32 against float64 to ~1e-6 of 1
+    np.testing.assert_allclose(store["ccf"][:], reference, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "changed", [["--estimator", "mask-corrected"], ["--orders", "8,2"], ["--r-min", "0"],
+                ["--min-ring-fraction", "0.3"], ["--scale", "ring"]],
+)  # fmt: skip
+def test_resume_refuses_other_map_settings(tmp_path, cxi, monkeypatch, changed):
+    out = tmp_path / "broken.zarr"
+    original = pipeline.process_chunk
+
+    def failing(chunk, *args):
+        if chunk == 1:
+            raise KeyboardInterrupt
+        return original(chunk, *args)
+
+    monkeypatch.setattr(pipeline, "process_chunk", failing)
+    run("build", cxi, out, "--center", f"{CENTER[0]},{CENTER[1]}", *MAP_ARGS)
+    monkeypatch.setattr(pipeline, "process_chunk", original)
+    result = run(
+        "build", cxi, out, "--center", f"{CENTER[0]},{CENTER[1]}", *MAP_ARGS, *changed, "--resume"
+    )
+    assert result.exit_code != 0 and "was built with another" in result.output
+    assert zarr.open_group(str(out), mode="r").attrs["status"] == "incomplete"
+
+
+def test_a_mask_leaving_no_usable_ring_is_refused(tmp_path, frames):
+    mask = np.zeros(frames.shape[1:], bool)
+    mask[::3, ::3] = True  # 11 % good pixels: no bilinear sample has four good neighbours
+    np.save(tmp_path / "mask.npy", mask)
+    out = tmp_path / "out.zarr"
+    result = run("build", write_cxi(tmp_path / "in.cxi", frames), out, "--mask",
+                 str(tmp_path / "mask.npy"), "--r-min", "0", *MAP_ARGS)  # fmt: skip
+    assert result.exit_code != 0 and "no ring has 50% valid samples" in result.output
+    assert not out.exists()
+
+
+def test_a_schema_1_store_still_opens_for_reading(tmp_path, cxi):
+    """What a version-1 store differs in: no ring_used, ``order`` not ``orders``."""
+    out = tmp_path / "old.zarr"
+    build(cxi, out, "--r-min", "0")
+    group = zarr.open_group(str(out), mode="r+")
+    parameters = dict(group.attrs["parameters"])
+    parameters["order"] = parameters.pop("orders")[0]
+    for key in ("estimator", "min_ring_fraction"):
+        del parameters[key]
+    layout = dict(group.attrs["layout"])
+    del layout["channels"]
+    group.attrs.update({"schema_version": 1, "parameters": parameters, "layout": layout})
+    del group["ring_used"]
+    result = run("info", out)
+    assert result.exit_code == 0 and "schema" in result.output.lower(), result.output
+    png = tmp_path / "frame.png"
+    result = run("show", out, "--index", "1", "-o", png)
+    assert result.exit_code == 0 and png.stat().st_size > 0, result.output
+    from trainer.data import StoreDataset, inspect_store
+
+    info = inspect_store(out)
+    assert info.channels("ccf") == 1
+    x, _, _ = StoreDataset(str(out), "ccf")[(0, np.arange(3))]
+    np.testing.assert_array_equal(x[:, 0].numpy(), group["ccf"][:3])
+    # resuming it is refused (another schema's parameters), never half-mixed
+    result = run("build", cxi, out, "--r-min", "0", "--resume", *MAP_ARGS)
+    assert result.exit_code != 0 and "Traceback" not in result.output

@@ -47,11 +47,17 @@ def test_geometry(frame):
     plan = make_polar_plan(image.shape, mask=mask, center=CENTER, q_bins=224, phi_bins=512)
     # The largest full circle around (152, 151) on 300 x 300: min(152, 151, 147, 148).
     assert plan.r_max == 147.0
-    assert 0.3 < plan.valid.mean() < 0.9  # a third of the pixels is bad (74 % valid samples)
-    # The beam stop swallows the innermost rings whole: their map rows and
-    # columns must be exactly 0 (no valid sample, no valid pair), never NaN.
+    assert 0.3 < plan.valid.mean() < 0.9  # a third of the pixels is bad (70 % valid samples)
+    # The beam stop swallows the innermost rings, and panel gaps leave under
+    # half of the outermost rings: both are unused, their map rows and
+    # columns exactly 0 (no valid sample, no valid pair), never NaN.
+    fraction = make_polar_plan(
+        image.shape, mask=mask, center=CENTER, q_bins=224, phi_bins=512, min_ring_fraction=0.0
+    ).valid.mean(axis=1)
+    np.testing.assert_array_equal(plan.ring_used, fraction >= 0.5)
     empty = ~plan.valid.any(axis=1)
-    assert empty[:3].all() and not empty[-100:].any()
+    np.testing.assert_array_equal(empty, ~plan.ring_used)
+    assert empty[:3].all() and empty[-1] and not empty[20:200].any()
     maps = compute_maps(image, mask=mask, scale="none", backend="numba", **GRID)
     np.testing.assert_array_equal(maps[empty], 0.0)  # exact: defined as 0
     np.testing.assert_array_equal(maps[:, empty], 0.0)
@@ -60,7 +66,9 @@ def test_geometry(frame):
 def test_validity_uses_only_good_pixels(frame):
     image, mask = frame
     # A coarser grid keeps the brute force quick; same centre and mask.
-    plan = make_polar_plan(image.shape, mask=mask, center=CENTER, q_bins=48, phi_bins=96)
+    plan = make_polar_plan(
+        image.shape, mask=mask, center=CENTER, q_bins=48, phi_bins=96, min_ring_fraction=0.0
+    )
     expected, ambiguous = expected_validity(plan, mask)
     # Yes/no decisions: exact wherever rounding cannot decide.
     np.testing.assert_array_equal(plan.valid[~ambiguous], expected[~ambiguous])

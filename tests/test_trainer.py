@@ -605,3 +605,28 @@ def test_predict_and_evaluate_on_other_stores(tiny_store, tmp_path):
     assert extra["subset"] == "eval" and metrics.n_frames == 10
     metrics, extra = evaluate_run(run_dir, tiny_store, subset="all")
     assert metrics.n_frames == 64
+
+
+def test_maps_of_several_orders_train_as_channels(tmp_path):
+    """A store of (N, 2, Q, Q) maps (orders 8 and 2): the model takes 2 input channels."""
+    from ccfkit.cli import main as ccfkit_main
+
+    cxi, store = tmp_path / "sim.cxi", tmp_path / "maps.zarr"
+    runner = CliRunner()
+    for args in (
+        ["simulate", str(cxi), "--n", "32", "--size", "48", "--seed", "2", "--quiet"],
+        ["build", str(cxi), str(store), "--q-bins", "16", "--phi-bins", "32", "--orders", "8,2",
+         "--chunk", "16", "--backend", "numpy", "--quiet"],
+    ):  # fmt: skip
+        result = runner.invoke(ccfkit_main, args)
+        assert result.exit_code == 0, result.output
+    x, _, _ = StoreDataset(str(store), "ccf")[(0, np.arange(4))]
+    expected = zarr.open_group(str(store), mode="r")["ccf"][:4]
+    assert tuple(x.shape) == (4, 2, 16, 16)
+    np.testing.assert_array_equal(x.numpy(), expected)  # channels kept as stored
+    report = fit(tmp_path / "run", ModelConfig(num_classes=6, width=8),
+                 tiny_train(str(store), epochs=1), progress=False)  # fmt: skip
+    model, config = load_run(tmp_path / "run")[:2]
+    assert config["model"]["in_channels"] == 2
+    assert model.conv1.in_channels == 2
+    assert 0.0 <= report["final"]["accuracy"] <= 1.0

@@ -219,26 +219,62 @@ def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_ma
 
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.argument("store", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="CSV file.")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True,
+    help="CSV file; for frames also .h5/.hdf5 or .zarr (index, probabilities, labels).",
+)  # fmt: skip
 @click.option(
     "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="Loader workers (store).")
+@click.option("--backend", default="auto", show_default=True, help="Map engine (frames).")
+@click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--label-map", type=click.Path(path_type=Path), default=None,
-              help='JSON {"store label": "run label"}: match STORE\'s labels (true_* columns).')  # fmt: skip
+              help='JSON {"store label": "run label"}: match a store\'s labels (true_* columns).')  # fmt: skip
 @_clean_errors
-def predict(run, store, output, checkpoint, device, workers, label_map):
-    """Per-frame probabilities and 0/1 labels of RUN on STORE (labels not needed)."""
-    from .labels import read_label_map
-    from .loop import predict_run
+def predict(run, inputs, output, checkpoint, device, workers, backend, data_path, batch_size,
+            quiet, label_map):  # fmt: skip
+    """Per-frame probabilities and 0/1 labels of RUN on a store or on frames (INPUTS).
 
-    n = predict_run(
-        run, str(store), output, which=checkpoint, device=device, workers=workers,
-        label_map=None if label_map is None else read_label_map(label_map),
-    )  # fmt: skip
-    click.echo(f"wrote {output}: {n} frames")
+    INPUTS is one `ccfkit build` store, or CXI/HDF5 files and globs: those
+    frames are mapped with the parameters of the run's training store
+    (centre, mask, radii, orders, estimator, scale) and classified on the
+    way, without writing a store (docs/training.md, "Sorting a run").
+    """
+    if len(inputs) == 1 and (Path(inputs[0]) / "zarr.json").is_file():
+        from .labels import read_label_map
+        from .loop import predict_run
+
+        n = predict_run(
+            run, inputs[0], output, which=checkpoint, device=device, workers=workers,
+            label_map=None if label_map is None else read_label_map(label_map),
+        )  # fmt: skip
+        click.echo(f"wrote {output}: {n} frames")
+        return
+    from ccfkit.backends import BackendUnavailableError
+    from ccfkit.io.source import InputError
+
+    from .sorting import predict_frames, write_predictions
+
+    try:
+        result = predict_frames(
+            run, inputs, which=checkpoint, device=device, backend=backend, data_path=data_path,
+            batch_size=batch_size, progress=not quiet,
+        )  # fmt: skip
+        write_predictions(result, output)
+    except (InputError, BackendUnavailableError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    seconds = result["seconds"]
+    n = len(result["index"])
+    click.echo(
+        f"wrote {output}: {n} frames in {seconds['total']:.1f} s "
+        f"({n / max(seconds['total'], 1e-9):.0f} frames/s; read {seconds['read']:.1f} s, "
+        f"maps {seconds['maps']:.1f} s, model {seconds['model']:.1f} s)"
+    )
 
 
 @main.command()

@@ -43,6 +43,7 @@ __all__ = [
     "inspect_store",
     "loader_throughput",
     "make_loader",
+    "model_inputs",
     "open_store",
     "resolve_normalize",
     "split_indices",
@@ -140,6 +141,11 @@ class StoreInfo:
     exclusive_groups: tuple[tuple[str, ...], ...]
     shapes: dict  # array name -> per-frame shape, for "ccf" and "images" when present
     has_labels: bool
+
+    def channels(self, input_kind: str) -> int:
+        """Input channels of ``input_kind``: 1 for (H, W) frames, C for (C, H, W) maps."""
+        shape = self.shapes[input_kind]
+        return 1 if len(shape) == 2 else int(shape[0])
 
 
 def _open(path) -> zarr.Group:  # noqa: F821
@@ -449,10 +455,7 @@ class StoreDataset(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, indices = key
         indices = np.ascontiguousarray(indices, dtype=np.int64)
-        x = self.read(self.input_kind, indices).astype(np.float32)
-        if self.normalize == "max":
-            scale = np.abs(x).reshape(len(x), -1).max(axis=1)
-            x /= np.where(scale > 0, scale, 1.0)[:, None, None]
+        x = model_inputs(self.read(self.input_kind, indices), self.normalize)
         if self.flips:
             x = _apply_flips(x, flip_masks(self.seed, epoch, indices))
         if self.has_labels:
@@ -460,22 +463,46 @@ class StoreDataset(torch.utils.data.Dataset):
         else:
             y = np.zeros((len(indices), 0), dtype=np.float32)
         return (
-            torch.from_numpy(np.ascontiguousarray(x)[:, None]),
+            torch.from_numpy(np.ascontiguousarray(x)),
             torch.from_numpy(y),
             torch.from_numpy(indices),
         )
 
 
+def model_inputs(frames: np.ndarray, normalize: str) -> np.ndarray:
+    """A batch as the model takes it: (B, C, H, W) float32, scaled per frame.
+
+    Parameters
+    ----------
+    frames : (B, H, W) or (B, C, H, W) array
+        Maps or images as stored (one channel, or one per angular order).
+    normalize : {"none", "max"}
+        A resolved :func:`resolve_normalize`: ``"max"`` divides each frame by
+        its largest absolute value.
+
+    Returns
+    -------
+    (B, C, H, W) float32 ndarray (a new array)
+    """
+    x = np.array(frames, dtype=np.float32)
+    if x.ndim == 3:  # one channel: (B, H, W) -> (B, 1, H, W)
+        x = x[:, None]
+    if normalize == "max":
+        scale = np.abs(x).reshape(len(x), -1).max(axis=1)
+        x /= np.where(scale > 0, scale, 1.0)[:, None, None, None]
+    return x
+
+
 def _apply_flips(x: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Reverse the last axis of frames ``masks[:, 0]`` and the one before of ``masks[:, 1]``.
 
-    ``x`` (B, H, W) is changed in place and returned.
+    ``x`` (B, ..., H, W) is changed in place and returned.
     """
     flip_h, flip_v = masks[:, 0], masks[:, 1]
     if flip_h.any():
-        x[flip_h] = x[flip_h][:, :, ::-1]
+        x[flip_h] = x[flip_h][..., ::-1]
     if flip_v.any():
-        x[flip_v] = x[flip_v][:, ::-1, :]
+        x[flip_v] = x[flip_v][..., ::-1, :]
     return x
 
 

@@ -458,6 +458,8 @@ def fit(
     run_dir = Path(run_dir)
     rank, _, _ = _dist_env()
     info = inspect_store(train_cfg.store, input_kind=train_cfg.input)
+    # the store decides the input channels (one per angular order of its maps)
+    model_cfg = replace(model_cfg, in_channels=info.channels(train_cfg.input))
     if model_cfg.num_classes != len(info.label_names):
         raise RunError(
             f"the model has {model_cfg.num_classes} outputs but the store has "

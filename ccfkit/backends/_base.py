@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from ..ccf import Scale
+from .. import ccf
+from ..ccf import Estimator, MapSettings, Scale
 from ..polar import PolarImages, PolarPlan
 
 
@@ -31,6 +32,8 @@ class Backend(abc.ABC):
 
     #: Short name used by :func:`~ccfkit.backends.get_backend`.
     name: str = ""
+    #: The array module of this backend's arrays (numpy or cupy).
+    xp = np
 
     @abc.abstractmethod
     def asarray(self, array):
@@ -65,26 +68,44 @@ class Backend(abc.ABC):
         """(B, Q) complex coefficients of one order -> (B, Q, Q) order maps (Eq. 14)."""
 
     @abc.abstractmethod
-    def merge_maps(self, full, order, scale: Scale | str = Scale.MAXABS):
+    def merge_maps(self, full, order, scale: Scale | str = Scale.MAXABS, means=None):
         """(B, Q, Q) full and order maps -> (B, Q, Q) merged maps (§5.3)."""
 
-    def merged_maps(
-        self,
-        images,
-        plan: PolarPlan,
-        *,
-        order: int = 8,
-        delta: float = 0.0,
-        scale: Scale | str = Scale.MAXABS,
-    ):
-        """(B, H, W) images -> (B, Q, Q) float32 merged maps, all stages chained.
+    def merged_maps(self, images, plan: PolarPlan, settings: MapSettings | None = None, **fields):
+        """(B, H, W) images -> float32 maps, all stages chained.
 
         Backends override this with a fused path; this chain is the definition.
+
+        Parameters
+        ----------
+        images : (B, H, W) array
+        plan : PolarPlan
+        settings : MapSettings, optional
+            Orders, separation, estimator and scale; or give its fields
+            (``order=n`` for one order) as keywords.
+
+        Returns
+        -------
+        (B, Q, Q) float32 array for one order, (B, C, Q, Q) for ``C`` orders.
         """
+        settings = ccf.resolve_settings(settings, **fields)
+        settings.check_phi_bins(plan.phi_bins)
+        xp = self.xp
         polar = self.resample(images, plan)
-        coefficients = self.fourier(polar.values, polar.valid, [order])[..., 0]
-        full = self.full_map(polar.values, polar.valid, delta)
-        return self.merge_maps(full, self.order_map(coefficients), scale).astype(np.float32)
+        coefficients = self.fourier(polar.values, polar.valid, [0, *settings.orders])
+        means, coefficients = coefficients[..., 0].real, coefficients[..., 1:]
+        full = self.full_map(polar.values, polar.valid, settings.delta)
+        if settings.estimator is Estimator.RING:
+            order_maps = xp.stack(
+                [self.order_map(coefficients[..., c]) for c in range(settings.channels)], axis=1
+            )
+        else:
+            order_maps = ccf.order_maps_mask_corrected_reference(
+                polar.values, polar.valid, settings.orders, xp
+            )
+        maps = ccf.assemble_maps(full, order_maps, means, settings.scale, xp)
+        maps = maps.astype(np.float32)
+        return maps[:, 0] if settings.channels == 1 else maps
 
     def to_numpy(self, array) -> np.ndarray:
         """A host NumPy copy of a backend array."""

@@ -50,6 +50,8 @@ class ArrayBackend(Backend):
         with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: the sample is invalid anyway
             values = (tables.weight * flat[:, tables.index]).sum(axis=-1)
         valid = tables.valid & xp.isfinite(values)
+        # rings that NaN/inf pixels drop below the plan's fraction are unused too
+        valid &= (valid.sum(axis=-1) >= plan.min_ring_count)[..., None]
         values = xp.where(valid, values, 0).astype(self.dtype, copy=False)
         return PolarImages(values, valid, plan.radius, plan.phi)
 
@@ -62,37 +64,58 @@ class ArrayBackend(Backend):
     def order_map(self, coefficients):
         return ccf.order_map_reference(coefficients, xp=self.xp)
 
-    def merge_maps(self, full, order, scale=ccf.Scale.MAXABS):
-        return ccf.merge_maps_reference(full, order, scale, xp=self.xp)
+    def merge_maps(self, full, order, scale=ccf.Scale.MAXABS, means=None):
+        return ccf.merge_maps_reference(full, order, scale, means, xp=self.xp)
 
-    def merged_maps(self, images, plan, *, order=8, delta=0.0, scale=ccf.Scale.MAXABS):
-        """The chain of :meth:`Backend.merged_maps`, batch by batch, with one shortcut.
+    def merged_maps(self, images, plan, settings=None, **fields):
+        """The chain of :meth:`Backend.merged_maps`, batch by batch, with two shortcuts.
 
         The full map's denominator (the pair counts, a second batched product)
         is the plan's own, computed once per plan and shift, for every image
         whose NaN/inf pixels invalidate no sample; only the others get their
         own. Counts are exact integers either way, so the maps are identical.
+        The mask-corrected order maps take Eq. 14 between complete rings and
+        every lag only for the rows of partial rings
+        (:func:`~ccfkit.ccf.order_maps_mask_corrected`).
         """
         xp = self.xp
-        shift = ccf.angular_shift(delta, plan.phi_bins)
+        settings = ccf.resolve_settings(settings, **fields)
+        settings.check_phi_bins(plan.phi_bins)
+        shift = ccf.angular_shift(settings.delta, plan.phi_bins)
         tables = self._tables_of(plan)
-        out = xp.empty((images.shape[0], plan.q_bins, plan.q_bins), dtype=np.float32)
+        shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
+        out = xp.empty(shape, dtype=np.float32)
         for start in range(0, images.shape[0], self.batch_size):
             polar = self.resample(images[start : start + self.batch_size], plan)
-            coefficients = self.fourier(polar.values, polar.valid, [order])[..., 0]
+            coefficients = self.fourier(polar.values, polar.valid, [0, *settings.orders])
+            means, coefficients = coefficients[..., 0].real, coefficients[..., 1:]
             numerator = ccf.lag_product(polar.values, shift, xp)
             pairs = xp.broadcast_to(tables.pairs(shift), numerator.shape)
             changed = xp.any(polar.valid != tables.valid, axis=(-2, -1))
-            if changed.any():  # images with NaN/inf samples: their own pair counts
+            own_validity = bool(changed.any())
+            if own_validity:  # images with NaN/inf samples: their own pair counts
                 changed = xp.flatnonzero(changed)
                 pairs = pairs.copy()
                 pairs[changed] = ccf.lag_product(
                     polar.valid[changed].astype(self.dtype), shift, xp
                 )
             full = ccf.divide_by_pairs(numerator, pairs, xp)
-            merged = self.merge_maps(full, self.order_map(coefficients), scale)
-            out[start : start + self.batch_size] = merged  # cast to float32 on assignment
-        return out
+            if settings.estimator is ccf.Estimator.RING:
+                order_maps = ccf.order_map_reference(xp.moveaxis(coefficients, -1, -2), xp)
+            elif own_validity:  # some image has rings of its own: its own lag counts
+                counts = polar.valid.sum(axis=-1)
+                partial = xp.flatnonzero(xp.any((counts > 0) & (counts < plan.phi_bins), axis=0))
+                order_maps = ccf.order_maps_mask_corrected(
+                    polar.values, polar.valid, coefficients, settings.orders, partial, None, xp
+                )
+            else:
+                order_maps = ccf.order_maps_mask_corrected(
+                    polar.values, polar.valid, coefficients, settings.orders, tables.partial,
+                    tables.lag_weights(settings.orders), xp,
+                )  # fmt: skip
+            maps = ccf.assemble_maps(full, order_maps, means, settings.scale, xp)
+            out[start : start + self.batch_size] = maps  # cast to float32 on assignment
+        return out[:, 0] if settings.channels == 1 else out
 
     def _tables_of(self, plan: PolarPlan) -> _PlanTables:
         """The plan's tables as this backend's arrays, built once per plan.
@@ -126,6 +149,10 @@ class _PlanTables:
         self.valid = xp.asarray(plan.valid)
         self._weights = self.valid.astype(dtype)
         self._pairs = {}
+        counts = plan.valid.sum(axis=1)
+        #: (R,) rings that are used but not complete: the mask-corrected rows
+        self.partial = xp.asarray(np.flatnonzero((counts > 0) & (counts < plan.phi_bins)))
+        self._lag_weights = {}
 
     def pairs(self, shift: int):
         """(Q, Q) ``sum_p M[i,p] M[j,p+shift]`` of the plan's validity (Eq. 13's denominator)."""
@@ -133,6 +160,20 @@ class _PlanTables:
         if pairs is None:
             pairs = self._pairs[shift] = ccf.lag_product(self._weights, shift, self.xp)
         return pairs
+
+    def lag_weights(self, orders: tuple[int, ...]):
+        """:func:`~ccfkit.ccf.mask_corrected_weights` of the partial rings, once per orders.
+
+        (N, R, Q, P/2 + 1) complex128: 26 MB per order and 100 partial rings at
+        Q = 224, P = 512. Only the last orders asked are kept.
+        """
+        weights = self._lag_weights.get(orders)
+        if weights is None:
+            self._lag_weights = {
+                orders: ccf.mask_corrected_weights(self.valid, self.partial, orders, self.xp)
+            }
+            weights = self._lag_weights[orders]
+        return weights
 
 
 class NumpyBackend(ArrayBackend):

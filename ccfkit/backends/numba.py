@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..buffers import aligned_empty
-from ..ccf import Scale, angular_shift
+from ..ccf import Estimator, Scale, angular_shift, resolve_settings
 from ..polar import PolarImages, PolarPlan
 from ._base import BackendUnavailableError, usable_cpus
 from .array import ArrayBackend
@@ -96,39 +96,53 @@ def _gather(image, index, weight, plan_valid, values, valid, write_valid):
 
 
 @numba.njit(**_REDUCTION)
-def _project_rings(values, counts, cos_n, sin_n, re, im):
-    """One angular order of each ring, ``F[k, n] = sum_p v e^{-i n phi_p} / count``.
+def _project_rings(values, counts, cos_n, sin_n, re, im, means):
+    """Ring means and chosen angular orders, ``F[k, n] = sum_p v e^{-i n phi_p} / count``.
 
     Parameters
     ----------
     values : (Q, P) float32
         Polar values, 0 where invalid.
     counts : (Q,) int64
-        Valid samples per ring.
-    cos_n, sin_n : (P,) float64
-        ``cos(n phi_p)``, ``sin(n phi_p)``.
-    re, im : (Q,) float64, out
+        Valid samples per ring (0 for an unused ring).
+    cos_n, sin_n : (N, P) float64
+        ``cos(n phi_p)``, ``sin(n phi_p)`` of each order.
+    re, im : (N, Q) float64, out
         Accumulated in float64.
+    means : (Q,) float64, out
+        ``F[k, 0]``, the mean over the valid samples.
     """
     q_bins, phi_bins = values.shape
     for k in range(q_bins):
-        sum_re = 0.0
-        sum_im = 0.0
+        if counts[k] == 0:
+            means[k] = 0.0
+            re[:, k] = 0.0
+            im[:, k] = 0.0
+            continue
+        total = 0.0
         for p in range(phi_bins):
-            value = np.float64(values[k, p])
-            sum_re += value * cos_n[p]
-            sum_im += value * sin_n[p]
-        if counts[k] > 0:
-            re[k] = sum_re / counts[k]
-            im[k] = -sum_im / counts[k]
-        else:
-            re[k] = 0.0
-            im[k] = 0.0
+            total += np.float64(values[k, p])
+        means[k] = total / counts[k]
+        for c in range(cos_n.shape[0]):
+            sum_re = 0.0
+            sum_im = 0.0
+            for p in range(phi_bins):
+                value = np.float64(values[k, p])
+                sum_re += value * cos_n[c, p]
+                sum_im += value * sin_n[c, p]
+            re[c, k] = sum_re / counts[k]
+            im[c, k] = -sum_im / counts[k]
+
+
+#: ``scale_mode`` codes of the kernels (:class:`~ccfkit.ccf.Scale`).
+_SCALE_CODES = {Scale.NONE: 0, Scale.MAXABS: 1, Scale.RING: 2}
+#: Parts of a map that :func:`_scale_part` scales together.
+_LOWER, _UPPER, _WHOLE = 0, 1, 2
 
 
 @numba.njit(**_REDUCTION)
-def _merge_triangles(gram, inverse_pairs, re, im, maxabs, out):
-    """Merged map of one image: ``gram / pairs`` below, order map above.
+def _merge_triangles(gram, inverse_pairs, re, im, out):
+    """Unscaled merged map of one image: ``gram / pairs`` below, order map above.
 
     Parameters
     ----------
@@ -137,32 +151,57 @@ def _merge_triangles(gram, inverse_pairs, re, im, maxabs, out):
     inverse_pairs : (Q, Q) float32
         ``1 / (number of valid sample pairs)``, 0 where there is none.
     re, im : (Q,) float64
-        The order-n Fourier coefficients.
-    maxabs : bool
-        Scale each triangle by its largest absolute value.
+        The first order's Fourier coefficients.
     out : (Q, Q) float32, out
     """
     q_bins = gram.shape[0]
-    full_max = np.float32(0)
-    order_max = 0.0
     for i in range(q_bins):
         for j in range(i + 1):
-            value = gram[i, j] * inverse_pairs[i, j]
-            out[i, j] = value
-            full_max = max(full_max, abs(value))
+            out[i, j] = gram[i, j] * inverse_pairs[i, j]
         for j in range(i + 1, q_bins):
-            value = re[i] * re[j] + im[i] * im[j]
-            out[i, j] = value
-            order_max = max(order_max, abs(value))
-    if not maxabs:
+            out[i, j] = re[i] * re[j] + im[i] * im[j]
+
+
+@numba.njit(**_REDUCTION)
+def _order_channel(re, im, out):
+    """The order map ``Re(conj(F_i) F_j)`` of one order, both triangles, into (Q, Q) ``out``."""
+    q_bins = re.shape[0]
+    for i in range(q_bins):
+        for j in range(q_bins):
+            out[i, j] = re[i] * re[j] + im[i] * im[j]
+
+
+@numba.njit(**_REDUCTION)
+def _scale_part(out, means, scale_mode, part):
+    """Scale one part of a (Q, Q) float32 map in place (:class:`~ccfkit.ccf.Scale`).
+
+    ``part``: ``_LOWER`` (on and below the diagonal: the full map, ``- 1``
+    under ``"ring"``), ``_UPPER`` (above it) or ``_WHOLE``. ``scale_mode``:
+    0 none, 1 maxabs, 2 ring (divided by ``means[i] means[j]``, clipped to
+    [-1, 1], 0 where that product is 0).
+    """
+    q_bins = out.shape[0]
+    if scale_mode == 0:
         return
-    full_scale = np.float32(1 / full_max if full_max > 0 else 1)
-    order_scale = np.float32(1 / order_max if order_max > 0 else 1)
+    largest = 0.0
+    if scale_mode == 1:
+        for i in range(q_bins):
+            lo = i + 1 if part == _UPPER else 0
+            hi = i + 1 if part == _LOWER else q_bins
+            for j in range(lo, hi):
+                largest = max(largest, abs(np.float64(out[i, j])))
+    factor = 1 / largest if largest > 0 else 1.0
+    offset = 1.0 if part == _LOWER else 0.0
     for i in range(q_bins):
-        for j in range(i + 1):
-            out[i, j] *= full_scale
-        for j in range(i + 1, q_bins):
-            out[i, j] *= order_scale
+        lo = i + 1 if part == _UPPER else 0
+        hi = i + 1 if part == _LOWER else q_bins
+        for j in range(lo, hi):
+            if scale_mode == 1:
+                out[i, j] = out[i, j] * factor
+            else:
+                product = means[i] * means[j]
+                value = out[i, j] / product - offset if product != 0 else 0.0
+                out[i, j] = min(1.0, max(-1.0, value))
 
 
 @numba.njit(**KERNEL)
@@ -174,18 +213,32 @@ def _invert_pair_counts(pairs, out):
 
 
 @numba.njit(**KERNEL)
+def _drop_thin_rings(valid, values, weights, counts, min_count):
+    """Make rings with fewer than ``min_count`` valid samples unused (in place)."""
+    for k in range(counts.shape[0]):
+        if counts[k] < min_count:
+            counts[k] = 0
+            valid[k, :] = False
+            values[k, :] = 0
+            weights[k, :] = 0
+
+
+@numba.njit(**KERNEL)
 def _merged_maps_part(
     images, lo, hi, index, weight, plan_valid, plan_counts, plan_inverse_pairs, cos_n, sin_n,
-    shift, maxabs, out,
+    shift, min_count, scale_mode, out,
 ):  # fmt: skip
-    """Merged maps of ``images[lo:hi]`` into ``out[lo:hi]``: the per-thread loop, GIL-free.
+    """Maps of ``images[lo:hi]`` into ``out[lo:hi]``: the per-thread loop, GIL-free.
 
-    Per image: gather (with NaN/inf check), one order per ring, one BLAS
-    product, merge. An image whose NaN/inf pixels invalidate samples gets its
-    own ring counts and pair counts (one more BLAS product); the others share
-    the plan's.
+    Per image: gather (with NaN/inf check), the orders of each ring, one BLAS
+    product, merge, extra order channels, scale. An image whose NaN/inf pixels
+    invalidate samples gets its own ring counts and pair counts (one more BLAS
+    product), and loses the rings they leave below ``min_count``; the others
+    share the plan's. ``out`` is (B, C, Q, Q): channel 0 the merged map of the
+    first order, channel ``c`` the order map of order ``c``.
     """
-    q_bins, phi_bins = plan_valid.shape[0] // cos_n.shape[0], cos_n.shape[0]
+    q_bins, phi_bins = plan_valid.shape[0] // cos_n.shape[1], cos_n.shape[1]
+    channels = cos_n.shape[0]
     values = np.empty((q_bins, phi_bins), dtype=np.float32)
     valid = np.empty((q_bins, phi_bins), dtype=np.bool_)
     scratch = np.empty((q_bins, phi_bins), dtype=np.float32)
@@ -193,8 +246,9 @@ def _merged_maps_part(
     gram = np.empty((q_bins, q_bins), dtype=np.float32)
     own_inverse_pairs = np.empty((q_bins, q_bins), dtype=np.float32)
     own_counts = np.empty(q_bins, dtype=np.int64)
-    re = np.empty(q_bins)
-    im = np.empty(q_bins)
+    re = np.empty((channels, q_bins))
+    im = np.empty((channels, q_bins))
+    means = np.empty(q_bins)
     for b in range(lo, hi):
         image = images[b].reshape(-1)
         flat_values, flat_valid = values.reshape(-1), valid.reshape(-1)
@@ -207,12 +261,18 @@ def _merged_maps_part(
                 for p in range(phi_bins):
                     own_counts[k] += valid[k, p]
                     weights[k, p] = valid[k, p]
+            _drop_thin_rings(valid, values, weights, own_counts, min_count)
             correlate_rows(weights, shift, gram, scratch)
             _invert_pair_counts(gram, own_inverse_pairs)
             counts, inverse_pairs = own_counts, own_inverse_pairs
-        _project_rings(values, counts, cos_n, sin_n, re, im)
+        _project_rings(values, counts, cos_n, sin_n, re, im, means)
         correlate_rows(values, shift, gram, scratch)
-        _merge_triangles(gram, inverse_pairs, re, im, maxabs, out[b])
+        _merge_triangles(gram, inverse_pairs, re[0], im[0], out[b, 0])
+        _scale_part(out[b, 0], means, scale_mode, _LOWER)
+        _scale_part(out[b, 0], means, scale_mode, _UPPER)
+        for c in range(1, channels):
+            _order_channel(re[c], im[c], out[b, c])
+            _scale_part(out[b, c], means, scale_mode, _WHOLE)
 
 
 class _PlanTables:
@@ -244,9 +304,10 @@ def _tables_for(plan: PolarPlan) -> _PlanTables:
 
 
 @functools.lru_cache(maxsize=16)
-def _order_tables(plan: PolarPlan, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """``cos(n phi_p)`` and ``sin(n phi_p)`` (float64) of one order, built once per (plan, n)."""
-    return np.cos(order * plan.phi), np.sin(order * plan.phi)
+def _order_tables(plan: PolarPlan, orders: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, P) float64 ``cos(n phi_p)`` and ``sin(n phi_p)`` of the orders, built once per plan."""
+    angle = np.outer(np.asarray(orders, dtype=np.float64), plan.phi)
+    return np.cos(angle), np.sin(angle)
 
 
 @functools.lru_cache(maxsize=16)
@@ -297,26 +358,41 @@ class NumbaBackend(ArrayBackend):
                 tables.gather(images[b], values[b], valid[b])
 
         self._in_parallel(images.shape[0], run)
+        thin = valid.sum(axis=-1) < plan.min_ring_count  # rings NaN/inf pixels leave unused
+        valid[thin] = False
+        values[thin] = 0
         return PolarImages(values, valid, plan.radius, plan.phi)
 
-    def merged_maps(self, images, plan, *, order=8, delta=0.0, scale=Scale.MAXABS):
+    def merged_maps(self, images, plan, settings=None, **fields):
+        """The fused kernel; the mask-corrected estimator takes the array path.
+
+        The mask-corrected order maps need every angular lag between partial
+        rings (FFTs): :meth:`ArrayBackend.merged_maps` computes them in float32
+        from this backend's gather.
+        """
+        settings = resolve_settings(settings, **fields)
+        settings.check_phi_bins(plan.phi_bins)
+        if settings.estimator is Estimator.MASK_CORRECTED:
+            return super().merged_maps(images, plan, settings)
         images = self.asarray(images)
         tables = _tables_for(plan)
-        shift = angular_shift(delta, plan.phi_bins)
-        cos_n, sin_n = _order_tables(plan, order)
+        shift = angular_shift(settings.delta, plan.phi_bins)
+        cos_n, sin_n = _order_tables(plan, settings.orders)
         inverse_pairs = _inverse_pairs_for(plan, shift)
-        maxabs = Scale(scale) is Scale.MAXABS
+        scale_mode = _SCALE_CODES[settings.scale]
         # page-aligned: a store chunk of maps can then be written with O_DIRECT, uncopied
-        out = aligned_empty((images.shape[0], plan.q_bins, plan.q_bins), np.float32)
+        shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
+        out = aligned_empty(shape, np.float32)
 
         def run(part: range) -> None:
             _merged_maps_part(
                 images, part.start, part.stop, tables.index, tables.weight, tables.valid,
-                tables.counts, inverse_pairs, cos_n, sin_n, shift, maxabs, out,
+                tables.counts, inverse_pairs, cos_n, sin_n, shift, plan.min_ring_count,
+                scale_mode, out,
             )  # fmt: skip
 
         self._in_parallel(images.shape[0], run)
-        return out
+        return out[:, 0] if settings.channels == 1 else out
 
     def _in_parallel(self, batch: int, run) -> None:
         """Call ``run(part)`` on contiguous parts of ``range(batch)``, one per thread."""
