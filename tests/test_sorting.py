@@ -108,7 +108,7 @@ def test_hdf5_and_zarr_outputs_hold_the_csv_values(run, frames, tmp_path):
         names = list(handle["labels"].attrs["names"])
     group = zarr.open_group(str(outputs[".zarr"]), mode="r")
     np.testing.assert_allclose(group["probabilities"][:], expected, atol=1e-6)
-    assert group["labels"].attrs["names"] == names and len(names) == 6
+    assert group["labels"].attrs["names"] == names and len(names) == len(SIMULATED_LABELS)
 
 
 def test_a_run_whose_store_is_gone_is_refused_with_one_line(run, frames, tmp_path):
