@@ -624,7 +624,7 @@ def test_maps_of_several_orders_train_as_channels(tmp_path):
     expected = zarr.open_group(str(store), mode="r")["ccf"][:4]
     assert tuple(x.shape) == (4, 2, 16, 16)
     np.testing.assert_array_equal(x.numpy(), expected)  # channels kept as stored
-    report = fit(tmp_path / "run", ModelConfig(num_classes=6, width=8),
+    report = fit(tmp_path / "run", ModelConfig(num_classes=N_LABELS, width=8),
                  tiny_train(str(store), epochs=1), progress=False)  # fmt: skip
     model, config = load_run(tmp_path / "run")[:2]
     assert config["model"]["in_channels"] == 2
