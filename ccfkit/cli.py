@@ -12,6 +12,7 @@ import numpy as np
 from ._version import __version__
 from .backends import NAMES as BACKEND_NAMES
 from .ccf import Estimator, Scale
+from .instrument import Polarization
 
 #: What ``--backend`` accepts: ``auto`` and every backend's name.
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
@@ -410,8 +411,8 @@ def _span(metavar: str = "MIN MAX"):
 )
 @click.option(
     "--polarization",
-    type=click.Choice(["horizontal", "vertical", "unpolarised", "none"]),
-    default="horizontal",
+    type=click.Choice([p.value for p in Polarization]),
+    default=Polarization.HORIZONTAL.value,
     show_default=True,
     help="Beam polarisation (linear along x or y, unpolarised) or none: no factor.",
 )

@@ -881,6 +881,10 @@ def test_same_seed_gives_the_same_file(tmp_path):
         (["--n", "0"], "--n"),
         (["--seed", "-1"], "--seed"),
         (["--radius", "100"], "--radius"),
+        (["--halo", "0", "100"], "halo: the minimum must be > 0"),
+        (["--halo-width", "5", "2"], "halo width"),
+        (["--gain-spread", "-1"], "gain spread"),
+        (["--polarization", "circular"], "--polarization"),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_leaves_no_file(tmp_path, args, message):
