@@ -255,6 +255,8 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
         )  # fmt: skip
         click.echo(f"wrote {output}: {n} frames")
         return
+    if label_map is not None:
+        raise click.UsageError("--label-map applies to a store (its labels), not to frames")
     from ccfkit.backends import BackendUnavailableError
     from ccfkit.io.source import InputError
 
