@@ -12,6 +12,7 @@ import numpy as np
 from ._version import __version__
 from .backends import NAMES as BACKEND_NAMES
 from .ccf import Estimator, Scale
+from .instrument import Polarization
 
 #: What ``--backend`` accepts: ``auto`` and every backend's name.
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
@@ -378,10 +379,10 @@ def _span(metavar: str = "MIN MAX"):
 )
 @click.option(
     "--mix",
-    default="sphere=0.5,oblate=0.25,prolate=0.2,empty=0.05",
+    default="sphere=0.4,oblate=0.2,prolate=0.2,empty=0.05,double=0.05,newton=0.05,asymmetric=0.05",
     show_default=True,
-    help="What is drawn, KIND=WEIGHT,... (sphere, oblate, prolate, empty), "
-    "or 'paper' (label fractions close to the paper's Table 1).",
+    help="What is drawn, KIND=WEIGHT,... (sphere, oblate, prolate, empty, double, newton, "
+    "asymmetric), or 'paper' (label fractions close to the paper's Table 1).",
 )
 @click.option(
     "--oblate-ratio",
@@ -407,6 +408,51 @@ def _span(metavar: str = "MIN MAX"):
     default=0.01,
     show_default=True,
     help="Stray photons per good pixel per frame (flat).",
+)
+@click.option(
+    "--polarization",
+    type=click.Choice([p.value for p in Polarization]),
+    default=Polarization.HORIZONTAL.value,
+    show_default=True,
+    help="Beam polarisation (linear along x or y, unpolarised) or none: no factor.",
+)
+@click.option(
+    "--solid-angle/--no-solid-angle",
+    default=True,
+    show_default=True,
+    help="Weight pixels by their solid angle, cos^3(2 theta).",
+)
+@click.option(
+    "--halo",
+    default=(1e3, 2e4),
+    **_span(),
+    help="Stray-light halo photons per frame on the good pixels (log-uniform); 0 0: none.",
+)
+@click.option(
+    "--halo-width",
+    default=(3.0, 12.0),
+    **_span(),
+    help="Halo width, degrees of scattering angle (uniform).",
+)
+@click.option(
+    "--mcp/--no-mcp",
+    default=False,
+    show_default=True,
+    help="MCP + phosphor response: per-photon gain spread and blur.",
+)
+@click.option(
+    "--gain-spread",
+    type=float,
+    default=0.6,
+    show_default=True,
+    help="With --mcp: relative standard deviation of one photon's gain.",
+)
+@click.option(
+    "--blur",
+    type=float,
+    default=0.7,
+    show_default=True,
+    help="With --mcp: phosphor blur, Gaussian standard deviation in pixels.",
 )
 @click.option(
     "--jitter",
@@ -454,6 +500,13 @@ def simulate(
     prolate_ratio,
     noise,
     background,
+    polarization,
+    solid_angle,
+    halo,
+    halo_width,
+    mcp,
+    gain_spread,
+    blur,
     jitter,
     hole,
     distance,
@@ -464,9 +517,10 @@ def simulate(
 ) -> None:
     """Write N simulated, labelled diffraction frames to the CXI file OUT.
 
-    Helium-droplet-like spheres and spheroids in the Born approximation on the
-    Ewald sphere, XUV photons, a flat detector with a central hole, Poisson
-    noise; labels as in the paper's Table 1 (see docs/simulate.md).
+    Helium-droplet-like spheres, spheroids and pairs of spheres in the Born
+    approximation on the Ewald sphere, XUV photons of a linearly polarised
+    beam, a flat detector with a central hole, stray light, Poisson noise;
+    labels as in the paper's Table 1 (see docs/simulate.md).
     """
     from .io.cxi import write_simulated
     from .simulate import SimulationConfig
@@ -484,6 +538,13 @@ def simulate(
             prolate_ratio=prolate_ratio,
             noise=noise,
             background=background,
+            polarization=polarization,
+            solid_angle=solid_angle,
+            halo=halo,
+            halo_width=halo_width,
+            mcp=mcp,
+            gain_spread=gain_spread,
+            blur=blur,
             jitter=jitter,
             hole_radius=hole,
         )

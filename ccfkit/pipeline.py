@@ -380,7 +380,10 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan) -> dict:
     }
     if source.labels is not None:
         groups = [list(g) for g in source.exclusive_groups]
-        contents["labels"] = (source.labels, {"exclusive_groups": groups})
+        attrs = {"exclusive_groups": groups}
+        if source.label_display_names:
+            attrs["display_names"] = list(source.label_display_names)
+        contents["labels"] = (source.labels, attrs)
     if None not in (source.wavelength, source.distance, source.pixel_size):
         q = momentum_transfer(
             plan.radius,

@@ -11,6 +11,7 @@ import zarr
 from click.testing import CliRunner
 
 from ccfkit.cli import main as ccfkit_main
+from ccfkit.simulate import LABELS as SIMULATED_LABELS
 from trainer.cli import main as trainer_main
 from trainer.loop import TrainConfig, fit
 from trainer.model import ModelConfig
@@ -55,7 +56,7 @@ def test_frames_give_the_probabilities_of_their_store(tmp_path, frames, options)
     train_cxi, new_cxi = frames
     store, new_store = tmp_path / "train.zarr", tmp_path / "new.zarr"
     _invoke(ccfkit_main, "build", train_cxi, store, *GRID, *options)
-    fit(tmp_path / "run", ModelConfig(num_classes=6, width=8),
+    fit(tmp_path / "run", ModelConfig(num_classes=len(SIMULATED_LABELS), width=8),
         TrainConfig(store=str(store), epochs=1, batch_size=16, workers=0, device="cpu"),
         progress=False)  # fmt: skip
     # the reference: the new frames built into a store with the same options
@@ -87,7 +88,7 @@ def test_frames_give_the_probabilities_of_their_store(tmp_path, frames, options)
 def run(tmp_path_factory, frames):
     root = tmp_path_factory.mktemp("run")
     _invoke(ccfkit_main, "build", frames[0], root / "train.zarr", *GRID)
-    fit(root / "run", ModelConfig(num_classes=6, width=8),
+    fit(root / "run", ModelConfig(num_classes=len(SIMULATED_LABELS), width=8),
         TrainConfig(store=str(root / "train.zarr"), epochs=1, batch_size=16, workers=0,
                     device="cpu"), progress=False)  # fmt: skip
     return root
@@ -107,7 +108,7 @@ def test_hdf5_and_zarr_outputs_hold_the_csv_values(run, frames, tmp_path):
         names = list(handle["labels"].attrs["names"])
     group = zarr.open_group(str(outputs[".zarr"]), mode="r")
     np.testing.assert_allclose(group["probabilities"][:], expected, atol=1e-6)
-    assert group["labels"].attrs["names"] == names and len(names) == 6
+    assert group["labels"].attrs["names"] == names and len(names) == len(SIMULATED_LABELS)
 
 
 def test_a_run_whose_store_is_gone_is_refused_with_one_line(run, frames, tmp_path):

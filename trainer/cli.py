@@ -182,20 +182,31 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Also write the metrics here.")  # fmt: skip
+@click.option("--label-map", type=click.Path(path_type=Path), default=None,
+              help='JSON {"store label": "run label"} for names that differ in more than '
+                   "case and punctuation.")  # fmt: skip
 @_clean_errors
-def evaluate(run, store, checkpoint, subset, device, workers, json_out):
+def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_map):
     """§3.2 metrics of RUN's checkpoint on STORE [the run's eval split]."""
+    from .labels import read_label_map
     from .loop import evaluate_run
     from .metrics import format_class_table
 
     metrics, extra = evaluate_run(
         run, None if store is None else str(store), which=checkpoint, subset=subset,
         device=device, workers=workers,
+        label_map=None if label_map is None else read_label_map(label_map),
     )  # fmt: skip
     click.echo(
         f"{extra['store']} ({extra['subset']}, {metrics.n_frames} frames), {checkpoint} "
         f"checkpoint (epoch {extra['epoch'] + 1})"
     )
+    for key, what in (
+        ("unscored_labels", "not in the store"),
+        ("ignored_labels", "not in the run"),
+    ):
+        if extra[key]:
+            click.echo(f"labels {what}, not scored: {', '.join(extra[key])}")
     click.echo(
         f"accuracy {metrics.accuracy:.4f}  precision {metrics.precision:.4f}  "
         f"recall {metrics.recall:.4f}  exclusivity violations {metrics.violation_rate:.4f}  "
@@ -222,9 +233,11 @@ def evaluate(run, store, checkpoint, subset, device, workers, json_out):
 @click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--label-map", type=click.Path(path_type=Path), default=None,
+              help='JSON {"store label": "run label"}: match a store\'s labels (true_* columns).')  # fmt: skip
 @_clean_errors
 def predict(run, inputs, output, checkpoint, device, workers, backend, data_path, batch_size,
-            quiet):  # fmt: skip
+            quiet, label_map):  # fmt: skip
     """Per-frame probabilities and 0/1 labels of RUN on a store or on frames (INPUTS).
 
     INPUTS is one `ccfkit build` store, or CXI/HDF5 files and globs: those
@@ -233,11 +246,17 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
     way, without writing a store (docs/training.md, "Sorting a run").
     """
     if len(inputs) == 1 and (Path(inputs[0]) / "zarr.json").is_file():
+        from .labels import read_label_map
         from .loop import predict_run
 
-        n = predict_run(run, inputs[0], output, which=checkpoint, device=device, workers=workers)
+        n = predict_run(
+            run, inputs[0], output, which=checkpoint, device=device, workers=workers,
+            label_map=None if label_map is None else read_label_map(label_map),
+        )  # fmt: skip
         click.echo(f"wrote {output}: {n} frames")
         return
+    if label_map is not None:
+        raise click.UsageError("--label-map applies to a store (its labels), not to frames")
     from ccfkit.backends import BackendUnavailableError
     from ccfkit.io.source import InputError
 

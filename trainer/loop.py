@@ -63,6 +63,7 @@ from .data import (
     resolve_normalize,
     split_indices,
 )
+from .labels import match_labels
 from .metrics import Metrics, all_negative_accuracy, compute_metrics, format_class_table
 from .model import ModelConfig, build_model
 
@@ -227,11 +228,18 @@ def _seed_all(seed: int) -> None:
 
 
 @torch.no_grad()
-def predict_probabilities(model, loader, device, *, amp=False, channels_last=False):
-    """Sigmoid probabilities over a loader: ``(probs (N, C), labels (N, C), indices (N,), bce)``.
+def predict_probabilities(
+    model, loader, device, *, amp=False, channels_last=False, label_columns=None
+):
+    """Sigmoid probabilities over a loader: ``(probs (N, C), labels (N, M), indices (N,), bce)``.
 
     ``model`` is the plain network (not a DDP wrapper). ``bce`` is the mean
-    binary cross-entropy (nan when the store has no labels).
+    binary cross-entropy (nan when the store has no labels). ``label_columns``
+    ``(run_columns, store_columns)`` pairs output ``run_columns[j]`` with the
+    store's label ``store_columns[j]`` (a store whose labels are named or
+    ordered otherwise, :mod:`trainer.labels`); ``labels`` then holds those
+    store columns and the BCE compares those pairs only. Default: the same
+    columns (``M = C``).
     """
     model.eval()
     probs, labels, rows = [], [], []
@@ -243,17 +251,21 @@ def predict_probabilities(model, loader, device, *, amp=False, channels_last=Fal
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             logits = model(x)
         logits = logits.float().cpu()
+        scored = logits
+        if label_columns is not None:
+            scored, y = logits[:, label_columns[0]], y[:, label_columns[1]]
         if y.shape[1]:
-            total += F.binary_cross_entropy_with_logits(logits, y, reduction="sum").item()
+            total += F.binary_cross_entropy_with_logits(scored, y, reduction="sum").item()
             count += y.numel()
         probs.append(torch.sigmoid(logits).numpy())
         labels.append(y.numpy())
         rows.append(idx.numpy())
     c = model.config.num_classes
+    m = c if label_columns is None else len(label_columns[1])
     cat = lambda parts, shape: np.concatenate(parts) if parts else np.zeros(shape)
     return (
         cat(probs, (0, c)),
-        cat(labels, (0, c)),
+        cat(labels, (0, m)),
         cat(rows, (0,)).astype(np.int64),
         total / count if count else math.nan,
     )
@@ -779,13 +791,18 @@ def evaluate_run(
     device: str = "cpu",
     workers: int = 0,
     batch_size: int = 64,
+    label_map: dict[str, str] | None = None,
 ) -> tuple[Metrics, dict]:
     """§3.2 metrics of a run's checkpoint.
 
     ``subset``: ``"eval"`` (the run's eval split; the default when ``store`` is
     the run's own store or omitted) or ``"all"`` (every frame; the default for
-    another store). Returns ``(metrics, extra)`` where ``extra`` has
-    ``all_negative_accuracy``, ``epoch``, ``store``, ``subset``.
+    another store). The store's labels are matched to the run's by
+    :func:`trainer.labels.match_labels` (case and punctuation aside, or
+    through ``label_map``); only matched labels are scored. Returns
+    ``(metrics, extra)`` where ``extra`` has ``all_negative_accuracy``,
+    ``epoch``, ``store``, ``subset``, ``unscored_labels`` (run labels the store
+    lacks) and ``ignored_labels`` (store labels the run lacks).
     """
     model, config, epoch = load_run(run_dir, which, device)
     own = config["store"]["path"]
@@ -793,8 +810,10 @@ def evaluate_run(
     if subset is None:
         subset = "eval" if store == own else "all"
     info = inspect_store(store, need_labels=True)
-    if list(info.label_names) != config["store"]["label_names"]:
-        raise DataError(f"{store}: its labels {list(info.label_names)} differ from the run's")
+    try:
+        match = match_labels(config["store"]["label_names"], info.label_names, label_map)
+    except ValueError as error:
+        raise DataError(f"{store}: {error}") from None
     if subset == "eval":
         rows = np.load(Path(run_dir) / "split.npz")["eval"]
     elif subset == "all":
@@ -803,15 +822,20 @@ def evaluate_run(
         raise ValueError(f"subset must be eval or all, got {subset!r}")
     loader, info = _loader_for(config, store, rows, workers, batch_size)
     dev = next(model.parameters()).device
-    probs, labels, _, bce = predict_probabilities(model, loader, dev)
+    columns = (match.run_columns, match.store_columns)
+    probs, labels, _, bce = predict_probabilities(model, loader, dev, label_columns=columns)
     threshold = config["train"]["threshold"]
-    metrics = compute_metrics(labels, probs >= threshold, info.label_names, info.exclusive_groups)
+    predicted = probs[:, match.run_columns] >= threshold
+    groups = match.groups(info.exclusive_groups)
+    metrics = compute_metrics(labels, predicted, match.names, groups)
     extra = {
         "all_negative_accuracy": all_negative_accuracy(labels),
         "epoch": epoch,
         "store": store,
         "subset": subset,
         "eval_loss": bce,
+        "unscored_labels": list(match.unmatched_run),
+        "ignored_labels": list(match.unmatched_store),
     }
     return metrics, extra
 
@@ -825,27 +849,45 @@ def predict_run(
     device: str = "cpu",
     workers: int = 0,
     batch_size: int = 64,
+    label_map: dict[str, str] | None = None,
 ) -> int:
-    """Write ``row, index, p_<name>..., <name>...`` per frame of ``store``; returns the row count.
+    """Write ``row, index, p_<name>..., <name>..., true_<name>...`` per frame; returns the rows.
 
     ``row`` is the store row, ``index`` the frame index in the build's input
     (the store's ``index`` array), ``p_*`` the sigmoid probabilities and the
-    label columns the 0/1 predictions at the run's threshold. Needs no labels.
+    label columns the 0/1 predictions at the run's threshold. Needs no labels;
+    ``true_*`` are the store's labels matched to the run's
+    (:func:`trainer.labels.match_labels`, with ``label_map``), when it has
+    labels and they match.
     """
     model, config, _ = load_run(run_dir, which, device)
+    names = config["store"]["label_names"]
     info = inspect_store(store, need_labels=False)
+    match = None
+    if info.has_labels:
+        try:
+            match = match_labels(names, info.label_names, label_map)
+        except ValueError as error:
+            if label_map:
+                raise DataError(f"{store}: {error}") from None
+            log.info("%s: labels not written (%s)", store, error)
+    none = np.zeros(0, dtype=np.int64)
+    columns = (none, none) if match is None else (match.run_columns, match.store_columns)
     loader, info = _loader_for(config, store, np.arange(info.n_frames), workers, batch_size)
     dev = next(model.parameters()).device
-    probs, _, rows, _ = predict_probabilities(model, loader, dev)
+    probs, truth, rows, _ = predict_probabilities(model, loader, dev, label_columns=columns)
     frame_index = open_store(store)["index"][:][rows]
-    names = config["store"]["label_names"]
     threshold = config["train"]["threshold"]
+    true_names = [] if match is None else [f"true_{n}" for n in match.names]
     with atomic_output(Path(out_csv), overwrite=True) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["row", "index"] + [f"p_{n}" for n in names] + list(names))
-        for r, i, p in zip(rows, frame_index, probs):
+        writer.writerow(["row", "index"] + [f"p_{n}" for n in names] + list(names) + true_names)
+        for r, i, p, t in zip(rows, frame_index, probs, truth):
             writer.writerow(
-                [int(r), int(i)] + [f"{v:.6f}" for v in p] + [int(v >= threshold) for v in p]
+                [int(r), int(i)]
+                + [f"{v:.6f}" for v in p]
+                + [int(v >= threshold) for v in p]
+                + [int(v) for v in t]
             )
     return len(rows)
 

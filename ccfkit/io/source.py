@@ -57,11 +57,17 @@ MASK_PATHS = (
     "entry_1/data_1/mask",
     "entry_1/image_1/mask",
 )
+#: Where labels are looked for, in this order (attribute ``names``: one per column;
+#: optional ``display_names``, ``exclusive_groups``).
 LABEL_PATHS = ("entry_1/labels", "entry_1/data_1/labels", "entry_1/sample_1/labels")
+#: Where a beam centre is looked for, in this order: ``(cx, cy)`` in pixels, x =
+#: column first, either one pair or one pair per frame, (N, 2).
 CENTER_PATHS = (
     "entry_1/instrument_1/detector_1/beam_center",
+    "entry_1/instrument_1/detector_1/center",
     "entry_1/image_1/beam_center",
     "entry_1/data_1/beam_center",
+    "entry_1/sample_1/beam_center",
 )
 
 
@@ -211,10 +217,13 @@ class FrameSource:
         Where the mask came from and how it was read.
     labels : (N, C) uint8 ndarray or None
     label_names : tuple of str
+    label_display_names : tuple of str
+        Human-readable names (the ``display_names`` attribute), or ``()``.
     exclusive_groups : tuple of tuple of str
         Label groups that must not be predicted together.
     center : (float, float) or None
-        Beam centre ``(cx, cy)`` in pixels found in the file (mean over frames).
+        Beam centre ``(cx, cy)`` in pixels found in the first file (x = column
+        first; the mean when the file gives one per frame).
     wavelength, distance, pixel_size : float or None
         Metres, when the files give them (for momentum transfer).
     """
@@ -224,6 +233,7 @@ class FrameSource:
     mask_origin: str
     labels: np.ndarray | None = None
     label_names: tuple[str, ...] = ()
+    label_display_names: tuple[str, ...] = ()
     exclusive_groups: tuple[tuple[str, ...], ...] = ()
     center: tuple[float, float] | None = None
     wavelength: float | None = None
@@ -318,7 +328,7 @@ def open_source(
         file_mask, file_mask_origin = _read_mask(first, files[0])
         geometry = _read_geometry(first)
         center = _read_center(first)
-    counts, label_parts, names, groups = [], [], (), ()
+    counts, label_parts, names, display, groups = [], [], (), (), ()
     frame_shape = None
     for name in files:
         with h5py.File(name, "r") as handle:
@@ -330,18 +340,18 @@ def open_source(
                     f"{name}: frames are {dataset.shape[1:]}, but {files[0]} has {frame_shape}"
                 )
             counts.append(int(dataset.shape[0]))
-            labels, part_names, part_groups = _read_labels(handle, labels_path, name)
+            labels, part = _read_labels(handle, labels_path, name)
         if labels is not None and labels.shape[0] != counts[-1]:
             raise InputError(f"{name}: {labels.shape[0]} labels for {counts[-1]} frames")
-        if labels is not None and (not label_parts or part_names == names):
+        if labels is not None and (not label_parts or part["names"] == names):
             label_parts.append(labels)
-            names, groups = part_names, part_groups
+            names, display, groups = part["names"], part["display_names"], part["groups"]
     if sum(counts) == 0:
         raise InputError("the input holds no frames")
     if len(label_parts) != len(files):
         if label_parts:
             logger.warning("labels are missing or differ between files: none are used")
-        label_parts, names, groups = [], (), ()
+        label_parts, names, display, groups = [], (), (), ()
     if mask is None:
         mask, mask_origin = file_mask, file_mask_origin
     if mask is None:
@@ -364,6 +374,7 @@ def open_source(
         mask_origin=mask_origin,
         labels=labels,
         label_names=names,
+        label_display_names=display,
         exclusive_groups=groups,
         center=center,
         **geometry,
@@ -456,23 +467,43 @@ def _read_mask(handle: h5py.File, name: str) -> tuple[np.ndarray | None, str]:
     return good, f"{name}:/{path} ({how})"
 
 
-def _read_labels(handle, labels_path, name):
+def _read_labels(handle, labels_path, name) -> tuple[np.ndarray | None, dict]:
+    """Labels (N, C) uint8 of one file and their ``names``, ``display_names``, ``groups``.
+
+    A 1-D data set is one label column. Names default to ``class_<i>``;
+    display names are kept only when there is one per column.
+    """
     path = labels_path or _first_present(handle, LABEL_PATHS)
     if path is None:
-        return None, (), ()
+        return None, {}
     if path not in handle:
         raise InputError(f"{name}: no labels at /{path.lstrip('/')}")
     dataset = handle[path]
+    if not isinstance(dataset, h5py.Dataset):
+        raise InputError(f"{name}: /{path.lstrip('/')} is a group, not a labels data set")
     labels = np.asarray(dataset[()])
     if labels.ndim == 1:
         labels = labels[:, None]
-    names = dataset.attrs.get("names", None)
-    if names is None:
-        names = [f"class_{i}" for i in range(labels.shape[1])]
-    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    if labels.ndim != 2:
+        raise InputError(f"{name}: labels at /{path.lstrip('/')} have shape {labels.shape}")
+    names = _strings(dataset.attrs.get("names", [f"class_{i}" for i in range(labels.shape[1])]))
+    if len(names) != labels.shape[1]:
+        raise InputError(f"{name}: {len(names)} label names for {labels.shape[1]} columns")
+    display = _strings(dataset.attrs.get("display_names", []))
     groups = dataset.attrs.get("exclusive_groups", "[]")
     groups = json.loads(groups.decode() if isinstance(groups, bytes) else str(groups))
-    return labels.astype(np.uint8), names, tuple(tuple(g) for g in groups)
+    return labels.astype(np.uint8), {
+        "names": names,
+        "display_names": display if len(display) == len(names) else (),
+        "groups": tuple(tuple(g) for g in groups),
+    }
+
+
+def _strings(values) -> tuple[str, ...]:
+    """An HDF5 string attribute (one string, or an array of bytes or str) as a tuple of str."""
+    if isinstance(values, (str, bytes)):
+        values = [values]
+    return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
 
 
 def _read_geometry(handle) -> dict:
@@ -490,11 +521,25 @@ def _read_geometry(handle) -> dict:
 
 
 def _read_center(handle) -> tuple[float, float] | None:
+    """The beam centre ``(cx, cy)`` at the first of :data:`CENTER_PATHS` present.
+
+    One pair, or one per frame ``(N, 2)`` (the mean is returned and the spread
+    logged: the build uses one centre for all frames).
+    """
     path = _first_present(handle, CENTER_PATHS)
     if path is None:
         return None
-    value = np.asarray(handle[path][()], dtype=np.float64).reshape(-1, 2)
+    stored = np.asarray(handle[path][()], dtype=np.float64)
+    if stored.ndim == 0 or stored.shape[-1] != 2:
+        raise InputError(
+            f"{handle.filename}: /{path} has shape {stored.shape}; expected (2,) or (N, 2) "
+            "pairs (cx, cy)"
+        )
+    value = stored.reshape(-1, 2)
     cx, cy = value.mean(axis=0)
+    if len(value) > 1:
+        spread = float(np.hypot(*(value - (cx, cy)).T).max())
+        logger.info("beam centre from /%s: mean of %d, within %.2f px", path, len(value), spread)
     return float(cx), float(cy)
 
 
