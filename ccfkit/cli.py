@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import traceback
 from pathlib import Path
 
 import click
@@ -38,6 +40,22 @@ def demo(out_dir: Path, frames: int, order: int, seed: int, backend: str) -> Non
 
     for path in run_demo(out_dir, frames=frames, order=order, backend=backend, seed=seed):
         click.echo(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def _one_line_errors(*types: type[BaseException]):
+    """An error of ``types`` (the library's own, ``OSError``) becomes one line and exit status 1.
+
+    Only those: any other exception is a bug and keeps its traceback. The
+    frames of the error's traceback are cleared at once, so what they hold
+    (an HDF5 data set of a file that is closed) is released now rather than
+    while the interpreter shuts down (where h5py crashed, SIGSEGV).
+    """
+    try:
+        yield
+    except types as error:
+        traceback.clear_frames(error.__traceback__)
+        raise click.ClickException(" ".join(str(error).split())) from None
 
 
 def _center_option(value: str | None):
@@ -224,7 +242,7 @@ def build(
 
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
-    try:
+    with _one_line_errors(InputError, StoreError, BackendUnavailableError, OSError):
         if mask_spec:
             check_not_input(out, [mask_spec.partition(":")[0]])
         mask, mask_origin = read_mask_file(mask_spec) if mask_spec else (None, "")
@@ -267,8 +285,6 @@ def build(
             workers=workers,
             progress=not quiet,
         )
-    except (InputError, StoreError, BackendUnavailableError, OSError) as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out}")
 
 
@@ -328,13 +344,11 @@ def info(store: Path, verify: bool) -> None:
     from .store import StoreError, open_store, verify_store
     from .summary import describe_store
 
-    try:
+    with _one_line_errors(StoreError, OSError):
         group = open_store(store)
         click.echo(describe_store(group))
         if verify:
             click.echo(f"\nverified: {verify_store(group)} chunks, every checksum right")
-    except (StoreError, OSError) as error:
-        raise click.ClickException(str(error)) from None
 
 
 @main.command()
@@ -347,10 +361,8 @@ def show(store: Path, frame: int, output: Path) -> None:
     from .store import StoreError, open_store
     from .summary import draw_frame
 
-    try:
+    with _one_line_errors(StoreError, InputError, IndexError, OSError):
         draw_frame(open_store(store), frame, output)
-    except (StoreError, InputError, IndexError, OSError) as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"wrote {output}")
 
 

@@ -366,7 +366,7 @@ def open_source(
         not 0/1 or do not match the frames, no frames at all.
     """
     files = expand_inputs(inputs)
-    with h5py.File(files[0], "r") as first:
+    with _open_hdf5(files[0]) as first:
         data_path = data_path or _first_present(first, DATA_PATHS)
         if data_path is None:
             raise InputError(
@@ -379,7 +379,7 @@ def open_source(
     counts, label_parts, names, groups = [], [], (), ()
     frame_shape = None
     for name in files:
-        with h5py.File(name, "r") as handle:
+        with _open_hdf5(name) as handle:
             dataset = _frames_dataset(handle, data_path, name)
             if frame_shape is None:
                 frame_shape = tuple(dataset.shape[1:])
@@ -489,6 +489,14 @@ def _mask_over_frames(good: np.ndarray, n_frames: int, origin: str) -> np.ndarra
             f"the mask per frame {origin} has {len(good)} frames, the input {n_frames}"
         )
     return good.all(axis=0)
+
+
+def _open_hdf5(name: str) -> h5py.File:
+    """``h5py.File(name, "r")``; a file HDF5 cannot open (truncated, locked) is an InputError."""
+    try:
+        return h5py.File(name, "r")
+    except OSError as error:
+        raise InputError(f"{name}: cannot open ({' '.join(str(error).split())})") from None
 
 
 def _first_present(handle: h5py.File, paths: Sequence[str]) -> str | None:
