@@ -326,10 +326,12 @@ def _resolve_center(center, source):
     picks = np.linspace(0, source.n_frames - 1, min(source.n_frames, 256)).astype(int)
     frames = np.stack([source.reader[int(i)] for i in np.unique(picks)])
     valid = frames[:, source.mask]
-    if valid.size == 0 or not np.isfinite(valid).any() or np.nanmax(valid) == np.nanmin(valid):
+    valid = valid[np.isfinite(valid)]
+    if valid.size == 0 or valid.max() == valid.min():
+        what = "have no good pixel" if valid.size == 0 else "are constant (or all zero)"
         raise InputError(
-            "--center auto: the frames are constant (or all zero) on the good pixels: no "
-            "pattern to find a centre from; give --center X,Y"
+            f"--center auto: the frames {what}: no pattern to find a centre from; give "
+            "--center X,Y"
         )
     estimate = estimate_center(frames, source.mask)
     logging.getLogger(__name__).info("estimated beam centre: (%.2f, %.2f)", *estimate)

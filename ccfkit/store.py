@@ -155,7 +155,7 @@ class OutputState(enum.Enum):
     FILE = "not a directory"
 
     @property
-    def is_store(self) -> bool:
+    def replaceable(self) -> bool:
         """A ccfkit store, or a directory its creation left (both replaceable)."""
         return self in (OutputState.EMPTY, OutputState.CREATING, OutputState.INCOMPLETE,
                         OutputState.COMPLETE)  # fmt: skip
@@ -293,8 +293,9 @@ def create_store(
     zarr.Group
     """
     path = Path(path)
-    if not output_state(path).is_store:
-        raise StoreError(f"{path} is {output_state(path).value}: refusing to replace it")
+    state = output_state(path)
+    if not state.replaceable:
+        raise StoreError(f"{path} is {state.value}: refusing to replace it")
     group = _empty_group(path)
     per_frame = layout.chunk_frames
     maps_codecs = _codecs(COMPRESSORS[layout.compressor])
@@ -402,7 +403,7 @@ def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
             f"{path}: the creation of this store was interrupted (or is under way); "
             "`ccfkit build --resume` or `--overwrite` creates it again"
         )
-    if not state.is_store:
+    if not state.replaceable:
         raise StoreError(f"{path}: not a ccfkit store ({state.value})")
     try:
         group = zarr.open_group(str(path), mode=mode)
@@ -482,13 +483,18 @@ def read_checked(array: zarr.Array, start: int, stop: int) -> np.ndarray:
     array : zarr.Array
         An array of a ccfkit store (chunked along the first axis).
     start, stop : int
-        Rows, within one chunk for the error to name the right one.
+        Rows.
     """
     try:
         return array[start:stop]
     except (ValueError, RuntimeError) as error:  # crc32c mismatch, a codec's decode error
-        coords = (start // array.chunks[0],) + (0,) * (array.ndim - 1)
-        raise _damaged(array, coords, error) from None
+        length, rest = array.chunks[0], (0,) * (array.ndim - 1)
+        for chunk in range(start // length, -(-stop // length)):  # which one is it?
+            try:
+                array[chunk * length : (chunk + 1) * length]
+            except (ValueError, RuntimeError) as damage:
+                raise _damaged(array, (chunk, *rest), damage) from None
+        raise _damaged(array, (start // length, *rest), error) from None
 
 
 def _damaged(array: zarr.Array, coords, error: Exception) -> StoreError:

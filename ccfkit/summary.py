@@ -30,7 +30,7 @@ def describe_store(group: zarr.Group) -> str:
         lines.append(
             f"  {name:<8} {array.dtype!s:<8} {array.shape!s:<20} chunks {array.chunks} {codec}"
         )
-    done = group["done"][:]
+    done = read_checked(group["done"], 0, group["done"].shape[0])
     lines.append(f"  chunks done: {int(done.sum())} / {done.size}")
     for key in (
         "parameters",

@@ -287,7 +287,9 @@ def test_a_mask_per_frame_of_the_wrong_length_is_refused(tmp_path, small):
 )
 def test_labels_that_are_not_0_1_integers_are_refused(tmp_path, source, labels, complaint):
     cxi = cxi_with(tmp_path / "labelled.cxi", source, "entry_1/my_labels", labels)
-    result = ccfkit("build", cxi, tmp_path / "out.zarr", *BUILD, "--labels-path", "entry_1/my_labels")
+    result = ccfkit(
+        "build", cxi, tmp_path / "out.zarr", *BUILD, "--labels-path", "entry_1/my_labels"
+    )
     refused(result, "expected 0/1", complaint)
     refused(ccfkit("build", cxi_with(tmp_path / "l2.cxi", source, LABELS_PATH, labels),
                    tmp_path / "out.zarr", *BUILD), "expected 0/1")  # fmt: skip
@@ -408,7 +410,9 @@ def test_a_virtual_data_set_with_a_missing_source_exits_cleanly(tmp_path):
     # a process of its own: the crash this guards against (SIGSEGV) came at interpreter exit
     command = [sys.executable, "-c", "from ccfkit.cli import run; run()", "build",
                "vds.h5", "out.zarr", *BUILD]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == "Error: vds.h5: virtual data set source gone.h5 is missing"
     assert not (tmp_path / "out.zarr").exists()
@@ -446,7 +450,11 @@ def test_fit_resume_keeps_the_threads(tmp_path, trained, store):
     result = ccfkit("fit", copy, "--run-dir", run_dir, "--resume", "--threads", "2",
                     program=trainer_main)  # fmt: skip
     refused(result, "cannot change ['threads']", "threads = 1")
-    ok(ccfkit("fit", copy, "--run-dir", run_dir, "--resume", "--epochs", "2", program=trainer_main))
+    ok(
+        ccfkit(
+            "fit", copy, "--run-dir", run_dir, "--resume", "--epochs", "2", program=trainer_main
+        )
+    )
     assert '"threads": 1' in (run_dir / "config.json").read_text()
 
 
@@ -475,3 +483,19 @@ def test_the_trainer_names_a_damaged_chunk(tmp_path, trained, store):
     result = ccfkit("predict", trained, copy, "-o", tmp_path / "p.csv", program=trainer_main)
     refused(result, "'ccf', chunk c/2/0/0", "checksum")
     assert not (tmp_path / "p.csv").exists()
+
+
+# --------------------------------------------------------------------------
+# Killed builds (the small version of benchmarks/kill_resume.py)
+# --------------------------------------------------------------------------
+
+
+def test_builds_killed_at_three_moments_resume_to_the_same_store(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_resume.py"
+    spec = importlib.util.spec_from_file_location("kill_resume", path)
+    kill_resume = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kill_resume)
+    _, trials = kill_resume.run_trials(tmp_path, count=3, seed=0, frames=16)
+    assert [t.identical for t in trials] == [True, True, True], trials
