@@ -7,7 +7,8 @@ Usage (from the repository root)::
 1. Simulates a small input (``--frames`` 64 x 64 frames) and builds it once,
    uninterrupted: the reference store, and the build's duration ``T``,
    counted from the moment the build starts (the child has imported
-   everything before: the kills fall on the build, not on Python's start).
+   everything and loaded its kernels before: the kills fall on the build,
+   not on Python's start).
 2. For each of ``--moments`` moments, drawn from ``--seed`` one in each of
    ``--moments`` equal slices of ``[0, T)`` (so that every part of the
    build's life is hit, the creation of the store included), starts the
@@ -40,14 +41,17 @@ import numpy as np
 BUILD = ["--q-bins", "16", "--phi-bins", "32", "--chunk", "4", "--noise", "mean",
          "--backend", "numpy", "--workers", "2", "--quiet"]  # fmt: skip
 
-#: A build that waits for a line on stdin after importing everything.
+#: A build that waits for a line on stdin after importing everything and loading its kernels.
 CHILD = """
 import sys
+sys.path.insert(0, {here!r})
 import ccfkit.cli, ccfkit.pipeline, ccfkit.store, ccfkit.backends.array
+from kill_resume import warm_up
+warm_up(sys.argv[2])
 print("ready", flush=True)
 sys.stdin.readline()
 ccfkit.cli.run()
-"""
+""".format(here=str(Path(__file__).resolve().parent))
 
 
 @dataclass
@@ -58,6 +62,21 @@ class Trial:
     left: str  # what the kill left
     resumed_with: str  # "--resume" or "a fresh build"
     identical: bool
+
+
+def warm_up(source) -> None:
+    """Load the build's Numba kernels (statistics, noise) the way its tasks call them.
+
+    Loading them from Numba's cache takes ~2 s, far longer than the build of
+    the small input: without this the kills would nearly all fall on it.
+    """
+    from ccfkit.io.source import open_source
+    from ccfkit.noise import add_noise, frame_statistics
+
+    opened = open_source([source])
+    frames = opened.reader.block(0, 1)
+    frame_statistics(frames, opened.mask)
+    add_noise(frames, np.arange(1), 1.0, 0)
 
 
 def start_build(source: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -76,14 +95,36 @@ def go(child: subprocess.Popen) -> float:
     return time.perf_counter()
 
 
-def reference(source: Path, out: Path) -> float:
+def reference(source: Path, out: Path, in_process: bool) -> float:
     """Build ``out`` uninterrupted; return the build's duration, seconds."""
+    if in_process:
+        warm_up(source)
+        started = time.perf_counter()
+        plain_build([str(source), str(out)], in_process=True)
+        return time.perf_counter() - started
     child = start_build(source, out)
     started = go(child)
     _, errors = child.communicate()
     if child.returncode != 0:
         raise RuntimeError(f"the reference build failed: {errors}")
     return time.perf_counter() - started
+
+
+def plain_build(args: list[str], in_process: bool) -> None:
+    """``ccfkit build ARGS`` (with :data:`BUILD`) in a fresh process, or in this one."""
+    if in_process:
+        from click.testing import CliRunner
+
+        from ccfkit.cli import main
+
+        result = CliRunner().invoke(main, ["build", *args, *BUILD])
+        code, errors = result.exit_code, result.output
+    else:
+        command = [sys.executable, "-m", "ccfkit.cli", "build", *args, *BUILD]
+        result = subprocess.run(command, check=False, capture_output=True, text=True)
+        code, errors = result.returncode, result.stderr
+    if code != 0:
+        raise RuntimeError(f"ccfkit build {' '.join(args)} failed: {errors}")
 
 
 def what_is_left(out: Path) -> str:
@@ -99,8 +140,13 @@ def what_is_left(out: Path) -> str:
     return f"incomplete, {int(done.sum())}/{done.size} chunks done"
 
 
-def killed_and_resumed(source: Path, out: Path, moment: float, whole: Path) -> Trial:
-    """Kill a build of ``source`` into ``out`` at ``moment``, finish it, compare with ``whole``."""
+def killed_and_resumed(
+    source: Path, out: Path, moment: float, whole: Path, in_process: bool = False
+) -> Trial:
+    """Kill a build of ``source`` into ``out`` at ``moment``, finish it, compare with ``whole``.
+
+    ``in_process``: finish in this process (faster: no interpreter start).
+    """
     shutil.rmtree(out, ignore_errors=True)
     child = start_build(source, out)
     started = go(child)
@@ -109,12 +155,7 @@ def killed_and_resumed(source: Path, out: Path, moment: float, whole: Path) -> T
     child.communicate()
     left = what_is_left(out)
     extra = ["--resume"] if out.exists() else []
-    finish = subprocess.run(
-        [sys.executable, "-m", "ccfkit.cli", "build", str(source), str(out), *BUILD, *extra],
-        check=False, capture_output=True, text=True,
-    )  # fmt: skip
-    if finish.returncode != 0:
-        raise RuntimeError(f"finishing after a kill at {moment:.3f} s failed: {finish.stderr}")
+    plain_build([str(source), str(out), *extra], in_process)
     return Trial(moment, left, extra[0] if extra else "a fresh build", same_store(out, whole))
 
 
@@ -139,8 +180,14 @@ def moments(count: int, duration: float, seed: int) -> list[float]:
     return [(k + rng.random()) * duration / count for k in range(count)]
 
 
-def run_trials(workdir: Path, count: int, seed: int, frames: int) -> tuple[float, list[Trial]]:
-    """The reference build's duration and one :class:`Trial` per moment."""
+def run_trials(
+    workdir: Path, count: int, seed: int, frames: int, in_process: bool = False
+) -> tuple[float, list[Trial]]:
+    """The reference build's duration and one :class:`Trial` per moment.
+
+    ``in_process``: the reference build and the finishing builds run in this
+    process (the killed ones always run in their own).
+    """
     from ccfkit.io.cxi import write_simulated
     from ccfkit.simulate import SimulationConfig
 
@@ -150,9 +197,9 @@ def run_trials(workdir: Path, count: int, seed: int, frames: int) -> tuple[float
                     progress=False)  # fmt: skip
     whole = workdir / "whole.zarr"
     shutil.rmtree(whole, ignore_errors=True)
-    duration = reference(source, whole)
+    duration = reference(source, whole, in_process)
     trials = [
-        killed_and_resumed(source, workdir / "killed.zarr", moment, whole)
+        killed_and_resumed(source, workdir / "killed.zarr", moment, whole, in_process)
         for moment in moments(count, duration, seed)
     ]
     return duration, trials

@@ -468,6 +468,15 @@ def test_trainer_file_errors_are_one_line(tmp_path, trained, store):
     assert a_file.read_text() == "mine"
 
 
+@pytest.mark.parametrize("damaged", ["last.pt", "config.json"])
+def test_a_damaged_run_file_is_one_line(tmp_path, trained, store, damaged):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    (run_dir / damaged).write_bytes((run_dir / damaged).read_bytes()[:100])
+    result = ccfkit("fit", store, "--run-dir", run_dir, "--resume", program=trainer_main)
+    refused(result, damaged, "not readable")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_trainer_read_only_places_are_one_line(tmp_path, trained, store):
     locked = tmp_path / "ro"
@@ -496,6 +505,7 @@ def test_builds_killed_at_three_moments_resume_to_the_same_store(tmp_path):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_resume.py"
     spec = importlib.util.spec_from_file_location("kill_resume", path)
     kill_resume = importlib.util.module_from_spec(spec)
+    sys.modules["kill_resume"] = kill_resume  # its dataclass looks its module up
     spec.loader.exec_module(kill_resume)
-    _, trials = kill_resume.run_trials(tmp_path, count=3, seed=0, frames=16)
+    _, trials = kill_resume.run_trials(tmp_path, count=3, seed=0, frames=16, in_process=True)
     assert [t.identical for t in trials] == [True, True, True], trials

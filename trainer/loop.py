@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -773,8 +774,14 @@ def _read_run(run_dir: Path, which: str) -> tuple[dict, dict]:
     path = run_dir / f"{which}.pt"
     if not path.is_file():
         raise RunError(f"{run_dir}: no {which}.pt checkpoint")
-    config = json.loads((run_dir / "config.json").read_text())
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except ValueError as error:
+        raise RunError(f"{run_dir / 'config.json'}: not readable JSON ({error})") from None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:  # a damaged file
+        raise RunError(f"{path}: not readable as a checkpoint ({error})") from None
     return config, checkpoint
 
 
