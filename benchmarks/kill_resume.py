@@ -42,16 +42,16 @@ BUILD = ["--q-bins", "16", "--phi-bins", "32", "--chunk", "4", "--noise", "mean"
          "--backend", "numpy", "--workers", "2", "--quiet"]  # fmt: skip
 
 #: A build that waits for a line on stdin after importing everything and loading its kernels.
-CHILD = """
+CHILD = f"""
 import sys
-sys.path.insert(0, {here!r})
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 import ccfkit.cli, ccfkit.pipeline, ccfkit.store, ccfkit.backends.array
 from kill_resume import warm_up
 warm_up(sys.argv[2])
 print("ready", flush=True)
 sys.stdin.readline()
 ccfkit.cli.run()
-""".format(here=str(Path(__file__).resolve().parent))
+"""
 
 
 @dataclass
