@@ -26,7 +26,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import signal
 import subprocess
@@ -213,7 +212,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-kill-resume"))
     args = parser.parse_args()
     duration, trials = run_trials(args.workdir, args.moments, args.seed, args.frames)
-    print(f"CPU: {platform.processor() or platform.machine()}, {_cpu_model()}")
+    from performance import machine  # benchmarks/ is on sys.path
+
+    described = machine()
+    print(f"CPU: {described['CPU']}; cores: {described['cores']}")
     print(f"uninterrupted build: {duration:.2f} s ({args.frames} frames, {' '.join(BUILD)})")
     print("| kill at (s) | what the kill left | finished with | identical |")
     print("|---|---|---|---|")
@@ -227,17 +229,6 @@ def main() -> None:
     )
     if same != len(trials):
         sys.exit(1)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -468,6 +468,9 @@ def _layout_attrs(layout: StoreLayout) -> dict:
 
 #: Arrays whose chunk ``k`` is written by map task ``k`` (present once ``done[k]`` is 1).
 MAP_TASK_ARRAYS = ("ccf", "images", "stats")
+#: Arrays whose every chunk has a file once the task wrote it, zeros too (the direct writer
+#: and :class:`~ccfkit.io.zarr_direct.ZarrChunks` both write empty chunks).
+ALWAYS_WRITTEN = ("ccf", "images")
 
 
 def chunk_key(array: zarr.Array, coords: Sequence[int]) -> str:
@@ -476,7 +479,7 @@ def chunk_key(array: zarr.Array, coords: Sequence[int]) -> str:
 
 
 def read_checked(array: zarr.Array, start: int, stop: int) -> np.ndarray:
-    """Rows ``[start, stop)`` of ``array``; a damaged chunk is a StoreError naming it.
+    """Rows ``[start, stop)`` of ``array``; a damaged or missing chunk is a StoreError naming it.
 
     Parameters
     ----------
@@ -485,10 +488,14 @@ def read_checked(array: zarr.Array, start: int, stop: int) -> np.ndarray:
     start, stop : int
         Rows.
     """
+    length, rest = array.chunks[0], (0,) * (array.ndim - 1)
+    if array.basename in ALWAYS_WRITTEN:  # zarr would read a missing chunk as zeros
+        for chunk in range(start // length, -(-stop // length)):
+            if not _chunk_exists(array, (chunk, *rest)):
+                raise _damaged(array, (chunk, *rest), FileNotFoundError("missing"))
     try:
         return array[start:stop]
     except (ValueError, RuntimeError) as error:  # crc32c mismatch, a codec's decode error
-        length, rest = array.chunks[0], (0,) * (array.ndim - 1)
         for chunk in range(start // length, -(-stop // length)):  # which one is it?
             try:
                 array[chunk * length : (chunk + 1) * length]

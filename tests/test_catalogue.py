@@ -324,9 +324,8 @@ def test_a_damaged_chunk_is_an_error_naming_it(tmp_path, small, compressor, how)
     named = ("'ccf', chunk c/1/0/0", "missing" if how == "deleted" else "checksum")
     assert "status: complete" in ok(ccfkit("info", out)).output  # without --verify: not read
     refused(ccfkit("info", out, "--verify"), str(out), *named)
-    if how == "flipped":  # zarr reads a missing chunk as zeros: only --verify can tell
-        refused(ccfkit("show", out, "--index", 5, "-o", tmp_path / "f.png"), *named)
-        assert not (tmp_path / "f.png").exists()
+    refused(ccfkit("show", out, "--index", 5, "-o", tmp_path / "f.png"), *named)
+    assert not (tmp_path / "f.png").exists()
 
 
 def test_a_damaged_labels_chunk_is_an_error(tmp_path, small):
@@ -397,6 +396,20 @@ def test_inputs_that_cannot_be_used_get_one_line(tmp_path, source, case, complai
         cxi.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
     refused(ccfkit("build", cxi, tmp_path / "out.zarr", *BUILD), str(cxi), complaint)
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_damaged_compressed_input_chunk_names_the_file(tmp_path, source):
+    cxi = tmp_path / "gzip.cxi"
+    with h5py.File(source, "r") as handle:
+        frames = handle[DATA_PATH][()]
+    with h5py.File(cxi, "w") as handle:
+        handle.create_dataset(DATA_PATH, data=frames, chunks=(1, 64, 64), compression="gzip")
+        where = handle[DATA_PATH].id.get_chunk_info(9)  # frame 9
+    with open(cxi, "r+b") as handle:  # garbage in the middle of its deflate stream
+        handle.seek(where.byte_offset + where.size // 2)
+        handle.write(b"\xff" * 16)
+    result = ccfkit("build", cxi, tmp_path / "out.zarr", *BUILD, "--center", "31.5,31.5")
+    refused(result, str(cxi), "cannot read frames")
 
 
 def test_a_virtual_data_set_with_a_missing_source_exits_cleanly(tmp_path):
