@@ -404,7 +404,7 @@ def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
             "`ccfkit build --resume` or `--overwrite` creates it again"
         )
     if not state.replaceable:
-        raise StoreError(f"{path}: not a ccfkit store ({state.value})")
+        raise StoreError(f"{path} is {state.value}")
     try:
         group = zarr.open_group(str(path), mode=mode)
     except (OSError, ValueError, KeyError, TypeError) as error:  # zarr's types for a broken one
