@@ -365,7 +365,7 @@ def check_geometry(mask: np.ndarray, center: tuple[float, float], r_max: float |
 
 
 def _fill(group: zarr.Group, job: ChunkJob, scheduler, workers, progress: bool) -> None:
-    """Compute the statistics (when needed) and every pending chunk, then mark the store complete."""
+    """Compute the statistics (when needed) and every pending chunk; mark the store complete."""
     layout, config = job.layout, job.config
     workers = workers or usable_cpus()
     # Without noise the maps do not wait for the statistics: each map task

@@ -198,7 +198,7 @@ def _root_attributes(path: Path) -> dict:
 
 
 def check_not_input(out: str | Path, inputs: Sequence[str | Path]) -> None:
-    """Refuse an output that is, or is a directory above, one of the ``inputs`` (paths resolved)."""
+    """Refuse an output that is, or is a directory above, one of the ``inputs`` (resolved)."""
     out = Path(out).resolve()
     for name in inputs:
         given = Path(name).resolve()
@@ -214,8 +214,9 @@ def locked_store(path: str | Path, *, overwrite: bool = False, resume: bool = Fa
     The directory is made when missing; the lock is an ``flock`` on the
     directory itself (which a build never removes, so the lock holds while an
     overwritten store is emptied), released when the block ends or the
-    process dies. No file is added to the store. What ``path`` holds is checked before and again under the
-    lock, against what the build was asked to do:
+    process dies; no file is added to the store. What ``path`` holds is
+    checked before and again under the lock, against what the build was
+    asked to do:
 
     - neither flag: ``path`` must not exist;
     - ``overwrite``: it may hold a ccfkit store or be an empty directory;

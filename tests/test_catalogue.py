@@ -1,4 +1,4 @@
-"""The bad-input and fault catalogue (docs/build.md, "Safety"): nothing lost, nothing silently wrong.
+"""The bad-input and fault catalogue (docs/build.md, "Safety"): nothing lost or silently wrong.
 
 Every case runs the command line as a user would and checks four things:
 the exit status, one ``Error:`` line on stderr and no traceback (the error
@@ -73,7 +73,7 @@ def ok(result):
 
 
 def refused(result, *words: str, code: int = 1) -> str:
-    """Assert a clean refusal: the exit code, one ``Error:`` line naming ``words``, no traceback."""
+    """A clean refusal: the exit code, one ``Error:`` line naming ``words``, no traceback."""
     assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught error
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.stderr
@@ -341,8 +341,7 @@ def test_a_damaged_labels_chunk_is_an_error(tmp_path, small):
 # --------------------------------------------------------------------------
 
 
-def test_a_store_interrupted_while_created_is_recognised_and_overwritten(tmp_path, small,
-                                                                          monkeypatch):  # fmt: skip
+def test_an_interrupted_creation_is_recognised_and_overwritten(tmp_path, small, monkeypatch):
     out = tmp_path / "maps.zarr"
 
     def killed(*args):

@@ -481,7 +481,7 @@ def _read_mask_dataset(handle: h5py.File, path: str, name: str) -> tuple[np.ndar
 
 
 def _mask_over_frames(good: np.ndarray, n_frames: int, origin: str) -> np.ndarray:
-    """An (H, W) mask as is; an (N, H, W) one, N = ``n_frames``, as the pixels good in every frame."""
+    """An (H, W) mask as is; an (N, H, W) one (N = ``n_frames``): the pixels good in all."""
     if good.ndim != 3:
         return good
     if len(good) != n_frames:
