@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import traceback
 from pathlib import Path
 
 import click
@@ -39,6 +41,22 @@ def demo(out_dir: Path, frames: int, order: int, seed: int, backend: str) -> Non
 
     for path in run_demo(out_dir, frames=frames, order=order, backend=backend, seed=seed):
         click.echo(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def _one_line_errors(*types: type[BaseException]):
+    """An error of ``types`` (the library's own, ``OSError``) becomes one line and exit status 1.
+
+    Only those: any other exception is a bug and keeps its traceback. The
+    frames of the error's traceback are cleared at once, so what they hold
+    (an HDF5 data set of a file that is closed) is released now rather than
+    while the interpreter shuts down (where h5py crashed, SIGSEGV).
+    """
+    try:
+        yield
+    except types as error:
+        traceback.clear_frames(error.__traceback__)
+        raise click.ClickException(" ".join(str(error).split())) from None
 
 
 def _center_option(value: str | None):
@@ -133,7 +151,13 @@ def _center_option(value: str | None):
     help="Beam centre in pixels (x = column), or 'auto' [the file's, else the middle].",
 )
 @click.option("--keep-images", is_flag=True, help="Also store the noisy frames, resized.")
-@click.option("--image-size", default=224, show_default=True, help="Side of the stored frames.")
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=1),
+    default=224,
+    show_default=True,
+    help="Side of the stored frames.",
+)
 @click.option(
     "--dtype",
     "map_dtype",
@@ -152,6 +176,7 @@ def _center_option(value: str | None):
 @click.option(
     "--chunk",
     "chunk_frames",
+    type=click.IntRange(min=1),
     default=64,
     show_default=True,
     help="Frames per store chunk and per Dask task.",
@@ -165,8 +190,17 @@ def _center_option(value: str | None):
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Local threads [CPUs available]."
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing ccfkit store (or fill an empty directory); nothing else.",
+)
 @click.option("--resume", is_flag=True, help="Finish an interrupted build.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Accept fewer than 1 % good pixels, or --r-max beyond the detector.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def build(
     inputs,
@@ -197,6 +231,7 @@ def build(
     workers,
     overwrite,
     resume,
+    force,
     quiet,
 ):
     """Compute the CCF maps of INPUTS (CXI/HDF5 files or globs) into the Zarr store OUT."""
@@ -204,11 +239,13 @@ def build(
     from .io.source import InputError, open_source, read_mask_file
     from .pipeline import BuildConfig
     from .pipeline import build as run_build
-    from .store import StoreError
+    from .store import StoreError, check_not_input
 
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
-    try:
+    with _one_line_errors(InputError, StoreError, BackendUnavailableError, OSError):
+        if mask_spec:
+            check_not_input(out, [mask_spec.partition(":")[0]])
         mask, mask_origin = read_mask_file(mask_spec) if mask_spec else (None, "")
         source = open_source(
             inputs,
@@ -244,12 +281,11 @@ def build(
             compressor=compressor,
             overwrite=overwrite,
             resume=resume,
+            force=force,
             scheduler=scheduler,
             workers=workers,
             progress=not quiet,
         )
-    except (InputError, StoreError, BackendUnavailableError, OSError) as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out}")
 
 
@@ -286,9 +322,18 @@ def _resolve_center(center, source):
     if center != "auto":
         return center, "given" if center else "file"
     from .center import estimate_center
+    from .io.source import InputError
 
     picks = np.linspace(0, source.n_frames - 1, min(source.n_frames, 256)).astype(int)
     frames = np.stack([source.reader[int(i)] for i in np.unique(picks)])
+    valid = frames[:, source.mask]
+    valid = valid[np.isfinite(valid)]
+    if valid.size == 0 or valid.max() == valid.min():
+        what = "have no good pixel" if valid.size == 0 else "are constant (or all zero)"
+        raise InputError(
+            f"--center auto: the frames {what}: no pattern to find a centre from; give "
+            "--center X,Y"
+        )
     estimate = estimate_center(frames, source.mask)
     logging.getLogger(__name__).info("estimated beam centre: (%.2f, %.2f)", *estimate)
     return estimate, f"auto (centro-symmetry of {len(frames)} frames)"
@@ -296,15 +341,17 @@ def _resolve_center(center, source):
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
-def info(store: Path) -> None:
+@click.option("--verify", is_flag=True, help="Read every chunk and check its crc32c checksum.")
+def info(store: Path, verify: bool) -> None:
     """Print the layout, parameters and provenance of a store."""
-    from .store import StoreError, open_store
+    from .store import StoreError, open_store, verify_store
     from .summary import describe_store
 
-    try:
-        click.echo(describe_store(open_store(store)))
-    except StoreError as error:
-        raise click.ClickException(str(error)) from None
+    with _one_line_errors(StoreError, OSError):
+        group = open_store(store)
+        click.echo(describe_store(group))
+        if verify:
+            click.echo(f"\nverified: {verify_store(group)} chunks, every checksum right")
 
 
 @main.command()
@@ -313,13 +360,12 @@ def info(store: Path) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="PNG file.")
 def show(store: Path, frame: int, output: Path) -> None:
     """Draw one frame as in the paper's Fig 4: image, noisy image, merged map."""
+    from .io.source import InputError
     from .store import StoreError, open_store
     from .summary import draw_frame
 
-    try:
+    with _one_line_errors(StoreError, InputError, IndexError, OSError):
         draw_frame(open_store(store), frame, output)
-    except (StoreError, IndexError, OSError) as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"wrote {output}")
 
 

@@ -17,25 +17,46 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def _clean_errors(func):
-    """Turn the trainer's expected failures into one-line click errors (exit status 1)."""
+    """Turn the trainer's expected failures into one-line click errors (exit status 1).
+
+    Only the trainer's and ccfkit's own error types and ``OSError`` (a file
+    that cannot be read or written): anything else is a bug and keeps its
+    traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from ccfkit.store import StoreError
+
         from .loop import RunError
 
         try:
             return func(*args, **kwargs)
-        except (DataError, RunError, ValueError, FileNotFoundError) as error:
-            raise click.ClickException(str(error)) from error
+        except (DataError, RunError, StoreError, OSError) as error:
+            raise click.ClickException(_one_line(error)) from error
 
     return wrapper
 
 
-def _threads(threads: int | None) -> None:
-    if threads:
-        import torch
+def _one_line(error: Exception) -> str:
+    """The error's message on one line.
 
-        torch.set_num_threads(threads)
+    An error raised in a DataLoader worker comes back with the worker's
+    traceback in its message; its last line is the original message.
+    """
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in str(error):
+        _, _, message = lines[-1].partition(f"{type(error).__name__}: ")
+        return message or lines[-1]
+    return " ".join(lines)
+
+
+def _configs(make, **options):
+    """``make(**options)``; a ValueError (a setting out of range) becomes a usage error."""
+    try:
+        return make(**options)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
 
 @click.group()
@@ -77,7 +98,9 @@ def main(verbose: bool) -> None:
 @click.option("--lr-gamma", type=float, default=0.1, show_default=True)
 @click.option("--l1", type=float, default=1e-5, show_default=True, help="L1 weight penalty.")
 @click.option("--l2", type=float, default=1e-5, show_default=True, help="L2 weight penalty.")
-@click.option("--eval-fraction", type=float, default=0.15, show_default=True)
+@click.option(
+    "--eval-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.15, show_default=True
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Split, init and order.")
 @click.option(
     "--flips",
@@ -112,7 +135,12 @@ def main(verbose: bool) -> None:
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (GPU).")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="(GPU)")
 @click.option("--threshold", type=float, default=0.5, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads [torch's default; on --resume: the saved value]",
+)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="[runs/<time>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from last.pt.")
 @click.option("--overwrite", is_flag=True, help="Allow a non-empty --run-dir.")
@@ -124,19 +152,19 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
     """Train on the labelled frames of STORE (a complete `ccfkit build` store).
 
     With --resume only --epochs, --workers, --device (when given) and STORE
-    change the saved run; the other recipe options are ignored.
+    (the same store, moved or copied) change the saved run; --threads must be
+    the saved value (it changes results); the other recipe options are ignored.
     """
     from . import loop
     from .data import inspect_store
     from .model import ModelConfig
 
-    _threads(threads)
     if resume:
         if run_dir is None:
             raise click.ClickException("--resume needs --run-dir")
         report = loop.resume(
             run_dir, epochs=epochs, progress=not quiet, workers=workers, device=device,
-            store=str(store),
+            store=str(store), threads=threads,
         )  # fmt: skip
     else:
         if run_dir is None:
@@ -144,21 +172,22 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
                 raise click.ClickException("--run-dir is required under torchrun")
             run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         info = inspect_store(store, input_kind=input_kind)
-        model_cfg = ModelConfig(
+        model_cfg = _configs(
+            ModelConfig,
             num_classes=len(info.label_names),
             arch=int(arch),
             log_act=not no_log_act,
             alpha=alpha,
             width=width,
         )
-        train_cfg = loop.TrainConfig(
-            store=info.path, input=input_kind, epochs=200 if epochs is None else epochs,
+        train_cfg = _configs(
+            loop.TrainConfig, store=info.path, input=input_kind, epochs=200 if epochs is None else epochs,
             batch_size=batch_size, lr=lr, momentum=momentum, lr_step=lr_step,
             lr_gamma=lr_gamma, l1=l1, l2=l2, eval_fraction=eval_fraction, seed=seed,
             flips=flips, normalize=normalize, workers=2 if workers is None else workers,
             device="auto" if device is None else device, amp=amp,
             channels_last=channels_last, threshold=threshold, max_frames=max_frames,
-            max_minutes=max_minutes,
+            max_minutes=max_minutes, threads=threads,
         )  # fmt: skip
         report = loop.fit(run_dir, model_cfg, train_cfg, progress=not quiet, overwrite=overwrite)
     if report:

@@ -433,9 +433,11 @@ class StoreDataset(torch.utils.data.Dataset):
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        from ccfkit.store import read_checked
+
         array = self.array(name)
         c = array.chunks[0]
-        data = array[chunk * c : (chunk + 1) * c]
+        data = read_checked(array, chunk * c, (chunk + 1) * c)  # a damaged chunk: StoreError
         self._cache[key] = data
         while len(self._cache) > self.cache_chunks:
             self._cache.popitem(last=False)

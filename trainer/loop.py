@@ -34,10 +34,12 @@ evaluates and writes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -137,6 +139,8 @@ class TrainConfig:
     #: Stop after the epoch during which this many minutes of training have passed
     #: (counted from this process's start of training; None = no limit).
     max_minutes: float | None = None
+    #: torch CPU threads (None: torch's default); kept on --resume (results depend on it).
+    threads: int | None = None
 
     def __post_init__(self):
         InputKind(self.input)
@@ -147,6 +151,8 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.best_metric not in BEST_METRICS:
             raise ValueError(f"best_metric must be one of {sorted(BEST_METRICS)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         for name in ("epochs", "batch_size", "lr_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -289,8 +295,20 @@ def _config_dict(model_cfg: ModelConfig, train_cfg: TrainConfig, info: StoreInfo
             "label_names": list(info.label_names),
             "exclusive_groups": [list(g) for g in info.exclusive_groups],
             "input_shape": list(info.shapes[train_cfg.input]),
+            "identity": store_identity(info.path),
         },
     }
+
+
+def store_identity(path) -> str:
+    """A hash of what makes a store itself (creation time, parameters, input, layout).
+
+    The same store copied or moved keeps it; another build does not.
+    """
+    attrs = open_store(path).attrs
+    keys = ("created", "parameters", "input", "layout", "center")
+    identity = json.dumps({key: attrs.get(key) for key in keys}, sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()
 
 
 def _write_json(path: Path, data) -> None:
@@ -519,9 +537,15 @@ def resume(run_dir, *, epochs: int | None = None, progress: bool = True, **overr
     run_dir = Path(run_dir)
     config, checkpoint = _read_run(run_dir, "last")
     train_cfg = TrainConfig.from_dict(config["train"])
-    bad = set(overrides) - set(RESUME_OVERRIDES)
+    bad = {  # giving the saved value again is no change
+        k
+        for k, v in overrides.items()
+        if k not in RESUME_OVERRIDES and v is not None and v != getattr(train_cfg, k)
+    }
     if bad:
-        raise RunError(f"cannot change {sorted(bad)} when resuming")
+        saved = ", ".join(f"{k} = {getattr(train_cfg, k)}" for k in sorted(bad))
+        raise RunError(f"cannot change {sorted(bad)} when resuming (the run has {saved})")
+    overrides = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDES}
     if overrides.get("store") is not None:
         overrides["store"] = str(Path(overrides["store"]).resolve())
     if epochs is not None:
@@ -532,6 +556,12 @@ def resume(run_dir, *, epochs: int | None = None, progress: bool = True, **overr
     info = inspect_store(train_cfg.store, input_kind=train_cfg.input)
     if list(info.label_names) != config["store"]["label_names"]:
         raise RunError(f"{train_cfg.store}: labels differ from the run's store")
+    identity = config["store"].get("identity")  # runs made before it was recorded have none
+    if identity is not None and store_identity(train_cfg.store) != identity:
+        raise RunError(
+            f"{train_cfg.store} is another store than the one {run_dir} was trained on "
+            f"({config['store']['path']}); resume needs that store (moved or copied is fine)"
+        )
     if _dist_env()[0] == 0 and changes:
         config["train"] = asdict(train_cfg)
         _write_json(run_dir / "config.json", config)
@@ -542,6 +572,8 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
     from tqdm import tqdm
 
     rank, world, local_rank = _dist_env()
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
     device = _resolve_device(train_cfg.device, local_rank)
     distributed = world > 1
     if distributed and not torch.distributed.is_initialized():
@@ -754,8 +786,14 @@ def _read_run(run_dir: Path, which: str) -> tuple[dict, dict]:
     path = run_dir / f"{which}.pt"
     if not path.is_file():
         raise RunError(f"{run_dir}: no {which}.pt checkpoint")
-    config = json.loads((run_dir / "config.json").read_text())
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except ValueError as error:
+        raise RunError(f"{run_dir / 'config.json'}: not readable JSON ({error})") from None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:  # a damaged file
+        raise RunError(f"{path}: not readable as a checkpoint ({error})") from None
     return config, checkpoint
 
 
