@@ -123,8 +123,12 @@ class BuildRun:
     disk_mb: float  # read from disk meanwhile (/proc/vmstat pgpgin): 0 with the input cached
 
 
-def build(path: Path, out: Path) -> BuildRun:
-    """Wall seconds, peak RSS and pass durations of ``ccfkit -v build --noise max --order 8``."""
+def build(path: Path, out: Path, tree: Path | None = None) -> BuildRun:
+    """Wall seconds, peak RSS and pass durations of ``ccfkit -v build --noise max --order 8``.
+
+    ``tree``: run another checkout's ccfkit (its root first on ``PYTHONPATH``).
+    """
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
     command = [sys.executable, "-m", "ccfkit.cli", "-v", "build", "--noise", "max",
                "--order", "8", str(path), str(out), "--overwrite", "--quiet"]  # fmt: skip
     shutil.rmtree(out, ignore_errors=True)  # deleting the last round's store is not timed
@@ -132,7 +136,7 @@ def build(path: Path, out: Path) -> BuildRun:
     paged_in_before = paged_in()
     before = cpu_seconds()
     start = time.perf_counter()
-    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     log = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory and CPU
     seconds = time.perf_counter() - start
@@ -388,6 +392,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-build-benchmark"))
     parser.add_argument("--write", type=Path, default=None, help="performance page to update")
     parser.add_argument("--engine-only", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout's root: its build runs in every round too")  # fmt: skip
     args = parser.parse_args()
     if args.engine_only:
         seconds, quiet = engine_alone(args.engine_only)
@@ -400,11 +406,17 @@ def main() -> None:
     # each build sits between two runs of the engine and is compared with their mean:
     # the machine's speed drifts, and a drift then affects both sides alike
     rounds: list[tuple[BuildRun, float, Round]] = []
+    baselines: list[BuildRun] = []
     deadline = time.monotonic() + args.budget
     before = engine_in_child(data)
     while sum(_is_quiet(r, args.quiet) for r in rounds) < args.rounds:
         if rounds and time.monotonic() > deadline:
             break
+        if args.baseline:
+            base = build(data, out, args.baseline)
+            print(f"round {len(rounds) + 1}: baseline tree build {base.seconds:.2f} s "
+                  f"{base.passes}", file=sys.stderr)  # fmt: skip
+            baselines.append(base)
         run = build(data, out)
         after = engine_in_child(data)
         engine = (before[0] + after[0]) / 2
@@ -425,6 +437,8 @@ def main() -> None:
             max(r[0].round.disturbance, r[2].disturbance),
         ),
     )[: args.rounds]
+    if baselines:
+        print(_against_baseline(rounds, baselines, args.baseline))
     codec_rows = codecs(out)
     shutil.rmtree(out, ignore_errors=True)
     stage_rows = stages(data, args.workdir)
@@ -432,6 +446,15 @@ def main() -> None:
     print(section)
     if args.write:
         write_section(args.write, section)
+
+
+def _against_baseline(rounds, baselines: list[BuildRun], tree: Path) -> str:
+    """Per-round map-pass and wall-time ratios, this tree over the baseline tree."""
+    lines = [f"this tree / baseline tree {tree}, per round (map pass; whole build):"]
+    for (run, _, _), base in zip(rounds, baselines):
+        maps = run.passes["map pass"] / base.passes["map pass"]
+        lines.append(f"  {maps:.3f}; {run.seconds / base.seconds:.3f}")
+    return "\n".join(lines)
 
 
 def _is_quiet(round_: tuple[BuildRun, float, Round], limit: float) -> bool:

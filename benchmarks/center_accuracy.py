@@ -42,7 +42,7 @@ def main() -> None:
             truth = handle["entry_1/instrument_1/detector_1/beam_center"][()]
             mask, _ = good_pixels(handle["entry_1/instrument_1/detector_1/mask"][()])
             labels = handle["entry_1/labels"]
-            empty = labels[:, list(labels.attrs["names"]).index("Empty")].astype(bool)
+            empty = labels[:, list(labels.attrs["names"]).index("empty")].astype(bool)
     single = np.array([estimate_center(frame, mask) for frame in frames[~empty]])
     errors = np.hypot(*(single - truth[~empty]).T)
     together = np.array(estimate_center(frames, mask))

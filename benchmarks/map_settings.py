@@ -1,7 +1,9 @@
 """What the map settings of docs/ccf.md cost: usable rings, estimators, scalings, orders.
 
 One process per measurement, interleaved over rounds, one Numba thread each
-(BLAS held to one thread), 259 x 259 float32 images of
+(BLAS held to one thread), timed in CPU seconds of that thread (maps per
+CPU-second: steady on a machine shared with other work, where wall time is
+not), 259 x 259 float32 images of
 :func:`asv_bench.images.make_images` with a central detector hole of radius
 12 px (the common case) and, for the mask-corrected estimator where every
 ring is partial, the real SACLA mask (300 x 300) when it is beside the
@@ -21,11 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from asv_bench.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 SACLA_MASK = REPO.parent / "shared" / "data" / "sacla" / "test_mask.npy"
@@ -39,7 +42,9 @@ CASES = {
     "orders (8, 2), hole": ({"orders": (8, 2)}, "hole", "new"),
     "mask-corrected, hole": ({"estimator": "mask-corrected"}, "hole", "new"),
     "mask-corrected, r_min auto, hole": (
-        {"estimator": "mask-corrected", "r_min": "auto"}, "hole", "new"
+        {"estimator": "mask-corrected", "r_min": "auto"},
+        "hole",
+        "new",
     ),
     "ring estimator, SACLA mask": ({}, "sacla", "new"),
     "mask-corrected, SACLA mask": ({"estimator": "mask-corrected"}, "sacla", "new"),
@@ -68,14 +73,14 @@ if "orders" in kw:
 backend = NumbaBackend(threads=1)
 call = lambda batch: ccfkit.compute_maps(batch, mask=mask, center=center, backend=backend, **kw)
 call(images[:2])  # compile, plan, tables
-start = time.perf_counter()
+start = time.thread_time()
 call(images)
-print(json.dumps(count / (time.perf_counter() - start)))
+print(json.dumps(count / (time.thread_time() - start)))
 """
 
 
 def measure(kw: dict, kind: str, tree: Path, count: int) -> float:
-    """Maps per second of one case in a fresh process running ``tree``'s ccfkit."""
+    """Maps per CPU-second of one case in a fresh process running ``tree``'s ccfkit."""
     code = CHILD.format(
         bench=str(REPO / "benchmarks"), args=json.dumps([kw, kind, count]), sacla=str(SACLA_MASK)
     )
@@ -108,10 +113,10 @@ def main() -> None:
             count = args.slow_images if "mask-corrected" in name else args.images
             rates[name].append(measure(kw, kind, args.baseline if tree == "baseline" else REPO,
                                        count))  # fmt: skip
-    print(f"CPU: {platform.processor() or platform.machine()} ({_cpu_model()}), one thread")
+    print(f"CPU: {cpu_model()}, one thread")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print()
-    print("| case | maps/s (median) | per round |")
+    print("| case | maps per CPU-second (median) | per round |")
     print("|---|---:|---|")
     for name, values in rates.items():
         print(f"| {name} | {statistics.median(values):,.1f} | "
@@ -120,18 +125,10 @@ def main() -> None:
     if base in rates:
         new = "ring estimator, maxabs (defaults), hole"
         ratios = [b / n for b, n in zip(rates[base], rates[new])]
-        print(f"\ntime of today's defaults / time before, per round: "
-              f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+        print(
+            f"\ntime of today's defaults / time before, per round: "
+            f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}"
+        )
 
 
 if __name__ == "__main__":

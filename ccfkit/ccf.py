@@ -30,17 +30,17 @@ __all__ = [
     "Estimator",
     "MapSettings",
     "Scale",
+    "angular_shift",
     "assemble_maps",
+    "full_map_reference",
+    "lag_pair_counts",
+    "mask_corrected_weights",
+    "merge_maps_reference",
+    "order_map_reference",
     "order_maps_mask_corrected",
     "order_maps_mask_corrected_reference",
     "resolve_settings",
-    "angular_shift",
-    "full_map",
-    "full_map_reference",
-    "merge_maps",
-    "merge_maps_reference",
-    "order_map",
-    "order_map_reference",
+    "scale_maps",
 ]
 
 
@@ -206,15 +206,19 @@ def order_maps_mask_corrected_reference(values, valid, orders: Sequence[int], xp
         One symmetric map per order.
     """
     rows = xp.arange(values.shape[-2])
-    return _mask_corrected_rows(values, valid, orders, rows, None, xp)
+    return _mask_corrected_rows(values, valid, orders, rows, xp)
 
 
-def order_maps_mask_corrected(values, valid, coefficients, orders, partial, pairs=None, xp=np):
+def order_maps_mask_corrected(values, valid, coefficients, orders, partial, weights=None,
+                              xp=np):  # fmt: skip
     """Mask-corrected order-n maps, by Eq. 14 between complete rings.
 
     For two complete rings ``C_d`` is ``(1/P) sum_p I_i(p) I_j(p + d)`` and the
     sum over lags factorises into ``Re(conj(F_i) F_j)`` (Eq. 14); only the
-    rows and columns of ``partial`` rings need every lag.
+    rows and columns of ``partial`` rings need every lag. When every image
+    shares the plan's validity, those rows come from the plan's lag weights
+    in frequency (:func:`mask_corrected_weights`): one product per pair and
+    frequency, no FFT per pair.
 
     Parameters
     ----------
@@ -224,9 +228,10 @@ def order_maps_mask_corrected(values, valid, coefficients, orders, partial, pair
     orders : sequence of int
     partial : (R,) int array
         Rings that are used but not complete (in any image of the batch).
-    pairs : (R, Q, P) array, optional
-        Valid pair counts of those rows at every lag, when all images share
-        them (:func:`lag_pair_counts`); computed per image otherwise.
+    weights : (N, R, Q, P/2 + 1) complex array, optional
+        :func:`mask_corrected_weights` of ``partial``, when all images share
+        the validity they were made from; without it every lag is computed
+        per image (:func:`order_maps_mask_corrected_reference`'s way).
 
     Returns
     -------
@@ -234,9 +239,72 @@ def order_maps_mask_corrected(values, valid, coefficients, orders, partial, pair
     """
     out = order_map_reference(xp.moveaxis(coefficients, -1, -2), xp)  # (B, N, Q, Q)
     if partial.shape[0]:
-        rows = _mask_corrected_rows(values, valid, orders, partial, pairs, xp)[:, :, partial]
+        if weights is None:
+            rows = _mask_corrected_rows(values, valid, orders, partial, xp)[:, :, partial]
+        else:
+            rows = _weighted_rows(values, weights, partial, xp)
         out[:, :, partial, :] = rows
         out[:, :, :, partial] = xp.swapaxes(rows, -1, -2)
+    return out
+
+
+def mask_corrected_weights(valid, rows, orders, xp=np):
+    """The lag weights of the mask-corrected estimator, in frequency, for rows ``rows``.
+
+    With ``N_d[i, j] = sum_p a_i(p) a_j(p + d)`` (``a`` the masked values) the
+    estimator is linear in ``N_d``: ``Cn[i, j] = (1/P) sum_d w_d[i, j] N_d[i, j]``
+    with ``w_d = [D_d > 0] (cos(n phi_d) + S / L) / D_d`` (``D_d`` the pair
+    counts, ``L`` the number of measured lags, ``S`` the sum of ``cos(n phi_d)``
+    over the unmeasured ones: the fill by the mean). By the
+    cross-correlation theorem ``sum_d w_d N_d = (1/P) sum_k h_k
+    Re(conj(A_i[k]) A_j[k] conj(W[k]))`` over the rfft bins ``k``, with ``A``
+    and ``W`` the rffts of ``a`` and ``w`` and ``h = 1, 2, ..., 2, 1``.
+
+    Parameters
+    ----------
+    valid : (Q, P) bool array
+        The validity shared by the images.
+    rows : (R,) int array
+    orders : sequence of int
+
+    Returns
+    -------
+    (N, R, Q, P/2 + 1) complex128 array
+        ``conj(W) h / P^2``, ready to multiply ``conj(A_i) A_j`` with.
+    """
+    phi_bins = valid.shape[-1]
+    angle = 2 * np.pi * np.outer(np.asarray(orders, dtype=np.float64), np.arange(phi_bins))
+    cosine = xp.asarray(np.cos(angle / phi_bins))  # (N, P)
+    bins = phi_bins // 2 + 1
+    h = np.full(bins, 2.0)
+    h[0] = h[-1] = 1.0
+    h = xp.asarray(h / phi_bins**2)
+    out = xp.empty((len(orders), rows.shape[0], valid.shape[0], bins), dtype=np.complex128)
+    for start in range(0, rows.shape[0], _ROW_BLOCK):
+        block = rows[start : start + _ROW_BLOCK]
+        counts = lag_pair_counts(valid[block], valid, xp)  # (r, Q, P)
+        measured = counts > 0
+        lags = xp.maximum(measured.sum(axis=-1, keepdims=True), 1)
+        inverse = xp.where(measured, 1 / xp.where(measured, counts, 1), 0)
+        for c in range(len(orders)):
+            unmeasured = xp.where(measured, 0, cosine[c]).sum(axis=-1, keepdims=True)
+            lag_weights = inverse * (cosine[c] + unmeasured / lags)
+            out[c, start : start + _ROW_BLOCK] = xp.conj(xp.fft.rfft(lag_weights, axis=-1)) * h
+    return out
+
+
+def _weighted_rows(values, weights, rows, xp):
+    """(B, N, R, Q) mask-corrected rows from :func:`mask_corrected_weights`."""
+    spectra = xp.fft.rfft(values.astype(np.float64), axis=-1)  # (B, Q, K)
+    batch, q_bins = values.shape[:2]
+    out = xp.empty((batch, weights.shape[0], rows.shape[0], q_bins), dtype=np.float64)
+    for b in range(batch):
+        for start in range(0, rows.shape[0], _ROW_BLOCK):
+            block = rows[start : start + _ROW_BLOCK]
+            products = xp.conj(spectra[b, block])[:, None, :] * spectra[b][None]  # (r, Q, K)
+            out[b, :, start : start + _ROW_BLOCK] = xp.einsum(
+                "rjk,nrjk->nrj", products, weights[:, start : start + _ROW_BLOCK]
+            ).real
     return out
 
 
@@ -262,7 +330,7 @@ def lag_pair_counts(valid_rows, valid, xp=np):
 _ROW_BLOCK = 32
 
 
-def _mask_corrected_rows(values, valid, orders, rows, pairs, xp):
+def _mask_corrected_rows(values, valid, orders, rows, xp):
     """(B, N, Q, Q) maps whose rows ``rows`` hold the mask-corrected estimate (others 0)."""
     batch, q_bins, phi_bins = values.shape
     # float64 whatever the input: C_d carries the rings' mean intensities, the
@@ -279,12 +347,10 @@ def _mask_corrected_rows(values, valid, orders, rows, pairs, xp):
             numerator = xp.fft.irfft(
                 xp.conj(spectra[b, block])[:, None, :] * spectra[b][None], n=phi_bins, axis=-1
             )
-            counts = (
-                lag_pair_counts(valid[b, block], valid[b], xp)
-                if pairs is None
-                else pairs[start : start + _ROW_BLOCK]
+            counts = lag_pair_counts(valid[b, block], valid[b], xp)
+            correlation = _fill_lags_without_pairs(
+                divide_by_pairs(numerator, counts, xp), counts, xp
             )
-            correlation = _fill_lags_without_pairs(divide_by_pairs(numerator, counts, xp), counts, xp)
             correlation = correlation.astype(real, copy=False)
             out[b][:, block, :] = xp.moveaxis(correlation @ cosine, -1, 0)
     return out
@@ -394,24 +460,3 @@ def _triangle_maxabs(maps, triangle, xp):
     """Per-map largest |value| inside ``triangle``, shaped (B, 1, 1); 1 where all zero."""
     largest = xp.max(xp.abs(xp.where(triangle, maps, 0)), axis=(-2, -1), keepdims=True)
     return xp.where(largest > 0, largest, 1)
-
-
-def full_map(values, valid, delta: float = 0.0, *, backend="numpy"):
-    """Full CCF (Eq. 13) of polar images; see :func:`full_map_reference`."""
-    from .backends import get_backend
-
-    return get_backend(backend).full_map(values, valid, delta)
-
-
-def order_map(coefficients, *, backend="numpy"):
-    """Order-n CCF (Eq. 14); see :func:`order_map_reference`."""
-    from .backends import get_backend
-
-    return get_backend(backend).order_map(coefficients)
-
-
-def merge_maps(full, order, scale: Scale | str = Scale.MAXABS, means=None, *, backend="numpy"):
-    """Merged triangle map (§5.3); see :func:`merge_maps_reference`."""
-    from .backends import get_backend
-
-    return get_backend(backend).merge_maps(full, order, scale, means)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import traceback
 from pathlib import Path
 
 import click
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .backends import NAMES as BACKEND_NAMES
 from .ccf import Estimator, Scale
+from .instrument import Polarization
 
 #: What ``--backend`` accepts: ``auto`` and every backend's name.
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
@@ -38,6 +41,22 @@ def demo(out_dir: Path, frames: int, order: int, seed: int, backend: str) -> Non
 
     for path in run_demo(out_dir, frames=frames, order=order, backend=backend, seed=seed):
         click.echo(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def _one_line_errors(*types: type[BaseException]):
+    """An error of ``types`` (the library's own, ``OSError``) becomes one line and exit status 1.
+
+    Only those: any other exception is a bug and keeps its traceback. The
+    frames of the error's traceback are cleared at once, so what they hold
+    (an HDF5 data set of a file that is closed) is released now rather than
+    while the interpreter shuts down (where h5py crashed, SIGSEGV).
+    """
+    try:
+        yield
+    except types as error:
+        traceback.clear_frames(error.__traceback__)
+        raise click.ClickException(" ".join(str(error).split())) from None
 
 
 def _center_option(value: str | None):
@@ -132,7 +151,13 @@ def _center_option(value: str | None):
     help="Beam centre in pixels (x = column), or 'auto' [the file's, else the middle].",
 )
 @click.option("--keep-images", is_flag=True, help="Also store the noisy frames, resized.")
-@click.option("--image-size", default=224, show_default=True, help="Side of the stored frames.")
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=1),
+    default=224,
+    show_default=True,
+    help="Side of the stored frames.",
+)
 @click.option(
     "--dtype",
     "map_dtype",
@@ -151,6 +176,7 @@ def _center_option(value: str | None):
 @click.option(
     "--chunk",
     "chunk_frames",
+    type=click.IntRange(min=1),
     default=64,
     show_default=True,
     help="Frames per store chunk and per Dask task.",
@@ -164,8 +190,17 @@ def _center_option(value: str | None):
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Local threads [CPUs available]."
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing ccfkit store (or fill an empty directory); nothing else.",
+)
 @click.option("--resume", is_flag=True, help="Finish an interrupted build.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Accept fewer than 1 % good pixels, or --r-max beyond the detector.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def build(
     inputs,
@@ -196,6 +231,7 @@ def build(
     workers,
     overwrite,
     resume,
+    force,
     quiet,
 ):
     """Compute the CCF maps of INPUTS (CXI/HDF5 files or globs) into the Zarr store OUT."""
@@ -203,11 +239,13 @@ def build(
     from .io.source import InputError, open_source, read_mask_file
     from .pipeline import BuildConfig
     from .pipeline import build as run_build
-    from .store import StoreError
+    from .store import StoreError, check_not_input
 
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
-    try:
+    with _one_line_errors(InputError, StoreError, BackendUnavailableError, OSError):
+        if mask_spec:
+            check_not_input(out, [mask_spec.partition(":")[0]])
         mask, mask_origin = read_mask_file(mask_spec) if mask_spec else (None, "")
         source = open_source(
             inputs,
@@ -243,12 +281,11 @@ def build(
             compressor=compressor,
             overwrite=overwrite,
             resume=resume,
+            force=force,
             scheduler=scheduler,
             workers=workers,
             progress=not quiet,
         )
-    except (InputError, StoreError, BackendUnavailableError, OSError) as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out}")
 
 
@@ -285,9 +322,18 @@ def _resolve_center(center, source):
     if center != "auto":
         return center, "given" if center else "file"
     from .center import estimate_center
+    from .io.source import InputError
 
     picks = np.linspace(0, source.n_frames - 1, min(source.n_frames, 256)).astype(int)
     frames = np.stack([source.reader[int(i)] for i in np.unique(picks)])
+    valid = frames[:, source.mask]
+    valid = valid[np.isfinite(valid)]
+    if valid.size == 0 or valid.max() == valid.min():
+        what = "have no good pixel" if valid.size == 0 else "are constant (or all zero)"
+        raise InputError(
+            f"--center auto: the frames {what}: no pattern to find a centre from; give "
+            "--center X,Y"
+        )
     estimate = estimate_center(frames, source.mask)
     logging.getLogger(__name__).info("estimated beam centre: (%.2f, %.2f)", *estimate)
     return estimate, f"auto (centro-symmetry of {len(frames)} frames)"
@@ -295,15 +341,17 @@ def _resolve_center(center, source):
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
-def info(store: Path) -> None:
+@click.option("--verify", is_flag=True, help="Read every chunk and check its crc32c checksum.")
+def info(store: Path, verify: bool) -> None:
     """Print the layout, parameters and provenance of a store."""
-    from .store import StoreError, open_store
+    from .store import StoreError, open_store, verify_store
     from .summary import describe_store
 
-    try:
-        click.echo(describe_store(open_store(store)))
-    except StoreError as error:
-        raise click.ClickException(str(error)) from None
+    with _one_line_errors(StoreError, OSError):
+        group = open_store(store)
+        click.echo(describe_store(group))
+        if verify:
+            click.echo(f"\nverified: {verify_store(group)} chunks, every checksum right")
 
 
 @main.command()
@@ -312,13 +360,12 @@ def info(store: Path) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="PNG file.")
 def show(store: Path, frame: int, output: Path) -> None:
     """Draw one frame as in the paper's Fig 4: image, noisy image, merged map."""
+    from .io.source import InputError
     from .store import StoreError, open_store
     from .summary import draw_frame
 
-    try:
+    with _one_line_errors(StoreError, InputError, IndexError, OSError):
         draw_frame(open_store(store), frame, output)
-    except (StoreError, IndexError, OSError) as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"wrote {output}")
 
 
@@ -378,10 +425,10 @@ def _span(metavar: str = "MIN MAX"):
 )
 @click.option(
     "--mix",
-    default="sphere=0.5,oblate=0.25,prolate=0.2,empty=0.05",
+    default="sphere=0.4,oblate=0.2,prolate=0.2,empty=0.05,double=0.05,newton=0.05,asymmetric=0.05",
     show_default=True,
-    help="What is drawn, KIND=WEIGHT,... (sphere, oblate, prolate, empty), "
-    "or 'paper' (label fractions close to the paper's Table 1).",
+    help="What is drawn, KIND=WEIGHT,... (sphere, oblate, prolate, empty, double, newton, "
+    "asymmetric), or 'paper' (label fractions close to the paper's Table 1).",
 )
 @click.option(
     "--oblate-ratio",
@@ -407,6 +454,51 @@ def _span(metavar: str = "MIN MAX"):
     default=0.01,
     show_default=True,
     help="Stray photons per good pixel per frame (flat).",
+)
+@click.option(
+    "--polarization",
+    type=click.Choice([p.value for p in Polarization]),
+    default=Polarization.HORIZONTAL.value,
+    show_default=True,
+    help="Beam polarisation (linear along x or y, unpolarised) or none: no factor.",
+)
+@click.option(
+    "--solid-angle/--no-solid-angle",
+    default=True,
+    show_default=True,
+    help="Weight pixels by their solid angle, cos^3(2 theta).",
+)
+@click.option(
+    "--halo",
+    default=(1e3, 2e4),
+    **_span(),
+    help="Stray-light halo photons per frame on the good pixels (log-uniform); 0 0: none.",
+)
+@click.option(
+    "--halo-width",
+    default=(3.0, 12.0),
+    **_span(),
+    help="Halo width, degrees of scattering angle (uniform).",
+)
+@click.option(
+    "--mcp/--no-mcp",
+    default=False,
+    show_default=True,
+    help="MCP + phosphor response: per-photon gain spread and blur.",
+)
+@click.option(
+    "--gain-spread",
+    type=float,
+    default=0.6,
+    show_default=True,
+    help="With --mcp: relative standard deviation of one photon's gain.",
+)
+@click.option(
+    "--blur",
+    type=float,
+    default=0.7,
+    show_default=True,
+    help="With --mcp: phosphor blur, Gaussian standard deviation in pixels.",
 )
 @click.option(
     "--jitter",
@@ -454,6 +546,13 @@ def simulate(
     prolate_ratio,
     noise,
     background,
+    polarization,
+    solid_angle,
+    halo,
+    halo_width,
+    mcp,
+    gain_spread,
+    blur,
     jitter,
     hole,
     distance,
@@ -464,9 +563,10 @@ def simulate(
 ) -> None:
     """Write N simulated, labelled diffraction frames to the CXI file OUT.
 
-    Helium-droplet-like spheres and spheroids in the Born approximation on the
-    Ewald sphere, XUV photons, a flat detector with a central hole, Poisson
-    noise; labels as in the paper's Table 1 (see docs/simulate.md).
+    Helium-droplet-like spheres, spheroids and pairs of spheres in the Born
+    approximation on the Ewald sphere, XUV photons of a linearly polarised
+    beam, a flat detector with a central hole, stray light, Poisson noise;
+    labels as in the paper's Table 1 (see docs/simulate.md).
     """
     from .io.cxi import write_simulated
     from .simulate import SimulationConfig
@@ -484,6 +584,13 @@ def simulate(
             prolate_ratio=prolate_ratio,
             noise=noise,
             background=background,
+            polarization=polarization,
+            solid_angle=solid_angle,
+            halo=halo,
+            halo_width=halo_width,
+            mcp=mcp,
+            gain_spread=gain_spread,
+            blur=blur,
             jitter=jitter,
             hole_radius=hole,
         )
@@ -532,6 +639,62 @@ def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
     for title, index, names in panels:
         click.echo(f"{title:28s} frame {index:5d}: {', '.join(names)}")
     click.echo(f"wrote {out}")
+
+
+@main.command("estimator-figure")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--frame", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A frame (.npy, (H, W)) [a simulated one].")  # fmt: skip
+@click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Its mask (.npy, True = good) [a beam stop and panel gaps].")  # fmt: skip
+@click.option("--center", default=None, metavar="X,Y", help="Beam centre [the middle].")
+@click.option("--q-bins", default=224, show_default=True)
+@click.option("--phi-bins", default=512, show_default=True)
+def estimator_figure(out: Path, frame, mask_path, center, q_bins, phi_bins) -> None:
+    """Draw the paper's map beside usable rings / mask-corrected / ring scale into OUT (PNG).
+
+    Also the isotropic leakage of each order-n estimator under the mask
+    (docs/ccf.md, "What the estimators and scalings show").
+    """
+    from .io.atomic import atomic_output
+    from .plotting import estimators_figure
+
+    image, mask = _figure_frame(frame, mask_path)
+    if center is None:
+        centre = ((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2)
+    else:
+        centre = _center_option(center)
+    try:
+        fig = estimators_figure(image, mask, centre, q_bins=q_bins, phi_bins=phi_bins)
+        with atomic_output(out, overwrite=True) as partial:
+            fig.savefig(partial, dpi=80, format="png")
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot write {out}: {error}") from None
+    click.echo(f"wrote {out}")
+
+
+def _figure_frame(frame: Path | None, mask_path: Path | None):
+    """The (image, mask) of ``estimator-figure``: the files given, or a simulated frame."""
+    if frame is not None:
+        image = np.load(frame).astype(np.float64)
+    else:
+        from .simulate import SimulationConfig, draw_parameters, render_frames
+
+        config = SimulationConfig(size=259)
+        image = render_frames(draw_parameters(config, 3, [0]), config, 3)[0].astype(np.float64)
+    if mask_path is not None:
+        mask = np.load(mask_path).astype(bool)
+    else:  # a beam stop and two panel gaps, like a segmented detector
+        height, width = image.shape
+        y, x = np.indices(image.shape)
+        mask = np.hypot(x - (width - 1) / 2, y - (height - 1) / 2) > 0.06 * min(image.shape)
+        mask[:, width // 2 - 3 : width // 2 + 2] = False
+        mask[height // 3 : height // 3 + 4, :] = False
+    if mask.shape != image.shape:
+        raise click.UsageError(f"mask {mask.shape} and frame {image.shape} differ in shape")
+    return image, mask
 
 
 def run() -> None:

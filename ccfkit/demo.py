@@ -50,10 +50,7 @@ def run_demo(
     -------
     list of Path
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from .plotting import draw_image, draw_merged_map, stages_figure
 
@@ -78,7 +75,8 @@ def run_demo(
     rows = list(examples.values())
     radius = clean["radius"][:]
     mask = clean["mask"][:]
-    fig, axes = plt.subplots(len(rows), 3, figsize=(14, 4.2 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(14, 4.2 * len(rows)))
+    axes = fig.subplots(len(rows), 3, squeeze=False)
     for axes_row, row in zip(axes, rows):
         on = ", ".join(name for name, bit in zip(names, labels[row]) if bit)
         draw_image(axes_row[0], raw_frame(clean, row), mask=mask, title=f"frame {row}: {on}")
@@ -94,7 +92,6 @@ def run_demo(
     fig.tight_layout()
     written = [out_dir / "demo_maps.png"]
     fig.savefig(written[-1], dpi=70)
-    plt.close(fig)
 
     # the stages of the most anisotropic frame on show: streak, else elliptical, else any
     shown = examples.get("Streak", examples.get("Elliptical", rows[0]))
@@ -116,8 +113,6 @@ def _one_frame_per_class(labels: np.ndarray, names) -> dict[str, int]:
 
 def _draw_stages(store: zarr.Group, row: int, order: int, backend: str, path: Path, figure):
     """The stage figure (image, polar image, merged map) of one frame of a store."""
-    import matplotlib.pyplot as plt
-
     image = raw_frame(store, row)
     mask = store["mask"][:]
     plan = make_polar_plan(mask.shape, center=tuple(store.attrs["center"]), mask=mask)
@@ -133,5 +128,4 @@ def _draw_stages(store: zarr.Group, row: int, order: int, backend: str, path: Pa
         order=order,
     )
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

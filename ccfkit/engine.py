@@ -1,4 +1,10 @@
-"""The one-call entry point: images in, merged CCF maps out."""
+"""The public entry points: :func:`compute_maps`, and each stage on a chosen backend.
+
+The math modules (:mod:`~ccfkit.polar`, :mod:`~ccfkit.fourier`,
+:mod:`~ccfkit.ccf`) hold the definitions, array-generic; the backends apply
+them; this module is where a backend is chosen (one direction of import:
+engine -> backends -> math).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,9 @@ import numpy as np
 
 from .backends import get_backend
 from .ccf import Estimator, MapSettings, Scale
-from .polar import PlanSpec
+from .polar import PlanSpec, PolarImages, PolarPlan
 
-__all__ = ["compute_maps"]
+__all__ = ["angular_fourier", "compute_maps", "full_map", "merge_maps", "order_map", "resample"]
 
 
 def compute_maps(
@@ -123,6 +129,60 @@ def compute_maps(
     if not _on_gpu(images):
         maps = engine.to_numpy(maps)
     return maps[0] if single else maps
+
+
+def resample(images, plan: PolarPlan, *, backend="numpy") -> PolarImages:
+    """Resample a batch of images onto the polar grid of ``plan``.
+
+    Parameters
+    ----------
+    images : (B, H, W) or (H, W) array
+        Detector images; NaN/inf pixels become invalid samples.
+    plan : PolarPlan
+        The geometry, from :func:`~ccfkit.polar.make_polar_plan`.
+    backend : str or Backend
+        ``"numpy"`` (reference), ``"numba"``, ``"cupy"`` or ``"auto"``.
+
+    Returns
+    -------
+    PolarImages
+        Values and validity of shape (B, Q, P), with the radii and angles.
+    """
+    engine = get_backend(backend)
+    return engine.resample(engine.as_batch(images, plan.shape), plan)
+
+
+def angular_fourier(values, valid, orders: Sequence[int] | None = None, *, backend="numpy"):
+    """Angular Fourier coefficients ``F[b, k, n]`` of polar images (Eq. 15).
+
+    Parameters
+    ----------
+    values, valid : (B, Q, P) arrays
+        A :class:`~ccfkit.polar.PolarImages` batch's values and validity.
+    orders : sequence of int, optional
+        Orders ``n`` to compute; ``None`` for all ``0 .. P/2``.
+    backend : str or Backend
+
+    Returns
+    -------
+    (B, Q, N) complex array
+    """
+    return get_backend(backend).fourier(values, valid, orders)
+
+
+def full_map(values, valid, delta: float = 0.0, *, backend="numpy"):
+    """Full CCF (Eq. 13) of polar images; see :func:`~ccfkit.ccf.full_map_reference`."""
+    return get_backend(backend).full_map(values, valid, delta)
+
+
+def order_map(coefficients, *, backend="numpy"):
+    """Order-n CCF (Eq. 14); see :func:`~ccfkit.ccf.order_map_reference`."""
+    return get_backend(backend).order_map(coefficients)
+
+
+def merge_maps(full, order, scale: Scale | str = Scale.MAXABS, means=None, *, backend="numpy"):
+    """Merged triangle map (§5.3); see :func:`~ccfkit.ccf.merge_maps_reference`."""
+    return get_backend(backend).merge_maps(full, order, scale, means)
 
 
 def _host(array) -> np.ndarray:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["angular_fourier", "fourier_basis", "fourier_reference"]
+__all__ = ["fourier_basis", "fourier_reference"]
 
 
 def fourier_basis(phi_bins: int, orders: Sequence[int], xp=np, dtype=np.complex128):
@@ -72,23 +72,3 @@ def fourier_reference(values, valid, orders: Sequence[int] | None = None, xp=np)
         sums = sums.astype(complex_dtype, copy=False)
     count = valid.sum(axis=-1, dtype=values.dtype)[..., None]
     return xp.where(count > 0, sums / xp.where(count > 0, count, 1), 0)
-
-
-def angular_fourier(values, valid, orders: Sequence[int] | None = None, *, backend="numpy"):
-    """Angular Fourier coefficients ``F[b, k, n]`` of polar images (Eq. 15).
-
-    Parameters
-    ----------
-    values, valid : (B, Q, P) arrays
-        A :class:`~ccfkit.polar.PolarImages` batch's values and validity.
-    orders : sequence of int, optional
-        Orders ``n`` to compute; ``None`` for all ``0 .. P/2``.
-    backend : str or Backend
-
-    Returns
-    -------
-    (B, Q, N) complex array
-    """
-    from .backends import get_backend
-
-    return get_backend(backend).fourier(values, valid, orders)

@@ -37,7 +37,7 @@ import zarr
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 from .backends import get_backend
 from .backends._base import usable_cpus
 from .ccf import Estimator, MapSettings, Scale
@@ -48,10 +48,13 @@ from .polar import PlanSpec, PolarPlan
 from .resize import resize_images
 from .store import (
     ChunkWriters,
+    OutputState,
     StoreError,
     StoreLayout,
+    check_not_input,
     create_store,
     layout_of,
+    locked_store,
     mark_complete,
     open_store,
     pending_chunks,
@@ -60,7 +63,10 @@ from .write_behind import WriteBehind
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BuildConfig", "build"]
+__all__ = ["MIN_VALID_FRACTION", "BuildConfig", "build", "check_geometry"]
+
+#: Smallest fraction of good pixels a build accepts without ``force`` (docs/build.md).
+MIN_VALID_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,9 @@ class BuildConfig:
         if isinstance(self.r_min, str) and self.r_min != "auto":
             raise InputError(f"--r-min must be a number of pixels or 'auto', not {self.r_min!r}")
         if not 0.0 <= self.min_ring_fraction <= 1.0:
-            raise InputError(f"--min-ring-fraction must lie in [0, 1], not {self.min_ring_fraction}")
+            raise InputError(
+                f"--min-ring-fraction must lie in [0, 1], not {self.min_ring_fraction}"
+            )
         if self.map_dtype not in ("float32", "float16"):
             raise InputError(f"map dtype must be float32 or float16, not {self.map_dtype}")
         if self.map_dtype == "float16" and settings.scale is Scale.NONE:
@@ -201,6 +209,7 @@ def build(
     compressor: str = "none",
     overwrite: bool = False,
     resume: bool = False,
+    force: bool = False,
     scheduler: str | None = None,
     workers: int | None = None,
     progress: bool = True,
@@ -226,7 +235,11 @@ def build(
     compressor : str
         Map compressor (a key of :data:`ccfkit.store.COMPRESSORS`).
     overwrite, resume : bool
-        Replace an existing store / finish an incomplete one.
+        Replace an existing ccfkit store (or an empty directory) / finish an
+        incomplete one (:func:`ccfkit.store.locked_store`).
+    force : bool
+        Accept what is most likely a mistake: fewer than
+        :data:`MIN_VALID_FRACTION` good pixels, ``r_max`` beyond the detector.
     scheduler : str, optional
         A Dask distributed scheduler address; default the local threads.
     workers : int, optional
@@ -239,11 +252,14 @@ def build(
     zarr.Group
         The complete store.
     """
+    check_not_input(out, source.reader.files)
     if center is None:
         center, center_origin = source.center, "file"
     if center is None:
         height, width = source.frame_shape
         center, center_origin = ((width - 1) / 2, (height - 1) / 2), "detector middle"
+    if not force:
+        check_geometry(source.mask, center, config.r_max)
     spec = PlanSpec.describe(
         source.frame_shape,
         center=center,
@@ -277,7 +293,7 @@ def build(
         stats_by_chunk=NoiseLevel(config.noise) is NoiseLevel.NONE,
     )
     parameters = asdict(config)
-    provenance = {
+    provenance = {  # compared on --resume
         "parameters": parameters,
         "input": source.describe(),
         "center": list(center),
@@ -290,18 +306,15 @@ def build(
         "command": " ".join(sys.argv),
         "environment": _environment(),
     }
-    if resume:
-        group = _open_for_resume(out, provenance)
-        layout = layout_of(group)
-    else:
-        contents = _per_store_arrays(source, plan)
-        group = create_store(out, layout, provenance, contents, overwrite=overwrite)
-
-    workers = workers or usable_cpus()
-    # Without noise the maps do not wait for the statistics: each map task
-    # computes its frames' statistics on the way (one pass over the input).
-    statistics_first = not layout.stats_by_chunk
-    with _client(scheduler) as client, threadpool_limits(limits=1, user_api="blas"):
+    with locked_store(out, overwrite=overwrite, resume=resume) as state:
+        resumable = resume and state in (OutputState.INCOMPLETE, OutputState.COMPLETE)
+        if resumable:
+            group = _open_for_resume(out, provenance, source.mask)
+            layout = layout_of(group)
+        else:
+            if resume:
+                logger.warning("%s: its creation was interrupted; creating it again", out)
+            group = create_store(out, layout, provenance, _per_store_arrays(source, plan))
         job = ChunkJob(
             reader=source.reader,
             layout=layout,
@@ -311,6 +324,54 @@ def build(
             backend=engine_name,
             bound=0.0,
         )
+        _fill(group, job, scheduler, workers, progress)
+    logger.info("store complete: %s", out)
+    return group
+
+
+def check_geometry(mask: np.ndarray, center: tuple[float, float], r_max: float | None) -> None:
+    """Refuse what is most likely a mistake (``--force`` accepts it).
+
+    Parameters
+    ----------
+    mask : (H, W) bool ndarray
+        True = good pixel.
+    center : (float, float)
+        ``(cx, cy)``, pixels.
+    r_max : float or None
+        The largest radius asked for, pixels.
+
+    Raises
+    ------
+    InputError
+        Fewer than :data:`MIN_VALID_FRACTION` good pixels, or ``r_max``
+        beyond the detector pixel farthest from the centre.
+    """
+    valid = float(np.mean(mask))
+    if valid < MIN_VALID_FRACTION:
+        raise InputError(
+            f"only {valid:.2%} of the pixels are good under the mask ({int(mask.sum())} of "
+            f"{mask.size}); check the mask (a 0/1 mask read as a CXI bit mask is inverted: "
+            "set its 'convention' attribute) or pass --force"
+        )
+    height, width = mask.shape
+    cx, cy = center
+    farthest = float(np.hypot(max(cx, width - 1 - cx), max(cy, height - 1 - cy)))
+    if r_max is not None and r_max > farthest:
+        raise InputError(
+            f"--r-max {r_max:g} lies beyond the detector (its farthest pixel is {farthest:.1f} px "
+            "from the centre): the outer rings would be empty; pass --force to accept"
+        )
+
+
+def _fill(group: zarr.Group, job: ChunkJob, scheduler, workers, progress: bool) -> None:
+    """Compute the statistics (when needed) and every pending chunk; mark the store complete."""
+    layout, config = job.layout, job.config
+    workers = workers or usable_cpus()
+    # Without noise the maps do not wait for the statistics: each map task
+    # computes its frames' statistics on the way (one pass over the input).
+    statistics_first = not layout.stats_by_chunk
+    with _client(scheduler) as client, threadpool_limits(limits=1, user_api="blas"):
         if statistics_first and "noise" not in group.attrs:
             with _timed("statistics pass", layout.n_frames):
                 tasks = _tasks(chunk_statistics, range(layout.n_chunks), job)
@@ -332,8 +393,6 @@ def build(
     if layout.stats_by_chunk:
         group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise)
     mark_complete(group)
-    logger.info("store complete: %s", out)
-    return group
 
 
 def _noise_attributes(stats: np.ndarray, level: str) -> dict:
@@ -348,20 +407,35 @@ def _noise_attributes(stats: np.ndarray, level: str) -> dict:
     }
 
 
-def _open_for_resume(out: str, provenance: dict) -> zarr.Group:
-    """Open an incomplete store to finish it, refusing one built another way."""
+def _open_for_resume(out: str, provenance: dict, mask: np.ndarray) -> zarr.Group:
+    """Open an incomplete store to finish it, refusing one built another way or from another input.
+
+    The input is identified by content: resolved paths, frame counts, data-set
+    path, frame shape, the fingerprint of :func:`ccfkit.io.source.input_fingerprint`
+    and the mask itself (not the way its origin was written).
+    """
     group = open_store(out, mode="r+")
     expected = json.loads(json.dumps(provenance))  # tuples become lists, as stored
     stored = group.attrs["parameters"]
     changed = [k for k, value in expected["parameters"].items() if stored.get(k) != value]
-    if group.attrs["center"] != expected["center"]:
-        changed.append("center")
+    for key in ("center", "backend"):
+        if group.attrs.get(key) != expected[key]:
+            changed.append(key)
     if changed:
-        raise StoreError(f"{out} was built with another {', '.join(changed)}; use --overwrite")
+        found = ", ".join(f"{stored[k] if k in stored else group.attrs.get(k)!r}" for k in changed)
+        raise StoreError(
+            f"{out} was built with another {', '.join(changed)} ({found}): resume with the "
+            "same options or use --overwrite"
+        )
     stored_input, given = group.attrs["input"], expected["input"]
-    for key in ("files", "frames_per_file", "data_path", "mask"):
-        if stored_input[key] != given[key]:
-            raise StoreError(f"{out} was built from another input ({key}); use --overwrite")
+    keys = ("files", "frames_per_file", "data_path", "frame_shape", "fingerprint")
+    for key in keys:
+        if key in stored_input and stored_input[key] != given[key]:  # old stores: no fingerprint
+            raise StoreError(
+                f"{out} was built from another input ({key} differs); use --overwrite"
+            )
+    if not np.array_equal(group["mask"][:], mask):
+        raise StoreError(f"{out} was built with another mask; use --overwrite")
     return group
 
 
@@ -378,7 +452,10 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan) -> dict:
     }
     if source.labels is not None:
         groups = [list(g) for g in source.exclusive_groups]
-        contents["labels"] = (source.labels, {"exclusive_groups": groups})
+        attrs = {"exclusive_groups": groups}
+        if source.label_display_names:
+            attrs["display_names"] = list(source.label_display_names)
+        contents["labels"] = (source.labels, attrs)
     if None not in (source.wavelength, source.distance, source.pixel_size):
         q = momentum_transfer(
             plan.radius,

@@ -41,9 +41,8 @@ __all__ = [
     "PolarPlan",
     "auto_r_min",
     "default_r_max",
-    "min_ring_count",
     "make_polar_plan",
-    "resample",
+    "min_ring_count",
 ]
 
 #: Fractional positions closer than this to a pixel centre snap onto it, so
@@ -454,26 +453,3 @@ def _as_mask(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     if mask.shape != shape:
         raise ValueError(f"mask has shape {mask.shape}, but the images are {shape}")
     return mask.astype(bool, copy=False)
-
-
-def resample(images, plan: PolarPlan, *, backend="numpy") -> PolarImages:
-    """Resample a batch of images onto the polar grid of ``plan``.
-
-    Parameters
-    ----------
-    images : (B, H, W) or (H, W) array
-        Detector images; NaN/inf pixels become invalid samples.
-    plan : PolarPlan
-        The geometry, from :func:`make_polar_plan`.
-    backend : str or Backend
-        ``"numpy"`` (reference), ``"numba"``, ``"cupy"`` or ``"auto"``.
-
-    Returns
-    -------
-    PolarImages
-        Values and validity of shape (B, Q, P), with the radii and angles.
-    """
-    from .backends import get_backend
-
-    engine = get_backend(backend)
-    return engine.resample(engine.as_batch(images, plan.shape), plan)

@@ -13,9 +13,14 @@ The model (details, units and limits in ``docs/simulate.md``):
   ``q = k (n - z_hat)`` with ``n = (x, y, L) / D``, ``D = sqrt(x^2 + y^2 + L^2)``,
   ``k = 2 pi / lambda`` and ``|q| = 4 pi sin(theta) / lambda``. No small-angle
   shortcut anywhere.
-* Expected photons per pixel are ``|F|^2`` times the pixel's solid angle
-  (``~ p^2 L / D^3``), scaled so that the good pixels receive ``fluence``
-  photons on average; Poisson noise is optional.
+* Two spheres (a droplet and its partner: Double Rings, Newton rings, an
+  irregular two-lobed droplet) scatter coherently:
+  ``A = F(q R1) + rho^3 F(q R2) exp(i q . d)``.
+* Expected photons per pixel are ``|A|^2`` times the polarisation factor and
+  the pixel's solid angle (:mod:`ccfkit.instrument`), scaled so that the good
+  pixels receive ``fluence`` photons on average, plus a stray-light halo and
+  a flat background; Poisson noise and an MCP + phosphor response are
+  optional.
 
 Conventions: images are ``I[y, x]`` (row ``y``, column ``x``) with pixel
 centres at integer coordinates; the beam centre is ``(cx, cy)`` in pixels;
@@ -40,12 +45,21 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import geometry
+from .instrument import (
+    Polarization,
+    mcp_response,
+    polarization_factor,
+    solid_angle_factor,
+    stray_light_halo,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DISPLAY_NAMES",
     "EXCLUSIVE_GROUPS",
     "LABELS",
+    "TWO_SPHERE_KINDS",
     "Detector",
     "FrameParameters",
     "Kind",
@@ -56,9 +70,12 @@ __all__ = [
     "example_frames",
     "expected_counts",
     "fringe_shift",
+    "fringe_visibility",
     "label_rules",
     "momentum_transfer",
     "parse_mix",
+    "particle_intensity",
+    "partner_features",
     "photon_energy_to_wavelength",
     "poisson_counts",
     "projected_semi_axes",
@@ -73,23 +90,62 @@ HC_EV_NM = 1239.8419843320026
 
 
 class Kind(enum.IntEnum):
-    """What was drawn for a frame (the *cause*; the labels describe the *pattern*)."""
+    """What was drawn for a frame (the *cause*; the labels describe the *pattern*).
+
+    ``DOUBLE``, ``NEWTON`` and ``ASYMMETRIC`` are two spheres scattering
+    coherently: side by side in the focus, one behind the other along the
+    beam, and fused into one irregular, two-lobed droplet.
+    """
 
     SPHERE = 0
     OBLATE = 1
     PROLATE = 2
     EMPTY = 3
+    DOUBLE = 4
+    NEWTON = 5
+    ASYMMETRIC = 6
 
 
-#: Label names, in the column order of the label array (paper Table 1 / Fig. 2).
-LABELS = ("Spherical/Oblate", "Round", "Elliptical", "Prolate", "Streak", "Empty")
+#: The kinds made of two spheres (a droplet and its *partner*).
+TWO_SPHERE_KINDS = (Kind.DOUBLE, Kind.NEWTON, Kind.ASYMMETRIC)
+
+#: Label names (machine names, snake_case), in the column order of the label array:
+#: the paper's Table 1 order, without Bent and Layered (not simulated, docs/simulate.md).
+LABELS = (
+    "spherical_oblate",
+    "round",
+    "elliptical",
+    "newton_rings",
+    "prolate",
+    "asymmetric",
+    "streak",
+    "double_rings",
+    "empty",
+)
+#: The paper's names of the labels (Table 1, Fig. 2), stored beside the machine names.
+DISPLAY_NAMES = {
+    "spherical_oblate": "Spherical/Oblate",
+    "round": "Round",
+    "elliptical": "Elliptical",
+    "newton_rings": "Newton rings",
+    "prolate": "Prolate",
+    "asymmetric": "Asymmetric",
+    "streak": "Streak",
+    "double_rings": "Double Rings",
+    "empty": "Empty",
+}
 
 #: Groups of labels of which a frame carries at most one (paper §2, Fig. 2). The
 #: first is also exhaustive: every frame is exactly one of them.
-EXCLUSIVE_GROUPS = (("Spherical/Oblate", "Prolate", "Empty"), ("Round", "Elliptical"))
+EXCLUSIVE_GROUPS = (("spherical_oblate", "prolate", "empty"), ("round", "elliptical"))
 
 #: Subclass -> superordinate class: a frame with the subclass has the parent too.
-PARENTS = {"Round": "Spherical/Oblate", "Elliptical": "Spherical/Oblate", "Streak": "Prolate"}
+PARENTS = {
+    "round": "spherical_oblate",
+    "elliptical": "spherical_oblate",
+    "double_rings": "spherical_oblate",
+    "streak": "prolate",
+}
 
 #: Below this many scattered photons a frame is labelled Empty (nothing to see).
 EMPTY_BELOW_PHOTONS = 100.0
@@ -103,16 +159,73 @@ VISIBLE_PHOTONS = 1.0
 PROLATE_MIN_ASPECT = 1.15
 #: A Prolate pattern is a Streak when its projection is at least this elongated.
 STREAK_MIN_ASPECT = 1.8
+#: Two ring systems are told apart (Double Rings) when, out to the visible
+#: radius, they drift apart by at least this many fringes ...
+DOUBLE_MIN_DRIFT = 1.0
+#: ... and the partner's rings carry at least this fraction of the droplet's
+#: intensity (the envelope ratio ``(R2 / R1)^2``).
+PARTNER_MIN_INTENSITY = 0.1
+#: Interference between the two spheres is visible when its fringe contrast
+#: ``2 rho / (1 + rho^2)`` (``rho = R2 / R1``, the amplitude ratio) is at least this.
+MIN_FRINGE_CONTRAST = 0.5
+#: Newton rings: at least this many axial fringes (``|q_z d_z| / 2 pi``) inside
+#: the visible radius, resolved (>= 2 px apart), and at most half as many
+#: transverse ones (``q |d_perp| / 2 pi``), so that the fringes are rings.
+NEWTON_MIN_FRINGES = 1.5
+#: Asymmetric: both the axial and the transverse phase of the two lobes reach
+#: at least this (radians) inside the visible radius; the pattern then differs
+#: between ``(x, y)`` and ``(-x, -y)`` by ``4 A1 A2 sin(q_perp . d) sin(q_z d_z)``.
+ASYMMETRY_MIN_PHASE = math.pi / 2
 
-DEFAULT_MIX = {Kind.SPHERE: 0.5, Kind.OBLATE: 0.25, Kind.PROLATE: 0.2, Kind.EMPTY: 0.05}
-#: ``--mix paper``: with the default ranges the label fractions come out within a
-#: point of the paper's Table 1 (docs/simulate.md).
-PAPER_MIX = {Kind.SPHERE: 0.72, Kind.OBLATE: 0.18, Kind.PROLATE: 0.07, Kind.EMPTY: 0.03}
+#: Ranges of the partner's radius over the droplet's (``rho = R2 / R1``) per kind.
+PARTNER_RATIO = {Kind.DOUBLE: (0.35, 0.8), Kind.NEWTON: (0.85, 1.0), Kind.ASYMMETRIC: (0.75, 0.95)}
+#: Double: centre-to-centre distance in the detector plane, nm: droplets a few
+#: micrometres apart in the focus; their fringes are mostly finer than a pixel,
+#: so two ring systems show (:func:`fringe_visibility`).
+DOUBLE_SEPARATION_NM = (2000.0, 12000.0)
+#: Newton: distance along the beam, nm.
+NEWTON_SEPARATION_NM = (1500.0, 6000.0)
+#: Asymmetric: the lobes touch (``|d| = R1 + R2``); ``|cos|`` of the angle
+#: between ``d`` and the beam in this range (neither side by side nor in line).
+ASYMMETRIC_COS_TILT = (0.45, 0.9)
 
-# Random streams: frame parameters and photon noise are drawn independently.
+DEFAULT_MIX = {
+    Kind.SPHERE: 0.4,
+    Kind.OBLATE: 0.2,
+    Kind.PROLATE: 0.2,
+    Kind.EMPTY: 0.05,
+    Kind.DOUBLE: 0.05,
+    Kind.NEWTON: 0.05,
+    Kind.ASYMMETRIC: 0.05,
+}
+#: ``--mix paper``: with the default ranges the label fractions come out close to
+#: the paper's Table 1 (docs/simulate.md).
+PAPER_MIX = {
+    Kind.SPHERE: 0.57,
+    Kind.OBLATE: 0.166,
+    Kind.PROLATE: 0.07,
+    Kind.EMPTY: 0.03,
+    Kind.DOUBLE: 0.017,
+    Kind.NEWTON: 0.072,
+    Kind.ASYMMETRIC: 0.075,
+}
+
+# Random streams: frame parameters and photon noise (the MCP gains follow the
+# Poisson draws in the noise stream).
 _PARAM_STREAM, _NOISE_STREAM = 0, 1
-# Uniform numbers drawn per frame for its parameters (see draw_parameters).
-_N_UNIFORMS = 9
+# SimulationConfig's (min, max) ranges.
+_RANGES = (
+    "radius",
+    "photon_energy",
+    "fluence",
+    "oblate_ratio",
+    "prolate_ratio",
+    "halo",
+    "halo_width",
+)
+# Uniform numbers drawn per frame for its parameters (see draw_parameters); the
+# first 9 are those of ccfkit-simulate/1, in the same order.
+_N_UNIFORMS = 15
 
 
 def photon_energy_to_wavelength(energy_ev):
@@ -126,8 +239,8 @@ def parse_mix(text: str | Mapping) -> dict[Kind, float]:
     Parameters
     ----------
     text : str or mapping
-        Comma-separated ``kind=weight`` pairs (kinds: sphere, oblate, prolate,
-        empty; missing kinds get weight 0), a mapping of the same, or
+        Comma-separated ``kind=weight`` pairs (kinds: the :class:`Kind` names
+        in lower case; missing kinds get weight 0), a mapping of the same, or
         ``"paper"`` (:data:`PAPER_MIX`).
 
     Returns
@@ -198,6 +311,23 @@ class SimulationConfig:
         Poisson photon noise (else the expected counts are written).
     background : float
         Expected stray/dark photons per good pixel per frame (flat).
+    polarization : str
+        :class:`ccfkit.instrument.Polarization` of the beam (``horizontal``:
+        FERMI's linear polarisation, electric field along x).
+    solid_angle : bool
+        Weight pixels by their solid angle (``cos^3 2theta``).
+    halo : (float, float)
+        Expected stray-light halo photons per frame on the good pixels
+        (log-uniform); ``(0, 0)``: no halo.
+    halo_width : (float, float)
+        Half width of the halo, as the scattering angle (degrees) where it
+        has fallen to ``2^(-3/2)`` of its centre (uniform).
+    mcp : bool
+        MCP + phosphor response: per-event gain spread and blur.
+    gain_spread : float
+        Relative standard deviation of one photon's MCP gain.
+    blur : float
+        Standard deviation of the phosphor blur, pixels.
     jitter : float
         Radius in pixels of the disc in which the beam centre is drawn
         around the detector centre.
@@ -218,11 +348,26 @@ class SimulationConfig:
     background: float = 0.01
     jitter: float = 3.0
     hole_radius: float = 10.0
+    polarization: str = "horizontal"
+    solid_angle: bool = True
+    halo: tuple[float, float] = (1e3, 2e4)
+    halo_width: tuple[float, float] = (3.0, 12.0)
+    mcp: bool = False
+    gain_spread: float = 0.6
+    blur: float = 0.7
 
     def __post_init__(self):
         object.__setattr__(self, "mix", parse_mix(self.mix))
-        for name in ("radius", "photon_energy", "fluence", "oblate_ratio", "prolate_ratio"):
+        for name in _RANGES:
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        try:
+            polarization = Polarization(str(self.polarization).lower())
+        except ValueError:
+            choices = ", ".join(p.value for p in Polarization)
+            raise ValueError(
+                f"unknown polarisation {self.polarization!r}; use {choices}"
+            ) from None
+        object.__setattr__(self, "polarization", polarization.value)
         self.validate()
 
     def validate(self) -> None:
@@ -261,6 +406,14 @@ class SimulationConfig:
                 f"hole radius must lie between 0 and {(self.size - 1) / 2:g} px, "
                 f"got {self.hole_radius:g}"
             )
+        span("halo (photons per frame)", self.halo, low_ok=True)
+        if self.halo[0] == 0 < self.halo[1]:
+            raise ValueError("halo: the minimum must be > 0 (log-uniform), or both 0 (no halo)")
+        span("halo width (degrees)", self.halo_width, 0.0, 90.0)
+        for name in ("gain_spread", "blur"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 10):
+                raise ValueError(f"{name.replace('_', ' ')} must lie in [0, 10], got {value:g}")
 
     @property
     def detector(self) -> Detector:
@@ -279,6 +432,9 @@ class SimulationConfig:
             "background": "background_photons_per_pixel",
             "jitter": "jitter_px",
             "hole_radius": "hole_radius_px",
+            "halo": "halo_photons",
+            "halo_width": "halo_width_deg",
+            "blur": "blur_px",
         }
         return {rename.get(k, k): (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
 
@@ -370,6 +526,16 @@ class FrameParameters:
         Expected scattered photons on the good pixels; 0 for empty frames.
     center : (N, 2) float64
         True beam centre ``(cx, cy)`` in pixels.
+    partner_radius : (N,) float64, optional
+        Radius in nm of the second sphere of the two-sphere kinds
+        (:data:`TWO_SPHERE_KINDS`); 0 otherwise (the default).
+    separation : (N, 3) float64, optional
+        From the droplet's centre to its partner's, nm, lab ``(x, y, z)``;
+        0 without a partner (the default).
+    halo : (N,) float64, optional
+        Expected stray-light halo photons on the good pixels (default 0).
+    halo_width : (N,) float64, optional
+        Halo width ``w`` in pixels (default 1; irrelevant without halo).
     """
 
     index: np.ndarray
@@ -381,6 +547,22 @@ class FrameParameters:
     wavelength: np.ndarray
     fluence: np.ndarray
     center: np.ndarray
+    partner_radius: np.ndarray | None = None
+    separation: np.ndarray | None = None
+    halo: np.ndarray | None = None
+    halo_width: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.index)
+        defaults = {
+            "partner_radius": np.zeros(n),
+            "separation": np.zeros((n, 3)),
+            "halo": np.zeros(n),
+            "halo_width": np.ones(n),
+        }
+        for name, default in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -391,9 +573,9 @@ class FrameParameters:
 
 
 def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParameters:
-    """Draw the particle, beam and fluence of each frame.
+    """Draw the particle(s), beam, fluence and stray light of each frame.
 
-    Frame ``i`` uses only ``default_rng([seed, i, 0])`` (9 uniforms), so its
+    Frame ``i`` uses only ``default_rng([seed, i, 0])`` (15 uniforms), so its
     parameters do not depend on the other frames.
 
     Parameters
@@ -441,8 +623,17 @@ def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParame
 
     shift = config.jitter * np.sqrt(u[:, 7])  # uniform in a disc
     turn = 2 * np.pi * u[:, 8]
-    cx0, cy0 = Detector.from_config(config).nominal_center
+    detector = Detector.from_config(config)
+    cx0, cy0 = detector.nominal_center
     center = np.stack([cx0 + shift * np.cos(turn), cy0 + shift * np.sin(turn)], axis=1)
+
+    partner_radius, separation = _draw_partners(kind, radius, u[:, 9:13])
+
+    halo = np.zeros(indices.size)
+    if config.halo[1] > 0:
+        halo = config.halo[0] * (config.halo[1] / config.halo[0]) ** u[:, 13]  # log-uniform
+    width_deg = config.halo_width[0] + (config.halo_width[1] - config.halo_width[0]) * u[:, 14]
+    halo_width = detector.distance * np.tan(np.radians(width_deg)) / detector.pixel_size
 
     radius[empty] = 0.0
     semi_axes[empty] = 0.0
@@ -457,7 +648,53 @@ def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParame
         wavelength=photon_energy_to_wavelength(energy),
         fluence=fluence,
         center=center,
+        partner_radius=partner_radius,
+        separation=separation,
+        halo=halo,
+        halo_width=halo_width,
     )
+
+
+def _draw_partners(kind, radius, u) -> tuple[np.ndarray, np.ndarray]:
+    """The partner sphere of the two-sphere kinds from 4 uniforms per frame.
+
+    Parameters
+    ----------
+    kind, radius : (N,) arrays
+        Kinds and the droplets' radii (nm).
+    u : (N, 4) float64
+        Uniforms: radius ratio, separation, direction (2).
+
+    Returns
+    -------
+    partner_radius : (N,) float64
+        nm; 0 for single particles.
+    separation : (N, 3) float64
+        nm, lab ``(x, y, z)``; 0 for single particles.
+    """
+    partner = np.zeros(len(kind))
+    separation = np.zeros((len(kind), 3))
+    azimuth = 2 * np.pi * u[:, 2]
+    in_plane = np.stack([np.cos(azimuth), np.sin(azimuth), np.zeros(len(kind))], axis=1)
+    for k in TWO_SPHERE_KINDS:
+        sel = kind == k
+        lo, hi = PARTNER_RATIO[k]
+        partner[sel] = radius[sel] * (lo + (hi - lo) * u[sel, 0])
+    touching = radius + partner
+    sel = kind == Kind.DOUBLE
+    lo, hi = DOUBLE_SEPARATION_NM
+    separation[sel] = in_plane[sel] * (lo + (hi - lo) * u[sel, 1])[:, None]
+    sel = kind == Kind.NEWTON
+    lo, hi = NEWTON_SEPARATION_NM
+    separation[sel, 2] = lo + (hi - lo) * u[sel, 1]
+    sel = kind == Kind.ASYMMETRIC
+    lo, hi = ASYMMETRIC_COS_TILT
+    cos_tilt = (lo + (hi - lo) * u[sel, 1]) * np.where(u[sel, 3] < 0.5, -1.0, 1.0)
+    sin_tilt = np.sqrt(1 - cos_tilt**2)
+    direction = in_plane[sel] * sin_tilt[:, None]
+    direction[:, 2] = cos_tilt
+    separation[sel] = direction * touching[sel, None]
+    return partner, separation
 
 
 def projected_semi_axes(params: FrameParameters) -> np.ndarray:
@@ -547,25 +784,86 @@ def fringe_shift(params: FrameParameters, detector: Detector, visible=None) -> n
     return q_vis * (long_short[:, 0] - long_short[:, 1]) / np.pi
 
 
-def assign_labels(params: FrameParameters, detector: Detector, shift=None) -> np.ndarray:
+def partner_features(params: FrameParameters, detector: Detector, visible=None) -> dict:
+    """What the two spheres of a two-sphere frame show, out to the visible radius.
+
+    With ``rho = R2 / R1``, ``q_vis = |q|`` at :func:`visible_radius` and
+    ``|q_z| = q^2 / (2 k)`` there (the Ewald sphere's depth):
+
+    * ``drift = q_vis (R1 - R2) / pi``: by how many fringes the two ring
+      systems drift apart (Double Rings when >= ``DOUBLE_MIN_DRIFT``);
+    * ``contrast = 2 rho / (1 + rho^2)``: contrast of their interference;
+    * ``axial_fringes = |q_z d_z| / 2 pi``: rings from the separation along the
+      beam (Newton rings), counted only out to where they are >= 2 px apart
+      (the phase grows by ``|d_z| k sin 2theta cos^2 2theta p / L`` per pixel);
+    * ``transverse_fringes = q_vis |d_perp| / 2 pi``: straight fringes from the
+      separation across the beam;
+    * ``axial_phase = |q_z d_z|``, ``transverse_phase = q_vis |d_perp|`` (radians).
+
+    Returns
+    -------
+    dict of str -> (N,) float64
+        All 0 for frames without a partner.
+    """
+    visible = visible_radius(params, detector) if visible is None else visible
+    has = params.partner_radius > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(has, params.partner_radius / np.where(has, params.radius, 1.0), 0.0)
+    k = 2 * np.pi / params.wavelength
+    q_vis = momentum_transfer(visible, detector, params.wavelength)
+    d_perp = np.hypot(params.separation[:, 0], params.separation[:, 1])
+    d_z = np.abs(params.separation[:, 2])
+    # Largest 2theta where the axial fringes are >= 2 px apart: the phase per pixel,
+    # |d_z| k (p / L) sin(2t) cos^2(2t), increases up to 35 deg (beyond the half-width).
+    grid = np.linspace(
+        0.0, math.atan(detector.half_width * detector.pixel_size / detector.distance)
+    )
+    slope = np.sin(grid) * np.cos(grid) ** 2 * detector.pixel_size / detector.distance
+    with np.errstate(divide="ignore"):
+        resolved = np.interp(np.pi / np.maximum(d_z * k, 1e-300), slope, grid)
+    q_resolved = 2 * k * np.sin(resolved / 2)
+    q_axial = np.minimum(q_vis, q_resolved)
+    axial_phase = d_z * q_vis**2 / (2 * k)
+    return {
+        "drift": np.where(has, q_vis * (params.radius - params.partner_radius) / np.pi, 0.0),
+        "contrast": 2 * rho / (1 + rho**2),
+        "axial_fringes": d_z * q_axial**2 / (2 * k) / (2 * np.pi),
+        "transverse_fringes": q_vis * d_perp / (2 * np.pi),
+        "axial_phase": axial_phase,
+        "transverse_phase": q_vis * d_perp,
+        "intensity_ratio": rho**2,
+    }
+
+
+def assign_labels(
+    params: FrameParameters, detector: Detector, shift=None, partners: dict | None = None
+) -> np.ndarray:
     """Labels of what each pattern shows, with the paper's rules (§2, Fig. 2).
 
     Rules (thresholds are module constants):
 
-    * ``Empty``: no particle, or fewer than ``EMPTY_BELOW_PHOTONS`` scattered
+    * ``empty``: no particle, or fewer than ``EMPTY_BELOW_PHOTONS`` scattered
       photons expected.
-    * ``Prolate``: a prolate particle whose projection is elongated by at
+    * ``prolate``: a prolate particle whose projection is elongated by at
       least ``PROLATE_MIN_ASPECT`` *and* visibly so (``fringe_shift >=
       VISIBLE_FRINGE_SHIFT``). A prolate particle seen nearly end-on looks
-      round and is not labelled Prolate.
-    * ``Spherical/Oblate``: every other non-empty frame.
-    * ``Elliptical``: Spherical/Oblate with a visible ellipticity
-      (``fringe_shift >= VISIBLE_FRINGE_SHIFT``); ``Round`` otherwise.
-    * ``Streak``: Prolate with a projection elongated by at least
+      round and is not labelled prolate.
+    * ``spherical_oblate``: every other non-empty frame.
+    * ``elliptical``: spherical_oblate with a visible ellipticity
+      (``fringe_shift >= VISIBLE_FRINGE_SHIFT``); ``round`` otherwise.
+    * ``streak``: prolate with a projection elongated by at least
       ``STREAK_MIN_ASPECT``.
+    * Two-sphere frames (:func:`partner_features`): ``double_rings`` when the
+      partner's rings are bright enough (``intensity_ratio >=
+      PARTNER_MIN_INTENSITY``) and drift apart from the droplet's (``drift >=
+      DOUBLE_MIN_DRIFT``); ``newton_rings`` when ``contrast >=
+      MIN_FRINGE_CONTRAST``, ``axial_fringes >= NEWTON_MIN_FRINGES`` and
+      ``transverse_fringes <= axial_fringes / 2``; ``asymmetric`` when
+      ``contrast >= MIN_FRINGE_CONTRAST`` and both phases reach
+      ``ASYMMETRY_MIN_PHASE``.
 
-    So Spherical/Oblate, Prolate and Empty are exclusive and exhaustive, and
-    Round and Elliptical are exclusive (:data:`EXCLUSIVE_GROUPS`).
+    So spherical_oblate, prolate and empty are exclusive and exhaustive, and
+    round and elliptical are exclusive (:data:`EXCLUSIVE_GROUPS`).
 
     Parameters
     ----------
@@ -573,6 +871,8 @@ def assign_labels(params: FrameParameters, detector: Detector, shift=None) -> np
     detector : Detector
     shift : (N,) array, optional
         :func:`fringe_shift`, when already computed.
+    partners : dict, optional
+        :func:`partner_features`, when already computed.
 
     Returns
     -------
@@ -582,18 +882,35 @@ def assign_labels(params: FrameParameters, detector: Detector, shift=None) -> np
     long_short = projected_semi_axes(params)
     with np.errstate(divide="ignore", invalid="ignore"):
         aspect = np.where(long_short[:, 1] > 0, long_short[:, 0] / long_short[:, 1], 1.0)
-    shift = fringe_shift(params, detector) if shift is None else shift
+    if shift is None or partners is None:
+        visible = visible_radius(params, detector)
+        shift = fringe_shift(params, detector, visible) if shift is None else shift
+        partners = partner_features(params, detector, visible) if partners is None else partners
     visible = shift >= VISIBLE_FRINGE_SHIFT
     empty = (params.kind == Kind.EMPTY) | (params.fluence < EMPTY_BELOW_PHOTONS)
     prolate = ~empty & (params.kind == Kind.PROLATE) & (aspect >= PROLATE_MIN_ASPECT) & visible
     spherical = ~empty & ~prolate
+    pair = ~empty & (params.partner_radius > 0)
+    contrast = partners["contrast"] >= MIN_FRINGE_CONTRAST
     columns = {
-        "Spherical/Oblate": spherical,
-        "Round": spherical & ~visible,
-        "Elliptical": spherical & visible,
-        "Prolate": prolate,
-        "Streak": prolate & (aspect >= STREAK_MIN_ASPECT),
-        "Empty": empty,
+        "spherical_oblate": spherical,
+        "round": spherical & ~visible,
+        "elliptical": spherical & visible,
+        "newton_rings": pair
+        & contrast
+        & (partners["axial_fringes"] >= NEWTON_MIN_FRINGES)
+        & (partners["transverse_fringes"] <= partners["axial_fringes"] / 2),
+        "prolate": prolate,
+        "asymmetric": pair
+        & contrast
+        & (partners["axial_phase"] >= ASYMMETRY_MIN_PHASE)
+        & (partners["transverse_phase"] >= ASYMMETRY_MIN_PHASE),
+        "streak": prolate & (aspect >= STREAK_MIN_ASPECT),
+        "double_rings": pair
+        & spherical
+        & (partners["intensity_ratio"] >= PARTNER_MIN_INTENSITY)
+        & (partners["drift"] >= DOUBLE_MIN_DRIFT),
+        "empty": empty,
     }
     return np.stack([columns[name] for name in LABELS], axis=1).astype(np.uint8)
 
@@ -601,13 +918,19 @@ def assign_labels(params: FrameParameters, detector: Detector, shift=None) -> np
 def label_rules() -> str:
     """The labelling rules of :func:`assign_labels` in one paragraph (stored in files)."""
     return (
-        f"Empty: no particle, or < {EMPTY_BELOW_PHOTONS:g} scattered photons. "
-        f"Prolate: a prolate particle whose projection has aspect >= {PROLATE_MIN_ASPECT:g} "
-        f"and fringe_shift >= {VISIBLE_FRINGE_SHIFT:g}. Spherical/Oblate: every other "
-        f"non-empty frame; Elliptical if fringe_shift >= {VISIBLE_FRINGE_SHIFT:g}, else Round. "
-        f"Streak: Prolate with projected aspect >= {STREAK_MIN_ASPECT:g}. fringe_shift = "
+        f"empty: no particle, or < {EMPTY_BELOW_PHOTONS:g} scattered photons. "
+        f"prolate: a prolate particle whose projection has aspect >= {PROLATE_MIN_ASPECT:g} "
+        f"and fringe_shift >= {VISIBLE_FRINGE_SHIFT:g}. spherical_oblate: every other "
+        f"non-empty frame; elliptical if fringe_shift >= {VISIBLE_FRINGE_SHIFT:g}, else round. "
+        f"streak: prolate with projected aspect >= {STREAK_MIN_ASPECT:g}. fringe_shift = "
         "q_vis (long - short) / pi, q_vis = |q| out to where ring maxima expect "
-        f">= {VISIBLE_PHOTONS:g} photon per pixel."
+        f">= {VISIBLE_PHOTONS:g} photon per pixel. Two spheres (radii R1 >= R2, rho = R2/R1, "
+        f"separation d): double_rings if rho^2 >= {PARTNER_MIN_INTENSITY:g} and "
+        f"q_vis (R1 - R2) / pi >= {DOUBLE_MIN_DRIFT:g}; newton_rings if 2 rho / (1 + rho^2) >= "
+        f"{MIN_FRINGE_CONTRAST:g}, |q_z d_z| / 2pi >= {NEWTON_MIN_FRINGES:g} (fringes >= 2 px "
+        "apart) and q_vis |d_perp| / 2pi <= half of that; asymmetric if 2 rho / (1 + rho^2) >= "
+        f"{MIN_FRINGE_CONTRAST:g} and |q_z d_z| and q_vis |d_perp| both >= "
+        f"{ASYMMETRY_MIN_PHASE:.4g} rad."
     )
 
 
@@ -663,90 +986,152 @@ def sphere_form_factor(u):
 
 
 def expected_counts(
-    params: FrameParameters,
-    detector: Detector,
-    good: np.ndarray | None = None,
-    background: float = 0.0,
+    params: FrameParameters, config: SimulationConfig, good: np.ndarray | None = None
 ) -> np.ndarray:
     """Expected photons per pixel (no noise) for a batch of frames.
 
-    ``E = fluence * w / sum_good(w) + background`` on good pixels, 0 on
-    masked ones, with ``w = |F(q)|^2 (L / D)^3`` (form factor squared times
-    the flat-detector solid angle ``p^2 L / D^3`` up to a constant). Empty
-    frames get the background only.
+    ``E = fluence * w / sum_good(w) + halo + background`` on good pixels, 0
+    on masked ones, with ``w = |A(q)|^2 P Omega``: the particle's scattered
+    intensity (:func:`particle_intensity`), the polarisation factor ``P``
+    (:func:`ccfkit.instrument.polarization_factor`) and the pixel's solid angle
+    ``Omega = cos^3 2theta`` (:func:`ccfkit.instrument.solid_angle_factor`),
+    each as ``config`` says. ``halo`` is the frame's stray-light halo
+    (:func:`ccfkit.instrument.stray_light_halo`), centred on its beam centre.
+    Empty frames get the halo and the background only.
 
     Parameters
     ----------
     params : FrameParameters
         ``B`` frames.
-    detector : Detector
+    config : SimulationConfig
     good : (H, W) bool, optional
-        True = good pixel; default ``detector.good_pixels()``.
-    background : float
-        Photons per good pixel per frame.
+        True = good pixel; default ``config.detector.good_pixels()``.
 
     Returns
     -------
     (B, H, W) float32
     """
+    detector = config.detector
     good = detector.good_pixels() if good is None else np.asarray(good, dtype=bool)
     good32 = good.astype(np.float32)
     height, width = detector.shape
     out = np.empty((len(params), height, width), dtype=np.float32)
-    pixel_nm = detector.pixel_size * 1e9
-    dist_nm = detector.distance * 1e9
+    per_length = detector.pixel_size / detector.distance  # pixel offsets -> x / L
     cols = np.arange(width, dtype=np.float64)
     rows = np.arange(height, dtype=np.float64)[:, None]
     for b in range(len(params)):
-        if params.kind[b] == Kind.EMPTY or params.fluence[b] <= 0:
-            out[b] = np.float32(background) * good32
-            continue
         cx, cy = params.center[b]
-        _pattern(
-            (cols - cx) * pixel_nm,
-            (rows - cy) * pixel_nm,
-            dist_nm,
-            params.wavelength[b],
-            params.semi_axes[b],
-            params.axis[b],
-            good32,
-            out=out[b],
-        )
-        total = out[b].sum(dtype=np.float64)
-        out[b] *= np.float32(params.fluence[b] / total) if total > 0 else np.float32(0)
-        if background:
-            out[b] += np.float32(background) * good32
+        x_px, y_px = cols - cx, rows - cy
+        frame = out[b]
+        if params.kind[b] == Kind.EMPTY or params.fluence[b] <= 0:
+            frame[...] = 0
+        else:
+            x_l, y_l = x_px * per_length, y_px * per_length
+            cos2t = particle_intensity(x_l, y_l, params.take([b]), per_length, out=frame)
+            frame *= _instrument_weight(x_l, y_l, config, good32, cos2t)
+            total = frame.sum(dtype=np.float64)
+            frame *= np.float32(params.fluence[b] / total) if total > 0 else np.float32(0)
+        if params.halo[b] > 0:
+            r2 = np.add(np.float32(x_px) ** 2, np.float32(y_px) ** 2, dtype=np.float32)
+            frame += stray_light_halo(r2, float(params.halo_width[b]), good32, params.halo[b])
+        if config.background:
+            frame += np.float32(config.background) * good32
     return out
 
 
-def _pattern(x, y, dist, wavelength, semi_axes, axis, good32, out):
-    """Unnormalised expected counts ``|F/3|^2 (L/D)^3`` on good pixels, into ``out``.
+def _instrument_weight(x_over_l, y_over_l, config: SimulationConfig, good32, cos2t):
+    """``P Omega`` on good pixels, 0 on masked ones: (H, W) float32."""
+    weight = polarization_factor(x_over_l, y_over_l, config.polarization, cos2t)
+    if config.solid_angle:
+        weight *= solid_angle_factor(x_over_l, y_over_l, cos2t)
+    weight *= good32
+    return weight
 
-    ``x`` (W,), ``y`` (H, 1): pixel offsets from the beam centre; ``dist``:
-    the detector distance; all in nm (float64; the (H, W) work is float32, in
-    place). With ``n = (x, y, L) / D`` and ``q / k = n - z_hat``:
+
+def particle_intensity(
+    x_over_l, y_over_l, one: FrameParameters, pixel_over_l: float, out: np.ndarray
+) -> np.ndarray:
+    """Scattered intensity ``|A(q)|^2`` of one frame's particle(s), up to a constant.
+
+    The amplitude is the Born (Rayleigh-Gans) one on the Ewald sphere:
+    ``A = F(u)`` for a spheroid (``u`` as in the module docstring), and
+    ``A = F(q R1) + rho^3 F(q R2) exp(i q . d)`` for two spheres of radii
+    ``R1`` and ``R2 = rho R1`` with centres ``d`` apart (volumes ``R^3``), so
+    ``|A|^2 = F1^2 + rho^6 F2^2 + 2 rho^3 F1 F2 V cos(q . d)``, where ``V``
+    (:func:`fringe_visibility`) averages the fringes over the pixel's area: a
+    pixel integrates fringes finer than itself to their mean. ``F`` is the
+    sphere's form factor divided by 3 (1/3 at ``q = 0``).
+
+    With ``n = (x, y, L) / D`` and ``q / k = n - z_hat``:
 
     * ``|q/k|^2 = 2 (1 - L/D) = 2 t (L/D) / (D/L + 1)`` with ``t = (x^2 + y^2) / L^2``
       (the second form does not cancel near the beam centre),
     * ``(q/k) . c_hat = (x c_x + y c_y + L c_z) / D - c_z``,
-    * ``u^2 = k^2 (a^2 |q/k|^2 + (c^2 - a^2) ((q/k) . c_hat)^2)``.
+    * ``u^2 = k^2 (a^2 |q/k|^2 + (c^2 - a^2) ((q/k) . c_hat)^2)``,
+    * ``(q/k) . d = (x d_x + y d_y) / D - (1 - L/D) d_z``.
 
-    The last difference cancels in float32 near the centre for ``c_z ~ 1``,
-    which moves ``u`` there by ~1e-5 relative: far below anything visible.
+    The spheroid's difference cancels in float32 near the centre for ``c_z ~
+    1``, which moves ``u`` there by ~1e-5 relative: far below anything visible.
+
+    Parameters
+    ----------
+    x_over_l : (W,) float64
+        Pixel offsets from the beam centre along x over the distance ``L``.
+    y_over_l : (H, 1) float64
+        The same along y.
+    one : FrameParameters
+        One frame.
+    pixel_over_l : float
+        Pixel size over the detector distance.
+    out : (H, W) float32
+        Receives ``|A|^2``.
+
+    Returns
+    -------
+    (H, W) float32
+        ``L / D = cos 2theta`` of each pixel (computed on the way).
     """
-    a, c = float(semi_axes[0]), float(semi_axes[1])
-    k = 2 * np.pi / float(wavelength)
     f32 = np.float32
-    t = np.add(f32(x / dist) ** 2, f32(y / dist) ** 2, dtype=np.float32)
+    k = 2 * np.pi / float(one.wavelength[0])
+    t = np.add(f32(x_over_l) ** 2, f32(y_over_l) ** 2, dtype=np.float32)
     d_over_l = np.add(t, f32(1), out=out)
     np.sqrt(d_over_l, out=d_over_l)
     nz = np.reciprocal(d_over_l)  # L / D
     d_over_l += f32(1)
-    s2 = t  # |q/k|^2 / 2
+    s2 = t  # |q/k|^2 / 2 = 1 - L / D
     s2 *= nz
     s2 /= d_over_l
+    scratch = out  # d_over_l is no longer needed
+    if one.partner_radius[0] > 0:
+        r1, r2 = float(one.radius[0]), float(one.partner_radius[0])
+        rho3 = f32((r2 / r1) ** 3)
+        sep = one.separation[0]
+        u1 = np.multiply(s2, f32(2 * (k * r1) ** 2), dtype=np.float32)
+        np.sqrt(u1, out=u1)
+        u2 = u1 * f32(r2 / r1)
+        phase = np.add(
+            f32(x_over_l * (k * sep[0])), f32(y_over_l * (k * sep[1])), dtype=np.float32
+        )
+        phase *= nz
+        s2 *= f32(k * sep[2])
+        phase -= s2
+        np.cos(phase, out=phase)
+        phase *= fringe_visibility(x_over_l, y_over_l, nz, k * pixel_over_l, sep)
+        f1 = _form_factor32(u1, scratch=s2)
+        f2 = _form_factor32(u2, scratch=s2)
+        f2 *= rho3
+        cross = np.multiply(f1, f2, out=s2)
+        cross *= phase
+        cross *= f32(2)
+        f1 *= f1
+        f2 *= f2
+        np.add(f1, f2, out=out)
+        out += cross
+        return nz
+    a, c = (float(v) for v in one.semi_axes[0])
+    axis = one.axis[0]
     # dot = (x c_x / L + y c_y / L + c_z) * (L / D) - c_z
-    dot = np.add(f32(x * axis[0] / dist + axis[2]), f32(y * axis[1] / dist), out=out)
+    dot = np.add(f32(x_over_l * axis[0] + axis[2]), f32(y_over_l * axis[1]), out=scratch)
     dot *= nz
     dot -= f32(axis[2])
     dot *= dot
@@ -757,13 +1142,55 @@ def _pattern(x, y, dist, wavelength, semi_axes, axis, good32, out):
     u *= f32(2 * (k * a) ** 2)
     np.maximum(u, 0, out=u)  # c < a can round u^2 a hair below 0 at the centre
     np.sqrt(u, out=u)
-    f = _form_factor32(u, scratch=dot)
-    f *= f
-    nz3 = np.multiply(nz, nz, out=dot)
-    nz3 *= nz
-    nz3 *= good32
-    np.multiply(f, nz3, out=out)
-    return out
+    f = _form_factor32(u, scratch=out)
+    np.multiply(f, f, out=out)
+    return nz
+
+
+def fringe_visibility(x_over_l, y_over_l, nz, k_pixel, separation) -> np.ndarray:
+    """Pixel average of ``cos(q . d)`` over the cosine at the pixel centre, ``V``.
+
+    Across a square pixel the phase ``phi = q . d`` changes by the gradient
+    ``g`` (radians per pixel); the mean of ``cos(phi0 + g . u)`` over
+    ``u in [-1/2, 1/2]^2`` is ``cos(phi0) sinc(g_x / 2) sinc(g_y / 2)``
+    (``sinc z = sin z / z``). With ``w = (L/D)^2 (x d_x / L + y d_y / L + d_z)``:
+    ``g_x = k (p / L) (L / D) (d_x - (x / L) w)``, ``g_y`` the same with ``y``.
+
+    Parameters
+    ----------
+    x_over_l : (W,) float64
+    y_over_l : (H, 1) float64
+    nz : (H, W) float32
+        ``L / D``.
+    k_pixel : float
+        ``k p / L`` (1/nm).
+    separation : (3,) float64
+        ``d`` in nm.
+
+    Returns
+    -------
+    (H, W) float32
+        In ``(-0.22, 1]``: 1 where the fringes are much wider than a pixel.
+    """
+    f32 = np.float32
+    d_x, d_y, d_z = (float(v) for v in separation)
+    w = np.add(f32(x_over_l * d_x + d_z), f32(y_over_l * d_y), dtype=np.float32)
+    w *= nz
+    w *= nz
+    half = f32(k_pixel / 2)
+    g_x = np.multiply(w, f32(-x_over_l), dtype=np.float32)
+    g_x += f32(d_x)
+    g_x *= nz
+    g_x *= half
+    g_y = np.multiply(w, f32(-y_over_l), out=w)
+    g_y += f32(d_y)
+    g_y *= nz
+    g_y *= half
+    g_x /= f32(np.pi)
+    g_y /= f32(np.pi)
+    visibility = np.sinc(g_x)  # numpy's sinc(z) = sin(pi z) / (pi z)
+    visibility *= np.sinc(g_y)
+    return visibility
 
 
 def _form_factor32(u, scratch):
@@ -865,38 +1292,55 @@ def render_frames(
     seed: int,
     good: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The data of a batch of frames: expected counts, with Poisson noise if configured.
+    """The data of a batch of frames: expected counts, Poisson noise and detector response.
 
     Frame ``i``'s noise comes from ``Generator(SFC64(SeedSequence([seed, i, 1])))``
-    alone (SFC64: the fastest of NumPy's bit generators).
+    alone (SFC64: the fastest of NumPy's bit generators): first the Poisson
+    counts, then, with ``config.mcp``, the MCP gains
+    (:func:`ccfkit.instrument.mcp_response`). Without noise, the MCP response
+    is the blur of the expected counts (no gain spread).
 
     Returns
     -------
     (B, H, W) float32
-        Photon counts (whole numbers with noise); 0 on masked pixels.
+        Photon counts (whole numbers with noise and without MCP), or detector
+        values in mean photon signals; 0 on masked pixels.
     """
     detector = config.detector
     good = detector.good_pixels() if good is None else good
-    expected = expected_counts(params, detector, good, config.background)
+    expected = expected_counts(params, config, good)
     if not config.noise:
-        return expected
-    rngs = [
-        np.random.Generator(np.random.SFC64(np.random.SeedSequence([seed, int(i), _NOISE_STREAM])))
-        for i in params.index
-    ]
-    return _poisson_rows(expected.reshape(len(params), -1), rngs).reshape(expected.shape)
+        frames, rngs = expected, [None] * len(params)
+    else:
+        rngs = [
+            np.random.Generator(
+                np.random.SFC64(np.random.SeedSequence([seed, int(i), _NOISE_STREAM]))
+            )
+            for i in params.index
+        ]
+        frames = _poisson_rows(expected.reshape(len(params), -1), rngs).reshape(expected.shape)
+    if config.mcp:
+        spread = config.gain_spread if config.noise else 0.0
+        for b, rng in enumerate(rngs):
+            frames[b] = mcp_response(
+                frames[b], rng, gain_spread=spread, blur_px=config.blur, good=good
+            )
+    return frames
 
 
 # --- examples ------------------------------------------------------------------------------
 
 #: The panels of the example grid: a title and the rule a frame must satisfy.
 EXAMPLE_PANELS = (
-    ("Spherical/Oblate (sphere)", lambda lab, kind: lab["Round"] and kind == Kind.SPHERE),
-    ("Spherical/Oblate (oblate)", lambda lab, kind: lab["Round"] and kind == Kind.OBLATE),
-    ("Elliptical", lambda lab, kind: lab["Elliptical"]),
-    ("Prolate", lambda lab, kind: lab["Prolate"] and not lab["Streak"]),
-    ("Streak", lambda lab, kind: lab["Streak"]),
-    ("Empty", lambda lab, kind: lab["Empty"]),
+    ("Round (sphere)", lambda lab, kind: lab["round"] and kind == Kind.SPHERE),
+    ("Round (oblate)", lambda lab, kind: lab["round"] and kind == Kind.OBLATE),
+    ("Elliptical", lambda lab, kind: lab["elliptical"]),
+    ("Prolate", lambda lab, kind: lab["prolate"] and not lab["streak"]),
+    ("Streak", lambda lab, kind: lab["streak"]),
+    ("Empty", lambda lab, kind: lab["empty"]),
+    ("Double Rings", lambda lab, kind: lab["double_rings"] and kind == Kind.DOUBLE),
+    ("Newton rings", lambda lab, kind: lab["newton_rings"] and kind == Kind.NEWTON),
+    ("Asymmetric", lambda lab, kind: lab["asymmetric"] and kind == Kind.ASYMMETRIC),
 )
 
 
@@ -925,6 +1369,31 @@ def example_frames(config: SimulationConfig, seed: int, *, search: int = 2000):
     return found
 
 
+def _describe(one: FrameParameters) -> str:
+    """Two lines on what was drawn for one frame (for the example titles)."""
+    kind = Kind(int(one.kind[0]))
+    halo = f"halo {one.halo[0]:.0f}"
+    if kind == Kind.EMPTY:
+        return f"nothing hit, {one.photon_energy[0]:.0f} eV, {halo}"
+    a, c = one.semi_axes[0]
+    tilt = math.degrees(math.acos(min(1.0, abs(float(one.axis[0, 2])))))
+    shape = {
+        Kind.SPHERE: "sphere",
+        Kind.OBLATE: f"oblate c/a={c / a:.2f}, axis {tilt:.0f}° off the beam",
+        Kind.PROLATE: f"prolate c/a={c / a:.2f}, axis {tilt:.0f}° off the beam",
+    }.get(kind)
+    if shape is None:  # two spheres
+        d = one.separation[0]
+        shape = (
+            f"{kind.name.lower()}: R2={one.partner_radius[0]:.0f} nm, "
+            f"d=({d[0]:.0f}, {d[1]:.0f}, {d[2]:.0f}) nm"
+        )
+    return (
+        f"{shape}\nR={one.radius[0]:.0f} nm, {one.photon_energy[0]:.0f} eV, "
+        f"{one.fluence[0]:.1e} photons, {halo}"
+    )
+
+
 def draw_examples(config: SimulationConfig, seed: int, path, *, search: int = 2000):
     """Draw one example frame per class (log scale) into ``path`` (PNG).
 
@@ -946,22 +1415,8 @@ def draw_examples(config: SimulationConfig, seed: int, path, *, search: int = 20
     summary = []
     cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.6")  # masked pixels: grey
     for ax, (title, index, one, labels, data) in zip(axes.ravel(), examples):
-        names = tuple(name for name, on in zip(LABELS, labels) if on)
-        kind = Kind(int(one.kind[0]))
-        if kind == Kind.EMPTY:
-            what = f"nothing hit, {one.photon_energy[0]:.0f} eV"
-        else:
-            a, c = one.semi_axes[0]
-            tilt = math.degrees(math.acos(min(1.0, abs(float(one.axis[0, 2])))))
-            shape = (
-                "sphere"
-                if kind == Kind.SPHERE
-                else (f"{kind.name.lower()} c/a={c / a:.2f}, axis {tilt:.0f}° off the beam")
-            )
-            what = (
-                f"{shape}\nR={one.radius[0]:.0f} nm, {one.photon_energy[0]:.0f} eV, "
-                f"{one.fluence[0]:.1e} photons"
-            )
+        names = tuple(DISPLAY_NAMES[name] for name, on in zip(LABELS, labels) if on)
+        what = _describe(one)
         shown = np.ma.masked_array(np.log10(1 + data), mask=~good)
         image = ax.imshow(shown, cmap=cmap, interpolation="nearest")
         fig.colorbar(image, ax=ax, shrink=0.8, label="log10(1 + photons)")

@@ -10,6 +10,7 @@ import zarr
 
 from .io.source import FrameReader
 from .noise import add_noise
+from .store import read_checked
 
 __all__ = ["describe_store", "draw_frame", "raw_frame"]
 
@@ -29,7 +30,7 @@ def describe_store(group: zarr.Group) -> str:
         lines.append(
             f"  {name:<8} {array.dtype!s:<8} {array.shape!s:<20} chunks {array.chunks} {codec}"
         )
-    done = group["done"][:]
+    done = read_checked(group["done"], 0, group["done"].shape[0])
     lines.append(f"  chunks done: {int(done.sum())} / {done.size}")
     for key in (
         "parameters",
@@ -63,12 +64,10 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     """Fig. 4 of the paper for one frame: image, noisy image, merged map.
 
     The noisy image is drawn again from ``(seed, index)``: it is the one the
-    map was computed from.
+    map was computed from. A damaged chunk is a
+    :class:`~ccfkit.store.StoreError` naming it.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from .plotting import draw_image, draw_merged_map
 
@@ -83,20 +82,21 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     radius = group["radius"][:]
     parameters = group.attrs["parameters"]
     order = parameters["orders"][0] if "orders" in parameters else parameters["order"]  # schema 1
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig = Figure(figsize=(15, 4.6))
+    axes = fig.subplots(1, 3)
     draw_image(axes[0], image, mask=mask, title=f"frame {index} (log10)")
     draw_image(axes[1], noisy, mask=mask, title=f"with noise '{noise['level']}' (log10)")
-    maps = np.asarray(group["ccf"][row], dtype=np.float32)
+    maps = np.asarray(read_checked(group["ccf"], row, row + 1)[0], dtype=np.float32)
     merged = maps if maps.ndim == 2 else maps[0]  # channel 0: the merged map of several orders
     colours = draw_merged_map(axes[2], merged, radius, order=order)
     fig.colorbar(colours, ax=axes[2], fraction=0.046)
     if "labels" in group:
         names = group["labels"].attrs["names"]
-        on = [name for name, bit in zip(names, group["labels"][row]) if bit]
+        bits = read_checked(group["labels"], row, row + 1)[0]
+        on = [name for name, bit in zip(names, bits) if bit]
         fig.suptitle("labels: " + (", ".join(on) or "none"))
     fig.tight_layout()
     fig.savefig(output, dpi=90)
-    plt.close(fig)
 
 
 def _indent(text: str) -> str:

@@ -15,6 +15,7 @@ from ccfkit import pipeline
 from ccfkit.backends.array import NumpyBackend
 from ccfkit.cli import main
 from ccfkit.noise import add_noise
+from ccfkit.store import open_store
 
 SIZE = 49  # small frames keep every build well under a second
 FRAMES = 40
@@ -142,7 +143,9 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
         good.shape, center=CENTER, mask=good, q_bins=16, phi_bins=32, r_min="auto"
     )
     assert r_min == plan.r_min and plan.ring_used.all()
-    np.testing.assert_allclose(store["radius"][:], r_min + (np.arange(16) + 0.5) * (23.0 - r_min) / 16)
+    np.testing.assert_allclose(
+        store["radius"][:], r_min + (np.arange(16) + 0.5) * (23.0 - r_min) / 16
+    )
     np.testing.assert_array_equal(store["ring_used"][:], plan.ring_used)
     assert store.attrs["parameters"]["r_min"] == "auto"
     assert store.attrs["parameters"]["orders"] == [8]
@@ -240,7 +243,8 @@ def test_compressed_maps_are_the_same_maps(tmp_path, cxi, compressor):
     plain = build(cxi, tmp_path / "a.zarr", "--noise", "mean")
     packed = build(cxi, tmp_path / "b.zarr", "--noise", "mean", "--compressor", compressor)
     assert packed.attrs["layout"]["compressor"] == compressor
-    assert packed["ccf"].metadata.codecs[-1].to_dict()["name"] == "blosc"
+    names = [codec.to_dict()["name"] for codec in packed["ccf"].metadata.codecs]
+    assert names == ["bytes", "blosc", "crc32c"]
     np.testing.assert_array_equal(packed["ccf"][:], plain["ccf"][:])
 
 
@@ -333,7 +337,7 @@ def test_a_build_stopped_after_creating_its_store_resumes_to_the_same_store(
     assert resumed.attrs["noise"] == whole.attrs["noise"]
 
 
-def test_a_store_stopped_while_being_created_is_not_resumed(tmp_path, cxi, monkeypatch):
+def test_a_store_stopped_while_being_created_is_recognised_and_resumed(tmp_path, cxi, monkeypatch):
     out = tmp_path / "out.zarr"
     args = ["build", str(cxi), str(out), "--noise", "mean", *MAP_ARGS]
 
@@ -343,10 +347,14 @@ def test_a_store_stopped_while_being_created_is_not_resumed(tmp_path, cxi, monke
     with monkeypatch.context() as patch:  # Ctrl-C just before the root attributes are written
         patch.setattr("ccfkit.store._layout_attrs", interrupted)
         assert "Aborted" in CliRunner().invoke(main, args).output
-    assert out.exists()
-    result = run(*args, "--resume")
-    assert result.exit_code != 0 and "not a ccfkit store" in result.output
-    assert build(cxi, out, "--noise", "mean", "--overwrite").attrs["status"] == "complete"
+    info = run("info", str(out))
+    assert info.exit_code == 1 and "creation of this store was interrupted" in info.output
+    assert run(*args, "--resume").exit_code == 0
+    resumed = open_store(out)
+    assert run("build", str(cxi), str(tmp_path / "fresh.zarr"), *args[3:]).exit_code == 0
+    fresh = open_store(tmp_path / "fresh.zarr")
+    assert resumed.attrs["status"] == "complete"
+    np.testing.assert_array_equal(resumed["ccf"][:], fresh["ccf"][:])
 
 
 @pytest.mark.parametrize(
@@ -359,7 +367,7 @@ def test_resume_refuses_other_parameters(tmp_path, cxi, changed, named):
     build(cxi, out, "--noise", "mean")
     same = ["--noise", "mean", "--center", f"{CENTER[0]},{CENTER[1]}"]
     result = run("build", cxi, out, *same, "--resume", *MAP_ARGS, *changed)  # the last one wins
-    assert result.exit_code != 0 and f"built with another {named};" in result.output
+    assert result.exit_code != 0 and f"built with another {named} (" in result.output
 
 
 def test_overwrite_replaces_a_store(tmp_path, cxi):
@@ -578,3 +586,32 @@ def test_a_mask_leaving_no_usable_ring_is_refused(tmp_path, frames):
                  str(tmp_path / "mask.npy"), "--r-min", "0", *MAP_ARGS)  # fmt: skip
     assert result.exit_code != 0 and "no ring has 50% valid samples" in result.output
     assert not out.exists()
+
+
+def test_a_schema_1_store_still_opens_for_reading(tmp_path, cxi):
+    """What a version-1 store differs in: no ring_used, ``order`` not ``orders``."""
+    out = tmp_path / "old.zarr"
+    build(cxi, out, "--r-min", "0")
+    group = zarr.open_group(str(out), mode="r+")
+    parameters = dict(group.attrs["parameters"])
+    parameters["order"] = parameters.pop("orders")[0]
+    for key in ("estimator", "min_ring_fraction"):
+        del parameters[key]
+    layout = dict(group.attrs["layout"])
+    del layout["channels"]
+    group.attrs.update({"schema_version": 1, "parameters": parameters, "layout": layout})
+    del group["ring_used"]
+    result = run("info", out)
+    assert result.exit_code == 0 and "schema" in result.output.lower(), result.output
+    png = tmp_path / "frame.png"
+    result = run("show", out, "--index", "1", "-o", png)
+    assert result.exit_code == 0 and png.stat().st_size > 0, result.output
+    from trainer.data import StoreDataset, inspect_store
+
+    info = inspect_store(out)
+    assert info.channels("ccf") == 1
+    x, _, _ = StoreDataset(str(out), "ccf")[(0, np.arange(3))]
+    np.testing.assert_array_equal(x[:, 0].numpy(), group["ccf"][:3])
+    # resuming it is refused (another schema's parameters), never half-mixed
+    result = run("build", cxi, out, "--r-min", "0", "--resume", *MAP_ARGS)
+    assert result.exit_code != 0 and "Traceback" not in result.output

@@ -286,7 +286,9 @@ def test_extra_orders_are_channels_of_their_order_maps():
         upper = np.triu(np.ones((12, 12), bool), 1)
         # the channel is the order map scaled as a whole; its upper triangle is
         # the merged map's upper triangle up to the factor of the diagonal
-        ratio = several[:, channel][:, upper] / np.where(merged[:, upper] != 0, merged[:, upper], 1)
+        ratio = several[:, channel][:, upper] / np.where(
+            merged[:, upper] != 0, merged[:, upper], 1
+        )
         np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1], ratio.shape), rtol=1e-5)
         np.testing.assert_allclose(several[:, channel], np.swapaxes(several[:, channel], -1, -2))
         assert np.abs(several[:, channel]).max(axis=(-2, -1)) == pytest.approx(1.0)
@@ -305,3 +307,26 @@ def test_extra_orders_are_channels_of_their_order_maps():
 def test_map_settings_refuse_bad_values(fields, message):
     with pytest.raises(ValueError, match=message):
         MapSettings(**fields)
+
+
+def test_estimator_figure_command_draws_a_png(tmp_path):
+    from click.testing import CliRunner
+
+    from ccfkit.cli import main
+
+    frame = np.random.default_rng(0).gamma(2.0, 1.0, (65, 65))
+    np.save(tmp_path / "frame.npy", frame)
+    out = tmp_path / "estimators.png"
+    result = CliRunner().invoke(
+        main, ["estimator-figure", str(out), "--frame", str(tmp_path / "frame.npy"),
+               "--q-bins", "16", "--phi-bins", "32"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    np.save(tmp_path / "mask.npy", np.ones((10, 10), bool))
+    result = CliRunner().invoke(
+        main, ["estimator-figure", str(tmp_path / "x.png"), "--frame", str(tmp_path / "frame.npy"),
+               "--mask", str(tmp_path / "mask.npy")],
+    )  # fmt: skip
+    assert result.exit_code != 0 and "differ in shape" in result.output
+    assert not (tmp_path / "x.png").exists()

@@ -6,8 +6,10 @@ this file (``conftest.py`` belongs to the engine tests).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -15,33 +17,39 @@ import pytest
 from click.testing import CliRunner
 
 import ccfkit
+import ccfkit.store
+from ccfkit import instrument
 from ccfkit import simulate as sim
 from ccfkit.cli import main
 from ccfkit.io import cxi
-from ccfkit.io.source import open_source
+from ccfkit.io.source import InputError, open_source
 
 FIRST_ZERO = 4.493409457909064  # first root of tan(u) = u: the sphere's first minimum
 ZEROS = (FIRST_ZERO, 7.725251836937707, 10.904121659428899)  # the first three
 
 
 def config(**overrides) -> sim.SimulationConfig:
-    """A small, quiet detector: 65 px, no jitter, no background unless asked."""
+    """A small, quiet detector: 65 px, no jitter, no background or halo unless asked."""
     base = {
         "size": 65,
         "jitter": 0.0,
         "hole_radius": 4.0,
         "background": 0.0,
+        "halo": (0.0, 0.0),
         "radius": (150.0, 300.0),
     }
     base.update(overrides)
     return sim.SimulationConfig(**base)
 
 
-def one_particle(cfg, *, a, c, axis, energy, fluence=1e5, center=None, kind=sim.Kind.PROLATE):
-    """FrameParameters of a single hand-made particle."""
+def one_particle(
+    cfg, *, a, c, axis, energy, fluence=1e5, center=None, kind=sim.Kind.PROLATE, **extra
+):
+    """FrameParameters of a single hand-made particle (``extra``: partner, halo fields)."""
     axis = np.asarray(axis, dtype=np.float64)
     axis = axis / np.linalg.norm(axis)
     center = cfg.detector.nominal_center if center is None else center
+    extra = {key: np.asarray([value], dtype=np.float64) for key, value in extra.items()}
     return sim.FrameParameters(
         index=np.array([0]),
         kind=np.array([kind], dtype=np.uint8),
@@ -52,6 +60,7 @@ def one_particle(cfg, *, a, c, axis, energy, fluence=1e5, center=None, kind=sim.
         wavelength=sim.photon_energy_to_wavelength([energy]),
         fluence=np.array([fluence], dtype=np.float64),
         center=np.array([center], dtype=np.float64),
+        **extra,
     )
 
 
@@ -67,7 +76,7 @@ def dip_at(cfg, r_pred, *, along="x", **particle):
     offset = j - r_pred
     center = (offset, 64.0) if along == "x" else (64.0, offset)
     params = one_particle(cfg, center=center, **particle)
-    image = sim.expected_counts(params, cfg.detector, background=0.0)[0]
+    image = sim.expected_counts(params, cfg)[0]
     line = image[64, :] if along == "x" else image[:, 64]
     near = line[j - 8 : j + 9].max()
     return line[j] / near, line[j - 1] / near, line[j + 1] / near
@@ -192,32 +201,325 @@ def test_spheroid_minima_use_the_3d_q_on_the_ewald_sphere():
     assert dip_at(cfg, flat, along="x", a=a, c=c, axis=(1, 0, 0), energy=energy)[0] > 1e-3
 
 
+def float64_reference(cfg, params, amplitude):
+    """Expected counts in float64 from the 3-D q of every pixel: ``amplitude(q)`` (3, H, W)
+    -> (H, W), times the horizontal polarisation factor and the solid angle."""
+    det = cfg.detector
+    (cx, cy), wavelength = params.center[0], params.wavelength[0]
+    q = sim.q_vectors(det, (cx, cy), wavelength)
+    y, x = np.indices(det.shape)
+    dist = np.sqrt(((x - cx) ** 2 + (y - cy) ** 2) * det.pixel_size**2 + det.distance**2)
+    polarization = 1 - ((x - cx) * det.pixel_size / dist) ** 2  # 1 - (n . x_hat)^2
+    ref = np.abs(amplitude(q)) ** 2 * polarization * (det.distance / dist) ** 3
+    ref *= det.good_pixels()
+    return ref * params.fluence[0] / ref.sum()
+
+
 def test_float32_pattern_matches_a_float64_reference():
     cfg = config(size=97)
-    det = cfg.detector
     params = one_particle(
         cfg, a=230.0, c=410.0, axis=(0.3, -0.5, 0.8), energy=27.0, center=(47.3, 49.6)
     )
-    got = sim.expected_counts(params, det, background=0.0)[0]
-    q = sim.q_vectors(det, params.center[0], params.wavelength[0])
+    got = sim.expected_counts(params, cfg)[0]
     axis = params.axis[0]
-    u = np.sqrt(230.0**2 * (q**2).sum(0) + (410.0**2 - 230.0**2) * np.tensordot(axis, q, 1) ** 2)
-    y, x = np.indices(det.shape)
-    dist = np.sqrt(((x - 47.3) ** 2 + (y - 49.6) ** 2) * det.pixel_size**2 + det.distance**2)
-    ref = sim.sphere_form_factor(u) ** 2 * (det.distance / dist) ** 3 * det.good_pixels()
-    ref *= 1e5 / ref.sum()
+    ref = float64_reference(
+        cfg,
+        params,
+        lambda q: sim.sphere_form_factor(
+            np.sqrt(
+                230.0**2 * (q**2).sum(0) + (410.0**2 - 230.0**2) * np.tensordot(axis, q, 1) ** 2
+            )
+        ),
+    )
     # float32 arithmetic: errors of a few 1e-7 of the brightest pixel.
     np.testing.assert_allclose(got, ref, rtol=0, atol=5e-6 * ref.max())
 
 
+def pixel_mean_cos(cfg, params, separation, n=8):
+    """``cos(q . d)`` averaged over ``n x n`` points spread over each pixel (float64)."""
+    det, (cx, cy) = cfg.detector, params.center[0]
+    total = 0.0
+    for dy in (np.arange(n) + 0.5) / n - 0.5:
+        for dx in (np.arange(n) + 0.5) / n - 0.5:
+            q = sim.q_vectors(det, (cx - dx, cy - dy), params.wavelength[0])
+            total = total + np.cos(np.tensordot(separation, q, 1))
+    return total / n**2
+
+
+def test_two_spheres_match_a_float64_coherent_sum():
+    """|A|^2 = F1^2 + rho^6 F2^2 + 2 rho^3 F1 F2 <cos(q . d)>_pixel with the 3-D q (z
+    included); the fringe term averaged over each pixel's area (64 points)."""
+    cfg = config(size=97)
+    r1, r2, sep = 260.0, 170.0, np.array([300.0, -2000.0, 900.0])
+    params = one_particle(
+        cfg, a=r1, c=r1, axis=(0, 0, 1), energy=24.0, center=(48.6, 47.2),
+        kind=sim.Kind.ASYMMETRIC, partner_radius=r2, separation=sep,
+    )  # fmt: skip
+    got = sim.expected_counts(params, cfg)[0]
+
+    def reference(fringes):
+        def amplitude(q):
+            norm = np.sqrt((q**2).sum(0))
+            f1 = sim.sphere_form_factor(norm * r1)
+            f2 = (r2 / r1) ** 3 * sim.sphere_form_factor(norm * r2)
+            return np.sqrt(f1**2 + f2**2 + 2 * f1 * f2 * fringes)  # |A|
+
+        return float64_reference(cfg, params, amplitude)
+
+    averaged = reference(pixel_mean_cos(cfg, params, sep))
+    # float32, and the sinc form of the pixel average (the phase is not exactly
+    # linear across a pixel): within 3e-3 of the brightest pixel ...
+    np.testing.assert_allclose(got, averaged, rtol=0, atol=3e-3 * averaged.max())
+    # ... and 10 times closer to it than the fringes sampled at pixel centres are.
+    centres = reference(pixel_mean_cos(cfg, params, sep, n=1))
+    assert np.abs(got - averaged).max() < 0.1 * np.abs(centres - averaged).max()
+
+
+def ring_harmonic(image, center, radius, good):
+    """``sum I cos(2 phi) / sum I`` over the good pixels within 0.5 px of ``radius``, and
+    its Poisson standard error ``sqrt(sum I cos^2(2 phi)) / sum I``."""
+    y, x = np.indices(image.shape)
+    dx, dy = x - center[0], y - center[1]
+    ring = good & (np.abs(np.hypot(dx, dy) - radius) < 0.5)
+    cos2 = np.cos(2 * np.arctan2(dy, dx))[ring]
+    values = image[ring].astype(np.float64)
+    total = values.sum()
+    return (values * cos2).sum() / total, math.sqrt((values * cos2**2).sum()) / total
+
+
+@pytest.mark.parametrize("two_theta_deg", [8.0, 18.0, 28.0])
+def test_polarisation_of_a_spheres_mean_pattern_matches_the_thomson_factor(two_theta_deg):
+    """Spheres in a horizontally polarised beam: on a ring at 2theta, the intensity
+    goes as 1 - sin^2(2theta) cos^2(phi), whose cos(2 phi) harmonic over the ring mean
+    is h = -(s/4) / (1 - s/2) (s = sin^2 2theta, a ring of constant |q|; the pixels
+    of a ring around the detector middle are symmetric under a quarter turn). The
+    mean of 24 noisy frames must lie within 4 Poisson standard errors of it (and
+    h differs from 0 by > 10 of them: without polarisation the test fails)."""
+    cfg = config(size=129, hole_radius=3.0, fluence=(1e7, 1e7), mix="sphere=1")
+    det = cfg.detector
+    params = sim.draw_parameters(cfg, 4, np.arange(24))
+    mean = sim.render_frames(params, cfg, 4).mean(axis=0)
+    center = det.nominal_center  # no jitter
+    radius = det.distance * math.tan(math.radians(two_theta_deg)) / det.pixel_size
+    got, error = ring_harmonic(mean * 24, center, radius, det.good_pixels())
+    s = math.sin(math.radians(two_theta_deg)) ** 2
+    want = -(s / 4) / (1 - s / 2)
+    assert abs(got - want) < 4 * error, (got, want, error)
+    assert abs(want) > 10 * error
+    # Unpolarised: no harmonic (within the same error).
+    flat = sim.render_frames(params, replace(cfg, polarization="unpolarised"), 4)
+    got_flat, error_flat = ring_harmonic(flat.sum(axis=0), center, radius, det.good_pixels())
+    assert abs(got_flat) < 4 * error_flat
+
+
+def test_solid_angle_factor_at_the_corner_is_cos_cubed():
+    """Same particle with and without the solid angle: the ratio of the two patterns,
+    normalised at the beam centre's neighbour, is cos^3(2 theta) at the corner pixel."""
+    cfg = config(size=129, hole_radius=0.0, polarization="none")
+    params = one_particle(cfg, a=60, c=60, axis=(0, 0, 1), energy=20, kind=sim.Kind.SPHERE)
+    on = sim.expected_counts(params, cfg)[0].astype(np.float64)
+    off = sim.expected_counts(params, replace(cfg, solid_angle=False))[0]
+    ratio = on / off
+    det = cfg.detector
+    cx, cy = det.nominal_center
+    corner = math.hypot(0 - cx, 0 - cy) * det.pixel_size
+    two_theta = math.atan(corner / det.distance)
+    near = math.atan(det.pixel_size / det.distance)  # the pixel next to the centre
+    assert math.degrees(two_theta) > 38  # 30 deg at the half-width, 39 in the corner
+    assert ratio[0, 0] / ratio[64, 65] == pytest.approx(
+        math.cos(two_theta) ** 3 / math.cos(near) ** 3, rel=1e-5
+    )  # float32
+    assert instrument.solid_angle_factor(
+        np.array([-cx * det.pixel_size / det.distance]),
+        np.array([[-cy * det.pixel_size / det.distance]]),
+    )[0, 0] == pytest.approx(math.cos(two_theta) ** 3, rel=1e-6)
+
+
+def radial_profile(image, center, good, edges):
+    y, x = np.indices(image.shape)
+    r = np.hypot(x - center[0], y - center[1])
+    return np.array(
+        [image[good & (r >= lo) & (r < hi)].mean() for lo, hi in itertools.pairwise(edges)]
+    )
+
+
+def test_the_halo_makes_an_empty_frames_radial_profile_fall_off():
+    """An empty frame with a halo: counts fall from the centre outwards (many sigma);
+    without the halo the profile is flat (the flat background only)."""
+    cfg = config(size=129, mix="empty=1", background=0.01, halo=(2e4, 2e4), halo_width=(6, 6))
+    det = cfg.detector
+    params = sim.draw_parameters(cfg, 0, np.arange(4))
+    frames = sim.render_frames(params, cfg, 0)
+    edges = np.array([4, 12, 24, 40, 60])
+    good = det.good_pixels()
+    for frame in frames:
+        profile = radial_profile(frame, det.nominal_center, good, edges)
+        assert np.all(np.diff(profile) < 0), profile
+        assert frame[good].sum() == pytest.approx(2e4 + 0.01 * good.sum(), rel=0.05)
+    no_halo = replace(cfg, halo=(0, 0))
+    flat = sim.render_frames(sim.draw_parameters(no_halo, 0, np.arange(4)), no_halo, 0)
+    profile = radial_profile(flat.mean(axis=0), det.nominal_center, good, edges)
+    # 0.01 photons per pixel: each annulus mean within 5 standard errors of 0.01.
+    counts = np.array([(good & ring).sum() for ring in _annuli(det, edges)]) * len(flat)
+    assert np.all(np.abs(profile - 0.01) < 5 * np.sqrt(0.01 / counts)), profile
+
+
+def _annuli(det, edges):
+    y, x = np.indices(det.shape)
+    r = np.hypot(x - det.nominal_center[0], y - det.nominal_center[1])
+    return [(r >= lo) & (r < hi) for lo, hi in itertools.pairwise(edges)]
+
+
+def test_newton_rings_sit_where_the_axial_phase_is_a_whole_number_of_turns():
+    """Two equal spheres d_z apart along the beam: I = 2 F^2 (1 + cos(q_z d_z)), so the
+    pattern is 0 where q_z d_z = (2m + 1) pi, with |q_z| = 2 k sin^2(theta). The
+    minima along a line through the centre must sit there (within 1 px)."""
+    cfg = config(size=129, hole_radius=0.0)
+    det = cfg.detector
+    energy, radius, d_z = 22.0, 50.0, 3000.0  # small spheres: their own rings are far out
+    params = one_particle(
+        cfg, a=radius, c=radius, axis=(0, 0, 1), energy=energy, kind=sim.Kind.NEWTON,
+        partner_radius=radius, separation=(0.0, 0.0, d_z),
+    )  # fmt: skip
+    line = sim.expected_counts(params, cfg)[0][64, 64:].astype(np.float64)
+    k = 2 * math.pi / sim.photon_energy_to_wavelength(energy)
+    predicted = []
+    for m in range(8):
+        theta = math.asin(math.sqrt((2 * m + 1) * math.pi / (2 * k * d_z)))
+        r = det.distance * math.tan(2 * theta) / det.pixel_size
+        if r < 60:
+            predicted.append(r)
+    assert len(predicted) >= 3, predicted
+    for r in predicted:
+        j = round(r)
+        window = line[j - 2 : j + 3]
+        minimum = j - 2 + int(np.argmin(window))
+        assert abs(minimum - r) <= 1.0, (minimum, r)
+        # a zero between two pixels: each reads ~1 - cos(pi / period) of the maxima
+        assert line[minimum] < 0.1 * line[j - 4 : j + 5].max()
+    labels = dict(zip(sim.LABELS, sim.assign_labels(params, det)[0]))
+    assert labels["newton_rings"] and not labels["asymmetric"]
+
+
+@pytest.mark.parametrize("d", [1500.0, 6000.0])
+def test_double_rings_show_fringes_of_period_2pi_over_the_separation(d):
+    """Two equal spheres side by side (d along x): I = 2 F^2 (1 + <cos(q_x d)>_pixel).
+    Along y, q . d = 0: no fringes. Along x the fringes repeat every 2 pi / d in
+    q_x = k x / D: resolved (and visible) for d = 1.5 um; averaged away by the pixels
+    for d = 6 um, which leaves the sum of two ring systems (Double Rings). The
+    reference averages cos(q . d) over 64 or 256 points per pixel."""
+    cfg = config(size=129, hole_radius=0.0, polarization="none")
+    det = cfg.detector
+    energy = 30.0
+    sphere = {"a": 40, "c": 40, "axis": (0, 0, 1), "energy": energy}
+    pair = one_particle(
+        cfg, **sphere, kind=sim.Kind.DOUBLE, partner_radius=40, separation=(d, 0.0, 0.0)
+    )
+    row = sim.expected_counts(pair, cfg)[0][64].astype(np.float64)
+    single = sim.expected_counts(one_particle(cfg, **sphere, kind=sim.Kind.SPHERE), cfg)[0]
+    modulation = row / single[64]  # the fluence normalisation differs: a constant factor
+    points = 8 if d < 3000 else 16  # enough points for ~1 fringe per pixel
+    fringes = pixel_mean_cos(cfg, pair, np.array([d, 0.0, 0.0]), n=points)[64]
+    expected = 1 + fringes
+    scale = modulation.mean() / expected.mean()
+    # the sinc form of the pixel average vs many points per pixel: within 0.5 %
+    np.testing.assert_allclose(modulation, scale * expected, atol=5e-3 * scale)
+    k = 2 * math.pi / sim.photon_energy_to_wavelength(energy)
+    period_px = (2 * math.pi / d) / (k * det.pixel_size / det.distance)  # near the centre
+    if period_px > 2:
+        x = (np.arange(129) - 64) * det.pixel_size
+        q_x = k * x / np.hypot(x, det.distance)
+        assert np.corrcoef(modulation, np.cos(q_x * d))[0, 1] > 0.9  # the 2 pi / d period
+    else:
+        # the pixels leave sinc side lobes (|V| < 0.22) of the 1 +- 1 at their centres
+        assert np.ptp(modulation) < 0.5 * modulation.mean()
+    # Along y: no fringes, only the pixel's width in x (sinc(g_x / 2) < 1).
+    column = sim.expected_counts(pair, cfg)[0][:, 64] / single[:, 64]
+    along_y = 1 + pixel_mean_cos(cfg, pair, np.array([d, 0.0, 0.0]), n=points)[:, 64]
+    np.testing.assert_allclose(column, scale * along_y, atol=5e-3 * scale)
+    steps = np.diff(column[64:])  # monotonic from the centre out: no fringes
+    assert np.all(steps >= -1e-6) or np.all(steps <= 1e-6)
+
+
+def test_an_asymmetric_droplet_breaks_centro_symmetry_and_one_sphere_does_not():
+    """I(x, y) vs I(-x, -y) about the beam centre: the two lobes differ by
+    4 A1 A2 sin(q_perp . d) sin(q_z d_z) (many percent); a sphere, a Newton pair and a
+    Double pair are centro-symmetric to float32 rounding."""
+    cfg = config(size=129, hole_radius=0.0)
+    base = {"axis": (0, 0, 1), "energy": 25.0, "fluence": 1e6}
+
+    def asymmetry(**particle):
+        image = sim.expected_counts(one_particle(cfg, **base, **particle), cfg)[0]
+        flipped = image[::-1, ::-1]  # the middle (64, 64) is the beam centre
+        return np.abs(image - flipped).sum() / image.sum()
+
+    lobes = {"a": 300, "c": 300, "partner_radius": 240}
+    tilted = asymmetry(**lobes, kind=sim.Kind.ASYMMETRIC, separation=(300, 0, 420))
+    assert tilted > 0.05
+    assert asymmetry(a=300, c=300, kind=sim.Kind.SPHERE) < 1e-5
+    assert asymmetry(**lobes, kind=sim.Kind.NEWTON, separation=(0, 0, 540)) < 1e-5
+    assert asymmetry(**lobes, kind=sim.Kind.DOUBLE, separation=(540, 0, 0)) < 1e-5
+    params = one_particle(cfg, **base, **lobes, kind=sim.Kind.ASYMMETRIC, separation=(300, 0, 420))
+    assert sim.assign_labels(params, cfg.detector)[0][sim.LABELS.index("asymmetric")]
+
+
+def test_mcp_response_keeps_the_mean_and_widens_the_counts():
+    """Gamma gains of mean 1 and relative spread s: a pixel with n photons reads
+    mean n, variance n s^2; over Poisson(lam) counts, variance lam (1 + s^2). The blur
+    keeps the total (away from the edges) and mixes neighbours."""
+    rng = np.random.default_rng(0)
+    lam, spread = 2.0, 0.6
+    counts = sim.poisson_counts(np.full((200, 200), lam, dtype=np.float32), rng)
+    good = np.ones(counts.shape, dtype=bool)
+    values = instrument.mcp_response(counts, rng, gain_spread=spread, blur_px=0, good=good)
+    n = values.size
+    assert values.mean() == pytest.approx(lam, abs=5 * math.sqrt(lam * (1 + spread**2) / n))
+    assert values.var() == pytest.approx(lam * (1 + spread**2), rel=0.03)
+    spot = np.zeros((31, 31), dtype=np.float32)
+    spot[15, 15] = 10.0
+    blurred = instrument.mcp_response(
+        spot, rng, gain_spread=0, blur_px=0.7, good=np.ones_like(spot, bool)
+    )
+    assert blurred.sum() == pytest.approx(10.0, rel=1e-5)
+    assert blurred[15, 15] < 10 and blurred[15, 16] > 0.5
+    masked = np.ones_like(spot, bool)
+    masked[15, 16] = False
+    assert instrument.mcp_response(spot, rng, gain_spread=0, blur_px=0.7, good=masked)[15, 16] == 0
+
+
+def test_mcp_frames_keep_the_photons_and_are_reproducible():
+    """--mcp: the same Poisson draws (same seed), then gains of mean 1 and the blur:
+    frame totals are those of the blurred counts (what the blur spreads into the
+    hole and off the edges is lost) within 5 gain standard deviations, values are no
+    longer whole numbers, the hole stays 0, and a second render is identical."""
+    cfg = config(size=65, mix="sphere=1", fluence=(5e4, 5e4))
+    params = sim.draw_parameters(cfg, 2, np.arange(4))
+    counts = sim.render_frames(params, cfg, 2)
+    mcp = replace(cfg, mcp=True)
+    values = sim.render_frames(params, mcp, 2)
+    np.testing.assert_array_equal(values, sim.render_frames(params, mcp, 2))
+    from scipy.ndimage import gaussian_filter
+
+    good = cfg.detector.good_pixels()
+    totals = values.sum(axis=(1, 2), dtype=np.float64)
+    for frame, total in zip(counts, totals):
+        blurred = (gaussian_filter(frame.astype(np.float64), 0.7, mode="constant") * good).sum()
+        assert total < 0.97 * frame.sum()  # the blur loses photons into the hole
+        # the gains add 0.6 sqrt(photons) to a total's standard deviation
+        assert abs(total - blurred) < 5 * 0.6 * math.sqrt(frame.sum()), (total, blurred)
+    assert np.any(values != np.round(values))
+    assert np.all(values[:, ~cfg.detector.good_pixels()] == 0)
+
+
 def test_expected_counts_sum_to_the_fluence_plus_background():
-    cfg = config(fluence=(3e4, 3e4), background=0.05)
+    cfg = config(fluence=(3e4, 3e4), background=0.05, halo=(1e3, 1e4))
     det = cfg.detector
     params = sim.draw_parameters(cfg, 0, np.arange(12))
-    expected = sim.expected_counts(params, det, background=cfg.background)
+    assert np.all((params.halo >= 1e3) & (params.halo <= 1e4))
+    expected = sim.expected_counts(params, cfg)
     good = det.good_pixels()
     sums = expected.sum(axis=(1, 2), dtype=np.float64)
-    want = params.fluence + cfg.background * good.sum()
+    want = params.fluence + params.halo + cfg.background * good.sum()
     np.testing.assert_allclose(sums, want, rtol=1e-5)  # float32 accumulation
 
 
@@ -229,6 +531,9 @@ def test_mean_photon_count_follows_the_requested_fluence(tmp_path):
         fluence,
         fluence,
         "--background",
+        0,
+        "--halo",
+        0,
         0,
         "--mix",
         "sphere=1,oblate=1,prolate=1",
@@ -286,11 +591,12 @@ def test_a_frame_depends_only_on_seed_and_index():
 
 def check_label_rules(labels: np.ndarray, names) -> None:
     col = {name: labels[:, i].astype(bool) for i, name in enumerate(names)}
-    top = col["Spherical/Oblate"].astype(int) + col["Prolate"] + col["Empty"]
+    top = col["spherical_oblate"].astype(int) + col["prolate"] + col["empty"]
     assert np.all(top == 1), "every frame is exactly one of Spherical/Oblate, Prolate, Empty"
-    assert not np.any(col["Round"] & col["Elliptical"])
-    np.testing.assert_array_equal(col["Round"] | col["Elliptical"], col["Spherical/Oblate"])
-    assert np.all(col["Prolate"][col["Streak"]]), "Streak is a Prolate subclass"
+    assert not np.any(col["round"] & col["elliptical"])
+    np.testing.assert_array_equal(col["round"] | col["elliptical"], col["spherical_oblate"])
+    for child, parent in sim.PARENTS.items():
+        assert np.all(col[parent][col[child]]), f"{child} is a {parent} subclass"
 
 
 def test_labels_obey_the_papers_rules_and_every_class_occurs():
@@ -301,22 +607,25 @@ def test_labels_obey_the_papers_rules_and_every_class_occurs():
     check_label_rules(labels, sim.LABELS)
     assert np.all(labels.sum(axis=0) > 0), dict(zip(sim.LABELS, labels.sum(axis=0)))
     col = dict(zip(sim.LABELS, labels.T.astype(bool)))
-    np.testing.assert_array_equal(col["Empty"], params.kind == sim.Kind.EMPTY)
-    assert not np.any(col["Prolate"] & (params.kind != sim.Kind.PROLATE))
-    assert np.all(col["Round"][params.kind == sim.Kind.SPHERE])
+    np.testing.assert_array_equal(col["empty"], params.kind == sim.Kind.EMPTY)
+    assert not np.any(col["prolate"] & (params.kind != sim.Kind.PROLATE))
+    assert np.all(col["round"][params.kind == sim.Kind.SPHERE])
 
 
 def test_paper_mix_reproduces_table_1_within_two_points():
     cfg = sim.SimulationConfig(mix="paper")
     labels = sim.assign_labels(sim.draw_parameters(cfg, 0, np.arange(6000)), cfg.detector)
     table_1 = {
-        "Spherical/Oblate": 90.7,
-        "Round": 79.7,
-        "Elliptical": 11.0,
-        "Prolate": 6.2,
-        "Streak": 3.3,
-        "Empty": 3.1,
-    }  # percent of 7264 images
+        "spherical_oblate": 90.7,
+        "round": 79.7,
+        "elliptical": 11.0,
+        "newton_rings": 6.3,
+        "prolate": 6.2,
+        "asymmetric": 5.1,
+        "streak": 3.3,
+        "double_rings": 3.0,
+        "empty": 3.1,
+    }  # percent of 7264 images (Bent and Layered are not simulated)
     got = dict(zip(sim.LABELS, 100 * labels.mean(axis=0)))
     for name, percent in table_1.items():
         assert got[name] == pytest.approx(percent, abs=2.0), name
@@ -332,13 +641,13 @@ def test_labels_describe_what_is_visible_not_only_what_was_drawn():
     # A long prolate droplet side-on is a Prolate Streak; end-on it looks round.
     side_on = labels_of(a=250, c=600, axis=(1, 0, 0), energy=30, fluence=3e5)
     end_on = labels_of(a=250, c=600, axis=(0, 0, 1), energy=30, fluence=3e5)
-    assert side_on["Prolate"] and side_on["Streak"]
-    assert end_on["Spherical/Oblate"] and end_on["Round"] and not end_on["Prolate"]
+    assert side_on["prolate"] and side_on["streak"]
+    assert end_on["spherical_oblate"] and end_on["round"] and not end_on["prolate"]
     # A slightly oblate droplet edge-on: elliptical when its outer rings carry
     # photons, round when only the first rings are bright enough to see.
     bright = labels_of(a=400, c=350, axis=(0, 1, 0), energy=30, fluence=1e6, kind=sim.Kind.OBLATE)
     dim = labels_of(a=400, c=350, axis=(0, 1, 0), energy=30, fluence=3e2, kind=sim.Kind.OBLATE)
-    assert bright["Elliptical"] and dim["Round"]
+    assert bright["elliptical"] and dim["round"]
 
 
 def test_file_labels_names_and_groups(cxi_file):
@@ -346,13 +655,16 @@ def test_file_labels_names_and_groups(cxi_file):
         labels = handle[cxi.LABELS_PATH][()]
         attrs = handle[cxi.LABELS_PATH].attrs
         names = [str(n) for n in attrs["names"]]
+        display = [str(n) for n in attrs["display_names"]]
         groups = json.loads(attrs["exclusive_groups"])
         kind = handle["entry_1/sample_1/kind"][()]
     assert names == list(sim.LABELS)
+    assert display[names.index("spherical_oblate")] == "Spherical/Oblate"
+    assert display[names.index("double_rings")] == "Double Rings"
     assert groups == [list(g) for g in sim.EXCLUSIVE_GROUPS]
     assert labels.dtype == np.uint8 and labels.shape == (32, len(names))
     check_label_rules(labels, names)
-    np.testing.assert_array_equal(labels[:, names.index("Empty")], kind == sim.Kind.EMPTY)
+    np.testing.assert_array_equal(labels[:, names.index("empty")], kind == sim.Kind.EMPTY)
 
 
 def test_stored_parameters_reproduce_the_labels(cxi_file):
@@ -369,6 +681,8 @@ def test_stored_parameters_reproduce_the_labels(cxi_file):
             wavelength=handle["entry_1/instrument_1/source_1/wavelength"][()] * 1e9,
             fluence=sample["fluence"][()],
             center=handle[cxi.CENTER_PATH][()],
+            partner_radius=sample["partner_radius"][()] * 1e9,
+            separation=sample["separation"][()] * 1e9,
         )
         stored_shift = sample["fringe_shift"][()]
         labels = handle[cxi.LABELS_PATH][()]
@@ -415,6 +729,15 @@ def test_file_layout_units_and_provenance(cxi_file):
         assert handle.attrs["seed"] == 3
         params = json.loads(handle.attrs["parameters"])
         assert params["radius_nm"] == [150.0, 300.0] and params["size"] == 65
+        # the instrument physics is in the provenance, with its formulas
+        assert params["polarization"] == "horizontal" and params["solid_angle"] is True
+        assert params["halo_photons"] == [1e3, 2e4] and params["mcp"] is False
+        formulas = json.loads(handle.attrs["formulas"])
+        assert formulas["polarization"]["horizontal"] == "P = 1 - (x / D)^2"
+        assert "cos^3 2theta" in formulas["solid_angle"]
+        assert handle.attrs["schema"] == "ccfkit-simulate/2"
+        halo = sample["halo"][()]
+        assert np.all((halo >= 1e3) & (halo <= 2e4))
         assert handle.attrs["ccfkit_version"] == ccfkit.__version__
 
 
@@ -444,6 +767,58 @@ def test_the_build_reader_opens_the_file(cxi_file):
     with h5py.File(cxi_file, "r") as handle:
         stored = handle[cxi.DATA_PATH][0:4]
     np.testing.assert_array_equal(source.reader[0:4], stored)
+
+
+def test_the_build_carries_label_display_names_into_the_store(cxi_file, tmp_path):
+    store = tmp_path / "maps.zarr"
+    result = run("build", cxi_file, store, "--q-bins", 16, "--phi-bins", 32, "--quiet")
+    assert result.exit_code == 0, result.output
+    labels = ccfkit.store.open_store(store)["labels"]
+    assert list(labels.attrs["names"]) == list(sim.LABELS)
+    assert list(labels.attrs["display_names"]) == [sim.DISPLAY_NAMES[n] for n in sim.LABELS]
+
+
+def write_minimal(path, *, labels_at, center_at, center):
+    """Frames, labels and a beam centre at the given CXI-like locations."""
+    with h5py.File(path, "w") as handle:
+        handle["entry_1/data_1/data"] = np.ones((3, 20, 20), dtype=np.float32)
+        labels = handle.create_dataset(labels_at, data=np.eye(3, 2, dtype=np.uint8))
+        labels.attrs["names"] = ["Round", "Newton rings"]
+        handle[center_at] = center
+
+
+@pytest.mark.parametrize(
+    "labels_at", ["entry_1/labels", "entry_1/data_1/labels", "entry_1/sample_1/labels"]
+)
+@pytest.mark.parametrize(
+    "center_at",
+    [
+        "entry_1/instrument_1/detector_1/beam_center",
+        "entry_1/instrument_1/detector_1/center",
+        "entry_1/data_1/beam_center",
+    ],
+)
+def test_labels_and_centres_are_found_at_the_cxi_like_locations(tmp_path, labels_at, center_at):
+    """Centres are (cx, cy), x = column first: one pair or one per frame (the mean)."""
+    path = tmp_path / "in.cxi"
+    per_frame = np.array([[8.0, 11.0], [9.0, 12.0], [10.0, 13.0]])
+    write_minimal(path, labels_at=labels_at, center_at=center_at, center=per_frame)
+    source = open_source([path])
+    assert source.label_names == ("Round", "Newton rings")
+    np.testing.assert_array_equal(source.labels, np.eye(3, 2, dtype=np.uint8))
+    assert source.center == (9.0, 12.0)
+    write_minimal(path, labels_at=labels_at, center_at=center_at, center=[7.5, 4.0])
+    assert open_source([path]).center == (7.5, 4.0)
+
+
+def test_a_centre_that_is_not_pairs_is_a_clear_error(tmp_path):
+    path = tmp_path / "in.cxi"
+    write_minimal(
+        path, labels_at="entry_1/labels", center_at="entry_1/instrument_1/detector_1/center",
+        center=[1.0, 2.0, 3.0],
+    )  # fmt: skip
+    with pytest.raises(InputError, match=r"expected \(2,\) or \(N, 2\)"):
+        open_source([path])
 
 
 def test_compute_maps_on_a_frame_of_the_file(cxi_file):
@@ -506,6 +881,10 @@ def test_same_seed_gives_the_same_file(tmp_path):
         (["--n", "0"], "--n"),
         (["--seed", "-1"], "--seed"),
         (["--radius", "100"], "--radius"),
+        (["--halo", "0", "100"], "halo: the minimum must be > 0"),
+        (["--halo-width", "5", "2"], "halo width"),
+        (["--gain-spread", "-1"], "gain spread"),
+        (["--polarization", "circular"], "--polarization"),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_leaves_no_file(tmp_path, args, message):
@@ -564,5 +943,6 @@ def test_simulate_examples_draws_a_png(tmp_path):
     result = run("simulate-examples", out, "--size", 129)
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for title in ("Elliptical", "Prolate", "Streak", "Empty"):
+    for title in ("Elliptical", "Prolate", "Streak", "Empty", "Double Rings", "Newton rings",
+                  "Asymmetric"):  # fmt: skip
         assert title in result.output

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import zarr
 from click.testing import CliRunner
 
+from ccfkit.simulate import LABELS as SIMULATED_LABELS
 from trainer.data import (
     ChunkBatchSampler,
     DataError,
@@ -38,6 +39,7 @@ from trainer.model import (
 )
 
 ALPHA = 0.2
+N_LABELS = len(SIMULATED_LABELS)  # the label columns of a `ccfkit simulate` file
 C0 = math.exp(-1)
 
 
@@ -73,7 +75,7 @@ def read_csv(path, *, drop=()) -> list[dict]:
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(handle)]
 
 
-def tiny_model(num_classes=6, **kw) -> PreActResNet:
+def tiny_model(num_classes=N_LABELS, **kw) -> PreActResNet:
     torch.manual_seed(0)
     return build_model(ModelConfig(num_classes=num_classes, width=8, **kw))
 
@@ -277,8 +279,8 @@ def test_metrics_hand_computed():
 def test_inspect_store_and_errors(tiny_store, tmp_path):
     info = inspect_store(tiny_store)
     assert info.n_frames == 64 and info.chunk_frames == 16
-    assert info.label_names[0] == "Spherical/Oblate"
-    assert ("Round", "Elliptical") in info.exclusive_groups
+    assert info.label_names[0] == "spherical_oblate"
+    assert ("round", "elliptical") in info.exclusive_groups
     assert info.shapes == {"ccf": (32, 32), "images": (32, 32)}
     with pytest.raises(DataError, match="no such store"):
         inspect_store(tmp_path / "missing.zarr")
@@ -383,7 +385,7 @@ def test_dataset_reads_rows_flips_and_pickles_without_handle(tiny_store):
     rows = np.array([3, 17, 18, 40, 63])
     ds = StoreDataset(tiny_store, "ccf")
     x, y, idx = ds[(0, rows)]
-    assert x.shape == (5, 1, 32, 32) and y.shape == (5, 6)
+    assert x.shape == (5, 1, 32, 32) and y.shape == (5, N_LABELS)
     np.testing.assert_array_equal(x[:, 0].numpy(), g["ccf"][:][rows])
     np.testing.assert_array_equal(y.numpy(), g["labels"][:][rows])
     np.testing.assert_array_equal(idx.numpy(), rows)
@@ -488,7 +490,7 @@ def test_overfits_a_batch_of_16(tiny_store):
 
 
 def test_resume_continues_exactly(tiny_store, tmp_path):
-    model_cfg = ModelConfig(num_classes=6, width=8)
+    model_cfg = ModelConfig(num_classes=N_LABELS, width=8)
     cfg = tiny_train(tiny_store, epochs=4, lr_step=2, input="images")  # flips + lr drop included
     fit(tmp_path / "straight", model_cfg, cfg, progress=False)
     fit(
@@ -527,7 +529,12 @@ def _ddp_worker(rank, world, port, run_dir, store):
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
     )  # fmt: skip
     torch.set_num_threads(1)
-    fit(run_dir, ModelConfig(num_classes=6, width=8), tiny_train(store, epochs=3), progress=False)
+    fit(
+        run_dir,
+        ModelConfig(num_classes=N_LABELS, width=8),
+        tiny_train(store, epochs=3),
+        progress=False,
+    )
     torch.distributed.destroy_process_group()
 
 
@@ -536,7 +543,7 @@ def test_ddp_two_processes_match_one(tiny_store, tmp_path):
 
     single = fit(
         tmp_path / "one",
-        ModelConfig(num_classes=6, width=8),
+        ModelConfig(num_classes=N_LABELS, width=8),
         tiny_train(tiny_store, epochs=3),
         progress=False,
     )
@@ -568,7 +575,7 @@ def test_predict_and_evaluate_on_other_stores(tiny_store, tmp_path):
     run_dir = tmp_path / "run"
     fit(
         run_dir,
-        ModelConfig(num_classes=6, width=8),
+        ModelConfig(num_classes=N_LABELS, width=8),
         tiny_train(tiny_store, epochs=1),
         progress=False,
     )
@@ -617,7 +624,7 @@ def test_maps_of_several_orders_train_as_channels(tmp_path):
     expected = zarr.open_group(str(store), mode="r")["ccf"][:4]
     assert tuple(x.shape) == (4, 2, 16, 16)
     np.testing.assert_array_equal(x.numpy(), expected)  # channels kept as stored
-    report = fit(tmp_path / "run", ModelConfig(num_classes=6, width=8),
+    report = fit(tmp_path / "run", ModelConfig(num_classes=N_LABELS, width=8),
                  tiny_train(str(store), epochs=1), progress=False)  # fmt: skip
     model, config = load_run(tmp_path / "run")[:2]
     assert config["model"]["in_channels"] == 2

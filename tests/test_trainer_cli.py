@@ -62,7 +62,7 @@ def test_end_to_end(tmp_path):
     assert evaluated["subset"] == "eval" and evaluated["n_frames"] == 7
     for key in ("accuracy", "precision", "recall", "violation_rate", "tp", "fp", "fn", "tn"):
         assert evaluated[key] == pytest.approx(best[key]), key
-    assert "Spherical/Oblate" in out
+    assert "spherical_oblate" in out
 
     # predict: one row per frame, probabilities in [0, 1], labels = p >= 0.5.
     run(trainer_main, ["predict", run_dir, store, "-o", tmp_path / "p.csv", "--device", "cpu"])

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import zarr
+from zarr.codecs import Crc32cCodec
 
 from ccfkit.buffers import ALIGNMENT, aligned_empty, is_aligned
 from ccfkit.io import zarr_direct
@@ -27,14 +28,17 @@ def new_array(root, name, dtype, compressors, **options):
                               compressors=compressors, fill_value=0, **options)  # fmt: skip
 
 
+@pytest.mark.parametrize("checksum", [False, True], ids=["plain", "crc32c"])
 @pytest.mark.parametrize("codec", COMPRESSORS)
 @pytest.mark.parametrize("dtype", ["float32", "float16", "uint8"])
-def test_chunk_files_are_byte_identical_to_zarr(tmp_path, codec, dtype):
+def test_chunk_files_are_byte_identical_to_zarr(tmp_path, codec, dtype, checksum):
     data = (np.random.default_rng(0).uniform(-1, 1, SHAPE) * 100).astype(dtype)
-    by_zarr = new_array(tmp_path, "zarr", dtype, COMPRESSORS[codec])
-    direct = new_array(tmp_path, "direct", dtype, COMPRESSORS[codec])
+    codecs = tuple(c for c in (COMPRESSORS[codec], Crc32cCodec() if checksum else None) if c)
+    by_zarr = new_array(tmp_path, "zarr", dtype, codecs or None)
+    direct = new_array(tmp_path, "direct", dtype, codecs or None)
     by_zarr[:] = data
     files = ChunkFiles.of(direct)
+    assert files.checksum is checksum
     for chunk in range(3):
         files.write(chunk, data[chunk * CHUNK : (chunk + 1) * CHUNK])
     for chunk in range(3):

@@ -17,25 +17,46 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def _clean_errors(func):
-    """Turn the trainer's expected failures into one-line click errors (exit status 1)."""
+    """Turn the trainer's expected failures into one-line click errors (exit status 1).
+
+    Only the trainer's and ccfkit's own error types and ``OSError`` (a file
+    that cannot be read or written): anything else is a bug and keeps its
+    traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from ccfkit.store import StoreError
+
         from .loop import RunError
 
         try:
             return func(*args, **kwargs)
-        except (DataError, RunError, ValueError, FileNotFoundError) as error:
-            raise click.ClickException(str(error)) from error
+        except (DataError, RunError, StoreError, OSError) as error:
+            raise click.ClickException(_one_line(error)) from error
 
     return wrapper
 
 
-def _threads(threads: int | None) -> None:
-    if threads:
-        import torch
+def _one_line(error: Exception) -> str:
+    """The error's message on one line.
 
-        torch.set_num_threads(threads)
+    An error raised in a DataLoader worker comes back with the worker's
+    traceback in its message; its last line is the original message.
+    """
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in str(error):
+        _, _, message = lines[-1].partition(f"{type(error).__name__}: ")
+        return message or lines[-1]
+    return " ".join(lines)
+
+
+def _configs(make, **options):
+    """``make(**options)``; a ValueError (a setting out of range) becomes a usage error."""
+    try:
+        return make(**options)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
 
 @click.group()
@@ -77,14 +98,34 @@ def main(verbose: bool) -> None:
 @click.option("--lr-gamma", type=float, default=0.1, show_default=True)
 @click.option("--l1", type=float, default=1e-5, show_default=True, help="L1 weight penalty.")
 @click.option("--l2", type=float, default=1e-5, show_default=True, help="L2 weight penalty.")
-@click.option("--eval-fraction", type=float, default=0.15, show_default=True,
-              help="Validation split: picks the best checkpoint.")  # fmt: skip
-@click.option("--test-fraction", type=float, default=0.0, show_default=True,
-              help="Held-out test split, scored once with the best checkpoint.")  # fmt: skip
-@click.option("--split", "split_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="A saved split.npz (train, eval, test) instead of the fractions.")  # fmt: skip
-@click.option("--train-fraction", type=float, default=1.0, show_default=True,
-              help="Train on this fraction of the training split (Table 5).")  # fmt: skip
+@click.option(
+    "--eval-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.15,
+    show_default=True,
+    help="Validation split: picks the best checkpoint.",
+)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Held-out test split, scored once with the best checkpoint.",
+)
+@click.option(
+    "--split",
+    "split_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A saved split.npz (train, eval, test) instead of the fractions.",
+)
+@click.option(
+    "--train-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Train on this fraction of the training split (Table 5).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Split, init and order.")
 @click.option(
     "--flips",
@@ -119,7 +160,12 @@ def main(verbose: bool) -> None:
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (GPU).")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="(GPU)")
 @click.option("--threshold", type=float, default=0.5, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads [torch's default; on --resume: the saved value]",
+)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="[runs/<time>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from last.pt.")
 @click.option("--overwrite", is_flag=True, help="Allow a non-empty --run-dir.")
@@ -132,19 +178,19 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
     """Train on the labelled frames of STORE (a complete `ccfkit build` store).
 
     With --resume only --epochs, --workers, --device (when given) and STORE
-    change the saved run; the other recipe options are ignored.
+    (the same store, moved or copied) change the saved run; --threads must be
+    the saved value (it changes results); the other recipe options are ignored.
     """
     from . import loop
     from .data import inspect_store
     from .model import ModelConfig
 
-    _threads(threads)
     if resume:
         if run_dir is None:
             raise click.ClickException("--resume needs --run-dir")
         report = loop.resume(
             run_dir, epochs=epochs, progress=not quiet, workers=workers, device=device,
-            store=str(store),
+            store=str(store), threads=threads,
         )  # fmt: skip
     else:
         if run_dir is None:
@@ -152,15 +198,16 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
                 raise click.ClickException("--run-dir is required under torchrun")
             run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         info = inspect_store(store, input_kind=input_kind)
-        model_cfg = ModelConfig(
+        model_cfg = _configs(
+            ModelConfig,
             num_classes=len(info.label_names),
             arch=int(arch),
             log_act=not no_log_act,
             alpha=alpha,
             width=width,
         )
-        train_cfg = loop.TrainConfig(
-            store=info.path, input=input_kind, epochs=200 if epochs is None else epochs,
+        train_cfg = _configs(
+            loop.TrainConfig, store=info.path, input=input_kind, epochs=200 if epochs is None else epochs,
             batch_size=batch_size, lr=lr, momentum=momentum, lr_step=lr_step,
             lr_gamma=lr_gamma, l1=l1, l2=l2, eval_fraction=eval_fraction,
             test_fraction=test_fraction, train_fraction=train_fraction,
@@ -168,7 +215,7 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
             flips=flips, normalize=normalize, workers=2 if workers is None else workers,
             device="auto" if device is None else device, amp=amp,
             channels_last=channels_last, threshold=threshold, max_frames=max_frames,
-            max_minutes=max_minutes,
+            max_minutes=max_minutes, threads=threads,
         )  # fmt: skip
         report = loop.fit(run_dir, model_cfg, train_cfg, progress=not quiet, overwrite=overwrite)
     if report:
@@ -199,20 +246,31 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Also write the metrics here.")  # fmt: skip
+@click.option("--label-map", type=click.Path(path_type=Path), default=None,
+              help='JSON {"store label": "run label"} for names that differ in more than '
+                   "case and punctuation.")  # fmt: skip
 @_clean_errors
-def evaluate(run, store, checkpoint, subset, device, workers, json_out):
+def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_map):
     """§3.2 metrics of RUN's checkpoint on STORE [the run's eval split]."""
+    from .labels import read_label_map
     from .loop import evaluate_run
     from .metrics import format_class_table
 
     metrics, extra = evaluate_run(
         run, None if store is None else str(store), which=checkpoint, subset=subset,
         device=device, workers=workers,
+        label_map=None if label_map is None else read_label_map(label_map),
     )  # fmt: skip
     click.echo(
         f"{extra['store']} ({extra['subset']}, {metrics.n_frames} frames), {checkpoint} "
         f"checkpoint (epoch {extra['epoch'] + 1})"
     )
+    for key, what in (
+        ("unscored_labels", "not in the store"),
+        ("ignored_labels", "not in the run"),
+    ):
+        if extra[key]:
+            click.echo(f"labels {what}, not scored: {', '.join(extra[key])}")
     click.echo(
         f"accuracy {metrics.accuracy:.4f}  precision {metrics.precision:.4f}  "
         f"recall {metrics.recall:.4f}  exclusivity violations {metrics.violation_rate:.4f}  "
@@ -225,20 +283,64 @@ def evaluate(run, store, checkpoint, subset, device, workers, json_out):
 
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.argument("store", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="CSV file.")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True,
+    help="CSV file; for frames also .h5/.hdf5 or .zarr (index, probabilities, labels).",
+)  # fmt: skip
 @click.option(
     "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="Loader workers (store).")
+@click.option("--backend", default="auto", show_default=True, help="Map engine (frames).")
+@click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--label-map", type=click.Path(path_type=Path), default=None,
+              help='JSON {"store label": "run label"}: match a store\'s labels (true_* columns).')  # fmt: skip
 @_clean_errors
-def predict(run, store, output, checkpoint, device, workers):
-    """Per-frame probabilities and 0/1 labels of RUN on STORE (labels not needed)."""
-    from .loop import predict_run
+def predict(run, inputs, output, checkpoint, device, workers, backend, data_path, batch_size,
+            quiet, label_map):  # fmt: skip
+    """Per-frame probabilities and 0/1 labels of RUN on a store or on frames (INPUTS).
 
-    n = predict_run(run, str(store), output, which=checkpoint, device=device, workers=workers)
-    click.echo(f"wrote {output}: {n} frames")
+    INPUTS is one `ccfkit build` store, or CXI/HDF5 files and globs: those
+    frames are mapped with the parameters of the run's training store
+    (centre, mask, radii, orders, estimator, scale) and classified on the
+    way, without writing a store (docs/training.md, "Sorting a run").
+    """
+    if len(inputs) == 1 and (Path(inputs[0]) / "zarr.json").is_file():
+        from .labels import read_label_map
+        from .loop import predict_run
+
+        n = predict_run(
+            run, inputs[0], output, which=checkpoint, device=device, workers=workers,
+            label_map=None if label_map is None else read_label_map(label_map),
+        )  # fmt: skip
+        click.echo(f"wrote {output}: {n} frames")
+        return
+    if label_map is not None:
+        raise click.UsageError("--label-map applies to a store (its labels), not to frames")
+    from ccfkit.backends import BackendUnavailableError
+    from ccfkit.io.source import InputError
+
+    from .sorting import predict_frames, write_predictions
+
+    try:
+        result = predict_frames(
+            run, inputs, which=checkpoint, device=device, backend=backend, data_path=data_path,
+            batch_size=batch_size, progress=not quiet,
+        )  # fmt: skip
+        write_predictions(result, output)
+    except (InputError, BackendUnavailableError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    seconds = result["seconds"]
+    n = len(result["index"])
+    click.echo(
+        f"wrote {output}: {n} frames in {seconds['total']:.1f} s "
+        f"({n / max(seconds['total'], 1e-9):.0f} frames/s; read {seconds['read']:.1f} s, "
+        f"maps {seconds['maps']:.1f} s, model {seconds['model']:.1f} s)"
+    )
 
 
 @main.command()

@@ -44,6 +44,7 @@ __all__ = [
     "load_split",
     "loader_throughput",
     "make_loader",
+    "model_inputs",
     "open_store",
     "resolve_normalize",
     "save_split",
@@ -562,9 +563,11 @@ class StoreDataset(torch.utils.data.Dataset):
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        from ccfkit.store import read_checked
+
         array = self.array(name)
         c = array.chunks[0]
-        data = array[chunk * c : (chunk + 1) * c]
+        data = read_checked(array, chunk * c, (chunk + 1) * c)  # a damaged chunk: StoreError
         self._cache[key] = data
         while len(self._cache) > self.cache_chunks:
             self._cache.popitem(last=False)
@@ -584,12 +587,7 @@ class StoreDataset(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, indices = key
         indices = np.ascontiguousarray(indices, dtype=np.int64)
-        x = self.read(self.input_kind, indices).astype(np.float32)
-        if x.ndim == 3:  # one channel: (B, H, W) -> (B, 1, H, W)
-            x = x[:, None]
-        if self.normalize == "max":
-            scale = np.abs(x).reshape(len(x), -1).max(axis=1)
-            x /= np.where(scale > 0, scale, 1.0)[:, None, None, None]
+        x = model_inputs(self.read(self.input_kind, indices), self.normalize)
         if self.flips:
             x = _apply_flips(x, flip_masks(self.seed, epoch, indices))
         if self.has_labels:
@@ -601,6 +599,30 @@ class StoreDataset(torch.utils.data.Dataset):
             torch.from_numpy(y),
             torch.from_numpy(indices),
         )
+
+
+def model_inputs(frames: np.ndarray, normalize: str) -> np.ndarray:
+    """A batch as the model takes it: (B, C, H, W) float32, scaled per frame.
+
+    Parameters
+    ----------
+    frames : (B, H, W) or (B, C, H, W) array
+        Maps or images as stored (one channel, or one per angular order).
+    normalize : {"none", "max"}
+        A resolved :func:`resolve_normalize`: ``"max"`` divides each frame by
+        its largest absolute value.
+
+    Returns
+    -------
+    (B, C, H, W) float32 ndarray (a new array)
+    """
+    x = np.array(frames, dtype=np.float32)
+    if x.ndim == 3:  # one channel: (B, H, W) -> (B, 1, H, W)
+        x = x[:, None]
+    if normalize == "max":
+        scale = np.abs(x).reshape(len(x), -1).max(axis=1)
+        x /= np.where(scale > 0, scale, 1.0)[:, None, None, None]
+    return x
 
 
 def _apply_flips(x: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -62,12 +62,10 @@ def grad_cam_pp(model, x: torch.Tensor, class_index: int) -> tuple[np.ndarray, f
 
 def save_heatmap(path, image: np.ndarray, heatmap: np.ndarray, title: str) -> None:
     """A PNG with the input, the heatmap, and the heatmap over the input."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 3)
     shown = np.sign(image) * np.log1p(np.abs(image))
     lo, hi = np.percentile(shown, [1, 99]) if shown.size else (0, 1)
     if hi <= lo:
@@ -85,4 +83,3 @@ def save_heatmap(path, image: np.ndarray, heatmap: np.ndarray, title: str) -> No
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

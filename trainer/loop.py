@@ -36,10 +36,12 @@ evaluates and writes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -68,6 +70,7 @@ from .data import (
     split_three_ways,
     subsample,
 )
+from .labels import match_labels
 from .metrics import Metrics, all_negative_accuracy, compute_metrics, format_class_table
 from .model import ModelConfig, build_model
 
@@ -148,6 +151,8 @@ class TrainConfig:
     #: Stop after the epoch during which this many minutes of training have passed
     #: (counted from this process's start of training; None = no limit).
     max_minutes: float | None = None
+    #: torch CPU threads (None: torch's default); kept on --resume (results depend on it).
+    threads: int | None = None
 
     def __post_init__(self):
         InputKind(self.input)
@@ -158,6 +163,8 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.best_metric not in BEST_METRICS:
             raise ValueError(f"best_metric must be one of {sorted(BEST_METRICS)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         for name in ("epochs", "batch_size", "lr_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -241,11 +248,18 @@ def _seed_all(seed: int) -> None:
 
 
 @torch.no_grad()
-def predict_probabilities(model, loader, device, *, amp=False, channels_last=False):
-    """Sigmoid probabilities over a loader: ``(probs (N, C), labels (N, C), indices (N,), bce)``.
+def predict_probabilities(
+    model, loader, device, *, amp=False, channels_last=False, label_columns=None
+):
+    """Sigmoid probabilities over a loader: ``(probs (N, C), labels (N, M), indices (N,), bce)``.
 
     ``model`` is the plain network (not a DDP wrapper). ``bce`` is the mean
-    binary cross-entropy (nan when the store has no labels).
+    binary cross-entropy (nan when the store has no labels). ``label_columns``
+    ``(run_columns, store_columns)`` pairs output ``run_columns[j]`` with the
+    store's label ``store_columns[j]`` (a store whose labels are named or
+    ordered otherwise, :mod:`trainer.labels`); ``labels`` then holds those
+    store columns and the BCE compares those pairs only. Default: the same
+    columns (``M = C``).
     """
     model.eval()
     probs, labels, rows = [], [], []
@@ -257,17 +271,21 @@ def predict_probabilities(model, loader, device, *, amp=False, channels_last=Fal
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             logits = model(x)
         logits = logits.float().cpu()
+        scored = logits
+        if label_columns is not None:
+            scored, y = logits[:, label_columns[0]], y[:, label_columns[1]]
         if y.shape[1]:
-            total += F.binary_cross_entropy_with_logits(logits, y, reduction="sum").item()
+            total += F.binary_cross_entropy_with_logits(scored, y, reduction="sum").item()
             count += y.numel()
         probs.append(torch.sigmoid(logits).numpy())
         labels.append(y.numpy())
         rows.append(idx.numpy())
     c = model.config.num_classes
+    m = c if label_columns is None else len(label_columns[1])
     cat = lambda parts, shape: np.concatenate(parts) if parts else np.zeros(shape)
     return (
         cat(probs, (0, c)),
-        cat(labels, (0, c)),
+        cat(labels, (0, m)),
         cat(rows, (0,)).astype(np.int64),
         total / count if count else math.nan,
     )
@@ -291,8 +309,20 @@ def _config_dict(model_cfg: ModelConfig, train_cfg: TrainConfig, info: StoreInfo
             "label_names": list(info.label_names),
             "exclusive_groups": [list(g) for g in info.exclusive_groups],
             "input_shape": list(info.shapes[train_cfg.input]),
+            "identity": store_identity(info.path),
         },
     }
+
+
+def store_identity(path) -> str:
+    """A hash of what makes a store itself (creation time, parameters, input, layout).
+
+    The same store copied or moved keeps it; another build does not.
+    """
+    attrs = open_store(path).attrs
+    keys = ("created", "parameters", "input", "layout", "center")
+    identity = json.dumps({key: attrs.get(key) for key in keys}, sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()
 
 
 def _write_json(path: Path, data) -> None:
@@ -584,9 +614,15 @@ def resume(run_dir, *, epochs: int | None = None, progress: bool = True, **overr
     run_dir = Path(run_dir)
     config, checkpoint = _read_run(run_dir, "last")
     train_cfg = TrainConfig.from_dict(config["train"])
-    bad = set(overrides) - set(RESUME_OVERRIDES)
+    bad = {  # giving the saved value again is no change
+        k
+        for k, v in overrides.items()
+        if k not in RESUME_OVERRIDES and v is not None and v != getattr(train_cfg, k)
+    }
     if bad:
-        raise RunError(f"cannot change {sorted(bad)} when resuming")
+        saved = ", ".join(f"{k} = {getattr(train_cfg, k)}" for k in sorted(bad))
+        raise RunError(f"cannot change {sorted(bad)} when resuming (the run has {saved})")
+    overrides = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDES}
     if overrides.get("store") is not None:
         overrides["store"] = str(Path(overrides["store"]).resolve())
     if epochs is not None:
@@ -597,6 +633,12 @@ def resume(run_dir, *, epochs: int | None = None, progress: bool = True, **overr
     info = inspect_store(train_cfg.store, input_kind=train_cfg.input)
     if list(info.label_names) != config["store"]["label_names"]:
         raise RunError(f"{train_cfg.store}: labels differ from the run's store")
+    identity = config["store"].get("identity")  # runs made before it was recorded have none
+    if identity is not None and store_identity(train_cfg.store) != identity:
+        raise RunError(
+            f"{train_cfg.store} is another store than the one {run_dir} was trained on "
+            f"({config['store']['path']}); resume needs that store (moved or copied is fine)"
+        )
     if _dist_env()[0] == 0 and changes:
         config["train"] = asdict(train_cfg)
         _write_json(run_dir / "config.json", config)
@@ -607,6 +649,8 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
     from tqdm import tqdm
 
     rank, world, local_rank = _dist_env()
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
     device = _resolve_device(train_cfg.device, local_rank)
     distributed = world > 1
     if distributed and not torch.distributed.is_initialized():
@@ -846,8 +890,14 @@ def _read_run(run_dir: Path, which: str) -> tuple[dict, dict]:
     path = run_dir / f"{which}.pt"
     if not path.is_file():
         raise RunError(f"{run_dir}: no {which}.pt checkpoint")
-    config = json.loads((run_dir / "config.json").read_text())
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except ValueError as error:
+        raise RunError(f"{run_dir / 'config.json'}: not readable JSON ({error})") from None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:  # a damaged file
+        raise RunError(f"{path}: not readable as a checkpoint ({error})") from None
     return config, checkpoint
 
 
@@ -883,13 +933,19 @@ def evaluate_run(
     device: str = "cpu",
     workers: int = 0,
     batch_size: int = 64,
+    label_map: dict[str, str] | None = None,
 ) -> tuple[Metrics, dict]:
     """§3.2 metrics of a run's checkpoint.
 
     ``subset``: ``"eval"`` (the run's eval (validation) split; the default when
     ``store`` is the run's own store or omitted), ``"test"`` (the run's test
-    split) or ``"all"`` (every frame; the default for another store). Returns ``(metrics, extra)`` where ``extra`` has
-    ``all_negative_accuracy``, ``epoch``, ``store``, ``subset``.
+    split) or ``"all"`` (every frame; the default for another store). The
+    store's labels are matched to the run's by :func:`trainer.labels.match_labels`
+    (case and punctuation aside, or through ``label_map``); only matched labels
+    are scored. Returns ``(metrics, extra)`` where ``extra`` has
+    ``all_negative_accuracy``, ``epoch``, ``store``, ``subset``,
+    ``unscored_labels`` (run labels the store lacks) and ``ignored_labels``
+    (store labels the run lacks).
     """
     model, config, epoch = load_run(run_dir, which, device)
     own = config["store"]["path"]
@@ -897,8 +953,10 @@ def evaluate_run(
     if subset is None:
         subset = "eval" if store == own else "all"
     info = inspect_store(store, need_labels=True)
-    if list(info.label_names) != config["store"]["label_names"]:
-        raise DataError(f"{store}: its labels {list(info.label_names)} differ from the run's")
+    try:
+        match = match_labels(config["store"]["label_names"], info.label_names, label_map)
+    except ValueError as error:
+        raise DataError(f"{store}: {error}") from None
     if subset in ("eval", "test"):
         rows = load_split(Path(run_dir) / "split.npz")["validation" if subset == "eval" else "test"]
         if not len(rows):
@@ -909,15 +967,20 @@ def evaluate_run(
         raise ValueError(f"subset must be eval, test or all, got {subset!r}")
     loader, info = _loader_for(config, store, rows, workers, batch_size)
     dev = next(model.parameters()).device
-    probs, labels, _, bce = predict_probabilities(model, loader, dev)
+    columns = (match.run_columns, match.store_columns)
+    probs, labels, _, bce = predict_probabilities(model, loader, dev, label_columns=columns)
     threshold = config["train"]["threshold"]
-    metrics = compute_metrics(labels, probs >= threshold, info.label_names, info.exclusive_groups)
+    predicted = probs[:, match.run_columns] >= threshold
+    groups = match.groups(info.exclusive_groups)
+    metrics = compute_metrics(labels, predicted, match.names, groups)
     extra = {
         "all_negative_accuracy": all_negative_accuracy(labels),
         "epoch": epoch,
         "store": store,
         "subset": subset,
         "eval_loss": bce,
+        "unscored_labels": list(match.unmatched_run),
+        "ignored_labels": list(match.unmatched_store),
     }
     return metrics, extra
 
@@ -931,27 +994,45 @@ def predict_run(
     device: str = "cpu",
     workers: int = 0,
     batch_size: int = 64,
+    label_map: dict[str, str] | None = None,
 ) -> int:
-    """Write ``row, index, p_<name>..., <name>...`` per frame of ``store``; returns the row count.
+    """Write ``row, index, p_<name>..., <name>..., true_<name>...`` per frame; returns the rows.
 
     ``row`` is the store row, ``index`` the frame index in the build's input
     (the store's ``index`` array), ``p_*`` the sigmoid probabilities and the
-    label columns the 0/1 predictions at the run's threshold. Needs no labels.
+    label columns the 0/1 predictions at the run's threshold. Needs no labels;
+    ``true_*`` are the store's labels matched to the run's
+    (:func:`trainer.labels.match_labels`, with ``label_map``), when it has
+    labels and they match.
     """
     model, config, _ = load_run(run_dir, which, device)
+    names = config["store"]["label_names"]
     info = inspect_store(store, need_labels=False)
+    match = None
+    if info.has_labels:
+        try:
+            match = match_labels(names, info.label_names, label_map)
+        except ValueError as error:
+            if label_map:
+                raise DataError(f"{store}: {error}") from None
+            log.info("%s: labels not written (%s)", store, error)
+    none = np.zeros(0, dtype=np.int64)
+    columns = (none, none) if match is None else (match.run_columns, match.store_columns)
     loader, info = _loader_for(config, store, np.arange(info.n_frames), workers, batch_size)
     dev = next(model.parameters()).device
-    probs, _, rows, _ = predict_probabilities(model, loader, dev)
+    probs, truth, rows, _ = predict_probabilities(model, loader, dev, label_columns=columns)
     frame_index = open_store(store)["index"][:][rows]
-    names = config["store"]["label_names"]
     threshold = config["train"]["threshold"]
+    true_names = [] if match is None else [f"true_{n}" for n in match.names]
     with atomic_output(Path(out_csv), overwrite=True) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["row", "index"] + [f"p_{n}" for n in names] + list(names))
-        for r, i, p in zip(rows, frame_index, probs):
+        writer.writerow(["row", "index"] + [f"p_{n}" for n in names] + list(names) + true_names)
+        for r, i, p, t in zip(rows, frame_index, probs, truth):
             writer.writerow(
-                [int(r), int(i)] + [f"{v:.6f}" for v in p] + [int(v >= threshold) for v in p]
+                [int(r), int(i)]
+                + [f"{v:.6f}" for v in p]
+                + [int(v >= threshold) for v in p]
+                + [int(v) for v in t]
             )
     return len(rows)
 

@@ -271,8 +271,6 @@ def is_finished(run_dir) -> bool:
 
 def run_job(job: RunJob) -> str:
     """Train (or resume, or skip) one run; returns ``"skipped"``, ``"resumed"`` or ``"trained"``."""
-    import torch
-
     from . import loop
     from .data import inspect_store
     from .model import ModelConfig
@@ -280,15 +278,17 @@ def run_job(job: RunJob) -> str:
     run_dir = Path(job.run_dir)
     if is_finished(run_dir):
         return "skipped"
-    if job.threads:
-        torch.set_num_threads(job.threads)
-    if (run_dir / "last.pt").is_file():
+    if (run_dir / "last.pt").is_file():  # its saved threads, recipe and store
         loop.resume(run_dir, progress=False, store=job.store)
         return "resumed"
     info = inspect_store(job.store, input_kind=job.train.get("input", "ccf"))
     model_cfg = ModelConfig(num_classes=len(info.label_names), **job.model)
     train_cfg = loop.TrainConfig(
-        store=info.path, split_file=job.split_file, seed=job.seed, **job.train
+        store=info.path,
+        split_file=job.split_file,
+        seed=job.seed,
+        threads=job.threads,
+        **job.train,
     )
     # the directory is the study's own: a run that died before its first checkpoint restarts
     loop.fit(run_dir, model_cfg, train_cfg, progress=False, overwrite=True)
@@ -473,7 +473,7 @@ def run_study(
     from .study_report import write_report
 
     started = time.perf_counter()
-    threads = threads or plan.config.get("threads")
+    threads = threads or plan.config.get("threads") or None  # 0: torch's default
     out = Path(out)
     if not train and not (out / "split.npz").is_file():
         raise StudyError(f"{out}: not a study directory (no split.npz); nothing to report")

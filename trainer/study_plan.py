@@ -52,8 +52,17 @@ __all__ = [
 
 #: Sections whose keys make an arm's recipe, in order.
 SECTIONS = ("build", "model", "train")
-#: TrainConfig fields the study sets itself (the split, the store, the seed).
-RESERVED_TRAIN = ("store", "split_file", "seed", "eval_fraction", "test_fraction", "max_frames")
+#: TrainConfig fields the study sets itself (the split, the store, the seed, the
+#: study-level ``threads``).
+RESERVED_TRAIN = (
+    "store",
+    "split_file",
+    "seed",
+    "eval_fraction",
+    "test_fraction",
+    "max_frames",
+    "threads",
+)
 #: Metrics a claim may compare (micro-averaged, §3.2).
 CLAIM_METRICS = ("accuracy", "precision", "recall")
 DEFAULT_STATISTICS = {"bootstrap": 2000, "seed": 0, "level": 0.95, "alpha": 0.05}

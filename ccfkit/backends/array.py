@@ -111,7 +111,7 @@ class ArrayBackend(Backend):
             else:
                 order_maps = ccf.order_maps_mask_corrected(
                     polar.values, polar.valid, coefficients, settings.orders, tables.partial,
-                    tables.lag_pairs(), xp,
+                    tables.lag_weights(settings.orders), xp,
                 )  # fmt: skip
             maps = ccf.assemble_maps(full, order_maps, means, settings.scale, xp)
             out[start : start + self.batch_size] = maps  # cast to float32 on assignment
@@ -152,7 +152,7 @@ class _PlanTables:
         counts = plan.valid.sum(axis=1)
         #: (R,) rings that are used but not complete: the mask-corrected rows
         self.partial = xp.asarray(np.flatnonzero((counts > 0) & (counts < plan.phi_bins)))
-        self._lag_pairs = None
+        self._lag_weights = {}
 
     def pairs(self, shift: int):
         """(Q, Q) ``sum_p M[i,p] M[j,p+shift]`` of the plan's validity (Eq. 13's denominator)."""
@@ -161,12 +161,19 @@ class _PlanTables:
             pairs = self._pairs[shift] = ccf.lag_product(self._weights, shift, self.xp)
         return pairs
 
-    def lag_pairs(self):
-        """(R, Q, P) valid pair counts of the partial rings' rows at every lag (float32)."""
-        if self._lag_pairs is None:
-            counts = ccf.lag_pair_counts(self.valid[self.partial], self.valid, self.xp)
-            self._lag_pairs = counts.astype(np.float32)
-        return self._lag_pairs
+    def lag_weights(self, orders: tuple[int, ...]):
+        """:func:`~ccfkit.ccf.mask_corrected_weights` of the partial rings, once per orders.
+
+        (N, R, Q, P/2 + 1) complex128: 26 MB per order and 100 partial rings at
+        Q = 224, P = 512. Only the last orders asked are kept.
+        """
+        weights = self._lag_weights.get(orders)
+        if weights is None:
+            self._lag_weights = {
+                orders: ccf.mask_corrected_weights(self.valid, self.partial, orders, self.xp)
+            }
+            weights = self._lag_weights[orders]
+        return weights
 
 
 class NumpyBackend(ArrayBackend):

@@ -13,7 +13,8 @@ Layout of a simulated file (CXI 1.6 conventions, SI units; the full table is in
     /entry_1/instrument_1/source_1/wavelength      float64 (N,), m (per frame)
     /entry_1/instrument_1/source_1/energy          float64 (N,), J (per frame)
     /entry_1/sample_1/...                          what was drawn per frame
-    /entry_1/labels                                uint8 (N, C) (attrs: names, exclusive_groups)
+    /entry_1/labels                                uint8 (N, C) (attrs: names, display_names,
+                                                   exclusive_groups, parents, rules)
 
 Everything is written to ``OUT.partial`` and renamed to ``OUT`` only when
 complete; on any error (or Ctrl-C) the partial file is removed.
@@ -58,7 +59,7 @@ PIXEL_IS_MISSING = 512
 #: electronvolt in joules (CXI stores photon energies in J).
 EV = 1.602176634e-19
 
-SCHEMA = "ccfkit-simulate/1"
+SCHEMA = "ccfkit-simulate/2"
 
 
 def _group(parent: h5py.Group, name: str, nx_class: str | None = None) -> h5py.Group:
@@ -135,7 +136,8 @@ def write_simulated(
     params = sim.draw_parameters(config, seed, np.arange(n_frames))
     visible = sim.visible_radius(params, detector)
     shift = sim.fringe_shift(params, detector, visible)
-    labels = sim.assign_labels(params, detector, shift)
+    partners = sim.partner_features(params, detector, visible)
+    labels = sim.assign_labels(params, detector, shift, partners)
     height, width = detector.shape
 
     # h5py closes the file before atomic_output renames it (exits run in reverse).
@@ -152,9 +154,10 @@ def write_simulated(
             track_times=False,
         )
         data.attrs["axes"] = "experiment_identifier:y:x"
-        data.attrs["units"] = "photons" if config.noise else "expected photons"
+        data.attrs["units"] = _data_units(config)
         data.attrs["description"] = (
-            "photon counts per pixel; 0 on masked pixels (see detector_1/mask)"
+            "photon counts per pixel (with --mcp: MCP + phosphor signal, 1 = one photon's mean); "
+            "0 on masked pixels (see detector_1/mask)"
         )
         handle[f"{DETECTOR}/data"] = h5py.SoftLink(DATA_PATH)
 
@@ -194,6 +197,35 @@ def write_simulated(
     }
 
 
+def _data_units(config: sim.SimulationConfig) -> str:
+    """The ``units`` attribute of the frames."""
+    if config.mcp:
+        return "mean photon signals (MCP)" if config.noise else "blurred expected photons"
+    return "photons" if config.noise else "expected photons"
+
+
+#: The formulas of the model, by name (stored in the file's ``formulas`` attribute).
+FORMULAS = {
+    "q": "q = k (n - z), n = (x, y, L) / D, D = sqrt(x^2 + y^2 + L^2), "
+    "|q| = 4 pi sin(theta) / lambda",
+    "spheroid": "A = F(u), F(u) = 3 (sin u - u cos u) / u^3, "
+    "u^2 = a^2 |q|^2 + (c^2 - a^2) (q . c)^2",
+    "two_spheres": "|A|^2 = F1^2 + rho^6 F2^2 + 2 rho^3 F1 F2 V cos(q . d), F_i = F(q R_i), "
+    "rho = R2 / R1, V = sinc(g_x / 2) sinc(g_y / 2) (g: change of q . d across a pixel)",
+    "polarization": {
+        "horizontal": "P = 1 - (x / D)^2",
+        "vertical": "P = 1 - (y / D)^2",
+        "unpolarised": "P = (1 + cos^2 2theta) / 2",
+        "none": "P = 1",
+    },
+    "solid_angle": "Omega = cos^3 2theta = (L / D)^3",
+    "counts": "E = fluence |A|^2 P Omega / sum_good(|A|^2 P Omega) + halo + background",
+    "halo": "halo = H (1 + r^2 / w^2)^(-3/2) / sum_good(...), r from the beam centre (px)",
+    "mcp": "value = Gamma(n / s^2, s^2) per pixel with n photons (gain mean 1, relative "
+    "spread s), then a Gaussian blur of sigma pixels",
+}
+
+
 def _write_block(data: h5py.Dataset, item: tuple[int, np.ndarray], bar) -> None:
     lo, frames = item
     data[lo : lo + len(frames)] = frames
@@ -213,9 +245,14 @@ def _write_header(
     handle.attrs["n_frames"] = len(params)
     handle.attrs["parameters"] = json.dumps(config.to_dict(), sort_keys=True)
     handle.attrs["model"] = (
-        "Born (Rayleigh-Gans) far field of homogeneous spheres/spheroids on the Ewald sphere, "
-        "flat-detector solid angle, Poisson photon noise; see docs/simulate.md"
+        "Born (Rayleigh-Gans) far field of homogeneous spheres/spheroids, or of two spheres "
+        "scattering coherently, on the Ewald sphere; polarisation factor "
+        f"({config.polarization}), flat-detector solid angle "
+        f"({'on' if config.solid_angle else 'off'}), stray-light halo, flat background, "
+        f"{'Poisson photon noise' if config.noise else 'no noise'}, MCP + phosphor response "
+        f"{'on' if config.mcp else 'off'}; see docs/simulate.md"
     )
+    handle.attrs["formulas"] = json.dumps(FORMULAS, sort_keys=True)
     _dataset(handle, "cxi_version", 160)
     entry = _group(handle, "entry_1", "NXentry")
     instrument = _group(entry, "instrument_1", "NXinstrument")
@@ -289,6 +326,35 @@ def _write_header(
     _dataset(sample, "background", config.background, "photons per pixel")
     _dataset(
         sample,
+        "partner_radius",
+        params.partner_radius * 1e-9,
+        "m",
+        description="radius of the second sphere (double, newton, asymmetric kinds); 0 = none",
+    )
+    _dataset(
+        sample,
+        "separation",
+        params.separation * 1e-9,
+        "m",
+        columns="x (column), y (row), z (beam)",
+        description="from the droplet's centre to its partner's; 0 = no partner",
+    )
+    _dataset(
+        sample,
+        "halo",
+        params.halo,
+        "photons",
+        description="expected stray-light halo photons on the good pixels",
+    )
+    _dataset(
+        sample,
+        "halo_width",
+        params.halo_width,
+        "pixel",
+        description="w of the halo (1 + r^2 / w^2)^(-3/2), centred on the beam centre",
+    )
+    _dataset(
+        sample,
         "projected_semi_axes",
         sim.projected_semi_axes(params) * 1e-9,
         "m",
@@ -315,6 +381,7 @@ def _write_header(
         "labels",
         labels,
         names=list(sim.LABELS),
+        display_names=[sim.DISPLAY_NAMES[name] for name in sim.LABELS],
         exclusive_groups=json.dumps([list(g) for g in sim.EXCLUSIVE_GROUPS]),
         exhaustive_groups=json.dumps([list(sim.EXCLUSIVE_GROUPS[0])]),
         parents=json.dumps(sim.PARENTS),

@@ -18,6 +18,7 @@ set's ``convention`` attribute says otherwise; boolean masks mean True = good.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -38,12 +39,16 @@ __all__ = [
     "FrameSource",
     "InputError",
     "good_pixels",
+    "input_fingerprint",
     "open_source",
 ]
 
 #: CXI pixel-mask bits that make a pixel unusable: invalid, saturated, hot,
 #: dead, shadowed, in peak mask, to be ignored, bad, missing.
 PIXEL_IS_IN_MASK = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128 | 512
+
+#: Smallest frame side, pixels: below it a polar map has next to no rings.
+MIN_FRAME_SIDE = 8
 
 #: Where CXI files keep their frames, in the order they are tried.
 DATA_PATHS = (
@@ -57,11 +62,17 @@ MASK_PATHS = (
     "entry_1/data_1/mask",
     "entry_1/image_1/mask",
 )
+#: Where labels are looked for, in this order (attribute ``names``: one per column;
+#: optional ``display_names``, ``exclusive_groups``).
 LABEL_PATHS = ("entry_1/labels", "entry_1/data_1/labels", "entry_1/sample_1/labels")
+#: Where a beam centre is looked for, in this order: ``(cx, cy)`` in pixels, x =
+#: column first, either one pair or one pair per frame, (N, 2).
 CENTER_PATHS = (
     "entry_1/instrument_1/detector_1/beam_center",
+    "entry_1/instrument_1/detector_1/center",
     "entry_1/image_1/beam_center",
     "entry_1/data_1/beam_center",
+    "entry_1/sample_1/beam_center",
 )
 
 
@@ -79,23 +90,40 @@ def good_pixels(mask: np.ndarray, *, convention: str = "auto") -> tuple[np.ndarr
     convention : {"auto", "cxi", "good"}
         How to read an integer mask: ``"cxi"`` bit mask (0 = good, bad when a
         ``PIXEL_IS_IN_MASK`` bit is set), ``"good"`` (non-zero = good).
-        ``"auto"``: bool arrays are ``good``, integer ones ``cxi``.
+        ``"auto"``: bool arrays are ``good``, integer ones ``cxi``, others
+        ``good``.
 
     Returns
     -------
     good : (H, W) bool array
+        (Or (N, H, W) for a mask per frame.)
     convention : str
         The convention applied, for the provenance.
+
+    Raises
+    ------
+    ValueError
+        A ``good`` mask whose values are not 0/1; a ``cxi`` mask that is not
+        non-negative integers.
     """
     mask = np.asarray(mask)
     if mask.dtype == bool:
         return mask.copy(), "bool (True = good)"
+    integer = np.issubdtype(mask.dtype, np.integer)
     if convention == "auto":
-        convention = "cxi"
+        convention = "cxi" if integer else "good"
     if convention == "cxi":
+        if not integer or (mask.size and mask.min() < 0):
+            raise ValueError(f"a CXI bit mask holds non-negative integers, not {mask.dtype} < 0")
         return (mask.astype(np.int64) & PIXEL_IS_IN_MASK) == 0, "CXI bit mask (0 = good)"
     if convention == "good":
-        return mask != 0, "0/1 (1 = good)"
+        values = np.unique(mask)
+        if not np.isin(values, (0, 1)).all():
+            raise ValueError(
+                f"its values {values[:6].tolist()} are not 0/1 (a CXI bit mask needs the "
+                "attribute convention = 'cxi')"
+            )
+        return mask == 1, "0/1 (1 = good)"
     raise ValueError(f"unknown mask convention {convention!r}")
 
 
@@ -148,12 +176,18 @@ class FrameReader:
             lo, hi = max(start - offset, 0), min(stop - offset, count)
             if lo < hi:
                 part = out[offset + lo - start : offset + hi - start]
-                layout = frame_layout(name, self.data_path)
-                if layout is not None:
-                    read_frames(name, layout, lo, hi, part)
-                else:
-                    with h5py.File(name, "r") as handle:
-                        handle[self.data_path].read_direct(part, np.s_[lo:hi])
+                try:
+                    layout = frame_layout(name, self.data_path)
+                    if layout is not None:
+                        read_frames(name, layout, lo, hi, part)
+                    else:
+                        with h5py.File(name, "r") as handle:
+                            handle[self.data_path].read_direct(part, np.s_[lo:hi])
+                except (OSError, KeyError) as error:  # truncated, damaged, locked, replaced
+                    reason = " ".join(str(error).split())
+                    raise InputError(
+                        f"{name}: cannot read frames {lo}..{hi - 1} ({reason})"
+                    ) from None
             offset += count
         return out
 
@@ -211,10 +245,13 @@ class FrameSource:
         Where the mask came from and how it was read.
     labels : (N, C) uint8 ndarray or None
     label_names : tuple of str
+    label_display_names : tuple of str
+        Human-readable names (the ``display_names`` attribute), or ``()``.
     exclusive_groups : tuple of tuple of str
         Label groups that must not be predicted together.
     center : (float, float) or None
-        Beam centre ``(cx, cy)`` in pixels found in the file (mean over frames).
+        Beam centre ``(cx, cy)`` in pixels found in the first file (x = column
+        first; the mean when the file gives one per frame).
     wavelength, distance, pixel_size : float or None
         Metres, when the files give them (for momentum transfer).
     """
@@ -224,6 +261,7 @@ class FrameSource:
     mask_origin: str
     labels: np.ndarray | None = None
     label_names: tuple[str, ...] = ()
+    label_display_names: tuple[str, ...] = ()
     exclusive_groups: tuple[tuple[str, ...], ...] = ()
     center: tuple[float, float] | None = None
     wavelength: float | None = None
@@ -246,12 +284,37 @@ class FrameSource:
             "frames_per_file": list(self.reader.counts),
             "data_path": self.reader.data_path,
             "frame_shape": list(self.frame_shape),
+            "fingerprint": input_fingerprint(self.reader),
             "mask": self.mask_origin,
             "masked_pixels": int((~self.mask).sum()),
             "wavelength_m": self.wavelength,
             "distance_m": self.distance,
             "pixel_size_m": self.pixel_size,
         }
+
+
+def input_fingerprint(reader: FrameReader, samples: int = 16) -> str:
+    """A hash that identifies the input by content, not by name, size or date.
+
+    SHA-256 over each file's data set shape and stored dtype and the bytes of
+    up to ``samples`` frames spread evenly over the input (the first and the
+    last among them). A file replaced by another of the same size and frame
+    count gets another fingerprint unless the sampled frames are identical.
+
+    Returns
+    -------
+    str
+        ``"sha256:"`` and 64 hex digits.
+    """
+    digest = hashlib.sha256()
+    for name in reader.files:
+        with h5py.File(name, "r") as handle:
+            dataset = handle[reader.data_path]
+            digest.update(f"{dataset.shape}{dataset.dtype.str};".encode())
+    n_frames = reader.shape[0]
+    for index in np.unique(np.linspace(0, n_frames - 1, min(samples, n_frames)).astype(int)):
+        digest.update(np.ascontiguousarray(reader[int(index)]).tobytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
@@ -266,6 +329,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
     if not files:
         raise InputError("no input file given")
     for name in files:
+        if Path(name).is_dir():
+            raise InputError(f"{name} is a directory; give the CXI/HDF5 files in it (or a glob)")
         if not Path(name).is_file():
             raise InputError(f"{name}: no such file")
         if not h5py.is_hdf5(name):
@@ -289,8 +354,9 @@ def open_source(
         Files or glob patterns, in order.
     data_path : str, optional
         The frames' data set; default: the first CXI location present.
-    mask : (H, W) bool array, optional
-        True = good; overrides a mask in the files.
+    mask : (H, W) or (N, H, W) bool array, optional
+        True = good; overrides a mask in the files. A mask per frame (one per
+        input frame) keeps the pixels good in every frame.
     mask_origin : str
         How ``mask`` was obtained, for the provenance.
     labels_path : str, optional
@@ -304,11 +370,13 @@ def open_source(
     ------
     InputError
         Not HDF5, missing data set, not 3-D, shapes that differ between files,
-        a missing source file of a virtual data set, a mask of another shape,
-        labels that do not match the frames, no frames at all.
+        complex numbers, frames smaller than :data:`MIN_FRAME_SIDE`, a dangling
+        link, a missing or unreadable source of a virtual data set, a mask of
+        another shape or per-frame mask of another length, labels that are
+        not 0/1 or do not match the frames, no frames at all.
     """
     files = expand_inputs(inputs)
-    with h5py.File(files[0], "r") as first:
+    with _open_hdf5(files[0]) as first:
         data_path = data_path or _first_present(first, DATA_PATHS)
         if data_path is None:
             raise InputError(
@@ -318,10 +386,10 @@ def open_source(
         file_mask, file_mask_origin = _read_mask(first, files[0])
         geometry = _read_geometry(first)
         center = _read_center(first)
-    counts, label_parts, names, groups = [], [], (), ()
+    counts, label_parts, names, display, groups = [], [], (), (), ()
     frame_shape = None
     for name in files:
-        with h5py.File(name, "r") as handle:
+        with _open_hdf5(name) as handle:
             dataset = _frames_dataset(handle, data_path, name)
             if frame_shape is None:
                 frame_shape = tuple(dataset.shape[1:])
@@ -330,23 +398,25 @@ def open_source(
                     f"{name}: frames are {dataset.shape[1:]}, but {files[0]} has {frame_shape}"
                 )
             counts.append(int(dataset.shape[0]))
-            labels, part_names, part_groups = _read_labels(handle, labels_path, name)
+            labels, part = _read_labels(handle, labels_path, name)
         if labels is not None and labels.shape[0] != counts[-1]:
             raise InputError(f"{name}: {labels.shape[0]} labels for {counts[-1]} frames")
-        if labels is not None and (not label_parts or part_names == names):
+        if labels is not None and (not label_parts or part["names"] == names):
             label_parts.append(labels)
-            names, groups = part_names, part_groups
+            names, display, groups = part["names"], part["display_names"], part["groups"]
     if sum(counts) == 0:
         raise InputError("the input holds no frames")
     if len(label_parts) != len(files):
         if label_parts:
             logger.warning("labels are missing or differ between files: none are used")
-        label_parts, names, groups = [], (), ()
-    if mask is None:
-        mask, mask_origin = file_mask, file_mask_origin
-    if mask is None:
+        label_parts, names, display, groups = [], (), (), ()
+    if mask is not None:
+        mask = _mask_over_frames(np.asarray(mask), sum(counts), mask_origin)
+    elif file_mask is not None:  # read from the first file: per frame of that file
+        mask = _mask_over_frames(file_mask, counts[0], file_mask_origin)
+        mask_origin = file_mask_origin
+    else:
         mask = np.ones(frame_shape, dtype=bool)
-    mask = np.asarray(mask)
     if mask.shape != frame_shape:
         raise InputError(f"mask has shape {mask.shape}, but frames are {frame_shape}")
     labels = np.concatenate(label_parts) if label_parts else None
@@ -364,6 +434,7 @@ def open_source(
         mask_origin=mask_origin,
         labels=labels,
         label_names=names,
+        label_display_names=display,
         exclusive_groups=groups,
         center=center,
         **geometry,
@@ -376,13 +447,16 @@ def read_mask_file(spec: str) -> tuple[np.ndarray, str]:
     Without ``PATH``, an HDF5 file's mask is looked for at the CXI mask
     locations. The data set is read by :func:`_read_mask_dataset`, as a mask
     in the input files is; a .npy array is read as 0/1, 1 = good (bool: True
-    = good), and one of shape (N, H, W) keeps the pixels good in every frame.
+    = good). One of shape (N, H, W) is a mask per frame (see :func:`open_source`).
     """
     name, _, path = spec.partition(":")
     if not Path(name).is_file():
         raise InputError(f"mask file {name}: no such file")
     if name.endswith(".npy"):
-        good, convention = _good_in_every_frame(np.load(name), "good")
+        try:
+            good, convention = good_pixels(np.load(name), convention="good")
+        except ValueError as error:
+            raise InputError(f"mask file {name}: {error}") from None
         return good, f"{name} ({convention})"
     if not h5py.is_hdf5(name):
         raise InputError(f"mask file {name}: neither .npy nor HDF5")
@@ -412,17 +486,28 @@ def _read_mask_dataset(handle: h5py.File, path: str, name: str) -> tuple[np.ndar
     if isinstance(convention, bytes):
         convention = convention.decode()
     try:
-        return _good_in_every_frame(dataset[()], str(convention))
+        return good_pixels(dataset[()], convention=str(convention))
     except ValueError as error:
         raise InputError(f"{name}: mask {where}: {error}") from None
 
 
-def _good_in_every_frame(stored: np.ndarray, convention: str) -> tuple[np.ndarray, str]:
-    """:func:`good_pixels` of an (H, W) mask, or of an (N, H, W) one reduced over frames."""
-    good, how = good_pixels(stored, convention=convention)
-    if good.ndim == 3:  # a mask per frame: keep the pixels good in every frame
-        good = good.all(axis=0)
-    return good, how
+def _mask_over_frames(good: np.ndarray, n_frames: int, origin: str) -> np.ndarray:
+    """An (H, W) mask as is; an (N, H, W) one (N = ``n_frames``): the pixels good in all."""
+    if good.ndim != 3:
+        return good
+    if len(good) != n_frames:
+        raise InputError(
+            f"the mask per frame {origin} has {len(good)} frames, the input {n_frames}"
+        )
+    return good.all(axis=0)
+
+
+def _open_hdf5(name: str) -> h5py.File:
+    """``h5py.File(name, "r")``; a file HDF5 cannot open (truncated, locked) is an InputError."""
+    try:
+        return h5py.File(name, "r")
+    except OSError as error:
+        raise InputError(f"{name}: cannot open ({' '.join(str(error).split())})") from None
 
 
 def _first_present(handle: h5py.File, paths: Sequence[str]) -> str | None:
@@ -434,15 +519,25 @@ def _frames_dataset(handle: h5py.File, data_path: str, name: str) -> h5py.Datase
     where = "/" + data_path.lstrip("/")
     if data_path not in handle:
         raise InputError(f"{name}: no data set {where}")
-    dataset = handle[data_path]
+    try:
+        dataset = handle[data_path]
+    except (KeyError, OSError) as error:  # a dangling external link, a broken object
+        raise InputError(f"{name}: cannot open {where} ({error}; a dangling link?)") from None
     if not isinstance(dataset, h5py.Dataset):
         raise InputError(f"{name}: {where} is a group, not a data set")
     if dataset.ndim != 3:
         raise InputError(
             f"{name}: {where} has shape {dataset.shape}; expected 3 dimensions (frame, y, x)"
         )
-    if not np.issubdtype(dataset.dtype, np.number):
-        raise InputError(f"{name}: {where} holds {dataset.dtype}, not numbers")
+    if not np.issubdtype(dataset.dtype, np.number) or np.issubdtype(
+        dataset.dtype, np.complexfloating
+    ):
+        raise InputError(f"{name}: {where} holds {dataset.dtype}, not real numbers")
+    if min(dataset.shape[1:]) < MIN_FRAME_SIDE:
+        raise InputError(
+            f"{name}: frames of {dataset.shape[1]} x {dataset.shape[2]} pixels are too small "
+            f"(at least {MIN_FRAME_SIDE} x {MIN_FRAME_SIDE})"
+        )
     _check_virtual_sources(dataset, name)
     return dataset
 
@@ -456,23 +551,51 @@ def _read_mask(handle: h5py.File, name: str) -> tuple[np.ndarray | None, str]:
     return good, f"{name}:/{path} ({how})"
 
 
-def _read_labels(handle, labels_path, name):
+def _read_labels(handle, labels_path, name) -> tuple[np.ndarray | None, dict]:
+    """Labels (N, C) uint8 of one file and their ``names``, ``display_names``, ``groups``.
+
+    A 1-D data set is one label column. Names default to ``class_<i>``;
+    display names are kept only when there is one per column.
+    """
     path = labels_path or _first_present(handle, LABEL_PATHS)
     if path is None:
-        return None, (), ()
+        return None, {}
     if path not in handle:
         raise InputError(f"{name}: no labels at /{path.lstrip('/')}")
     dataset = handle[path]
-    labels = np.asarray(dataset[()])
-    if labels.ndim == 1:
-        labels = labels[:, None]
-    names = dataset.attrs.get("names", None)
-    if names is None:
-        names = [f"class_{i}" for i in range(labels.shape[1])]
-    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    if not isinstance(dataset, h5py.Dataset):
+        raise InputError(f"{name}: /{path.lstrip('/')} is a group, not a labels data set")
+    labels = _checked_labels(np.asarray(dataset[()]), f"{name}:/{path.lstrip('/')}")
+    names = _strings(dataset.attrs.get("names", [f"class_{i}" for i in range(labels.shape[1])]))
+    if len(names) != labels.shape[1]:
+        raise InputError(f"{name}: {len(names)} label names for {labels.shape[1]} columns")
+    display = _strings(dataset.attrs.get("display_names", []))
     groups = dataset.attrs.get("exclusive_groups", "[]")
     groups = json.loads(groups.decode() if isinstance(groups, bytes) else str(groups))
-    return labels.astype(np.uint8), names, tuple(tuple(g) for g in groups)
+    return labels.astype(np.uint8), {
+        "names": names,
+        "display_names": display if len(display) == len(names) else (),
+        "groups": tuple(tuple(g) for g in groups),
+    }
+
+
+def _strings(values) -> tuple[str, ...]:
+    """An HDF5 string attribute (one string, or an array of bytes or str) as a tuple of str."""
+    if isinstance(values, (str, bytes)):
+        values = [values]
+    return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
+
+
+def _checked_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """(N,) or (N, C) 0/1 integer (or bool) labels as (N, C); anything else is an InputError."""
+    if labels.ndim not in (1, 2):
+        raise InputError(f"{where}: labels of shape {labels.shape}; expected (N,) or (N, C)")
+    if labels.dtype != bool and not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"{where}: labels are {labels.dtype}; expected 0/1 integers")
+    values = np.unique(labels)
+    if not np.isin(values, (0, 1)).all():
+        raise InputError(f"{where}: labels take the values {values[:8].tolist()}; expected 0/1")
+    return labels.reshape(len(labels), -1)
 
 
 def _read_geometry(handle) -> dict:
@@ -490,16 +613,34 @@ def _read_geometry(handle) -> dict:
 
 
 def _read_center(handle) -> tuple[float, float] | None:
+    """The beam centre ``(cx, cy)`` at the first of :data:`CENTER_PATHS` present.
+
+    One pair, or one per frame ``(N, 2)`` (the mean is returned and the spread
+    logged: the build uses one centre for all frames).
+    """
     path = _first_present(handle, CENTER_PATHS)
     if path is None:
         return None
-    value = np.asarray(handle[path][()], dtype=np.float64).reshape(-1, 2)
+    stored = np.asarray(handle[path][()], dtype=np.float64)
+    if stored.ndim == 0 or stored.shape[-1] != 2:
+        raise InputError(
+            f"{handle.filename}: /{path} has shape {stored.shape}; expected (2,) or (N, 2) "
+            "pairs (cx, cy)"
+        )
+    value = stored.reshape(-1, 2)
     cx, cy = value.mean(axis=0)
+    if len(value) > 1:
+        spread = float(np.hypot(*(value - (cx, cy)).T).max())
+        logger.info("beam centre from /%s: mean of %d, within %.2f px", path, len(value), spread)
     return float(cx), float(cy)
 
 
 def _check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:
-    """A virtual data set silently returns fill values for missing sources: refuse."""
+    """A virtual data set silently returns fill values for missing sources: open every one first.
+
+    A source is looked for where HDF5 looks: as named, then beside the file
+    that holds the virtual data set.
+    """
     if not dataset.is_virtual:
         return
     base = Path(name).parent
@@ -507,5 +648,13 @@ def _check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:
         target = source.file_name
         if target == ".":
             continue
-        if not (Path(target).is_file() or (base / target).is_file()):
+        found = next((p for p in (Path(target), base / target) if p.is_file()), None)
+        if found is None:
             raise InputError(f"{name}: virtual data set source {target} is missing")
+        try:
+            with h5py.File(found, "r") as handle:
+                present = isinstance(handle.get(source.dset_name), h5py.Dataset)
+        except OSError as error:
+            raise InputError(f"{name}: virtual data set source {found} cannot be read ({error})")
+        if not present:
+            raise InputError(f"{name}: virtual data set source {found} has no {source.dset_name}")

@@ -4,7 +4,10 @@ zarr-python's general write path (an asynchronous codec pipeline and several
 copies of each chunk) costs about as much per map as the file write itself. A
 build writes only *whole* chunks, along the first axis, of arrays it created
 itself in a local store, with one of two codec chains: raw little-endian
-bytes, or bytes then Blosc. :class:`ChunkFiles` encodes such a chunk exactly
+bytes, or bytes then Blosc, each optionally followed by a ``crc32c``
+checksum (what ccfkit stores use: the 4-byte little-endian CRC-32C of the
+encoded bytes appended, as zarr's ``Crc32cCodec`` does, with the same
+``google_crc32c``). :class:`ChunkFiles` encodes such a chunk exactly
 as zarr does (the same numcodecs Blosc; the files are byte-identical, which
 the tests check) and writes the file with ``O_DIRECT`` where the file system
 allows it: the data goes from the process to the disk without first being
@@ -33,6 +36,9 @@ from ..buffers import ALIGNMENT, aligned_empty, is_aligned
 
 __all__ = ["ChunkFiles", "ZarrChunks", "chunk_writer"]
 
+#: Bytes of the crc32c checksum that ends a chunk (zarr's ``Crc32cCodec``).
+CHECKSUM_BYTES = 4
+
 #: Payloads from this size up are written with O_DIRECT (smaller ones are not worth it).
 DIRECT_MIN_BYTES = 1 << 20
 
@@ -56,6 +62,8 @@ class ChunkFiles:
         Fills the part of the last chunk beyond the array's end.
     blosc : dict or None
         numcodecs Blosc configuration, None for raw bytes.
+    checksum : bool
+        A crc32c checksum ends the codec chain.
     """
 
     directory: str
@@ -64,6 +72,7 @@ class ChunkFiles:
     dtype: str
     fill_value: float
     blosc: dict | None
+    checksum: bool = False
 
     @classmethod
     def of(cls, array: zarr.Array) -> ChunkFiles:
@@ -80,13 +89,13 @@ class ChunkFiles:
         if encoding.get("name") != "default":
             raise ValueError(f"unsupported chunk key encoding {encoding}")
         codecs = [codec.to_dict() for codec in metadata.codecs]
-        if codecs[0]["name"] != "bytes" or len(codecs) > 2:
+        names = [codec["name"] for codec in codecs]
+        checksum = names[-1] == "crc32c"
+        if checksum:
+            names = names[:-1]
+        if names not in (["bytes"], ["bytes", "blosc"]):
             raise ValueError(f"unsupported codecs {codecs}")
-        blosc = None
-        if len(codecs) == 2:
-            if codecs[1]["name"] != "blosc":
-                raise ValueError(f"unsupported codecs {codecs}")
-            blosc = dict(codecs[1]["configuration"])
+        blosc = dict(codecs[1]["configuration"]) if len(names) == 2 else None
         return cls(
             directory=str(Path(array.store.root).resolve() / array.path),
             separator=encoding.get("configuration", {}).get("separator", "/"),
@@ -94,6 +103,7 @@ class ChunkFiles:
             dtype=np.dtype(array.dtype).newbyteorder("<").str,
             fill_value=float(metadata.fill_value),
             blosc=blosc,
+            checksum=checksum,
         )
 
     def path(self, chunk: int) -> str:
@@ -108,24 +118,31 @@ class ChunkFiles:
         -------
         (nbytes,) uint8 ndarray
             Page-aligned (:func:`ccfkit.buffers.aligned_empty`). A whole raw
-            chunk that is already aligned comes back as a view, uncopied.
+            chunk without a checksum that is already aligned comes back as a
+            view, uncopied.
         """
         data = np.asarray(data)
         if data.shape[1:] != self.chunk_shape[1:] or len(data) > self.chunk_shape[0]:
             raise ValueError(f"data of shape {data.shape} for chunks {self.chunk_shape}")
         dtype = np.dtype(self.dtype)
+        extra = CHECKSUM_BYTES if self.checksum else 0
         if self.blosc is None:
-            if data.shape == self.chunk_shape and data.dtype == dtype and is_aligned(data):
+            whole = data.shape == self.chunk_shape and data.dtype == dtype
+            if whole and not extra and is_aligned(data):
                 return data.reshape(-1).view(np.uint8)
-            chunk = aligned_empty(self.chunk_shape, dtype)
+            nbytes = int(np.prod(self.chunk_shape)) * dtype.itemsize
+            payload = aligned_empty(nbytes + extra)
+            chunk = payload[:nbytes].view(dtype).reshape(self.chunk_shape)
             chunk[: len(data)] = data
             chunk[len(data) :] = self.fill_value
-            return chunk.reshape(-1).view(np.uint8)
-        chunk = np.full(self.chunk_shape, self.fill_value, dtype=dtype)
-        chunk[: len(data)] = data
-        encoded = np.frombuffer(_blosc(self.blosc).encode(chunk), dtype=np.uint8)
-        payload = aligned_empty(encoded.nbytes)
-        payload[:] = encoded
+        else:
+            chunk = np.full(self.chunk_shape, self.fill_value, dtype=dtype)
+            chunk[: len(data)] = data
+            encoded = np.frombuffer(_blosc(self.blosc).encode(chunk), dtype=np.uint8)
+            payload = aligned_empty(encoded.nbytes + extra)
+            payload[: encoded.nbytes] = encoded
+        if extra:
+            payload[-extra:] = crc32c_bytes(payload[:-extra])
         return payload
 
     def write(self, chunk: int, data: np.ndarray) -> None:
@@ -189,6 +206,13 @@ def _padded(payload: np.ndarray) -> np.ndarray | None:
     return blocks if blocks.nbytes == padded else None
 
 
+def crc32c_bytes(data: np.ndarray) -> np.ndarray:
+    """The CRC-32C of ``data``'s bytes as 4 little-endian bytes (zarr's ``Crc32cCodec``)."""
+    import google_crc32c
+
+    return np.array([google_crc32c.value(data)], dtype="<u4").view(np.uint8)
+
+
 def _blosc(config: dict):
     """numcodecs' Blosc with a zarr ``blosc`` codec configuration (what zarr encodes with)."""
     from numcodecs import Blosc
@@ -223,9 +247,11 @@ class ZarrChunks:
     def write(self, chunk: int, data: np.ndarray) -> None:
         """Write ``data`` as the first ``len(data)`` rows of chunk ``chunk``."""
         start = chunk * self.chunk_length
-        zarr.open_array(store=self.store, path=self.name, mode="r+")[start : start + len(data)] = (
-            data
+        # every chunk written, zeros too: a missing chunk of a done task means damage
+        array = zarr.open_array(
+            store=self.store, path=self.name, mode="r+", config={"write_empty_chunks": True}
         )
+        array[start : start + len(data)] = data
 
 
 def chunk_writer(array: zarr.Array) -> ChunkFiles | ZarrChunks:

@@ -1,0 +1,523 @@
+"""The bad-input and fault catalogue (docs/build.md, "Safety"): nothing lost or silently wrong.
+
+Every case runs the command line as a user would and checks four things:
+the exit status, one ``Error:`` line on stderr and no traceback (the error
+left through click, not as an uncaught exception), what is on disk
+afterwards, and that no file the tool did not create was touched
+(:func:`snapshot` before and after). Inputs are small simulated CXI files
+(64 x 64 frames) and maps are 16 x 16 over 32 angles, so each case takes
+about a second.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from ccfkit import pipeline
+from ccfkit.cli import main
+from ccfkit.io.cxi import DATA_PATH, LABELS_PATH, MASK_PATH, write_simulated
+from ccfkit.simulate import SimulationConfig
+from trainer.cli import main as trainer_main
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+FRAMES = 16
+#: numpy: the reference backend needs no compilation; chunks of 4 frames: 4 map tasks.
+BUILD = ["--q-bins", "16", "--phi-bins", "32", "--chunk", "4", "--backend", "numpy", "--quiet"]
+
+
+def simulated(path: Path, seed: int = 1) -> Path:
+    """A small labelled CXI file (with a CXI bit mask and the beam centre)."""
+    write_simulated(path, SimulationConfig(size=64), FRAMES, seed, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return simulated(tmp_path_factory.mktemp("input") / "small.cxi")
+
+
+@pytest.fixture
+def small(tmp_path, source) -> Path:
+    """A copy of the input in this test's directory (cases may replace or edit it)."""
+    return Path(shutil.copy(source, tmp_path / "small.cxi"))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, source) -> Path:
+    """A complete store of the input (read-only use)."""
+    out = tmp_path_factory.mktemp("store") / "maps.zarr"
+    ok(ccfkit("build", source, out, *BUILD))
+    return out
+
+
+def ccfkit(*args, program=main):
+    return CliRunner().invoke(program, [str(a) for a in args])
+
+
+def ok(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def refused(result, *words: str, code: int = 1) -> str:
+    """A clean refusal: the exit code, one ``Error:`` line naming ``words``, no traceback."""
+    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught error
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.stderr
+    if code == 1:  # a usage error (2) comes with click's usage lines
+        assert result.stderr.strip() == errors[0], result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (or ``root`` itself) by relative path, with its content's hash."""
+    root = Path(root)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def interrupted_build(monkeypatch, source: Path, out: Path, *extra, at_chunk: int = 2):
+    """A build Ctrl-C'd at map task ``at_chunk``: an incomplete store."""
+    original = pipeline.process_chunk
+
+    def failing(chunk, *args):
+        if chunk == at_chunk:
+            raise KeyboardInterrupt
+        return original(chunk, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "process_chunk", failing)
+        result = ccfkit("build", source, out, *BUILD, "--workers", "1", *extra)
+    assert "Aborted" in result.output
+    assert zarr.open_group(str(out), mode="r").attrs["status"] == "incomplete"
+
+
+def same_arrays(a: Path, b: Path) -> None:
+    """The stores hold the same arrays, value for value."""
+    first, second = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    assert sorted(first.array_keys()) == sorted(second.array_keys())
+    for name in first.array_keys():
+        np.testing.assert_array_equal(first[name][:], second[name][:], err_msg=name)
+
+
+# --------------------------------------------------------------------------
+# Data loss
+# --------------------------------------------------------------------------
+
+
+def test_overwrite_refuses_the_current_directory(tmp_path, small, monkeypatch):
+    (tmp_path / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    refused(ccfkit("build", "small.cxi", ".", *BUILD, "--overwrite"), "contains the input")
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_refuses_a_directory_of_user_files(tmp_path, small):
+    user = tmp_path / "ud"
+    user.mkdir()
+    (user / "thesis.tex").write_text("t")
+    (user / "zarr.json").write_text('{"node_type": "group", "attributes": {}}')  # not ours
+    before = snapshot(tmp_path)
+    refused(ccfkit("build", small, user, *BUILD, "--overwrite"), "not a ccfkit store")
+    refused(ccfkit("build", small, user, *BUILD, "--resume"), "not a ccfkit store")
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_refuses_a_regular_file(tmp_path, small):
+    target = tmp_path / "results.zarr"
+    target.write_text("not a store")
+    before = snapshot(tmp_path)
+    refused(ccfkit("build", small, target, *BUILD, "--overwrite"), "not a directory")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["the input", "its directory"])
+def test_the_output_is_never_the_input_or_above_it(tmp_path, small, where):
+    out = small if where == "the input" else tmp_path
+    before = snapshot(tmp_path)
+    refused(ccfkit("build", small, out, *BUILD, "--overwrite"), "is or contains the input")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_mask_file_inside_the_output_is_refused(tmp_path, small):
+    out = tmp_path / "out"
+    out.mkdir()
+    np.save(out / "mask.npy", np.ones((64, 64), dtype=bool))
+    refused(ccfkit("build", small, out, *BUILD, "--overwrite", "--mask", out / "mask.npy"),
+            "contains the input")  # fmt: skip
+    assert (out / "mask.npy").is_file()
+
+
+def test_overwrite_fills_an_empty_directory_and_replaces_only_a_store(tmp_path, small):
+    out = tmp_path / "out.zarr"
+    out.mkdir()
+    ok(ccfkit("build", small, out, *BUILD, "--overwrite"))
+    first = snapshot(out)
+    ok(ccfkit("build", small, out, *BUILD, "--overwrite"))
+    assert zarr.open_group(str(out), mode="r").attrs["status"] == "complete"
+    assert set(snapshot(out)) == set(first)  # the same files, nothing left over or added
+
+
+def test_an_existing_store_is_kept_without_a_flag(tmp_path, small, store):
+    out = tmp_path / "maps.zarr"
+    shutil.copytree(store, out)
+    before = snapshot(out)
+    refused(ccfkit("build", small, out, *BUILD), "exists; use --overwrite")
+    assert snapshot(out) == before
+
+
+def test_a_store_being_written_is_locked(tmp_path, small, store):
+    out = tmp_path / "maps.zarr"
+    shutil.copytree(store, out)
+    before = snapshot(out)
+    holder = os.open(out, os.O_RDONLY)  # what a running build holds
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for flag in ("--overwrite", "--resume"):
+            refused(ccfkit("build", small, out, *BUILD, flag), "another ccfkit process")
+    finally:
+        os.close(holder)
+    assert snapshot(out) == before
+    ok(ccfkit("build", small, out, *BUILD, "--overwrite"))  # released: it goes through
+
+
+# --------------------------------------------------------------------------
+# Silently wrong results
+# --------------------------------------------------------------------------
+
+
+def test_resume_refuses_an_input_replaced_by_one_of_the_same_size(tmp_path, small, monkeypatch):
+    out, centre = tmp_path / "maps.zarr", ["--center", "31.5,31.5"]  # not each file's own
+    interrupted_build(monkeypatch, small, out, *centre)
+    done = zarr.open_group(str(out), mode="r")["done"][:]
+    other = simulated(tmp_path / "other.cxi", seed=2)
+    assert other.stat().st_size == small.stat().st_size  # same size, same frame count
+    os.replace(other, small)
+    refused(ccfkit("build", small, out, *BUILD, *centre, "--resume"), "another input (fingerprint")
+    np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["done"][:], done)
+
+
+def test_resume_from_another_working_directory(tmp_path, small, store, monkeypatch):
+    np.save(tmp_path / "mask.npy", np.ones((64, 64), dtype=bool))
+    monkeypatch.chdir(tmp_path)
+    interrupted_build(monkeypatch, Path("small.cxi"), Path("maps.zarr"), "--mask", "mask.npy")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ok(ccfkit("build", small, "../maps.zarr", *BUILD, "--resume", "--mask", "../mask.npy"))
+    ok(ccfkit("build", small, "whole.zarr", *BUILD, "--mask", tmp_path / "mask.npy"))
+    same_arrays(tmp_path / "maps.zarr", elsewhere / "whole.zarr")
+
+
+def test_resume_refuses_another_backend(tmp_path, small, monkeypatch):
+    out = tmp_path / "maps.zarr"
+    interrupted_build(monkeypatch, small, out)
+    refused(ccfkit("build", small, out, *BUILD, "--resume", "--backend", "numba"),
+            "another backend")  # fmt: skip
+
+
+def cxi_with(path: Path, source: Path, name: str, data, **attrs) -> Path:
+    """A copy of ``source`` with the data set ``name`` replaced by ``data``."""
+    shutil.copy(source, path)
+    with h5py.File(path, "a") as handle:
+        if name in handle:
+            del handle[name]
+        handle[name] = data
+        handle[name].attrs.update(attrs)
+    return path
+
+
+@pytest.mark.parametrize("case", ["no good pixel", "0.5 % good", "0/255 read as a bit mask"])
+def test_masks_that_leave_almost_nothing_are_refused(tmp_path, source, case):
+    good = np.zeros((64, 64), dtype=np.uint32)  # CXI bit mask: 0 = good
+    if case == "no good pixel":
+        good[:] = 1
+    elif case == "0.5 % good":
+        good[:] = 1
+        good.flat[:20] = 0
+    else:  # a 0/255 mask (255 = good, a 5 x 5 spot bad) read as CXI bits: inverted
+        good = np.full((64, 64), 255, dtype=np.uint8)
+        good[:5, :5] = 0
+    cxi = cxi_with(tmp_path / "masked.cxi", source, MASK_PATH, good)
+    refused(ccfkit("build", cxi, tmp_path / "out.zarr", *BUILD), "of the pixels are good")
+    assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize("values", [(0, 2), (0, 255)])
+def test_mask_values_that_are_not_0_1_are_refused(tmp_path, small, values):
+    mask = np.full((64, 64), values[1], dtype=np.uint8)
+    mask[0] = values[0]
+    np.save(tmp_path / "mask.npy", mask)
+    with h5py.File(tmp_path / "mask.h5", "w") as handle:
+        handle["good"] = mask  # not at a CXI location, no convention: 0/1 expected
+    for spec in (tmp_path / "mask.npy", f"{tmp_path / 'mask.h5'}:/good"):
+        refused(ccfkit("build", small, tmp_path / "out.zarr", *BUILD, "--mask", spec),
+                "are not 0/1")  # fmt: skip
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_mask_per_frame_of_the_wrong_length_is_refused(tmp_path, small):
+    np.save(tmp_path / "mask.npy", np.ones((FRAMES + 1, 64, 64), dtype=bool))
+    result = ccfkit("build", small, tmp_path / "out.zarr", *BUILD, "--mask", tmp_path / "mask.npy")
+    refused(result, f"has {FRAMES + 1} frames, the input {FRAMES}")
+
+
+@pytest.mark.parametrize(
+    ("labels", "complaint"),
+    [(np.full((FRAMES, 2), 0.3), "float64"), (np.array([[0, 2, 255]] * FRAMES), "[0, 2, 255]")],
+    ids=["float", "0/2/255"],
+)
+def test_labels_that_are_not_0_1_integers_are_refused(tmp_path, source, labels, complaint):
+    cxi = cxi_with(tmp_path / "labelled.cxi", source, "entry_1/my_labels", labels)
+    result = ccfkit(
+        "build", cxi, tmp_path / "out.zarr", *BUILD, "--labels-path", "entry_1/my_labels"
+    )
+    refused(result, "expected 0/1", complaint)
+    refused(ccfkit("build", cxi_with(tmp_path / "l2.cxi", source, LABELS_PATH, labels),
+                   tmp_path / "out.zarr", *BUILD), "expected 0/1")  # fmt: skip
+    assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize("value", [0.0, 7.0])
+def test_center_auto_on_constant_frames_is_refused(tmp_path, source, value):
+    cxi = cxi_with(tmp_path / "flat.cxi", source, DATA_PATH, np.full((4, 64, 64), value, "f4"))
+    refused(ccfkit("build", cxi, tmp_path / "out.zarr", *BUILD, "--center", "auto"), "constant")
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def damage(store: Path, key: str, how: str) -> None:
+    """Flip one byte in the middle of a chunk file, or delete it."""
+    path = store / key
+    if how == "deleted":
+        path.unlink()
+        return
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("compressor", "how"), [("none", "flipped"), ("lz4", "flipped"),
+                                                 ("none", "deleted")])  # fmt: skip
+def test_a_damaged_chunk_is_an_error_naming_it(tmp_path, small, compressor, how):
+    out = tmp_path / "maps.zarr"
+    ok(ccfkit("build", small, out, *BUILD, "--compressor", compressor))
+    ok(ccfkit("info", out, "--verify"))
+    damage(out, "ccf/c/1/0/0", how)
+    named = ("'ccf', chunk c/1/0/0", "missing" if how == "deleted" else "checksum")
+    assert "status: complete" in ok(ccfkit("info", out)).output  # without --verify: not read
+    refused(ccfkit("info", out, "--verify"), str(out), *named)
+    refused(ccfkit("show", out, "--index", 5, "-o", tmp_path / "f.png"), *named)
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_a_damaged_labels_chunk_is_an_error(tmp_path, small):
+    out = tmp_path / "maps.zarr"
+    ok(ccfkit("build", small, out, *BUILD))
+    damage(out, "labels/c/0/0", "flipped")
+    refused(ccfkit("info", out, "--verify"), "'labels', chunk c/0/0", "checksum")
+    refused(ccfkit("show", out, "--index", 0, "-o", tmp_path / "f.png"), "'labels'")
+
+
+# --------------------------------------------------------------------------
+# Store creation interrupted; bad options
+# --------------------------------------------------------------------------
+
+
+def test_an_interrupted_creation_is_recognised_and_overwritten(tmp_path, small, monkeypatch):
+    out = tmp_path / "maps.zarr"
+
+    def killed(*args):
+        raise KeyboardInterrupt  # Ctrl-C while the arrays are made
+
+    with monkeypatch.context() as patch:
+        patch.setattr("ccfkit.store._layout_attrs", killed)
+        assert "Aborted" in ccfkit("build", small, out, *BUILD).output
+    refused(ccfkit("info", out), "creation of this store was interrupted")
+    refused(ccfkit("build", small, out, *BUILD), "exists")
+    ok(ccfkit("build", small, out, *BUILD, "--overwrite"))
+    assert zarr.open_group(str(out), mode="r").attrs["status"] == "complete"
+
+
+@pytest.mark.parametrize("option", [["--chunk", "0"], ["--chunk", "-5"], ["--image-size", "0"]])
+def test_bad_sizes_are_refused_before_anything_is_written(tmp_path, small, option):
+    out = tmp_path / "out.zarr"
+    refused(ccfkit("build", small, out, *BUILD, *option, "--keep-images"), option[0], code=2)
+    assert not out.exists()
+
+
+def test_r_max_beyond_the_detector_needs_force(tmp_path, small):
+    out = tmp_path / "out.zarr"
+    refused(ccfkit("build", small, out, *BUILD, "--r-max", "60"), "beyond the detector")
+    assert not out.exists()
+    ok(ccfkit("build", small, out, *BUILD, "--r-max", "60", "--force"))
+
+
+@pytest.mark.parametrize(
+    ("case", "complaint"),
+    [
+        ("directory", "is a directory"),
+        ("complex", "not real numbers"),
+        ("3 x 3 frames", "too small"),
+        ("dangling external link", "a dangling link"),
+        ("truncated", "truncated"),
+    ],
+)
+def test_inputs_that_cannot_be_used_get_one_line(tmp_path, source, case, complaint):
+    cxi = tmp_path / "in.cxi"
+    if case == "directory":
+        cxi.mkdir()
+    elif case == "complex":
+        cxi_with(cxi, source, DATA_PATH, np.ones((4, 64, 64), np.complex64))
+    elif case == "3 x 3 frames":
+        cxi_with(cxi, source, DATA_PATH, np.ones((4, 3, 3), np.float32))
+    elif case == "dangling external link":
+        with h5py.File(cxi, "w") as handle:
+            handle[DATA_PATH] = h5py.ExternalLink("gone.h5", "/data")
+    else:
+        cxi.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    refused(ccfkit("build", cxi, tmp_path / "out.zarr", *BUILD), str(cxi), complaint)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_damaged_compressed_input_chunk_names_the_file(tmp_path, source):
+    cxi = tmp_path / "gzip.cxi"
+    with h5py.File(source, "r") as handle:
+        frames = handle[DATA_PATH][()]
+    with h5py.File(cxi, "w") as handle:
+        handle.create_dataset(DATA_PATH, data=frames, chunks=(1, 64, 64), compression="gzip")
+        where = handle[DATA_PATH].id.get_chunk_info(9)  # frame 9
+    with open(cxi, "r+b") as handle:  # garbage in the middle of its deflate stream
+        handle.seek(where.byte_offset + where.size // 2)
+        handle.write(b"\xff" * 16)
+    result = ccfkit("build", cxi, tmp_path / "out.zarr", *BUILD, "--center", "31.5,31.5")
+    refused(result, str(cxi), "cannot read frames")
+
+
+def test_a_virtual_data_set_with_a_missing_source_exits_cleanly(tmp_path):
+    with h5py.File(tmp_path / "part.h5", "w") as handle:
+        handle["data"] = np.ones((4, 32, 32), np.float32)
+    layout = h5py.VirtualLayout(shape=(8, 32, 32), dtype="f4")
+    layout[:4] = h5py.VirtualSource("part.h5", "data", shape=(4, 32, 32))
+    layout[4:] = h5py.VirtualSource("gone.h5", "data", shape=(4, 32, 32))
+    with h5py.File(tmp_path / "vds.h5", "w") as handle:
+        handle.create_virtual_dataset(DATA_PATH, layout, fillvalue=0)
+    # a process of its own: the crash this guards against (SIGSEGV) came at interpreter exit
+    command = [sys.executable, "-c", "from ccfkit.cli import run; run()", "build",
+               "vds.h5", "out.zarr", *BUILD]  # fmt: skip
+    result = subprocess.run(
+        command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == "Error: vds.h5: virtual data set source gone.h5 is missing"
+    assert not (tmp_path / "out.zarr").exists()
+
+
+# --------------------------------------------------------------------------
+# trainer
+# --------------------------------------------------------------------------
+
+FIT = ["--epochs", "1", "--width", "8", "--batch-size", "8", "--workers", "0", "--device", "cpu",
+       "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, store) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    ok(ccfkit("fit", store, "--run-dir", run_dir, "--threads", "1", *FIT, program=trainer_main))
+    return run_dir
+
+
+def test_fit_resume_refuses_another_store(tmp_path, trained, source):
+    other = tmp_path / "other.zarr"
+    ok(ccfkit("build", source, other, *BUILD, "--seed", "5", "--noise", "max"))
+    before = snapshot(trained)
+    refused(ccfkit("fit", other, "--run-dir", trained, "--resume", program=trainer_main),
+            "is another store")  # fmt: skip
+    assert snapshot(trained) == before
+
+
+def test_fit_resume_keeps_the_threads(tmp_path, trained, store):
+    copy = tmp_path / "copy.zarr"  # the same store moved elsewhere is still the run's store
+    shutil.copytree(store, copy)
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    result = ccfkit("fit", copy, "--run-dir", run_dir, "--resume", "--threads", "2",
+                    program=trainer_main)  # fmt: skip
+    refused(result, "cannot change ['threads']", "threads = 1")
+    ok(
+        ccfkit(
+            "fit", copy, "--run-dir", run_dir, "--resume", "--epochs", "2", program=trainer_main
+        )
+    )
+    assert '"threads": 1' in (run_dir / "config.json").read_text()
+
+
+def test_trainer_file_errors_are_one_line(tmp_path, trained, store):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    refused(ccfkit("fit", store, "--run-dir", a_file, *FIT, program=trainer_main), "a_file")
+    refused(ccfkit("predict", trained, store, "-o", a_file / "p.csv", program=trainer_main),
+            "a_file")  # fmt: skip
+    refused(ccfkit("evaluate", trained, "--json", tmp_path, program=trainer_main), str(tmp_path))
+    assert a_file.read_text() == "mine"
+
+
+@pytest.mark.parametrize("damaged", ["last.pt", "config.json"])
+def test_a_damaged_run_file_is_one_line(tmp_path, trained, store, damaged):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    (run_dir / damaged).write_bytes((run_dir / damaged).read_bytes()[:100])
+    result = ccfkit("fit", store, "--run-dir", run_dir, "--resume", program=trainer_main)
+    refused(result, damaged, "not readable")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_trainer_read_only_places_are_one_line(tmp_path, trained, store):
+    locked = tmp_path / "ro"
+    locked.mkdir(mode=0o500)
+    refused(ccfkit("fit", store, "--run-dir", locked / "run", *FIT, program=trainer_main), "ro")
+    refused(ccfkit("predict", trained, store, "-o", locked / "p.csv", program=trainer_main), "ro")
+
+
+def test_the_trainer_names_a_damaged_chunk(tmp_path, trained, store):
+    copy = tmp_path / "maps.zarr"
+    shutil.copytree(store, copy)
+    damage(copy, "ccf/c/2/0/0", "flipped")
+    result = ccfkit("predict", trained, copy, "-o", tmp_path / "p.csv", program=trainer_main)
+    refused(result, "'ccf', chunk c/2/0/0", "checksum")
+    assert not (tmp_path / "p.csv").exists()
+
+
+# --------------------------------------------------------------------------
+# Killed builds (the small version of benchmarks/kill_resume.py)
+# --------------------------------------------------------------------------
+
+
+def test_builds_killed_at_three_moments_resume_to_the_same_store(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_resume.py"
+    spec = importlib.util.spec_from_file_location("kill_resume", path)
+    kill_resume = importlib.util.module_from_spec(spec)
+    sys.modules["kill_resume"] = kill_resume  # its dataclass looks its module up
+    spec.loader.exec_module(kill_resume)
+    _, trials = kill_resume.run_trials(tmp_path, count=3, seed=0, frames=16, in_process=True)
+    assert [t.identical for t in trials] == [True, True, True], trials

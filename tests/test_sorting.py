@@ -1,0 +1,137 @@
+"""`trainer predict RUN FILES`: frames -> maps -> model, the same as build + predict on a store."""
+
+from __future__ import annotations
+
+import csv
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from ccfkit.cli import main as ccfkit_main
+from ccfkit.simulate import LABELS as SIMULATED_LABELS
+from trainer.cli import main as trainer_main
+from trainer.loop import TrainConfig, fit
+from trainer.model import ModelConfig
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+GRID = ["--q-bins", "16", "--phi-bins", "32", "--chunk", "16", "--backend", "numpy", "--quiet"]
+
+
+def _invoke(main, *args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """Two simulated files: one to train on, one to sort."""
+    root = tmp_path_factory.mktemp("frames")
+    train, new = root / "train.cxi", root / "new.cxi"
+    _invoke(ccfkit_main, "simulate", train, "--n", "32", "--size", "48", "--seed", "4", "--quiet")
+    _invoke(ccfkit_main, "simulate", new, "--n", "20", "--size", "48", "--seed", "5", "--quiet")
+    return train, new
+
+
+def _probabilities(path):
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = [key[2:] for key in rows[0] if key.startswith("p_")]
+    return np.array([[float(row[f"p_{n}"]) for n in names] for row in rows]), rows
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["--orders", "8,2", "--estimator", "mask-corrected", "--scale", "ring", "--r-min", "0"],
+        ["--scale", "none", "--min-ring-fraction", "0"],
+    ],
+)
+def test_frames_give_the_probabilities_of_their_store(tmp_path, frames, options):
+    train_cxi, new_cxi = frames
+    store, new_store = tmp_path / "train.zarr", tmp_path / "new.zarr"
+    _invoke(ccfkit_main, "build", train_cxi, store, *GRID, *options)
+    fit(tmp_path / "run", ModelConfig(num_classes=len(SIMULATED_LABELS), width=8),
+        TrainConfig(store=str(store), epochs=1, batch_size=16, workers=0, device="cpu"),
+        progress=False)  # fmt: skip
+    # the reference: the new frames built into a store with the same options
+    center = zarr.open_group(str(store), mode="r").attrs["center"]
+    _invoke(ccfkit_main, "build", new_cxi, new_store, *GRID, *options,
+            "--center", ",".join(map(str, center)))  # fmt: skip
+    _invoke(trainer_main, "predict", tmp_path / "run", new_store, "-o", tmp_path / "store.csv")
+    result = _invoke(
+        trainer_main,
+        "predict",
+        tmp_path / "run",
+        new_cxi,
+        "-o",
+        tmp_path / "frames.csv",
+        "--backend",
+        "numpy",
+        "--batch-size",
+        "7",
+        "--quiet",
+    )
+    assert "20 frames" in result.output
+    expected, _ = _probabilities(tmp_path / "store.csv")
+    got, rows = _probabilities(tmp_path / "frames.csv")
+    assert [int(r["index"]) for r in rows] == list(range(20))
+    np.testing.assert_allclose(got, expected, atol=2e-6)  # both CSVs keep 6 decimals
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, frames):
+    root = tmp_path_factory.mktemp("run")
+    _invoke(ccfkit_main, "build", frames[0], root / "train.zarr", *GRID)
+    fit(root / "run", ModelConfig(num_classes=len(SIMULATED_LABELS), width=8),
+        TrainConfig(store=str(root / "train.zarr"), epochs=1, batch_size=16, workers=0,
+                    device="cpu"), progress=False)  # fmt: skip
+    return root
+
+
+def test_hdf5_and_zarr_outputs_hold_the_csv_values(run, frames, tmp_path):
+    outputs = {suffix: tmp_path / f"p{suffix}" for suffix in (".csv", ".h5", ".zarr")}
+    for out in outputs.values():
+        _invoke(trainer_main, "predict", run / "run", frames[1], "-o", out, "--quiet")
+    expected, rows = _probabilities(outputs[".csv"])
+    labels = np.array([[int(row[key]) for key in row if key not in ("index",)
+                        and not key.startswith("p_")] for row in rows])  # fmt: skip
+    with h5py.File(outputs[".h5"], "r") as handle:
+        np.testing.assert_allclose(handle["probabilities"][:], expected, atol=1e-6)
+        np.testing.assert_array_equal(handle["labels"][:], labels)
+        np.testing.assert_array_equal(handle["index"][:], np.arange(20))
+        names = list(handle["labels"].attrs["names"])
+    group = zarr.open_group(str(outputs[".zarr"]), mode="r")
+    np.testing.assert_allclose(group["probabilities"][:], expected, atol=1e-6)
+    assert group["labels"].attrs["names"] == names and len(names) == len(SIMULATED_LABELS)
+
+
+def test_a_run_whose_store_is_gone_is_refused_with_one_line(run, frames, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    config = (copy / "run" / "config.json").read_text()
+    (copy / "run" / "config.json").write_text(
+        config.replace(str(run / "train.zarr"), str(tmp_path / "gone.zarr"))
+    )
+    result = CliRunner().invoke(
+        trainer_main, ["predict", str(copy / "run"), str(frames[1]), "-o", str(tmp_path / "p.csv")]
+    )
+    assert result.exit_code != 0 and "cannot recover how the run's maps were made" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "p.csv").exists()
+
+
+def test_frames_of_another_detector_are_refused(run, tmp_path):
+    other = tmp_path / "other.cxi"
+    _invoke(ccfkit_main, "simulate", other, "--n", "4", "--size", "40", "--seed", "1", "--quiet")
+    result = CliRunner().invoke(
+        trainer_main, ["predict", str(run / "run"), str(other), "-o", str(tmp_path / "p.csv")]
+    )
+    assert result.exit_code != 0 and "(40, 40)" in result.output
+    assert not (tmp_path / "p.csv").exists()

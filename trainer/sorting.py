@@ -1,0 +1,271 @@
+"""Sort a run straight from its files: frames -> maps -> model -> labels, streamed.
+
+A trained run knows the store it was trained on; that store records how its
+maps were made (docs/store-layout.md: centre, mask, radii, orders,
+estimator, scale). :class:`MapRecipe` recovers those parameters, and
+:func:`predict_frames` applies them to the frames of new CXI/HDF5 files,
+batch by batch, and passes the maps through the model — no store of maps is
+written (200 GB per million frames at 224 x 224 float32). Reading and
+mapping the next batch run on a worker thread while the model classifies
+the current one (the Numba/CuPy kernels and PyTorch release the GIL).
+
+The frames are mapped as they are: the noise a training store may have
+added (the paper's robustness study, Table 6) is not added to real data.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ccfkit.ccf import MapSettings
+from ccfkit.io.atomic import atomic_output
+from ccfkit.polar import PlanSpec
+
+from .data import DataError, model_inputs, open_store, resolve_normalize
+from .loop import RunError, TrainConfig, load_run
+
+__all__ = ["MapRecipe", "predict_frames", "write_predictions"]
+
+logger = logging.getLogger(__name__)
+
+#: Output formats of :func:`write_predictions`, by file suffix.
+FORMATS = {".csv": "csv", ".h5": "hdf5", ".hdf5": "hdf5", ".zarr": "zarr"}
+
+
+@dataclass(frozen=True)
+class MapRecipe:
+    """How a run's training store made the model's inputs from frames.
+
+    Attributes
+    ----------
+    plan : PlanSpec
+        Detector shape, centre, mask, radii and usable rings, as stored.
+    settings : MapSettings
+        Orders, separation, estimator and scale.
+    input_kind : str
+        ``"ccf"`` (maps) or ``"images"`` (frames resized to ``image_size``).
+    image_size : int or None
+    normalize : str
+        The run's resolved per-frame scaling.
+    """
+
+    plan: PlanSpec
+    settings: MapSettings
+    input_kind: str
+    image_size: int | None
+    normalize: str
+
+    @classmethod
+    def of_run(cls, config: dict) -> MapRecipe:
+        """The recipe of a run (its ``config.json`` as a dict).
+
+        Raises
+        ------
+        RunError
+            When the training store is gone, or does not record how its maps
+            were made (and a map made another way would mislead the model).
+        """
+        path = config["store"]["path"]
+        try:
+            group = open_store(path)
+            attrs = dict(group.attrs)
+            parameters = dict(attrs["parameters"])
+            mask = group["mask"][:]
+            radius = group["radius"][:]
+            center = tuple(attrs["center"])
+        except (DataError, KeyError, OSError) as error:
+            raise RunError(
+                f"cannot recover how the run's maps were made from its store {path} "
+                f"({error}); map the frames with `ccfkit build` and predict on that store"
+            ) from None
+        train = TrainConfig.from_dict(config["train"])
+        orders = parameters.get("orders", [parameters.get("order", 8)])  # schema 1: "order"
+        plan = PlanSpec.describe(
+            mask.shape,
+            center=center,
+            mask=mask,
+            q_bins=parameters["q_bins"],
+            phi_bins=parameters["phi_bins"],
+            r_min=attrs.get("r_min", parameters["r_min"]),  # resolved when "auto" was asked
+            r_max=attrs.get("r_max", parameters["r_max"]),
+            min_ring_fraction=parameters.get("min_ring_fraction", 0.0),  # schema 1: every ring
+        )
+        if not np.allclose(plan.plan().radius, radius, rtol=0, atol=1e-9):
+            raise RunError(f"{path}: its radii cannot be made again from its parameters")
+        if parameters.get("noise", "none") != "none":
+            logger.info(
+                "the run was trained on maps with noise %r added; new frames are mapped as "
+                "they are", parameters["noise"],
+            )  # fmt: skip
+        return cls(
+            plan=plan,
+            settings=MapSettings(
+                orders=tuple(orders),
+                delta=parameters.get("delta", 0.0),
+                estimator=parameters.get("estimator", "ring"),
+                scale=parameters.get("scale", "maxabs"),
+            ),
+            input_kind=train.input,
+            image_size=parameters.get("image_size"),
+            normalize=resolve_normalize(train.normalize, train.input),
+        )
+
+    def inputs(self, frames: np.ndarray, engine) -> np.ndarray:
+        """(B, H, W) frames -> (B, C, S, S) float32 model inputs, on the host."""
+        if self.input_kind == "images":
+            from ccfkit.resize import resize_images
+
+            return model_inputs(resize_images(frames, self.image_size, self.plan.mask),
+                                self.normalize)  # fmt: skip
+        plan = self.plan.plan()
+        maps = engine.merged_maps(engine.as_batch(frames, plan.shape), plan, self.settings)
+        return model_inputs(engine.to_numpy(maps), self.normalize)
+
+
+def predict_frames(
+    run_dir,
+    inputs,
+    *,
+    which: str = "best",
+    device: str = "cpu",
+    backend: str = "auto",
+    data_path: str | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Classify the frames of CXI/HDF5 files with a trained run, without a store.
+
+    Parameters
+    ----------
+    run_dir : path
+        A ``trainer fit`` run directory.
+    inputs : sequence of str
+        Files or glob patterns, in order (as ``ccfkit build`` takes them).
+    which : {"best", "last"}
+        The checkpoint.
+    device : str
+        Torch device of the model (``"cuda"`` also moves the maps to CuPy
+        when ``backend="auto"``).
+    backend : str
+        The engine's backend.
+    data_path : str, optional
+        The frames' data set [CXI conventions].
+    batch_size : int
+        Frames read, mapped and classified at once.
+
+    Returns
+    -------
+    dict
+        ``index`` (N,) int64 frame index over the inputs, ``probabilities``
+        (N, C) float32, ``names``, ``threshold``, ``seconds`` (read, maps,
+        model, total; read and maps overlap the model).
+    """
+    from tqdm.auto import tqdm
+
+    from ccfkit.backends import get_backend
+    from ccfkit.io.source import open_source
+
+    model, config, _ = load_run(run_dir, which, device)
+    recipe = MapRecipe.of_run(config)
+    source = open_source(list(inputs), data_path=data_path)
+    if tuple(source.frame_shape) != tuple(recipe.plan.shape):
+        raise DataError(
+            f"the frames are {source.frame_shape}, the run's maps were made from "
+            f"{tuple(recipe.plan.shape)} frames"
+        )
+    engine = get_backend(backend)
+    dev = next(model.parameters()).device
+    n = source.n_frames
+    seconds = {"read": 0.0, "maps": 0.0, "model": 0.0}
+
+    def prepare(start: int) -> np.ndarray:
+        began = time.perf_counter()
+        frames = source.reader.read(start, min(start + batch_size, n))
+        seconds["read"] += time.perf_counter() - began
+        began = time.perf_counter()
+        x = recipe.inputs(frames, engine)
+        seconds["maps"] += time.perf_counter() - began
+        return x
+
+    probabilities = np.empty((n, model.config.num_classes), dtype=np.float32)
+    began_all = time.perf_counter()
+    bar = tqdm(total=n, desc="predict", unit="frame", disable=not progress)
+    with ThreadPoolExecutor(1) as pool, torch.no_grad():
+        starts = range(0, n, batch_size)
+        pending = pool.submit(prepare, 0) if n else None
+        for start in starts:
+            x = pending.result()
+            if start + batch_size < n:  # the next batch is read and mapped meanwhile
+                pending = pool.submit(prepare, start + batch_size)
+            began = time.perf_counter()
+            logits = model(torch.from_numpy(x).to(dev))
+            probabilities[start : start + len(x)] = torch.sigmoid(logits.float()).cpu().numpy()
+            seconds["model"] += time.perf_counter() - began
+            bar.update(len(x))
+    bar.close()
+    seconds["total"] = time.perf_counter() - began_all
+    return {
+        "index": np.arange(n, dtype=np.int64),
+        "probabilities": probabilities,
+        "names": list(config["store"]["label_names"]),
+        "threshold": float(config["train"]["threshold"]),
+        "seconds": seconds,
+    }
+
+
+def write_predictions(result: dict, out) -> None:
+    """Write :func:`predict_frames`' result to ``out`` (.csv, .h5/.hdf5 or .zarr).
+
+    CSV: ``index, p_<name>..., <name>...`` per frame (probabilities, then the
+    0/1 labels at the run's threshold). HDF5 and Zarr: arrays ``index`` (N,),
+    ``probabilities`` (N, C) and ``labels`` (N, C) uint8, with the label
+    names and the threshold as attributes. Written to a temporary name and
+    moved into place; an existing file is replaced, a directory never.
+    """
+    out = Path(out)
+    kind = FORMATS.get(out.suffix.lower())
+    if kind is None:
+        raise DataError(f"{out}: unknown output format; use one of {', '.join(FORMATS)}")
+    names, threshold = result["names"], result["threshold"]
+    probabilities = result["probabilities"]
+    labels = (probabilities >= threshold).astype(np.uint8)
+    if kind == "zarr":
+        _write_zarr(out, result["index"], probabilities, labels, names, threshold)
+        return
+    with atomic_output(out, overwrite=True) as partial:
+        if kind == "csv":
+            with open(partial, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["index"] + [f"p_{n}" for n in names] + list(names))
+                for i, p, bits in zip(result["index"], probabilities, labels):
+                    writer.writerow([int(i)] + [f"{v:.6f}" for v in p] + bits.tolist())
+        else:
+            import h5py
+
+            with h5py.File(partial, "w") as handle:
+                handle["index"] = result["index"]
+                handle["probabilities"] = probabilities
+                handle["labels"] = labels
+                for key in ("probabilities", "labels"):
+                    handle[key].attrs["names"] = names
+                handle["labels"].attrs["threshold"] = threshold
+
+
+def _write_zarr(out: Path, index, probabilities, labels, names, threshold) -> None:
+    import zarr
+
+    if out.exists():
+        raise DataError(f"{out} exists; choose another output or remove it")
+    group = zarr.open_group(str(out), mode="w-")
+    group.create_array("index", data=index)
+    group.create_array("probabilities", data=probabilities).attrs["names"] = names
+    array = group.create_array("labels", data=labels)
+    array.attrs.update({"names": names, "threshold": threshold})
