@@ -1,4 +1,4 @@
-"""The Zarr v3 store of a build (SPEC §7; ``docs/store-layout.md``).
+"""The Zarr v3 store of a build (docs/store-layout.md; ``docs/store-layout.md``).
 
 A store is created whole — every array, with the per-store ones (index,
 radius, mask, q, labels) already written — before any map is computed. Its
@@ -284,7 +284,7 @@ def create_store(
         The ``.zarr`` directory (empty, or a ccfkit store; locked).
     layout : StoreLayout
     attributes : dict
-        JSON-ready provenance and parameters (SPEC §7), stored at the root.
+        JSON-ready provenance and parameters (docs/store-layout.md), stored at the root.
     contents : mapping of str to (ndarray, dict)
         The per-store arrays and their attributes, by name: ``radius``,
         ``mask``, optionally ``q``, and ``labels`` (N, C) when

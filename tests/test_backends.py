@@ -1,4 +1,4 @@
-"""Backends (SPEC §6): selection, and every backend against the NumPy reference.
+"""Backends (docs/ccf.md, backends and precision): selection, and every backend against the NumPy reference.
 
 The contract: in float32, every stage of every backend agrees with the
 float64 NumPy reference to ``max |fast - ref| <= 1e-5 * max |ref|`` per map
