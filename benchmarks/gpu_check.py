@@ -34,7 +34,7 @@ from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images  # benc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # ccfkit from this checkout even if not installed
 
-#: Largest max |cupy - numba| tolerated on merged maps in [-1, 1] (SPEC §6: ~1e-5 relative).
+#: Largest max |cupy - numba| tolerated on merged maps in [-1, 1] (docs/ccf.md, backends and precision: ~1e-5 relative).
 AGREEMENT = 1e-4
 #: Seconds the contract tests may take before they are stopped.
 TEST_TIMEOUT = 180

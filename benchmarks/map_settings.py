@@ -98,11 +98,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64, help="images per fast case")
     parser.add_argument("--slow-images", type=int, default=8, help="per mask-corrected case")
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout's root")
+    parser.add_argument("--only", default="", help="cases whose name contains this text")
     args = parser.parse_args()
     cases = {
         name: case
         for name, case in CASES.items()
-        if (case[2] == "new" or args.baseline) and (case[1] != "sacla" or SACLA_MASK.is_file())
+        if (case[2] == "new" or args.baseline)
+        and (case[1] != "sacla" or SACLA_MASK.is_file())
+        and args.only in name
     }
     rates: dict[str, list[float]] = {name: [] for name in cases}
     for round_ in range(args.rounds):

@@ -72,7 +72,7 @@ def polar_coordinates() -> tuple[np.ndarray, float, tuple[float, float]]:
 
     ``r_k = (k + 0.5) r_max / Q``, ``phi_p = 2 pi p / P``,
     ``x = cx + r cos(phi)``, ``y = cy + r sin(phi)``, with the centre in the
-    middle of a ``SHAPE`` image and ``r_max`` the largest full circle (SPEC §1).
+    middle of a ``SHAPE`` image and ``r_max`` the largest full circle (docs/ccf.md §1).
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""The two-point cross-correlation maps and their merge (SPEC §3–4).
+"""The two-point cross-correlation maps and their merge (docs/ccf.md §3–4).
 
 * Order-n map (Eq. 14): ``Cn[i, j] = Re(conj(F[i, n]) F[j, n])``.
 * Full map (Eq. 13) at angular separation ``delta``:

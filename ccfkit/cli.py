@@ -78,7 +78,7 @@ def _center_option(value: str | None):
     type=click.Choice(["none", "mean", "mean+std", "max"]),
     default="none",
     show_default=True,
-    help="Uniform noise U(0, b) added before resampling (SPEC §5).",
+    help="Uniform noise U(0, b) added before resampling (docs/build.md, noise).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the noise.")
 @click.option(

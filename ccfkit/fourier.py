@@ -1,4 +1,4 @@
-"""Angular Fourier decomposition of polar images (SPEC §2, Eq. 15).
+"""Angular Fourier decomposition of polar images (docs/ccf.md §2, Eq. 15).
 
 ``F[k, n] = sum_p M[k, p] I[k, p] exp(-i n phi_p) / sum_p M[k, p]``: the mean
 over the *valid* samples of ring ``k``, so masked samples neither enter the sum

@@ -1,4 +1,4 @@
-"""The paper's noise levels (SPEC §5, §5.3 and Table 6).
+"""The paper's noise levels (docs/build.md, the paper's §5.3 and Table 6).
 
 Per frame, over its valid pixels: mean, standard deviation and maximum. Over
 the data set: the median of each (robust to outliers). Noise drawn i.i.d. per

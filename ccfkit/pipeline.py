@@ -1,6 +1,6 @@
 """The build: CXI frames -> Dask -> noisy frames -> CCF maps -> a Zarr store.
 
-Two passes over the frames (SPEC §5): a statistics pass (per-frame mean, std
+Two passes over the frames (docs/build.md, noise): a statistics pass (per-frame mean, std
 and max of the valid pixels; their medians set the noise bound), then the map
 pass, one Dask task per store chunk: map the chunk's frames from the file,
 write the noisy frames (noise drawn from ``(seed, frame index)``) in one pass

@@ -1,4 +1,4 @@
-"""Polar resampling of detector images (SPEC §1).
+"""Polar resampling of detector images (docs/ccf.md §1).
 
 The geometry work is done once, in float64, by :func:`make_polar_plan`: it
 turns a detector shape, a beam centre and a pixel mask into a bilinear
@@ -133,7 +133,7 @@ class PolarImages(NamedTuple):
     values : (B, Q, P) array
         Interpolated intensities; exactly 0 where ``valid`` is False.
     valid : (B, Q, P) bool array
-        The validity mask ``M[k, p]`` of SPEC §1.
+        The validity mask ``M[k, p]`` of docs/ccf.md §1.
     radius : (Q,) float64 ndarray
         Radial bin centres in pixels.
     phi : (P,) float64 ndarray

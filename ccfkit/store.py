@@ -1,4 +1,4 @@
-"""The Zarr v3 store of a build (SPEC §7; ``docs/store-layout.md``).
+"""The Zarr v3 store of a build (docs/store-layout.md; ``docs/store-layout.md``).
 
 A store is created whole — every array, with the per-store ones (index,
 radius, mask, q, labels) already written — before any map is computed. Its
@@ -51,6 +51,7 @@ __all__ = [
     "StoreLayout",
     "check_not_input",
     "create_store",
+    "dimension_names",
     "locked_store",
     "mark_complete",
     "open_store",
@@ -283,7 +284,7 @@ def create_store(
         The ``.zarr`` directory (empty, or a ccfkit store; locked).
     layout : StoreLayout
     attributes : dict
-        JSON-ready provenance and parameters (SPEC §7), stored at the root.
+        JSON-ready provenance and parameters (docs/store-layout.md), stored at the root.
     contents : mapping of str to (ndarray, dict)
         The per-store arrays and their attributes, by name: ``radius``,
         ``mask``, optionally ``q``, and ``labels`` (N, C) when
@@ -300,24 +301,30 @@ def create_store(
     group = _empty_group(path)
     per_frame = layout.chunk_frames
     maps_codecs = _codecs(COMPRESSORS[layout.compressor])
-    group.create_array(
+    dims = dimension_names(layout)
+    ccf = group.create_array(
         "ccf",
         shape=(layout.n_frames, *layout.map_shape),
         chunks=(per_frame, *layout.map_shape),
         dtype=layout.map_dtype,
         compressors=maps_codecs,
         fill_value=0,
+        dimension_names=dims["ccf"],
     )
+    if "q" in contents:
+        ccf.attrs["coordinates"] = "q"  # xarray: q labels the radius axis too
     # written once, whole, at creation: one chunk (up to a million frames)
     whole = (min(layout.n_frames, WHOLE_CHUNK_MAX),)
     index = group.create_array(
-        "index", shape=(layout.n_frames,), chunks=whole, dtype="int64", compressors=_codecs()
-    )
+        "index", shape=(layout.n_frames,), chunks=whole, dtype="int64", compressors=_codecs(),
+        dimension_names=dims["index"],
+    )  # fmt: skip
     index[:] = np.arange(layout.n_frames, dtype=np.int64)
     # raw (no codec but the checksum): map tasks write their chunk's file directly
     group.create_array(
         "stats", shape=(layout.n_frames, 3), dtype="float32", compressors=_codecs(None),
         chunks=(per_frame if layout.stats_by_chunk else whole[0], 3),
+        dimension_names=dims["stats"],
     )  # fmt: skip
     if layout.label_names:
         labels = group.create_array(
@@ -326,12 +333,22 @@ def create_store(
             chunks=(*whole, len(layout.label_names)),
             dtype="uint8",
             compressors=_codecs(),
+            dimension_names=dims["labels"],
         )
         labels.attrs["names"] = list(layout.label_names)
+        # the names as a coordinate array (xarray labels the label axis with it)
+        names = group.create_array(
+            "label", shape=(len(layout.label_names),), dtype=str, compressors=_codecs(),
+            dimension_names=dims["label"],
+        )  # fmt: skip
+        names[:] = np.array(layout.label_names, dtype=object)
     for name, (data, attrs) in contents.items():
         data = np.asarray(data)
         if name not in group:  # labels are made above, chunked like index
-            group.create_array(name, shape=data.shape, dtype=data.dtype, compressors=_codecs())
+            group.create_array(
+                name, shape=data.shape, dtype=data.dtype, compressors=_codecs(),
+                dimension_names=dims.get(name),
+            )  # fmt: skip
         group[name][:] = data
         group[name].attrs.update(attrs)
     if layout.image_size:
@@ -343,10 +360,11 @@ def create_store(
             dtype="float32",
             compressors=maps_codecs,
             fill_value=0,
+            dimension_names=dims["images"],
         )
     group.create_array(
         "done", shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
-        compressors=_codecs(None),
+        compressors=_codecs(None), dimension_names=dims["done"],
     )  # fmt: skip
     group.attrs.put(  # one write of the whole zarr.json
         {
@@ -386,6 +404,29 @@ def _empty_group(path: Path) -> zarr.Group:
             continue
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     return zarr.open_group(str(path), mode="r+")
+
+
+def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
+    """The ``dimension_names`` of every array a store of ``layout`` holds.
+
+    Shared names tie the arrays together for xarray: ``radius`` (and ``q``)
+    label the first radial axis of ``ccf``, ``label`` (the label names) the
+    columns of ``labels``; ``frame`` runs over every per-frame array.
+    """
+    radial = ("radius", "radius_j")
+    return {
+        "ccf": ("frame", *(() if layout.channels == 1 else ("order",)), *radial),
+        "index": ("frame",),
+        "stats": ("frame", "statistic"),
+        "labels": ("frame", "label"),
+        "label": ("label",),
+        "radius": ("radius",),
+        "q": ("radius",),
+        "ring_used": ("radius",),
+        "mask": ("y", "x"),
+        "images": ("frame", "image_y", "image_x"),
+        "done": ("chunk",),
+    }
 
 
 def _codecs(compressor=None) -> tuple:

@@ -1,8 +1,8 @@
-"""Shared helpers for the ccfkit engine tests (SPEC §1-4, §6).
+"""Shared helpers for the ccfkit engine tests (docs/ccf.md §1-4 and its backends section).
 
 Images here are small and made on the fly. The helpers build analytic
 patterns (radial profiles, angular harmonics), random masks, and straight,
-loop-level versions of the SPEC formulas that the fast code is checked
+loop-level versions of the formulas of docs/ccf.md that the fast code is checked
 against.
 """
 
@@ -46,7 +46,7 @@ SACLA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sacla"
 def grid(shape, center):
     """Pixel-centre radius and angle ``(r, phi)`` of every pixel ``[y, x]``.
 
-    ``phi`` follows SPEC §1: measured from +x, turning toward +y.
+    ``phi`` follows docs/ccf.md §1: measured from +x, turning toward +y.
     """
     height, width = shape
     cx, cy = center
@@ -89,7 +89,7 @@ def cos_profile(offset=2.0, amplitude=0.5, scale=8.0):
 
 
 # --------------------------------------------------------------------------
-# Straight versions of the SPEC formulas (loops over small arrays)
+# Straight versions of the formulas of docs/ccf.md (loops over small arrays)
 # --------------------------------------------------------------------------
 
 
@@ -134,7 +134,7 @@ def naive_full_map(values, valid, shifted_values, shifted_valid):
 
 
 def needed_pixels(plan):
-    """Brute-force geometry: the pixels each sample needs, from SPEC §1 alone.
+    """Brute-force geometry: the pixels each sample needs, from docs/ccf.md §1 alone.
 
     Returns ``(x, y, needs)`` where ``x, y`` are the (Q, P) float64 sample
     positions and ``needs`` is a list over samples of ``[(iy, ix), ...]`` for
@@ -164,7 +164,7 @@ def needed_pixels(plan):
 
 
 def expected_validity(plan, good):
-    """SPEC §1 validity from brute force: every needed pixel on the detector and good."""
+    """docs/ccf.md §1 validity from brute force: every needed pixel on the detector and good."""
     height, width = plan.shape
     _, _, needs, ambiguous = needed_pixels(plan)
     valid = np.zeros(needs.shape, dtype=bool)

@@ -1,4 +1,4 @@
-"""The correlation maps (SPEC §3) and the merged triangle map (SPEC §4)."""
+"""The correlation maps (docs/ccf.md §3) and the merged triangle map (docs/ccf.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Angular Fourier decomposition (SPEC §2, Eq. 15)."""
+"""Angular Fourier decomposition (docs/ccf.md §2, Eq. 15)."""
 
 from __future__ import annotations
 

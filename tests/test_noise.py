@@ -1,4 +1,4 @@
-"""The noise levels of SPEC §5."""
+"""The noise levels of docs/build.md, noise."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Polar resampling (SPEC §1): grid, angle convention, validity, masks, NaN."""
+"""Polar resampling (docs/ccf.md §1): grid, angle convention, validity, masks, NaN."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from ccfkit import compute_maps, make_polar_plan
 from ccfkit.backends.array import NumpyBackend
 
 CENTER = (152.0, 151.0)
-#: float32 against the float64 reference, per triangle (SPEC §6).
+#: float32 against the float64 reference, per triangle (docs/ccf.md, backends and precision).
 RTOL = 1e-5
 #: A real frame at the spec's default grid: Q = 224 rings, P = 512 angles.
 GRID = {"center": CENTER, "q_bins": 224, "phi_bins": 512, "order": 8}
@@ -83,7 +83,7 @@ def test_cpu_backends_agree_with_reference(frame, reference_maps, name, scale):
     assert maps.shape == (224, 224) and maps.dtype == np.float32
     assert np.isfinite(maps).all()
     lower, upper = triangle_relative_errors(maps, expected)
-    # The contract of SPEC §6, per triangle.
+    # The contract of docs/ccf.md, backends and precision, per triangle.
     assert lower <= RTOL and upper <= RTOL
 
 

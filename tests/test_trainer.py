@@ -1,5 +1,5 @@
 """The trainer: Eq. 11/12, the network, the §3.2 metrics, the loader, training,
-resuming and DDP (SPEC §8). Tiny data made on the fly; one torch thread."""
+resuming and DDP (docs/training.md). Tiny data made on the fly; one torch thread."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_log_activation_values():
     ]
     got = log_activation(x, ALPHA)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-15)
-    # The module uses the same constants (c0 = e^-1, c1 = 1 per SPEC §8).
+    # The module uses the same constants (c0 = e^-1, c1 = 1 per docs/training.md).
     np.testing.assert_allclose(LogActivation(ALPHA)(x).numpy(), expected, rtol=1e-12, atol=1e-15)
     # Other alpha scales linearly.
     np.testing.assert_allclose(

@@ -1,6 +1,6 @@
 """asv benchmarks of ccfkit's stages, per backend.
 
-Each stage of SPEC §1–4 on a small batch (16 images of 259 x 259 float32,
+Each stage of docs/ccf.md §1–4 on a small batch (16 images of 259 x 259 float32,
 Q = 224, P = 512, order 8), on the NumPy reference and the Numba backend
 (and CuPy where it can run), so that a quick run stays short and a
 regression in one stage shows on its own. The end-to-end throughput against

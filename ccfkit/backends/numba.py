@@ -1,15 +1,13 @@
 """The CPU backend: fused Numba kernels around one BLAS call per image.
 
-Per image, inside one GIL-free kernel per thread: a pass over the image puts
-each pixel beside its right neighbour, a pass over the polar grid gathers the
-bilinear samples from those pairs (two loads per sample) and checks them for
-NaN/inf, dropping rings that NaN/inf pixels leave below the plan's fraction;
-a vectorised pass takes the ring means and the angular orders the maps need
-(a complex dot product per ring and order, float64 accumulators); one BLAS
-call (SciPy's ``ssyrk``, called directly, see :mod:`._blas`) forms the lower
-triangle of ``polar @ polar.T`` (``sgemm`` of the rolled rows when ``delta``
-rounds to a non-zero shift, ``round(delta P / 2 pi) % P != 0``); one pass
-merges the two triangles and one scales each (and each extra order channel). The mask's own correlation (the denominator of Eq. 13) is
+Per image, inside one GIL-free kernel per thread: a pass over the polar grid
+gathers the bilinear samples and checks them for NaN/inf; a vectorised pass
+takes the single angular order that the order-n map needs (a complex dot
+product per ring, float64 accumulators); one BLAS call (SciPy's ``ssyrk``,
+called directly, see :mod:`._blas`) forms the lower triangle of
+``polar @ polar.T`` (``sgemm`` of the rolled rows when ``delta`` rounds to a
+non-zero shift, ``round(delta P / 2 pi) % P != 0``); one pass merges and scales
+the two triangles. The mask's own correlation (the denominator of Eq. 13) is
 computed once per plan and reused for every image whose NaN/inf pixels add no
 invalid samples.
 
@@ -42,44 +40,23 @@ except ImportError as error:  # pragma: no cover - numba is a dependency
 
 __all__ = ["NumbaBackend"]
 
+#: A sum of pixel bits the cache-warming read of :func:`_gather` compares against.
+_UNLIKELY_SUM = -0x5DEECE66D3A1B2C
+
 #: Reductions may be reassociated (vectorised); their inputs are finite by construction.
 _REDUCTION = {**KERNEL, "fastmath": {"reassoc", "contract", "nnan", "ninf", "nsz"}}
 
 
 @numba.njit(**KERNEL)
-def _pair_pixels(image, pairs):
-    """``pairs[i] = (image[i], image[i + 1])``: a pixel and its right neighbour, side by side.
-
-    A bilinear sample then needs two loads of 8 bytes (its upper and lower
-    pixel pairs) instead of four scattered ones: the gather is bound by
-    scattered loads, so this halves its time. The one sequential pass over
-    the image also brings it into cache.
-    """
-    n = image.shape[0]
-    for i in range(n - 1):
-        pairs[i, 0] = image[i]
-        pairs[i, 1] = image[i + 1]
-    pairs[n - 1, 0] = image[n - 1]
-    pairs[n - 1, 1] = image[n - 1]  # never needed: its sample would lie off the detector
-
-
-@numba.njit(**KERNEL)
-def _gather(pairs, base, below, fx, fy, plan_valid, values, valid, write_valid):
-    """Bilinear samples of one image from its :func:`_pair_pixels`.
+def _gather(image, index, weight, plan_valid, values, valid, write_valid):
+    """Bilinear samples of one image.
 
     Parameters
     ----------
-    pairs : (H * W, 2) float32
-        :func:`_pair_pixels` of the image.
-    base : (S,) int32
-        Flat index of each sample's upper-left pixel (0 for invalid samples).
-    below : (S,) int32
-        ``W`` when the sample needs the row below (``fy > 0``), else 0.
-    fx, fy : (S,) float32
-        Fractional offsets in [0, 1); a neighbour with a zero weight is not
-        read into the value, so a NaN there cannot spoil it.
-    plan_valid : (S,) bool
-        The plan's validity over ``S = Q * P`` samples.
+    image : (H * W,) float32
+    index : (S, 4) int32; weight : (S, 4) float32; plan_valid : (S,) bool
+        The plan's table flattened over ``S = Q * P`` samples (see
+        :class:`~ccfkit.polar.PolarPlan`); invalid samples have zero weights.
     values : (S,) float32, out
         0 where invalid.
     valid : (S,) bool, out
@@ -93,24 +70,29 @@ def _gather(pairs, base, below, fx, fy, plan_valid, values, valid, write_valid):
         Number of samples that the plan allows but NaN/inf pixels invalidate
         (NaN/inf in pixels no valid sample uses do not count).
     """
+    # One sequential read pulls the image into cache: the gather below reads it
+    # in an order that hardware prefetchers cannot follow. Summed as integers:
+    # masked pixels may hold NaN, and a NaN here must not count as invalid.
+    touched = 0
+    bits = image.view(np.int32)
+    for i in range(0, image.shape[0], 16):
+        touched += bits[i]
     extra_invalid = 0
-    for s in range(base.shape[0]):
-        upper = base[s]
-        lower = upper + below[s]
-        f = fx[s]
-        g = fy[s]
-        a = pairs[upper, 0]
-        c = pairs[lower, 0]
-        top = a + f * (pairs[upper, 1] - a) if f != 0 else a
-        bottom = c + f * (pairs[lower, 1] - c) if f != 0 else c
-        value = top + g * (bottom - top) if g != 0 else top
+    for s in range(index.shape[0]):
+        value = (
+            weight[s, 0] * image[index[s, 0]]
+            + weight[s, 1] * image[index[s, 1]]
+            + weight[s, 2] * image[index[s, 2]]
+            + weight[s, 3] * image[index[s, 3]]
+        )
         finite = value - value == 0  # False for NaN and +-inf
-        usable = finite & plan_valid[s]
-        values[s] = value if usable else 0
+        values[s] = value if finite else 0
         extra_invalid += plan_valid[s] & ~finite
         if write_valid:
-            valid[s] = usable
-    return extra_invalid
+            valid[s] = plan_valid[s] & finite
+    # the comparison keeps the read; it is true for ~2^-64 of images, which then
+    # take the exact (slower) path of images with NaN/inf samples
+    return extra_invalid + (touched == _UNLIKELY_SUM)
 
 
 @numba.njit(**_REDUCTION)
@@ -243,8 +225,8 @@ def _drop_thin_rings(valid, values, weights, counts, min_count):
 
 @numba.njit(**KERNEL)
 def _merged_maps_part(
-    images, lo, hi, base, below, fx, fy, plan_valid, plan_counts, plan_inverse_pairs, cos_n,
-    sin_n, shift, min_count, scale_mode, out,
+    images, lo, hi, index, weight, plan_valid, plan_counts, plan_inverse_pairs, cos_n, sin_n,
+    shift, min_count, scale_mode, out,
 ):  # fmt: skip
     """Maps of ``images[lo:hi]`` into ``out[lo:hi]``: the per-thread loop, GIL-free.
 
@@ -267,14 +249,13 @@ def _merged_maps_part(
     re = np.empty((channels, q_bins))
     im = np.empty((channels, q_bins))
     means = np.empty(q_bins)
-    pairs = np.empty((images.shape[1] * images.shape[2], 2), dtype=np.float32)
     for b in range(lo, hi):
-        _pair_pixels(images[b].reshape(-1), pairs)
+        image = images[b].reshape(-1)
         flat_values, flat_valid = values.reshape(-1), valid.reshape(-1)
         counts, inverse_pairs = plan_counts, plan_inverse_pairs
-        if _gather(pairs, base, below, fx, fy, plan_valid, flat_values, flat_valid, False):
+        if _gather(image, index, weight, plan_valid, flat_values, flat_valid, False):
             # NaN/inf pixels: gather again, keeping the validity this time
-            _gather(pairs, base, below, fx, fy, plan_valid, flat_values, flat_valid, True)
+            _gather(image, index, weight, plan_valid, flat_values, flat_valid, True)
             for k in range(q_bins):
                 own_counts[k] = 0
                 for p in range(phi_bins):
@@ -298,28 +279,22 @@ class _PlanTables:
     """A plan's arrays in the kernels' dtypes and layouts (what every call needs)."""
 
     def __init__(self, plan: PolarPlan):
-        # The plan's bilinear table in the gather's form: the upper-left pixel,
-        # the row offset of the lower pair, and the fractional offsets
-        # (x: the weights of the right neighbours; y: of the lower ones).
-        weight = plan.weight.reshape(-1, 4)
-        self.base = plan.index.reshape(-1, 4)[:, 0].astype(np.int32)
-        self.fx = (weight[:, 1] + weight[:, 3]).astype(np.float32)
-        fy = weight[:, 2] + weight[:, 3]
-        self.fy = fy.astype(np.float32)
-        self.below = np.where(fy > 0, plan.shape[1], 0).astype(np.int32)
+        self.index = plan.index.astype(np.int32).reshape(-1, 4)
+        self.weight = plan.weight.astype(np.float32).reshape(-1, 4)
         self.valid = np.ascontiguousarray(plan.valid).ravel()
         self.counts = plan.valid.sum(axis=1)
 
-    def gather(self, image, values, valid, pairs) -> int:
-        """Resample one (H, W) float32 image into (Q, P) ``values`` and ``valid``.
-
-        ``pairs`` is a (H * W, 2) float32 scratch array.
-        """
-        _pair_pixels(image.reshape(-1), pairs)
+    def gather(self, image, values, valid) -> int:
+        """Resample one (H, W) float32 image into (Q, P) ``values`` and ``valid``."""
         return _gather(
-            pairs, self.base, self.below, self.fx, self.fy, self.valid, values.reshape(-1),
-            valid.reshape(-1), True,
-        )  # fmt: skip
+            image.reshape(-1),
+            self.index,
+            self.weight,
+            self.valid,
+            values.reshape(-1),
+            valid.reshape(-1),
+            True,
+        )
 
 
 @functools.lru_cache(maxsize=4)
@@ -379,9 +354,8 @@ class NumbaBackend(ArrayBackend):
         valid = np.empty(values.shape, dtype=bool)
 
         def run(part: range) -> None:
-            pairs = np.empty((images.shape[1] * images.shape[2], 2), dtype=np.float32)
             for b in part:
-                tables.gather(images[b], values[b], valid[b], pairs)
+                tables.gather(images[b], values[b], valid[b])
 
         self._in_parallel(images.shape[0], run)
         thin = valid.sum(axis=-1) < plan.min_ring_count  # rings NaN/inf pixels leave unused
@@ -412,8 +386,8 @@ class NumbaBackend(ArrayBackend):
 
         def run(part: range) -> None:
             _merged_maps_part(
-                images, part.start, part.stop, tables.base, tables.below, tables.fx, tables.fy,
-                tables.valid, tables.counts, inverse_pairs, cos_n, sin_n, shift, plan.min_ring_count,
+                images, part.start, part.stop, tables.index, tables.weight, tables.valid,
+                tables.counts, inverse_pairs, cos_n, sin_n, shift, plan.min_ring_count,
                 scale_mode, out,
             )  # fmt: skip
 
