@@ -235,13 +235,26 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
                  "per class", "![table6](table6.png)"):  # fmt: skip
         assert text in md, text
 
-    # A rerun skips every finished run and leaves its files alone.
+    # A rerun skips every finished run and leaves its files alone; with --eval-source it
+    # scores every run on all frames of another simulated file, built the same way.
+    from ccfkit.io.cxi import write_simulated
+    from ccfkit.simulate import SimulationConfig
+
+    other = tmp_path / "other.cxi"
+    write_simulated(other, SimulationConfig(size=64), 24, seed=11, progress=False)
     stamps = {run: (run / "best.pt").stat().st_mtime_ns for run in runs}
-    _study(["smoke", "-o", out, "--quiet"])
+    _study(["smoke", "-o", out, "--quiet", "--eval-source", other])
     again = json.loads((out / "report.json").read_text())
     assert set(again["provenance"]["runs"].values()) == {"skipped"}
     assert stamps == {run: (run / "best.pt").stat().st_mtime_ns for run in runs}
     assert again["claims"][0]["delta"] == pytest.approx(claim["delta"])
+    for name, arm in again["arms"].items():
+        scored = arm["eval_sources"][str(other.resolve())]
+        assert sorted(scored["seeds"]) == ["0", "1"]
+        accuracies = [scored["seeds"][s]["accuracy"] for s in ("0", "1")]
+        assert scored["summary"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+        assert all(m["n_frames"] == 24 for m in scored["seeds"].values()), name
+    assert "On every frame of" in (out / "report.md").read_text()
 
     # A run that stopped before its test score is resumed, here as a task of a Dask cluster.
     from distributed import Client, LocalCluster
@@ -262,7 +275,7 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
     (two_channel,) = (out / "runs").glob("maps-*/seed-0")
     config = json.loads((two_channel / "config.json").read_text())
     assert config["model"]["in_channels"] == 2 and (two_channel / "test.npz").is_file()
-    assert len(list((out / "stores").glob("*.zarr"))) == 2
+    assert len(list((out / "stores").glob("simulated-*.zarr"))) == 2
 
     # Plain trainer fit with a held-out test split on the study's store.
     store = json.loads((runs[0] / "config.json").read_text())["store"]["path"]
