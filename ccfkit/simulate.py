@@ -42,6 +42,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+import numba
 import numpy as np
 
 from . import geometry
@@ -1239,51 +1240,50 @@ def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float
 def _poisson_rows(lam: np.ndarray, rngs, cut: float = 3.0) -> np.ndarray:
     """Poisson samples of each row of ``lam`` (B, M) float32, row ``b`` from ``rngs[b]``.
 
-    Row ``b``'s result depends only on ``lam[b]`` and ``rngs[b]``; the CDF
-    inversion runs over all rows at once (few, large NumPy calls: threads
-    running this in parallel do not queue for the GIL).
+    Row ``b``'s result depends only on ``lam[b]`` and ``rngs[b]``: its bright
+    pixels from ``rng.poisson`` first, then one float32 uniform per pixel for
+    the CDF inversion (:func:`_invert_poisson`, a GIL-free kernel, so that
+    threads rendering frames run it side by side).
     """
     rows, size = lam.shape
     out = np.zeros((rows, size), dtype=np.float32)
-    uniform = np.empty((rows, size), dtype=np.float32)  # 24-bit, in [0, 1 - 2^-24]
+    uniform = np.empty(size, dtype=np.float32)  # 24-bit, in [0, 1 - 2^-24]
+    limit = int(cut * 4 + 40)  # P(X > limit | lam <= cut) < 1e-14
     for b, rng in enumerate(rngs):
         bright = np.flatnonzero(lam[b] > cut)
         if bright.size:
             out[b, bright] = rng.poisson(lam[b, bright].astype(np.float64))
-        rng.random(out=uniform[b], dtype=np.float32)
-    lam, out, uniform = lam.ravel(), out.ravel(), uniform.ravel()
-    p_zero = np.exp(-lam)  # float32
-    todo = np.flatnonzero(uniform > p_zero)  # count >= 1 (or a bright pixel)
-    todo = todo[lam[todo] <= cut]
-    lam_t = lam[todo].astype(np.float64)
-    term = p_zero[todo].astype(np.float64)  # P(X = k), k = 0
-    cdf = term.copy()  # P(X <= k)
-    u_t = uniform[todo].astype(np.float64)
-    # The first few steps without compacting (most pixels stop within them) ...
-    count = np.ones(todo.size, dtype=np.float32)  # X = 1 + #{k >= 1: u > P(X <= k)}
-    steps = 3
-    for k in range(1, steps + 1):
-        term *= lam_t
-        term *= 1.0 / k
-        cdf += term
-        count += u_t > cdf
-    out[todo] = count
-    # ... then only the pixels still above the CDF.
-    stay = u_t > cdf
-    todo, lam_t, term, cdf, u_t = todo[stay], lam_t[stay], term[stay], cdf[stay], u_t[stay]
-    k = steps
-    limit = int(cut * 4 + 40)  # P(X > limit | lam <= cut) < 1e-14
-    while todo.size:
-        k += 1
-        term *= lam_t
-        term *= 1.0 / k
-        cdf += term
-        stay = u_t > cdf
-        if k >= limit:
-            stay[:] = False
-        out[todo[~stay]] = k
-        todo, lam_t, term, cdf, u_t = todo[stay], lam_t[stay], term[stay], cdf[stay], u_t[stay]
-    return out.reshape(rows, size)
+        rng.random(out=uniform, dtype=np.float32)
+        p_zero = np.exp(-lam[b])  # float32, NumPy's vectorised exp
+        _invert_poisson(lam[b], p_zero, uniform, np.float32(cut), limit, out[b])
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _invert_poisson(lam, p_zero, uniform, cut, limit, out):
+    """``out[i]`` = the Poisson count whose CDF interval holds ``uniform[i]``, where ``lam[i] <= cut``.
+
+    ``p_zero = exp(-lam)`` (float32): most dim pixels stop there after one
+    compare; the CDF beyond it is summed in float64, up to ``limit`` terms.
+    Pixels above ``cut`` are left as they are.
+    """
+    for i in range(lam.shape[0]):
+        rate = lam[i]
+        if rate > cut:
+            continue
+        if uniform[i] <= p_zero[i]:
+            out[i] = 0
+            continue
+        u = np.float64(uniform[i])
+        term = np.float64(p_zero[i])
+        cdf = term
+        k = 0
+        while u > cdf and k < limit:
+            k += 1
+            term *= np.float64(rate)
+            term *= 1.0 / k
+            cdf += term
+        out[i] = k
 
 
 def render_frames(
