@@ -1,4 +1,4 @@
-"""trainer: the paper's noise-robust pre-activation ResNet-18 on ccfkit stores (SPEC §8).
+"""trainer: the paper's noise-robust pre-activation ResNet-18 on ccfkit stores (docs/training.md).
 
 Modules: :mod:`trainer.model` (the network, Eq. 11), :mod:`trainer.data` (the
 chunk-aware store loader), :mod:`trainer.metrics` (§3.2), :mod:`trainer.loop`

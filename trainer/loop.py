@@ -1,4 +1,4 @@
-"""The training loop, the run directory, evaluation and prediction (SPEC §8).
+"""The training loop, the run directory, evaluation and prediction (docs/training.md).
 
 Recipe (§3.1.5, Eq. 6 and 10): binary cross-entropy on the logits plus
 ``l1 * sum |w|`` plus ``l2 * sum w^2`` over the convolution and fully
@@ -88,7 +88,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+#: 2: plain types only (tensors, numbers, strings, lists, dicts): loaded with
+#: ``torch.load(weights_only=True)``, which runs no pickled code.
+CHECKPOINT_VERSION = 2
 #: metrics.csv columns, in order.
 CSV_FIELDS = (
     "epoch",
@@ -134,7 +136,7 @@ class TrainConfig:
     #: Train on this fraction of the training split (nested subsets, Table 5).
     train_fraction: float = 1.0
     seed: int = 0
-    #: "auto": flips for images, none for CCF maps (a flip swaps their triangles, SPEC §8).
+    #: "auto": flips for images, none for CCF maps (a flip swaps their triangles, docs/training.md).
     flips: str = "auto"
     #: "auto": "none" for CCF maps (scaled by the build), "max" for images.
     normalize: str = "auto"
@@ -223,10 +225,13 @@ def _dist_env() -> tuple[int, int, int]:
 
 
 def _rng_state() -> dict:
+    """The generators' states in types ``torch.load(weights_only=True)`` accepts."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "python": [version, list(python_state), gauss_next],
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -235,8 +240,10 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, python_state, gauss_next = state["python"]
+    random.setstate((version, tuple(python_state), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -567,11 +574,11 @@ def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
         split = load_split(train_cfg.split_file)
         largest = max((int(rows.max()) for rows in split.values() if len(rows)), default=-1)
         if largest >= n:
-            raise RunError(
-                f"{train_cfg.split_file}: row {largest} is beyond the {n} frames used"
-            )
+            raise RunError(f"{train_cfg.split_file}: row {largest} is beyond the {n} frames used")
     else:
-        split = split_three_ways(n, train_cfg.eval_fraction, train_cfg.test_fraction, train_cfg.seed)
+        split = split_three_ways(
+            n, train_cfg.eval_fraction, train_cfg.test_fraction, train_cfg.seed
+        )
     if train_cfg.train_fraction < 1:
         split["train"] = subsample(split["train"], train_cfg.train_fraction, train_cfg.seed)
     if not len(split["train"]):
@@ -812,9 +819,12 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "epoch": epoch,
-                "best": best,
-                "history": history,
-                "config": config,
+                # plain JSON types (no NumPy scalars): loadable with weights_only=True
+                **json.loads(
+                    json.dumps(
+                        {"best": best, "history": history, "config": config}, default=_json_default
+                    )
+                ),
                 "rng": _rng_state(),
             }
             _save_checkpoint(run_dir / "last.pt", state)
@@ -861,7 +871,7 @@ def _score_test(run_dir: Path, model, dataset, test_idx, info, train_cfg, device
     (N, C) float32, ``labels`` (N, C) uint8) and returns the test metrics dict
     (with ``epoch`` of the checkpoint and ``all_negative_accuracy``).
     """
-    best_state = torch.load(run_dir / "best.pt", map_location=device, weights_only=False)
+    best_state = torch.load(run_dir / "best.pt", map_location=device, weights_only=True)
     model.load_state_dict(best_state["model"])
     sampler = ChunkBatchSampler(test_idx, info.chunk_frames, max(train_cfg.batch_size, 64),
                                 shuffle=False)  # fmt: skip
@@ -895,8 +905,13 @@ def _read_run(run_dir: Path, which: str) -> tuple[dict, dict]:
     except ValueError as error:
         raise RunError(f"{run_dir / 'config.json'}: not readable JSON ({error})") from None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:  # a damaged file
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # code in the pickle: an older trainer's, or not ours
+        raise RunError(
+            f"{path}: not a checkpoint of this trainer (version {CHECKPOINT_VERSION} checkpoints "
+            "hold plain data only; an older run cannot be resumed or used by this version)"
+        ) from None
+    except (RuntimeError, EOFError) as error:  # a damaged file
         raise RunError(f"{path}: not readable as a checkpoint ({error})") from None
     return config, checkpoint
 
@@ -958,7 +973,9 @@ def evaluate_run(
     except ValueError as error:
         raise DataError(f"{store}: {error}") from None
     if subset in ("eval", "test"):
-        rows = load_split(Path(run_dir) / "split.npz")["validation" if subset == "eval" else "test"]
+        rows = load_split(Path(run_dir) / "split.npz")[
+            "validation" if subset == "eval" else "test"
+        ]
         if not len(rows):
             raise RunError(f"{run_dir}: the run has no {subset} split")
     elif subset == "all":

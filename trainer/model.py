@@ -1,4 +1,4 @@
-"""The pre-activation ResNet of the paper, with the logarithmic activation (SPEC §8).
+"""The pre-activation ResNet of the paper, with the logarithmic activation (docs/training.md).
 
 Layout (He et al. 2016, "Identity mappings in deep residual networks"; the
 paper's §3.1.5 and Supplement Table 2)::
