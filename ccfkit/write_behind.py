@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Self
 
 __all__ = ["WriteBehind"]
 
@@ -73,7 +72,7 @@ class WriteBehind:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> WriteBehind:
         return self
 
     def __exit__(self, *exc_info) -> None:
