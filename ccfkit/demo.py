@@ -94,7 +94,7 @@ def run_demo(
     fig.savefig(written[-1], dpi=70)
 
     # the stages of the most anisotropic frame on show: streak, else elliptical, else any
-    shown = examples.get("Streak", examples.get("Elliptical", rows[0]))
+    shown = examples.get("streak", examples.get("elliptical", rows[0]))
     written.append(
         _draw_stages(clean, shown, order, backend, out_dir / "ccf_stages.png", stages_figure)
     )
@@ -115,7 +115,19 @@ def _draw_stages(store: zarr.Group, row: int, order: int, backend: str, path: Pa
     """The stage figure (image, polar image, merged map) of one frame of a store."""
     image = raw_frame(store, row)
     mask = store["mask"][:]
-    plan = make_polar_plan(mask.shape, center=tuple(store.attrs["center"]), mask=mask)
+    parameters = store.attrs["parameters"]
+    plan = make_polar_plan(  # the store's own grid: its resolved radii and usable rings
+        mask.shape,
+        center=tuple(store.attrs["center"]),
+        mask=mask,
+        q_bins=parameters["q_bins"],
+        phi_bins=parameters["phi_bins"],
+        r_min=store.attrs["r_min"],
+        r_max=store.attrs["r_max"],
+        min_ring_fraction=parameters["min_ring_fraction"],
+    )
+    if not np.allclose(plan.radius, store["radius"][:], rtol=0, atol=1e-9):
+        raise RuntimeError("the demo store's radii are not its recorded grid's")
     engine = get_backend(backend)
     polar = engine.resample(engine.as_batch(image, plan.shape), plan)
     fig = figure(
