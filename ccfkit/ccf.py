@@ -334,13 +334,12 @@ def _mask_corrected_rows(values, valid, orders, rows, xp):
     """(B, N, Q, Q) maps whose rows ``rows`` hold the mask-corrected estimate (others 0)."""
     batch, q_bins, phi_bins = values.shape
     # float64 whatever the input: C_d carries the rings' mean intensities, the
-    # order-n component can be far smaller, and float32 sums would cancel
-    real = np.float64
-    # Re sum_d e^{-i n phi_d} C_d / P: C_d is real, so only the cosine part counts
+    # order-n component can be far smaller, and float32 sums would cancel.
+    # Re sum_d e^{-i n phi_d} C_d / P: C_d is real, so only the cosine part counts.
     angle = 2 * np.pi * np.outer(np.arange(phi_bins), np.asarray(orders, dtype=np.float64))
-    cosine = xp.asarray((np.cos(angle / phi_bins) / phi_bins).astype(real))  # (P, N)
-    out = xp.zeros((batch, len(orders), q_bins, q_bins), dtype=real)
-    spectra = xp.fft.rfft(values.astype(real), axis=-1)
+    cosine = xp.asarray(np.cos(angle / phi_bins) / phi_bins)  # (P, N) float64
+    out = xp.zeros((batch, len(orders), q_bins, q_bins), dtype=np.float64)
+    spectra = xp.fft.rfft(values.astype(np.float64), axis=-1)
     for b in range(batch):
         for start in range(0, rows.shape[0], _ROW_BLOCK):
             block = rows[start : start + _ROW_BLOCK]
@@ -351,7 +350,6 @@ def _mask_corrected_rows(values, valid, orders, rows, xp):
             correlation = _fill_lags_without_pairs(
                 divide_by_pairs(numerator, counts, xp), counts, xp
             )
-            correlation = correlation.astype(real, copy=False)
             out[b][:, block, :] = xp.moveaxis(correlation @ cosine, -1, 0)
     return out
 
