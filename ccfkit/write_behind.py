@@ -72,7 +72,7 @@ class WriteBehind:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self) -> WriteBehind:
+    def __enter__(self) -> WriteBehind:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc_info) -> None:
