@@ -123,7 +123,6 @@ def compute_maps(
         r_max=r_max,
         min_ring_fraction=min_ring_fraction,
     ).plan()  # built once per geometry, then reused by later calls
-    settings.check_phi_bins(phi_bins)
     batch = engine.as_batch(images, plan.shape)
     maps = engine.merged_maps(batch, plan, settings)
     if not _on_gpu(images):

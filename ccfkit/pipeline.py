@@ -94,11 +94,10 @@ class BuildConfig:
         NoiseLevel(self.noise)
         try:
             settings = self.map_settings
+            settings.check_phi_bins(self.phi_bins)
         except ValueError as error:
-            raise InputError(str(error)) from error
+            raise InputError(f"--orders, --estimator, --scale: {error}") from error
         object.__setattr__(self, "orders", settings.orders)
-        if max(self.orders) > self.phi_bins // 2:
-            raise InputError(f"--orders must lie in 0..{self.phi_bins // 2} (phi_bins / 2)")
         if isinstance(self.r_min, str) and self.r_min != "auto":
             raise InputError(f"--r-min must be a number of pixels or 'auto', not {self.r_min!r}")
         if not 0.0 <= self.min_ring_fraction <= 1.0:

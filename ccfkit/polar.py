@@ -23,7 +23,7 @@ Conventions
   the plan: it is 0 in every map and enters no normalisation. Images whose
   NaN/inf pixels drop a ring below the fraction lose that ring too.
 * ``r_min="auto"`` starts the radial range where every ring is usable under
-  the mask (:func:`auto_r_min`).
+  the mask, on a 0.05 px grid.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ __all__ = [
     "PlanSpec",
     "PolarImages",
     "PolarPlan",
-    "auto_r_min",
     "default_r_max",
     "make_polar_plan",
     "min_ring_count",
@@ -193,8 +192,9 @@ def make_polar_plan(
     phi_bins : int
         Number of angular samples ``P`` (even, so that ``P / 2`` orders exist).
     r_min : float or "auto"
-        Inner radius in pixels; ``"auto"``: :func:`auto_r_min`, the smallest
-        radius from which every ring is used under the mask.
+        Inner radius in pixels; ``"auto"``: the smallest radius at which rings
+        become usable under the mask (:func:`_auto_r_min`); rings further out
+        that the mask leaves unusable stay, unused.
     r_max : float, optional
         Outer radius in pixels; defaults to :func:`default_r_max`.
     min_ring_fraction : float in [0, 1]
@@ -312,37 +312,13 @@ def _bilinear_table(radius, phi, center, good):
     return index, weight, on_detector & needs_good
 
 
-def auto_r_min(
-    shape: tuple[int, int],
-    *,
-    center: tuple[float, float] | None = None,
-    mask: np.ndarray | None = None,
-    q_bins: int = 224,
-    phi_bins: int = 512,
-    r_max: float | None = None,
-    min_ring_fraction: float = 0.5,
-) -> float:
-    """The ``r_min`` that ``make_polar_plan(..., r_min="auto")`` resolves to.
-
-    The smallest radius (on a grid of 0.05 px) at which rings become usable:
-    the rings a beam stop or a central hole leaves unusable are skipped, so
-    the Q bins are spent where the mask leaves signal. Rings further out that
-    the mask leaves unusable (panel gaps, a detector edge inside ``r_max``)
-    stay in the range as unused rings. Arguments as for :func:`make_polar_plan`.
-
-    Raises
-    ------
-    ValueError
-        When no ring out to ``r_max`` is usable.
-    """
-    return make_polar_plan(
-        shape, center=center, mask=mask, q_bins=q_bins, phi_bins=phi_bins, r_min="auto",
-        r_max=r_max, min_ring_fraction=min_ring_fraction,
-    ).r_min  # fmt: skip
-
-
 def _auto_r_min(good, center, r_max, phi, q_bins, min_ring_fraction) -> float:
-    """Search of :func:`auto_r_min`: a fine radial grid, then the first bin checked.
+    """``r_min="auto"``: the first radius (0.05 px grid) at which rings become usable.
+
+    The rings a beam stop or a central hole leaves unusable are skipped, so
+    the Q bins are spent where the mask leaves signal; rings further out that
+    the mask leaves unusable (panel gaps, a detector edge inside ``r_max``)
+    stay in the range as unused rings. ValueError when no ring is usable.
 
     The first usable radius of a fine grid starts the range; the first bin
     centre lies half a bin further out, so it is checked and the range moved

@@ -22,7 +22,7 @@ from ccfkit.ccf import (
     order_maps_mask_corrected_reference,
 )
 from ccfkit.fourier import fourier_reference
-from ccfkit.polar import auto_r_min, min_ring_count
+from ccfkit.polar import min_ring_count
 
 
 def literal_mask_corrected(values, valid, order):
@@ -230,7 +230,6 @@ def test_auto_r_min_skips_a_central_hole():
     hole = np.hypot(x - 50, y - 50) > 12
     plan = make_polar_plan(shape, center=center, mask=hole, q_bins=40, phi_bins=128, r_min="auto")
     assert plan.ring_used.all() and 11.0 < plan.r_min < 13.5
-    assert plan.r_min == auto_r_min(shape, center=center, mask=hole, q_bins=40, phi_bins=128)
     earlier = make_polar_plan(
         shape, center=center, mask=hole, q_bins=40, phi_bins=128, r_min=plan.r_min - 1.0
     )
@@ -268,10 +267,12 @@ def test_ring_scale_of_an_isotropic_image_is_small():
     maps = compute_maps(
         image, q_bins=16, phi_bins=64, r_min=3.0, orders=(8, 2), scale="ring", backend="numpy"
     )
-    # bilinear interpolation of a steep profile leaves per-ring variations of ~1e-3
+    # bilinear interpolation of a steep profile leaves per-ring variations of ~1e-3,
+    # where the paper's scale shows the profile itself (its triangles span decades)
     assert np.abs(maps).max() < 1e-2
-    raw = compute_maps(image, q_bins=16, phi_bins=64, r_min=3.0, scale="maxabs", backend="numpy")
-    assert np.abs(raw).max() == pytest.approx(1.0)  # the paper's scale shows the profile
+    raw = compute_maps(image, q_bins=16, phi_bins=64, r_min=3.0, scale="none", backend="numpy")
+    lower = np.tril(np.ones((16, 16), bool))
+    assert raw[lower].max() / raw[lower].min() > 1e3
 
 
 def test_extra_orders_are_channels_of_their_order_maps():
