@@ -66,6 +66,8 @@ def estimate_center(
     if not weight.any():
         raise ValueError("no valid pixel to estimate the beam centre from")
     mean = np.where(finite, images, 0).mean(axis=0)
+    if np.ptp(mean[weight]) == 0:
+        raise ValueError("the frames are constant (or all zero): no pattern to find a centre in")
     f = np.log1p(np.clip(mean, 0, None)) * weight
     w = weight.astype(np.float64)
 

@@ -326,15 +326,10 @@ def _resolve_center(center, source):
 
     picks = np.linspace(0, source.n_frames - 1, min(source.n_frames, 256)).astype(int)
     frames = np.stack([source.reader[int(i)] for i in np.unique(picks)])
-    valid = frames[:, source.mask]
-    valid = valid[np.isfinite(valid)]
-    if valid.size == 0 or valid.max() == valid.min():
-        what = "have no good pixel" if valid.size == 0 else "are constant (or all zero)"
-        raise InputError(
-            f"--center auto: the frames {what}: no pattern to find a centre from; give "
-            "--center X,Y"
-        )
-    estimate = estimate_center(frames, source.mask)
+    try:
+        estimate = estimate_center(frames, source.mask)
+    except ValueError as error:
+        raise InputError(f"--center auto: {error}; give --center X,Y") from None
     logging.getLogger(__name__).info("estimated beam centre: (%.2f, %.2f)", *estimate)
     return estimate, f"auto (centro-symmetry of {len(frames)} frames)"
 

@@ -437,7 +437,8 @@ def _codecs(compressor=None) -> tuple:
 def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
     """Open an existing store, checking that it is a ccfkit store of a known schema."""
     path = Path(path)
-    state = output_state(path)
+    # a link to a store reads as the store; only writing refuses links
+    state = output_state(path.resolve())
     if state is OutputState.MISSING:
         raise StoreError(f"{path}: no such store")
     if state in (OutputState.EMPTY, OutputState.CREATING):
@@ -534,6 +535,12 @@ def read_checked(array: zarr.Array, start: int, stop: int) -> np.ndarray:
     if array.basename in ALWAYS_WRITTEN:  # zarr would read a missing chunk as zeros
         for chunk in range(start // length, -(-stop // length)):
             if not _chunk_exists(array, (chunk, *rest)):
+                if _not_computed_yet(array, chunk):
+                    store = getattr(array.store, "root", array.store)
+                    raise StoreError(
+                        f"{store}: chunk {chunk} of {array.basename!r} is not computed yet; "
+                        "finish the store with `ccfkit build ... --resume`"
+                    )
                 raise _damaged(array, (chunk, *rest), FileNotFoundError("missing"))
     try:
         return array[start:stop]
@@ -544,6 +551,12 @@ def read_checked(array: zarr.Array, start: int, stop: int) -> np.ndarray:
             except (ValueError, RuntimeError) as damage:
                 raise _damaged(array, (chunk, *rest), damage) from None
         raise _damaged(array, (start // length, *rest), error) from None
+
+
+def _not_computed_yet(array: zarr.Array, chunk: int) -> bool:
+    """Whether the store's ``done`` says the map task of ``chunk`` has not run yet."""
+    group = zarr.open_group(array.store, mode="r")
+    return "done" in group and chunk < group["done"].shape[0] and not group["done"][chunk]
 
 
 def _damaged(array: zarr.Array, coords, error: Exception) -> StoreError:

@@ -615,3 +615,14 @@ def test_a_schema_1_store_still_opens_for_reading(tmp_path, cxi):
     # resuming it is refused (another schema's parameters), never half-mixed
     result = run("build", cxi, out, "--r-min", "0", "--resume", *MAP_ARGS)
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_a_link_to_a_store_reads_as_the_store(tmp_path, cxi):
+    out = tmp_path / "out.zarr"
+    build(cxi, out)
+    link = tmp_path / "link.zarr"
+    link.symlink_to(out)
+    result = run("info", link)
+    assert result.exit_code == 0 and "complete" in result.output, result.output
+    result = run("show", link, "--index", "0", "-o", tmp_path / "f.png")
+    assert result.exit_code == 0, result.output

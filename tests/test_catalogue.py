@@ -521,3 +521,7 @@ def test_builds_killed_at_three_moments_resume_to_the_same_store(tmp_path):
     spec.loader.exec_module(kill_resume)
     _, trials = kill_resume.run_trials(tmp_path, count=3, seed=0, frames=16, in_process=True)
     assert [t.identical for t in trials] == [True, True, True], trials
+    # at least one kill left a store to resume (not only "missing" or "complete",
+    # which a fresh build or nothing would make identical by construction)
+    assert any(t.resumed_with == "--resume" and not t.left.startswith("complete")
+               for t in trials), trials  # fmt: skip
