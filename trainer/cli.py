@@ -51,6 +51,18 @@ def _one_line(error: Exception) -> str:
     return " ".join(lines)
 
 
+def _label_map_option(ctx, param, value):
+    """``--label-map FILE`` read and checked, or a one-line usage error."""
+    if value is None:
+        return None
+    from .labels import read_label_map
+
+    try:
+        return read_label_map(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 def _configs(make, **options):
     """``make(**options)``; a ValueError (a setting out of range) becomes a usage error."""
     try:
@@ -247,19 +259,19 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Also write the metrics here.")  # fmt: skip
 @click.option("--label-map", type=click.Path(path_type=Path), default=None,
+              callback=_label_map_option,
               help='JSON {"store label": "run label"} for names that differ in more than '
                    "case and punctuation.")  # fmt: skip
 @_clean_errors
 def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_map):
     """§3.2 metrics of RUN's checkpoint on STORE [the run's eval split]."""
-    from .labels import read_label_map
     from .loop import evaluate_run
     from .metrics import format_class_table
 
     metrics, extra = evaluate_run(
         run, None if store is None else str(store), which=checkpoint, subset=subset,
         device=device, workers=workers,
-        label_map=None if label_map is None else read_label_map(label_map),
+        label_map=label_map,
     )  # fmt: skip
     click.echo(
         f"{extra['store']} ({extra['subset']}, {metrics.n_frames} frames), {checkpoint} "
@@ -298,6 +310,7 @@ def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_ma
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--label-map", type=click.Path(path_type=Path), default=None,
+              callback=_label_map_option,
               help='JSON {"store label": "run label"}: match a store\'s labels (true_* columns).')  # fmt: skip
 @_clean_errors
 def predict(run, inputs, output, checkpoint, device, workers, backend, data_path, batch_size,
@@ -310,12 +323,11 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
     way, without writing a store (docs/training.md, "Sorting a run").
     """
     if len(inputs) == 1 and (Path(inputs[0]) / "zarr.json").is_file():
-        from .labels import read_label_map
         from .loop import predict_run
 
         n = predict_run(
             run, inputs[0], output, which=checkpoint, device=device, workers=workers,
-            label_map=None if label_map is None else read_label_map(label_map),
+            label_map=label_map,
         )  # fmt: skip
         click.echo(f"wrote {output}: {n} frames")
         return
@@ -402,7 +414,9 @@ def explain(run, store, row, class_name, output, checkpoint):
               help="Also score every arm on all frames of this labelled CXI file.")  # fmt: skip
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Dask scheduler: builds and arms run as its tasks [one after another here].")  # fmt: skip
-@click.option("--threads", type=int, default=None, help="torch CPU threads per run.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads per run."
+)
 @click.option("--report-only", is_flag=True, help="Train nothing; report the finished runs.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @_clean_errors

@@ -819,12 +819,9 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "epoch": epoch,
-                # plain JSON types (no NumPy scalars): loadable with weights_only=True
-                **json.loads(
-                    json.dumps(
-                        {"best": best, "history": history, "config": config}, default=_json_default
-                    )
-                ),
+                "best": best,
+                "history": history,
+                "config": config,
                 "rng": _rng_state(),
             }
             _save_checkpoint(run_dir / "last.pt", state)

@@ -25,7 +25,7 @@ __all__ = [
 
 def _ratio(num: int, den: int) -> float:
     """``num / den``, 0.0 when ``den == 0`` (e.g. Precision with no positive prediction, §3.2)."""
-    return float(num) / den if den else 0.0
+    return float(num) / float(den) if den else 0.0  # a Python float, never a NumPy scalar
 
 
 @dataclass(frozen=True)

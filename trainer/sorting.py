@@ -227,8 +227,9 @@ def write_predictions(result: dict, out) -> None:
     CSV: ``index, p_<name>..., <name>...`` per frame (probabilities, then the
     0/1 labels at the run's threshold). HDF5 and Zarr: arrays ``index`` (N,),
     ``probabilities`` (N, C) and ``labels`` (N, C) uint8, with the label
-    names and the threshold as attributes. Written to a temporary name and
-    moved into place; an existing file is replaced, a directory never.
+    names and the threshold as attributes. CSV and HDF5 are written to a
+    temporary name and moved into place (an existing file is replaced); a
+    ``.zarr`` output must not exist yet and is written in place.
     """
     out = Path(out)
     kind = FORMATS.get(out.suffix.lower())
