@@ -28,13 +28,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from train_bar import BIN, sh  # one way to run the project's commands from a benchmark
+
 BEGIN, END = "<!-- transfer:begin -->", "<!-- transfer:end -->"
 
 #: The two simulated sets: ccfkit simulate options beside --n and --seed.
@@ -45,11 +45,6 @@ SETS = {
         ["--radius", 100, 450, "--fluence", 2e4, 2e5, "--halo", 5e3, 5e4, "--halo-width", 2, 20],
     ),
 }
-
-
-def sh(*args) -> None:
-    print("+", " ".join(str(a) for a in args), flush=True)
-    subprocess.run([str(a) for a in args], check=True)
 
 
 def make_store(workdir: Path, name: str, frames: int, seed: int, args) -> Path:

@@ -1178,7 +1178,7 @@ def fringe_visibility(x_over_l, y_over_l, nz, k_pixel, separation) -> np.ndarray
     w = np.add(f32(x_over_l * d_x + d_z), f32(y_over_l * d_y), dtype=np.float32)
     w *= nz
     w *= nz
-    half = f32(k_pixel / 2)
+    half = f32(k_pixel / (2 * np.pi))  # / pi: numpy's sinc takes z / pi
     g_x = np.multiply(w, f32(-x_over_l), dtype=np.float32)
     g_x += f32(d_x)
     g_x *= nz
@@ -1187,8 +1187,6 @@ def fringe_visibility(x_over_l, y_over_l, nz, k_pixel, separation) -> np.ndarray
     g_y += f32(d_y)
     g_y *= nz
     g_y *= half
-    g_x /= f32(np.pi)
-    g_y /= f32(np.pi)
     visibility = np.sinc(g_x)  # numpy's sinc(z) = sin(pi z) / (pi z)
     visibility *= np.sinc(g_y)
     return visibility

@@ -733,8 +733,7 @@ def test_file_layout_units_and_provenance(cxi_file):
         assert params["polarization"] == "horizontal" and params["solid_angle"] is True
         assert params["halo_photons"] == [1e3, 2e4] and params["mcp"] is False
         formulas = json.loads(handle.attrs["formulas"])
-        assert formulas["polarization"]["horizontal"] == "P = 1 - (x / D)^2"
-        assert "cos^3 2theta" in formulas["solid_angle"]
+        assert {"polarization", "solid_angle", "halo"} <= set(formulas)
         assert handle.attrs["schema"] == "ccfkit-simulate/2"
         halo = sample["halo"][()]
         assert np.all((halo >= 1e3) & (halo <= 2e4))
