@@ -25,7 +25,6 @@ from trainer.data import (
     inspect_store,
     make_loader,
     resolve_normalize,
-    split_indices,
 )
 from trainer.loop import TrainConfig, fit, load_run, regularization, resume
 from trainer.metrics import all_negative_accuracy, compute_metrics, violation_rate
@@ -297,15 +296,6 @@ def test_inspect_store_and_errors(tiny_store, tmp_path):
     assert inspect_store(path, need_labels=False).n_frames == 4
     with pytest.raises(DataError, match="no 'images' array"):
         inspect_store(path, need_labels=False, input_kind="images")
-
-
-def test_split_is_seeded_and_disjoint():
-    train, ev = split_indices(100, 0.15, seed=3)
-    assert len(train) == 85 and len(ev) == 15
-    assert np.array_equal(np.union1d(train, ev), np.arange(100))
-    again = split_indices(100, 0.15, seed=3)
-    assert np.array_equal(again[1], ev)
-    assert not np.array_equal(split_indices(100, 0.15, seed=4)[1], ev)
 
 
 def test_sampler_is_chunk_grouped_and_partitions_for_ddp():

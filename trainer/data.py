@@ -48,7 +48,6 @@ __all__ = [
     "open_store",
     "resolve_normalize",
     "save_split",
-    "split_indices",
     "split_three_ways",
     "subsample",
 ]
@@ -247,7 +246,8 @@ def split_three_ways(
     One seeded permutation of ``range(n)``: its last ``round(test_fraction n)``
     entries are the test set, the ``round(validation_fraction n)`` before them
     the validation set, the rest the training set. With ``test_fraction = 0``
-    the train and validation sets are those of :func:`split_indices`.
+    it is the 85/15 split ``trainer fit`` has always made (the last
+    ``round(eval_fraction n)`` of the permutation are the validation set).
 
     Parameters
     ----------
@@ -287,19 +287,6 @@ def split_three_ways(
         "test": order[n - n_test :],
     }
     return {key: np.sort(rows).astype(np.int64) for key, rows in parts.items()}
-
-
-def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded shuffle of ``range(n)``; the last ``round(eval_fraction n)`` are the eval set.
-
-    Returns sorted int64 arrays ``(train, eval)`` (sorted so that reading is
-    chunk-friendly; the order of training is the sampler's business).
-    """
-    if not 0 <= eval_fraction < 1:
-        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    n_eval = min(_split_size(eval_fraction, n), n - 1)
-    split = split_three_ways(n, n_eval / n if n else 0.0, 0.0, seed)
-    return split["train"], split["validation"]
 
 
 def subsample(rows, fraction: float, seed: int) -> np.ndarray:
