@@ -1038,17 +1038,43 @@ def predict_run(
     frame_index = open_store(store)["index"][:][rows]
     threshold = config["train"]["threshold"]
     true_names = [] if match is None else [f"true_{n}" for n in match.names]
-    with atomic_output(Path(out_csv), overwrite=True) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["row", "index"] + [f"p_{n}" for n in names] + list(names) + true_names)
-        for r, i, p, t in zip(rows, frame_index, probs, truth):
-            writer.writerow(
-                [int(r), int(i)]
-                + [f"{v:.6f}" for v in p]
-                + [int(v >= threshold) for v in p]
-                + [int(v) for v in t]
-            )
+    write_probability_csv(
+        out_csv, {"row": rows, "index": frame_index}, names, probs, threshold,
+        dict(zip(true_names, np.asarray(truth, dtype=np.int64).T)),
+    )  # fmt: skip
     return len(rows)
+
+
+def write_probability_csv(path, lead: dict, names, probabilities, threshold: float, extra=None):
+    """One CSV row per frame: ``lead`` columns, ``p_<name>``, ``<name>``, then ``extra``.
+
+    Parameters
+    ----------
+    path : path
+        Written to a temporary name and moved into place.
+    lead, extra : dict of str to (N,) int array
+        Integer columns before the probabilities (e.g. ``row``, ``index``)
+        and after the labels (e.g. ``true_<name>``).
+    names : list of str
+        The C label names.
+    probabilities : (N, C) array
+        Sigmoid probabilities, written with 6 decimals.
+    threshold : float
+        ``<name>`` is 1 where the probability reaches it.
+    """
+    extra = extra or {}
+    labels = (np.asarray(probabilities) >= threshold).astype(np.int64)
+    header = [*lead, *(f"p_{n}" for n in names), *names, *extra]
+    with atomic_output(Path(path), overwrite=True) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for r in range(len(labels)):
+            writer.writerow(
+                [int(column[r]) for column in lead.values()]
+                + [f"{v:.6f}" for v in probabilities[r]]
+                + labels[r].tolist()
+                + [int(column[r]) for column in extra.values()]
+            )
 
 
 def step_throughput(

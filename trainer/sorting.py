@@ -15,7 +15,6 @@ added (the paper's robustness study, Table 6) is not added to real data.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from ccfkit.io.atomic import atomic_output
 from ccfkit.polar import PlanSpec
 
 from .data import DataError, model_inputs, open_store, resolve_normalize
-from .loop import RunError, TrainConfig, load_run
+from .loop import RunError, TrainConfig, load_run, write_probability_csv
 
 __all__ = ["MapRecipe", "predict_frames", "write_predictions"]
 
@@ -240,24 +239,18 @@ def write_predictions(result: dict, out) -> None:
     labels = (probabilities >= threshold).astype(np.uint8)
     if kind == "zarr":
         _write_zarr(out, result["index"], probabilities, labels, names, threshold)
-        return
-    with atomic_output(out, overwrite=True) as partial:
-        if kind == "csv":
-            with open(partial, "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["index"] + [f"p_{n}" for n in names] + list(names))
-                for i, p, bits in zip(result["index"], probabilities, labels):
-                    writer.writerow([int(i)] + [f"{v:.6f}" for v in p] + bits.tolist())
-        else:
-            import h5py
+    elif kind == "csv":
+        write_probability_csv(out, {"index": result["index"]}, names, probabilities, threshold)
+    else:
+        import h5py
 
-            with h5py.File(partial, "w") as handle:
-                handle["index"] = result["index"]
-                handle["probabilities"] = probabilities
-                handle["labels"] = labels
-                for key in ("probabilities", "labels"):
-                    handle[key].attrs["names"] = names
-                handle["labels"].attrs["threshold"] = threshold
+        with atomic_output(out, overwrite=True) as partial, h5py.File(partial, "w") as handle:
+            handle["index"] = result["index"]
+            handle["probabilities"] = probabilities
+            handle["labels"] = labels
+            for key in ("probabilities", "labels"):
+                handle[key].attrs["names"] = names
+            handle["labels"].attrs["threshold"] = threshold
 
 
 def _write_zarr(out: Path, index, probabilities, labels, names, threshold) -> None:
