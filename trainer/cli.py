@@ -26,16 +26,28 @@ def _clean_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from ccfkit.store import StoreError
-
-        from .loop import RunError
-
         try:
             return func(*args, **kwargs)
-        except (DataError, RunError, StoreError, OSError) as error:
-            raise click.ClickException(_one_line(error)) from error
+        except Exception as error:
+            if isinstance(error, _expected_errors()):
+                raise click.ClickException(_one_line(error)) from error
+            raise
 
     return wrapper
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """The error types that mean bad input or a file problem (imported when one is raised)."""
+    from ccfkit.backends import BackendUnavailableError
+    from ccfkit.io.source import InputError
+    from ccfkit.store import StoreError
+
+    from .loop import RunError
+    from .study import StudyError
+    from .study_plan import PlanError
+
+    return (DataError, RunError, StoreError, InputError, BackendUnavailableError, PlanError,
+            StudyError, OSError)  # fmt: skip
 
 
 def _one_line(error: Exception) -> str:
@@ -333,19 +345,13 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
         return
     if label_map is not None:
         raise click.UsageError("--label-map applies to a store (its labels), not to frames")
-    from ccfkit.backends import BackendUnavailableError
-    from ccfkit.io.source import InputError
-
     from .sorting import predict_frames, write_predictions
 
-    try:
-        result = predict_frames(
-            run, inputs, which=checkpoint, device=device, backend=backend, data_path=data_path,
-            batch_size=batch_size, progress=not quiet,
-        )  # fmt: skip
-        write_predictions(result, output)
-    except (InputError, BackendUnavailableError, OSError) as error:
-        raise click.ClickException(str(error)) from None
+    result = predict_frames(
+        run, inputs, which=checkpoint, device=device, backend=backend, data_path=data_path,
+        batch_size=batch_size, progress=not quiet,
+    )  # fmt: skip
+    write_predictions(result, output)
     seconds = result["seconds"]
     n = len(result["index"])
     click.echo(
@@ -424,8 +430,8 @@ def study(study, out, overrides, seeds, epochs, tables, sources, eval_sources, s
           report_only, quiet):  # fmt: skip
     """Run the paper's experiments (Tables 4-6) from STUDY (a .toml file or a preset name:
     smoke, cpu, cpu-maps, paper) with seeds, a three-way split and a report (docs/study.md)."""
-    from .study import StudyError, run_study
-    from .study_plan import PlanError, load_config, make_plan
+    from .study import run_study
+    from .study_plan import load_config, make_plan
 
     if not quiet:
         logging.getLogger("trainer.study").setLevel(logging.INFO)
@@ -434,16 +440,13 @@ def study(study, out, overrides, seeds, epochs, tables, sources, eval_sources, s
         overrides.append(f"seeds=[{seeds}]")
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
-    try:
-        config = load_config(study, overrides)
-        plan = make_plan(config, None if tables is None else tables.split(","))
-        out = Path("studies") / plan.name if out is None else out
-        report = run_study(
-            plan, out, sources=list(sources) or None, eval_sources=eval_sources,
-            scheduler=scheduler, threads=threads, train=not report_only, progress=not quiet,
-        )  # fmt: skip
-    except (PlanError, StudyError) as error:
-        raise click.ClickException(str(error)) from error
+    config = load_config(study, overrides)
+    plan = make_plan(config, None if tables is None else tables.split(","))
+    out = Path("studies") / plan.name if out is None else out
+    report = run_study(
+        plan, out, sources=list(sources) or None, eval_sources=eval_sources,
+        scheduler=scheduler, threads=threads, train=not report_only, progress=not quiet,
+    )  # fmt: skip
     for claim in report["claims"]:
         if claim["verdict"] == "not run":
             click.echo(f"{claim['text']}: not run")
