@@ -29,6 +29,7 @@ import numpy as np
 __all__ = [
     "Estimator",
     "MapSettings",
+    "Precision",
     "Scale",
     "angular_shift",
     "assemble_maps",
@@ -66,6 +67,16 @@ class Estimator(str, enum.Enum):
     MASK_CORRECTED = "mask-corrected"
 
 
+class Precision(str, enum.Enum):
+    """The arithmetic of the full map's numerator, the one matrix product of a map."""
+
+    #: float32 inputs, float32 accumulation.
+    FLOAT32 = "float32"
+    #: bfloat16 inputs (8 significant bits), float32 accumulation, on hardware
+    #: that has it (docs/ccf.md, "Precision"); elsewhere float32, with a log line.
+    BF16 = "bf16"
+
+
 @dataclass(frozen=True)
 class MapSettings:
     """What maps to compute from polar images: orders, separation, estimator, scale.
@@ -81,12 +92,16 @@ class MapSettings:
         The order-n estimator.
     scale : Scale or str
         The scaling of each triangle (and each extra channel).
+    precision : Precision or str
+        The arithmetic of the full map's product ``polar @ polar.T``; the pair
+        counts, Fourier orders and scaling stay float32 or better.
     """
 
     orders: tuple[int, ...] = (8,)
     delta: float = 0.0
     estimator: Estimator = Estimator.RING
     scale: Scale = Scale.MAXABS
+    precision: Precision = Precision.FLOAT32
 
     def __post_init__(self):
         orders = (self.orders,) if isinstance(self.orders, int) else tuple(self.orders)
@@ -100,6 +115,7 @@ class MapSettings:
         object.__setattr__(self, "delta", float(self.delta))
         object.__setattr__(self, "estimator", Estimator(self.estimator))
         object.__setattr__(self, "scale", Scale(self.scale))
+        object.__setattr__(self, "precision", Precision(self.precision))
 
     @property
     def channels(self) -> int:

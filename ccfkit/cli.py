@@ -13,7 +13,7 @@ import numpy as np
 
 from ._version import __version__
 from .backends import NAMES as BACKEND_NAMES
-from .ccf import Estimator, Scale
+from .ccf import Estimator, Precision, Scale
 from .instrument import Polarization
 
 #: What ``--backend`` accepts: ``auto`` and every backend's name.
@@ -128,6 +128,14 @@ def _center_option(value: str | None):
     "mean intensities (normalised CCF, clipped to [-1, 1]); or unscaled.",
 )
 @click.option(
+    "--precision",
+    type=click.Choice([p.value for p in Precision]),
+    default=Precision.FLOAT32.value,
+    show_default=True,
+    help="The full map's product: float32, or bf16 inputs with float32 sums where the "
+    "hardware has bf16 units (AMX, AVX512-BF16, GPU tensor cores; float32 elsewhere).",
+)
+@click.option(
     "--backend",
     type=click.Choice(BACKEND_CHOICES),
     default="auto",
@@ -217,6 +225,7 @@ def build(
     delta,
     estimator,
     scale,
+    precision,
     backend,
     data_path,
     mask_spec,
@@ -265,6 +274,7 @@ def build(
             delta=delta,
             estimator=estimator,
             scale=scale,
+            precision=precision,
             noise=noise,
             seed=seed,
             image_size=image_size if keep_images else None,

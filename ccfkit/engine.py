@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .backends import get_backend
-from .ccf import Estimator, MapSettings, Scale
+from .ccf import Estimator, MapSettings, Precision, Scale
 from .polar import PlanSpec, PolarImages, PolarPlan
 
 __all__ = ["angular_fourier", "compute_maps", "full_map", "merge_maps", "order_map", "resample"]
@@ -34,6 +34,7 @@ def compute_maps(
     delta: float = 0.0,
     estimator: Estimator | str = "ring",
     scale: Scale | str = "maxabs",
+    precision: Precision | str = "float32",
     backend="auto",
 ):
     """Merged two-point cross-correlation maps of diffraction images (§5.3).
@@ -79,6 +80,10 @@ def compute_maps(
         ``"maxabs"`` divides each triangle by its largest absolute value;
         ``"ring"`` divides by the two rings' mean intensities (minus 1 on the
         full triangle) and clips to [-1, 1]; ``"none"`` keeps intensity units.
+    precision : {"float32", "bf16"}
+        The arithmetic of the full map's product (docs/ccf.md, "Precision"):
+        ``"bf16"`` rounds its inputs to bfloat16 and sums in float32 where the
+        hardware has bf16 matrix units, and runs in float32 (logged) elsewhere.
     backend : {"auto", "numpy", "numba", "cupy"} or Backend
         Where to compute (see :mod:`ccfkit.backends`).
 
@@ -111,6 +116,7 @@ def compute_maps(
         delta=delta,
         estimator=estimator,
         scale=scale,
+        precision=precision,
     )
     shape = tuple(np.shape(images)[-2:])
     plan = PlanSpec.describe(

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from ._version import __version__
 from .backends import get_backend
 from .backends._base import usable_cpus
-from .ccf import Estimator, MapSettings, Scale
+from .ccf import Estimator, MapSettings, Precision, Scale
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
@@ -85,6 +85,7 @@ class BuildConfig:
     delta: float = 0.0
     estimator: str = Estimator.RING.value
     scale: str = Scale.MAXABS.value
+    precision: str = Precision.FLOAT32.value
     noise: str = NoiseLevel.NONE.value
     seed: int = 0
     image_size: int | None = None
@@ -96,7 +97,7 @@ class BuildConfig:
             settings = self.map_settings
             settings.check_phi_bins(self.phi_bins)
         except ValueError as error:
-            raise InputError(f"--orders, --estimator, --scale: {error}") from error
+            raise InputError(f"--orders, --estimator, --scale, --precision: {error}") from error
         object.__setattr__(self, "orders", settings.orders)
         if isinstance(self.r_min, str) and self.r_min != "auto":
             raise InputError(f"--r-min must be a number of pixels or 'auto', not {self.r_min!r}")
@@ -113,7 +114,11 @@ class BuildConfig:
     def map_settings(self) -> MapSettings:
         """The engine's :class:`~ccfkit.ccf.MapSettings` of this build."""
         return MapSettings(
-            orders=self.orders, delta=self.delta, estimator=self.estimator, scale=self.scale
+            orders=self.orders,
+            delta=self.delta,
+            estimator=self.estimator,
+            scale=self.scale,
+            precision=self.precision,
         )
 
 
@@ -279,7 +284,10 @@ def build(
             "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max, or "
             "lower --min-ring-fraction)"
         )
-    engine_name = get_backend(backend).name  # fails early for an unusable backend
+    engine = get_backend(backend)  # fails early for an unusable backend
+    engine_name = engine.name
+    # the store records the precision its maps are computed in: bf16 only on bf16 hardware
+    config = replace(config, precision=engine.product_precision(config.precision).value)
     layout = StoreLayout(
         n_frames=source.n_frames,
         q_bins=config.q_bins,

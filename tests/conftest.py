@@ -8,9 +8,11 @@ against.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -257,3 +259,23 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------
+# Input files
+# --------------------------------------------------------------------------
+
+
+def write_cxi(
+    path, frames, *, bitmask=None, labels=None, names=("round", "elliptical"), **storage
+):
+    """A minimal CXI file: frames (h5py ``storage`` options), a CXI bit mask, labels."""
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("entry_1/data_1/data", data=frames, **storage)
+        if bitmask is not None:
+            handle["entry_1/instrument_1/detector_1/mask"] = bitmask
+        if labels is not None:
+            dataset = handle.create_dataset("entry_1/labels", data=labels)
+            dataset.attrs["names"] = list(names)
+            dataset.attrs["exclusive_groups"] = json.dumps([list(names)])
+    return path

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import h5py
 import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from conftest import write_cxi
 
 import ccfkit
 from ccfkit import pipeline
@@ -21,21 +20,6 @@ SIZE = 49  # small frames keep every build well under a second
 FRAMES = 40
 CENTER = (24.5, 23.0)
 MAP_ARGS = ["--q-bins", "16", "--phi-bins", "32", "--chunk", "8", "--quiet"]
-
-
-def write_cxi(
-    path, frames, *, bitmask=None, labels=None, names=("round", "elliptical"), **storage
-):
-    """A minimal CXI file: frames (h5py ``storage`` options), a CXI bit mask, labels."""
-    with h5py.File(path, "w") as handle:
-        handle.create_dataset("entry_1/data_1/data", data=frames, **storage)
-        if bitmask is not None:
-            handle["entry_1/instrument_1/detector_1/mask"] = bitmask
-        if labels is not None:
-            dataset = handle.create_dataset("entry_1/labels", data=labels)
-            dataset.attrs["names"] = list(names)
-            dataset.attrs["exclusive_groups"] = json.dumps([list(names)])
-    return path
 
 
 @pytest.fixture(scope="module")

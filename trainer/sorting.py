@@ -111,6 +111,7 @@ class MapRecipe:
                 delta=parameters.get("delta", 0.0),
                 estimator=parameters.get("estimator", "ring"),
                 scale=parameters.get("scale", "maxabs"),
+                precision=parameters.get("precision", "float32"),
             ),
             input_kind=train.input,
             image_size=parameters.get("image_size"),

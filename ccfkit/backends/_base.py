@@ -8,8 +8,9 @@ import os
 import numpy as np
 
 from .. import ccf
-from ..ccf import Estimator, MapSettings, Scale
+from ..ccf import Estimator, MapSettings, Precision, Scale
 from ..polar import PolarImages, PolarPlan
+from ._bf16 import effective_precision, lag_product_bf16
 
 
 def usable_cpus() -> int:
@@ -34,6 +35,8 @@ class Backend(abc.ABC):
     name: str = ""
     #: The array module of this backend's arrays (numpy or cupy).
     xp = np
+    #: Where its arrays live: ``"cpu"`` or ``"cuda"``.
+    device = "cpu"
 
     @abc.abstractmethod
     def asarray(self, array):
@@ -94,7 +97,13 @@ class Backend(abc.ABC):
         polar = self.resample(images, plan)
         coefficients = self.fourier(polar.values, polar.valid, [0, *settings.orders])
         means, coefficients = coefficients[..., 0].real, coefficients[..., 1:]
-        full = self.full_map(polar.values, polar.valid, settings.delta)
+        if self.product_precision(settings.precision) is Precision.BF16:
+            shift = ccf.angular_shift(settings.delta, plan.phi_bins)
+            numerator = lag_product_bf16(polar.values, shift, xp)
+            pairs = ccf.lag_product(polar.valid.astype(polar.values.dtype), shift, xp)
+            full = ccf.divide_by_pairs(numerator, pairs, xp)
+        else:
+            full = self.full_map(polar.values, polar.valid, settings.delta)
         if settings.estimator is Estimator.RING:
             order_maps = xp.stack(
                 [self.order_map(coefficients[..., c]) for c in range(settings.channels)], axis=1
@@ -106,6 +115,14 @@ class Backend(abc.ABC):
         maps = ccf.assemble_maps(full, order_maps, means, settings.scale, xp)
         maps = maps.astype(np.float32)
         return maps[:, 0] if settings.channels == 1 else maps
+
+    def product_precision(self, precision: Precision | str) -> Precision:
+        """The precision this backend's map products run in when ``precision`` is asked.
+
+        ``"bf16"`` steps down to ``"float32"`` (logged once) where the hardware
+        has no bfloat16 matrix units (:mod:`._bf16`).
+        """
+        return effective_precision(precision, self.device)
 
     def to_numpy(self, array) -> np.ndarray:
         """A host NumPy copy of a backend array."""

@@ -12,8 +12,10 @@ import threading
 import numpy as np
 
 from .. import ccf, fourier
+from ..ccf import Precision
 from ..polar import PolarImages, PolarPlan
 from ._base import Backend, BackendUnavailableError
+from ._bf16 import lag_product_bf16
 
 
 class ArrayBackend(Backend):
@@ -83,13 +85,16 @@ class ArrayBackend(Backend):
         settings.check_phi_bins(plan.phi_bins)
         shift = ccf.angular_shift(settings.delta, plan.phi_bins)
         tables = self._tables_of(plan)
+        product = ccf.lag_product
+        if self.product_precision(settings.precision) is Precision.BF16:
+            product = lag_product_bf16
         shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
         out = xp.empty(shape, dtype=np.float32)
         for start in range(0, images.shape[0], self.batch_size):
             polar = self.resample(images[start : start + self.batch_size], plan)
             coefficients = self.fourier(polar.values, polar.valid, [0, *settings.orders])
             means, coefficients = coefficients[..., 0].real, coefficients[..., 1:]
-            numerator = ccf.lag_product(polar.values, shift, xp)
+            numerator = product(polar.values, shift, xp)
             pairs = xp.broadcast_to(tables.pairs(shift), numerator.shape)
             changed = xp.any(polar.valid != tables.valid, axis=(-2, -1))
             own_validity = bool(changed.any())
@@ -195,6 +200,7 @@ class CupyBackend(ArrayBackend):
     """
 
     name = "cupy"
+    device = "cuda"
 
     def __init__(self, dtype=np.float32, batch_size: int | None = None):
         cupy = _import_cupy()

@@ -24,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..buffers import aligned_empty
-from ..ccf import Estimator, Scale, angular_shift, resolve_settings
+from ..ccf import Estimator, Precision, Scale, angular_shift, resolve_settings
 from ..polar import PolarImages, PolarPlan
 from ._base import BackendUnavailableError, usable_cpus
+from ._bf16 import lag_product_bf16
 from .array import ArrayBackend
 
 try:
@@ -224,18 +224,64 @@ def _drop_thin_rings(valid, values, weights, counts, min_count):
 
 
 @numba.njit(**KERNEL)
+def _prepare_image(
+    image, index, weight, plan_valid, plan_counts, cos_n, sin_n, shift, min_count,
+    values, valid, weights, scratch, own_inverse_pairs, own_counts, re, im, means,
+):  # fmt: skip
+    """Polar values and ring orders of one image: everything before its map's product.
+
+    Gathers (with NaN/inf check) into ``values``; an image whose NaN/inf
+    pixels invalidate samples gets its own ring counts and pair counts (one
+    BLAS product, into ``own_inverse_pairs``) and loses the rings they leave
+    below ``min_count``. Then the ring means and orders into ``re``, ``im``,
+    ``means``.
+
+    Returns
+    -------
+    bool
+        True when the image has its own pair counts (``own_inverse_pairs``),
+        False when it shares the plan's.
+    """
+    q_bins, phi_bins = values.shape
+    flat_values, flat_valid = values.reshape(-1), valid.reshape(-1)
+    own = _gather(image, index, weight, plan_valid, flat_values, flat_valid, False) > 0
+    counts = plan_counts
+    if own:  # NaN/inf pixels: gather again, keeping the validity this time
+        _gather(image, index, weight, plan_valid, flat_values, flat_valid, True)
+        for k in range(q_bins):
+            own_counts[k] = 0
+            for p in range(phi_bins):
+                own_counts[k] += valid[k, p]
+                weights[k, p] = valid[k, p]
+        _drop_thin_rings(valid, values, weights, own_counts, min_count)
+        correlate_rows(weights, shift, own_inverse_pairs, scratch)
+        _invert_pair_counts(own_inverse_pairs, own_inverse_pairs)
+        counts = own_counts
+    _project_rings(values, counts, cos_n, sin_n, re, im, means)
+    return own
+
+
+@numba.njit(**KERNEL)
+def _finish_image(gram, inverse_pairs, re, im, means, scale_mode, out):
+    """One image's (C, Q, Q) map from its product ``gram`` and ring orders: merge, channels, scale."""
+    _merge_triangles(gram, inverse_pairs, re[0], im[0], out[0])
+    _scale_part(out[0], means, scale_mode, _LOWER)
+    _scale_part(out[0], means, scale_mode, _UPPER)
+    for c in range(1, out.shape[0]):
+        _order_channel(re[c], im[c], out[c])
+        _scale_part(out[c], means, scale_mode, _WHOLE)
+
+
+@numba.njit(**KERNEL)
 def _merged_maps_part(
     images, lo, hi, index, weight, plan_valid, plan_counts, plan_inverse_pairs, cos_n, sin_n,
     shift, min_count, scale_mode, out,
 ):  # fmt: skip
     """Maps of ``images[lo:hi]`` into ``out[lo:hi]``: the per-thread loop, GIL-free.
 
-    Per image: gather (with NaN/inf check), the orders of each ring, one BLAS
-    product, merge, extra order channels, scale. An image whose NaN/inf pixels
-    invalidate samples gets its own ring counts and pair counts (one more BLAS
-    product), and loses the rings they leave below ``min_count``; the others
-    share the plan's. ``out`` is (B, C, Q, Q): channel 0 the merged map of the
-    first order, channel ``c`` the order map of order ``c``.
+    Per image: :func:`_prepare_image`, one float32 BLAS product,
+    :func:`_finish_image`. ``out`` is (B, C, Q, Q): channel 0 the merged map of
+    the first order, channel ``c`` the order map of order ``c``.
     """
     q_bins, phi_bins = plan_valid.shape[0] // cos_n.shape[1], cos_n.shape[1]
     channels = cos_n.shape[0]
@@ -250,29 +296,46 @@ def _merged_maps_part(
     im = np.empty((channels, q_bins))
     means = np.empty(q_bins)
     for b in range(lo, hi):
-        image = images[b].reshape(-1)
-        flat_values, flat_valid = values.reshape(-1), valid.reshape(-1)
-        counts, inverse_pairs = plan_counts, plan_inverse_pairs
-        if _gather(image, index, weight, plan_valid, flat_values, flat_valid, False):
-            # NaN/inf pixels: gather again, keeping the validity this time
-            _gather(image, index, weight, plan_valid, flat_values, flat_valid, True)
-            for k in range(q_bins):
-                own_counts[k] = 0
-                for p in range(phi_bins):
-                    own_counts[k] += valid[k, p]
-                    weights[k, p] = valid[k, p]
-            _drop_thin_rings(valid, values, weights, own_counts, min_count)
-            correlate_rows(weights, shift, gram, scratch)
-            _invert_pair_counts(gram, own_inverse_pairs)
-            counts, inverse_pairs = own_counts, own_inverse_pairs
-        _project_rings(values, counts, cos_n, sin_n, re, im, means)
+        own = _prepare_image(
+            images[b].reshape(-1), index, weight, plan_valid, plan_counts, cos_n, sin_n, shift,
+            min_count, values, valid, weights, scratch, own_inverse_pairs, own_counts, re, im,
+            means,
+        )  # fmt: skip
         correlate_rows(values, shift, gram, scratch)
-        _merge_triangles(gram, inverse_pairs, re[0], im[0], out[b, 0])
-        _scale_part(out[b, 0], means, scale_mode, _LOWER)
-        _scale_part(out[b, 0], means, scale_mode, _UPPER)
-        for c in range(1, channels):
-            _order_channel(re[c], im[c], out[b, c])
-            _scale_part(out[b, c], means, scale_mode, _WHOLE)
+        inverse_pairs = own_inverse_pairs if own else plan_inverse_pairs
+        _finish_image(gram, inverse_pairs, re, im, means, scale_mode, out[b])
+
+
+@numba.njit(**KERNEL)
+def _prepare_part(
+    images, lo, hi, index, weight, plan_valid, plan_counts, cos_n, sin_n, shift, min_count,
+    values, own, own_inverse_pairs, re, im, means,
+):  # fmt: skip
+    """:func:`_prepare_image` of ``images[lo:hi]`` into batch arrays (the product comes after).
+
+    ``values`` (B, Q, P); ``own`` (B,) bool; ``own_inverse_pairs`` (B, Q, Q),
+    written only where ``own``; ``re``, ``im`` (B, C, Q); ``means`` (B, Q).
+    """
+    q_bins, phi_bins = values.shape[1:]
+    valid = np.empty((q_bins, phi_bins), dtype=np.bool_)
+    scratch = np.empty((q_bins, phi_bins), dtype=np.float32)
+    weights = np.empty((q_bins, phi_bins), dtype=np.float32)
+    own_counts = np.empty(q_bins, dtype=np.int64)
+    for b in range(lo, hi):
+        own[b] = _prepare_image(
+            images[b].reshape(-1), index, weight, plan_valid, plan_counts, cos_n, sin_n, shift,
+            min_count, values[b], valid, weights, scratch, own_inverse_pairs[b], own_counts,
+            re[b], im[b], means[b],
+        )  # fmt: skip
+
+
+@numba.njit(**KERNEL)
+def _finish_part(gram, lo, hi, own, own_inverse_pairs, plan_inverse_pairs, re, im, means,
+                 scale_mode, out):  # fmt: skip
+    """:func:`_finish_image` of images ``lo:hi`` from their batched products ``gram`` (B, Q, Q)."""
+    for b in range(lo, hi):
+        inverse_pairs = own_inverse_pairs[b] if own[b] else plan_inverse_pairs
+        _finish_image(gram[b], inverse_pairs, re[b], im[b], means[b], scale_mode, out[b])
 
 
 class _PlanTables:
@@ -368,7 +431,8 @@ class NumbaBackend(ArrayBackend):
 
         The mask-corrected order maps need every angular lag between partial
         rings (FFTs): :meth:`ArrayBackend.merged_maps` computes them in float32
-        from this backend's gather.
+        from this backend's gather. Precision ``bf16`` splits the fused loop
+        around one batched bfloat16 product (:mod:`._bf16`).
         """
         settings = resolve_settings(settings, **fields)
         settings.check_phi_bins(plan.phi_bins)
@@ -380,19 +444,49 @@ class NumbaBackend(ArrayBackend):
         cos_n, sin_n = _order_tables(plan, settings.orders)
         inverse_pairs = _inverse_pairs_for(plan, shift)
         scale_mode = _SCALE_CODES[settings.scale]
-        # page-aligned: a store chunk of maps can then be written with O_DIRECT, uncopied
         shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
-        out = aligned_empty(shape, np.float32)
+        out = np.empty(shape, dtype=np.float32)
+        common = (tables.index, tables.weight, tables.valid, tables.counts)
+        if self.product_precision(settings.precision) is Precision.BF16:
+            self._bf16_maps(images, plan, common, inverse_pairs, (cos_n, sin_n), shift,
+                            scale_mode, out)  # fmt: skip
+        else:
 
-        def run(part: range) -> None:
-            _merged_maps_part(
-                images, part.start, part.stop, tables.index, tables.weight, tables.valid,
-                tables.counts, inverse_pairs, cos_n, sin_n, shift, plan.min_ring_count,
-                scale_mode, out,
+            def run(part: range) -> None:
+                _merged_maps_part(
+                    images, part.start, part.stop, *common, inverse_pairs, cos_n, sin_n, shift,
+                    plan.min_ring_count, scale_mode, out,
+                )  # fmt: skip
+
+            self._in_parallel(images.shape[0], run)
+        return out[:, 0] if settings.channels == 1 else out
+
+    def _bf16_maps(self, images, plan, common, inverse_pairs, orders, shift, scale_mode, out):
+        """Maps with the product in bfloat16: prepare in parallel, one batched product, finish."""
+        cos_n, sin_n = orders
+        batch, channels = images.shape[0], cos_n.shape[0]
+        values = np.empty((batch, plan.q_bins, plan.phi_bins), dtype=np.float32)
+        own = np.zeros(batch, dtype=np.bool_)
+        own_inverse_pairs = np.empty((batch, plan.q_bins, plan.q_bins), dtype=np.float32)
+        re = np.empty((batch, channels, plan.q_bins))
+        im = np.empty((batch, channels, plan.q_bins))
+        means = np.empty((batch, plan.q_bins))
+
+        def prepare(part: range) -> None:
+            _prepare_part(
+                images, part.start, part.stop, *common, cos_n, sin_n, shift,
+                plan.min_ring_count, values, own, own_inverse_pairs, re, im, means,
             )  # fmt: skip
 
-        self._in_parallel(images.shape[0], run)
-        return out[:, 0] if settings.channels == 1 else out
+        self._in_parallel(batch, prepare)
+        with self._thread_pools.limit(limits=self.threads, user_api="openmp"):
+            gram = lag_product_bf16(values, shift, np)  # PyTorch's pool, as many threads as ours
+
+        def finish(part: range) -> None:
+            _finish_part(gram, part.start, part.stop, own, own_inverse_pairs, inverse_pairs,
+                         re, im, means, scale_mode, out)  # fmt: skip
+
+        self._in_parallel(batch, finish)
 
     def _in_parallel(self, batch: int, run) -> None:
         """Call ``run(part)`` on contiguous parts of ``range(batch)``, one per thread."""
