@@ -1,35 +1,51 @@
-"""Check and time ccfkit's CuPy backend on a CUDA machine.
+"""Check and time ccfkit on a CUDA machine: one prepared script for a short GPU lease.
 
 Run from the repository root::
 
-    python benchmarks/gpu_check.py                    # tests + timings
-    python benchmarks/gpu_check.py --write gpu.md     # also write the table
+    python benchmarks/gpu_check.py --write gpu.md      # everything, ~5 minutes
+    python benchmarks/gpu_check.py --rehearse          # the same steps on the CPU, small
 
-1. Runs the CuPy contract tests against the NumPy reference
+1. The CuPy contract tests against the NumPy reference
    (``pytest tests -m cuda -q``, in a subprocess).
-2. Times ``ccfkit.compute_maps(..., backend="cupy")`` on 259 x 259 float32
-   images, Q = 224, P = 512, order 8: with the images already on the GPU
-   (CuPy input, timed with CUDA events) and from host memory (NumPy input and
-   output, wall time, transfers included); and ``backend="numba"`` on the
-   host for comparison (fewer images). Checks that CuPy and Numba agree.
+2. The engine, ``compute_maps(..., backend="cupy")`` on 259 x 259 float32
+   images, Q = 224, P = 512, order 8, in both precisions (``float32``,
+   ``bf16``): with the images already on the GPU (CUDA events) and from host
+   memory (wall time, transfers included); the product floor (the batched
+   ``polar @ polar.T`` alone, float32 and bf16) on the same polar values;
+   ``backend="numba"`` on the host for comparison. Checks that CuPy and Numba
+   agree.
+3. The accuracy of ``bf16``: max and median relative error per entry of the
+   full map against the float64 reference, on the benchmark images and on
+   simulated frames (and on the SACLA frame when ``--sacla DIR`` holds it).
+4. ``ccfkit build --backend cupy`` of a simulated file in both precisions
+   (frames/s, and the build/engine ratio).
+5. ``trainer predict`` straight from the file's frames on the GPU (a model
+   fitted for one epoch: the weights do not matter for speed): frames/s and
+   where the time goes.
 
 Without CuPy or a CUDA device it prints ``no CUDA device: nothing to check``
-and exits 0. Exit status otherwise: 0 when the tests pass and the backends
-agree, 1 when something failed. The whole run takes well under 5 minutes.
+and exits 0 (``--rehearse`` runs steps 2-5 on the CPU at small sizes, to check
+the script itself). Exit status otherwise: 0 when every step ran and the
+tests pass and the backends agree, 1 when something failed; a failed step is
+reported and the next one still runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images  # benchmarks/ on path
+from asv_bench.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # ccfkit from this checkout even if not installed
@@ -37,7 +53,9 @@ sys.path.insert(0, str(ROOT))  # ccfkit from this checkout even if not installed
 #: Largest max |cupy - numba| tolerated on merged maps in [-1, 1] (docs/ccf.md, backends and precision: ~1e-5 relative).
 AGREEMENT = 1e-4
 #: Seconds the contract tests may take before they are stopped.
-TEST_TIMEOUT = 180
+TEST_TIMEOUT = 240
+#: The precisions compared.
+PRECISIONS = ("float32", "bf16")
 
 
 def cuda_status():
@@ -64,21 +82,27 @@ def cuda_status():
 
 
 def describe_device(cupy) -> list[str]:
-    """Lines naming the GPU, its memory and the CUDA/CuPy versions."""
+    """Lines naming the GPU, its memory and the CUDA/CuPy versions (the host CPU too)."""
+    lines = [f"host CPU: {cpu_model()}, {os.cpu_count()} CPUs; Python {platform.python_version()}"]
+    if cupy is None:
+        return lines
     device = cupy.cuda.Device()
     props = cupy.cuda.runtime.getDeviceProperties(device.id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     free, total = device.mem_info
     runtime = cupy.cuda.runtime.runtimeGetVersion()
     driver = cupy.cuda.runtime.driverGetVersion()
-    return [
+    import torch
+
+    return lines + [
         (
             f"GPU {device.id}: {name}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free), "
             f"compute capability {props['major']}.{props['minor']}"
         ),
         (
             f"CUDA runtime {runtime // 1000}.{runtime % 1000 // 10}, driver {driver // 1000}."
-            f"{driver % 1000 // 10}; CuPy {cupy.__version__}; NumPy {np.__version__}"
+            f"{driver % 1000 // 10}; CuPy {cupy.__version__}; PyTorch {torch.__version__}; "
+            f"NumPy {np.__version__}"
         ),
     ]
 
@@ -107,7 +131,8 @@ def run_contract_tests(extra: list[str]) -> int:
     ):
         print("pytest and hypothesis are needed for the contract tests (pip install -e '.[dev]')")
         return -2
-    command = [sys.executable, "-m", "pytest", "tests", "-m", "cuda", "-q", *extra]
+    command = [sys.executable, "-m", "pytest", "tests", "-m", "cuda", "-q", "-p", "no:cacheprovider",
+               *extra]  # fmt: skip
     print(f"$ {' '.join(command)}   (in {ROOT})", flush=True)
     path = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
@@ -120,54 +145,56 @@ def run_contract_tests(extra: list[str]) -> int:
         return -1
 
 
-def maps(images, backend):
+def maps(images, backend, precision="float32"):
     """``compute_maps`` with the benchmark's parameters."""
     import ccfkit
 
     return ccfkit.compute_maps(
-        images, order=ORDER, q_bins=Q_BINS, phi_bins=PHI_BINS, backend=backend
-    )
+        images, order=ORDER, q_bins=Q_BINS, phi_bins=PHI_BINS, backend=backend,
+        precision=precision,
+    )  # fmt: skip
 
 
-def time_gpu_resident(cupy, images_gpu, backend, rounds: int, call=None) -> list[float]:
-    """Seconds per call on GPU-resident input, by CUDA events around the call.
+class Clock:
+    """Seconds of a call: CUDA events on the GPU (all queued work), else the wall clock."""
 
-    The events bracket everything the call queues on the current stream; the
-    end event is waited for, so the figure includes all GPU work (and the
-    host-side plan build, which the GPU waits for). ``call(images)`` replaces
-    ``compute_maps`` when given.
-    """
-    call = call or (lambda images: maps(images, backend))
-    seconds = []
-    for _ in range(rounds):
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        cupy.cuda.Device().synchronize()
-        start.record()
-        out = call(images_gpu)
-        end.record()
-        end.synchronize()
-        seconds.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
-        del out
-    return seconds
+    def __init__(self, cupy=None):
+        self.cupy = cupy
+
+    def sync(self) -> None:
+        if self.cupy is not None:
+            self.cupy.cuda.Device().synchronize()
+
+    def time(self, call, rounds: int) -> list[float]:
+        seconds = []
+        for _ in range(rounds):
+            self.sync()
+            if self.cupy is None:
+                start = time.perf_counter()
+                call()
+                seconds.append(time.perf_counter() - start)
+                continue
+            begin, end = self.cupy.cuda.Event(), self.cupy.cuda.Event()
+            begin.record()
+            call()
+            end.record()
+            end.synchronize()
+            seconds.append(self.cupy.cuda.get_elapsed_time(begin, end) / 1e3)
+        return seconds
 
 
-def time_host(images, backend, rounds: int, sync=None) -> list[float]:
-    """Wall seconds per call on host (NumPy) input; the result comes back to the host."""
+def wall(call, rounds: int, sync=None) -> list[float]:
+    """Wall seconds per call (after ``sync``)."""
     seconds = []
     for _ in range(rounds):
         if sync:
             sync()
         start = time.perf_counter()
-        out = maps(images, backend)
-        np.asarray(out).sum()  # the maps are on the host and complete
+        call()
+        if sync:
+            sync()
         seconds.append(time.perf_counter() - start)
     return seconds
-
-
-def agreement(cupy, images, cupy_backend) -> float:
-    """max |cupy - numba| of merged maps (both triangles scaled to [-1, 1])."""
-    on_gpu = maps(cupy.asarray(images), cupy_backend)
-    return float(np.max(np.abs(cupy.asnumpy(on_gpu) - maps(images, "numba"))))
 
 
 def table(rows: list[tuple[str, int, list[float]]]) -> str:
@@ -186,6 +213,136 @@ def table(rows: list[tuple[str, int, list[float]]]) -> str:
     return "\n".join(lines)
 
 
+def engine_rows(xp, engine, images, rounds: int, clock: Clock, host_backend, cpu_images: int):
+    """Timings of the engine in both precisions and of its product floor.
+
+    Returns
+    -------
+    rows : list of (label, images, seconds)
+    rates : dict
+        images/s by key, for the ratios.
+    """
+    import ccfkit
+    from ccfkit.backends._bf16 import lag_product_bf16
+    from ccfkit.ccf import lag_product
+
+    on_device = xp.asarray(images)
+    plan = ccfkit.make_polar_plan(SHAPE, q_bins=Q_BINS, phi_bins=PHI_BINS)
+    rows, rates = [], {}
+    where = "GPU-resident" if xp is not np else "host"
+    for precision in PRECISIONS:
+        maps(on_device[:8], engine, precision)  # warm: kernels compile, handles open
+        seconds = clock.time(lambda p=precision: maps(on_device, engine, p), rounds)
+        rows.append((f"{engine.name} {precision}, images {where} (compute_maps)", len(images),
+                     seconds))  # fmt: skip
+        rates[f"engine {precision}"] = len(images) / statistics.median(seconds)
+    if xp is not np:
+        for precision in PRECISIONS:
+            seconds = wall(lambda p=precision: np.asarray(engine.to_numpy(maps(images, engine, p))),
+                           rounds, clock.sync)  # fmt: skip
+            rows.append((f"{engine.name} {precision}, images from host memory (NumPy in and out)",
+                         len(images), seconds))  # fmt: skip
+    # the floor: the batched product alone, on the same polar values
+    values = engine.resample(on_device[: min(len(images), 1024)], plan).values
+    values = xp.ascontiguousarray(values, dtype=np.float32)
+    for precision, product in (("float32", lag_product), ("bf16", lag_product_bf16)):
+        product(values[:8], 0, xp)
+        seconds = clock.time(lambda f=product: f(values, 0, xp), rounds)
+        rows.append((f"product floor {precision}: batched polar @ polar.T", len(values), seconds))
+        rates[f"product {precision}"] = len(values) / statistics.median(seconds)
+    cpu = images[:cpu_images]
+    maps(cpu[:2], host_backend)
+    seconds = wall(lambda: maps(cpu, host_backend), rounds)
+    rows.append((f"numba on the host, {os.cpu_count()} CPUs, float32", len(cpu), seconds))
+    rates["numba"] = len(cpu) / statistics.median(seconds)
+    return rows, rates
+
+
+def relative_errors(fast, reference) -> tuple[float, float]:
+    """(max, median) of |fast - ref| / |ref| over the full map's entries (i >= j), ref != 0."""
+    lower = np.tril(np.ones(reference.shape[-2:], dtype=bool))
+    fast = np.asarray(fast, np.float64)[..., lower]
+    reference = np.asarray(reference, np.float64)[..., lower]
+    keep = reference != 0
+    error = np.abs(fast[keep] - reference[keep]) / np.abs(reference[keep])
+    return float(error.max()), float(np.median(error))
+
+
+def accuracy_rows(engine, sets: dict[str, tuple]) -> list[str]:
+    """Markdown rows: bf16 against the float64 reference, per image set."""
+    import ccfkit
+    from ccfkit.backends.array import NumpyBackend
+
+    lines = [
+        "| images | n | max rel. error | median rel. error | max abs. diff (maxabs maps) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, (images, options) in sets.items():
+        common = dict(q_bins=Q_BINS, phi_bins=PHI_BINS, **options)
+        reference = ccfkit.compute_maps(images, backend=NumpyBackend(), scale="none", **common)
+        bf16 = ccfkit.compute_maps(images, backend=engine, scale="none", precision="bf16",
+                                   **common)  # fmt: skip
+        worst, median = relative_errors(engine.to_numpy(bf16), reference)
+        scaled = ccfkit.compute_maps(images, backend=NumpyBackend(), **common)
+        scaled_bf16 = engine.to_numpy(
+            ccfkit.compute_maps(images, backend=engine, precision="bf16", **common)
+        )
+        diff = float(np.max(np.abs(scaled_bf16 - scaled)))
+        lines.append(f"| {name} | {len(images)} | {worst:.2e} | {median:.2e} | {diff:.2e} |")
+    return lines
+
+
+def simulated_frames(count: int, size: int, seed: int, path: Path) -> Path:
+    """``ccfkit simulate`` of ``count`` frames into ``path``."""
+    _invoke("ccfkit", "simulate", path, "--n", count, "--size", size, "--seed", seed, "--quiet")
+    return path
+
+
+def _invoke(program: str, *args) -> None:
+    from click.testing import CliRunner
+
+    if program == "ccfkit":
+        from ccfkit.cli import main
+    else:
+        from trainer.cli import main
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if result.exit_code != 0:
+        raise RuntimeError(f"{program} {' '.join(map(str, args))}: {result.output[-2000:]}")
+
+
+def build_rows(backend: str, source: Path, work: Path, n: int) -> list[tuple[str, int, list]]:
+    """``ccfkit build`` of ``source`` in both precisions: wall seconds (one warm-up build)."""
+    rows = []
+    common = ["--backend", backend, "--quiet", "--chunk", "256"]
+    _invoke("ccfkit", "build", source, work / "warm.zarr", *common)
+    for precision in PRECISIONS:
+        out = work / f"{precision}.zarr"
+        start = time.perf_counter()
+        _invoke("ccfkit", "build", source, out, *common, "--precision", precision)
+        rows.append((f"ccfkit build --backend {backend} --precision {precision}", n,
+                     [time.perf_counter() - start]))  # fmt: skip
+    return rows
+
+
+def predict_row(device: str, backend: str, source: Path, work: Path, sort: Path):
+    """``predict_frames`` on ``sort`` with a run fitted one epoch on a store of ``source``."""
+    from trainer.sorting import predict_frames
+
+    _invoke("ccfkit", "build", source, work / "train.zarr", "--backend", backend, "--quiet")
+    _invoke("trainer", "fit", work / "train.zarr", "--epochs", "1", "--batch-size", "64",
+            "--workers", "0", "--device", device, "--run-dir", work / "run", "--quiet")  # fmt: skip
+    options = {"device": device, "backend": backend, "batch_size": 256, "progress": False}
+    predict_frames(work / "run", [sort], **options)  # warm
+    result = predict_frames(work / "run", [sort], **options)
+    seconds = result["seconds"]
+    n = len(result["index"])
+    return (
+        "| frames | frames/s | read s | maps s | model s | total s |\n|---:|---:|---:|---:|---:|---:|\n"
+        f"| {n} | {n / seconds['total']:,.0f} | {seconds['read']:.2f} | {seconds['maps']:.2f} "
+        f"| {seconds['model']:.2f} | {seconds['total']:.2f} |"
+    )
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -194,7 +351,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=4096, help="images per GPU call")
     parser.add_argument("--cpu-images", type=int, default=512, help="images per Numba call")
     parser.add_argument("--rounds", type=int, default=5, help="timed calls per row")
+    parser.add_argument("--frames", type=int, default=8192, help="frames of the build and predict")
     parser.add_argument("--skip-tests", action="store_true", help="only time, run no tests")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="no GPU: run steps 2-5 on the CPU at small sizes")  # fmt: skip
+    parser.add_argument("--sacla", metavar="DIR", help="test_img.npy and test_mask.npy here")
     parser.add_argument("--write", metavar="PATH", help="also write the Markdown report here")
     parser.add_argument(
         "pytest_args", nargs="*", help="extra pytest arguments (after --), e.g. -x"
@@ -205,104 +366,134 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cupy, reason = cuda_status()
-    if cupy is None:
+    if cupy is None and not args.rehearse:
         print(f"no CUDA device: nothing to check ({reason})")
         return 0
+    if cupy is None:  # rehearsal: the same steps on the CPU, small
+        args.images, args.cpu_images, args.frames, args.rounds = 32, 16, 48, 2
     started = time.perf_counter()
     report = ["# ccfkit GPU check", ""]
     report += [f"- {line}" for line in describe_device(cupy)]
     print("\n".join(report[2:]), flush=True)
-    try:
-        smoke_test(cupy)
-    except Exception as error:  # noqa: BLE001 - reported, and the check fails
-        print(f"CUDA device present but not working: {type(error).__name__}: {error}")
-        return 1
-
     failed = []
-    if not args.skip_tests:
-        status = run_contract_tests(args.pytest_args)
-        verdict = {
-            0: "passed",
-            5: "NO TESTS COLLECTED",
-            -1: "TIMED OUT",
-            -2: "NOT RUN (pytest missing)",
-        }.get(status, "FAILED")
-        report.append(f"- contract tests `pytest tests -m cuda -q`: {verdict} (exit {status})")
-        if status not in (0, 5):
-            failed.append("contract tests")
 
-    import ccfkit
-    from ccfkit.backends import BackendUnavailableError, get_backend
+    def step(name: str, run) -> None:
+        """Run one step; a failure is reported and the script goes on."""
+        print(f"\n== {name} ({time.perf_counter() - started:.0f} s)", flush=True)
+        try:
+            run()
+        except Exception as error:  # noqa: BLE001 - reported, and the check fails
+            traceback.print_exc()
+            report.append(f"\n**{name} FAILED**: {type(error).__name__}: {error}")
+            failed.append(name)
+        if args.write:  # what ran so far, in case a later step is killed
+            Path(args.write).write_text("\n".join(report) + "\n", encoding="utf-8")
 
-    try:
-        gpu = get_backend("cupy")
-    except BackendUnavailableError as error:
-        print(f"CUDA works but ccfkit's cupy backend does not: {error}")
-        return 1
-    report.append(f"- backend: {gpu!r}, GPU batch {gpu.batch_size} images per step")
-    print(f"making {args.images} images of {SHAPE[0]} x {SHAPE[1]} ...", flush=True)
+    if cupy is not None:
+        step("smoke test", lambda: smoke_test(cupy))
+    if cupy is not None and not args.skip_tests:
+
+        def tests() -> None:
+            status = run_contract_tests(args.pytest_args)
+            verdict = {0: "passed", 5: "NO TESTS COLLECTED", -1: "TIMED OUT",
+                       -2: "NOT RUN (pytest missing)"}.get(status, "FAILED")  # fmt: skip
+            report.append(f"- contract tests `pytest tests -m cuda -q`: {verdict} (exit {status})")
+            if status not in (0, 5):
+                raise RuntimeError(f"pytest exit {status}")
+
+        step("contract tests", tests)
+
+    from ccfkit.backends import get_backend
+    from ccfkit.backends.numba import NumbaBackend
+
+    engine = get_backend("cupy") if cupy is not None else NumbaBackend()
+    xp = cupy if cupy is not None else np
+    clock = Clock(cupy)
     images = make_images(args.images)
-    images_gpu = cupy.asarray(images)
+    rates = {}
 
-    # Warm-up: kernels compile (and cache) on first use; cuBLAS creates its handle.
-    maps(images_gpu[: min(len(images), gpu.batch_size)], gpu)
-    maps(images[:2], gpu)
-    maps(images[:2], "numba")
-    cupy.cuda.Device().synchronize()
+    def agreement() -> None:
+        difference = float(np.max(np.abs(engine.to_numpy(maps(xp.asarray(images[:8]), engine))
+                                          - maps(images[:8], "numba"))))  # fmt: skip
+        ok = difference <= AGREEMENT
+        report.append(f"- agreement {engine.name} vs numba on 8 images: max |diff| "
+                      f"{difference:.1e} ({'ok' if ok else f'ABOVE {AGREEMENT:g}'})")  # fmt: skip
+        if not ok:
+            raise RuntimeError("the backends disagree")
 
-    difference = agreement(cupy, images[:8], gpu)
-    ok = difference <= AGREEMENT
-    report.append(
-        f"- agreement cupy vs numba on 8 images: max |diff| {difference:.1e} "
-        f"({'ok' if ok else f'ABOVE {AGREEMENT:g}'})"
-    )
-    if not ok:
-        failed.append("agreement")
+    step("agreement", agreement)
 
-    rows = []
-    resident = time_gpu_resident(cupy, images_gpu, gpu, args.rounds)
-    rows.append(("cupy, images on the GPU (CuPy in and out, CUDA events)", args.images, resident))
-    plan = ccfkit.make_polar_plan(SHAPE, q_bins=Q_BINS, phi_bins=PHI_BINS)
-    fused = time_gpu_resident(
-        cupy, images_gpu, gpu, args.rounds, call=lambda x: gpu.merged_maps(x, plan, order=ORDER)
-    )
-    rows.append(("the same, plan built once (`backend.merged_maps`)", args.images, fused))
-    host = time_host(images, gpu, args.rounds, sync=cupy.cuda.Device().synchronize)
-    rows.append(("cupy, images from host memory (NumPy in and out, wall)", args.images, host))
-    cpu_images = images[: args.cpu_images]
-    numba = time_host(cpu_images, "numba", args.rounds)
-    rows.append(
-        (
-            f"numba on the host, {os.cpu_count()} CPUs (NumPy in and out, wall)",
-            len(cpu_images),
-            numba,
-        )
-    )
-    pool = cupy.get_default_memory_pool()
-    report.append(
-        f"- CuPy memory pool after the timings: {pool.used_bytes() / 2**30:.2f} GiB used, "
-        f"{pool.total_bytes() / 2**30:.2f} GiB held"
-    )
-    del images_gpu
-    pool.free_all_blocks()
+    def engine_step() -> None:
+        rows, found = engine_rows(xp, engine, images, args.rounds, clock, "numba", args.cpu_images)
+        rates.update(found)
+        setting = (f"{SHAPE[0]} × {SHAPE[1]} float32, Q = {Q_BINS}, P = {PHI_BINS}, order "
+                   f"{ORDER}; median of {args.rounds} calls per row; {engine!r}; bf16 runs as "
+                   f"{engine.product_precision('bf16').value}.")  # fmt: skip
+        report.extend(["", "## Engine", "", setting, "", table(rows), ""])
+        for precision in PRECISIONS:
+            report.append(
+                f"- {precision}: engine ÷ its product floor = "
+                f"{rates[f'product {precision}'] / rates[f'engine {precision}']:.2f}× the time"
+            )
+        report.append(f"- bf16 ÷ float32 engine speed-up: "
+                      f"{rates['engine bf16'] / rates['engine float32']:.2f}×; "
+                      f"{engine.name} float32 ÷ host numba: "
+                      f"{rates['engine float32'] / rates['numba']:.1f}×")  # fmt: skip
+        pool = getattr(xp, "get_default_memory_pool", None)
+        if pool is not None:
+            report.append(f"- CuPy memory pool: {pool().total_bytes() / 2**30:.2f} GiB held")
+            pool().free_all_blocks()
 
-    report += [
-        "",
-        (
-            f"{SHAPE[0]} × {SHAPE[1]} float32, Q = {Q_BINS}, P = {PHI_BINS}, order {ORDER}; "
-            f"median of {args.rounds} calls per row, ccfkit {ccfkit.__version__}."
-        ),
-        "",
-    ]
-    report.append(table(rows))
-    speedup = statistics.median(
-        [(args.images / r) / (len(cpu_images) / n) for r, n in zip(resident, numba)]
-    )
-    report += [
-        "",
-        f"images/s of GPU-resident cupy ÷ host numba: {speedup:.1f}×.",
-        f"Total time of this check: {time.perf_counter() - started:.0f} s.",
-    ]
+    step("engine", engine_step)
+
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    size = SHAPE[0]
+
+    def accuracy_step() -> None:
+        frames = simulated_frames(64, size, 7, work / "accuracy.cxi")
+        import h5py
+
+        with h5py.File(frames, "r") as handle:
+            simulated = handle["entry_1/data_1/data"][:].astype(np.float32)
+        sets = {"benchmark images": (images[:64], {}),
+                "simulated frames (ccfkit simulate)": (simulated, {"r_min": "auto"})}  # fmt: skip
+        if args.sacla:
+            frame = np.load(Path(args.sacla) / "test_img.npy").astype(np.float32)
+            mask = np.load(Path(args.sacla) / "test_mask.npy")
+            sets["SACLA MPCCD frame"] = (frame[None], {"mask": mask, "center": (152.0, 151.0),
+                                                       "r_min": "auto"})  # fmt: skip
+        used = engine.product_precision("bf16").value
+        title = f"## bf16 accuracy ({engine.name}, runs as {used}), full map against float64"
+        report.extend(["", title, ""])
+        report.extend(accuracy_rows(engine, sets))
+
+    step("bf16 accuracy", accuracy_step)
+
+    source = work / "frames.cxi"
+    sort = work / "sort.cxi"
+
+    def build_step() -> None:
+        simulated_frames(args.frames, size, 1, source)
+        rows = build_rows(engine.name, source, work, args.frames)
+        report.extend(["", "## Build (simulated file on local disk)", "", table(rows), ""])
+        for label, n, seconds in rows:
+            precision = label.rsplit(" ", 1)[-1]
+            rate = n / seconds[0]
+            report.append(f"- build {precision}: {rate:,.0f} frames/s; engine ÷ build "
+                          f"{rates.get(f'engine {precision}', float('nan')) / rate:.2f}×")  # fmt: skip
+
+    step("build", build_step)
+
+    def predict_step() -> None:
+        simulated_frames(args.frames, size, 2, sort)
+        device = "cuda" if cupy is not None else "cpu"
+        row = predict_row(device, engine.name, source, work, sort)
+        title = f"## trainer predict from frames (device {device}, backend {engine.name})"
+        report.extend(["", title, "", "ResNet-18 of width 64 (the paper's), batch 256.", "", row])
+
+    step("predict", predict_step)
+
+    report += ["", f"Total time of this check: {time.perf_counter() - started:.0f} s."]
     text = "\n".join(report) + "\n"
     print()
     print(text)
