@@ -75,6 +75,14 @@ class Precision(str, enum.Enum):
     #: bfloat16 inputs (8 significant bits), float32 accumulation, on hardware
     #: that has it (docs/ccf.md, "Precision"); elsewhere float32, with a log line.
     BF16 = "bf16"
+    #: The roundings of ``BF16`` on any hardware, emulated where there are no
+    #: bf16 units (slower than float32): to study their effect anywhere.
+    BF16_EMULATED = "bf16-emulated"
+
+    @property
+    def rounds_to_bf16(self) -> bool:
+        """Whether the product's inputs are rounded to bfloat16."""
+        return self is not Precision.FLOAT32
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,8 @@ def _center_option(value: str | None):
     default=Precision.FLOAT32.value,
     show_default=True,
     help="The full map's product: float32, or bf16 inputs with float32 sums where the "
-    "hardware has bf16 units (AMX, AVX512-BF16, GPU tensor cores; float32 elsewhere).",
+    "hardware has bf16 units (AMX, AVX512-BF16, GPU tensor cores; float32 elsewhere); "
+    "bf16-emulated: bf16's roundings on any hardware (slow; to study their effect).",
 )
 @click.option(
     "--backend",

@@ -80,10 +80,11 @@ def compute_maps(
         ``"maxabs"`` divides each triangle by its largest absolute value;
         ``"ring"`` divides by the two rings' mean intensities (minus 1 on the
         full triangle) and clips to [-1, 1]; ``"none"`` keeps intensity units.
-    precision : {"float32", "bf16"}
+    precision : {"float32", "bf16", "bf16-emulated"}
         The arithmetic of the full map's product (docs/ccf.md, "Precision"):
         ``"bf16"`` rounds its inputs to bfloat16 and sums in float32 where the
-        hardware has bf16 matrix units, and runs in float32 (logged) elsewhere.
+        hardware has bf16 matrix units, and runs in float32 (logged) elsewhere;
+        ``"bf16-emulated"`` rounds them on any hardware (slower than float32).
     backend : {"auto", "numpy", "numba", "cupy"} or Backend
         Where to compute (see :mod:`ccfkit.backends`).
 

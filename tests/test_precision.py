@@ -132,6 +132,20 @@ def test_without_bf16_hardware_the_maps_are_float32_and_it_is_said(no_bf16_hardw
     assert ccfkit.backends.get_backend("numba").product_precision("bf16") is Precision.FLOAT32
 
 
+@pytest.mark.parametrize("name", ["numpy32", "numba1"])
+def test_bf16_emulated_rounds_on_any_hardware_as_bf16_does(monkeypatch, name, rng):
+    monkeypatch.setattr(_bf16, "_bf16_missing", lambda device: True)
+    images = rng.poisson(30.0, (3, 57, 61)).astype(np.float32)
+    backend = make_cpu_backend(name)
+    assert backend.product_precision("bf16-emulated") is Precision.BF16_EMULATED
+    emulated = ccfkit.compute_maps(images, backend=backend, precision="bf16-emulated", **GRID)
+    float32 = ccfkit.compute_maps(images, backend=backend, **GRID)
+    assert 0 < np.max(np.abs(emulated - float32)) <= 2 * BF16_FULL_MAP
+    monkeypatch.setattr(_bf16, "_bf16_missing", lambda device: False)
+    hardware = ccfkit.compute_maps(images, backend=backend, precision="bf16", **GRID)
+    np.testing.assert_array_equal(emulated, hardware)  # the same roundings, the same code
+
+
 def test_the_missing_hardware_is_named_once(monkeypatch, caplog):
     monkeypatch.setattr(_bf16, "hardware_reason", lambda device: "no bf16 units in this test")
     _bf16._bf16_missing.cache_clear()

@@ -97,7 +97,7 @@ class Backend(abc.ABC):
         polar = self.resample(images, plan)
         coefficients = self.fourier(polar.values, polar.valid, [0, *settings.orders])
         means, coefficients = coefficients[..., 0].real, coefficients[..., 1:]
-        if self.product_precision(settings.precision) is Precision.BF16:
+        if self.product_precision(settings.precision).rounds_to_bf16:
             shift = ccf.angular_shift(settings.delta, plan.phi_bins)
             numerator = lag_product_bf16(polar.values, shift, xp)
             pairs = ccf.lag_product(polar.valid.astype(polar.values.dtype), shift, xp)

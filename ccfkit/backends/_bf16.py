@@ -68,7 +68,7 @@ def effective_precision(precision: Precision | str, device: str) -> Precision:
 
     ``bf16`` where the hardware has it; otherwise ``float32`` (emulated bf16
     would be slower than float32 and no more accurate), with a log line the
-    first time.
+    first time. ``bf16-emulated`` and ``float32`` run as asked.
     """
     precision = Precision(precision)
     if precision is Precision.BF16 and _bf16_missing(device):

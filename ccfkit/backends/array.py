@@ -12,7 +12,6 @@ import threading
 import numpy as np
 
 from .. import ccf, fourier
-from ..ccf import Precision
 from ..polar import PolarImages, PolarPlan
 from ._base import Backend, BackendUnavailableError
 from ._bf16 import lag_product_bf16
@@ -86,7 +85,7 @@ class ArrayBackend(Backend):
         shift = ccf.angular_shift(settings.delta, plan.phi_bins)
         tables = self._tables_of(plan)
         product = ccf.lag_product
-        if self.product_precision(settings.precision) is Precision.BF16:
+        if self.product_precision(settings.precision).rounds_to_bf16:
             product = lag_product_bf16
         shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
         out = xp.empty(shape, dtype=np.float32)

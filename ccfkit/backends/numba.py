@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..ccf import Estimator, Precision, Scale, angular_shift, resolve_settings
+from ..ccf import Estimator, Scale, angular_shift, resolve_settings
 from ..polar import PolarImages, PolarPlan
 from ._base import BackendUnavailableError, usable_cpus
 from ._bf16 import lag_product_bf16
@@ -447,7 +447,7 @@ class NumbaBackend(ArrayBackend):
         shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
         out = np.empty(shape, dtype=np.float32)
         common = (tables.index, tables.weight, tables.valid, tables.counts)
-        if self.product_precision(settings.precision) is Precision.BF16:
+        if self.product_precision(settings.precision).rounds_to_bf16:
             self._bf16_maps(images, plan, common, inverse_pairs, (cos_n, sin_n), shift,
                             scale_mode, out)  # fmt: skip
         else:
