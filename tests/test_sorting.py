@@ -50,6 +50,7 @@ def _probabilities(path):
         [],
         ["--orders", "8,2", "--estimator", "mask-corrected", "--scale", "ring", "--r-min", "0"],
         ["--scale", "none", "--min-ring-fraction", "0"],
+        ["--precision", "bf16-emulated"],
     ],
 )
 def test_frames_give_the_probabilities_of_their_store(tmp_path, frames, options):
