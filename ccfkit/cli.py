@@ -514,6 +514,21 @@ def _span(metavar: str = "MIN MAX"):
     help="Beam-centre jitter: radius of the disc it is drawn in, px.",
 )
 @click.option(
+    "--beam-offset",
+    type=(float, float),
+    default=(0.0, 0.0),
+    show_default=True,
+    metavar="DX DY",
+    help="Mean beam centre from the detector middle, px (the jitter disc is around it).",
+)
+@click.option(
+    "--panel-gap",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Width of the masked gaps between four detector panels, px (0: one panel).",
+)
+@click.option(
     "--hole",
     type=float,
     default=10.0,
@@ -560,6 +575,8 @@ def simulate(
     gain_spread,
     blur,
     jitter,
+    beam_offset,
+    panel_gap,
     hole,
     distance,
     max_angle,
@@ -598,7 +615,9 @@ def simulate(
             gain_spread=gain_spread,
             blur=blur,
             jitter=jitter,
+            beam_offset=beam_offset,
             hole_radius=hole,
+            panel_gap=panel_gap,
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None

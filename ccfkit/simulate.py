@@ -331,9 +331,16 @@ class SimulationConfig:
         Standard deviation of the phosphor blur, pixels.
     jitter : float
         Radius in pixels of the disc in which the beam centre is drawn
-        around the detector centre.
+        around ``beam_offset``.
+    beam_offset : (float, float)
+        ``(dx, dy)`` in pixels from the detector middle to the centre of the
+        jitter disc: a beam that does not hit the middle.
     hole_radius : float
         Radius in pixels of the central hole of the detector (masked).
+    panel_gap : float
+        Width in pixels of the masked gaps between the detector's four panels
+        (a horizontal and a vertical band through its middle); 0: one panel.
+        With a ``beam_offset`` they cut rings around the beam partly.
     """
 
     size: int = 259
@@ -348,7 +355,9 @@ class SimulationConfig:
     noise: bool = True
     background: float = 0.01
     jitter: float = 3.0
+    beam_offset: tuple[float, float] = (0.0, 0.0)
     hole_radius: float = 10.0
+    panel_gap: float = 0.0
     polarization: str = "horizontal"
     solid_angle: bool = True
     halo: tuple[float, float] = (1e3, 2e4)
@@ -402,6 +411,17 @@ class SimulationConfig:
             raise ValueError(
                 f"jitter must lie between 0 and size/4 = {self.size / 4:g} px, got {self.jitter:g}"
             )
+        offset = math.hypot(*self.beam_offset)
+        if not (math.isfinite(offset) and offset + self.jitter <= self.size / 4):
+            raise ValueError(
+                f"the beam offset plus the jitter must stay within size/4 = {self.size / 4:g} px "
+                f"of the middle, got {offset:g} + {self.jitter:g}"
+            )
+        if not (math.isfinite(self.panel_gap) and 0 <= self.panel_gap <= self.size / 4):
+            raise ValueError(
+                f"panel gap must lie between 0 and size/4 = {self.size / 4:g} px, "
+                f"got {self.panel_gap:g}"
+            )
         if not (math.isfinite(self.hole_radius) and 0 <= self.hole_radius < (self.size - 1) / 2):
             raise ValueError(
                 f"hole radius must lie between 0 and {(self.size - 1) / 2:g} px, "
@@ -432,7 +452,9 @@ class SimulationConfig:
             "fluence": "fluence_photons",
             "background": "background_photons_per_pixel",
             "jitter": "jitter_px",
+            "beam_offset": "beam_offset_px",
             "hole_radius": "hole_radius_px",
+            "panel_gap": "panel_gap_px",
             "halo": "halo_photons",
             "halo_width": "halo_width_deg",
             "blur": "blur_px",
@@ -472,18 +494,23 @@ class Detector:
         Pixel pitch in m (square pixels).
     hole_radius : float
         Radius in pixels of the central hole, centred on :attr:`nominal_center`.
+    panel_gap : float
+        Width in pixels of the masked bands between four panels, through
+        :attr:`nominal_center`; 0 for one panel.
     """
 
     shape: tuple[int, int]
     distance: float
     pixel_size: float
     hole_radius: float
+    panel_gap: float = 0.0
 
     @classmethod
     def from_config(cls, config: SimulationConfig) -> Detector:
         size = int(config.size)
         pixel = 2 * config.distance * math.tan(math.radians(config.max_angle)) / size
-        return cls((size, size), float(config.distance), pixel, float(config.hole_radius))
+        return cls((size, size), float(config.distance), pixel, float(config.hole_radius),
+                   float(config.panel_gap))  # fmt: skip
 
     @property
     def nominal_center(self) -> tuple[float, float]:
@@ -496,10 +523,12 @@ class Detector:
         return min(self.shape) / 2
 
     def good_pixels(self) -> np.ndarray:
-        """(H, W) bool mask, True = good: every pixel outside the central hole."""
+        """(H, W) bool mask, True = good: every pixel outside the central hole and the gaps."""
         cx, cy = self.nominal_center
         y, x = np.ogrid[: self.shape[0], : self.shape[1]]
-        return (x - cx) ** 2 + (y - cy) ** 2 >= self.hole_radius**2
+        good = (x - cx) ** 2 + (y - cy) ** 2 >= self.hole_radius**2
+        half_gap = self.panel_gap / 2
+        return good & (np.abs(x - cx) >= half_gap) & (np.abs(y - cy) >= half_gap)
 
 
 @dataclass(frozen=True)
@@ -625,7 +654,7 @@ def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParame
     shift = config.jitter * np.sqrt(u[:, 7])  # uniform in a disc
     turn = 2 * np.pi * u[:, 8]
     detector = Detector.from_config(config)
-    cx0, cy0 = detector.nominal_center
+    cx0, cy0 = np.add(detector.nominal_center, config.beam_offset)
     center = np.stack([cx0 + shift * np.cos(turn), cy0 + shift * np.sin(turn)], axis=1)
 
     partner_radius, separation = _draw_partners(kind, radius, u[:, 9:13])

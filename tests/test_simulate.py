@@ -756,6 +756,28 @@ def test_masked_pixels_are_masked(cxi_file):
     np.testing.assert_array_equal(source.mask, ~hole)
 
 
+def test_panel_gaps_and_an_offset_beam_make_partial_rings(tmp_path):
+    """Gaps through the detector middle, a beam beside it: rings around the beam are cut."""
+    path = simulate_file(tmp_path / "gaps.cxi", "--panel-gap", 3, "--beam-offset", 6, -4,
+                         "--jitter", 1, "--seed", 2)  # fmt: skip
+    with h5py.File(path, "r") as handle:
+        mask = handle[cxi.MASK_PATH][()]
+        data = handle[cxi.DATA_PATH][()]
+        centres = handle["entry_1/instrument_1/detector_1/beam_center"][()]
+    y, x = np.indices(mask.shape)
+    gaps = (np.abs(x - 32) < 1.5) | (np.abs(y - 32) < 1.5)  # 3 px wide through the middle
+    hole = np.hypot(x - 32, y - 32) < 10
+    np.testing.assert_array_equal(mask != 0, gaps | hole)
+    assert np.all(data[:, gaps] == 0)
+    # every centre lies in the 1 px jitter disc around the offset
+    assert np.all(np.hypot(centres[:, 0] - 38, centres[:, 1] - 28) <= 1 + 1e-9)
+    # around the mean beam centre, rings keep between 50 % and all of their samples
+    plan = ccfkit.make_polar_plan(mask.shape, center=(38.0, 28.0), mask=mask == 0, q_bins=16,
+                                  phi_bins=64, r_min="auto")  # fmt: skip
+    fraction = plan.valid.mean(axis=1)[plan.ring_used]
+    assert np.any((fraction > 0.5) & (fraction < 1)), fraction
+
+
 def test_the_build_reader_opens_the_file(cxi_file):
     source = open_source([cxi_file])
     assert source.n_frames == 32 and source.frame_shape == (65, 65)
@@ -884,6 +906,8 @@ def test_same_seed_gives_the_same_file(tmp_path):
         (["--halo-width", "5", "2"], "halo width"),
         (["--gain-spread", "-1"], "gain spread"),
         (["--polarization", "circular"], "--polarization"),
+        (["--panel-gap", "-2"], "panel gap"),
+        (["--beam-offset", "15", "0"], "beam offset plus the jitter"),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_leaves_no_file(tmp_path, args, message):

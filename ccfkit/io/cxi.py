@@ -270,6 +270,11 @@ def _write_header(
         description=(
             "CXI bit mask: 0 = good; 512 (PIXEL_IS_MISSING) = the central hole of the MCP, "
             f"radius {detector.hole_radius:g} px around the detector middle"
+            + (
+                f", and gaps {detector.panel_gap:g} px wide between four panels"
+                if detector.panel_gap
+                else ""
+            )
         ),
     )
     _dataset(
