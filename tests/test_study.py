@@ -166,12 +166,17 @@ def test_overrides_are_toml_values():
         apply_override(config, "novalue")
 
 
-@pytest.mark.parametrize("name", ["cpu", "cpu-maps", "paper"])
+@pytest.mark.parametrize("name", ["cpu", "cpu-maps", "cpu-gaps", "paper"])
 def test_shipped_presets_expand(name):
-    plan = make_plan(load_config(name))
+    from ccfkit.simulate import SimulationConfig
+
+    config = load_config(name)
+    plan = make_plan(config)
     assert len(plan.seeds) >= 3 and plan.claims and plan.tables
     for arm in plan.arms.values():
         build_config(arm.build)  # every arm's build is one ccfkit accepts
+    spec = {k: v for k, v in config["data"].get("simulate", {}).items() if k not in ("n", "seed")}
+    SimulationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
 
 
 # --------------------------------------------------------------------------
