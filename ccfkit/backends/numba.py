@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..buffers import aligned_empty
 from ..ccf import Estimator, Scale, angular_shift, resolve_settings
 from ..polar import PolarImages, PolarPlan
 from ._base import BackendUnavailableError, usable_cpus
@@ -380,9 +379,9 @@ class NumbaBackend(ArrayBackend):
         cos_n, sin_n = _order_tables(plan, settings.orders)
         inverse_pairs = _inverse_pairs_for(plan, shift)
         scale_mode = _SCALE_CODES[settings.scale]
-        # page-aligned: a store chunk of maps can then be written with O_DIRECT, uncopied
-        shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
-        out = aligned_empty(shape, np.float32)
+        out = np.empty(
+            (images.shape[0], settings.channels, plan.q_bins, plan.q_bins), dtype=np.float32
+        )
 
         def run(part: range) -> None:
             _merged_maps_part(
