@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import errno
 import os
 import pathlib
@@ -202,3 +203,22 @@ def test_a_killed_writer_never_leaves_a_torn_chunk(tmp_path, method):
         chunk = zarr.open_array(str(tmp_path / "a"), mode="r")[:]  # checks the crc32c
         values = np.unique(chunk)
         assert values.size == 1 and values[0] >= written  # one whole version of the chunk
+
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ccfkit"
+
+
+@pytest.mark.parametrize("module", ["backends/numba.py", "noise.py", "store.py", "pipeline.py"])
+def test_only_the_io_layer_knows_how_chunks_reach_the_disk(module):
+    """Kernels and noise take plain arrays; the store writes through ccfkit.io.chunks only."""
+    imported = set()
+    for node in ast.walk(ast.parse((PACKAGE / module).read_text())):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert not {
+        name
+        for name in imported
+        if name.split(".")[-1] in ("zarr_direct", "buffers", "frames", "hdf5_direct")
+    }
