@@ -9,7 +9,7 @@ from them, compute the merged maps, write the chunk, mark it done. With
 also computes its frames' statistics (``StoreLayout.stats_by_chunk``). Tasks
 receive a small description of the geometry (:class:`PlanSpec`) and build
 the polar plan once per process; each task writes whole Zarr chunks of its
-own, straight to their files (:mod:`ccfkit.io.zarr_direct`), so no locks are
+own, each in one atomic step (:mod:`ccfkit.io.chunks`), so no locks are
 needed and a build resumes chunk by chunk. Locally the writes run behind the
 computation (:mod:`ccfkit.write_behind`). ``docs/build.md`` says why each
 step is done the way it is, with the measurements.
