@@ -16,11 +16,10 @@ file is written under a temporary name and renamed over the chunk
 (``os.replace``): a reader never sees a torn chunk. Reading goes through zarr
 as usual. Only :mod:`ccfkit.io.chunks` uses this module.
 
-On a virtual machine whose memory the host hands out on first touch, writing
-a new file through the page cache runs at ~0.4 GB/s while the pages are
-fresh (~0.45 ms per 224 x 224 map; docs/performance.md); ``O_DIRECT`` avoids
-that, and keeps a long build from pushing everything else out of the page
-cache. Where ``O_DIRECT`` is refused
+Where fresh page-cache pages are expensive (a virtual machine whose memory
+the host hands out on first touch), ``O_DIRECT`` avoids their cost, and it
+keeps a long build from pushing everything else out of the page cache; the
+measurements are in docs/performance.md. Where ``O_DIRECT`` is refused
 (tmpfs, some network file systems, other operating systems) the file is
 written the ordinary way.
 """
