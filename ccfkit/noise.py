@@ -63,11 +63,9 @@ def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.n
         Columns mean, std (population), max; NaN for a frame without valid pixels.
     """
     pixels = _pixel_rows(images)
-    flat_mask = (
-        np.ones(pixels.shape[1], dtype=bool)
-        if mask is None
-        else (np.ascontiguousarray(mask, dtype=bool).reshape(-1))
-    )
+    if mask is None:
+        mask = np.ones(pixels.shape[1], dtype=bool)
+    flat_mask = np.ascontiguousarray(mask, dtype=bool).reshape(-1)
     if flat_mask.shape[0] != pixels.shape[1]:
         raise ValueError(f"mask of shape {np.shape(mask)} for frames of {np.shape(images)[1:]}")
     stats = np.empty((len(pixels), 3), dtype=np.float32)
@@ -80,7 +78,7 @@ def _pixel_rows(images: np.ndarray) -> np.ndarray:
     if np.ndim(images) != 3:
         raise ValueError(f"expected (B, H, W) frames, got shape {np.shape(images)}")
     images = np.ascontiguousarray(images, dtype=np.float32)
-    return images.reshape(len(images), -1)
+    return images.reshape(images.shape[0], images.shape[1] * images.shape[2])
 
 
 #: Fast-math flags that keep NaN and inf comparisons exact (no "nnan", "ninf").
