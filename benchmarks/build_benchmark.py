@@ -7,11 +7,12 @@ Usage (from the repository root)::
 1. Simulates ``--frames`` 259 x 259 frames with ``ccfkit simulate`` into an
    uncompressed CXI file (kept in ``--workdir`` and reused when present).
 2. Runs ``--rounds`` interleaved rounds, each in fresh processes:
-   ``ccfkit -v build --noise max --order 8`` (both passes, writing the store;
-   wall time, peak resident memory from ``wait4``, and the durations of the
-   two passes from its log), then the engine alone: ``NumbaBackend().merged_maps``
-   on the same frames already in memory, in batches of 256 (kernels loaded
-   before the timing).
+   ``ccfkit -v build --noise max --order 8`` once per ``--writers`` method
+   (``--chunk-writer zarr`` and ``direct``, in an order that alternates; both
+   passes, writing the store; wall time, CPU time and peak resident memory
+   from ``wait4``, and the durations of the two passes from its log), then
+   the engine alone: ``NumbaBackend().merged_maps`` on the same frames
+   already in memory, in batches of 256 (kernels loaded before the timing).
 3. Prints medians and the per-round ratios and, with ``--write``, puts them
    into the build section of the performance page (between
    ``<!-- build:begin -->`` and ``<!-- build:end -->``).
@@ -61,10 +62,11 @@ def simulate(path: Path, frames: int) -> None:
     subprocess.run(command, check=True)
 
 
-def engine_alone(path: Path, batch: int = 256) -> tuple[float, Round]:
+def engine_alone(path: Path, batch: int = 256) -> tuple[float, Round, float]:
     """Seconds the Numba engine needs for every frame of ``path``, frames in memory.
 
-    Also what else ran on the machine meanwhile (other processes, steal).
+    Also what else ran on the machine meanwhile (other processes, steal), and
+    the CPU seconds the engine used.
     """
     from ccfkit import make_polar_plan
     from ccfkit.backends.numba import NumbaBackend
@@ -80,16 +82,16 @@ def engine_alone(path: Path, batch: int = 256) -> tuple[float, Round]:
     start = time.perf_counter()
     for lo in range(0, len(frames), batch):
         backend.merged_maps(frames[lo : lo + batch], plan)
-    seconds = time.perf_counter() - start
-    return seconds, Round.between(before, cpu_seconds(), time.process_time() - own, seconds)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - own
+    return seconds, Round.between(before, cpu_seconds(), cpu, seconds), cpu
 
 
-def engine_in_child(path: Path) -> tuple[float, Round]:
+def engine_in_child(path: Path) -> tuple[float, Round, float]:
     """:func:`engine_alone` in a fresh process (its 5 GB of frames stay out of ours)."""
     command = [sys.executable, __file__, "--engine-only", str(path)]
     result = subprocess.run(command, check=True, capture_output=True, text=True)
-    seconds, others, steal = (float(v) for v in result.stdout.split()[-3:])
-    return seconds, Round(others, steal)
+    seconds, others, steal, cpu = (float(v) for v in result.stdout.split()[-4:])
+    return seconds, Round(others, steal), cpu
 
 
 def paged_in() -> float:
@@ -117,20 +119,25 @@ class BuildRun:
     """One timed ``ccfkit build``."""
 
     seconds: float
+    cpu: float  # CPU seconds of the build process (user + system)
     peak_gib: float
     passes: dict[str, float]  # "statistics pass", "map pass" -> seconds
     round: Round  # what else ran meanwhile
     disk_mb: float  # read from disk meanwhile (/proc/vmstat pgpgin): 0 with the input cached
 
 
-def build(path: Path, out: Path, tree: Path | None = None) -> BuildRun:
+def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = None
+          ) -> BuildRun:  # fmt: skip
     """Wall seconds, peak RSS and pass durations of ``ccfkit -v build --noise max --order 8``.
 
-    ``tree``: run another checkout's ccfkit (its root first on ``PYTHONPATH``).
+    ``tree``: run another checkout's ccfkit (its root first on ``PYTHONPATH``);
+    ``writer``: its ``--chunk-writer``.
     """
     env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
     command = [sys.executable, "-m", "ccfkit.cli", "-v", "build", "--noise", "max",
                "--order", "8", str(path), str(out), "--overwrite", "--quiet"]  # fmt: skip
+    if writer:
+        command += ["--chunk-writer", writer]
     shutil.rmtree(out, ignore_errors=True)  # deleting the last round's store is not timed
     warm(path)
     paged_in_before = paged_in()
@@ -148,20 +155,21 @@ def build(path: Path, out: Path, tree: Path | None = None) -> BuildRun:
         for match in re.finditer(r"(statistics pass|map pass): \d+ frames in ([0-9.]+) s", log)
     }
     disk_mb = (paged_in() - paged_in_before) / 1024
-    return BuildRun(seconds, usage.ru_maxrss / 2**20, passes, quiet, disk_mb)
+    cpu = usage.ru_utime + usage.ru_stime
+    return BuildRun(seconds, cpu, usage.ru_maxrss / 2**20, passes, quiet, disk_mb)
 
 
 def codecs(store: Path, maps: int = 640) -> list[tuple[str, float, float, float]]:
     """Write/read ms per map and compression ratio of each map codec, on built maps.
 
-    Writes go the build's way (:class:`ccfkit.io.zarr_direct.ChunkFiles`, whole
-    chunks of 64); reads through zarr, as the trainer reads. Each codec first
-    writes and reads one chunk untimed (codec set-up, first calls). Files
-    written with O_DIRECT are not in the page cache: the reads come from the disk.
+    Writes go the build's default way (:class:`ccfkit.io.chunks.ChunkWriter`
+    through zarr, whole chunks of 64); reads through zarr, as the trainer
+    reads. Each codec first writes and reads one chunk untimed (codec set-up,
+    first calls).
     """
     import zarr
 
-    from ccfkit.io.zarr_direct import ChunkFiles
+    from ccfkit.io.chunks import chunk_writer
     from ccfkit.store import COMPRESSORS
 
     sample = zarr.open_group(str(store), mode="r")["ccf"][:maps]
@@ -175,7 +183,7 @@ def codecs(store: Path, maps: int = 640) -> list[tuple[str, float, float, float]
                 "ccf", shape=sample.shape, chunks=(64, *sample.shape[1:]), dtype=dtype,
                 compressors=compressor,
             )  # fmt: skip
-            files = ChunkFiles.of(array)
+            files = chunk_writer(array)
             data = sample.astype(dtype)
             files.write(0, data[:64])  # untimed: set-up and first calls
             array[:64]
@@ -207,11 +215,12 @@ def stages(
     import numpy as np
     import zarr
     from threadpoolctl import threadpool_limits
+    from zarr.codecs import Crc32cCodec
 
     from ccfkit import make_polar_plan
     from ccfkit.backends.numba import NumbaBackend
+    from ccfkit.io.chunks import chunk_writer
     from ccfkit.io.source import open_source
-    from ccfkit.io.zarr_direct import ChunkFiles
     from ccfkit.noise import add_noise, frame_statistics
 
     source = open_source([path])
@@ -227,12 +236,22 @@ def stages(
 
     def array(name: str):
         return group.create_array(name, shape=maps_shape, chunks=(chunk, *maps_shape[1:]),
-                                  dtype="float32", compressors=None)  # fmt: skip
+                                  dtype="float32", compressors=Crc32cCodec())  # fmt: skip
 
-    by_zarr, direct = array("by_zarr"), ChunkFiles.of(array("direct"))
+    by_zarr, direct = chunk_writer(array("by_zarr")), chunk_writer(array("direct"), "direct")
     buffered = workdir / "stages-buffered"
     buffered.mkdir(exist_ok=True)
     indices = {lo: np.arange(lo, hi) for lo, hi in chunks}
+
+    def noisy(pieces, first_indices):  # as a map task adds noise: one pass from the pages
+        out = np.empty((len(first_indices), *reader.frame_shape), np.float32)
+        start = 0
+        for piece in pieces:
+            stop = start + len(piece)
+            add_noise(piece, first_indices[start:stop], 10.0, 0, out=out[start:stop])
+            start = stop
+        return out
+
     maps = {}  # the last chunk's maps only: holding all would measure fresh memory instead
     with h5py.File(reader.files[0], "r") as handle:
         dataset = handle[reader.data_path]
@@ -246,26 +265,26 @@ def stages(
             "statistics of frames read into memory": lambda lo, hi: frame_statistics(
                 reader.read(lo, hi), mask
             ),
-            "statistics straight from the mapped file (`FrameReader.block`)": lambda lo, hi: (
-                frame_statistics(reader.block(lo, hi), mask)
-            ),
+            "statistics straight from the mapped file (`FrameReader.pieces`)": lambda lo, hi: [
+                frame_statistics(piece, mask) for piece in reader.pieces(lo, hi)
+            ],
             "read, then noise added in place": lambda lo, hi: add_noise(
                 frames_ := reader.read(lo, hi), indices[lo], 10.0, 0, out=frames_
             ),
-            "noise added in one pass from the mapped file": lambda lo, hi: add_noise(
-                reader.block(lo, hi), indices[lo], 10.0, 0
+            "noise added in one pass from the mapped file": lambda lo, hi: noisy(
+                reader.pieces(lo, hi), indices[lo]
             ),
             "engine, one thread (`NumbaBackend(threads=1).merged_maps`)": lambda lo, hi: (
                 maps.__setitem__("last", engine.merged_maps(reader.read(lo, hi), plan))
             ),
-            "write maps through zarr (`array[lo:hi] = maps`, no codec)": lambda lo, hi: (
-                by_zarr.__setitem__(slice(lo, hi), maps["last"][: hi - lo])
+            "write maps with `ChunkWriter` through zarr (the default; crc32c)": lambda lo, hi: (
+                by_zarr.write(lo // chunk, maps["last"][: hi - lo])
             ),
             "write maps through the page cache (new file, plain `write`)": lambda lo, hi: (
                 buffered / str(lo)
             ).write_bytes(maps["last"][: hi - lo]),
-            "write maps with `ChunkFiles.write` (O_DIRECT)": lambda lo, hi: direct.write(
-                lo // chunk, maps["last"][: hi - lo]
+            "write maps with `ChunkWriter`, `direct` (O_DIRECT; crc32c)": lambda lo, hi: (
+                direct.write(lo // chunk, maps["last"][: hi - lo])
             ),
         }
         rows = []
@@ -282,24 +301,22 @@ def stages(
     return rows
 
 
-def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage_rows) -> str:
-    """The Markdown section, from the kept rounds ``(build run, engine seconds, engine round)``."""
-    runs = [run for run, _, _ in kept]
-    engines = [engine for _, engine, _ in kept]
-    build_s = statistics.median(run.seconds for run in runs)
+def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage_rows,
+           command: str) -> str:  # fmt: skip
+    """The Markdown section, from the kept rounds ``(runs by writer, engine s, round, CPU s)``."""
+    writers = list(kept[0][0])
+    engines = [engine for _, engine, _, _ in kept]
     engine_s = statistics.median(engines)
-    ratios = [run.seconds / engine for run, engine in zip(runs, engines)]
-    ratio = statistics.median(ratios)
-    build_rate = frames / build_s
-    projected = PAPER_IMAGES / build_rate
-    peak = max(run.peak_gib for run in runs)
-    disturbance = max(max(run.round.disturbance, e.disturbance) for run, _, e in kept)
+    engine_cpu = statistics.median(cpu for *_, cpu in kept)
+    disturbance = max(
+        max(e.disturbance, *(run.round.disturbance for run in runs.values()))
+        for runs, _, e, _ in kept
+    )
+    rounds = len(kept)
 
-    def median_pass(name: str) -> float:
-        return statistics.median(run.passes.get(name, float("nan")) for run in runs)
+    def median(values) -> float:
+        return statistics.median(values)
 
-    stats_s, maps_s = median_pass("statistics pass"), median_pass("map pass")
-    rounds = len(runs)
     lines = [
         "## `ccfkit build` end to end",
         "",
@@ -307,51 +324,58 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
             f"{frames:,} simulated 259 x 259 frames (`ccfkit simulate --seed 0`, uncompressed "
             "CXI), Q = 224, P = 512, order 8, `--noise max`, both passes, float32 maps "
             f"(default codec `none`), {os.cpu_count()} cores. Each side runs in a fresh "
-            "process; each build runs between two runs of the engine and is compared with their "
-            "mean (the machine's speed drifts); the input is read once before each build (in the "
-            "page cache, as right after simulating it). The machine is shared: rounds run until "
-            f"{rounds} of them saw at most {limit} cores used by other processes or stolen by "
-            f"the hypervisor and a build that read at most {MAX_DISK_MB} MB from disk "
-            "(this VM evicts idle page-cache pages; a build that finds its input evicted "
-            f"measures the disk), and the {rounds} quietest are kept ({total_rounds} run; the "
-            f"kept ones saw at most {disturbance:.2f} cores). Command: "
-            f"`python benchmarks/build_benchmark.py --frames {frames} --rounds {rounds}`."
+            "process; in every round the build runs once per chunk writer (`--chunk-writer`, "
+            "docs/build.md; in an order that alternates), between two runs of the engine, and "
+            "is compared with their mean (the machine's speed drifts); the input is read once "
+            "before each build (in the page cache, as right after simulating it). Rounds run "
+            f"until {rounds} of them saw at most {limit} cores used by other processes or "
+            f"stolen by the hypervisor and builds that read at most {MAX_DISK_MB} MB from disk, "
+            f"and the {rounds} quietest are kept ({total_rounds} run; the kept ones saw at most "
+            f"{disturbance:.2f} cores). CPU seconds (user + system, of the build process or "
+            "the engine's) do not depend on what else runs as much as wall time does. "
+            f"Command: `python benchmarks/build_benchmark.py {command}`."
         ),
         "",
-        "| what | seconds (median) | per round | frames/s |",
-        "|---|---:|---|---:|",
+        "| what | seconds (median) | per round | frames/s | CPU seconds (median) |",
+        "|---|---:|---|---:|---:|",
         (
             "| engine alone (`NumbaBackend().merged_maps`, frames in memory; mean of the runs "
-            "before and after each build) | "
-            f"{engine_s:.2f} | {', '.join(f'{e:.2f}' for e in engines)} | "
-            f"{frames / engine_s:,.0f} |"
+            f"before and after each round) | {engine_s:.2f} | "
+            f"{', '.join(f'{e:.2f}' for e in engines)} | {frames / engine_s:,.0f} | "
+            f"{engine_cpu:.2f} |"
         ),
-        (
-            "| `ccfkit build --noise max --order 8`, whole command | "
-            f"{build_s:.2f} | {', '.join(f'{r.seconds:.2f}' for r in runs)} | {build_rate:,.0f} |"
-        ),
-        f"| of which the statistics pass | {stats_s:.2f} | | {frames / stats_s:,.0f} |",
-        f"| of which the map pass (noise, maps, writes) | {maps_s:.2f} | | {frames / maps_s:,.0f} |",
-        (
-            "| of which the rest (start-up: interpreter, imports, JIT cache, store creation; "
-            f"the end) | {build_s - stats_s - maps_s:.2f} | | |"
-        ),
+    ]
+    summary = []
+    for writer in writers:
+        runs = [r[writer] for r, *_ in kept]
+        build_s = median(run.seconds for run in runs)
+        stats_s = median(run.passes.get("statistics pass", float("nan")) for run in runs)
+        maps_s = median(run.passes.get("map pass", float("nan")) for run in runs)
+        ratios = [run.seconds / engine for run, engine in zip(runs, engines)]
+        cpu_ratios = [run.cpu / r[3] for run, r in zip(runs, kept)]
+        lines += [
+            (
+                f"| `ccfkit build --noise max --order 8 --chunk-writer {writer}`, whole command"
+                f" | {build_s:.2f} | {', '.join(f'{r.seconds:.2f}' for r in runs)} | "
+                f"{frames / build_s:,.0f} | {median(run.cpu for run in runs):.2f} |"
+            ),
+            f"| of which the statistics pass | {stats_s:.2f} | | {frames / stats_s:,.0f} | |",
+            (
+                f"| of which the map pass (noise, maps, writes) | {maps_s:.2f} | | "
+                f"{frames / maps_s:,.0f} | |"
+            ),
+        ]
+        summary.append(
+            f"- `--chunk-writer {writer}`: build / engine time **{median(ratios):.2f}x** (median "
+            f"of the rounds' ratios {', '.join(f'{r:.2f}' for r in ratios)}; target <= 1.5x); "
+            f"build rate **{frames / build_s:,.0f} frames/s** (target >= 600); build / engine "
+            f"CPU seconds {median(cpu_ratios):.2f}x; map pass / engine {maps_s / engine_s:.2f}x; "
+            f"peak resident memory {max(run.peak_gib for run in runs):.2f} GiB; the paper's "
+            f"{PAPER_IMAGES:,} images in {PAPER_IMAGES / (frames / build_s):.0f} s."
+        )
+    lines += [
         "",
-        (
-            f"- build / engine time: **{ratio:.2f}x** (median of the rounds' ratios "
-            f"{', '.join(f'{r:.2f}' for r in ratios)}; target <= 1.5x); the map pass alone / "
-            f"engine: {maps_s / engine_s:.2f}x."
-        ),
-        f"- build rate: **{build_rate:,.0f} frames/s** (target >= 600).",
-        (
-            f"- peak resident memory of the build: **{peak:.2f} GiB** (largest of the rounds; "
-            "target < 2 GB)."
-        ),
-        (
-            f"- the paper's {PAPER_IMAGES:,} images at this rate: **{projected:.0f} s** "
-            f"(~{projected / 60:.1f} min) instead of three days: "
-            f"{PAPER_SECONDS / projected:,.0f}x faster."
-        ),
+        *summary,
         "",
         (
             "Where a map task's time goes, and the alternatives it does not take (one thread, "
@@ -390,22 +414,25 @@ def main() -> None:
                         help="most cores others (plus steal) may use in a kept round")  # fmt: skip
     parser.add_argument("--budget", type=float, default=900.0, help="seconds for the rounds")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-build-benchmark"))
+    parser.add_argument("--writers", default="zarr,direct",
+                        help="the builds' --chunk-writer methods, each in every round")  # fmt: skip
     parser.add_argument("--write", type=Path, default=None, help="performance page to update")
     parser.add_argument("--engine-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout's root: its build runs in every round too")  # fmt: skip
     args = parser.parse_args()
     if args.engine_only:
-        seconds, quiet = engine_alone(args.engine_only)
-        print(seconds, quiet.others, quiet.steal)
+        seconds, quiet, cpu = engine_alone(args.engine_only)
+        print(seconds, quiet.others, quiet.steal, cpu)
         return
+    writers = args.writers.split(",")
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = args.workdir / f"sim_{args.frames}.cxi"
     out = args.workdir / "out.zarr"
     simulate(data, args.frames)
-    # each build sits between two runs of the engine and is compared with their mean:
+    # the builds sit between two runs of the engine and are compared with their mean:
     # the machine's speed drifts, and a drift then affects both sides alike
-    rounds: list[tuple[BuildRun, float, Round]] = []
+    rounds: list[tuple[dict[str, BuildRun], float, Round, float]] = []
     baselines: list[BuildRun] = []
     deadline = time.monotonic() + args.budget
     before = engine_in_child(data)
@@ -417,51 +444,58 @@ def main() -> None:
             print(f"round {len(rounds) + 1}: baseline tree build {base.seconds:.2f} s "
                   f"{base.passes}", file=sys.stderr)  # fmt: skip
             baselines.append(base)
-        run = build(data, out)
+        order = writers if len(rounds) % 2 == 0 else writers[::-1]
+        runs = {writer: build(data, out, writer=writer) for writer in order}
         after = engine_in_child(data)
         engine = (before[0] + after[0]) / 2
         engine_round = max(before[1], after[1], key=lambda r: r.disturbance)
-        rounds.append((run, engine, engine_round))
-        print(
-            f"round {len(rounds)}: build {run.seconds:.2f} s {run.passes} (others + steal "
-            f"{run.round.disturbance:.2f} cores, {run.disk_mb:.0f} MB read from disk), "
-            f"engine before {before[0]:.2f} s, after {after[0]:.2f} s "
-            f"({engine_round.disturbance:.2f} cores)",
-            file=sys.stderr,
-        )
+        rounds.append(({w: runs[w] for w in writers}, engine, engine_round,
+                       (before[2] + after[2]) / 2))  # fmt: skip
+        for writer, run in runs.items():
+            print(
+                f"round {len(rounds)}: build ({writer}) {run.seconds:.2f} s, CPU {run.cpu:.2f} s "
+                f"{run.passes} (others + steal {run.round.disturbance:.2f} cores, "
+                f"{run.disk_mb:.0f} MB read from disk)",
+                file=sys.stderr,
+            )
+        print(f"round {len(rounds)}: engine before {before[0]:.2f} s, after {after[0]:.2f} s, "
+              f"CPU {after[2]:.2f} s ({engine_round.disturbance:.2f} cores)",
+              file=sys.stderr)  # fmt: skip
         before = after
     kept = sorted(
         rounds,
         key=lambda r: (
             not _is_quiet(r, args.quiet),
-            max(r[0].round.disturbance, r[2].disturbance),
+            max(r[2].disturbance, *(run.round.disturbance for run in r[0].values())),
         ),
     )[: args.rounds]
     if baselines:
-        print(_against_baseline(rounds, baselines, args.baseline))
+        print(_against_baseline([r[0][writers[0]] for r in rounds], baselines, args.baseline))
     codec_rows = codecs(out)
     shutil.rmtree(out, ignore_errors=True)
     stage_rows = stages(data, args.workdir)
-    section = report(args.frames, kept, len(rounds), args.quiet, codec_rows, stage_rows)
+    command = " ".join(sys.argv[1:])
+    section = report(args.frames, kept, len(rounds), args.quiet, codec_rows, stage_rows, command)
     print(section)
     if args.write:
         write_section(args.write, section)
 
 
-def _against_baseline(rounds, baselines: list[BuildRun], tree: Path) -> str:
+def _against_baseline(runs: list[BuildRun], baselines: list[BuildRun], tree: Path) -> str:
     """Per-round map-pass and wall-time ratios, this tree over the baseline tree."""
     lines = [f"this tree / baseline tree {tree}, per round (map pass; whole build):"]
-    for (run, _, _), base in zip(rounds, baselines):
+    for run, base in zip(runs, baselines):
         maps = run.passes["map pass"] / base.passes["map pass"]
         lines.append(f"  {maps:.3f}; {run.seconds / base.seconds:.3f}")
     return "\n".join(lines)
 
 
-def _is_quiet(round_: tuple[BuildRun, float, Round], limit: float) -> bool:
+def _is_quiet(round_, limit: float) -> bool:
     """Little else ran, and the input stayed in the page cache (the VM evicts idle pages)."""
-    run, _, engine = round_
-    in_cache = run.disk_mb <= MAX_DISK_MB
-    return in_cache and max(run.round.disturbance, engine.disturbance) <= limit
+    runs, _, engine, _ = round_
+    in_cache = all(run.disk_mb <= MAX_DISK_MB for run in runs.values())
+    disturbance = max(engine.disturbance, *(run.round.disturbance for run in runs.values()))
+    return in_cache and disturbance <= limit
 
 
 if __name__ == "__main__":

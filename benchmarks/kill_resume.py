@@ -73,7 +73,7 @@ def warm_up(source) -> None:
     from ccfkit.noise import add_noise, frame_statistics
 
     opened = open_source([source])
-    frames = opened.reader.block(0, 1)
+    (frames,) = opened.reader.pieces(0, 1)
     frame_statistics(frames, opened.mask)
     add_noise(frames, np.arange(1), 1.0, 0)
 

@@ -200,6 +200,13 @@ def _center_option(value: str | None):
     "--workers", type=click.IntRange(min=1), default=None, help="Local threads [CPUs available]."
 )
 @click.option(
+    "--chunk-writer",
+    type=click.Choice(["zarr", "direct"]),
+    default="zarr",
+    show_default=True,
+    help="Write map chunks through zarr, or with O_DIRECT (docs/build.md); the same store.",
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     help="Replace an existing ccfkit store (or fill an empty directory); nothing else.",
@@ -239,6 +246,7 @@ def build(
     chunk_frames,
     scheduler,
     workers,
+    chunk_writer,
     overwrite,
     resume,
     force,
@@ -296,6 +304,7 @@ def build(
             scheduler=scheduler,
             workers=workers,
             progress=not quiet,
+            write_method=chunk_writer,
         )
     click.echo(f"wrote {out}")
 

@@ -15,8 +15,6 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from .frames import FrameBlock
-
 __all__ = ["NoiseLevel", "NoiseStatistics", "add_noise", "frame_statistics", "noise_statistics"]
 
 
@@ -47,16 +45,15 @@ class NoiseStatistics(NamedTuple):
         }[level]
 
 
-def frame_statistics(
-    images: np.ndarray | FrameBlock, mask: np.ndarray | None = None
-) -> np.ndarray:
+def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Mean, standard deviation and maximum of each frame over its valid pixels.
 
     Parameters
     ----------
-    images : (B, H, W) array or FrameBlock
-        Raw frames; NaN/inf pixels are not valid. A :class:`FrameBlock` (for
-        instance over a memory-mapped file) is read where it lies.
+    images : (B, H, W) array
+        Raw frames; NaN/inf pixels are not valid. A C-contiguous float32
+        array (for instance a read-only view of a memory-mapped file) is read
+        where it lies, others are converted first.
     mask : (H, W) bool array, optional
         True for good pixels.
 
@@ -65,15 +62,23 @@ def frame_statistics(
     (B, 3) float32 array
         Columns mean, std (population), max; NaN for a frame without valid pixels.
     """
-    block = images if isinstance(images, FrameBlock) else FrameBlock.of(images)
+    pixels = _pixel_rows(images)
     if mask is None:
-        mask = np.ones(block.frame_shape, dtype=bool)
+        mask = np.ones(pixels.shape[1], dtype=bool)
     flat_mask = np.ascontiguousarray(mask, dtype=bool).reshape(-1)
-    if flat_mask.shape[0] != block.frame_pixels:
-        raise ValueError(f"mask of shape {np.shape(mask)} for frames of {block.frame_shape}")
-    stats = np.empty((len(block), 3), dtype=np.float32)
-    _frame_statistics(block.pixels, block.starts, flat_mask, stats)
+    if flat_mask.shape[0] != pixels.shape[1]:
+        raise ValueError(f"mask of shape {np.shape(mask)} for frames of {np.shape(images)[1:]}")
+    stats = np.empty((len(pixels), 3), dtype=np.float32)
+    _frame_statistics(pixels, flat_mask, stats)
     return stats
+
+
+def _pixel_rows(images: np.ndarray) -> np.ndarray:
+    """``images`` as a C-contiguous float32 ``(B, H * W)`` array (no copy when it is one)."""
+    if np.ndim(images) != 3:
+        raise ValueError(f"expected (B, H, W) frames, got shape {np.shape(images)}")
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    return images.reshape(images.shape[0], images.shape[1] * images.shape[2])
 
 
 #: Fast-math flags that keep NaN and inf comparisons exact (no "nnan", "ninf").
@@ -81,20 +86,19 @@ _EXACT_NAN = {"reassoc", "nsz", "arcp", "contract"}
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN)
-def _frame_statistics(pixels, starts, mask, out):
+def _frame_statistics(pixels, mask, out):
     """Two passes per frame in float64: count, sum and max, then the squared deviations.
 
-    Frame ``b`` is ``pixels[starts[b] : starts[b] + mask.size]``. Branch-free
+    Frame ``b`` is row ``pixels[b]`` of a ``(B, H * W)`` array. Branch-free
     selects so that both passes vectorise. The maximum is taken over the
     float32 bit patterns mapped to integers of the same order (LLVM vectorises
     an integer max, not a float one).
     """
     lowest = np.int32(-(2**31))
     all_bits = pixels.view(np.int32)
-    n = mask.shape[0]
-    for b in range(starts.shape[0]):
-        frame = pixels[starts[b] : starts[b] + n]
-        bits = all_bits[starts[b] : starts[b] + n]
+    for b in range(pixels.shape[0]):
+        frame = pixels[b]
+        bits = all_bits[b]
         count = 0
         total = 0.0
         top = lowest
@@ -138,7 +142,7 @@ def noise_statistics(stats: np.ndarray) -> NoiseStatistics:
 
 
 def add_noise(
-    images: np.ndarray | FrameBlock,
+    images: np.ndarray,
     indices: np.ndarray,
     bound: float,
     seed: int,
@@ -156,9 +160,10 @@ def add_noise(
 
     Parameters
     ----------
-    images : (B, H, W) array or FrameBlock
-        Raw frames (a :class:`FrameBlock` is read where it lies, e.g. in a
-        memory-mapped file: the noisy frames are written in one pass).
+    images : (B, H, W) array
+        Raw frames. A C-contiguous float32 array (for instance a read-only
+        view of a memory-mapped file) is read where it lies: the noisy frames
+        are written in one pass from it.
     indices : (B,) int array
         The frames' indices in the data set: frame ``indices[b]`` always gets
         the same noise, whatever batch it arrives in.
@@ -175,21 +180,19 @@ def add_noise(
     (B, H, W) float32 array
         ``out``.
     """
-    block = images if isinstance(images, FrameBlock) else FrameBlock.of(images)
-    shape = (len(block), *block.frame_shape)
+    pixels = _pixel_rows(images)
+    shape = (len(pixels), *np.shape(images)[1:])
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
     indices = np.asarray(indices, dtype=np.uint64).reshape(-1)
-    if indices.shape[0] != len(block):
-        raise ValueError(f"{indices.shape[0]} indices for {len(block)} frames")
+    if indices.shape[0] != len(pixels):
+        raise ValueError(f"{indices.shape[0]} indices for {len(pixels)} frames")
     if bound <= 0:
-        return block.to_array(out)
-    _add_uniform(
-        block.pixels, block.starts, out.reshape(len(block), block.frame_pixels), indices,
-        np.uint64(seed), np.float32(bound),
-    )  # fmt: skip
+        np.copyto(out.reshape(pixels.shape), pixels)
+        return out
+    _add_uniform(pixels, out.reshape(pixels.shape), indices, np.uint64(seed), np.float32(bound))
     return out
 
 
@@ -202,8 +205,8 @@ def _mix(x):
 
 
 @numba.njit(nogil=True, cache=True)
-def _add_uniform(pixels, starts, out, indices, seed, bound):
-    """``out[b, j] = pixels[starts[b] + j] + bound * u(seed, indices[b], j)``.
+def _add_uniform(pixels, out, indices, seed, bound):
+    """``out[b, j] = pixels[b, j] + bound * u(seed, indices[b], j)``.
 
     ``u`` is uniform on [0, 1) in 2^-24 steps; ``out`` may share memory with
     ``pixels`` element for element (in place).
@@ -212,7 +215,7 @@ def _add_uniform(pixels, starts, out, indices, seed, bound):
     scale = bound * np.float32(2.0**-24)
     for b in range(out.shape[0]):
         key = _mix(_mix(seed + golden) ^ (indices[b] * golden))
-        frame = pixels[starts[b] : starts[b] + out.shape[1]]
+        frame = pixels[b]
         noisy = out[b]
         for j in range(noisy.shape[0]):
             draw = _mix(key + np.uint64(j) * golden) >> np.uint64(40)

@@ -9,7 +9,7 @@ from them, compute the merged maps, write the chunk, mark it done. With
 also computes its frames' statistics (``StoreLayout.stats_by_chunk``). Tasks
 receive a small description of the geometry (:class:`PlanSpec`) and build
 the polar plan once per process; each task writes whole Zarr chunks of its
-own, straight to their files (:mod:`ccfkit.io.zarr_direct`), so no locks are
+own, each in one atomic step (:mod:`ccfkit.io.chunks`), so no locks are
 needed and a build resumes chunk by chunk. Locally the writes run behind the
 computation (:mod:`ccfkit.write_behind`). ``docs/build.md`` says why each
 step is done the way it is, with the measurements.
@@ -51,6 +51,7 @@ from .store import (
     OutputState,
     StoreError,
     StoreLayout,
+    WriteMethod,
     check_not_input,
     create_store,
     layout_of,
@@ -170,12 +171,12 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     plan = job.plan.plan()
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
-    frames = job.reader.block(frames_slice.start, frames_slice.stop)  # mapped where possible
+    pieces = job.reader.pieces(frames_slice.start, frames_slice.stop)  # mapped where possible
     if job.layout.stats_by_chunk:
-        job.writers.stats.write(chunk, frame_statistics(frames, job.plan.mask))
+        job.writers.stats.write(chunk, _statistics(pieces, job.plan.mask))
     indices = np.arange(frames_slice.start, frames_slice.stop)
-    noisy = add_noise(frames, indices, job.bound, config.seed)  # one pass from the file's pages
-    del frames  # unmaps
+    noisy = _noisy(pieces, indices, job.bound, config.seed)  # one pass from the file's pages
+    del pieces  # unmaps
     maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.map_settings)
     maps = engine.to_numpy(maps)
     images = None
@@ -198,7 +199,23 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
 def chunk_statistics(chunk: int, job: ChunkJob) -> np.ndarray:
     """(n, 3) mean, std and max of the valid pixels of each frame of chunk ``chunk``."""
     frames = job.layout.chunk_slice(chunk)
-    return frame_statistics(job.reader.block(frames.start, frames.stop), job.plan.mask)
+    return _statistics(job.reader.pieces(frames.start, frames.stop), job.plan.mask)
+
+
+def _statistics(pieces: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """(n, 3) statistics of consecutive ``(n_i, H, W)`` pieces of frames."""
+    return np.concatenate([frame_statistics(piece, mask) for piece in pieces])
+
+
+def _noisy(pieces: list[np.ndarray], indices: np.ndarray, bound: float, seed: int) -> np.ndarray:
+    """The ``(n, H, W)`` noisy frames of consecutive pieces, frame ``k`` drawn from ``indices[k]``."""
+    out = np.empty((len(indices), *pieces[0].shape[1:]), dtype=np.float32)
+    start = 0
+    for piece in pieces:
+        stop = start + len(piece)
+        add_noise(piece, indices[start:stop], bound, seed, out=out[start:stop])
+        start = stop
+    return out
 
 
 def build(
@@ -217,6 +234,7 @@ def build(
     scheduler: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    write_method: WriteMethod | str = WriteMethod.ZARR,
 ) -> zarr.Group:
     """Build (or finish) the store of CCF maps of ``source`` at ``out``.
 
@@ -250,6 +268,10 @@ def build(
         Local threads (default: the CPUs this process may use).
     progress : bool
         Show progress bars.
+    write_method : WriteMethod or str
+        How map chunks are written (:mod:`ccfkit.io.chunks`): through zarr
+        (the default) or with O_DIRECT (docs/build.md says where that helps).
+        The store is the same either way.
 
     Returns
     -------
@@ -325,7 +347,7 @@ def build(
         job = ChunkJob(
             reader=source.reader,
             layout=layout,
-            writers=ChunkWriters.of(group),
+            writers=ChunkWriters.of(group, write_method),
             plan=spec,
             config=config,
             backend=engine_name,

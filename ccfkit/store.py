@@ -40,7 +40,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ._version import __version__
-from .io.zarr_direct import ChunkFiles, ZarrChunks, chunk_writer
+from .io.chunks import ChunkWriter, WriteMethod, chunk_writer
 
 __all__ = [
     "COMPRESSORS",
@@ -49,6 +49,7 @@ __all__ = [
     "OutputState",
     "StoreError",
     "StoreLayout",
+    "WriteMethod",
     "check_not_input",
     "create_store",
     "dimension_names",
@@ -476,18 +477,20 @@ def pending_chunks(group: zarr.Group) -> np.ndarray:
 class ChunkWriters:
     """Writers of whole chunks of a store's per-frame arrays (small, picklable).
 
-    What a map task needs to fill its chunk: see :mod:`ccfkit.io.zarr_direct`.
+    What a map task needs to fill its chunk: one :class:`~ccfkit.io.chunks.ChunkWriter`
+    per array, each chunk written whole and atomically.
     """
 
-    ccf: ChunkFiles | ZarrChunks
-    stats: ChunkFiles | ZarrChunks
-    done: ChunkFiles | ZarrChunks
-    images: ChunkFiles | ZarrChunks | None = None
+    ccf: ChunkWriter
+    stats: ChunkWriter
+    done: ChunkWriter
+    images: ChunkWriter | None = None
 
     @classmethod
-    def of(cls, group: zarr.Group) -> ChunkWriters:
-        images = chunk_writer(group["images"]) if "images" in group else None
-        return cls(*(chunk_writer(group[name]) for name in ("ccf", "stats", "done")), images)
+    def of(cls, group: zarr.Group, method: WriteMethod | str = WriteMethod.ZARR) -> ChunkWriters:
+        """The writers of ``group``'s arrays; ``method``: :class:`~ccfkit.io.chunks.WriteMethod`."""
+        names = ("ccf", "stats", "done", "images")
+        return cls(*(chunk_writer(group[n], method) if n in group else None for n in names))
 
     def mark_done(self, chunk: int) -> None:
         """Record that every array's chunk ``chunk`` is written (call after writing)."""
@@ -511,8 +514,8 @@ def _layout_attrs(layout: StoreLayout) -> dict:
 
 #: Arrays whose chunk ``k`` is written by map task ``k`` (present once ``done[k]`` is 1).
 MAP_TASK_ARRAYS = ("ccf", "images", "stats")
-#: Arrays whose every chunk has a file once the task wrote it, zeros too (the direct writer
-#: and :class:`~ccfkit.io.zarr_direct.ZarrChunks` both write empty chunks).
+#: Arrays whose every chunk has a file once the task wrote it, zeros too
+#: (:class:`~ccfkit.io.chunks.ChunkWriter` writes empty chunks).
 ALWAYS_WRITTEN = ("ccf", "images")
 
 

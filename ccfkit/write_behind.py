@@ -1,10 +1,9 @@
 """Writes that run behind the computation.
 
-A map task spends ~10 % of its time waiting for the disk to take its chunk
-(an ``O_DIRECT`` write blocks until the device has it). :class:`WriteBehind`
+A chunk's write waits for the disk (an ``O_DIRECT`` write blocks until the
+device has it) or for the store's own threads (zarr's). :class:`WriteBehind`
 hands the write to a background thread and lets the task return, so that the
-next chunk is computed while the last one is written; the thread waits on
-the disk, not on a core. The number of writes in flight is bounded (their
+next chunk is computed while the last one is written. The number of writes in flight is bounded (their
 chunks stay in memory until written), errors surface at the next
 :meth:`~WriteBehind.submit` or at :meth:`~WriteBehind.flush`, and leaving the
 ``with`` block waits for every write, also on an interruption: a chunk is

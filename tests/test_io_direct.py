@@ -1,4 +1,4 @@
-"""Direct frame reads (ccfkit.io.hdf5_direct, FrameReader, FrameBlock) against h5py."""
+"""Direct frame reads (ccfkit.io.hdf5_direct, FrameReader) against h5py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccfkit.frames import FrameBlock
 from ccfkit.io.hdf5_direct import frame_layout, map_frames, read_frames
 from ccfkit.io.source import FrameReader
 from ccfkit.noise import add_noise, frame_statistics
@@ -110,14 +109,15 @@ def two_files(tmp_path_factory):
 
 
 @given(st.integers(0, 50), st.integers(0, 50))
-def test_reader_and_blocks_match_the_data_across_files(two_files, a, b):
+def test_reader_and_pieces_match_the_data_across_files(two_files, a, b):
     reader, data = two_files
     lo, hi = min(a, b), max(a, b)
     np.testing.assert_array_equal(reader.read(lo, hi), data[lo:hi])
-    block = reader.block(lo, hi)
-    np.testing.assert_array_equal(block.to_array(), data[lo:hi])
+    pieces = reader.pieces(lo, hi)
+    assert all(p.dtype == np.float32 and p.flags.c_contiguous for p in pieces)
+    np.testing.assert_array_equal(np.concatenate(pieces), data[lo:hi])
     if 0 < hi - lo and (hi <= 20 or lo >= 20):  # within one file: mapped, not copied
-        assert not block.pixels.flags.owndata and not block.pixels.flags.writeable
+        assert all(not p.flags.owndata and not p.flags.writeable for p in pieces)
 
 
 def test_reader_checks_its_range(two_files):
@@ -127,44 +127,34 @@ def test_reader_checks_its_range(two_files):
     np.testing.assert_array_equal(reader[-1], data[-1])
 
 
+def test_mapped_pieces_split_where_hdf5_leaves_gaps(tmp_path):
+    data = frames_of(n=300)
+    name = write(tmp_path / "f.h5", data, chunks=(1, *SHAPE))
+    layout = frame_layout(name, PATH)
+    gaps = int((np.diff(layout.offsets) != layout.frame_bytes).sum())
+    pieces = map_frames(name, layout, 0, 300, SHAPE)
+    assert len(pieces) == gaps + 1 > 1  # one piece per run of back-to-back frames
+    np.testing.assert_array_equal(np.concatenate(pieces), data)
+
+
 def test_only_native_float32_is_mapped(tmp_path):
     name = write(tmp_path / "f.h5", frames_of(np.uint16))
     assert map_frames(name, frame_layout(name, PATH), 0, 5, SHAPE) is None
     reader = FrameReader((name,), PATH, (FRAMES,), SHAPE)
-    block = reader.block(0, 5)  # read and converted instead
-    assert block.pixels.dtype == np.float32 and block.pixels.flags.owndata is False
-    np.testing.assert_array_equal(block.to_array(), frames_of(np.uint16)[:5])
+    (piece,) = reader.pieces(0, 5)  # read and converted instead
+    assert piece.dtype == np.float32 and piece.flags.owndata
+    np.testing.assert_array_equal(piece, frames_of(np.uint16)[:5])
 
 
-def irregular_block(frames: np.ndarray, seed: int = 0) -> FrameBlock:
-    """The frames at random gaps in one flat array, as in a mapped HDF5 file."""
-    rng = np.random.default_rng(seed)
-    pixels_per_frame = frames[0].size
-    gaps = rng.integers(0, 50, size=len(frames))
-    starts = np.cumsum(gaps) + np.arange(len(frames)) * pixels_per_frame
-    pixels = np.full(starts[-1] + pixels_per_frame + 7, np.nan, np.float32)
-    for frame, start in zip(frames, starts):
-        pixels[start : start + pixels_per_frame] = frame.ravel()
-    return FrameBlock(pixels, starts.astype(np.int64), frames.shape[1:])
-
-
-def test_kernels_read_irregular_blocks_like_arrays():
+def test_kernels_read_mapped_frames_like_arrays_in_memory(tmp_path):
     frames = frames_of(n=9)
-    frames[2, 3, 4] = np.nan  # gaps hold NaN too: they must never be read
-    block = irregular_block(frames)
+    frames[2, 3, 4] = np.nan
+    name = write(tmp_path / "f.h5", frames)
+    (mapped,) = FrameReader((name,), PATH, (9,), SHAPE).pieces(0, 9)
+    assert not mapped.flags.writeable  # a read-only view of the file
     mask = np.random.default_rng(4).random(SHAPE) > 0.2
-    np.testing.assert_array_equal(frame_statistics(block, mask), frame_statistics(frames, mask))
+    np.testing.assert_array_equal(frame_statistics(mapped, mask), frame_statistics(frames, mask))
     np.testing.assert_array_equal(
-        add_noise(block, np.arange(9), 3.0, 5), add_noise(frames, np.arange(9), 3.0, 5)
+        add_noise(mapped, np.arange(9), 3.0, 5), add_noise(frames, np.arange(9), 3.0, 5)
     )
-    np.testing.assert_array_equal(add_noise(block, np.arange(9), 0.0, 5), frames)
-    np.testing.assert_array_equal(block.to_array(), frames)
-
-
-def test_frame_block_of_an_array_shares_its_memory():
-    frames = frames_of(n=3)
-    block = FrameBlock.of(frames)
-    assert np.shares_memory(block.pixels, frames)
-    assert block.starts.tolist() == [0, frames[0].size, 2 * frames[0].size]
-    with pytest.raises(ValueError, match="B, H, W"):
-        FrameBlock.of(frames[0])
+    np.testing.assert_array_equal(add_noise(mapped, np.arange(9), 0.0, 5), frames)

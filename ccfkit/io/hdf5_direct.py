@@ -8,9 +8,9 @@ byte offset of each frame can be found once (:func:`frame_layout`, from
 HDF5's chunk index). Afterwards no HDF5 call is needed (and h5py's global
 lock does not serialise the threads):
 
-- :func:`map_frames` maps a range of frames read-only, without a copy, as a
-  :class:`~ccfkit.frames.FrameBlock` (native float32 data sets): the kernels
-  read the page cache directly;
+- :func:`map_frames` maps a range of frames read-only, without a copy, as
+  plain ``(n, H, W)`` arrays, one per run of frames that lie back to back
+  (native float32 data sets): the kernels read the page cache directly;
 - :func:`read_frames` reads them with plain file reads into the caller's
   array, converting other dtypes.
 
@@ -28,8 +28,6 @@ import os
 
 import h5py
 import numpy as np
-
-from ..frames import FrameBlock
 
 __all__ = ["FrameLayout", "frame_layout", "map_frames", "read_frames"]
 
@@ -158,13 +156,20 @@ def _read_exactly(handle, buffer: memoryview) -> None:
 
 def map_frames(
     name: str, layout: FrameLayout, lo: int, hi: int, frame_shape: tuple[int, int]
-) -> FrameBlock | None:
-    """Frames ``[lo, hi)`` as a :class:`FrameBlock` over a read-only memory map, or None.
+) -> list[np.ndarray] | None:
+    """Frames ``[lo, hi)`` as read-only views of a memory map of the file, or None.
 
     No copy: the kernels read the page cache directly. The mapping covers
-    just these frames and is released with the block's arrays. None when the
-    data set is not native float32 or its frames do not lie on a common
+    just these frames and is released with the last of the arrays. None when
+    the data set is not native float32 or its frames do not lie on a common
     4-byte grid.
+
+    Returns
+    -------
+    list of (n_i, H, W) float32 ndarray
+        C-contiguous, read-only; one per run of frames that lie back to back
+        in the file (HDF5 puts its index blocks between some chunks), in
+        order: together frames ``lo .. hi - 1``.
     """
     if layout.dtype != np.dtype(np.float32) or hi <= lo or not hasattr(mmap, "MAP_SHARED"):
         return None
@@ -183,4 +188,10 @@ def map_frames(
             offset=base,
         )
     pixels = np.frombuffer(mapping, np.float32, count=(end - base - skew) // 4, offset=skew)
-    return FrameBlock(pixels, (offsets - base - skew) // 4, frame_shape)
+    starts = (offsets - base - skew) // 4
+    frame_pixels = frame_shape[0] * frame_shape[1]
+    breaks = np.flatnonzero(np.diff(offsets) != layout.frame_bytes) + 1
+    return [
+        pixels[starts[a] : starts[a] + (b - a) * frame_pixels].reshape(b - a, *frame_shape)
+        for a, b in zip([0, *breaks.tolist()], [*breaks.tolist(), len(offsets)])
+    ]

@@ -28,7 +28,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..frames import FrameBlock
 from .hdf5_direct import frame_layout, map_frames, read_frames
 
 logger = logging.getLogger(__name__)
@@ -191,12 +190,13 @@ class FrameReader:
             offset += count
         return out
 
-    def block(self, start: int, stop: int) -> FrameBlock:
-        """Frames ``[start, stop)`` as a :class:`~ccfkit.frames.FrameBlock`.
+    def pieces(self, start: int, stop: int) -> list[np.ndarray]:
+        """Frames ``[start, stop)`` as consecutive ``(n_i, H, W)`` float32 arrays.
 
-        Memory-mapped, without a copy, when they lie in one uncompressed
-        float32 data set (:func:`~ccfkit.io.hdf5_direct.map_frames`); read
-        into memory otherwise.
+        Read-only views of the memory-mapped file, without a copy, when the
+        frames lie in one uncompressed float32 data set
+        (:func:`~ccfkit.io.hdf5_direct.map_frames`: one array per run of
+        frames that lie back to back); else one array read into memory.
         """
         offset = 0
         for name, count in zip(self.files, self.counts):
@@ -210,7 +210,7 @@ class FrameReader:
                         return mapped
                 break
             offset += count
-        return FrameBlock.of(self.read(start, stop))
+        return [self.read(start, stop).astype(np.float32, copy=False)]
 
     def __getitem__(self, key) -> np.ndarray:
         """Frames for a slice (or a tuple whose first element is a slice)."""

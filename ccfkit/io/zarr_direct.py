@@ -1,4 +1,4 @@
-"""Whole Zarr chunks written straight to their files.
+"""Whole Zarr chunks written straight to their files (``ChunkWriter``'s direct method).
 
 zarr-python's general write path (an asynchronous codec pipeline and several
 copies of each chunk) costs about as much per map as the file write itself. A
@@ -11,30 +11,35 @@ encoded bytes appended, as zarr's ``Crc32cCodec`` does, with the same
 as zarr does (the same numcodecs Blosc; the files are byte-identical, which
 the tests check) and writes the file with ``O_DIRECT`` where the file system
 allows it: the data goes from the process to the disk without first being
-copied into, and filling, the page cache. Reading goes through zarr as usual.
+copied into, and filling, the page cache. Like zarr's ``LocalStore``, each
+file is written under a temporary name and renamed over the chunk
+(``os.replace``): a reader never sees a torn chunk. Reading goes through zarr
+as usual. Only :mod:`ccfkit.io.chunks` uses this module.
 
-On a virtual machine whose memory the host hands out on first touch, writing
-a new file through the page cache runs at ~0.4 GB/s while the pages are
-fresh (~0.45 ms per 224 x 224 map; docs/performance.md); ``O_DIRECT`` avoids
-that, and keeps a long build from pushing everything else out of the page
-cache. Where ``O_DIRECT`` is refused
+Where fresh page-cache pages are expensive (a virtual machine whose memory
+the host hands out on first touch), ``O_DIRECT`` avoids their cost, and it
+keeps a long build from pushing everything else out of the page cache; the
+measurements are in docs/performance.md. Where ``O_DIRECT`` is refused
 (tmpfs, some network file systems, other operating systems) the file is
 written the ordinary way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from ..buffers import ALIGNMENT, aligned_empty, is_aligned
+__all__ = ["ChunkFiles"]
 
-__all__ = ["ChunkFiles", "ZarrChunks", "chunk_writer"]
+#: Bytes; O_DIRECT moves whole blocks from memory aligned to them (a page covers all common ones).
+ALIGNMENT = 4096
 
 #: Bytes of the crc32c checksum that ends a chunk (zarr's ``Crc32cCodec``).
 CHECKSUM_BYTES = 4
@@ -117,9 +122,7 @@ class ChunkFiles:
         Returns
         -------
         (nbytes,) uint8 ndarray
-            Page-aligned (:func:`ccfkit.buffers.aligned_empty`). A whole raw
-            chunk without a checksum that is already aligned comes back as a
-            view, uncopied.
+            Page-aligned, its allocation padded to whole pages (:func:`aligned_empty`).
         """
         data = np.asarray(data)
         if data.shape[1:] != self.chunk_shape[1:] or len(data) > self.chunk_shape[0]:
@@ -127,9 +130,6 @@ class ChunkFiles:
         dtype = np.dtype(self.dtype)
         extra = CHECKSUM_BYTES if self.checksum else 0
         if self.blosc is None:
-            whole = data.shape == self.chunk_shape and data.dtype == dtype
-            if whole and not extra and is_aligned(data):
-                return data.reshape(-1).view(np.uint8)
             nbytes = int(np.prod(self.chunk_shape)) * dtype.itemsize
             payload = aligned_empty(nbytes + extra)
             chunk = payload[:nbytes].view(dtype).reshape(self.chunk_shape)
@@ -146,17 +146,29 @@ class ChunkFiles:
         return payload
 
     def write(self, chunk: int, data: np.ndarray) -> None:
-        """Encode ``data`` as chunk ``chunk`` and write its file (replacing any)."""
+        """Encode ``data`` as chunk ``chunk`` and replace its file, atomically."""
         write_file(self.path(chunk), self.encode(data))
 
 
 def write_file(path: str, payload: np.ndarray) -> None:
-    """Write the bytes ``payload`` as the file ``path`` (O_DIRECT when aligned and large)."""
+    """Write the bytes ``payload`` as the file ``path``, whole or not at all.
+
+    They go to ``PATH.<uuid>.partial`` (O_DIRECT when aligned and large),
+    which then replaces ``path`` (``os.replace``, atomic on one file system);
+    on any error the partial file is removed and ``path`` left as it was.
+    """
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    if payload.nbytes >= DIRECT_MIN_BYTES and is_aligned(payload) and _write_direct(path, payload):
-        return
-    with open(path, "wb") as handle:
-        handle.write(payload)
+    partial = f"{path}.{uuid.uuid4().hex}.partial"
+    try:
+        direct = payload.nbytes >= DIRECT_MIN_BYTES and _is_aligned(payload)
+        if not (direct and _write_direct(partial, payload)):
+            with open(partial, "wb") as handle:
+                handle.write(payload)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
 
 
 def _write_direct(path: str, payload: np.ndarray) -> bool:
@@ -164,7 +176,7 @@ def _write_direct(path: str, payload: np.ndarray) -> bool:
 
     O_DIRECT moves whole blocks: a payload whose length is not a multiple of
     :data:`ALIGNMENT` is written with the padding that follows it in memory
-    (:func:`ccfkit.buffers.aligned_empty` allocates it) and the file then cut
+    (:func:`aligned_empty` allocates it) and the file then cut
     to length.
     """
     blocks = _padded(payload)
@@ -206,6 +218,22 @@ def _padded(payload: np.ndarray) -> np.ndarray | None:
     return blocks if blocks.nbytes == padded else None
 
 
+def aligned_empty(nbytes: int) -> np.ndarray:
+    """An uninitialised ``(nbytes,)`` uint8 array starting on an :data:`ALIGNMENT` boundary.
+
+    Its memory is followed by padding up to the next multiple of
+    :data:`ALIGNMENT` bytes, part of the same allocation.
+    """
+    padded = -(-nbytes // ALIGNMENT) * ALIGNMENT
+    raw = np.empty(padded + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start : start + nbytes]
+
+
+def _is_aligned(array: np.ndarray) -> bool:
+    return array.flags.c_contiguous and array.ctypes.data % ALIGNMENT == 0
+
+
 def crc32c_bytes(data: np.ndarray) -> np.ndarray:
     """The CRC-32C of ``data``'s bytes as 4 little-endian bytes (zarr's ``Crc32cCodec``)."""
     import google_crc32c
@@ -224,39 +252,3 @@ def _blosc(config: dict):
         blocksize=config.get("blocksize", 0),
         typesize=config.get("typesize"),
     )
-
-
-@dataclass(frozen=True)
-class ZarrChunks:
-    """The fallback writer: whole chunks through zarr itself (any store, any codecs).
-
-    Attributes
-    ----------
-    store : zarr.abc.store.Store
-        The array's store (picklable).
-    name : str
-        The array's path in the store.
-    chunk_length : int
-        Chunk size along the first axis.
-    """
-
-    store: object
-    name: str
-    chunk_length: int
-
-    def write(self, chunk: int, data: np.ndarray) -> None:
-        """Write ``data`` as the first ``len(data)`` rows of chunk ``chunk``."""
-        start = chunk * self.chunk_length
-        # every chunk written, zeros too: a missing chunk of a done task means damage
-        array = zarr.open_array(
-            store=self.store, path=self.name, mode="r+", config={"write_empty_chunks": True}
-        )
-        array[start : start + len(data)] = data
-
-
-def chunk_writer(array: zarr.Array) -> ChunkFiles | ZarrChunks:
-    """The fastest writer of whole first-axis chunks that ``array`` allows."""
-    try:
-        return ChunkFiles.of(array)
-    except (TypeError, ValueError):
-        return ZarrChunks(array.store, array.path, int(array.chunks[0]))
