@@ -187,7 +187,7 @@ def run_trials(
     ``in_process``: the reference build and the finishing builds run in this
     process (the killed ones always run in their own).
     """
-    from ccfkit.io.cxi import write_simulated
+    from ccfkit.simulated_file import write_simulated
     from ccfkit.simulate import SimulationConfig
 
     workdir.mkdir(parents=True, exist_ok=True)

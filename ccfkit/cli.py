@@ -563,7 +563,7 @@ def simulate(
     beam, a flat detector with a central hole, stray light, Poisson noise;
     labels as in the paper's Table 1 (see docs/simulate.md).
     """
-    from .io.cxi import write_simulated
+    from .simulated_file import write_simulated
     from .simulate import SimulationConfig
 
     try:

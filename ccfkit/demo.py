@@ -15,7 +15,7 @@ import numpy as np
 import zarr
 
 from .backends import get_backend
-from .io.cxi import write_simulated
+from .simulated_file import write_simulated
 from .io.source import open_source
 from .pipeline import BuildConfig, build
 from .polar import make_polar_plan

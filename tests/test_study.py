@@ -237,7 +237,7 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
 
     # A rerun skips every finished run and leaves its files alone; with --eval-source it
     # scores every run on all frames of another simulated file, built the same way.
-    from ccfkit.io.cxi import write_simulated
+    from ccfkit.simulated_file import write_simulated
     from ccfkit.simulate import SimulationConfig
 
     other = tmp_path / "other.cxi"

@@ -131,7 +131,7 @@ def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) 
         return [str(Path(s).resolve()) for s in sources]
     if "sources" in data:
         return [str(Path(s).resolve()) for s in data["sources"]]
-    from ccfkit.io.cxi import write_simulated
+    from ccfkit.simulated_file import write_simulated
     from ccfkit.simulate import SimulationConfig
 
     spec = dict(data["simulate"])
