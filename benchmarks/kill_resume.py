@@ -187,8 +187,8 @@ def run_trials(
     ``in_process``: the reference build and the finishing builds run in this
     process (the killed ones always run in their own).
     """
-    from ccfkit.simulated_file import write_simulated
     from ccfkit.simulate import SimulationConfig
+    from ccfkit.simulated_file import write_simulated
 
     workdir.mkdir(parents=True, exist_ok=True)
     source = workdir / "input.cxi"

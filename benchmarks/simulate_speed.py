@@ -31,8 +31,8 @@ from pathlib import Path
 
 from performance import Round, cpu_seconds, machine  # benchmarks/ is on sys.path
 
-from ccfkit.simulated_file import write_simulated
 from ccfkit.simulate import SimulationConfig
+from ccfkit.simulated_file import write_simulated
 
 CONFIGS = {
     "v1 physics": SimulationConfig(

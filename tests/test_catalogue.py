@@ -28,8 +28,8 @@ from click.testing import CliRunner
 from ccfkit import pipeline
 from ccfkit.cli import main
 from ccfkit.io.cxi import DATA_PATH, LABELS_PATH, MASK_PATH
-from ccfkit.simulated_file import write_simulated
 from ccfkit.simulate import SimulationConfig
+from ccfkit.simulated_file import write_simulated
 from trainer.cli import main as trainer_main
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -17,6 +17,7 @@ import zarr
 from click.testing import CliRunner
 
 from ccfkit.simulate import LABELS as SIMULATED_LABELS
+from trainer.config import TrainConfig
 from trainer.data import (
     ChunkBatchSampler,
     DataError,
@@ -26,7 +27,8 @@ from trainer.data import (
     make_loader,
     resolve_normalize,
 )
-from trainer.loop import TrainConfig, fit, load_run, regularization, resume
+from trainer.inference import load_run
+from trainer.loop import fit, regularization, resume
 from trainer.metrics import all_negative_accuracy, compute_metrics, violation_rate
 from trainer.model import (
     LogActivation,
@@ -560,7 +562,7 @@ def test_ddp_two_processes_match_one(tiny_store, tmp_path):
 
 
 def test_predict_and_evaluate_on_other_stores(tiny_store, tmp_path):
-    from trainer.loop import evaluate_run, predict_run
+    from trainer.inference import evaluate_run, predict_run
 
     run_dir = tmp_path / "run"
     fit(

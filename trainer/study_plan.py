@@ -255,7 +255,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def _allowed_keys() -> dict[str, set]:
     from ccfkit.pipeline import BuildConfig
 
-    from .loop import TrainConfig
+    from .config import TrainConfig
     from .model import ModelConfig
 
     return {
@@ -291,7 +291,7 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
     """
     from ccfkit.io.source import InputError
 
-    from .loop import TrainConfig
+    from .config import TrainConfig
     from .model import ModelConfig
 
     for section in SECTIONS:
