@@ -66,8 +66,9 @@ class Trial:
 def warm_up(source) -> None:
     """Load the build's Numba kernels (statistics, noise) the way its tasks call them.
 
-    Loading them from Numba's cache takes ~2 s, far longer than the build of
-    the small input: without this the kills would nearly all fall on it.
+    Loading them from Numba's cache takes far longer than the build of the
+    small input (docs/performance.md, "Small costs"): without this the kills
+    would nearly all fall on it.
     """
     from ccfkit.io.source import open_source
     from ccfkit.noise import add_noise, frame_statistics

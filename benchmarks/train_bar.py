@@ -1,6 +1,6 @@
 """The bar for learning (issue 5): does the trainer learn the simulated classes?
 
-Run from the repository root (the full bar; about 42 minutes on the 2-core CPU)::
+Run from the repository root (the full bar; its duration: docs/training.md)::
 
     python benchmarks/train_bar.py --threads 1 --label full-1thread --write docs/training.md
 

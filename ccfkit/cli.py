@@ -729,9 +729,10 @@ def run() -> None:
     """The ``ccfkit`` program: the command, then a quick exit.
 
     The interpreter's last garbage collection walks every object the
-    libraries created (~140,000: Numba's type system, zarr, Dask) for
-    ~0.2 s; nothing is left to collect when the process ends, so the objects
-    are frozen out of its way first (``gc.freeze``).
+    libraries created (Numba's type system, zarr, Dask: a noticeable part of
+    a short command, docs/performance.md "Small costs"); nothing is left to
+    collect when the process ends, so the objects are frozen out of its way
+    first (``gc.freeze``).
     """
     try:
         main()

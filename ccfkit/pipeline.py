@@ -456,7 +456,7 @@ def _run(
 
         with _Progress():
             # the scheduler as a function: a name would make Dask import distributed to look
-            # for a client (0.2 s)
+            # for a client (docs/performance.md, "Small costs")
             return list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=workers))
     finally:
         bar.close()
