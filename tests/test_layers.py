@@ -1,4 +1,4 @@
-"""The walls of the architecture, checked on the import graph of ``ccfkit``.
+"""The walls of the architecture, checked on the import graph of ``ccfkit`` (and ``trainer``).
 
 The graph holds every ``import`` and ``from ... import`` statement of every
 module, those inside functions (imported on use) included. Draw it with::
@@ -161,8 +161,9 @@ def test_the_graph_resolves_relative_and_submodule_imports(tmp_path):
 # --------------------------------------------------------------------------
 
 
-def test_ccfkit_has_no_import_loop():
-    assert cycles(import_graph()) == []
+@pytest.mark.parametrize("package", ["ccfkit", "trainer"])
+def test_no_import_loop(package):
+    assert cycles(import_graph(ROOT, package)) == []
 
 
 @pytest.mark.parametrize("module", MATH)
