@@ -22,9 +22,9 @@ import h5py
 import numpy as np
 
 from ccfkit.center import estimate_center
-from ccfkit.io.cxi import write_simulated
 from ccfkit.io.source import good_pixels
 from ccfkit.simulate import SimulationConfig
+from ccfkit.simulated_file import write_simulated
 
 
 def main() -> None:

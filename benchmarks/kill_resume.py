@@ -66,8 +66,9 @@ class Trial:
 def warm_up(source) -> None:
     """Load the build's Numba kernels (statistics, noise) the way its tasks call them.
 
-    Loading them from Numba's cache takes ~2 s, far longer than the build of
-    the small input: without this the kills would nearly all fall on it.
+    Loading them from Numba's cache takes far longer than the build of the
+    small input (docs/performance.md, "Small costs"): without this the kills
+    would nearly all fall on it.
     """
     from ccfkit.io.source import open_source
     from ccfkit.noise import add_noise, frame_statistics
@@ -187,8 +188,8 @@ def run_trials(
     ``in_process``: the reference build and the finishing builds run in this
     process (the killed ones always run in their own).
     """
-    from ccfkit.io.cxi import write_simulated
     from ccfkit.simulate import SimulationConfig
+    from ccfkit.simulated_file import write_simulated
 
     workdir.mkdir(parents=True, exist_ok=True)
     source = workdir / "input.cxi"

@@ -985,7 +985,7 @@ def report(
     )
     out.append("## Checks and one-time costs\n")
     out.append(
-        f"- bf16 on this CPU: {notes['bf16']} (docs/ccf.md, \"Precision\"; its accuracy: "
+        f'- bf16 on this CPU: {notes["bf16"]} (docs/ccf.md, "Precision"; its accuracy: '
         "`benchmarks/bf16_accuracy.py`)."
     )
     agree = notes["agreement"]
@@ -1103,15 +1103,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _kept_build_section(path: str) -> str:
-    """The section that ``build_benchmark.py`` wrote into the page, kept as it is."""
+    """The page from the section ``build_benchmark.py`` wrote on, kept as it is.
+
+    That is the build's section and the measured notes after it (map
+    settings, sorting, small costs), which this script does not make.
+    """
     if not os.path.exists(path):
         return ""
     with open(path, encoding="utf-8") as handle:
         old = handle.read()
-    start, end = old.find("<!-- build:begin -->"), old.find("<!-- build:end -->")
-    if start < 0 or end < 0:
+    start = old.find("<!-- build:begin -->")
+    if start < 0:
         return ""
-    return "\n" + old[start : end + len("<!-- build:end -->")] + "\n"
+    return "\n" + old[start:].rstrip("\n") + "\n"
 
 
 def main(argv=None) -> int:

@@ -44,7 +44,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from ccfkit.cli import main as ccfkit_main
-    from trainer.loop import TrainConfig, fit
+    from trainer.config import TrainConfig
+    from trainer.loop import fit
     from trainer.model import ModelConfig
     from trainer.sorting import predict_frames
 

@@ -1,6 +1,6 @@
 """The bar for learning (issue 5): does the trainer learn the simulated classes?
 
-Run from the repository root (the full bar; about 42 minutes on the 2-core CPU)::
+Run from the repository root (the full bar; its duration: docs/training.md)::
 
     python benchmarks/train_bar.py --threads 1 --label full-1thread --write docs/training.md
 
@@ -33,7 +33,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -92,7 +92,7 @@ def train(store: Path, workdir: Path, arm: str, args) -> dict:
 
 
 def table(rows: list[dict], args) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         (
             f"**{args.label}** run, {when}, {platform.node()} ({os.cpu_count()} CPUs, torch threads "

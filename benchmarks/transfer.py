@@ -30,7 +30,7 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from train_bar import BIN, sh  # one way to run the project's commands from a benchmark
@@ -68,7 +68,7 @@ def evaluate(run_dir: Path, store: Path | None, out: Path) -> dict:
 
 
 def table(results: dict, args, minutes: float) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     names = [row["name"] for row in results["A"]["per_class"]]
     header = (
         f"Run {when}, {platform.node()} ({os.cpu_count()} CPUs, torch threads "

@@ -13,8 +13,11 @@ import numpy as np
 
 from ._version import __version__
 from .backends import NAMES as BACKEND_NAMES
+from .build_config import BuildConfig
 from .ccf import Estimator, Precision, Scale
 from .instrument import Polarization
+from .settings import Compressor, MapDtype, NoiseLevel, WriteMethod, values
+from .simulate import DEFAULT_MIX, Kind, SimulationConfig
 
 #: What ``--backend`` accepts: ``auto`` and every backend's name.
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
@@ -32,8 +35,15 @@ def main(verbose: int) -> None:
 @main.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--frames", default=96, show_default=True, help="Frames to simulate.")
-@click.option("--order", default=8, show_default=True, help="Angular order of the upper triangle.")
-@click.option("--seed", default=0, show_default=True, help="Seed of simulation and noise.")
+@click.option(
+    "--order",
+    default=BuildConfig.orders[0],
+    show_default=True,
+    help="Angular order of the upper triangle.",
+)
+@click.option(
+    "--seed", default=BuildConfig.seed, show_default=True, help="Seed of simulation and noise."
+)
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
 def demo(out_dir: Path, frames: int, order: int, seed: int, backend: str) -> None:
     """Simulate frames, build their stores (noise none and max), draw them into OUT_DIR."""
@@ -75,25 +85,32 @@ def _center_option(value: str | None):
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option(
     "--noise",
-    type=click.Choice(["none", "mean", "mean+std", "max"]),
-    default="none",
+    type=click.Choice(values(NoiseLevel)),
+    default=BuildConfig.noise,
     show_default=True,
     help="Uniform noise U(0, b) added before resampling (docs/build.md, noise).",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of the noise.")
+@click.option("--seed", default=BuildConfig.seed, show_default=True, help="Seed of the noise.")
 @click.option(
     "--orders",
     default=None,
     metavar="N[,N...]",
     help="Angular orders: the first fills the upper triangle, each further one adds a channel "
-    "with its order map [8].",
+    f"with its order map [{','.join(map(str, BuildConfig.orders))}].",
 )
 @click.option("--order", type=int, default=None, help="One angular order (same as --orders N).")
-@click.option("--q-bins", default=224, show_default=True, help="Radial bins Q (maps are Q x Q).")
-@click.option("--phi-bins", default=512, show_default=True, help="Angular samples P.")
+@click.option(
+    "--q-bins",
+    default=BuildConfig.q_bins,
+    show_default=True,
+    help="Radial bins Q (maps are Q x Q).",
+)
+@click.option(
+    "--phi-bins", default=BuildConfig.phi_bins, show_default=True, help="Angular samples P."
+)
 @click.option(
     "--r-min",
-    default="auto",
+    default=BuildConfig.r_min,
     show_default=True,
     metavar="PIXELS|auto",
     help="Smallest radius, pixels; 'auto': where rings become usable under the mask.",
@@ -104,33 +121,36 @@ def _center_option(value: str | None):
 @click.option(
     "--min-ring-fraction",
     type=click.FloatRange(0, 1),
-    default=0.5,
+    default=BuildConfig.min_ring_fraction,
     show_default=True,
     help="Rings with a smaller fraction of valid samples are unused (0 in every map).",
 )
 @click.option(
-    "--delta", default=0.0, show_default=True, help="Angular separation of the full map, rad."
+    "--delta",
+    default=BuildConfig.delta,
+    show_default=True,
+    help="Angular separation of the full map, rad.",
 )
 @click.option(
     "--estimator",
-    type=click.Choice([e.value for e in Estimator]),
-    default=Estimator.RING.value,
+    type=click.Choice(values(Estimator)),
+    default=BuildConfig.estimator,
     show_default=True,
     help="Order-n map: from each ring's Fourier coefficient (the paper's, Eq. 14), or "
     "mask-corrected over all lags (no leakage of the mask; docs/ccf.md).",
 )
 @click.option(
     "--scale",
-    type=click.Choice([s.value for s in Scale]),
-    default=Scale.MAXABS.value,
+    type=click.Choice(values(Scale)),
+    default=BuildConfig.scale,
     show_default=True,
     help="Each triangle divided by its largest |value| (the paper's); 'ring': by the rings' "
     "mean intensities (normalised CCF, clipped to [-1, 1]); or unscaled.",
 )
 @click.option(
     "--precision",
-    type=click.Choice([p.value for p in Precision]),
-    default=Precision.FLOAT32.value,
+    type=click.Choice(values(Precision)),
+    default=BuildConfig.precision,
     show_default=True,
     help="The full map's product: float32, or bf16 inputs with float32 sums where the "
     "hardware has bf16 units (AMX, AVX512-BF16, GPU tensor cores; float32 elsewhere); "
@@ -170,15 +190,15 @@ def _center_option(value: str | None):
 @click.option(
     "--dtype",
     "map_dtype",
-    type=click.Choice(["float32", "float16"]),
-    default="float32",
+    type=click.Choice(values(MapDtype)),
+    default=BuildConfig.map_dtype,
     show_default=True,
     help="Stored map dtype (float16 needs --scale maxabs).",
 )
 @click.option(
     "--compressor",
-    type=click.Choice(["lz4", "zstd", "none"]),
-    default="none",
+    type=click.Choice(values(Compressor)),
+    default=Compressor.NONE.value,
     show_default=True,
     help="Codec of the stored maps (Blosc: LZ4 with byte shuffle, Zstd with bit shuffle).",
 )
@@ -201,8 +221,8 @@ def _center_option(value: str | None):
 )
 @click.option(
     "--chunk-writer",
-    type=click.Choice(["zarr", "direct"]),
-    default="zarr",
+    type=click.Choice(values(WriteMethod)),
+    default=WriteMethod.ZARR.value,
     show_default=True,
     help="Write map chunks through zarr, or with O_DIRECT (docs/build.md); the same store.",
 )
@@ -255,7 +275,6 @@ def build(
     """Compute the CCF maps of INPUTS (CXI/HDF5 files or globs) into the Zarr store OUT."""
     from .backends import BackendUnavailableError
     from .io.source import InputError, open_source, read_mask_file
-    from .pipeline import BuildConfig
     from .pipeline import build as run_build
     from .store import StoreError, check_not_input
 
@@ -310,13 +329,13 @@ def build(
 
 
 def _orders_option(orders: str | None, order: int | None) -> tuple[int, ...]:
-    """``--orders 2,8`` (or ``--order 8``) as a tuple of ints; (8,) when neither is given."""
+    """``--orders 2,8`` (or ``--order 8``) as a tuple of ints; the default when neither is given."""
     if orders is not None and order is not None:
         raise click.UsageError("give --orders or --order, not both")
     if order is not None:
         return (order,)
     if orders is None:
-        return (8,)
+        return BuildConfig.orders
     try:
         return tuple(int(n) for n in orders.split(","))
     except ValueError:
@@ -416,109 +435,109 @@ def _span(metavar: str = "MIN MAX"):
 @click.option(
     "--size",
     type=int,
-    default=259,
+    default=SimulationConfig.size,
     show_default=True,
     help="Detector side in pixels; the half-width always subtends --max-angle.",
 )
 @click.option(
     "--radius",
-    default=(150.0, 600.0),
+    default=SimulationConfig.radius,
     **_span(),
     help="Volume-equivalent particle radius range, nm (uniform).",
 )
 @click.option(
     "--energy",
-    default=(19.0, 35.0),
+    default=SimulationConfig.photon_energy,
     **_span(),
     help="Photon energy range, eV (uniform per frame).",
 )
 @click.option(
     "--fluence",
-    default=(1e5, 1e6),
+    default=SimulationConfig.fluence,
     **_span(),
     help="Scattered photons per frame on the good pixels (log-uniform).",
 )
 @click.option(
     "--mix",
-    default="sphere=0.4,oblate=0.2,prolate=0.2,empty=0.05,double=0.05,newton=0.05,asymmetric=0.05",
+    default=",".join(f"{kind.name.lower()}={weight:g}" for kind, weight in DEFAULT_MIX.items()),
     show_default=True,
-    help="What is drawn, KIND=WEIGHT,... (sphere, oblate, prolate, empty, double, newton, "
-    "asymmetric), or 'paper' (label fractions close to the paper's Table 1).",
+    help=f"What is drawn, KIND=WEIGHT,... ({', '.join(kind.name.lower() for kind in Kind)}), "
+    "or 'paper' (label fractions close to the paper's Table 1).",
 )
 @click.option(
     "--oblate-ratio",
-    default=(0.55, 0.95),
+    default=SimulationConfig.oblate_ratio,
     **_span(),
     help="Axis ratio c/a of oblate spheroids (< 1).",
 )
 @click.option(
     "--prolate-ratio",
-    default=(1.25, 3.0),
+    default=SimulationConfig.prolate_ratio,
     **_span(),
     help="Axis ratio c/a of prolate spheroids (> 1).",
 )
 @click.option(
     "--noise/--no-noise",
-    default=True,
+    default=SimulationConfig.noise,
     show_default=True,
     help="Poisson photon noise (else expected counts).",
 )
 @click.option(
     "--background",
     type=float,
-    default=0.01,
+    default=SimulationConfig.background,
     show_default=True,
     help="Stray photons per good pixel per frame (flat).",
 )
 @click.option(
     "--polarization",
-    type=click.Choice([p.value for p in Polarization]),
-    default=Polarization.HORIZONTAL.value,
+    type=click.Choice(values(Polarization)),
+    default=SimulationConfig.polarization,
     show_default=True,
     help="Beam polarisation (linear along x or y, unpolarised) or none: no factor.",
 )
 @click.option(
     "--solid-angle/--no-solid-angle",
-    default=True,
+    default=SimulationConfig.solid_angle,
     show_default=True,
     help="Weight pixels by their solid angle, cos^3(2 theta).",
 )
 @click.option(
     "--halo",
-    default=(1e3, 2e4),
+    default=SimulationConfig.halo,
     **_span(),
     help="Stray-light halo photons per frame on the good pixels (log-uniform); 0 0: none.",
 )
 @click.option(
     "--halo-width",
-    default=(3.0, 12.0),
+    default=SimulationConfig.halo_width,
     **_span(),
     help="Halo width, degrees of scattering angle (uniform).",
 )
 @click.option(
     "--mcp/--no-mcp",
-    default=False,
+    default=SimulationConfig.mcp,
     show_default=True,
     help="MCP + phosphor response: per-photon gain spread and blur.",
 )
 @click.option(
     "--gain-spread",
     type=float,
-    default=0.6,
+    default=SimulationConfig.gain_spread,
     show_default=True,
     help="With --mcp: relative standard deviation of one photon's gain.",
 )
 @click.option(
     "--blur",
     type=float,
-    default=0.7,
+    default=SimulationConfig.blur,
     show_default=True,
     help="With --mcp: phosphor blur, Gaussian standard deviation in pixels.",
 )
 @click.option(
     "--jitter",
     type=float,
-    default=3.0,
+    default=SimulationConfig.jitter,
     show_default=True,
     help="Beam-centre jitter: radius of the disc it is drawn in, px.",
 )
@@ -540,17 +559,21 @@ def _span(metavar: str = "MIN MAX"):
 @click.option(
     "--hole",
     type=float,
-    default=10.0,
+    default=SimulationConfig.hole_radius,
     show_default=True,
     help="Radius of the detector's central hole (masked), px.",
 )
 @click.option(
-    "--distance", type=float, default=0.065, show_default=True, help="Sample-detector distance, m."
+    "--distance",
+    type=float,
+    default=SimulationConfig.distance,
+    show_default=True,
+    help="Sample-detector distance, m.",
 )
 @click.option(
     "--max-angle",
     type=float,
-    default=30.0,
+    default=SimulationConfig.max_angle,
     show_default=True,
     help="Scattering angle at the detector half-width, degrees.",
 )
@@ -600,8 +623,7 @@ def simulate(
     beam, a flat detector with a central hole, stray light, Poisson noise;
     labels as in the paper's Table 1 (see docs/simulate.md).
     """
-    from .io.cxi import write_simulated
-    from .simulate import SimulationConfig
+    from .simulated_file import write_simulated
 
     try:
         config = SimulationConfig(
@@ -648,8 +670,19 @@ def simulate(
 @main.command("simulate-examples")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--size", type=int, default=259, show_default=True, help="Detector side, pixels.")
-@click.option("--noise/--no-noise", default=True, show_default=True, help="Poisson photon noise.")
+@click.option(
+    "--size",
+    type=int,
+    default=SimulationConfig.size,
+    show_default=True,
+    help="Detector side, pixels.",
+)
+@click.option(
+    "--noise/--no-noise",
+    default=SimulationConfig.noise,
+    show_default=True,
+    help="Poisson photon noise.",
+)
 def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
     """Draw one simulated frame per class (log scale) into the PNG file OUT.
 
@@ -657,7 +690,7 @@ def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
     at the indices shown in the titles.
     """
     from .io.atomic import atomic_output
-    from .simulate import SimulationConfig, draw_examples
+    from .simulate import draw_examples
 
     try:
         config = SimulationConfig(size=size, noise=noise)
@@ -735,9 +768,10 @@ def run() -> None:
     """The ``ccfkit`` program: the command, then a quick exit.
 
     The interpreter's last garbage collection walks every object the
-    libraries created (~140,000: Numba's type system, zarr, Dask) for
-    ~0.2 s; nothing is left to collect when the process ends, so the objects
-    are frozen out of its way first (``gc.freeze``).
+    libraries created (Numba's type system, zarr, Dask: a noticeable part of
+    a short command, docs/performance.md "Small costs"); nothing is left to
+    collect when the process ends, so the objects are frozen out of its way
+    first (``gc.freeze``).
     """
     try:
         main()

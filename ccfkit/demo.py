@@ -15,11 +15,11 @@ import numpy as np
 import zarr
 
 from .backends import get_backend
-from .io.cxi import write_simulated
 from .io.source import open_source
 from .pipeline import BuildConfig, build
 from .polar import make_polar_plan
 from .simulate import SimulationConfig
+from .simulated_file import write_simulated
 from .summary import raw_frame
 
 logger = logging.getLogger(__name__)

@@ -9,22 +9,14 @@ to the raw image *before* resampling. The draw for frame ``i`` depends only on
 
 from __future__ import annotations
 
-import enum
 from typing import NamedTuple
 
 import numba
 import numpy as np
 
+from .settings import NoiseLevel
+
 __all__ = ["NoiseLevel", "NoiseStatistics", "add_noise", "frame_statistics", "noise_statistics"]
-
-
-class NoiseLevel(str, enum.Enum):
-    """The paper's four data sets (Table 6): the upper bound ``b`` of ``U(0, b)``."""
-
-    NONE = "none"
-    MEAN = "mean"
-    MEAN_STD = "mean+std"
-    MAX = "max"
 
 
 class NoiseStatistics(NamedTuple):

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from ._version import __version__
 from .backends import get_backend
 from .backends._base import usable_cpus
-from .ccf import Estimator, MapSettings, Precision, Scale
+from .build_config import BuildConfig
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
@@ -68,59 +68,6 @@ __all__ = ["MIN_VALID_FRACTION", "BuildConfig", "build", "check_geometry"]
 
 #: Smallest fraction of good pixels a build accepts without ``force`` (docs/build.md).
 MIN_VALID_FRACTION = 0.01
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """Everything that determines the content of a store (stored as ``parameters``).
-
-    Attributes mirror the ``ccfkit build`` options; see ``docs/build.md``.
-    """
-
-    orders: tuple[int, ...] = (8,)
-    q_bins: int = 224
-    phi_bins: int = 512
-    r_min: float | str = "auto"
-    r_max: float | None = None
-    min_ring_fraction: float = 0.5
-    delta: float = 0.0
-    estimator: str = Estimator.RING.value
-    scale: str = Scale.MAXABS.value
-    precision: str = Precision.FLOAT32.value
-    noise: str = NoiseLevel.NONE.value
-    seed: int = 0
-    image_size: int | None = None
-    map_dtype: str = "float32"
-
-    def __post_init__(self):
-        NoiseLevel(self.noise)
-        try:
-            settings = self.map_settings
-            settings.check_phi_bins(self.phi_bins)
-        except ValueError as error:
-            raise InputError(f"--orders, --estimator, --scale, --precision: {error}") from error
-        object.__setattr__(self, "orders", settings.orders)
-        if isinstance(self.r_min, str) and self.r_min != "auto":
-            raise InputError(f"--r-min must be a number of pixels or 'auto', not {self.r_min!r}")
-        if not 0.0 <= self.min_ring_fraction <= 1.0:
-            raise InputError(
-                f"--min-ring-fraction must lie in [0, 1], not {self.min_ring_fraction}"
-            )
-        if self.map_dtype not in ("float32", "float16"):
-            raise InputError(f"map dtype must be float32 or float16, not {self.map_dtype}")
-        if self.map_dtype == "float16" and settings.scale is Scale.NONE:
-            raise InputError("float16 maps need a --scale (unscaled maps overflow float16)")
-
-    @property
-    def map_settings(self) -> MapSettings:
-        """The engine's :class:`~ccfkit.ccf.MapSettings` of this build."""
-        return MapSettings(
-            orders=self.orders,
-            delta=self.delta,
-            estimator=self.estimator,
-            scale=self.scale,
-            precision=self.precision,
-        )
 
 
 @functools.lru_cache(maxsize=4)
@@ -534,7 +481,7 @@ def _run(
 
         with _Progress():
             # the scheduler as a function: a name would make Dask import distributed to look
-            # for a client (0.2 s)
+            # for a client (docs/performance.md, "Small costs")
             return list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=workers))
     finally:
         bar.close()

@@ -26,7 +26,7 @@ Conventions: images are ``I[y, x]`` (row ``y``, column ``x``) with pixel
 centres at integer coordinates; the beam centre is ``(cx, cy)`` in pixels;
 lab axes are ``x`` along columns, ``y`` along rows, ``z`` along the beam.
 Lengths inside this module are in nanometres and photon energies in eV; the
-file writer (:mod:`ccfkit.io.cxi`) converts to SI.
+file writer (:mod:`ccfkit.simulated_file`) converts to SI.
 
 Every frame is a pure function of ``(seed, index, config)``: its parameters
 and its noise come from generators seeded with ``(seed, index, stream)``, so a

@@ -32,7 +32,7 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -371,7 +371,7 @@ def create_store(
         {
             **_creating_attributes(),
             "status": "incomplete",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "layout": _layout_attrs(layout),
             **attributes,
         }
@@ -502,7 +502,7 @@ def mark_complete(group: zarr.Group) -> None:
     missing = pending_chunks(group)
     if missing.size:
         raise StoreError(f"{missing.size} chunk(s) not written yet")
-    completed = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    completed = datetime.now(UTC).isoformat(timespec="seconds")
     group.attrs.update({"status": "complete", "completed": completed})  # one write
 
 

@@ -8,6 +8,7 @@ against.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -31,6 +32,26 @@ settings.register_profile(
 # A long run for hunting rare failures: CCFKIT_HYPOTHESIS=stress pytest ...
 settings.register_profile("stress", parent=settings.get_profile("ccfkit"), max_examples=1000)
 settings.load_profile(os.environ.get("CCFKIT_HYPOTHESIS", "ccfkit"))
+
+#: Test modules of the trainer, all of which import torch (the ``trainer`` extra). Where
+#: torch is not installed (the run on the newest Python, README "Python versions") they
+#: are not collected; the engine's tests, and the trainer's cases in test_catalogue.py
+#: and test_build.py that skip on their own, still run.
+TRAINER_MODULES = [
+    "test_labels.py",
+    "test_sorting.py",
+    "test_study.py",
+    "test_trainer.py",
+    "test_trainer_cli.py",
+]
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+collect_ignore = [] if HAS_TORCH else TRAINER_MODULES
+
+
+def pytest_report_header(config):
+    if not HAS_TORCH:
+        return "torch is not installed: not collected: " + ", ".join(TRAINER_MODULES)
+
 
 #: Backends that can run on this machine, asked once.
 AVAILABLE = ccfkit.available_backends()
@@ -252,9 +273,15 @@ def rng():
 
 @pytest.fixture
 def torch_one_thread():
-    """One torch thread: the suite shares a small machine, and results stay bit-stable."""
-    import torch
+    """One torch thread: the suite shares a small machine, and results stay bit-stable.
 
+    Nothing to do where torch is not installed (the engine's tests run without it).
+    """
+    try:
+        import torch
+    except ModuleNotFoundError:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

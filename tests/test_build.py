@@ -609,6 +609,7 @@ def test_a_schema_1_store_still_opens_for_reading(tmp_path, cxi):
     png = tmp_path / "frame.png"
     result = run("show", out, "--index", "1", "-o", png)
     assert result.exit_code == 0 and png.stat().st_size > 0, result.output
+    pytest.importorskip("torch")  # the trainer reads the old store too
     from trainer.data import StoreDataset, inspect_store
 
     info = inspect_store(out)

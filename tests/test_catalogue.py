@@ -27,9 +27,9 @@ from click.testing import CliRunner
 
 from ccfkit import pipeline
 from ccfkit.cli import main
-from ccfkit.io.cxi import DATA_PATH, LABELS_PATH, MASK_PATH, write_simulated
+from ccfkit.io.cxi import DATA_PATH, LABELS_PATH, MASK_PATH
 from ccfkit.simulate import SimulationConfig
-from trainer.cli import main as trainer_main
+from ccfkit.simulated_file import write_simulated
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -439,13 +439,22 @@ FIT = ["--epochs", "1", "--width", "8", "--batch-size", "8", "--workers", "0", "
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, store) -> Path:
+def trainer_main():
+    """The ``trainer`` command; its cases skip where torch (the ``trainer`` extra) is absent."""
+    pytest.importorskip("torch")
+    from trainer.cli import main as program
+
+    return program
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, store, trainer_main) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "run"
     ok(ccfkit("fit", store, "--run-dir", run_dir, "--threads", "1", *FIT, program=trainer_main))
     return run_dir
 
 
-def test_fit_resume_refuses_another_store(tmp_path, trained, source):
+def test_fit_resume_refuses_another_store(tmp_path, trained, source, trainer_main):
     other = tmp_path / "other.zarr"
     ok(ccfkit("build", source, other, *BUILD, "--seed", "5", "--noise", "max"))
     before = snapshot(trained)
@@ -454,7 +463,7 @@ def test_fit_resume_refuses_another_store(tmp_path, trained, source):
     assert snapshot(trained) == before
 
 
-def test_fit_resume_keeps_the_threads(tmp_path, trained, store):
+def test_fit_resume_keeps_the_threads(tmp_path, trained, store, trainer_main):
     copy = tmp_path / "copy.zarr"  # the same store moved elsewhere is still the run's store
     shutil.copytree(store, copy)
     run_dir = tmp_path / "run"
@@ -470,7 +479,7 @@ def test_fit_resume_keeps_the_threads(tmp_path, trained, store):
     assert '"threads": 1' in (run_dir / "config.json").read_text()
 
 
-def test_trainer_file_errors_are_one_line(tmp_path, trained, store):
+def test_trainer_file_errors_are_one_line(tmp_path, trained, store, trainer_main):
     a_file = tmp_path / "a_file"
     a_file.write_text("mine")
     refused(ccfkit("fit", store, "--run-dir", a_file, *FIT, program=trainer_main), "a_file")
@@ -481,7 +490,7 @@ def test_trainer_file_errors_are_one_line(tmp_path, trained, store):
 
 
 @pytest.mark.parametrize("damaged", ["last.pt", "config.json"])
-def test_a_damaged_run_file_is_one_line(tmp_path, trained, store, damaged):
+def test_a_damaged_run_file_is_one_line(tmp_path, trained, store, damaged, trainer_main):
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)
     (run_dir / damaged).write_bytes((run_dir / damaged).read_bytes()[:100])
@@ -490,14 +499,14 @@ def test_a_damaged_run_file_is_one_line(tmp_path, trained, store, damaged):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_trainer_read_only_places_are_one_line(tmp_path, trained, store):
+def test_trainer_read_only_places_are_one_line(tmp_path, trained, store, trainer_main):
     locked = tmp_path / "ro"
     locked.mkdir(mode=0o500)
     refused(ccfkit("fit", store, "--run-dir", locked / "run", *FIT, program=trainer_main), "ro")
     refused(ccfkit("predict", trained, store, "-o", locked / "p.csv", program=trainer_main), "ro")
 
 
-def test_the_trainer_names_a_damaged_chunk(tmp_path, trained, store):
+def test_the_trainer_names_a_damaged_chunk(tmp_path, trained, store, trainer_main):
     copy = tmp_path / "maps.zarr"
     shutil.copytree(store, copy)
     damage(copy, "ccf/c/2/0/0", "flipped")

@@ -10,8 +10,9 @@ import zarr
 from test_trainer import N_LABELS, read_csv, tiny_store, tiny_train  # noqa: F401 (fixture)
 
 from trainer.data import DataError
+from trainer.inference import evaluate_run, predict_run
 from trainer.labels import match_labels, normalize_label, read_label_map
-from trainer.loop import evaluate_run, fit, predict_run
+from trainer.loop import fit
 from trainer.model import ModelConfig
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 
 import ccfkit
 from ccfkit.backends import _bf16
+
+pytest.importorskip("torch")  # the bf16 product is PyTorch's
 from ccfkit.backends.array import NumpyBackend
 from ccfkit.ccf import Precision, lag_product
 from ccfkit.cli import main as ccfkit_main

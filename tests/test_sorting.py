@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from ccfkit.cli import main as ccfkit_main
 from ccfkit.simulate import LABELS as SIMULATED_LABELS
 from trainer.cli import main as trainer_main
-from trainer.loop import TrainConfig, fit
+from trainer.config import TrainConfig
+from trainer.loop import fit
 from trainer.model import ModelConfig
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -9,8 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from trainer.cli import main as trainer_main
+from trainer.config import TrainConfig
 from trainer.data import load_split, save_split, split_three_ways, subsample
-from trainer.loop import TrainConfig, evaluate_run, run_split
+from trainer.inference import evaluate_run
+from trainer.run_dir import run_split
 from trainer.study_plan import PlanError, apply_override, build_config, load_config, make_plan
 from trainer.verdicts import NO, UNRESOLVED, YES, compare, frame_counts, metric_of_counts, verdict
 
@@ -242,8 +244,8 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
 
     # A rerun skips every finished run and leaves its files alone; with --eval-source it
     # scores every run on all frames of another simulated file, built the same way.
-    from ccfkit.io.cxi import write_simulated
     from ccfkit.simulate import SimulationConfig
+    from ccfkit.simulated_file import write_simulated
 
     other = tmp_path / "other.cxi"
     write_simulated(other, SimulationConfig(size=64), 24, seed=11, progress=False)

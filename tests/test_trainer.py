@@ -3,6 +3,7 @@ resuming and DDP (docs/training.md). Tiny data made on the fly; one torch thread
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
@@ -17,6 +18,7 @@ import zarr
 from click.testing import CliRunner
 
 from ccfkit.simulate import LABELS as SIMULATED_LABELS
+from trainer.config import TrainConfig
 from trainer.data import (
     ChunkBatchSampler,
     DataError,
@@ -26,7 +28,8 @@ from trainer.data import (
     make_loader,
     resolve_normalize,
 )
-from trainer.loop import TrainConfig, fit, load_run, regularization, resume
+from trainer.inference import load_run
+from trainer.loop import fit, regularization, resume, train_step
 from trainer.metrics import all_negative_accuracy, compute_metrics, violation_rate
 from trainer.model import (
     LogActivation,
@@ -237,6 +240,27 @@ def test_regularization_value():
     )
     got = regularization(model, 1e-5, 2e-5)
     assert got.item() == pytest.approx(1e-5 * l1.item() + 2e-5 * l2.item(), rel=1e-6)
+
+
+def test_train_step_minimises_bce_plus_the_penalty_with_one_sgd_step():
+    model = tiny_model()
+    model.train()
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 1, 32, 32, generator=generator)
+    y = (torch.rand(4, model.config.num_classes, generator=generator) > 0.5).float()
+    # the gradient the step must take: that of BCE + penalty at the same weights
+    reference = copy.deepcopy(model)
+    expected_bce = F.binary_cross_entropy_with_logits(reference(x), y)
+    penalty = regularization(reference, 1e-3, 1e-3)
+    (expected_bce + penalty).backward()
+    before = model.fc.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # no momentum: one plain step
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    loss, bce = train_step(model, x, y, optimizer, scaler, l1=1e-3, l2=1e-3)
+    assert bce.item() == pytest.approx(expected_bce.item(), rel=1e-6)
+    assert loss.item() == pytest.approx(expected_bce.item() + penalty.item(), rel=1e-6)
+    expected = before - 0.1 * reference.fc.weight.grad
+    torch.testing.assert_close(model.fc.weight.detach(), expected, rtol=1e-5, atol=1e-7)
 
 
 # --------------------------------------------------------------------------
@@ -560,7 +584,7 @@ def test_ddp_two_processes_match_one(tiny_store, tmp_path):
 
 
 def test_predict_and_evaluate_on_other_stores(tiny_store, tmp_path):
-    from trainer.loop import evaluate_run, predict_run
+    from trainer.inference import evaluate_run, predict_run
 
     run_dir = tmp_path / "run"
     fit(

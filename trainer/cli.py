@@ -11,9 +11,12 @@ from pathlib import Path
 
 import click
 
+from .config import DEVICES, Flips, TrainConfig
 from .data import DataError, InputKind, Normalize
+from .model import ARCHS, ModelConfig
 
-DEVICES = ("auto", "cpu", "cuda")
+#: ``--checkpoint``: the run's checkpoints.
+CHECKPOINTS = ("best", "last")
 
 
 def _clean_errors(func):
@@ -42,7 +45,7 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from ccfkit.io.source import InputError
     from ccfkit.store import StoreError
 
-    from .loop import RunError
+    from .run_dir import RunError
     from .study import StudyError
     from .study_plan import PlanError
 
@@ -98,41 +101,69 @@ def main(verbose: bool) -> None:
     "--input",
     "input_kind",
     type=click.Choice([k.value for k in InputKind]),
-    default="ccf",
+    default=TrainConfig.input,
     show_default=True,
     help="What the network sees: the CCF maps or the stored images.",
 )
 @click.option(
-    "--arch", type=click.Choice(["18", "34", "50", "101"]), default="18", show_default=True
+    "--arch",
+    type=click.Choice([str(depth) for depth in ARCHS]),
+    default=str(ModelConfig.arch),
+    show_default=True,
 )
-@click.option("--alpha", type=float, default=0.2, show_default=True, help="Eq. 11 scale.")
+@click.option(
+    "--alpha", type=float, default=ModelConfig.alpha, show_default=True, help="Eq. 11 scale."
+)
 @click.option(
     "--no-log-act", is_flag=True, help="LeakyReLU after the first conv (the paper's 'unmodified')."
 )
 @click.option(
-    "--width", type=int, default=64, show_default=True, help="Channels of the first stage."
+    "--width",
+    type=int,
+    default=ModelConfig.width,
+    show_default=True,
+    help="Channels of the first stage.",
 )
-@click.option("--epochs", type=int, default=None, help="[200; on --resume: the saved value]")
-@click.option("--batch-size", type=int, default=48, show_default=True, help="Global batch size.")
-@click.option("--lr", type=float, default=0.1, show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option(
-    "--lr-step", type=int, default=50, show_default=True, help="Epochs between lr drops."
+    "--epochs",
+    type=int,
+    default=None,
+    help=f"[{TrainConfig.epochs}; on --resume: the saved value]",
 )
-@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
-@click.option("--l1", type=float, default=1e-5, show_default=True, help="L1 weight penalty.")
-@click.option("--l2", type=float, default=1e-5, show_default=True, help="L2 weight penalty.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=TrainConfig.batch_size,
+    show_default=True,
+    help="Global batch size.",
+)
+@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True)
+@click.option("--momentum", type=float, default=TrainConfig.momentum, show_default=True)
+@click.option(
+    "--lr-step",
+    type=int,
+    default=TrainConfig.lr_step,
+    show_default=True,
+    help="Epochs between lr drops.",
+)
+@click.option("--lr-gamma", type=float, default=TrainConfig.lr_gamma, show_default=True)
+@click.option(
+    "--l1", type=float, default=TrainConfig.l1, show_default=True, help="L1 weight penalty."
+)
+@click.option(
+    "--l2", type=float, default=TrainConfig.l2, show_default=True, help="L2 weight penalty."
+)
 @click.option(
     "--eval-fraction",
     type=click.FloatRange(0, 1, max_open=True),
-    default=0.15,
+    default=TrainConfig.eval_fraction,
     show_default=True,
     help="Validation split: picks the best checkpoint.",
 )
 @click.option(
     "--test-fraction",
     type=click.FloatRange(0, 1, max_open=True),
-    default=0.0,
+    default=TrainConfig.test_fraction,
     show_default=True,
     help="Held-out test split, scored once with the best checkpoint.",
 )
@@ -146,22 +177,24 @@ def main(verbose: bool) -> None:
 @click.option(
     "--train-fraction",
     type=click.FloatRange(0, 1, min_open=True),
-    default=1.0,
+    default=TrainConfig.train_fraction,
     show_default=True,
     help="Train on this fraction of the training split (Table 5).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Split, init and order.")
+@click.option(
+    "--seed", type=int, default=TrainConfig.seed, show_default=True, help="Split, init and order."
+)
 @click.option(
     "--flips",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
+    type=click.Choice([f.value for f in Flips]),
+    default=TrainConfig.flips,
     show_default=True,
     help="Random h/v flips; auto: on for images, off for CCF maps.",
 )
 @click.option(
     "--normalize",
     type=click.Choice([n.value for n in Normalize]),
-    default="auto",
+    default=TrainConfig.normalize,
     show_default=True,
     help="Per-frame scaling; auto: none for CCF maps, max for images.",
 )
@@ -173,17 +206,24 @@ def main(verbose: bool) -> None:
     "--workers",
     type=int,
     default=None,
-    help="DataLoader workers [2; on --resume: the saved value]",
+    help=f"DataLoader workers [{TrainConfig.workers}; on --resume: the saved value]",
 )
 @click.option(
     "--device",
     type=click.Choice(DEVICES),
     default=None,
-    help="[auto; on --resume: the saved value]",
+    help=f"[{TrainConfig.device}; on --resume: the saved value]",
 )
-@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (GPU).")
-@click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="(GPU)")
-@click.option("--threshold", type=float, default=0.5, show_default=True)
+@click.option(
+    "--amp/--no-amp", default=TrainConfig.amp, show_default=True, help="Mixed precision (GPU)."
+)
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=TrainConfig.channels_last,
+    show_default=True,
+    help="(GPU)",
+)
+@click.option("--threshold", type=float, default=TrainConfig.threshold, show_default=True)
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -207,7 +247,6 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
     """
     from . import loop
     from .data import inspect_store
-    from .model import ModelConfig
 
     if resume:
         if run_dir is None:
@@ -231,13 +270,15 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
             width=width,
         )
         train_cfg = _configs(
-            loop.TrainConfig, store=info.path, input=input_kind, epochs=200 if epochs is None else epochs,
+            TrainConfig, store=info.path, input=input_kind,
+            epochs=TrainConfig.epochs if epochs is None else epochs,
             batch_size=batch_size, lr=lr, momentum=momentum, lr_step=lr_step,
             lr_gamma=lr_gamma, l1=l1, l2=l2, eval_fraction=eval_fraction,
             test_fraction=test_fraction, train_fraction=train_fraction,
             split_file=None if split_file is None else str(Path(split_file).resolve()), seed=seed,
-            flips=flips, normalize=normalize, workers=2 if workers is None else workers,
-            device="auto" if device is None else device, amp=amp,
+            flips=flips, normalize=normalize,
+            workers=TrainConfig.workers if workers is None else workers,
+            device=TrainConfig.device if device is None else device, amp=amp,
             channels_last=channels_last, threshold=threshold, max_frames=max_frames,
             max_minutes=max_minutes, threads=threads,
         )  # fmt: skip
@@ -261,9 +302,7 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("store", required=False, type=click.Path(path_type=Path))
-@click.option(
-    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
-)
+@click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default="best", show_default=True)
 @click.option("--subset", type=click.Choice(["eval", "test", "all"]), default=None,
               help="[eval for the run's own store, all for another]")  # fmt: skip
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
@@ -277,7 +316,7 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
 @_clean_errors
 def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_map):
     """§3.2 metrics of RUN's checkpoint on STORE [the run's eval split]."""
-    from .loop import evaluate_run
+    from .inference import evaluate_run
     from .metrics import format_class_table
 
     metrics, extra = evaluate_run(
@@ -312,9 +351,7 @@ def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_ma
     "-o", "--output", type=click.Path(path_type=Path), required=True,
     help="CSV file; for frames also .h5/.hdf5 or .zarr (index, probabilities, labels).",
 )  # fmt: skip
-@click.option(
-    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
-)
+@click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default="best", show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="Loader workers (store).")
 @click.option("--backend", default="auto", show_default=True, help="Map engine (frames).")
@@ -335,7 +372,7 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
     way, without writing a store (docs/training.md, "Sorting a run").
     """
     if len(inputs) == 1 and (Path(inputs[0]) / "zarr.json").is_file():
-        from .loop import predict_run
+        from .inference import predict_run
 
         n = predict_run(
             run, inputs[0], output, which=checkpoint, device=device, workers=workers,
@@ -367,9 +404,7 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
 @click.option("--index", "row", type=int, required=True, help="Row of the store.")
 @click.option("--class", "class_name", default=None, help="Label to explain [the most probable].")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="PNG file.")
-@click.option(
-    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
-)
+@click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default="best", show_default=True)
 @_clean_errors
 def explain(run, store, row, class_name, output, checkpoint):
     """Grad-CAM++ heatmap of one frame of STORE for one label (§6)."""
@@ -378,7 +413,7 @@ def explain(run, store, row, class_name, output, checkpoint):
 
     from .data import StoreDataset, inspect_store
     from .explain import grad_cam_pp, save_heatmap
-    from .loop import TrainConfig, load_run
+    from .inference import load_run
 
     model, config, _ = load_run(run, checkpoint, "cpu")
     train = TrainConfig.from_dict(config["train"])

@@ -28,8 +28,10 @@ from ccfkit.ccf import MapSettings
 from ccfkit.io.atomic import atomic_output
 from ccfkit.polar import PlanSpec
 
+from .config import TrainConfig
 from .data import DataError, model_inputs, open_store, resolve_normalize
-from .loop import RunError, TrainConfig, load_run, write_probability_csv
+from .inference import load_run, write_probability_csv
+from .run_dir import RunError
 
 __all__ = ["MapRecipe", "predict_frames", "write_predictions"]
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .loop import _write_json
+from .run_dir import write_json
 from .study_plan import PlanError, StudyPlan, build_config
 
 __all__ = ["RunJob", "StudyError", "is_finished", "run_job", "run_study"]
@@ -131,8 +131,8 @@ def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) 
         return [str(Path(s).resolve()) for s in sources]
     if "sources" in data:
         return [str(Path(s).resolve()) for s in data["sources"]]
-    from ccfkit.io.cxi import write_simulated
     from ccfkit.simulate import SimulationConfig
+    from ccfkit.simulated_file import write_simulated
 
     spec = dict(data["simulate"])
     n, seed = int(spec.pop("n")), int(spec.pop("seed", 0))
@@ -149,7 +149,7 @@ def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) 
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("simulating %d frames (seed %d) into %s", n, seed, path)
     write_simulated(path, sim, n, seed, overwrite=True, progress=progress)
-    _write_json(out / "data" / "simulated.json", record)
+    write_json(out / "data" / "simulated.json", record)
     return [str(path.resolve())]
 
 
@@ -187,7 +187,7 @@ def ensure_split(plan: StudyPlan, out: Path, n_frames: int) -> Path:
     if not len(split["test"]) or not len(split["validation"]):
         raise PlanError("[split]: the study needs non-empty validation and test sets")
     save_split(path, split, record["seed"])
-    _write_json(out / "split.json", record)
+    write_json(out / "split.json", record)
     return path
 
 
@@ -272,6 +272,7 @@ def is_finished(run_dir) -> bool:
 def run_job(job: RunJob) -> str:
     """Train (or resume, or skip) one run; returns ``"skipped"``, ``"resumed"`` or ``"trained"``."""
     from . import loop
+    from .config import TrainConfig
     from .data import inspect_store
     from .model import ModelConfig
 
@@ -283,7 +284,7 @@ def run_job(job: RunJob) -> str:
         return "resumed"
     info = inspect_store(job.store, input_kind=job.train.get("input", "ccf"))
     model_cfg = ModelConfig(num_classes=len(info.label_names), **job.model)
-    train_cfg = loop.TrainConfig(
+    train_cfg = TrainConfig(
         store=info.path,
         split_file=job.split_file,
         seed=job.seed,
@@ -416,14 +417,14 @@ def baselines(store: str, split: dict) -> dict:
 
 def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
     """The run's best checkpoint on every frame of another store (cached in ``score_file``)."""
-    from .loop import evaluate_run
+    from .inference import evaluate_run
 
     if score_file.is_file():
         return json.loads(score_file.read_text())
     metrics, _extra = evaluate_run(run_dir, store, subset="all", device="cpu")
     result = {**metrics.summary(), "store": store}
     score_file.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(score_file, result)
+    write_json(score_file, result)
     return result
 
 
@@ -483,7 +484,7 @@ def run_study(
     n_frames = open_frames(paths, config).n_frames
     split_file = ensure_split(plan, out, n_frames)
     split = load_split(split_file)
-    _write_json(out / "study.json", {"config": config, "sources": paths,
+    write_json(out / "study.json", {"config": config, "sources": paths,
                                      "eval_sources": list(eval_sources),
                                      "command": " ".join(sys.argv), "environment": environment()})  # fmt: skip
 

@@ -26,15 +26,10 @@ import hashlib
 import itertools
 import json
 import re
-import sys
+import tomllib
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "Arm",
@@ -255,7 +250,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def _allowed_keys() -> dict[str, set]:
     from ccfkit.pipeline import BuildConfig
 
-    from .loop import TrainConfig
+    from .config import TrainConfig
     from .model import ModelConfig
 
     return {
@@ -291,7 +286,7 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
     """
     from ccfkit.io.source import InputError
 
-    from .loop import TrainConfig
+    from .config import TrainConfig
     from .model import ModelConfig
 
     for section in SECTIONS:

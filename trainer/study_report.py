@@ -187,7 +187,7 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
     """
     from ccfkit.io.atomic import atomic_output
 
-    from .loop import _write_json
+    from .run_dir import write_json
 
     claims = judge_claims(plan, results)
     env = provenance["environment"]
@@ -266,5 +266,5 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
             for arm in plan.arms.values()
         },
     }
-    _write_json(out / "report.json", report)
+    write_json(out / "report.json", report)
     return report

@@ -21,22 +21,14 @@ file renamed over the chunk; docs/build.md says where it helps.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import numpy as np
 import zarr
 
+from ..settings import WriteMethod
+
 __all__ = ["ChunkWriter", "WriteMethod", "chunk_writer"]
-
-
-class WriteMethod(str, enum.Enum):
-    """How :class:`ChunkWriter` puts a chunk into the store."""
-
-    #: zarr-python's public API: zarr's codecs, zarr's store (the default).
-    ZARR = "zarr"
-    #: The same bytes, written with O_DIRECT to a temporary file then renamed (local stores).
-    DIRECT = "direct"
 
 
 @dataclass(frozen=True)

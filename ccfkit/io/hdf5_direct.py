@@ -14,8 +14,8 @@ lock does not serialise the threads):
 - :func:`read_frames` reads them with plain file reads into the caller's
   array, converting other dtypes.
 
-Both are 2-3x faster than ``h5py`` for 259 x 259 frames (the per-step table
-of docs/performance.md). Anything else (compression or other filters,
+Both are faster than ``h5py`` for 259 x 259 frames (measured: the per-step
+table of docs/performance.md). Anything else (compression or other filters,
 partial-frame chunks, chunks never written, external or virtual storage)
 gets ``None`` from :func:`frame_layout`, and the caller reads through h5py.
 """

@@ -1,0 +1,72 @@
+"""What determines the content of a store: :class:`BuildConfig` (docs/build.md).
+
+Light on purpose (the standard library, NumPy through :mod:`ccfkit.ccf`): the
+``ccfkit build`` command line takes its defaults from here without loading
+Dask, Zarr or the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ccf import Estimator, MapSettings, Precision, Scale
+from .settings import MapDtype, NoiseLevel, values
+
+__all__ = ["BuildConfig"]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that determines the content of a store (stored as ``parameters``).
+
+    Attributes mirror the ``ccfkit build`` options; see ``docs/build.md``.
+    """
+
+    orders: tuple[int, ...] = (8,)
+    q_bins: int = 224
+    phi_bins: int = 512
+    r_min: float | str = "auto"
+    r_max: float | None = None
+    min_ring_fraction: float = 0.5
+    delta: float = 0.0
+    estimator: str = Estimator.RING.value
+    scale: str = Scale.MAXABS.value
+    precision: str = Precision.FLOAT32.value
+    noise: str = NoiseLevel.NONE.value
+    seed: int = 0
+    image_size: int | None = None
+    map_dtype: str = MapDtype.FLOAT32.value
+
+    def __post_init__(self):
+        from .io.source import InputError  # here, not at import: the CLI reads the defaults light
+
+        NoiseLevel(self.noise)
+        try:
+            settings = self.map_settings
+            settings.check_phi_bins(self.phi_bins)
+        except ValueError as error:
+            raise InputError(f"--orders, --estimator, --scale, --precision: {error}") from error
+        object.__setattr__(self, "orders", settings.orders)
+        if isinstance(self.r_min, str) and self.r_min != "auto":
+            raise InputError(f"--r-min must be a number of pixels or 'auto', not {self.r_min!r}")
+        if not 0.0 <= self.min_ring_fraction <= 1.0:
+            raise InputError(
+                f"--min-ring-fraction must lie in [0, 1], not {self.min_ring_fraction}"
+            )
+        if self.map_dtype not in values(MapDtype):
+            raise InputError(
+                f"map dtype must be {' or '.join(values(MapDtype))}, not {self.map_dtype}"
+            )
+        if self.map_dtype == MapDtype.FLOAT16 and settings.scale is Scale.NONE:
+            raise InputError("float16 maps need a --scale (unscaled maps overflow float16)")
+
+    @property
+    def map_settings(self) -> MapSettings:
+        """The engine's :class:`~ccfkit.ccf.MapSettings` of this build."""
+        return MapSettings(
+            orders=self.orders,
+            delta=self.delta,
+            estimator=self.estimator,
+            scale=self.scale,
+            precision=self.precision,
+        )

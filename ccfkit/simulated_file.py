@@ -1,0 +1,362 @@
+"""The labelled CXI file of ``ccfkit simulate``: frames rendered in threads, then written.
+
+Layout (CXI 1.6 conventions, SI units; the full table is in
+``docs/simulate.md``)::
+
+    /cxi_version                                   160
+    /entry_1/data_1/data                           float32 (N, H, W), photons, chunk = 1 frame
+    /entry_1/instrument_1/detector_1/data          soft link to the above
+    /entry_1/instrument_1/detector_1/distance      float64, m
+    /entry_1/instrument_1/detector_1/x_pixel_size  float64, m (also y_pixel_size)
+    /entry_1/instrument_1/detector_1/mask          uint32 (H, W), CXI bit mask (attrs: convention = "cxi")
+    /entry_1/instrument_1/detector_1/beam_center   float64 (N, 2), (cx, cy) in pixels
+    /entry_1/instrument_1/source_1/wavelength      float64 (N,), m (per frame)
+    /entry_1/instrument_1/source_1/energy          float64 (N,), J (per frame)
+    /entry_1/sample_1/...                          what was drawn per frame
+    /entry_1/labels                                uint8 (N, C) (attrs: names, display_names,
+                                                   exclusive_groups, parents, rules)
+
+The simulation (:mod:`ccfkit.simulate`) draws and renders; this module writes
+through the CXI writer (:func:`ccfkit.io.cxi.write_frames`), which knows
+nothing of the simulation. Lengths are converted from nm to m and photon
+energies from eV to J here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import simulate as sim
+from ._version import __version__
+from .io.cxi import PIXEL_IS_MISSING, dataset, group, write_frames
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FORMULAS", "SCHEMA", "write_simulated"]
+
+#: electronvolt in joules (CXI stores photon energies in J).
+EV = 1.602176634e-19
+
+SCHEMA = "ccfkit-simulate/2"
+
+
+def write_simulated(
+    path,
+    config: sim.SimulationConfig,
+    n_frames: int,
+    seed: int,
+    *,
+    overwrite: bool = False,
+    workers: int = 1,
+    block: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Simulate ``n_frames`` frames and write them, labelled, to a CXI file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output file (written as ``path.partial``, then renamed).
+    config : SimulationConfig
+    n_frames : int
+        >= 1.
+    seed : int
+        >= 0. The file depends only on ``(config, n_frames, seed)`` (and the
+        NumPy build), not on ``workers`` or ``block``.
+    overwrite : bool
+        Replace an existing file.
+    workers : int
+        Threads that render frames (NumPy releases the GIL); the main thread
+        writes.
+    block : int
+        Frames per rendering task.
+    progress : bool
+        A tqdm progress bar on stderr (hidden when stderr is not a terminal).
+
+    Returns
+    -------
+    dict
+        ``frames``, ``seconds``, ``frames_per_second``, ``label_counts``.
+    """
+    from tqdm import tqdm
+
+    if n_frames < 1:
+        raise ValueError(f"the number of frames must be >= 1, got {n_frames}")
+    if seed < 0:
+        raise ValueError(f"the seed must be >= 0, got {seed}")
+    if workers < 1 or block < 1:
+        raise ValueError("workers and block must be >= 1")
+    warning = config.aliasing_warning()
+    if warning:
+        logger.warning(warning)
+    start = time.perf_counter()
+    detector = config.detector
+    good = detector.good_pixels()
+    params = sim.draw_parameters(config, seed, np.arange(n_frames))
+    visible = sim.visible_radius(params, detector)
+    shift = sim.fringe_shift(params, detector, visible)
+    partners = sim.partner_features(params, detector, visible)
+    labels = sim.assign_labels(params, detector, shift, partners)
+
+    def header(handle) -> None:
+        _write_header(handle, config, seed, params, labels, good, visible, shift)
+
+    def render(lo: int) -> tuple[int, np.ndarray]:
+        rows = slice(lo, min(lo + block, n_frames))
+        return lo, sim.render_frames(params.take(rows), config, seed, good)
+
+    bar = tqdm(
+        total=n_frames,
+        unit="frame",
+        desc="simulate",
+        disable=None if progress else True,
+        leave=False,
+    )
+    with bar:
+        write_frames(
+            path,
+            detector.shape,
+            n_frames,
+            _rendered(render, range(0, n_frames, block), workers, bar),
+            header=header,
+            units=_data_units(config),
+            description=(
+                "photon counts per pixel (with --mcp: MCP + phosphor signal, 1 = one photon's "
+                "mean); 0 on masked pixels (see detector_1/mask)"
+            ),
+            overwrite=overwrite,
+        )
+    seconds = time.perf_counter() - start
+    counts = dict(zip(sim.LABELS, labels.sum(axis=0).tolist()))
+    logger.info("wrote %s: %d frames in %.1f s, labels %s", path, n_frames, seconds, counts)
+    return {
+        "frames": n_frames,
+        "seconds": seconds,
+        "frames_per_second": n_frames / seconds,
+        "label_counts": counts,
+    }
+
+
+def _rendered(render, starts, workers: int, bar) -> Iterator[tuple[int, np.ndarray]]:
+    """``render(lo)`` for every start, in order, by ``workers`` threads.
+
+    At most 2 blocks per worker are in flight; the consumer writes one block
+    while the threads render the next. If the consumer stops (an error while
+    writing), the blocks not started are cancelled.
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        try:
+            for lo in starts:
+                pending.append(pool.submit(render, lo))
+                if len(pending) >= 2 * workers:
+                    yield _counted(pending.popleft().result(), bar)
+            while pending:
+                yield _counted(pending.popleft().result(), bar)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+def _counted(item: tuple[int, np.ndarray], bar) -> tuple[int, np.ndarray]:
+    bar.update(len(item[1]))
+    return item
+
+
+def _data_units(config: sim.SimulationConfig) -> str:
+    """The ``units`` attribute of the frames."""
+    if config.mcp:
+        return "mean photon signals (MCP)" if config.noise else "blurred expected photons"
+    return "photons" if config.noise else "expected photons"
+
+
+#: The formulas of the model, by name (stored in the file's ``formulas`` attribute).
+FORMULAS = {
+    "q": "q = k (n - z), n = (x, y, L) / D, D = sqrt(x^2 + y^2 + L^2), "
+    "|q| = 4 pi sin(theta) / lambda",
+    "spheroid": "A = F(u), F(u) = 3 (sin u - u cos u) / u^3, "
+    "u^2 = a^2 |q|^2 + (c^2 - a^2) (q . c)^2",
+    "two_spheres": "|A|^2 = F1^2 + rho^6 F2^2 + 2 rho^3 F1 F2 V cos(q . d), F_i = F(q R_i), "
+    "rho = R2 / R1, V = sinc(g_x / 2) sinc(g_y / 2) (g: change of q . d across a pixel)",
+    "polarization": {
+        "horizontal": "P = 1 - (x / D)^2",
+        "vertical": "P = 1 - (y / D)^2",
+        "unpolarised": "P = (1 + cos^2 2theta) / 2",
+        "none": "P = 1",
+    },
+    "solid_angle": "Omega = cos^3 2theta = (L / D)^3",
+    "counts": "E = fluence |A|^2 P Omega / sum_good(|A|^2 P Omega) + halo + background",
+    "halo": "halo = H (1 + r^2 / w^2)^(-3/2) / sum_good(...), r from the beam centre (px)",
+    "mcp": "value = Gamma(n / s^2, s^2) per pixel with n photons (gain mean 1, relative "
+    "spread s), then a Gaussian blur of sigma pixels",
+}
+
+
+def _write_header(
+    handle, config, seed, params: sim.FrameParameters, labels, good, visible, shift
+) -> None:
+    """Everything but the frames: geometry, mask, source, sample, labels, provenance."""
+    detector = config.detector
+    handle.attrs["creator"] = "ccfkit simulate"
+    handle.attrs["ccfkit_version"] = __version__
+    handle.attrs["numpy_version"] = np.__version__
+    handle.attrs["schema"] = SCHEMA
+    handle.attrs["seed"] = int(seed)
+    handle.attrs["n_frames"] = len(params)
+    handle.attrs["parameters"] = json.dumps(config.to_dict(), sort_keys=True)
+    handle.attrs["model"] = (
+        "Born (Rayleigh-Gans) far field of homogeneous spheres/spheroids, or of two spheres "
+        "scattering coherently, on the Ewald sphere; polarisation factor "
+        f"({config.polarization}), flat-detector solid angle "
+        f"({'on' if config.solid_angle else 'off'}), stray-light halo, flat background, "
+        f"{'Poisson photon noise' if config.noise else 'no noise'}, MCP + phosphor response "
+        f"{'on' if config.mcp else 'off'}; see docs/simulate.md"
+    )
+    handle.attrs["formulas"] = json.dumps(FORMULAS, sort_keys=True)
+    dataset(handle, "cxi_version", 160)
+    entry = group(handle, "entry_1", "NXentry")
+    instrument = group(entry, "instrument_1", "NXinstrument")
+
+    det = group(instrument, "detector_1", "NXdetector")
+    dataset(det, "distance", detector.distance, "m")
+    dataset(det, "x_pixel_size", detector.pixel_size, "m")
+    dataset(det, "y_pixel_size", detector.pixel_size, "m")
+    mask = np.where(good, 0, PIXEL_IS_MISSING).astype(np.uint32)
+    dataset(
+        det,
+        "mask",
+        mask,
+        convention="cxi",
+        description=(
+            "CXI bit mask: 0 = good; 512 (PIXEL_IS_MISSING) = the central hole of the MCP, "
+            f"radius {detector.hole_radius:g} px around the detector middle"
+            + (
+                f", and gaps {detector.panel_gap:g} px wide between four panels"
+                if detector.panel_gap
+                else ""
+            )
+        ),
+    )
+    dataset(
+        det,
+        "beam_center",
+        params.center,
+        "pixel",
+        columns="cx (column, x), cy (row, y)",
+        description="true beam centre per frame; pixel centres at integer coordinates",
+        nominal=np.asarray(detector.nominal_center),
+    )
+
+    source = group(instrument, "source_1", "NXsource")
+    dataset(source, "wavelength", params.wavelength * 1e-9, "m", description="per frame")
+    dataset(source, "energy", params.photon_energy * EV, "J", description="per frame")
+
+    sample = group(entry, "sample_1", "NXsample")
+    dataset(sample, "name", "helium nanodroplets (simulated)")
+    dataset(
+        sample,
+        "kind",
+        params.kind,
+        names=json.dumps([k.name.lower() for k in sim.Kind]),
+        description="what was drawn: index into names",
+    )
+    dataset(
+        sample,
+        "radius",
+        params.radius * 1e-9,
+        "m",
+        description="volume-equivalent radius (a^2 c)^(1/3); 0 = no particle",
+    )
+    dataset(
+        sample,
+        "semi_axes",
+        params.semi_axes * 1e-9,
+        "m",
+        columns="a (equatorial, twice), c (along the symmetry axis)",
+    )
+    dataset(
+        sample,
+        "axis",
+        params.axis,
+        columns="x (column), y (row), z (beam)",
+        description="unit vector of the spheroid's symmetry axis, lab frame",
+    )
+    dataset(
+        sample,
+        "fluence",
+        params.fluence,
+        "photons",
+        description="expected scattered photons on the good pixels (background excluded)",
+    )
+    dataset(sample, "background", config.background, "photons per pixel")
+    dataset(
+        sample,
+        "partner_radius",
+        params.partner_radius * 1e-9,
+        "m",
+        description="radius of the second sphere (double, newton, asymmetric kinds); 0 = none",
+    )
+    dataset(
+        sample,
+        "separation",
+        params.separation * 1e-9,
+        "m",
+        columns="x (column), y (row), z (beam)",
+        description="from the droplet's centre to its partner's; 0 = no partner",
+    )
+    dataset(
+        sample,
+        "halo",
+        params.halo,
+        "photons",
+        description="expected stray-light halo photons on the good pixels",
+    )
+    dataset(
+        sample,
+        "halo_width",
+        params.halo_width,
+        "pixel",
+        description="w of the halo (1 + r^2 / w^2)^(-3/2), centred on the beam centre",
+    )
+    dataset(
+        sample,
+        "projected_semi_axes",
+        sim.projected_semi_axes(params) * 1e-9,
+        "m",
+        columns="long, short",
+        description="the particle's shadow on the detector plane",
+    )
+    dataset(
+        sample,
+        "visible_radius",
+        visible,
+        "pixel",
+        description="estimated radius out to which ring maxima carry >= 1 photon per pixel",
+    )
+    dataset(
+        sample,
+        "fringe_shift",
+        shift,
+        "fringes",
+        description="q(visible_radius) (long - short) / pi: how visible the ellipticity is",
+    )
+
+    dataset(
+        entry,
+        "labels",
+        labels,
+        names=list(sim.LABELS),
+        display_names=[sim.DISPLAY_NAMES[name] for name in sim.LABELS],
+        exclusive_groups=json.dumps([list(g) for g in sim.EXCLUSIVE_GROUPS]),
+        exhaustive_groups=json.dumps([list(sim.EXCLUSIVE_GROUPS[0])]),
+        parents=json.dumps(sim.PARENTS),
+        rules=sim.label_rules(),
+    )

@@ -1,0 +1,195 @@
+"""Using a finished run: load its checkpoint, evaluate it (§3.2), predict with it (docs/training.md)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ccfkit.io.atomic import atomic_output
+
+from .config import TrainConfig
+from .data import (
+    ChunkBatchSampler,
+    DataError,
+    StoreDataset,
+    inspect_store,
+    load_split,
+    make_loader,
+    open_store,
+)
+from .labels import match_labels
+from .loop import predict_probabilities, resolve_device
+from .metrics import Metrics, all_negative_accuracy, compute_metrics
+from .model import ModelConfig, build_model
+from .run_dir import RunError, read_run
+
+__all__ = ["evaluate_run", "load_run", "predict_run", "write_probability_csv"]
+
+log = logging.getLogger(__name__)
+
+
+def load_run(run_dir, which: str = "best", device: str = "cpu"):
+    """``(model in eval mode, config dict, checkpoint epoch)`` of a run's checkpoint."""
+    config, checkpoint = read_run(Path(run_dir), which)
+    model = build_model(ModelConfig(**config["model"]))
+    model.load_state_dict(checkpoint["model"])
+    model.to(resolve_device(device)).eval()
+    return model, config, checkpoint["epoch"]
+
+
+def _loader_for(config: dict, store: str, rows: np.ndarray, workers: int, batch_size: int):
+    train = TrainConfig.from_dict(config["train"])
+    info = inspect_store(store, need_labels=False, input_kind=train.input)
+    expected = tuple(config["store"]["input_shape"])
+    if info.shapes[train.input] != expected:
+        raise DataError(
+            f"{store}: {train.input} frames are {info.shapes[train.input]}, the run was "
+            f"trained on {expected}"
+        )
+    dataset = StoreDataset(store, train.input, normalize=train.normalize)
+    sampler = ChunkBatchSampler(rows, info.chunk_frames, batch_size, shuffle=False)
+    return make_loader(dataset, sampler, workers), info
+
+
+def evaluate_run(
+    run_dir,
+    store: str | None = None,
+    *,
+    which: str = "best",
+    subset: str | None = None,
+    device: str = "cpu",
+    workers: int = 0,
+    batch_size: int = 64,
+    label_map: dict[str, str] | None = None,
+) -> tuple[Metrics, dict]:
+    """§3.2 metrics of a run's checkpoint.
+
+    ``subset``: ``"eval"`` (the run's eval (validation) split; the default when
+    ``store`` is the run's own store or omitted), ``"test"`` (the run's test
+    split) or ``"all"`` (every frame; the default for another store). The
+    store's labels are matched to the run's by :func:`trainer.labels.match_labels`
+    (case and punctuation aside, or through ``label_map``); only matched labels
+    are scored. Returns ``(metrics, extra)`` where ``extra`` has
+    ``all_negative_accuracy``, ``epoch``, ``store``, ``subset``,
+    ``unscored_labels`` (run labels the store lacks) and ``ignored_labels``
+    (store labels the run lacks).
+    """
+    model, config, epoch = load_run(run_dir, which, device)
+    own = config["store"]["path"]
+    store = own if store is None else str(Path(store).resolve())
+    if subset is None:
+        subset = "eval" if store == own else "all"
+    info = inspect_store(store, need_labels=True)
+    try:
+        match = match_labels(config["store"]["label_names"], info.label_names, label_map)
+    except ValueError as error:
+        raise DataError(f"{store}: {error}") from None
+    if subset in ("eval", "test"):
+        rows = load_split(Path(run_dir) / "split.npz")[
+            "validation" if subset == "eval" else "test"
+        ]
+        if not len(rows):
+            raise RunError(f"{run_dir}: the run has no {subset} split")
+    elif subset == "all":
+        rows = np.arange(info.n_frames)
+    else:
+        raise ValueError(f"subset must be eval, test or all, got {subset!r}")
+    loader, info = _loader_for(config, store, rows, workers, batch_size)
+    dev = next(model.parameters()).device
+    columns = (match.run_columns, match.store_columns)
+    probs, labels, _, bce = predict_probabilities(model, loader, dev, label_columns=columns)
+    threshold = config["train"]["threshold"]
+    predicted = probs[:, match.run_columns] >= threshold
+    groups = match.groups(info.exclusive_groups)
+    metrics = compute_metrics(labels, predicted, match.names, groups)
+    extra = {
+        "all_negative_accuracy": all_negative_accuracy(labels),
+        "epoch": epoch,
+        "store": store,
+        "subset": subset,
+        "eval_loss": bce,
+        "unscored_labels": list(match.unmatched_run),
+        "ignored_labels": list(match.unmatched_store),
+    }
+    return metrics, extra
+
+
+def predict_run(
+    run_dir,
+    store: str,
+    out_csv,
+    *,
+    which: str = "best",
+    device: str = "cpu",
+    workers: int = 0,
+    batch_size: int = 64,
+    label_map: dict[str, str] | None = None,
+) -> int:
+    """Write ``row, index, p_<name>..., <name>..., true_<name>...`` per frame; returns the rows.
+
+    ``row`` is the store row, ``index`` the frame index in the build's input
+    (the store's ``index`` array), ``p_*`` the sigmoid probabilities and the
+    label columns the 0/1 predictions at the run's threshold. Needs no labels;
+    ``true_*`` are the store's labels matched to the run's
+    (:func:`trainer.labels.match_labels`, with ``label_map``), when it has
+    labels and they match.
+    """
+    model, config, _ = load_run(run_dir, which, device)
+    names = config["store"]["label_names"]
+    info = inspect_store(store, need_labels=False)
+    match = None
+    if info.has_labels:
+        try:
+            match = match_labels(names, info.label_names, label_map)
+        except ValueError as error:
+            if label_map:
+                raise DataError(f"{store}: {error}") from None
+            log.info("%s: labels not written (%s)", store, error)
+    none = np.zeros(0, dtype=np.int64)
+    columns = (none, none) if match is None else (match.run_columns, match.store_columns)
+    loader, info = _loader_for(config, store, np.arange(info.n_frames), workers, batch_size)
+    dev = next(model.parameters()).device
+    probs, truth, rows, _ = predict_probabilities(model, loader, dev, label_columns=columns)
+    frame_index = open_store(store)["index"][:][rows]
+    threshold = config["train"]["threshold"]
+    true_names = [] if match is None else [f"true_{n}" for n in match.names]
+    write_probability_csv(
+        out_csv, {"row": rows, "index": frame_index}, names, probs, threshold,
+        dict(zip(true_names, np.asarray(truth, dtype=np.int64).T)),
+    )  # fmt: skip
+    return len(rows)
+
+
+def write_probability_csv(path, lead: dict, names, probabilities, threshold: float, extra=None):
+    """One CSV row per frame: ``lead`` columns, ``p_<name>``, ``<name>``, then ``extra``.
+
+    Parameters
+    ----------
+    path : path
+        Written to a temporary name and moved into place.
+    lead, extra : dict of str to (N,) int array
+        Integer columns before the probabilities (e.g. ``row``, ``index``)
+        and after the labels (e.g. ``true_<name>``).
+    names : list of str
+        The C label names.
+    probabilities : (N, C) array
+        Sigmoid probabilities, written with 6 decimals.
+    threshold : float
+        ``<name>`` is 1 where the probability reaches it.
+    """
+    extra = extra or {}
+    labels = (np.asarray(probabilities) >= threshold).astype(np.int64)
+    header = [*lead, *(f"p_{n}" for n in names), *names, *extra]
+    with atomic_output(Path(path), overwrite=True) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for r in range(len(labels)):
+            writer.writerow(
+                [int(column[r]) for column in lead.values()]
+                + [f"{v:.6f}" for v in probabilities[r]]
+                + labels[r].tolist()
+                + [int(column[r]) for column in extra.values()]
+            )

@@ -1,0 +1,344 @@
+"""The run directory: its files, its checkpoints and the state a resumed run continues from.
+
+A run directory holds (docs/training.md)::
+
+    config.json    the ModelConfig, the TrainConfig and what was read from the store
+    split.npz      train, eval (validation) and test frame indices (rows of the store)
+    metrics.csv    one row per epoch: losses, eval metrics, lr, seconds, samples/s
+    last.pt        checkpoint after the last finished epoch (resume from here)
+    best.pt        checkpoint of the epoch with the best eval (validation) metric
+    test.npz       with a test split: the best checkpoint's probabilities on it
+    report.json    final and best metrics, per-class tables, violation rates,
+                   and with a test split the best checkpoint's test metrics
+    report.md      the same for people (:mod:`trainer.report`)
+    loss.png, metrics.png
+
+A checkpoint is a plain dict: ``version``, ``model``, ``optimizer``,
+``scheduler``, ``scaler``, ``epoch`` (last finished, 0-based), ``best``,
+``history``, ``config``, ``rng``. The order of the batches and the flips of
+epoch ``e`` depend only on ``(seed, e)``, so a resumed run continues exactly.
+Every file is written to a temporary name and moved into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import pickle
+import random
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ccfkit.io.atomic import atomic_output
+
+from .config import TrainConfig
+from .data import StoreInfo, load_split, open_store, save_split, split_three_ways, subsample
+from .model import ModelConfig
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "CSV_FIELDS",
+    "RESUME_OVERRIDES",
+    "RunError",
+    "checkpoint_state",
+    "create_run",
+    "read_run",
+    "restore_rng_state",
+    "resumed_configs",
+    "run_split",
+    "save_checkpoint",
+    "store_identity",
+    "write_json",
+    "write_metrics_csv",
+]
+
+#: 2: plain types only (tensors, numbers, strings, lists, dicts): loaded with
+#: ``torch.load(weights_only=True)``, which runs no pickled code.
+CHECKPOINT_VERSION = 2
+#: metrics.csv columns, in order.
+CSV_FIELDS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_bce",
+    "eval_loss",
+    "accuracy",
+    "precision",
+    "recall",
+    "violation_rate",
+    "seconds",
+    "samples_per_s",
+)
+#: TrainConfig fields that :func:`trainer.loop.resume` may change.
+RESUME_OVERRIDES = ("workers", "device", "store")
+
+
+class RunError(RuntimeError):
+    """A run directory cannot be created, resumed or used as asked."""
+
+
+# --------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------
+
+
+def write_json(path: Path, data) -> None:
+    """``data`` as indented JSON (NumPy scalars as numbers), written atomically."""
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(type(value))
+
+
+def write_metrics_csv(path: Path, history: list[dict]) -> None:
+    """metrics.csv: one row per epoch of ``history``, columns :data:`CSV_FIELDS`."""
+    with atomic_output(path, overwrite=True) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: row.get(k) for k in CSV_FIELDS})
+
+
+def store_identity(path) -> str:
+    """A hash of what makes a store itself (creation time, parameters, input, layout).
+
+    The same store copied or moved keeps it; another build does not.
+    """
+    attrs = open_store(path).attrs
+    keys = ("created", "parameters", "input", "layout", "center")
+    identity = json.dumps({key: attrs.get(key) for key in keys}, sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def _config_dict(model_cfg: ModelConfig, train_cfg: TrainConfig, info: StoreInfo) -> dict:
+    from . import __version__
+
+    return {
+        "trainer_version": __version__,
+        "model": model_cfg.to_dict(),
+        "train": asdict(train_cfg),
+        "store": {
+            "path": info.path,
+            "n_frames": info.n_frames,
+            "label_names": list(info.label_names),
+            "exclusive_groups": [list(g) for g in info.exclusive_groups],
+            "input_shape": list(info.shapes[train_cfg.input]),
+            "identity": store_identity(info.path),
+        },
+    }
+
+
+def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
+    """The rows a run trains, selects and tests on.
+
+    Parameters
+    ----------
+    train_cfg : TrainConfig
+        ``split_file`` (a saved split, e.g. a study's) or else ``eval_fraction``,
+        ``test_fraction`` and ``seed`` over the first ``max_frames`` rows;
+        then ``train_fraction`` of the training rows (:func:`~trainer.data.subsample`,
+        seeded by ``seed``).
+    n_frames : int
+        Rows of the store.
+
+    Returns
+    -------
+    dict
+        ``{"train", "validation", "test"}`` sorted int64 row arrays.
+
+    Raises
+    ------
+    RunError
+        A split file with rows beyond the store, or an empty training set.
+    """
+    n = n_frames if train_cfg.max_frames is None else min(train_cfg.max_frames, n_frames)
+    if train_cfg.split_file is not None:
+        split = load_split(train_cfg.split_file)
+        largest = max((int(rows.max()) for rows in split.values() if len(rows)), default=-1)
+        if largest >= n:
+            raise RunError(f"{train_cfg.split_file}: row {largest} is beyond the {n} frames used")
+    else:
+        split = split_three_ways(
+            n, train_cfg.eval_fraction, train_cfg.test_fraction, train_cfg.seed
+        )
+    if train_cfg.train_fraction < 1:
+        split["train"] = subsample(split["train"], train_cfg.train_fraction, train_cfg.seed)
+    if not len(split["train"]):
+        raise RunError("the split has no training frame")
+    return split
+
+
+def create_run(
+    run_dir: Path,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    info: StoreInfo,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Make ``run_dir`` with its ``split.npz`` and ``config.json``.
+
+    Raises
+    ------
+    RunError
+        ``run_dir`` exists and is not empty (unless ``overwrite``), or the
+        split is unusable (:func:`run_split`).
+    """
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise RunError(f"{run_dir} exists and is not empty (use --resume or a new --run-dir)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split = run_split(train_cfg, info.n_frames)
+    save_split(run_dir / "split.npz", split, train_cfg.seed)
+    write_json(run_dir / "config.json", _config_dict(model_cfg, train_cfg, info))
+
+
+# --------------------------------------------------------------------------
+# Checkpoints and the state of a resumed run
+# --------------------------------------------------------------------------
+
+
+def _rng_state() -> dict:
+    """The generators' states in types ``torch.load(weights_only=True)`` accepts."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "python": [version, list(python_state), gauss_next],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Set torch's, NumPy's, Python's (and CUDA's) generators to a checkpoint's ``rng``."""
+    torch.set_rng_state(state["torch"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, python_state, gauss_next = state["python"]
+    random.setstate((version, tuple(python_state), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_state(
+    model, optimizer, scheduler, scaler, *, epoch: int, best, history, config
+) -> dict:
+    """The checkpoint dict after ``epoch`` (the generators' states included)."""
+    return {
+        "version": CHECKPOINT_VERSION,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "best": best,
+        "history": history,
+        "config": config,
+        "rng": _rng_state(),
+    }
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """``torch.save`` to a temporary name, then moved into place."""
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save(state, tmp)
+
+
+def read_run(run_dir, which: str) -> tuple[dict, dict]:
+    """``(config.json, checkpoint)`` of a run; ``which`` is ``"best"`` or ``"last"``.
+
+    Raises
+    ------
+    RunError
+        Not a run directory, no such checkpoint, or one that is damaged or
+        not plain data (an older trainer's).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise RunError(f"{run_dir}: not a run directory (no config.json)")
+    path = run_dir / f"{which}.pt"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: no {which}.pt checkpoint")
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except ValueError as error:
+        raise RunError(f"{run_dir / 'config.json'}: not readable JSON ({error})") from None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # code in the pickle: an older trainer's, or not ours
+        raise RunError(
+            f"{path}: not a checkpoint of this trainer (version {CHECKPOINT_VERSION} checkpoints "
+            "hold plain data only; an older run cannot be resumed or used by this version)"
+        ) from None
+    except (RuntimeError, EOFError) as error:  # a damaged file
+        raise RunError(f"{path}: not readable as a checkpoint ({error})") from None
+    return config, checkpoint
+
+
+def resumed_configs(config: dict, epochs: int | None, overrides: dict) -> tuple[TrainConfig, dict]:
+    """The saved TrainConfig with the allowed changes, and those changes.
+
+    Parameters
+    ----------
+    config : dict
+        The run's config.json.
+    epochs : int, optional
+        The new total number of epochs; None keeps the saved one.
+    overrides : dict
+        Field name to value (None: keep); only :data:`RESUME_OVERRIDES` may
+        differ from the saved values. A ``store`` path is made absolute.
+
+    Returns
+    -------
+    (TrainConfig, dict)
+        The config to train with, and the fields that changed.
+
+    Raises
+    ------
+    RunError
+        An override outside :data:`RESUME_OVERRIDES` that changes a value.
+    """
+    train_cfg = TrainConfig.from_dict(config["train"])
+    bad = {  # giving the saved value again is no change
+        k
+        for k, v in overrides.items()
+        if k not in RESUME_OVERRIDES and v is not None and v != getattr(train_cfg, k)
+    }
+    if bad:
+        saved = ", ".join(f"{k} = {getattr(train_cfg, k)}" for k in sorted(bad))
+        raise RunError(f"cannot change {sorted(bad)} when resuming (the run has {saved})")
+    overrides = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDES}
+    if overrides.get("store") is not None:
+        overrides["store"] = str(Path(overrides["store"]).resolve())
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    changes = {k: v for k, v in overrides.items() if v is not None and v != getattr(train_cfg, k)}
+    return replace(train_cfg, **changes), changes
+
+
+def check_same_store(run_dir: Path, config: dict, train_cfg: TrainConfig, info: StoreInfo) -> None:
+    """Raise RunError unless ``train_cfg.store`` is the store the run was trained on.
+
+    The labels must match; so must :func:`store_identity` where the run
+    recorded it (runs made before it was recorded have none).
+    """
+    if list(info.label_names) != config["store"]["label_names"]:
+        raise RunError(f"{train_cfg.store}: labels differ from the run's store")
+    identity = config["store"].get("identity")
+    if identity is not None and store_identity(train_cfg.store) != identity:
+        raise RunError(
+            f"{train_cfg.store} is another store than the one {run_dir} was trained on "
+            f"({config['store']['path']}); resume needs that store (moved or copied is fine)"
+        )
