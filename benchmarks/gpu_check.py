@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/gpu_check.py --write gpu.md      # everything, ~5 minutes
+    python benchmarks/gpu_check.py --write gpu.md      # everything
     python benchmarks/gpu_check.py --rehearse          # the same steps on the CPU, small
 
 1. The CuPy contract tests against the NumPy reference

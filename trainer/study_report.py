@@ -132,10 +132,7 @@ def _class_lines(table, results: dict) -> list[str]:
 
 def plot_table(path: Path, table, results: dict, base: dict) -> None:
     """Metric vs the first varied parameter (e.g. noise), one line per other value, ± std."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     from ccfkit.io.atomic import atomic_output
 
@@ -146,7 +143,8 @@ def plot_table(path: Path, table, results: dict, base: dict) -> None:
         name = ", ".join(f"{p.rsplit('.', 1)[-1]}={v}" for p, v in rest.items()) or table.name
         x = str(column.values[first]) if first else column.label
         groups.setdefault(name, []).append((x, results.get(column.arm)))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, 3)
     for ax, (key, title) in zip(axes, METRIC_ROWS[:3]):
         for name, points in groups.items():
             done = [(x, r["summary"][key]) for x, r in points if r]
@@ -167,7 +165,6 @@ def plot_table(path: Path, table, results: dict, base: dict) -> None:
     fig.tight_layout()
     with atomic_output(path, overwrite=True) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenance: dict) -> dict:
