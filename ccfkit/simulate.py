@@ -88,6 +88,10 @@ __all__ = [
     "visible_radius",
 ]
 
+#: Expected counts up to which the Poisson sampler inverts the CDF (one uniform per
+#: pixel); brighter pixels are drawn by ``Generator.poisson``.
+POISSON_CUT = 8.0
+
 #: h c in eV nm: wavelength (nm) = HC_EV_NM / photon energy (eV).
 HC_EV_NM = 1239.8419843320026
 
@@ -1271,7 +1275,7 @@ def _form_factor32(u, scratch):
     return u
 
 
-def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float = 3.0):
+def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float = POISSON_CUT):
     """Poisson samples of ``expected`` (counts), fast for mostly-dim images.
 
     Pixels with ``expected <= cut`` are sampled by inverting the Poisson CDF
@@ -1294,53 +1298,27 @@ def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float
     return _poisson_rows(lam, [rng], cut).reshape(np.shape(expected))
 
 
-def _poisson_rows(lam: np.ndarray, rngs, cut: float = 3.0) -> np.ndarray:
+def _poisson_rows(lam: np.ndarray, rngs, cut: float = POISSON_CUT) -> np.ndarray:
     """Poisson samples of each row of ``lam`` (B, M) float32, row ``b`` from ``rngs[b]``.
 
     Row ``b``'s result depends only on ``lam[b]`` and ``rngs[b]``: its bright
     pixels from ``rng.poisson`` first, then one float32 uniform per pixel for
-    the CDF inversion (:func:`_invert_poisson`, a GIL-free kernel, so that
-    threads rendering frames run it side by side).
+    the CDF inversion (:func:`ccfkit.simulate_numba.invert_poisson`, a
+    GIL-free kernel, so that threads rendering frames run it side by side).
     """
     rows, size = lam.shape
     out = np.zeros((rows, size), dtype=np.float32)
     uniform = np.empty(size, dtype=np.float32)  # 24-bit, in [0, 1 - 2^-24]
+    if not 0 <= cut <= kernels.MAX_INVERSION_CUT:
+        raise ValueError(f"cut must be in [0, {kernels.MAX_INVERSION_CUT:g}], got {cut}")
     limit = int(cut * 4 + 40)  # P(X > limit | lam <= cut) < 1e-14
     for b, rng in enumerate(rngs):
         bright = np.flatnonzero(lam[b] > cut)
         if bright.size:
             out[b, bright] = rng.poisson(lam[b, bright].astype(np.float64))
         rng.random(out=uniform, dtype=np.float32)
-        p_zero = np.exp(-lam[b])  # float32, NumPy's vectorised exp
-        _invert_poisson(lam[b], p_zero, uniform, np.float32(cut), limit, out[b])
+        kernels.invert_poisson(lam[b], uniform, float(cut), limit, out[b])
     return out
-
-
-@numba.njit(nogil=True, cache=True)
-def _invert_poisson(lam, p_zero, uniform, cut, limit, out):
-    """``out[i]`` = the Poisson count whose CDF interval holds ``uniform[i]``, where ``lam[i] <= cut``.
-
-    ``p_zero = exp(-lam)`` (float32): most dim pixels stop there after one
-    compare; the CDF beyond it is summed in float64, up to ``limit`` terms.
-    Pixels above ``cut`` are left as they are.
-    """
-    for i in range(lam.shape[0]):
-        rate = lam[i]
-        if rate > cut:
-            continue
-        if uniform[i] <= p_zero[i]:
-            out[i] = 0
-            continue
-        u = np.float64(uniform[i])
-        term = np.float64(p_zero[i])
-        cdf = term
-        k = 0
-        while u > cdf and k < limit:
-            k += 1
-            term *= np.float64(rate)
-            term *= 1.0 / k
-            cdf += term
-        out[i] = k
 
 
 def render_frames(

@@ -257,15 +257,42 @@ def expected_frame(
     return out
 
 
+#: The largest ``cut`` of :func:`invert_poisson` (where :func:`_exp_neg` is exact).
+MAX_INVERSION_CUT = 16.0
+_RECIPROCALS = 1.0 / np.arange(1, 4 * int(MAX_INVERSION_CUT) + 42)  # 1 / k, k = 1, 2, ...
+
+
+@numba.njit(inline="always")
+def _exp_neg(rate):
+    """``exp(-rate)`` for ``0 <= rate <= 16`` (relative error < 1e-11): ``(e^(-rate/64))^64``,
+    the inner one by its Taylor series to degree 10; vectorisable, unlike ``np.exp``."""
+    y = rate * (-1.0 / 64)  # in [-0.25, 0]
+    e = 1.0 + y * (1.0 + y * (1.0 / 2 + y * (1.0 / 6 + y * (1.0 / 24 + y * (1.0 / 120 + y * (
+        1.0 / 720 + y * (1.0 / 5040 + y * (1.0 / 40320 + y * (1.0 / 362880
+        + y * (1.0 / 3628800))))))))))  # fmt: skip
+    e *= e
+    e *= e
+    e *= e
+    e *= e
+    e *= e
+    e *= e
+    return e
+
+
+_FIRST_TERMS = 4  # CDF terms of invert_poisson's vectorised pass
+
+
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def invert_poisson(lam, uniform, cut, limit, out):
     """``out[i]`` = the Poisson count whose CDF interval holds ``uniform[i]``, where
     ``lam[i] <= cut``; pixels above ``cut`` are left as they are.
 
-    ``P(0) = exp(-lam)``: a uniform at or below ``1 - lam + lam^2/2 - lam^3/6``
-    (a lower bound of ``exp(-lam)``) is 0 without evaluating ``exp``, which
-    settles most dim pixels; the CDF beyond is summed in float64, up to
-    ``limit`` terms.
+    The CDF ``sum_j<=k lam^j exp(-lam) / j!`` is summed in float64 (``exp``
+    from :func:`_exp_neg`). A vectorised, branch-free first pass counts the
+    first :data:`_FIRST_TERMS` terms the uniform exceeds, which settles every
+    pixel whose count is below that; the few others are summed on, one by
+    one, up to ``limit`` terms. The count is the same as a sequential search
+    from 0.
 
     Parameters
     ----------
@@ -274,22 +301,37 @@ def invert_poisson(lam, uniform, cut, limit, out):
     uniform : (M,) float32
         Uniforms in ``[0, 1)``.
     cut : float
+        <= :data:`MAX_INVERSION_CUT`.
     limit : int
+        < ``len(_RECIPROCALS)``: the most terms summed (``4 cut + 40``: the
+        Poisson tail beyond is < 1e-14).
     out : (M,) float32
     """
-    for i in range(lam.shape[0]):
+    n_pixels = lam.shape[0]
+    unsettled = np.zeros(n_pixels, dtype=np.uint8)
+    for i in range(n_pixels):  # vectorised
         rate = np.float64(lam[i])
-        if rate > cut:
-            continue
         u = np.float64(uniform[i])
-        if u <= 1.0 - rate * (1.0 - rate * (0.5 - rate / 6)):
-            out[i] = 0
+        term = _exp_neg(min(rate, cut))
+        cdf = term
+        count = 0.0
+        for k in range(1, _FIRST_TERMS + 1):  # unrolled: k, 1 / k are constants
+            count += 1.0 if u > cdf else 0.0
+            term *= rate * (1.0 / k)
+            cdf += term
+        inside = rate <= cut
+        out[i] = count if inside else out[i]
+        unsettled[i] = 1 if inside and count == _FIRST_TERMS else 0
+    for i in range(n_pixels):
+        if unsettled[i] == 0:
             continue
-        term = np.exp(-rate)
+        rate = np.float64(lam[i])
+        u = np.float64(uniform[i])
+        term = _exp_neg(rate)
         cdf = term
         k = 0
         while u > cdf and k < limit:
             k += 1
-            term *= rate / k
+            term *= rate * _RECIPROCALS[k - 1]
             cdf += term
         out[i] = k

@@ -227,8 +227,15 @@ FORMULAS = {
 
 
 def _write_block(data: h5py.Dataset, item: tuple[int, np.ndarray], bar) -> None:
+    """Write frames ``lo, lo + 1, ...`` of ``item`` as raw chunks of one frame each.
+
+    ``data`` is unfiltered with chunks ``(1, H, W)``, so a frame's bytes are its
+    chunk: ``write_direct_chunk`` skips HDF5's selection and chunk cache (the
+    file's bytes are the same as with ``data[lo:hi] = frames``).
+    """
     lo, frames = item
-    data[lo : lo + len(frames)] = frames
+    for offset, frame in enumerate(frames):
+        data.id.write_direct_chunk((lo + offset, 0, 0), np.ascontiguousarray(frame, np.float32))
     bar.update(len(frames))
 
 
