@@ -42,7 +42,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-import numba
 import numpy as np
 
 from . import geometry

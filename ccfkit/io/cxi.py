@@ -27,6 +27,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 import h5py
 import numpy as np
@@ -134,58 +135,44 @@ def write_simulated(
     detector = config.detector
     good = detector.good_pixels()
     params = sim.draw_parameters(config, seed, np.arange(n_frames))
-    visible = sim.visible_radius(params, detector)
-    shift = sim.fringe_shift(params, detector, visible)
-    partners = sim.partner_features(params, detector, visible)
-    labels = sim.assign_labels(params, detector, shift, partners)
-    height, width = detector.shape
 
-    # h5py closes the file before atomic_output renames it (exits run in reverse).
-    with (
-        atomic_output(path, overwrite=overwrite) as partial,
-        h5py.File(partial, "w", track_order=False) as handle,
-    ):
-        _write_header(handle, config, seed, params, labels, good, visible, shift)
-        data = _group(handle["entry_1"], "data_1", "NXdata").create_dataset(
-            "data",
-            shape=(n_frames, height, width),
-            dtype=np.float32,
-            chunks=(1, height, width),
-            track_times=False,
-        )
-        data.attrs["axes"] = "experiment_identifier:y:x"
-        data.attrs["units"] = _data_units(config)
-        data.attrs["description"] = (
-            "photon counts per pixel (with --mcp: MCP + phosphor signal, 1 = one photon's mean); "
-            "0 on masked pixels (see detector_1/mask)"
-        )
-        handle[f"{DETECTOR}/data"] = h5py.SoftLink(DATA_PATH)
+    def render(lo: int) -> tuple[int, np.ndarray]:
+        rows = slice(lo, min(lo + block, n_frames))
+        return lo, sim.render_frames(params.take(rows), config, seed, good)
 
-        def render(lo: int) -> tuple[int, np.ndarray]:
-            rows = slice(lo, min(lo + block, n_frames))
-            return lo, sim.render_frames(params.take(rows), config, seed, good)
-
-        bar = tqdm(
-            total=n_frames,
-            unit="frame",
-            desc="simulate",
-            disable=None if progress else True,
-            leave=False,
-        )
-        with bar, ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque = deque()
-            starts = iter(range(0, n_frames, block))
-            try:
+    bar = tqdm(
+        total=n_frames,
+        unit="frame",
+        desc="simulate",
+        disable=None if progress else True,
+        leave=False,
+    )
+    with bar, ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        starts = iter(range(0, n_frames, block))
+        try:
+            # The first blocks render while this thread labels the frames.
+            pending.extend(pool.submit(render, lo) for lo in islice(starts, 2 * workers))
+            visible = sim.visible_radius(params, detector)
+            shift = sim.fringe_shift(params, detector, visible)
+            partners = sim.partner_features(params, detector, visible)
+            labels = sim.assign_labels(params, detector, shift, partners)
+            # h5py closes the file before atomic_output renames it (exits run in reverse).
+            with (
+                atomic_output(path, overwrite=overwrite) as partial,
+                h5py.File(partial, "w", track_order=False) as handle,
+            ):
+                _write_header(handle, config, seed, params, labels, good, visible, shift)
+                data = _create_frames(handle, config, n_frames)
                 for lo in starts:  # keep at most 2 blocks per worker in flight
+                    _write_block(data, pending.popleft().result(), bar)
                     pending.append(pool.submit(render, lo))
-                    if len(pending) >= 2 * workers:
-                        _write_block(data, pending.popleft().result(), bar)
                 while pending:
                     _write_block(data, pending.popleft().result(), bar)
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
     seconds = time.perf_counter() - start
     counts = dict(zip(sim.LABELS, labels.sum(axis=0).tolist()))
     logger.info("wrote %s: %d frames in %.1f s, labels %s", path, n_frames, seconds, counts)
@@ -195,6 +182,26 @@ def write_simulated(
         "frames_per_second": n_frames / seconds,
         "label_counts": counts,
     }
+
+
+def _create_frames(handle, config: sim.SimulationConfig, n_frames: int) -> h5py.Dataset:
+    """The (empty) frames dataset, chunks of one frame, and its link from the detector."""
+    height, width = config.detector.shape
+    data = _group(handle["entry_1"], "data_1", "NXdata").create_dataset(
+        "data",
+        shape=(n_frames, height, width),
+        dtype=np.float32,
+        chunks=(1, height, width),
+        track_times=False,
+    )
+    data.attrs["axes"] = "experiment_identifier:y:x"
+    data.attrs["units"] = _data_units(config)
+    data.attrs["description"] = (
+        "photon counts per pixel (with --mcp: MCP + phosphor signal, 1 = one photon's mean); "
+        "0 on masked pixels (see detector_1/mask)"
+    )
+    handle[f"{DETECTOR}/data"] = h5py.SoftLink(DATA_PATH)
+    return data
 
 
 def _data_units(config: sim.SimulationConfig) -> str:
