@@ -89,7 +89,7 @@ __all__ = [
 
 #: Expected counts up to which the Poisson sampler inverts the CDF (one uniform per
 #: pixel); brighter pixels are drawn by ``Generator.poisson``.
-POISSON_CUT = 8.0
+POISSON_CUT = 16.0
 
 #: h c in eV nm: wavelength (nm) = HC_EV_NM / photon energy (eV).
 HC_EV_NM = 1239.8419843320026
@@ -1278,8 +1278,8 @@ def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float
     """Poisson samples of ``expected`` (counts), fast for mostly-dim images.
 
     Pixels with ``expected <= cut`` are sampled by inverting the Poisson CDF
-    with one float32 uniform number each (most stop at 0 after one compare);
-    brighter ones use ``rng.poisson``. Exact up to the uniforms' 24-bit
+    with one 24-bit uniform number each (a vectorised pass settles the counts
+    below 4); brighter ones use ``rng.poisson``. Exact up to the uniforms' 24-bit
     resolution (probabilities are off by < 6e-8).
 
     Parameters
@@ -1300,23 +1300,23 @@ def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float
 def _poisson_rows(lam: np.ndarray, rngs, cut: float = POISSON_CUT) -> np.ndarray:
     """Poisson samples of each row of ``lam`` (B, M) float32, row ``b`` from ``rngs[b]``.
 
-    Row ``b``'s result depends only on ``lam[b]`` and ``rngs[b]``: its bright
-    pixels from ``rng.poisson`` first, then one float32 uniform per pixel for
-    the CDF inversion (:func:`ccfkit.simulate_numba.invert_poisson`, a
-    GIL-free kernel, so that threads rendering frames run it side by side).
+    Row ``b``'s result depends only on ``lam[b]`` and ``rngs[b]``: first one
+    24-bit uniform per pixel (from 32 of the bit generator's raw bits) for the
+    CDF inversion (:func:`ccfkit.simulate_numba.invert_poisson`, a GIL-free
+    kernel, so that threads rendering frames run it side by side), then
+    ``rng.poisson`` for the pixels above ``cut``.
     """
     rows, size = lam.shape
     out = np.zeros((rows, size), dtype=np.float32)
-    uniform = np.empty(size, dtype=np.float32)  # 24-bit, in [0, 1 - 2^-24]
     if not 0 <= cut <= kernels.MAX_INVERSION_CUT:
         raise ValueError(f"cut must be in [0, {kernels.MAX_INVERSION_CUT:g}], got {cut}")
     limit = int(cut * 4 + 40)  # P(X > limit | lam <= cut) < 1e-14
     for b, rng in enumerate(rngs):
-        bright = np.flatnonzero(lam[b] > cut)
+        # 32-bit words, in the order of NumPy's float32 uniforms (low half first)
+        bits = rng.bit_generator.random_raw((size + 1) // 2).view(np.uint32)
+        bright = kernels.invert_poisson(lam[b], bits, float(cut), limit, out[b])
         if bright.size:
             out[b, bright] = rng.poisson(lam[b, bright].astype(np.float64))
-        rng.random(out=uniform, dtype=np.float32)
-        kernels.invert_poisson(lam[b], uniform, float(cut), limit, out[b])
     return out
 
 

@@ -280,38 +280,45 @@ def _exp_neg(rate):
 
 
 _FIRST_TERMS = 4  # CDF terms of invert_poisson's vectorised pass
+_UNIFORM_24 = 2.0**-24  # a 24-bit uniform: (32-bit word >> 8) * 2^-24, as NumPy's float32
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def invert_poisson(lam, uniform, cut, limit, out):
-    """``out[i]`` = the Poisson count whose CDF interval holds ``uniform[i]``, where
-    ``lam[i] <= cut``; pixels above ``cut`` are left as they are.
+def invert_poisson(lam, bits, cut, limit, out):
+    """``out[i]`` = the Poisson count whose CDF interval holds the uniform of ``bits[i]``,
+    where ``lam[i] <= cut``; returns the pixels above ``cut`` (left as they are).
 
-    The CDF ``sum_j<=k lam^j exp(-lam) / j!`` is summed in float64 (``exp``
-    from :func:`_exp_neg`). A vectorised, branch-free first pass counts the
-    first :data:`_FIRST_TERMS` terms the uniform exceeds, which settles every
-    pixel whose count is below that; the few others are summed on, one by
-    one, up to ``limit`` terms. The count is the same as a sequential search
-    from 0.
+    The uniform is ``(bits[i] >> 8) 2^-24`` (NumPy's float32 uniforms from the
+    same 32-bit words). The CDF ``sum_j<=k lam^j exp(-lam) / j!`` is summed in
+    float64 (``exp`` from :func:`_exp_neg`). A vectorised, branch-free first
+    pass counts the first :data:`_FIRST_TERMS` CDF values the uniform exceeds,
+    which settles every pixel whose count is below that; the others are summed
+    on, one by one, up to ``limit`` terms. The count is the same as a
+    sequential search from 0.
 
     Parameters
     ----------
     lam : (M,) float32
         Expected counts, >= 0.
-    uniform : (M,) float32
-        Uniforms in ``[0, 1)``.
+    bits : (M,) uint32
+        Random words (e.g. ``bit_generator.random_raw(...).view(np.uint32)``).
     cut : float
         <= :data:`MAX_INVERSION_CUT`.
     limit : int
         < ``len(_RECIPROCALS)``: the most terms summed (``4 cut + 40``: the
         Poisson tail beyond is < 1e-14).
     out : (M,) float32
+
+    Returns
+    -------
+    (B,) int64
+        The indices of the pixels with ``lam > cut``, ascending.
     """
     n_pixels = lam.shape[0]
-    unsettled = np.zeros(n_pixels, dtype=np.uint8)
+    unsettled = np.zeros(n_pixels, dtype=np.uint8)  # 1: summed on, 2: above the cut
     for i in range(n_pixels):  # vectorised
         rate = np.float64(lam[i])
-        u = np.float64(uniform[i])
+        u = np.float64(np.int32(bits[i] >> 8)) * _UNIFORM_24
         term = _exp_neg(min(rate, cut))
         cdf = term
         count = 0.0
@@ -321,12 +328,16 @@ def invert_poisson(lam, uniform, cut, limit, out):
             cdf += term
         inside = rate <= cut
         out[i] = count if inside else out[i]
-        unsettled[i] = 1 if inside and count == _FIRST_TERMS else 0
+        unsettled[i] = (1 if count == _FIRST_TERMS else 0) if inside else 2
+    n_bright = 0
     for i in range(n_pixels):
         if unsettled[i] == 0:
             continue
+        if unsettled[i] == 2:
+            n_bright += 1
+            continue
         rate = np.float64(lam[i])
-        u = np.float64(uniform[i])
+        u = np.float64(np.int32(bits[i] >> 8)) * _UNIFORM_24
         term = _exp_neg(rate)
         cdf = term
         k = 0
@@ -335,3 +346,10 @@ def invert_poisson(lam, uniform, cut, limit, out):
             term *= rate * _RECIPROCALS[k - 1]
             cdf += term
         out[i] = k
+    bright = np.empty(n_bright, dtype=np.int64)
+    n_bright = 0
+    for i in range(n_pixels if bright.size else 0):
+        if unsettled[i] == 2:
+            bright[n_bright] = i
+            n_bright += 1
+    return bright

@@ -557,21 +557,25 @@ def test_an_unknown_engine_is_an_error():
 
 
 def test_poisson_inversion_is_the_cdf_search():
-    """The kernel's count is the number of CDF values (float64) below the uniform, for
-    rates up to its cut; rates above the cut are left alone."""
+    """The kernel's count is the number of CDF values (float64) below the uniform
+    ``(bits >> 8) 2^-24``, for rates up to its cut; the pixels above are returned and
+    left alone."""
     from scipy.stats import poisson
 
-    from ccfkit.simulate_numba import invert_poisson
+    from ccfkit.simulate_numba import MAX_INVERSION_CUT, invert_poisson
 
     rng = np.random.default_rng(5)
-    cut = 8.0
-    lam = np.concatenate([rng.uniform(0, cut, 20_000), rng.exponential(0.2, 20_000), [0.0, cut]])
-    lam = np.concatenate([lam, [cut + 0.5, 40.0]]).astype(np.float32)
-    uniform = rng.random(lam.size, dtype=np.float32)
+    cut = MAX_INVERSION_CUT
+    lam = np.concatenate(
+        [rng.uniform(0, cut, 20_000), rng.exponential(0.2, 20_000), [0.0, cut, cut + 0.5, 40.0]]
+    ).astype(np.float32)
+    bits = rng.integers(0, 2**32, lam.size, dtype=np.uint32)
     out = np.full(lam.size, -1.0, dtype=np.float32)
-    invert_poisson(lam, uniform, cut, int(4 * cut + 40), out)
+    bright = invert_poisson(lam, bits, cut, int(4 * cut + 40), out)
     inside = lam <= cut
-    cdf = poisson.cdf(np.arange(80)[None, :], lam[inside, None].astype(np.float64))
+    np.testing.assert_array_equal(bright, np.flatnonzero(~inside))
+    uniform = (bits >> 8) * 2.0**-24
+    cdf = poisson.cdf(np.arange(120)[None, :], lam[inside, None].astype(np.float64))
     want = (cdf < uniform[inside, None]).sum(axis=1)
     np.testing.assert_array_equal(out[inside], want)
     np.testing.assert_array_equal(out[~inside], -1.0)
