@@ -20,6 +20,7 @@ __all__ = [
     "Polarization",
     "cos_two_theta",
     "mcp_response",
+    "polarization_coefficients",
     "polarization_factor",
     "solid_angle_factor",
     "stray_light_halo",
@@ -79,6 +80,21 @@ def polarization_factor(
     component = np.multiply(cos2t, np.float32(along), dtype=np.float32)  # n . e = x / D
     component *= component
     return np.subtract(np.float32(1), component, out=component)
+
+
+def polarization_coefficients(polarization: Polarization | str) -> tuple[float, ...]:
+    """``(p0, px, py, pz)`` with ``P = p0 + px (x/D)^2 + py (y/D)^2 + pz (L/D)^2``.
+
+    The factors of :func:`polarization_factor` as one formula, for kernels
+    that evaluate ``P`` pixel by pixel: horizontal ``(1, -1, 0, 0)``, vertical
+    ``(1, 0, -1, 0)``, unpolarised ``(1/2, 0, 0, 1/2)``, none ``(1, 0, 0, 0)``.
+    """
+    return {
+        Polarization.HORIZONTAL: (1.0, -1.0, 0.0, 0.0),
+        Polarization.VERTICAL: (1.0, 0.0, -1.0, 0.0),
+        Polarization.UNPOLARISED: (0.5, 0.0, 0.0, 0.5),
+        Polarization.NONE: (1.0, 0.0, 0.0, 0.0),
+    }[Polarization(polarization)]
 
 
 def solid_angle_factor(x_over_l, y_over_l, cos2t: np.ndarray | None = None) -> np.ndarray:

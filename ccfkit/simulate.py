@@ -42,13 +42,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-import numba
 import numpy as np
 
 from . import geometry
+from . import simulate_numba as kernels
 from .instrument import (
     Polarization,
     mcp_response,
+    polarization_coefficients,
     polarization_factor,
     solid_angle_factor,
     stray_light_halo,
@@ -85,6 +86,10 @@ __all__ = [
     "sphere_form_factor",
     "visible_radius",
 ]
+
+#: Expected counts up to which the Poisson sampler inverts the CDF (one uniform per
+#: pixel); brighter pixels are drawn by ``Generator.poisson``.
+POISSON_CUT = 16.0
 
 #: h c in eV nm: wavelength (nm) = HC_EV_NM / photon energy (eV).
 HC_EV_NM = 1239.8419843320026
@@ -1016,7 +1021,11 @@ def sphere_form_factor(u):
 
 
 def expected_counts(
-    params: FrameParameters, config: SimulationConfig, good: np.ndarray | None = None
+    params: FrameParameters,
+    config: SimulationConfig,
+    good: np.ndarray | None = None,
+    *,
+    engine: str = "numba",
 ) -> np.ndarray:
     """Expected photons per pixel (no noise) for a batch of frames.
 
@@ -1036,6 +1045,11 @@ def expected_counts(
     config : SimulationConfig
     good : (H, W) bool, optional
         True = good pixel; default ``config.detector.good_pixels()``.
+    engine : {"numba", "numpy"}
+        ``"numpy"``: the reference, whole-image NumPy passes in float32;
+        ``"numba"``: one fused GIL-free pass per frame
+        (:func:`ccfkit.simulate_numba.expected_frame`, float64 per pixel), the
+        same values to float32 rounding (tested).
 
     Returns
     -------
@@ -1043,6 +1057,10 @@ def expected_counts(
     """
     detector = config.detector
     good = detector.good_pixels() if good is None else np.asarray(good, dtype=bool)
+    if engine == "numba":
+        return _expected_counts_numba(params, config, good)
+    if engine != "numpy":
+        raise ValueError(f"engine must be 'numba' or 'numpy', got {engine!r}")
     good32 = good.astype(np.float32)
     height, width = detector.shape
     out = np.empty((len(params), height, width), dtype=np.float32)
@@ -1067,6 +1085,50 @@ def expected_counts(
         if config.background:
             frame += np.float32(config.background) * good32
     return out
+
+
+def _expected_counts_numba(params: FrameParameters, config: SimulationConfig, good) -> np.ndarray:
+    """:func:`expected_counts` through :func:`ccfkit.simulate_numba.expected_frame`."""
+    detector = config.detector
+    good32 = good.astype(np.float32)
+    out = np.empty((len(params), *detector.shape), dtype=np.float32)
+    pixel_over_l = detector.pixel_size / detector.distance
+    weight = np.array(
+        [*polarization_coefficients(config.polarization), 1.0 if config.solid_angle else 0.0]
+    )
+    for b in range(len(params)):
+        mode, particle = _kernel_particle(params, b, pixel_over_l)
+        kernels.expected_frame(
+            out[b], good32, params.center[b], pixel_over_l, mode, particle, weight,
+            float(params.fluence[b]), float(params.halo[b]), float(params.halo_width[b]),
+            float(config.background),
+        )  # fmt: skip
+    return out
+
+
+def _kernel_particle(params: FrameParameters, b: int, pixel_over_l: float):
+    """``(mode, particle)`` of frame ``b`` for :func:`ccfkit.simulate_numba.expected_frame`.
+
+    Returns
+    -------
+    mode : int
+    particle : (7,) float64
+        The per-frame constants in that kernel's layout (``k`` in 1/nm).
+    """
+    particle = np.zeros(7)
+    if params.kind[b] == Kind.EMPTY or params.fluence[b] <= 0:
+        return kernels.EMPTY, particle
+    k = 2 * np.pi / float(params.wavelength[b])
+    if params.partner_radius[b] > 0:
+        r1, r2 = float(params.radius[b]), float(params.partner_radius[b])
+        particle[:3] = k * r1, r2 / r1, (r2 / r1) ** 3
+        particle[3:6] = k * params.separation[b]
+        particle[6] = pixel_over_l / 2
+        return kernels.TWO_SPHERES, particle
+    a, c = (float(v) for v in params.semi_axes[b])
+    particle[:2] = k * a, (c * c - a * a) / (2 * a * a)
+    particle[2:5] = params.axis[b]
+    return kernels.SPHEROID, particle
 
 
 def _instrument_weight(x_over_l, y_over_l, config: SimulationConfig, good32, cos2t):
@@ -1241,12 +1303,12 @@ def _form_factor32(u, scratch):
     return u
 
 
-def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float = 3.0):
+def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float = POISSON_CUT):
     """Poisson samples of ``expected`` (counts), fast for mostly-dim images.
 
     Pixels with ``expected <= cut`` are sampled by inverting the Poisson CDF
-    with one float32 uniform number each (most stop at 0 after one compare);
-    brighter ones use ``rng.poisson``. Exact up to the uniforms' 24-bit
+    with one 24-bit uniform number each (a vectorised pass settles the counts
+    below 4); brighter ones use ``rng.poisson``. Exact up to the uniforms' 24-bit
     resolution (probabilities are off by < 6e-8).
 
     Parameters
@@ -1264,53 +1326,27 @@ def poisson_counts(expected: np.ndarray, rng: np.random.Generator, *, cut: float
     return _poisson_rows(lam, [rng], cut).reshape(np.shape(expected))
 
 
-def _poisson_rows(lam: np.ndarray, rngs, cut: float = 3.0) -> np.ndarray:
+def _poisson_rows(lam: np.ndarray, rngs, cut: float = POISSON_CUT) -> np.ndarray:
     """Poisson samples of each row of ``lam`` (B, M) float32, row ``b`` from ``rngs[b]``.
 
-    Row ``b``'s result depends only on ``lam[b]`` and ``rngs[b]``: its bright
-    pixels from ``rng.poisson`` first, then one float32 uniform per pixel for
-    the CDF inversion (:func:`_invert_poisson`, a GIL-free kernel, so that
-    threads rendering frames run it side by side).
+    Row ``b``'s result depends only on ``lam[b]`` and ``rngs[b]``: first one
+    24-bit uniform per pixel (from 32 of the bit generator's raw bits) for the
+    CDF inversion (:func:`ccfkit.simulate_numba.invert_poisson`, a GIL-free
+    kernel, so that threads rendering frames run it side by side), then
+    ``rng.poisson`` for the pixels above ``cut``.
     """
     rows, size = lam.shape
     out = np.zeros((rows, size), dtype=np.float32)
-    uniform = np.empty(size, dtype=np.float32)  # 24-bit, in [0, 1 - 2^-24]
+    if not 0 <= cut <= kernels.MAX_INVERSION_CUT:
+        raise ValueError(f"cut must be in [0, {kernels.MAX_INVERSION_CUT:g}], got {cut}")
     limit = int(cut * 4 + 40)  # P(X > limit | lam <= cut) < 1e-14
     for b, rng in enumerate(rngs):
-        bright = np.flatnonzero(lam[b] > cut)
+        # 32-bit words, in the order of NumPy's float32 uniforms (low half first)
+        bits = rng.bit_generator.random_raw((size + 1) // 2).view(np.uint32)
+        bright = kernels.invert_poisson(lam[b], bits, float(cut), limit, out[b])
         if bright.size:
             out[b, bright] = rng.poisson(lam[b, bright].astype(np.float64))
-        rng.random(out=uniform, dtype=np.float32)
-        p_zero = np.exp(-lam[b])  # float32, NumPy's vectorised exp
-        _invert_poisson(lam[b], p_zero, uniform, np.float32(cut), limit, out[b])
     return out
-
-
-@numba.njit(nogil=True, cache=True)
-def _invert_poisson(lam, p_zero, uniform, cut, limit, out):
-    """``out[i]`` = the Poisson count whose CDF interval holds ``uniform[i]``, where ``lam[i] <= cut``.
-
-    ``p_zero = exp(-lam)`` (float32): most dim pixels stop there after one
-    compare; the CDF beyond it is summed in float64, up to ``limit`` terms.
-    Pixels above ``cut`` are left as they are.
-    """
-    for i in range(lam.shape[0]):
-        rate = lam[i]
-        if rate > cut:
-            continue
-        if uniform[i] <= p_zero[i]:
-            out[i] = 0
-            continue
-        u = np.float64(uniform[i])
-        term = np.float64(p_zero[i])
-        cdf = term
-        k = 0
-        while u > cdf and k < limit:
-            k += 1
-            term *= np.float64(rate)
-            term *= 1.0 / k
-            cdf += term
-        out[i] = k
 
 
 def render_frames(

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 import numpy as np
 
@@ -100,13 +101,6 @@ def write_simulated(
     detector = config.detector
     good = detector.good_pixels()
     params = sim.draw_parameters(config, seed, np.arange(n_frames))
-    visible = sim.visible_radius(params, detector)
-    shift = sim.fringe_shift(params, detector, visible)
-    partners = sim.partner_features(params, detector, visible)
-    labels = sim.assign_labels(params, detector, shift, partners)
-
-    def header(handle) -> None:
-        _write_header(handle, config, seed, params, labels, good, visible, shift)
 
     def render(lo: int) -> tuple[int, np.ndarray]:
         rows = slice(lo, min(lo + block, n_frames))
@@ -119,20 +113,36 @@ def write_simulated(
         disable=None if progress else True,
         leave=False,
     )
-    with bar:
-        write_frames(
-            path,
-            detector.shape,
-            n_frames,
-            _rendered(render, range(0, n_frames, block), workers, bar),
-            header=header,
-            units=_data_units(config),
-            description=(
-                "photon counts per pixel (with --mcp: MCP + phosphor signal, 1 = one photon's "
-                "mean); 0 on masked pixels (see detector_1/mask)"
-            ),
-            overwrite=overwrite,
-        )
+    with bar, ThreadPoolExecutor(max_workers=workers) as pool:
+        starts = iter(range(0, n_frames, block))
+        # the first blocks render while this thread labels the frames
+        pending = deque(pool.submit(render, lo) for lo in islice(starts, 2 * workers))
+        try:
+            visible = sim.visible_radius(params, detector)
+            shift = sim.fringe_shift(params, detector, visible)
+            partners = sim.partner_features(params, detector, visible)
+            labels = sim.assign_labels(params, detector, shift, partners)
+
+            def header(handle) -> None:
+                _write_header(handle, config, seed, params, labels, good, visible, shift)
+
+            write_frames(
+                path,
+                detector.shape,
+                n_frames,
+                _rendered(pool, render, pending, starts, bar),
+                header=header,
+                units=_data_units(config),
+                description=(
+                    "photon counts per pixel (with --mcp: MCP + phosphor signal, 1 = one "
+                    "photon's mean); 0 on masked pixels (see detector_1/mask)"
+                ),
+                overwrite=overwrite,
+            )
+        except BaseException:
+            for future in pending:  # an error: the blocks not started are not rendered
+                future.cancel()
+            raise
     seconds = time.perf_counter() - start
     counts = dict(zip(sim.LABELS, labels.sum(axis=0).tolist()))
     logger.info("wrote %s: %d frames in %.1f s, labels %s", path, n_frames, seconds, counts)
@@ -144,26 +154,18 @@ def write_simulated(
     }
 
 
-def _rendered(render, starts, workers: int, bar) -> Iterator[tuple[int, np.ndarray]]:
-    """``render(lo)`` for every start, in order, by ``workers`` threads.
+def _rendered(pool, render, pending: deque, starts, bar) -> Iterator[tuple[int, np.ndarray]]:
+    """The blocks ``render(lo)`` in order: those in ``pending``, then one per start.
 
-    At most 2 blocks per worker are in flight; the consumer writes one block
-    while the threads render the next. If the consumer stops (an error while
-    writing), the blocks not started are cancelled.
+    ``pending`` holds the blocks already submitted to ``pool``; each block
+    taken submits the next, so at most ``len(pending)`` are in flight while
+    the consumer writes one.
     """
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque = deque()
-        try:
-            for lo in starts:
-                pending.append(pool.submit(render, lo))
-                if len(pending) >= 2 * workers:
-                    yield _counted(pending.popleft().result(), bar)
-            while pending:
-                yield _counted(pending.popleft().result(), bar)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    for lo in starts:
+        yield _counted(pending.popleft().result(), bar)
+        pending.append(pool.submit(render, lo))
+    while pending:
+        yield _counted(pending.popleft().result(), bar)
 
 
 def _counted(item: tuple[int, np.ndarray], bar) -> tuple[int, np.ndarray]:

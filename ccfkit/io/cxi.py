@@ -133,4 +133,15 @@ def write_frames(
         data.attrs["description"] = description
         handle[f"{DETECTOR}/data"] = h5py.SoftLink(DATA_PATH)
         for lo, frames in blocks:
-            data[lo : lo + len(frames)] = frames
+            _write_block(data, lo, frames)
+
+
+def _write_block(data: h5py.Dataset, lo: int, frames: np.ndarray) -> None:
+    """Frames ``lo, lo + 1, ...`` as raw chunks of one frame each.
+
+    ``data`` is unfiltered with chunks ``(1, H, W)``, so a frame's bytes are its
+    chunk: ``write_direct_chunk`` skips HDF5's selection and chunk cache (the
+    file's bytes are those of ``data[lo:hi] = frames``).
+    """
+    for offset, frame in enumerate(frames):
+        data.id.write_direct_chunk((lo + offset, 0, 0), np.ascontiguousarray(frame, np.float32))
