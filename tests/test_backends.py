@@ -22,6 +22,8 @@ with a bound scaled by the ring intensities (:func:`_upper_floor`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import (
@@ -362,8 +364,21 @@ class TestBackendContract:
             largest = np.max(np.abs(np.tril(expected[:, 0])), axis=(-2, -1))
             lower = lower * largest / np.maximum(largest, 1.0)
         assert np.all(lower <= RTOL) and np.all(upper <= RTOL)
+        # An order map rounds like the intensities squared it is made of (~1e-7 of the
+        # full map's entries, absolute): one much smaller than the full map (a nearly
+        # isotropic ring) is, relative to itself, worse conditioned by that ratio.
+        unscaled = self.reference.merged_maps(
+            self.reference.as_batch(case["images"], plan.shape), plan,
+            dataclasses.replace(settings, scale="none"),
+        )  # fmt: skip
+        if settings.channels == 1:
+            unscaled = unscaled[:, None]
+        full_scale = np.max(np.abs(np.tril(unscaled[:, 0])), axis=(-2, -1))
         for channel in range(1, settings.channels):
-            assert np.all(relative_error(fast[:, channel], expected[:, channel]) <= RTOL)
+            own_scale = np.max(np.abs(unscaled[:, channel]), axis=(-2, -1))
+            conditioning = np.maximum(1.0, full_scale / np.maximum(own_scale, 1e-3 * full_scale))
+            error = relative_error(fast[:, channel], expected[:, channel])
+            assert np.all(error <= RTOL * conditioning)
         unused = ~plan.ring_used
         assert np.all(fast[:, :, unused] == 0) and np.all(fast[:, :, :, unused] == 0)
 
