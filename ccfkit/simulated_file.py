@@ -56,7 +56,7 @@ def write_simulated(
     *,
     overwrite: bool = False,
     workers: int = 1,
-    block: int = 8,
+    block: int = 32,
     progress: bool = True,
 ) -> dict:
     """Simulate ``n_frames`` frames and write them, labelled, to a CXI file.
