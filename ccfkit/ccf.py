@@ -156,7 +156,7 @@ def angular_shift(delta: float, phi_bins: int) -> int:
     return round(delta * phi_bins / (2.0 * math.pi))
 
 
-def full_map_reference(values, valid, delta: float = 0.0, xp=np):
+def full_map_reference(values, valid, delta: float = 0.0, xp=np, product=None):
     """Mask-corrected full CCF (Eq. 13) of a batch of polar images.
 
     Parameters
@@ -166,6 +166,9 @@ def full_map_reference(values, valid, delta: float = 0.0, xp=np):
     valid : (B, Q, P) bool array
     delta : float
         Angular separation in radians.
+    product : callable, optional
+        ``product(rows, shift, xp)`` for the numerator, :func:`lag_product` by
+        default (the pair counts always use it: they are exact integers).
 
     Returns
     -------
@@ -173,7 +176,7 @@ def full_map_reference(values, valid, delta: float = 0.0, xp=np):
         ``C[b, i, j]``, symmetric when ``delta == 0``.
     """
     shift = angular_shift(delta, values.shape[-1])
-    numerator = lag_product(values, shift, xp)
+    numerator = (product or lag_product)(values, shift, xp)
     pairs = lag_product(valid.astype(values.dtype), shift, xp)
     return divide_by_pairs(numerator, pairs, xp)
 

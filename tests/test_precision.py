@@ -118,6 +118,23 @@ def test_bf16_maps_lie_within_the_tolerance_of_the_reference(name, delta, rng):
 
 
 @pytest.mark.usefixtures("bf16_hardware")
+def test_the_stage_chain_takes_the_bf16_product_too(rng):
+    """``Backend.merged_maps`` (the definition) gives the fused array path's bf16 maps."""
+    from ccfkit.backends import Backend
+    from ccfkit.ccf import MapSettings
+
+    images = rng.poisson(30.0, (3, 57, 61)).astype(np.float32)
+    plan = ccfkit.make_polar_plan(images.shape[1:], **GRID)
+    backend = NumpyBackend(dtype=np.float32)
+    settings = MapSettings(orders=(8, 2), scale="none", precision="bf16")
+    fused = backend.merged_maps(images, plan, settings)
+    chain = Backend.merged_maps(backend, images, plan, settings)
+    float32 = Backend.merged_maps(backend, images, plan, MapSettings(orders=(8, 2), scale="none"))
+    np.testing.assert_allclose(chain, fused, rtol=0, atol=1e-6 * np.abs(fused).max())
+    assert full_triangle_relative_error(chain[:, 0], float32[:, 0]) > 1e-6  # bf16 did run
+
+
+@pytest.mark.usefixtures("bf16_hardware")
 def test_scaled_bf16_maps_stay_close_to_float32_maps(rng):
     """maxabs-scaled maps lie in [-1, 1]: bf16 moves an entry by at most twice the bound."""
     images = rng.poisson(30.0, (4, 57, 61)).astype(np.float32)

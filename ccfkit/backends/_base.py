@@ -98,10 +98,9 @@ class Backend(abc.ABC):
         coefficients = self.fourier(polar.values, polar.valid, [0, *settings.orders])
         means, coefficients = coefficients[..., 0].real, coefficients[..., 1:]
         if self.product_precision(settings.precision).rounds_to_bf16:
-            shift = ccf.angular_shift(settings.delta, plan.phi_bins)
-            numerator = lag_product_bf16(polar.values, shift, xp)
-            pairs = ccf.lag_product(polar.valid.astype(polar.values.dtype), shift, xp)
-            full = ccf.divide_by_pairs(numerator, pairs, xp)
+            full = ccf.full_map_reference(
+                polar.values, polar.valid, settings.delta, xp, product=lag_product_bf16
+            )
         else:
             full = self.full_map(polar.values, polar.valid, settings.delta)
         if settings.estimator is Estimator.RING:
