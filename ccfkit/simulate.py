@@ -45,7 +45,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import geometry
-from . import simulate_numba as kernels
 from .instrument import (
     Polarization,
     mcp_response,
@@ -1089,6 +1088,8 @@ def expected_counts(
 
 def _expected_counts_numba(params: FrameParameters, config: SimulationConfig, good) -> np.ndarray:
     """:func:`expected_counts` through :func:`ccfkit.simulate_numba.expected_frame`."""
+    from . import simulate_numba as kernels  # Numba only when frames are rendered
+
     detector = config.detector
     good32 = good.astype(np.float32)
     out = np.empty((len(params), *detector.shape), dtype=np.float32)
@@ -1115,6 +1116,8 @@ def _kernel_particle(params: FrameParameters, b: int, pixel_over_l: float):
     particle : (7,) float64
         The per-frame constants in that kernel's layout (``k`` in 1/nm).
     """
+    from . import simulate_numba as kernels  # Numba only when frames are rendered
+
     particle = np.zeros(7)
     if params.kind[b] == Kind.EMPTY or params.fluence[b] <= 0:
         return kernels.EMPTY, particle
@@ -1335,6 +1338,8 @@ def _poisson_rows(lam: np.ndarray, rngs, cut: float = POISSON_CUT) -> np.ndarray
     kernel, so that threads rendering frames run it side by side), then
     ``rng.poisson`` for the pixels above ``cut``.
     """
+    from . import simulate_numba as kernels  # Numba only when frames are rendered
+
     rows, size = lam.shape
     out = np.zeros((rows, size), dtype=np.float32)
     if not 0 <= cut <= kernels.MAX_INVERSION_CUT:

@@ -63,11 +63,11 @@ def test_a_map_dtype_outside_the_enum_is_refused():
         BuildConfig(map_dtype="float64")
 
 
-def test_the_command_line_module_loads_no_engine_store_or_dask():
+def test_the_command_line_module_loads_no_engine_store_dask_or_numba():
     code = (
         "import sys, ccfkit.cli; "
         "print(sorted(m for m in ('ccfkit.pipeline', 'ccfkit.store', 'ccfkit.engine', 'zarr', "
-        "'dask', 'torch') if m in sys.modules))"
+        "'dask', 'torch', 'numba') if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
