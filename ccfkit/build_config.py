@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .ccf import Estimator, MapSettings, Precision, Scale
+from .polar import RingGrid
 from .settings import MapDtype, NoiseLevel, values
 
 __all__ = ["BuildConfig"]
@@ -59,6 +60,17 @@ class BuildConfig:
             )
         if self.map_dtype == MapDtype.FLOAT16 and settings.scale is Scale.NONE:
             raise InputError("float16 maps need a --scale (unscaled maps overflow float16)")
+
+    @property
+    def grid(self) -> RingGrid:
+        """The polar grid of this build (:class:`~ccfkit.polar.RingGrid`)."""
+        return RingGrid(
+            q_bins=self.q_bins,
+            phi_bins=self.phi_bins,
+            r_min=self.r_min,
+            r_max=self.r_max,
+            min_ring_fraction=self.min_ring_fraction,
+        )
 
     @property
     def map_settings(self) -> MapSettings:

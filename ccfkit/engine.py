@@ -14,7 +14,7 @@ import numpy as np
 
 from .backends import get_backend
 from .ccf import Estimator, MapSettings, Precision, Scale
-from .polar import PlanSpec, PolarImages, PolarPlan
+from .polar import PlanSpec, PolarImages, PolarPlan, RingGrid
 
 __all__ = ["angular_fourier", "compute_maps", "full_map", "merge_maps", "order_map", "resample"]
 
@@ -120,15 +120,9 @@ def compute_maps(
         precision=precision,
     )
     shape = tuple(np.shape(images)[-2:])
+    grid = RingGrid(q_bins, phi_bins, r_min, r_max, min_ring_fraction)
     plan = PlanSpec.describe(
-        shape,
-        center=center,
-        mask=None if mask is None else _host(mask),
-        q_bins=q_bins,
-        phi_bins=phi_bins,
-        r_min=r_min,
-        r_max=r_max,
-        min_ring_fraction=min_ring_fraction,
+        shape, center=center, mask=None if mask is None else _host(mask), grid=grid
     ).plan()  # built once per geometry, then reused by later calls
     batch = engine.as_batch(images, plan.shape)
     maps = engine.merged_maps(batch, plan, settings)

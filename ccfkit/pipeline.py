@@ -233,16 +233,7 @@ def build(
         center, center_origin = ((width - 1) / 2, (height - 1) / 2), "detector middle"
     if not force:
         check_geometry(source.mask, center, config.r_max)
-    spec = PlanSpec.describe(
-        source.frame_shape,
-        center=center,
-        mask=source.mask,
-        q_bins=config.q_bins,
-        phi_bins=config.phi_bins,
-        r_min=config.r_min,
-        r_max=config.r_max,
-        min_ring_fraction=config.min_ring_fraction,
-    )
+    spec = PlanSpec.describe(source.frame_shape, center=center, mask=source.mask, grid=config.grid)
     try:
         plan = spec.plan()
     except ValueError as error:

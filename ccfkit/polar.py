@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "PlanSpec",
     "PolarImages",
     "PolarPlan",
+    "RingGrid",
     "default_r_max",
     "make_polar_plan",
     "min_ring_count",
@@ -343,6 +344,30 @@ def _auto_r_min(good, center, r_max, phi, q_bins, min_ring_fraction) -> float:
 
 
 @dataclass(frozen=True)
+class RingGrid:
+    """The polar grid's parameters: the keywords of :func:`make_polar_plan` besides the geometry.
+
+    One object that travels from the build's settings (or :func:`compute_maps`'s
+    keywords) to the plan. Attributes as in :func:`make_polar_plan`.
+    """
+
+    q_bins: int = 224
+    phi_bins: int = 512
+    r_min: float | str = 0.0
+    r_max: float | None = None
+    min_ring_fraction: float = 0.5
+
+    def __post_init__(self):
+        object.__setattr__(self, "q_bins", int(self.q_bins))
+        object.__setattr__(self, "phi_bins", int(self.phi_bins))
+        if not isinstance(self.r_min, str):
+            object.__setattr__(self, "r_min", float(self.r_min))
+        if self.r_max is not None:
+            object.__setattr__(self, "r_max", float(self.r_max))
+        object.__setattr__(self, "min_ring_fraction", float(self.min_ring_fraction))
+
+
+@dataclass(frozen=True)
 class PlanSpec:
     """A small, hashable, picklable description of a polar plan.
 
@@ -350,23 +375,18 @@ class PlanSpec:
     the key under which a process keeps the plans it built: :meth:`plan`
     builds each geometry once per process.
 
-    Attributes mirror the arguments of :func:`make_polar_plan`; the mask is
-    bit-packed (``None``: all pixels good).
+    Attributes: the detector ``shape``, the beam ``center``, the bit-packed
+    mask (``None``: all pixels good) and the :class:`RingGrid`.
     """
 
     shape: tuple[int, int]
     center: tuple[float, float] | None
     packed_mask: bytes | None
-    q_bins: int = 224
-    phi_bins: int = 512
-    r_min: float | str = 0.0
-    r_max: float | None = None
-    min_ring_fraction: float = 0.5
+    grid: RingGrid = field(default_factory=RingGrid)
 
     @classmethod
-    def describe(cls, shape, *, center=None, mask=None, q_bins=224, phi_bins=512, r_min=0.0,
-                 r_max=None, min_ring_fraction=0.5) -> PlanSpec:  # fmt: skip
-        """The spec of ``make_polar_plan(shape, center=..., mask=..., ...)``.
+    def describe(cls, shape, *, center=None, mask=None, grid: RingGrid | None = None) -> PlanSpec:
+        """The spec of ``make_polar_plan(shape, center=..., mask=..., **grid)``.
 
         Raises ValueError for a mask of another shape than ``shape``.
         """
@@ -375,11 +395,7 @@ class PlanSpec:
             shape=shape,
             center=None if center is None else (float(center[0]), float(center[1])),
             packed_mask=None if mask is None else np.packbits(_as_mask(mask, shape)).tobytes(),
-            q_bins=int(q_bins),
-            phi_bins=int(phi_bins),
-            r_min=r_min if isinstance(r_min, str) else float(r_min),
-            r_max=None if r_max is None else float(r_max),
-            min_ring_fraction=float(min_ring_fraction),
+            grid=RingGrid() if grid is None else grid,
         )
 
     @property
@@ -397,16 +413,7 @@ class PlanSpec:
 
 @functools.lru_cache(maxsize=4)
 def _plan_of(spec: PlanSpec) -> PolarPlan:
-    return make_polar_plan(
-        spec.shape,
-        center=spec.center,
-        mask=spec.mask,
-        q_bins=spec.q_bins,
-        phi_bins=spec.phi_bins,
-        r_min=spec.r_min,
-        r_max=spec.r_max,
-        min_ring_fraction=spec.min_ring_fraction,
-    )
+    return make_polar_plan(spec.shape, center=spec.center, mask=spec.mask, **asdict(spec.grid))
 
 
 def _split(coordinate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

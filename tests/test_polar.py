@@ -310,3 +310,26 @@ def test_plan_spec_checks_the_mask_shape():
         PlanSpec.describe((20, 20), mask=np.ones((20, 21), dtype=bool))
     spec = PlanSpec.describe((20, 20), mask=np.eye(20))  # non-bool masks: non-zero is good
     np.testing.assert_array_equal(spec.mask, np.eye(20, dtype=bool))
+
+
+def test_the_ring_grid_travels_whole_from_the_build_to_the_plan():
+    """BuildConfig -> RingGrid -> PlanSpec -> the plan of make_polar_plan's keywords."""
+    from dataclasses import asdict
+
+    from ccfkit.build_config import BuildConfig
+    from ccfkit.polar import RingGrid
+
+    config = BuildConfig(q_bins=12, phi_bins=32, r_min=1.5, r_max=9.0, min_ring_fraction=0.25)
+    grid = config.grid
+    assert grid == RingGrid(12, 32, 1.5, 9.0, 0.25)
+    mask = np.ones((21, 23), dtype=bool)
+    mask[3:6, 4:9] = False
+    plan = PlanSpec.describe((21, 23), center=(10.5, 9.0), mask=mask, grid=grid).plan()
+    direct = make_polar_plan((21, 23), center=(10.5, 9.0), mask=mask, **asdict(grid))
+    np.testing.assert_array_equal(plan.radius, direct.radius)
+    np.testing.assert_array_equal(plan.valid, direct.valid)
+    np.testing.assert_array_equal(plan.index, direct.index)
+    assert (plan.q_bins, plan.phi_bins, plan.r_min, plan.r_max) == (12, 32, 1.5, 9.0)
+    # the grid's defaults are make_polar_plan's
+    defaults = make_polar_plan.__kwdefaults__
+    assert asdict(RingGrid()) == {k: defaults[k] for k in asdict(RingGrid())}

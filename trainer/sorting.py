@@ -26,7 +26,7 @@ import torch
 
 from ccfkit.ccf import MapSettings
 from ccfkit.io.atomic import atomic_output
-from ccfkit.polar import PlanSpec
+from ccfkit.polar import PlanSpec, RingGrid
 
 from .config import TrainConfig
 from .data import DataError, model_inputs, open_store, resolve_normalize
@@ -89,16 +89,14 @@ class MapRecipe:
             ) from None
         train = TrainConfig.from_dict(config["train"])
         orders = parameters.get("orders", [parameters.get("order", 8)])  # schema 1: "order"
-        plan = PlanSpec.describe(
-            mask.shape,
-            center=center,
-            mask=mask,
+        grid = RingGrid(
             q_bins=parameters["q_bins"],
             phi_bins=parameters["phi_bins"],
             r_min=attrs.get("r_min", parameters["r_min"]),  # resolved when "auto" was asked
             r_max=attrs.get("r_max", parameters["r_max"]),
             min_ring_fraction=parameters.get("min_ring_fraction", 0.0),  # schema 1: every ring
         )
+        plan = PlanSpec.describe(mask.shape, center=center, mask=mask, grid=grid)
         if not np.allclose(plan.plan().radius, radius, rtol=0, atol=1e-9):
             raise RunError(f"{path}: its radii cannot be made again from its parameters")
         if parameters.get("noise", "none") != "none":
