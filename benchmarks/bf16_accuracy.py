@@ -41,10 +41,11 @@ from ccfkit.backends._bf16 import lag_product_bf16
 
 
 def round_to_bf16(values: np.ndarray) -> np.ndarray:
-    """float32 ``values`` rounded to the nearest bfloat16 (ties to even), as float32."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    rounding = np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
-    return ((bits + rounding) & np.uint32(0xFFFF0000)).view(np.float32)
+    """float32 ``values`` rounded to the nearest bfloat16 (PyTorch's conversion), as float32."""
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    return tensor.to(torch.bfloat16).to(torch.float32).numpy()
 
 
 def errors(fast: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

@@ -258,18 +258,10 @@ def engine_rows(xp, engine, images, rounds: int, clock: Clock, host_backend, cpu
     return rows, rates
 
 
-def relative_errors(fast, reference) -> tuple[float, float]:
-    """(max, median) of |fast - ref| / |ref| over the full map's entries (i >= j), ref != 0."""
-    lower = np.tril(np.ones(reference.shape[-2:], dtype=bool))
-    fast = np.asarray(fast, np.float64)[..., lower]
-    reference = np.asarray(reference, np.float64)[..., lower]
-    keep = reference != 0
-    error = np.abs(fast[keep] - reference[keep]) / np.abs(reference[keep])
-    return float(error.max()), float(np.median(error))
-
-
 def accuracy_rows(engine, sets: dict[str, tuple]) -> list[str]:
     """Markdown rows: bf16 against the float64 reference, per image set."""
+    from bf16_accuracy import errors  # benchmarks/ on path
+
     import ccfkit
     from ccfkit.backends.array import NumpyBackend
 
@@ -282,7 +274,7 @@ def accuracy_rows(engine, sets: dict[str, tuple]) -> list[str]:
         reference = ccfkit.compute_maps(images, backend=NumpyBackend(), scale="none", **common)
         bf16 = ccfkit.compute_maps(images, backend=engine, scale="none", precision="bf16",
                                    **common)  # fmt: skip
-        worst, median = relative_errors(engine.to_numpy(bf16), reference)
+        worst, median = errors(engine.to_numpy(bf16), reference)
         scaled = ccfkit.compute_maps(images, backend=NumpyBackend(), **common)
         scaled_bf16 = engine.to_numpy(
             ccfkit.compute_maps(images, backend=engine, precision="bf16", **common)
