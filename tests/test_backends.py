@@ -523,28 +523,44 @@ def test_one_plan_many_orders_and_separations(name):
 
 @pytest.mark.skipif("numba" not in AVAILABLE, reason="Numba not installed")
 def test_nan_in_masked_pixels_keeps_the_numba_fast_path():
-    """NaN where no valid sample looks (masked pixels) invalidates nothing: the gather says 0.
+    """NaN where no valid sample looks (masked pixels) invalidates nothing: the fast path.
 
-    A non-zero answer sends each image down the path of images with invalid samples
-    (a second gather and a second product); the maps are the same either way.
+    A non-zero count sends an image down the path of images with invalid samples
+    (the exact gather and a second product); the maps are the same either way.
     """
-    from ccfkit.backends.numba import _gather, _tables_for
+    from ccfkit.backends.numba import _padded_scratch, _polar_image, _sanitize, _tables_for
 
     rng = np.random.default_rng(2)
     mask = rng.random((41, 37)) > 0.2
     mask[20, 21] = True  # near the detector middle (the default centre): samples use it
     plan = ccfkit.make_polar_plan((41, 37), mask=mask, q_bins=12, phi_bins=24)
     image = rng.poisson(5, (41, 37)).astype(np.float32)
+    clean = image.copy()
     image[~mask] = np.nan
     tables = _tables_for(plan)
+    padded = _padded_scratch(tables)
     values = np.empty(plan.valid.size, np.float32)
-    valid = np.empty(plan.valid.size, bool)
-    assert (
-        _gather(image.ravel(), tables.index, tables.weight, tables.valid, values, valid, False)
-        == 0
-    )
+    valid = np.zeros(plan.valid.size, bool)
+    assert _sanitize(image.ravel(), tables.used, padded) == 0
+    assert _polar_image(image.ravel(), tables, padded, values, valid, True) == 0
+    np.testing.assert_array_equal(valid, plan.valid.ravel())
+    expected = ccfkit.get_backend("numpy").resample(clean[None].astype(float), plan).values
+    np.testing.assert_allclose(values, expected.ravel(), rtol=1e-6, atol=1e-5)
     image[20, 21] = np.nan  # a good pixel that valid samples use: now it counts
-    assert (
-        _gather(image.ravel(), tables.index, tables.weight, tables.valid, values, valid, True) > 0
-    )
-    assert (valid <= plan.valid.ravel()).all() and not valid.all()
+    assert _sanitize(image.ravel(), tables.used, padded) == 1
+    invalidated = _polar_image(image.ravel(), tables, padded, values, valid, False)
+    assert invalidated == plan.valid.sum() - valid.sum() > 0
+    assert (valid <= plan.valid.ravel()).all()
+    assert np.isfinite(values).all() and (values[~valid] == 0).all()
+
+
+@pytest.mark.skipif("numba" not in AVAILABLE, reason="Numba not installed")
+def test_numba_overflowing_interpolation_takes_the_exact_path():
+    """Finite pixels near float32's limit: where the fast formula overflows, the exact one decides."""
+    plan = ccfkit.make_polar_plan((21, 21), q_bins=6, phi_bins=16)
+    image = np.full((1, 21, 21), 3e38, np.float32)
+    image[0, ::2] = -3e38  # neighbouring rows of opposite sign: (b - a) overflows
+    fast = ccfkit.get_backend("numba").resample(image, plan)
+    exact = ccfkit.get_backend("numpy").resample(image.astype(float), plan)
+    np.testing.assert_array_equal(fast.valid[0], plan.valid)  # every weighted sum is finite
+    assert np.all(relative_error(fast.values, exact.values) <= RTOL)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import itertools
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,16 +41,130 @@ except ImportError as error:  # pragma: no cover - numba is a dependency
 
 __all__ = ["NumbaBackend"]
 
-#: A sum of pixel bits the cache-warming read of :func:`_gather` compares against.
-_UNLIKELY_SUM = -0x5DEECE66D3A1B2C
-
 #: Reductions may be reassociated (vectorised); their inputs are finite by construction.
 _REDUCTION = {**KERNEL, "fastmath": {"reassoc", "contract", "nnan", "ninf", "nsz"}}
+#: The interpolation may fuse its multiply-adds; nothing else is relaxed.
+_FUSED = {**KERNEL, "fastmath": {"contract"}}
+
+
+class _Tables(NamedTuple):
+    """A plan's arrays in the kernels' dtypes and layouts, built once per plan.
+
+    Two descriptions of the same bilinear samples (``S = Q * P``, ring-major):
+
+    * the *exact* one, for images whose NaN/inf pixels invalidate samples:
+      ``index`` (S, 4) int32 and ``weight`` (S, 4) float32 of
+      :class:`~ccfkit.polar.PolarPlan`;
+    * the *fast* one, on a sanitised copy of the image (:func:`_sanitize`):
+      ``corner`` (S,) uint32, the flat index of each sample's upper-left
+      pixel, and its fractional offsets ``fx``, ``fy`` (S,) float32. Invalid
+      samples point at ``zero``, a pixel of the copy's zero padding, with
+      offsets 0.
+
+    ``valid`` (S,) bool and ``counts`` (Q,) int64 are the plan's validity and
+    valid samples per ring; ``used`` (H * W,) bool marks the pixels that valid
+    samples weigh (a NaN/inf there invalidates samples); ``width`` is W.
+    """
+
+    index: np.ndarray
+    weight: np.ndarray
+    valid: np.ndarray
+    counts: np.ndarray
+    corner: np.ndarray
+    fx: np.ndarray
+    fy: np.ndarray
+    used: np.ndarray
+    width: np.uint32
+    zero: np.uint32
+
+    @classmethod
+    def of(cls, plan: PolarPlan) -> _Tables:
+        index = plan.index.reshape(-1, 4)
+        weight = plan.weight.reshape(-1, 4)
+        valid = np.ascontiguousarray(plan.valid).ravel()
+        height, width = plan.shape
+        used = np.zeros(height * width, dtype=bool)
+        used[index[weight > 0]] = True
+        zero = height * width + width + 1  # taps zero .. zero + W + 1 all lie in the padding
+        return cls(
+            index=index.astype(np.int32),
+            weight=weight.astype(np.float32),
+            valid=valid,
+            counts=plan.valid.sum(axis=1),
+            corner=np.where(valid, index[:, 0], zero).astype(np.uint32),
+            fx=(weight[:, 1] + weight[:, 3]).astype(np.float32),
+            fy=(weight[:, 2] + weight[:, 3]).astype(np.float32),
+            used=used,
+            width=np.uint32(width),
+            zero=np.uint32(zero),
+        )
 
 
 @numba.njit(**KERNEL)
-def _gather(image, index, weight, plan_valid, values, valid, write_valid):
-    """Bilinear samples of one image.
+def _padded_scratch(tables):
+    """Scratch for :func:`_sanitize`: H * W pixels and 2 W + 4 of zero padding."""
+    return np.zeros(tables.used.shape[0] + 2 * np.int64(tables.width) + 4, dtype=np.float32)
+
+
+@numba.njit(**KERNEL)
+def _sanitize(image, used, padded):
+    """Copy ``image`` into ``padded`` with NaN/inf pixels as 0; count those that matter.
+
+    Parameters
+    ----------
+    image : (H * W,) float32
+    used : (H * W,) bool
+        Pixels that valid samples weigh (:class:`_Tables`).
+    padded : (H * W + 2 W + 4,) float32, out
+        The copy; its padding is set to 0.
+
+    Returns
+    -------
+    int
+        Number of NaN/inf pixels where ``used``: 0 means the fast interpolation
+        gives every valid sample exactly (NaN/inf pixels elsewhere carry zero
+        weight or feed only invalid samples).
+    """
+    pixels = image.shape[0]
+    bad = 0
+    for i in range(pixels):
+        value = image[i]
+        finite = value - value == 0  # False for NaN and +-inf
+        padded[i] = value if finite else np.float32(0)
+        bad += used[i] & ~finite
+    for i in range(pixels, padded.shape[0]):
+        padded[i] = 0
+    return bad
+
+
+@numba.njit(**_FUSED)
+def _interpolate(padded, corner, fx, fy, width, values):
+    """Bilinear samples from a sanitised image: along x on two rows, then along y.
+
+    ``padded`` from :func:`_sanitize`; ``corner``, ``fx``, ``fy`` and ``width``
+    from :class:`_Tables` (unsigned indices: no negative-index wrap-around, so
+    the loop compiles to plain loads); ``values`` (S,) float32, out, exactly 0
+    for invalid samples.
+    """
+    for s in range(corner.shape[0]):
+        i = corner[s]
+        upper = padded[i] + fx[s] * (padded[i + 1] - padded[i])
+        lower = padded[i + width] + fx[s] * (padded[i + width + 1] - padded[i + width])
+        values[s] = upper + fy[s] * (lower - upper)
+
+
+@numba.njit(**KERNEL)
+def _all_finite(values):
+    """True when no entry of ``values`` is NaN or +-inf."""
+    finite = True
+    for s in range(values.shape[0]):
+        finite &= values[s] - values[s] == 0
+    return finite
+
+
+@numba.njit(**KERNEL)
+def _gather(image, index, weight, plan_valid, values, valid):
+    """Bilinear samples of one image with NaN/inf pixels: the exact path.
 
     Parameters
     ----------
@@ -60,23 +175,13 @@ def _gather(image, index, weight, plan_valid, values, valid, write_valid):
     values : (S,) float32, out
         0 where invalid.
     valid : (S,) bool, out
-        Written only when ``write_valid``: the maps need it only for images
-        whose NaN/inf pixels invalidate samples (the return value says so).
-    write_valid : bool
+        The plan's validity, less the samples whose value is NaN/inf.
 
     Returns
     -------
     int
-        Number of samples that the plan allows but NaN/inf pixels invalidate
-        (NaN/inf in pixels no valid sample uses do not count).
+        Number of samples that the plan allows but NaN/inf pixels invalidate.
     """
-    # One sequential read pulls the image into cache: the gather below reads it
-    # in an order that hardware prefetchers cannot follow. Summed as integers:
-    # masked pixels may hold NaN, and a NaN here must not count as invalid.
-    touched = 0
-    bits = image.view(np.int32)
-    for i in range(0, image.shape[0], 16):
-        touched += bits[i]
     extra_invalid = 0
     for s in range(index.shape[0]):
         value = (
@@ -88,11 +193,37 @@ def _gather(image, index, weight, plan_valid, values, valid, write_valid):
         finite = value - value == 0  # False for NaN and +-inf
         values[s] = value if finite else 0
         extra_invalid += plan_valid[s] & ~finite
-        if write_valid:
-            valid[s] = plan_valid[s] & finite
-    # the comparison keeps the read; it is true for ~2^-64 of images, which then
-    # take the exact (slower) path of images with NaN/inf samples
-    return extra_invalid + (touched == _UNLIKELY_SUM)
+        valid[s] = plan_valid[s] & finite
+    return extra_invalid
+
+
+@numba.njit(**KERNEL)
+def _polar_image(image, tables, padded, values, valid, write_valid):
+    """Resample one image: the fast interpolation, or the exact gather where NaN/inf matter.
+
+    Parameters
+    ----------
+    image : (H * W,) float32
+    tables : _Tables
+    padded : float32, scratch from :func:`_padded_scratch`
+    values : (S,) float32, out
+    valid : (S,) bool, out
+        Always written when NaN/inf pixels invalidate samples; otherwise
+        (the plan's validity) only when ``write_valid``.
+
+    Returns
+    -------
+    int
+        Number of samples that the plan allows but NaN/inf pixels invalidate.
+    """
+    if _sanitize(image, tables.used, padded) == 0:
+        _interpolate(padded, tables.corner, tables.fx, tables.fy, tables.width, values)
+        # finite pixels can still overflow float32 (|I| near 3e38): take the exact path then
+        if _all_finite(values):
+            if write_valid:
+                valid[:] = tables.valid
+            return 0
+    return _gather(image, tables.index, tables.weight, tables.valid, values, valid)
 
 
 @numba.njit(**_REDUCTION)
@@ -136,12 +267,8 @@ def _project_rings(values, counts, cos_n, sin_n, re, im, means):
 
 #: ``scale_mode`` codes of the kernels (:class:`~ccfkit.ccf.Scale`).
 _SCALE_CODES = {Scale.NONE: 0, Scale.MAXABS: 1, Scale.RING: 2}
-#: Parts of a map that :func:`_scale_part` scales together.
-_LOWER, _UPPER, _WHOLE = 0, 1, 2
-
-
 @numba.njit(**_REDUCTION)
-def _merge_triangles(gram, inverse_pairs, re, im, out):
+def _fill_merged(gram, inverse_pairs, re, im, out):
     """Unscaled merged map of one image: ``gram / pairs`` below, order map above.
 
     Parameters
@@ -153,53 +280,64 @@ def _merge_triangles(gram, inverse_pairs, re, im, out):
     re, im : (Q,) float64
         The first order's Fourier coefficients.
     out : (Q, Q) float32, out
+
+    Returns
+    -------
+    (float32, float32)
+        The largest ``|out|`` on and below the diagonal, and above it.
     """
     q_bins = gram.shape[0]
+    lower = np.float32(0)
+    upper = np.float32(0)
     for i in range(q_bins):
         for j in range(i + 1):
-            out[i, j] = gram[i, j] * inverse_pairs[i, j]
+            value = gram[i, j] * inverse_pairs[i, j]
+            out[i, j] = value
+            lower = max(lower, abs(value))
         for j in range(i + 1, q_bins):
-            out[i, j] = re[i] * re[j] + im[i] * im[j]
+            value = np.float32(re[i] * re[j] + im[i] * im[j])
+            out[i, j] = value
+            upper = max(upper, abs(value))
+    return lower, upper
 
 
 @numba.njit(**_REDUCTION)
-def _order_channel(re, im, out):
-    """The order map ``Re(conj(F_i) F_j)`` of one order, both triangles, into (Q, Q) ``out``."""
+def _fill_order(re, im, out):
+    """The order map ``Re(conj(F_i) F_j)`` of one order into (Q, Q) ``out``; returns max ``|out|``."""
     q_bins = re.shape[0]
+    largest = np.float32(0)
     for i in range(q_bins):
         for j in range(q_bins):
-            out[i, j] = re[i] * re[j] + im[i] * im[j]
+            value = np.float32(re[i] * re[j] + im[i] * im[j])
+            out[i, j] = value
+            largest = max(largest, abs(value))
+    return largest
 
 
 @numba.njit(**_REDUCTION)
-def _scale_part(out, means, scale_mode, part):
-    """Scale one part of a (Q, Q) float32 map in place (:class:`~ccfkit.ccf.Scale`).
+def _scale_map(out, means, scale_mode, lower_largest, upper_largest, lower_offset):
+    """Scale a filled (Q, Q) float32 map in place, in one pass (:class:`~ccfkit.ccf.Scale`).
 
-    ``part``: ``_LOWER`` (on and below the diagonal: the full map, ``- 1``
-    under ``"ring"``), ``_UPPER`` (above it) or ``_WHOLE``. ``scale_mode``:
-    0 none, 1 maxabs, 2 ring (divided by ``means[i] means[j]``, clipped to
-    [-1, 1], 0 where that product is 0).
+    ``scale_mode`` 0 (none) leaves it; 1 (maxabs) divides the part on and below
+    the diagonal by ``lower_largest`` and the part above by ``upper_largest``
+    (a part whose largest is 0 stays); 2 (ring) divides by ``means[i] means[j]``,
+    subtracts ``lower_offset`` on and below the diagonal, clips to [-1, 1],
+    and gives 0 where that product is 0.
     """
     q_bins = out.shape[0]
-    if scale_mode == 0:
-        return
-    largest = 0.0
     if scale_mode == 1:
+        lower = 1 / np.float64(lower_largest) if lower_largest > 0 else 1.0
+        upper = 1 / np.float64(upper_largest) if upper_largest > 0 else 1.0
         for i in range(q_bins):
-            lo = i + 1 if part == _UPPER else 0
-            hi = i + 1 if part == _LOWER else q_bins
-            for j in range(lo, hi):
-                largest = max(largest, abs(np.float64(out[i, j])))
-    factor = 1 / largest if largest > 0 else 1.0
-    offset = 1.0 if part == _LOWER else 0.0
-    for i in range(q_bins):
-        lo = i + 1 if part == _UPPER else 0
-        hi = i + 1 if part == _LOWER else q_bins
-        for j in range(lo, hi):
-            if scale_mode == 1:
-                out[i, j] = out[i, j] * factor
-            else:
+            for j in range(i + 1):
+                out[i, j] = out[i, j] * lower
+            for j in range(i + 1, q_bins):
+                out[i, j] = out[i, j] * upper
+    elif scale_mode == 2:
+        for i in range(q_bins):
+            for j in range(q_bins):
                 product = means[i] * means[j]
+                offset = lower_offset if j <= i else 0.0
                 value = out[i, j] / product - offset if product != 0 else 0.0
                 out[i, j] = min(1.0, max(-1.0, value))
 
@@ -225,12 +363,12 @@ def _drop_thin_rings(valid, values, weights, counts, min_count):
 
 @numba.njit(**KERNEL)
 def _prepare_image(
-    image, index, weight, plan_valid, plan_counts, cos_n, sin_n, shift, min_count,
-    values, valid, weights, scratch, own_inverse_pairs, own_counts, re, im, means,
+    image, tables, cos_n, sin_n, shift, min_count, padded, values, valid, weights, scratch,
+    own_inverse_pairs, own_counts, re, im, means,
 ):  # fmt: skip
     """Polar values and ring orders of one image: everything before its map's product.
 
-    Gathers (with NaN/inf check) into ``values``; an image whose NaN/inf
+    Resamples into ``values`` (:func:`_polar_image`); an image whose NaN/inf
     pixels invalidate samples gets its own ring counts and pair counts (one
     BLAS product, into ``own_inverse_pairs``) and loses the rings they leave
     below ``min_count``. Then the ring means and orders into ``re``, ``im``,
@@ -243,11 +381,9 @@ def _prepare_image(
         False when it shares the plan's.
     """
     q_bins, phi_bins = values.shape
-    flat_values, flat_valid = values.reshape(-1), valid.reshape(-1)
-    own = _gather(image, index, weight, plan_valid, flat_values, flat_valid, False) > 0
-    counts = plan_counts
-    if own:  # NaN/inf pixels: gather again, keeping the validity this time
-        _gather(image, index, weight, plan_valid, flat_values, flat_valid, True)
+    own = _polar_image(image, tables, padded, values.reshape(-1), valid.reshape(-1), False) > 0
+    counts = tables.counts
+    if own:  # NaN/inf pixels invalidate samples: the image's own validity
         for k in range(q_bins):
             own_counts[k] = 0
             for p in range(phi_bins):
@@ -264,18 +400,16 @@ def _prepare_image(
 @numba.njit(**KERNEL)
 def _finish_image(gram, inverse_pairs, re, im, means, scale_mode, out):
     """One image's (C, Q, Q) map from its product ``gram`` and ring orders: merge, channels, scale."""
-    _merge_triangles(gram, inverse_pairs, re[0], im[0], out[0])
-    _scale_part(out[0], means, scale_mode, _LOWER)
-    _scale_part(out[0], means, scale_mode, _UPPER)
+    lower, upper = _fill_merged(gram, inverse_pairs, re[0], im[0], out[0])
+    _scale_map(out[0], means, scale_mode, lower, upper, 1.0)  # the full map's ring scale is - 1
     for c in range(1, out.shape[0]):
-        _order_channel(re[c], im[c], out[c])
-        _scale_part(out[c], means, scale_mode, _WHOLE)
+        largest = _fill_order(re[c], im[c], out[c])
+        _scale_map(out[c], means, scale_mode, largest, largest, 0.0)
 
 
 @numba.njit(**KERNEL)
 def _merged_maps_part(
-    images, lo, hi, index, weight, plan_valid, plan_counts, plan_inverse_pairs, cos_n, sin_n,
-    shift, min_count, scale_mode, out,
+    images, lo, hi, tables, plan_inverse_pairs, cos_n, sin_n, shift, min_count, scale_mode, out,
 ):  # fmt: skip
     """Maps of ``images[lo:hi]`` into ``out[lo:hi]``: the per-thread loop, GIL-free.
 
@@ -283,8 +417,9 @@ def _merged_maps_part(
     :func:`_finish_image`. ``out`` is (B, C, Q, Q): channel 0 the merged map of
     the first order, channel ``c`` the order map of order ``c``.
     """
-    q_bins, phi_bins = plan_valid.shape[0] // cos_n.shape[1], cos_n.shape[1]
+    q_bins, phi_bins = tables.counts.shape[0], cos_n.shape[1]
     channels = cos_n.shape[0]
+    padded = _padded_scratch(tables)
     values = np.empty((q_bins, phi_bins), dtype=np.float32)
     valid = np.empty((q_bins, phi_bins), dtype=np.bool_)
     scratch = np.empty((q_bins, phi_bins), dtype=np.float32)
@@ -297,9 +432,8 @@ def _merged_maps_part(
     means = np.empty(q_bins)
     for b in range(lo, hi):
         own = _prepare_image(
-            images[b].reshape(-1), index, weight, plan_valid, plan_counts, cos_n, sin_n, shift,
-            min_count, values, valid, weights, scratch, own_inverse_pairs, own_counts, re, im,
-            means,
+            images[b].reshape(-1), tables, cos_n, sin_n, shift, min_count, padded, values, valid,
+            weights, scratch, own_inverse_pairs, own_counts, re, im, means,
         )  # fmt: skip
         correlate_rows(values, shift, gram, scratch)
         inverse_pairs = own_inverse_pairs if own else plan_inverse_pairs
@@ -308,8 +442,8 @@ def _merged_maps_part(
 
 @numba.njit(**KERNEL)
 def _prepare_part(
-    images, lo, hi, index, weight, plan_valid, plan_counts, cos_n, sin_n, shift, min_count,
-    values, own, own_inverse_pairs, re, im, means,
+    images, lo, hi, tables, cos_n, sin_n, shift, min_count, values, own, own_inverse_pairs, re,
+    im, means,
 ):  # fmt: skip
     """:func:`_prepare_image` of ``images[lo:hi]`` into batch arrays (the product comes after).
 
@@ -317,16 +451,25 @@ def _prepare_part(
     written only where ``own``; ``re``, ``im`` (B, C, Q); ``means`` (B, Q).
     """
     q_bins, phi_bins = values.shape[1:]
+    padded = _padded_scratch(tables)
     valid = np.empty((q_bins, phi_bins), dtype=np.bool_)
     scratch = np.empty((q_bins, phi_bins), dtype=np.float32)
     weights = np.empty((q_bins, phi_bins), dtype=np.float32)
     own_counts = np.empty(q_bins, dtype=np.int64)
     for b in range(lo, hi):
         own[b] = _prepare_image(
-            images[b].reshape(-1), index, weight, plan_valid, plan_counts, cos_n, sin_n, shift,
-            min_count, values[b], valid, weights, scratch, own_inverse_pairs[b], own_counts,
-            re[b], im[b], means[b],
+            images[b].reshape(-1), tables, cos_n, sin_n, shift, min_count, padded, values[b],
+            valid, weights, scratch, own_inverse_pairs[b], own_counts, re[b], im[b], means[b],
         )  # fmt: skip
+
+
+@numba.njit(**KERNEL)
+def _resample_part(images, lo, hi, tables, values, valid):
+    """:func:`_polar_image` of ``images[lo:hi]`` into (B, Q, P) ``values`` and ``valid``."""
+    padded = _padded_scratch(tables)
+    for b in range(lo, hi):
+        _polar_image(images[b].reshape(-1), tables, padded, values[b].reshape(-1),
+                     valid[b].reshape(-1), True)  # fmt: skip
 
 
 @numba.njit(**KERNEL)
@@ -338,32 +481,10 @@ def _finish_part(gram, lo, hi, own, own_inverse_pairs, plan_inverse_pairs, re, i
         _finish_image(gram[b], inverse_pairs, re[b], im[b], means[b], scale_mode, out[b])
 
 
-class _PlanTables:
-    """A plan's arrays in the kernels' dtypes and layouts (what every call needs)."""
-
-    def __init__(self, plan: PolarPlan):
-        self.index = plan.index.astype(np.int32).reshape(-1, 4)
-        self.weight = plan.weight.astype(np.float32).reshape(-1, 4)
-        self.valid = np.ascontiguousarray(plan.valid).ravel()
-        self.counts = plan.valid.sum(axis=1)
-
-    def gather(self, image, values, valid) -> int:
-        """Resample one (H, W) float32 image into (Q, P) ``values`` and ``valid``."""
-        return _gather(
-            image.reshape(-1),
-            self.index,
-            self.weight,
-            self.valid,
-            values.reshape(-1),
-            valid.reshape(-1),
-            True,
-        )
-
-
 @functools.lru_cache(maxsize=4)
-def _tables_for(plan: PolarPlan) -> _PlanTables:
+def _tables_for(plan: PolarPlan) -> _Tables:
     """The kernel tables of a plan, built once per plan."""
-    return _PlanTables(plan)
+    return _Tables.of(plan)
 
 
 @functools.lru_cache(maxsize=16)
@@ -417,8 +538,7 @@ class NumbaBackend(ArrayBackend):
         valid = np.empty(values.shape, dtype=bool)
 
         def run(part: range) -> None:
-            for b in part:
-                tables.gather(images[b], values[b], valid[b])
+            _resample_part(images, part.start, part.stop, tables, values, valid)
 
         self._in_parallel(images.shape[0], run)
         thin = valid.sum(axis=-1) < plan.min_ring_count  # rings NaN/inf pixels leave unused
@@ -446,22 +566,21 @@ class NumbaBackend(ArrayBackend):
         scale_mode = _SCALE_CODES[settings.scale]
         shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
         out = np.empty(shape, dtype=np.float32)
-        common = (tables.index, tables.weight, tables.valid, tables.counts)
         if self.product_precision(settings.precision).rounds_to_bf16:
-            self._bf16_maps(images, plan, common, inverse_pairs, (cos_n, sin_n), shift,
+            self._bf16_maps(images, plan, tables, inverse_pairs, (cos_n, sin_n), shift,
                             scale_mode, out)  # fmt: skip
         else:
 
             def run(part: range) -> None:
                 _merged_maps_part(
-                    images, part.start, part.stop, *common, inverse_pairs, cos_n, sin_n, shift,
+                    images, part.start, part.stop, tables, inverse_pairs, cos_n, sin_n, shift,
                     plan.min_ring_count, scale_mode, out,
                 )  # fmt: skip
 
             self._in_parallel(images.shape[0], run)
         return out[:, 0] if settings.channels == 1 else out
 
-    def _bf16_maps(self, images, plan, common, inverse_pairs, orders, shift, scale_mode, out):
+    def _bf16_maps(self, images, plan, tables, inverse_pairs, orders, shift, scale_mode, out):
         """Maps with the product in bfloat16: prepare in parallel, one batched product, finish."""
         cos_n, sin_n = orders
         batch, channels = images.shape[0], cos_n.shape[0]
@@ -474,7 +593,7 @@ class NumbaBackend(ArrayBackend):
 
         def prepare(part: range) -> None:
             _prepare_part(
-                images, part.start, part.stop, *common, cos_n, sin_n, shift,
+                images, part.start, part.stop, tables, cos_n, sin_n, shift,
                 plan.min_ring_count, values, own, own_inverse_pairs, re, im, means,
             )  # fmt: skip
 
