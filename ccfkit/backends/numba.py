@@ -236,7 +236,7 @@ def _project_rings(values, counts, cos_n, sin_n, re, im, means):
         Polar values, 0 where invalid.
     counts : (Q,) int64
         Valid samples per ring (0 for an unused ring).
-    cos_n, sin_n : (N, P) float64
+    cos_n, sin_n : (N, P) float64, N >= 1
         ``cos(n phi_p)``, ``sin(n phi_p)`` of each order.
     re, im : (N, Q) float64, out
         Accumulated in float64.
@@ -250,17 +250,17 @@ def _project_rings(values, counts, cos_n, sin_n, re, im, means):
             re[:, k] = 0.0
             im[:, k] = 0.0
             continue
-        total = 0.0
-        for p in range(phi_bins):
-            total += np.float64(values[k, p])
-        means[k] = total / counts[k]
         for c in range(cos_n.shape[0]):
+            total = 0.0  # the mean rides along the first order's pass
             sum_re = 0.0
             sum_im = 0.0
             for p in range(phi_bins):
                 value = np.float64(values[k, p])
+                total += value
                 sum_re += value * cos_n[c, p]
                 sum_im += value * sin_n[c, p]
+            if c == 0:
+                means[k] = total / counts[k]
             re[c, k] = sum_re / counts[k]
             im[c, k] = -sum_im / counts[k]
 
