@@ -1,0 +1,205 @@
+"""Where one CPU thread's time goes in ``compute_maps``, against the product's floor.
+
+Issue 14 asks the float32 engine to stay within 1.3x of the one product it
+cannot avoid, ``polar @ polar.T`` (``ssyrk``). This script times each pass of
+the Numba kernel on its own, on one thread with BLAS held to one thread,
+interleaved over rounds on the same images (256 synthetic 259 x 259 frames,
+Q = 224, P = 512, order 8, ``scale="maxabs"``), and reports each as a share of
+the product's time in the same round:
+
+* the product ``polar @ polar.T`` per image (numpy's ``ssyrk``), the floor;
+* the sanitised copy of the image (NaN/inf as 0, the image's one read from memory);
+* the polar stage on one image (copy, interpolation, finiteness check);
+  the interpolation is that minus the copy;
+* the interpolation's instruction floor: the same loop where every sample
+  reads the same four pixels (all in L1), so only its instructions count;
+* the copy and the exact gather (the path of images whose NaN/inf pixels
+  invalidate samples; before issue 14 every image took a gather like it),
+  for comparison;
+* the ring means and orders, and the merge and scaling of the map;
+* the whole per-thread kernel, and ``compute_maps`` through the public API.
+
+Usage::
+
+    .venv/bin/python benchmarks/engine_stages.py --write docs/performance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import re
+import statistics
+import sys
+import time
+
+import numpy as np
+from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images
+from performance import load_average, machine
+from threadpoolctl import threadpool_limits
+
+import ccfkit
+from ccfkit.backends import numba as kernels
+from ccfkit.backends.numba import NumbaBackend
+
+#: ``scale_mode`` code of ``scale="maxabs"`` in the kernels.
+MAXABS = 1
+
+
+def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
+    """The timed calls, each over the whole batch, by key: (label, call)."""
+    plan = ccfkit.make_polar_plan(SHAPE, q_bins=Q_BINS, phi_bins=PHI_BINS)
+    tables = kernels._tables_for(plan)
+    cos_n, sin_n = kernels._order_tables(plan, (ORDER,))
+    inverse_pairs = kernels._inverse_pairs_for(plan, 0)
+    batch, samples = images.shape[0], Q_BINS * PHI_BINS
+    flat = images.reshape(batch, -1)
+    padded = kernels._padded_scratch(tables)
+    values = np.empty(samples, np.float32)
+    valid = np.empty(samples, bool)
+    polar = np.empty((batch, Q_BINS, PHI_BINS), np.float32)
+    kernels._resample_part(images, 0, batch, tables, polar, np.empty(polar.shape, bool))
+    gram = np.empty((Q_BINS, Q_BINS), np.float32)
+    re, im, means = np.empty((1, Q_BINS)), np.empty((1, Q_BINS)), np.empty(Q_BINS)
+    out = np.empty((batch, 1, Q_BINS, Q_BINS), np.float32)
+    one_pixel = np.full_like(tables.corner, tables.corner[samples // 2])
+    backend = NumbaBackend(threads=1)
+
+    def product():
+        for b in range(batch):
+            np.matmul(polar[b], polar[b].T, out=gram)
+
+    def sanitize():
+        for b in range(batch):
+            kernels._sanitize(flat[b], tables.used, padded)
+
+    def polar_image():
+        for b in range(batch):
+            kernels._polar_image(flat[b], tables, padded, values, valid, False)
+
+    def interpolation_floor():
+        for _ in range(batch):
+            kernels._interpolate(padded, one_pixel, tables.fx, tables.fy, tables.width, values)
+
+    def exact_gather():
+        for b in range(batch):
+            kernels._sanitize(flat[b], tables.used, padded)  # brings the image into cache
+            kernels._gather(flat[b], tables.index, tables.weight, tables.valid, values, valid)
+
+    def project():
+        for b in range(batch):
+            kernels._project_rings(polar[b], tables.counts, cos_n, sin_n, re, im, means)
+
+    def finish():
+        for b in range(batch):
+            kernels._finish_image(gram, inverse_pairs, re, im, means, MAXABS, out[b])
+
+    def kernel():
+        kernels._merged_maps_part(images, 0, batch, tables, inverse_pairs, cos_n, sin_n, 0,
+                                  plan.min_ring_count, MAXABS, out)  # fmt: skip
+
+    def api():
+        ccfkit.compute_maps(images, order=ORDER, q_bins=Q_BINS, phi_bins=PHI_BINS,
+                            backend=backend)  # fmt: skip
+
+    return {
+        "product": ("`polar @ polar.T` per image (ssyrk): the floor", product),
+        "sanitize": ("sanitised copy of the image (`_sanitize`)", sanitize),
+        "polar": ("polar stage: copy, interpolation, finiteness check (`_polar_image`)",
+                  polar_image),  # fmt: skip
+        "floor": ("interpolation's instruction floor: every sample on the same 4 pixels",
+                  interpolation_floor),  # fmt: skip
+        "exact": ("copy, then the exact gather with its NaN check (`_gather`: images whose "
+                  "NaN/inf pixels invalidate samples)", exact_gather),  # fmt: skip
+        "project": ("ring means and order 8 (`_project_rings`)", project),
+        "finish": ("merge and scale the map (`_finish_image`)", finish),
+        "kernel": ("the whole per-thread kernel (`_merged_maps_part`)", kernel),
+        "api": ("`compute_maps(..., backend=NumbaBackend(threads=1))`", api),
+    }
+
+
+def run(images: np.ndarray, rounds: int) -> dict[str, list[float]]:
+    """Seconds per image of every stage, one entry per round (order rotating)."""
+    calls = stage_calls(images)
+    seconds = {key: [] for key in calls}
+    keys = list(calls)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _, call in calls.values():
+            call()  # compile or load, touch the buffers
+        for r in range(rounds):
+            for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+                started = time.perf_counter()
+                calls[key][1]()
+                seconds[key].append((time.perf_counter() - started) / images.shape[0])
+            print(f"round {r + 1}: " + ", ".join(
+                f"{k} {1e3 * v[-1]:.3f}" for k, v in seconds.items()))  # fmt: skip
+    return {key: (calls[key][0], values) for key, values in seconds.items()}
+
+
+def report(results: dict, args: argparse.Namespace, command: str, loads: tuple[str, str]) -> str:
+    """The markdown section."""
+    product = results["product"][1]
+
+    def share(key):
+        return statistics.median(s / p for s, p in zip(results[key][1], product))
+
+    interpolation = [p - s for p, s in zip(results["polar"][1], results["sanitize"][1])]
+    rows = [(label, statistics.median(values), share(key))
+            for key, (label, values) in results.items()]  # fmt: skip
+    rows.insert(3, ("interpolation: polar stage minus the copy", statistics.median(interpolation),
+                    statistics.median(i / p for i, p in zip(interpolation, product))))  # fmt: skip
+    info = machine()
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "<!-- stages:begin -->",
+        "## Where one thread's time goes (issue 14: the product's floor)",
+        "",
+        f"`{command}`, {when}; {info['CPU']}, {info['cores']}; {info['thread pools']}. "
+        f"{args.images} images, {args.rounds} interleaved rounds, one thread, BLAS on one "
+        f"thread; load average before {loads[0]}, after {loads[1]}. Each figure is the median "
+        "over rounds; *of the product* is the median of the per-round ratios to the product's "
+        "time in the same round.",
+        "",
+        "| stage | ms/image | of the product |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {label} | {1e3 * ms:.3f} | {ratio:.2f} |" for label, ms, ratio in rows]
+    lines += ["", "<!-- stages:end -->"]
+    return "\n".join(lines)
+
+
+def write_section(path: str, section: str) -> None:
+    """Replace the stages block of ``path`` (or put it before the simulator's section)."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    pattern = re.compile(r"<!-- stages:begin -->.*?<!-- stages:end -->", re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        anchor = text.find("## `ccfkit simulate`")
+        anchor = len(text) if anchor < 0 else anchor
+        text = text[:anchor] + section + "\n\n" + text[anchor:]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write", help="markdown file whose stages section to replace")
+    args = parser.parse_args(argv)
+    command = " ".join(["python benchmarks/engine_stages.py", *(argv or sys.argv[1:])])
+    before = load_average()
+    results = run(make_images(args.images, seed=args.seed), args.rounds)
+    section = report(results, args, command, (before, load_average()))
+    print(section)
+    if args.write:
+        write_section(args.write, section)
+        print(f"wrote {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
