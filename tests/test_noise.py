@@ -81,3 +81,15 @@ def test_noise_in_place_adds_to_the_given_frames_only_when_asked():
     same = add_noise(frames, [0, 1], bound=1.0, seed=0, out=frames)
     assert same is frames
     np.testing.assert_array_equal(frames, copy)
+
+
+def test_frame_statistics_keep_their_precision_far_from_zero():
+    # A narrow distribution far from 0 (std 0.5 around 1e6): uncentred one-pass
+    # sums would lose ~1e-16 (1e6)^2 / 0.25 = 4e-4 of the variance to cancellation.
+    rng = np.random.default_rng(4)
+    images = (1e6 + 0.5 * rng.standard_normal((2, 64, 64))).astype(np.float32)
+    images[1, ::2] = np.nan  # half the centring sample invalid too
+    stats = frame_statistics(images)
+    for b in range(2):
+        good = images[b][np.isfinite(images[b])].astype(np.float64)
+        np.testing.assert_allclose(stats[b], [good.mean(), good.std(), good.max()], rtol=1e-6)
