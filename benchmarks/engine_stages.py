@@ -95,22 +95,41 @@ def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
             kernels._finish_image(gram, inverse_pairs, re, im, means, MAXABS, out[b])
 
     def kernel():
-        kernels._merged_maps_part(images, 0, batch, tables, inverse_pairs, cos_n, sin_n, 0,
-                                  plan.min_ring_count, MAXABS, out)  # fmt: skip
+        kernels._merged_maps_part(
+            images,
+            0,
+            batch,
+            tables,
+            inverse_pairs,
+            cos_n,
+            sin_n,
+            0,
+            plan.min_ring_count,
+            MAXABS,
+            out,
+        )
 
     def api():
-        ccfkit.compute_maps(images, order=ORDER, q_bins=Q_BINS, phi_bins=PHI_BINS,
-                            backend=backend)  # fmt: skip
+        ccfkit.compute_maps(images, order=ORDER, q_bins=Q_BINS, phi_bins=PHI_BINS, backend=backend)
 
     return {
         "product": ("`polar @ polar.T` per image (ssyrk): the floor", product),
         "sanitize": ("sanitised copy of the image (`_sanitize`)", sanitize),
-        "polar": ("polar stage: copy, interpolation, finiteness check (`_polar_image`)",
-                  polar_image),  # fmt: skip
-        "floor": ("interpolation's instruction floor: every sample on the same 4 pixels",
-                  interpolation_floor),  # fmt: skip
-        "exact": ("copy, then the exact gather with its NaN check (`_gather`: images whose "
-                  "NaN/inf pixels invalidate samples)", exact_gather),  # fmt: skip
+        "polar": (
+            "polar stage: copy, interpolation, finiteness check (`_polar_image`)",
+            polar_image,
+        ),
+        "floor": (
+            "interpolation's instruction floor: every sample on the same 4 pixels",
+            interpolation_floor,
+        ),
+        "exact": (
+            (
+                "copy, then the exact gather with its NaN check (`_gather`: images whose NaN/inf "
+                "pixels invalidate samples)"
+            ),
+            exact_gather,
+        ),
         "project": ("ring means and order 8 (`_project_rings`)", project),
         "finish": ("merge and scale the map (`_finish_image`)", finish),
         "kernel": ("the whole per-thread kernel (`_merged_maps_part`)", kernel),
@@ -127,12 +146,14 @@ def run(images: np.ndarray, rounds: int) -> dict[str, list[float]]:
         for _, call in calls.values():
             call()  # compile or load, touch the buffers
         for r in range(rounds):
-            for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
                 started = time.perf_counter()
                 calls[key][1]()
                 seconds[key].append((time.perf_counter() - started) / images.shape[0])
-            print(f"round {r + 1}: " + ", ".join(
-                f"{k} {1e3 * v[-1]:.3f}" for k, v in seconds.items()))  # fmt: skip
+            print(
+                f"round {r + 1}: "
+                + ", ".join(f"{k} {1e3 * v[-1]:.3f}" for k, v in seconds.items())
+            )
     return {key: (calls[key][0], values) for key, values in seconds.items()}
 
 
@@ -144,21 +165,30 @@ def report(results: dict, args: argparse.Namespace, command: str, loads: tuple[s
         return statistics.median(s / p for s, p in zip(results[key][1], product))
 
     interpolation = [p - s for p, s in zip(results["polar"][1], results["sanitize"][1])]
-    rows = [(label, statistics.median(values), share(key))
-            for key, (label, values) in results.items()]  # fmt: skip
-    rows.insert(3, ("interpolation: polar stage minus the copy", statistics.median(interpolation),
-                    statistics.median(i / p for i, p in zip(interpolation, product))))  # fmt: skip
+    rows = [
+        (label, statistics.median(values), share(key)) for key, (label, values) in results.items()
+    ]
+    rows.insert(
+        3,
+        (
+            "interpolation: polar stage minus the copy",
+            statistics.median(interpolation),
+            statistics.median(i / p for i, p in zip(interpolation, product)),
+        ),
+    )
     info = machine()
-    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "<!-- stages:begin -->",
         "## Where one thread's time goes (issue 14: the product's floor)",
         "",
-        f"`{command}`, {when}; {info['CPU']}, {info['cores']}; {info['thread pools']}. "
-        f"{args.images} images, {args.rounds} interleaved rounds, one thread, BLAS on one "
-        f"thread; load average before {loads[0]}, after {loads[1]}. Each figure is the median "
-        "over rounds; *of the product* is the median of the per-round ratios to the product's "
-        "time in the same round.",
+        (
+            f"`{command}`, {when}; {info['CPU']}, {info['cores']}; {info['thread pools']}. "
+            f"{args.images} images, {args.rounds} interleaved rounds, one thread, BLAS on one "
+            f"thread; load average before {loads[0]}, after {loads[1]}. Each figure is the median "
+            "over rounds; *of the product* is the median of the per-round ratios to the product's "
+            "time in the same round."
+        ),
         "",
         "| stage | ms/image | of the product |",
         "|---|---:|---:|",

@@ -1,15 +1,18 @@
 """The CPU backend: fused Numba kernels around one BLAS call per image.
 
-Per image, inside one GIL-free kernel per thread: a pass over the polar grid
-gathers the bilinear samples and checks them for NaN/inf; a vectorised pass
-takes the single angular order that the order-n map needs (a complex dot
-product per ring, float64 accumulators); one BLAS call (SciPy's ``ssyrk``,
-called directly, see :mod:`._blas`) forms the lower triangle of
-``polar @ polar.T`` (``sgemm`` of the rolled rows when ``delta`` rounds to a
-non-zero shift, ``round(delta P / 2 pi) % P != 0``); one pass merges and scales
-the two triangles. The mask's own correlation (the denominator of Eq. 13) is
-computed once per plan and reused for every image whose NaN/inf pixels add no
-invalid samples.
+Per image, inside one GIL-free kernel per thread: a copy of the image with
+NaN/inf pixels as 0, which also tells whether any of them matter; the
+bilinear samples from that copy (or, when NaN/inf pixels invalidate samples,
+the exact gather that finds which); a vectorised pass per ring for its mean
+and the angular orders the maps need (a complex dot product per ring,
+float64 accumulators); one BLAS call (SciPy's ``ssyrk``, called directly, see
+:mod:`._blas`) forms the lower triangle of ``polar @ polar.T`` (``sgemm`` of
+the rolled rows when ``delta`` rounds to a non-zero shift,
+``round(delta P / 2 pi) % P != 0``); one pass merges the two triangles and
+finds their largest entries, one scales them. The mask's own correlation
+(the denominator of Eq. 13) is computed once per plan and reused for every
+image whose NaN/inf pixels add no invalid samples. Where the time goes:
+``benchmarks/engine_stages.py`` (docs/performance.md).
 
 Parallelism has one level on purpose: the batch is split into contiguous
 parts, one per thread; kernels release the GIL and BLAS is held to one thread
@@ -58,8 +61,7 @@ class _Tables(NamedTuple):
     * the *fast* one, on a sanitised copy of the image (:func:`_sanitize`):
       ``corner`` (S,) uint32, the flat index of each sample's upper-left
       pixel, and its fractional offsets ``fx``, ``fy`` (S,) float32. Invalid
-      samples point at ``zero``, a pixel of the copy's zero padding, with
-      offsets 0.
+      samples point into the copy's zero padding, with offsets 0.
 
     ``valid`` (S,) bool and ``counts`` (Q,) int64 are the plan's validity and
     valid samples per ring; ``used`` (H * W,) bool marks the pixels that valid
@@ -75,7 +77,6 @@ class _Tables(NamedTuple):
     fy: np.ndarray
     used: np.ndarray
     width: np.uint32
-    zero: np.uint32
 
     @classmethod
     def of(cls, plan: PolarPlan) -> _Tables:
@@ -96,7 +97,6 @@ class _Tables(NamedTuple):
             fy=(weight[:, 2] + weight[:, 3]).astype(np.float32),
             used=used,
             width=np.uint32(width),
-            zero=np.uint32(zero),
         )
 
 
@@ -267,6 +267,8 @@ def _project_rings(values, counts, cos_n, sin_n, re, im, means):
 
 #: ``scale_mode`` codes of the kernels (:class:`~ccfkit.ccf.Scale`).
 _SCALE_CODES = {Scale.NONE: 0, Scale.MAXABS: 1, Scale.RING: 2}
+
+
 @numba.njit(**_REDUCTION)
 def _fill_merged(gram, inverse_pairs, re, im, out):
     """Unscaled merged map of one image: ``gram / pairs`` below, order map above.
