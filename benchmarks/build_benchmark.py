@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from doc_sections import replace_section
 from performance import Round, cpu_seconds  # benchmarks/ is on sys.path
 
 PAPER_IMAGES = 39_879
@@ -395,17 +396,6 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
     return "\n".join(lines)
 
 
-def write_section(page: Path, section: str) -> None:
-    """Replace (or append) the build section of ``page``."""
-    text = page.read_text() if page.exists() else "# Performance\n"
-    block = f"<!-- build:begin -->\n{section}\n<!-- build:end -->"
-    pattern = re.compile(r"<!-- build:begin -->.*?<!-- build:end -->", re.DOTALL)
-    text = (
-        pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    )
-    page.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20_000)
@@ -478,7 +468,7 @@ def main() -> None:
     section = report(args.frames, kept, len(rounds), args.quiet, codec_rows, stage_rows, command)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        replace_section(args.write, "build", section)
 
 
 def _against_baseline(runs: list[BuildRun], baselines: list[BuildRun], tree: Path) -> str:

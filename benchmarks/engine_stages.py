@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import re
 import statistics
 import sys
 import time
 
 import numpy as np
 from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images
+from doc_sections import replace_section
 from performance import load_average, machine
 from threadpoolctl import threadpool_limits
 
@@ -179,7 +179,6 @@ def report(results: dict, args: argparse.Namespace, command: str, loads: tuple[s
     info = machine()
     when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "<!-- stages:begin -->",
         "## Where one thread's time goes (issue 14: the product's floor)",
         "",
         (
@@ -194,23 +193,7 @@ def report(results: dict, args: argparse.Namespace, command: str, loads: tuple[s
         "|---|---:|---:|",
     ]
     lines += [f"| {label} | {1e3 * ms:.3f} | {ratio:.2f} |" for label, ms, ratio in rows]
-    lines += ["", "<!-- stages:end -->"]
     return "\n".join(lines)
-
-
-def write_section(path: str, section: str) -> None:
-    """Replace the stages block of ``path`` (or put it before the simulator's section)."""
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    pattern = re.compile(r"<!-- stages:begin -->.*?<!-- stages:end -->", re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        anchor = text.find("## `ccfkit simulate`")
-        anchor = len(text) if anchor < 0 else anchor
-        text = text[:anchor] + section + "\n\n" + text[anchor:]
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 def main(argv=None) -> int:
@@ -226,7 +209,7 @@ def main(argv=None) -> int:
     section = report(results, args, command, (before, load_average()))
     print(section)
     if args.write:
-        write_section(args.write, section)
+        replace_section(args.write, "stages", section, before="## `ccfkit simulate`")
         print(f"wrote {args.write}")
     return 0
 

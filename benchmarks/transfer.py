@@ -33,9 +33,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from doc_sections import replace_section
 from train_bar import BIN, sh  # one way to run the project's commands from a benchmark
-
-BEGIN, END = "<!-- transfer:begin -->", "<!-- transfer:end -->"
 
 #: The two simulated sets: ccfkit simulate options beside --n and --seed.
 SETS = {
@@ -104,15 +103,6 @@ def table(results: dict, args, minutes: float) -> str:
     return "\n".join(lines)
 
 
-def write_between_markers(path: Path, text: str) -> None:
-    doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-frames", type=int, default=2000)
@@ -140,7 +130,7 @@ def main(argv=None) -> int:
     text = table(results, args, (time.perf_counter() - start) / 60)
     print(text)
     if args.write:
-        write_between_markers(args.write, text)
+        replace_section(args.write, "transfer", text)
         print(f"wrote the table into {args.write}")
     return 0
 
