@@ -58,7 +58,9 @@ def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
     values = np.empty(samples, np.float32)
     valid = np.empty(samples, bool)
     polar = np.empty((batch, Q_BINS, PHI_BINS), np.float32)
-    kernels._resample_part(images, 0, batch, tables, polar, np.empty(polar.shape, bool))
+    kernels._resample_part(
+        images, 0, batch, tables, polar, np.empty(polar.shape, bool), np.empty(batch, np.int64)
+    )
     gram = np.empty((Q_BINS, Q_BINS), np.float32)
     re, im, means = np.empty((1, Q_BINS)), np.empty((1, Q_BINS)), np.empty(Q_BINS)
     out = np.empty((batch, 1, Q_BINS, Q_BINS), np.float32)

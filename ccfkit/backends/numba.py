@@ -466,12 +466,15 @@ def _prepare_part(
 
 
 @numba.njit(**KERNEL)
-def _resample_part(images, lo, hi, tables, values, valid):
-    """:func:`_polar_image` of ``images[lo:hi]`` into (B, Q, P) ``values`` and ``valid``."""
+def _resample_part(images, lo, hi, tables, values, valid, invalidated):
+    """:func:`_polar_image` of ``images[lo:hi]`` into (B, Q, P) ``values`` and ``valid``.
+
+    ``invalidated`` (B,) int64, out: the samples each image's NaN/inf pixels invalidate.
+    """
     padded = _padded_scratch(tables)
     for b in range(lo, hi):
-        _polar_image(images[b].reshape(-1), tables, padded, values[b].reshape(-1),
-                     valid[b].reshape(-1), True)  # fmt: skip
+        invalidated[b] = _polar_image(images[b].reshape(-1), tables, padded,
+                                      values[b].reshape(-1), valid[b].reshape(-1), True)  # fmt: skip
 
 
 @numba.njit(**KERNEL)
@@ -538,14 +541,16 @@ class NumbaBackend(ArrayBackend):
         tables = _tables_for(plan)
         values = np.empty((images.shape[0], plan.q_bins, plan.phi_bins), dtype=np.float32)
         valid = np.empty(values.shape, dtype=bool)
+        invalidated = np.zeros(images.shape[0], dtype=np.int64)
 
         def run(part: range) -> None:
-            _resample_part(images, part.start, part.stop, tables, values, valid)
+            _resample_part(images, part.start, part.stop, tables, values, valid, invalidated)
 
         self._in_parallel(images.shape[0], run)
-        thin = valid.sum(axis=-1) < plan.min_ring_count  # rings NaN/inf pixels leave unused
-        valid[thin] = False
-        values[thin] = 0
+        for b in np.flatnonzero(invalidated):  # rings NaN/inf pixels leave unused
+            thin = valid[b].sum(axis=-1) < plan.min_ring_count
+            valid[b, thin] = False
+            values[b, thin] = 0
         return PolarImages(values, valid, plan.radius, plan.phi)
 
     def merged_maps(self, images, plan, settings=None, **fields):
