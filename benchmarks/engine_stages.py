@@ -9,7 +9,7 @@ the product's time in the same round:
 
 * the product ``polar @ polar.T`` per image (numpy's ``ssyrk``), the floor;
 * the sanitised copy of the image (NaN/inf as 0, the image's one read from memory);
-* the polar stage on one image (copy, interpolation, finiteness check);
+* the polar stage on one image (copy, interpolation);
   the interpolation is that minus the copy;
 * the interpolation's instruction floor: the same loop where every sample
   reads the same four pixels (all in L1), so only its instructions count;
@@ -118,7 +118,7 @@ def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
         "product": ("`polar @ polar.T` per image (ssyrk): the floor", product),
         "sanitize": ("sanitised copy of the image (`_sanitize`)", sanitize),
         "polar": (
-            "polar stage: copy, interpolation, finiteness check (`_polar_image`)",
+            "polar stage: copy and interpolation (`_polar_image`)",
             polar_image,
         ),
         "floor": (

@@ -556,11 +556,22 @@ def test_nan_in_masked_pixels_keeps_the_numba_fast_path():
 
 @pytest.mark.skipif("numba" not in AVAILABLE, reason="Numba not installed")
 def test_numba_overflowing_interpolation_takes_the_exact_path():
-    """Finite pixels near float32's limit: where the fast formula overflows, the exact one decides."""
+    """Pixels near float32's limit: the exact gather takes them where valid samples weigh them."""
+    from ccfkit.backends.numba import _padded_scratch, _sanitize, _tables_for
+
     plan = ccfkit.make_polar_plan((21, 21), q_bins=6, phi_bins=16)
     image = np.full((1, 21, 21), 3e38, np.float32)
-    image[0, ::2] = -3e38  # neighbouring rows of opposite sign: (b - a) overflows
+    image[0, ::2] = -3e38  # neighbouring rows of opposite sign: (b - a) would overflow
+    tables = _tables_for(plan)
+    assert _sanitize(image.ravel(), tables.used, _padded_scratch(tables)) == tables.used.sum()
     fast = ccfkit.get_backend("numba").resample(image, plan)
     exact = ccfkit.get_backend("numpy").resample(image.astype(float), plan)
     np.testing.assert_array_equal(fast.valid[0], plan.valid)  # every weighted sum is finite
     assert np.all(relative_error(fast.values, exact.values) <= RTOL)
+    # a huge pixel that no valid sample weighs (a corner outside r_max) changes nothing
+    image = np.ones((1, 21, 21), np.float32)
+    image[0, 0, 0] = 3e38
+    assert not tables.used[0]
+    assert _sanitize(image.ravel(), tables.used, _padded_scratch(tables)) == 0
+    np.testing.assert_allclose(ccfkit.get_backend("numba").resample(image, plan).values[0],
+                               np.where(plan.valid, 1.0, 0.0), rtol=1e-6)  # fmt: skip

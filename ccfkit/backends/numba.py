@@ -106,9 +106,18 @@ def _padded_scratch(tables):
     return np.zeros(tables.used.shape[0] + 2 * np.int64(tables.width) + 4, dtype=np.float32)
 
 
+#: Pixels at least this large in magnitude (2^126) could overflow float32 in
+#: :func:`_interpolate`'s differences; below it every lerp stays finite.
+_LERP_SAFE = np.float32(2.0**126)
+
+
 @numba.njit(**KERNEL)
 def _sanitize(image, used, padded):
-    """Copy ``image`` into ``padded`` with NaN/inf pixels as 0; count those that matter.
+    """Copy ``image`` into ``padded``, pixels the lerp cannot take as 0; count those that matter.
+
+    A pixel the fast formula cannot take is NaN, +-inf, or at least
+    ``_LERP_SAFE`` in magnitude (its difference from a neighbour could
+    overflow float32).
 
     Parameters
     ----------
@@ -121,17 +130,17 @@ def _sanitize(image, used, padded):
     Returns
     -------
     int
-        Number of NaN/inf pixels where ``used``: 0 means the fast interpolation
-        gives every valid sample exactly (NaN/inf pixels elsewhere carry zero
-        weight or feed only invalid samples).
+        Number of such pixels where ``used``: 0 means the fast interpolation
+        gives every valid sample (the others carry zero weight or feed only
+        invalid samples); otherwise the image takes the exact gather.
     """
     pixels = image.shape[0]
     bad = 0
     for i in range(pixels):
         value = image[i]
-        finite = value - value == 0  # False for NaN and +-inf
-        padded[i] = value if finite else np.float32(0)
-        bad += used[i] & ~finite
+        fits = abs(value) < _LERP_SAFE  # False for NaN, +-inf and huge values
+        padded[i] = value if fits else np.float32(0)
+        bad += used[i] & ~fits
     for i in range(pixels, padded.shape[0]):
         padded[i] = 0
     return bad
@@ -151,15 +160,6 @@ def _interpolate(padded, corner, fx, fy, width, values):
         upper = padded[i] + fx[s] * (padded[i + 1] - padded[i])
         lower = padded[i + width] + fx[s] * (padded[i + width + 1] - padded[i + width])
         values[s] = upper + fy[s] * (lower - upper)
-
-
-@numba.njit(**KERNEL)
-def _all_finite(values):
-    """True when no entry of ``values`` is NaN or +-inf."""
-    finite = True
-    for s in range(values.shape[0]):
-        finite &= values[s] - values[s] == 0
-    return finite
 
 
 @numba.njit(**KERNEL)
@@ -199,7 +199,7 @@ def _gather(image, index, weight, plan_valid, values, valid):
 
 @numba.njit(**KERNEL)
 def _polar_image(image, tables, padded, values, valid, write_valid):
-    """Resample one image: the fast interpolation, or the exact gather where NaN/inf matter.
+    """Resample one image: the fast interpolation, or the exact gather if :func:`_sanitize` says.
 
     Parameters
     ----------
@@ -218,11 +218,9 @@ def _polar_image(image, tables, padded, values, valid, write_valid):
     """
     if _sanitize(image, tables.used, padded) == 0:
         _interpolate(padded, tables.corner, tables.fx, tables.fy, tables.width, values)
-        # finite pixels can still overflow float32 (|I| near 3e38): take the exact path then
-        if _all_finite(values):
-            if write_valid:
-                valid[:] = tables.valid
-            return 0
+        if write_valid:
+            valid[:] = tables.valid
+        return 0
     return _gather(image, tables.index, tables.weight, tables.valid, values, valid)
 
 
@@ -305,7 +303,7 @@ def _fill_merged(gram, inverse_pairs, re, im, out):
 
 @numba.njit(**_REDUCTION)
 def _fill_order(re, im, out):
-    """The order map ``Re(conj(F_i) F_j)`` of one order into (Q, Q) ``out``; returns max ``|out|``."""
+    """The order map ``Re(conj(F_i) F_j)`` of one order into (Q, Q) ``out``; its max ``|out|``."""
     q_bins = re.shape[0]
     largest = np.float32(0)
     for i in range(q_bins):
@@ -401,7 +399,7 @@ def _prepare_image(
 
 @numba.njit(**KERNEL)
 def _finish_image(gram, inverse_pairs, re, im, means, scale_mode, out):
-    """One image's (C, Q, Q) map from its product ``gram`` and ring orders: merge, channels, scale."""
+    """One image's (C, Q, Q) map from its product ``gram`` and ring orders: fill, then scale."""
     lower, upper = _fill_merged(gram, inverse_pairs, re[0], im[0], out[0])
     _scale_map(out[0], means, scale_mode, lower, upper, 1.0)  # the full map's ring scale is - 1
     for c in range(1, out.shape[0]):
@@ -473,8 +471,10 @@ def _resample_part(images, lo, hi, tables, values, valid, invalidated):
     """
     padded = _padded_scratch(tables)
     for b in range(lo, hi):
-        invalidated[b] = _polar_image(images[b].reshape(-1), tables, padded,
-                                      values[b].reshape(-1), valid[b].reshape(-1), True)  # fmt: skip
+        flat_values, flat_valid = values[b].reshape(-1), valid[b].reshape(-1)
+        invalidated[b] = _polar_image(
+            images[b].reshape(-1), tables, padded, flat_values, flat_valid, True
+        )
 
 
 @numba.njit(**KERNEL)
