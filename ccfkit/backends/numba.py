@@ -263,8 +263,12 @@ def _project_rings(values, counts, cos_n, sin_n, re, im, means):
             im[c, k] = -sum_im / counts[k]
 
 
-#: ``scale_mode`` codes of the kernels (:class:`~ccfkit.ccf.Scale`).
+#: ``scale_mode`` codes of the kernels (:class:`~ccfkit.ccf.Scale`); a mode without one
+#: takes the array path (:data:`~ccfkit.ccf.SCALINGS`).
 _SCALE_CODES = {Scale.NONE: 0, Scale.MAXABS: 1, Scale.RING: 2}
+#: Estimators the kernels compute; the others take the array path
+#: (:data:`~ccfkit.ccf.ORDER_ESTIMATORS`).
+_KERNEL_ESTIMATORS = frozenset({Estimator.RING})
 
 
 @numba.njit(**_REDUCTION)
@@ -554,16 +558,18 @@ class NumbaBackend(ArrayBackend):
         return PolarImages(values, valid, plan.radius, plan.phi)
 
     def merged_maps(self, images, plan, settings=None, **fields):
-        """The fused kernel; the mask-corrected estimator takes the array path.
+        """The fused kernel; a mode it has no code for takes the array path.
 
-        The mask-corrected order maps need every angular lag between partial
-        rings (FFTs): :meth:`ArrayBackend.merged_maps` computes them in float32
-        from this backend's gather. Precision ``bf16`` splits the fused loop
-        around one batched bfloat16 product (:mod:`._bf16`).
+        Estimators other than ``ring`` (the mask-corrected one needs every
+        angular lag between partial rings: FFTs) and scalings without a kernel
+        code run :meth:`ArrayBackend.merged_maps` in float32 on this backend's
+        resampling, with the array functions of :data:`~ccfkit.ccf.ORDER_ESTIMATORS`
+        and :data:`~ccfkit.ccf.SCALINGS`. Precision ``bf16`` splits the fused
+        loop around batched bfloat16 products (:mod:`._bf16`).
         """
         settings = resolve_settings(settings, **fields)
         settings.check_phi_bins(plan.phi_bins)
-        if settings.estimator is Estimator.MASK_CORRECTED:
+        if settings.estimator not in _KERNEL_ESTIMATORS or settings.scale not in _SCALE_CODES:
             return super().merged_maps(images, plan, settings)
         images = self.asarray(images)
         tables = _tables_for(plan)
