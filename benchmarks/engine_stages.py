@@ -1,7 +1,7 @@
 """Where one CPU thread's time goes in ``compute_maps``, against the product's floor.
 
-Issue 14 asks the float32 engine to stay within 1.3x of the one product it
-cannot avoid, ``polar @ polar.T`` (``ssyrk``). This script times each pass of
+The float32 engine is measured against the one product it cannot avoid,
+``polar @ polar.T`` (``ssyrk``, docs/performance.md). This script times each pass of
 the Numba kernel on its own, on one thread with BLAS held to one thread,
 interleaved over rounds on the same images (256 synthetic 259 x 259 frames,
 Q = 224, P = 512, order 8, ``scale="maxabs"``), and reports each as a share of
@@ -14,14 +14,20 @@ the product's time in the same round:
 * the interpolation's instruction floor: the same loop where every sample
   reads the same four pixels (all in L1), so only its instructions count;
 * the copy and the exact gather (the path of images whose NaN/inf pixels
-  invalidate samples; before issue 14 every image took a gather like it),
+  invalidate samples; every image once took a gather like it),
   for comparison;
 * the ring means and orders, and the merge and scaling of the map;
-* the whole per-thread kernel, and ``compute_maps`` through the public API.
+* the whole per-thread kernel, and ``compute_maps`` through the public API,
+  in float32 and in bf16 (``precision="bf16"``); with ``--threads 2`` both
+  again on two threads (wall time).
+
+``--clock cpu`` times the one-thread rows in the thread's CPU time: on a
+machine that others share, the time they take from the core stays out.
 
 Usage::
 
-    .venv/bin/python benchmarks/engine_stages.py --write docs/performance.md
+    taskset -c 0 .venv/bin/python benchmarks/engine_stages.py --clock cpu
+    .venv/bin/python benchmarks/engine_stages.py --threads 2 --write docs/performance.md
 """
 
 from __future__ import annotations
@@ -40,14 +46,19 @@ from threadpoolctl import threadpool_limits
 
 import ccfkit
 from ccfkit.backends import numba as kernels
+from ccfkit.backends._bf16 import CPU_BF16_FLAGS, _cpu_flags
 from ccfkit.backends.numba import NumbaBackend
 
 #: ``scale_mode`` code of ``scale="maxabs"`` in the kernels.
 MAXABS = 1
 
 
-def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
-    """The timed calls, each over the whole batch, by key: (label, call)."""
+def stage_calls(images: np.ndarray, threads: int = 1) -> dict[str, tuple[str, callable]]:
+    """The timed calls, each over the whole batch, by key: (label, call).
+
+    ``threads > 1`` adds ``compute_maps`` on that many threads, float32 and bf16
+    (keys starting ``many``: timed in wall time whatever the clock).
+    """
     plan = ccfkit.make_polar_plan(SHAPE, q_bins=Q_BINS, phi_bins=PHI_BINS)
     tables = kernels._tables_for(plan)
     cos_n, sin_n = kernels._order_tables(plan, (ORDER,))
@@ -111,10 +122,12 @@ def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
             out,
         )
 
-    def api():
-        ccfkit.compute_maps(images, order=ORDER, q_bins=Q_BINS, phi_bins=PHI_BINS, backend=backend)
+    def api(precision="float32", engine=backend):
+        ccfkit.compute_maps(images, order=ORDER, q_bins=Q_BINS, phi_bins=PHI_BINS, backend=engine,
+                            precision=precision)  # fmt: skip
 
-    return {
+    many = NumbaBackend(threads=threads)
+    calls = {
         "product": ("`polar @ polar.T` per image (ssyrk): the floor", product),
         "sanitize": ("sanitised copy of the image (`_sanitize`)", sanitize),
         "polar": (
@@ -133,10 +146,17 @@ def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
             exact_gather,
         ),
         "project": ("ring means and order 8 (`_project_rings`)", project),
-        "finish": ("merge and scale the map (`_finish_image`)", finish),
+        "finish": ("merge and scale the map (`finish_image`)", finish),
         "kernel": ("the whole per-thread kernel (`_merged_maps_part`)", kernel),
         "api": ("`compute_maps(..., backend=NumbaBackend(threads=1))`", api),
+        "bf16": ('the same, `precision="bf16"`', lambda: api("bf16")),
     }
+    if threads > 1:
+        calls["many"] = (f"`compute_maps`, {threads} threads (wall time)",
+                         lambda: api(engine=many))  # fmt: skip
+        calls["many_bf16"] = (f'the same, `precision="bf16"`, {threads} threads (wall time)',
+                              lambda: api("bf16", many))  # fmt: skip
+    return calls
 
 
 CLOCK_WORDS = {"wall": "wall time", "cpu": "the thread's CPU time (`--clock cpu`)"}
@@ -145,9 +165,9 @@ CLOCK_WORDS = {"wall": "wall time", "cpu": "the thread's CPU time (`--clock cpu`
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
-def run(images: np.ndarray, rounds: int, clock=time.perf_counter) -> dict[str, list[float]]:
+def run(images: np.ndarray, rounds: int, clock=time.perf_counter, threads: int = 1) -> dict:
     """Seconds per image of every stage, one entry per round (order rotating)."""
-    calls = stage_calls(images)
+    calls = stage_calls(images, threads)
     seconds = {key: [] for key in calls}
     keys = list(calls)
     with threadpool_limits(limits=1, user_api="blas"):
@@ -155,9 +175,10 @@ def run(images: np.ndarray, rounds: int, clock=time.perf_counter) -> dict[str, l
             call()  # compile or load, touch the buffers
         for r in range(rounds):
             for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
-                started = clock()
+                timer = time.perf_counter if key.startswith("many") else clock
+                started = timer()
                 calls[key][1]()
-                seconds[key].append((clock() - started) / images.shape[0])
+                seconds[key].append((timer() - started) / images.shape[0])
             print(
                 f"round {r + 1}: "
                 + ", ".join(f"{k} {1e3 * v[-1]:.3f}" for k, v in seconds.items())
@@ -198,7 +219,24 @@ def report(results: dict, args: argparse.Namespace, command: str, loads: tuple[s
         f"{min(shares):.2f}-{max(shares):.2f} |"
         for label, seconds, shares in rows
     ]
+    lines += ["", *speed_ups(results)]
     return "\n".join(lines)
+
+
+def speed_ups(results: dict) -> list[str]:
+    """Lines with compute_maps float32 / bf16 (per-round ratios of times: median, range)."""
+    lines = []
+    for float32, bf16 in [("api", "bf16"), ("many", "many_bf16")]:
+        if float32 in results and bf16 in results:
+            ratio = [f / b for f, b in zip(results[float32][1], results[bf16][1])]
+            words = "one thread" if float32 == "api" else results[float32][0].split(", ")[1]
+            lines.append(
+                f"- compute_maps float32 / bf16, {words}: **{statistics.median(ratio):.2f}x** "
+                f"(rounds {min(ratio):.2f}-{max(ratio):.2f})."
+            )
+    flags = sorted(CPU_BF16_FLAGS & _cpu_flags())
+    lines.append(f"- bfloat16 units of this CPU: {', '.join(flags) or 'none (bf16 runs as float32)'}.")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -208,11 +246,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or this thread's CPU time (a shared machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="also compute_maps on this many threads (float32 and bf16)")
     parser.add_argument("--write", help="markdown file whose stages section to replace")
     args = parser.parse_args(argv)
     command = " ".join(["python benchmarks/engine_stages.py", *(argv or sys.argv[1:])])
     before = load_average()
-    results = run(make_images(args.images, seed=args.seed), args.rounds, CLOCKS[args.clock])
+    images = make_images(args.images, seed=args.seed)
+    results = run(images, args.rounds, CLOCKS[args.clock], args.threads)
     section = report(results, args, command, (before, load_average()))
     print(section)
     if args.write:
