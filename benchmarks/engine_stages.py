@@ -235,7 +235,9 @@ def speed_ups(results: dict) -> list[str]:
                 f"(rounds {min(ratio):.2f}-{max(ratio):.2f})."
             )
     flags = sorted(CPU_BF16_FLAGS & _cpu_flags())
-    lines.append(f"- bfloat16 units of this CPU: {', '.join(flags) or 'none (bf16 runs as float32)'}.")
+    lines.append(
+        f"- bfloat16 units of this CPU: {', '.join(flags) or 'none (bf16 runs as float32)'}."
+    )
     return lines
 
 
@@ -244,10 +246,18 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="wall time, or this thread's CPU time (a shared machine)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="also compute_maps on this many threads (float32 and bf16)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time, or this thread's CPU time (a shared machine)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="also compute_maps on this many threads (float32 and bf16)",
+    )
     parser.add_argument("--write", help="markdown file whose stages section to replace")
     args = parser.parse_args(argv)
     command = " ".join(["python benchmarks/engine_stages.py", *(argv or sys.argv[1:])])

@@ -379,7 +379,9 @@ def _round_to_bf16(values, shift, left, right):
     bits, flat = values.reshape(-1).view(np.uint32), left.reshape(-1)
     for s in range(bits.shape[0]):
         word = bits[s]
-        flat[s] = (word + ((word >> np.uint32(16)) & np.uint32(1)) + np.uint32(0x7FFF)) >> np.uint32(16)
+        flat[s] = (
+            word + ((word >> np.uint32(16)) & np.uint32(1)) + np.uint32(0x7FFF)
+        ) >> np.uint32(16)
     phi_bins = values.shape[1]
     if shift % phi_bins != 0:
         for k in range(values.shape[0]):
