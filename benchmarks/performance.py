@@ -724,20 +724,17 @@ def machine() -> dict[str, str]:
     import numba
 
     info: dict[str, str] = {}
-    model, flags = platform.processor() or "unknown", ""
+    from ccfkit.provenance import cpu_model, usable_cpus
+
+    model, flags = cpu_model(), ""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model in ("unknown", "", "x86_64"):
-                    model = value.strip()
-                if key.strip() == "flags" and not flags:
-                    flags = value
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "")
     except OSError:
         pass
     simd = [f for f in ("avx2", "avx512f", "fma") if f in flags.split()]
     info["CPU"] = f"{model}" + (f" ({', '.join(simd)})" if simd else "")
-    info["cores"] = f"{os.cpu_count()} logical, {len(os.sched_getaffinity(0))} usable"
+    info["cores"] = f"{os.cpu_count()} logical, {usable_cpus()} usable"
     try:
         with open("/proc/meminfo") as meminfo:
             total_kib = int(meminfo.readline().split()[1])

@@ -23,8 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from asv_bench.machine import cpu_model
 from click.testing import CliRunner
+
+from ccfkit.provenance import cpu_model
 
 
 def _invoke(main, *args) -> None:

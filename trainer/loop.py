@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccfkit.io.atomic import atomic_output
+from ccfkit.atomic import atomic_output
 
 from .config import BEST_METRICS, TrainConfig
 from .data import ChunkBatchSampler, StoreDataset, inspect_store, load_split, make_loader
