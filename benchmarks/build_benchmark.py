@@ -408,7 +408,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, default=None, help="performance page to update")
     parser.add_argument("--engine-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", type=Path, default=None,
-                        help="another checkout's root: its build runs in every round too")  # fmt: skip
+                        help="another checkout's root: its builds (each writer) run in every round too")  # fmt: skip
     args = parser.parse_args()
     if args.engine_only:
         seconds, quiet, cpu = engine_alone(args.engine_only)

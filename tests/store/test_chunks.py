@@ -52,26 +52,11 @@ def test_chunks_read_back_identical_with_zarr_and_dask(tmp_path, method):
     assert not list(tmp_path.rglob("*.partial"))
 
 
-@pytest.fixture
-def direct_writes(monkeypatch):
-    """The sizes of the values written with O_DIRECT (the file system took it) during a test."""
-    sizes, real = [], direct_module._write_direct
-
-    def spy(path, payload):
-        written = real(path, payload)
-        if written:
-            sizes.append(payload.nbytes)
-        return written
-
-    monkeypatch.setattr(direct_module, "_write_direct", spy)
-    return sizes
-
-
 @pytest.mark.parametrize("checksum", [False, True], ids=["plain", "crc32c"])
 @pytest.mark.parametrize("codec", COMPRESSORS)
 @pytest.mark.parametrize("dtype", ["float32", "float16", "uint8"])
 def test_the_direct_method_writes_the_files_zarr_writes(tmp_path, codec, dtype, checksum,
-                                                        direct_writes):  # fmt: skip
+                                                        direct_writes, takes_o_direct):  # fmt: skip
     """Chunks of 2 MiB (raw): large enough for O_DIRECT, whatever zarr's codecs make of them."""
     chunk = (2 << 20) // (256 * 256 * np.dtype(dtype).itemsize)
     shape = (chunk * 5 // 2, 256, 256)  # the last chunk is half full
@@ -86,21 +71,9 @@ def test_the_direct_method_writes_the_files_zarr_writes(tmp_path, codec, dtype, 
         key = f"c/{index}/0/0"
         assert (tmp_path / "direct" / key).read_bytes() == (tmp_path / "zarr" / key).read_bytes()
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "direct"))[:], data)
-    if _takes_o_direct(tmp_path) and codec == "none":  # raw: every chunk is >= 1 MiB
-        assert len(direct_writes) == 3 and min(direct_writes) >= direct_module.DIRECT_MIN_BYTES
-
-
-def _takes_o_direct(folder) -> bool:
-    """Whether files in ``folder`` can be opened with O_DIRECT (not on tmpfs, not off Linux)."""
-    if not hasattr(os, "O_DIRECT"):
-        return False
-    try:
-        os.close(os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o666))
-    except OSError:
-        return False
-    finally:
-        (folder / "probe").unlink(missing_ok=True)
-    return True
+    if takes_o_direct and codec == "none":  # raw: every chunk is >= 1 MiB
+        sizes = [size for size, written in direct_writes if written]
+        assert len(sizes) == 3 and min(sizes) >= direct_module.DIRECT_MIN_BYTES
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -22,19 +22,6 @@ from ccfkit.store import direct as direct_module
 from ccfkit.store.direct import ALIGNMENT, aligned_empty, write_file
 
 
-def _takes_o_direct(folder) -> bool:
-    """Whether files in ``folder`` can be opened with O_DIRECT (not on tmpfs, not off Linux)."""
-    if not hasattr(os, "O_DIRECT"):
-        return False
-    try:
-        os.close(os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o666))
-    except OSError:
-        return False
-    finally:
-        (folder / "probe").unlink(missing_ok=True)
-    return True
-
-
 class TestDirectLocalStore(StoreTests[DirectLocalStore, cpu.Buffer]):
     """zarr's contract for stores, with every value (not only large ones) written with O_DIRECT."""
 
@@ -65,16 +52,13 @@ class TestDirectLocalStore(StoreTests[DirectLocalStore, cpu.Buffer]):
     def test_store_supports_listing(self, store: DirectLocalStore) -> None:
         assert store.supports_listing
 
-    async def test_values_are_written_with_o_direct(self, store: DirectLocalStore, tmp_path,
-                                                    monkeypatch) -> None:  # fmt: skip
+    async def test_values_are_written_with_o_direct(self, store: DirectLocalStore, direct_writes,
+                                                    takes_o_direct) -> None:  # fmt: skip
         """The suite above goes the O_DIRECT way where the file system takes it."""
-        used, real = [], direct_module._write_direct
-        monkeypatch.setattr(direct_module, "_write_direct",
-                            lambda path, payload: used.append(real(path, payload)) or used[-1])  # fmt: skip
         value = bytes(range(256)) * 41  # 10,496 bytes: not a whole number of blocks
         await store.set("c/0/1", self.buffer_cls.from_bytes(value))
         store.set_sync("c/0/2", self.buffer_cls.from_bytes(value))
-        assert used == [_takes_o_direct(tmp_path)] * 2
+        assert direct_writes == [(len(value), takes_o_direct)] * 2
         for key in ("c/0/1", "c/0/2"):
             assert (store.root / key).read_bytes() == value
         assert sorted(p.name for p in (store.root / "c" / "0").iterdir()) == ["1", "2"]
@@ -92,7 +76,7 @@ def test_a_zarr_array_reads_back_through_the_store(tmp_path):
 
 
 @pytest.mark.parametrize("size", [1 << 20, (1 << 20) + 123])
-def test_direct_writes_give_exact_files(tmp_path, size):
+def test_direct_writes_give_exact_files(tmp_path, size, takes_o_direct):
     """O_DIRECT where the file system takes it; the file has the payload's length either way."""
     payload = np.random.default_rng(1).integers(0, 255, size, dtype=np.uint8)
     path = tmp_path / "sub" / "file"
@@ -100,7 +84,7 @@ def test_direct_writes_give_exact_files(tmp_path, size):
     assert path.read_bytes() == payload.tobytes()
     assert [p.name for p in path.parent.iterdir()] == ["file"]  # the partial file was renamed
     written = direct_module._write_direct(str(tmp_path / "again"), payload)
-    assert written == _takes_o_direct(tmp_path)  # used wherever the file system takes it
+    assert written == takes_o_direct  # used wherever the file system takes it
     if written:
         assert (tmp_path / "again").read_bytes() == payload.tobytes()
 
