@@ -189,7 +189,7 @@ def run_trials(
     process (the killed ones always run in their own).
     """
     from ccfkit.simulate import SimulationConfig
-    from ccfkit.simulated_file import write_simulated
+    from ccfkit.simulate.cxi_file import write_simulated
 
     workdir.mkdir(parents=True, exist_ok=True)
     source = workdir / "input.cxi"

@@ -245,7 +245,7 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
     # A rerun skips every finished run and leaves its files alone; with --eval-source it
     # scores every run on all frames of another simulated file, built the same way.
     from ccfkit.simulate import SimulationConfig
-    from ccfkit.simulated_file import write_simulated
+    from ccfkit.simulate.cxi_file import write_simulated
 
     other = tmp_path / "other.cxi"
     write_simulated(other, SimulationConfig(size=64), 24, seed=11, progress=False)

@@ -132,7 +132,7 @@ def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) 
     if "sources" in data:
         return [str(Path(s).resolve()) for s in data["sources"]]
     from ccfkit.simulate import SimulationConfig
-    from ccfkit.simulated_file import write_simulated
+    from ccfkit.simulate.cxi_file import write_simulated
 
     spec = dict(data["simulate"])
     n, seed = int(spec.pop("n")), int(spec.pop("seed", 0))
