@@ -89,10 +89,6 @@ def main(argv=None) -> int:
 
     rendered = [sim.render_frames(one, config, 0, good) for one in blocks]
 
-    class _Bar:
-        def update(self, _):
-            pass
-
     tmp = tempfile.mkdtemp()
 
     def write():
@@ -102,7 +98,7 @@ def main(argv=None) -> int:
                 "data", shape=(n, *detector.shape), dtype=np.float32, chunks=(1, *detector.shape)
             )
             for lo, frames in zip(range(0, n, block), rendered):
-                cxi._write_block(data, (lo, frames), _Bar())
+                cxi._write_block(data, lo, frames)
         os.remove(path)
 
     stages = {
