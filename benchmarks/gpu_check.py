@@ -318,7 +318,7 @@ def build_rows(backend: str, source: Path, work: Path, n: int) -> list[tuple[str
 
 def predict_row(device: str, backend: str, source: Path, work: Path, sort: Path):
     """``predict_frames`` on ``sort`` with a run fitted one epoch on a store of ``source``."""
-    from trainer.sorting import predict_frames
+    from ccfsort.sorting import predict_frames
 
     _invoke("ccfkit", "build", source, work / "train.zarr", "--backend", backend, "--quiet")
     _invoke("trainer", "fit", work / "train.zarr", "--epochs", "1", "--batch-size", "64",

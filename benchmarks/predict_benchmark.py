@@ -2,7 +2,7 @@
 
 Simulates frames (``ccfkit simulate``, 259 x 259), builds a small training
 store and fits the paper's ResNet-18 on it for one epoch (the weights do not
-matter for speed), then runs :func:`trainer.sorting.predict_frames` on the
+matter for speed), then runs :func:`ccfsort.sorting.predict_frames` on the
 frames of a second file and prints frames/s with the seconds spent reading,
 mapping (on the worker thread, overlapping the model) and in the model.
 
@@ -47,7 +47,7 @@ def main() -> None:
     from trainer.config import TrainConfig
     from trainer.loop import fit
     from trainer.model import ModelConfig
-    from trainer.sorting import predict_frames
+    from ccfsort.sorting import predict_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

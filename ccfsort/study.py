@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .run_dir import write_json
+from trainer.run_dir import write_json
 from .study_plan import PlanError, StudyPlan, build_config
 
 __all__ = ["RunJob", "StudyError", "is_finished", "run_job", "run_study"]
@@ -90,7 +90,7 @@ def environment() -> dict:
 
     import ccfkit
 
-    from . import __version__
+    from trainer import __version__
 
     return {
         "trainer": __version__,
@@ -168,7 +168,7 @@ def open_frames(paths, config: dict):
 
 def ensure_split(plan: StudyPlan, out: Path, n_frames: int) -> Path:
     """``split.npz``: the one train / validation / test split of every arm (made once)."""
-    from .data import save_split, split_three_ways
+    from trainer.data import save_split, split_three_ways
 
     spec = plan.config.get("split", {})
     record = {
@@ -271,10 +271,10 @@ def is_finished(run_dir) -> bool:
 
 def run_job(job: RunJob) -> str:
     """Train (or resume, or skip) one run; returns ``"skipped"``, ``"resumed"`` or ``"trained"``."""
-    from . import loop
-    from .config import TrainConfig
-    from .data import inspect_store
-    from .model import ModelConfig
+    from trainer import loop
+    from trainer.config import TrainConfig
+    from trainer.data import inspect_store
+    from trainer.model import ModelConfig
 
     run_dir = Path(job.run_dir)
     if is_finished(run_dir):
@@ -346,8 +346,8 @@ def collect_arm(run_dirs: dict, test_rows: np.ndarray) -> dict | None:
         ``per_class`` (class -> precision / recall summaries, support),
         ``train_frames``, ``epochs``.
     """
-    from .data import load_split
-    from .metrics import compute_metrics
+    from trainer.data import load_split
+    from trainer.metrics import compute_metrics
     from .verdicts import frame_counts
 
     seeds, counts = {}, []
@@ -395,8 +395,8 @@ def baselines(store: str, split: dict) -> dict:
     The best constant predicts, for each class, the majority value of the
     training labels (the constant with the best accuracy on training data).
     """
-    from .data import inspect_store, open_store
-    from .metrics import compute_metrics
+    from trainer.data import inspect_store, open_store
+    from trainer.metrics import compute_metrics
 
     info = inspect_store(store)
     labels = open_store(store)["labels"][:].astype(bool)
@@ -417,7 +417,7 @@ def baselines(store: str, split: dict) -> dict:
 
 def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
     """The run's best checkpoint on every frame of another store (cached in ``score_file``)."""
-    from .inference import evaluate_run
+    from trainer.inference import evaluate_run
 
     if score_file.is_file():
         return json.loads(score_file.read_text())
@@ -470,7 +470,7 @@ def run_study(
     dict
         The report (``report.json``'s content).
     """
-    from .data import load_split
+    from trainer.data import load_split
     from .study_report import write_report
 
     started = time.perf_counter()

@@ -4,7 +4,7 @@ Tables follow the paper's layout (Tables 4-6: one column per arm, one row per
 metric), each cell the mean ± standard deviation (ddof 1) over the seeds of
 the test-split metrics of the checkpoint chosen on validation. Beside every
 table: the all-negative and the best constant predictor on the same test
-frames. One verdict line per claim (:mod:`trainer.verdicts`).
+frames. One verdict line per claim (:mod:`ccfsort.verdicts`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _cell(summary: dict | None) -> str:
 
 
 def judge_claims(plan: StudyPlan, results: dict) -> list[dict]:
-    """Each claim's comparison (:func:`trainer.verdicts.compare`) with its text and arms.
+    """Each claim's comparison (:func:`ccfsort.verdicts.compare`) with its text and arms.
 
     A claim whose arms have not both finished the same seeds is ``"not run"``.
     """
@@ -176,15 +176,15 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
         The study directory.
     plan : StudyPlan
     results : dict
-        arm key -> :func:`trainer.study.collect_arm` (None: not finished).
+        arm key -> :func:`ccfsort.study.collect_arm` (None: not finished).
     base : dict
-        :func:`trainer.study.baselines`.
+        :func:`ccfsort.study.baselines`.
     provenance : dict
         Command, environment, wall time, run outcomes.
     """
     from ccfkit.io.atomic import atomic_output
 
-    from .run_dir import write_json
+    from trainer.run_dir import write_json
 
     claims = judge_claims(plan, results)
     env = provenance["environment"]
