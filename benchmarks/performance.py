@@ -57,7 +57,7 @@ DISTANCE = 0.1
 TARGET_SPEEDUP_VS_SCIPY = 10.0
 TARGET_SPEEDUP_VS_PYFAI = 1.0
 TARGET_OVER_MATMUL = 2.0
-#: The engine within this factor of its product's floor (issue 14).
+#: The engine within this factor of its product's floor (docs/performance.md).
 TARGET_AT_FLOOR = 1.3
 #: Defaults of :func:`run_rounds` and of the command line: seconds of idle before each
 #: measurement, seconds after which no new round starts, and the largest disturbance
@@ -633,8 +633,8 @@ def ratios(by_key: dict[str, Measurement]) -> tuple[list[Ratio], list[Ratio]]:
         Ratio(
             "(1) speed-up over per-image SciPy",
             "images/s of compute_maps (numba) ÷ images/s of the per-image SciPy script on "
-            "float64 images, one core: the ~150 images/s baseline the issue quotes "
-            "(PERFORMANCE.md: 148)",
+            "float64 images, one core: the baseline of about 150 images/s the target "
+            "was set against (148 measured)",
             per_round(by_key, "scipy64_1", "numba"),
             TARGET_SPEEDUP_VS_SCIPY,
             True,
@@ -659,7 +659,7 @@ def ratios(by_key: dict[str, Measurement]) -> tuple[list[Ratio], list[Ratio]]:
         Ratio(
             "speed-up over per-image SciPy, float32, BLAS on both cores",
             "compute_maps (numba) ÷ the per-image SciPy script on float32 images with "
-            "BLAS's default threads (a stricter baseline than the issue's)",
+            "BLAS's default threads (a stricter baseline than the one-core float64 one)",
             per_round(by_key, "scipy", "numba"),
             TARGET_SPEEDUP_VS_SCIPY,
             True,
@@ -687,14 +687,14 @@ def ratios(by_key: dict[str, Measurement]) -> tuple[list[Ratio], list[Ratio]]:
             True,
         ),
         Ratio(
-            "cost over the matrix product, both on one thread (issue 14: the product's floor)",
+            "cost over the matrix product, both on one thread (the product's floor)",
             "NumbaBackend(threads=1) ÷ polar @ polar.T with 1 BLAS thread (time per image)",
             per_round(by_key, "numba_1", "matmul_1"),
             TARGET_AT_FLOOR,
             False,
         ),
         Ratio(
-            "the product's floor, two cores (issue 14)",
+            "the product's floor, two cores",
             "compute_maps (numba, default threads) ÷ half the one-thread time of polar @ polar.T",
             [
                 2 * n / m
@@ -1021,9 +1021,9 @@ def report(
         "(the coordinates are computed once, which makes it a little faster than a "
         "script that computes them per call). It runs three ways: on float32 images "
         "with BLAS's default threads; on float64 images (NumPy's default float) with "
-        "BLAS's default threads; and on float64 images on one core, which is how "
-        "`shared/PERFORMANCE.md` measured the 148 images/s the issue quotes as the "
-        "baseline of promise (1); the other two are shown as stricter baselines. "
+        "BLAS's default threads; and on float64 images on one core, which is how the "
+        "baseline of row (1) above, about 150 images/s (148 measured), was measured; the "
+        "other two are shown as stricter baselines. "
         "*compute_maps* is the public one-call API on the whole batch with the Numba "
         "backend (its plan build included); the one-thread row pins both the backend "
         "and BLAS to one thread, so it uses one core. *Polar stage* is resampling "

@@ -44,10 +44,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from ccfkit.cli import main as ccfkit_main
+    from ccfsort.sorting import predict_frames
     from trainer.config import TrainConfig
     from trainer.loop import fit
     from trainer.model import ModelConfig
-    from ccfsort.sorting import predict_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

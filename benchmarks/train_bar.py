@@ -1,4 +1,4 @@
-"""The bar for learning (issue 5): does the trainer learn the simulated classes?
+"""The bar for learning (docs/training.md): does the trainer learn the simulated classes?
 
 Run from the repository root (the full bar; its duration: docs/training.md)::
 

@@ -27,7 +27,6 @@ import torch
 from ccfkit.ccf import MapSettings
 from ccfkit.io.atomic import atomic_output
 from ccfkit.polar import PlanSpec, RingGrid
-
 from trainer.config import TrainConfig
 from trainer.data import DataError, model_inputs, open_store, resolve_normalize
 from trainer.inference import load_run, write_probability_csv

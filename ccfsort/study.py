@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.run_dir import write_json
+
 from .study_plan import PlanError, StudyPlan, build_config
 
 __all__ = ["RunJob", "StudyError", "is_finished", "run_job", "run_study"]
@@ -89,7 +90,6 @@ def environment() -> dict:
     import torch
 
     import ccfkit
-
     from trainer import __version__
 
     return {
@@ -348,6 +348,7 @@ def collect_arm(run_dirs: dict, test_rows: np.ndarray) -> dict | None:
     """
     from trainer.data import load_split
     from trainer.metrics import compute_metrics
+
     from .verdicts import frame_counts
 
     seeds, counts = {}, []
@@ -471,6 +472,7 @@ def run_study(
         The report (``report.json``'s content).
     """
     from trainer.data import load_split
+
     from .study_report import write_report
 
     started = time.perf_counter()

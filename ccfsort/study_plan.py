@@ -249,7 +249,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def _allowed_keys() -> dict[str, set]:
     from ccfkit.build_config import BuildConfig
-
     from trainer.config import TrainConfig
     from trainer.model import ModelConfig
 
@@ -285,7 +284,6 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
         Unknown keys and values the three config classes refuse (one line).
     """
     from ccfkit.io.source import InputError
-
     from trainer.config import TrainConfig
     from trainer.model import ModelConfig
 

@@ -183,7 +183,6 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
         Command, environment, wall time, run outcomes.
     """
     from ccfkit.io.atomic import atomic_output
-
     from trainer.run_dir import write_json
 
     claims = judge_claims(plan, results)
