@@ -34,8 +34,7 @@ import time
 
 import numpy as np
 from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images
-from doc_sections import replace_section
-from performance import load_average, machine
+from harness import load_average, machine, replace_section
 from threadpoolctl import threadpool_limits
 
 import ccfkit

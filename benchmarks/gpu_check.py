@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images  # benchmarks/ on path
-from asv_bench.machine import cpu_model
+from harness import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # ccfkit from this checkout even if not installed

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import math
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -43,7 +41,8 @@ import numpy as np
 import scipy
 import scipy.ndimage
 from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images
-from threadpoolctl import threadpool_info, threadpool_limits
+from harness import Round, cpu_seconds, load_average, machine
+from threadpoolctl import threadpool_limits
 
 import ccfkit
 from ccfkit.backends._bf16 import hardware_reason, lag_product_bf16
@@ -469,53 +468,6 @@ def setup(images: np.ndarray) -> tuple[list[Measurement], dict]:
     return measurements, notes
 
 
-def cpu_seconds() -> tuple[float, float]:
-    """CPU seconds used by every process since boot, and seconds stolen by the hypervisor.
-
-    Read from the first line of ``/proc/stat``; ``(nan, nan)`` where there is none.
-    """
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(v) for v in handle.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return float("nan"), float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / tick, steal / tick
-
-
-@dataclass
-class Round:
-    """What else happened on the machine during one round.
-
-    Attributes
-    ----------
-    others : float
-        Cores used by other processes, on average over the round.
-    steal : float
-        Cores taken by the hypervisor (steal time), on average.
-    """
-
-    others: float
-    steal: float
-
-    @classmethod
-    def between(cls, before: tuple[float, float], after: tuple[float, float], own: float,
-                seconds: float) -> Round:  # fmt: skip
-        """From two :func:`cpu_seconds` readings, the CPU seconds ``own`` used meanwhile by
-        the measured processes, and the wall ``seconds`` between the readings."""
-        (busy0, steal0), (busy1, steal1) = before, after
-        return cls(
-            others=max(0.0, (busy1 - busy0) - own) / seconds, steal=(steal1 - steal0) / seconds
-        )
-
-    @property
-    def disturbance(self) -> float:
-        """Cores not available to the benchmark (NaN counts as none)."""
-        total = self.others + self.steal
-        return 0.0 if math.isnan(total) else total
-
-
 def run_rounds(
     measurements: list[Measurement],
     rounds: int,
@@ -719,65 +671,6 @@ def ratios(by_key: dict[str, Measurement]) -> tuple[list[Ratio], list[Ratio]]:
 # --------------------------------------------------------------------------
 
 
-def machine() -> dict[str, str]:
-    """CPU, cores, memory, library versions and BLAS/OpenMP of this machine."""
-    import numba
-
-    info: dict[str, str] = {}
-    model, flags = platform.processor() or "unknown", ""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model in ("unknown", "", "x86_64"):
-                    model = value.strip()
-                if key.strip() == "flags" and not flags:
-                    flags = value
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "avx512f", "fma") if f in flags.split()]
-    info["CPU"] = f"{model}" + (f" ({', '.join(simd)})" if simd else "")
-    info["cores"] = f"{os.cpu_count()} logical, {len(os.sched_getaffinity(0))} usable"
-    try:
-        with open("/proc/meminfo") as meminfo:
-            total_kib = int(meminfo.readline().split()[1])
-        info["memory"] = f"{total_kib / 2**20:.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    info["OS"] = f"{platform.system()} {platform.release()}"
-    info["Python"] = platform.python_version()
-    import pyFAI
-
-    info["versions"] = (
-        f"ccfkit {ccfkit.__version__}, numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"numba {numba.__version__}, pyFAI {pyFAI.version}"
-    )
-    pools = []
-    for pool in threadpool_info():
-        name = pool.get("internal_api", "?")
-        version = pool.get("version") or ""
-        arch = pool.get("architecture")
-        where = os.path.basename(pool.get("filepath", ""))
-        pools.append(
-            f"{pool.get('user_api')}: {name} {version}".rstrip()
-            + (f" ({arch} kernels)" if arch else "")
-            + f", {pool.get('num_threads')} threads [{where}]"
-        )
-    info["thread pools"] = "; ".join(pools)
-    env = {
-        k: os.environ[k]
-        for k in (
-            "OMP_NUM_THREADS",
-            "OPENBLAS_NUM_THREADS",
-            "NUMBA_NUM_THREADS",
-            "MKL_NUM_THREADS",
-        )
-        if k in os.environ
-    }
-    info["thread environment"] = ", ".join(f"{k}={v}" for k, v in env.items()) or "none set"
-    return info
-
-
 def warmup_text(args: argparse.Namespace) -> str:
     """The warm-up call's size, in words."""
     if args.warmup is None or args.warmup >= args.images:
@@ -792,15 +685,6 @@ def discarded_text(rounds: list[Round]) -> str:
     low = min(r.disturbance for r in rounds)
     high = max(r.disturbance for r in rounds)
     return f"{len(rounds)} discarded rounds saw {low:.2f}–{high:.2f} cores of disturbance"
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages from /proc/loadavg ("unknown" elsewhere)."""
-    try:
-        with open("/proc/loadavg") as handle:
-            return " ".join(handle.read().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def table_rows(measurements: list[Measurement]) -> list[tuple[str, ...]]:

@@ -23,8 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from asv_bench.machine import cpu_model
 from click.testing import CliRunner
+from harness import cpu_model
 
 
 def _invoke(main, *args) -> None:

@@ -30,19 +30,14 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from harness import BIN, sh
+
 START, END = "<!-- bar:start -->", "<!-- bar:end -->"
-
-
-def sh(*args) -> None:
-    print("+", " ".join(str(a) for a in args), flush=True)
-    subprocess.run([str(a) for a in args], check=True)
 
 
 def make_store(workdir: Path, args) -> Path:
