@@ -45,26 +45,20 @@ BIN = Path(sys.executable).parent
 # --------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of ``/proc/cpuinfo`` (None where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
 
 
-def _cpu_flags() -> list[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; empty where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return []
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _thread_pools() -> str:
@@ -103,7 +97,8 @@ def machine() -> dict[str, str]:
     import ccfkit
 
     info: dict[str, str] = {}
-    simd = [f for f in ("avx2", "avx512f", "fma") if f in _cpu_flags()]
+    flags = (_cpuinfo("flags") or "").split()
+    simd = [f for f in ("avx2", "avx512f", "fma") if f in flags]
     info["CPU"] = cpu_model() + (f" ({', '.join(simd)})" if simd else "")
     info["cores"] = f"{os.cpu_count()} logical, {len(os.sched_getaffinity(0))} usable"
     try:

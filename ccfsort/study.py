@@ -434,6 +434,59 @@ def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
 # --------------------------------------------------------------------------
 
 
+def _train_arms(plan: StudyPlan, run_dirs: dict, stores: dict, split_file: Path, threads,
+                scheduler) -> dict:  # fmt: skip
+    """Run every unfinished (arm, seed) of ``plan``; ``{run_dir: outcome}`` of every run."""
+    jobs = [
+        RunJob(
+            run_dirs[arm.key][s],
+            stores[arm.key],
+            str(split_file.resolve()),
+            s,
+            arm.model,
+            arm.train,
+            threads,
+        )
+        for arm in plan.arms.values()
+        for s in plan.seeds
+    ]
+    pending = [job for job in jobs if not is_finished(job.run_dir)]
+    log.info("%d runs, %d finished before, %d to run", len(jobs), len(jobs) - len(pending),
+             len(pending))  # fmt: skip
+    outcomes = {job.run_dir: "skipped" for job in jobs if job not in pending}
+    outcomes.update(_run_all(pending, scheduler))
+    return outcomes
+
+
+def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, results: dict,
+                       *, scheduler, progress) -> None:  # fmt: skip
+    """Every finished run scored on all frames of ``source``, into ``results[arm]["eval_sources"]``.
+
+    The frames are built with each arm's own build parameters (one store per
+    distinct build, reused); the scores are cached under ``out/scores``.
+    """
+    for arm in plan.arms.values():
+        if results[arm.key] is None:
+            continue
+        path = store_path(out, [source], plan.config, arm.build)
+        store = ensure_store(path, [source], plan.config, arm.build, scheduler=scheduler,
+                             progress=progress)  # fmt: skip
+        scores = {
+            s: score_on_source(
+                Path(d), store, out / "scores" / arm.name / f"seed-{s}" / f"{path.stem}.json"
+            )
+            for s, d in run_dirs[arm.key].items()
+            if is_finished(d)
+        }
+        results[arm.key].setdefault("eval_sources", {})[source] = {
+            "seeds": scores,
+            "summary": {
+                k: _summary([m[k] for m in scores.values()])
+                for k in ("accuracy", "precision", "recall")
+            },
+        }
+
+
 def run_study(
     plan: StudyPlan,
     out,
@@ -501,48 +554,11 @@ def run_study(
     }
     outcomes = {}
     if train:
-        jobs = [
-            RunJob(
-                run_dirs[arm.key][s],
-                stores[arm.key],
-                str(split_file.resolve()),
-                s,
-                arm.model,
-                arm.train,
-                threads,
-            )
-            for arm in plan.arms.values()
-            for s in plan.seeds
-        ]
-        pending = [job for job in jobs if not is_finished(job.run_dir)]
-        log.info("%d runs, %d finished before, %d to run", len(jobs), len(jobs) - len(pending),
-                 len(pending))  # fmt: skip
-        outcomes = {job.run_dir: "skipped" for job in jobs if job not in pending}
-        outcomes.update(_run_all(pending, scheduler))
-
+        outcomes = _train_arms(plan, run_dirs, stores, split_file, threads, scheduler)
     results = {key: collect_arm(run_dirs[key], split["test"]) for key in plan.arms}
     for source in eval_sources:
-        source = str(Path(source).resolve())
-        for arm in plan.arms.values():
-            if results[arm.key] is None:
-                continue
-            path = store_path(out, [source], config, arm.build)
-            store = ensure_store(path, [source], config, arm.build, scheduler=scheduler,
-                                 progress=progress)  # fmt: skip
-            scores = {
-                s: score_on_source(
-                    Path(d), store, out / "scores" / arm.name / f"seed-{s}" / f"{path.stem}.json"
-                )
-                for s, d in run_dirs[arm.key].items()
-                if is_finished(d)
-            }
-            results[arm.key].setdefault("eval_sources", {})[source] = {
-                "seeds": scores,
-                "summary": {
-                    k: _summary([m[k] for m in scores.values()])
-                    for k in ("accuracy", "precision", "recall")
-                },
-            }
+        _score_eval_source(str(Path(source).resolve()), plan, out, run_dirs, results,
+                           scheduler=scheduler, progress=progress)  # fmt: skip
     some_store = next((stores[k] for k in plan.arms if Path(stores[k]).exists()), None)
     base = baselines(some_store, split) if some_store else {}
     provenance = {

@@ -186,37 +186,7 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
     from trainer.run_dir import write_json
 
     claims = judge_claims(plan, results)
-    env = provenance["environment"]
-    split = provenance["split"]
-    lines = [
-        f"# Study `{plan.name}`",
-        "",
-        f"- command: `{provenance['command']}`",
-        (
-            f"- CPU: {env['cpu']}; torch {env['torch']}, ccfkit {env['ccfkit']}, "
-            f"wall time of this invocation {provenance['wall_seconds'] / 60:.1f} min"
-        ),
-        (
-            f"- data: {', '.join(f'`{s}`' for s in provenance['sources'])}; split (train / "
-            f"validation / test): {split['train']} / {split['validation']} / {split['test']} "
-            "frames"
-        ),
-        (
-            f"- seeds: {list(plan.seeds)}; {len(plan.arms)} arms; checkpoint chosen on "
-            "validation accuracy, every number below on the test split"
-        ),
-        "",
-        "## Verdicts",
-        "",
-        *(verdict_line(c) for c in claims),
-        "",
-        (
-            "yes: the bootstrap interval lies above 0 and the paired t-test says > 0 "
-            f"(alpha {plan.statistics['alpha']}); no: both say < 0; otherwise not resolved "
-            "(docs/study.md)."
-        ),
-        "",
-    ]
+    lines = _head_lines(plan, claims, provenance)
     for table in plan.tables:
         lines += _table_lines(table, results, base)
         plot_table(out / f"{table.name}.png", table, results, base)
@@ -264,3 +234,38 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
     }
     write_json(out / "report.json", report)
     return report
+
+
+def _head_lines(plan: StudyPlan, claims: list, provenance: dict) -> list[str]:
+    """The report's title, provenance and verdicts (Markdown lines)."""
+    env = provenance["environment"]
+    split = provenance["split"]
+    return [
+        f"# Study `{plan.name}`",
+        "",
+        f"- command: `{provenance['command']}`",
+        (
+            f"- CPU: {env['cpu']}; torch {env['torch']}, ccfkit {env['ccfkit']}, "
+            f"wall time of this invocation {provenance['wall_seconds'] / 60:.1f} min"
+        ),
+        (
+            f"- data: {', '.join(f'`{s}`' for s in provenance['sources'])}; split (train / "
+            f"validation / test): {split['train']} / {split['validation']} / {split['test']} "
+            "frames"
+        ),
+        (
+            f"- seeds: {list(plan.seeds)}; {len(plan.arms)} arms; checkpoint chosen on "
+            "validation accuracy, every number below on the test split"
+        ),
+        "",
+        "## Verdicts",
+        "",
+        *(verdict_line(c) for c in claims),
+        "",
+        (
+            "yes: the bootstrap interval lies above 0 and the paired t-test says > 0 "
+            f"(alpha {plan.statistics['alpha']}); no: both say < 0; otherwise not resolved "
+            "(docs/study.md)."
+        ),
+        "",
+    ]
