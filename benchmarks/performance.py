@@ -400,7 +400,7 @@ def setup(images: np.ndarray) -> tuple[list[Measurement], dict]:
         ),
         row(
             "scipy64_1",
-            "the same on float64 images, one core (PERFORMANCE.md's 148 images/s set-up)",
+            "the same on float64 images, one core (the set-up of row (1)'s baseline)",
             "1 (BLAS)",
             lambda n: scipy_maps_one_thread(images64[:n], coords),
         ),
@@ -736,16 +736,19 @@ def report(
     command: str,
     elapsed: float,
 ) -> str:
-    """The Markdown page (docs/performance.md)."""
+    """The Markdown page (docs/performance.md), section by section."""
     by_key = {m.key: m for m in measurements}
-    promised, informative = ratios(by_key)
-    flops = flops_per_image()
-    matmul_seconds = statistics.median(by_key["matmul"].per_image())
-    matmul1_seconds = statistics.median(by_key["matmul_1"].per_image())
-    rest = flops["gather"] + flops["order_projection"] + flops["order_map_and_merge"]
-    info = machine()
-    when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    out = _intro_lines(notes, args)
+    out += _reproduce_lines(notes, command, elapsed)
+    out += _result_lines(measurements, by_key)
+    out += _arithmetic_lines(by_key)
+    out += _check_lines(notes)
+    out += _row_lines()
+    return "\n".join(out)
 
+
+def _intro_lines(notes: dict, args: argparse.Namespace) -> list[str]:
+    """The title, what was measured and how, and how disturbed the kept rounds were."""
     out = []
     out.append("# Performance\n")
     out.append(
@@ -778,6 +781,13 @@ def report(
         + discarded_text([r for i, r in enumerate(history) if i not in set(kept)])
         + ".\n"
     )
+    return out
+
+
+def _reproduce_lines(notes: dict, command: str, elapsed: float) -> list[str]:
+    """The command, when it ran, the load around it, and the machine."""
+    when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    out = []
     out.append("## Reproduce\n")
     out.append(f"```\n{command}\n```\n")
     out.append(
@@ -787,8 +797,15 @@ def report(
         "machine).\n"
     )
     out.append("## Machine\n")
-    out.extend(f"- **{key}**: {value}" for key, value in info.items())
+    out.extend(f"- **{key}**: {value}" for key, value in machine().items())
     out.append("")
+    return out
+
+
+def _result_lines(measurements: list[Measurement], by_key: dict[str, Measurement]) -> list[str]:
+    """The table of every row, the gain of threads, and the ratios against their targets."""
+    out = []
+    promised, informative = ratios(by_key)
     out.append("## Results\n")
     out.append(
         markdown_table(
@@ -830,6 +847,16 @@ def report(
         )
         + "\n"
     )
+    return out
+
+
+def _arithmetic_lines(by_key: dict[str, Measurement]) -> list[str]:
+    """Floating-point operations per image, stage by stage, and the product's measured rate."""
+    out = []
+    flops = flops_per_image()
+    matmul_seconds = statistics.median(by_key["matmul"].per_image())
+    matmul1_seconds = statistics.median(by_key["matmul_1"].per_image())
+    rest = flops["gather"] + flops["order_projection"] + flops["order_map_and_merge"]
     out.append("## Arithmetic\n")
     out.append(
         markdown_table(
@@ -867,6 +894,12 @@ def report(
         f"{flops['matmul_nominal'] / matmul1_seconds / 1e9:.0f} GFLOP/s nominal "
         f"({flops['matmul_symmetric'] / matmul1_seconds / 1e9:.0f}) on one thread.\n"
     )
+    return out
+
+
+def _check_lines(notes: dict) -> list[str]:
+    """bf16 on this CPU, agreement with SciPy, one-time costs."""
+    out = []
     out.append("## Checks and one-time costs\n")
     out.append(
         f'- bf16 on this CPU: {notes["bf16"]} (docs/ccf.md, "Precision"; its accuracy: '
@@ -879,7 +912,8 @@ def report(
         f"polar values by at most {agree['polar']:.1e} of their largest value."
     )
     out.append(
-        f"- `make_polar_plan` (float64 geometry; `compute_maps` builds it once per geometry and process, later calls reuse it): "
+        "- `make_polar_plan` (float64 geometry; `compute_maps` builds it once per geometry "
+        "and process, later calls reuse it): "
         f"{notes['plan_seconds'] * 1e3:.1f} ms."
     )
     out.append(
@@ -894,6 +928,12 @@ def report(
         f"- Numba JIT warm-up (compile or load the cache), excluded: "
         f"{notes['warmup_seconds']:.1f} s.\n"
     )
+    return out
+
+
+def _row_lines() -> list[str]:
+    """What each row of the tables measures."""
+    out = []
     out.append("## What each row measures\n")
     out.append(
         "*Per-image SciPy* is the version a scientist would write: for each image, "
@@ -925,7 +965,7 @@ def report(
         "not always a full core, so compare ratios from one run, not absolute figures "
         "across runs or machines.\n"
     )
-    return "\n".join(out)
+    return out
 
 
 def print_summary(measurements: list[Measurement]) -> None:
