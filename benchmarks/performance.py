@@ -338,6 +338,25 @@ def agreement(images: np.ndarray, coords: np.ndarray) -> dict[str, float]:
     }
 
 
+def _warm_up(images: np.ndarray, plan: ccfkit.PolarPlan, coords: np.ndarray) -> dict:
+    """Compile the Numba kernels (or load them); time the plan; compare with SciPy.
+
+    Returns the notes ``warmup_seconds``, ``plan_seconds`` (one
+    ``make_polar_plan``) and ``agreement`` (:func:`agreement` on 4 images).
+    """
+    notes: dict = {}
+    start = time.perf_counter()
+    numba_maps(images[:2])  # JIT compile (or load the cache)
+    numba_polar(images[:2], plan)
+    notes["warmup_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(5):
+        ccfkit.make_polar_plan(SHAPE, q_bins=Q_BINS, phi_bins=PHI_BINS)
+    notes["plan_seconds"] = (time.perf_counter() - start) / 5
+    notes["agreement"] = agreement(images[: min(4, len(images))], coords)
+    return notes
+
+
 def setup(images: np.ndarray) -> tuple[list[Measurement], dict]:
     """Build every measurement (and warm it up) on the same images.
 
@@ -353,18 +372,7 @@ def setup(images: np.ndarray) -> tuple[list[Measurement], dict]:
     plan = ccfkit.make_polar_plan(SHAPE, q_bins=Q_BINS, phi_bins=PHI_BINS)
     assert np.allclose(plan.radius, (np.arange(Q_BINS) + 0.5) * r_max / Q_BINS)
     assert plan.center == center
-
-    notes: dict = {}
-    start = time.perf_counter()
-    numba_maps(images[:2])  # JIT compile (or load the cache)
-    numba_polar(images[:2], plan)
-    notes["warmup_seconds"] = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(5):
-        ccfkit.make_polar_plan(SHAPE, q_bins=Q_BINS, phi_bins=PHI_BINS)
-    notes["plan_seconds"] = (time.perf_counter() - start) / 5
-    notes["agreement"] = agreement(images[: min(4, count)], coords)
-
+    notes = _warm_up(images, plan, coords)
     pyfai = PyFAIPolar(r_max, center)
     pyfai.build(images[0])
     notes["pyfai_build_seconds"] = pyfai.build_seconds
@@ -382,9 +390,8 @@ def setup(images: np.ndarray) -> tuple[list[Measurement], dict]:
         return Measurement(key, label, threads, run, count)
 
     default_threads = NumbaBackend().threads
-    images64 = images.astype(
-        np.float64
-    )  # NumPy's default float: what a script gets from np.asarray(..., float)
+    # NumPy's default float: what a script gets from np.asarray(..., float)
+    images64 = images.astype(np.float64)
     measurements = [
         row(
             "scipy",
