@@ -43,18 +43,29 @@ def _module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _package_of(path: Path, name: str) -> str:
+    """The package that relative imports in the file ``path`` (module ``name``) start from."""
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def _absolute(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module name of ``from ... import``, relative ones resolved in ``package``."""
+    base = node.module or ""
+    if node.level:
+        anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join(anchor + ([base] if base else []))
+    return base
+
+
 def _imports(path: Path, name: str, known: set[str]) -> set[str]:
     """The modules of ``known`` that the file ``path`` (module ``name``) imports."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    package = _package_of(path, name)
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
+            base = _absolute(node, package)
             # ``from . import simulate`` names a module; ``from .io.cxi import DATA_PATH`` a value
             targets = [
                 f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
@@ -206,6 +217,20 @@ def test_the_graph_resolves_relative_and_submodule_imports(tmp_path):
 # --------------------------------------------------------------------------
 # The walls
 # --------------------------------------------------------------------------
+
+
+def test_every_relative_import_names_a_module_of_its_own_package():
+    """``from .config import X`` in a module moved to another package finds no ``config``."""
+    missing = []
+    for package in PACKAGES:
+        files = {_module_name(p, ROOT): p for p in (ROOT / package).rglob("*.py")}
+        for name, path in sorted(files.items()):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    target = _absolute(node, _package_of(path, name))
+                    if target not in files:
+                        missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {target}")
+    assert missing == []
 
 
 def test_no_import_loop_within_or_between_the_packages():
