@@ -233,6 +233,13 @@ def test_every_relative_import_names_a_module_of_its_own_package():
     assert missing == []
 
 
+def test_the_architecture_page_names_the_tests_of_this_module():
+    """docs/architecture.md gives each wall's test by name: those tests exist here."""
+    named = set(re.findall(r"`(test_\w+)`", (ROOT / "docs" / "architecture.md").read_text()))
+    assert len(named) >= 8
+    assert sorted(t for t in named if not callable(globals().get(t))) == []
+
+
 def test_no_import_loop_within_or_between_the_packages():
     assert cycles(import_graph(ROOT, PACKAGES)) == []
 
