@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from performance import Round, cpu_seconds, machine  # benchmarks/ is on sys.path
+from harness import Round, cpu_seconds, machine
 
 from ccfkit.simulate import SimulationConfig
 from ccfkit.simulate.cxi_file import write_simulated

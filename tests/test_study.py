@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ccfsort.study_plan import PlanError, apply_override, build_config, load_config, make_plan
+from ccfsort.verdicts import NO, UNRESOLVED, YES, compare, frame_counts, metric_of_counts, verdict
 from trainer.cli import main as trainer_main
 from trainer.config import TrainConfig
 from trainer.data import load_split, save_split, split_three_ways, subsample
 from trainer.inference import evaluate_run
 from trainer.run_dir import run_split
-from trainer.study_plan import PlanError, apply_override, build_config, load_config, make_plan
-from trainer.verdicts import NO, UNRESOLVED, YES, compare, frame_counts, metric_of_counts, verdict
 
 # --------------------------------------------------------------------------
 # The split
