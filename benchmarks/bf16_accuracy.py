@@ -33,11 +33,11 @@ import h5py
 import numpy as np
 from asv_bench.images import PHI_BINS, Q_BINS, make_images
 from click.testing import CliRunner
+from harness import cpu_model
 
 import ccfkit
 from ccfkit import ccf, fourier
 from ccfkit.backends._bf16 import lag_product_bf16
-from ccfkit.provenance import cpu_model
 
 
 def round_to_bf16(values: np.ndarray) -> np.ndarray:

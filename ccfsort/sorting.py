@@ -29,11 +29,10 @@ from ccfkit.ccf import MapSettings
 from ccfkit.polar import PlanSpec
 from ccfkit.settings import NoiseLevel
 from ccfkit.store import StoreError, read_recipe
-
-from .config import TrainConfig
-from .data import DataError, model_inputs, open_store, resolve_normalize
-from .inference import load_run, write_probability_csv
-from .run_dir import RunError
+from trainer.config import TrainConfig
+from trainer.data import DataError, model_inputs, open_store, resolve_normalize
+from trainer.inference import load_run, write_probability_csv
+from trainer.run_dir import RunError
 
 __all__ = ["MapRecipe", "predict_frames", "write_predictions"]
 
