@@ -334,8 +334,6 @@ MAX_FUNCTION_LINES = 90
 #: shrink): remove an entry once its unit is split; the list should end empty.
 ALLOWED_LONG = {
     "ccfkit/cli.py": 783,
-    "ccfkit/simulate.py": 1505,
-    "ccfkit/simulated_file.py:_write_header": 156,
 }
 
 
