@@ -14,7 +14,7 @@ the product's time in the same round:
 * the interpolation's instruction floor: the same loop where every sample
   reads the same four pixels (all in L1), so only its instructions count;
 * the copy and the exact gather (the path of images whose NaN/inf pixels
-  invalidate samples; every image once took a gather like it),
+  invalidate samples; before the sanitised copy every image took a gather like it),
   for comparison;
 * the ring means and orders, and the merge and scaling of the map;
 * the whole per-thread kernel, and ``compute_maps`` through the public API,
@@ -40,8 +40,7 @@ import time
 
 import numpy as np
 from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images
-from doc_sections import replace_section
-from performance import load_average, machine
+from harness import load_average, machine, replace_section
 from threadpoolctl import threadpool_limits
 
 import ccfkit

@@ -30,7 +30,8 @@ import numpy as np
 
 from ..ccf import Estimator, angular_shift, resolve_settings
 from ..polar import PolarImages, PolarPlan
-from ._base import BackendUnavailableError, usable_cpus
+from ..provenance import usable_cpus
+from ._base import BackendUnavailableError
 from ._bf16 import aligned_empty, product_of_bits, torch_threads_here
 from ._maps import REDUCTION, SCALE_CODES, finish_image
 from .array import ArrayBackend
