@@ -150,6 +150,9 @@ def test_bf16_maps_of_several_blocks_per_thread(name, delta, rng):
     for fast, ref in zip(bf16, reference):
         assert 1e-6 < full_triangle_relative_error(fast[:1], ref[:1]) <= BF16_FULL_MAP
         np.testing.assert_allclose(fast[1], ref[1], atol=1e-5 * np.abs(ref[1]).max())
+    empty = ccfkit.compute_maps(images[:0], backend=backend_named(name), precision="bf16",
+                                **common)  # fmt: skip
+    assert empty.shape == (0, 2, GRID["q_bins"], GRID["q_bins"])
 
 
 @pytest.mark.usefixtures("bf16_hardware")

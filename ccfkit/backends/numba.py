@@ -557,7 +557,7 @@ class NumbaBackend(ArrayBackend):
         q_bins, phi_bins = plan.q_bins, plan.phi_bins
 
         def run(part: range) -> None:
-            size = min(_BF16_BLOCK, len(part))
+            size = max(1, min(_BF16_BLOCK, len(part)))
             left = aligned_empty((size, q_bins, phi_bins), np.uint16)
             right = left if shift % phi_bins == 0 else aligned_empty(left.shape, np.uint16)
             gram = aligned_empty((size, q_bins, q_bins), np.uint16)
