@@ -2,9 +2,10 @@
 
 The merged map (docs/ccf.md §4) of one image, from ``gram = polar @
 shifted_polar.T`` (only ``i >= j`` read), the inverse pair counts and the
-first order's Fourier coefficients; further orders as extra channels. Each
-kernel writes every entry of the map once, already scaled: ``maxabs`` first
-finds each triangle's largest entry in a read-only pass, then writes. The
+first order's Fourier coefficients; further orders as extra channels. Every
+entry of the map is written once, already scaled by ``maxabs`` (each
+triangle's largest entry is found first, in a read-only pass); ``ring``
+divides by the ring means in a second pass over the map. The
 loops are shaped for LLVM's vectoriser: rows as slices indexed from 0 (no
 negative-index wrap-around), and the largest entries kept per column
 (an element-wise maximum vectorises, a loop-carried float maximum does not).

@@ -8,8 +8,11 @@ and the angular orders the maps need (a complex dot product per ring,
 float64 accumulators); one BLAS call (SciPy's ``ssyrk``, called directly, see
 :mod:`._blas`) forms the lower triangle of ``polar @ polar.T`` (``sgemm`` of
 the rolled rows when ``delta`` rounds to a non-zero shift,
-``round(delta P / 2 pi) % P != 0``); one pass merges the two triangles and
-finds their largest entries, one scales them. The mask's own correlation
+``round(delta P / 2 pi) % P != 0``); the map from it (:mod:`._maps`: each
+triangle's largest entry found, then every entry written once, scaled). With
+``precision="bf16"`` the product is PyTorch's bfloat16 one, on blocks of
+images whose polar values are rounded to bfloat16 as they are written
+(:meth:`NumbaBackend._bf16_maps`). The mask's own correlation
 (the denominator of Eq. 13) is computed once per plan and reused for every
 image whose NaN/inf pixels add no invalid samples. Where the time goes:
 ``benchmarks/engine_stages.py`` (docs/performance.md).
@@ -47,7 +50,7 @@ except ImportError as error:  # pragma: no cover - numba is a dependency
 __all__ = ["NumbaBackend"]
 
 #: Reductions may be reassociated (vectorised); their inputs are finite by construction.
-_REDUCTION = REDUCTION
+_REDUCTION = REDUCTION  # (defined beside the map kernels, :mod:`._maps`)
 #: The interpolation may fuse its multiply-adds; nothing else is relaxed.
 _FUSED = {**KERNEL, "fastmath": {"contract"}}
 
