@@ -130,6 +130,7 @@ def counts_plot_png(edges, counts, names, position_name: str) -> bytes:
         if not counts[:, c].any():  # a class never predicted: named in the title instead
             continue
         ax.plot(centres, counts[:, c], label=name, linewidth=1.4, drawstyle="steps-mid")
+    ax.set_ylim(0, max(1, int(counts.max())) * 1.08)
     never = [name for c, name in enumerate(names) if not counts[:, c].any()]
     if never:
         ax.set_title("never predicted: " + ", ".join(never), color="#9aa1ab", fontsize=9,

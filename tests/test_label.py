@@ -256,6 +256,11 @@ def test_fit_on_a_label_table(store, tmp_path):
     dense = run_labels(run, TrainConfig.from_dict(config["train"]), StoreFrames(store).info)
     _, y, _ = StoreDataset(str(store), "ccf", labels=dense)[(0, rows)]
     assert np.array_equal(y.numpy(), flipped)
+    labels.write_text("index\n")  # the run resumes from its own copy of the table
+    result = invoke(trainer_main, "fit", store, "--run-dir", run, "--resume", "--epochs", 2,
+                    "--workers", 0, "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3
 
     # columns that are not the store's names: one line
     bad = tmp_path / "bad.csv"

@@ -532,6 +532,8 @@ def label(store, out, run_dir, port, host, seed, checkpoint, device):
         server = LabelServer(session, host=host, port=port)
     except (FramesError, LabelError) as error:
         raise click.ClickException(str(error)) from None
+    if not logging.getLogger().isEnabledFor(logging.INFO):  # a line per request only with -v
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     progress = session.progress()
     click.echo(
         f"labelling {store} ({progress['labelled']} of {progress['total']} frames labelled) "
