@@ -61,6 +61,7 @@ class StoreFrames:
         #: The ``labels`` array's attributes (names, display_names, exclusive_groups), or {}.
         self.label_attrs = dict(group["labels"].attrs) if info.has_labels else {}
         self._reader = None
+        self._along_run: tuple[np.ndarray, str] | None = None
         if need_images and not self.has_images:
             self._reader = self._source_reader(dict(group.attrs).get("input") or {})
 
@@ -110,11 +111,15 @@ class StoreFrames:
 
     def along_run(self) -> tuple[np.ndarray, str]:
         """``(position (N,) int64, its name)``: train id where stored, else frame index."""
-        group = self._dataset.group
-        for key, label in ALONG_RUN:
-            if key in group:
-                return np.asarray(group[key][:], dtype=np.int64), label
-        return np.arange(self.n_frames, dtype=np.int64), "row"
+        if self._along_run is None:
+            group = self._dataset.group
+            found = [(key, label) for key, label in ALONG_RUN if key in group]
+            if found:
+                key, label = found[0]
+                self._along_run = (np.asarray(group[key][:], dtype=np.int64), label)
+            else:
+                self._along_run = (np.arange(self.n_frames, dtype=np.int64), "row")
+        return self._along_run
 
 
 class FileFrames:

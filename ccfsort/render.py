@@ -73,7 +73,7 @@ def image_png(image: np.ndarray, *, max_side: int = MAX_SIDE) -> bytes:
     return _png(rgba)
 
 
-def map_png(merged: np.ndarray, *, linthresh: float = 1e-3) -> bytes:
+def map_png(merged: np.ndarray, *, linthresh: float = 1e-5) -> bytes:
     """A merged CCF map as PNG bytes on a symmetric-log scale in ``RdBu_r``.
 
     Parameters
@@ -81,7 +81,8 @@ def map_png(merged: np.ndarray, *, linthresh: float = 1e-3) -> bytes:
     merged : (Q, Q) array
         Full map in the lower triangle, order-n map above.
     linthresh : float
-        Fraction of the largest |value| below which the scale is linear.
+        Fraction of the largest |value| below which the scale is linear (as
+        :func:`ccfkit.plotting.draw_merged_map`: maps fall by decades with radius).
 
     Returns
     -------
