@@ -116,3 +116,24 @@ def test_gallery_in_chromium(made, tmp_path, browser):  # noqa: F811
     assert problems == []
     page.close()
     assert_not_uniform(tmp_path / "gallery.png")
+
+
+def test_pictures():
+    import io
+
+    from matplotlib.image import imread
+
+    from ccfsort.render import data_uri, image_png, map_png
+
+    image = np.ones((512, 300), np.float32)
+    image[:, :100] = 0  # no signal: black
+    image[:, 200:] = 100.0
+    png = imread(io.BytesIO(image_png(image)))
+    assert png.shape == (256, 150, 4)  # averaged down in 2 x 2 blocks
+    assert np.all(png[:, :50, :3] == 0) and png[:, 100:, :3].mean() > png[:, 50:100, :3].mean()
+    merged = np.zeros((8, 8), np.float32)
+    merged[0, 5], merged[5, 0] = 1.0, -1.0
+    rgb = imread(io.BytesIO(map_png(merged)))[..., :3]
+    assert rgb.shape == (8, 8, 3) and np.all(rgb[2, 2] > 0.9)  # 0: white
+    assert rgb[0, 5, 0] > rgb[0, 5, 2] and rgb[5, 0, 2] > rgb[5, 0, 0]  # + red, - blue
+    assert data_uri(b"\x89PNG").startswith("data:image/png;base64,iVBORw")
