@@ -15,9 +15,8 @@ from ._version import __version__
 from .backends import NAMES as BACKEND_NAMES
 from .build_config import BuildConfig
 from .ccf import Estimator, Precision, Scale
-from .instrument import Polarization
 from .settings import Compressor, MapDtype, NoiseLevel, WriteMethod, values
-from .simulate import DEFAULT_MIX, Kind, SimulationConfig
+from .simulate import DEFAULT_MIX, Kind, Polarization, SimulationConfig
 
 #: What ``--backend`` accepts: ``auto`` and every backend's name.
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
@@ -405,7 +404,7 @@ def show(store: Path, frame: int, output: Path) -> None:
 
 def _default_workers() -> int:
     """Rendering threads of ``simulate``: the CPUs this process may use, at most 4."""
-    from .backends._base import usable_cpus
+    from .provenance import usable_cpus
 
     return min(4, usable_cpus())
 
@@ -623,7 +622,7 @@ def simulate(
     beam, a flat detector with a central hole, stray light, Poisson noise;
     labels as in the paper's Table 1 (see docs/simulate.md).
     """
-    from .simulated_file import write_simulated
+    from .simulate.cxi_file import write_simulated
 
     try:
         config = SimulationConfig(
@@ -689,7 +688,7 @@ def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
     The frames are those `ccfkit simulate --seed SEED` (default options) makes
     at the indices shown in the titles.
     """
-    from .io.atomic import atomic_output
+    from .atomic import atomic_output
     from .simulate import draw_examples
 
     try:
@@ -723,7 +722,7 @@ def estimator_figure(out: Path, frame, mask_path, center, q_bins, phi_bins) -> N
     Also the isotropic leakage of each order-n estimator under the mask
     (docs/ccf.md, "What the estimators and scalings show").
     """
-    from .io.atomic import atomic_output
+    from .atomic import atomic_output
     from .plotting import estimators_figure
 
     image, mask = _figure_frame(frame, mask_path)

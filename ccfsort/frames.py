@@ -140,7 +140,7 @@ class FileFrames:
     def __init__(self, inputs, config: dict, *, data_path: str | None = None, backend="auto"):
         from ccfkit.backends import get_backend
         from ccfkit.io.source import open_source
-        from trainer.sorting import MapRecipe
+        from .sorting import MapRecipe
 
         self._source = open_source(list(inputs), data_path=data_path)
         self._recipe = MapRecipe.of_run(config)

@@ -174,7 +174,7 @@ def make_gallery(out, probabilities, names, threshold, frames, *, title: dict,
     Selection
         The frames shown.
     """
-    from ccfkit.io.atomic import atomic_output
+    from ccfkit.atomic import atomic_output
 
     selection = select_frames(probabilities, threshold, per_class=per_class, uncertain=uncertain)
     position, position_name = frames.along_run()
@@ -313,7 +313,7 @@ def gallery(run, source, out, *, which: str = "best", device: str = "cpu", per_c
         frames = StoreFrames(source[0])
         result = store_probabilities(run, source[0], which=which, device=device)
     else:
-        from trainer.sorting import predict_frames
+        from .sorting import predict_frames
 
         config = json.loads((Path(run) / "config.json").read_text())
         frames = FileFrames(source, config, data_path=data_path, backend=backend)

@@ -3,7 +3,7 @@
 The table (docs/training.md, "Labelling a run") has a column ``index`` (the
 frame's row in the store) and one 0/1 column per label name, in the store's
 order; one row per labelled frame, sorted by ``index``. It is rewritten whole
-on every save, through :func:`ccfkit.io.atomic.atomic_output` (a temporary
+on every save, through :func:`ccfkit.atomic.atomic_output` (a temporary
 file renamed over the old one), so a process killed at any moment leaves the
 previous table or the new one, never a torn one.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccfkit.io.atomic import atomic_output
+from ccfkit.atomic import atomic_output
 
 from .data import DataError, StoreInfo
 
