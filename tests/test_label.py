@@ -307,3 +307,27 @@ def test_label_page_in_chromium(store, run_dir, tmp_path, browser):  # noqa: F81
         assert problems == []
         page.close()
     assert_not_uniform(tmp_path / "label.png")
+
+
+def test_a_store_without_labels_takes_the_run_s_or_the_table_s_names(store, tmp_path):
+    import dataclasses
+
+    from trainer.label_table import labelled_store_info
+
+    frames = StoreFrames(store)
+    frames.info = dataclasses.replace(frames.info, has_labels=False, label_names=())
+    frames.label_attrs = {}
+    with pytest.raises(LabelError, match="no label names"):
+        LabelSession(frames, tmp_path / "l.csv")
+    p = np.full((frames.n_frames, 2), 0.9, np.float32)
+    prediction = Prediction("run", ("drop", "no_drop"), p, 0.5, (("drop", "no_drop"),))
+    session = LabelSession(frames, tmp_path / "l.csv", prediction=prediction)
+    assert session.names == ("drop", "no_drop") and session.display_names == ("Drop", "No drop")
+    with pytest.raises(LabelError, match="exclude each other"):
+        session.save(0, ["drop", "no_drop"])
+    session.save(0, ["drop"])
+    info = labelled_store_info(frames.info, tmp_path / "l.csv")
+    assert info.label_names == ("drop", "no_drop") and info.has_labels
+    (tmp_path / "e.csv").write_text("index,drop,no_drop\n")
+    with pytest.raises(LabelTableError, match="no labelled frame"):
+        labelled_store_info(frames.info, tmp_path / "e.csv")
