@@ -140,6 +140,7 @@ class FileFrames:
     def __init__(self, inputs, config: dict, *, data_path: str | None = None, backend="auto"):
         from ccfkit.backends import get_backend
         from ccfkit.io.source import open_source
+
         from .sorting import MapRecipe
 
         self._source = open_source(list(inputs), data_path=data_path)
