@@ -14,9 +14,20 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from .polar import HUGE_PIXEL
 from .settings import NoiseLevel
 
-__all__ = ["NoiseLevel", "NoiseStatistics", "add_noise", "frame_statistics", "noise_statistics"]
+__all__ = [
+    "NoiseLevel",
+    "NoiseStatistics",
+    "add_noise",
+    "frame_statistics",
+    "noise_statistics",
+    "unusable_pixel_counts",
+]
+
+#: :data:`~ccfkit.polar.HUGE_PIXEL` in the kernels' float64.
+_HUGE = np.float64(HUGE_PIXEL)
 
 
 class NoiseStatistics(NamedTuple):
@@ -43,7 +54,8 @@ def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.n
     Parameters
     ----------
     images : (B, H, W) array
-        Raw frames; NaN/inf pixels are not valid. A C-contiguous float32
+        Raw frames; unusable pixels (NaN, +-inf, at least
+        :data:`~ccfkit.polar.HUGE_PIXEL` in magnitude) are not valid. A C-contiguous float32
         array (for instance a read-only view of a memory-mapped file) is read
         where it lies, others are converted first.
     mask : (H, W) bool array, optional
@@ -102,7 +114,7 @@ def _frame_statistics(pixels, mask, out):
         centre = 0.0
         for i in range(0, frame.shape[0], _CENTRE_STRIDE):
             value = np.float64(frame[i])
-            good = mask[i] & (value - value == 0)
+            good = mask[i] & (abs(value) < _HUGE)
             sampled += good
             centre += value if good else 0.0
         centre = centre / sampled if sampled else 0.0
@@ -112,7 +124,7 @@ def _frame_statistics(pixels, mask, out):
         top = lowest
         for i in range(frame.shape[0]):
             value = np.float64(frame[i])
-            good = mask[i] & (value - value == 0)  # good pixel, finite value
+            good = mask[i] & (abs(value) < _HUGE)  # good pixel, usable value (not NaN)
             deviation = value - centre if good else 0.0
             count += good
             total += deviation
@@ -128,6 +140,44 @@ def _frame_statistics(pixels, mask, out):
         out[b, 1] = np.sqrt(max(0.0, squares / count - shift * shift))
         top ^= (top >> np.int32(31)) & np.int32(0x7FFFFFFF)  # the same map back
         out[b, 2] = np.array([top], dtype=np.int32).view(np.float32)[0]
+
+
+def unusable_pixel_counts(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """How many good pixels of each frame are unusable: NaN, +-inf or huge.
+
+    Such pixels make the samples that need them invalid in that frame
+    (:func:`~ccfkit.polar.usable_pixels`); the build counts them to report
+    and record them (docs/build.md, "Unusable pixels").
+
+    Parameters
+    ----------
+    images : (B, H, W) array
+        Frames (read where they lie when C-contiguous float32).
+    mask : (H, W) bool array
+        True for good pixels.
+
+    Returns
+    -------
+    (B,) int64 array
+    """
+    pixels = _pixel_rows(images)
+    flat_mask = np.ascontiguousarray(mask, dtype=bool).reshape(-1)
+    if flat_mask.shape[0] != pixels.shape[1]:
+        raise ValueError(f"mask of shape {np.shape(mask)} for frames of {np.shape(images)[1:]}")
+    counts = np.zeros(len(pixels), dtype=np.int64)
+    _count_unusable(pixels, flat_mask, np.float32(HUGE_PIXEL), counts)
+    return counts
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN)
+def _count_unusable(pixels, mask, huge, out):
+    """``out[b]``: good pixels of row ``b`` that are not below ``huge`` in magnitude (NaN too)."""
+    for b in range(pixels.shape[0]):
+        frame = pixels[b]
+        count = 0
+        for i in range(frame.shape[0]):
+            count += mask[i] & ~(abs(frame[i]) < huge)
+        out[b] = count
 
 
 def noise_statistics(stats: np.ndarray) -> NoiseStatistics:

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import dask
 import dask.threaded
@@ -38,13 +39,22 @@ from tqdm.auto import tqdm
 
 from .backends import get_backend
 from .build_config import BuildConfig
+from .build_resources import BuildFootprint, check_resources
+from .digest import frames_digest
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
-from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
-from .polar import PlanSpec, PolarPlan
+from .noise import (
+    NoiseLevel,
+    add_noise,
+    frame_statistics,
+    noise_statistics,
+    unusable_pixel_counts,
+)
+from .polar import HUGE_PIXEL, PlanSpec, PolarPlan
 from .provenance import environment, usable_cpus
 from .resize import resize_images
 from .store import (
+    FRAME_CHECKS,
     ChunkWriters,
     OutputState,
     StoreError,
@@ -92,6 +102,10 @@ class ChunkJob:
     config: BuildConfig
     backend: str
     bound: float
+    #: The recorded digest of each chunk's input frames (0: not read yet), :mod:`ccfkit.digest`.
+    digests: tuple[int, ...] = ()
+    #: Store a map with NaN/inf values as 0 and record it, instead of stopping the build.
+    mask_bad_maps: bool = False
 
 
 def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) -> int:
@@ -119,6 +133,7 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
     pieces = job.reader.pieces(frames_slice.start, frames_slice.stop)  # mapped where possible
+    digest = _checked_digest(chunk, pieces, job)
     if job.layout.stats_by_chunk:
         job.writers.stats.write(chunk, _statistics(pieces, job.plan.mask))
     indices = np.arange(frames_slice.start, frames_slice.stop)
@@ -126,15 +141,20 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     del pieces  # unmaps
     maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.map_settings)
     maps = engine.to_numpy(maps)
+    checks = frame_checks(noisy, maps, indices, job.plan.mask, mask_bad_maps=job.mask_bad_maps)
     images = None
     if job.writers.images is not None:
         images = resize_images(noisy, job.layout.image_size, job.plan.mask)
+    writers = job.writers
 
     def write() -> None:  # the chunk's data, then its done mark
-        job.writers.ccf.write(chunk, maps)
+        writers.ccf.write(chunk, maps)
         if images is not None:
-            job.writers.images.write(chunk, images)
-        job.writers.mark_done(chunk)
+            writers.images.write(chunk, images)
+        if writers.frame_checks is not None:  # stores made before it have none
+            writers.frame_checks.write(chunk, checks)
+            writers.input_digest.write(chunk, np.array([digest], dtype=np.uint64))
+        writers.mark_done(chunk)
 
     if writes is None:
         write()
@@ -143,10 +163,72 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     return len(indices)
 
 
-def chunk_statistics(chunk: int, job: ChunkJob) -> np.ndarray:
-    """(n, 3) mean, std and max of the valid pixels of each frame of chunk ``chunk``."""
+def chunk_statistics(chunk: int, job: ChunkJob) -> tuple[np.ndarray, int]:
+    """(n, 3) mean, std and max of the valid pixels of each frame of chunk ``chunk``; its digest."""
     frames = job.layout.chunk_slice(chunk)
-    return _statistics(job.reader.pieces(frames.start, frames.stop), job.plan.mask)
+    pieces = job.reader.pieces(frames.start, frames.stop)
+    return _statistics(pieces, job.plan.mask), frames_digest(pieces)
+
+
+def frame_checks(noisy: np.ndarray, maps: np.ndarray, indices: np.ndarray, mask: np.ndarray,
+                 *, mask_bad_maps: bool = False) -> np.ndarray:  # fmt: skip
+    """What the store records of each frame (:data:`ccfkit.store.FRAME_CHECKS`).
+
+    Parameters
+    ----------
+    noisy : (n, H, W) float32
+        The frames the maps were made from.
+    maps : (n, ...) float32
+        Their maps; with ``mask_bad_maps``, a map with NaN/inf values is set
+        to 0 here (in place).
+    indices : (n,) int
+        The frames' indices in the input, for the messages.
+    mask : (H, W) bool
+        Good pixels.
+
+    Returns
+    -------
+    (n, 3) int32
+        Unusable good pixels (NaN, +-inf, at least :data:`~ccfkit.polar.HUGE_PIXEL`),
+        map all 0, map held NaN/inf and was stored as 0.
+
+    Raises
+    ------
+    InputError
+        A map holds NaN/inf values and ``mask_bad_maps`` is False: a map that is
+        not a number is never stored as a result.
+    """
+    flat = maps.reshape(len(maps), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    checks = np.zeros((len(maps), len(FRAME_CHECKS)), dtype=np.int32)
+    checks[:, 0] = unusable_pixel_counts(noisy, mask)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        if not mask_bad_maps:
+            raise InputError(
+                f"frame {int(indices[bad[0]])}: its map has NaN/inf values "
+                f"({checks[bad[0], 0]} unusable pixels); nothing of frames {int(indices[0])}.."
+                f"{int(indices[-1])} was written: finish the store with --resume "
+                "--mask-bad-maps to store such maps as 0 and record them"
+            )
+        maps[bad] = 0
+        checks[bad, 2] = 1
+    checks[:, 1] = ~maps.reshape(len(maps), -1).any(axis=1) & finite
+    return checks
+
+
+def _checked_digest(chunk: int, pieces: list[np.ndarray], job: ChunkJob) -> int:
+    """The digest of chunk ``chunk``'s input frames; a change since it was recorded is an error."""
+    digest = frames_digest(pieces)
+    recorded = job.digests[chunk] if chunk < len(job.digests) else 0
+    if recorded and recorded != digest:
+        frames = job.layout.chunk_slice(chunk)
+        raise InputError(
+            f"frames {frames.start}..{frames.stop - 1} of the input changed since this build "
+            "read them (their digest differs): the statistics and the maps would mix two "
+            "inputs; rebuild with --overwrite"
+        )
+    return digest
 
 
 def _statistics(pieces: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
@@ -182,6 +264,7 @@ def build(
     workers: int | None = None,
     progress: bool = True,
     write_method: WriteMethod | str = WriteMethod.ZARR,
+    mask_bad_maps: bool = False,
 ) -> zarr.Group:
     """Build (or finish) the store of CCF maps of ``source`` at ``out``.
 
@@ -219,6 +302,9 @@ def build(
         How map chunks are written (:mod:`ccfkit.store.chunks`): through zarr
         (the default) or with O_DIRECT (docs/build.md says where that helps).
         The store is the same either way.
+    mask_bad_maps : bool
+        Store a map with NaN/inf values as 0 and record its frame
+        (``frame_checks``) instead of stopping the build there.
 
     Returns
     -------
@@ -272,10 +358,22 @@ def build(
         "command": " ".join(sys.argv),
         "environment": environment(("numpy", "numba", "dask", "zarr")),
     }
-    with locked_store(out, overwrite=overwrite, resume=resume) as state:
-        resumable = resume and state in (OutputState.INCOMPLETE, OutputState.COMPLETE)
-        if resumable:
-            group = _open_for_resume(out, config, provenance, source.mask)
+    workers = workers or usable_cpus()
+    footprint = BuildFootprint(
+        n_frames=layout.n_frames, frame_shape=source.frame_shape, q_bins=layout.q_bins,
+        phi_bins=config.phi_bins, channels=layout.channels, chunk_frames=chunk_frames,
+        image_size=layout.image_size, map_itemsize=np.dtype(layout.map_dtype).itemsize,
+        workers=1 if scheduler else workers,
+    )  # fmt: skip
+    check_resources(footprint, out, compressed=compressor != "none", fresh=not Path(out).exists())
+    # the scheduler is reached before anything is created
+    with (
+        _client(scheduler) as client,
+        locked_store(out, overwrite=overwrite, resume=resume) as state,
+        _naming(out),
+    ):
+        if resume and state in (OutputState.INCOMPLETE, OutputState.COMPLETE):
+            group = _open_for_resume(out, config, provenance, source, layout)
             layout = layout_of(group)
         else:
             if resume:
@@ -289,10 +387,25 @@ def build(
             config=config,
             backend=engine_name,
             bound=0.0,
+            mask_bad_maps=mask_bad_maps,
         )
-        _fill(group, job, scheduler, workers, progress)
+        _fill(group, job, client, workers, progress)
     logger.info("store complete: %s", out)
     return group
+
+
+@contextlib.contextmanager
+def _naming(out: str):
+    """An OSError that names no file (a full disk: ENOSPC) becomes one naming the store."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise StoreError(
+            f"{out}: {error.strerror or error} while writing the store; it is left "
+            "incomplete: make room and finish it with --resume"
+        ) from error
 
 
 def check_geometry(mask: np.ndarray, center: tuple[float, float], r_max: float | None) -> None:
@@ -330,25 +443,29 @@ def check_geometry(mask: np.ndarray, center: tuple[float, float], r_max: float |
         )
 
 
-def _fill(group: zarr.Group, job: ChunkJob, scheduler, workers, progress: bool) -> None:
+def _fill(group: zarr.Group, job: ChunkJob, client, workers: int, progress: bool) -> None:
     """Compute the statistics (when needed) and every pending chunk; mark the store complete."""
     layout, config = job.layout, job.config
-    workers = workers or usable_cpus()
     # Without noise the maps do not wait for the statistics: each map task
     # computes its frames' statistics on the way (one pass over the input).
     statistics_first = not layout.stats_by_chunk
-    with _client(scheduler) as client, threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=1, user_api="blas"):
         if statistics_first and "noise" not in group.attrs:
             with _timed("statistics pass", layout.n_frames):
                 tasks = _tasks(chunk_statistics, range(layout.n_chunks), job)
                 results = _run(
-                    tasks, client, workers, layout.n_frames, "statistics", progress, len
-                )
-            stats = np.concatenate(results)
+                    tasks, client, workers, layout.n_frames, "statistics", progress,
+                    lambda result: len(result[0]),
+                )  # fmt: skip
+            stats = np.concatenate([result[0] for result in results])
             group["stats"][:] = stats
+            if "input_digest" in group:  # checked as the map tasks read the frames again
+                group["input_digest"][:] = np.array([r[1] for r in results], dtype=np.uint64)
             group.attrs["noise"] = _noise_attributes(stats, config.noise)
         if statistics_first:
             job = replace(job, bound=float(group.attrs["noise"]["bound"]))
+        if "input_digest" in group:
+            job = replace(job, digests=tuple(int(d) for d in group["input_digest"][:]))
         todo = pending_chunks(group)
         total = sum(_chunk_length(layout, k) for k in todo)
         # locally the writes run behind the computation (a cluster's tasks write their own)
@@ -358,7 +475,54 @@ def _fill(group: zarr.Group, job: ChunkJob, scheduler, workers, progress: bool) 
             _run(tasks, client, workers, total, "maps", progress)
     if layout.stats_by_chunk:
         group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise)
+    if "frame_checks" in group:
+        group.attrs["frame_checks"] = _report_frame_checks(group["frame_checks"][:])
     mark_complete(group)
+
+
+def _report_frame_checks(checks: np.ndarray, named: int = 10) -> dict:
+    """Log what the frames' checks found; return the store's ``frame_checks`` attribute.
+
+    Raises
+    ------
+    InputError
+        Every map is 0 (no frame has a usable ring): the store is left incomplete.
+    """
+    unusable, empty, masked = (np.flatnonzero(checks[:, k]) for k in range(len(FRAME_CHECKS)))
+    if len(checks) and len(empty) == len(checks):
+        raise InputError(
+            f"every frame's map is 0 ({len(checks)} frames; {len(unusable)} with unusable "
+            "pixels: NaN, inf or huge): no frame leaves a usable ring; check the input"
+        )
+
+    def listed(frames: np.ndarray) -> str:
+        more = f" and {len(frames) - named} more" if len(frames) > named else ""
+        return ", ".join(str(int(i)) for i in frames[:named]) + more
+
+    if len(unusable):
+        logger.warning(
+            "%d frames have unusable pixels (NaN, +-inf or |I| >= %.2g: %d in all), masked in "
+            "their frame: %s", len(unusable), HUGE_PIXEL, int(checks[:, 0].sum()),
+            listed(unusable),
+        )  # fmt: skip
+    if len(empty):
+        logger.warning("%d frames have all-zero maps (no usable ring): %s", len(empty),
+                       listed(empty))  # fmt: skip
+    if len(masked):
+        logger.warning("%d maps held NaN/inf values and are stored as 0: %s", len(masked),
+                       listed(masked))  # fmt: skip
+    return {  # the first frames of each kind; the array has them all
+        "unusable_pixel_limit": HUGE_PIXEL,
+        "frames_with_unusable_pixels": len(unusable),
+        "unusable_pixels": int(checks[:, 0].sum()),
+        "empty_maps": len(empty),
+        "masked_maps": len(masked),
+        "first_frames": {
+            "unusable_pixels": unusable[:named].tolist(),
+            "empty_map": empty[:named].tolist(),
+            "masked_map": masked[:named].tolist(),
+        },
+    }
 
 
 def _noise_attributes(stats: np.ndarray, level: str) -> dict:
@@ -373,29 +537,43 @@ def _noise_attributes(stats: np.ndarray, level: str) -> dict:
     }
 
 
-def _open_for_resume(out: str, config: BuildConfig, provenance: dict, mask: np.ndarray
-                     ) -> zarr.Group:  # fmt: skip
+#: Layout fields a resume compares, with the option that sets each.
+_RESUMED_LAYOUT = {"chunk_frames": "--chunk", "compressor": "--compressor"}
+
+
+def _open_for_resume(out: str, config: BuildConfig, provenance: dict, source: FrameSource,
+                     layout: StoreLayout) -> zarr.Group:  # fmt: skip
     """Open an incomplete store to finish it, refusing one built another way or from another input.
 
-    The recipe is compared as the engine's objects (:func:`ccfkit.store.read_recipe`).
-    The input is identified by content: resolved paths, frame counts, data-set
-    path, frame shape, the fingerprint of :func:`ccfkit.io.source.input_fingerprint`
-    and the mask itself (not the way its origin was written).
+    The recipe is compared as the engine's objects (:func:`ccfkit.store.read_recipe`),
+    with the layout's chunking and compressor. The input is identified by
+    content: resolved paths, frame counts, data-set path, frame shape, the
+    fingerprint of :func:`ccfkit.io.source.input_fingerprint`, the mask and
+    the labels themselves (not the way their origin was written); the frames
+    of every chunk are checked against their recorded digest as they are read
+    again (:func:`process_chunk`).
     """
     group = open_store(out, mode="r+")
     expected = json.loads(json.dumps(provenance))  # tuples become lists, as stored
     stored = read_recipe(group)
-    changed = stored.differences(StoreRecipe.of_build(config))
+    asked = StoreRecipe.of_build(config)
+    theirs, mine = stored.parameters(), asked.parameters()
+    changed = [(key, theirs[key], mine[key]) for key in stored.differences(asked)]
     for key in ("center", "backend"):
         if group.attrs.get(key) != expected[key]:
-            changed.append(key)
+            changed.append((key, group.attrs.get(key), expected[key]))
+    recorded_layout = layout_of(group)
+    for key, option in _RESUMED_LAYOUT.items():
+        if getattr(recorded_layout, key) != getattr(layout, key):
+            changed.append((option, getattr(recorded_layout, key), getattr(layout, key)))
     if changed:
-        recorded = {**group.attrs.asdict(), **stored.parameters()}
-        found = ", ".join(f"{recorded.get(key)!r}" for key in changed)
+        names = ", ".join(key for key, _, _ in changed)
+        values = "; ".join(f"{old!r}, now {new!r}" for _, old, new in changed)
         raise StoreError(
-            f"{out} was built with another {', '.join(changed)} ({found}): resume with the "
-            "same options or use --overwrite"
+            f"{out} was built with another {names} ({values}): resume with the same options "
+            "or use --overwrite"
         )
+    mask = source.mask
     stored_input, given = group.attrs["input"], expected["input"]
     keys = ("files", "frames_per_file", "data_path", "frame_shape", "fingerprint")
     for key in keys:
@@ -405,7 +583,31 @@ def _open_for_resume(out: str, config: BuildConfig, provenance: dict, mask: np.n
             )
     if not np.array_equal(group["mask"][:], mask):
         raise StoreError(f"{out} was built with another mask; use --overwrite")
+    _check_same_labels(out, group, source)
     return group
+
+
+def _check_same_labels(out: str, group: zarr.Group, source: FrameSource) -> None:
+    """Refuse to resume when the input's labels (values or names) are not the store's."""
+    if "labels" not in group and source.labels is None:
+        return
+    if "labels" not in group or source.labels is None:
+        now = "none" if source.labels is None else "some"
+        raise StoreError(f"{out}: the input's labels changed (now {now}); use --overwrite")
+    names = tuple(group["labels"].attrs.get("names", ()))
+    if names != tuple(source.label_names):
+        raise StoreError(
+            f"{out}: the input's label names changed ({list(names)}, now "
+            f"{list(source.label_names)}); use --overwrite"
+        )
+    stored = group["labels"][:]
+    if stored.shape != source.labels.shape or not np.array_equal(stored, source.labels):
+        rows = np.flatnonzero((stored != source.labels).any(axis=1)) if (
+            stored.shape == source.labels.shape) else np.arange(len(stored))  # fmt: skip
+        raise StoreError(
+            f"{out}: the input's labels changed since the build began (frame {int(rows[0])} "
+            "first); use --overwrite"
+        )
 
 
 def _per_store_arrays(source: FrameSource, plan: PolarPlan) -> dict:

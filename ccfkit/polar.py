@@ -17,7 +17,8 @@ Conventions
   drawn with row 0 at the top (``imshow``'s default).
 * A sample is *valid* when every pixel it needs (bilinear weight > 0) lies on
   the detector and is good in the mask; images may add invalid samples of
-  their own through NaN/inf pixels.
+  their own through unusable pixels: NaN, +-inf, or at least
+  :data:`HUGE_PIXEL` in magnitude (:func:`usable_pixels`).
 * A ring is *used* when at least ``min_ring_fraction`` of its samples are
   valid (docs/ccf.md, "Usable rings"). An unused ring has no valid sample in
   the plan: it is 0 in every map and enters no normalisation. Images whose
@@ -36,6 +37,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = [
+    "HUGE_PIXEL",
+    "MAX_PHI_BINS",
     "PlanSpec",
     "PolarImages",
     "PolarPlan",
@@ -43,7 +46,37 @@ __all__ = [
     "default_r_max",
     "make_polar_plan",
     "min_ring_count",
+    "usable_pixels",
 ]
+
+#: Pixels of this magnitude or more (2^56, about 7.2e16) are unusable, as NaN and
+#: +-inf are: their samples are invalid. Below it, a ring's sum of products over
+#: at most :data:`MAX_PHI_BINS` samples stays under 2^127, within float32
+#: (docs/ccf.md §1, "Validity"); a float32-max sentinel (3.4e38) for a dead pixel
+#: is masked in its frame instead of making every map of it NaN.
+HUGE_PIXEL = 2.0**56
+
+#: The most angular samples ``P`` a plan takes (see :data:`HUGE_PIXEL`): 2^15, more
+#: samples than pixels on any circle of radius up to 5200 px.
+MAX_PHI_BINS = 2**15
+
+
+def usable_pixels(images, xp=np):
+    """True where a pixel may enter a map: finite and below :data:`HUGE_PIXEL` in magnitude.
+
+    Parameters
+    ----------
+    images : array of any shape
+        Pixel values (NaN compares False, so NaN pixels are unusable).
+    xp : module
+        The array module of ``images`` (NumPy or CuPy).
+
+    Returns
+    -------
+    bool array of the same shape
+    """
+    return xp.abs(images) < HUGE_PIXEL
+
 
 #: Fractional positions closer than this to a pixel centre snap onto it, so
 #: that rounding noise in ``cos``/``sin`` (e.g. ``cos(pi/2) = 6e-17``) does not
@@ -223,9 +256,10 @@ def make_polar_plan(
     height, width = (int(n) for n in shape)
     if height < 2 or width < 2:
         raise ValueError(f"detector shape must be at least 2 x 2 pixels, got {shape}")
-    if q_bins < 1 or phi_bins < 2 or phi_bins % 2:
+    if q_bins < 1 or phi_bins < 2 or phi_bins % 2 or phi_bins > MAX_PHI_BINS:
         raise ValueError(
-            f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={q_bins}, phi_bins={phi_bins}"
+            f"need q_bins >= 1 and an even phi_bins in [2, {MAX_PHI_BINS}], got q_bins={q_bins}, "
+            f"phi_bins={phi_bins}"
         )
     if not 0.0 <= float(min_ring_fraction) <= 1.0:
         raise ValueError(f"min_ring_fraction must lie in [0, 1], got {min_ring_fraction}")

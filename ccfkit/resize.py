@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .polar import usable_pixels
+
 __all__ = ["interpolation_matrix", "resize_images"]
 
 
@@ -33,7 +35,8 @@ def resize_images(images: np.ndarray, size: int, valid: np.ndarray | None = None
     size : int
         Output side ``S``.
     valid : (H, W) bool array, optional
-        Good pixels; the others (and NaN/inf pixels) count as 0.
+        Good pixels; the others (and unusable ones: NaN, +-inf, huge,
+        :func:`~ccfkit.polar.usable_pixels`) count as 0.
 
     Returns
     -------
@@ -41,7 +44,7 @@ def resize_images(images: np.ndarray, size: int, valid: np.ndarray | None = None
         ``Ry @ image @ Rx.T``: two small matrix products per frame.
     """
     images = np.asarray(images, dtype=np.float32)
-    keep = np.isfinite(images)
+    keep = usable_pixels(images)
     if valid is not None:
         keep &= np.asarray(valid, dtype=bool)
     clean = np.where(keep, images, np.float32(0))  # float32 in, float32 out: one new array

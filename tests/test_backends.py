@@ -577,8 +577,8 @@ def test_nan_in_masked_pixels_keeps_the_numba_fast_path():
 
 
 @pytest.mark.skipif("numba" not in AVAILABLE, reason="Numba not installed")
-def test_numba_overflowing_interpolation_takes_the_exact_path():
-    """Pixels near float32's limit: the exact gather takes them where valid samples weigh them."""
+def test_numba_sends_huge_pixels_to_the_exact_path_which_drops_their_samples():
+    """Pixels at or beyond HUGE_PIXEL (a float32-max sentinel) are unusable, as NaN is."""
     from ccfkit.backends.numba import _padded_scratch, _sanitize, _tables_for
 
     plan = ccfkit.make_polar_plan((21, 21), q_bins=6, phi_bins=16)
@@ -586,10 +586,14 @@ def test_numba_overflowing_interpolation_takes_the_exact_path():
     image[0, ::2] = -3e38  # neighbouring rows of opposite sign: (b - a) would overflow
     tables = _tables_for(plan)
     assert _sanitize(image.ravel(), tables.used, _padded_scratch(tables)) == tables.used.sum()
-    fast = ccfkit.get_backend("numba").resample(image, plan)
-    exact = ccfkit.get_backend("numpy").resample(image.astype(float), plan)
-    np.testing.assert_array_equal(fast.valid[0], plan.valid)  # every weighted sum is finite
-    assert np.all(relative_error(fast.values, exact.values) <= RTOL)
+    for name in ("numba", "numpy"):
+        polar = ccfkit.get_backend(name).resample(image, plan)
+        assert not polar.valid.any() and (polar.values == 0).all(), name
+    # just below the limit the pixel is a number like any other
+    image = np.full((1, 21, 21), np.float32(ccfkit.polar.HUGE_PIXEL) * 0.99, np.float32)
+    assert _sanitize(image.ravel(), tables.used, _padded_scratch(tables)) == 0
+    np.testing.assert_array_equal(ccfkit.get_backend("numba").resample(image, plan).valid[0],
+                                  plan.valid)  # fmt: skip
     # a huge pixel that no valid sample weighs (a corner outside r_max) changes nothing
     image = np.ones((1, 21, 21), np.float32)
     image[0, 0, 0] = 3e38
@@ -597,3 +601,30 @@ def test_numba_overflowing_interpolation_takes_the_exact_path():
     assert _sanitize(image.ravel(), tables.used, _padded_scratch(tables)) == 0
     np.testing.assert_allclose(ccfkit.get_backend("numba").resample(image, plan).values[0],
                                np.where(plan.valid, 1.0, 0.0), rtol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("huge", [1e19, 3.4e38, -3.4e38, 2.0**56])
+def test_a_huge_pixel_is_masked_in_its_frame_as_nan_is(name, huge):
+    """A pixel whose products would overflow float32 is unusable: no NaN map, the reference's.
+
+    The reference (float64 NumPy) defines it: the frame's maps are those of
+    the same frame with NaN at that pixel, and every backend agrees with them.
+    """
+    rng = np.random.default_rng(7)
+    images = rng.poisson(50, (3, 33, 35)).astype(np.float32)
+    images[0, 16, 20] = huge  # on used rings of the default centre
+    images[1, 10, 12] = huge
+    images[1, 17, 17] = np.inf
+    with_nan = np.where(np.abs(images) >= ccfkit.polar.HUGE_PIXEL, np.nan, images)
+    orders, plan = (8, 2), make_polar_plan((33, 35), q_bins=12, phi_bins=32)
+    settings = MapSettings(orders=orders)
+    reference = get_backend("numpy").merged_maps(with_nan.astype(np.float64), plan, settings)
+    also = get_backend("numpy").merged_maps(images.astype(np.float64), plan, settings)
+    np.testing.assert_array_equal(also, reference)
+    backend = _make(name)
+    maps = backend.to_numpy(backend.merged_maps(backend.as_batch(images, plan.shape), plan,
+                                                settings))  # fmt: skip
+    assert np.isfinite(maps).all()
+    scale = np.abs(reference).max(axis=(-2, -1), keepdims=True)
+    assert np.all(np.abs(maps - reference) <= RTOL * np.maximum(scale, 1e-30) + 1e-6)

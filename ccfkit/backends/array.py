@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from .. import ccf, fourier
-from ..polar import PolarImages, PolarPlan
+from ..polar import PolarImages, PolarPlan, usable_pixels
 from ._base import Backend, BackendUnavailableError
 from ._bf16 import lag_product_bf16
 
@@ -48,9 +48,11 @@ class ArrayBackend(Backend):
         tables = self._tables_of(plan)
         images = self.asarray(images)
         flat = images.reshape(images.shape[0], -1)
-        with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: the sample is invalid anyway
-            values = (tables.weight * flat[:, tables.index]).sum(axis=-1)
-        valid = tables.valid & xp.isfinite(values)
+        # NaN, +-inf and huge pixels invalidate the samples that need them (every index of a
+        # valid sample is a pixel it needs: the plan repeats a needed one for zero weights)
+        usable = usable_pixels(flat, xp)
+        values = (tables.weight * xp.where(usable, flat, 0)[:, tables.index]).sum(axis=-1)
+        valid = tables.valid & usable[:, tables.index].all(axis=-1)
         # rings that NaN/inf pixels drop below the plan's fraction are unused too
         valid &= (valid.sum(axis=-1) >= plan.min_ring_count)[..., None]
         values = xp.where(valid, values, 0).astype(self.dtype, copy=False)

@@ -1,9 +1,10 @@
 """The CPU backend: fused Numba kernels around one BLAS call per image.
 
 Per image, inside one GIL-free kernel per thread: a copy of the image with
-NaN/inf pixels as 0, which also tells whether any of them matter; the
-bilinear samples from that copy (or, when NaN/inf pixels invalidate samples,
-the exact gather that finds which); a vectorised pass per ring for its mean
+unusable pixels (NaN, +-inf, at least :data:`~ccfkit.polar.HUGE_PIXEL` in
+magnitude) as 0, which also tells whether any of them matter; the bilinear
+samples from that copy (or, when unusable pixels invalidate samples, the
+exact gather that finds which); a vectorised pass per ring for its mean
 and the angular orders the maps need (a complex dot product per ring,
 float64 accumulators); one BLAS call (SciPy's ``ssyrk``, called directly, see
 :mod:`._blas`) forms the lower triangle of ``polar @ polar.T`` (``sgemm`` of
@@ -14,7 +15,7 @@ triangle's largest entry found, then every entry written once, scaled). With
 images whose polar values are rounded to bfloat16 as they are written
 (:meth:`NumbaBackend._bf16_maps`). The mask's own correlation
 (the denominator of Eq. 13) is computed once per plan and reused for every
-image whose NaN/inf pixels add no invalid samples. Where the time goes:
+image whose unusable pixels add no invalid samples. Where the time goes:
 ``benchmarks/engine_stages.py`` (docs/performance.md).
 
 Parallelism has one level on purpose: the batch is split into contiguous
@@ -32,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..ccf import Estimator, angular_shift, resolve_settings
-from ..polar import PolarImages, PolarPlan
+from ..polar import HUGE_PIXEL, PolarImages, PolarPlan
 from ..provenance import usable_cpus
 from ._base import BackendUnavailableError
 from ._bf16 import aligned_empty, product_of_bits, torch_threads_here
@@ -60,7 +61,7 @@ class _Tables(NamedTuple):
 
     Two descriptions of the same bilinear samples (``S = Q * P``, ring-major):
 
-    * the *exact* one, for images whose NaN/inf pixels invalidate samples:
+    * the *exact* one, for images whose unusable pixels invalidate samples:
       ``index`` (S, 4) int32 and ``weight`` (S, 4) float32 of
       :class:`~ccfkit.polar.PolarPlan`;
     * the *fast* one, on a sanitised copy of the image (:func:`_sanitize`):
@@ -111,18 +112,18 @@ def _padded_scratch(tables):
     return np.zeros(tables.used.shape[0] + 2 * np.int64(tables.width) + 4, dtype=np.float32)
 
 
-#: Pixels at least this large in magnitude (2^126) could overflow float32 in
-#: :func:`_interpolate`'s differences; below it every lerp stays finite.
-_LERP_SAFE = np.float32(2.0**126)
+#: Pixels at least this large in magnitude are unusable (:data:`~ccfkit.polar.HUGE_PIXEL`,
+#: 2^56: a map's sums of their products could overflow float32); below it every lerp of
+#: :func:`_interpolate` and every product stays finite.
+_LERP_SAFE = np.float32(HUGE_PIXEL)
 
 
 @numba.njit(**KERNEL)
 def _sanitize(image, used, padded):
     """Copy ``image`` into ``padded``, pixels the lerp cannot take as 0; count those that matter.
 
-    A pixel the fast formula cannot take is NaN, +-inf, or at least
-    ``_LERP_SAFE`` in magnitude (its difference from a neighbour could
-    overflow float32).
+    A pixel the fast formula cannot take is unusable: NaN, +-inf, or at least
+    ``_LERP_SAFE`` in magnitude (:func:`~ccfkit.polar.usable_pixels`).
 
     Parameters
     ----------
@@ -174,7 +175,11 @@ def _interpolate(padded, corner, fx, fy, width, values):
 
 @numba.njit(**KERNEL)
 def _gather(image, index, weight, plan_valid, values, valid):
-    """Bilinear samples of one image with NaN/inf pixels: the exact path.
+    """Bilinear samples of one image with unusable pixels: the exact path.
+
+    A sample is invalid when any of its four pixels (every one is a pixel it
+    needs, :class:`~ccfkit.polar.PolarPlan`) is NaN, +-inf or at least
+    ``_LERP_SAFE`` in magnitude.
 
     Parameters
     ----------
@@ -185,25 +190,27 @@ def _gather(image, index, weight, plan_valid, values, valid):
     values : (S,) float32, out
         0 where invalid.
     valid : (S,) bool, out
-        The plan's validity, less the samples whose value is NaN/inf.
+        The plan's validity, less the samples that need an unusable pixel.
 
     Returns
     -------
     int
-        Number of samples that the plan allows but NaN/inf pixels invalidate.
+        Number of samples that the plan allows but unusable pixels invalidate.
     """
     extra_invalid = 0
     for s in range(index.shape[0]):
+        usable = True
+        for t in range(4):
+            usable &= abs(image[index[s, t]]) < _LERP_SAFE  # False for NaN
         value = (
             weight[s, 0] * image[index[s, 0]]
             + weight[s, 1] * image[index[s, 1]]
             + weight[s, 2] * image[index[s, 2]]
             + weight[s, 3] * image[index[s, 3]]
         )
-        finite = value - value == 0  # False for NaN and +-inf
-        values[s] = value if finite else 0
-        extra_invalid += plan_valid[s] & ~finite
-        valid[s] = plan_valid[s] & finite
+        values[s] = value if usable else 0
+        extra_invalid += plan_valid[s] & ~usable
+        valid[s] = plan_valid[s] & usable
     return extra_invalid
 
 
@@ -218,13 +225,13 @@ def _polar_image(image, tables, padded, values, valid, write_valid):
     padded : float32, scratch from :func:`_padded_scratch`
     values : (S,) float32, out
     valid : (S,) bool, out
-        Always written when NaN/inf pixels invalidate samples; otherwise
+        Always written when unusable pixels invalidate samples; otherwise
         (the plan's validity) only when ``write_valid``.
 
     Returns
     -------
     int
-        Number of samples that the plan allows but NaN/inf pixels invalidate.
+        Number of samples that the plan allows but unusable pixels invalidate.
     """
     if _sanitize(image, tables.used, padded) == 0:
         _interpolate(padded, tables.corner, tables.fx, tables.fy, tables.width, values)
@@ -323,7 +330,7 @@ def _prepare_image(
     q_bins, phi_bins = values.shape
     own = _polar_image(image, tables, padded, values.reshape(-1), valid.reshape(-1), False) > 0
     counts = tables.counts
-    if own:  # NaN/inf pixels invalidate samples: the image's own validity
+    if own:  # unusable pixels invalidate samples: the image's own validity
         for k in range(q_bins):
             own_counts[k] = 0
             for p in range(phi_bins):
@@ -425,7 +432,7 @@ def _prepare_bf16_part(
 def _resample_part(images, lo, hi, tables, values, valid, invalidated):
     """:func:`_polar_image` of ``images[lo:hi]`` into (B, Q, P) ``values`` and ``valid``.
 
-    ``invalidated`` (B,) int64, out: the samples each image's NaN/inf pixels invalidate.
+    ``invalidated`` (B,) int64, out: the samples each image's unusable pixels invalidate.
     """
     padded = _padded_scratch(tables)
     for b in range(lo, hi):
@@ -505,7 +512,7 @@ class NumbaBackend(ArrayBackend):
             _resample_part(images, part.start, part.stop, tables, values, valid, invalidated)
 
         self._in_parallel(images.shape[0], run)
-        for b in np.flatnonzero(invalidated):  # rings NaN/inf pixels leave unused
+        for b in np.flatnonzero(invalidated):  # rings unusable pixels leave unused
             thin = valid[b].sum(axis=-1) < plan.min_ring_count
             valid[b, thin] = False
             values[b, thin] = 0

@@ -21,6 +21,7 @@ from .chunks import ChunkWriter, ChunkWriters, chunk_writer
 from .direct import DirectLocalStore
 from .layout import (
     COMPRESSORS,
+    FRAME_CHECKS,
     SCHEMA_VERSION,
     StoreError,
     StoreLayout,
@@ -43,6 +44,7 @@ from .write_behind import WriteBehind
 
 __all__ = [
     "COMPRESSORS",
+    "FRAME_CHECKS",
     "SCHEMA_VERSION",
     "ChunkWriter",
     "ChunkWriters",

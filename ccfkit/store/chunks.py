@@ -120,11 +120,13 @@ class ChunkWriters:
     stats: ChunkWriter
     done: ChunkWriter
     images: ChunkWriter | None = None
+    frame_checks: ChunkWriter | None = None  # None in stores made before it
+    input_digest: ChunkWriter | None = None
 
     @classmethod
     def of(cls, group: zarr.Group, method: WriteMethod | str = WriteMethod.ZARR) -> ChunkWriters:
         """The writers of ``group``'s arrays; ``method``: :class:`~ccfkit.settings.WriteMethod`."""
-        names = ("ccf", "stats", "done", "images")
+        names = ("ccf", "stats", "done", "images", "frame_checks", "input_digest")
         return cls(*(chunk_writer(group[n], method) if n in group else None for n in names))
 
     def mark_done(self, chunk: int) -> None:

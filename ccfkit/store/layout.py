@@ -16,6 +16,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 __all__ = [
     "COMPRESSORS",
+    "FRAME_CHECKS",
     "SCHEMA_VERSION",
     "WHOLE_CHUNK_MAX",
     "StoreError",
@@ -36,6 +37,12 @@ COMPRESSORS = {
     "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
     "zstd": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
 }
+
+#: Columns of ``frame_checks`` (N, 3) int32, written by each map task for its frames:
+#: the frame's good pixels that are unusable (NaN, +-inf, huge: docs/ccf.md §1), 1 when
+#: its maps are all 0 (no usable ring), 1 when its maps held NaN/inf and were stored as 0
+#: (``--mask-bad-maps``).
+FRAME_CHECKS = ("unusable_pixels", "empty_map", "masked_map")
 
 #: Largest chunk (frames) of the per-frame arrays written once at creation (index, labels).
 WHOLE_CHUNK_MAX = 1 << 20
@@ -140,6 +147,8 @@ def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
         "mask": ("y", "x"),
         "images": ("frame", "image_y", "image_x"),
         "done": ("chunk",),
+        "frame_checks": ("frame", "check"),
+        "input_digest": ("chunk",),
     }
 
 

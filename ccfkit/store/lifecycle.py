@@ -38,6 +38,7 @@ import zarr
 from .._version import __version__
 from .layout import (
     COMPRESSORS,
+    FRAME_CHECKS,
     SCHEMA_VERSION,
     WHOLE_CHUNK_MAX,
     StoreError,
@@ -272,6 +273,16 @@ def _create_task_arrays(group: zarr.Group, layout: StoreLayout, *, coordinates: 
     group.create_array(
         "done", shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
         compressors=codecs(None), dimension_names=dims["done"],
+    )  # fmt: skip
+    checks = group.create_array(  # per frame: unusable pixels, empty map, masked map
+        "frame_checks", shape=(layout.n_frames, len(FRAME_CHECKS)), dtype="int32",
+        chunks=(per_frame, len(FRAME_CHECKS)), fill_value=0, compressors=codecs(None),
+        dimension_names=dims["frame_checks"],
+    )  # fmt: skip
+    checks.attrs["columns"] = list(FRAME_CHECKS)
+    group.create_array(  # per chunk: the digest of its input frames (ccfkit.digest)
+        "input_digest", shape=(layout.n_chunks,), chunks=(1,), dtype="uint64", fill_value=0,
+        compressors=codecs(None), dimension_names=dims["input_digest"],
     )  # fmt: skip
 
 

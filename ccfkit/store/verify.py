@@ -20,10 +20,10 @@ from .layout import StoreError, layout_of
 __all__ = ["ALWAYS_WRITTEN", "MAP_TASK_ARRAYS", "chunk_key", "read_checked", "verify_store"]
 
 #: Arrays whose chunk ``k`` is written by map task ``k`` (present once ``done[k]`` is 1).
-MAP_TASK_ARRAYS = ("ccf", "images", "stats")
+MAP_TASK_ARRAYS = ("ccf", "images", "stats", "frame_checks", "input_digest")
 #: Arrays whose every chunk has a file once the task wrote it, zeros too
 #: (:class:`~ccfkit.store.chunks.ChunkWriter` writes empty chunks).
-ALWAYS_WRITTEN = ("ccf", "images")
+ALWAYS_WRITTEN = ("ccf", "images", "frame_checks", "input_digest")
 
 
 def chunk_key(array: zarr.Array, coords: Sequence[int]) -> str:
