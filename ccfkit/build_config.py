@@ -7,10 +7,11 @@ Dask, Zarr or the engine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .ccf import Estimator, MapSettings, Precision, Scale
-from .polar import RingGrid
+from .polar import MAX_PHI_BINS, RingGrid
 from .settings import MapDtype, NoiseLevel, values
 
 __all__ = ["BuildConfig"]
@@ -42,6 +43,7 @@ class BuildConfig:
         from .io.source import InputError  # here, not at import: the CLI reads the defaults light
 
         NoiseLevel(self.noise)
+        _check_numbers(self)
         try:
             settings = self.map_settings
             settings.check_phi_bins(self.phi_bins)
@@ -82,3 +84,22 @@ class BuildConfig:
             scale=self.scale,
             precision=self.precision,
         )
+
+
+def _check_numbers(config: BuildConfig) -> None:
+    """Refuse sizes, seeds and angles no build can use, naming the option (before any work)."""
+    from .io.source import InputError
+
+    if not isinstance(config.seed, int) or not 0 <= config.seed < 2**64:
+        raise InputError(f"--seed must be an integer in [0, 2^64), not {config.seed}")
+    if not math.isfinite(config.delta):
+        raise InputError(f"--delta must be a finite angle in radians, not {config.delta}")
+    if config.q_bins < 1:
+        raise InputError(f"--q-bins must be at least 1, not {config.q_bins}")
+    if config.phi_bins < 2 or config.phi_bins % 2 or config.phi_bins > MAX_PHI_BINS:
+        raise InputError(f"--phi-bins must be even, in [2, {MAX_PHI_BINS}], not {config.phi_bins}")
+    if config.image_size is not None and config.image_size < 1:
+        raise InputError(f"--image-size must be at least 1, not {config.image_size}")
+    for name, value in (("--r-min", config.r_min), ("--r-max", config.r_max)):
+        if isinstance(value, float | int) and not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{name} must be a finite radius >= 0 in pixels, not {value}")

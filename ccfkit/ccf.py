@@ -130,6 +130,8 @@ class MapSettings:
             raise ValueError(f"orders must not repeat, got {orders}")
         object.__setattr__(self, "orders", tuple(int(n) for n in orders))
         object.__setattr__(self, "delta", float(self.delta))
+        if not math.isfinite(self.delta):
+            raise ValueError(f"delta must be a finite angle in radians, not {self.delta}")
         object.__setattr__(self, "estimator", Estimator(self.estimator))
         object.__setattr__(self, "scale", Scale(self.scale))
         object.__setattr__(self, "precision", Precision(self.precision))

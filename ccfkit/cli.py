@@ -236,6 +236,11 @@ def _center_option(value: str | None):
     is_flag=True,
     help="Accept fewer than 1 % good pixels, or --r-max beyond the detector.",
 )
+@click.option(
+    "--mask-bad-maps",
+    is_flag=True,
+    help="Store a map with NaN/inf values as 0 and record its frame, instead of stopping.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def build(
     inputs,
@@ -269,6 +274,7 @@ def build(
     overwrite,
     resume,
     force,
+    mask_bad_maps,
     quiet,
 ):
     """Compute the CCF maps of INPUTS (CXI/HDF5 files or globs) into the Zarr store OUT."""
@@ -323,6 +329,7 @@ def build(
             workers=workers,
             progress=not quiet,
             write_method=chunk_writer,
+            mask_bad_maps=mask_bad_maps,
         )
     click.echo(f"wrote {out}")
 

@@ -79,6 +79,9 @@ __all__ = ["MIN_VALID_FRACTION", "BuildConfig", "build", "check_geometry"]
 #: Smallest fraction of good pixels a build accepts without ``force`` (docs/build.md).
 MIN_VALID_FRACTION = 0.01
 
+#: How long a build tries to reach a Dask scheduler before it refuses (nothing created yet).
+SCHEDULER_TIMEOUT = "10s"
+
 
 @functools.lru_cache(maxsize=4)
 def task_backend(name: str):
@@ -312,6 +315,15 @@ def build(
         The complete store.
     """
     check_not_input(out, source.reader.files)
+    workers = workers or usable_cpus()
+    footprint = BuildFootprint(
+        n_frames=source.n_frames, frame_shape=source.frame_shape, q_bins=config.q_bins,
+        phi_bins=config.phi_bins, channels=len(config.orders), chunk_frames=chunk_frames,
+        image_size=config.image_size, map_itemsize=np.dtype(config.map_dtype).itemsize,
+        workers=1 if scheduler else workers,
+    )  # fmt: skip
+    # before anything large is made (the polar plan) or created (the store)
+    check_resources(footprint, out, compressed=compressor != "none", fresh=not Path(out).exists())
     if center is None:
         center, center_origin = source.center, "file"
     if center is None:
@@ -358,14 +370,6 @@ def build(
         "command": " ".join(sys.argv),
         "environment": environment(("numpy", "numba", "dask", "zarr")),
     }
-    workers = workers or usable_cpus()
-    footprint = BuildFootprint(
-        n_frames=layout.n_frames, frame_shape=source.frame_shape, q_bins=layout.q_bins,
-        phi_bins=config.phi_bins, channels=layout.channels, chunk_frames=chunk_frames,
-        image_size=layout.image_size, map_itemsize=np.dtype(layout.map_dtype).itemsize,
-        workers=1 if scheduler else workers,
-    )  # fmt: skip
-    check_resources(footprint, out, compressed=compressor != "none", fresh=not Path(out).exists())
     # the scheduler is reached before anything is created
     with (
         _client(scheduler) as client,
@@ -699,6 +703,6 @@ def _client(scheduler: str | None):
     from distributed import Client
 
     try:
-        return Client(scheduler, timeout="10s")
+        return Client(scheduler, timeout=SCHEDULER_TIMEOUT)
     except OSError as error:
         raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from error

@@ -67,7 +67,9 @@ def draw_merged_map(
     extent = (float(radius[0]), float(radius[-1]), float(radius[-1]), float(radius[0]))
     from matplotlib.colors import SymLogNorm
 
-    limit = float(np.nanmax(np.abs(merged))) or 1.0
+    finite = np.abs(merged[np.isfinite(merged)])  # a map with NaN/inf (old stores) still draws
+    limit = float(finite.max()) if finite.size else 1.0
+    limit = limit or 1.0
     norm = SymLogNorm(linthresh=linthresh * limit, vmin=-limit, vmax=limit)
     image = ax.imshow(merged, cmap="RdBu_r", norm=norm, extent=extent)
     ax.set_title(title or f"merged map: full (lower), order {order} (upper)")

@@ -35,6 +35,7 @@ def describe_store(group: zarr.Group) -> str:
     for key in (
         "parameters",
         "noise",
+        "frame_checks",
         "center",
         "center_origin",
         "r_max",

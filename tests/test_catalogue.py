@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from ccfkit import pipeline
 from ccfkit.cli import main
-from ccfkit.io.cxi import DATA_PATH, LABELS_PATH, MASK_PATH
+from ccfkit.io.cxi import CENTER_PATH, DATA_PATH, LABELS_PATH, MASK_PATH
 from ccfkit.simulate import SimulationConfig
 from ccfkit.simulate.cxi_file import write_simulated
 
@@ -428,6 +428,267 @@ def test_a_virtual_data_set_with_a_missing_source_exits_cleanly(tmp_path):
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == "Error: vds.h5: virtual data set source gone.h5 is missing"
     assert not (tmp_path / "out.zarr").exists()
+
+
+# --------------------------------------------------------------------------
+# Huge and non-finite pixels; resume strictness; builds that cannot run
+# --------------------------------------------------------------------------
+
+
+def frames_of(source: Path) -> np.ndarray:
+    with h5py.File(source, "r") as handle:
+        return handle[DATA_PATH][()]
+
+
+def good_pixel(source: Path) -> tuple[int, int]:
+    """A good pixel on the used rings of the default build (a quarter of the way in)."""
+    with h5py.File(source, "r") as handle:
+        bad = handle[MASK_PATH][()] != 0
+    assert not bad[16, 20]
+    return 16, 20
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_dead_pixel_sentinel_gives_no_nan_map_and_is_reported(tmp_path, source, backend,
+                                                                caplog):  # fmt: skip
+    frames = frames_of(source)
+    y, x = good_pixel(source)
+    frames[3, y, x] = 3.4e38  # float32-max sentinel of a dead pixel
+    frames[4, y, x] = -1e19
+    frames[5] = np.nan  # a frame of nothing
+    cxi = cxi_with(tmp_path / "dead.cxi", source, DATA_PATH, frames)
+    args = [*BUILD[:-3], "--backend", backend]  # BUILD without its backend and --quiet
+    ok(ccfkit("build", cxi, tmp_path / "out.zarr", *args, "--quiet"))
+    assert "3 frames have unusable pixels" in caplog.text  # the build's summary (stderr)
+    assert "masked in their frame: 3, 4, 5" in caplog.text
+    assert "1 frames have all-zero maps (no usable ring): 5" in caplog.text
+    store = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    maps = store["ccf"][:]
+    assert np.isfinite(maps).all() and store.attrs["status"] == "complete"
+    checks = store["frame_checks"][:]
+    assert checks[3, 0] == 1 and checks[4, 0] == 1 and checks[5, 0] > 1000
+    assert checks[:, 1].tolist() == [0] * 5 + [1] + [0] * 10  # frame 5's map is 0, named
+    assert store.attrs["frame_checks"]["first_frames"]["empty_map"] == [5]
+    # the semantics: a huge pixel is masked in its frame, as a NaN there is
+    frames[3, y, x] = frames[4, y, x] = np.nan
+    nan_cxi = cxi_with(tmp_path / "nan.cxi", source, DATA_PATH, frames)
+    ok(ccfkit("build", nan_cxi, tmp_path / "nan.zarr", *args, "--quiet"))
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "nan.zarr"))["ccf"][:], maps)
+    assert "frames_with_unusable_pixels" in ok(ccfkit("info", tmp_path / "out.zarr")).output
+    ok(ccfkit("show", tmp_path / "out.zarr", "--index", 3, "-o", tmp_path / "f3.png"))
+    ok(ccfkit("show", tmp_path / "out.zarr", "--index", 5, "-o", tmp_path / "f5.png"))
+
+
+def test_an_all_nan_input_is_no_complete_store_of_zeros(tmp_path, source):
+    cxi = cxi_with(tmp_path / "nan.cxi", source, DATA_PATH, np.full((FRAMES, 64, 64), np.nan, "f4"))
+    out = tmp_path / "out.zarr"
+    refused(ccfkit("build", cxi, out, *BUILD, "--center", "31.5,31.5"), "every frame's map is 0")
+    assert zarr.open_group(str(out), mode="r").attrs["status"] == "incomplete"
+
+
+def test_show_draws_a_map_with_nan_values(tmp_path, store):
+    copy = tmp_path / "maps.zarr"
+    shutil.copytree(store, copy)
+    zarr.open_group(str(copy), mode="r+")["ccf"][0:4] = np.nan  # as stores made before the guard
+    ok(ccfkit("show", copy, "--index", 0, "-o", tmp_path / "f.png"))
+    assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_a_nan_map_stops_the_build_at_its_frame_or_is_masked_on_request(tmp_path, small,
+                                                                         monkeypatch, caplog):  # fmt: skip
+    original = pipeline.task_backend
+
+    class Broken:  # an engine whose map of frame 6 (chunk 1, row 2) goes NaN
+        def __init__(self, engine):
+            self.engine = engine
+
+        def __getattr__(self, name):
+            return getattr(self.engine, name)
+
+        def merged_maps(self, images, plan, settings):
+            maps = self.engine.merged_maps(images, plan, settings)
+            if np.allclose(images[2], self.sixth, equal_nan=True):
+                maps[2, 0, 0] = np.nan
+            return maps
+
+    Broken.sixth = frames_of(small)[6]
+    out = tmp_path / "maps.zarr"
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "task_backend", lambda name: Broken(original(name)))
+        refused(ccfkit("build", small, out, *BUILD, "--workers", "1"),
+                "frame 6: its map has NaN/inf values", "nothing of frames 4..7 was written")  # fmt: skip
+        store = zarr.open_group(str(out), mode="r")
+        assert store.attrs["status"] == "incomplete" and not store["done"][1]
+        ok(ccfkit("build", small, out, *BUILD, "--resume", "--mask-bad-maps"))
+    assert "1 maps held NaN/inf values and are stored as 0: 6" in caplog.text
+    store = zarr.open_group(str(out), mode="r")
+    assert store["frame_checks"][6].tolist()[2] == 1 and not store["ccf"][6].any()
+    assert np.isfinite(store["ccf"][:]).all()
+
+
+@pytest.mark.parametrize(
+    ("option", "old", "new"), [("--compressor", "none", "lz4"), ("--chunk", "4", "8")]
+)
+def test_resume_refuses_another_compressor_or_chunking(tmp_path, small, monkeypatch, option,
+                                                       old, new):  # fmt: skip
+    out = tmp_path / "maps.zarr"
+    interrupted_build(monkeypatch, small, out)
+    before = snapshot(out)
+    shown = repr(int(old)) if old.isdigit() else repr(old)
+    now = repr(int(new)) if new.isdigit() else repr(new)
+    refused(ccfkit("build", small, out, *BUILD, "--resume", option, new),
+            f"built with another {option} ({shown}, now {now})")  # fmt: skip
+    assert snapshot(out) == before
+
+
+def longer_input(path: Path, source: Path, copies: int = 3) -> Path:
+    """``source``'s frames and labels repeated: more frames than the 16 fingerprinted."""
+    cxi_with(path, source, DATA_PATH, np.concatenate([frames_of(source)] * copies))
+    with h5py.File(path, "a") as handle:
+        labels, attrs = handle[LABELS_PATH][()], dict(handle[LABELS_PATH].attrs)
+        del handle[LABELS_PATH]
+        handle[LABELS_PATH] = np.concatenate([labels] * copies)
+        handle[LABELS_PATH].attrs.update(attrs)
+    return path
+
+
+def test_resume_refuses_frames_edited_in_place_since_they_were_read(tmp_path, source,
+                                                                    monkeypatch):  # fmt: skip
+    cxi = longer_input(tmp_path / "long.cxi", source)  # 48 frames; 22 is not fingerprinted
+    out = tmp_path / "maps.zarr"
+    interrupted_build(monkeypatch, cxi, out, "--noise", "max", at_chunk=5)  # frames 20..23
+    done = zarr.open_group(str(out), mode="r")["done"][:]
+    with h5py.File(cxi, "r+") as handle:
+        handle[DATA_PATH][22] = handle[DATA_PATH][22] * 2  # same file, size and fingerprint
+    refused(ccfkit("build", cxi, out, *BUILD, "--noise", "max", "--resume"),
+            "frames 20..23 of the input changed since this build read them")  # fmt: skip
+    after = zarr.open_group(str(out), mode="r")["done"][:]  # other chunks may have been finished
+    assert not after[5] and (after >= done).all()
+
+
+def test_resume_refuses_labels_edited_in_the_input(tmp_path, small, monkeypatch):
+    out = tmp_path / "maps.zarr"
+    interrupted_build(monkeypatch, small, out)
+    with h5py.File(small, "r+") as handle:
+        handle[LABELS_PATH][3] = 1 - handle[LABELS_PATH][3]
+    before = snapshot(out)
+    refused(ccfkit("build", small, out, *BUILD, "--resume"), "labels changed", "frame 3")
+    assert snapshot(out) == before
+
+
+def broken_input(path: Path, source: Path, case: str) -> Path:
+    """A copy of ``source`` with one thing wrong that used to end in a traceback."""
+    shutil.copy(source, path)
+    with h5py.File(path, "a") as handle:
+        where = {"mask": MASK_PATH, "labels": LABELS_PATH, "centre": CENTER_PATH}
+        if case.startswith("dangling"):
+            name = where[case.split()[1]]
+            del handle[name]
+            handle[name] = h5py.ExternalLink("gone.h5", "/data")
+        elif case == "groups not JSON":
+            handle[LABELS_PATH].attrs["exclusive_groups"] = "[[class_0, class_1]"
+        elif case == "0 frames, labels":
+            for name, shape in ((DATA_PATH, (0, 64, 64)), (LABELS_PATH, (0, 4))):
+                del handle[name]
+                handle[name] = np.zeros(shape, np.float32 if name == DATA_PATH else np.uint8)
+        elif case == "centre as strings":
+            del handle[CENTER_PATH]
+            handle[CENTER_PATH] = np.array([b"31.5", b"(y)"])
+        elif case == "0.5 mask":
+            del handle[MASK_PATH]
+            handle[MASK_PATH] = np.full((64, 64), 0.5, np.float32)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "complaint"),
+    [
+        ("dangling mask", "cannot open the mask"),
+        ("dangling labels", "cannot open the labels"),
+        ("dangling centre", "cannot open the beam centre"),
+        ("groups not JSON", "exclusive_groups attribute"),
+        ("0 frames, labels", "holds no frames"),
+        ("centre as strings", "holds no numbers"),
+        ("0.5 mask", "not float32 values (e.g. 0.5)"),
+    ],
+)
+def test_inputs_that_used_to_end_in_a_traceback_get_one_line(tmp_path, source, case, complaint):
+    cxi = broken_input(tmp_path / "in.cxi", source, case)
+    before = snapshot(tmp_path)
+    refused(ccfkit("build", cxi, tmp_path / "out.zarr", *BUILD), complaint)
+    assert snapshot(tmp_path) == before  # nothing created, nothing touched
+
+
+@pytest.mark.parametrize(
+    ("options", "complaint", "code"),
+    [
+        (["--seed", "-1", "--noise", "max"], "--seed must be an integer in [0, 2^64)", 1),
+        (["--seed", str(10**23), "--noise", "max"], "--seed must be an integer", 1),
+        (["--seed", "1e23", "--noise", "max"], "'1e23' is not a valid integer", 2),
+        (["--delta", "nan"], "--delta must be a finite angle", 1),
+        (["--delta", "inf"], "--delta must be a finite angle", 1),
+        (["--phi-bins", "0"], "--phi-bins must be even", 1),
+        (["--phi-bins", "1000000"], "--phi-bins must be even, in [2, 32768]", 1),
+        (["--q-bins", "10000000"], "of memory", 1),
+        (["--chunk", "10000000", "--keep-images", "--image-size", "100000"], "of memory", 1),
+    ],
+)
+def test_options_no_build_can_use_are_refused_before_anything_is_created(tmp_path, small,
+                                                                         options, complaint,
+                                                                         code):  # fmt: skip
+    before = snapshot(tmp_path)
+    refused(ccfkit("build", small, tmp_path / "out.zarr", *BUILD, *options), complaint, code=code)
+    assert snapshot(tmp_path) == before
+
+
+def test_the_memory_refusal_gives_the_figures(tmp_path, small, monkeypatch):
+    monkeypatch.setattr("ccfkit.build_resources.available_memory", lambda: 999)
+    line = refused(ccfkit("build", small, tmp_path / "out.zarr", *BUILD), "999 B is available")
+    assert "this build needs about" in line and "lower --q-bins" in line
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_store_larger_than_the_free_space_is_refused_and_a_large_one_announced(
+    tmp_path, small, monkeypatch, caplog
+):
+    monkeypatch.setattr("ccfkit.build_resources._free_space", lambda path: 999)
+    before = snapshot(tmp_path)
+    refused(ccfkit("build", small, tmp_path / "out.zarr", *BUILD), "999 B is free there")
+    assert snapshot(tmp_path) == before
+    monkeypatch.setattr("ccfkit.build_resources._free_space", lambda path: None)
+    monkeypatch.setattr("ccfkit.build_resources.LARGE_STORE", 1000)
+    ok(ccfkit("build", small, tmp_path / "out.zarr", *BUILD))
+    assert "will hold about 16.4 kB (16 frames of 1 x 16 x 16 maps)" in caplog.text
+
+
+def test_an_unreachable_scheduler_is_refused_before_the_store_is_created(tmp_path, small,
+                                                                         monkeypatch):  # fmt: skip
+    monkeypatch.setattr(pipeline, "SCHEDULER_TIMEOUT", "1s")
+    out = tmp_path / "out.zarr"
+    refused(ccfkit("build", small, out, *BUILD, "--scheduler", "tcp://127.0.0.1:9"),
+            "cannot reach the Dask scheduler")  # fmt: skip
+    assert not out.exists()
+
+
+def test_a_full_disk_names_the_store_and_leaves_it_resumable(tmp_path, small, monkeypatch):
+    import errno
+
+    from ccfkit.store import ChunkWriter
+
+    out = tmp_path / "maps.zarr"
+    original = ChunkWriter.write
+
+    def full(self, chunk, data):
+        if self.path == "ccf" and chunk == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, chunk, data)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ChunkWriter, "write", full)
+        refused(ccfkit("build", small, out, *BUILD, "--workers", "1"), str(out),
+                "No space left on device", "--resume")  # fmt: skip
+    assert zarr.open_group(str(out), mode="r").attrs["status"] == "incomplete"
+    ok(ccfkit("build", small, out, *BUILD, "--resume"))
 
 
 # --------------------------------------------------------------------------

@@ -112,8 +112,13 @@ def good_pixels(mask: np.ndarray, *, convention: str = "auto") -> tuple[np.ndarr
     if convention == "auto":
         convention = "cxi" if integer else "good"
     if convention == "cxi":
-        if not integer or (mask.size and mask.min() < 0):
-            raise ValueError(f"a CXI bit mask holds non-negative integers, not {mask.dtype} < 0")
+        if not integer:
+            raise ValueError(
+                f"a CXI bit mask holds non-negative integers, not {mask.dtype} values "
+                f"(e.g. {mask.flat[0].item()!r}); a 0/1 mask needs the attribute convention = 'good'"
+            )
+        if mask.size and mask.min() < 0:
+            raise ValueError(f"a CXI bit mask holds non-negative integers, not {mask.min()}")
         return (mask.astype(np.int64) & PIXEL_IS_IN_MASK) == 0, "CXI bit mask (0 = good)"
     if convention == "good":
         values = np.unique(mask)
@@ -477,7 +482,7 @@ def _read_mask_dataset(handle: h5py.File, path: str, name: str) -> tuple[np.ndar
     Bool masks are True = good. A mask per frame, (N, H, W), keeps the pixels
     good in every frame.
     """
-    dataset = handle[path]
+    dataset = _object(handle, path, "mask")
     where = "/" + path.strip("/")
     if not isinstance(dataset, h5py.Dataset):
         raise InputError(f"{name}: {where} is a group, not a mask data set")
@@ -512,6 +517,17 @@ def _open_hdf5(name: str) -> h5py.File:
 
 def _first_present(handle: h5py.File, paths: Sequence[str]) -> str | None:
     return next((path for path in paths if path in handle), None)
+
+
+def _object(handle: h5py.File, path: str, what: str):
+    """``handle[path]``; a dangling link or broken object there is an InputError naming it."""
+    try:
+        return handle[path]
+    except (KeyError, OSError) as error:
+        raise InputError(
+            f"{handle.filename}: cannot open the {what} at /{path.lstrip('/')} "
+            f"({' '.join(str(error).split())}; a dangling link?)"
+        ) from None
 
 
 def _frames_dataset(handle: h5py.File, data_path: str, name: str) -> h5py.Dataset:
@@ -562,7 +578,7 @@ def _read_labels(handle, labels_path, name) -> tuple[np.ndarray | None, dict]:
         return None, {}
     if path not in handle:
         raise InputError(f"{name}: no labels at /{path.lstrip('/')}")
-    dataset = handle[path]
+    dataset = _object(handle, path, "labels")
     if not isinstance(dataset, h5py.Dataset):
         raise InputError(f"{name}: /{path.lstrip('/')} is a group, not a labels data set")
     labels = _checked_labels(np.asarray(dataset[()]), f"{name}:/{path.lstrip('/')}")
@@ -570,13 +586,32 @@ def _read_labels(handle, labels_path, name) -> tuple[np.ndarray | None, dict]:
     if len(names) != labels.shape[1]:
         raise InputError(f"{name}: {len(names)} label names for {labels.shape[1]} columns")
     display = _strings(dataset.attrs.get("display_names", []))
-    groups = dataset.attrs.get("exclusive_groups", "[]")
-    groups = json.loads(groups.decode() if isinstance(groups, bytes) else str(groups))
+    groups = _exclusive_groups(dataset.attrs.get("exclusive_groups", "[]"), names, name)
     return labels.astype(np.uint8), {
         "names": names,
         "display_names": display if len(display) == len(names) else (),
-        "groups": tuple(tuple(g) for g in groups),
+        "groups": groups,
     }
+
+
+def _exclusive_groups(stored, names: tuple[str, ...], name: str) -> tuple[tuple[str, ...], ...]:
+    """The labels' ``exclusive_groups`` attribute: JSON, a list of lists of label names."""
+    text = stored.decode() if isinstance(stored, bytes) else str(stored)
+    try:
+        groups = json.loads(text)
+        if not isinstance(groups, list) or not all(
+            isinstance(g, list) and all(isinstance(n, str) for n in g) for g in groups
+        ):
+            raise ValueError("not a list of lists of label names")
+    except ValueError as error:  # json.JSONDecodeError is one
+        raise InputError(
+            f"{name}: the labels' exclusive_groups attribute {text[:40]!r} is not JSON lists "
+            f"of label names ({error})"
+        ) from None
+    unknown = sorted({n for g in groups for n in g} - set(names))
+    if unknown:
+        raise InputError(f"{name}: exclusive_groups names unknown labels {unknown}")
+    return tuple(tuple(g) for g in groups)
 
 
 def _strings(values) -> tuple[str, ...]:
@@ -595,15 +630,14 @@ def _checked_labels(labels: np.ndarray, where: str) -> np.ndarray:
     values = np.unique(labels)
     if not np.isin(values, (0, 1)).all():
         raise InputError(f"{where}: labels take the values {values[:8].tolist()}; expected 0/1")
-    return labels.reshape(len(labels), -1)
+    return labels if labels.ndim == 2 else labels[:, None]
 
 
 def _read_geometry(handle) -> dict:
     def scalar(path):
         if path not in handle:
             return None
-        value = np.asarray(handle[path][()], dtype=np.float64)
-        return float(value.mean())
+        return float(_numbers(_object(handle, path, "geometry"), path).mean())
 
     return {
         "wavelength": scalar("entry_1/instrument_1/source_1/wavelength"),
@@ -621,7 +655,7 @@ def _read_center(handle) -> tuple[float, float] | None:
     path = _first_present(handle, CENTER_PATHS)
     if path is None:
         return None
-    stored = np.asarray(handle[path][()], dtype=np.float64)
+    stored = _numbers(_object(handle, path, "beam centre"), path)
     if stored.ndim == 0 or stored.shape[-1] != 2:
         raise InputError(
             f"{handle.filename}: /{path} has shape {stored.shape}; expected (2,) or (N, 2) "
@@ -633,6 +667,17 @@ def _read_center(handle) -> tuple[float, float] | None:
         spread = float(np.hypot(*(value - (cx, cy)).T).max())
         logger.info("beam centre from /%s: mean of %d, within %.2f px", path, len(value), spread)
     return float(cx), float(cy)
+
+
+def _numbers(dataset, path: str) -> np.ndarray:
+    """A data set's values as float64; anything else (strings, a group) is an InputError."""
+    try:
+        return np.asarray(dataset[()], dtype=np.float64)
+    except (TypeError, ValueError, AttributeError, OSError) as error:
+        raise InputError(
+            f"{dataset.file.filename}: /{path.lstrip('/')} holds no numbers "
+            f"({' '.join(str(error).split())[:60]})"
+        ) from None
 
 
 def _check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:
