@@ -480,7 +480,8 @@ def test_a_dead_pixel_sentinel_gives_no_nan_map_and_is_reported(tmp_path, source
 
 
 def test_an_all_nan_input_is_no_complete_store_of_zeros(tmp_path, source):
-    cxi = cxi_with(tmp_path / "nan.cxi", source, DATA_PATH, np.full((FRAMES, 64, 64), np.nan, "f4"))
+    nothing = np.full((FRAMES, 64, 64), np.nan, "f4")
+    cxi = cxi_with(tmp_path / "nan.cxi", source, DATA_PATH, nothing)
     out = tmp_path / "out.zarr"
     refused(ccfkit("build", cxi, out, *BUILD, "--center", "31.5,31.5"), "every frame's map is 0")
     assert zarr.open_group(str(out), mode="r").attrs["status"] == "incomplete"
