@@ -17,6 +17,7 @@ from .build_config import BuildConfig
 from .ccf import Estimator, Precision, Scale
 from .settings import Compressor, MapDtype, NoiseLevel, WriteMethod, values
 from .simulate import DEFAULT_MIX, Kind, Polarization, SimulationConfig
+from .simulate.randomization import BEAM_STOPS
 
 #: What ``--backend`` accepts: ``auto`` and every backend's name.
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
@@ -414,6 +415,37 @@ def _span(metavar: str = "MIN MAX"):
     return {"nargs": 2, "type": float, "metavar": metavar, "show_default": True}
 
 
+def _randomization_options(command):
+    """The simulator's randomised-detector options (``SimulationConfig``'s randomisation
+    fields; all off by default, ``--randomize`` fills in docs/simulate.md's ranges)."""
+
+    def span(name, unit, what):
+        return click.option(name, default=None, **_span(), help=f"Per {what}, {unit}.")
+
+    options = [
+        click.option("--randomize", is_flag=True,
+                     help="Draw the detector too: the ranges of docs/simulate.md for every "
+                     "range below not given (training sets meant to transfer)."),
+        span("--max-angle-range", "degrees at the half-width (the distance follows)", "frame"),
+        span("--pixel-size-range", "micrometres, log-uniform", "file"),
+        click.option("--beam-stop", type=click.Choice(BEAM_STOPS), default=None,
+                     help="Per file: the beam stop's shape (-arm: with a holder arm)."),
+        span("--beam-stop-range", "stop radius (half-width) in px; replaces --hole", "file"),
+        click.option("--beam-offset-range", type=float, default=None, metavar="R",
+                     help="Per file: beam and stop drawn in a disc of R px around the middle."),
+        click.option("--panel-grids", default=None, metavar="RxC,...",
+                     help="Per file: one of these panel layouts, e.g. 1x1,2x1,4x2."),
+        span("--panel-gap-range", "gap width in px; replaces --panel-gap", "file"),
+        span("--background-range", "photons per good pixel; replaces --background", "frame"),
+        span("--polarization-degree", "degree of linear polarisation, 0-1", "frame"),
+        span("--gain-range", "detector units per photon, log-uniform", "frame"),
+        span("--read-noise-range", "Gaussian read noise, photons (times the gain)", "frame"),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -585,6 +617,7 @@ def _span(metavar: str = "MIN MAX"):
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_randomization_options
 def simulate(
     out: Path,
     n_frames,
@@ -614,6 +647,7 @@ def simulate(
     workers,
     overwrite,
     quiet,
+    **randomization,
 ) -> None:
     """Write N simulated, labelled diffraction frames to the CXI file OUT.
 
@@ -648,6 +682,7 @@ def simulate(
             beam_offset=beam_offset,
             hole_radius=hole,
             panel_gap=panel_gap,
+            **randomization,
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
@@ -682,28 +717,34 @@ def simulate(
     show_default=True,
     help="Poisson photon noise.",
 )
-def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
+@click.option("--randomize", is_flag=True,
+              help="One sphere per seed SEED..SEED+8 of `simulate --randomize`: 9 detectors.")  # fmt: skip
+def simulate_examples(out: Path, seed: int, size: int, noise: bool, randomize: bool) -> None:
     """Draw one simulated frame per class (log scale) into the PNG file OUT.
 
     The frames are those `ccfkit simulate --seed SEED` (default options) makes
     at the indices shown in the titles.
     """
     from .atomic import atomic_output
-    from .simulate import draw_examples
+    from .simulate import draw_examples, draw_randomized_examples
 
     try:
-        config = SimulationConfig(size=size, noise=noise)
+        config = SimulationConfig(size=size, noise=noise, randomize=randomize)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     try:
         with atomic_output(out, overwrite=True) as partial:
-            panels = draw_examples(config, seed, partial)
+            if randomize:
+                panels = draw_randomized_examples(config, range(seed, seed + 9), partial)
+            else:
+                panels = draw_examples(config, seed, partial)
     except (FileNotFoundError, IsADirectoryError) as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot write {out}: {error}") from None
     for title, index, names in panels:
-        click.echo(f"{title:28s} frame {index:5d}: {', '.join(names)}")
+        names = names if isinstance(names, str) else ", ".join(names)
+        click.echo(f"{title!s:28s} frame {index:5d}: {names}")
     click.echo(f"wrote {out}")
 
 

@@ -310,8 +310,10 @@ def _mask_description(detector: Detector) -> str:
             f"a rectangular beam stop, {2 * detector.hole_radius:g} x "
             f"{2 * detector.hole_radius * detector.stop_aspect:g} px"
         )
-    else:
+    elif detector.offset == (0.0, 0.0) and detector.holder_angle is None:
         stop = f"the central hole of the MCP, radius {detector.hole_radius:g} px"
+    else:
+        stop = f"a round beam stop, radius {detector.hole_radius:g} px"
     where = "the detector middle" if detector.offset == (0.0, 0.0) else (
         f"({detector.stop_center[0]:g}, {detector.stop_center[1]:g}) px"
     )
@@ -321,7 +323,7 @@ def _mask_description(detector: Detector) -> str:
             f", its holder arm, {detector.holder_width:g} px wide, towards "
             f"{math.degrees(detector.holder_angle):.0f} deg (from +x towards +y)"
         )
-    if detector.panel_gap:
+    if detector.panel_gap and detector.panel_grid != (1, 1):
         rows, cols = detector.panel_grid
         panels = "four panels" if (rows, cols) == (2, 2) else f"{rows} x {cols} panels"
         text += f", and gaps {detector.panel_gap:g} px wide between {panels}"

@@ -80,7 +80,7 @@ def randomized_ranges(size: int) -> dict:
         "beam_stop_range": (max(1.0, 0.015 * size), 0.08 * size),
         "beam_offset_range": 0.03 * size,
         "panel_grids": ("1x1", "2x1", "2x2", "4x2", "4x4"),
-        "panel_gap_range": (0.0, 0.025 * size),
+        "panel_gap_range": (1.0, max(1.0, 0.04 * size)),
         "background_range": (0.0, 0.1),
         "polarization_degree": (0.0, 1.0),
         "gain_range": (0.5, 4.0),
