@@ -134,9 +134,9 @@ class BuildConfig:
     """
 
     grid: RingGrid = BUILD_GRID
-    maps: MapSettings = MapSettings()
-    noise: NoiseSettings = NoiseSettings()
-    output: OutputSettings = OutputSettings()
+    maps: MapSettings = field(default_factory=MapSettings)
+    noise: NoiseSettings = field(default_factory=NoiseSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
 
     def __post_init__(self):
         for name, kind in _PARTS.items():
@@ -169,9 +169,7 @@ class BuildConfig:
         return [parameter_key(item) for kind in _PARTS.values() for item in fields(kind)]
 
     @classmethod
-    def from_parameters(
-        cls, parameters: Mapping, base: BuildConfig | None = None
-    ) -> BuildConfig:
+    def from_parameters(cls, parameters: Mapping, base: BuildConfig | None = None) -> BuildConfig:
         """The recipe of flat ``parameters``, the others as in ``base``.
 
         Parameters

@@ -116,7 +116,9 @@ class MapSettings:
             "a channel with its order map.",
         },
     )
-    delta: float = field(default=0.0, metadata={"help": "Angular separation of the full map, rad."})
+    delta: float = field(
+        default=0.0, metadata={"help": "Angular separation of the full map, rad."}
+    )
     estimator: Estimator = field(
         default=Estimator.RING,
         metadata={

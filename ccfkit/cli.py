@@ -79,12 +79,8 @@ def _center_option(value: str | None):
 
 def recipe_options(recipe: BuildConfig) -> list:
     """The options of every setting of a store's recipe, defaults from ``recipe``."""
-    return [
-        decorator
-        for part in fields(recipe)
-        for decorator in field_options(type(getattr(recipe, part.name)),
-                                       defaults=getattr(recipe, part.name))  # fmt: skip
-    ]
+    parts = [getattr(recipe, part.name) for part in fields(recipe)]
+    return [option for part in parts for option in field_options(type(part), defaults=part)]
 
 
 @main.command()
@@ -219,16 +215,24 @@ SIMULATION_OPTIONS = {
     "size": {"help": "Detector side in pixels; the half-width always subtends --max-angle."},
     "distance": {"help": "Sample-detector distance, m."},
     "max_angle": {"help": "Scattering angle at the detector half-width, degrees."},
-    "radius": {"metavar": "MIN MAX", "help": "Volume-equivalent particle radius range, nm "
-               "(uniform)."},
-    "photon_energy": {"option": "--energy", "metavar": "MIN MAX",
-                      "help": "Photon energy range, eV (uniform per frame)."},
-    "fluence": {"metavar": "MIN MAX",
-                "help": "Scattered photons per frame on the good pixels (log-uniform)."},
+    "radius": {
+        "metavar": "MIN MAX",
+        "help": "Volume-equivalent particle radius range, nm (uniform).",
+    },
+    "photon_energy": {
+        "option": "--energy",
+        "metavar": "MIN MAX",
+        "help": "Photon energy range, eV (uniform per frame).",
+    },
+    "fluence": {
+        "metavar": "MIN MAX",
+        "help": "Scattered photons per frame on the good pixels (log-uniform).",
+    },
     "mix": {
         "type": str,
-        "option_default": ",".join(f"{kind.name.lower()}={weight:g}"
-                                   for kind, weight in DEFAULT_MIX.items()),
+        "option_default": ",".join(
+            f"{kind.name.lower()}={weight:g}" for kind, weight in DEFAULT_MIX.items()
+        ),
         "help": f"What is drawn, KIND=WEIGHT,... ({', '.join(kind.name.lower() for kind in Kind)}),"
         " or 'paper' (label fractions close to the paper's Table 1).",
     },
@@ -237,19 +241,30 @@ SIMULATION_OPTIONS = {
     "noise": {"help": "Poisson photon noise (else expected counts)."},
     "background": {"help": "Stray photons per good pixel per frame (flat)."},
     "jitter": {"help": "Beam-centre jitter: radius of the disc it is drawn in, px."},
-    "beam_offset": {"metavar": "DX DY", "help": "Mean beam centre from the detector middle, px "
-                    "(the jitter disc is around it)."},
-    "hole_radius": {"option": "--hole", "help": "Radius of the detector's central hole (masked), "
-                    "px."},
-    "panel_gap": {"help": "Width of the masked gaps between four detector panels, px (0: one "
-                  "panel)."},
-    "polarization": {"choices": Polarization, "help": "Beam polarisation (linear along x or y, "
-                     "unpolarised) or none: no factor."},
+    "beam_offset": {
+        "metavar": "DX DY",
+        "help": "Mean beam centre from the detector middle, px (the jitter disc is around it).",
+    },
+    "hole_radius": {
+        "option": "--hole",
+        "help": "Radius of the detector's central hole (masked), px.",
+    },
+    "panel_gap": {
+        "help": "Width of the masked gaps between four detector panels, px (0: one panel)."
+    },
+    "polarization": {
+        "choices": Polarization,
+        "help": "Beam polarisation (linear along x or y, unpolarised) or none: no factor.",
+    },
     "solid_angle": {"help": "Weight pixels by their solid angle, cos^3(2 theta)."},
-    "halo": {"metavar": "MIN MAX", "help": "Stray-light halo photons per frame on the good pixels "
-             "(log-uniform); 0 0: none."},
-    "halo_width": {"metavar": "MIN MAX", "help": "Halo width, degrees of scattering angle "
-                   "(uniform)."},
+    "halo": {
+        "metavar": "MIN MAX",
+        "help": "Stray-light halo photons per frame on the good pixels (log-uniform); 0 0: none.",
+    },
+    "halo_width": {
+        "metavar": "MIN MAX",
+        "help": "Halo width, degrees of scattering angle (uniform).",
+    },
     "mcp": {"help": "MCP + phosphor response: per-photon gain spread and blur."},
     "gain_spread": {"help": "With --mcp: relative standard deviation of one photon's gain."},
     "blur": {"help": "With --mcp: phosphor blur, Gaussian standard deviation in pixels."},

@@ -231,9 +231,7 @@ class RingGrid:
             )
         if isinstance(self.r_min, str):
             if self.r_min != "auto":
-                raise ValueError(
-                    f"r_min must be a number of pixels or 'auto', got {self.r_min!r}"
-                )
+                raise ValueError(f"r_min must be a number of pixels or 'auto', got {self.r_min!r}")
         else:
             set_field("r_min", float(self.r_min))
         if self.r_max is not None:

@@ -9,4 +9,6 @@ chunk-aware store loader), :mod:`trainer.metrics` (§3.2), :mod:`trainer.config`
 docs/training.md.
 """
 
-__version__ = "0.1.0"
+from ccfkit._version import __version__  # one distribution, one version (the package metadata)
+
+__all__ = ["__version__"]

@@ -95,7 +95,8 @@ class TrainConfig:
     )  # fmt: skip
     workers: int = field(default=2, metadata={"resume": True, "help": "DataLoader workers"})
     group_chunks: int = field(
-        default=4, metadata={"help": "Consecutive store chunks the loader reads and shuffles together."}
+        default=4,
+        metadata={"help": "Consecutive store chunks the loader reads and shuffles together."},
     )
     device: str = field(default="auto", metadata={"resume": True, "choices": DEVICES})
     amp: bool = field(default=True, metadata={"help": "Mixed precision (GPU)."})
