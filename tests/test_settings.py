@@ -395,8 +395,12 @@ def test_the_command_line_modules_load_no_engine_store_dask_or_numba():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
-    light = "import sys, ccfkit.cli; print('ccfkit.store' in sys.modules or 'torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", light], capture_output=True, text=True)
+    light = (
+        "import sys, ccfkit.cli; print('ccfkit.store' in sys.modules or 'torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", light], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False", result.stderr
 
 
