@@ -45,6 +45,13 @@ BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
 BUILD_GRID = RingGrid(r_min="auto")
 
 
+def _choice(default: enum.Enum, help_text: str, **metadata):
+    """A field holding one of an enum's values (a ``str``), offered as a choice of them all."""
+    return field(
+        default=default.value, metadata={"choices": type(default), "help": help_text, **metadata}
+    )
+
+
 @dataclass(frozen=True)
 class NoiseSettings:
     """The noise added to the frames before they are resampled (docs/build.md, noise).
@@ -58,13 +65,10 @@ class NoiseSettings:
         Frame ``i`` gets the noise drawn from ``(seed, i)``.
     """
 
-    level: str = field(
-        default=NoiseLevel.NONE.value,
-        metadata={
-            "key": "noise",
-            "choices": NoiseLevel,
-            "help": "Uniform noise U(0, b) added before resampling (docs/build.md, noise).",
-        },
+    level: str = _choice(
+        NoiseLevel.NONE,
+        "Uniform noise U(0, b) added before resampling (docs/build.md, noise).",
+        key="noise",
     )
     seed: int = field(default=0, metadata={"help": "Seed of the noise."})
 
@@ -93,13 +97,8 @@ class OutputSettings:
             "help": "Side of the stored frames (with --keep-images).",
         },
     )
-    map_dtype: str = field(
-        default=MapDtype.FLOAT32.value,
-        metadata={
-            "option": "--dtype",
-            "choices": MapDtype,
-            "help": "Stored map dtype (float16 needs --scale maxabs).",
-        },
+    map_dtype: str = _choice(
+        MapDtype.FLOAT32, "Stored map dtype (float16 needs --scale maxabs).", option="--dtype"
     )
 
     def __post_init__(self):
@@ -274,22 +273,14 @@ class BuildOptions:
             "help": "Frames per store chunk and per Dask task.",
         },
     )
-    compressor: str = field(
-        default=Compressor.NONE.value,
-        metadata={
-            "choices": Compressor,
-            "help": "Codec of the stored maps (Blosc: LZ4 with byte shuffle, Zstd with bit "
-            "shuffle).",
-        },
+    compressor: str = _choice(
+        Compressor.NONE,
+        "Codec of the stored maps (Blosc: LZ4 with byte shuffle, Zstd with bit shuffle).",
     )
-    write_method: str = field(
-        default=WriteMethod.ZARR.value,
-        metadata={
-            "option": "--chunk-writer",
-            "choices": WriteMethod,
-            "help": "Write map chunks through zarr, or with O_DIRECT (docs/build.md); the same "
-            "store.",
-        },
+    write_method: str = _choice(
+        WriteMethod.ZARR,
+        "Write map chunks through zarr, or with O_DIRECT (docs/build.md); the same store.",
+        option="--chunk-writer",
     )
     scheduler: str | None = field(
         default=None,

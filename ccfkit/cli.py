@@ -215,19 +215,12 @@ SIMULATION_OPTIONS = {
     "size": {"help": "Detector side in pixels; the half-width always subtends --max-angle."},
     "distance": {"help": "Sample-detector distance, m."},
     "max_angle": {"help": "Scattering angle at the detector half-width, degrees."},
-    "radius": {
-        "metavar": "MIN MAX",
-        "help": "Volume-equivalent particle radius range, nm (uniform).",
-    },
+    "radius": {"help": "Volume-equivalent particle radius range, nm (uniform)."},
     "photon_energy": {
         "option": "--energy",
-        "metavar": "MIN MAX",
         "help": "Photon energy range, eV (uniform per frame).",
     },
-    "fluence": {
-        "metavar": "MIN MAX",
-        "help": "Scattered photons per frame on the good pixels (log-uniform).",
-    },
+    "fluence": {"help": "Scattered photons per frame on the good pixels (log-uniform)."},
     "mix": {
         "type": str,
         "option_default": ",".join(
@@ -236,8 +229,8 @@ SIMULATION_OPTIONS = {
         "help": f"What is drawn, KIND=WEIGHT,... ({', '.join(kind.name.lower() for kind in Kind)}),"
         " or 'paper' (label fractions close to the paper's Table 1).",
     },
-    "oblate_ratio": {"metavar": "MIN MAX", "help": "Axis ratio c/a of oblate spheroids (< 1)."},
-    "prolate_ratio": {"metavar": "MIN MAX", "help": "Axis ratio c/a of prolate spheroids (> 1)."},
+    "oblate_ratio": {"help": "Axis ratio c/a of oblate spheroids (< 1)."},
+    "prolate_ratio": {"help": "Axis ratio c/a of prolate spheroids (> 1)."},
     "noise": {"help": "Poisson photon noise (else expected counts)."},
     "background": {"help": "Stray photons per good pixel per frame (flat)."},
     "jitter": {"help": "Beam-centre jitter: radius of the disc it is drawn in, px."},
@@ -258,13 +251,9 @@ SIMULATION_OPTIONS = {
     },
     "solid_angle": {"help": "Weight pixels by their solid angle, cos^3(2 theta)."},
     "halo": {
-        "metavar": "MIN MAX",
-        "help": "Stray-light halo photons per frame on the good pixels (log-uniform); 0 0: none.",
+        "help": "Stray-light halo photons per frame on the good pixels (log-uniform); 0 0: none."
     },
-    "halo_width": {
-        "metavar": "MIN MAX",
-        "help": "Halo width, degrees of scattering angle (uniform).",
-    },
+    "halo_width": {"help": "Halo width, degrees of scattering angle (uniform)."},
     "mcp": {"help": "MCP + phosphor response: per-photon gain spread and blur."},
     "gain_spread": {"help": "With --mcp: relative standard deviation of one photon's gain."},
     "blur": {"help": "With --mcp: phosphor blur, Gaussian standard deviation in pixels."},

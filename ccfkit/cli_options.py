@@ -12,14 +12,15 @@ an :class:`enum.Enum`       ``click.Choice`` of the members' values
 ``bool``                    ``--name/--no-name``
 ``int``, ``float``, ``str``  that type (``X | None``: the same, default None)
 ``tuple[int, ...]``         ``8,2``: comma-separated, a tuple
-``tuple[float, float]``     two values (``nargs=2``)
+``tuple[float, float]``     two values (``nargs=2``, ``MIN MAX``)
 ``float | str``             a number, or one of ``metadata["words"]``
 ==========================  ===========================================
 
 The field's ``metadata`` refines it (every key optional): ``help``;
 ``option``, the option's name(s) when not ``--name`` (``"--dtype"``,
 ``"--noise/--no-noise"``); ``choices``, an Enum or a sequence of strings for a
-``str`` field; ``range``, the keywords of ``click.IntRange``/``FloatRange``;
+``str`` field; ``path``: ``"file"`` for an existing file (given as its
+absolute path); ``range``, the keywords of ``click.IntRange``/``FloatRange``;
 ``metavar``; ``words``; ``option_default``, where the command line's default
 differs from the field's; ``key``; ``cli``: False for a field that is no
 option. A command adds entries of the same keys per field (``overrides``) for
@@ -134,9 +135,11 @@ def field_options(
         flag = _without_none(hints[item.name]) is bool
         declarations = meta.get("option", f"--{dashed}/--no-{dashed}" if flag else f"--{dashed}")
         attrs = _type_attrs(hints[item.name], meta, default)
-        attrs.setdefault("help", meta.get("help"))
+        attrs["help"] = meta.get("help")
         if "metavar" in meta:
             attrs["metavar"] = meta["metavar"]
+        elif attrs.get("metavar") is None:
+            attrs.pop("metavar", None)
         decorators.append(click.option(declarations, meta.get("key", item.name), **attrs))
     return decorators
 
@@ -181,6 +184,8 @@ def _type_attrs(annotation, meta: Mapping, default) -> dict:
         return {**attrs, "type": meta["type"]}
     if "choices" in meta:
         return {**attrs, "type": click.Choice(choice_values(meta["choices"]))}
+    if meta.get("path") == "file":
+        return {**attrs, "type": click.Path(exists=True, dir_okay=False, resolve_path=True)}
     kind = _without_none(annotation)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return {**attrs, "type": click.Choice(choice_values(kind))}
@@ -191,7 +196,8 @@ def _type_attrs(annotation, meta: Mapping, default) -> dict:
         if len(items) == 2 and items[1] is Ellipsis:
             text = None if default is None else ",".join(map(str, default))
             return {**attrs, "default": text, "type": CommaSeparated(items[0])}
-        return {**attrs, "type": items[0], "nargs": len(items)}
+        metavar = "MIN MAX" if len(items) == 2 else None  # a pair is mostly a range
+        return {**attrs, "type": items[0], "nargs": len(items), "metavar": metavar}
     if _is_union(kind):
         return {**attrs, "type": NumberOrWord(meta.get("words", ()))}
     if kind in (int, float) and "range" in meta:

@@ -385,6 +385,25 @@ def test_the_generator_reads_the_annotations():
     assert choice_values(Scale) == values(Scale)
 
 
+@dataclasses.dataclass(frozen=True)
+class WithFile:
+    table: str | None = dataclasses.field(default=None, metadata={"path": "file"})
+
+
+def test_a_file_field_is_an_existing_file_given_as_its_absolute_path(tmp_path, monkeypatch):
+    @click.command()
+    @apply_options(field_options(WithFile))
+    def command(**settings):
+        click.echo(settings["table"])
+
+    (tmp_path / "t.csv").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(command, ["--table", "t.csv"])
+    assert result.output.strip() == str(tmp_path / "t.csv")
+    assert CliRunner().invoke(command, ["--table", "missing.csv"]).exit_code == 2
+    assert CliRunner().invoke(command, ["--table", "."]).exit_code == 2
+
+
 def test_the_command_line_modules_load_no_engine_store_dask_or_numba():
     code = (
         "import sys, ccfkit.cli, trainer.cli; "

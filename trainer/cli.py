@@ -114,16 +114,11 @@ def _resume_overrides() -> dict:
     return overrides
 
 
-#: ``fit``'s options beyond the fields' metadata: a split file must exist.
-FIT_OVERRIDES = {
-    **_resume_overrides(),
-    "split_file": {"type": click.Path(exists=True, dir_okay=False)},
-}
-
-
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
-@apply_options(field_options(ModelConfig), field_options(TrainConfig, overrides=FIT_OVERRIDES))
+@apply_options(
+    field_options(ModelConfig), field_options(TrainConfig, overrides=_resume_overrides())
+)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="[runs/<time>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from last.pt.")
 @click.option("--overwrite", is_flag=True, help="Allow a non-empty --run-dir.")
@@ -152,8 +147,6 @@ def fit(store, run_dir, resume, overwrite, quiet, **settings):
             run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         info = inspect_store(store, input_kind=settings["input"])
         model_cfg = _configs(ModelConfig, num_classes=len(info.label_names), **model_settings)
-        if settings["split_file"] is not None:
-            settings["split_file"] = str(Path(settings["split_file"]).resolve())
         unset = [name for name in _resume_overrides() if settings[name] is None]
         for name in unset:
             settings.pop(name)  # TrainConfig's default

@@ -28,6 +28,12 @@ DEVICES = ("auto", "cpu", "cuda")
 STUDY_TEST_FRACTION = 0.15
 
 
+def _fraction(default: float, help_text: str):
+    """A field holding a split's fraction of the frames, in [0, 1)."""
+    range_ = {"min": 0, "max": 1, "max_open": True}
+    return field(default=default, metadata={"range": range_, "help": help_text})
+
+
 class Flips(str, enum.Enum):
     """Random horizontal and vertical flips of the training frames."""
 
@@ -57,21 +63,15 @@ class TrainConfig:
     l1: float = field(default=1e-5, metadata={"help": "L1 weight penalty."})
     l2: float = field(default=1e-5, metadata={"help": "L2 weight penalty."})
     #: Validation ("eval") fraction: the split that picks the best checkpoint.
-    eval_fraction: float = field(
-        default=0.15,
-        metadata={"range": {"min": 0, "max": 1, "max_open": True},
-                  "help": "Validation split: picks the best checkpoint."},
-    )  # fmt: skip
+    eval_fraction: float = _fraction(0.15, "Validation split: picks the best checkpoint.")
     #: Held-out test fraction, scored once with the best checkpoint (0: no test split).
-    test_fraction: float = field(
-        default=0.0,
-        metadata={"range": {"min": 0, "max": 1, "max_open": True},
-                  "help": "Held-out test split, scored once with the best checkpoint."},
-    )  # fmt: skip
+    test_fraction: float = _fraction(
+        0.0, "Held-out test split, scored once with the best checkpoint."
+    )
     #: A saved split (.npz: train, eval, test) used instead of the fractions (docs/study.md).
     split_file: str | None = field(
         default=None,
-        metadata={"option": "--split",
+        metadata={"option": "--split", "path": "file",
                   "help": "A saved split.npz (train, eval, test) instead of the fractions."},
     )  # fmt: skip
     #: Train on this fraction of the training split (nested subsets, Table 5).
