@@ -98,7 +98,9 @@ class OutputSettings:
         },
     )
     map_dtype: str = _choice(
-        MapDtype.FLOAT32, "Stored map dtype (float16 needs --scale maxabs).", option="--dtype"
+        MapDtype.FLOAT32,
+        "Stored map dtype (float16 needs a --scale: unscaled maps overflow it).",
+        option="--dtype",
     )
 
     def __post_init__(self):
