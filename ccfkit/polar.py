@@ -97,8 +97,8 @@ class PolarPlan:
     valid: np.ndarray
     r_min: float
     r_max: float
-    min_ring_fraction: float = 0.0
-    ring_used: np.ndarray | None = None
+    min_ring_fraction: float
+    ring_used: np.ndarray
 
     @property
     def q_bins(self) -> int:
