@@ -209,18 +209,13 @@ def _default_workers() -> int:
     return min(4, usable_cpus())
 
 
-#: The simulator's options: help, and the names that differ from the fields'
-#: (SimulationConfig's fields carry no command-line metadata).
+#: The simulator's options where its fields' types and docstring are not enough
+#: (the help of the others is SimulationConfig's description of the field).
 SIMULATION_OPTIONS = {
-    "size": {"help": "Detector side in pixels; the half-width always subtends --max-angle."},
-    "distance": {"help": "Sample-detector distance, m."},
-    "max_angle": {"help": "Scattering angle at the detector half-width, degrees."},
-    "radius": {"help": "Volume-equivalent particle radius range, nm (uniform)."},
-    "photon_energy": {
-        "option": "--energy",
-        "help": "Photon energy range, eV (uniform per frame).",
-    },
-    "fluence": {"help": "Scattered photons per frame on the good pixels (log-uniform)."},
+    "photon_energy": {"option": "--energy"},
+    "hole_radius": {"option": "--hole"},
+    "beam_offset": {"metavar": "DX DY"},
+    "polarization": {"choices": Polarization},
     "mix": {
         "type": str,
         "option_default": ",".join(
@@ -229,34 +224,6 @@ SIMULATION_OPTIONS = {
         "help": f"What is drawn, KIND=WEIGHT,... ({', '.join(kind.name.lower() for kind in Kind)}),"
         " or 'paper' (label fractions close to the paper's Table 1).",
     },
-    "oblate_ratio": {"help": "Axis ratio c/a of oblate spheroids (< 1)."},
-    "prolate_ratio": {"help": "Axis ratio c/a of prolate spheroids (> 1)."},
-    "noise": {"help": "Poisson photon noise (else expected counts)."},
-    "background": {"help": "Stray photons per good pixel per frame (flat)."},
-    "jitter": {"help": "Beam-centre jitter: radius of the disc it is drawn in, px."},
-    "beam_offset": {
-        "metavar": "DX DY",
-        "help": "Mean beam centre from the detector middle, px (the jitter disc is around it).",
-    },
-    "hole_radius": {
-        "option": "--hole",
-        "help": "Radius of the detector's central hole (masked), px.",
-    },
-    "panel_gap": {
-        "help": "Width of the masked gaps between four detector panels, px (0: one panel)."
-    },
-    "polarization": {
-        "choices": Polarization,
-        "help": "Beam polarisation (linear along x or y, unpolarised) or none: no factor.",
-    },
-    "solid_angle": {"help": "Weight pixels by their solid angle, cos^3(2 theta)."},
-    "halo": {
-        "help": "Stray-light halo photons per frame on the good pixels (log-uniform); 0 0: none."
-    },
-    "halo_width": {"help": "Halo width, degrees of scattering angle (uniform)."},
-    "mcp": {"help": "MCP + phosphor response: per-photon gain spread and blur."},
-    "gain_spread": {"help": "With --mcp: relative standard deviation of one photon's gain."},
-    "blur": {"help": "With --mcp: phosphor blur, Gaussian standard deviation in pixels."},
 }
 
 

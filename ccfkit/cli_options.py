@@ -16,7 +16,9 @@ an :class:`enum.Enum`       ``click.Choice`` of the members' values
 ``float | str``             a number, or one of ``metadata["words"]``
 ==========================  ===========================================
 
-The field's ``metadata`` refines it (every key optional): ``help``;
+The field's ``metadata`` refines it (every key optional): ``help`` (else
+the field's description in the class docstring's numpydoc ``Attributes`` or
+``Parameters``);
 ``option``, the option's name(s) when not ``--name`` (``"--dtype"``,
 ``"--noise/--no-noise"``); ``choices``, an Enum or a sequence of strings for a
 ``str`` field; ``path``: ``"file"`` for an existing file (given as its
@@ -33,6 +35,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -124,6 +128,7 @@ def field_options(
         In field order; give them to :func:`apply_options`.
     """
     hints = typing.get_type_hints(cls)
+    described = docstring_help(cls)
     overrides = overrides or {}
     decorators = []
     for item in dataclasses.fields(cls):
@@ -135,7 +140,7 @@ def field_options(
         flag = _without_none(hints[item.name]) is bool
         declarations = meta.get("option", f"--{dashed}/--no-{dashed}" if flag else f"--{dashed}")
         attrs = _type_attrs(hints[item.name], meta, default)
-        attrs["help"] = meta.get("help")
+        attrs["help"] = meta.get("help", described.get(item.name))
         if "metavar" in meta:
             attrs["metavar"] = meta["metavar"]
         elif attrs.get("metavar") is None:
@@ -163,6 +168,25 @@ def take_fields(cls: type, values: dict) -> dict:
         for item in dataclasses.fields(cls)
         if option_key(item) in values
     }
+
+
+def docstring_help(cls: type) -> dict[str, str]:
+    """Each attribute's description in the numpydoc docstring of ``cls``, as one plain line.
+
+    ``name : type`` (or ``a, b : type``) lines start an entry; the indented
+    lines below it are its description; roles and literals lose their marks.
+    """
+    entries = re.finditer(
+        r"^(?P<names>\w+(?:, \w+)*) : .*\n(?P<text>(?:    .*\S.*\n?)+)",
+        inspect.getdoc(cls) or "",
+        flags=re.MULTILINE,
+    )
+    described = {}
+    for entry in entries:
+        text = " ".join(entry["text"].split())
+        text = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", text).replace("``", "")
+        described.update(dict.fromkeys(entry["names"].split(", "), text))
+    return described
 
 
 def _default(item: dataclasses.Field, instance):

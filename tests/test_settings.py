@@ -386,6 +386,34 @@ def test_the_generator_reads_the_annotations():
 
 
 @dataclasses.dataclass(frozen=True)
+class Described:
+    """A dataclass whose docstring describes its fields.
+
+    Attributes
+    ----------
+    low, high : float
+        A bound, in ``px`` (see :class:`~ccfkit.polar.RingGrid`).
+    named : int
+        Not this text.
+    """
+
+    low: float = 0.0
+    high: float = 1.0
+    named: int = dataclasses.field(default=2, metadata={"help": "The metadata's text."})
+
+
+def test_help_is_the_metadata_else_the_docstring():
+    @click.command()
+    @apply_options(field_options(Described))
+    def command(**settings):
+        pass
+
+    for name in ("low", "high"):
+        assert _option(command, name).help == "A bound, in px (see RingGrid)."
+    assert _option(command, "named").help == "The metadata's text."
+
+
+@dataclasses.dataclass(frozen=True)
 class WithFile:
     table: str | None = dataclasses.field(default=None, metadata={"path": "file"})
 
