@@ -9,8 +9,8 @@ one named recipe, :data:`PAPER_RECIPE`.
 
 Light on purpose (the standard library, NumPy through :mod:`ccfkit.ccf`): the
 ``ccfkit build`` command line takes its options from here without loading
-Dask, Zarr or the engine. Each field's ``metadata`` is its command-line help
-(:mod:`ccfkit.cli_options`).
+Dask, Zarr or the engine: :mod:`ccfkit.cli_options` makes them from the
+fields, their docstrings and ``metadata``.
 """
 
 from __future__ import annotations
@@ -45,32 +45,27 @@ BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
 BUILD_GRID = RingGrid(r_min="auto")
 
 
-def _choice(default: enum.Enum, help_text: str, **metadata):
+def _choice(default: enum.Enum, **metadata):
     """A field holding one of an enum's values (a ``str``), offered as a choice of them all."""
-    return field(
-        default=default.value, metadata={"choices": type(default), "help": help_text, **metadata}
-    )
+    return field(default=default.value, metadata={"choices": type(default), **metadata})
 
 
 @dataclass(frozen=True)
 class NoiseSettings:
-    """The noise added to the frames before they are resampled (docs/build.md, noise).
+    """The noise added to the frames before they are resampled.
 
     Attributes
     ----------
     level : str
-        A :class:`~ccfkit.settings.NoiseLevel` value: the upper bound of
-        ``U(0, b)`` (the paper's Table 6); stored as ``parameters["noise"]``.
+        Uniform noise U(0, b) added before resampling (docs/build.md, noise;
+        the paper's Table 6). A :class:`~ccfkit.settings.NoiseLevel` value,
+        stored as the parameter ``noise``.
     seed : int
-        Frame ``i`` gets the noise drawn from ``(seed, i)``.
+        Seed of the noise: frame i gets the noise drawn from (seed, i).
     """
 
-    level: str = _choice(
-        NoiseLevel.NONE,
-        "Uniform noise U(0, b) added before resampling (docs/build.md, noise).",
-        key="noise",
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the noise."})
+    level: str = _choice(NoiseLevel.NONE, key="noise")
+    seed: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "level", NoiseLevel(self.level).value)
@@ -84,24 +79,17 @@ class OutputSettings:
     Attributes
     ----------
     image_size : int or None
-        Side of the stored (noisy, resized) frames; None: no frames stored.
+        Side of the stored frames, noisy and resized (with ``--keep-images``);
+        None: no frames stored.
     map_dtype : str
-        A :class:`~ccfkit.settings.MapDtype` value (float16 needs a scale).
+        Stored map dtype, a :class:`~ccfkit.settings.MapDtype` value
+        (float16 needs a scale: unscaled maps overflow it).
     """
 
     image_size: int | None = field(
-        default=None,
-        metadata={
-            "option_default": 224,
-            "range": {"min": 1},
-            "help": "Side of the stored frames (with --keep-images).",
-        },
+        default=None, metadata={"option_default": 224, "range": {"min": 1}}
     )
-    map_dtype: str = _choice(
-        MapDtype.FLOAT32,
-        "Stored map dtype (float16 needs a --scale: unscaled maps overflow it).",
-        option="--dtype",
-    )
+    map_dtype: str = _choice(MapDtype.FLOAT32, option="--dtype")
 
     def __post_init__(self):
         if self.map_dtype not in {member.value for member in MapDtype}:
@@ -247,50 +235,26 @@ class BuildOptions:
     Attributes
     ----------
     backend : str
-        ``"auto"`` or a backend's name (:mod:`ccfkit.backends`).
+        Engine: ``auto`` (CuPy on a GPU, else Numba) or a backend's name;
+        numpy is the slow reference.
     chunk_frames : int
         Frames per store chunk and per Dask task.
     compressor : str
-        A :class:`~ccfkit.settings.Compressor` value.
+        Codec of the stored maps, a :class:`~ccfkit.settings.Compressor` value
+        (Blosc: LZ4 with byte shuffle, Zstd with bit shuffle).
     write_method : str
-        A :class:`~ccfkit.settings.WriteMethod` value.
+        How map chunks are written, a :class:`~ccfkit.settings.WriteMethod`
+        value: through zarr, or with O_DIRECT (docs/build.md); the same store.
     scheduler : str or None
-        A Dask distributed scheduler's address; None: local threads.
+        A Dask distributed scheduler's address (tcp://host:8786); none: local
+        threads.
     workers : int or None
-        Local threads; None: the CPUs available.
+        Local threads; none: as many as CPUs available.
     """
 
-    backend: str = field(
-        default="auto",
-        metadata={
-            "choices": BACKEND_CHOICES,
-            "help": "Engine: CuPy on a GPU, else Numba; numpy is the slow reference.",
-        },
-    )
-    chunk_frames: int = field(
-        default=64,
-        metadata={
-            "option": "--chunk",
-            "range": {"min": 1},
-            "help": "Frames per store chunk and per Dask task.",
-        },
-    )
-    compressor: str = _choice(
-        Compressor.NONE,
-        "Codec of the stored maps (Blosc: LZ4 with byte shuffle, Zstd with bit shuffle).",
-    )
-    write_method: str = _choice(
-        WriteMethod.ZARR,
-        "Write map chunks through zarr, or with O_DIRECT (docs/build.md); the same store.",
-        option="--chunk-writer",
-    )
-    scheduler: str | None = field(
-        default=None,
-        metadata={
-            "metavar": "ADDRESS",
-            "help": "Dask distributed scheduler (tcp://host:8786) [local threads].",
-        },
-    )
-    workers: int | None = field(
-        default=None, metadata={"range": {"min": 1}, "help": "Local threads [CPUs available]."}
-    )
+    backend: str = field(default="auto", metadata={"choices": BACKEND_CHOICES})
+    chunk_frames: int = field(default=64, metadata={"option": "--chunk", "range": {"min": 1}})
+    compressor: str = _choice(Compressor.NONE)
+    write_method: str = _choice(WriteMethod.ZARR, option="--chunk-writer")
+    scheduler: str | None = field(default=None, metadata={"metavar": "ADDRESS"})
+    workers: int | None = field(default=None, metadata={"range": {"min": 1}})

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -103,44 +103,13 @@ class MapSettings:
     precision : Precision or str
         The arithmetic of the full map's product ``polar @ polar.T``; the pair
         counts, Fourier orders and scaling stay float32 or better.
-
-    The defaults are the paper's map; each field's ``metadata`` is its
-    command-line help (:mod:`ccfkit.cli_options`).
     """
 
-    orders: tuple[int, ...] = field(
-        default=(8,),
-        metadata={
-            "metavar": "N[,N...]",
-            "help": "Angular orders: the first fills the upper triangle, each further one adds "
-            "a channel with its order map.",
-        },
-    )
-    delta: float = field(
-        default=0.0, metadata={"help": "Angular separation of the full map, rad."}
-    )
-    estimator: Estimator = field(
-        default=Estimator.RING,
-        metadata={
-            "help": "Order-n map: from each ring's Fourier coefficient (the paper's, Eq. 14), or "
-            "mask-corrected over all lags (no leakage of the mask; docs/ccf.md).",
-        },
-    )
-    scale: Scale = field(
-        default=Scale.MAXABS,
-        metadata={
-            "help": "Each triangle divided by its largest |value| (the paper's); 'ring': by the "
-            "rings' mean intensities (normalised CCF, clipped to [-1, 1]); or unscaled.",
-        },
-    )
-    precision: Precision = field(
-        default=Precision.FLOAT32,
-        metadata={
-            "help": "The full map's product: float32, or bf16 inputs with float32 sums where the "
-            "hardware has bf16 units (AMX, AVX512-BF16, GPU tensor cores; float32 elsewhere); "
-            "bf16-emulated: bf16's roundings on any hardware (slow; to study their effect).",
-        },
-    )
+    orders: tuple[int, ...] = (8,)
+    delta: float = 0.0
+    estimator: Estimator = Estimator.RING
+    scale: Scale = Scale.MAXABS
+    precision: Precision = Precision.FLOAT32
 
     def __post_init__(self):
         orders = (self.orders,) if isinstance(self.orders, int) else tuple(self.orders)

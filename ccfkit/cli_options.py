@@ -11,7 +11,7 @@ annotation                  option
 an :class:`enum.Enum`       ``click.Choice`` of the members' values
 ``bool``                    ``--name/--no-name``
 ``int``, ``float``, ``str``  that type (``X | None``: the same, default None)
-``tuple[int, ...]``         ``8,2``: comma-separated, a tuple
+``tuple[int, ...]``         ``8,2``: comma-separated (``N[,N...]``), a tuple
 ``tuple[float, float]``     two values (``nargs=2``, ``MIN MAX``)
 ``float | str``             a number, or one of ``metadata["words"]``
 ==========================  ===========================================
@@ -219,7 +219,8 @@ def _type_attrs(annotation, meta: Mapping, default) -> dict:
         items = typing.get_args(kind)
         if len(items) == 2 and items[1] is Ellipsis:
             text = None if default is None else ",".join(map(str, default))
-            return {**attrs, "default": text, "type": CommaSeparated(items[0])}
+            return {**attrs, "default": text, "type": CommaSeparated(items[0]),
+                    "metavar": "N[,N...]"}  # fmt: skip
         metavar = "MIN MAX" if len(items) == 2 else None  # a pair is mostly a range
         return {**attrs, "type": items[0], "nargs": len(items), "metavar": metavar}
     if _is_union(kind):

@@ -172,8 +172,7 @@ class RingGrid:
 
     One object that travels from the build's recipe (or :func:`compute_maps`'s
     keywords) to the plan; its defaults are the library's (docs/ccf.md). The
-    ``metadata`` of each field is its command-line help
-    (:mod:`ccfkit.cli_options`).
+    command-line options are made from its fields (:mod:`ccfkit.cli_options`).
 
     Attributes
     ----------
@@ -186,7 +185,8 @@ class RingGrid:
         radius at which rings become usable under the mask; rings further out
         that the mask leaves unusable stay, unused.
     r_max : float or None
-        Outer radius in pixels; None: :func:`default_r_max`.
+        Outer radius in pixels; none: the largest full circle
+        (:func:`default_r_max`).
     min_ring_fraction : float in [0, 1]
         A ring with a smaller fraction of valid samples is unused: all its
         samples are invalid (docs/ccf.md, "Usable rings"). 0 keeps every ring
@@ -199,26 +199,13 @@ class RingGrid:
         [0, 1], or an ``r_min`` that is neither a number nor "auto".
     """
 
-    q_bins: int = field(default=224, metadata={"help": "Radial bins Q (maps are Q x Q)."})
-    phi_bins: int = field(default=512, metadata={"help": "Angular samples P."})
+    q_bins: int = 224
+    phi_bins: int = 512
     r_min: float | str = field(
-        default=0.0,
-        metadata={
-            "metavar": "PIXELS|auto",
-            "words": ("auto",),
-            "help": "Smallest radius, pixels; 'auto': where rings become usable under the mask.",
-        },
+        default=0.0, metadata={"metavar": "PIXELS|auto", "words": ("auto",)}
     )
-    r_max: float | None = field(
-        default=None, metadata={"help": "Largest radius, pixels [largest full circle]."}
-    )
-    min_ring_fraction: float = field(
-        default=0.5,
-        metadata={
-            "range": {"min": 0, "max": 1},
-            "help": "Rings with a smaller fraction of valid samples are unused (0 in every map).",
-        },
-    )
+    r_max: float | None = None
+    min_ring_fraction: float = field(default=0.5, metadata={"range": {"min": 0, "max": 1}})
 
     def __post_init__(self):
         set_field = functools.partial(object.__setattr__, self)
