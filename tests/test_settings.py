@@ -283,7 +283,8 @@ def test_fit_options_are_the_model_and_train_fields():
 
     for kind in (ModelConfig, TrainConfig):
         for item in dataclasses.fields(kind):
-            if item.metadata.get("cli") is False:
+            no_option = item.name in trainer_cli.MODEL_FROM_STORE_OR_PAPER and kind is ModelConfig
+            if no_option or item.metadata.get("cli") is False:
                 options = [p for p in trainer_cli.fit.params if isinstance(p, click.Option)]
                 assert all(p.name != item.name for p in options)
                 continue

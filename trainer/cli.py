@@ -16,7 +16,7 @@ from ccfkit.cli_options import apply_options, field_options, take_fields
 
 from .config import DEVICES, TrainConfig
 from .data import DataError
-from .model import ModelConfig
+from .model import ARCHS, ModelConfig
 
 #: ``--checkpoint``: the run's checkpoints.
 CHECKPOINTS = ("best", "last")
@@ -114,10 +114,22 @@ def _resume_overrides() -> dict:
     return overrides
 
 
+#: ModelConfig fields that are no option: the store's (classes, channels), Eq. 11's constants.
+MODEL_FROM_STORE_OR_PAPER = ("num_classes", "in_channels", "c0", "c1")
+#: What ModelConfig's annotations do not say.
+MODEL_OPTIONS = {
+    "arch": {"choices": tuple(ARCHS)},
+    "log_act": {
+        "help": "--no-log-act: LeakyReLU after the first conv (the paper's 'unmodified')."
+    },
+}
+
+
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
 @apply_options(
-    field_options(ModelConfig), field_options(TrainConfig, overrides=_resume_overrides())
+    field_options(ModelConfig, exclude=MODEL_FROM_STORE_OR_PAPER, overrides=MODEL_OPTIONS),
+    field_options(TrainConfig, overrides=_resume_overrides()),
 )
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="[runs/<time>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from last.pt.")

@@ -21,7 +21,7 @@ sigmoid for the per-class probabilities (multi-label).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -110,24 +110,17 @@ class ModelConfig:
     width : int
         Channels of the stem and first stage (64 in the paper; small values
         make tiny test models). Stages have width, 2, 4, 8 x width.
-
-    Each field's ``metadata`` makes its ``trainer fit`` option
-    (:mod:`ccfkit.cli_options`).
     """
 
-    num_classes: int = field(metadata={"cli": False})  # from the store
-    arch: int = field(default=18, metadata={"choices": tuple(ARCHS)})
-    in_channels: int = field(default=1, metadata={"cli": False})  # from the store
-    log_act: bool = field(
-        default=True,
-        metadata={"help": "--no-log-act: LeakyReLU after the first conv (the paper's "
-                  "'unmodified')."},
-    )  # fmt: skip
-    alpha: float = field(default=0.2, metadata={"help": "Eq. 11 scale."})
-    c0: float = field(default=C0, metadata={"cli": False})  # Eq. 11's constants
-    c1: float = field(default=C1, metadata={"cli": False})
-    leak: float = field(default=0.2, metadata={"help": "LeakyReLU negative slope."})
-    width: int = field(default=64, metadata={"help": "Channels of the first stage."})
+    num_classes: int
+    arch: int = 18
+    in_channels: int = 1
+    log_act: bool = True
+    alpha: float = 0.2
+    c0: float = C0
+    c1: float = C1
+    leak: float = 0.2
+    width: int = 64
 
     def __post_init__(self):
         if self.arch not in ARCHS:
