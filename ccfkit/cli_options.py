@@ -5,16 +5,16 @@ command receives it under its parameter key (``metadata["key"]``, else the
 field's name). The option's default is the field's (or a given instance's),
 its type follows the annotation:
 
-==========================  ===========================================
-annotation                  option
-==========================  ===========================================
-an :class:`enum.Enum`       ``click.Choice`` of the members' values
-``bool``                    ``--name/--no-name``
-``int``, ``float``, ``str``  that type (``X | None``: the same, default None)
-``tuple[int, ...]``         ``8,2``: comma-separated (``N[,N...]``), a tuple
-``tuple[float, float]``     two values (``nargs=2``, ``MIN MAX``)
-``float | str``             a number, or one of ``metadata["words"]``
-==========================  ===========================================
+===============================  ===================================================
+annotation                       option
+===============================  ===================================================
+an :class:`enum.Enum`            ``click.Choice`` of the members' values
+``bool``                         ``--name/--no-name``
+``int``, ``float``, ``str``      that type (``X | None``: the same, default None)
+``tuple[int, ...]``              ``8,2``: comma-separated (``N[,N...]``), a tuple
+``tuple[float, float]``          two values (``nargs=2``, ``MIN MAX``)
+``float | str``                  a number, or one of ``metadata["words"]``
+===============================  ===================================================
 
 The field's ``metadata`` refines it (every key optional): ``help`` (else
 the field's description in the class docstring's numpydoc ``Attributes`` or
@@ -48,6 +48,7 @@ __all__ = [
     "NumberOrWord",
     "apply_options",
     "choice_values",
+    "docstring_help",
     "field_options",
     "option_key",
     "take_fields",
