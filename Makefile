@@ -21,7 +21,7 @@ VENV_NEWEST ?= .venv-3.13
 #: The engine: the math, the backends, noise, the store's files, the layers and settings
 #: (not the end-to-end commands build, simulate, demo and the catalogue of refusals).
 NEWEST_TESTS ?= $(addprefix tests/test_,$(addsuffix .py,polar fourier ccf estimators engine \
-	backends noise sacla io_direct zarr_direct chunks ecosystem layers settings))
+	backends noise sacla io_direct ecosystem layers settings provenance)) tests/store
 BIN := $(VENV)/bin
 
 .PHONY: install install-newest demo test test-newest bench figures clean

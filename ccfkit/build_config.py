@@ -33,6 +33,8 @@ __all__ = [
     "BuildOptions",
     "NoiseSettings",
     "OutputSettings",
+    "flat_parameters",
+    "parameter_key",
 ]
 
 #: What a build's ``backend`` may be: ``auto`` and every backend's name.
@@ -146,11 +148,7 @@ class BuildConfig:
         dict
             ``{key: value}`` for every field of every part; enums as their values.
         """
-        return {
-            parameter_key(item): _plain(getattr(getattr(self, name), item.name))
-            for name in _PARTS
-            for item in fields(_PARTS[name])
-        }
+        return flat_parameters(*(getattr(self, name) for name in _PARTS))
 
     @classmethod
     def parameter_keys(cls) -> list[str]:
@@ -196,6 +194,19 @@ class BuildConfig:
             except ValueError as error:
                 raise _input_error(f"{', '.join(values)}: {error}") from error
         return cls(**parts)
+
+
+def flat_parameters(*parts) -> dict:
+    """Every field of the recipe's ``parts`` (RingGrid, MapSettings, ...) by its key.
+
+    Enums become their values; nothing is checked across the parts (a store's
+    recipe read back is what it is).
+    """
+    return {
+        parameter_key(item): _plain(getattr(part, item.name))
+        for part in parts
+        for item in fields(part)
+    }
 
 
 def parameter_key(item) -> str:

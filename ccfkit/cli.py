@@ -15,9 +15,8 @@ import numpy as np
 from ._version import __version__
 from .build_config import BACKEND_CHOICES, BuildConfig, BuildOptions, NoiseSettings
 from .cli_options import apply_options, field_options, take_fields
-from .instrument import Polarization
 from .polar import RingGrid
-from .simulate import DEFAULT_MIX, Kind, SimulationConfig
+from .simulate import DEFAULT_MIX, Kind, Polarization, SimulationConfig
 
 
 @click.group()
@@ -204,7 +203,7 @@ def show(store: Path, frame: int, output: Path) -> None:
 
 def _default_workers() -> int:
     """Rendering threads of ``simulate``: the CPUs this process may use, at most 4."""
-    from .backends._base import usable_cpus
+    from .provenance import usable_cpus
 
     return min(4, usable_cpus())
 
@@ -262,7 +261,7 @@ def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, **settings) -
     beam, a flat detector with a central hole, stray light, Poisson noise;
     labels as in the paper's Table 1 (see docs/simulate.md).
     """
-    from .simulated_file import write_simulated
+    from .simulate.cxi_file import write_simulated
 
     try:
         config = SimulationConfig(**settings)
@@ -305,7 +304,7 @@ def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
     The frames are those `ccfkit simulate --seed SEED` (default options) makes
     at the indices shown in the titles.
     """
-    from .io.atomic import atomic_output
+    from .atomic import atomic_output
     from .simulate import draw_examples
 
     try:
@@ -339,7 +338,7 @@ def estimator_figure(out: Path, frame, mask_path, center, q_bins, phi_bins) -> N
     Also the isotropic leakage of each order-n estimator under the mask
     (docs/ccf.md, "What the estimators and scalings show").
     """
-    from .io.atomic import atomic_output
+    from .atomic import atomic_output
     from .plotting import estimators_figure
 
     image, mask = _figure_frame(frame, mask_path)

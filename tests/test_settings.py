@@ -311,7 +311,7 @@ def test_the_paper_recipe_is_the_papers_map():
 
 @pytest.mark.parametrize("name", ["cpu", "cpu-maps", "cpu-gaps", "paper"])
 def test_the_presets_start_from_the_named_paper_recipe(name):
-    from trainer.study_plan import build_config, load_config
+    from ccfsort.study_plan import build_config, load_config
 
     build = load_config(name)["build"]
     assert build.get("recipe") == "paper"
@@ -352,8 +352,8 @@ def test_the_trainer_version_is_the_packages():
 
 
 def test_the_study_split_defaults_are_the_train_configs():
+    from ccfsort.study_plan import load_config
     from trainer.config import STUDY_TEST_FRACTION, TrainConfig
-    from trainer.study_plan import load_config
 
     split = load_config("cpu")["split"]
     assert "validation" not in split and "test" not in split  # the defaults, not restated

@@ -9,6 +9,8 @@ chunk-aware store loader), :mod:`trainer.metrics` (§3.2), :mod:`trainer.config`
 docs/training.md.
 """
 
-from ccfkit._version import __version__  # one distribution, one version (the package metadata)
+from importlib.metadata import version
+
+__version__ = version("ccfkit")  # trainer ships in the ccfkit distribution: one version
 
 __all__ = ["__version__"]

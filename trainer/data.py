@@ -319,9 +319,9 @@ def save_split(path, split: dict[str, np.ndarray], seed: int) -> None:
     """Write a split as ``.npz``: ``train``, ``eval`` (validation), ``test``, ``seed``.
 
     ``eval`` is the name the run directory has always used for the split that
-    picks the best checkpoint. Written atomically (``ccfkit.io.atomic``).
+    picks the best checkpoint. Written atomically (``ccfkit.atomic``).
     """
-    from ccfkit.io.atomic import atomic_output
+    from ccfkit.atomic import atomic_output
 
     with atomic_output(Path(path), overwrite=True) as tmp, open(tmp, "wb") as handle:
         np.savez(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccfkit.io.atomic import atomic_output
+from ccfkit.atomic import atomic_output
 
 from .config import TrainConfig
 from .data import (

@@ -2,7 +2,8 @@
 
 A run directory holds (docs/training.md)::
 
-    config.json    the ModelConfig, the TrainConfig and what was read from the store
+    config.json    the ModelConfig, the TrainConfig, what was read from the store and
+                   the machine and versions (:func:`ccfkit.provenance.environment`)
     split.npz      train, eval (validation) and test frame indices (rows of the store)
     metrics.csv    one row per epoch: losses, eval metrics, lr, seconds, samples/s
     last.pt        checkpoint after the last finished epoch (resume from here)
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccfkit.io.atomic import atomic_output
+from ccfkit.atomic import atomic_output
 
 from .config import TrainConfig
 from .data import StoreInfo, load_split, open_store, save_split, split_three_ways, subsample
@@ -121,10 +122,13 @@ def store_identity(path) -> str:
 
 
 def _config_dict(model_cfg: ModelConfig, train_cfg: TrainConfig, info: StoreInfo) -> dict:
+    from ccfkit.provenance import environment
+
     from . import __version__
 
     return {
         "trainer_version": __version__,
+        "environment": environment(("torch", "numpy")),
         "model": model_cfg.to_dict(),
         "train": asdict(train_cfg),
         "store": {

@@ -146,8 +146,8 @@ class StudyPlan:
 
 
 def preset_names() -> list[str]:
-    """The presets shipped in ``trainer/presets`` (file names without ``.toml``)."""
-    folder = resources.files("trainer") / "presets"
+    """The presets shipped in ``ccfsort/presets`` (file names without ``.toml``)."""
+    folder = resources.files("ccfsort") / "presets"
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -178,7 +178,7 @@ def load_config(study: str, overrides=()) -> dict:
     if path.is_file():
         text = path.read_text()
     elif study in preset_names():
-        text = (resources.files("trainer") / "presets" / f"{study}.toml").read_text()
+        text = (resources.files("ccfsort") / "presets" / f"{study}.toml").read_text()
     else:
         raise PlanError(
             f"{study}: no such study file or preset (presets: {', '.join(preset_names())})"
@@ -249,9 +249,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def _allowed_keys() -> dict[str, set]:
     from ccfkit.build_config import BuildConfig
-
-    from .config import TrainConfig
-    from .model import ModelConfig
+    from trainer.config import TrainConfig
+    from trainer.model import ModelConfig
 
     return {
         "build": {*BuildConfig.parameter_keys(), "recipe"},
@@ -289,9 +288,8 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
         Unknown keys and values the three config classes refuse (one line).
     """
     from ccfkit.io.source import InputError
-
-    from .config import TrainConfig
-    from .model import ModelConfig
+    from trainer.config import TrainConfig
+    from trainer.model import ModelConfig
 
     for section in SECTIONS:
         unknown = sorted(set(recipe[section]) - allowed[section])

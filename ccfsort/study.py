@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .run_dir import write_json
+from trainer.run_dir import write_json
+
 from .study_plan import PlanError, StudyPlan, build_config
 
 __all__ = ["RunJob", "StudyError", "is_finished", "run_job", "run_study"]
@@ -70,37 +70,18 @@ def _same_or_new(path: Path, record: dict, what: str) -> bool:
 
 
 def cpu_name() -> str:
-    """The CPU model (from /proc/cpuinfo where there is one) and the usable core count."""
-    from ccfkit.backends._base import usable_cpus
+    """The CPU model and the usable core count (:mod:`ccfkit.provenance`)."""
+    from ccfkit.provenance import cpu_model, usable_cpus
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {usable_cpus()} usable cores"
+    return f"{cpu_model()}, {usable_cpus()} usable cores"
 
 
 def environment() -> dict:
-    """Versions and machine, for provenance."""
-    import torch
+    """Versions and machine, for provenance (:func:`ccfkit.provenance.environment`)."""
+    from ccfkit.provenance import environment as described
+    from trainer import __version__
 
-    import ccfkit
-
-    from . import __version__
-
-    return {
-        "trainer": __version__,
-        "ccfkit": ccfkit.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "cpu": cpu_name(),
-        "host": platform.node(),
-    }
+    return {"trainer": __version__, **described(("torch", "numpy")), "cpu": cpu_name()}
 
 
 # --------------------------------------------------------------------------
@@ -132,7 +113,7 @@ def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) 
     if "sources" in data:
         return [str(Path(s).resolve()) for s in data["sources"]]
     from ccfkit.simulate import SimulationConfig
-    from ccfkit.simulated_file import write_simulated
+    from ccfkit.simulate.cxi_file import write_simulated
 
     spec = dict(data["simulate"])
     n, seed = int(spec.pop("n")), int(spec.pop("seed", 0))
@@ -168,8 +149,8 @@ def open_frames(paths, config: dict):
 
 def ensure_split(plan: StudyPlan, out: Path, n_frames: int) -> Path:
     """``split.npz``: the one train / validation / test split of every arm (made once)."""
-    from .config import STUDY_TEST_FRACTION, TrainConfig
-    from .data import save_split, split_three_ways
+    from trainer.config import STUDY_TEST_FRACTION, TrainConfig
+    from trainer.data import save_split, split_three_ways
 
     spec = plan.config.get("split", {})
     record = {
@@ -212,20 +193,21 @@ def ensure_store(path: Path, paths, config: dict, build: dict, *, scheduler=None
     """
     from ccfkit.build_config import BuildOptions
     from ccfkit.pipeline import build as run_build
-    from ccfkit.store import StoreError, open_store
+    from ccfkit.store import StoreError, StoreRecipe, open_store, read_recipe
 
     build_cfg = build_config(build)
     options = BuildOptions(**config.get("build_options", {}))
     if path.exists():
         try:
             group = open_store(path)
+            if group.attrs.get("status") == "complete":
+                changed = read_recipe(group).differences(StoreRecipe.of_build(build_cfg))
+                if changed:
+                    raise StudyError(f"{path}: built with another {', '.join(changed)} than "
+                                     "this study's")  # fmt: skip
+                return str(path)
         except StoreError as error:
             raise StudyError(str(error)) from None
-        if group.attrs.get("status") == "complete":
-            stored = group.attrs["parameters"]
-            if _canonical(stored) != _canonical(json.loads(_canonical(build_cfg.parameters()))):
-                raise StudyError(f"{path}: built with other parameters than this study's")
-            return str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("building %s", path.name)
     try:
@@ -273,10 +255,10 @@ def is_finished(run_dir) -> bool:
 
 def run_job(job: RunJob) -> str:
     """Train (or resume, or skip) one run; returns ``"skipped"``, ``"resumed"`` or ``"trained"``."""
-    from . import loop
-    from .config import TrainConfig
-    from .data import inspect_store
-    from .model import ModelConfig
+    from trainer import loop
+    from trainer.config import TrainConfig
+    from trainer.data import inspect_store
+    from trainer.model import ModelConfig
 
     run_dir = Path(job.run_dir)
     if is_finished(run_dir):
@@ -348,8 +330,9 @@ def collect_arm(run_dirs: dict, test_rows: np.ndarray) -> dict | None:
         ``per_class`` (class -> precision / recall summaries, support),
         ``train_frames``, ``epochs``.
     """
-    from .data import load_split
-    from .metrics import compute_metrics
+    from trainer.data import load_split
+    from trainer.metrics import compute_metrics
+
     from .verdicts import frame_counts
 
     seeds, counts = {}, []
@@ -397,8 +380,8 @@ def baselines(store: str, split: dict) -> dict:
     The best constant predicts, for each class, the majority value of the
     training labels (the constant with the best accuracy on training data).
     """
-    from .data import inspect_store, open_store
-    from .metrics import compute_metrics
+    from trainer.data import inspect_store, open_store
+    from trainer.metrics import compute_metrics
 
     info = inspect_store(store)
     labels = open_store(store)["labels"][:].astype(bool)
@@ -419,7 +402,7 @@ def baselines(store: str, split: dict) -> dict:
 
 def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
     """The run's best checkpoint on every frame of another store (cached in ``score_file``)."""
-    from .inference import evaluate_run
+    from trainer.inference import evaluate_run
 
     if score_file.is_file():
         return json.loads(score_file.read_text())
@@ -433,6 +416,59 @@ def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
 # --------------------------------------------------------------------------
 # The study
 # --------------------------------------------------------------------------
+
+
+def _train_arms(plan: StudyPlan, run_dirs: dict, stores: dict, split_file: Path, threads,
+                scheduler) -> dict:  # fmt: skip
+    """Run every unfinished (arm, seed) of ``plan``; ``{run_dir: outcome}`` of every run."""
+    jobs = [
+        RunJob(
+            run_dirs[arm.key][s],
+            stores[arm.key],
+            str(split_file.resolve()),
+            s,
+            arm.model,
+            arm.train,
+            threads,
+        )
+        for arm in plan.arms.values()
+        for s in plan.seeds
+    ]
+    pending = [job for job in jobs if not is_finished(job.run_dir)]
+    log.info("%d runs, %d finished before, %d to run", len(jobs), len(jobs) - len(pending),
+             len(pending))  # fmt: skip
+    outcomes = {job.run_dir: "skipped" for job in jobs if job not in pending}
+    outcomes.update(_run_all(pending, scheduler))
+    return outcomes
+
+
+def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, results: dict,
+                       *, scheduler, progress) -> None:  # fmt: skip
+    """Every finished run scored on all frames of ``source``, into ``results[arm]["eval_sources"]``.
+
+    The frames are built with each arm's own build parameters (one store per
+    distinct build, reused); the scores are cached under ``out/scores``.
+    """
+    for arm in plan.arms.values():
+        if results[arm.key] is None:
+            continue
+        path = store_path(out, [source], plan.config, arm.build)
+        store = ensure_store(path, [source], plan.config, arm.build, scheduler=scheduler,
+                             progress=progress)  # fmt: skip
+        scores = {
+            s: score_on_source(
+                Path(d), store, out / "scores" / arm.name / f"seed-{s}" / f"{path.stem}.json"
+            )
+            for s, d in run_dirs[arm.key].items()
+            if is_finished(d)
+        }
+        results[arm.key].setdefault("eval_sources", {})[source] = {
+            "seeds": scores,
+            "summary": {
+                k: _summary([m[k] for m in scores.values()])
+                for k in ("accuracy", "precision", "recall")
+            },
+        }
 
 
 def run_study(
@@ -472,7 +508,8 @@ def run_study(
     dict
         The report (``report.json``'s content).
     """
-    from .data import load_split
+    from trainer.data import load_split
+
     from .study_report import write_report
 
     started = time.perf_counter()
@@ -501,48 +538,11 @@ def run_study(
     }
     outcomes = {}
     if train:
-        jobs = [
-            RunJob(
-                run_dirs[arm.key][s],
-                stores[arm.key],
-                str(split_file.resolve()),
-                s,
-                arm.model,
-                arm.train,
-                threads,
-            )
-            for arm in plan.arms.values()
-            for s in plan.seeds
-        ]
-        pending = [job for job in jobs if not is_finished(job.run_dir)]
-        log.info("%d runs, %d finished before, %d to run", len(jobs), len(jobs) - len(pending),
-                 len(pending))  # fmt: skip
-        outcomes = {job.run_dir: "skipped" for job in jobs if job not in pending}
-        outcomes.update(_run_all(pending, scheduler))
-
+        outcomes = _train_arms(plan, run_dirs, stores, split_file, threads, scheduler)
     results = {key: collect_arm(run_dirs[key], split["test"]) for key in plan.arms}
     for source in eval_sources:
-        source = str(Path(source).resolve())
-        for arm in plan.arms.values():
-            if results[arm.key] is None:
-                continue
-            path = store_path(out, [source], config, arm.build)
-            store = ensure_store(path, [source], config, arm.build, scheduler=scheduler,
-                                 progress=progress)  # fmt: skip
-            scores = {
-                s: score_on_source(
-                    Path(d), store, out / "scores" / arm.name / f"seed-{s}" / f"{path.stem}.json"
-                )
-                for s, d in run_dirs[arm.key].items()
-                if is_finished(d)
-            }
-            results[arm.key].setdefault("eval_sources", {})[source] = {
-                "seeds": scores,
-                "summary": {
-                    k: _summary([m[k] for m in scores.values()])
-                    for k in ("accuracy", "precision", "recall")
-                },
-            }
+        _score_eval_source(str(Path(source).resolve()), plan, out, run_dirs, results,
+                           scheduler=scheduler, progress=progress)  # fmt: skip
     some_store = next((stores[k] for k in plan.arms if Path(stores[k]).exists()), None)
     base = baselines(some_store, split) if some_store else {}
     provenance = {
