@@ -122,6 +122,14 @@ class TrainConfig:
         metadata={"resume": True, "range": {"min": 1},
                   "help": "torch CPU threads [torch's default; on --resume: the saved value]"},
     )  # fmt: skip
+    #: A label table (CSV: ``index`` + one 0/1 column per label name, as ``trainer label``
+    #: writes it): train on its frames only, with its labels; the split is over them.
+    labels: str | None = field(
+        default=None,
+        metadata={"path": "file",
+                  "help": "Train on the frames of this label table (trainer label) only, "
+                          "with its labels; the split is over them."},
+    )  # fmt: skip
 
     def __post_init__(self):
         InputKind(self.input)
