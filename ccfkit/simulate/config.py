@@ -20,7 +20,7 @@ import numpy as np
 
 from .detector import Detector, momentum_transfer
 from .instrument import Polarization
-from .randomization import check_randomization, randomized_ranges
+from .randomization import BEAM_STOPS, check_randomization, randomized_ranges
 
 __all__ = [
     "DEFAULT_MIX",
@@ -231,9 +231,10 @@ class SimulationConfig:
     the default: the file is then what it was without these fields):
 
     randomize : bool
-        Fill every range below that is None with
-        :func:`~ccfkit.simulate.randomization.randomized_ranges` (``--randomize``:
-        a training set meant to transfer to other detectors).
+        Draw the detector too: every range below that is not given takes the
+        ranges of docs/simulate.md, "Randomised detectors"
+        (:func:`~ccfkit.simulate.randomization.randomized_ranges`), meant for
+        training sets that should transfer to other detectors.
     max_angle_range : (float, float) or None
         Per frame: scattering angle (degrees) at the detector half-width,
         uniform; the distance follows, with the file's pixel size. Replaces
@@ -291,10 +292,10 @@ class SimulationConfig:
     randomize: bool = False
     max_angle_range: tuple[float, float] | None = None
     pixel_size_range: tuple[float, float] | None = None
-    beam_stop: str | None = None
+    beam_stop: str | None = field(default=None, metadata={"choices": BEAM_STOPS})
     beam_stop_range: tuple[float, float] | None = None
     beam_offset_range: float | None = None
-    panel_grids: tuple[str, ...] | None = None
+    panel_grids: tuple[str, ...] | None = field(default=None, metadata={"metavar": "RxC[,RxC...]"})
     panel_gap_range: tuple[float, float] | None = None
     background_range: tuple[float, float] | None = None
     polarization_degree: tuple[float, float] | None = None
