@@ -74,7 +74,7 @@ def randomized_ranges(size: int) -> dict:
     """The ranges that ``randomize=True`` (``--randomize``) fills in, for a detector of
     ``size`` pixels: lengths in pixels scale with the size (``docs/simulate.md``)."""
     return {
-        "max_angle_range": (15.0, 45.0),
+        "max_angle_range": (12.0, 40.0),
         "pixel_size_range": (50.0, 200.0),
         "beam_stop": "random",
         "beam_stop_range": (max(1.0, 0.015 * size), 0.08 * size),

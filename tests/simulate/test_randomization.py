@@ -11,8 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
+import ccfkit.store
 from ccfkit import simulate as sim
 from ccfkit.io import cxi
+from ccfkit.io.source import open_source
 from ccfkit.simulate.cxi_file import write_simulated
 from ccfkit.simulate.randomization import RANDOM_STREAM, file_detector
 
@@ -74,7 +76,7 @@ def test_each_per_frame_quantity_varies_within_its_range_and_is_recorded(random_
         drawn = json.loads(handle.attrs["randomized_detector"])
         assert handle[cxi.DATA_PATH].attrs["units"].startswith("detector units")
     assert params["randomize"] is True
-    assert params["max_angle_range_deg"] == [15.0, 45.0]
+    assert params["max_angle_range_deg"] == [12.0, 40.0]
     assert params["gain_range_units_per_photon"] == [0.5, 4.0]
     angle = np.degrees(np.arctan(32.5 * pixel / distance))
     per_frame = {
@@ -312,3 +314,23 @@ def test_bad_randomisation_input_is_a_one_line_error(tmp_path, args, message):
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_build_reads_a_randomised_file(tmp_path):
+    """``ccfkit build`` makes maps of a randomised file: its mask (stop, arm, gaps), the
+    mean of the per-frame centres and distances, its labels."""
+    path = simulate_file(tmp_path / "random.cxi", "--seed", 3, "--randomize", n=8)
+    out = tmp_path / "maps.zarr"
+    result = run("build", path, out, "--q-bins", 16, "--phi-bins", 32, "--quiet")
+    assert result.exit_code == 0, result.output
+    source = open_source([path])
+    with h5py.File(path, "r") as handle:
+        np.testing.assert_array_equal(source.mask, handle[f"{DETECTOR}/mask"][()] == 0)
+        assert source.distance == pytest.approx(handle[f"{DETECTOR}/distance"][()].mean())
+        centres = handle[f"{DETECTOR}/beam_center"][()]
+    assert source.center == pytest.approx(tuple(centres.mean(axis=0)))
+    assert source.label_names == sim.LABELS
+    store = ccfkit.store.open_store(out)
+    assert store["labels"].shape == (8, len(sim.LABELS))
+    maps = np.asarray(store["ccf"])
+    assert maps.shape[0] == 8 and np.all(np.isfinite(maps))
