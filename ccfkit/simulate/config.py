@@ -395,6 +395,8 @@ class SimulationConfig:
 
     @property
     def detector(self) -> Detector:
+        """The configuration's detector; with per-file ranges, the nominal one that
+        :func:`~ccfkit.simulate.randomization.file_detector` draws a file's from."""
         return Detector.from_config(self)
 
     def to_dict(self) -> dict:

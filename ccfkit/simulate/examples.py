@@ -43,7 +43,7 @@ def example_frames(config: SimulationConfig, seed: int, *, search: int = 2000):
     list of (str, int, FrameParameters, (C,) uint8, (H, W) float32)
         Panel title, frame index, its parameters, labels and data.
     """
-    detector = config.detector
+    detector = file_detector(config, seed)
     params = draw_parameters(config, seed, np.arange(search))
     labels = assign_labels(params, detector)
     found = []
@@ -52,7 +52,7 @@ def example_frames(config: SimulationConfig, seed: int, *, search: int = 2000):
             lab = dict(zip(LABELS, labels[row].astype(bool)))
             if rule(lab, Kind(params.kind[row])):
                 one = params.take([row])
-                data = render_frames(one, config, seed)[0]
+                data = render_frames(one, config, seed, detector=detector)[0]
                 found.append((title, int(params.index[row]), one, labels[row], data))
                 break
         else:
@@ -97,7 +97,7 @@ def draw_examples(config: SimulationConfig, seed: int, path, *, search: int = 20
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     examples = example_frames(config, seed, search=search)
-    detector = config.detector
+    detector = file_detector(config, seed)
     good = detector.good_pixels()
     cols = 3
     rows = max(1, math.ceil(len(examples) / cols))

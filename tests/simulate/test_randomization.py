@@ -156,7 +156,7 @@ def flat_frames(gain, read_noise_photons, level, *, frames=6, size=129):
                                                      (1.0, 1.5, 0.5)])  # fmt: skip
 def test_gain_and_read_noise_statistics_of_an_empty_flat_frame(gain, read_noise, level):
     """Mean ``g lambda`` and variance ``g^2 lambda + sigma^2`` (``sigma = g r`` in detector
-    units), over ~97,000 good pixels: 6 standard errors."""
+    units), over ~99,500 good pixels: 6 standard errors."""
     frames, good = flat_frames(gain, read_noise, level)
     values = frames[:, good].astype(np.float64).ravel()
     sigma = gain * read_noise
