@@ -314,8 +314,10 @@ def _mask_description(detector: Detector) -> str:
         stop = f"the central hole of the MCP, radius {detector.hole_radius:g} px"
     else:
         stop = f"a round beam stop, radius {detector.hole_radius:g} px"
-    where = "the detector middle" if detector.offset == (0.0, 0.0) else (
-        f"({detector.stop_center[0]:g}, {detector.stop_center[1]:g}) px"
+    where = (
+        "the detector middle"
+        if detector.offset == (0.0, 0.0)
+        else (f"({detector.stop_center[0]:g}, {detector.stop_center[1]:g}) px")
     )
     text = f"CXI bit mask: 0 = good; 512 (PIXEL_IS_MISSING) = {stop} around {where}"
     if detector.holder_angle is not None:

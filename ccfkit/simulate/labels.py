@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from .config import Kind
 from .. import geometry
+from .config import Kind
 from .detector import Detector, momentum_transfer
 from .parameters import FrameParameters
 from .scattering import sphere_form_factor

@@ -123,8 +123,9 @@ def check_randomization(config, span) -> None:
         parse_panel_grid(grid)
     offset = config.beam_offset_range
     if offset is not None and not (
-        math.isfinite(offset) and 0 <= offset and offset + math.hypot(*config.beam_offset)
-        + config.jitter <= size / 4
+        math.isfinite(offset)
+        and 0 <= offset
+        and offset + math.hypot(*config.beam_offset) + config.jitter <= size / 4
     ):
         raise ValueError(
             f"the beam offset range plus the beam offset and the jitter must stay within "
@@ -192,7 +193,8 @@ def file_detector(config, seed: int) -> Detector:
         stop_aspect=lo * (hi / lo) ** u[7] if shape.startswith("rectangle") else 1.0,
         holder_angle=2 * math.pi * u[8] if shape.endswith("-arm") else None,
         holder_width=(
-            max(1.0, radius * (arm_lo + (arm_hi - arm_lo) * u[9])) if shape.endswith("-arm")
+            max(1.0, radius * (arm_lo + (arm_hi - arm_lo) * u[9]))
+            if shape.endswith("-arm")
             else 0.0
         ),
     )

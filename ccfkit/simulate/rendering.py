@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import Kind, SimulationConfig
+from .detector import Detector
 from .instrument import (
     mcp_response,
     polarization_coefficients,
@@ -23,7 +24,6 @@ from .instrument import (
     solid_angle_factor,
     stray_light_halo,
 )
-from .detector import Detector
 from .parameters import NOISE_STREAM, FrameParameters
 from .randomization import READ_NOISE_STREAM, file_detector, randomizes
 from .scattering import particle_intensity

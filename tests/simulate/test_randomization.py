@@ -135,7 +135,7 @@ def test_the_per_frame_distance_moves_the_rings_in_pixels():
                            kind=sim.Kind.SPHERE, distance=distance)  # fmt: skip
         frame = sim.expected_counts(one, cfg)[0]
         cx, cy = det.nominal_center
-        profile = frame[int(cy), int(cx):]  # along +x from the centre
+        profile = frame[int(cy), int(cx) :]  # along +x from the centre
         want = distance * math.tan(two_theta) / det.pixel_size
         lo = int(want) - 2
         got = lo + int(np.argmin(profile[lo : int(want) + 3]))
@@ -292,7 +292,10 @@ def test_a_frame_does_not_depend_on_the_other_frames():
 def test_explicit_ranges_win_over_the_preset_and_need_their_physics():
     cfg = sim.SimulationConfig(size=65, randomize=True, gain_range=(1.0, 1.0), noise=False)
     assert cfg.gain_range == (1.0, 1.0) and cfg.read_noise_range is None  # no noise: none
-    assert sim.SimulationConfig(size=65, randomize=True, polarization="none").polarization_degree is None
+    assert (
+        sim.SimulationConfig(size=65, randomize=True, polarization="none").polarization_degree
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -301,7 +304,10 @@ def test_explicit_ranges_win_over_the_preset_and_need_their_physics():
         (["--beam-stop-range", "5", "2"], "exceeds the maximum"),
         (["--panel-grids", "0x3"], "panel grid"),
         (["--polarization-degree", "0.2", "1.5"], "polarization degree"),
-        (["--polarization-degree", "0.2", "1", "--polarization", "none"], "horizontal or vertical"),
+        (
+            ["--polarization-degree", "0.2", "1", "--polarization", "none"],
+            "horizontal or vertical",
+        ),
         (["--gain-range", "0", "2"], "gain range"),
         (["--read-noise-range", "0", "1", "--no-noise"], "read noise needs photon noise"),
         (["--max-angle-range", "10", "85"], "max angle range"),
