@@ -340,3 +340,21 @@ def test_the_build_reads_a_randomised_file(tmp_path):
     assert store["labels"].shape == (8, len(sim.LABELS))
     maps = np.asarray(store["ccf"])
     assert maps.shape[0] == 8 and np.all(np.isfinite(maps))
+
+
+def test_one_range_on_its_own_draws_what_it_draws_under_the_preset():
+    """One uniform slot per quantity: a range given alone draws the same values as under
+    ``randomize`` (equal ranges), and leaves the other quantities undrawn."""
+    preset = sim.draw_parameters(config(size=65, randomize=True), 2, np.arange(30))
+    alone = sim.draw_parameters(config(size=65, gain_range=(0.5, 4.0)), 2, np.arange(30))
+    np.testing.assert_array_equal(alone.gain, preset.gain)
+    assert alone.distance is None and alone.read_noise is None and alone.background is None
+    angle = sim.draw_parameters(config(size=65, max_angle_range=(12.0, 40.0)), 2, np.arange(30))
+    # the distance scales with the file's pixel size; the angle it subtends is the same draw
+    half = 32.5
+    det_preset = file_detector(config(size=65, randomize=True), 2)
+    np.testing.assert_allclose(
+        np.arctan(half * det_preset.pixel_size / preset.distance),
+        np.arctan(half * config(size=65).detector.pixel_size / angle.distance),
+        rtol=1e-12,
+    )
