@@ -270,9 +270,11 @@ def _resolved_angle(phase_ratio, params: FrameParameters, detector: Detector):
         return np.interp(phase_ratio, slope, grid)
     edge = np.arctan(detector.half_width * detector.pixel_size / params.distance)
     grid = np.linspace(0.0, min(float(edge.max()), math.atan(math.sqrt(0.5))))
-    per_pixel = detector.pixel_size / params.distance
-    resolved = np.interp(phase_ratio / per_pixel, np.sin(grid) * np.cos(grid) ** 2, grid)
-    return np.minimum(resolved, edge)
+    target = phase_ratio / (detector.pixel_size / params.distance)
+    slope = np.sin(grid) * np.cos(grid) ** 2
+    resolved = np.interp(target, slope, grid)
+    # beyond the largest phase per pixel the fringes are resolved out to the edge
+    return np.where(target >= slope[-1], edge, np.minimum(resolved, edge))
 
 
 def assign_labels(

@@ -358,3 +358,27 @@ def test_one_range_on_its_own_draws_what_it_draws_under_the_preset():
         np.arctan(half * config(size=65).detector.pixel_size / angle.distance),
         rtol=1e-12,
     )
+
+
+def test_labels_with_per_frame_distances_equal_those_of_each_frames_own_detector():
+    """The label features of frames with drawn distances equal, frame by frame, those
+    computed on a detector at that frame's distance (the scalar path)."""
+    cfg = config(size=129, max_angle_range=(12.0, 34.0), radius=(150.0, 600.0),
+                 mix="sphere=1,oblate=1,prolate=1,double=1,newton=1,asymmetric=1")  # fmt: skip
+    params = sim.draw_parameters(cfg, 5, np.arange(60))
+    det = cfg.detector
+    visible = sim.visible_radius(params, det)
+    shift = sim.fringe_shift(params, det, visible)
+    partners = sim.partner_features(params, det, visible)
+    labels = sim.assign_labels(params, det, shift, partners)
+    for row in range(len(params)):
+        one = replace(params.take([row]), distance=None)
+        own = replace(det, distance=float(params.distance[row]))
+        own_visible = sim.visible_radius(one, own)
+        assert own_visible[0] == pytest.approx(visible[row], rel=1e-12)
+        assert sim.fringe_shift(one, own)[0] == pytest.approx(shift[row], rel=1e-12)
+        own_partners = sim.partner_features(one, own)
+        for name, values in partners.items():
+            assert own_partners[name][0] == pytest.approx(values[row], rel=1e-6, abs=1e-9), name
+        np.testing.assert_array_equal(sim.assign_labels(one, own)[0], labels[row])
+    assert len({tuple(r) for r in labels}) > 3  # several label sets, not one
