@@ -174,6 +174,34 @@ def _center_option(value: str | None):
 )
 @click.option("--labels-path", default=None, help="Data set of the labels [CXI-like locations].")
 @click.option(
+    "--geometry",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="CrystFEL geometry of module-stacked frames (frame, module, ss, fs), read by "
+    "extra-geom; the beam at its origin unless --center (docs/build.md, Inputs).",
+)
+@click.option(
+    "--detector",
+    default=None,
+    metavar="NAME",
+    help="Read INPUTS as a European XFEL run directory, this detector (e.g. "
+    "SPB_DET_AGIPD1M-1; needs --geometry).",
+)
+@click.option(
+    "--pulses",
+    default=None,
+    metavar="START:STOP:STEP",
+    help="With --detector: the pulses taken from every train, by index [all].",
+)
+@click.option(
+    "--incomplete",
+    type=click.Choice(["skip", "mask"]),
+    default="skip",
+    show_default=True,
+    help="With --detector: trains missing a module are skipped, or kept with it masked.",
+)
+@click.option(
     "--center",
     default=None,
     metavar="X,Y|auto",
@@ -258,6 +286,10 @@ def build(
     data_path,
     mask_spec,
     labels_path,
+    geometry,
+    detector,
+    pulses,
+    incomplete,
     center,
     keep_images,
     image_size,
@@ -272,7 +304,7 @@ def build(
     force,
     quiet,
 ):
-    """Compute the CCF maps of INPUTS (CXI/HDF5 files or globs) into the Zarr store OUT."""
+    """Compute the CCF maps of INPUTS (CXI/HDF5 files, globs, or a run) into the store OUT."""
     from .backends import BackendUnavailableError
     from .io.source import InputError, open_source, read_mask_file
     from .pipeline import build as run_build
@@ -284,13 +316,19 @@ def build(
         if mask_spec:
             check_not_input(out, [mask_spec.partition(":")[0]])
         mask, mask_origin = read_mask_file(mask_spec) if mask_spec else (None, "")
-        source = open_source(
-            inputs,
-            data_path=data_path,
-            mask=mask,
-            mask_origin=mask_origin,
-            labels_path=labels_path,
-        )
+        if detector is not None or pulses is not None:
+            source = _open_run(inputs, detector, geometry, pulses, incomplete, mask_spec)
+        else:
+            source = open_source(
+                inputs,
+                data_path=data_path,
+                mask=mask,
+                mask_origin=mask_origin,
+                labels_path=labels_path,
+                geometry=geometry,
+            )
+        if source.pixels is not None and center == "auto":
+            raise InputError("--center auto works on images; with --geometry give --center X,Y")
         centre, centre_origin = _resolve_center(_center_option(center), source)
         config = BuildConfig(
             orders=_orders_option(orders, order),
@@ -326,6 +364,22 @@ def build(
             write_method=chunk_writer,
         )
     click.echo(f"wrote {out}")
+
+
+def _open_run(inputs, detector, geometry, pulses, incomplete, mask_spec):
+    """``--detector``: the European XFEL run directory INPUTS names (ccfkit.io.euxfel)."""
+    from .io.euxfel import open_run, parse_pulses
+    from .io.source import InputError
+
+    if detector is None:
+        raise InputError("--pulses selects pulses of a run: give --detector NAME")
+    if len(inputs) != 1:
+        raise InputError(f"--detector reads one run directory, not {len(inputs)} inputs")
+    if mask_spec:
+        raise InputError("--mask with --detector: the run's own mask (image.mask) is used")
+    return open_run(
+        inputs[0], detector, geometry=geometry, pulses=parse_pulses(pulses), incomplete=incomplete
+    )
 
 
 def _orders_option(orders: str | None, order: int | None) -> tuple[int, ...]:

@@ -227,13 +227,15 @@ def build(
     """
     check_not_input(out, source.reader.files)
     if center is None:
-        center, center_origin = source.center, "file"
+        center, center_origin = source.center, source.center_origin
     if center is None:
         height, width = source.frame_shape
         center, center_origin = ((width - 1) / 2, (height - 1) / 2), "detector middle"
     if not force:
-        check_geometry(source.mask, center, config.r_max)
-    spec = PlanSpec.describe(source.frame_shape, center=center, mask=source.mask, grid=config.grid)
+        check_geometry(source.mask, center, config.r_max, source.pixels)
+    spec = PlanSpec.describe(
+        source.frame_shape, center=center, mask=source.mask, grid=config.grid, pixels=source.pixels
+    )
     try:
         plan = spec.plan()
     except ValueError as error:
@@ -296,7 +298,9 @@ def build(
     return group
 
 
-def check_geometry(mask: np.ndarray, center: tuple[float, float], r_max: float | None) -> None:
+def check_geometry(
+    mask: np.ndarray, center: tuple[float, float], r_max: float | None, pixels=None
+) -> None:
     """Refuse what is most likely a mistake (``--force`` accepts it).
 
     Parameters
@@ -307,6 +311,8 @@ def check_geometry(mask: np.ndarray, center: tuple[float, float], r_max: float |
         ``(cx, cy)``, pixels.
     r_max : float or None
         The largest radius asked for, pixels.
+    pixels : DetectorGeometry, optional
+        Where the pixels of a module stack lie (default: a plain image).
 
     Raises
     ------
@@ -324,6 +330,8 @@ def check_geometry(mask: np.ndarray, center: tuple[float, float], r_max: float |
     height, width = mask.shape
     cx, cy = center
     farthest = float(np.hypot(max(cx, width - 1 - cx), max(cy, height - 1 - cy)))
+    if pixels is not None:
+        farthest = pixels.farthest(center)
     if r_max is not None and r_max > farthest:
         raise InputError(
             f"--r-max {r_max:g} lies beyond the detector (its farthest pixel is {farthest:.1f} px "
@@ -423,6 +431,7 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan) -> dict:
         if source.label_display_names:
             attrs["display_names"] = list(source.label_display_names)
         contents["labels"] = (source.labels, attrs)
+    contents.update(source.frame_ids)  # train_id, pulse_id of a European XFEL run
     if None not in (source.wavelength, source.distance, source.pixel_size):
         q = momentum_transfer(
             plan.radius,

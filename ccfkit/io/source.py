@@ -7,6 +7,17 @@ frames through :class:`FrameReader`, a small picklable object that reopens the
 files wherever it runs (a Dask worker, a DataLoader process) instead of
 shipping open HDF5 handles.
 
+Compressed data sets read as any other: importing this module imports
+``hdf5plugin``, which registers the HDF5 filters it bundles (bitshuffle with
+LZ4, LZ4, Zstd, Blosc, Blosc2, ...); a data set whose filter is still
+unavailable is refused when the input is opened, with the filter named.
+
+Module stacks ``(frame, module, ss, fs)`` (AGIPD, JUNGFRAU, ...) need their
+geometry (:mod:`ccfkit.io.geometry_file`); a frame is then served as the
+``(module * ss, fs)`` array of its modules one under the other (a reshape,
+no copy), which the polar plan of the geometry indexes
+(:mod:`ccfkit.detector_geometry`).
+
 CXI conventions (Maia 2012; cxidb.org): frames are ``(frame, y, x)`` at
 ``/entry_1/data_1/data``, ``/entry_1/image_1/data`` or
 ``/entry_1/instrument_1/detector_1/data``. Integer masks at a CXI mask
@@ -26,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers bitshuffle, LZ4, Zstd, Blosc, ... with HDF5
 import numpy as np
 
 from .hdf5_direct import frame_layout, map_frames, read_frames
@@ -140,9 +152,11 @@ class FrameReader:
     counts : tuple of int
         Frames in each file.
     frame_shape : (int, int)
-        ``(H, W)``, the same in every file.
+        ``(H, W)``, the same in every file (a module stack: ``(modules * ss, fs)``).
     dtype : numpy dtype
         The dtype frames are returned in.
+    stack_shape : (int, int, int) or None
+        ``(modules, ss, fs)`` of a module stack as stored, or None for images.
     """
 
     files: tuple[str, ...]
@@ -150,6 +164,7 @@ class FrameReader:
     counts: tuple[int, ...]
     frame_shape: tuple[int, int]
     dtype: np.dtype = field(default=np.dtype(np.float32))
+    stack_shape: tuple[int, int, int] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -180,8 +195,9 @@ class FrameReader:
                     if layout is not None:
                         read_frames(name, layout, lo, hi, part)
                     else:
+                        stored = part.reshape(len(part), *(self.stack_shape or self.frame_shape))
                         with h5py.File(name, "r") as handle:
-                            handle[self.data_path].read_direct(part, np.s_[lo:hi])
+                            handle[self.data_path].read_direct(stored, np.s_[lo:hi])
                 except (OSError, KeyError) as error:  # truncated, damaged, locked, replaced
                     reason = " ".join(str(error).split())
                     raise InputError(
@@ -211,6 +227,17 @@ class FrameReader:
                 break
             offset += count
         return [self.read(start, stop).astype(np.float32, copy=False)]
+
+    def describe(self) -> dict:
+        """JSON-ready identity of the input: files, sizes, frame counts, data set, fingerprint."""
+        return {
+            "files": [str(Path(name).resolve()) for name in self.files],
+            "file_sizes": [Path(name).stat().st_size for name in self.files],
+            "frames_per_file": list(self.counts),
+            "data_path": self.data_path,
+            "frame_shape": list(self.frame_shape),
+            "fingerprint": input_fingerprint(self),
+        }
 
     def __getitem__(self, key) -> np.ndarray:
         """Frames for a slice (or a tuple whose first element is a slice)."""
@@ -251,9 +278,22 @@ class FrameSource:
         Label groups that must not be predicted together.
     center : (float, float) or None
         Beam centre ``(cx, cy)`` in pixels found in the first file (x = column
-        first; the mean when the file gives one per frame).
+        first; the mean when the file gives one per frame); with a geometry,
+        its origin ``(0, 0)``.
     wavelength, distance, pixel_size : float or None
         Metres, when the files give them (for momentum transfer).
+    reader : FrameReader or another reader with the same methods
+        (:class:`ccfkit.io.euxfel.RunReader`).
+    pixels : DetectorGeometry or None
+        Where the pixels of a module stack lie (None: a plain image).
+    center_origin : str
+        Where :attr:`center` came from.
+    center_spread : dict or None
+        One centre per frame was given and their mean is used: how many, their
+        standard deviation and largest distance from the mean (pixels).
+    frame_ids : dict of str to (N,) ndarray
+        Per-frame identifiers stored beside the maps (``train_id``,
+        ``pulse_id`` of a European XFEL run), with their attributes.
     """
 
     reader: FrameReader
@@ -267,6 +307,10 @@ class FrameSource:
     wavelength: float | None = None
     distance: float | None = None
     pixel_size: float | None = None
+    pixels: object | None = None
+    center_origin: str = "file"
+    center_spread: dict | None = None
+    frame_ids: dict = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -278,19 +322,24 @@ class FrameSource:
 
     def describe(self) -> dict:
         """JSON-ready provenance: files, sizes, data-set path, mask origin, geometry."""
-        return {
-            "files": [str(Path(name).resolve()) for name in self.reader.files],
-            "file_sizes": [Path(name).stat().st_size for name in self.reader.files],
-            "frames_per_file": list(self.reader.counts),
-            "data_path": self.reader.data_path,
-            "frame_shape": list(self.frame_shape),
-            "fingerprint": input_fingerprint(self.reader),
+        described = {
+            **self.reader.describe(),
             "mask": self.mask_origin,
             "masked_pixels": int((~self.mask).sum()),
             "wavelength_m": self.wavelength,
             "distance_m": self.distance,
             "pixel_size_m": self.pixel_size,
         }
+        if self.pixels is not None:
+            described["geometry"] = {
+                "file": self.pixels.source,
+                "detector": self.pixels.detector,
+                "stack_shape": list(self.pixels.stack_shape),
+                "text": self.pixels.text,
+            }
+        if self.center_spread is not None:
+            described["center_per_frame"] = self.center_spread
+        return described
 
 
 def input_fingerprint(reader: FrameReader, samples: int = 16) -> str:
@@ -345,6 +394,7 @@ def open_source(
     mask: np.ndarray | None = None,
     mask_origin: str = "given",
     labels_path: str | None = None,
+    geometry: str | Path | None = None,
 ) -> FrameSource:
     """Open and check CXI/HDF5 input files.
 
@@ -361,6 +411,11 @@ def open_source(
         How ``mask`` was obtained, for the provenance.
     labels_path : str, optional
         The labels' data set; default: the CXI-like locations in LABEL_PATHS.
+    geometry : str or Path, optional
+        A CrystFEL geometry file: the frames are module stacks ``(frame,
+        module, ss, fs)`` (or ``(frame, ss, fs)`` of one module) placed by it
+        (:func:`ccfkit.io.geometry_file.load_geometry`); the beam centre is
+        its origin. A mask may then be given per module, ``(module, ss, fs)``.
 
     Returns
     -------
@@ -373,7 +428,9 @@ def open_source(
         complex numbers, frames smaller than :data:`MIN_FRAME_SIDE`, a dangling
         link, a missing or unreadable source of a virtual data set, a mask of
         another shape or per-frame mask of another length, labels that are
-        not 0/1 or do not match the frames, no frames at all.
+        not 0/1 or do not match the frames, no frames at all, a filter HDF5
+        cannot decode, a module stack without a geometry, a geometry whose
+        modules disagree with the data.
     """
     files = expand_inputs(inputs)
     with _open_hdf5(files[0]) as first:
@@ -384,13 +441,13 @@ def open_source(
                 "name the data set with --data-path"
             )
         file_mask, file_mask_origin = _read_mask(first, files[0])
-        geometry = _read_geometry(first)
-        center = _read_center(first)
+        distances = _read_geometry(first)
+        center, center_spread = _read_center(first)
     counts, label_parts, names, display, groups = [], [], (), (), ()
     frame_shape = None
     for name in files:
         with _open_hdf5(name) as handle:
-            dataset = _frames_dataset(handle, data_path, name)
+            dataset = _frames_dataset(handle, data_path, name, stacked=geometry is not None)
             if frame_shape is None:
                 frame_shape = tuple(dataset.shape[1:])
             elif tuple(dataset.shape[1:]) != frame_shape:
@@ -406,21 +463,32 @@ def open_source(
             names, display, groups = part["names"], part["display_names"], part["groups"]
     if sum(counts) == 0:
         raise InputError("the input holds no frames")
+    stack_shape, pixels, center_origin = None, None, "file"
+    if geometry is not None:
+        from .geometry_file import load_geometry
+
+        stack_shape = frame_shape if len(frame_shape) == 3 else (1, *frame_shape)
+        pixels = load_geometry(geometry, stack_shape)
+        frame_shape, center, center_spread = pixels.shape, pixels.default_center(), None
+        center_origin = f"geometry origin ({pixels.detector})"
+        distances["pixel_size"] = pixels.pixel_size
     if len(label_parts) != len(files):
         if label_parts:
             logger.warning("labels are missing or differ between files: none are used")
         label_parts, names, display, groups = [], (), (), ()
     if mask is not None:
-        mask = _mask_over_frames(np.asarray(mask), sum(counts), mask_origin)
+        mask = _mask_over_frames(_stacked(mask, stack_shape), sum(counts), mask_origin)
     elif file_mask is not None:  # read from the first file: per frame of that file
-        mask = _mask_over_frames(file_mask, counts[0], file_mask_origin)
+        mask = _mask_over_frames(_stacked(file_mask, stack_shape), counts[0], file_mask_origin)
         mask_origin = file_mask_origin
     else:
         mask = np.ones(frame_shape, dtype=bool)
     if mask.shape != frame_shape:
         raise InputError(f"mask has shape {mask.shape}, but frames are {frame_shape}")
     labels = np.concatenate(label_parts) if label_parts else None
-    reader = FrameReader(tuple(files), data_path, tuple(counts), frame_shape, np.dtype(np.float32))
+    reader = FrameReader(
+        tuple(files), data_path, tuple(counts), frame_shape, np.dtype(np.float32), stack_shape
+    )
     logger.info(
         "input: %d frames of %s from %d file(s), mask: %s",
         sum(counts),
@@ -437,8 +505,20 @@ def open_source(
         label_display_names=display,
         exclusive_groups=groups,
         center=center,
-        **geometry,
+        pixels=pixels,
+        center_origin=center_origin,
+        center_spread=center_spread,
+        **distances,
     )
+
+
+def _stacked(mask: np.ndarray, stack_shape: tuple[int, int, int] | None) -> np.ndarray:
+    """A mask per module, ``(..., modules, ss, fs)``, as the stacked frame's ``(..., modules * ss, fs)``."""
+    mask = np.asarray(mask)
+    if stack_shape is None or mask.shape[-3:] != tuple(stack_shape):
+        return mask
+    modules, ss, fs = stack_shape
+    return mask.reshape(*mask.shape[:-3], modules * ss, fs)
 
 
 def read_mask_file(spec: str) -> tuple[np.ndarray, str]:
@@ -514,8 +594,14 @@ def _first_present(handle: h5py.File, paths: Sequence[str]) -> str | None:
     return next((path for path in paths if path in handle), None)
 
 
-def _frames_dataset(handle: h5py.File, data_path: str, name: str) -> h5py.Dataset:
-    """The frames' data set, checked: present, a data set, 3-D, numeric, sources present."""
+def _frames_dataset(
+    handle: h5py.File, data_path: str, name: str, *, stacked: bool = False
+) -> h5py.Dataset:
+    """The frames' data set, checked: present, a data set, 3-D, numeric, decodable, sources present.
+
+    ``stacked`` (a geometry is given): 4-D module stacks ``(frame, module,
+    ss, fs)`` are accepted too.
+    """
     where = "/" + data_path.lstrip("/")
     if data_path not in handle:
         raise InputError(f"{name}: no data set {where}")
@@ -525,21 +611,46 @@ def _frames_dataset(handle: h5py.File, data_path: str, name: str) -> h5py.Datase
         raise InputError(f"{name}: cannot open {where} ({error}; a dangling link?)") from None
     if not isinstance(dataset, h5py.Dataset):
         raise InputError(f"{name}: {where} is a group, not a data set")
-    if dataset.ndim != 3:
+    if dataset.ndim == 4 and not stacked:
+        raise InputError(
+            f"{name}: {where} has shape {dataset.shape}, a module stack (frame, module, ss, fs): "
+            "give its geometry with --geometry FILE"
+        )
+    if dataset.ndim not in ((3, 4) if stacked else (3,)):
         raise InputError(
             f"{name}: {where} has shape {dataset.shape}; expected 3 dimensions (frame, y, x)"
+            + (" or 4 (frame, module, ss, fs)" if stacked else "")
         )
     if not np.issubdtype(dataset.dtype, np.number) or np.issubdtype(
         dataset.dtype, np.complexfloating
     ):
         raise InputError(f"{name}: {where} holds {dataset.dtype}, not real numbers")
-    if min(dataset.shape[1:]) < MIN_FRAME_SIDE:
+    if min(dataset.shape[-2:]) < MIN_FRAME_SIDE:
         raise InputError(
-            f"{name}: frames of {dataset.shape[1]} x {dataset.shape[2]} pixels are too small "
+            f"{name}: frames of {dataset.shape[-2]} x {dataset.shape[-1]} pixels are too small "
             f"(at least {MIN_FRAME_SIDE} x {MIN_FRAME_SIDE})"
         )
+    _check_filters(dataset, f"{name}: {where}")
     _check_virtual_sources(dataset, name)
     return dataset
+
+
+def _check_filters(dataset: h5py.Dataset, where: str) -> None:
+    """Refuse a data set stored through an HDF5 filter that neither HDF5 nor hdf5plugin provides.
+
+    Reading it would fail chunk by chunk in the middle of the build; the
+    filter is named (its registered id and the name stored with it).
+    """
+    plist = dataset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _flags, _values, label = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(code):
+            label = label.decode(errors="replace") if isinstance(label, bytes) else str(label)
+            raise InputError(
+                f"{where} is stored with HDF5 filter {code} ({label or 'unnamed'}), which "
+                "neither HDF5 nor hdf5plugin can decode here; install its HDF5 plugin "
+                "(HDF5_PLUGIN_PATH) or store the frames without it"
+            )
 
 
 def _read_mask(handle: h5py.File, name: str) -> tuple[np.ndarray | None, str]:
@@ -612,15 +723,16 @@ def _read_geometry(handle) -> dict:
     }
 
 
-def _read_center(handle) -> tuple[float, float] | None:
+def _read_center(handle) -> tuple[tuple[float, float] | None, dict | None]:
     """The beam centre ``(cx, cy)`` at the first of :data:`CENTER_PATHS` present.
 
-    One pair, or one per frame ``(N, 2)`` (the mean is returned and the spread
-    logged: the build uses one centre for all frames).
+    One pair, or one per frame ``(N, 2)``: then the build uses their mean for
+    every frame; that is said in one warning line with their spread, and the
+    spread is returned (recorded in the store as ``input.center_per_frame``).
     """
     path = _first_present(handle, CENTER_PATHS)
     if path is None:
-        return None
+        return None, None
     stored = np.asarray(handle[path][()], dtype=np.float64)
     if stored.ndim == 0 or stored.shape[-1] != 2:
         raise InputError(
@@ -629,10 +741,21 @@ def _read_center(handle) -> tuple[float, float] | None:
         )
     value = stored.reshape(-1, 2)
     cx, cy = value.mean(axis=0)
-    if len(value) > 1:
-        spread = float(np.hypot(*(value - (cx, cy)).T).max())
-        logger.info("beam centre from /%s: mean of %d, within %.2f px", path, len(value), spread)
-    return float(cx), float(cy)
+    if len(value) == 1:
+        return (float(cx), float(cy)), None
+    distance = np.hypot(*(value - (cx, cy)).T)
+    spread = {
+        "path": "/" + path,
+        "count": len(value),
+        "std_px": float(np.sqrt(np.mean(distance**2))),
+        "max_px": float(distance.max()),
+    }
+    logger.warning(
+        "one beam centre per frame at /%s: every frame uses their mean (%.2f, %.2f); they "
+        "spread %.2f px (rms), at most %.2f px from it (recorded as input.center_per_frame)",
+        path, cx, cy, spread["std_px"], spread["max_px"],
+    )  # fmt: skip
+    return (float(cx), float(cy)), spread
 
 
 def _check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:

@@ -1,0 +1,236 @@
+"""Module stacks with a CrystFEL geometry (extra-geom), compressed HDF5, per-frame centres.
+
+The oracle for module stacks is extra-geom's own assembly: the same frames
+assembled by ``position_modules`` and built as plain images (``--center``
+its centre, ``--mask`` its gaps) must give nearly the same maps; the pixel
+grid of the assembly is snapped to whole pixels per tile, so the maps agree
+to a correlation, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+from ccfkit.build_config import BuildConfig
+from ccfkit.detector_geometry import DetectorGeometry, Tile, tiles_from_positions
+from ccfkit.io.source import InputError, open_source
+from ccfkit.pipeline import build
+from ccfkit.polar import make_polar_plan
+
+extra_geom = pytest.importorskip("extra_geom")
+hdf5plugin = pytest.importorskip("hdf5plugin")
+
+#: AGIPD 1M quadrant positions (mm), as extra-geom's documentation gives them.
+QUAD_POS = [(-525, 625), (-550, -10), (520, -160), (542.5, 475)]
+STACK_PATH = "entry_1/data_1/data"
+#: A small grid keeps the tests quick; the radial range is the same for both builds.
+CONFIG = dict(q_bins=48, phi_bins=128, r_min=60.0, r_max=400.0, min_ring_fraction=0.3)
+
+
+@pytest.fixture(scope="module")
+def agipd(tmp_path_factory):
+    """An AGIPD 1M geometry written by extra-geom, and 8 module-stacked frames."""
+    folder = tmp_path_factory.mktemp("agipd")
+    geometry = extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=QUAD_POS)
+    geom_file = folder / "agipd.geom"
+    geometry.write_crystfel_geom(str(geom_file))
+    positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
+    stack = speckle_frames(positions, n_frames=8, seed=1)
+    return geometry, geom_file, stack
+
+
+def speckle_frames(positions: np.ndarray, n_frames: int, seed: int) -> np.ndarray:
+    """(n, modules, ss, fs) float32 far-field speckle of random real objects at ``positions``.
+
+    ``|FFT(object)|^2`` of a real object is centro-symmetric (Friedel's law), as
+    a diffraction pattern is; it is sampled at the pixel positions (pixels from
+    the beam) by bilinear interpolation of a fine grid.
+    """
+    from scipy.ndimage import map_coordinates
+
+    rng = np.random.default_rng(seed)
+    side = 1536
+    yy, xx = np.mgrid[:side, :side] - side // 2
+    support = np.hypot(xx, yy) < 24
+    frames = []
+    for _ in range(n_frames):
+        obj = np.where(support, rng.random((side, side)), 0.0)
+        far = np.abs(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(obj)))) ** 2
+        far *= np.exp(-np.hypot(xx, yy) / 250.0)
+        coords = [positions[..., 1].ravel() + side // 2, positions[..., 0].ravel() + side // 2]
+        sampled = map_coordinates(far, coords, order=1, mode="constant")
+        frames.append(sampled.reshape(positions.shape[:-1]))
+    return np.asarray(frames, dtype=np.float32)
+
+
+def write_frames(path, frames, **options):
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset(STACK_PATH, data=frames, **options)
+    return str(path)
+
+
+def maps_of(source, out, **options):
+    config = BuildConfig(**{**CONFIG, **options.pop("config", {})})
+    build(source, str(out), config, backend="numpy", progress=False, workers=1, **options)
+    return zarr.open_group(str(out), mode="r")
+
+
+def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)])
+
+
+def assembled(geometry, stack):
+    """extra-geom's assembly: frames, the good-pixel mask (its gaps bad), the centre (x, y)."""
+    images, centre = geometry.position_modules(stack)
+    good = ~np.isnan(images[0])
+    return np.nan_to_num(images).astype(np.float32), good, (float(centre[1]), float(centre[0]))
+
+
+def test_tiles_found_from_pixel_positions_are_extra_geoms(agipd):
+    geometry, _, _ = agipd
+    positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
+    tiles = tiles_from_positions(positions)
+    assert len(tiles) == 16 * 8
+    assert {(t.ss_stop - t.ss_start, t.fs_stop - t.fs_start) for t in tiles} == {(64, 128)}
+    for tile in tiles[:8]:  # every pixel of the tile where its placement puts it
+        ss, fs = np.mgrid[: tile.ss_stop - tile.ss_start, : tile.fs_stop - tile.fs_start]
+        placed = (
+            np.asarray(tile.origin)
+            + ss[..., None] * np.asarray(tile.ss_step)
+            + fs[..., None] * np.asarray(tile.fs_step)
+        )
+        actual = positions[tile.module, tile.ss_start : tile.ss_stop, tile.fs_start : tile.fs_stop]
+        np.testing.assert_allclose(placed, actual, atol=1e-9)
+
+
+def test_geometry_plan_samples_the_true_pixel_positions():
+    """One tile placed at an offset, rotated: each sample's neighbours and weights are exact."""
+    angle = 0.3
+    ss_step = (-np.sin(angle), np.cos(angle))
+    fs_step = (np.cos(angle), np.sin(angle))
+    tile = Tile(0, 0, 40, 0, 50, (-20.0, -15.0), ss_step, fs_step)
+    layout = DetectorGeometry(stack_shape=(1, 40, 50), tiles=(tile,))
+    rng = np.random.default_rng(0)
+    a_coef, b_coef, c_coef = rng.normal(size=3)
+
+    def linear(x, y):  # bilinear interpolation reproduces a linear function exactly
+        return a_coef * x + b_coef * y + c_coef
+
+    ss, fs = np.mgrid[:40, :50]
+    x = tile.origin[0] + ss * ss_step[0] + fs * fs_step[0]
+    y = tile.origin[1] + ss * ss_step[1] + fs * fs_step[1]
+    image = linear(x, y)
+    plan = make_polar_plan(
+        layout.shape, center=(3.0, 4.0), q_bins=8, phi_bins=16, r_max=12.0, pixels=layout
+    )
+    values = (plan.weight * image.ravel()[plan.index]).sum(axis=-1)
+    px = 3.0 + plan.radius[:, None] * np.cos(plan.phi)
+    py = 4.0 + plan.radius[:, None] * np.sin(plan.phi)
+    assert plan.valid.all()
+    np.testing.assert_allclose(values, linear(px, py), atol=1e-9)
+
+
+def test_stack_with_geometry_matches_extra_geoms_assembly(agipd, tmp_path):
+    geometry, geom_file, stack = agipd
+    stack_file = write_frames(tmp_path / "stack.h5", stack)
+    source = open_source([stack_file], geometry=geom_file)
+    assert source.frame_shape == (16 * 512, 128)
+    assert source.center_origin.startswith("geometry origin")
+    stack_maps = maps_of(source, tmp_path / "stack.zarr")
+
+    images, good, centre = assembled(geometry, stack)
+    flat_file = write_frames(tmp_path / "assembled.h5", images)
+    flat = open_source([flat_file], mask=good, mask_origin="extra-geom gaps")
+    flat_maps = maps_of(flat, tmp_path / "flat.zarr", center=centre)
+
+    r = correlations(stack_maps["ccf"][:], flat_maps["ccf"][:])
+    assert np.median(r) >= 0.99, r
+    attrs = stack_maps.attrs.asdict()
+    assert attrs["input"]["geometry"]["detector"] == "AGIPD_1MGeometry"
+    assert attrs["input"]["geometry"]["text"] == geom_file.read_text()
+    assert attrs["center"] == [0.0, 0.0]
+
+
+def test_bitshuffle_lz4_frames_give_the_same_maps_bit_for_bit(agipd, tmp_path):
+    geometry, _, stack = agipd
+    images, good, centre = assembled(geometry, stack[:3])
+    plain = write_frames(tmp_path / "plain.h5", images)
+    packed = write_frames(
+        tmp_path / "packed.h5", images, chunks=(1, *images.shape[1:]),
+        **hdf5plugin.Bitshuffle(cname="lz4"),
+    )  # fmt: skip
+    with h5py.File(packed, "r") as handle:  # really compressed
+        assert handle[STACK_PATH].id.get_create_plist().get_nfilters() == 1
+    results = []
+    for name in (plain, packed):
+        source = open_source([name], mask=good, mask_origin="gaps")
+        results.append(maps_of(source, tmp_path / f"{len(results)}.zarr", center=centre))
+    np.testing.assert_array_equal(results[0]["ccf"][:], results[1]["ccf"][:])
+    assert results[0]["ccf"][:].any()
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4", "blosc"])
+def test_other_hdf5plugin_filters_read(tmp_path, compression):
+    frames = np.random.default_rng(2).random((3, 16, 16)).astype(np.float32)
+    options = {
+        "zstd": hdf5plugin.Zstd(),
+        "lz4": hdf5plugin.LZ4(),
+        "blosc": hdf5plugin.Blosc(cname="zstd"),
+    }[compression]
+    name = write_frames(tmp_path / "f.h5", frames, chunks=(1, 16, 16), **options)
+    np.testing.assert_array_equal(open_source([name]).reader[0:3], frames)
+
+
+def test_a_filter_nobody_provides_is_named_in_one_line(tmp_path):
+    name = tmp_path / "odd.h5"
+    with h5py.File(name, "w") as handle:
+        handle.create_dataset(
+            STACK_PATH, data=np.ones((2, 16, 16), np.float32), chunks=(1, 16, 16),
+            compression=32767, allow_unknown_filter=True,
+        )  # fmt: skip
+    with pytest.raises(InputError, match="HDF5 filter 32767") as error:
+        open_source([str(name)])
+    assert "\n" not in str(error.value)
+
+
+def test_geometry_that_disagrees_with_the_data_is_refused(agipd, tmp_path):
+    _, geom_file, stack = agipd
+    eight_modules = write_frames(tmp_path / "eight.h5", stack[:2, :8])
+    with pytest.raises(InputError, match="16 modules of 512 x 128 pixels.*8 modules"):
+        open_source([eight_modules], geometry=geom_file)
+    wrong_shape = write_frames(tmp_path / "shape.h5", stack[:2, :, :256])
+    with pytest.raises(InputError, match="512 x 128.*16 modules of 256 x 128"):
+        open_source([wrong_shape], geometry=geom_file)
+    not_geometry = tmp_path / "not.geom"
+    not_geometry.write_text("this is not a geometry\n")
+    with pytest.raises(InputError, match="not.geom"):
+        open_source([write_frames(tmp_path / "s.h5", stack[:1])], geometry=not_geometry)
+
+
+def test_a_module_stack_without_geometry_is_refused(agipd, tmp_path):
+    _, _, stack = agipd
+    with pytest.raises(InputError, match="module stack.*--geometry"):
+        open_source([write_frames(tmp_path / "s.h5", stack[:1])])
+
+
+def test_per_frame_centres_are_said_and_recorded(tmp_path, caplog):
+    rng = np.random.default_rng(3)
+    frames = rng.random((4, 32, 32)).astype(np.float32)
+    centres = np.array([[15.5, 15.5]]) + rng.normal(0, 1.0, size=(4, 2))
+    name = tmp_path / "c.h5"
+    with h5py.File(name, "w") as handle:
+        handle[STACK_PATH] = frames
+        handle["entry_1/instrument_1/detector_1/beam_center"] = centres
+    with caplog.at_level("WARNING"):
+        source = open_source([str(name)])
+    assert "one beam centre per frame" in caplog.text
+    np.testing.assert_allclose(source.center, centres.mean(axis=0))
+    spread = np.hypot(*(centres - centres.mean(axis=0)).T)
+    out = maps_of(source, tmp_path / "c.zarr", config=dict(r_min=1.0, r_max=12.0))
+    recorded = out.attrs["input"]["center_per_frame"]
+    assert recorded["count"] == 4
+    assert recorded["max_px"] == pytest.approx(spread.max())
