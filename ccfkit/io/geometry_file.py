@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..detector_geometry import DetectorGeometry, tiles_from_positions
-from .source import InputError
+from .errors import InputError
 
 logger = logging.getLogger(__name__)
 

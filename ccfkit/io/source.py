@@ -40,6 +40,7 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers bitshuffle, LZ4, Zstd, Blosc, ... with HDF5
 import numpy as np
 
+from .errors import InputError
 from .hdf5_direct import frame_layout, map_frames, read_frames
 
 logger = logging.getLogger(__name__)
@@ -85,10 +86,6 @@ CENTER_PATHS = (
     "entry_1/data_1/beam_center",
     "entry_1/sample_1/beam_center",
 )
-
-
-class InputError(ValueError):
-    """The input cannot be processed; the message says why, in one line."""
 
 
 def good_pixels(mask: np.ndarray, *, convention: str = "auto") -> tuple[np.ndarray, str]:
