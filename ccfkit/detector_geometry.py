@@ -82,8 +82,8 @@ class DetectorGeometry:
         The extra-geom class that read the geometry (provenance).
     source : str
         The geometry file (provenance).
-    pixel_size : float or None
-        Metres (for momentum transfer).
+    pixel_size, wavelength, distance : float or None
+        Metres (for momentum transfer), as far as the geometry file gives them.
     text : str
         The geometry file's text (recorded in the store; not part of equality).
     """
@@ -93,6 +93,8 @@ class DetectorGeometry:
     detector: str = ""
     source: str = ""
     pixel_size: float | None = None
+    wavelength: float | None = None
+    distance: float | None = None
     text: str = field(default="", compare=False, repr=False)
 
     @property

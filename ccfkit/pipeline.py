@@ -403,9 +403,9 @@ def _open_for_resume(out: str, provenance: dict, mask: np.ndarray) -> zarr.Group
             "same options or use --overwrite"
         )
     stored_input, given = group.attrs["input"], expected["input"]
-    keys = ("files", "frames_per_file", "data_path", "frame_shape", "fingerprint")
+    keys = ("files", "frames_per_file", "data_path", "frame_shape", "fingerprint", "geometry")
     for key in keys:
-        if key in stored_input and stored_input[key] != given[key]:  # old stores: no fingerprint
+        if key in stored_input and stored_input[key] != given.get(key):  # old: no fingerprint
             raise StoreError(
                 f"{out} was built from another input ({key} differs); use --overwrite"
             )

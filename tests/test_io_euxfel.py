@@ -21,10 +21,9 @@ from ccfkit.io.source import InputError
 extra_data = pytest.importorskip("extra_data")
 extra_geom = pytest.importorskip("extra_geom")
 mockdata = pytest.importorskip("extra_data.tests.mockdata")
-from extra_data.tests.mockdata import write_file  # noqa: E402
-from extra_data.tests.mockdata.detectors import AGIPDModule  # noqa: E402
-
-from test_io_geometry import QUAD_POS, correlations, speckle_frames  # noqa: E402
+from extra_data.tests.mockdata import write_file
+from extra_data.tests.mockdata.detectors import AGIPDModule
+from test_io_geometry import QUAD_POS, correlations, speckle_frames
 
 DETECTOR = "SPB_DET_AGIPD1M-1"
 TRAINS, PULSES = 4, 2

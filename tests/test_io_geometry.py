@@ -16,6 +16,7 @@ import zarr
 
 from ccfkit.build_config import BuildConfig
 from ccfkit.detector_geometry import DetectorGeometry, Tile, tiles_from_positions
+from ccfkit.geometry import momentum_transfer
 from ccfkit.io.source import InputError, open_source
 from ccfkit.pipeline import build
 from ccfkit.polar import make_polar_plan
@@ -27,7 +28,7 @@ hdf5plugin = pytest.importorskip("hdf5plugin")
 QUAD_POS = [(-525, 625), (-550, -10), (520, -160), (542.5, 475)]
 STACK_PATH = "entry_1/data_1/data"
 #: A small grid keeps the tests quick; the radial range is the same for both builds.
-CONFIG = dict(q_bins=48, phi_bins=128, r_min=60.0, r_max=400.0, min_ring_fraction=0.3)
+CONFIG = {"q_bins": 48, "phi_bins": 128, "r_min": 60.0, "r_max": 400.0, "min_ring_fraction": 0.3}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def agipd(tmp_path_factory):
     folder = tmp_path_factory.mktemp("agipd")
     geometry = extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=QUAD_POS)
     geom_file = folder / "agipd.geom"
-    geometry.write_crystfel_geom(str(geom_file))
+    geometry.write_crystfel_geom(str(geom_file), clen=0.7, photon_energy=9300.0)
     positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
     stack = speckle_frames(positions, n_frames=8, seed=1)
     return geometry, geom_file, stack
@@ -153,6 +154,11 @@ def test_stack_with_geometry_matches_extra_geoms_assembly(agipd, tmp_path):
     assert attrs["input"]["geometry"]["detector"] == "AGIPD_1MGeometry"
     assert attrs["input"]["geometry"]["text"] == geom_file.read_text()
     assert attrs["center"] == [0.0, 0.0]
+    wavelength_nm = 1.239841984e-6 / 9300.0 * 1e9  # the geometry's photon energy and clen
+    q = momentum_transfer(
+        stack_maps["radius"][:], pixel_size=2e-4, distance=0.7, wavelength_nm=wavelength_nm
+    )
+    np.testing.assert_allclose(stack_maps["q"][:], q)
 
 
 def test_bitshuffle_lz4_frames_give_the_same_maps_bit_for_bit(agipd, tmp_path):
@@ -230,7 +236,7 @@ def test_per_frame_centres_are_said_and_recorded(tmp_path, caplog):
     assert "one beam centre per frame" in caplog.text
     np.testing.assert_allclose(source.center, centres.mean(axis=0))
     spread = np.hypot(*(centres - centres.mean(axis=0)).T)
-    out = maps_of(source, tmp_path / "c.zarr", config=dict(r_min=1.0, r_max=12.0))
+    out = maps_of(source, tmp_path / "c.zarr", config={"r_min": 1.0, "r_max": 12.0})
     recorded = out.attrs["input"]["center_per_frame"]
     assert recorded["count"] == 4
     assert recorded["max_px"] == pytest.approx(spread.max())

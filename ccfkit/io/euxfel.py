@@ -193,7 +193,9 @@ def open_run(
     if geometry is None:
         raise InputError(f"{detector}: its frames are module stacks; give --geometry FILE")
     if incomplete not in INCOMPLETE:
-        raise InputError(f"incomplete trains: {incomplete!r} is not one of {', '.join(INCOMPLETE)}")
+        raise InputError(
+            f"incomplete trains: {incomplete!r} is not one of {', '.join(INCOMPLETE)}"
+        )
     run, name, cls = _open_detector(Path(run_dir), detector)
     every = cls(run, detector_name=name, min_modules=1)
     n_modules = int(every.n_modules)
@@ -229,6 +231,8 @@ def open_run(
         center=pixels.default_center(),
         pixels=pixels,
         pixel_size=pixels.pixel_size,
+        wavelength=pixels.wavelength,
+        distance=pixels.distance,
         center_origin=f"geometry origin ({pixels.detector})",
         frame_ids={key: (value, {"skipped_trains": skipped}) for key, value in ids.items()},
     )
@@ -268,9 +272,7 @@ def _reader(run_dir, name, cls, det, pulses: slice, min_modules: int, run) -> Ru
 
     frames = det["image.data"].select_pulses(by_index[pulses])
     modules, ss, fs = det.n_modules, *det.module_shape
-    files = sorted(
-        {str(f.filename) for source in det.source_to_modno for f in run[source].files}
-    )
+    files = sorted({str(f.filename) for source in det.source_to_modno for f in run[source].files})
     return RunReader(
         run_dir=str(run_dir),
         detector=name,

@@ -69,7 +69,8 @@ def load_geometry(path: str | Path, stack_shape: tuple[int, int, int]) -> Detect
         raise InputError(
             "--geometry needs extra-geom: pip install 'ccfkit[euxfel]' (docs/dependencies.md)"
         ) from None
-    panels = _panel_count(path)
+    crystfel = _crystfel_geometry(path)
+    panels = len(crystfel.detector["panels"])
     read, reasons = [], []
     for name in DETECTOR_CLASSES:
         cls = getattr(extra_geom, name, None)
@@ -86,7 +87,7 @@ def load_geometry(path: str | Path, stack_shape: tuple[int, int, int]) -> Detect
             reasons.append(f"{name}: uses {sum(map(len, geometry.modules))} of {panels} panels")
             continue
         if shape == tuple(stack_shape):
-            return _describe(geometry, name, path, stack_shape)
+            return _describe(geometry, name, path, stack_shape, _beam(crystfel))
         read.append((name, shape))
     if read:
         name, shape = read[0]
@@ -100,17 +101,42 @@ def load_geometry(path: str | Path, stack_shape: tuple[int, int, int]) -> Detect
     )
 
 
-def _panel_count(path: Path) -> int:
-    """The number of panels the file describes (read by extra-geom's CrystFEL reader)."""
+#: h c in eV m: a photon of E eV has the wavelength HC_EV_M / E metres.
+HC_EV_M = 1.239841984e-6
+
+
+def _crystfel_geometry(path: Path):
+    """The file as extra-geom's CrystFEL reader (``cfel_fmt``) reads it."""
     from cfel_fmt.geometry import load_crystfel_geometry
 
     try:
-        return len(load_crystfel_geometry(str(path)).detector["panels"])
+        return load_crystfel_geometry(str(path))
     except Exception as error:  # noqa: BLE001 - the reader's errors for a bad file vary
         reason = " ".join(str(error).split())[:120]
         raise InputError(
             f"geometry file {path}: not a CrystFEL geometry extra-geom can read ({reason})"
         ) from None
+
+
+def _beam(crystfel) -> dict:
+    """Wavelength and detector distance (metres) the file gives as numbers, else None.
+
+    ``photon_energy`` (eV) of the beam and ``clen`` of the panels, when it is
+    one number for all panels (not read from the data files: ``*_from``).
+    """
+    energy = crystfel.beam.get("photon_energy") or 0.0
+    if crystfel.beam.get("photon_energy_from"):
+        energy = 0.0
+    distances = {
+        float(panel.get("clen") or 0.0)
+        for panel in crystfel.detector["panels"].values()
+        if not panel.get("clen_from")
+    }
+    distance = distances.pop() if len(distances) == 1 else 0.0
+    return {
+        "wavelength": HC_EV_M / float(energy) if energy > 0 else None,
+        "distance": distance if distance > 0 else None,
+    }
 
 
 def _expected_shape(geometry) -> tuple[int, ...]:
@@ -124,7 +150,7 @@ def _modules(shape) -> str:
     return f"{modules} module{'s' * (modules != 1)} of {ss} x {fs} pixels"
 
 
-def _describe(geometry, name: str, path: Path, stack_shape) -> DetectorGeometry:
+def _describe(geometry, name: str, path: Path, stack_shape, beam: dict) -> DetectorGeometry:
     """The :class:`DetectorGeometry` of an extra-geom geometry object."""
     positions = np.asarray(geometry.get_pixel_positions(), dtype=np.float64)
     positions = positions.reshape(*stack_shape, 3)[..., :2] / float(geometry.pixel_size)
@@ -136,5 +162,6 @@ def _describe(geometry, name: str, path: Path, stack_shape) -> DetectorGeometry:
         detector=name,
         source=str(path.resolve()),
         pixel_size=float(geometry.pixel_size),
+        **beam,
         text=path.read_text(errors="replace"),
     )

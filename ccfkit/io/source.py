@@ -469,6 +469,8 @@ def open_source(
         frame_shape, center, center_spread = pixels.shape, pixels.default_center(), None
         center_origin = f"geometry origin ({pixels.detector})"
         distances["pixel_size"] = pixels.pixel_size
+        for key in ("wavelength", "distance"):  # the files' own, else the geometry's
+            distances[key] = distances[key] or getattr(pixels, key)
     if len(label_parts) != len(files):
         if label_parts:
             logger.warning("labels are missing or differ between files: none are used")
