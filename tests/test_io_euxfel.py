@@ -118,9 +118,11 @@ def test_bad_runs_give_one_line_and_write_nothing(geometry_and_stack, tmp_path):
     not_a_run = tmp_path / "plain"
     not_a_run.mkdir()
     (not_a_run / "notes.txt").write_text("x")
+    incomplete = write_run(tmp_path / "r0006", stack, modules=range(15))
     cases = {
         "no detector OTHER_DET_AGIPD1M-1": (run, "OTHER_DET_AGIPD1M-1"),
         "not a European XFEL run": (not_a_run, DETECTOR),
+        "no train of SPB_DET_AGIPD1M-1 has data from all 16 modules": (incomplete, DETECTOR),
     }
     for message, (folder, detector) in cases.items():
         out = tmp_path / "out.zarr"

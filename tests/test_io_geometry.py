@@ -240,3 +240,33 @@ def test_per_frame_centres_are_said_and_recorded(tmp_path, caplog):
     recorded = out.attrs["input"]["center_per_frame"]
     assert recorded["count"] == 4
     assert recorded["max_px"] == pytest.approx(spread.max())
+
+
+def test_bad_inputs_give_one_line_on_the_command_line_and_write_nothing(agipd, tmp_path):
+    from click.testing import CliRunner
+
+    from ccfkit.cli import main
+
+    _, geom_file, stack = agipd
+    odd = tmp_path / "odd.h5"
+    with h5py.File(odd, "w") as handle:
+        handle.create_dataset(
+            STACK_PATH, data=np.ones((2, 16, 16), np.float32), chunks=(1, 16, 16),
+            compression=32767, allow_unknown_filter=True,
+        )  # fmt: skip
+    cases = {
+        "HDF5 filter 32767": [odd],
+        "describes 16 modules": [
+            write_frames(tmp_path / "e.h5", stack[:1, :8]),
+            "--geometry",
+            geom_file,
+        ],  # fmt: skip
+        "give its geometry with --geometry": [write_frames(tmp_path / "s.h5", stack[:1])],
+    }
+    for message, arguments in cases.items():
+        out = tmp_path / "out.zarr"
+        result = CliRunner().invoke(main, ["build", *map(str, arguments), str(out)])
+        assert result.exit_code == 1, result.output
+        assert message in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not out.exists()
