@@ -306,27 +306,16 @@ def build(
 ):
     """Compute the CCF maps of INPUTS (CXI/HDF5 files, globs, or a run) into the store OUT."""
     from .backends import BackendUnavailableError
-    from .io.source import InputError, open_source, read_mask_file
+    from .io.source import InputError
     from .pipeline import build as run_build
-    from .store import StoreError, check_not_input
+    from .store import StoreError
 
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
     with _one_line_errors(InputError, StoreError, BackendUnavailableError, OSError):
-        if mask_spec:
-            check_not_input(out, [mask_spec.partition(":")[0]])
-        mask, mask_origin = read_mask_file(mask_spec) if mask_spec else (None, "")
-        if detector is not None or pulses is not None:
-            source = _open_run(inputs, detector, geometry, pulses, incomplete, mask_spec)
-        else:
-            source = open_source(
-                inputs,
-                data_path=data_path,
-                mask=mask,
-                mask_origin=mask_origin,
-                labels_path=labels_path,
-                geometry=geometry,
-            )
+        where = {"data_path": data_path, "labels_path": labels_path, "geometry": geometry}
+        run = {"detector": detector, "pulses": pulses, "incomplete": incomplete}
+        source = _open_input(inputs, out, mask_spec, where, run)
         if source.pixels is not None and center == "auto":
             raise InputError("--center auto works on images; with --geometry give --center X,Y")
         centre, centre_origin = _resolve_center(_center_option(center), source)
@@ -366,19 +355,34 @@ def build(
     click.echo(f"wrote {out}")
 
 
-def _open_run(inputs, detector, geometry, pulses, incomplete, mask_spec):
-    """``--detector``: the European XFEL run directory INPUTS names (ccfkit.io.euxfel)."""
-    from .io.euxfel import open_run, parse_pulses
-    from .io.source import InputError
+def _open_input(inputs, out, mask_spec, where: dict, run: dict):
+    """The build's checked input: CXI/HDF5 files (``where``: data, labels, geometry), or a run.
 
-    if detector is None:
+    ``run``: ``--detector``, ``--pulses``, ``--incomplete``; with a detector
+    INPUTS is one European XFEL run directory (:mod:`ccfkit.io.euxfel`).
+    """
+    from .io.source import InputError, open_source, read_mask_file
+    from .store import check_not_input
+
+    if run["detector"] is None and run["pulses"] is None:
+        if mask_spec:
+            check_not_input(out, [mask_spec.partition(":")[0]])
+        mask, origin = read_mask_file(mask_spec) if mask_spec else (None, "")
+        return open_source(inputs, mask=mask, mask_origin=origin, **where)
+    from .io.euxfel import open_run, parse_pulses
+
+    if run["detector"] is None:
         raise InputError("--pulses selects pulses of a run: give --detector NAME")
     if len(inputs) != 1:
         raise InputError(f"--detector reads one run directory, not {len(inputs)} inputs")
     if mask_spec:
         raise InputError("--mask with --detector: the run's own mask (image.mask) is used")
     return open_run(
-        inputs[0], detector, geometry=geometry, pulses=parse_pulses(pulses), incomplete=incomplete
+        inputs[0],
+        run["detector"],
+        geometry=where["geometry"],
+        pulses=parse_pulses(run["pulses"]),
+        incomplete=run["incomplete"],
     )
 
 

@@ -285,15 +285,7 @@ def make_polar_plan(
     >>> plan.radius.shape, plan.valid.all(), plan.ring_used.all()
     ((16,), True, True)
     """
-    height, width = (int(n) for n in shape)
-    if height < 2 or width < 2:
-        raise ValueError(f"detector shape must be at least 2 x 2 pixels, got {shape}")
-    if q_bins < 1 or phi_bins < 2 or phi_bins % 2:
-        raise ValueError(
-            f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={q_bins}, phi_bins={phi_bins}"
-        )
-    if not 0.0 <= float(min_ring_fraction) <= 1.0:
-        raise ValueError(f"min_ring_fraction must lie in [0, 1], got {min_ring_fraction}")
+    height, width = _checked_grid(shape, q_bins, phi_bins, min_ring_fraction)
     pixels = RegularGrid((height, width)) if pixels is None else pixels
     if tuple(pixels.shape) != (height, width):
         raise ValueError(f"the pixel layout is {pixels.shape}, the images {(height, width)}")
@@ -316,26 +308,51 @@ def make_polar_plan(
         )
 
     radius = r_min + (np.arange(q_bins) + 0.5) * (r_max - r_min) / q_bins
+    ranges = (r_min, r_max)
+    return _plan_of_table(table, (height, width), (cx, cy), ranges, radius, phi, min_ring_fraction)
+
+
+def _plan_of_table(table, shape, center, ranges, radius, phi, min_ring_fraction) -> PolarPlan:
+    """The :class:`PolarPlan` of the samples ``radius x phi`` that ``table`` interpolates.
+
+    ``ranges`` is ``(r_min, r_max)``, pixels.
+    Rings with fewer than :func:`min_ring_count` valid samples are unused: their
+    samples become invalid, with index 0 and weight 0.
+    """
     index, weight, valid = table(radius, phi)
-    ring_used = valid.sum(axis=1) >= min_ring_count(min_ring_fraction, phi_bins)
+    ring_used = valid.sum(axis=1) >= min_ring_count(min_ring_fraction, phi.shape[0])
     valid &= ring_used[:, None]
     index = np.where(valid[..., None], index, 0)
     weight = np.where(valid[..., None], weight, 0.0)
     for array in (radius, phi, index, weight, valid, ring_used):
         array.flags.writeable = False
     return PolarPlan(
-        shape=(height, width),
-        center=(cx, cy),
+        shape=shape,
+        center=center,
         radius=radius,
         phi=phi,
         index=index,
         weight=weight,
         valid=valid,
-        r_min=r_min,
-        r_max=r_max,
+        r_min=ranges[0],
+        r_max=ranges[1],
         min_ring_fraction=float(min_ring_fraction),
         ring_used=ring_used,
     )
+
+
+def _checked_grid(shape, q_bins, phi_bins, min_ring_fraction) -> tuple[int, int]:
+    """``(H, W)`` as ints; ValueError for a shape, bin counts or fraction a plan cannot have."""
+    height, width = (int(n) for n in shape)
+    if height < 2 or width < 2:
+        raise ValueError(f"detector shape must be at least 2 x 2 pixels, got {shape}")
+    if q_bins < 1 or phi_bins < 2 or phi_bins % 2:
+        raise ValueError(
+            f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={q_bins}, phi_bins={phi_bins}"
+        )
+    if not 0.0 <= float(min_ring_fraction) <= 1.0:
+        raise ValueError(f"min_ring_fraction must lie in [0, 1], got {min_ring_fraction}")
+    return height, width
 
 
 def _bilinear_table(radius, phi, center, good):

@@ -42,6 +42,16 @@ import numpy as np
 
 from .errors import InputError
 from .hdf5_direct import frame_layout, map_frames, read_frames
+from .masks import (  # noqa: F401 - MASK_PATHS, read_mask_file: re-exported here
+    MASK_PATHS,
+    PIXEL_IS_IN_MASK,
+    _first_present,
+    _mask_over_frames,
+    _read_mask,
+    _stacked,
+    good_pixels,
+    read_mask_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +65,6 @@ __all__ = [
     "open_source",
 ]
 
-#: CXI pixel-mask bits that make a pixel unusable: invalid, saturated, hot,
-#: dead, shadowed, in peak mask, to be ignored, bad, missing.
-PIXEL_IS_IN_MASK = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128 | 512
-
 #: Smallest frame side, pixels: below it a polar map has next to no rings.
 MIN_FRAME_SIDE = 8
 
@@ -67,12 +73,6 @@ DATA_PATHS = (
     "entry_1/data_1/data",
     "entry_1/image_1/data",
     "entry_1/instrument_1/detector_1/data",
-)
-#: Where CXI files keep a detector mask, in the order they are tried.
-MASK_PATHS = (
-    "entry_1/instrument_1/detector_1/mask",
-    "entry_1/data_1/mask",
-    "entry_1/image_1/mask",
 )
 #: Where labels are looked for, in this order (attribute ``names``: one per column;
 #: optional ``display_names``, ``exclusive_groups``).
@@ -86,53 +86,6 @@ CENTER_PATHS = (
     "entry_1/data_1/beam_center",
     "entry_1/sample_1/beam_center",
 )
-
-
-def good_pixels(mask: np.ndarray, *, convention: str = "auto") -> tuple[np.ndarray, str]:
-    """Convert a stored mask to a bool array, True = good pixel.
-
-    Parameters
-    ----------
-    mask : (H, W) array
-        Bool (True = good), or integer.
-    convention : {"auto", "cxi", "good"}
-        How to read an integer mask: ``"cxi"`` bit mask (0 = good, bad when a
-        ``PIXEL_IS_IN_MASK`` bit is set), ``"good"`` (non-zero = good).
-        ``"auto"``: bool arrays are ``good``, integer ones ``cxi``, others
-        ``good``.
-
-    Returns
-    -------
-    good : (H, W) bool array
-        (Or (N, H, W) for a mask per frame.)
-    convention : str
-        The convention applied, for the provenance.
-
-    Raises
-    ------
-    ValueError
-        A ``good`` mask whose values are not 0/1; a ``cxi`` mask that is not
-        non-negative integers.
-    """
-    mask = np.asarray(mask)
-    if mask.dtype == bool:
-        return mask.copy(), "bool (True = good)"
-    integer = np.issubdtype(mask.dtype, np.integer)
-    if convention == "auto":
-        convention = "cxi" if integer else "good"
-    if convention == "cxi":
-        if not integer or (mask.size and mask.min() < 0):
-            raise ValueError(f"a CXI bit mask holds non-negative integers, not {mask.dtype} < 0")
-        return (mask.astype(np.int64) & PIXEL_IS_IN_MASK) == 0, "CXI bit mask (0 = good)"
-    if convention == "good":
-        values = np.unique(mask)
-        if not np.isin(values, (0, 1)).all():
-            raise ValueError(
-                f"its values {values[:6].tolist()} are not 0/1 (a CXI bit mask needs the "
-                "attribute convention = 'cxi')"
-            )
-        return mask == 1, "0/1 (1 = good)"
-    raise ValueError(f"unknown mask convention {convention!r}")
 
 
 @dataclass(frozen=True)
@@ -402,17 +355,15 @@ def open_source(
     data_path : str, optional
         The frames' data set; default: the first CXI location present.
     mask : (H, W) or (N, H, W) bool array, optional
-        True = good; overrides a mask in the files. A mask per frame (one per
-        input frame) keeps the pixels good in every frame.
+        True = good; overrides the files'. Per frame: good in every frame.
     mask_origin : str
         How ``mask`` was obtained, for the provenance.
     labels_path : str, optional
         The labels' data set; default: the CXI-like locations in LABEL_PATHS.
     geometry : str or Path, optional
-        A CrystFEL geometry file: the frames are module stacks ``(frame,
-        module, ss, fs)`` (or ``(frame, ss, fs)`` of one module) placed by it
-        (:func:`ccfkit.io.geometry_file.load_geometry`); the beam centre is
-        its origin. A mask may then be given per module, ``(module, ss, fs)``.
+        A CrystFEL geometry file placing module stacks ``(frame, module, ss,
+        fs)`` (:func:`ccfkit.io.geometry_file.load_geometry`); the beam at its
+        origin; a mask may be per module.
 
     Returns
     -------
@@ -425,9 +376,8 @@ def open_source(
         complex numbers, frames smaller than :data:`MIN_FRAME_SIDE`, a dangling
         link, a missing or unreadable source of a virtual data set, a mask of
         another shape or per-frame mask of another length, labels that are
-        not 0/1 or do not match the frames, no frames at all, a filter HDF5
-        cannot decode, a module stack without a geometry, a geometry whose
-        modules disagree with the data.
+        not 0/1 or do not match the frames, no frames at all, an unavailable
+        filter, a module stack without geometry or disagreeing with it.
     """
     files = expand_inputs(inputs)
     with _open_hdf5(files[0]) as first:
@@ -440,41 +390,15 @@ def open_source(
         file_mask, file_mask_origin = _read_mask(first, files[0])
         distances = _read_geometry(first)
         center, center_spread = _read_center(first)
-    counts, label_parts, names, display, groups = [], [], (), (), ()
-    frame_shape = None
-    for name in files:
-        with _open_hdf5(name) as handle:
-            dataset = _frames_dataset(handle, data_path, name, stacked=geometry is not None)
-            if frame_shape is None:
-                frame_shape = tuple(dataset.shape[1:])
-            elif tuple(dataset.shape[1:]) != frame_shape:
-                raise InputError(
-                    f"{name}: frames are {dataset.shape[1:]}, but {files[0]} has {frame_shape}"
-                )
-            counts.append(int(dataset.shape[0]))
-            labels, part = _read_labels(handle, labels_path, name)
-        if labels is not None and labels.shape[0] != counts[-1]:
-            raise InputError(f"{name}: {labels.shape[0]} labels for {counts[-1]} frames")
-        if labels is not None and (not label_parts or part["names"] == names):
-            label_parts.append(labels)
-            names, display, groups = part["names"], part["display_names"], part["groups"]
-    if sum(counts) == 0:
-        raise InputError("the input holds no frames")
+    frame_shape, counts, labels, names, display, groups = _scan_files(
+        files, data_path, labels_path, stacked=geometry is not None
+    )
     stack_shape, pixels, center_origin = None, None, "file"
     if geometry is not None:
-        from .geometry_file import load_geometry
-
         stack_shape = frame_shape if len(frame_shape) == 3 else (1, *frame_shape)
-        pixels = load_geometry(geometry, stack_shape)
+        pixels, distances = _module_stack(geometry, stack_shape, distances)
         frame_shape, center, center_spread = pixels.shape, pixels.default_center(), None
         center_origin = f"geometry origin ({pixels.detector})"
-        distances["pixel_size"] = pixels.pixel_size
-        for key in ("wavelength", "distance"):  # the files' own, else the geometry's
-            distances[key] = distances[key] or getattr(pixels, key)
-    if len(label_parts) != len(files):
-        if label_parts:
-            logger.warning("labels are missing or differ between files: none are used")
-        label_parts, names, display, groups = [], (), (), ()
     if mask is not None:
         mask = _mask_over_frames(_stacked(mask, stack_shape), sum(counts), mask_origin)
     elif file_mask is not None:  # read from the first file: per frame of that file
@@ -484,17 +408,11 @@ def open_source(
         mask = np.ones(frame_shape, dtype=bool)
     if mask.shape != frame_shape:
         raise InputError(f"mask has shape {mask.shape}, but frames are {frame_shape}")
-    labels = np.concatenate(label_parts) if label_parts else None
     reader = FrameReader(
         tuple(files), data_path, tuple(counts), frame_shape, np.dtype(np.float32), stack_shape
     )
-    logger.info(
-        "input: %d frames of %s from %d file(s), mask: %s",
-        sum(counts),
-        frame_shape,
-        len(files),
-        mask_origin,
-    )
+    logger.info("input: %d frames of %s from %d file(s), mask: %s",
+                sum(counts), frame_shape, len(files), mask_origin)  # fmt: skip
     return FrameSource(
         reader=reader,
         mask=mask.astype(bool),
@@ -511,74 +429,54 @@ def open_source(
     )
 
 
-def _stacked(mask: np.ndarray, stack_shape: tuple[int, int, int] | None) -> np.ndarray:
-    """A mask per module, ``(..., modules, ss, fs)``, as the stacked frame's ``(..., modules * ss, fs)``."""
-    mask = np.asarray(mask)
-    if stack_shape is None or mask.shape[-3:] != tuple(stack_shape):
-        return mask
-    modules, ss, fs = stack_shape
-    return mask.reshape(*mask.shape[:-3], modules * ss, fs)
+def _module_stack(geometry, stack_shape, distances: dict):
+    """The stack's :class:`~ccfkit.detector_geometry.DetectorGeometry`, and the distances.
 
-
-def read_mask_file(spec: str) -> tuple[np.ndarray, str]:
-    """Read ``FILE[:PATH]``: a .npy array or a data set in an HDF5 file.
-
-    Without ``PATH``, an HDF5 file's mask is looked for at the CXI mask
-    locations. The data set is read by :func:`_read_mask_dataset`, as a mask
-    in the input files is; a .npy array is read as 0/1, 1 = good (bool: True
-    = good). One of shape (N, H, W) is a mask per frame (see :func:`open_source`).
+    The pixel size is the geometry's; wavelength and distance the files' own,
+    else the geometry file's.
     """
-    name, _, path = spec.partition(":")
-    if not Path(name).is_file():
-        raise InputError(f"mask file {name}: no such file")
-    if name.endswith(".npy"):
-        try:
-            good, convention = good_pixels(np.load(name), convention="good")
-        except ValueError as error:
-            raise InputError(f"mask file {name}: {error}") from None
-        return good, f"{name} ({convention})"
-    if not h5py.is_hdf5(name):
-        raise InputError(f"mask file {name}: neither .npy nor HDF5")
-    with h5py.File(name, "r") as handle:
-        path = path or _first_present(handle, MASK_PATHS)
-        if not path or path not in handle:
-            raise InputError(f"mask file {name}: no mask data set {path or ''}".rstrip())
-        good, how = _read_mask_dataset(handle, path, name)
-    return good, f"{name}:{path} ({how})"
+    from .geometry_file import load_geometry
+
+    pixels = load_geometry(geometry, stack_shape)
+    distances = {**distances, "pixel_size": pixels.pixel_size}
+    for key in ("wavelength", "distance"):
+        distances[key] = distances[key] or getattr(pixels, key)
+    return pixels, distances
 
 
-def _read_mask_dataset(handle: h5py.File, path: str, name: str) -> tuple[np.ndarray, str]:
-    """Data set ``path`` of file ``name`` as an (H, W) bool mask (True = good), and how read.
+def _scan_files(files, data_path, labels_path, *, stacked: bool):
+    """Check every file's frames; their shape, counts, and the labels with their names.
 
-    The data set's ``convention`` attribute (``"cxi"`` or ``"good"``) says
-    how to read integers; without it, a data set at a CXI mask location
-    (:data:`MASK_PATHS`) holds a CXI bit mask and any other 0/1, 1 = good.
-    Bool masks are True = good. A mask per frame, (N, H, W), keeps the pixels
-    good in every frame.
+    Returns ``(frame_shape, counts, labels, names, display_names, groups)``:
+    the stored shape of one frame (``(module, ss, fs)`` for a module stack),
+    frames per file, the (N, C) labels of all files (None unless every file
+    has labels of the same names) and their names, display names and groups.
     """
-    dataset = handle[path]
-    where = "/" + path.strip("/")
-    if not isinstance(dataset, h5py.Dataset):
-        raise InputError(f"{name}: {where} is a group, not a mask data set")
-    default = "cxi" if path.strip("/") in MASK_PATHS else "good"
-    convention = dataset.attrs.get("convention", default)
-    if isinstance(convention, bytes):
-        convention = convention.decode()
-    try:
-        return good_pixels(dataset[()], convention=str(convention))
-    except ValueError as error:
-        raise InputError(f"{name}: mask {where}: {error}") from None
-
-
-def _mask_over_frames(good: np.ndarray, n_frames: int, origin: str) -> np.ndarray:
-    """An (H, W) mask as is; an (N, H, W) one (N = ``n_frames``): the pixels good in all."""
-    if good.ndim != 3:
-        return good
-    if len(good) != n_frames:
-        raise InputError(
-            f"the mask per frame {origin} has {len(good)} frames, the input {n_frames}"
-        )
-    return good.all(axis=0)
+    counts, label_parts, names, display, groups = [], [], (), (), ()
+    frame_shape = None
+    for name in files:
+        with _open_hdf5(name) as handle:
+            dataset = _frames_dataset(handle, data_path, name, stacked=stacked)
+            if frame_shape is None:
+                frame_shape = tuple(dataset.shape[1:])
+            elif tuple(dataset.shape[1:]) != frame_shape:
+                raise InputError(
+                    f"{name}: frames are {dataset.shape[1:]}, but {files[0]} has {frame_shape}"
+                )
+            counts.append(int(dataset.shape[0]))
+            labels, part = _read_labels(handle, labels_path, name)
+        if labels is not None and labels.shape[0] != counts[-1]:
+            raise InputError(f"{name}: {labels.shape[0]} labels for {counts[-1]} frames")
+        if labels is not None and (not label_parts or part["names"] == names):
+            label_parts.append(labels)
+            names, display, groups = part["names"], part["display_names"], part["groups"]
+    if sum(counts) == 0:
+        raise InputError("the input holds no frames")
+    if len(label_parts) != len(files):
+        if label_parts:
+            logger.warning("labels are missing or differ between files: none are used")
+        return frame_shape, counts, None, (), (), ()
+    return frame_shape, counts, np.concatenate(label_parts), names, display, groups
 
 
 def _open_hdf5(name: str) -> h5py.File:
@@ -587,10 +485,6 @@ def _open_hdf5(name: str) -> h5py.File:
         return h5py.File(name, "r")
     except OSError as error:
         raise InputError(f"{name}: cannot open ({' '.join(str(error).split())})") from None
-
-
-def _first_present(handle: h5py.File, paths: Sequence[str]) -> str | None:
-    return next((path for path in paths if path in handle), None)
 
 
 def _frames_dataset(
@@ -650,15 +544,6 @@ def _check_filters(dataset: h5py.Dataset, where: str) -> None:
                 "neither HDF5 nor hdf5plugin can decode here; install its HDF5 plugin "
                 "(HDF5_PLUGIN_PATH) or store the frames without it"
             )
-
-
-def _read_mask(handle: h5py.File, name: str) -> tuple[np.ndarray | None, str]:
-    """The first mask at a CXI mask location of an input file (see :func:`_read_mask_dataset`)."""
-    path = _first_present(handle, MASK_PATHS)
-    if path is None:
-        return None, "none (all pixels good)"
-    good, how = _read_mask_dataset(handle, path, name)
-    return good, f"{name}:/{path} ({how})"
 
 
 def _read_labels(handle, labels_path, name) -> tuple[np.ndarray | None, dict]:
