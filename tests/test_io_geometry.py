@@ -73,6 +73,16 @@ def write_frames(path, frames, **options):
     return str(path)
 
 
+def write_with_unknown_filter(path) -> str:
+    """Frames stored through filter 32767, which no HDF5 plugin here provides."""
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset(
+            STACK_PATH, data=np.ones((2, 16, 16), np.float32), chunks=(1, 16, 16),
+            compression=32767, allow_unknown_filter=True,
+        )  # fmt: skip
+    return str(path)
+
+
 def maps_of(source, out, **options):
     config = BuildConfig(**{**CONFIG, **options.pop("config", {})})
     build(source, str(out), config, backend="numpy", progress=False, workers=1, **options)
@@ -192,14 +202,9 @@ def test_other_hdf5plugin_filters_read(tmp_path, compression):
 
 
 def test_a_filter_nobody_provides_is_named_in_one_line(tmp_path):
-    name = tmp_path / "odd.h5"
-    with h5py.File(name, "w") as handle:
-        handle.create_dataset(
-            STACK_PATH, data=np.ones((2, 16, 16), np.float32), chunks=(1, 16, 16),
-            compression=32767, allow_unknown_filter=True,
-        )  # fmt: skip
+    name = write_with_unknown_filter(tmp_path / "odd.h5")
     with pytest.raises(InputError, match="HDF5 filter 32767") as error:
-        open_source([str(name)])
+        open_source([name])
     assert "\n" not in str(error.value)
 
 
@@ -248,19 +253,14 @@ def test_bad_inputs_give_one_line_on_the_command_line_and_write_nothing(agipd, t
     from ccfkit.cli import main
 
     _, geom_file, stack = agipd
-    odd = tmp_path / "odd.h5"
-    with h5py.File(odd, "w") as handle:
-        handle.create_dataset(
-            STACK_PATH, data=np.ones((2, 16, 16), np.float32), chunks=(1, 16, 16),
-            compression=32767, allow_unknown_filter=True,
-        )  # fmt: skip
+    odd = write_with_unknown_filter(tmp_path / "odd.h5")
     cases = {
         "HDF5 filter 32767": [odd],
         "describes 16 modules": [
             write_frames(tmp_path / "e.h5", stack[:1, :8]),
             "--geometry",
             geom_file,
-        ],  # fmt: skip
+        ],
         "give its geometry with --geometry": [write_frames(tmp_path / "s.h5", stack[:1])],
     }
     for message, arguments in cases.items():
