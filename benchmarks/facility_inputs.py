@@ -22,6 +22,11 @@ Usage (from the repository root)::
    does) against extra-geom's ``position_modules`` followed by the plan of
    the assembled image.
 4. Prints a Markdown table (for docs/performance.md).
+
+With ``--centres``, instead: the cost of one beam centre per frame. 256
+frames of 259 x 259 px, centres drawn around the middle (1.8 px standard
+deviation), built each at its own centre, then all at their mean
+(``--center``), in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -133,13 +138,56 @@ def sampling_costs(inputs: dict, repeats: int = 5) -> dict:
     return costs
 
 
+def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
+    """Build time with one centre per frame against one centre for all (printed)."""
+    import h5py
+
+    from ccfkit.build_config import BuildConfig
+    from ccfkit.io.source import open_source
+    from ccfkit.pipeline import build
+
+    rng = np.random.default_rng(0)
+    workdir.mkdir(parents=True, exist_ok=True)
+    name = workdir / "centres.h5"
+    centres = 129.0 + rng.normal(0, 1.8, size=(256, 2))
+    with h5py.File(name, "w") as handle:
+        handle["entry_1/data_1/data"] = rng.poisson(2.0, (256, 259, 259)).astype(np.float32)
+        handle["entry_1/instrument_1/detector_1/beam_center"] = centres
+    source = open_source([str(name)])
+    config = BuildConfig(r_min=4.0, r_max=120.0)
+    cases = {
+        "each frame at its own centre": None,
+        "one centre (--center, their mean)": source.center,
+    }
+    times = {case: [] for case in cases}
+    for round_ in range(rounds + 1):  # the first round warms up
+        for case, center in cases.items():
+            start = time.perf_counter()
+            build(source, str(workdir / "c.zarr"), config, center=center, overwrite=True,
+                  progress=False, workers=workers)  # fmt: skip
+            if round_:
+                times[case].append(time.perf_counter() - start)
+    print(f"256 frames of 259 x 259, {rounds} rounds, --workers {workers}\n")
+    print("| centres | build s (median) | frames/s |\n|---|---:|---:|")
+    for case, values in times.items():
+        print(
+            f"| {case} | {statistics.median(values):.2f} | {256 / statistics.median(values):.0f} |"
+        )
+    own, one = times.values()
+    print(f"\nratio per round: {', '.join(f'{a / b:.1f}' for a, b in zip(own, one))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-facility-bench"))
+    parser.add_argument("--centres", action="store_true", help="the cost of per-frame centres")
     args = parser.parse_args()
+    if args.centres:
+        centre_costs(args.workdir, args.rounds, args.workers)
+        return
     from ccfkit.io.source import open_source
 
     inputs = write_inputs(args.workdir, args.frames)

@@ -41,6 +41,7 @@ from ._version import __version__
 from .backends import get_backend
 from .backends._base import usable_cpus
 from .build_config import BuildConfig
+from .frame_centers import check_centers, fixed_range, maps_at_own_centers
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
@@ -92,6 +93,7 @@ class ChunkJob:
     config: BuildConfig
     backend: str
     bound: float
+    centers: np.ndarray | None = None  # (N, 2): each frame at its own beam centre
 
 
 def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) -> int:
@@ -124,8 +126,12 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     indices = np.arange(frames_slice.start, frames_slice.stop)
     noisy = _noisy(pieces, indices, job.bound, config.seed)  # one pass from the file's pages
     del pieces  # unmaps
-    maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.map_settings)
-    maps = engine.to_numpy(maps)
+    if job.centers is None:
+        maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.map_settings)
+        maps = engine.to_numpy(maps)
+    else:
+        centers = job.centers[frames_slice]
+        maps = maps_at_own_centers(engine, noisy, job.plan, centers, config.map_settings)
     images = None
     if job.writers.images is not None:
         images = resize_images(noisy, job.layout.image_size, job.plan.mask)
@@ -226,6 +232,7 @@ def build(
         The complete store.
     """
     check_not_input(out, source.reader.files)
+    centers = source.centers if center is None else None  # --center: one for all
     if center is None:
         center, center_origin = source.center, source.center_origin
     if center is None:
@@ -240,6 +247,9 @@ def build(
         plan = spec.plan()
     except ValueError as error:
         raise InputError(str(error)) from error
+    if centers is not None:  # the store's radii, each frame at its own centre
+        spec, center_origin = fixed_range(spec, plan), "file, one per frame (their mean)"
+        check_centers(spec, centers, source.n_frames)
     if not plan.ring_used.any():
         raise InputError(
             f"no ring has {config.min_ring_fraction:.0%} valid samples under this mask and "
@@ -283,7 +293,7 @@ def build(
         else:
             if resume:
                 logger.warning("%s: its creation was interrupted; creating it again", out)
-            group = create_store(out, layout, provenance, _per_store_arrays(source, plan))
+            group = create_store(out, layout, provenance, _per_store_arrays(source, plan, centers))
         job = ChunkJob(
             reader=source.reader,
             layout=layout,
@@ -292,6 +302,7 @@ def build(
             config=config,
             backend=engine_name,
             bound=0.0,
+            centers=centers,
         )
         _fill(group, job, scheduler, workers, progress)
     logger.info("store complete: %s", out)
@@ -414,7 +425,7 @@ def _open_for_resume(out: str, provenance: dict, mask: np.ndarray) -> zarr.Group
     return group
 
 
-def _per_store_arrays(source: FrameSource, plan: PolarPlan) -> dict:
+def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dict:
     """The arrays written whole when the store is created, with their attributes.
 
     See :func:`ccfkit.store.create_store`: ``radius``, ``ring_used``, ``mask``, ``q`` when
@@ -432,6 +443,8 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan) -> dict:
             attrs["display_names"] = list(source.label_display_names)
         contents["labels"] = (source.labels, attrs)
     contents.update(source.frame_ids)  # train_id, pulse_id of a European XFEL run
+    if centers is not None:
+        contents["frame_center"] = (centers, {"units": "pixel", "axes": ["cx", "cy"]})
     if None not in (source.wavelength, source.distance, source.pixel_size):
         q = momentum_transfer(
             plan.radius,

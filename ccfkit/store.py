@@ -420,6 +420,7 @@ def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
         "index": ("frame",),
         "train_id": ("frame",),
         "pulse_id": ("frame",),
+        "frame_center": ("frame", "xy"),
         "stats": ("frame", "statistic"),
         "labels": ("frame", "label"),
         "label": ("label",),

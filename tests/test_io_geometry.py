@@ -228,23 +228,42 @@ def test_a_module_stack_without_geometry_is_refused(agipd, tmp_path):
         open_source([write_frames(tmp_path / "s.h5", stack[:1])])
 
 
-def test_per_frame_centres_are_said_and_recorded(tmp_path, caplog):
+def test_each_frame_is_resampled_at_its_own_centre(tmp_path, caplog):
+    """Jittered centres: the maps are those of each frame built alone at its centre."""
     rng = np.random.default_rng(3)
-    frames = rng.random((4, 32, 32)).astype(np.float32)
-    centres = np.array([[15.5, 15.5]]) + rng.normal(0, 1.0, size=(4, 2))
+    frames = rng.random((5, 40, 40)).astype(np.float32)
+    centres = np.array([[19.5, 19.5]]) + rng.normal(0, 1.8, size=(5, 2))
+    centres[3] = centres[1]  # two frames share a centre (and a plan)
     name = tmp_path / "c.h5"
     with h5py.File(name, "w") as handle:
         handle[STACK_PATH] = frames
         handle["entry_1/instrument_1/detector_1/beam_center"] = centres
+    grid = {"config": {"r_min": 2.0, "r_max": 12.0, "q_bins": 16, "phi_bins": 32}}
     with caplog.at_level("WARNING"):
-        source = open_source([str(name)])
+        together = maps_of(open_source([str(name)]), tmp_path / "all.zarr", chunk_frames=2, **grid)
     assert "one beam centre per frame" in caplog.text
-    np.testing.assert_allclose(source.center, centres.mean(axis=0))
-    spread = np.hypot(*(centres - centres.mean(axis=0)).T)
-    out = maps_of(source, tmp_path / "c.zarr", config={"r_min": 1.0, "r_max": 12.0})
-    recorded = out.attrs["input"]["center_per_frame"]
-    assert recorded["count"] == 4
-    assert recorded["max_px"] == pytest.approx(spread.max())
+    np.testing.assert_array_equal(together["frame_center"][:], centres)
+    assert together.attrs["input"]["center_per_frame"]["count"] == 5
+    for k in range(5):
+        alone = write_frames(tmp_path / f"{k}.h5", frames[k : k + 1])
+        out = maps_of(
+            open_source([alone]), tmp_path / f"{k}.zarr", center=tuple(centres[k]), **grid
+        )
+        np.testing.assert_array_equal(together["ccf"][k], out["ccf"][0])
+    # --center gives one centre for every frame
+    one = maps_of(open_source([str(name)]), tmp_path / "one.zarr", center=(19.5, 19.5), **grid)
+    assert "frame_center" not in one
+    assert not np.array_equal(one["ccf"][0], together["ccf"][0])
+
+
+def test_centres_for_another_number_of_frames_are_refused(tmp_path):
+    name = tmp_path / "c.h5"
+    with h5py.File(name, "w") as handle:
+        handle[STACK_PATH] = np.ones((3, 32, 32), np.float32)
+        handle["entry_1/instrument_1/detector_1/beam_center"] = np.full((2, 2), 15.5)
+    with pytest.raises(InputError, match="2 beam centres for 3 frames"):
+        maps_of(open_source([str(name)]), tmp_path / "c.zarr", config={"r_min": 1.0, "r_max": 10.0})
+    assert not (tmp_path / "c.zarr").exists()
 
 
 def test_bad_inputs_give_one_line_on_the_command_line_and_write_nothing(agipd, tmp_path):

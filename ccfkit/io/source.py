@@ -238,9 +238,10 @@ class FrameSource:
         Where the pixels of a module stack lie (None: a plain image).
     center_origin : str
         Where :attr:`center` came from.
-    center_spread : dict or None
-        One centre per frame was given and their mean is used: how many, their
-        standard deviation and largest distance from the mean (pixels).
+    centers : (N, 2) float64 ndarray or None
+        One beam centre ``(cx, cy)`` per frame, when the file gives them
+        (:attr:`center` is then their mean); the build resamples each frame
+        at its own.
     frame_ids : dict of str to (N,) ndarray
         Per-frame identifiers stored beside the maps (``train_id``,
         ``pulse_id`` of a European XFEL run), with their attributes.
@@ -259,7 +260,7 @@ class FrameSource:
     pixel_size: float | None = None
     pixels: object | None = None
     center_origin: str = "file"
-    center_spread: dict | None = None
+    centers: np.ndarray | None = None
     frame_ids: dict = field(default_factory=dict)
 
     @property
@@ -287,8 +288,13 @@ class FrameSource:
                 "stack_shape": list(self.pixels.stack_shape),
                 "text": self.pixels.text,
             }
-        if self.center_spread is not None:
-            described["center_per_frame"] = self.center_spread
+        if self.centers is not None:
+            distance = np.hypot(*(self.centers - np.asarray(self.center)).T)
+            described["center_per_frame"] = {
+                "count": len(self.centers),
+                "std_px": float(np.sqrt(np.mean(distance**2))),
+                "max_px": float(distance.max()),
+            }
         return described
 
 
@@ -389,7 +395,7 @@ def open_source(
             )
         file_mask, file_mask_origin = _read_mask(first, files[0])
         distances = _read_geometry(first)
-        center, center_spread = _read_center(first)
+        center, centers = _read_center(first)
     frame_shape, counts, labels, names, display, groups = _scan_files(
         files, data_path, labels_path, stacked=geometry is not None
     )
@@ -397,7 +403,7 @@ def open_source(
     if geometry is not None:
         stack_shape = frame_shape if len(frame_shape) == 3 else (1, *frame_shape)
         pixels, distances = _module_stack(geometry, stack_shape, distances)
-        frame_shape, center, center_spread = pixels.shape, pixels.default_center(), None
+        frame_shape, center, centers = pixels.shape, pixels.default_center(), None
         center_origin = f"geometry origin ({pixels.detector})"
     if mask is not None:
         mask = _mask_over_frames(_stacked(mask, stack_shape), sum(counts), mask_origin)
@@ -424,7 +430,7 @@ def open_source(
         center=center,
         pixels=pixels,
         center_origin=center_origin,
-        center_spread=center_spread,
+        centers=centers,
         **distances,
     )
 
@@ -607,12 +613,11 @@ def _read_geometry(handle) -> dict:
     }
 
 
-def _read_center(handle) -> tuple[tuple[float, float] | None, dict | None]:
+def _read_center(handle) -> tuple[tuple[float, float] | None, np.ndarray | None]:
     """The beam centre ``(cx, cy)`` at the first of :data:`CENTER_PATHS` present.
 
-    One pair, or one per frame ``(N, 2)``: then the build uses their mean for
-    every frame; that is said in one warning line with their spread, and the
-    spread is returned (recorded in the store as ``input.center_per_frame``).
+    One pair, or one per frame ``(N, 2)``: then their mean and the (N, 2)
+    array (the build resamples each frame at its own centre).
     """
     path = _first_present(handle, CENTER_PATHS)
     if path is None:
@@ -625,21 +630,7 @@ def _read_center(handle) -> tuple[tuple[float, float] | None, dict | None]:
         )
     value = stored.reshape(-1, 2)
     cx, cy = value.mean(axis=0)
-    if len(value) == 1:
-        return (float(cx), float(cy)), None
-    distance = np.hypot(*(value - (cx, cy)).T)
-    spread = {
-        "path": "/" + path,
-        "count": len(value),
-        "std_px": float(np.sqrt(np.mean(distance**2))),
-        "max_px": float(distance.max()),
-    }
-    logger.warning(
-        "one beam centre per frame at /%s: every frame uses their mean (%.2f, %.2f); they "
-        "spread %.2f px (rms), at most %.2f px from it (recorded as input.center_per_frame)",
-        path, cx, cy, spread["std_px"], spread["max_px"],
-    )  # fmt: skip
-    return (float(cx), float(cy)), spread
+    return (float(cx), float(cy)), (value if len(value) > 1 else None)
 
 
 def _check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:
