@@ -32,6 +32,7 @@ deviation), built each at its own centre, then all at their mean
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -153,7 +154,7 @@ def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
     with h5py.File(name, "w") as handle:
         handle["entry_1/data_1/data"] = rng.poisson(2.0, (256, 259, 259)).astype(np.float32)
         handle["entry_1/instrument_1/detector_1/beam_center"] = centres
-    source = open_source([str(name)])
+    source = dataclasses.replace(open_source([str(name)]), center_per_frame=True)
     config = BuildConfig(r_min=4.0, r_max=120.0)
     cases = {
         "each frame at its own centre": None,

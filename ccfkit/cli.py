@@ -70,8 +70,8 @@ def _one_line_errors(*types: type[BaseException]):
 
 
 def _center_option(value: str | None):
-    """Parse ``--center``: None, "auto" or "X,Y"."""
-    if value is None or value == "auto":
+    """Parse ``--center``: None, "auto", "per-frame" or "X,Y"."""
+    if value in (None, "auto", "per-frame"):
         return value
     try:
         cx, cy = (float(part) for part in value.split(","))
@@ -204,8 +204,9 @@ def _center_option(value: str | None):
 @click.option(
     "--center",
     default=None,
-    metavar="X,Y|auto",
-    help="Beam centre in pixels (x = column), or 'auto' [the file's, else the middle].",
+    metavar="X,Y|auto|per-frame",
+    help="Beam centre in pixels (x = column), or 'auto', or 'per-frame': each frame at the "
+    "file's centre for it (exact, slower) [the file's (their mean), else the middle].",
 )
 @click.option("--keep-images", is_flag=True, help="Also store the noisy frames, resized.")
 @click.option(
@@ -318,6 +319,8 @@ def build(
         source = _open_input(inputs, out, mask_spec, where, run)
         if source.pixels is not None and center == "auto":
             raise InputError("--center auto works on images; with --geometry give --center X,Y")
+        if center == "per-frame":
+            source, center = _per_frame_centers(source), None
         centre, centre_origin = _resolve_center(_center_option(center), source)
         config = BuildConfig(
             orders=_orders_option(orders, order),
@@ -353,6 +356,17 @@ def build(
             write_method=chunk_writer,
         )
     click.echo(f"wrote {out}")
+
+
+def _per_frame_centers(source):
+    """``--center per-frame``: the source, each frame to be resampled at its own centre."""
+    import dataclasses
+
+    from .io.source import InputError
+
+    if source.centers is None:
+        raise InputError("--center per-frame: the input gives no beam centre per frame")
+    return dataclasses.replace(source, center_per_frame=True)
 
 
 def _open_input(inputs, out, mask_spec, where: dict, run: dict):

@@ -1,7 +1,8 @@
 """Maps of frames that each have their own beam centre.
 
-Where a file gives one beam centre per frame (a jittering beam), each frame
-is resampled around its own centre: the polar plan of frame ``k`` is the
+Where a file gives one beam centre per frame (a jittering beam), the build
+uses their mean and says so (:func:`say_mean_center`), or, asked to
+(``--center per-frame``), resamples each frame around its own centre: the polar plan of frame ``k`` is the
 build's plan moved to ``centers[k]``, with the build's radial range (one
 ``radius`` for the whole store). Frames with the same centre share one plan;
 the maps are those of building each frame alone at its centre with that
@@ -22,7 +23,21 @@ from .polar import PlanSpec, PolarPlan, RegularGrid
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_centers", "fixed_range", "maps_at_own_centers"]
+__all__ = ["check_centers", "fixed_range", "maps_at_own_centers", "say_mean_center"]
+
+
+def say_mean_center(source) -> None:
+    """One warning line: the file gives a centre per frame, and the build uses their mean.
+
+    The spread is in the store too (``input.center_per_frame``).
+    """
+    spread = source.describe_centers()
+    logger.warning(
+        "one beam centre per frame in the input: every frame uses their mean (%.2f, %.2f); "
+        "they spread %.2f px (rms), at most %.2f px from it (recorded as "
+        "input.center_per_frame; --center per-frame resamples each frame at its own)",
+        *source.center, spread["std_px"], spread["max_px"],
+    )  # fmt: skip
 
 
 def fixed_range(spec: PlanSpec, plan: PolarPlan) -> PlanSpec:
@@ -53,7 +68,7 @@ def check_centers(spec: PlanSpec, centers: np.ndarray, n_frames: int) -> None:
             pixels.check_center((float(centre[0]), float(centre[1])))
         except ValueError as error:
             raise InputError(f"a frame's beam centre: {error}") from None
-    logger.warning(
+    logger.info(
         "one beam centre per frame: each frame is resampled at its own (%d distinct; "
         "radii %.2f to %.2f px for all)",
         len(np.unique(centers, axis=0)), plan.r_min, plan.r_max,

@@ -41,7 +41,7 @@ from ._version import __version__
 from .backends import get_backend
 from .backends._base import usable_cpus
 from .build_config import BuildConfig
-from .frame_centers import check_centers, fixed_range, maps_at_own_centers
+from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_mean_center
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
@@ -232,7 +232,8 @@ def build(
         The complete store.
     """
     check_not_input(out, source.reader.files)
-    centers = source.centers if center is None else None  # --center: one for all
+    mean_of_centers = center is None and source.centers is not None
+    centers = source.centers if mean_of_centers and source.center_per_frame else None
     if center is None:
         center, center_origin = source.center, source.center_origin
     if center is None:
@@ -250,6 +251,8 @@ def build(
     if centers is not None:  # the store's radii, each frame at its own centre
         spec, center_origin = fixed_range(spec, plan), "file, one per frame (their mean)"
         check_centers(spec, centers, source.n_frames)
+    elif mean_of_centers:
+        say_mean_center(source)
     if not plan.ring_used.any():
         raise InputError(
             f"no ring has {config.min_ring_fraction:.0%} valid samples under this mask and "

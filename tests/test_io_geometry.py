@@ -9,6 +9,8 @@ to a correlation, not bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -239,21 +241,28 @@ def test_each_frame_is_resampled_at_its_own_centre(tmp_path, caplog):
         handle[STACK_PATH] = frames
         handle["entry_1/instrument_1/detector_1/beam_center"] = centres
     grid = {"config": {"r_min": 2.0, "r_max": 12.0, "q_bins": 16, "phi_bins": 32}}
-    with caplog.at_level("WARNING"):
-        together = maps_of(open_source([str(name)]), tmp_path / "all.zarr", chunk_frames=2, **grid)
-    assert "one beam centre per frame" in caplog.text
+    source = dataclasses.replace(open_source([str(name)]), center_per_frame=True)
+    together = maps_of(source, tmp_path / "all.zarr", chunk_frames=2, **grid)
     np.testing.assert_array_equal(together["frame_center"][:], centres)
-    assert together.attrs["input"]["center_per_frame"]["count"] == 5
+    recorded = together.attrs["input"]["center_per_frame"]
+    assert recorded["count"] == 5 and recorded["resampled_per_frame"]
     for k in range(5):
         alone = write_frames(tmp_path / f"{k}.h5", frames[k : k + 1])
         out = maps_of(
             open_source([alone]), tmp_path / f"{k}.zarr", center=tuple(centres[k]), **grid
         )
         np.testing.assert_array_equal(together["ccf"][k], out["ccf"][0])
-    # --center gives one centre for every frame
-    one = maps_of(open_source([str(name)]), tmp_path / "one.zarr", center=(19.5, 19.5), **grid)
-    assert "frame_center" not in one
-    assert not np.array_equal(one["ccf"][0], together["ccf"][0])
+    # by default every frame uses their mean, and the build says so in one line
+    with caplog.at_level("WARNING"):
+        mean = maps_of(open_source([str(name)]), tmp_path / "mean.zarr", **grid)
+    assert "one beam centre per frame in the input: every frame uses their mean" in caplog.text
+    assert "frame_center" not in mean
+    assert mean.attrs["center"] == pytest.approx(centres.mean(axis=0).tolist())
+    spread = np.hypot(*(centres - centres.mean(axis=0)).T)
+    recorded = mean.attrs["input"]["center_per_frame"]
+    assert recorded["max_px"] == pytest.approx(spread.max())
+    assert not recorded["resampled_per_frame"]
+    assert not np.array_equal(mean["ccf"][0], together["ccf"][0])
 
 
 def test_centres_for_another_number_of_frames_are_refused(tmp_path):
@@ -261,8 +270,9 @@ def test_centres_for_another_number_of_frames_are_refused(tmp_path):
     with h5py.File(name, "w") as handle:
         handle[STACK_PATH] = np.ones((3, 32, 32), np.float32)
         handle["entry_1/instrument_1/detector_1/beam_center"] = np.full((2, 2), 15.5)
+    source = dataclasses.replace(open_source([str(name)]), center_per_frame=True)
     with pytest.raises(InputError, match="2 beam centres for 3 frames"):
-        maps_of(open_source([str(name)]), tmp_path / "c.zarr", config={"r_min": 1.0, "r_max": 10.0})
+        maps_of(source, tmp_path / "c.zarr", config={"r_min": 1.0, "r_max": 10.0})
     assert not (tmp_path / "c.zarr").exists()
 
 

@@ -240,8 +240,10 @@ class FrameSource:
         Where :attr:`center` came from.
     centers : (N, 2) float64 ndarray or None
         One beam centre ``(cx, cy)`` per frame, when the file gives them
-        (:attr:`center` is then their mean); the build resamples each frame
-        at its own.
+        (:attr:`center` is then their mean).
+    center_per_frame : bool
+        Resample each frame at its own centre of :attr:`centers` (``--center
+        per-frame``); otherwise the build uses their mean and says so.
     frame_ids : dict of str to (N,) ndarray
         Per-frame identifiers stored beside the maps (``train_id``,
         ``pulse_id`` of a European XFEL run), with their attributes.
@@ -261,6 +263,7 @@ class FrameSource:
     pixels: object | None = None
     center_origin: str = "file"
     centers: np.ndarray | None = None
+    center_per_frame: bool = False
     frame_ids: dict = field(default_factory=dict)
 
     @property
@@ -289,13 +292,18 @@ class FrameSource:
                 "text": self.pixels.text,
             }
         if self.centers is not None:
-            distance = np.hypot(*(self.centers - np.asarray(self.center)).T)
-            described["center_per_frame"] = {
-                "count": len(self.centers),
-                "std_px": float(np.sqrt(np.mean(distance**2))),
-                "max_px": float(distance.max()),
-            }
+            described["center_per_frame"] = self.describe_centers()
         return described
+
+    def describe_centers(self) -> dict:
+        """The per-frame centres: each frame at its own or not, how many, their spread (px)."""
+        distance = np.hypot(*(self.centers - np.asarray(self.center)).T)
+        return {
+            "resampled_per_frame": self.center_per_frame,
+            "count": len(self.centers),
+            "std_px": float(np.sqrt(np.mean(distance**2))),
+            "max_px": float(distance.max()),
+        }
 
 
 def input_fingerprint(reader: FrameReader, samples: int = 16) -> str:
