@@ -32,8 +32,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 from asv_bench.images import PHI_BINS, Q_BINS, make_images
-from asv_bench.machine import cpu_model
 from click.testing import CliRunner
+from harness import cpu_model
 
 import ccfkit
 from ccfkit import ccf, fourier

@@ -24,7 +24,7 @@ import numpy as np
 from ccfkit.center import estimate_center
 from ccfkit.io.source import good_pixels
 from ccfkit.simulate import SimulationConfig
-from ccfkit.simulated_file import write_simulated
+from ccfkit.simulate.cxi_file import write_simulated
 
 
 def main() -> None:

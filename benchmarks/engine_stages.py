@@ -1,7 +1,7 @@
 """Where one CPU thread's time goes in ``compute_maps``, against the product's floor.
 
-Issue 14 asks the float32 engine to stay within 1.3x of the one product it
-cannot avoid, ``polar @ polar.T`` (``ssyrk``). This script times each pass of
+The float32 engine should stay within 1.3x of the one product it cannot
+avoid, ``polar @ polar.T`` (``ssyrk``; docs/performance.md). This script times each pass of
 the Numba kernel on its own, on one thread with BLAS held to one thread,
 interleaved over rounds on the same images (256 synthetic 259 x 259 frames,
 Q = 224, P = 512, order 8, ``scale="maxabs"``), and reports each as a share of
@@ -14,7 +14,7 @@ the product's time in the same round:
 * the interpolation's instruction floor: the same loop where every sample
   reads the same four pixels (all in L1), so only its instructions count;
 * the copy and the exact gather (the path of images whose NaN/inf pixels
-  invalidate samples; before issue 14 every image took a gather like it),
+  invalidate samples; before the sanitised copy every image took a gather like it),
   for comparison;
 * the ring means and orders, and the merge and scaling of the map;
 * the whole per-thread kernel, and ``compute_maps`` through the public API.
@@ -34,8 +34,7 @@ import time
 
 import numpy as np
 from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images
-from doc_sections import replace_section
-from performance import load_average, machine
+from harness import load_average, machine, replace_section
 from threadpoolctl import threadpool_limits
 
 import ccfkit
@@ -181,7 +180,7 @@ def report(results: dict, args: argparse.Namespace, command: str, loads: tuple[s
     info = machine()
     when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "## Where one thread's time goes (issue 14: the product's floor)",
+        "## Where one thread's time goes (the product's floor)",
         "",
         (
             f"`{command}`, {when}; {info['CPU']}, {info['cores']}; {info['thread pools']}. "

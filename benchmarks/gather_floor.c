@@ -1,5 +1,5 @@
 /* The bilinear interpolation of ccfkit's Numba kernel (`_interpolate`), in C,
- * three ways, to find what the CPU allows (docs/performance.md, issue 14):
+ * three ways, to find what the CPU allows (docs/performance.md, "Where one thread's time goes"):
  *
  *   scalar  the kernel's loop: 4 scalar pixel loads, 2 lerps along x, 1 along y;
  *   gather  AVX2, 8 samples at a time, four _mm256_i32gather_ps;

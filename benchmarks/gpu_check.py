@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images  # benchmarks/ on path
-from asv_bench.machine import cpu_model
+from harness import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # ccfkit from this checkout even if not installed
@@ -318,7 +318,7 @@ def build_rows(backend: str, source: Path, work: Path, n: int) -> list[tuple[str
 
 def predict_row(device: str, backend: str, source: Path, work: Path, sort: Path):
     """``predict_frames`` on ``sort`` with a run fitted one epoch on a store of ``source``."""
-    from trainer.sorting import predict_frames
+    from ccfsort.sorting import predict_frames
 
     _invoke("ccfkit", "build", source, work / "train.zarr", "--backend", backend, "--quiet")
     _invoke("trainer", "fit", work / "train.zarr", "--epochs", "1", "--batch-size", "64",

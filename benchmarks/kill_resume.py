@@ -189,7 +189,7 @@ def run_trials(
     process (the killed ones always run in their own).
     """
     from ccfkit.simulate import SimulationConfig
-    from ccfkit.simulated_file import write_simulated
+    from ccfkit.simulate.cxi_file import write_simulated
 
     workdir.mkdir(parents=True, exist_ok=True)
     source = workdir / "input.cxi"
@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-kill-resume"))
     args = parser.parse_args()
     duration, trials = run_trials(args.workdir, args.moments, args.seed, args.frames)
-    from performance import machine  # benchmarks/ is on sys.path
+    from harness import machine
 
     described = machine()
     print(f"CPU: {described['CPU']}; cores: {described['cores']}")

@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from asv_bench.machine import cpu_model
+from harness import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 SACLA_MASK = REPO.parent / "shared" / "data" / "sacla" / "test_mask.npy"

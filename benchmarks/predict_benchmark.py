@@ -2,7 +2,7 @@
 
 Simulates frames (``ccfkit simulate``, 259 x 259), builds a small training
 store and fits the paper's ResNet-18 on it for one epoch (the weights do not
-matter for speed), then runs :func:`trainer.sorting.predict_frames` on the
+matter for speed), then runs :func:`ccfsort.sorting.predict_frames` on the
 frames of a second file and prints frames/s with the seconds spent reading,
 mapping (on the worker thread, overlapping the model) and in the model.
 
@@ -23,8 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from asv_bench.machine import cpu_model
 from click.testing import CliRunner
+from harness import cpu_model
 
 
 def _invoke(main, *args) -> None:
@@ -44,10 +44,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from ccfkit.cli import main as ccfkit_main
+    from ccfsort.sorting import predict_frames
     from trainer.config import TrainConfig
     from trainer.loop import fit
     from trainer.model import ModelConfig
-    from trainer.sorting import predict_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -5,7 +5,7 @@ Usage (from the repository root)::
 
     nice -n 10 .venv/bin/python benchmarks/simulate_speed.py --frames 3000 --rounds 3
 
-Each round writes ``--frames`` frames with :func:`ccfkit.simulated_file.write_simulated`
+Each round writes ``--frames`` frames with :func:`ccfkit.simulate.cxi_file.write_simulated`
 (drawing, rendering, Poisson noise, labels, writing the CXI file to
 ``--workdir``) for each configuration, in rotating order:
 
@@ -29,10 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from performance import Round, cpu_seconds, machine  # benchmarks/ is on sys.path
+from harness import Round, cpu_seconds, machine
 
 from ccfkit.simulate import SimulationConfig
-from ccfkit.simulated_file import write_simulated
+from ccfkit.simulate.cxi_file import write_simulated
 
 CONFIGS = {
     "v1 physics": SimulationConfig(

@@ -13,7 +13,8 @@ Stages, each timed over the same ``--frames`` frames, the best of ``--rounds``:
   fringe and partner features, ``assign_labels``;
 * ``expected counts``: :func:`expected_counts` (the default engine of that
   checkout);
-* ``Poisson noise``: the noise generators of the frames and ``_poisson_rows``;
+* ``Poisson noise``: the noise generators of the frames and ``_poisson_rows``
+  (:mod:`ccfkit.simulate.rendering`);
 * ``render_frames``: expected counts, noise and (none by default) MCP in one
   call, in blocks of 8 as ``write_simulated`` renders them;
 * ``HDF5 write``: ``ccfkit.io.cxi._write_block`` of those blocks into a new
@@ -49,6 +50,11 @@ def main(argv=None) -> int:
     from ccfkit import simulate as sim
     from ccfkit.io import cxi
 
+    try:
+        from ccfkit.simulate.rendering import _poisson_rows
+    except ImportError:  # a checkout from before the simulator was a package
+        _poisson_rows = sim._poisson_rows
+
     config = sim.SimulationConfig()
     detector = config.detector
     good = detector.good_pixels()
@@ -75,17 +81,13 @@ def main(argv=None) -> int:
                 np.random.Generator(np.random.SFC64(np.random.SeedSequence([0, int(i), 1])))
                 for i in one.index
             ]
-            sim._poisson_rows(lam.reshape(len(one), -1), rngs)
+            _poisson_rows(lam.reshape(len(one), -1), rngs)
 
     def render():
         for one in blocks:
             sim.render_frames(one, config, 0, good)
 
     rendered = [sim.render_frames(one, config, 0, good) for one in blocks]
-
-    class _Bar:
-        def update(self, _):
-            pass
 
     tmp = tempfile.mkdtemp()
 
@@ -96,7 +98,7 @@ def main(argv=None) -> int:
                 "data", shape=(n, *detector.shape), dtype=np.float32, chunks=(1, *detector.shape)
             )
             for lo, frames in zip(range(0, n, block), rendered):
-                cxi._write_block(data, (lo, frames), _Bar())
+                cxi._write_block(data, lo, frames)
         os.remove(path)
 
     stages = {

@@ -1,4 +1,4 @@
-"""The bar for learning (issue 5): does the trainer learn the simulated classes?
+"""The bar for learning (docs/training.md): does the trainer learn the simulated classes?
 
 Run from the repository root (the full bar; its duration: docs/training.md)::
 
@@ -30,19 +30,14 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from harness import BIN, sh
+
 START, END = "<!-- bar:start -->", "<!-- bar:end -->"
-
-
-def sh(*args) -> None:
-    print("+", " ".join(str(a) for a in args), flush=True)
-    subprocess.run([str(a) for a in args], check=True)
 
 
 def make_store(workdir: Path, args) -> Path:

@@ -33,8 +33,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from doc_sections import replace_section
-from train_bar import BIN, sh  # one way to run the project's commands from a benchmark
+from harness import BIN, replace_section, sh
 
 #: The two simulated sets: ccfkit simulate options beside --n and --seed.
 SETS = {

@@ -15,9 +15,8 @@ from ._version import __version__
 from .backends import NAMES as BACKEND_NAMES
 from .build_config import BuildConfig
 from .ccf import Estimator, Precision, Scale
-from .instrument import Polarization
 from .settings import Compressor, MapDtype, NoiseLevel, WriteMethod, values
-from .simulate import DEFAULT_MIX, Kind, SimulationConfig
+from .simulate import DEFAULT_MIX, Kind, Polarization, SimulationConfig
 
 #: What ``--backend`` accepts: ``auto`` and every backend's name.
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
@@ -695,7 +694,7 @@ def simulate(
     beam, a flat detector with a central hole, stray light, Poisson noise;
     labels as in the paper's Table 1 (see docs/simulate.md).
     """
-    from .simulated_file import write_simulated
+    from .simulate.cxi_file import write_simulated
 
     try:
         config = SimulationConfig(

@@ -19,7 +19,7 @@ from .io.source import open_source
 from .pipeline import BuildConfig, build
 from .polar import make_polar_plan
 from .simulate import SimulationConfig
-from .simulated_file import write_simulated
+from .simulate.cxi_file import write_simulated
 from .summary import raw_frame
 
 logger = logging.getLogger(__name__)

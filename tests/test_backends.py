@@ -167,7 +167,7 @@ def cases(draw, tiny=False):
 
 
 def _fixed_case():
-    """The case the issue names, always run: 37 x 53, off-centre, masked, NaN
+    """The hard case, always run: 37 x 53, off-centre, masked, NaN
     and inf pixels, delta != 0, order 8, a batch of 5."""
     rng = np.random.default_rng(37)
     images = rng.gamma(2.0, 1.0, (5, 37, 53))

@@ -29,7 +29,7 @@ from ccfkit import pipeline
 from ccfkit.cli import main
 from ccfkit.io.cxi import DATA_PATH, LABELS_PATH, MASK_PATH
 from ccfkit.simulate import SimulationConfig
-from ccfkit.simulated_file import write_simulated
+from ccfkit.simulate.cxi_file import write_simulated
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ccfsort.study_plan import PlanError, apply_override, build_config, load_config, make_plan
+from ccfsort.verdicts import NO, UNRESOLVED, YES, compare, frame_counts, metric_of_counts, verdict
 from trainer.cli import main as trainer_main
 from trainer.config import TrainConfig
 from trainer.data import load_split, save_split, split_three_ways, subsample
 from trainer.inference import evaluate_run
 from trainer.run_dir import run_split
-from trainer.study_plan import PlanError, apply_override, build_config, load_config, make_plan
-from trainer.verdicts import NO, UNRESOLVED, YES, compare, frame_counts, metric_of_counts, verdict
 
 # --------------------------------------------------------------------------
 # The split
@@ -245,7 +245,7 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
     # A rerun skips every finished run and leaves its files alone; with --eval-source it
     # scores every run on all frames of another simulated file, built the same way.
     from ccfkit.simulate import SimulationConfig
-    from ccfkit.simulated_file import write_simulated
+    from ccfkit.simulate.cxi_file import write_simulated
 
     other = tmp_path / "other.cxi"
     write_simulated(other, SimulationConfig(size=64), 24, seed=11, progress=False)

@@ -127,8 +127,11 @@ def test_grad_cam_pp_shape_and_linear_case():
 
 def _train_bar():
     import importlib.util
+    import sys
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_bar.py"
+    if str(path.parent) not in sys.path:  # as for a script run: its folder first (harness.py)
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("train_bar", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -46,11 +46,8 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from ccfkit.store import StoreError
 
     from .run_dir import RunError
-    from .study import StudyError
-    from .study_plan import PlanError
 
-    return (DataError, RunError, StoreError, InputError, BackendUnavailableError, PlanError,
-            StudyError, OSError)  # fmt: skip
+    return (DataError, RunError, StoreError, InputError, BackendUnavailableError, OSError)
 
 
 def _one_line(error: Exception) -> str:
@@ -382,7 +379,7 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
         return
     if label_map is not None:
         raise click.UsageError("--label-map applies to a store (its labels), not to frames")
-    from .sorting import predict_frames, write_predictions
+    from ccfsort.sorting import predict_frames, write_predictions
 
     result = predict_frames(
         run, inputs, which=checkpoint, device=device, backend=backend, data_path=data_path,
@@ -465,23 +462,26 @@ def study(study, out, overrides, seeds, epochs, tables, sources, eval_sources, s
           report_only, quiet):  # fmt: skip
     """Run the paper's experiments (Tables 4-6) from STUDY (a .toml file or a preset name:
     smoke, cpu, cpu-maps, paper) with seeds, a three-way split and a report (docs/study.md)."""
-    from .study import run_study
-    from .study_plan import load_config, make_plan
+    from ccfsort.study import StudyError, run_study
+    from ccfsort.study_plan import PlanError, load_config, make_plan
 
     if not quiet:
-        logging.getLogger("trainer.study").setLevel(logging.INFO)
+        logging.getLogger("ccfsort.study").setLevel(logging.INFO)
     overrides = list(overrides)
     if seeds is not None:
         overrides.append(f"seeds=[{seeds}]")
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
-    config = load_config(study, overrides)
-    plan = make_plan(config, None if tables is None else tables.split(","))
-    out = Path("studies") / plan.name if out is None else out
-    report = run_study(
-        plan, out, sources=list(sources) or None, eval_sources=eval_sources,
-        scheduler=scheduler, threads=threads, train=not report_only, progress=not quiet,
-    )  # fmt: skip
+    try:  # the study's own errors (the other expected ones: _clean_errors)
+        config = load_config(study, overrides)
+        plan = make_plan(config, None if tables is None else tables.split(","))
+        out = Path("studies") / plan.name if out is None else out
+        report = run_study(
+            plan, out, sources=list(sources) or None, eval_sources=eval_sources,
+            scheduler=scheduler, threads=threads, train=not report_only, progress=not quiet,
+        )  # fmt: skip
+    except (PlanError, StudyError) as error:
+        raise click.ClickException(_one_line(error)) from error
     for claim in report["claims"]:
         if claim["verdict"] == "not run":
             click.echo(f"{claim['text']}: not run")

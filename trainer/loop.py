@@ -21,7 +21,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,14 @@ from torch import nn
 from ccfkit.io.atomic import atomic_output
 
 from .config import BEST_METRICS, TrainConfig
-from .data import ChunkBatchSampler, StoreDataset, inspect_store, load_split, make_loader
+from .data import (
+    ChunkBatchSampler,
+    StoreDataset,
+    StoreInfo,
+    inspect_store,
+    load_split,
+    make_loader,
+)
 from .metrics import all_negative_accuracy, compute_metrics
 from .model import ModelConfig, build_model
 from .report import plot_history, write_report
@@ -345,23 +352,90 @@ def _evaluate(model, loader, device, train_cfg: TrainConfig, info, *, amp, chann
 
 
 def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict:
-    from tqdm import tqdm
+    """Train from ``checkpoint`` (None: from scratch) to ``train_cfg.epochs``; the report dict.
 
+    Every process runs this; rank 0 evaluates, writes checkpoints, and returns
+    the report (the others return ``{}``).
+    """
+    run = _setup(Path(run_dir), model_cfg, train_cfg, info, checkpoint, progress=progress)
+    started = time.perf_counter()
+    for epoch in range(run.start_epoch, train_cfg.epochs):
+        if (
+            train_cfg.max_minutes is not None
+            and epoch > run.start_epoch
+            and _out_of_time(train_cfg, started, run.distributed)
+        ):
+            log.warning(
+                "time limit of %s min reached after %d epochs", train_cfg.max_minutes, epoch
+            )
+            break
+        totals = _train_one_epoch(run, epoch)
+        if run.rank == 0:
+            _end_epoch(run, epoch, totals)
+        if run.distributed:
+            torch.distributed.barrier()
+    return _finish(run)
+
+
+@dataclass
+class _Run:
+    """What one process works with while it trains a run (made by :func:`_setup`).
+
+    ``model`` is the plain network (evaluated and checkpointed);
+    ``train_model`` what the steps run: the same network, or its DDP wrapper.
+    ``history``, ``best`` and ``final`` (the metrics of the last epoch run in
+    this call) grow epoch by epoch on rank 0.
+    """
+
+    run_dir: Path
+    cfg: TrainConfig
+    info: StoreInfo
+    rank: int
+    world: int
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    model: nn.Module
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    sampler: ChunkBatchSampler
+    loader: torch.utils.data.DataLoader | None
+    eval_dataset: StoreDataset
+    eval_loader: torch.utils.data.DataLoader | None
+    test_idx: np.ndarray
+    show: bool
+    config: dict | None  # config.json, on rank 0
+    history: list = field(default_factory=list)
+    best: dict | None = None
+    start_epoch: int = 0
+    final: dict | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def _join(train_cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    """``(rank, world size, device)`` of this process, in the process group under torchrun."""
     rank, world, local_rank = _dist_env()
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
     device = resolve_device(train_cfg.device, local_rank)
-    distributed = world > 1
-    if distributed and not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend)
-    if distributed:
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if world > 1:
         torch.distributed.barrier()  # rank 0 has written split.npz and config.json
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    split = load_split(run_dir / "split.npz")
-    train_idx, eval_idx, test_idx = split["train"], split["validation"], split["test"]
+    return rank, world, device
 
+
+def _setup(run_dir: Path, model_cfg, train_cfg, info, checkpoint, *, progress) -> _Run:
+    """The network, optimiser and loaders of one process, restored from ``checkpoint``."""
+    rank, world, device = _join(train_cfg)
+    split = load_split(run_dir / "split.npz")
     _seed_all(train_cfg.seed)
     model = build_model(model_cfg).to(device)
     channels_last = train_cfg.channels_last and device.type == "cuda"
@@ -375,7 +449,7 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     history, best, start_epoch = _restore(checkpoint, model, optimizer, scheduler, scaler)
     train_model = model
-    if distributed:
+    if world > 1:
         if train_cfg.sync_bn and device.type == "cuda":  # SyncBatchNorm is GPU-only
             train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
         train_model = nn.parallel.DistributedDataParallel(
@@ -392,130 +466,149 @@ def _train(run_dir, model_cfg, train_cfg, info, *, checkpoint, progress) -> dict
     )
     eval_dataset = StoreDataset(train_cfg.store, train_cfg.input, normalize=train_cfg.normalize)
     sampler = ChunkBatchSampler(
-        train_idx,
+        split["train"],
         info.chunk_frames,
         train_cfg.batch_size,
         group_chunks=train_cfg.group_chunks,
         seed=train_cfg.seed,
-        drop_last=len(train_idx) > train_cfg.batch_size,
+        drop_last=len(split["train"]) > train_cfg.batch_size,
         rank=rank,
         world_size=world,
     )
     eval_sampler = ChunkBatchSampler(
-        eval_idx, info.chunk_frames, max(train_cfg.batch_size, 64), shuffle=False
+        split["validation"], info.chunk_frames, max(train_cfg.batch_size, 64), shuffle=False
     )
-    pin = device.type == "cuda"
-    loader = make_loader(dataset, sampler, train_cfg.workers, pin=pin)
-    eval_loader = make_loader(eval_dataset, eval_sampler, 0 if distributed else train_cfg.workers)
-    better = BEST_METRICS[train_cfg.best_metric]
-    show = progress and rank == 0
-    config = json.loads((run_dir / "config.json").read_text()) if rank == 0 else None
-    final = None  # metrics of the last epoch run in this call (rank 0)
+    return _Run(
+        run_dir=run_dir, cfg=train_cfg, info=info, rank=rank, world=world, device=device,
+        amp=amp, channels_last=channels_last, model=model, train_model=train_model,
+        optimizer=optimizer, scheduler=scheduler, scaler=scaler, sampler=sampler,
+        loader=make_loader(dataset, sampler, train_cfg.workers, pin=device.type == "cuda"),
+        eval_dataset=eval_dataset,
+        eval_loader=make_loader(eval_dataset, eval_sampler, 0 if world > 1 else train_cfg.workers),
+        test_idx=split["test"], show=progress and rank == 0,
+        config=json.loads((run_dir / "config.json").read_text()) if rank == 0 else None,
+        history=history, best=best, start_epoch=start_epoch,
+    )  # fmt: skip
 
-    started = time.perf_counter()
-    for epoch in range(start_epoch, train_cfg.epochs):
-        if (
-            train_cfg.max_minutes is not None
-            and epoch > start_epoch
-            and _out_of_time(train_cfg, started, distributed)
-        ):
-            log.warning(
-                "time limit of %s min reached after %d epochs", train_cfg.max_minutes, epoch
-            )
-            break
-        sampler.set_epoch(epoch)
-        train_model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        t0 = time.perf_counter()
-        seen = 0
-        sum_loss = sum_bce = 0.0
-        bar = tqdm(
-            total=len(sampler),
-            desc=f"epoch {epoch + 1}/{train_cfg.epochs}",
-            disable=not show,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        for x, y, _ in loader:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            loss, bce = train_step(
-                train_model, x, y, optimizer, scaler,
-                l1=train_cfg.l1, l2=train_cfg.l2, amp=amp, weights=model,
-            )  # fmt: skip
-            n = len(x)
-            seen += n
-            loss_value = loss.item()
-            sum_loss += loss_value * n
-            sum_bce += bce.item() * n
-            rate = seen * world / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
-            bar.update()
-        bar.close()
-        scheduler.step()
-        if distributed:
-            sums = torch.tensor([sum_loss, sum_bce, seen], dtype=torch.float64)
-            torch.distributed.all_reduce(sums)
-            sum_loss, sum_bce, seen = sums.tolist()
-        seconds = time.perf_counter() - t0
-        if rank == 0:
-            metrics, final, eval_bce = _evaluate(
-                model, eval_loader, device, train_cfg, info, amp=amp, channels_last=channels_last
-            )
-            row = {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": sum_loss / max(seen, 1),
-                "train_bce": sum_bce / max(seen, 1),
-                "eval_loss": eval_bce,
-                "accuracy": metrics.accuracy,
-                "precision": metrics.precision,
-                "recall": metrics.recall,
-                "violation_rate": metrics.violation_rate,
-                "seconds": seconds,
-                "samples_per_s": seen / seconds,
-            }
-            history.append(row)
-            value = row[train_cfg.best_metric]
-            improved = best is None or (value > best["value"] if better else value < best["value"])
-            if improved:
-                best = {"value": value, "epoch": epoch, "metric": train_cfg.best_metric, **final}
-            state = checkpoint_state(
-                model, optimizer, scheduler, scaler,
-                epoch=epoch, best=best, history=history, config=config,
-            )  # fmt: skip
-            save_checkpoint(run_dir / "last.pt", state)
-            if improved:
-                save_checkpoint(run_dir / "best.pt", state)
-            write_metrics_csv(run_dir / "metrics.csv", history)
-            msg = (
-                f"epoch {epoch + 1}/{train_cfg.epochs}: loss {row['train_loss']:.4f}, "
-                f"eval acc {metrics.accuracy:.4f} prec {metrics.precision:.4f} "
-                f"rec {metrics.recall:.4f} viol {metrics.violation_rate:.3f}, "
-                f"{row['samples_per_s']:.1f} samples/s"
-            )
-            log.info(msg)
-            if show:
-                tqdm.write(msg)
-        if distributed:
-            torch.distributed.barrier()
 
-    del loader  # stop the persistent workers now, not at interpreter exit
+def _train_one_epoch(run: _Run, epoch: int) -> dict:
+    """One pass over this process's slice of the training rows, then the scheduler's step.
+
+    Returns ``lr`` (of this epoch), ``loss`` and ``bce`` (sums over the
+    frames, over every process), ``seen`` (frames, every process) and
+    ``seconds``.
+    """
+    from tqdm import tqdm
+
+    cfg = run.cfg
+    run.sampler.set_epoch(epoch)
+    run.train_model.train()
+    lr = run.optimizer.param_groups[0]["lr"]
+    t0 = time.perf_counter()
+    seen = 0
+    sum_loss = sum_bce = 0.0
+    bar = tqdm(
+        total=len(run.sampler),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        disable=not run.show,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for x, y, _ in run.loader:
+        x = x.to(run.device, non_blocking=True)
+        y = y.to(run.device, non_blocking=True)
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss, bce = train_step(
+            run.train_model, x, y, run.optimizer, run.scaler,
+            l1=cfg.l1, l2=cfg.l2, amp=run.amp, weights=run.model,
+        )  # fmt: skip
+        n = len(x)
+        seen += n
+        loss_value = loss.item()
+        sum_loss += loss_value * n
+        sum_bce += bce.item() * n
+        rate = seen * run.world / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
+        bar.update()
+    bar.close()
+    run.scheduler.step()
+    if run.distributed:
+        sums = torch.tensor([sum_loss, sum_bce, seen], dtype=torch.float64)
+        torch.distributed.all_reduce(sums)
+        sum_loss, sum_bce, seen = sums.tolist()
+    return {"lr": lr, "loss": sum_loss, "bce": sum_bce, "seen": seen,
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def _end_epoch(run: _Run, epoch: int, totals: dict) -> None:
+    """Rank 0 after an epoch: evaluate, log, and write ``last.pt``, ``best.pt``, metrics.csv."""
+    from tqdm import tqdm
+
+    cfg = run.cfg
+    metrics, run.final, eval_bce = _evaluate(
+        run.model, run.eval_loader, run.device, cfg, run.info,
+        amp=run.amp, channels_last=run.channels_last,
+    )  # fmt: skip
+    seen, seconds = totals["seen"], totals["seconds"]
+    row = {
+        "epoch": epoch,
+        "lr": totals["lr"],
+        "train_loss": totals["loss"] / max(seen, 1),
+        "train_bce": totals["bce"] / max(seen, 1),
+        "eval_loss": eval_bce,
+        "accuracy": metrics.accuracy,
+        "precision": metrics.precision,
+        "recall": metrics.recall,
+        "violation_rate": metrics.violation_rate,
+        "seconds": seconds,
+        "samples_per_s": seen / seconds,
+    }
+    run.history.append(row)
+    value, best = row[cfg.best_metric], run.best
+    higher_is_better = BEST_METRICS[cfg.best_metric]
+    improved = best is None or (
+        value > best["value"] if higher_is_better else value < best["value"]
+    )
+    if improved:
+        run.best = {"value": value, "epoch": epoch, "metric": cfg.best_metric, **run.final}
+    state = checkpoint_state(
+        run.model, run.optimizer, run.scheduler, run.scaler,
+        epoch=epoch, best=run.best, history=run.history, config=run.config,
+    )  # fmt: skip
+    save_checkpoint(run.run_dir / "last.pt", state)
+    if improved:
+        save_checkpoint(run.run_dir / "best.pt", state)
+    write_metrics_csv(run.run_dir / "metrics.csv", run.history)
+    msg = (
+        f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, "
+        f"eval acc {metrics.accuracy:.4f} prec {metrics.precision:.4f} "
+        f"rec {metrics.recall:.4f} viol {metrics.violation_rate:.3f}, "
+        f"{row['samples_per_s']:.1f} samples/s"
+    )
+    log.info(msg)
+    if run.show:
+        tqdm.write(msg)
+
+
+def _finish(run: _Run) -> dict:
+    """After the last epoch: the best checkpoint scored on the test rows, the report (rank 0)."""
+    run.loader = None  # stop the persistent workers now, not at interpreter exit
     report: dict = {}
-    if rank == 0 and history:
-        if final is None:  # no epoch ran in this call (a finished run resumed): evaluate
-            _, final, _ = _evaluate(
-                model, eval_loader, device, train_cfg, info, amp=amp, channels_last=channels_last
-            )
+    if run.rank == 0 and run.history:
+        if run.final is None:  # no epoch ran in this call (a finished run resumed): evaluate
+            _, run.final, _ = _evaluate(
+                run.model, run.eval_loader, run.device, run.cfg, run.info,
+                amp=run.amp, channels_last=run.channels_last,
+            )  # fmt: skip
         test = None
-        if len(test_idx):
-            test = _score_test(run_dir, model, eval_dataset, test_idx, info, train_cfg, device)
-        plot_history(run_dir, history)
-        report = write_report(run_dir, config, history, final, best, test)
-    del eval_loader
-    if distributed:
+        if len(run.test_idx):
+            test = _score_test(run.run_dir, run.model, run.eval_dataset, run.test_idx, run.info,
+                               run.cfg, run.device)  # fmt: skip
+        plot_history(run.run_dir, run.history)
+        report = write_report(run.run_dir, run.config, run.history, run.final, run.best, test)
+    run.eval_loader = None
+    if run.distributed:
         torch.distributed.barrier()
     return report
 

@@ -5,7 +5,7 @@ one frame per HDF5 chunk, soft-linked from the detector group) from blocks of
 frames, after a caller's ``header`` function has written everything else
 (geometry, mask, labels, provenance) with :func:`group` and :func:`dataset`.
 The labelled file of ``ccfkit simulate`` is written this way
-(:mod:`ccfkit.simulated_file`); its full layout is in ``docs/simulate.md``.
+(:mod:`ccfkit.simulate.cxi_file`); its full layout is in ``docs/simulate.md``.
 
 Everything is written to ``OUT.partial`` and renamed to ``OUT`` only when
 complete; on any error (or Ctrl-C) the partial file is removed.

@@ -1,13 +1,15 @@
-"""GIL-free Numba kernels of :mod:`ccfkit.simulate`: a frame's expected counts in
-one fused pass, and the Poisson sampler's CDF inversion.
+"""GIL-free Numba kernels of the simulator: a frame's expected counts in one fused
+pass, and the Poisson sampler's CDF inversion.
 
-The NumPy formulation in :mod:`ccfkit.simulate` (``particle_intensity``,
-``fringe_visibility``, ``_form_factor32``) and :mod:`ccfkit.instrument` is the
-readable reference; :func:`expected_frame` computes the same expected photons
-per pixel (every formula as there, in float64 per pixel, stored as float32)
-without whole-image temporaries, and is tested against it on random
-parameters (``tests/test_simulate.py``). Conventions as in
-:mod:`ccfkit.simulate`: images ``I[y, x]``, pixel centres at integer
+Imported only when frames are rendered (:mod:`ccfkit.simulate.rendering`), so
+that the configuration and the command line load without Numba. The NumPy
+formulation in :mod:`ccfkit.simulate.scattering` (``particle_intensity``,
+``fringe_visibility``, ``_form_factor32``) and :mod:`ccfkit.simulate.instrument`
+is the readable reference; :func:`expected_frame` computes the same expected
+photons per pixel (every formula as there, in float64 per pixel, stored as
+float32) without whole-image temporaries, and is tested against it on random
+parameters (``tests/simulate/test_kernels.py``). Conventions as in
+:mod:`ccfkit.simulate.detector`: images ``I[y, x]``, pixel centres at integer
 coordinates, beam centre ``(cx, cy)`` in pixels, ``n = (x, y, L) / D``.
 
 ``sin`` and ``cos`` are evaluated by :func:`_sincos` (a Cody-Waite reduction
@@ -129,6 +131,80 @@ def _geometry(x, y):
     return nz, 1.0 - nz
 
 
+@numba.njit(inline="always")
+def _spheroid_row(row, good_row, xs, y, particle, weight):
+    """``F(u)^2 P Omega`` of a spheroid along one image row, in place of ``row``.
+
+    ``xs``: the row's pixel offsets over ``L``; ``y`` the row's; ``particle``
+    and ``weight`` as in :func:`expected_frame` (inlined there: its fastmath
+    flags apply).
+    """
+    p0, px, py, pz = weight[0], weight[1], weight[2], weight[3]
+    solid = weight[4] != 0
+    ka, e, c_x, c_y, c_z = particle[0], particle[1], particle[2], particle[3], particle[4]
+    inv_ka = 1.0 / ka
+    for j in range(xs.shape[0]):
+        x = xs[j]
+        nz, s2 = _geometry(x, y)
+        dot = (x * c_x + y * c_y + c_z) * nz - c_z
+        v = max(2.0 * (s2 + e * dot * dot), 1e-30)  # (u / k a)^2
+        inv_root = _rsqrt(v)
+        f = _form_factor(ka * v * inv_root, inv_root * inv_ka)
+        xn, yn = x * nz, y * nz
+        pol = p0 + px * xn * xn + py * yn * yn + pz * nz * nz
+        omega = nz * nz * nz if solid else 1.0
+        row[j] = f * f * pol * omega * good_row[j]
+
+
+@numba.njit(inline="always")
+def _two_spheres_row(row, good_row, xs, y, particle, weight):
+    """``(F1^2 + F2^2 + 2 F1 F2 V cos(phase)) P Omega`` along one image row, in place of
+    ``row`` (arguments as :func:`_spheroid_row`)."""
+    p0, px, py, pz = weight[0], weight[1], weight[2], weight[3]
+    solid = weight[4] != 0
+    kr1, rho, rho3, kd_x, kd_y, kd_z, h_p = (
+        particle[0], particle[1], particle[2], particle[3], particle[4], particle[5],
+        particle[6],
+    )  # fmt: skip
+    inv_kr1, inv_kr2 = 1.0 / kr1, 1.0 / (rho * kr1)
+    for j in range(xs.shape[0]):
+        x = xs[j]
+        nz, s2 = _geometry(x, y)
+        v = max(2.0 * s2, 1e-30)  # (u1 / k R1)^2
+        inv_root = _rsqrt(v)
+        u1 = kr1 * v * inv_root
+        f1 = _form_factor(u1, inv_root * inv_kr1)
+        f2 = rho3 * _form_factor(rho * u1, inv_root * inv_kr2)
+        _, cos_phase = _sincos((x * kd_x + y * kd_y) * nz - s2 * kd_z)
+        m = nz * nz * (x * kd_x + y * kd_y + kd_z)
+        vis = _sinc(h_p * nz * (kd_x - x * m)) * _sinc(h_p * nz * (kd_y - y * m))
+        xn, yn = x * nz, y * nz
+        pol = p0 + px * xn * xn + py * yn * yn + pz * nz * nz
+        omega = nz * nz * nz if solid else 1.0
+        intensity = f1 * f1 + f2 * f2 + 2.0 * f1 * f2 * vis * cos_phase
+        row[j] = intensity * pol * omega * good_row[j]
+
+
+@numba.njit(inline="always")
+def _halo_profile(good, cx, cy, halo, halo_width):
+    """``(h, sum_good(h))``: the halo profile ``good (1 + r^2 / w^2)^(-3/2)`` in float32,
+    ``(H, W)``, or one row of zeros without halo (``halo <= 0``)."""
+    height, width = good.shape
+    profile = np.zeros((height, width) if halo > 0 else (1, width), dtype=np.float32)
+    inv_width2 = np.float32(1.0 / (halo_width * halo_width))
+    sum_h = 0.0
+    dxs = (np.arange(width) - cx).astype(np.float32)
+    for i in range(height if halo > 0 else 0):
+        dy = np.float32(i - cy)
+        row, good_row = profile[i], good[i]
+        for j in range(width):
+            dx = dxs[j]
+            v = np.float32(1) + (dx * dx + dy * dy) * inv_width2  # (1 + r^2 / w^2)
+            row[j] = good_row[j] / (v * np.sqrt(v))
+        sum_h += _row_sum(row)
+    return profile, sum_h
+
+
 #: LLVM may use reciprocals (``x / c`` as ``x * (1 / c)``, ``1 / sqrt`` as a refined
 #: ``rsqrt``) and fused multiply-adds: rounding-level changes only (no reassociation,
 #: which would undo the two-part reduction in :func:`_sincos`).
@@ -143,7 +219,7 @@ def expected_frame(
 
     ``E = good (fluence w / sum_good(w) + halo h / sum_good(h) + background)``
     with ``w = |A|^2 P Omega``, ``h`` the halo profile (as
-    ``ccfkit.simulate.expected_counts``). ``|A|^2`` is, with ``x, y`` the
+    ``ccfkit.simulate.rendering.expected_counts``). ``|A|^2`` is, with ``x, y`` the
     pixel's offsets over ``L``, ``nz = L / D``, ``s2 = 1 - L / D`` and ``F``
     the form factor / 3:
 
@@ -195,64 +271,18 @@ def expected_frame(
     """
     height, width = out.shape
     cx, cy = center[0], center[1]
-    p0, px, py, pz = weight[0], weight[1], weight[2], weight[3]
-    solid = weight[4] != 0
     xs = (np.arange(width) - cx) * pixel_over_l  # float64: no int64 -> float casts per pixel
     sum_w = 0.0
     if mode == EMPTY or fluence <= 0:
         out[:, :] = 0
     for i in range(height if mode != EMPTY and fluence > 0 else 0):
         y = (i - cy) * pixel_over_l
-        row, good_row = out[i], good[i]
         if mode == SPHEROID:
-            ka, e, c_x, c_y, c_z = particle[0], particle[1], particle[2], particle[3], particle[4]
-            inv_ka = 1.0 / ka
-            for j in range(width):
-                x = xs[j]
-                nz, s2 = _geometry(x, y)
-                dot = (x * c_x + y * c_y + c_z) * nz - c_z
-                v = max(2.0 * (s2 + e * dot * dot), 1e-30)  # (u / k a)^2
-                inv_root = _rsqrt(v)
-                f = _form_factor(ka * v * inv_root, inv_root * inv_ka)
-                xn, yn = x * nz, y * nz
-                pol = p0 + px * xn * xn + py * yn * yn + pz * nz * nz
-                omega = nz * nz * nz if solid else 1.0
-                row[j] = f * f * pol * omega * good_row[j]
+            _spheroid_row(out[i], good[i], xs, y, particle, weight)
         else:
-            kr1, rho, rho3, kd_x, kd_y, kd_z, h_p = (
-                particle[0], particle[1], particle[2], particle[3], particle[4], particle[5],
-                particle[6],
-            )  # fmt: skip
-            inv_kr1, inv_kr2 = 1.0 / kr1, 1.0 / (rho * kr1)
-            for j in range(width):
-                x = xs[j]
-                nz, s2 = _geometry(x, y)
-                v = max(2.0 * s2, 1e-30)  # (u1 / k R1)^2
-                inv_root = _rsqrt(v)
-                u1 = kr1 * v * inv_root
-                f1 = _form_factor(u1, inv_root * inv_kr1)
-                f2 = rho3 * _form_factor(rho * u1, inv_root * inv_kr2)
-                _, cos_phase = _sincos((x * kd_x + y * kd_y) * nz - s2 * kd_z)
-                m = nz * nz * (x * kd_x + y * kd_y + kd_z)
-                vis = _sinc(h_p * nz * (kd_x - x * m)) * _sinc(h_p * nz * (kd_y - y * m))
-                xn, yn = x * nz, y * nz
-                pol = p0 + px * xn * xn + py * yn * yn + pz * nz * nz
-                omega = nz * nz * nz if solid else 1.0
-                intensity = f1 * f1 + f2 * f2 + 2.0 * f1 * f2 * vis * cos_phase
-                row[j] = intensity * pol * omega * good_row[j]
-        sum_w += _row_sum(row)
-    profile = np.zeros((height, width) if halo > 0 else (1, width), dtype=np.float32)
-    inv_width2 = np.float32(1.0 / (halo_width * halo_width))
-    sum_h = 0.0
-    dxs = (np.arange(width) - cx).astype(np.float32)
-    for i in range(height if halo > 0 else 0):
-        dy = np.float32(i - cy)
-        row, good_row = profile[i], good[i]
-        for j in range(width):
-            dx = dxs[j]
-            v = np.float32(1) + (dx * dx + dy * dy) * inv_width2  # (1 + r^2 / w^2)
-            row[j] = good_row[j] / (v * np.sqrt(v))
-        sum_h += _row_sum(row)
+            _two_spheres_row(out[i], good[i], xs, y, particle, weight)
+        sum_w += _row_sum(out[i])
+    profile, sum_h = _halo_profile(good, cx, cy, halo, halo_width)
     scale_w = fluence / sum_w if sum_w > 0 else 0.0
     scale_h = halo / sum_h if sum_h > 0 else 0.0
     for i in range(height):

@@ -27,11 +27,10 @@ import torch
 from ccfkit.ccf import MapSettings
 from ccfkit.io.atomic import atomic_output
 from ccfkit.polar import PlanSpec, RingGrid
-
-from .config import TrainConfig
-from .data import DataError, model_inputs, open_store, resolve_normalize
-from .inference import load_run, write_probability_csv
-from .run_dir import RunError
+from trainer.config import TrainConfig
+from trainer.data import DataError, model_inputs, open_store, resolve_normalize
+from trainer.inference import load_run, write_probability_csv
+from trainer.run_dir import RunError
 
 __all__ = ["MapRecipe", "predict_frames", "write_predictions"]
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .run_dir import write_json
+from trainer.run_dir import write_json
+
 from .study_plan import PlanError, StudyPlan, build_config
 
 __all__ = ["RunJob", "StudyError", "is_finished", "run_job", "run_study"]
@@ -89,8 +90,7 @@ def environment() -> dict:
     import torch
 
     import ccfkit
-
-    from . import __version__
+    from trainer import __version__
 
     return {
         "trainer": __version__,
@@ -132,7 +132,7 @@ def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) 
     if "sources" in data:
         return [str(Path(s).resolve()) for s in data["sources"]]
     from ccfkit.simulate import SimulationConfig
-    from ccfkit.simulated_file import write_simulated
+    from ccfkit.simulate.cxi_file import write_simulated
 
     spec = dict(data["simulate"])
     n, seed = int(spec.pop("n")), int(spec.pop("seed", 0))
@@ -168,7 +168,7 @@ def open_frames(paths, config: dict):
 
 def ensure_split(plan: StudyPlan, out: Path, n_frames: int) -> Path:
     """``split.npz``: the one train / validation / test split of every arm (made once)."""
-    from .data import save_split, split_three_ways
+    from trainer.data import save_split, split_three_ways
 
     spec = plan.config.get("split", {})
     record = {
@@ -271,10 +271,10 @@ def is_finished(run_dir) -> bool:
 
 def run_job(job: RunJob) -> str:
     """Train (or resume, or skip) one run; returns ``"skipped"``, ``"resumed"`` or ``"trained"``."""
-    from . import loop
-    from .config import TrainConfig
-    from .data import inspect_store
-    from .model import ModelConfig
+    from trainer import loop
+    from trainer.config import TrainConfig
+    from trainer.data import inspect_store
+    from trainer.model import ModelConfig
 
     run_dir = Path(job.run_dir)
     if is_finished(run_dir):
@@ -346,8 +346,9 @@ def collect_arm(run_dirs: dict, test_rows: np.ndarray) -> dict | None:
         ``per_class`` (class -> precision / recall summaries, support),
         ``train_frames``, ``epochs``.
     """
-    from .data import load_split
-    from .metrics import compute_metrics
+    from trainer.data import load_split
+    from trainer.metrics import compute_metrics
+
     from .verdicts import frame_counts
 
     seeds, counts = {}, []
@@ -395,8 +396,8 @@ def baselines(store: str, split: dict) -> dict:
     The best constant predicts, for each class, the majority value of the
     training labels (the constant with the best accuracy on training data).
     """
-    from .data import inspect_store, open_store
-    from .metrics import compute_metrics
+    from trainer.data import inspect_store, open_store
+    from trainer.metrics import compute_metrics
 
     info = inspect_store(store)
     labels = open_store(store)["labels"][:].astype(bool)
@@ -417,7 +418,7 @@ def baselines(store: str, split: dict) -> dict:
 
 def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
     """The run's best checkpoint on every frame of another store (cached in ``score_file``)."""
-    from .inference import evaluate_run
+    from trainer.inference import evaluate_run
 
     if score_file.is_file():
         return json.loads(score_file.read_text())
@@ -431,6 +432,59 @@ def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
 # --------------------------------------------------------------------------
 # The study
 # --------------------------------------------------------------------------
+
+
+def _train_arms(plan: StudyPlan, run_dirs: dict, stores: dict, split_file: Path, threads,
+                scheduler) -> dict:  # fmt: skip
+    """Run every unfinished (arm, seed) of ``plan``; ``{run_dir: outcome}`` of every run."""
+    jobs = [
+        RunJob(
+            run_dirs[arm.key][s],
+            stores[arm.key],
+            str(split_file.resolve()),
+            s,
+            arm.model,
+            arm.train,
+            threads,
+        )
+        for arm in plan.arms.values()
+        for s in plan.seeds
+    ]
+    pending = [job for job in jobs if not is_finished(job.run_dir)]
+    log.info("%d runs, %d finished before, %d to run", len(jobs), len(jobs) - len(pending),
+             len(pending))  # fmt: skip
+    outcomes = {job.run_dir: "skipped" for job in jobs if job not in pending}
+    outcomes.update(_run_all(pending, scheduler))
+    return outcomes
+
+
+def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, results: dict,
+                       *, scheduler, progress) -> None:  # fmt: skip
+    """Every finished run scored on all frames of ``source``, into ``results[arm]["eval_sources"]``.
+
+    The frames are built with each arm's own build parameters (one store per
+    distinct build, reused); the scores are cached under ``out/scores``.
+    """
+    for arm in plan.arms.values():
+        if results[arm.key] is None:
+            continue
+        path = store_path(out, [source], plan.config, arm.build)
+        store = ensure_store(path, [source], plan.config, arm.build, scheduler=scheduler,
+                             progress=progress)  # fmt: skip
+        scores = {
+            s: score_on_source(
+                Path(d), store, out / "scores" / arm.name / f"seed-{s}" / f"{path.stem}.json"
+            )
+            for s, d in run_dirs[arm.key].items()
+            if is_finished(d)
+        }
+        results[arm.key].setdefault("eval_sources", {})[source] = {
+            "seeds": scores,
+            "summary": {
+                k: _summary([m[k] for m in scores.values()])
+                for k in ("accuracy", "precision", "recall")
+            },
+        }
 
 
 def run_study(
@@ -470,7 +524,8 @@ def run_study(
     dict
         The report (``report.json``'s content).
     """
-    from .data import load_split
+    from trainer.data import load_split
+
     from .study_report import write_report
 
     started = time.perf_counter()
@@ -499,48 +554,11 @@ def run_study(
     }
     outcomes = {}
     if train:
-        jobs = [
-            RunJob(
-                run_dirs[arm.key][s],
-                stores[arm.key],
-                str(split_file.resolve()),
-                s,
-                arm.model,
-                arm.train,
-                threads,
-            )
-            for arm in plan.arms.values()
-            for s in plan.seeds
-        ]
-        pending = [job for job in jobs if not is_finished(job.run_dir)]
-        log.info("%d runs, %d finished before, %d to run", len(jobs), len(jobs) - len(pending),
-                 len(pending))  # fmt: skip
-        outcomes = {job.run_dir: "skipped" for job in jobs if job not in pending}
-        outcomes.update(_run_all(pending, scheduler))
-
+        outcomes = _train_arms(plan, run_dirs, stores, split_file, threads, scheduler)
     results = {key: collect_arm(run_dirs[key], split["test"]) for key in plan.arms}
     for source in eval_sources:
-        source = str(Path(source).resolve())
-        for arm in plan.arms.values():
-            if results[arm.key] is None:
-                continue
-            path = store_path(out, [source], config, arm.build)
-            store = ensure_store(path, [source], config, arm.build, scheduler=scheduler,
-                                 progress=progress)  # fmt: skip
-            scores = {
-                s: score_on_source(
-                    Path(d), store, out / "scores" / arm.name / f"seed-{s}" / f"{path.stem}.json"
-                )
-                for s, d in run_dirs[arm.key].items()
-                if is_finished(d)
-            }
-            results[arm.key].setdefault("eval_sources", {})[source] = {
-                "seeds": scores,
-                "summary": {
-                    k: _summary([m[k] for m in scores.values()])
-                    for k in ("accuracy", "precision", "recall")
-                },
-            }
+        _score_eval_source(str(Path(source).resolve()), plan, out, run_dirs, results,
+                           scheduler=scheduler, progress=progress)  # fmt: skip
     some_store = next((stores[k] for k in plan.arms if Path(stores[k]).exists()), None)
     base = baselines(some_store, split) if some_store else {}
     provenance = {

@@ -4,7 +4,7 @@ Tables follow the paper's layout (Tables 4-6: one column per arm, one row per
 metric), each cell the mean ± standard deviation (ddof 1) over the seeds of
 the test-split metrics of the checkpoint chosen on validation. Beside every
 table: the all-negative and the best constant predictor on the same test
-frames. One verdict line per claim (:mod:`trainer.verdicts`).
+frames. One verdict line per claim (:mod:`ccfsort.verdicts`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _cell(summary: dict | None) -> str:
 
 
 def judge_claims(plan: StudyPlan, results: dict) -> list[dict]:
-    """Each claim's comparison (:func:`trainer.verdicts.compare`) with its text and arms.
+    """Each claim's comparison (:func:`ccfsort.verdicts.compare`) with its text and arms.
 
     A claim whose arms have not both finished the same seeds is ``"not run"``.
     """
@@ -176,48 +176,17 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
         The study directory.
     plan : StudyPlan
     results : dict
-        arm key -> :func:`trainer.study.collect_arm` (None: not finished).
+        arm key -> :func:`ccfsort.study.collect_arm` (None: not finished).
     base : dict
-        :func:`trainer.study.baselines`.
+        :func:`ccfsort.study.baselines`.
     provenance : dict
         Command, environment, wall time, run outcomes.
     """
     from ccfkit.io.atomic import atomic_output
-
-    from .run_dir import write_json
+    from trainer.run_dir import write_json
 
     claims = judge_claims(plan, results)
-    env = provenance["environment"]
-    split = provenance["split"]
-    lines = [
-        f"# Study `{plan.name}`",
-        "",
-        f"- command: `{provenance['command']}`",
-        (
-            f"- CPU: {env['cpu']}; torch {env['torch']}, ccfkit {env['ccfkit']}, "
-            f"wall time of this invocation {provenance['wall_seconds'] / 60:.1f} min"
-        ),
-        (
-            f"- data: {', '.join(f'`{s}`' for s in provenance['sources'])}; split (train / "
-            f"validation / test): {split['train']} / {split['validation']} / {split['test']} "
-            "frames"
-        ),
-        (
-            f"- seeds: {list(plan.seeds)}; {len(plan.arms)} arms; checkpoint chosen on "
-            "validation accuracy, every number below on the test split"
-        ),
-        "",
-        "## Verdicts",
-        "",
-        *(verdict_line(c) for c in claims),
-        "",
-        (
-            "yes: the bootstrap interval lies above 0 and the paired t-test says > 0 "
-            f"(alpha {plan.statistics['alpha']}); no: both say < 0; otherwise not resolved "
-            "(docs/study.md)."
-        ),
-        "",
-    ]
+    lines = _head_lines(plan, claims, provenance)
     for table in plan.tables:
         lines += _table_lines(table, results, base)
         plot_table(out / f"{table.name}.png", table, results, base)
@@ -265,3 +234,38 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
     }
     write_json(out / "report.json", report)
     return report
+
+
+def _head_lines(plan: StudyPlan, claims: list, provenance: dict) -> list[str]:
+    """The report's title, provenance and verdicts (Markdown lines)."""
+    env = provenance["environment"]
+    split = provenance["split"]
+    return [
+        f"# Study `{plan.name}`",
+        "",
+        f"- command: `{provenance['command']}`",
+        (
+            f"- CPU: {env['cpu']}; torch {env['torch']}, ccfkit {env['ccfkit']}, "
+            f"wall time of this invocation {provenance['wall_seconds'] / 60:.1f} min"
+        ),
+        (
+            f"- data: {', '.join(f'`{s}`' for s in provenance['sources'])}; split (train / "
+            f"validation / test): {split['train']} / {split['validation']} / {split['test']} "
+            "frames"
+        ),
+        (
+            f"- seeds: {list(plan.seeds)}; {len(plan.arms)} arms; checkpoint chosen on "
+            "validation accuracy, every number below on the test split"
+        ),
+        "",
+        "## Verdicts",
+        "",
+        *(verdict_line(c) for c in claims),
+        "",
+        (
+            "yes: the bootstrap interval lies above 0 and the paired t-test says > 0 "
+            f"(alpha {plan.statistics['alpha']}); no: both say < 0; otherwise not resolved "
+            "(docs/study.md)."
+        ),
+        "",
+    ]

@@ -14,7 +14,7 @@ The file (docs/study.md) has these sections::
 An *arm* is one full recipe (build, model and train parameters); arms with
 the same recipe in several tables (e.g. images without noise at alpha = 0.2
 in Tables 4, 5 and 6) are one arm, trained once per seed. Every ``build``
-key is passed through unchanged to :class:`ccfkit.pipeline.BuildConfig`
+key is passed through unchanged to :class:`ccfkit.build_config.BuildConfig`
 (lists become tuples), so a parameter the build learns later works here as
 soon as it exists.
 """
@@ -146,8 +146,8 @@ class StudyPlan:
 
 
 def preset_names() -> list[str]:
-    """The presets shipped in ``trainer/presets`` (file names without ``.toml``)."""
-    folder = resources.files("trainer") / "presets"
+    """The presets shipped in ``ccfsort/presets`` (file names without ``.toml``)."""
+    folder = resources.files("ccfsort") / "presets"
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -178,7 +178,7 @@ def load_config(study: str, overrides=()) -> dict:
     if path.is_file():
         text = path.read_text()
     elif study in preset_names():
-        text = (resources.files("trainer") / "presets" / f"{study}.toml").read_text()
+        text = (resources.files("ccfsort") / "presets" / f"{study}.toml").read_text()
     else:
         raise PlanError(
             f"{study}: no such study file or preset (presets: {', '.join(preset_names())})"
@@ -248,10 +248,9 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _allowed_keys() -> dict[str, set]:
-    from ccfkit.pipeline import BuildConfig
-
-    from .config import TrainConfig
-    from .model import ModelConfig
+    from ccfkit.build_config import BuildConfig
+    from trainer.config import TrainConfig
+    from trainer.model import ModelConfig
 
     return {
         "build": {f.name for f in fields(BuildConfig)},
@@ -261,8 +260,8 @@ def _allowed_keys() -> dict[str, set]:
 
 
 def build_config(build: dict):
-    """A :class:`ccfkit.pipeline.BuildConfig` from an arm's ``build`` table (lists -> tuples)."""
-    from ccfkit.pipeline import BuildConfig
+    """A :class:`ccfkit.build_config.BuildConfig` from an arm's ``build`` table (lists -> tuples)."""
+    from ccfkit.build_config import BuildConfig
 
     return BuildConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in build.items()})
 
@@ -285,9 +284,8 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
         Unknown keys and values the three config classes refuse (one line).
     """
     from ccfkit.io.source import InputError
-
-    from .config import TrainConfig
-    from .model import ModelConfig
+    from trainer.config import TrainConfig
+    from trainer.model import ModelConfig
 
     for section in SECTIONS:
         unknown = sorted(set(recipe[section]) - allowed[section])

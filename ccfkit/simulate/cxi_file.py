@@ -16,7 +16,7 @@ Layout (CXI 1.6 conventions, SI units; the full table is in
     /entry_1/labels                                uint8 (N, C) (attrs: names, display_names,
                                                    exclusive_groups, parents, rules)
 
-The simulation (:mod:`ccfkit.simulate`) draws and renders; this module writes
+The simulation (:mod:`ccfkit.simulate`) draws, labels and renders; this module writes
 through the CXI writer (:func:`ccfkit.io.cxi.write_frames`), which knows
 nothing of the simulation. Lengths are converted from nm to m and photon
 energies from eV to J here.
@@ -34,23 +34,39 @@ from itertools import islice
 
 import numpy as np
 
-from . import simulate as sim
-from ._version import __version__
-from .io.cxi import PIXEL_IS_MISSING, dataset, group, write_frames
+from .._version import __version__
+from ..io.cxi import PIXEL_IS_MISSING, dataset, group, write_frames
+from .config import Kind, SimulationConfig
+from .detector import Detector
+from .labels import (
+    DISPLAY_NAMES,
+    EXCLUSIVE_GROUPS,
+    LABELS,
+    PARENTS,
+    assign_labels,
+    fringe_shift,
+    label_rules,
+    partner_features,
+    projected_semi_axes,
+    visible_radius,
+)
+from .parameters import FrameParameters, draw_parameters
+from .rendering import render_frames
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMULAS", "SCHEMA", "write_simulated"]
+__all__ = ["EV", "FORMULAS", "SCHEMA", "write_simulated"]
 
 #: electronvolt in joules (CXI stores photon energies in J).
 EV = 1.602176634e-19
 
+#: The layout's name and version (the file's ``schema`` attribute).
 SCHEMA = "ccfkit-simulate/2"
 
 
 def write_simulated(
     path,
-    config: sim.SimulationConfig,
+    config: SimulationConfig,
     n_frames: int,
     seed: int,
     *,
@@ -88,23 +104,18 @@ def write_simulated(
     """
     from tqdm import tqdm
 
-    if n_frames < 1:
-        raise ValueError(f"the number of frames must be >= 1, got {n_frames}")
-    if seed < 0:
-        raise ValueError(f"the seed must be >= 0, got {seed}")
-    if workers < 1 or block < 1:
-        raise ValueError("workers and block must be >= 1")
+    _check_counts(n_frames, seed, workers, block)
     warning = config.aliasing_warning()
     if warning:
         logger.warning(warning)
     start = time.perf_counter()
     detector = config.detector
     good = detector.good_pixels()
-    params = sim.draw_parameters(config, seed, np.arange(n_frames))
+    params = draw_parameters(config, seed, np.arange(n_frames))
 
     def render(lo: int) -> tuple[int, np.ndarray]:
         rows = slice(lo, min(lo + block, n_frames))
-        return lo, sim.render_frames(params.take(rows), config, seed, good)
+        return lo, render_frames(params.take(rows), config, seed, good)
 
     bar = tqdm(
         total=n_frames,
@@ -118,10 +129,7 @@ def write_simulated(
         # the first blocks render while this thread labels the frames
         pending = deque(pool.submit(render, lo) for lo in islice(starts, 2 * workers))
         try:
-            visible = sim.visible_radius(params, detector)
-            shift = sim.fringe_shift(params, detector, visible)
-            partners = sim.partner_features(params, detector, visible)
-            labels = sim.assign_labels(params, detector, shift, partners)
+            visible, shift, labels = _labelled(params, detector)
 
             def header(handle) -> None:
                 _write_header(handle, config, seed, params, labels, good, visible, shift)
@@ -143,8 +151,30 @@ def write_simulated(
             for future in pending:  # an error: the blocks not started are not rendered
                 future.cancel()
             raise
-    seconds = time.perf_counter() - start
-    counts = dict(zip(sim.LABELS, labels.sum(axis=0).tolist()))
+    return _report(path, n_frames, time.perf_counter() - start, labels)
+
+
+def _check_counts(n_frames: int, seed: int, workers: int, block: int) -> None:
+    """Raise ValueError, with a one-line reason, for a count out of range."""
+    if n_frames < 1:
+        raise ValueError(f"the number of frames must be >= 1, got {n_frames}")
+    if seed < 0:
+        raise ValueError(f"the seed must be >= 0, got {seed}")
+    if workers < 1 or block < 1:
+        raise ValueError("workers and block must be >= 1")
+
+
+def _labelled(params: FrameParameters, detector: Detector):
+    """``(visible_radius, fringe_shift, labels)`` of the frames (:mod:`ccfkit.simulate.labels`)."""
+    visible = visible_radius(params, detector)
+    shift = fringe_shift(params, detector, visible)
+    partners = partner_features(params, detector, visible)
+    return visible, shift, assign_labels(params, detector, shift, partners)
+
+
+def _report(path, n_frames: int, seconds: float, labels: np.ndarray) -> dict:
+    """What :func:`write_simulated` returns (and logs)."""
+    counts = dict(zip(LABELS, labels.sum(axis=0).tolist()))
     logger.info("wrote %s: %d frames in %.1f s, labels %s", path, n_frames, seconds, counts)
     return {
         "frames": n_frames,
@@ -173,7 +203,7 @@ def _counted(item: tuple[int, np.ndarray], bar) -> tuple[int, np.ndarray]:
     return item
 
 
-def _data_units(config: sim.SimulationConfig) -> str:
+def _data_units(config: SimulationConfig) -> str:
     """The ``units`` attribute of the frames."""
     if config.mcp:
         return "mean photon signals (MCP)" if config.noise else "blurred expected photons"
@@ -203,16 +233,33 @@ FORMULAS = {
 
 
 def _write_header(
-    handle, config, seed, params: sim.FrameParameters, labels, good, visible, shift
+    handle, config, seed, params: FrameParameters, labels, good, visible, shift
 ) -> None:
-    """Everything but the frames: geometry, mask, source, sample, labels, provenance."""
-    detector = config.detector
+    """Everything but the frames: provenance, geometry, mask, source, sample, labels.
+
+    The steps write in a fixed order, so that equal content gives equal bytes.
+    """
+    _write_provenance(handle, config, seed, len(params))
+    dataset(handle, "cxi_version", 160)
+    entry = group(handle, "entry_1", "NXentry")
+    instrument = group(entry, "instrument_1", "NXinstrument")
+    _write_detector(instrument, config.detector, params.center, good)
+    _write_source(instrument, params)
+    sample = group(entry, "sample_1", "NXsample")
+    _write_particles(sample, params, config.background)
+    _write_stray_light(sample, params)
+    _write_label_features(sample, params, visible, shift)
+    _write_labels(entry, labels)
+
+
+def _write_provenance(handle, config, seed: int, n_frames: int) -> None:
+    """The file's attributes: creator, versions, seed, parameters, model and formulas."""
     handle.attrs["creator"] = "ccfkit simulate"
     handle.attrs["ccfkit_version"] = __version__
     handle.attrs["numpy_version"] = np.__version__
     handle.attrs["schema"] = SCHEMA
     handle.attrs["seed"] = int(seed)
-    handle.attrs["n_frames"] = len(params)
+    handle.attrs["n_frames"] = n_frames
     handle.attrs["parameters"] = json.dumps(config.to_dict(), sort_keys=True)
     handle.attrs["model"] = (
         "Born (Rayleigh-Gans) far field of homogeneous spheres/spheroids, or of two spheres "
@@ -223,10 +270,10 @@ def _write_header(
         f"{'on' if config.mcp else 'off'}; see docs/simulate.md"
     )
     handle.attrs["formulas"] = json.dumps(FORMULAS, sort_keys=True)
-    dataset(handle, "cxi_version", 160)
-    entry = group(handle, "entry_1", "NXentry")
-    instrument = group(entry, "instrument_1", "NXinstrument")
 
+
+def _write_detector(instrument, detector: Detector, centers: np.ndarray, good) -> None:
+    """``detector_1``: distance and pixel size (m), the CXI mask, the beam centres (N, 2)."""
     det = group(instrument, "detector_1", "NXdetector")
     dataset(det, "distance", detector.distance, "m")
     dataset(det, "x_pixel_size", detector.pixel_size, "m")
@@ -250,24 +297,29 @@ def _write_header(
     dataset(
         det,
         "beam_center",
-        params.center,
+        centers,
         "pixel",
         columns="cx (column, x), cy (row, y)",
         description="true beam centre per frame; pixel centres at integer coordinates",
         nominal=np.asarray(detector.nominal_center),
     )
 
+
+def _write_source(instrument, params: FrameParameters) -> None:
+    """``source_1``: each frame's wavelength (m) and photon energy (J)."""
     source = group(instrument, "source_1", "NXsource")
     dataset(source, "wavelength", params.wavelength * 1e-9, "m", description="per frame")
     dataset(source, "energy", params.photon_energy * EV, "J", description="per frame")
 
-    sample = group(entry, "sample_1", "NXsample")
+
+def _write_particles(sample, params: FrameParameters, background: float) -> None:
+    """What was drawn per frame in ``sample_1``: kind, sizes (m), axis, fluence, partner."""
     dataset(sample, "name", "helium nanodroplets (simulated)")
     dataset(
         sample,
         "kind",
         params.kind,
-        names=json.dumps([k.name.lower() for k in sim.Kind]),
+        names=json.dumps([k.name.lower() for k in Kind]),
         description="what was drawn: index into names",
     )
     dataset(
@@ -298,7 +350,7 @@ def _write_header(
         "photons",
         description="expected scattered photons on the good pixels (background excluded)",
     )
-    dataset(sample, "background", config.background, "photons per pixel")
+    dataset(sample, "background", background, "photons per pixel")
     dataset(
         sample,
         "partner_radius",
@@ -314,6 +366,10 @@ def _write_header(
         columns="x (column), y (row), z (beam)",
         description="from the droplet's centre to its partner's; 0 = no partner",
     )
+
+
+def _write_stray_light(sample, params: FrameParameters) -> None:
+    """Each frame's stray-light halo in ``sample_1``: photons and width (pixels)."""
     dataset(
         sample,
         "halo",
@@ -328,10 +384,15 @@ def _write_header(
         "pixel",
         description="w of the halo (1 + r^2 / w^2)^(-3/2), centred on the beam centre",
     )
+
+
+def _write_label_features(sample, params: FrameParameters, visible, shift) -> None:
+    """What the labels were decided on, in ``sample_1``: the particle's shadow (m), the
+    visible radius (pixels) and the fringe shift (fringes)."""
     dataset(
         sample,
         "projected_semi_axes",
-        sim.projected_semi_axes(params) * 1e-9,
+        projected_semi_axes(params) * 1e-9,
         "m",
         columns="long, short",
         description="the particle's shadow on the detector plane",
@@ -351,14 +412,17 @@ def _write_header(
         description="q(visible_radius) (long - short) / pi: how visible the ellipticity is",
     )
 
+
+def _write_labels(entry, labels: np.ndarray) -> None:
+    """``entry_1/labels`` (N, C) uint8 with the taxonomy: names, groups, parents, rules."""
     dataset(
         entry,
         "labels",
         labels,
-        names=list(sim.LABELS),
-        display_names=[sim.DISPLAY_NAMES[name] for name in sim.LABELS],
-        exclusive_groups=json.dumps([list(g) for g in sim.EXCLUSIVE_GROUPS]),
-        exhaustive_groups=json.dumps([list(sim.EXCLUSIVE_GROUPS[0])]),
-        parents=json.dumps(sim.PARENTS),
-        rules=sim.label_rules(),
+        names=list(LABELS),
+        display_names=[DISPLAY_NAMES[name] for name in LABELS],
+        exclusive_groups=json.dumps([list(g) for g in EXCLUSIVE_GROUPS]),
+        exhaustive_groups=json.dumps([list(EXCLUSIVE_GROUPS[0])]),
+        parents=json.dumps(PARENTS),
+        rules=label_rules(),
     )

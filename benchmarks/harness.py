@@ -1,0 +1,226 @@
+"""What every benchmark shares: the machine, the disturbance of a round, the doc sections.
+
+A benchmark is a script run from the repository root (``python
+benchmarks/NAME.py``); Python puts its folder first on ``sys.path``, so the
+scripts import this module by name (``from harness import machine``), with no
+path edits. Its parts:
+
+* the machine a figure was measured on: :func:`cpu_model`, :func:`machine`
+  (CPU, cores, memory, versions, thread pools), :func:`load_average`;
+* how disturbed a round was: :func:`cpu_seconds` and :class:`Round` (cores
+  used by other processes and stolen by the hypervisor while it ran);
+* running the project's commands: :data:`BIN`, :func:`sh`;
+* writing results into the documentation: :func:`replace_section` (the text
+  between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` of a page).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "BIN",
+    "Round",
+    "cpu_model",
+    "cpu_seconds",
+    "load_average",
+    "machine",
+    "replace_section",
+    "sh",
+]
+
+#: The folder of this Python's executables (``ccfkit``, ``trainer``), to run the commands with.
+BIN = Path(sys.executable).parent
+
+
+# --------------------------------------------------------------------------
+# The machine
+# --------------------------------------------------------------------------
+
+
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of ``/proc/cpuinfo`` (None where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def _thread_pools() -> str:
+    """BLAS and OpenMP pools loaded in this process: library, kernels, threads, file."""
+    from threadpoolctl import threadpool_info
+
+    pools = []
+    for pool in threadpool_info():
+        name = pool.get("internal_api", "?")
+        version = pool.get("version") or ""
+        arch = pool.get("architecture")
+        where = os.path.basename(pool.get("filepath", ""))
+        pools.append(
+            f"{pool.get('user_api')}: {name} {version}".rstrip()
+            + (f" ({arch} kernels)" if arch else "")
+            + f", {pool.get('num_threads')} threads [{where}]"
+        )
+    return "; ".join(pools)
+
+
+def machine() -> dict[str, str]:
+    """CPU, cores, memory, library versions and BLAS/OpenMP of this machine.
+
+    Returns
+    -------
+    dict
+        ``CPU`` (model and SIMD flags), ``cores`` (logical, usable),
+        ``memory``, ``OS``, ``Python``, ``versions`` (ccfkit, numpy, scipy,
+        numba, pyFAI), ``thread pools`` and ``thread environment``.
+    """
+    import numba
+    import numpy as np
+    import pyFAI
+    import scipy
+
+    import ccfkit
+
+    info: dict[str, str] = {}
+    flags = (_cpuinfo("flags") or "").split()
+    simd = [f for f in ("avx2", "avx512f", "fma") if f in flags]
+    info["CPU"] = cpu_model() + (f" ({', '.join(simd)})" if simd else "")
+    info["cores"] = f"{os.cpu_count()} logical, {len(os.sched_getaffinity(0))} usable"
+    try:
+        with open("/proc/meminfo") as meminfo:
+            total_kib = int(meminfo.readline().split()[1])
+        info["memory"] = f"{total_kib / 2**20:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    info["OS"] = f"{platform.system()} {platform.release()}"
+    info["Python"] = platform.python_version()
+    info["versions"] = (
+        f"ccfkit {ccfkit.__version__}, numpy {np.__version__}, scipy {scipy.__version__}, "
+        f"numba {numba.__version__}, pyFAI {pyFAI.version}"
+    )
+    info["thread pools"] = _thread_pools()
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS")
+    env = {k: os.environ[k] for k in names if k in os.environ}
+    info["thread environment"] = ", ".join(f"{k}={v}" for k, v in env.items()) or "none set"
+    return info
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages from /proc/loadavg ("unknown" elsewhere)."""
+    try:
+        with open("/proc/loadavg") as handle:
+            return " ".join(handle.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+# --------------------------------------------------------------------------
+# How disturbed a round was
+# --------------------------------------------------------------------------
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used by every process since boot, and seconds stolen by the hypervisor.
+
+    Read from the first line of ``/proc/stat``; ``(nan, nan)`` where there is none.
+    """
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+@dataclass
+class Round:
+    """What else happened on the machine during one round.
+
+    Attributes
+    ----------
+    others : float
+        Cores used by other processes, on average over the round.
+    steal : float
+        Cores taken by the hypervisor (steal time), on average.
+    """
+
+    others: float
+    steal: float
+
+    @classmethod
+    def between(cls, before: tuple[float, float], after: tuple[float, float], own: float,
+                seconds: float) -> Round:  # fmt: skip
+        """From two :func:`cpu_seconds` readings, the CPU seconds ``own`` used meanwhile by
+        the measured processes, and the wall ``seconds`` between the readings."""
+        (busy0, steal0), (busy1, steal1) = before, after
+        return cls(
+            others=max(0.0, (busy1 - busy0) - own) / seconds, steal=(steal1 - steal0) / seconds
+        )
+
+    @property
+    def disturbance(self) -> float:
+        """Cores not available to the benchmark (NaN counts as none)."""
+        total = self.others + self.steal
+        return 0.0 if math.isnan(total) else total
+
+
+# --------------------------------------------------------------------------
+# Commands and documentation
+# --------------------------------------------------------------------------
+
+
+def sh(*args) -> None:
+    """Run a command (printed first, with ``+``); a failure raises ``CalledProcessError``."""
+    print("+", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], check=True)
+
+
+def replace_section(page: Path | str, name: str, text: str, *, before: str | None = None) -> None:
+    """Put ``text`` between the ``name`` markers of ``page``.
+
+    A rerun of a benchmark replaces its own section and leaves the prose
+    around it as it is.
+
+    Parameters
+    ----------
+    page : path
+        A markdown file; created (with a title) when missing.
+    name : str
+        The section's name in its markers.
+    text : str
+        The section, without the markers.
+    before : str, optional
+        Where a page has no such section yet, the new one goes before the first
+        line that starts with this text (a heading, say); at the end otherwise.
+    """
+    page = Path(page)
+    doc = page.read_text(encoding="utf-8") if page.exists() else "# Performance\n"
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin}\n{text.strip(chr(10))}\n{end}"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(doc):
+        doc = pattern.sub(lambda _: block, doc, count=1)
+    else:
+        anchor = re.search("^" + re.escape(before), doc, re.MULTILINE) if before else None
+        if anchor:
+            doc = doc[: anchor.start()] + block + "\n\n" + doc[anchor.start() :]
+        else:
+            doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    page.write_text(doc, encoding="utf-8")
