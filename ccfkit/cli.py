@@ -15,6 +15,7 @@ from ._version import __version__
 from .backends import NAMES as BACKEND_NAMES
 from .build_config import BuildConfig
 from .ccf import Estimator, Precision, Scale
+from .cli_inputs import input_options, open_input
 from .settings import Compressor, MapDtype, NoiseLevel, WriteMethod, values
 from .simulate import DEFAULT_MIX, Kind, Polarization, SimulationConfig
 
@@ -172,34 +173,7 @@ def _center_option(value: str | None):
     "a CXI mask path are a CXI bit mask (a 'convention' attribute overrides; docs/build.md).",
 )
 @click.option("--labels-path", default=None, help="Data set of the labels [CXI-like locations].")
-@click.option(
-    "--geometry",
-    type=click.Path(path_type=Path),
-    default=None,
-    metavar="FILE",
-    help="CrystFEL geometry of module-stacked frames (frame, module, ss, fs), read by "
-    "extra-geom; the beam at its origin unless --center (docs/build.md, Inputs).",
-)
-@click.option(
-    "--detector",
-    default=None,
-    metavar="NAME",
-    help="Read INPUTS as a European XFEL run directory, this detector (e.g. "
-    "SPB_DET_AGIPD1M-1; needs --geometry).",
-)
-@click.option(
-    "--pulses",
-    default=None,
-    metavar="START:STOP:STEP",
-    help="With --detector: the pulses taken from every train, by index [all].",
-)
-@click.option(
-    "--incomplete",
-    type=click.Choice(["skip", "mask"]),
-    default="skip",
-    show_default=True,
-    help="With --detector: trains missing a module are skipped, or kept with it masked.",
-)
+@input_options
 @click.option(
     "--center",
     default=None,
@@ -286,10 +260,6 @@ def build(
     data_path,
     mask_spec,
     labels_path,
-    geometry,
-    detector,
-    pulses,
-    incomplete,
     center,
     keep_images,
     image_size,
@@ -303,6 +273,7 @@ def build(
     resume,
     force,
     quiet,
+    **facility,
 ):
     """Compute the CCF maps of INPUTS (CXI/HDF5 files, globs, or a run) into the store OUT."""
     from .backends import BackendUnavailableError
@@ -313,13 +284,10 @@ def build(
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
     with _one_line_errors(InputError, StoreError, BackendUnavailableError, OSError):
-        where = {"data_path": data_path, "labels_path": labels_path, "geometry": geometry}
-        run = {"detector": detector, "pulses": pulses, "incomplete": incomplete}
-        source = _open_input(inputs, out, mask_spec, where, run)
-        if source.pixels is not None and center == "auto":
-            raise InputError("--center auto works on images; with --geometry give --center X,Y")
-        if center == "per-frame":
-            source, center = _per_frame_centers(source), None
+        source, center = open_input(
+            inputs, out, mask_spec=mask_spec, center=center, data_path=data_path,
+            labels_path=labels_path, facility=facility,
+        )  # fmt: skip
         centre, centre_origin = _resolve_center(_center_option(center), source)
         config = BuildConfig(
             orders=_orders_option(orders, order),
@@ -355,48 +323,6 @@ def build(
             write_method=chunk_writer,
         )
     click.echo(f"wrote {out}")
-
-
-def _per_frame_centers(source):
-    """``--center per-frame``: the source, each frame to be resampled at its own centre."""
-    import dataclasses
-
-    from .io.source import InputError
-
-    if source.centers is None:
-        raise InputError("--center per-frame: the input gives no beam centre per frame")
-    return dataclasses.replace(source, center_per_frame=True)
-
-
-def _open_input(inputs, out, mask_spec, where: dict, run: dict):
-    """The build's checked input: CXI/HDF5 files (``where``: data, labels, geometry), or a run.
-
-    ``run``: ``--detector``, ``--pulses``, ``--incomplete``; with a detector
-    INPUTS is one European XFEL run directory (:mod:`ccfkit.io.euxfel`).
-    """
-    from .io.source import InputError, open_source, read_mask_file
-    from .store import check_not_input
-
-    if run["detector"] is None and run["pulses"] is None:
-        if mask_spec:
-            check_not_input(out, [mask_spec.partition(":")[0]])
-        mask, origin = read_mask_file(mask_spec) if mask_spec else (None, "")
-        return open_source(inputs, mask=mask, mask_origin=origin, **where)
-    from .io.euxfel import open_run, parse_pulses
-
-    if run["detector"] is None:
-        raise InputError("--pulses selects pulses of a run: give --detector NAME")
-    if len(inputs) != 1:
-        raise InputError(f"--detector reads one run directory, not {len(inputs)} inputs")
-    if mask_spec:
-        raise InputError("--mask with --detector: the run's own mask (image.mask) is used")
-    return open_run(
-        inputs[0],
-        run["detector"],
-        geometry=where["geometry"],
-        pulses=parse_pulses(run["pulses"]),
-        incomplete=run["incomplete"],
-    )
 
 
 def _orders_option(orders: str | None, order: int | None) -> tuple[int, ...]:

@@ -299,3 +299,29 @@ def test_bad_inputs_give_one_line_on_the_command_line_and_write_nothing(agipd, t
         assert message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_center_per_frame_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from ccfkit.cli import main
+
+    rng = np.random.default_rng(4)
+    centres = 15.5 + rng.normal(0, 1.0, size=(3, 2))
+    name = tmp_path / "c.h5"
+    with h5py.File(name, "w") as handle:
+        handle[STACK_PATH] = rng.random((3, 32, 32)).astype(np.float32)
+        handle["entry_1/instrument_1/detector_1/beam_center"] = centres
+    plain = write_frames(tmp_path / "plain.h5", np.ones((3, 32, 32), np.float32))
+    grid = ["--r-min", "1", "--r-max", "10", "--q-bins", "8", "--phi-bins", "16", "--quiet"]
+    for source, out in ((name, "per.zarr"), (plain, "none.zarr")):
+        args = ["build", str(source), str(tmp_path / out), "--center", "per-frame", *grid]
+        result = CliRunner().invoke(main, args)
+        if source == name:
+            assert result.exit_code == 0, result.output
+            stored = zarr.open_group(str(tmp_path / out), mode="r")
+            np.testing.assert_array_equal(stored["frame_center"][:], centres)
+        else:
+            assert result.exit_code == 1
+            assert "gives no beam centre per frame" in result.output
+            assert not (tmp_path / out).exists()
