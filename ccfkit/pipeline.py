@@ -239,6 +239,8 @@ def build(
     if center is None:
         height, width = source.frame_shape
         center, center_origin = ((width - 1) / 2, (height - 1) / 2), "detector middle"
+    if source.pixels is not None and config.image_size:
+        raise InputError("--keep-images stores images on a pixel grid; a module stack has none")
     if not force:
         check_geometry(source.mask, center, config.r_max, source.pixels)
     spec = PlanSpec.describe(
@@ -417,7 +419,8 @@ def _open_for_resume(out: str, provenance: dict, mask: np.ndarray) -> zarr.Group
             "same options or use --overwrite"
         )
     stored_input, given = group.attrs["input"], expected["input"]
-    keys = ("files", "frames_per_file", "data_path", "frame_shape", "fingerprint", "geometry")
+    keys = ("files", "frames_per_file", "data_path", "frame_shape", "fingerprint", "geometry",
+            "center_per_frame")  # fmt: skip
     for key in keys:
         if key in stored_input and stored_input[key] != given.get(key):  # old: no fingerprint
             raise StoreError(

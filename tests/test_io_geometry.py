@@ -325,3 +325,18 @@ def test_center_per_frame_on_the_command_line(tmp_path):
             assert result.exit_code == 1
             assert "gives no beam centre per frame" in result.output
             assert not (tmp_path / out).exists()
+
+
+def test_resume_refuses_another_way_of_using_the_centres(tmp_path):
+    from ccfkit.store import StoreError
+
+    rng = np.random.default_rng(5)
+    name = tmp_path / "c.h5"
+    with h5py.File(name, "w") as handle:
+        handle[STACK_PATH] = rng.random((3, 32, 32)).astype(np.float32)
+        handle["entry_1/instrument_1/detector_1/beam_center"] = 15.5 + rng.normal(size=(3, 2))
+    grid = {"config": {"r_min": 1.0, "r_max": 10.0, "q_bins": 8, "phi_bins": 16}}
+    source = dataclasses.replace(open_source([str(name)]), center_per_frame=True)
+    maps_of(source, tmp_path / "c.zarr", **grid)
+    with pytest.raises(StoreError, match="center_per_frame differs"):
+        maps_of(open_source([str(name)]), tmp_path / "c.zarr", resume=True, **grid)
