@@ -103,21 +103,33 @@ def assembled(geometry, stack):
     return np.nan_to_num(images).astype(np.float32), good, (float(centre[1]), float(centre[0]))
 
 
-def test_tiles_found_from_pixel_positions_are_extra_geoms(agipd):
-    geometry, _, _ = agipd
-    positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
-    tiles = tiles_from_positions(positions)
-    assert len(tiles) == 16 * 8
-    assert {(t.ss_stop - t.ss_start, t.fs_stop - t.fs_start) for t in tiles} == {(64, 128)}
-    for tile in tiles[:8]:  # every pixel of the tile where its placement puts it
+def assert_tiles_place_every_pixel(tiles, positions):
+    """Every pixel of every tile lies where the tile's origin and steps put it."""
+    covered = np.zeros(positions.shape[:-1], dtype=int)
+    for tile in tiles:
         ss, fs = np.mgrid[: tile.ss_stop - tile.ss_start, : tile.fs_stop - tile.fs_start]
         placed = (
             np.asarray(tile.origin)
             + ss[..., None] * np.asarray(tile.ss_step)
             + fs[..., None] * np.asarray(tile.fs_step)
         )
-        actual = positions[tile.module, tile.ss_start : tile.ss_stop, tile.fs_start : tile.fs_stop]
-        np.testing.assert_allclose(placed, actual, atol=1e-9)
+        where = (
+            tile.module,
+            slice(tile.ss_start, tile.ss_stop),
+            slice(tile.fs_start, tile.fs_stop),
+        )
+        np.testing.assert_allclose(placed, positions[where], atol=1e-6)
+        covered[where] += 1
+    assert (covered == 1).all()  # the tiles cover each pixel once
+
+
+def test_tiles_found_from_pixel_positions_are_extra_geoms(agipd):
+    geometry, _, _ = agipd
+    positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
+    tiles = tiles_from_positions(positions)
+    assert len(tiles) == 16 * 8
+    assert {(t.ss_stop - t.ss_start, t.fs_stop - t.fs_start) for t in tiles} == {(64, 128)}
+    assert_tiles_place_every_pixel(tiles, positions)
 
 
 def test_geometry_plan_samples_the_true_pixel_positions():
@@ -340,3 +352,25 @@ def test_resume_refuses_another_way_of_using_the_centres(tmp_path):
     maps_of(source, tmp_path / "c.zarr", **grid)
     with pytest.raises(StoreError, match="center_per_frame differs"):
         maps_of(open_source([str(name)]), tmp_path / "c.zarr", resume=True, **grid)
+
+
+@pytest.mark.parametrize("detector", ["JUNGFRAU", "pnCCD"])
+def test_other_detectors_geometries_read_and_place_every_pixel(tmp_path, detector):
+    """The class is found from the file and the data's shape; the tiles place each pixel."""
+    if detector == "JUNGFRAU":
+        geometry = extra_geom.JUNGFRAUGeometry.from_module_positions(
+            offsets=[(-1100, -600), (-1100, 100), (100, -600), (100, 100)],
+            orientations=[(-1, -1), (-1, -1), (1, 1), (1, 1)],
+        )
+        stack_shape, name, tiles = (4, 512, 1024), "JUNGFRAUGeometry", 32
+    else:
+        geometry = extra_geom.PNCCDGeometry.from_relative_positions()
+        stack_shape, name, tiles = (2, 512, 1024), "PNCCDGeometry", 2
+    path = tmp_path / f"{detector}.geom"
+    geometry.write_crystfel_geom(str(path))
+    from ccfkit.io.geometry_file import load_geometry
+
+    layout = load_geometry(path, stack_shape)
+    assert layout.detector == name and len(layout.tiles) == tiles
+    positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
+    assert_tiles_place_every_pixel(layout.tiles, positions)
