@@ -119,10 +119,16 @@ def test_bad_runs_give_one_line_and_write_nothing(geometry_and_stack, tmp_path):
     not_a_run.mkdir()
     (not_a_run / "notes.txt").write_text("x")
     incomplete = write_run(tmp_path / "r0006", stack, modules=range(15))
+    raw = tmp_path / "r0007"
+    raw.mkdir()
+    for module in range(16):  # raw data: (data, gain) per pixel
+        device = AGIPDModule(f"{DETECTOR}/DET/{module}CH0", raw=True, frames_per_train=PULSES)
+        write_file(str(raw / f"RAW-R0007-AGIPD{module:02}-S00000.h5"), [device], ntrains=TRAINS)
     cases = {
         "no detector OTHER_DET_AGIPD1M-1": (run, "OTHER_DET_AGIPD1M-1"),
         "not a European XFEL run": (not_a_run, DETECTOR),
         "no train of SPB_DET_AGIPD1M-1 has data from all 16 modules": (incomplete, DETECTOR),
+        "raw data? give the corrected run": (raw, DETECTOR),
     }
     for message, (folder, detector) in cases.items():
         out = tmp_path / "out.zarr"

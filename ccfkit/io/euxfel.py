@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,13 +198,13 @@ def open_run(
             f"incomplete trains: {incomplete!r} is not one of {', '.join(INCOMPLETE)}"
         )
     run, name, cls = _open_detector(Path(run_dir), detector)
-    every = cls(run, detector_name=name, min_modules=1)
+    every = _detector(cls, run, name, 1)
     n_modules = int(every.n_modules)
     chosen = every
     if incomplete == "skip":
         recorded = len(every.source_to_modno)
         if recorded == n_modules:
-            chosen = cls(run, detector_name=name, min_modules=n_modules)
+            chosen = _detector(cls, run, name, n_modules)
         if recorded < n_modules or not len(chosen.train_ids):
             raise InputError(
                 f"{run_dir}: no train of {name} has data from all {n_modules} modules "
@@ -227,7 +228,7 @@ def open_run(
     return FrameSource(
         reader=reader,
         mask=np.ones(reader.frame_shape, dtype=bool),
-        mask_origin=f"{name} image.mask (nonzero = bad), per frame",
+        mask_origin=_mask_origin(name, chosen),
         center=pixels.default_center(),
         pixels=pixels,
         pixel_size=pixels.pixel_size,
@@ -261,7 +262,7 @@ def _open_detector(run_dir: Path, detector: str):
         names = ", ".join(sorted(name for name, _ in found)) or "none"
         raise InputError(f"{run_dir}: no detector {detector} in this run (detectors: {names})")
     name, cls = matches[0]
-    if not hasattr(cls(run, detector_name=name), "masked_data") or cls.__name__ == "JUNGFRAU":
+    if cls.__name__ == "JUNGFRAU":
         raise InputError(f"{detector}: {cls.__name__} runs are not supported (AGIPD, DSSC, LPD)")
     return run, name, cls
 
@@ -272,6 +273,11 @@ def _reader(run_dir, name, cls, det, pulses: slice, min_modules: int, run) -> Ru
 
     frames = det["image.data"].select_pulses(by_index[pulses])
     modules, ss, fs = det.n_modules, *det.module_shape
+    if tuple(frames.buffer_shape()[2:]) != (ss, fs):
+        raise InputError(
+            f"{run_dir}: {name} image.data holds {frames.buffer_shape()[2:]} per frame, not "
+            f"{ss} x {fs} pixels (raw data? give the corrected run, proc/)"
+        )
     files = sorted({str(f.filename) for source in det.source_to_modno for f in run[source].files})
     return RunReader(
         run_dir=str(run_dir),
@@ -293,8 +299,18 @@ def _opened(run_dir: str, detector: str, detector_class: str, min_modules: int):
     from extra_data import components
 
     run = extra_data.RunDirectory(run_dir)
-    cls = getattr(components, detector_class)
-    return cls(run, detector_name=detector, min_modules=min_modules)
+    return _detector(getattr(components, detector_class), run, detector, min_modules)
+
+
+def _detector(cls, run, name: str, min_modules: int):
+    """``cls(run, ...)``: extra-data's view of the detector's trains with ``min_modules``.
+
+    Its warning that a run without corrected data falls back to raw data is
+    not passed on: such a run is refused with one line (:func:`_reader`).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Falling back to raw data")
+        return cls(run, detector_name=name, min_modules=min_modules)
 
 
 def _frames(reader: RunReader):
@@ -302,7 +318,8 @@ def _frames(reader: RunReader):
     from extra_data import by_index
 
     det = _opened(reader.run_dir, reader.detector, reader.detector_class, reader.min_modules)
-    return det.masked_data().select_pulses(by_index[slice(*reader.pulses)])
+    data = det.masked_data() if "image.mask" in det else det["image.data"]
+    return data.select_pulses(by_index[slice(*reader.pulses)])
 
 
 def parse_pulses(text: str | None) -> slice:
@@ -321,6 +338,13 @@ def parse_pulses(text: str | None) -> slice:
     if len(values) == 3 and values[2] is not None and values[2] <= 0:
         raise InputError(f"--pulses {text!r}: the step must be positive")
     return slice(*values)
+
+
+def _mask_origin(name: str, det) -> str:
+    """Where the frames' bad pixels come from (the provenance's ``input.mask``)."""
+    if "image.mask" in det:
+        return f"{name} image.mask (nonzero = bad), per frame"
+    return f"none: {name} has no image.mask (all pixels good)"
 
 
 def _slice_text(pulses: slice) -> str:
