@@ -374,3 +374,16 @@ def test_other_detectors_geometries_read_and_place_every_pixel(tmp_path, detecto
     assert layout.detector == name and len(layout.tiles) == tiles
     positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
     assert_tiles_place_every_pixel(layout.tiles, positions)
+
+
+def test_show_refuses_a_store_of_module_stacks_in_one_line(agipd, tmp_path):
+    from click.testing import CliRunner
+
+    from ccfkit.cli import main
+
+    _, geom_file, stack = agipd
+    source = open_source([write_frames(tmp_path / "s.h5", stack[:1])], geometry=geom_file)
+    maps_of(source, tmp_path / "s.zarr")
+    result = CliRunner().invoke(main, ["show", str(tmp_path / "s.zarr"), "-o", "x.png"])
+    assert result.exit_code == 1
+    assert "module stacks (AGIPD_1MGeometry)" in result.output
