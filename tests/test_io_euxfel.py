@@ -137,3 +137,29 @@ def test_bad_runs_give_one_line_and_write_nothing(geometry_and_stack, tmp_path):
         assert message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_jungfrau_run_frames_are_its_memory_cells(tmp_path):
+    """JUNGFRAU keeps a train's memory cells in one entry: --pulses picks cells by index."""
+    from extra_data.tests.mockdata.jungfrau import JUNGFRAUModule
+
+    geometry = extra_geom.JUNGFRAUGeometry.from_module_positions(
+        offsets=[(-515, 5), (-515, -520)], orientations=[(1, 1), (1, 1)]
+    )
+    geom_file = tmp_path / "jf.geom"
+    geometry.write_crystfel_geom(str(geom_file))
+    positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
+    cells = speckle_frames(positions, n_frames=4, seed=2)  # cells 0..3 of the one train
+    run = tmp_path / "r0010"
+    run.mkdir()
+    for module in (1, 2):
+        source = f"FXE_XAD_JF1M/DET/JNGFR{module:02}"
+        path = run / f"CORR-R0010-JNGFR{module:02}-S00000.h5"
+        write_file(str(path), [JUNGFRAUModule(source, raw=False)], ntrains=1)
+        with h5py.File(path, "r+") as handle:
+            handle[f"INSTRUMENT/{source}:daqOutput/data/adc"][0, :4] = cells[:, module - 1]
+    source = open_run(run, "FXE_XAD_JF1M", geometry=geom_file, pulses=parse_pulses("1:4:2"))
+    np.testing.assert_array_equal(source.frame_ids["pulse_id"][0], [1, 3])
+    assert source.pixels.detector == "JUNGFRAUGeometry"
+    frames = source.reader[0:2].reshape(2, 2, 512, 1024)
+    np.testing.assert_array_equal(frames, cells[[1, 3]])

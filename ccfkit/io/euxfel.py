@@ -14,7 +14,10 @@ build:
 - trains missing a module are skipped (the default; counted) or, with
   ``incomplete="mask"``, kept with the missing modules' pixels NaN, which
   the build treats as masked, frame by frame;
-- the detector's own mask (``image.mask``; nonzero = bad pixel) is applied
+- JUNGFRAU keeps a train's memory cells in one entry: its frames are the
+  cells, ``pulses`` picks them by index and the pulse ID is that index;
+- the detector's own mask (``image.mask``, JUNGFRAU's ``data.mask``;
+  nonzero = bad pixel) is applied
   by extra-data's ``masked_data()``: bad pixels become NaN in their frame;
 - the store gets ``train_id`` and ``pulse_id`` (uint64, one per frame).
 
@@ -41,6 +44,8 @@ __all__ = ["RunReader", "open_run"]
 
 #: What to do with trains in which some module recorded nothing.
 INCOMPLETE = ("skip", "mask")
+#: The frames' data and mask keys of each kind of detector in extra-data.
+DATA_KEYS = {"XTDF": ("image.data", "image.mask"), "JUNGFRAU": ("data.adc", "data.mask")}
 
 
 @dataclass(frozen=True)
@@ -97,16 +102,10 @@ class RunReader:
             out = np.empty((stop - start, *self.frame_shape), dtype=np.float32)
         if stop == start:
             return out
-        from extra_data import by_id
-
         trains = np.unique(self.frame_train[start:stop])
         first = int(np.searchsorted(self.frame_train, trains[0]))
         try:
-            data = (
-                _frames(self)
-                .select_trains(by_id[trains.tolist()])
-                .ndarray(module_gaps=True, fill_value=np.nan, astype=np.float32)
-            )  # (modules, frames of these trains, ss, fs)
+            data = _trains_frames(self, trains)  # (modules, frames of these trains, ss, fs)
         except (OSError, KeyError, ValueError) as error:
             reason = " ".join(str(error).split())
             raise InputError(
@@ -262,21 +261,17 @@ def _open_detector(run_dir: Path, detector: str):
         names = ", ".join(sorted(name for name, _ in found)) or "none"
         raise InputError(f"{run_dir}: no detector {detector} in this run (detectors: {names})")
     name, cls = matches[0]
-    if cls.__name__ == "JUNGFRAU":
-        raise InputError(f"{detector}: {cls.__name__} runs are not supported (AGIPD, DSSC, LPD)")
     return run, name, cls
 
 
 def _reader(run_dir, name, cls, det, pulses: slice, min_modules: int, run) -> RunReader:
     """The :class:`RunReader` of the trains and pulses of ``det`` that are taken."""
-    from extra_data import by_index
-
-    frames = det["image.data"].select_pulses(by_index[pulses])
     modules, ss, fs = det.n_modules, *det.module_shape
-    if tuple(frames.buffer_shape()[2:]) != (ss, fs):
+    train, pulse, entry = _frame_ids(det, cls.__name__, pulses)
+    if tuple(entry) != (ss, fs):
         raise InputError(
-            f"{run_dir}: {name} image.data holds {frames.buffer_shape()[2:]} per frame, not "
-            f"{ss} x {fs} pixels (raw data? give the corrected run, proc/)"
+            f"{run_dir}: {name} holds {tuple(entry)} per frame, not {ss} x {fs} pixels "
+            "(raw data? give the corrected run, proc/)"
         )
     files = sorted({str(f.filename) for source in det.source_to_modno for f in run[source].files})
     return RunReader(
@@ -285,11 +280,29 @@ def _reader(run_dir, name, cls, det, pulses: slice, min_modules: int, run) -> Ru
         detector_class=cls.__name__,
         pulses=(pulses.start, pulses.stop, pulses.step),
         min_modules=min_modules,
-        frame_train=np.asarray(frames.train_id_coordinates(), dtype=np.uint64),
-        frame_pulse=np.asarray(frames.pulse_id_coordinates(), dtype=np.uint64),
+        frame_train=np.asarray(train, dtype=np.uint64),
+        frame_pulse=np.asarray(pulse, dtype=np.uint64),
         stack_shape=(int(modules), int(ss), int(fs)),
         files=tuple(files),
     )
+
+
+def _frame_ids(det, detector_class: str, pulses: slice):
+    """Train and pulse ID of every taken frame, and the shape of one module's frame.
+
+    JUNGFRAU's pulse ID is the frame's index among the memory cells of its train.
+    """
+    from extra_data import by_index
+
+    if detector_class != "JUNGFRAU":
+        frames = det["image.data"].select_pulses(by_index[pulses])
+        entry = frames.buffer_shape()[2:]
+        return frames.train_id_coordinates(), frames.pulse_id_coordinates(), entry
+    source = next(iter(det.source_to_modno))
+    cells, *entry = det.data[source, DATA_KEYS["JUNGFRAU"][0]].entry_shape
+    taken = np.arange(cells)[pulses]
+    trains = np.asarray(det.train_ids)
+    return np.repeat(trains, len(taken)), np.tile(taken, len(trains)), entry
 
 
 @functools.lru_cache(maxsize=4)
@@ -313,13 +326,27 @@ def _detector(cls, run, name: str, min_modules: int):
         return cls(run, detector_name=name, min_modules=min_modules)
 
 
-def _frames(reader: RunReader):
-    """extra-data's masked ``image.data`` of the reader's detector, its pulses selected."""
-    from extra_data import by_index
+def _trains_frames(reader: RunReader, trains: np.ndarray) -> np.ndarray:
+    """(modules, frames, ss, fs) float32: the taken frames of ``trains``, NaN where masked.
+
+    XTDF detectors (AGIPD, DSSC, LPD) keep one entry per pulse, JUNGFRAU one
+    per train with its memory cells inside: the pulses are selected by
+    extra-data for the first, by their index among the cells for the second.
+    """
+    from extra_data import by_id, by_index
 
     det = _opened(reader.run_dir, reader.detector, reader.detector_class, reader.min_modules)
-    data = det.masked_data() if "image.mask" in det else det["image.data"]
-    return data.select_pulses(by_index[slice(*reader.pulses)])
+    key, mask_key = DATA_KEYS.get(reader.detector_class, DATA_KEYS["XTDF"])
+    data = det.masked_data(key) if mask_key in det else det[key]
+    if reader.detector_class != "JUNGFRAU":
+        data = data.select_pulses(by_index[slice(*reader.pulses)])
+    frames = data.select_trains(by_id[trains.tolist()]).ndarray(
+        module_gaps=True, fill_value=np.nan, astype=np.float32
+    )
+    if reader.detector_class == "JUNGFRAU":  # (modules, trains, cells, ss, fs)
+        frames = frames[:, :, slice(*reader.pulses)]
+        frames = frames.reshape(frames.shape[0], -1, *frames.shape[-2:])
+    return frames
 
 
 def parse_pulses(text: str | None) -> slice:
@@ -342,9 +369,10 @@ def parse_pulses(text: str | None) -> slice:
 
 def _mask_origin(name: str, det) -> str:
     """Where the frames' bad pixels come from (the provenance's ``input.mask``)."""
-    if "image.mask" in det:
-        return f"{name} image.mask (nonzero = bad), per frame"
-    return f"none: {name} has no image.mask (all pixels good)"
+    mask_key = DATA_KEYS.get(type(det).__name__, DATA_KEYS["XTDF"])[1]
+    if mask_key in det:
+        return f"{name} {mask_key} (nonzero = bad), per frame"
+    return f"none: {name} has no {mask_key} (all pixels good)"
 
 
 def _slice_text(pulses: slice) -> str:
