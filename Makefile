@@ -21,10 +21,10 @@ VENV_NEWEST ?= .venv-3.13
 #: The engine: the math, the backends, noise, the store's files, the layers and settings
 #: (not the end-to-end commands build, simulate, demo and the catalogue of refusals).
 NEWEST_TESTS ?= $(addprefix tests/test_,$(addsuffix .py,polar fourier ccf estimators engine \
-	backends noise sacla io_direct zarr_direct chunks ecosystem layers settings))
+	backends noise sacla io_direct ecosystem layers settings provenance)) tests/store
 BIN := $(VENV)/bin
 
-.PHONY: install install-newest demo test test-newest bench figures clean
+.PHONY: install install-newest browser demo test test-newest bench figures clean
 
 install: $(VENV)/.installed
 
@@ -45,7 +45,22 @@ $(VENV_NEWEST)/.installed: pyproject.toml
 demo: install
 	$(BIN)/ccfkit demo demo-output
 
-test: install
+# The browser tests (the label page and the gallery: tests/test_label.py, test_gallery.py)
+# drive Debian's Chromium through Playwright (a Python package: no browser download).
+# Installed here when missing and we are root with apt-get; elsewhere this says why and
+# goes on: those tests then skip, saying so (under CI=true they fail instead).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "browser: installing Debian's chromium for the browser tests"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium >/dev/null; } || echo "browser: apt-get install chromium failed: \
+	the browser tests will skip (fail under CI=true)"; \
+	else echo "browser: no $(CHROMIUM) and not root with apt-get: the browser tests will \
+	skip (fail under CI=true)"; fi
+
+test: install browser
 	$(BIN)/python -m pytest
 	$(MAKE) test-newest
 

@@ -162,15 +162,14 @@ def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = 
 def codecs(store: Path, maps: int = 640) -> list[tuple[str, float, float, float]]:
     """Write/read ms per map and compression ratio of each map codec, on built maps.
 
-    Writes go the build's default way (:class:`ccfkit.io.chunks.ChunkWriter`
+    Writes go the build's default way (:class:`ccfkit.store.ChunkWriter`
     through zarr, whole chunks of 64); reads through zarr, as the trainer
     reads. Each codec first writes and reads one chunk untimed (codec set-up,
     first calls).
     """
     import zarr
 
-    from ccfkit.io.chunks import chunk_writer
-    from ccfkit.store import COMPRESSORS
+    from ccfkit.store import COMPRESSORS, chunk_writer
 
     sample = zarr.open_group(str(store), mode="r")["ccf"][:maps]
     maps = len(sample)
@@ -219,9 +218,9 @@ def stages(
 
     from ccfkit import make_polar_plan
     from ccfkit.backends.numba import NumbaBackend
-    from ccfkit.io.chunks import chunk_writer
     from ccfkit.io.source import open_source
     from ccfkit.noise import add_noise, frame_statistics
+    from ccfkit.store import chunk_writer
 
     source = open_source([path])
     reader, mask = source.reader, source.mask
@@ -408,7 +407,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, default=None, help="performance page to update")
     parser.add_argument("--engine-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", type=Path, default=None,
-                        help="another checkout's root: its build runs in every round too")  # fmt: skip
+                        help="another checkout's root: its builds (each writer) run in every round too")  # fmt: skip
     args = parser.parse_args()
     if args.engine_only:
         seconds, quiet, cpu = engine_alone(args.engine_only)
@@ -422,18 +421,20 @@ def main() -> None:
     # the builds sit between two runs of the engine and are compared with their mean:
     # the machine's speed drifts, and a drift then affects both sides alike
     rounds: list[tuple[dict[str, BuildRun], float, Round, float]] = []
-    baselines: list[BuildRun] = []
+    baselines: list[dict[str, BuildRun]] = []
     deadline = time.monotonic() + args.budget
     before = engine_in_child(data)
     while sum(_is_quiet(r, args.quiet) for r in rounds) < args.rounds:
         if rounds and time.monotonic() > deadline:
             break
-        if args.baseline:
-            base = build(data, out, args.baseline)
-            print(f"round {len(rounds) + 1}: baseline tree build {base.seconds:.2f} s "
-                  f"{base.passes}", file=sys.stderr)  # fmt: skip
-            baselines.append(base)
         order = writers if len(rounds) % 2 == 0 else writers[::-1]
+        if args.baseline:  # the baseline tree's build with each writer too
+            bases = {writer: build(data, out, args.baseline, writer) for writer in order}
+            for writer, base in bases.items():
+                print(f"round {len(rounds) + 1}: baseline tree build ({writer}) "
+                      f"{base.seconds:.2f} s, CPU {base.cpu:.2f} s {base.passes}",
+                      file=sys.stderr)  # fmt: skip
+            baselines.append(bases)
         runs = {writer: build(data, out, writer=writer) for writer in order}
         after = engine_in_child(data)
         engine = (before[0] + after[0]) / 2
@@ -459,7 +460,7 @@ def main() -> None:
         ),
     )[: args.rounds]
     if baselines:
-        print(_against_baseline([r[0][writers[0]] for r in rounds], baselines, args.baseline))
+        print(_against_baseline([r[0] for r in rounds], baselines, args.baseline))
     codec_rows = codecs(out)
     shutil.rmtree(out, ignore_errors=True)
     stage_rows = stages(data, args.workdir)
@@ -470,12 +471,17 @@ def main() -> None:
         replace_section(args.write, "build", section)
 
 
-def _against_baseline(runs: list[BuildRun], baselines: list[BuildRun], tree: Path) -> str:
-    """Per-round map-pass and wall-time ratios, this tree over the baseline tree."""
-    lines = [f"this tree / baseline tree {tree}, per round (map pass; whole build):"]
-    for run, base in zip(runs, baselines):
-        maps = run.passes["map pass"] / base.passes["map pass"]
-        lines.append(f"  {maps:.3f}; {run.seconds / base.seconds:.3f}")
+def _against_baseline(runs: list[dict[str, BuildRun]], baselines: list[dict[str, BuildRun]],
+                      tree: Path) -> str:  # fmt: skip
+    """Per-round, per-writer ratios of this tree over the baseline tree (map pass; build; CPU)."""
+    title = f"this tree / baseline tree {tree}, per round and writer (map pass; build; CPU):"
+    lines = [title]
+    for number, (run, base) in enumerate(zip(runs, baselines), 1):
+        for writer in run:
+            maps = run[writer].passes["map pass"] / base[writer].passes["map pass"]
+            lines.append(f"  round {number}, {writer}: {maps:.3f}; "
+                         f"{run[writer].seconds / base[writer].seconds:.3f}; "
+                         f"{run[writer].cpu / base[writer].cpu:.3f}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -5,8 +5,9 @@ benchmarks/NAME.py``); Python puts its folder first on ``sys.path``, so the
 scripts import this module by name (``from harness import machine``), with no
 path edits. Its parts:
 
-* the machine a figure was measured on: :func:`cpu_model`, :func:`machine`
-  (CPU, cores, memory, versions, thread pools), :func:`load_average`;
+* the machine a figure was measured on: :func:`cpu_model` (that of
+  :mod:`ccfkit.provenance`, which stores and run directories record too),
+  :func:`machine` (CPU, cores, memory, versions, thread pools), :func:`load_average`;
 * how disturbed a round was: :func:`cpu_seconds` and :class:`Round` (cores
   used by other processes and stolen by the hypervisor while it ran);
 * running the project's commands: :data:`BIN`, :func:`sh`;
@@ -24,6 +25,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from ccfkit.provenance import cpu_model, package_versions, usable_cpus
 
 __all__ = [
     "BIN",
@@ -56,11 +59,6 @@ def _cpuinfo(field: str) -> str | None:
     return None
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
-
-
 def _thread_pools() -> str:
     """BLAS and OpenMP pools loaded in this process: library, kernels, threads, file."""
     from threadpoolctl import threadpool_info
@@ -89,18 +87,11 @@ def machine() -> dict[str, str]:
         ``memory``, ``OS``, ``Python``, ``versions`` (ccfkit, numpy, scipy,
         numba, pyFAI), ``thread pools`` and ``thread environment``.
     """
-    import numba
-    import numpy as np
-    import pyFAI
-    import scipy
-
-    import ccfkit
-
     info: dict[str, str] = {}
     flags = (_cpuinfo("flags") or "").split()
     simd = [f for f in ("avx2", "avx512f", "fma") if f in flags]
     info["CPU"] = cpu_model() + (f" ({', '.join(simd)})" if simd else "")
-    info["cores"] = f"{os.cpu_count()} logical, {len(os.sched_getaffinity(0))} usable"
+    info["cores"] = f"{os.cpu_count()} logical, {usable_cpus()} usable"
     try:
         with open("/proc/meminfo") as meminfo:
             total_kib = int(meminfo.readline().split()[1])
@@ -109,10 +100,8 @@ def machine() -> dict[str, str]:
         pass
     info["OS"] = f"{platform.system()} {platform.release()}"
     info["Python"] = platform.python_version()
-    info["versions"] = (
-        f"ccfkit {ccfkit.__version__}, numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"numba {numba.__version__}, pyFAI {pyFAI.version}"
-    )
+    versions = package_versions(("ccfkit", "numpy", "scipy", "numba", "pyFAI"))
+    info["versions"] = ", ".join(f"{name} {version}" for name, version in versions.items())
     info["thread pools"] = _thread_pools()
     names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS")
     env = {k: os.environ[k] for k in names if k in os.environ}

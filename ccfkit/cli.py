@@ -402,7 +402,7 @@ def show(store: Path, frame: int, output: Path) -> None:
 
 def _default_workers() -> int:
     """Rendering threads of ``simulate``: the CPUs this process may use, at most 4."""
-    from .backends._base import usable_cpus
+    from .provenance import usable_cpus
 
     return min(4, usable_cpus())
 
@@ -686,7 +686,7 @@ def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
     The frames are those `ccfkit simulate --seed SEED` (default options) makes
     at the indices shown in the titles.
     """
-    from .io.atomic import atomic_output
+    from .atomic import atomic_output
     from .simulate import draw_examples
 
     try:
@@ -720,7 +720,7 @@ def estimator_figure(out: Path, frame, mask_path, center, q_bins, phi_bins) -> N
     Also the isotropic leakage of each order-n estimator under the mask
     (docs/ccf.md, "What the estimators and scalings show").
     """
-    from .io.atomic import atomic_output
+    from .atomic import atomic_output
     from .plotting import estimators_figure
 
     image, mask = _figure_frame(frame, mask_path)

@@ -17,9 +17,10 @@ import zarr
 from .backends import get_backend
 from .io.source import open_source
 from .pipeline import BuildConfig, build
-from .polar import make_polar_plan
+from .polar import PlanSpec
 from .simulate import SimulationConfig
 from .simulate.cxi_file import write_simulated
+from .store import read_recipe
 from .summary import raw_frame
 
 logger = logging.getLogger(__name__)
@@ -115,17 +116,8 @@ def _draw_stages(store: zarr.Group, row: int, order: int, backend: str, path: Pa
     """The stage figure (image, polar image, merged map) of one frame of a store."""
     image = raw_frame(store, row)
     mask = store["mask"][:]
-    parameters = store.attrs["parameters"]
-    plan = make_polar_plan(  # the store's own grid: its resolved radii and usable rings
-        mask.shape,
-        center=tuple(store.attrs["center"]),
-        mask=mask,
-        q_bins=parameters["q_bins"],
-        phi_bins=parameters["phi_bins"],
-        r_min=store.attrs["r_min"],
-        r_max=store.attrs["r_max"],
-        min_ring_fraction=parameters["min_ring_fraction"],
-    )
+    grid = read_recipe(store).resolved_grid  # the store's own grid: its radii and usable rings
+    plan = PlanSpec.describe(mask.shape, center=store.attrs["center"], mask=mask, grid=grid).plan()
     if not np.allclose(plan.radius, store["radius"][:], rtol=0, atol=1e-9):
         raise RuntimeError("the demo store's radii are not its recorded grid's")
     engine = get_backend(backend)

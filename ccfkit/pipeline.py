@@ -9,9 +9,9 @@ from them, compute the merged maps, write the chunk, mark it done. With
 also computes its frames' statistics (``StoreLayout.stats_by_chunk``). Tasks
 receive a small description of the geometry (:class:`PlanSpec`) and build
 the polar plan once per process; each task writes whole Zarr chunks of its
-own, each in one atomic step (:mod:`ccfkit.io.chunks`), so no locks are
+own, each in one atomic step (:mod:`ccfkit.store.chunks`), so no locks are
 needed and a build resumes chunk by chunk. Locally the writes run behind the
-computation (:mod:`ccfkit.write_behind`). ``docs/build.md`` says why each
+computation (:mod:`ccfkit.store.write_behind`). ``docs/build.md`` says why each
 step is done the way it is, with the measurements.
 
 Parallelism has one level: Dask runs one task per core, each task computes on
@@ -24,11 +24,10 @@ import contextlib
 import functools
 import json
 import logging
-import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import dask
 import dask.threaded
@@ -37,21 +36,22 @@ import zarr
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from ._version import __version__
 from .backends import get_backend
-from .backends._base import usable_cpus
 from .build_config import BuildConfig
 from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_mean_center
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
 from .polar import PlanSpec, PolarPlan
+from .provenance import environment, usable_cpus
 from .resize import resize_images
 from .store import (
     ChunkWriters,
     OutputState,
     StoreError,
     StoreLayout,
+    StoreRecipe,
+    WriteBehind,
     WriteMethod,
     check_not_input,
     create_store,
@@ -60,8 +60,8 @@ from .store import (
     mark_complete,
     open_store,
     pending_chunks,
+    read_recipe,
 )
-from .write_behind import WriteBehind
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def build(
     progress : bool
         Show progress bars.
     write_method : WriteMethod or str
-        How map chunks are written (:mod:`ccfkit.io.chunks`): through zarr
+        How map chunks are written (:mod:`ccfkit.store.chunks`): through zarr
         (the default) or with O_DIRECT (docs/build.md says where that helps).
         The store is the same either way.
 
@@ -276,9 +276,8 @@ def build(
         compressor=compressor,
         stats_by_chunk=NoiseLevel(config.noise) is NoiseLevel.NONE,
     )
-    parameters = asdict(config)
     provenance = {  # compared on --resume
-        "parameters": parameters,
+        "parameters": StoreRecipe.of_build(config).parameters(),
         "input": source.describe(),
         "center": list(center),
         "center_origin": center_origin,
@@ -288,12 +287,12 @@ def build(
         "backend": engine_name,
         "seed": config.seed,
         "command": " ".join(sys.argv),
-        "environment": _environment(),
+        "environment": environment(("numpy", "numba", "dask", "zarr")),
     }
     with locked_store(out, overwrite=overwrite, resume=resume) as state:
         resumable = resume and state in (OutputState.INCOMPLETE, OutputState.COMPLETE)
         if resumable:
-            group = _open_for_resume(out, provenance, source.mask)
+            group = _open_for_resume(out, config, provenance, source.mask)
             layout = layout_of(group)
         else:
             if resume:
@@ -398,22 +397,25 @@ def _noise_attributes(stats: np.ndarray, level: str) -> dict:
     }
 
 
-def _open_for_resume(out: str, provenance: dict, mask: np.ndarray) -> zarr.Group:
+def _open_for_resume(out: str, config: BuildConfig, provenance: dict, mask: np.ndarray
+                     ) -> zarr.Group:  # fmt: skip
     """Open an incomplete store to finish it, refusing one built another way or from another input.
 
+    The recipe is compared as the engine's objects (:func:`ccfkit.store.read_recipe`).
     The input is identified by content: resolved paths, frame counts, data-set
     path, frame shape, the fingerprint of :func:`ccfkit.io.source.input_fingerprint`
     and the mask itself (not the way its origin was written).
     """
     group = open_store(out, mode="r+")
     expected = json.loads(json.dumps(provenance))  # tuples become lists, as stored
-    stored = group.attrs["parameters"]
-    changed = [k for k, value in expected["parameters"].items() if stored.get(k) != value]
+    stored = read_recipe(group)
+    changed = stored.differences(StoreRecipe.of_build(config))
     for key in ("center", "backend"):
         if group.attrs.get(key) != expected[key]:
             changed.append(key)
     if changed:
-        found = ", ".join(f"{stored[k] if k in stored else group.attrs.get(k)!r}" for k in changed)
+        recorded = {**group.attrs.asdict(), **stored.parameters()}
+        found = ", ".join(f"{recorded.get(key)!r}" for key in changed)
         raise StoreError(
             f"{out} was built with another {', '.join(changed)} ({found}): resume with the "
             "same options or use --overwrite"
@@ -526,18 +528,3 @@ def _client(scheduler: str | None):
         return Client(scheduler, timeout="10s")
     except OSError as error:
         raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from error
-
-
-def _environment() -> dict:
-    import numba
-
-    return {
-        "ccfkit": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "dask": dask.__version__,
-        "zarr": zarr.__version__,
-        "host": platform.node(),
-        "platform": platform.platform(),
-    }

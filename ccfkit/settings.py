@@ -38,7 +38,7 @@ class MapDtype(str, enum.Enum):
 
 
 class WriteMethod(str, enum.Enum):
-    """How the build puts a chunk of maps into the store (:class:`ccfkit.io.chunks.ChunkWriter`)."""
+    """How the build puts a chunk of maps into the store (:class:`ccfkit.store.ChunkWriter`)."""
 
     #: zarr-python's public API: zarr's codecs, zarr's store (the default).
     ZARR = "zarr"

@@ -11,7 +11,7 @@ import zarr
 from .io.errors import InputError
 from .io.source import FrameReader
 from .noise import add_noise
-from .store import read_checked
+from .store import read_checked, read_recipe
 
 __all__ = ["describe_store", "draw_frame", "raw_frame"]
 
@@ -84,8 +84,7 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     noise = group.attrs["noise"]
     noisy = add_noise(image[None], [index], noise["bound"], group.attrs["seed"])[0]
     radius = group["radius"][:]
-    parameters = group.attrs["parameters"]
-    order = parameters["orders"][0] if "orders" in parameters else parameters["order"]  # schema 1
+    order = read_recipe(group).settings.orders[0]
     fig = Figure(figsize=(15, 4.6))
     axes = fig.subplots(1, 3)
     draw_image(axes[0], image, mask=mask, title=f"frame {index} (log10)")

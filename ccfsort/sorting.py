@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ccfkit.atomic import atomic_output
 from ccfkit.ccf import MapSettings
-from ccfkit.io.atomic import atomic_output
-from ccfkit.polar import PlanSpec, RingGrid
+from ccfkit.polar import PlanSpec
+from ccfkit.settings import NoiseLevel
+from ccfkit.store import StoreError, read_recipe
 from trainer.config import TrainConfig
 from trainer.data import DataError, model_inputs, open_store, resolve_normalize
 from trainer.inference import load_run, write_probability_csv
@@ -76,44 +78,29 @@ class MapRecipe:
         path = config["store"]["path"]
         try:
             group = open_store(path)
-            attrs = dict(group.attrs)
-            parameters = dict(attrs["parameters"])
+            recipe = read_recipe(group)  # the grid with the radii the build resolved
             mask = group["mask"][:]
             radius = group["radius"][:]
-            center = tuple(attrs["center"])
-        except (DataError, KeyError, OSError) as error:
+            center = tuple(group.attrs["center"])
+        except (DataError, StoreError, KeyError, OSError) as error:
             raise RunError(
                 f"cannot recover how the run's maps were made from its store {path} "
                 f"({error}); map the frames with `ccfkit build` and predict on that store"
             ) from None
         train = TrainConfig.from_dict(config["train"])
-        orders = parameters.get("orders", [parameters.get("order", 8)])  # schema 1: "order"
-        grid = RingGrid(
-            q_bins=parameters["q_bins"],
-            phi_bins=parameters["phi_bins"],
-            r_min=attrs.get("r_min", parameters["r_min"]),  # resolved when "auto" was asked
-            r_max=attrs.get("r_max", parameters["r_max"]),
-            min_ring_fraction=parameters.get("min_ring_fraction", 0.0),  # schema 1: every ring
-        )
-        plan = PlanSpec.describe(mask.shape, center=center, mask=mask, grid=grid)
+        plan = PlanSpec.describe(mask.shape, center=center, mask=mask, grid=recipe.resolved_grid)
         if not np.allclose(plan.plan().radius, radius, rtol=0, atol=1e-9):
             raise RunError(f"{path}: its radii cannot be made again from its parameters")
-        if parameters.get("noise", "none") != "none":
+        if recipe.noise is not NoiseLevel.NONE:
             logger.info(
                 "the run was trained on maps with noise %r added; new frames are mapped as "
-                "they are", parameters["noise"],
+                "they are", recipe.noise.value,
             )  # fmt: skip
         return cls(
             plan=plan,
-            settings=MapSettings(
-                orders=tuple(orders),
-                delta=parameters.get("delta", 0.0),
-                estimator=parameters.get("estimator", "ring"),
-                scale=parameters.get("scale", "maxabs"),
-                precision=parameters.get("precision", "float32"),
-            ),
+            settings=recipe.settings,
             input_kind=train.input,
-            image_size=parameters.get("image_size"),
+            image_size=recipe.image_size,
             normalize=resolve_normalize(train.normalize, train.input),
         )
 

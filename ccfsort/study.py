@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -71,36 +70,18 @@ def _same_or_new(path: Path, record: dict, what: str) -> bool:
 
 
 def cpu_name() -> str:
-    """The CPU model (from /proc/cpuinfo where there is one) and the usable core count."""
-    from ccfkit.backends._base import usable_cpus
+    """The CPU model and the usable core count (:mod:`ccfkit.provenance`)."""
+    from ccfkit.provenance import cpu_model, usable_cpus
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {usable_cpus()} usable cores"
+    return f"{cpu_model()}, {usable_cpus()} usable cores"
 
 
 def environment() -> dict:
-    """Versions and machine, for provenance."""
-    import torch
-
-    import ccfkit
+    """Versions and machine, for provenance (:func:`ccfkit.provenance.environment`)."""
+    from ccfkit.provenance import environment as described
     from trainer import __version__
 
-    return {
-        "trainer": __version__,
-        "ccfkit": ccfkit.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "cpu": cpu_name(),
-        "host": platform.node(),
-    }
+    return {"trainer": __version__, **described(("torch", "numpy")), "cpu": cpu_name()}
 
 
 # --------------------------------------------------------------------------
@@ -210,20 +191,21 @@ def ensure_store(path: Path, paths, config: dict, build: dict, *, scheduler=None
         A complete store at ``path`` built with other parameters, or a build error.
     """
     from ccfkit.pipeline import build as run_build
-    from ccfkit.store import StoreError, open_store
+    from ccfkit.store import StoreError, StoreRecipe, open_store, read_recipe
 
     build_cfg = build_config(build)
     options = config.get("build_options", {})
     if path.exists():
         try:
             group = open_store(path)
+            if group.attrs.get("status") == "complete":
+                changed = read_recipe(group).differences(StoreRecipe.of_build(build_cfg))
+                if changed:
+                    raise StudyError(f"{path}: built with another {', '.join(changed)} than "
+                                     "this study's")  # fmt: skip
+                return str(path)
         except StoreError as error:
             raise StudyError(str(error)) from None
-        if group.attrs.get("status") == "complete":
-            stored = group.attrs["parameters"]
-            if _canonical(stored) != _canonical(json.loads(_canonical(asdict(build_cfg)))):
-                raise StudyError(f"{path}: built with other parameters than this study's")
-            return str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("building %s", path.name)
     try:

@@ -134,7 +134,7 @@ def plot_table(path: Path, table, results: dict, base: dict) -> None:
     """Metric vs the first varied parameter (e.g. noise), one line per other value, ± std."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    from ccfkit.io.atomic import atomic_output
+    from ccfkit.atomic import atomic_output
 
     first = table.axes[0] if table.axes else None
     groups: dict[str, list] = {}
@@ -182,7 +182,7 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
     provenance : dict
         Command, environment, wall time, run outcomes.
     """
-    from ccfkit.io.atomic import atomic_output
+    from ccfkit.atomic import atomic_output
     from trainer.run_dir import write_json
 
     claims = judge_claims(plan, results)

@@ -38,6 +38,8 @@ settings.load_profile(os.environ.get("CCFKIT_HYPOTHESIS", "ccfkit"))
 #: are not collected; the engine's tests, and the trainer's cases in test_catalogue.py
 #: and test_build.py that skip on their own, still run.
 TRAINER_MODULES = [
+    "test_gallery.py",
+    "test_label.py",
     "test_labels.py",
     "test_sorting.py",
     "test_study.py",

@@ -348,7 +348,7 @@ def test_a_store_stopped_while_being_created_is_recognised_and_resumed(tmp_path,
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:  # Ctrl-C just before the root attributes are written
-        patch.setattr("ccfkit.store._layout_attrs", interrupted)
+        patch.setattr("ccfkit.store.lifecycle.layout_attributes", interrupted)
         assert "Aborted" in CliRunner().invoke(main, args).output
     info = run("info", str(out))
     assert info.exit_code == 1 and "creation of this store was interrupted" in info.output

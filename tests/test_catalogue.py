@@ -348,7 +348,7 @@ def test_an_interrupted_creation_is_recognised_and_overwritten(tmp_path, small, 
         raise KeyboardInterrupt  # Ctrl-C while the arrays are made
 
     with monkeypatch.context() as patch:
-        patch.setattr("ccfkit.store._layout_attrs", killed)
+        patch.setattr("ccfkit.store.lifecycle.layout_attributes", killed)
         assert "Aborted" in ccfkit("build", small, out, *BUILD).output
     refused(ccfkit("info", out), "creation of this store was interrupted")
     refused(ccfkit("build", small, out, *BUILD), "exists")

@@ -27,7 +27,7 @@ PACKAGES = ("ccfkit", "trainer", "ccfsort")
 MATH = ("ccfkit.polar", "ccfkit.fourier", "ccfkit.ccf")
 #: What the trainer proper may import from ccfkit: the store (its reader), the
 #: atomic file writer, provenance. Light modules: no numba, no dask.
-TRAINER_MAY_IMPORT = ("ccfkit.store", "ccfkit.atomic", "ccfkit.io.atomic", "ccfkit.provenance")
+TRAINER_MAY_IMPORT = ("ccfkit.store", "ccfkit.atomic", "ccfkit.provenance")
 #: The command lines: the only modules that import the workflows of ccfsort (on use).
 COMMAND_LINES = ("ccfkit.cli", "trainer.cli", "trainer.__main__")
 #: What importing the store reader, the trainer's modules and its command line must not load.

@@ -1,4 +1,4 @@
-"""The ``trainer`` command line: fit, evaluate, predict, explain (docs/training.md)."""
+"""The ``trainer`` command line: fit, evaluate, predict, explain, label, gallery (docs/training.md)."""
 
 from __future__ import annotations
 
@@ -231,11 +231,15 @@ def main(verbose: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from last.pt.")
 @click.option("--overwrite", is_flag=True, help="Allow a non-empty --run-dir.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+# --labels: hand-written until the fit options are generated from TrainConfig's fields
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help=TrainConfig.__dataclass_fields__["labels"].metadata["help"])  # fmt: skip
 @_clean_errors
 def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, lr, momentum,
         lr_step, lr_gamma, l1, l2, eval_fraction, test_fraction, split_file, train_fraction,
         seed, flips, normalize, max_frames, max_minutes, workers,
-        device, amp, channels_last, threshold, threads, run_dir, resume, overwrite, quiet):  # fmt: skip
+        device, amp, channels_last, threshold, threads, run_dir, resume, overwrite, quiet,
+        labels):  # fmt: skip
     """Train on the labelled frames of STORE (a complete `ccfkit build` store).
 
     With --resume only --epochs, --workers, --device (when given) and STORE
@@ -257,7 +261,11 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 raise click.ClickException("--run-dir is required under torchrun")
             run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-        info = inspect_store(store, input_kind=input_kind)
+        info = inspect_store(store, input_kind=input_kind, need_labels=labels is None)
+        if labels is not None:  # --labels: the table's frames and labels, not the store's
+            from .label_table import labelled_store_info
+
+            info = labelled_store_info(info, labels)
         model_cfg = _configs(
             ModelConfig,
             num_classes=len(info.label_names),
@@ -278,6 +286,7 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
             device=TrainConfig.device if device is None else device, amp=amp,
             channels_last=channels_last, threshold=threshold, max_frames=max_frames,
             max_minutes=max_minutes, threads=threads,
+            labels=None if labels is None else str(labels.resolve()),
         )  # fmt: skip
         report = loop.fit(run_dir, model_cfg, train_cfg, progress=not quiet, overwrite=overwrite)
     if report:
@@ -490,3 +499,81 @@ def study(study, out, overrides, seeds, epochs, tables, sources, eval_sources, s
             click.echo(f"{claim['text']}: {claim['verdict']}, Δ {claim['metric']} = "
                        f"{claim['delta']:+.3f} [{low:+.3f}, {high:+.3f}]")  # fmt: skip
     click.echo(f"wrote {out / 'report.md'}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Label table (CSV) written after every frame; an existing one is continued.")  # fmt: skip
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
+              help="Show this run's probabilities and the frames it is least sure of first.")  # fmt: skip
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (127.0.0.1: this machine only).")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Order of the frames without --run (random).")  # fmt: skip
+@click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default="best", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@_clean_errors
+def label(store, out, run_dir, port, host, seed, checkpoint, device):
+    """Label the frames of STORE in the browser (docs/training.md, "Labelling a run").
+
+    Serves a page at http://HOST:PORT/ showing one frame at a time (image, CCF
+    map and, with --run, the model's probabilities) with one toggle per label;
+    keys tick labels, Space saves and shows the next frame, Backspace undoes.
+    """
+    from ccfsort.frames import FramesError
+    from ccfsort.label.app import LabelServer
+    from ccfsort.label.session import LabelError, open_session
+
+    try:
+        session = open_session(store, out, run=run_dir, seed=seed, device=device,
+                               which=checkpoint)  # fmt: skip
+        server = LabelServer(session, host=host, port=port)
+    except (FramesError, LabelError) as error:
+        raise click.ClickException(str(error)) from None
+    if not logging.getLogger().isEnabledFor(logging.INFO):  # a line per request only with -v
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    progress = session.progress()
+    click.echo(
+        f"labelling {store} ({progress['labelled']} of {progress['total']} frames labelled) "
+        f"at {server.url}; saved to {out} after every frame; Ctrl-C stops"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo(f"stopped; {session.progress()['labelled']} frames labelled in {out}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("source", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="HTML file (self-contained: pictures embedded).")  # fmt: skip
+@click.option("--per-class", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Thumbnails per predicted class.")  # fmt: skip
+@click.option("--uncertain", type=click.IntRange(min=0), default=12, show_default=True,
+              help="Thumbnails of the least certain frames.")  # fmt: skip
+@click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default="best", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--backend", default="auto", show_default=True, help="Map engine (frames).")
+@click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
+@_clean_errors
+def gallery(run, source, output, per_class, uncertain, checkpoint, device, backend, data_path):
+    """One HTML page of what RUN sorted in SOURCE (a store, or CXI/HDF5 files).
+
+    Per predicted class its count and the frames of highest probability, the
+    least certain frames, and the class counts along the run.
+    """
+    from ccfsort.frames import FramesError
+    from ccfsort.gallery import gallery as make
+
+    try:
+        summary = make(run, source, output, which=checkpoint, device=device,
+                       per_class=per_class, uncertain=uncertain, backend=backend,
+                       data_path=data_path)  # fmt: skip
+    except FramesError as error:
+        raise click.ClickException(str(error)) from None
+    counts = ", ".join(f"{name} {n}" for name, n in summary["counts"].items())
+    click.echo(f"wrote {output}: {summary['frames']} frames ({counts}); "
+               f"{summary['shown']} shown")  # fmt: skip

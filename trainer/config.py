@@ -11,7 +11,7 @@ take their defaults from it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from .data import InputKind, Normalize, resolve_normalize
 
@@ -74,6 +74,13 @@ class TrainConfig:
     max_minutes: float | None = None
     #: torch CPU threads (None: torch's default); kept on --resume (results depend on it).
     threads: int | None = None
+    #: A label table (CSV: ``index`` + one 0/1 column per label name, as ``trainer label``
+    #: writes it): train on its frames only, with its labels; the split is over them.
+    labels: str | None = field(
+        default=None,
+        metadata={"help": "Train on the frames of this label table (trainer label) only, "
+                          "with its labels; the split is over them."},
+    )  # fmt: skip
 
     def __post_init__(self):
         InputKind(self.input)

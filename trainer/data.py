@@ -319,9 +319,9 @@ def save_split(path, split: dict[str, np.ndarray], seed: int) -> None:
     """Write a split as ``.npz``: ``train``, ``eval`` (validation), ``test``, ``seed``.
 
     ``eval`` is the name the run directory has always used for the split that
-    picks the best checkpoint. Written atomically (``ccfkit.io.atomic``).
+    picks the best checkpoint. Written atomically (``ccfkit.atomic``).
     """
-    from ccfkit.io.atomic import atomic_output
+    from ccfkit.atomic import atomic_output
 
     with atomic_output(Path(path), overwrite=True) as tmp, open(tmp, "wb") as handle:
         np.savez(
@@ -496,6 +496,9 @@ class StoreDataset(torch.utils.data.Dataset):
         Seed of the flips.
     cache_chunks : int
         Decoded chunks kept per process.
+    labels : (N, C) uint8 array, optional
+        Labels of every row used instead of the store's ``labels`` (a label
+        table, :meth:`trainer.label_table.LabelTable.dense`).
     """
 
     def __init__(
@@ -507,6 +510,7 @@ class StoreDataset(torch.utils.data.Dataset):
         normalize: str = "auto",
         seed: int = 0,
         cache_chunks: int = 8,
+        labels: np.ndarray | None = None,
     ):
         self.path = str(path)
         self.input_kind = InputKind(input_kind).value
@@ -514,6 +518,7 @@ class StoreDataset(torch.utils.data.Dataset):
         self.normalize = resolve_normalize(normalize, self.input_kind)
         self.seed = int(seed)
         self.cache_chunks = int(cache_chunks)
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.uint8)
         self.__dict__.update(self._no_handles())
 
     @staticmethod
@@ -577,7 +582,9 @@ class StoreDataset(torch.utils.data.Dataset):
         x = model_inputs(self.read(self.input_kind, indices), self.normalize)
         if self.flips:
             x = _apply_flips(x, flip_masks(self.seed, epoch, indices))
-        if self.has_labels:
+        if self.labels is not None:
+            y = self.labels[indices].astype(np.float32)
+        elif self.has_labels:
             y = self.read("labels", indices).astype(np.float32)
         else:
             y = np.zeros((len(indices), 0), dtype=np.float32)

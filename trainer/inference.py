@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccfkit.io.atomic import atomic_output
+from ccfkit.atomic import atomic_output
 
 from .config import TrainConfig
 from .data import (
@@ -26,7 +26,13 @@ from .metrics import Metrics, all_negative_accuracy, compute_metrics
 from .model import ModelConfig, build_model
 from .run_dir import RunError, read_run
 
-__all__ = ["evaluate_run", "load_run", "predict_run", "write_probability_csv"]
+__all__ = [
+    "evaluate_run",
+    "load_run",
+    "predict_run",
+    "store_probabilities",
+    "write_probability_csv",
+]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +167,33 @@ def predict_run(
         dict(zip(true_names, np.asarray(truth, dtype=np.int64).T)),
     )  # fmt: skip
     return len(rows)
+
+
+def store_probabilities(
+    run_dir, store, *, which: str = "best", device: str = "cpu", workers: int = 0,
+    batch_size: int = 64,
+) -> dict:  # fmt: skip
+    """A run's probabilities for every row of a store, in row order.
+
+    Returns
+    -------
+    dict
+        ``probabilities`` (N, C) float32 sigmoid outputs, ``names`` (the run's
+        C label names), ``threshold`` (the run's decision threshold),
+        ``groups`` (the run's exclusive groups, lists of names).
+    """
+    model, config, _ = load_run(run_dir, which, device)
+    info = inspect_store(store, need_labels=False)
+    loader, info = _loader_for(config, str(store), np.arange(info.n_frames), workers, batch_size)
+    probs, _, rows, _ = predict_probabilities(model, loader, next(model.parameters()).device)
+    out = np.empty(probs.shape, dtype=np.float32)
+    out[rows] = probs
+    return {
+        "probabilities": out,
+        "names": list(config["store"]["label_names"]),
+        "threshold": float(config["train"]["threshold"]),
+        "groups": [list(g) for g in config["store"].get("exclusive_groups", [])],
+    }
 
 
 def write_probability_csv(path, lead: dict, names, probabilities, threshold: float, extra=None):

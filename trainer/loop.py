@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccfkit.io.atomic import atomic_output
+from ccfkit.atomic import atomic_output
 
 from .config import BEST_METRICS, TrainConfig
 from .data import (
@@ -40,10 +40,12 @@ from .data import (
     load_split,
     make_loader,
 )
+from .label_table import labelled_store_info
 from .metrics import all_negative_accuracy, compute_metrics
 from .model import ModelConfig, build_model
 from .report import plot_history, write_report
 from .run_dir import (
+    RUN_LABELS,
     RunError,
     check_same_store,
     checkpoint_state,
@@ -51,6 +53,7 @@ from .run_dir import (
     read_run,
     restore_rng_state,
     resumed_configs,
+    run_labels,
     save_checkpoint,
     write_json,
     write_metrics_csv,
@@ -265,7 +268,11 @@ def fit(
     Returns the report dict (rank 0; other DDP ranks get ``{}``).
     """
     run_dir = Path(run_dir)
-    info = inspect_store(train_cfg.store, input_kind=train_cfg.input)
+    info = inspect_store(
+        train_cfg.store, input_kind=train_cfg.input, need_labels=train_cfg.labels is None
+    )
+    if train_cfg.labels is not None:  # hand-made labels (trainer label) instead of the store's
+        info = labelled_store_info(info, train_cfg.labels)
     # the store decides the input channels (one per angular order of its maps)
     model_cfg = replace(model_cfg, in_channels=info.channels(train_cfg.input))
     if model_cfg.num_classes != len(info.label_names):
@@ -310,7 +317,11 @@ def resume(run_dir, *, epochs: int | None = None, progress: bool = True, **overr
     config, checkpoint = read_run(run_dir, "last")
     train_cfg, changes = resumed_configs(config, epochs, overrides)
     model_cfg = ModelConfig(**config["model"])
-    info = inspect_store(train_cfg.store, input_kind=train_cfg.input)
+    info = inspect_store(
+        train_cfg.store, input_kind=train_cfg.input, need_labels=train_cfg.labels is None
+    )
+    if train_cfg.labels is not None:
+        info = labelled_store_info(info, run_dir / RUN_LABELS)
     check_same_store(run_dir, config, train_cfg, info)
     if _dist_env()[0] == 0 and changes:
         config["train"] = asdict(train_cfg)
@@ -457,14 +468,18 @@ def _setup(run_dir: Path, model_cfg, train_cfg, info, checkpoint, *, progress) -
         )
         model = train_model.module
 
+    labels = run_labels(run_dir, train_cfg, info)  # None: the store's own labels
     dataset = StoreDataset(
         train_cfg.store,
         train_cfg.input,
         flips=train_cfg.use_flips,
         normalize=train_cfg.normalize,
         seed=train_cfg.seed,
+        labels=labels,
     )
-    eval_dataset = StoreDataset(train_cfg.store, train_cfg.input, normalize=train_cfg.normalize)
+    eval_dataset = StoreDataset(
+        train_cfg.store, train_cfg.input, normalize=train_cfg.normalize, labels=labels
+    )
     sampler = ChunkBatchSampler(
         split["train"],
         info.chunk_frames,

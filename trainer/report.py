@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ccfkit.io.atomic import atomic_output
+from ccfkit.atomic import atomic_output
 
 from .metrics import format_class_table
 from .run_dir import write_json

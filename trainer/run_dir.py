@@ -2,7 +2,8 @@
 
 A run directory holds (docs/training.md)::
 
-    config.json    the ModelConfig, the TrainConfig and what was read from the store
+    config.json    the ModelConfig, the TrainConfig, what was read from the store and
+                   the machine and versions (:func:`ccfkit.provenance.environment`)
     split.npz      train, eval (validation) and test frame indices (rows of the store)
     metrics.csv    one row per epoch: losses, eval metrics, lr, seconds, samples/s
     last.pt        checkpoint after the last finished epoch (resume from here)
@@ -27,28 +28,32 @@ import hashlib
 import json
 import pickle
 import random
+import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ccfkit.io.atomic import atomic_output
+from ccfkit.atomic import atomic_output
 
 from .config import TrainConfig
 from .data import StoreInfo, load_split, open_store, save_split, split_three_ways, subsample
+from .label_table import read_label_table
 from .model import ModelConfig
 
 __all__ = [
     "CHECKPOINT_VERSION",
     "CSV_FIELDS",
     "RESUME_OVERRIDES",
+    "RUN_LABELS",
     "RunError",
     "checkpoint_state",
     "create_run",
     "read_run",
     "restore_rng_state",
     "resumed_configs",
+    "run_labels",
     "run_split",
     "save_checkpoint",
     "store_identity",
@@ -75,6 +80,8 @@ CSV_FIELDS = (
 )
 #: TrainConfig fields that :func:`trainer.loop.resume` may change.
 RESUME_OVERRIDES = ("workers", "device", "store")
+#: The run's copy of the label table it was trained on (``TrainConfig.labels``).
+RUN_LABELS = "labels.csv"
 
 
 class RunError(RuntimeError):
@@ -121,10 +128,13 @@ def store_identity(path) -> str:
 
 
 def _config_dict(model_cfg: ModelConfig, train_cfg: TrainConfig, info: StoreInfo) -> dict:
+    from ccfkit.provenance import environment
+
     from . import __version__
 
     return {
         "trainer_version": __version__,
+        "environment": environment(("torch", "numpy")),
         "model": model_cfg.to_dict(),
         "train": asdict(train_cfg),
         "store": {
@@ -145,7 +155,8 @@ def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
     ----------
     train_cfg : TrainConfig
         ``split_file`` (a saved split, e.g. a study's) or else ``eval_fraction``,
-        ``test_fraction`` and ``seed`` over the first ``max_frames`` rows;
+        ``test_fraction`` and ``seed`` over the first ``max_frames`` rows (only
+        the rows of the label table ``labels``, when given);
         then ``train_fraction`` of the training rows (:func:`~trainer.data.subsample`,
         seeded by ``seed``).
     n_frames : int
@@ -162,7 +173,14 @@ def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
         A split file with rows beyond the store, or an empty training set.
     """
     n = n_frames if train_cfg.max_frames is None else min(train_cfg.max_frames, n_frames)
-    if train_cfg.split_file is not None:
+    if train_cfg.labels is not None:  # the labelled frames only, split as a store of their own
+        rows = read_label_table(train_cfg.labels, n_frames=n_frames).rows
+        rows = rows[rows < n]
+        split = split_three_ways(
+            len(rows), train_cfg.eval_fraction, train_cfg.test_fraction, train_cfg.seed
+        )
+        split = {key: rows[positions] for key, positions in split.items()}
+    elif train_cfg.split_file is not None:
         split = load_split(train_cfg.split_file)
         largest = max((int(rows.max()) for rows in split.values() if len(rows)), default=-1)
         if largest >= n:
@@ -199,7 +217,20 @@ def create_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     split = run_split(train_cfg, info.n_frames)
     save_split(run_dir / "split.npz", split, train_cfg.seed)
+    if train_cfg.labels is not None:  # the labels trained on, kept with the run
+        shutil.copyfile(train_cfg.labels, run_dir / RUN_LABELS)
     write_json(run_dir / "config.json", _config_dict(model_cfg, train_cfg, info))
+
+
+def run_labels(run_dir: Path, train_cfg: TrainConfig, info: StoreInfo) -> np.ndarray | None:
+    """The labels a run trains on: its copy of the label table, dense (N, C) uint8.
+
+    None when the run trains on the store's own labels (no ``labels`` table).
+    """
+    if train_cfg.labels is None:
+        return None
+    table = read_label_table(run_dir / RUN_LABELS, info.label_names, info.n_frames)
+    return table.dense(info.n_frames)
 
 
 # --------------------------------------------------------------------------

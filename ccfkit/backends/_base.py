@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import os
 
 import numpy as np
 
@@ -11,13 +10,6 @@ from .. import ccf
 from ..ccf import Estimator, MapSettings, Precision, Scale
 from ..polar import PolarImages, PolarPlan
 from ._bf16 import effective_precision, lag_product_bf16
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity where the OS has one (Linux), else all."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class BackendUnavailableError(RuntimeError):

@@ -30,7 +30,8 @@ import numpy as np
 
 from ..ccf import Estimator, Scale, angular_shift, resolve_settings
 from ..polar import PolarImages, PolarPlan
-from ._base import BackendUnavailableError, usable_cpus
+from ..provenance import usable_cpus
+from ._base import BackendUnavailableError
 from ._bf16 import lag_product_bf16
 from .array import ArrayBackend
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import h5py
 import numpy as np
 
-from .atomic import atomic_output
+from ..atomic import atomic_output
 
 __all__ = [
     "CENTER_PATH",

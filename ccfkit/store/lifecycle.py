@@ -1,4 +1,4 @@
-"""The Zarr v3 store of a build (docs/store-layout.md; ``docs/store-layout.md``).
+"""A store's life: created whole, filled chunk by chunk, marked complete (docs/store-layout.md).
 
 A store is created whole — every array, with the per-store ones (index,
 radius, mask, q, labels) already written — before any map is computed. Its
@@ -8,17 +8,16 @@ zarr's local store writes a temporary file and renames it), with every
 attribute and ``status = "incomplete"``. A store killed while being created
 is therefore recognisable as such: ``--resume`` and ``--overwrite`` create
 it again. Map chunks are then filled independently (each Dask task writes
-whole Zarr chunks of its own) and each marks itself in ``done``. Only when
-every chunk is done does the store say ``status = "complete"``.
+whole Zarr chunks of its own, :mod:`ccfkit.store.chunks`) and each marks
+itself in ``done``. Only when every chunk is done does the store say
+``status = "complete"``.
 
 Nothing that is not a ccfkit store is ever removed: ``--overwrite`` replaces
 a ccfkit store (complete, incomplete or interrupted while being created) or
 an empty directory, and refuses anything else (:func:`output_state`). A
 store is written under an exclusive lock on its directory
 (:func:`locked_store`): a second process that wants to write it gets one
-line. Every array's codec chain ends
-in a ``crc32c`` checksum, so a damaged chunk is an error
-(:func:`verify_store`, :func:`read_checked`).
+line.
 """
 
 from __future__ import annotations
@@ -26,123 +25,42 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
-import itertools
 import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec
 
-from ._version import __version__
-from .io.chunks import ChunkWriter, WriteMethod, chunk_writer
+from .._version import __version__
+from .layout import (
+    COMPRESSORS,
+    SCHEMA_VERSION,
+    WHOLE_CHUNK_MAX,
+    StoreError,
+    StoreLayout,
+    codecs,
+    dimension_names,
+    layout_attributes,
+)
 
 __all__ = [
-    "COMPRESSORS",
-    "SCHEMA_VERSION",
-    "ChunkWriters",
+    "CREATING",
     "OutputState",
-    "StoreError",
-    "StoreLayout",
-    "WriteMethod",
     "check_not_input",
     "create_store",
-    "dimension_names",
     "locked_store",
     "mark_complete",
     "open_store",
     "output_state",
     "pending_chunks",
-    "read_checked",
-    "verify_store",
 ]
-
-#: Bumped whenever the layout changes in a way readers must know about.
-#: 2: ``ring_used``; ``ccf`` is (N, C, Q, Q) for several orders (docs/store-layout.md).
-SCHEMA_VERSION = 2
-
-#: Compressors offered for the maps (chosen by measurement, docs/performance.md).
-COMPRESSORS = {
-    "none": None,
-    "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
-    "zstd": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
-}
-
-#: Largest chunk (frames) of the per-frame arrays written once at creation (index, labels).
-WHOLE_CHUNK_MAX = 1 << 20
 
 #: ``status`` of a store whose creation has begun but not finished.
 CREATING = "creating"
-
-
-class StoreError(RuntimeError):
-    """A store cannot be created, resumed or read as asked."""
-
-
-@dataclass(frozen=True)
-class StoreLayout:
-    """Shapes, chunking and dtypes of a store.
-
-    Attributes
-    ----------
-    n_frames : int
-        ``N``.
-    q_bins : int
-        ``Q``: maps are Q x Q.
-    channels : int
-        ``C``: one per angular order; ``ccf`` is (N, Q, Q) for 1, else (N, C, Q, Q).
-    chunk_frames : int
-        Frames per chunk of every per-frame array (one Dask task each).
-    label_names : tuple of str
-        Empty when the input has no labels.
-    image_size : int or None
-        ``S`` for the optional (N, S, S) resized noisy images.
-    map_dtype : str
-        ``"float32"`` or ``"float16"``.
-    compressor : str
-        A key of :data:`COMPRESSORS`.
-    stats_by_chunk : bool
-        ``stats`` chunked like the maps, because the map tasks write it (no
-        statistics pass: ``--noise none``); otherwise one chunk, written once
-        after the statistics pass.
-    """
-
-    n_frames: int
-    q_bins: int
-    channels: int = 1
-    chunk_frames: int = 64
-    label_names: tuple[str, ...] = ()
-    image_size: int | None = None
-    map_dtype: str = "float32"
-    compressor: str = "none"
-    stats_by_chunk: bool = True
-
-    def __post_init__(self):
-        for name in ("n_frames", "q_bins", "channels", "chunk_frames"):
-            if getattr(self, name) < 1:
-                raise StoreError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.image_size is not None and self.image_size < 1:
-            raise StoreError(f"the image size must be >= 1, got {self.image_size}")
-
-    @property
-    def map_shape(self) -> tuple[int, ...]:
-        """Shape of one frame's maps: (Q, Q), or (C, Q, Q) for several orders."""
-        q = self.q_bins
-        return (q, q) if self.channels == 1 else (self.channels, q, q)
-
-    @property
-    def n_chunks(self) -> int:
-        return -(-self.n_frames // self.chunk_frames)
-
-    def chunk_slice(self, chunk: int) -> slice:
-        """Frames of chunk ``chunk``."""
-        start = chunk * self.chunk_frames
-        return slice(start, min(start + self.chunk_frames, self.n_frames))
 
 
 class OutputState(enum.Enum):
@@ -300,8 +218,27 @@ def create_store(
     if not state.replaceable:
         raise StoreError(f"{path} is {state.value}: refusing to replace it")
     group = _empty_group(path)
+    _create_task_arrays(group, layout, coordinates="q" in contents)
+    _write_per_store_arrays(group, layout, contents)
+    group.attrs.put(  # one write of the whole zarr.json
+        {
+            **_creating_attributes(),
+            "status": "incomplete",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "layout": layout_attributes(layout),
+            **attributes,
+        }
+    )
+    return group
+
+
+def _create_task_arrays(group: zarr.Group, layout: StoreLayout, *, coordinates: bool) -> None:
+    """Create, empty, the per-frame arrays the map tasks fill: ccf, stats, images, done.
+
+    ``coordinates``: the store has a ``q`` array, which labels ``ccf``'s radial axis too.
+    """
     per_frame = layout.chunk_frames
-    maps_codecs = _codecs(COMPRESSORS[layout.compressor])
+    maps_codecs = codecs(COMPRESSORS[layout.compressor])
     dims = dimension_names(layout)
     ccf = group.create_array(
         "ccf",
@@ -312,46 +249,15 @@ def create_store(
         fill_value=0,
         dimension_names=dims["ccf"],
     )
-    if "q" in contents:
+    if coordinates:
         ccf.attrs["coordinates"] = "q"  # xarray: q labels the radius axis too
-    # written once, whole, at creation: one chunk (up to a million frames)
-    whole = (min(layout.n_frames, WHOLE_CHUNK_MAX),)
-    index = group.create_array(
-        "index", shape=(layout.n_frames,), chunks=whole, dtype="int64", compressors=_codecs(),
-        dimension_names=dims["index"],
-    )  # fmt: skip
-    index[:] = np.arange(layout.n_frames, dtype=np.int64)
     # raw (no codec but the checksum): map tasks write their chunk's file directly
+    whole = min(layout.n_frames, WHOLE_CHUNK_MAX)
     group.create_array(
-        "stats", shape=(layout.n_frames, 3), dtype="float32", compressors=_codecs(None),
-        chunks=(per_frame if layout.stats_by_chunk else whole[0], 3),
+        "stats", shape=(layout.n_frames, 3), dtype="float32", compressors=codecs(None),
+        chunks=(per_frame if layout.stats_by_chunk else whole, 3),
         dimension_names=dims["stats"],
     )  # fmt: skip
-    if layout.label_names:
-        labels = group.create_array(
-            "labels",
-            shape=(layout.n_frames, len(layout.label_names)),
-            chunks=(*whole, len(layout.label_names)),
-            dtype="uint8",
-            compressors=_codecs(),
-            dimension_names=dims["labels"],
-        )
-        labels.attrs["names"] = list(layout.label_names)
-        # the names as a coordinate array (xarray labels the label axis with it)
-        names = group.create_array(
-            "label", shape=(len(layout.label_names),), dtype=str, compressors=_codecs(),
-            dimension_names=dims["label"],
-        )  # fmt: skip
-        names[:] = np.array(layout.label_names, dtype=object)
-    for name, (data, attrs) in contents.items():
-        data = np.asarray(data)
-        if name not in group:  # labels are made above, chunked like index
-            group.create_array(
-                name, shape=data.shape, dtype=data.dtype, compressors=_codecs(),
-                dimension_names=dims.get(name),
-            )  # fmt: skip
-        group[name][:] = data
-        group[name].attrs.update(attrs)
     if layout.image_size:
         s = layout.image_size
         group.create_array(
@@ -365,18 +271,46 @@ def create_store(
         )
     group.create_array(
         "done", shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
-        compressors=_codecs(None), dimension_names=dims["done"],
+        compressors=codecs(None), dimension_names=dims["done"],
     )  # fmt: skip
-    group.attrs.put(  # one write of the whole zarr.json
-        {
-            **_creating_attributes(),
-            "status": "incomplete",
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "layout": _layout_attrs(layout),
-            **attributes,
-        }
-    )
-    return group
+
+
+def _write_per_store_arrays(group: zarr.Group, layout: StoreLayout,
+                            contents: Mapping[str, tuple[np.ndarray, dict]]) -> None:  # fmt: skip
+    """Write the arrays known at creation, whole: ``index``, ``labels``, ``label`` and ``contents``."""
+    dims = dimension_names(layout)
+    # written once, whole, at creation: one chunk (up to a million frames)
+    whole = (min(layout.n_frames, WHOLE_CHUNK_MAX),)
+    index = group.create_array(
+        "index", shape=(layout.n_frames,), chunks=whole, dtype="int64", compressors=codecs(),
+        dimension_names=dims["index"],
+    )  # fmt: skip
+    index[:] = np.arange(layout.n_frames, dtype=np.int64)
+    if layout.label_names:
+        labels = group.create_array(
+            "labels",
+            shape=(layout.n_frames, len(layout.label_names)),
+            chunks=(*whole, len(layout.label_names)),
+            dtype="uint8",
+            compressors=codecs(),
+            dimension_names=dims["labels"],
+        )
+        labels.attrs["names"] = list(layout.label_names)
+        # the names as a coordinate array (xarray labels the label axis with it)
+        names = group.create_array(
+            "label", shape=(len(layout.label_names),), dtype=str, compressors=codecs(),
+            dimension_names=dims["label"],
+        )  # fmt: skip
+        names[:] = np.array(layout.label_names, dtype=object)
+    for name, (data, attrs) in contents.items():
+        data = np.asarray(data)
+        if name not in group:  # labels are made above, chunked like index
+            group.create_array(
+                name, shape=data.shape, dtype=data.dtype, compressors=codecs(),
+                dimension_names=dims.get(name),
+            )  # fmt: skip
+        group[name][:] = data
+        group[name].attrs.update(attrs)
 
 
 def _creating_attributes() -> dict:
@@ -407,37 +341,6 @@ def _empty_group(path: Path) -> zarr.Group:
     return zarr.open_group(str(path), mode="r+")
 
 
-def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
-    """The ``dimension_names`` of every array a store of ``layout`` holds.
-
-    Shared names tie the arrays together for xarray: ``radius`` (and ``q``)
-    label the first radial axis of ``ccf``, ``label`` (the label names) the
-    columns of ``labels``; ``frame`` runs over every per-frame array.
-    """
-    radial = ("radius", "radius_j")
-    return {
-        "ccf": ("frame", *(() if layout.channels == 1 else ("order",)), *radial),
-        "index": ("frame",),
-        "train_id": ("frame",),
-        "pulse_id": ("frame",),
-        "frame_center": ("frame", "xy"),
-        "stats": ("frame", "statistic"),
-        "labels": ("frame", "label"),
-        "label": ("label",),
-        "radius": ("radius",),
-        "q": ("radius",),
-        "ring_used": ("radius",),
-        "mask": ("y", "x"),
-        "images": ("frame", "image_y", "image_x"),
-        "done": ("chunk",),
-    }
-
-
-def _codecs(compressor=None) -> tuple:
-    """An array's bytes-to-bytes codecs: ``compressor`` (if any), then a crc32c checksum."""
-    return (Crc32cCodec(),) if compressor is None else (compressor, Crc32cCodec())
-
-
 def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
     """Open an existing store, checking that it is a ccfkit store of a known schema."""
     path = Path(path)
@@ -464,40 +367,9 @@ def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
     return group
 
 
-def layout_of(group: zarr.Group) -> StoreLayout:
-    """The layout recorded in a store."""
-    stored = dict(group.attrs["layout"])
-    stored["label_names"] = tuple(stored["label_names"])
-    return StoreLayout(**stored)
-
-
 def pending_chunks(group: zarr.Group) -> np.ndarray:
     """Indices of the chunks whose maps are not written yet."""
     return np.flatnonzero(group["done"][:] == 0)
-
-
-@dataclass(frozen=True)
-class ChunkWriters:
-    """Writers of whole chunks of a store's per-frame arrays (small, picklable).
-
-    What a map task needs to fill its chunk: one :class:`~ccfkit.io.chunks.ChunkWriter`
-    per array, each chunk written whole and atomically.
-    """
-
-    ccf: ChunkWriter
-    stats: ChunkWriter
-    done: ChunkWriter
-    images: ChunkWriter | None = None
-
-    @classmethod
-    def of(cls, group: zarr.Group, method: WriteMethod | str = WriteMethod.ZARR) -> ChunkWriters:
-        """The writers of ``group``'s arrays; ``method``: :class:`~ccfkit.io.chunks.WriteMethod`."""
-        names = ("ccf", "stats", "done", "images")
-        return cls(*(chunk_writer(group[n], method) if n in group else None for n in names))
-
-    def mark_done(self, chunk: int) -> None:
-        """Record that every array's chunk ``chunk`` is written (call after writing)."""
-        self.done.write(chunk, np.ones(1, dtype=np.uint8))
 
 
 def mark_complete(group: zarr.Group) -> None:
@@ -507,107 +379,3 @@ def mark_complete(group: zarr.Group) -> None:
         raise StoreError(f"{missing.size} chunk(s) not written yet")
     completed = datetime.now(UTC).isoformat(timespec="seconds")
     group.attrs.update({"status": "complete", "completed": completed})  # one write
-
-
-def _layout_attrs(layout: StoreLayout) -> dict:
-    attrs = dict(layout.__dict__)
-    attrs["label_names"] = list(layout.label_names)
-    return json.loads(json.dumps(attrs))
-
-
-#: Arrays whose chunk ``k`` is written by map task ``k`` (present once ``done[k]`` is 1).
-MAP_TASK_ARRAYS = ("ccf", "images", "stats")
-#: Arrays whose every chunk has a file once the task wrote it, zeros too
-#: (:class:`~ccfkit.io.chunks.ChunkWriter` writes empty chunks).
-ALWAYS_WRITTEN = ("ccf", "images")
-
-
-def chunk_key(array: zarr.Array, coords: Sequence[int]) -> str:
-    """The key of the chunk at grid position ``coords`` (e.g. ``c/3/0/0``)."""
-    return array.metadata.encode_chunk_key(tuple(int(c) for c in coords))
-
-
-def read_checked(array: zarr.Array, start: int, stop: int) -> np.ndarray:
-    """Rows ``[start, stop)`` of ``array``; a damaged or missing chunk is a StoreError naming it.
-
-    Parameters
-    ----------
-    array : zarr.Array
-        An array of a ccfkit store (chunked along the first axis).
-    start, stop : int
-        Rows.
-    """
-    length, rest = array.chunks[0], (0,) * (array.ndim - 1)
-    if array.basename in ALWAYS_WRITTEN:  # zarr would read a missing chunk as zeros
-        for chunk in range(start // length, -(-stop // length)):
-            if not _chunk_exists(array, (chunk, *rest)):
-                if _not_computed_yet(array, chunk):
-                    store = getattr(array.store, "root", array.store)
-                    raise StoreError(
-                        f"{store}: chunk {chunk} of {array.basename!r} is not computed yet; "
-                        "finish the store with `ccfkit build ... --resume`"
-                    )
-                raise _damaged(array, (chunk, *rest), FileNotFoundError("missing"))
-    try:
-        return array[start:stop]
-    except (ValueError, RuntimeError) as error:  # crc32c mismatch, a codec's decode error
-        for chunk in range(start // length, -(-stop // length)):  # which one is it?
-            try:
-                array[chunk * length : (chunk + 1) * length]
-            except (ValueError, RuntimeError) as damage:
-                raise _damaged(array, (chunk, *rest), damage) from None
-        raise _damaged(array, (start // length, *rest), error) from None
-
-
-def _not_computed_yet(array: zarr.Array, chunk: int) -> bool:
-    """Whether the store's ``done`` says the map task of ``chunk`` has not run yet."""
-    group = zarr.open_group(array.store, mode="r")
-    return "done" in group and chunk < group["done"].shape[0] and not group["done"][chunk]
-
-
-def _damaged(array: zarr.Array, coords, error: Exception) -> StoreError:
-    reason = " ".join(str(error).split())[:80]
-    store = getattr(array.store, "root", array.store)  # the directory of a local store
-    return StoreError(
-        f"{store}: array {array.basename!r}, chunk {chunk_key(array, coords)} is damaged "
-        f"({reason}); rebuild the store (`ccfkit build --overwrite`)"
-    )
-
-
-def verify_store(group: zarr.Group) -> int:
-    """Read every chunk of every array of a store, checking its crc32c; return the count.
-
-    A map task's chunk (:data:`MAP_TASK_ARRAYS`) marked done must also exist
-    (zarr would read a missing one as zeros).
-
-    Raises
-    ------
-    StoreError
-        The first damaged or missing chunk, named by store, array and key.
-    """
-    try:
-        done = group["done"][:].astype(bool) if "done" in group else None
-    except (ValueError, RuntimeError):  # damaged: reported below, with the others
-        done = None
-    by_chunk = layout_of(group).stats_by_chunk if "layout" in group.attrs else True
-    count = 0
-    for name, array in sorted(group.arrays()):
-        task_written = name in MAP_TASK_ARRAYS and (name != "stats" or by_chunk)
-        for coords in itertools.product(*(range(n) for n in array.cdata_shape)):
-            expected = task_written and done is not None and done[coords[0]]
-            if expected and not _chunk_exists(array, coords):
-                raise _damaged(array, coords, FileNotFoundError("missing"))
-            try:
-                array.get_block_selection(coords)
-            except (ValueError, RuntimeError) as error:
-                raise _damaged(array, coords, error) from None
-            count += 1
-    return count
-
-
-def _chunk_exists(array: zarr.Array, coords) -> bool:
-    """Whether the chunk's file is there (local stores; True where that cannot be told)."""
-    root = getattr(array.store, "root", None)
-    if root is None:
-        return True
-    return (Path(root) / array.path / chunk_key(array, coords)).is_file()

@@ -14,9 +14,12 @@ never a torn one, and an interrupted write leaves at most a ``.partial``
 file that no reader takes for a chunk. Other stores put a key as they do
 (object stores: one PUT).
 
-``method="direct"`` (:class:`WriteMethod`) writes local chunks with
-``O_DIRECT`` instead (:mod:`ccfkit.io.zarr_direct`), also to a temporary
-file renamed over the chunk; docs/build.md says where it helps.
+``method="direct"`` (:class:`WriteMethod`) writes the same way through
+:class:`~ccfkit.store.direct.DirectLocalStore`, zarr's local store whose
+large writes use ``O_DIRECT`` (also to a temporary file renamed over the
+chunk); docs/build.md says where it helps.
+
+:class:`ChunkWriters` holds the writers a map task needs for its chunk.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import numpy as np
 import zarr
 
 from ..settings import WriteMethod
+from .direct import DirectLocalStore
 
-__all__ = ["ChunkWriter", "WriteMethod", "chunk_writer"]
+__all__ = ["ChunkWriter", "ChunkWriters", "WriteMethod", "chunk_writer"]
 
 
 @dataclass(frozen=True)
@@ -38,23 +42,20 @@ class ChunkWriter:
     Attributes
     ----------
     store : zarr.abc.store.Store
-        The array's store.
+        The store written through: the array's, or a
+        :class:`~ccfkit.store.direct.DirectLocalStore` on its directory.
     path : str
         The array's path in the store.
     chunk_length : int
         Rows per chunk (the first axis).
     n_rows : int
         Rows of the array (the last chunk may be shorter).
-    direct : object or None
-        The O_DIRECT writer of this array's chunk files
-        (:class:`ccfkit.io.zarr_direct.ChunkFiles`), None to write through zarr.
     """
 
     store: object
     path: str
     chunk_length: int
     n_rows: int
-    direct: object = None
 
     def rows(self, chunk: int) -> slice:
         """The rows of chunk ``chunk``."""
@@ -83,9 +84,6 @@ class ChunkWriter:
                 f"{len(data)} rows for chunk {chunk} of {self.path!r} (rows {rows.start}.."
                 f"{rows.stop - 1}): only whole chunks are written"
             )
-        if self.direct is not None:
-            self.direct.write(chunk, data)
-            return
         # every chunk written, zeros too: a missing chunk of a done task means damage
         array = zarr.open_array(store=self.store, path=self.path, mode="r+")
         array.with_config({"write_empty_chunks": True})[rows] = data
@@ -99,17 +97,36 @@ def chunk_writer(array: zarr.Array, method: WriteMethod | str = WriteMethod.ZARR
     array : zarr.Array
         Chunked along the first axis only (its other axes in one chunk).
     method : WriteMethod or str
-        ``"direct"`` falls back to zarr for a layout the direct writer does
-        not handle (another store, other codecs).
+        ``"direct"`` writes through a :class:`~ccfkit.store.direct.DirectLocalStore`
+        on the directory of a local store; other stores are written as they are.
     """
     if tuple(array.chunks[1:]) != tuple(array.shape[1:]):
         raise ValueError(f"{array.path}: chunks {array.chunks} split more than the first axis")
-    direct = None
-    if WriteMethod(method) is WriteMethod.DIRECT:
-        from .zarr_direct import ChunkFiles
+    store = array.store
+    if WriteMethod(method) is WriteMethod.DIRECT and isinstance(store, zarr.storage.LocalStore):
+        store = DirectLocalStore(store.root)
+    return ChunkWriter(store, array.path, int(array.chunks[0]), int(array.shape[0]))
 
-        try:
-            direct = ChunkFiles.of(array)
-        except (TypeError, ValueError):
-            direct = None
-    return ChunkWriter(array.store, array.path, int(array.chunks[0]), int(array.shape[0]), direct)
+
+@dataclass(frozen=True)
+class ChunkWriters:
+    """Writers of whole chunks of a store's per-frame arrays (small, picklable).
+
+    What a map task needs to fill its chunk: one :class:`ChunkWriter` per
+    array, each chunk written whole and atomically.
+    """
+
+    ccf: ChunkWriter
+    stats: ChunkWriter
+    done: ChunkWriter
+    images: ChunkWriter | None = None
+
+    @classmethod
+    def of(cls, group: zarr.Group, method: WriteMethod | str = WriteMethod.ZARR) -> ChunkWriters:
+        """The writers of ``group``'s arrays; ``method``: :class:`~ccfkit.settings.WriteMethod`."""
+        names = ("ccf", "stats", "done", "images")
+        return cls(*(chunk_writer(group[n], method) if n in group else None for n in names))
+
+    def mark_done(self, chunk: int) -> None:
+        """Record that every array's chunk ``chunk`` is written (call after writing)."""
+        self.done.write(chunk, np.ones(1, dtype=np.uint8))

@@ -1,4 +1,4 @@
-"""The store layer's chunk writer (ccfkit.io.chunks): whole chunks, zarr's codecs, never torn."""
+"""The store's chunk writer (ccfkit.store.chunks): whole chunks, zarr's codecs, never torn."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from ccfkit.io.chunks import WriteMethod, chunk_writer
-from ccfkit.store import COMPRESSORS
+from ccfkit.store import COMPRESSORS, DirectLocalStore, WriteMethod, chunk_writer
+from ccfkit.store import direct as direct_module
 
 SHAPE = (45, 12, 10)  # 45 rows in chunks of 16: the last chunk holds 13
 CHUNK = 16
@@ -42,7 +42,7 @@ def test_chunks_read_back_identical_with_zarr_and_dask(tmp_path, method):
     array = new_array(tmp_path)
     data = data_of()
     writer = chunk_writer(array, method)
-    assert (writer.direct is not None) is (method == "direct")
+    assert isinstance(writer.store, DirectLocalStore) is (method == "direct")
     for chunk in (2, 0, 1):  # any order; the last chunk is short
         writer.write(chunk, data[chunk * CHUNK : (chunk + 1) * CHUNK])
     reread = zarr.open_array(str(tmp_path / "a"), mode="r")
@@ -55,19 +55,25 @@ def test_chunks_read_back_identical_with_zarr_and_dask(tmp_path, method):
 @pytest.mark.parametrize("checksum", [False, True], ids=["plain", "crc32c"])
 @pytest.mark.parametrize("codec", COMPRESSORS)
 @pytest.mark.parametrize("dtype", ["float32", "float16", "uint8"])
-def test_the_direct_method_writes_the_files_zarr_writes(tmp_path, codec, dtype, checksum):
-    data = data_of(dtype=dtype)
+def test_the_direct_method_writes_the_files_zarr_writes(tmp_path, codec, dtype, checksum,
+                                                        direct_writes, takes_o_direct):  # fmt: skip
+    """Chunks of 2 MiB (raw): large enough for O_DIRECT, whatever zarr's codecs make of them."""
+    chunk = (2 << 20) // (256 * 256 * np.dtype(dtype).itemsize)
+    shape = (chunk * 5 // 2, 256, 256)  # the last chunk is half full
+    data = data_of(shape, dtype)
     codecs = tuple(c for c in (COMPRESSORS[codec], Crc32cCodec() if checksum else None) if c)
-    by_zarr = chunk_writer(new_array(tmp_path, "zarr", dtype, codecs or None), "zarr")
-    direct = chunk_writer(new_array(tmp_path, "direct", dtype, codecs or None), "direct")
-    assert direct.direct is not None and by_zarr.direct is None
-    for chunk in range(3):
-        by_zarr.write(chunk, data[chunk * CHUNK : (chunk + 1) * CHUNK])
-        direct.write(chunk, data[chunk * CHUNK : (chunk + 1) * CHUNK])
-    for chunk in range(3):
-        key = f"c/{chunk}/0/0"
+    made = {m: new_array(tmp_path, m, dtype, codecs or None, shape, chunk) for m in METHODS}
+    writers = {m: chunk_writer(array, m) for m, array in made.items()}
+    for index in range(3):
+        for writer in writers.values():
+            writer.write(index, data[index * chunk : (index + 1) * chunk])
+    for index in range(3):
+        key = f"c/{index}/0/0"
         assert (tmp_path / "direct" / key).read_bytes() == (tmp_path / "zarr" / key).read_bytes()
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "direct"))[:], data)
+    if takes_o_direct and codec == "none":  # raw: every chunk is >= 1 MiB
+        sizes = [size for size, written in direct_writes if written]
+        assert len(sizes) == 3 and min(sizes) >= direct_module.DIRECT_MIN_BYTES
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -92,14 +98,15 @@ def test_zeros_are_written_as_chunks(tmp_path):
     assert (tmp_path / "a" / "c" / "1" / "0" / "0").is_file()
 
 
-def test_the_direct_method_leaves_other_stores_and_codecs_to_zarr(tmp_path):
+def test_the_direct_method_leaves_other_stores_as_they_are(tmp_path):
     in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=SHAPE,
                                   chunks=(CHUNK, *SHAPE[1:]), dtype="float32")  # fmt: skip
     zstd_default = new_array(tmp_path, "zstd", compressors="auto")  # zarr's own default codec
     data = data_of()
     for array in (in_memory, zstd_default):
         writer = chunk_writer(array, "direct")
-        assert writer.direct is None  # written through zarr
+        local = isinstance(array.store, zarr.storage.LocalStore)
+        assert isinstance(writer.store, DirectLocalStore) is local
         writer.write(2, data[2 * CHUNK :])
         np.testing.assert_array_equal(array[2 * CHUNK :], data[2 * CHUNK :])
 
@@ -175,7 +182,7 @@ _CHILD = """
 import sys
 import numpy as np
 import zarr
-from ccfkit.io.chunks import chunk_writer
+from ccfkit.store import chunk_writer
 array = zarr.open_array(sys.argv[1], mode="r+")
 writer = chunk_writer(array, sys.argv[2])
 shape = (array.chunks[0], *array.shape[1:])
@@ -205,20 +212,19 @@ def test_a_killed_writer_never_leaves_a_torn_chunk(tmp_path, method):
         assert values.size == 1 and values[0] >= written  # one whole version of the chunk
 
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ccfkit"
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "ccfkit"
 
 
-@pytest.mark.parametrize("module", ["backends/numba.py", "noise.py", "store.py", "pipeline.py"])
-def test_only_the_io_layer_knows_how_chunks_reach_the_disk(module):
-    """Kernels and noise take plain arrays; the store writes through ccfkit.io.chunks only."""
+@pytest.mark.parametrize(
+    "module", ["backends/numba.py", "noise.py", "pipeline.py", "store/lifecycle.py",
+               "store/verify.py", "store/recipe.py"],
+)  # fmt: skip
+def test_only_the_chunk_writer_knows_how_chunks_reach_the_disk(module):
+    """Kernels and noise take plain arrays; the store writes through ccfkit.store.chunks only."""
     imported = set()
     for node in ast.walk(ast.parse((PACKAGE / module).read_text())):
         if isinstance(node, ast.ImportFrom):
             imported.add(node.module or "")
         elif isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
-    assert not {
-        name
-        for name in imported
-        if name.split(".")[-1] in ("zarr_direct", "buffers", "frames", "hdf5_direct")
-    }
+    assert not {name for name in imported if name.split(".")[-1] in ("direct", "hdf5_direct")}

@@ -1,0 +1,151 @@
+"""What a store holds: its schema version, shapes, chunking, dtypes and codecs (docs/store-layout.md).
+
+Pure descriptions (no file is touched here): :class:`StoreLayout` and the
+names and codecs of the arrays every ccfkit store has. Every array's codec
+chain ends in a ``crc32c`` checksum, so a damaged chunk is an error
+(:mod:`ccfkit.store.verify`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+__all__ = [
+    "COMPRESSORS",
+    "SCHEMA_VERSION",
+    "WHOLE_CHUNK_MAX",
+    "StoreError",
+    "StoreLayout",
+    "codecs",
+    "dimension_names",
+    "layout_attributes",
+    "layout_of",
+]
+
+#: Bumped whenever the layout changes in a way readers must know about.
+#: 2: ``ring_used``; ``ccf`` is (N, C, Q, Q) for several orders (docs/store-layout.md).
+SCHEMA_VERSION = 2
+
+#: Compressors offered for the maps (chosen by measurement, docs/performance.md).
+COMPRESSORS = {
+    "none": None,
+    "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    "zstd": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
+}
+
+#: Largest chunk (frames) of the per-frame arrays written once at creation (index, labels).
+WHOLE_CHUNK_MAX = 1 << 20
+
+
+class StoreError(RuntimeError):
+    """A store cannot be created, resumed or read as asked."""
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Shapes, chunking and dtypes of a store.
+
+    Attributes
+    ----------
+    n_frames : int
+        ``N``.
+    q_bins : int
+        ``Q``: maps are Q x Q.
+    channels : int
+        ``C``: one per angular order; ``ccf`` is (N, Q, Q) for 1, else (N, C, Q, Q).
+    chunk_frames : int
+        Frames per chunk of every per-frame array (one Dask task each).
+    label_names : tuple of str
+        Empty when the input has no labels.
+    image_size : int or None
+        ``S`` for the optional (N, S, S) resized noisy images.
+    map_dtype : str
+        ``"float32"`` or ``"float16"``.
+    compressor : str
+        A key of :data:`COMPRESSORS`.
+    stats_by_chunk : bool
+        ``stats`` chunked like the maps, because the map tasks write it (no
+        statistics pass: ``--noise none``); otherwise one chunk, written once
+        after the statistics pass.
+    """
+
+    n_frames: int
+    q_bins: int
+    channels: int = 1
+    chunk_frames: int = 64
+    label_names: tuple[str, ...] = ()
+    image_size: int | None = None
+    map_dtype: str = "float32"
+    compressor: str = "none"
+    stats_by_chunk: bool = True
+
+    def __post_init__(self):
+        for name in ("n_frames", "q_bins", "channels", "chunk_frames"):
+            if getattr(self, name) < 1:
+                raise StoreError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.image_size is not None and self.image_size < 1:
+            raise StoreError(f"the image size must be >= 1, got {self.image_size}")
+
+    @property
+    def map_shape(self) -> tuple[int, ...]:
+        """Shape of one frame's maps: (Q, Q), or (C, Q, Q) for several orders."""
+        q = self.q_bins
+        return (q, q) if self.channels == 1 else (self.channels, q, q)
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_frames // self.chunk_frames)
+
+    def chunk_slice(self, chunk: int) -> slice:
+        """Frames of chunk ``chunk``."""
+        start = chunk * self.chunk_frames
+        return slice(start, min(start + self.chunk_frames, self.n_frames))
+
+
+def layout_of(group: zarr.Group) -> StoreLayout:
+    """The layout recorded in a store."""
+    stored = dict(group.attrs["layout"])
+    stored["label_names"] = tuple(stored["label_names"])
+    return StoreLayout(**stored)
+
+
+def layout_attributes(layout: StoreLayout) -> dict:
+    """``layout`` as the JSON-ready ``layout`` root attribute."""
+    attrs = dict(layout.__dict__)
+    attrs["label_names"] = list(layout.label_names)
+    return json.loads(json.dumps(attrs))
+
+
+def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
+    """The ``dimension_names`` of every array a store of ``layout`` holds.
+
+    Shared names tie the arrays together for xarray: ``radius`` (and ``q``)
+    label the first radial axis of ``ccf``, ``label`` (the label names) the
+    columns of ``labels``; ``frame`` runs over every per-frame array.
+    """
+    radial = ("radius", "radius_j")
+    return {
+        "ccf": ("frame", *(() if layout.channels == 1 else ("order",)), *radial),
+        "index": ("frame",),
+        "train_id": ("frame",),
+        "pulse_id": ("frame",),
+        "frame_center": ("frame", "xy"),
+        "stats": ("frame", "statistic"),
+        "labels": ("frame", "label"),
+        "label": ("label",),
+        "radius": ("radius",),
+        "q": ("radius",),
+        "ring_used": ("radius",),
+        "mask": ("y", "x"),
+        "images": ("frame", "image_y", "image_x"),
+        "done": ("chunk",),
+    }
+
+
+def codecs(compressor=None) -> tuple:
+    """An array's bytes-to-bytes codecs: ``compressor`` (if any), then a crc32c checksum."""
+    return (Crc32cCodec(),) if compressor is None else (compressor, Crc32cCodec())

@@ -1,0 +1,1 @@
+"""Tests of ccfkit.store, one module per module of the package."""
