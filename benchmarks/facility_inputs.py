@@ -23,6 +23,10 @@ Usage (from the repository root)::
    the assembled image.
 4. Prints a Markdown table (for docs/performance.md).
 
+With ``--run``, instead: the same module stacks written as a European XFEL
+run (extra-data's mock writers: 16 module files, ``--frames / 16`` trains
+of 16 pulses), built with ``--detector`` against the stack file.
+
 With ``--centres``, instead: the cost of one beam centre per frame. 256
 frames of 259 x 259 px, centres drawn around the middle (1.8 px standard
 deviation), built each at its own centre, then all at their mean
@@ -178,6 +182,52 @@ def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
     print(f"\nratio per round: {', '.join(f'{a / b:.1f}' for a, b in zip(own, one))}")
 
 
+def run_costs(workdir: Path, n_frames: int, rounds: int, workers: int) -> None:
+    """Build time of a European XFEL run against the same frames in one stack file (printed)."""
+    import h5py
+    from extra_data.tests.mockdata import write_file
+    from extra_data.tests.mockdata.detectors import AGIPDModule
+
+    from ccfkit.build_config import BuildConfig
+    from ccfkit.io.euxfel import open_run
+    from ccfkit.io.source import open_source
+    from ccfkit.pipeline import build
+
+    inputs = write_inputs(workdir, n_frames)
+    stack, run = inputs["stack"], workdir / "r0001"
+    run.mkdir(exist_ok=True)
+    for module in range(16):
+        source = f"SPB_DET_AGIPD1M-1/CORR/{module}CH0"
+        path = run / f"CORR-R0001-AGIPD{module:02}-S00000.h5"
+        device = AGIPDModule(source, raw=False, frames_per_train=16, channel_name="output")
+        write_file(str(path), [device], ntrains=n_frames // 16)
+        with h5py.File(path, "r+") as handle:
+            handle[f"INSTRUMENT/{source}:output/image/data"][:] = stack[:, module]
+    cases = {
+        "stack file + geometry": open_source([str(inputs["files"]["stack"])],
+                                             geometry=inputs["geom_file"]),
+        "run + --detector + geometry": open_run(run, "SPB_DET_AGIPD1M-1",
+                                                geometry=inputs["geom_file"]),
+    }  # fmt: skip
+    config = BuildConfig(r_min=60.0, r_max=500.0, min_ring_fraction=0.3)
+    times = {case: [] for case in cases}
+    for round_ in range(rounds + 1):  # the first round warms up
+        for case, source in cases.items():
+            start = time.perf_counter()
+            build(source, str(workdir / "r.zarr"), config, overwrite=True, progress=False,
+                  workers=workers, chunk_frames=16)  # fmt: skip
+            if round_:
+                times[case].append(time.perf_counter() - start)
+    print(f"{n_frames} frames, {rounds} rounds, --workers {workers}\n")
+    print("| input | build s (median) | frames/s |\n|---|---:|---:|")
+    for case, values in times.items():
+        seconds = statistics.median(values)
+        print(f"| {case} | {seconds:.2f} | {n_frames / seconds:.0f} |")
+    stack_times, run_times = times.values()
+    ratios = ", ".join(f"{r / s:.2f}" for s, r in zip(stack_times, run_times))
+    print(f"\nrun / stack file build time, per round: {ratios}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64)
@@ -185,7 +235,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-facility-bench"))
     parser.add_argument("--centres", action="store_true", help="the cost of per-frame centres")
+    parser.add_argument("--run", action="store_true", help="a European XFEL run's build")
     args = parser.parse_args()
+    if args.run:
+        run_costs(args.workdir, args.frames, args.rounds, args.workers)
+        return
     if args.centres:
         centre_costs(args.workdir, args.rounds, args.workers)
         return

@@ -145,13 +145,17 @@ class RunReader:
             "fingerprint": self.fingerprint(),
         }
 
-    def fingerprint(self, samples: int = 16) -> str:
-        """SHA-256 of the frame IDs and up to ``samples`` frames spread over the run."""
+    def fingerprint(self) -> str:
+        """SHA-256 of the frame IDs and the frames of the first and the last train.
+
+        Whole trains (a train is read whole): 16 frames spread over the run,
+        as a CXI input samples them, would read 16 trains.
+        """
         digest = hashlib.sha256()
         digest.update(self.frame_train.tobytes() + self.frame_pulse.tobytes())
-        n_frames = len(self.frame_train)
-        for index in np.unique(np.linspace(0, n_frames - 1, min(samples, n_frames)).astype(int)):
-            digest.update(np.ascontiguousarray(self[int(index)]).tobytes())
+        for train in np.unique(self.frame_train[[0, -1]]):
+            start, stop = np.searchsorted(self.frame_train, [train, train + 1])
+            digest.update(np.ascontiguousarray(self.read(int(start), int(stop))).tobytes())
         return "sha256:" + digest.hexdigest()
 
 
