@@ -160,17 +160,31 @@ def test_geometry_plan_samples_the_true_pixel_positions():
 
 
 def test_stack_with_geometry_matches_extra_geoms_assembly(agipd, tmp_path):
+    """On the command line: --geometry against --center its centre, --mask its gaps."""
+    from click.testing import CliRunner
+
+    from ccfkit.cli import main
+
     geometry, geom_file, stack = agipd
     stack_file = write_frames(tmp_path / "stack.h5", stack)
     source = open_source([stack_file], geometry=geom_file)
     assert source.frame_shape == (16 * 512, 128)
     assert source.center_origin.startswith("geometry origin")
-    stack_maps = maps_of(source, tmp_path / "stack.zarr")
-
     images, good, centre = assembled(geometry, stack)
     flat_file = write_frames(tmp_path / "assembled.h5", images)
-    flat = open_source([flat_file], mask=good, mask_origin="extra-geom gaps")
-    flat_maps = maps_of(flat, tmp_path / "flat.zarr", center=centre)
+    np.save(tmp_path / "gaps.npy", good)
+    grid = ["--q-bins", "48", "--phi-bins", "128", "--r-min", "60", "--r-max", "400",
+            "--min-ring-fraction", "0.3", "--quiet"]  # fmt: skip
+    for arguments in (
+        [stack_file, tmp_path / "stack.zarr", "--geometry", geom_file],
+        [flat_file, tmp_path / "flat.zarr", "--center", "{},{}".format(*centre),
+         "--mask", tmp_path / "gaps.npy"],
+    ):  # fmt: skip
+        result = CliRunner().invoke(main, ["build", *map(str, arguments), *grid])
+        assert result.exit_code == 0, result.output
+    stack_maps = zarr.open_group(str(tmp_path / "stack.zarr"), mode="r")
+    flat_maps = zarr.open_group(str(tmp_path / "flat.zarr"), mode="r")
+    assert stack_maps["ccf"].shape[0] == 8
 
     r = correlations(stack_maps["ccf"][:], flat_maps["ccf"][:])
     assert np.median(r) >= 0.99, r
