@@ -323,11 +323,12 @@ def test_bad_randomisation_input_is_a_one_line_error(tmp_path, args, message):
 
 
 def test_the_build_reads_a_randomised_file(tmp_path):
-    """``ccfkit build`` makes maps of a randomised file: its mask (stop, arm, gaps), the
-    mean of the per-frame centres and distances, its labels."""
+    """``ccfkit build`` makes maps of a randomised file: its mask (stop, arm, gaps), each
+    frame's centre, the mean of the per-frame distances, its labels."""
     path = simulate_file(tmp_path / "random.cxi", "--seed", 3, "--randomize", n=8)
     out = tmp_path / "maps.zarr"
-    result = run("build", path, out, "--q-bins", 16, "--phi-bins", 32, "--quiet")
+    result = run("build", path, out, "--q-bins", 16, "--phi-bins", 32, "--quiet",
+                 "--center", "per-frame")  # fmt: skip
     assert result.exit_code == 0, result.output
     source = open_source([path])
     with h5py.File(path, "r") as handle:
@@ -335,6 +336,7 @@ def test_the_build_reads_a_randomised_file(tmp_path):
         assert source.distance == pytest.approx(handle[f"{DETECTOR}/distance"][()].mean())
         centres = handle[f"{DETECTOR}/beam_center"][()]
     assert source.center == pytest.approx(tuple(centres.mean(axis=0)))
+    np.testing.assert_array_equal(source.centers, centres)
     assert source.label_names == sim.LABELS
     store = ccfkit.store.open_store(out)
     assert store["labels"].shape == (8, len(sim.LABELS))
