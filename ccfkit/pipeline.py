@@ -42,20 +42,14 @@ from .build_config import BuildConfig, BuildOptions
 from .build_resources import BuildFootprint, check_resources
 from .digest import frames_digest
 from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_mean_center
+from .frame_checks import frame_checks, report_frame_checks
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
-from .noise import (
-    NoiseLevel,
-    add_noise,
-    frame_statistics,
-    noise_statistics,
-    unusable_pixel_counts,
-)
-from .polar import HUGE_PIXEL, PlanSpec, PolarPlan
+from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
+from .polar import PlanSpec, PolarPlan
 from .provenance import environment, usable_cpus
 from .resize import resize_images
 from .store import (
-    FRAME_CHECKS,
     ChunkWriters,
     OutputState,
     StoreError,
@@ -177,53 +171,6 @@ def chunk_statistics(chunk: int, job: ChunkJob) -> tuple[np.ndarray, int]:
     frames = job.layout.chunk_slice(chunk)
     pieces = job.reader.pieces(frames.start, frames.stop)
     return _statistics(pieces, job.plan.mask), frames_digest(pieces)
-
-
-def frame_checks(noisy: np.ndarray, maps: np.ndarray, indices: np.ndarray, mask: np.ndarray,
-                 *, mask_bad_maps: bool = False) -> np.ndarray:  # fmt: skip
-    """What the store records of each frame (:data:`ccfkit.store.FRAME_CHECKS`).
-
-    Parameters
-    ----------
-    noisy : (n, H, W) float32
-        The frames the maps were made from.
-    maps : (n, ...) float32
-        Their maps; with ``mask_bad_maps``, a map with NaN/inf values is set
-        to 0 here (in place).
-    indices : (n,) int
-        The frames' indices in the input, for the messages.
-    mask : (H, W) bool
-        Good pixels.
-
-    Returns
-    -------
-    (n, 3) int32
-        Unusable good pixels (NaN, +-inf, at least :data:`~ccfkit.polar.HUGE_PIXEL`),
-        map all 0, map held NaN/inf and was stored as 0.
-
-    Raises
-    ------
-    InputError
-        A map holds NaN/inf values and ``mask_bad_maps`` is False: a map that is
-        not a number is never stored as a result.
-    """
-    flat = maps.reshape(len(maps), -1)
-    finite = np.isfinite(flat).all(axis=1)
-    checks = np.zeros((len(maps), len(FRAME_CHECKS)), dtype=np.int32)
-    checks[:, 0] = unusable_pixel_counts(noisy, mask)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        if not mask_bad_maps:
-            raise InputError(
-                f"frame {int(indices[bad[0]])}: its map has NaN/inf values "
-                f"({checks[bad[0], 0]} unusable pixels); nothing of frames {int(indices[0])}.."
-                f"{int(indices[-1])} was written: finish the store with --resume "
-                "--mask-bad-maps to store such maps as 0 and record them"
-            )
-        maps[bad] = 0
-        checks[bad, 2] = 1
-    checks[:, 1] = ~maps.reshape(len(maps), -1).any(axis=1) & finite
-    return checks
 
 
 def _checked_digest(chunk: int, pieces: list[np.ndarray], job: ChunkJob) -> int:
@@ -420,6 +367,8 @@ def _check_resources(source: FrameSource, config: BuildConfig, out: str, chunk_f
         map_itemsize=np.dtype(config.output.map_dtype).itemsize, workers=workers,
     )  # fmt: skip
     check_resources(footprint, out, compressed=compressor != "none", fresh=not Path(out).exists())
+
+
 @contextlib.contextmanager
 def _naming(out: str):
     """An OSError that names no file (a full disk: ENOSPC) becomes one naming the store."""
@@ -432,8 +381,6 @@ def _naming(out: str):
             f"{out}: {error.strerror or error} while writing the store; it is left "
             "incomplete: make room and finish it with --resume"
         ) from error
-
-
 
 
 def check_geometry(
@@ -510,53 +457,8 @@ def _fill(group: zarr.Group, job: ChunkJob, client, workers: int, progress: bool
     if layout.stats_by_chunk:
         group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise.level)
     if "frame_checks" in group:
-        group.attrs["frame_checks"] = _report_frame_checks(group["frame_checks"][:])
+        group.attrs["frame_checks"] = report_frame_checks(group["frame_checks"][:])
     mark_complete(group)
-
-
-def _report_frame_checks(checks: np.ndarray, named: int = 10) -> dict:
-    """Log what the frames' checks found; return the store's ``frame_checks`` attribute.
-
-    Raises
-    ------
-    InputError
-        Every map is 0 (no frame has a usable ring): the store is left incomplete.
-    """
-    unusable, empty, masked = (np.flatnonzero(checks[:, k]) for k in range(len(FRAME_CHECKS)))
-    if len(checks) and len(empty) == len(checks):
-        raise InputError(
-            f"every frame's map is 0 ({len(checks)} frames; {len(unusable)} with unusable "
-            "pixels: NaN, inf or huge): no frame leaves a usable ring; check the input"
-        )
-
-    def listed(frames: np.ndarray) -> str:
-        more = f" and {len(frames) - named} more" if len(frames) > named else ""
-        return ", ".join(str(int(i)) for i in frames[:named]) + more
-
-    if len(unusable):
-        logger.warning(
-            "%d frames have unusable pixels (NaN, +-inf or |I| >= %.2g: %d in all), masked in "
-            "their frame: %s", len(unusable), HUGE_PIXEL, int(checks[:, 0].sum()),
-            listed(unusable),
-        )  # fmt: skip
-    if len(empty):
-        logger.warning("%d frames have all-zero maps (no usable ring): %s", len(empty),
-                       listed(empty))  # fmt: skip
-    if len(masked):
-        logger.warning("%d maps held NaN/inf values and are stored as 0: %s", len(masked),
-                       listed(masked))  # fmt: skip
-    return {  # the first frames of each kind; the array has them all
-        "unusable_pixel_limit": HUGE_PIXEL,
-        "frames_with_unusable_pixels": len(unusable),
-        "unusable_pixels": int(checks[:, 0].sum()),
-        "empty_maps": len(empty),
-        "masked_maps": len(masked),
-        "first_frames": {
-            "unusable_pixels": unusable[:named].tolist(),
-            "empty_map": empty[:named].tolist(),
-            "masked_map": masked[:named].tolist(),
-        },
-    }
 
 
 def _noise_attributes(stats: np.ndarray, level: str) -> dict:
