@@ -93,3 +93,39 @@ def test_frame_statistics_keep_their_precision_far_from_zero():
     for b in range(2):
         good = images[b][np.isfinite(images[b])].astype(np.float64)
         np.testing.assert_allclose(stats[b], [good.mean(), good.std(), good.max()], rtol=1e-6)
+
+
+def test_huge_pixels_are_counted_and_left_out_of_the_statistics():
+    from ccfkit.noise import unusable_pixel_counts
+    from ccfkit.polar import HUGE_PIXEL
+
+    images = np.ones((3, 5, 6), dtype=np.float32)
+    mask = np.ones((5, 6), dtype=bool)
+    mask[0, 0] = False
+    images[0, 1, 1] = 3.4e38  # a float32-max sentinel
+    images[0, 2, 2] = -np.float32(HUGE_PIXEL)  # the limit itself is unusable
+    images[0, 0, 0] = np.nan  # masked: not counted
+    images[1, 3, 3] = np.float32(HUGE_PIXEL) * np.float32(0.999)  # below it: a number
+    images[2] = np.inf
+    assert unusable_pixel_counts(images, mask).tolist() == [2, 0, 29]
+    stats = frame_statistics(images, mask)
+    np.testing.assert_allclose(stats[0], [1.0, 0.0, 1.0])  # as if the pixels were masked
+    assert stats[1, 2] == np.float32(HUGE_PIXEL) * np.float32(0.999)
+    assert np.isnan(stats[2]).all()
+
+
+def test_frames_digest_sees_every_frame_and_its_place():
+    from ccfkit.digest import frames_digest
+
+    rng = np.random.default_rng(3)
+    frames = rng.random((6, 7, 9)).astype(np.float32)
+    digest = frames_digest([frames])
+    assert digest == frames_digest([frames[:2], frames[2:]])  # pieces of one chunk
+    assert 0 < digest < 2**63
+    edited = frames.copy()
+    edited[4, 6, 8] = np.nextafter(edited[4, 6, 8], 2)  # one bit of one pixel of one frame
+    assert frames_digest([edited]) != digest
+    assert frames_digest([frames[[1, 0, 2, 3, 4, 5]]]) != digest  # two frames swapped
+    assert frames_digest([np.zeros((2, 3, 3), np.uint8)]) != frames_digest(
+        [np.zeros((2, 3, 3), np.uint8) + 1]
+    )
