@@ -7,7 +7,7 @@ edited in place between two reads would otherwise mix old statistics and
 noise with new maps. It is not a cryptographic hash: it catches accidental
 changes at memory speed, one pass over the bytes the build reads anyway.
 
-The digest of a sequence of 32-bit words ``w_i`` is
+The digest of a sequence of 64-bit words ``w_i`` is
 ``mix(n ^ sum_i (w_i ^ i g) K mod 2^64)`` (``g`` the golden-ratio constant,
 ``K`` odd, ``mix`` SplitMix64's finaliser): changing any one word always
 changes the sum (``K`` is odd), and the position term tells reordered frames
@@ -34,7 +34,8 @@ def frames_digest(pieces: Sequence[np.ndarray]) -> int:
     ----------
     pieces : sequence of (n_i, H, W) arrays
         The frames of one chunk in order (views of a memory-mapped file are
-        read where they lie).
+        read where they lie). Each piece is read as 64-bit words, the last
+        one shorter: the build reads a chunk as the same pieces every time.
 
     Returns
     -------
@@ -49,17 +50,17 @@ def frames_digest(pieces: Sequence[np.ndarray]) -> int:
 
 @numba.njit(nogil=True, cache=True)
 def _add_bytes(data, total):
-    """Add the words of ``data`` (uint8; a short tail as one word) to ``total`` = [sum, position]."""
-    whole = data.shape[0] // 4
-    words = data[: whole * 4].view(np.uint32)
+    """Add the 64-bit words of ``data`` (uint8; a shorter tail as one word) to ``[sum, position]``."""
+    whole = data.shape[0] // 8
+    words = data[: whole * 8].view(np.uint64)
     acc = total[0]
     start = total[1]
     for i in range(whole):
-        acc += (np.uint64(words[i]) ^ ((start + np.uint64(i)) * _GOLDEN)) * _ODD
+        acc += (words[i] ^ ((start + np.uint64(i)) * _GOLDEN)) * _ODD
     position = start + np.uint64(whole)
-    if whole * 4 < data.shape[0]:
+    if whole * 8 < data.shape[0]:
         tail = np.uint64(0)
-        for j in range(whole * 4, data.shape[0]):
+        for j in range(whole * 8, data.shape[0]):
             tail = (tail << np.uint64(8)) | np.uint64(data[j])
         acc += (tail ^ (position * _GOLDEN)) * _ODD
         position += np.uint64(1)

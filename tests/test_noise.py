@@ -118,12 +118,12 @@ def test_frames_digest_sees_every_frame_and_its_place():
     from ccfkit.digest import frames_digest
 
     rng = np.random.default_rng(3)
-    frames = rng.random((6, 7, 9)).astype(np.float32)
+    frames = rng.random((6, 8, 9)).astype(np.float32)
     digest = frames_digest([frames])
     assert digest == frames_digest([frames[:2], frames[2:]])  # pieces of one chunk
     assert 0 < digest < 2**63
     edited = frames.copy()
-    edited[4, 6, 8] = np.nextafter(edited[4, 6, 8], 2)  # one bit of one pixel of one frame
+    edited[4, 7, 8] = np.nextafter(edited[4, 7, 8], 2)  # one bit of one pixel of one frame
     assert frames_digest([edited]) != digest
     assert frames_digest([frames[[1, 0, 2, 3, 4, 5]]]) != digest  # two frames swapped
     assert frames_digest([np.zeros((2, 3, 3), np.uint8)]) != frames_digest(
