@@ -42,8 +42,10 @@ def compute_maps(
     Parameters
     ----------
     images : (B, H, W) or (H, W) array
-        Detector images, row ``y`` then column ``x``. NaN/inf pixels are
-        treated as masked. A CuPy array stays on the GPU.
+        Detector images, row ``y`` then column ``x``. Unusable pixels (NaN,
+        +-inf, at least :data:`~ccfkit.polar.HUGE_PIXEL` = 2^56 in magnitude:
+        their products would overflow float32) are masked in their image. A
+        CuPy array stays on the GPU.
     center : (float, float), optional
         Beam centre ``(cx, cy)`` in pixels, ``cx`` along columns; default the
         middle of the detector.
@@ -109,7 +111,7 @@ def resample(images, plan: PolarPlan, *, backend="numpy") -> PolarImages:
     Parameters
     ----------
     images : (B, H, W) or (H, W) array
-        Detector images; NaN/inf pixels become invalid samples.
+        Detector images; unusable pixels (NaN, +-inf, huge) make invalid samples.
     plan : PolarPlan
         The geometry, from :func:`~ccfkit.polar.make_polar_plan`.
     backend : str or Backend

@@ -22,7 +22,7 @@ Conventions
 * A ring is *used* when at least ``min_ring_fraction`` of its samples are
   valid (docs/ccf.md, "Usable rings"). An unused ring has no valid sample in
   the plan: it is 0 in every map and enters no normalisation. Images whose
-  NaN/inf pixels drop a ring below the fraction lose that ring too.
+  unusable pixels drop a ring below the fraction lose that ring too.
 * ``r_min="auto"`` starts the radial range where every ring is usable under
   the mask, on a 0.05 px grid.
 """

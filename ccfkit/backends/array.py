@@ -53,7 +53,7 @@ class ArrayBackend(Backend):
         usable = usable_pixels(flat, xp)
         values = (tables.weight * xp.where(usable, flat, 0)[:, tables.index]).sum(axis=-1)
         valid = tables.valid & usable[:, tables.index].all(axis=-1)
-        # rings that NaN/inf pixels drop below the plan's fraction are unused too
+        # rings that unusable pixels drop below the plan's fraction are unused too
         valid &= (valid.sum(axis=-1) >= plan.min_ring_count)[..., None]
         values = xp.where(valid, values, 0).astype(self.dtype, copy=False)
         return PolarImages(values, valid, plan.radius, plan.phi)
@@ -75,7 +75,7 @@ class ArrayBackend(Backend):
 
         The full map's denominator (the pair counts, a second batched product)
         is the plan's own, computed once per plan and shift, for every image
-        whose NaN/inf pixels invalidate no sample; only the others get their
+        whose unusable pixels invalidate no sample; only the others get their
         own. Counts are exact integers either way, so the maps are identical.
         The mask-corrected order maps take Eq. 14 between complete rings and
         every lag only for the rows of partial rings
