@@ -4,8 +4,8 @@ The file (docs/study.md) has these sections::
 
     name, seeds                  the study's name and the training seeds of every arm
     [split]                      validation, test, seed: one three-way split for all arms
-    [data]                       simulate = {n, seed, ...} or sources = [...]; eval_sources
-    [build], [build_options]     ccfkit BuildConfig fields / how to build (backend, chunk_frames)
+    [data]                       simulate = {n, seed, ...} or sources = [...]; data_path, labels_path
+    [build], [build_options]     ccfkit BuildConfig fields / how to build (backend, chunk_frames, workers)
     [model], [train]             ModelConfig / TrainConfig fields, the defaults of every arm
     [statistics]                 bootstrap resamples, its seed, the confidence level, alpha
     [tables.NAME]                title; set = {...}; vary = {...} (a grid) or arms = [...]
@@ -16,7 +16,8 @@ the same recipe in several tables (e.g. images without noise at alpha = 0.2
 in Tables 4, 5 and 6) are one arm, trained once per seed. Every ``build``
 key is passed through unchanged to :class:`ccfkit.build_config.BuildConfig`
 (lists become tuples), so a parameter the build learns later works here as
-soon as it exists.
+soon as it exists. An unknown section or key anywhere is an error that names
+the nearest known one (:mod:`ccfsort.study_schema`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
+
+from .study_schema import PlanError, check_config, recipe_path_error
 
 __all__ = [
     "Arm",
@@ -61,10 +64,6 @@ RESERVED_TRAIN = (
 #: Metrics a claim may compare (micro-averaged, §3.2).
 CLAIM_METRICS = ("accuracy", "precision", "recall")
 DEFAULT_STATISTICS = {"bootstrap": 2000, "seed": 0, "level": 0.95, "alpha": 0.05}
-
-
-class PlanError(ValueError):
-    """The study file cannot be used as written (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -288,12 +287,10 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
     from trainer.model import ModelConfig
 
     for section in SECTIONS:
-        unknown = sorted(set(recipe[section]) - allowed[section])
-        if unknown:
-            raise PlanError(
-                f"{where}: unknown {section} parameter(s) {unknown}; "
-                f"known: {sorted(allowed[section])}"
-            )
+        for key in recipe[section]:
+            error = recipe_path_error(where, f"{section}.{key}", allowed, RESERVED_TRAIN)
+            if error:
+                raise PlanError(error)
     try:
         full = {
             "build": asdict(build_config(recipe["build"])),
@@ -369,9 +366,9 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
     PlanError
         Anything the study cannot run as written, found before anything runs.
     """
-    seeds = config.get("seeds")
-    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
-        raise PlanError("seeds must be a non-empty list of distinct integers")
+    allowed = _allowed_keys()
+    check_config(config, allowed, RESERVED_TRAIN)
+    seeds = config["seeds"]
     all_tables = config.get("tables", {})
     if tables is not None:
         missing = sorted(set(tables) - set(all_tables))
@@ -383,7 +380,6 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
     data = config.get("data", {})
     if ("simulate" in data) == ("sources" in data):
         raise PlanError("[data] needs exactly one of simulate = {...} and sources = [...]")
-    allowed = _allowed_keys()
     arms: dict[str, Arm] = {}
     out_tables = []
     for name, spec in all_tables.items():
@@ -397,8 +393,9 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
         columns = []
         for label, values in zip(labels, column_values):
             for path in values:
-                if path.partition(".")[0] not in SECTIONS:
-                    raise PlanError(f"table {name}: {path!r} is not in build, model or train")
+                error = recipe_path_error(f"table {name}", path, allowed, RESERVED_TRAIN)
+                if error:
+                    raise PlanError(error)
             recipe = _recipe(config, values)
             full = _check_recipe(recipe, f"table {name}, column {label!r}", allowed)
             key = _arm_key(full)
@@ -428,6 +425,10 @@ def _claim(spec: dict, tables: dict) -> Claim:
     keys = []
     for side in ("a", "b"):
         want = _flatten(spec.get(side, {}))
+        for path in want:
+            error = recipe_path_error(f"claim {text!r}, {side}", path, _allowed_keys())
+            if error:
+                raise PlanError(error)
         found = [c for c in table.columns if all(c.values.get(p) == v for p, v in want.items())]
         # of the columns that have these values, the one that sets the fewest others
         # ({} is the column that changes nothing)
