@@ -21,8 +21,8 @@ split, one RBF support-vector classifier per label (one-vs-rest, for the
 multi-label targets), class weights balanced, ``gamma = "scale"``, and
 ``C`` chosen from :data:`C_VALUES` by micro accuracy on the validation split
 (the network's checkpoint is chosen on it too). The RBF kernel matrices are
-computed once and shared by every label and ``C`` (2.7 s instead of 43 s
-for 2,100 training frames, 576 features, 9 labels, 2 values of ``C``). Trained on the whole training
+computed once and shared by every label and ``C`` (docs/study.md has the
+time this saves). Trained on the whole training
 split, scored on the test split. The features of a store are computed once
 per (frames, noise, ring grid) and the result is cached in
 ``baselines/svm-KEY.npz`` of the study directory.

@@ -138,6 +138,8 @@ def _table_lines(table, results: dict, base: dict, svm: dict, comparison, comman
             lines.append(f"| {title}, {SVM_NAME} | " + " | ".join(cells) + " |")
     seeds = sorted({len(r.get("seeds", {})) for r in finished})
     seeds_line = f"Mean ± std over {'/'.join(map(str, seeds))} seeds, test split; "
+    if seeds == [1]:
+        seeds_line = "One seed (no ± std), test split; "
     lines += ["", seeds_line + f"command: `{command}`."]
     for name, m in base.items():
         lines.append(
@@ -388,6 +390,7 @@ def _head_lines(plan: StudyPlan, report: dict, provenance: dict) -> list[str]:
         "## Verdicts",
         "",
         *(verdict_line(c) for c in report["claims"]),
+        *([] if report["claims"] else ["No claims in the study file for these tables."]),
         "",
         (
             "yes: the bootstrap interval lies above 0 and the paired t-test says > 0 "
