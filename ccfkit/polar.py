@@ -29,16 +29,19 @@ Conventions
 from __future__ import annotations
 
 import functools
+import itertools
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 __all__ = [
+    "PixelLayout",
     "PlanSpec",
     "PolarImages",
     "PolarPlan",
+    "RegularGrid",
     "RingGrid",
     "default_r_max",
     "make_polar_plan",
@@ -52,6 +55,8 @@ _SNAP = 1e-9
 
 #: Radial step (pixels) of the fine grid on which ``r_min="auto"`` is searched.
 _AUTO_STEP = 0.05
+#: Radii of that grid looked at together (the search goes outwards block by block).
+_AUTO_BLOCK = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,8 +102,8 @@ class PolarPlan:
     valid: np.ndarray
     r_min: float
     r_max: float
-    min_ring_fraction: float = 0.0
-    ring_used: np.ndarray | None = None
+    min_ring_fraction: float
+    ring_used: np.ndarray
 
     @property
     def q_bins(self) -> int:
@@ -166,16 +171,140 @@ def default_r_max(shape: tuple[int, int], center: tuple[float, float]) -> float:
     return float(min(cx, cy, width - 1 - cx, height - 1 - cy))
 
 
+@dataclass(frozen=True)
+class RingGrid:
+    """The polar grid: the settings of :func:`make_polar_plan` besides the geometry.
+
+    One object that travels from the build's recipe (or :func:`compute_maps`'s
+    keywords) to the plan; its defaults are the library's (docs/ccf.md). The
+    command-line options are made from its fields (:mod:`ccfkit.cli_options`).
+
+    Attributes
+    ----------
+    q_bins : int
+        Number of radial bins ``Q`` (maps are Q x Q).
+    phi_bins : int
+        Number of angular samples ``P`` (even, so that ``P / 2`` orders exist).
+    r_min : float or "auto"
+        Inner radius in pixels (the paper's: 0); ``"auto"``: the smallest
+        radius at which rings become usable under the mask; rings further out
+        that the mask leaves unusable stay, unused.
+    r_max : float or None
+        Outer radius in pixels; none: the largest full circle
+        (:func:`default_r_max`).
+    min_ring_fraction : float in [0, 1]
+        A ring with a smaller fraction of valid samples is unused: all its
+        samples are invalid (docs/ccf.md, "Usable rings"). 0 keeps every ring
+        with at least one valid sample.
+
+    Raises
+    ------
+    ValueError
+        Non-positive bin counts, an odd ``phi_bins``, a fraction outside
+        [0, 1], or an ``r_min`` that is neither a number nor "auto".
+    """
+
+    q_bins: int = 224
+    phi_bins: int = 512
+    r_min: float | str = field(
+        default=0.0, metadata={"metavar": "PIXELS|auto", "words": ("auto",)}
+    )
+    r_max: float | None = None
+    min_ring_fraction: float = field(default=0.5, metadata={"range": {"min": 0, "max": 1}})
+
+    def __post_init__(self):
+        set_field = functools.partial(object.__setattr__, self)
+        set_field("q_bins", int(self.q_bins))
+        set_field("phi_bins", int(self.phi_bins))
+        if self.q_bins < 1 or self.phi_bins < 2 or self.phi_bins % 2:
+            raise ValueError(
+                f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={self.q_bins}, "
+                f"phi_bins={self.phi_bins}"
+            )
+        if isinstance(self.r_min, str):
+            if self.r_min != "auto":
+                raise ValueError(f"r_min must be a number of pixels or 'auto', got {self.r_min!r}")
+        else:
+            set_field("r_min", float(self.r_min))
+        if self.r_max is not None:
+            set_field("r_max", float(self.r_max))
+        set_field("min_ring_fraction", float(self.min_ring_fraction))
+        if not 0.0 <= self.min_ring_fraction <= 1.0:
+            raise ValueError(f"min_ring_fraction must lie in [0, 1], got {self.min_ring_fraction}")
+
+    @classmethod
+    def resolve(cls, grid: RingGrid | None = None, **fields) -> RingGrid:
+        """``grid``, or a :class:`RingGrid` of ``fields`` (giving both is a TypeError)."""
+        if grid is None:
+            return cls(**fields)
+        if fields:
+            raise TypeError(f"give either grid or {', '.join(fields)}, not both")
+        return grid
+
+
+class PixelLayout(Protocol):
+    """Where the pixels of a frame array lie: what a polar plan needs besides its grid.
+
+    :class:`RegularGrid` is the plain ``(H, W)`` image; a detector made of
+    modules (:class:`ccfkit.detector_geometry.DetectorGeometry`) is another.
+    Implementations are hashable and picklable (they travel in a
+    :class:`PlanSpec`).
+
+    Attributes
+    ----------
+    shape : (int, int)
+        ``(H, W)`` of the frame arrays the plan indexes (flat index ``y * W + x``).
+    """
+
+    shape: tuple[int, int]
+
+    def default_center(self) -> tuple[float, float]:
+        """The beam centre ``(cx, cy)`` when none is given, pixels."""
+
+    def check_center(self, center: tuple[float, float]) -> None:
+        """Raise ValueError for a centre the plan cannot be built around."""
+
+    def default_r_max(self, center: tuple[float, float]) -> float:
+        """The largest radius whose whole circle lies on the detector, pixels."""
+
+    def bilinear_table(self, radius, phi, center, good):
+        """``(index, weight, valid)`` of the samples ``radius x phi``, as :func:`_bilinear_table`."""
+
+
+@dataclass(frozen=True)
+class RegularGrid:
+    """The pixels of a plain ``(H, W)`` image: pixel ``[y, x]`` at ``(x, y)``."""
+
+    shape: tuple[int, int]
+
+    def default_center(self) -> tuple[float, float]:
+        height, width = self.shape
+        return ((width - 1) / 2.0, (height - 1) / 2.0)
+
+    def check_center(self, center: tuple[float, float]) -> None:
+        height, width = self.shape
+        cx, cy = center
+        if not (0.0 <= cx <= width - 1 and 0.0 <= cy <= height - 1):
+            raise ValueError(
+                f"beam centre (cx, cy) = ({cx}, {cy}) lies outside the detector "
+                f"(x in [0, {width - 1}], y in [0, {height - 1}])"
+            )
+
+    def default_r_max(self, center: tuple[float, float]) -> float:
+        return default_r_max(self.shape, center)
+
+    def bilinear_table(self, radius, phi, center, good):
+        return _bilinear_table(radius, phi, center, good)
+
+
 def make_polar_plan(
     shape: tuple[int, int],
     *,
     center: tuple[float, float] | None = None,
     mask: np.ndarray | None = None,
-    q_bins: int = 224,
-    phi_bins: int = 512,
-    r_min: float | str = 0.0,
-    r_max: float | None = None,
-    min_ring_fraction: float = 0.5,
+    grid: RingGrid | None = None,
+    pixels: PixelLayout | None = None,
+    **grid_fields,
 ) -> PolarPlan:
     """Build the bilinear polar-resampling table for one geometry and mask.
 
@@ -188,20 +317,16 @@ def make_polar_plan(
         the middle of the detector, ``((W - 1) / 2, (H - 1) / 2)``.
     mask : (H, W) array_like of bool, optional
         True (or non-zero) for good pixels. Default: all good.
-    q_bins : int
-        Number of radial bins ``Q``.
-    phi_bins : int
-        Number of angular samples ``P`` (even, so that ``P / 2`` orders exist).
-    r_min : float or "auto"
-        Inner radius in pixels; ``"auto"``: the smallest radius at which rings
-        become usable under the mask (:func:`_auto_r_min`); rings further out
-        that the mask leaves unusable stay, unused.
-    r_max : float, optional
-        Outer radius in pixels; defaults to :func:`default_r_max`.
-    min_ring_fraction : float in [0, 1]
-        A ring with a smaller fraction of valid samples is unused: all its
-        samples are invalid (docs/ccf.md, "Usable rings"). 0 keeps every ring
-        with at least one valid sample.
+    grid : RingGrid, optional
+        The radial and angular sampling, and which rings are used.
+    pixels : PixelLayout, optional
+        Where the pixels lie (a module stack with its geometry: its centre,
+        default centre and ``r_max`` are in its own frame, pixels); default
+        the plain image of ``shape``.
+    **grid_fields
+        Or the fields of :class:`RingGrid` as keywords (``q_bins``,
+        ``phi_bins``, ``r_min``, ``r_max``, ``min_ring_fraction``); those not
+        given take :class:`RingGrid`'s defaults.
 
     Returns
     -------
@@ -211,8 +336,8 @@ def make_polar_plan(
     ------
     ValueError
         For a centre off the detector, an empty radial range, a mask of
-        another shape, non-positive bin counts, a fraction outside [0, 1], or
-        ``r_min="auto"`` where no radius range has usable rings.
+        another shape, a grid :class:`RingGrid` refuses, or ``r_min="auto"``
+        where no radius range has usable rings.
 
     Examples
     --------
@@ -220,31 +345,21 @@ def make_polar_plan(
     >>> plan.radius.shape, plan.valid.all(), plan.ring_used.all()
     ((16,), True, True)
     """
-    height, width = (int(n) for n in shape)
-    if height < 2 or width < 2:
-        raise ValueError(f"detector shape must be at least 2 x 2 pixels, got {shape}")
-    if q_bins < 1 or phi_bins < 2 or phi_bins % 2:
-        raise ValueError(
-            f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={q_bins}, phi_bins={phi_bins}"
-        )
-    if not 0.0 <= float(min_ring_fraction) <= 1.0:
-        raise ValueError(f"min_ring_fraction must lie in [0, 1], got {min_ring_fraction}")
-    if center is None:
-        center = ((width - 1) / 2.0, (height - 1) / 2.0)
-    cx, cy = (float(c) for c in center)
-    if not (0.0 <= cx <= width - 1 and 0.0 <= cy <= height - 1):
-        raise ValueError(
-            f"beam centre (cx, cy) = ({cx}, {cy}) lies outside the detector "
-            f"(x in [0, {width - 1}], y in [0, {height - 1}])"
-        )
-    if r_max is None:
-        r_max = default_r_max((height, width), (cx, cy))
+    grid = RingGrid.resolve(grid, **grid_fields)
+    q_bins, phi_bins, min_ring_fraction = grid.q_bins, grid.phi_bins, grid.min_ring_fraction
+    height, width = _checked_shape(shape)
+    pixels = RegularGrid((height, width)) if pixels is None else pixels
+    if tuple(pixels.shape) != (height, width):
+        raise ValueError(f"the pixel layout is {pixels.shape}, the images {(height, width)}")
+    cx, cy = (float(c) for c in (pixels.default_center() if center is None else center))
+    pixels.check_center((cx, cy))
+    r_max = pixels.default_r_max((cx, cy)) if grid.r_max is None else grid.r_max
     good = _as_mask(mask, (height, width))
     phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
-    if isinstance(r_min, str):
-        if r_min != "auto":
-            raise ValueError(f"r_min must be a number of pixels or 'auto', got {r_min!r}")
-        r_min = _auto_r_min(good, (cx, cy), float(r_max), phi, q_bins, min_ring_fraction)
+    table = functools.partial(pixels.bilinear_table, center=(cx, cy), good=good)
+    r_min = grid.r_min
+    if r_min == "auto":
+        r_min = _auto_r_min(table, float(r_max), phi, q_bins, min_ring_fraction)
     r_min, r_max = float(r_min), float(r_max)
     if not (0.0 <= r_min < r_max):
         raise ValueError(
@@ -253,26 +368,45 @@ def make_polar_plan(
         )
 
     radius = r_min + (np.arange(q_bins) + 0.5) * (r_max - r_min) / q_bins
-    index, weight, valid = _bilinear_table(radius, phi, (cx, cy), good)
-    ring_used = valid.sum(axis=1) >= min_ring_count(min_ring_fraction, phi_bins)
+    ranges = (r_min, r_max)
+    return _plan_of_table(table, (height, width), (cx, cy), ranges, radius, phi, min_ring_fraction)
+
+
+def _plan_of_table(table, shape, center, ranges, radius, phi, min_ring_fraction) -> PolarPlan:
+    """The :class:`PolarPlan` of the samples ``radius x phi`` that ``table`` interpolates.
+
+    ``ranges`` is ``(r_min, r_max)``, pixels.
+    Rings with fewer than :func:`min_ring_count` valid samples are unused: their
+    samples become invalid, with index 0 and weight 0.
+    """
+    index, weight, valid = table(radius, phi)
+    ring_used = valid.sum(axis=1) >= min_ring_count(min_ring_fraction, phi.shape[0])
     valid &= ring_used[:, None]
     index = np.where(valid[..., None], index, 0)
     weight = np.where(valid[..., None], weight, 0.0)
     for array in (radius, phi, index, weight, valid, ring_used):
         array.flags.writeable = False
     return PolarPlan(
-        shape=(height, width),
-        center=(cx, cy),
+        shape=shape,
+        center=center,
         radius=radius,
         phi=phi,
         index=index,
         weight=weight,
         valid=valid,
-        r_min=r_min,
-        r_max=r_max,
+        r_min=ranges[0],
+        r_max=ranges[1],
         min_ring_fraction=float(min_ring_fraction),
         ring_used=ring_used,
     )
+
+
+def _checked_shape(shape) -> tuple[int, int]:
+    """``(H, W)`` as ints; ValueError for a detector smaller than 2 x 2 pixels."""
+    height, width = (int(n) for n in shape)
+    if height < 2 or width < 2:
+        raise ValueError(f"detector shape must be at least 2 x 2 pixels, got {shape}")
+    return height, width
 
 
 def _bilinear_table(radius, phi, center, good):
@@ -313,7 +447,7 @@ def _bilinear_table(radius, phi, center, good):
     return index, weight, on_detector & needs_good
 
 
-def _auto_r_min(good, center, r_max, phi, q_bins, min_ring_fraction) -> float:
+def _auto_r_min(table, r_max, phi, q_bins, min_ring_fraction) -> float:
     """``r_min="auto"``: the first radius (0.05 px grid) at which rings become usable.
 
     The rings a beam stop or a central hole leaves unusable are skipped, so
@@ -323,16 +457,25 @@ def _auto_r_min(good, center, r_max, phi, q_bins, min_ring_fraction) -> float:
 
     The first usable radius of a fine grid starts the range; the first bin
     centre lies half a bin further out, so it is checked and the range moved
-    out until that ring is usable too.
+    out until that ring is usable too. The fine grid is searched in blocks
+    from the centre outwards (the answer lies near the centre; a detector of
+    a million pixels has ten thousand radii to look at).
+
+    ``table(radius, phi)`` gives ``(index, weight, valid)``
+    (:meth:`PixelLayout.bilinear_table` at the plan's centre and mask).
     """
     need = min_ring_count(min_ring_fraction, phi.shape[0])
 
     def usable(radius):
-        return _bilinear_table(np.atleast_1d(radius), phi, center, good)[2].sum(axis=1) >= need
+        return table(np.atleast_1d(radius), phi)[2].sum(axis=1) >= need
 
-    fine = np.arange(0.0, r_max, _AUTO_STEP)
-    candidates = fine[usable(fine)]
-    for r_min in candidates[:64]:
+    def candidates():  # the usable radii of the fine grid, in order, computed block by block
+        fine = np.arange(0.0, r_max, _AUTO_STEP)
+        for start in range(0, len(fine), _AUTO_BLOCK):
+            block = fine[start : start + _AUTO_BLOCK]
+            yield from block[usable(block)]
+
+    for r_min in itertools.islice(candidates(), 64):
         first_ring = r_min + 0.5 * (r_max - r_min) / q_bins
         if usable(first_ring)[0]:
             return float(r_min)
@@ -344,30 +487,6 @@ def _auto_r_min(good, center, r_max, phi, q_bins, min_ring_fraction) -> float:
 
 
 @dataclass(frozen=True)
-class RingGrid:
-    """The polar grid's parameters: the keywords of :func:`make_polar_plan` besides the geometry.
-
-    One object that travels from the build's settings (or :func:`compute_maps`'s
-    keywords) to the plan. Attributes as in :func:`make_polar_plan`.
-    """
-
-    q_bins: int = 224
-    phi_bins: int = 512
-    r_min: float | str = 0.0
-    r_max: float | None = None
-    min_ring_fraction: float = 0.5
-
-    def __post_init__(self):
-        object.__setattr__(self, "q_bins", int(self.q_bins))
-        object.__setattr__(self, "phi_bins", int(self.phi_bins))
-        if not isinstance(self.r_min, str):
-            object.__setattr__(self, "r_min", float(self.r_min))
-        if self.r_max is not None:
-            object.__setattr__(self, "r_max", float(self.r_max))
-        object.__setattr__(self, "min_ring_fraction", float(self.min_ring_fraction))
-
-
-@dataclass(frozen=True)
 class PlanSpec:
     """A small, hashable, picklable description of a polar plan.
 
@@ -376,17 +495,27 @@ class PlanSpec:
     builds each geometry once per process.
 
     Attributes: the detector ``shape``, the beam ``center``, the bit-packed
-    mask (``None``: all pixels good) and the :class:`RingGrid`.
+    mask (``None``: all pixels good), the :class:`RingGrid` and the
+    :class:`PixelLayout` (``None``: the plain image of ``shape``).
     """
 
     shape: tuple[int, int]
     center: tuple[float, float] | None
     packed_mask: bytes | None
     grid: RingGrid = field(default_factory=RingGrid)
+    pixels: PixelLayout | None = None
 
     @classmethod
-    def describe(cls, shape, *, center=None, mask=None, grid: RingGrid | None = None) -> PlanSpec:
-        """The spec of ``make_polar_plan(shape, center=..., mask=..., **grid)``.
+    def describe(
+        cls,
+        shape,
+        *,
+        center=None,
+        mask=None,
+        grid: RingGrid | None = None,
+        pixels: PixelLayout | None = None,
+    ) -> PlanSpec:
+        """The spec of ``make_polar_plan(shape, center=..., mask=..., grid=grid, pixels=pixels)``.
 
         Raises ValueError for a mask of another shape than ``shape``.
         """
@@ -396,6 +525,7 @@ class PlanSpec:
             center=None if center is None else (float(center[0]), float(center[1])),
             packed_mask=None if mask is None else np.packbits(_as_mask(mask, shape)).tobytes(),
             grid=RingGrid() if grid is None else grid,
+            pixels=pixels,
         )
 
     @property
@@ -413,7 +543,9 @@ class PlanSpec:
 
 @functools.lru_cache(maxsize=4)
 def _plan_of(spec: PlanSpec) -> PolarPlan:
-    return make_polar_plan(spec.shape, center=spec.center, mask=spec.mask, **asdict(spec.grid))
+    return make_polar_plan(
+        spec.shape, center=spec.center, mask=spec.mask, grid=spec.grid, pixels=spec.pixels
+    )
 
 
 def _split(coordinate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

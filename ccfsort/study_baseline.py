@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +51,8 @@ __all__ = [
 ORDERS = tuple(range(9))
 #: The SVM's regularisation strengths tried; the one best on validation is kept.
 C_VALUES = (1.0, 10.0)
+#: The store parameters the features depend on (the rings and the noise), which key the cache.
+FRAME_PARAMETERS = ("q_bins", "phi_bins", "r_min", "r_max", "min_ring_fraction", "noise", "seed")
 #: Frames resampled per batch.
 BATCH_FRAMES = 128
 
@@ -133,7 +134,7 @@ def store_features(store, source, *, backend="numpy") -> np.ndarray:
     group = open_store(store)
     recipe = read_recipe(group)
     plan = make_polar_plan(source.frame_shape, center=tuple(group.attrs["center"]),
-                           mask=group["mask"][:], **asdict(recipe.resolved_grid))  # fmt: skip
+                           mask=group["mask"][:], grid=recipe.resolved_grid)  # fmt: skip
     if not np.allclose(plan.radius, group["radius"][:]):
         raise ValueError(f"{store}: the rings resampled here are not the store's")
     bound = float(group.attrs["noise"]["bound"]) if recipe.noise.value != "none" else 0.0
@@ -226,7 +227,7 @@ def svm_baseline(out: Path, store: str, source, split: dict, build) -> dict:
     split : dict
         The study's split.
     build : ccfkit.build_config.BuildConfig
-        The arm's build (its ring grid and noise key the cache).
+        The arm's build (its :data:`FRAME_PARAMETERS` key the cache).
 
     Returns
     -------
@@ -243,7 +244,7 @@ def svm_baseline(out: Path, store: str, source, split: dict, build) -> dict:
     from .verdicts import frame_counts
 
     record = {"input": source.describe()["fingerprint"], "files": list(source.reader.files),
-              "grid": asdict(build.grid), "noise": build.noise, "seed": build.seed,
+              "build": {k: v for k, v in build.parameters().items() if k in FRAME_PARAMETERS},
               "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
               "orders": ORDERS, "C": C_VALUES}  # fmt: skip
     cache = out / "baselines" / f"svm-{_key(record)}.npz"

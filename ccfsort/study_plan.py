@@ -5,7 +5,7 @@ The file (docs/study.md) has these sections::
     name, seeds                  the study's name and the training seeds of every arm
     [split]                      validation, test, seed: one three-way split for all arms
     [data]                       simulate = {n, seed, ...} or sources = [...]; data_path, labels_path
-    [build], [build_options]     ccfkit BuildConfig fields / how to build (backend, chunk_frames, workers)
+    [build], [build_options]     store parameters (BuildConfig) / how to build (BuildOptions)
     [model], [train]             ModelConfig / TrainConfig fields, the defaults of every arm
     [statistics]                 bootstrap resamples, its seed, the confidence level, alpha
     [tables.NAME]                title; set = {...}; vary = {...} (a grid) or arms = [...]
@@ -14,10 +14,11 @@ The file (docs/study.md) has these sections::
 An *arm* is one full recipe (build, model and train parameters); arms with
 the same recipe in several tables (e.g. images without noise at alpha = 0.2
 in Tables 4, 5 and 6) are one arm, trained once per seed. Every ``build``
-key is passed through unchanged to :class:`ccfkit.build_config.BuildConfig`
-(lists become tuples), so a parameter the build learns later works here as
-soon as it exists. An unknown section or key anywhere is an error that names
-the nearest known one (:mod:`ccfsort.study_schema`).
+key is a store parameter of :class:`ccfkit.build_config.BuildConfig` (lists
+become tuples), so a parameter the build learns later works here as soon as
+it exists; ``recipe = "paper"`` starts from the paper's map. An unknown
+section or key anywhere is an error that names the nearest known one
+(:mod:`ccfsort.study_schema`).
 """
 
 from __future__ import annotations
@@ -247,22 +248,27 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _allowed_keys() -> dict[str, set]:
-    from ccfkit.build_config import BuildConfig
+    from ccfkit.build_config import BuildConfig, BuildOptions
     from trainer.config import TrainConfig
     from trainer.model import ModelConfig
 
     return {
-        "build": {f.name for f in fields(BuildConfig)},
+        "build": {*BuildConfig.parameter_keys(), "recipe"},
         "model": {f.name for f in fields(ModelConfig)} - {"num_classes"},
         "train": {f.name for f in fields(TrainConfig)} - set(RESERVED_TRAIN),
+        "build_options": {f.name for f in fields(BuildOptions)},
     }
 
 
 def build_config(build: dict):
-    """A :class:`ccfkit.build_config.BuildConfig` from an arm's ``build`` table (lists -> tuples)."""
+    """A :class:`ccfkit.build_config.BuildConfig` from an arm's ``build`` table.
+
+    Its keys are a store's ``parameters`` (lists read as tuples), and
+    ``recipe``: a named recipe the others change (``"paper"``).
+    """
     from ccfkit.build_config import BuildConfig
 
-    return BuildConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in build.items()})
+    return BuildConfig.from_parameters(build)
 
 
 def _recipe(config: dict, values: dict) -> dict:
@@ -293,7 +299,7 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
                 raise PlanError(error)
     try:
         full = {
-            "build": asdict(build_config(recipe["build"])),
+            "build": build_config(recipe["build"]).parameters(),
             "model": asdict(ModelConfig(num_classes=1, **recipe["model"])),
             "train": asdict(TrainConfig(store="", **recipe["train"])),
         }

@@ -32,7 +32,6 @@ KNOWN_KEYS = {
     ),
     "[split]": ("validation", "test", "seed"),
     "[data]": ("simulate", "sources", "data_path", "labels_path"),
-    "[build_options]": ("backend", "chunk_frames", "workers"),
     "[statistics]": ("bootstrap", "seed", "level", "alpha"),
     "table": ("title", "set", "vary", "arms", "labels"),
     "claim": ("text", "table", "metric", "a", "b"),
@@ -77,13 +76,16 @@ def recipe_path_error(where: str, path: str, allowed: dict, reserved=()) -> str 
     path : str
         ``SECTION.KEY``.
     allowed : dict
-        Section -> the keys it may set.
+        ``build`` / ``model`` / ``train`` -> the keys each may set.
     reserved : sequence of str
         ``train`` keys the study sets itself.
     """
     section, _, key = path.partition(".")
-    if section not in allowed:
-        return f"{where}: {path!r} is not in {', '.join(allowed)}{nearest_hint(section, allowed)}"
+    sections = ("build", "model", "train")  # what a recipe is made of
+    if section not in sections:
+        return (
+            f"{where}: {path!r} is not in {', '.join(sections)}{nearest_hint(section, sections)}"
+        )
     if section == "train" and key in reserved:
         return f"{where}: train.{key} is set by the study itself, not by the study file"
     if key not in allowed[section]:
@@ -155,7 +157,7 @@ def check_config(config: dict, allowed: dict, reserved=()) -> None:
     config : dict
         From :func:`ccfsort.study_plan.load_config` (``extends`` already applied).
     allowed : dict
-        ``build`` / ``model`` / ``train`` -> the keys each may set.
+        ``build`` / ``model`` / ``train`` / ``build_options`` -> the keys each may set.
     reserved : sequence of str
         ``train`` keys the study sets itself.
 
@@ -165,8 +167,11 @@ def check_config(config: dict, allowed: dict, reserved=()) -> None:
         One line: where, the unknown name, the nearest known one.
     """
     check_section_keys("the study file", config, KNOWN_KEYS["study file"])
-    for section in ("split", "data", "build_options", "statistics"):
+    for section in ("split", "data", "statistics"):
         check_section_keys(f"[{section}]", config.get(section, {}), KNOWN_KEYS[f"[{section}]"])
+    check_section_keys(
+        "[build_options]", config.get("build_options", {}), allowed["build_options"]
+    )
     for key in reserved:
         if key in config.get("train", {}) and isinstance(config["train"], dict):
             raise PlanError(f"[train] {key} is set by the study itself, not by the study file")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
+from ..build_config import BuildOptions, OutputSettings
+
 __all__ = [
     "COMPRESSORS",
     "SCHEMA_VERSION",
@@ -76,11 +78,11 @@ class StoreLayout:
     n_frames: int
     q_bins: int
     channels: int = 1
-    chunk_frames: int = 64
+    chunk_frames: int = BuildOptions.chunk_frames
     label_names: tuple[str, ...] = ()
     image_size: int | None = None
-    map_dtype: str = "float32"
-    compressor: str = "none"
+    map_dtype: str = OutputSettings.map_dtype
+    compressor: str = BuildOptions.compressor
     stats_by_chunk: bool = True
 
     def __post_init__(self):
@@ -131,6 +133,9 @@ def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
     return {
         "ccf": ("frame", *(() if layout.channels == 1 else ("order",)), *radial),
         "index": ("frame",),
+        "train_id": ("frame",),
+        "pulse_id": ("frame",),
+        "frame_center": ("frame", "xy"),
         "stats": ("frame", "statistic"),
         "labels": ("frame", "label"),
         "label": ("label",),
