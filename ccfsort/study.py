@@ -552,6 +552,26 @@ def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, 
         }
 
 
+def _prepare(plan: StudyPlan, out: Path, sources, progress: bool):
+    """``(paths, frames, split file)``: the data and the split, made once.
+
+    A study directory this call creates is removed again when the data or
+    the split are refused (nothing of a refused study is left behind).
+    """
+    import shutil
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        paths = prepare_data(plan.config, out, sources, progress)
+        frames = open_frames(paths, plan.config)
+        return paths, frames, ensure_split(plan, out, frames.n_frames)
+    except (PlanError, StudyError):
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def run_study(
     plan: StudyPlan,
     out,
@@ -598,11 +618,8 @@ def run_study(
     out = Path(out)
     if not train and not (out / "split.npz").is_file():
         raise StudyError(f"{out}: not a study directory (no split.npz); nothing to report")
-    out.mkdir(parents=True, exist_ok=True)
     config = plan.config
-    paths = prepare_data(config, out, sources, progress)
-    frames = open_frames(paths, config)
-    split_file = ensure_split(plan, out, frames.n_frames)
+    paths, frames, split_file = _prepare(plan, out, sources, progress)
     split = load_split(split_file)
     record_invocation(out, {
         "config": config, "tables": [t.name for t in plan.tables], "sources": paths,

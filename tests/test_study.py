@@ -402,6 +402,24 @@ def test_negative_seeds_from_the_command_line_leave_no_directory(tmp_path):
         assert "seed" in result.output and not out.exists()
 
 
+def test_a_refused_source_leaves_no_study_directory(tmp_path):
+    not_frames = tmp_path / "notes.cxi"
+    not_frames.write_text("not an HDF5 file")
+    out = tmp_path / "study"
+    result = CliRunner().invoke(
+        trainer_main, ["study", "smoke", "-o", str(out), "--source", str(not_frames)]
+    )
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "notes.cxi" in result.output and not out.exists()
+    # a directory that was there before is left as it was
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")
+    result = CliRunner().invoke(
+        trainer_main, ["study", "smoke", "-o", str(out), "--source", str(not_frames)]
+    )
+    assert result.exit_code == 1 and sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+
+
 # --------------------------------------------------------------------------
 # The classical baseline: an RBF SVM on ring features
 # --------------------------------------------------------------------------
