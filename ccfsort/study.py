@@ -461,6 +461,7 @@ def svm_baselines(plan: StudyPlan, out: Path, stores: dict, frames, split: dict)
 
     from .study_baseline import svm_baseline
 
+    backend = plan.config.get("build_options", {}).get("backend", "auto")
     out_svm = {}
     for arm in plan.arms.values():
         try:
@@ -472,7 +473,7 @@ def svm_baselines(plan: StudyPlan, out: Path, stores: dict, frames, split: dict)
         name = Path(stores[arm.key]).name
         try:
             out_svm[arm.key] = svm_baseline(out, stores[arm.key], frames, split,
-                                            build_config(arm.build))  # fmt: skip
+                                            build_config(arm.build), backend=backend)  # fmt: skip
         except ValueError as error:  # a store whose rings this resampling does not give
             log.warning("no SVM baseline on the frames of %s: %s", name, error)
             continue

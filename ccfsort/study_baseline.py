@@ -44,6 +44,7 @@ __all__ = [
     "fit_and_predict",
     "ring_harmonics",
     "store_features",
+    "store_frames",
     "svm_baseline",
 ]
 
@@ -106,6 +107,31 @@ def feature_vectors(harmonics, ring_used) -> np.ndarray:
     return np.log1p(used / scale).reshape(len(used), -1).astype(np.float32)
 
 
+def store_frames(group, source, start: int, stop: int) -> np.ndarray:
+    """Frames ``[start, stop)`` of ``source`` with the noise the store's build added.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        A complete ccfkit store built from ``source``.
+    source : ccfkit.io.source.FrameSource
+    start, stop : int
+
+    Returns
+    -------
+    (stop - start, H, W) float32 array
+        The frames its maps and images were made from (:func:`ccfkit.noise.add_noise`
+        with the store's seed and bound).
+    """
+    from ccfkit.noise import add_noise
+    from ccfkit.store import read_recipe
+
+    recipe = read_recipe(group)
+    bound = float(group.attrs["noise"]["bound"]) if recipe.noise.value != "none" else 0.0
+    frames = source.reader.read(start, stop).astype(np.float32, copy=False)
+    return add_noise(frames, np.arange(start, stop), bound, recipe.seed)
+
+
 def store_features(store, source, *, backend="numpy") -> np.ndarray:
     """The features of every frame of ``store``, from the frames of ``source``.
 
@@ -128,21 +154,16 @@ def store_features(store, source, *, backend="numpy") -> np.ndarray:
         The polar grid made here is not the store's (other rings).
     """
     from ccfkit import make_polar_plan
-    from ccfkit.noise import add_noise
     from ccfkit.store import open_store, read_recipe
 
     group = open_store(store)
-    recipe = read_recipe(group)
     plan = make_polar_plan(source.frame_shape, center=tuple(group.attrs["center"]),
-                           mask=group["mask"][:], grid=recipe.resolved_grid)  # fmt: skip
+                           mask=group["mask"][:], grid=read_recipe(group).resolved_grid)  # fmt: skip
     if not np.allclose(plan.radius, group["radius"][:]):
         raise ValueError(f"{store}: the rings resampled here are not the store's")
-    bound = float(group.attrs["noise"]["bound"]) if recipe.noise.value != "none" else 0.0
-    seed = recipe.seed
     out = []
     for start in range(0, source.n_frames, BATCH_FRAMES):
-        stop = min(start + BATCH_FRAMES, source.n_frames)
-        frames = add_noise(source.reader.read(start, stop), np.arange(start, stop), bound, seed)
+        frames = store_frames(group, source, start, min(start + BATCH_FRAMES, source.n_frames))
         out.append(feature_vectors(ring_harmonics(frames, plan, backend=backend),
                                    plan.ring_used))  # fmt: skip
     return np.concatenate(out)
@@ -213,7 +234,7 @@ def _key(record: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def svm_baseline(out: Path, store: str, source, split: dict, build) -> dict:
+def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="auto") -> dict:
     """The SVM's test metrics on the frames of ``store`` (computed once, then cached).
 
     Parameters
@@ -228,6 +249,8 @@ def svm_baseline(out: Path, store: str, source, split: dict, build) -> dict:
         The study's split.
     build : ccfkit.build_config.BuildConfig
         The arm's build (its :data:`FRAME_PARAMETERS` key the cache).
+    backend : str
+        Engine backend of the resampling (the study's ``[build_options] backend``).
 
     Returns
     -------
@@ -254,7 +277,7 @@ def svm_baseline(out: Path, store: str, source, split: dict, build) -> dict:
         with np.load(cache) as saved:
             predicted, meta = saved["predicted"], json.loads(str(saved["meta"]))
     else:
-        features = store_features(store, source)
+        features = store_features(store, source, backend=backend)
         predicted, meta = fit_and_predict(features, truth, split)
         meta["features"] = int(features.shape[1])
         cache.parent.mkdir(parents=True, exist_ok=True)

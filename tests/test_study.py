@@ -574,6 +574,25 @@ def test_tables_run_apart_share_arms_and_one_report(tmp_path):
             assert column["summary"]["recall"] == pytest.approx(expected.recall)
         assert table["svm"]["comparison"]["verdict"] == ONE_SEED
     assert f"| Accuracy, RBF SVM (ring features) | {expected.accuracy:.3f} |" in md
+    # it saw the frames the network saw: resized, they are the store's images (the same
+    # noise), and its features from the fast backend are the NumPy reference's
+    from ccfkit.io.source import open_source
+    from ccfkit.resize import resize_images
+    from ccfkit.store import open_store as open_group
+    from ccfsort.study_baseline import store_features, store_frames
+
+    frames = open_source([str(out / "data" / "simulated.cxi")])
+    group = open_group(store["store"]["path"])
+    assert group.attrs["noise"]["bound"] > 0
+    noisy = store_frames(group, frames, 0, frames.n_frames)
+    np.testing.assert_allclose(
+        resize_images(noisy, 16, group["mask"][:]), group["images"][:], rtol=1e-5, atol=1e-3
+    )
+    np.testing.assert_allclose(
+        store_features(store["store"]["path"], frames, backend="numba"),
+        store_features(store["store"]["path"], frames, backend="numpy"),
+        atol=1e-5,
+    )
     assert "beats the RBF SVM (ring features): **no verdict possible with one seed**" in md
 
     # trainer evaluate: the printed epoch count is the JSON's; violations with the run's
