@@ -483,13 +483,19 @@ def svm_baselines(plan: StudyPlan, out: Path, stores: dict, frames, split: dict)
 
 
 def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
-    """The run's best checkpoint on every frame of another store (cached in ``score_file``)."""
+    """The run's best checkpoint on every frame of another store (cached in ``score_file``).
+
+    Exclusivity violations are counted with the run's groups (a cached score
+    from before, counted with the store's, is scored again).
+    """
     from trainer.inference import evaluate_run
 
     if score_file.is_file():
-        return json.loads(score_file.read_text())
+        cached = json.loads(score_file.read_text())
+        if cached.get("exclusive_groups") == "the run's":
+            return cached
     metrics, _extra = evaluate_run(run_dir, store, subset="all", device="cpu")
-    result = {**metrics.summary(), "store": store}
+    result = {**metrics.summary(), "store": store, "exclusive_groups": "the run's"}
     score_file.parent.mkdir(parents=True, exist_ok=True)
     write_json(score_file, result)
     return result
@@ -548,7 +554,7 @@ def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, 
             "seeds": scores,
             "summary": {
                 k: _summary([m[k] for m in scores.values()])
-                for k in ("accuracy", "precision", "recall")
+                for k in ("accuracy", "precision", "recall", "violation_rate")
             },
         }
 

@@ -160,7 +160,7 @@ def _table_lines(table, results: dict, base: dict, svm: dict, comparison, comman
             r.get("eval_sources", {}).get(source, {}).get("summary", {}) for r in finished
         ]
         lines += [f"On every frame of `{source}` (same build parameters, same checkpoints):", "",
-                  *_metric_table(columns, summaries, METRIC_ROWS[:3]), ""]  # fmt: skip
+                  *_metric_table(columns, summaries), ""]  # fmt: skip
     return lines
 
 

@@ -275,6 +275,8 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
         accuracies = [scored["seeds"][s]["accuracy"] for s in ("0", "1")]
         assert scored["summary"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
         assert all(m["n_frames"] == 24 for m in scored["seeds"].values()), name
+        violations = [scored["seeds"][s]["violation_rate"] for s in ("0", "1")]
+        assert scored["summary"]["violation_rate"]["mean"] == pytest.approx(np.mean(violations))
     assert "On every frame of" in (out / "report.md").read_text()
 
     # A run that stopped before its test score is resumed, here as a task of a Dask cluster.
