@@ -630,3 +630,20 @@ def test_a_link_to_a_store_reads_as_the_store(tmp_path, cxi):
     assert result.exit_code == 0 and "complete" in result.output, result.output
     result = run("show", link, "--index", "0", "-o", tmp_path / "f.png")
     assert result.exit_code == 0, result.output
+
+
+def test_the_footprint_of_a_build_counts_its_maps_and_tasks():
+    from ccfkit.build_resources import BuildFootprint, available_memory, format_bytes
+
+    footprint = BuildFootprint(
+        n_frames=40, frame_shape=(100, 120), q_bins=5000, phi_bins=512, channels=1,
+        chunk_frames=64, image_size=None, map_itemsize=4, workers=2,
+    )  # fmt: skip
+    assert footprint.store_bytes == 40 * 5000**2 * 4  # 4.0 GB: announced before it is written
+    assert format_bytes(footprint.store_bytes) == "4.0 GB"
+    parts = footprint.memory_parts
+    assert parts["polar plan"] == 5000 * 512 * 256
+    assert parts["queued writes"] == 2 * 40 * 5000**2 * 4  # a chunk is at most the input
+    assert parts["map tasks"] > 2 * 40 * 5000**2 * 4  # each task holds its maps, and more
+    assert footprint.memory_bytes == sum(parts.values())
+    assert available_memory() is None or available_memory() > 0
