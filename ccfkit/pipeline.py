@@ -378,8 +378,8 @@ def _naming(out: str):
         if error.filename is not None or error.errno is None:
             raise
         raise StoreError(
-            f"{out}: {error.strerror or error} while writing the store; it is left "
-            "incomplete: make room and finish it with --resume"
+            f"{out}: {error.strerror or error} while building this store; it is left "
+            "incomplete: make room (or fix the cause) and finish it with --resume"
         ) from error
 
 
@@ -538,9 +538,13 @@ def _check_same_labels(out: str, group: zarr.Group, source: FrameSource) -> None
             f"{list(source.label_names)}); use --overwrite"
         )
     stored = group["labels"][:]
-    if stored.shape != source.labels.shape or not np.array_equal(stored, source.labels):
-        rows = np.flatnonzero((stored != source.labels).any(axis=1)) if (
-            stored.shape == source.labels.shape) else np.arange(len(stored))  # fmt: skip
+    if stored.shape != source.labels.shape:
+        raise StoreError(
+            f"{out}: the input's labels changed (shape {stored.shape}, now "
+            f"{source.labels.shape}); use --overwrite"
+        )
+    rows = np.flatnonzero((stored != source.labels).any(axis=1))
+    if len(rows):
         raise StoreError(
             f"{out}: the input's labels changed since the build began (frame {int(rows[0])} "
             "first); use --overwrite"
