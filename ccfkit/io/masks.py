@@ -67,9 +67,10 @@ def good_pixels(mask: np.ndarray, *, convention: str = "auto") -> tuple[np.ndarr
         convention = "cxi" if integer else "good"
     if convention == "cxi":
         if not integer:
+            example = f" (e.g. {mask.flat[0].item()!r})" if mask.size else ""
             raise ValueError(
-                f"a CXI bit mask holds non-negative integers, not {mask.dtype} values (e.g. "
-                f"{mask.flat[0].item()!r}); a 0/1 mask needs the attribute convention = 'good'"
+                f"a CXI bit mask holds non-negative integers, not {mask.dtype} values{example}; "
+                "a 0/1 mask needs the attribute convention = 'good'"
             )
         if mask.size and mask.min() < 0:
             raise ValueError(f"a CXI bit mask holds non-negative integers, not {mask.min()}")
