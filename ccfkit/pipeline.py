@@ -269,6 +269,8 @@ def build(
     """
     check_not_input(out, source.reader.files)
     workers = workers or usable_cpus()
+    # a chunk no larger than the data set: zarr allocates a whole chunk to write a short one
+    chunk_frames = min(chunk_frames, source.n_frames)
     # before anything large is made (the polar plan) or created (the store)
     _check_resources(source, config, out, chunk_frames, compressor, 1 if scheduler else workers)
     mean_of_centers = center is None and source.centers is not None

@@ -632,7 +632,7 @@ def test_inputs_that_used_to_end_in_a_traceback_get_one_line(tmp_path, source, c
         (["--phi-bins", "1000000"], "phi_bins must be at most 32768", 1),
         (["--r-max", "nan"], "r_max must be a finite radius", 1),
         (["--q-bins", "10000000"], "of memory", 1),
-        (["--chunk", "10000000", "--keep-images", "--image-size", "100000"], "of memory", 1),
+        (["--chunk", "100", "--keep-images", "--image-size", "100000"], "of memory", 1),
     ],
 )
 def test_options_no_build_can_use_are_refused_before_anything_is_created(tmp_path, small,
@@ -641,6 +641,14 @@ def test_options_no_build_can_use_are_refused_before_anything_is_created(tmp_pat
     before = snapshot(tmp_path)
     refused(ccfkit("build", small, tmp_path / "out.zarr", *BUILD, *options), complaint, code=code)
     assert snapshot(tmp_path) == before
+
+
+def test_a_chunk_larger_than_the_input_is_the_input(tmp_path, small):
+    out = tmp_path / "out.zarr"
+    ok(ccfkit("build", small, out, *BUILD, "--chunk", "100000000"))  # zarr would allocate it
+    store = zarr.open_group(str(out), mode="r")
+    assert store["ccf"].chunks[0] == FRAMES and store.attrs["layout"]["chunk_frames"] == FRAMES
+    ok(ccfkit("build", small, out, *BUILD, "--chunk", "100000000", "--resume"))
 
 
 def test_the_memory_refusal_gives_the_figures(tmp_path, small, monkeypatch):
