@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .backends import get_backend
 from .build_config import BuildConfig, BuildOptions
 from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_mean_center
-from .geometry import momentum_transfer
+from .geometry import ScatteringGeometry
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
 from .polar import PlanSpec, PolarPlan
@@ -244,8 +244,9 @@ def build(
     if not force:
         check_geometry(source.mask, center, config.grid.r_max, source.pixels)
     spec = PlanSpec.describe(
-        source.frame_shape, center=center, mask=source.mask, grid=config.grid, pixels=source.pixels
-    )
+        source.frame_shape, center=center, mask=source.mask, grid=config.grid,
+        pixels=source.pixels, scattering=scattering_geometry(source, config.grid.q_range),
+    )  # fmt: skip
     try:
         plan = spec.plan()
     except ValueError as error:
@@ -434,6 +435,26 @@ def _open_for_resume(out: str, config: BuildConfig, provenance: dict, mask: np.n
     return group
 
 
+def scattering_geometry(source: FrameSource, q_range=None) -> ScatteringGeometry | None:
+    """The input's pixel size, distance and wavelength; None where it lacks one.
+
+    InputError naming what is missing when ``q_range`` (rings placed in
+    momentum transfer) needs them.
+    """
+    known = {"detector distance": source.distance, "pixel size": source.pixel_size,
+             "wavelength": source.wavelength}  # fmt: skip
+    missing = [name for name, value in known.items() if value is None]
+    if missing and q_range is not None:
+        raise InputError(
+            f"--q-range places the rings in momentum transfer, but the input gives no "
+            f"{' and no '.join(missing)} (CXI: entry_1/instrument_1/detector_1/distance, "
+            "x_pixel_size, source_1/wavelength)"
+        )
+    if missing:
+        return None
+    return ScatteringGeometry(source.pixel_size, source.distance, source.wavelength * 1e9)
+
+
 def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dict:
     """The arrays written whole when the store is created, with their attributes.
 
@@ -454,14 +475,10 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dic
     contents.update(source.frame_ids)  # train_id, pulse_id of a European XFEL run
     if centers is not None:
         contents["frame_center"] = (centers, {"units": "pixel", "axes": ["cx", "cy"]})
-    if None not in (source.wavelength, source.distance, source.pixel_size):
-        q = momentum_transfer(
-            plan.radius,
-            pixel_size=source.pixel_size,
-            distance=source.distance,
-            wavelength_nm=source.wavelength * 1e9,
-        )
-        contents["q"] = (q, {"units": "1/nm"})
+    scattering = scattering_geometry(source)
+    if scattering is not None:  # ring_axis: what the rings were placed on (docs/store-layout.md)
+        q = scattering.momentum_transfer(plan.radius)
+        contents["q"] = (q, {"units": "1/nm", "ring_axis": plan.ring_axis})
     return contents
 
 

@@ -88,7 +88,8 @@ class MapRecipe:
                 f"({error}); map the frames with `ccfkit build` and predict on that store"
             ) from None
         train = TrainConfig.from_dict(config["train"])
-        plan = PlanSpec.describe(mask.shape, center=center, mask=mask, grid=recipe.resolved_grid)
+        plan = PlanSpec.describe(mask.shape, center=center, mask=mask, grid=recipe.resolved_grid,
+                                 scattering=recipe.scattering)  # fmt: skip
         if not np.allclose(plan.plan().radius, radius, rtol=0, atol=1e-9):
             raise RunError(f"{path}: its radii cannot be made again from its parameters")
         if recipe.noise is not NoiseLevel.NONE:
