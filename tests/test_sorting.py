@@ -52,6 +52,7 @@ def _probabilities(path):
         ["--orders", "8,2", "--estimator", "mask-corrected", "--scale", "ring", "--r-min", "0"],
         ["--scale", "none", "--min-ring-fraction", "0"],
         ["--precision", "bf16-emulated"],
+        ["--q-range", "0.03", "0.06"],  # rings in momentum transfer (docs/ccf.md)
     ],
 )
 def test_frames_give_the_probabilities_of_their_store(tmp_path, frames, options):
