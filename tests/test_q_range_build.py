@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
-from conftest import write_cxi
+from conftest import grid, write_cxi
 
 import ccfkit
 from ccfkit.cli import main
@@ -26,16 +26,14 @@ Q_RANGE = (0.015, 0.05)  # 1/nm: from outside the 4 px hole to inside the detect
 
 @pytest.fixture(scope="module")
 def frames():
-    rng = np.random.default_rng(11)
-    y, x = np.indices((SIZE, SIZE))
-    r = np.hypot(x - CENTER[0], y - CENTER[1])
-    phi = np.arctan2(y - CENTER[1], x - CENTER[0])
+    """Eight frames of rings with 0..7-fold angular structure, Poisson counts."""
+    r, phi = grid((SIZE, SIZE), CENTER)
     clean = [50 * np.exp(-r / 12) * (1.2 + np.cos(r / 2) * np.cos(m * phi)) for m in range(8)]
-    return rng.poisson(np.array(clean)).astype(np.float32)
+    return np.random.default_rng(11).poisson(np.array(clean)).astype(np.float32)
 
 
 def _cxi(path, frames, geometry=True):
-    hole = np.hypot(*(np.indices((SIZE, SIZE))[::-1] - np.array(CENTER)[:, None, None])) < 4
+    hole = grid((SIZE, SIZE), CENTER)[0] < 4
     write_cxi(path, frames, bitmask=np.where(hole, 128, 0).astype(np.uint16))
     if geometry:
         with h5py.File(path, "a") as handle:
