@@ -259,8 +259,8 @@ def build(
     if not plan.ring_used.any():
         raise InputError(
             f"no ring has {config.grid.min_ring_fraction:.0%} valid samples under this mask and "
-            "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max, or "
-            "lower --min-ring-fraction)"
+            "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max or "
+            "--q-range, or lower --min-ring-fraction)"
         )
     engine = get_backend(backend)  # fails early for an unusable backend
     engine_name = engine.name

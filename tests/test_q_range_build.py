@@ -114,3 +114,36 @@ def test_resume_refuses_another_q_range(tmp_path, frames):
     result = run("build", path, out, *ARGS, "--resume")  # in pixels now
     assert result.exit_code != 0 and "q_range" in result.output
     assert run("build", path, out, *ARGS, "--q-range", *Q_RANGE, "--resume").exit_code == 0
+
+
+def test_each_frame_at_its_own_centre_keeps_the_rings_in_momentum_transfer(tmp_path, frames):
+    """--center per-frame: every frame's plan is the q grid moved to its centre."""
+    path, good = _cxi(tmp_path / "geo.cxi", frames)
+    centres = np.array(CENTER) + np.random.default_rng(2).normal(0, 0.7, (len(frames), 2))
+    with h5py.File(path, "a") as handle:
+        handle["entry_1/instrument_1/detector_1/beam_center"] = centres
+    out = tmp_path / "q.zarr"
+    per_frame = [a for a in ARGS if a not in ("--center", f"{CENTER[0]},{CENTER[1]}")]
+    result = run("build", path, out, *per_frame, "--center", "per-frame", "--q-range", *Q_RANGE,
+                 "--backend", "numpy")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    store = zarr.open_group(str(out), mode="r")
+    scattering = ScatteringGeometry(PIXEL, DISTANCE, WAVELENGTH_M * 1e9)
+    expected = [
+        ccfkit.compute_maps(frame, center=tuple(centre), mask=good, q_bins=16, phi_bins=32,
+                            q_range=Q_RANGE, scattering=scattering, backend="numpy")
+        for frame, centre in zip(frames, centres)
+    ]  # fmt: skip
+    np.testing.assert_allclose(store["ccf"][:], np.array(expected), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(store["frame_center"][:], centres)
+    assert store["q"].attrs["ring_axis"] == "q"
+
+
+def test_a_study_table_or_recipe_reads_q_range_as_the_build_option_does():
+    from ccfkit.build_config import BuildConfig
+
+    config = BuildConfig.from_parameters({"q_range": [0.1, 0.4]})  # TOML/JSON give lists
+    assert config.grid.q_range == (0.1, 0.4) and config.grid.ring_axis == "q"
+    assert config.grid.r_min == 0.0  # the build's "auto" gives way
+    with pytest.raises(ccfkit.io.source.InputError, match="not both"):
+        BuildConfig.from_parameters({"q_range": [0.1, 0.4], "r_max": 30.0})
