@@ -117,7 +117,8 @@ def recipe_options(recipe: BuildConfig) -> list:
 @click.option(
     "--force",
     is_flag=True,
-    help="Accept fewer than 1 % good pixels, or --r-max beyond the detector.",
+    help="Accept fewer than 1 % good pixels, --r-max beyond the detector, or --q-range on "
+    "frames of several wavelengths or distances (placed with their mean).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context

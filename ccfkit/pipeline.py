@@ -40,6 +40,7 @@ from .backends import get_backend
 from .build_config import BuildConfig, BuildOptions
 from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_mean_center
 from .geometry import ScatteringGeometry
+from .io.geometry_spread import geometry_spread
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
 from .polar import PlanSpec, PolarPlan
@@ -245,7 +246,8 @@ def build(
         check_geometry(source.mask, center, config.grid.r_max, source.pixels)
     spec = PlanSpec.describe(
         source.frame_shape, center=center, mask=source.mask, grid=config.grid,
-        pixels=source.pixels, scattering=scattering_geometry(source, config.grid.q_range),
+        pixels=source.pixels,
+        scattering=scattering_geometry(source, config.grid.q_range, force=force),
     )  # fmt: skip
     try:
         plan = spec.plan()
@@ -435,11 +437,14 @@ def _open_for_resume(out: str, config: BuildConfig, provenance: dict, mask: np.n
     return group
 
 
-def scattering_geometry(source: FrameSource, q_range=None) -> ScatteringGeometry | None:
+def scattering_geometry(source: FrameSource, q_range=None, *, force=False
+                        ) -> ScatteringGeometry | None:  # fmt: skip
     """The input's pixel size, distance and wavelength; None where it lacks one.
 
     InputError naming what is missing when ``q_range`` (rings placed in
-    momentum transfer) needs them.
+    momentum transfer) needs them, and, unless ``force``, when the input's
+    wavelength or distance varies over its frames (the rings would be placed
+    with their mean).
     """
     known = {"detector distance": source.distance, "pixel size": source.pixel_size,
              "wavelength": source.wavelength}  # fmt: skip
@@ -452,6 +457,17 @@ def scattering_geometry(source: FrameSource, q_range=None) -> ScatteringGeometry
         )
     if missing:
         return None
+    if q_range is not None and not force:
+        for name, (low, high) in geometry_spread(source.reader.files).items():
+            mean = known[name]
+            off = max(high - mean, mean - low) / mean
+            if off > 1e-6:
+                raise InputError(
+                    f"--q-range: the input's {name} varies over its frames ({low:.4g} to "
+                    f"{high:.4g} m): rings placed with their mean ({mean:.4g} m) are off in q "
+                    f"by up to {off:.0%} for some frames; use inputs of one {name}, or --force "
+                    "to place them with the mean"
+                )
     return ScatteringGeometry(source.pixel_size, source.distance, source.wavelength * 1e9)
 
 
