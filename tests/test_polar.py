@@ -442,7 +442,7 @@ def test_one_particle_on_two_detectors_gives_the_same_maps_in_momentum_transfer(
     ``h^2/8 |I''|``, about ``(pi / period)^2 / 2`` of a fringe's amplitude,
     and the particle's finest fringes (pi / 300 nm in q) span 18 px on A and
     23 px on B, so 1.5 % per sample at worst; the maps average it over
-    256 samples per ring. Measured: 3.2e-3 (order 8), 3.0e-4 (order 2),
+    256 samples per ring. Measured: 3.1e-3 (order 8), 3.0e-4 (order 2),
     6.3e-3 (ring scale, whose order-8 channel divides by the ring means)
     of the maps' range; bound 1e-2. On the same pixel radii (25 to 120 px)
     the two detectors see other q, and their maps differ by 0.29 to 1.6.
