@@ -270,10 +270,8 @@ def build(
     """
     check_not_input(out, source.reader.files)
     workers = workers or usable_cpus()
-    # a chunk no larger than the data set: zarr allocates a whole chunk to write a short one
-    chunk_frames = min(chunk_frames, source.n_frames)
-    # before anything large is made (the polar plan) or created (the store)
-    _check_resources(source, config, out, chunk_frames, compressor, 1 if scheduler else workers)
+    chunk_frames = _check_resources(source, config, out, chunk_frames, compressor,
+                                    1 if scheduler else workers)  # fmt: skip
     mean_of_centers = center is None and source.centers is not None
     centers = source.centers if mean_of_centers and source.center_per_frame else None
     if center is None:
@@ -356,15 +354,22 @@ def build(
             bound=0.0,
             centers=centers,
             mask_bad_maps=mask_bad_maps,
-        )
+        )  # fmt: skip
         _fill(group, job, client, workers, progress)
     logger.info("store complete: %s", out)
     return group
 
 
 def _check_resources(source: FrameSource, config: BuildConfig, out: str, chunk_frames: int,
-                     compressor: str, workers: int) -> None:  # fmt: skip
-    """Refuse a build whose memory or store cannot fit (:mod:`ccfkit.build_resources`)."""
+                     compressor: str, workers: int) -> int:  # fmt: skip
+    """Refuse a build whose memory or store cannot fit (:mod:`ccfkit.build_resources`).
+
+    Called first: before anything large is made (the polar plan) or created (the store).
+
+    Returns the frames per chunk: ``chunk_frames``, at most the input's (zarr
+    allocates a whole chunk to write a shorter one).
+    """
+    chunk_frames = min(chunk_frames, source.n_frames)
     footprint = BuildFootprint(
         n_frames=source.n_frames, frame_shape=source.frame_shape, q_bins=config.grid.q_bins,
         phi_bins=config.grid.phi_bins, channels=config.maps.channels, chunk_frames=chunk_frames,
@@ -372,6 +377,7 @@ def _check_resources(source: FrameSource, config: BuildConfig, out: str, chunk_f
         map_itemsize=np.dtype(config.output.map_dtype).itemsize, workers=workers,
     )  # fmt: skip
     check_resources(footprint, out, compressed=compressor != "none", fresh=not Path(out).exists())
+    return chunk_frames
 
 
 @contextlib.contextmanager
