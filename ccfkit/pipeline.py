@@ -314,6 +314,8 @@ def build(
             backend=engine_name,
             bound=0.0,
         )
+        logger.info("set-up: %.2f s wall, %.2f s CPU", time.perf_counter() - started,
+                    time.process_time() - start_up_cpu)  # fmt: skip
         _fill(group, job, scheduler, workers, progress)
     logger.info("store complete: %s", out)
     logger.info("build: %.2f s wall, %.2f s CPU, after a start-up of %.2f s CPU",

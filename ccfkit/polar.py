@@ -52,6 +52,8 @@ _SNAP = 1e-9
 
 #: Radial step (pixels) of the fine grid on which ``r_min="auto"`` is searched.
 _AUTO_STEP = 0.05
+#: Radii of the fine grid whose table ``r_min="auto"`` builds at a time.
+_AUTO_BLOCK = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -385,11 +387,18 @@ def _auto_r_min(good, center, r_max, phi, q_bins, min_ring_fraction) -> float:
         return _bilinear_table(np.atleast_1d(radius), phi, center, good)[2].sum(axis=1) >= need
 
     fine = np.arange(0.0, r_max, _AUTO_STEP)
-    candidates = fine[usable(fine)]
-    for r_min in candidates[:64]:
-        first_ring = r_min + 0.5 * (r_max - r_min) / q_bins
-        if usable(first_ring)[0]:
-            return float(r_min)
+    tried = 0
+    # the fine grid in blocks from the centre out, until a candidate passes: the rings near
+    # the beam stop decide it (the whole grid's table costs most of a build's set-up)
+    for start in range(0, fine.shape[0], _AUTO_BLOCK):
+        block = fine[start : start + _AUTO_BLOCK]
+        for r_min in block[usable(block)][: 64 - tried]:
+            tried += 1
+            first_ring = r_min + 0.5 * (r_max - r_min) / q_bins
+            if usable(first_ring)[0]:
+                return float(r_min)
+        if tried >= 64:
+            break
     raise ValueError(
         f"r_min='auto': no ring out to r_max={r_max:.2f} px has at least "
         f"{min_ring_fraction:.0%} valid samples under this mask; give r_min, or a smaller "
