@@ -260,7 +260,8 @@ def stages(
 
     source = open_source([path])
     reader, mask = source.reader, source.mask
-    frames = min(frames, reader.shape[0])
+    # whole chunks only: the write steps write the engine step's last chunk of maps
+    frames = max(chunk, min(frames, reader.shape[0]) // chunk * chunk)
     plan = make_polar_plan(source.frame_shape, center=source.center, mask=mask)
     engine = NumbaBackend(threads=1)
     chunks = [(lo, min(lo + chunk, frames)) for lo in range(0, frames, chunk)]
@@ -413,7 +414,8 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
         lines += [
             "",
             ("Where a map task's time goes, and the alternatives it does not take (one thread, "
-             f"the first {min(frames, 2560):,} of these frames in chunks of 64; ms per frame):"),
+             f"the first {max(64, min(frames, 2560) // 64 * 64):,} of these frames in chunks of 64; "
+             "ms per frame):"),
             "",
             "| step | ms/frame | of which CPU |",
             "|---|---:|---:|",
