@@ -187,7 +187,9 @@ def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = 
     }
     disk_mb = (paged_in() - paged_in_before) / 1024
     cpu = usage.ru_utime + usage.ru_stime
-    whole = re.search(r"build: ([0-9.]+) s wall, ([0-9.]+) s CPU, after a start-up of ([0-9.]+)", log)
+    whole = re.search(
+        r"build: ([0-9.]+) s wall, ([0-9.]+) s CPU, after a start-up of ([0-9.]+)", log
+    )
     start_up = (float("nan"), float("nan"))
     if whole:  # start-up: before the build function; its wall time includes the exit
         start_up = (cpu - float(whole[2]), seconds - float(whole[1]))
@@ -400,7 +402,9 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
         for name in ("statistics pass", "map pass"):
             if all(name in run.passes for run in runs):
                 pass_s = median(run.passes[name] for run in runs)
-                lines.append(f"| of which the {name} | {pass_s:.2f} | | {frames / pass_s:,.0f} | |")
+                lines.append(
+                    f"| of which the {name} | {pass_s:.2f} | | {frames / pass_s:,.0f} | |"
+                )
         summary.append(
             f"- `--noise {noise} --chunk-writer {writer}`: build / engine time "
             f"**{median(ratios):.2f}x** (rounds {', '.join(f'{r:.2f}' for r in ratios)}; "
@@ -458,7 +462,11 @@ def stage_table(variants, kept, frames: int, engine_cpu: float) -> list[str]:
         value = median(values)
         return f"{value:.2f} ({value / frames * 1e3:.3f})"
 
-    rows = {"start-up (CPU; wall incl. exit)": None, **dict.fromkeys(STAGES), "other threads": None}
+    rows = {
+        "start-up (CPU; wall incl. exit)": None,
+        **dict.fromkeys(STAGES),
+        "other threads": None,
+    }
     for name in rows:
         cells = []
         for variant in variants:
@@ -472,7 +480,9 @@ def stage_table(variants, kept, frames: int, engine_cpu: float) -> list[str]:
             else:
                 cells.append(cell(run.stages.get(name, (0.0, 0.0))[0] for run in runs))
                 if name == "waiting":
-                    cells[-1] = f"{median(run.stages.get(name, (0.0, 0.0))[1] for run in runs):.2f} s wall"
+                    cells[-1] = (
+                        f"{median(run.stages.get(name, (0.0, 0.0))[1] for run in runs):.2f} s wall"
+                    )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -487,8 +497,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-build-benchmark"))
     parser.add_argument("--writers", default="zarr,direct",
                         help="the builds' --chunk-writer methods, each in every round")  # fmt: skip
-    parser.add_argument("--noise", default="max",
-                        help="the builds' --noise levels, each in every round (e.g. max,none)")
+    parser.add_argument(
+        "--noise",
+        default="max",
+        help="the builds' --noise levels, each in every round (e.g. max,none)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="the builds' --workers and the engine's threads")  # fmt: skip
     parser.add_argument("--no-steps", action="store_true",

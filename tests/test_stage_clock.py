@@ -1,9 +1,15 @@
 """The build's clock per stage, and its local pool of threads."""
 
+import re
+import subprocess
+import sys
 import threading
 import time
 
+import numpy as np
 import pytest
+import zarr
+from conftest import write_cxi
 
 from ccfkit import pipeline
 from ccfkit.stage_clock import STAGES, StageClock
@@ -41,9 +47,8 @@ def test_stages_add_up_the_cpu_time_of_every_thread():
 
 
 def test_an_unknown_stage_is_refused():
-    with pytest.raises(ValueError, match="unknown stage"):
-        with StageClock().stage("lunch"):
-            pass
+    with pytest.raises(ValueError, match="unknown stage"), StageClock().stage("lunch"):
+        pass
 
 
 def test_the_thread_pool_returns_results_in_chunk_order():
@@ -69,3 +74,26 @@ def test_the_thread_pool_raises_the_first_error_and_drops_the_chunks_not_started
     with pytest.raises(KeyboardInterrupt):
         pipeline._run_on_threads(task, range(200), (), 2, lambda result: None)
     assert 1 in started and len(started) < 200
+
+
+def test_a_local_build_imports_no_dask_and_logs_every_stage(tmp_path):
+    """Locally the tasks run on the thread pool: Dask is not imported (its import is start-up)."""
+    frames = np.random.default_rng(0).random((12, 40, 40), dtype=np.float32) * 100
+    cxi = write_cxi(tmp_path / "in.cxi", frames)
+    out = tmp_path / "out.zarr"
+    script = (
+        "import sys; from ccfkit.cli import main; "
+        f"main(['-v', 'build', {str(cxi)!r}, {str(out)!r}, '--noise', 'max', '--q-bins', '8', "
+        "'--phi-bins', '16', '--chunk', '4', '--workers', '2', '--quiet'], standalone_mode=False); "
+        "print('DASK' if any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules) "
+        "else 'NO-DASK')"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    assert result.stdout.split()[-1] == "NO-DASK"
+    line = next(s for s in result.stderr.splitlines() if "stages: " in s)
+    seconds = dict(re.findall(r"(\w+) ([0-9.]+) s CPU / [0-9.]+ s wall", line))
+    assert sorted(seconds) == sorted(STAGES)
+    assert float(seconds["maps"]) > 0 and float(seconds["statistics"]) > 0
+    assert "statistics pass: 12 frames" in result.stderr and "map pass: 12 frames" in result.stderr
+    assert zarr.open_group(str(out), mode="r").attrs["status"] == "complete"
