@@ -1,8 +1,8 @@
-"""The build: CXI frames -> Dask -> noisy frames -> CCF maps -> a Zarr store.
+"""The build: CXI frames -> noisy frames -> CCF maps -> a Zarr store, in parallel tasks.
 
 Two passes over the frames (docs/build.md, noise): a statistics pass (per-frame mean, std
 and max of the valid pixels; their medians set the noise bound), then the map
-pass, one Dask task per store chunk: map the chunk's frames from the file,
+pass, one task per store chunk: map the chunk's frames from the file,
 write the noisy frames (noise drawn from ``(seed, frame index)``) in one pass
 from them, compute the merged maps, write the chunk, mark it done. With
 ``--noise none`` there is one pass: no map waits for a bound, so each map task
@@ -14,24 +14,24 @@ needed and a build resumes chunk by chunk. Locally the writes run behind the
 computation (:mod:`ccfkit.store.write_behind`). ``docs/build.md`` says why each
 step is done the way it is, with the measurements.
 
-Parallelism has one level: Dask runs one task per core, each task computes on
-one thread (Numba kernels and BLAS held to one thread).
+Parallelism has one level: one task per core (locally a pool of threads that
+take the chunks in order; on a cluster Dask's workers), each task computing
+on one thread (Numba kernels and BLAS held to one thread). Locally each
+stage's CPU and wall seconds are logged (``-v``; :mod:`ccfkit.stage_clock`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import dask
-import dask.threaded
 import numpy as np
 import zarr
 from threadpoolctl import threadpool_limits
@@ -50,6 +50,8 @@ from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
 from .polar import PlanSpec, PolarPlan
 from .provenance import environment, usable_cpus
 from .resize import resize_images
+from .resume import open_for_resume
+from .stage_clock import StageClock
 from .store import (
     ChunkWriters,
     OutputState,
@@ -63,9 +65,7 @@ from .store import (
     layout_of,
     locked_store,
     mark_complete,
-    open_store,
     pending_chunks,
-    read_recipe,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ SCHEDULER_TIMEOUT = "10s"
 
 @functools.lru_cache(maxsize=4)
 def task_backend(name: str):
-    """The backend a task computes with: one thread for Numba (Dask runs the tasks in parallel)."""
+    """The backend a task computes with: one thread for Numba (the tasks run in parallel)."""
     backend = get_backend(name)
     if backend.name == "numba":
         from .backends.numba import NumbaBackend
@@ -108,7 +108,9 @@ class ChunkJob:
     mask_bad_maps: bool = False
 
 
-def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) -> int:
+def process_chunk(
+    chunk: int, job: ChunkJob, writes: WriteBehind | None = None, clock: StageClock | None = None
+) -> int:
     """Read chunk ``chunk``'s frames, add noise, compute maps, write them, mark it done.
 
     With ``job.layout.stats_by_chunk`` (no noise: no statistics pass before),
@@ -122,6 +124,8 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     writes : WriteBehind, optional
         Where to queue the chunk's writes (local builds); without it the task
         writes them itself before it returns.
+    clock : StageClock, optional
+        Where to add the task's time per stage (local builds).
 
     Returns
     -------
@@ -132,46 +136,60 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     plan = job.plan.plan()
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
-    pieces = job.reader.pieces(frames_slice.start, frames_slice.stop)  # mapped where possible
-    digest = _checked_digest(chunk, pieces, job)
+    with _stage(clock, "reading"):  # and checking them against their digest
+        pieces = job.reader.pieces(frames_slice.start, frames_slice.stop)  # mapped where possible
+        digest = _checked_digest(chunk, pieces, job)
     if job.layout.stats_by_chunk:
-        job.writers.stats.write(chunk, _statistics(pieces, job.plan.mask))
+        with _stage(clock, "statistics"):
+            stats = _statistics(pieces, job.plan.mask)
+        with _stage(clock, "writing"):
+            job.writers.stats.write(chunk, stats)
     indices = np.arange(frames_slice.start, frames_slice.stop)
-    noisy = _noisy(pieces, indices, job.bound, config.noise.seed)  # one pass from the file's pages
-    del pieces  # unmaps
-    if job.centers is None:
-        maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.maps)
-        maps = engine.to_numpy(maps)
-    else:
-        centers = job.centers[frames_slice]
-        maps = maps_at_own_centers(engine, noisy, job.plan, centers, config.maps)
-    checks = frame_checks(noisy, maps, indices, job.plan.mask, mask_bad_maps=job.mask_bad_maps)
+    with _stage(clock, "noise"):
+        noisy = _noisy(pieces, indices, job.bound, config.noise.seed)  # one pass from the pages
+        del pieces  # unmaps
+    with _stage(clock, "maps"):
+        if job.centers is None:
+            maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.maps)
+            maps = engine.to_numpy(maps)
+        else:
+            centers = job.centers[frames_slice]
+            maps = maps_at_own_centers(engine, noisy, job.plan, centers, config.maps)
+    with _stage(clock, "maps"):  # and what they and their frames say (ccfkit.frame_checks)
+        checks = frame_checks(noisy, maps, indices, job.plan.mask,
+                              mask_bad_maps=job.mask_bad_maps)  # fmt: skip
     images = None
     if job.writers.images is not None:
         images = resize_images(noisy, job.layout.image_size, job.plan.mask)
     writers = job.writers
 
     def write() -> None:  # the chunk's data, then its done mark
-        writers.ccf.write(chunk, maps)
-        if images is not None:
-            writers.images.write(chunk, images)
-        if writers.frame_checks is not None:  # stores made before it have none
-            writers.frame_checks.write(chunk, checks)
-            writers.input_digest.write(chunk, np.array([digest], dtype=np.uint64))
-        writers.mark_done(chunk)
+        with _stage(clock, "writing"):
+            writers.ccf.write(chunk, maps)
+            if images is not None:
+                writers.images.write(chunk, images)
+            if writers.frame_checks is not None:  # stores made before it have none
+                writers.frame_checks.write(chunk, checks)
+                writers.input_digest.write(chunk, np.array([digest], dtype=np.uint64))
+            writers.mark_done(chunk)
 
     if writes is None:
         write()
     else:
-        writes.submit(write)
+        with _stage(clock, "waiting"):  # for a free slot of the background writer
+            writes.submit(write)
     return len(indices)
 
 
-def chunk_statistics(chunk: int, job: ChunkJob) -> tuple[np.ndarray, int]:
+def chunk_statistics(chunk: int, job: ChunkJob, clock: StageClock | None = None
+                     ) -> tuple[np.ndarray, int]:  # fmt: skip
     """(n, 3) mean, std and max of the valid pixels of each frame of chunk ``chunk``; its digest."""
     frames = job.layout.chunk_slice(chunk)
-    pieces = job.reader.pieces(frames.start, frames.stop)
-    return _statistics(pieces, job.plan.mask), frames_digest(pieces)
+    with _stage(clock, "reading"):
+        pieces = job.reader.pieces(frames.start, frames.stop)
+        digest = frames_digest(pieces)
+    with _stage(clock, "statistics"):
+        return _statistics(pieces, job.plan.mask), digest
 
 
 def _checked_digest(chunk: int, pieces: list[np.ndarray], job: ChunkJob) -> int:
@@ -186,6 +204,11 @@ def _checked_digest(chunk: int, pieces: list[np.ndarray], job: ChunkJob) -> int:
             "inputs; rebuild with --overwrite"
         )
     return digest
+
+
+def _stage(clock: StageClock | None, name: str):
+    """``clock.stage(name)``, or nothing to time without a clock."""
+    return contextlib.nullcontext() if clock is None else clock.stage(name)
 
 
 def _statistics(pieces: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
@@ -240,7 +263,7 @@ def build(
     backend : str
         Engine backend name.
     chunk_frames : int
-        Frames per store chunk and Dask task.
+        Frames per store chunk and task.
     compressor : str
         Map compressor (a key of :data:`ccfkit.store.COMPRESSORS`).
     overwrite, resume : bool
@@ -268,6 +291,7 @@ def build(
     zarr.Group
         The complete store.
     """
+    started, start_up_cpu = time.perf_counter(), time.process_time()
     check_not_input(out, source.reader.files)
     workers = workers or usable_cpus()
     chunk_frames = _check_resources(source, config, out, chunk_frames, compressor,
@@ -338,7 +362,7 @@ def build(
         _naming(out),
     ):
         if resume and state in (OutputState.INCOMPLETE, OutputState.COMPLETE):
-            group = _open_for_resume(out, config, provenance, source, layout)
+            group = open_for_resume(out, config, provenance, source, layout)
             layout = layout_of(group)
         else:
             if resume:
@@ -355,8 +379,13 @@ def build(
             centers=centers,
             mask_bad_maps=mask_bad_maps,
         )  # fmt: skip
+        logger.info("set-up: %.2f s wall, %.2f s CPU", time.perf_counter() - started,
+                    time.process_time() - start_up_cpu)  # fmt: skip
         _fill(group, job, client, workers, progress)
     logger.info("store complete: %s", out)
+    logger.info("build: %.2f s wall, %.2f s CPU, after a start-up of %.2f s CPU",
+                time.perf_counter() - started, time.process_time() - start_up_cpu,
+                start_up_cpu)  # fmt: skip
     return group
 
 
@@ -436,19 +465,23 @@ def check_geometry(
 
 
 def _fill(group: zarr.Group, job: ChunkJob, client, workers: int, progress: bool) -> None:
-    """Compute the statistics (when needed) and every pending chunk; mark the store complete."""
+    """Compute the statistics (when needed) and every pending chunk; mark the store complete.
+
+    Locally (no ``client``) the tasks run on a pool of ``workers`` threads
+    and their time per stage is logged (``-v``; :mod:`ccfkit.stage_clock`).
+    """
     layout, config = job.layout, job.config
     # Without noise the maps do not wait for the statistics: each map task
     # computes its frames' statistics on the way (one pass over the input).
     statistics_first = not layout.stats_by_chunk
+    clock = None if client is not None else StageClock()
+    cpu = time.process_time()
     with threadpool_limits(limits=1, user_api="blas"):
+        run = functools.partial(_run, client=client, workers=workers, progress=progress)
         if statistics_first and "noise" not in group.attrs:
             with _timed("statistics pass", layout.n_frames):
-                tasks = _tasks(chunk_statistics, range(layout.n_chunks), job)
-                results = _run(
-                    tasks, client, workers, layout.n_frames, "statistics", progress,
-                    lambda result: len(result[0]),
-                )  # fmt: skip
+                results = run(chunk_statistics, range(layout.n_chunks), (job, clock),
+                              layout.n_frames, "statistics", count=lambda r: len(r[0]))  # fmt: skip
             stats = np.concatenate([result[0] for result in results])
             group["stats"][:] = stats
             if "input_digest" in group:  # checked as the map tasks read the frames again
@@ -463,8 +496,12 @@ def _fill(group: zarr.Group, job: ChunkJob, client, workers: int, progress: bool
         # locally the writes run behind the computation (a cluster's tasks write their own)
         behind = WriteBehind(depth=workers) if client is None else contextlib.nullcontext()
         with _timed("map pass", total), behind as writes:
-            tasks = _tasks(process_chunk, todo, job, writes)
-            _run(tasks, client, workers, total, "maps", progress)
+            run(process_chunk, todo, (job, writes, clock), total, "maps")
+            if writes is not None:
+                with _stage(clock, "waiting"):  # for the last chunks' writes
+                    writes.flush()
+    if clock is not None:
+        logger.info("stages: %s", clock.summary(time.process_time() - cpu))
     if layout.stats_by_chunk:
         group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise.level)
     if "frame_checks" in group:
@@ -482,84 +519,6 @@ def _noise_attributes(stats: np.ndarray, level: str) -> dict:
         "median_max": medians.median_max,
         "bound": medians.bound(level),
     }
-
-
-#: Layout fields a resume compares, with the option that sets each.
-_RESUMED_LAYOUT = {"chunk_frames": "--chunk", "compressor": "--compressor"}
-
-
-def _open_for_resume(out: str, config: BuildConfig, provenance: dict, source: FrameSource,
-                     layout: StoreLayout) -> zarr.Group:  # fmt: skip
-    """Open an incomplete store to finish it, refusing one built another way or from another input.
-
-    The recipe is compared as the engine's objects (:func:`ccfkit.store.read_recipe`),
-    with the layout's chunking and compressor. The input is identified by
-    content: resolved paths, frame counts, data-set path, frame shape, the
-    fingerprint of :func:`ccfkit.io.source.input_fingerprint`, the mask and
-    the labels themselves (not the way their origin was written); the frames
-    of every chunk are checked against their recorded digest as they are read
-    again (:func:`process_chunk`).
-    """
-    group = open_store(out, mode="r+")
-    expected = json.loads(json.dumps(provenance))  # tuples become lists, as stored
-    stored = read_recipe(group)
-    asked = StoreRecipe.of_build(config)
-    theirs, mine = stored.parameters(), asked.parameters()
-    changed = [(key, theirs[key], mine[key]) for key in stored.differences(asked)]
-    for key in ("center", "backend"):
-        if group.attrs.get(key) != expected[key]:
-            changed.append((key, group.attrs.get(key), expected[key]))
-    recorded_layout = layout_of(group)
-    for key, option in _RESUMED_LAYOUT.items():
-        if getattr(recorded_layout, key) != getattr(layout, key):
-            changed.append((option, getattr(recorded_layout, key), getattr(layout, key)))
-    if changed:
-        names = ", ".join(key for key, _, _ in changed)
-        values = "; ".join(f"{old!r}, now {new!r}" for _, old, new in changed)
-        raise StoreError(
-            f"{out} was built with another {names} ({values}): resume with the same options "
-            "or use --overwrite"
-        )
-    mask = source.mask
-    stored_input, given = group.attrs["input"], expected["input"]
-    keys = ("files", "frames_per_file", "data_path", "frame_shape", "fingerprint", "geometry",
-            "center_per_frame")  # fmt: skip
-    for key in keys:
-        if key in stored_input and stored_input[key] != given.get(key):  # old: no fingerprint
-            raise StoreError(
-                f"{out} was built from another input ({key} differs); use --overwrite"
-            )
-    if not np.array_equal(group["mask"][:], mask):
-        raise StoreError(f"{out} was built with another mask; use --overwrite")
-    _check_same_labels(out, group, source)
-    return group
-
-
-def _check_same_labels(out: str, group: zarr.Group, source: FrameSource) -> None:
-    """Refuse to resume when the input's labels (values or names) are not the store's."""
-    if "labels" not in group and source.labels is None:
-        return
-    if "labels" not in group or source.labels is None:
-        now = "none" if source.labels is None else "some"
-        raise StoreError(f"{out}: the input's labels changed (now {now}); use --overwrite")
-    names = tuple(group["labels"].attrs.get("names", ()))
-    if names != tuple(source.label_names):
-        raise StoreError(
-            f"{out}: the input's label names changed ({list(names)}, now "
-            f"{list(source.label_names)}); use --overwrite"
-        )
-    stored = group["labels"][:]
-    if stored.shape != source.labels.shape:
-        raise StoreError(
-            f"{out}: the input's labels changed (shape {stored.shape}, now "
-            f"{source.labels.shape}); use --overwrite"
-        )
-    rows = np.flatnonzero((stored != source.labels).any(axis=1))
-    if len(rows):
-        raise StoreError(
-            f"{out}: the input's labels changed since the build began (frame {int(rows[0])} "
-            "first); use --overwrite"
-        )
 
 
 def scattering_geometry(source: FrameSource, q_range=None, *, force=False
@@ -623,48 +582,58 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dic
     return contents
 
 
-def _tasks(function: Callable, chunks, job: ChunkJob, *args) -> list:
-    """One delayed ``function(chunk, job, *args)`` per chunk; the job is one node of the graph."""
-    shared = dask.delayed(job, pure=True)  # not a copy per task (a cluster sends it once)
-    return [dask.delayed(function)(int(chunk), shared, *args) for chunk in chunks]
-
-
 def _chunk_length(layout: StoreLayout, chunk) -> int:
     frames = layout.chunk_slice(int(chunk))
     return frames.stop - frames.start
 
 
-def _run(
-    tasks, client, workers: int, total: int, what: str, progress: bool, count: Callable = int
-) -> list:
-    """Compute delayed tasks locally or on a cluster, with a progress bar in frames."""
+def _run(function: Callable, chunks, args: tuple, total: int, what: str, *, client, workers: int,
+         progress: bool, count: Callable = int) -> list:  # fmt: skip
+    """``function(chunk, *args)`` for every chunk, locally or on a cluster; results in order.
+
+    Locally: a pool of ``workers`` threads takes the chunks in order (the
+    kernels release the GIL); no task graph. On a cluster: one Dask task per
+    chunk, ``args`` one node of the graph (sent once). The progress bar
+    counts ``count(result)`` frames of ``total``.
+    """
     bar = tqdm(total=total, desc=what, unit="frame", disable=not progress, smoothing=0.1)
     try:
-        if client is not None:
-            from distributed import as_completed
+        if client is None:
+            return _run_on_threads(function, chunks, args, workers, lambda r: bar.update(count(r)))
+        import dask
+        import distributed
 
-            futures = client.compute(tasks)
-            order = {future.key: i for i, future in enumerate(futures)}
-            results = [None] * len(futures)
-            for future in as_completed(futures):
-                results[order[future.key]] = future.result()
-                bar.update(count(results[order[future.key]]))
-            return results
-        from dask.callbacks import Callback
-
-        keys = {task.key for task in tasks}
-
-        class _Progress(Callback):
-            def _posttask(self, key, result, dsk, state, worker_id):
-                if key in keys:
-                    bar.update(count(result))
-
-        with _Progress():
-            # the scheduler as a function: a name would make Dask import distributed to look
-            # for a client (docs/performance.md, "Small costs")
-            return list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=workers))
+        shared = [dask.delayed(arg, pure=True) for arg in args]  # not a copy per task
+        tasks = [dask.delayed(function)(int(chunk), *shared) for chunk in chunks]
+        futures = client.compute(tasks)
+        order = {future.key: i for i, future in enumerate(futures)}
+        results = [None] * len(futures)
+        for future in distributed.as_completed(futures):
+            results[order[future.key]] = future.result()
+            bar.update(count(results[order[future.key]]))
+        return results
     finally:
         bar.close()
+
+
+def _run_on_threads(function: Callable, chunks, args: tuple, workers: int, done: Callable) -> list:
+    """``function(chunk, *args)`` per chunk on ``workers`` threads; ``done(result)`` as each ends.
+
+    The first error is raised once the tasks already running have ended;
+    the chunks not yet started are dropped (an interrupted build resumes).
+    """
+    chunks = [int(chunk) for chunk in chunks]
+    results = [None] * len(chunks)
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="ccfkit-build") as pool:
+        futures = {pool.submit(function, chunk, *args): i for i, chunk in enumerate(chunks)}
+        try:
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                done(results[futures[future]])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
 
 
 @contextlib.contextmanager
