@@ -369,14 +369,8 @@ def build(
                 logger.warning("%s: its creation was interrupted; creating it again", out)
             group = create_store(out, layout, provenance, _per_store_arrays(source, plan, centers))
         job = ChunkJob(
-            reader=source.reader,
-            layout=layout,
-            writers=ChunkWriters.of(group, write_method),
-            plan=spec,
-            config=config,
-            backend=engine_name,
-            bound=0.0,
-            centers=centers,
+            reader=source.reader, layout=layout, writers=ChunkWriters.of(group, write_method),
+            plan=spec, config=config, backend=engine_name, bound=0.0, centers=centers,
             mask_bad_maps=mask_bad_maps,
         )  # fmt: skip
         logger.info("set-up: %.2f s wall, %.2f s CPU", time.perf_counter() - started,
