@@ -187,9 +187,8 @@ def chunk_statistics(chunk: int, job: ChunkJob, clock: StageClock | None = None
     frames = job.layout.chunk_slice(chunk)
     with _stage(clock, "reading"):
         pieces = job.reader.pieces(frames.start, frames.stop)
-        digest = frames_digest(pieces)
-    with _stage(clock, "statistics"):
-        return _statistics(pieces, job.plan.mask), digest
+    with _stage(clock, "statistics"):  # and the frames' digest, one more pass over them
+        return _statistics(pieces, job.plan.mask), frames_digest(pieces)
 
 
 def _checked_digest(chunk: int, pieces: list[np.ndarray], job: ChunkJob) -> int:
