@@ -12,7 +12,10 @@ from .io.source import FrameReader
 from .noise import add_noise
 from .store import read_checked, read_recipe
 
-__all__ = ["describe_store", "draw_frame", "raw_frame"]
+__all__ = ["check_picture_output", "describe_store", "draw_frame", "raw_frame"]
+
+#: The PNG signature: a picture this tool wrote starts with it (and carries its marker).
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def describe_store(group: zarr.Group) -> str:
@@ -60,12 +63,27 @@ def raw_frame(group: zarr.Group, row: int) -> np.ndarray:
     return reader[int(group["index"][row])]
 
 
+def check_picture_output(store: str | Path, group: zarr.Group, output: str | Path) -> Path:
+    """``output`` if ``ccfkit show -o`` may write it (:func:`ccfkit.outputs.writable_output`).
+
+    Never the store, a file inside it or one of the input files it names; an
+    existing file only when it is a picture this tool drew (its PNG marker).
+    """
+    from .outputs import PNG_MARKER, marked, writable_output
+
+    inputs = [store, *group.attrs.get("input", {}).get("files", [])]
+    return writable_output(output, inputs=inputs, recognise=marked(PNG_SIGNATURE, PNG_MARKER),
+                           what="-o")  # fmt: skip
+
+
 def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     """Fig. 4 of the paper for one frame: image, noisy image, merged map.
 
     The noisy image is drawn again from ``(seed, index)``: it is the one the
     map was computed from. A damaged chunk is a
-    :class:`~ccfkit.store.StoreError` naming it.
+    :class:`~ccfkit.store.StoreError` naming it. The PNG is written to
+    ``output`` exactly (no suffix added), whole (:func:`ccfkit.atomic.atomic_output`),
+    and marked as this tool's (``Software``: ``ccfkit show``).
     """
     from matplotlib.figure import Figure
 
@@ -95,7 +113,10 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
         on = [name for name, bit in zip(names, bits) if bit]
         fig.suptitle("labels: " + (", ".join(on) or "none"))
     fig.tight_layout()
-    fig.savefig(output, dpi=90)
+    from .atomic import atomic_output
+
+    with atomic_output(output, overwrite=True) as partial:
+        fig.savefig(partial, dpi=90, format="png", metadata={"Software": "ccfkit show"})
 
 
 def _indent(text: str) -> str:

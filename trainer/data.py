@@ -192,8 +192,11 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
     ------
     DataError
         Whatever :func:`open_store` refuses, a store whose ``status`` is not
-        ``"complete"``, no ``ccf`` array, no ``labels`` array (when
-        ``need_labels``), or no ``input_kind`` array.
+        ``"complete"``, one that fails the cheap checks of
+        :func:`ccfkit.store.check_store` (an array or a chunk missing, a
+        shape or dtype not the layout's), no ``ccf`` array, no ``labels``
+        array (when ``need_labels``), label names that are not one per
+        column, or no ``input_kind`` array.
     """
     path = Path(path)
     group = open_store(path)
@@ -203,6 +206,7 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
             f"{path}: store status is {status!r}, not 'complete' "
             "(finish it with `ccfkit build ... --resume`)"
         )
+    _check_whole(group)
     keys = set(group.array_keys())
     if "ccf" not in keys:
         raise DataError(f"{path}: no 'ccf' array")
@@ -219,6 +223,9 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
         labels = group["labels"]
         c = int(labels.shape[1])
         names = tuple(labels.attrs.get("names", [f"class{i}" for i in range(c)]))
+        if len(names) != c:
+            raise DataError(f"{path}: 'labels' has {c} columns but {len(names)} label names "
+                            f"({', '.join(map(str, names))}); the store is damaged")  # fmt: skip
         groups = tuple(tuple(g) for g in labels.attrs.get("exclusive_groups", []))
     shapes = {k: tuple(group[k].shape[1:]) for k in ("ccf", "images") if k in keys}
     return StoreInfo(
@@ -230,6 +237,16 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
         shapes=shapes,
         has_labels=has_labels,
     )
+
+
+def _check_whole(group) -> None:
+    """:func:`ccfkit.store.check_store` (arrays, shapes, dtypes, every chunk there) as a DataError."""
+    from ccfkit.store import StoreError, check_store
+
+    try:
+        check_store(group)
+    except StoreError as error:
+        raise DataError(" ".join(str(error).split())) from error
 
 
 def _split_size(fraction: float, n: int) -> int:
