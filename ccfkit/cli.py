@@ -395,12 +395,10 @@ def show(store: Path, frame: int, output: Path) -> None:
     """Draw one frame as in the paper's Fig 4: image, noisy image, merged map."""
     from .io.source import InputError
     from .store import StoreError, open_store
-    from .summary import check_picture_output, draw_frame
+    from .summary import draw_frame
 
     with _one_line_errors(StoreError, InputError, IndexError, OSError):
-        group = open_store(store)
-        check_picture_output(store, group, output)  # never an input, a store or a user's file
-        draw_frame(group, frame, output)
+        draw_frame(open_store(store), frame, output)
     click.echo(f"wrote {output}")
 
 

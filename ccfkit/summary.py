@@ -63,15 +63,17 @@ def raw_frame(group: zarr.Group, row: int) -> np.ndarray:
     return reader[int(group["index"][row])]
 
 
-def check_picture_output(store: str | Path, group: zarr.Group, output: str | Path) -> Path:
+def check_picture_output(group: zarr.Group, output: str | Path) -> Path:
     """``output`` if ``ccfkit show -o`` may write it (:func:`ccfkit.outputs.writable_output`).
 
-    Never the store, a file inside it or one of the input files it names; an
-    existing file only when it is a picture this tool drew (its PNG marker).
+    Never the store (a local one), a file inside it or one of the input files
+    it names; an existing file only when it is a picture this tool drew (its
+    PNG marker).
     """
     from .outputs import PNG_MARKER, marked, writable_output
 
-    inputs = [store, *group.attrs.get("input", {}).get("files", [])]
+    store = getattr(group.store, "root", None)
+    inputs = [*([store] if store else []), *group.attrs.get("input", {}).get("files", [])]
     return writable_output(output, inputs=inputs, recognise=marked(PNG_SIGNATURE, PNG_MARKER),
                            what="-o")  # fmt: skip
 
@@ -81,14 +83,16 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
 
     The noisy image is drawn again from ``(seed, index)``: it is the one the
     map was computed from. A damaged chunk is a
-    :class:`~ccfkit.store.StoreError` naming it. The PNG is written to
-    ``output`` exactly (no suffix added), whole (:func:`ccfkit.atomic.atomic_output`),
-    and marked as this tool's (``Software``: ``ccfkit show``).
+    :class:`~ccfkit.store.StoreError` naming it. ``output`` is checked first
+    (:func:`check_picture_output`, an ``OSError``); the PNG is written to it
+    exactly (no suffix added), whole (:func:`ccfkit.atomic.atomic_output`), and
+    marked as this tool's (``Software``: ``ccfkit show``).
     """
     from matplotlib.figure import Figure
 
     from .plotting import draw_image, draw_merged_map
 
+    check_picture_output(group, output)  # before anything is drawn
     n_frames = group["ccf"].shape[0]
     if not 0 <= row < n_frames:
         raise IndexError(f"index {row} out of range: the store has {n_frames} frames")

@@ -157,13 +157,16 @@ def _open(path) -> zarr.Group:  # noqa: F821
     return zarr.open_group(str(path), mode="r")
 
 
-def open_store(path) -> zarr.Group:  # noqa: F821
+def open_store(path, *, whole: bool = False) -> zarr.Group:  # noqa: F821
     """Open a ccfkit store read-only through :func:`ccfkit.store.open_store`.
 
     Parameters
     ----------
     path : str or Path
         The store.
+    whole : bool
+        Also run the cheap checks of :func:`ccfkit.store.check_store` (every
+        array the layout requires, as it says, and every chunk there).
 
     Returns
     -------
@@ -173,14 +176,18 @@ def open_store(path) -> zarr.Group:  # noqa: F821
     Raises
     ------
     DataError
-        Missing path, not a Zarr store, not a ccfkit store or a newer schema
+        Missing path, not a Zarr store, not a ccfkit store, a newer schema, or
+        (``whole``) a store with an array or chunk missing
         (``ccfkit.store.StoreError`` as a one-line message).
     """
-    from ccfkit.store import StoreError
+    from ccfkit.store import StoreError, check_store
     from ccfkit.store import open_store as ccfkit_open_store
 
     try:
-        return ccfkit_open_store(path)
+        group = ccfkit_open_store(path)
+        if whole:
+            check_store(group)
+        return group
     except StoreError as error:
         raise DataError(" ".join(str(error).split())) from error
 
@@ -191,22 +198,19 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
     Raises
     ------
     DataError
-        Whatever :func:`open_store` refuses, a store whose ``status`` is not
-        ``"complete"``, one that fails the cheap checks of
-        :func:`ccfkit.store.check_store` (an array or a chunk missing, a
-        shape or dtype not the layout's), no ``ccf`` array, no ``labels``
+        Whatever :func:`open_store` refuses (``whole``), a store whose
+        ``status`` is not ``"complete"``, no ``ccf`` array, no ``labels``
         array (when ``need_labels``), label names that are not one per
         column, or no ``input_kind`` array.
     """
     path = Path(path)
-    group = open_store(path)
+    group = open_store(path, whole=True)
     status = group.attrs.get("status")
     if status != "complete":
         raise DataError(
             f"{path}: store status is {status!r}, not 'complete' "
             "(finish it with `ccfkit build ... --resume`)"
         )
-    _check_whole(group)
     keys = set(group.array_keys())
     if "ccf" not in keys:
         raise DataError(f"{path}: no 'ccf' array")
@@ -224,8 +228,7 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
         c = int(labels.shape[1])
         names = tuple(labels.attrs.get("names", [f"class{i}" for i in range(c)]))
         if len(names) != c:
-            raise DataError(f"{path}: 'labels' has {c} columns but {len(names)} label names "
-                            f"({', '.join(map(str, names))}); the store is damaged")  # fmt: skip
+            raise DataError(f"{path}: 'labels' has {c} columns but {len(names)} label names")
         groups = tuple(tuple(g) for g in labels.attrs.get("exclusive_groups", []))
     shapes = {k: tuple(group[k].shape[1:]) for k in ("ccf", "images") if k in keys}
     return StoreInfo(
@@ -237,16 +240,6 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
         shapes=shapes,
         has_labels=has_labels,
     )
-
-
-def _check_whole(group) -> None:
-    """:func:`ccfkit.store.check_store` (arrays, shapes, dtypes, every chunk there) as a DataError."""
-    from ccfkit.store import StoreError, check_store
-
-    try:
-        check_store(group)
-    except StoreError as error:
-        raise DataError(" ".join(str(error).split())) from error
 
 
 def _split_size(fraction: float, n: int) -> int:

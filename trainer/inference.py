@@ -92,6 +92,10 @@ def check_recipe(run_dir, config: dict, store, *, allow: bool = False) -> list[s
         log.warning("%s records no map recipe: the store's is not compared", run_dir)
         return []
     mine = store_recipe(store)
+    if mine is None:
+        log.warning("%s records no map recipe (a store written by hand): not compared with "
+                    "%s's", store, run_dir)  # fmt: skip
+        return []
     free = RECIPE_FREE if config["train"].get("input") == "images" else (*RECIPE_FREE, "image_size")
     differences = [
         f"{key} {mine.get(key)!r} (the run's: {recorded[key]!r})"
