@@ -13,7 +13,9 @@ three ways and divided by the same pair counts (Eq. 13):
 
 It prints the max and median relative error per entry (``i >= j``, entries
 with a non-zero reference) and the largest change of a maxabs-scaled merged
-map entry (maps in [-1, 1]). Speed is not measured here (see gpu_check.py and
+map entry (maps in [-1, 1]), for these products and for the maps of
+``compute_maps(..., backend="numba", precision="bf16")`` (the engine's own
+path; float32 where the CPU has no bfloat16 units, see the printed CPU). Speed is not measured here (see gpu_check.py and
 performance.py).
 
 Usage
@@ -37,7 +39,7 @@ from harness import cpu_model
 
 import ccfkit
 from ccfkit import ccf, fourier
-from ccfkit.backends._bf16 import lag_product_bf16
+from ccfkit.backends._bf16 import CPU_BF16_FLAGS, _cpu_flags, lag_product_bf16
 
 
 def round_to_bf16(values: np.ndarray) -> np.ndarray:
@@ -80,7 +82,11 @@ def measure(images: np.ndarray, **geometry) -> list[str]:
         cells += [f"{worst:.1e}", f"{median:.1e}"]
     reference_maps = merged(exact, polar)
     change = max(float(np.abs(merged(p, polar) - reference_maps).max()) for p in (cpu, gpu))
-    return [*cells, f"{change:.1e}"]
+    # the engine's own bf16 path (Numba: values rounded as written, products in blocks)
+    engine = ccfkit.compute_maps(images, q_bins=Q_BINS, phi_bins=PHI_BINS, backend="numba",
+                                 precision="bf16", **geometry)  # fmt: skip
+    engine_change = float(np.abs(engine.reshape(reference_maps.shape) - reference_maps).max())
+    return [*cells, f"{change:.1e}", f"{engine_change:.1e}"]
 
 
 def simulated(count: int) -> np.ndarray:
@@ -111,11 +117,13 @@ def main() -> None:
         mask = np.load(Path(args.sacla) / "test_mask.npy")
         sets["SACLA MPCCD frame (real)"] = (frame, {"mask": mask, "center": (152.0, 151.0),
                                                     "r_min": "auto"})  # fmt: skip
-    print(f"CPU: {cpu_model()}; Q = {Q_BINS}, P = {PHI_BINS}; full map (Eq. 13) against float64")
+    units = ", ".join(sorted(CPU_BF16_FLAGS & _cpu_flags())) or "no bfloat16 units"
+    print(f"CPU: {cpu_model()} ({units}); Q = {Q_BINS}, P = {PHI_BINS}; full map (Eq. 13) "
+          "against float64")  # fmt: skip
     print()
     print("| images | n | CPU path (bf16 out): max | median | GPU path (float32 out): max "
-          "| median | max change of a maxabs map entry |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| median | max change of a maxabs map entry | the same, `compute_maps` (numba, bf16) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, (images, geometry) in sets.items():
         print(f"| {name} | " + " | ".join(measure(images, **geometry)) + " |")
 

@@ -1,7 +1,7 @@
 """Where one CPU thread's time goes in ``compute_maps``, against the product's floor.
 
-The float32 engine should stay within 1.3x of the one product it cannot
-avoid, ``polar @ polar.T`` (``ssyrk``; docs/performance.md). This script times each pass of
+The float32 engine is measured against the one product it cannot avoid,
+``polar @ polar.T`` (``ssyrk``, docs/performance.md). This script times each pass of
 the Numba kernel on its own, on one thread with BLAS held to one thread,
 interleaved over rounds on the same images (256 synthetic 259 x 259 frames,
 Q = 224, P = 512, order 8, ``scale="maxabs"``), and reports each as a share of
@@ -17,11 +17,17 @@ the product's time in the same round:
   invalidate samples; before the sanitised copy every image took a gather like it),
   for comparison;
 * the ring means and orders, and the merge and scaling of the map;
-* the whole per-thread kernel, and ``compute_maps`` through the public API.
+* the whole per-thread kernel, and ``compute_maps`` through the public API,
+  in float32 and in bf16 (``precision="bf16"``); with ``--threads 2`` both
+  again on two threads (wall time).
+
+``--clock cpu`` times the one-thread rows in the thread's CPU time: on a
+machine that others share, the time they take from the core stays out.
 
 Usage::
 
-    .venv/bin/python benchmarks/engine_stages.py --write docs/performance.md
+    taskset -c 0 .venv/bin/python benchmarks/engine_stages.py --clock cpu
+    .venv/bin/python benchmarks/engine_stages.py --threads 2 --write docs/performance.md
 """
 
 from __future__ import annotations
@@ -39,14 +45,19 @@ from threadpoolctl import threadpool_limits
 
 import ccfkit
 from ccfkit.backends import numba as kernels
+from ccfkit.backends._bf16 import CPU_BF16_FLAGS, _cpu_flags
 from ccfkit.backends.numba import NumbaBackend
 
 #: ``scale_mode`` code of ``scale="maxabs"`` in the kernels.
 MAXABS = 1
 
 
-def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
-    """The timed calls, each over the whole batch, by key: (label, call)."""
+def stage_calls(images: np.ndarray, threads: int = 1) -> dict[str, tuple[str, callable]]:
+    """The timed calls, each over the whole batch, by key: (label, call).
+
+    ``threads > 1`` adds ``compute_maps`` on that many threads, float32 and bf16
+    (keys starting ``many``: timed in wall time whatever the clock).
+    """
     plan = ccfkit.make_polar_plan(SHAPE, q_bins=Q_BINS, phi_bins=PHI_BINS)
     tables = kernels._tables_for(plan)
     cos_n, sin_n = kernels._order_tables(plan, (ORDER,))
@@ -93,7 +104,7 @@ def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
 
     def finish():
         for b in range(batch):
-            kernels._finish_image(gram, inverse_pairs, re, im, means, MAXABS, out[b])
+            kernels.finish_image(gram, inverse_pairs, re, im, means, MAXABS, out[b])
 
     def kernel():
         kernels._merged_maps_part(
@@ -110,10 +121,12 @@ def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
             out,
         )
 
-    def api():
-        ccfkit.compute_maps(images, order=ORDER, q_bins=Q_BINS, phi_bins=PHI_BINS, backend=backend)
+    def api(precision="float32", engine=backend):
+        ccfkit.compute_maps(images, order=ORDER, q_bins=Q_BINS, phi_bins=PHI_BINS, backend=engine,
+                            precision=precision)  # fmt: skip
 
-    return {
+    many = NumbaBackend(threads=threads)
+    calls = {
         "product": ("`polar @ polar.T` per image (ssyrk): the floor", product),
         "sanitize": ("sanitised copy of the image (`_sanitize`)", sanitize),
         "polar": (
@@ -132,15 +145,28 @@ def stage_calls(images: np.ndarray) -> dict[str, tuple[str, callable]]:
             exact_gather,
         ),
         "project": ("ring means and order 8 (`_project_rings`)", project),
-        "finish": ("merge and scale the map (`_finish_image`)", finish),
+        "finish": ("merge and scale the map (`finish_image`)", finish),
         "kernel": ("the whole per-thread kernel (`_merged_maps_part`)", kernel),
         "api": ("`compute_maps(..., backend=NumbaBackend(threads=1))`", api),
+        "bf16": ('the same, `precision="bf16"`', lambda: api("bf16")),
     }
+    if threads > 1:
+        calls["many"] = (f"`compute_maps`, {threads} threads (wall time)",
+                         lambda: api(engine=many))  # fmt: skip
+        calls["many_bf16"] = (f'the same, `precision="bf16"`, {threads} threads (wall time)',
+                              lambda: api("bf16", many))  # fmt: skip
+    return calls
 
 
-def run(images: np.ndarray, rounds: int) -> dict[str, list[float]]:
+CLOCK_WORDS = {"wall": "wall time", "cpu": "the thread's CPU time (`--clock cpu`)"}
+#: The clocks a stage can be timed with: wall time, or the CPU time of this thread (what
+#: a one-thread stage costs when other processes share the core: they take wall time, not it).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def run(images: np.ndarray, rounds: int, clock=time.perf_counter, threads: int = 1) -> dict:
     """Seconds per image of every stage, one entry per round (order rotating)."""
-    calls = stage_calls(images)
+    calls = stage_calls(images, threads)
     seconds = {key: [] for key in calls}
     keys = list(calls)
     with threadpool_limits(limits=1, user_api="blas"):
@@ -148,9 +174,10 @@ def run(images: np.ndarray, rounds: int) -> dict[str, list[float]]:
             call()  # compile or load, touch the buffers
         for r in range(rounds):
             for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
-                started = time.perf_counter()
+                timer = time.perf_counter if key.startswith("many") else clock
+                started = timer()
                 calls[key][1]()
-                seconds[key].append((time.perf_counter() - started) / images.shape[0])
+                seconds[key].append((timer() - started) / images.shape[0])
             print(
                 f"round {r + 1}: "
                 + ", ".join(f"{k} {1e3 * v[-1]:.3f}" for k, v in seconds.items())
@@ -162,21 +189,13 @@ def report(results: dict, args: argparse.Namespace, command: str, loads: tuple[s
     """The markdown section."""
     product = results["product"][1]
 
-    def share(key):
-        return statistics.median(s / p for s, p in zip(results[key][1], product))
+    def ratios(values):
+        return [v / p for v, p in zip(values, product)]
 
     interpolation = [p - s for p, s in zip(results["polar"][1], results["sanitize"][1])]
-    rows = [
-        (label, statistics.median(values), share(key)) for key, (label, values) in results.items()
-    ]
-    rows.insert(
-        3,
-        (
-            "interpolation: polar stage minus the copy",
-            statistics.median(interpolation),
-            statistics.median(i / p for i, p in zip(interpolation, product)),
-        ),
-    )
+    rows = [(label, values, ratios(values)) for label, values in results.values()]
+    rows.insert(3, ("interpolation: polar stage minus the copy", interpolation,
+                    ratios(interpolation)))  # fmt: skip
     info = machine()
     when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -185,16 +204,40 @@ def report(results: dict, args: argparse.Namespace, command: str, loads: tuple[s
         (
             f"`{command}`, {when}; {info['CPU']}, {info['cores']}; {info['thread pools']}. "
             f"{args.images} images, {args.rounds} interleaved rounds, one thread, BLAS on one "
-            f"thread; load average before {loads[0]}, after {loads[1]}. Each figure is the median "
-            "over rounds; *of the product* is the median of the per-round ratios to the product's "
-            "time in the same round."
+            f"thread; {CLOCK_WORDS[args.clock]}; load average before {loads[0]}, after {loads[1]}. "
+            "Each figure is the median over rounds (the range: the smallest and largest "
+            "per-round ratio); *of the product* is the median of the per-round ratios to the "
+            "product's time in the same round."
         ),
         "",
-        "| stage | ms/image | of the product |",
-        "|---|---:|---:|",
+        "| stage | ms/image | of the product | range |",
+        "|---|---:|---:|---|",
     ]
-    lines += [f"| {label} | {1e3 * ms:.3f} | {ratio:.2f} |" for label, ms, ratio in rows]
+    lines += [
+        f"| {label} | {1e3 * statistics.median(seconds):.3f} | {statistics.median(shares):.2f} | "
+        f"{min(shares):.2f}-{max(shares):.2f} |"
+        for label, seconds, shares in rows
+    ]
+    lines += ["", *speed_ups(results)]
     return "\n".join(lines)
+
+
+def speed_ups(results: dict) -> list[str]:
+    """Lines with compute_maps float32 / bf16 (per-round ratios of times: median, range)."""
+    lines = []
+    for float32, bf16 in [("api", "bf16"), ("many", "many_bf16")]:
+        if float32 in results and bf16 in results:
+            ratio = [f / b for f, b in zip(results[float32][1], results[bf16][1])]
+            words = "one thread" if float32 == "api" else results[float32][0].split(", ")[1]
+            lines.append(
+                f"- compute_maps float32 / bf16, {words}: **{statistics.median(ratio):.2f}x** "
+                f"(rounds {min(ratio):.2f}-{max(ratio):.2f})."
+            )
+    flags = sorted(CPU_BF16_FLAGS & _cpu_flags())
+    lines.append(
+        f"- bfloat16 units of this CPU: {', '.join(flags) or 'none (bf16 runs as float32)'}."
+    )
+    return lines
 
 
 def main(argv=None) -> int:
@@ -202,11 +245,24 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time, or this thread's CPU time (a shared machine)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="also compute_maps on this many threads (float32 and bf16)",
+    )
     parser.add_argument("--write", help="markdown file whose stages section to replace")
     args = parser.parse_args(argv)
     command = " ".join(["python benchmarks/engine_stages.py", *(argv or sys.argv[1:])])
     before = load_average()
-    results = run(make_images(args.images, seed=args.seed), args.rounds)
+    images = make_images(args.images, seed=args.seed)
+    results = run(images, args.rounds, CLOCKS[args.clock], args.threads)
     section = report(results, args, command, (before, load_average()))
     print(section)
     if args.write:

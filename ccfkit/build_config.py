@@ -1,84 +1,271 @@
-"""What determines the content of a store: :class:`BuildConfig` (docs/build.md).
+"""What determines the content of a store, and how it is built (docs/build.md).
+
+A store's recipe, :class:`BuildConfig`, is composed of the engine's own
+settings, each defined once: the polar grid (:class:`~ccfkit.polar.RingGrid`),
+the maps (:class:`~ccfkit.ccf.MapSettings`), the noise (:class:`NoiseSettings`)
+and what else the store holds (:class:`OutputSettings`). :class:`BuildOptions`
+says how the store is built without changing its content. The paper's map is
+one named recipe, :data:`PAPER_RECIPE`.
 
 Light on purpose (the standard library, NumPy through :mod:`ccfkit.ccf`): the
-``ccfkit build`` command line takes its defaults from here without loading
-Dask, Zarr or the engine.
+``ccfkit build`` command line takes its options from here without loading
+Dask, Zarr or the engine: :mod:`ccfkit.cli_options` makes them from the
+fields, their docstrings and ``metadata``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 
-from .ccf import Estimator, MapSettings, Precision, Scale
+from .backends import NAMES as BACKEND_NAMES
+from .ccf import MapSettings, Scale
 from .polar import RingGrid
-from .settings import MapDtype, NoiseLevel, values
+from .settings import Compressor, MapDtype, NoiseLevel, WriteMethod
 
-__all__ = ["BuildConfig"]
+__all__ = [
+    "BACKEND_CHOICES",
+    "BUILD_GRID",
+    "PAPER_RECIPE",
+    "RECIPES",
+    "BuildConfig",
+    "BuildOptions",
+    "NoiseSettings",
+    "OutputSettings",
+    "flat_parameters",
+    "parameter_key",
+]
+
+#: What a build's ``backend`` may be: ``auto`` and every backend's name.
+BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
+
+#: The build's polar grid: the library's (:class:`~ccfkit.polar.RingGrid`) but for
+#: ``r_min="auto"``, the radius from which rings are usable under the mask
+#: (docs/build.md, "The build's grid and the library's"). The one place where
+#: a default of the build differs from the library's.
+BUILD_GRID = RingGrid(r_min="auto")
+
+
+def _choice(default: enum.Enum, **metadata):
+    """A field holding one of an enum's values (a ``str``), offered as a choice of them all."""
+    return field(default=default.value, metadata={"choices": type(default), **metadata})
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    """The noise added to the frames before they are resampled.
+
+    Attributes
+    ----------
+    level : str
+        Uniform noise U(0, b) added before resampling (docs/build.md, noise;
+        the paper's Table 6). A :class:`~ccfkit.settings.NoiseLevel` value,
+        stored as the parameter ``noise``.
+    seed : int
+        Seed of the noise: frame i gets the noise drawn from (seed, i).
+    """
+
+    level: str = _choice(NoiseLevel.NONE, key="noise")
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "level", NoiseLevel(self.level).value)
+        object.__setattr__(self, "seed", int(self.seed))
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """What the store holds besides the maps' values.
+
+    Attributes
+    ----------
+    image_size : int or None
+        Side of the stored frames, noisy and resized (with ``--keep-images``);
+        None: no frames stored.
+    map_dtype : str
+        Stored map dtype, a :class:`~ccfkit.settings.MapDtype` value
+        (float16 needs a scale: unscaled maps overflow it).
+    """
+
+    image_size: int | None = field(
+        default=None, metadata={"option_default": 224, "range": {"min": 1}}
+    )
+    map_dtype: str = _choice(MapDtype.FLOAT32, option="--dtype")
+
+    def __post_init__(self):
+        if self.map_dtype not in {member.value for member in MapDtype}:
+            values = " or ".join(member.value for member in MapDtype)
+            raise ValueError(f"map dtype must be {values}, not {self.map_dtype}")
+        object.__setattr__(self, "map_dtype", MapDtype(self.map_dtype).value)
+
+
+#: The parts of a recipe: the :class:`BuildConfig` field each type fills.
+_PARTS = {"grid": RingGrid, "maps": MapSettings, "noise": NoiseSettings, "output": OutputSettings}
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything that determines the content of a store (stored as ``parameters``).
+    """Everything that determines the content of a store (docs/build.md).
 
-    Attributes mirror the ``ccfkit build`` options; see ``docs/build.md``.
+    Attributes
+    ----------
+    grid : RingGrid
+        The polar grid (default :data:`BUILD_GRID`).
+    maps : MapSettings
+        Orders, separation, estimator, scale and precision of the maps.
+    noise : NoiseSettings
+        The noise added to the frames and its seed.
+    output : OutputSettings
+        The stored frames' size and the maps' dtype.
+
+    The store keeps the recipe flat, each setting under its name
+    (:meth:`parameters`, docs/store-layout.md); :meth:`from_parameters`
+    reads such a mapping (a store's, a study's ``[build]`` table) back.
     """
 
-    orders: tuple[int, ...] = (8,)
-    q_bins: int = 224
-    phi_bins: int = 512
-    r_min: float | str = "auto"
-    r_max: float | None = None
-    min_ring_fraction: float = 0.5
-    delta: float = 0.0
-    estimator: str = Estimator.RING.value
-    scale: str = Scale.MAXABS.value
-    precision: str = Precision.FLOAT32.value
-    noise: str = NoiseLevel.NONE.value
-    seed: int = 0
-    image_size: int | None = None
-    map_dtype: str = MapDtype.FLOAT32.value
+    grid: RingGrid = BUILD_GRID
+    maps: MapSettings = field(default_factory=MapSettings)
+    noise: NoiseSettings = field(default_factory=NoiseSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
 
     def __post_init__(self):
-        from .io.source import InputError  # here, not at import: the CLI reads the defaults light
-
-        NoiseLevel(self.noise)
+        for name, kind in _PARTS.items():
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"BuildConfig.{name} must be a {kind.__name__}")
         try:
-            settings = self.map_settings
-            settings.check_phi_bins(self.phi_bins)
+            self.maps.check_phi_bins(self.grid.phi_bins)
         except ValueError as error:
-            raise InputError(f"--orders, --estimator, --scale, --precision: {error}") from error
-        object.__setattr__(self, "orders", settings.orders)
-        if isinstance(self.r_min, str) and self.r_min != "auto":
-            raise InputError(f"--r-min must be a number of pixels or 'auto', not {self.r_min!r}")
-        if not 0.0 <= self.min_ring_fraction <= 1.0:
-            raise InputError(
-                f"--min-ring-fraction must lie in [0, 1], not {self.min_ring_fraction}"
-            )
-        if self.map_dtype not in values(MapDtype):
-            raise InputError(
-                f"map dtype must be {' or '.join(values(MapDtype))}, not {self.map_dtype}"
-            )
-        if self.map_dtype == MapDtype.FLOAT16 and settings.scale is Scale.NONE:
-            raise InputError("float16 maps need a --scale (unscaled maps overflow float16)")
+            raise _input_error(f"--orders, --phi-bins: {error}") from error
+        if self.output.map_dtype == MapDtype.FLOAT16 and self.maps.scale is Scale.NONE:
+            raise _input_error("float16 maps need a --scale (unscaled maps overflow float16)")
 
-    @property
-    def grid(self) -> RingGrid:
-        """The polar grid of this build (:class:`~ccfkit.polar.RingGrid`)."""
-        return RingGrid(
-            q_bins=self.q_bins,
-            phi_bins=self.phi_bins,
-            r_min=self.r_min,
-            r_max=self.r_max,
-            min_ring_fraction=self.min_ring_fraction,
-        )
+    def parameters(self) -> dict:
+        """The recipe flat, as a store's ``parameters`` hold it (JSON-ready but for tuples).
 
-    @property
-    def map_settings(self) -> MapSettings:
-        """The engine's :class:`~ccfkit.ccf.MapSettings` of this build."""
-        return MapSettings(
-            orders=self.orders,
-            delta=self.delta,
-            estimator=self.estimator,
-            scale=self.scale,
-            precision=self.precision,
-        )
+        Returns
+        -------
+        dict
+            ``{key: value}`` for every field of every part; enums as their values.
+        """
+        return flat_parameters(*(getattr(self, name) for name in _PARTS))
+
+    @classmethod
+    def parameter_keys(cls) -> list[str]:
+        """The keys of :meth:`parameters` (and of :meth:`from_parameters`), in order."""
+        return [parameter_key(item) for kind in _PARTS.values() for item in fields(kind)]
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping, base: BuildConfig | None = None) -> BuildConfig:
+        """The recipe of flat ``parameters``, the others as in ``base``.
+
+        Parameters
+        ----------
+        parameters : mapping
+            Keys of :meth:`parameter_keys` (lists are read as tuples), and
+            optionally ``recipe``: the name of a recipe in :data:`RECIPES`
+            that replaces ``base``.
+        base : BuildConfig, optional
+            Where the settings not given come from; default ``BuildConfig()``.
+
+        Raises
+        ------
+        InputError
+            An unknown key, an unknown recipe name, or a value a part refuses.
+        """
+        given = dict(parameters)
+        name = given.pop("recipe", None)
+        if name is not None and name not in RECIPES:
+            raise _input_error(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+        base = RECIPES[name] if name is not None else cls() if base is None else base
+        unknown = sorted(set(given) - set(cls.parameter_keys()))
+        if unknown:
+            known = cls.parameter_keys()
+            raise _input_error(f"unknown build parameter(s) {unknown}; known: {known}")
+        parts = {}
+        for part, kind in _PARTS.items():
+            values = {
+                item.name: _tuple(given[parameter_key(item)])
+                for item in fields(kind)
+                if parameter_key(item) in given
+            }
+            try:
+                parts[part] = replace(getattr(base, part), **values)
+            except ValueError as error:
+                raise _input_error(f"{', '.join(values)}: {error}") from error
+        return cls(**parts)
+
+
+def flat_parameters(*parts) -> dict:
+    """Every field of the recipe's ``parts`` (RingGrid, MapSettings, ...) by its key.
+
+    Enums become their values; nothing is checked across the parts (a store's
+    recipe read back is what it is).
+    """
+    return {
+        parameter_key(item): _plain(getattr(part, item.name))
+        for part in parts
+        for item in fields(part)
+    }
+
+
+def parameter_key(item) -> str:
+    """The flat key of a part's field: ``metadata["key"]``, else its name."""
+    return item.metadata.get("key", item.name)
+
+
+def _input_error(message: str) -> Exception:
+    """:class:`~ccfkit.io.source.InputError` (imported here: the command line reads this light)."""
+    from .io.source import InputError
+
+    return InputError(message)
+
+
+def _plain(value):
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _tuple(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+#: The paper's map (§5.3): rings from the beam centre (r_min 0), every ring with
+#: a valid sample, the merged map of order 8, the ring estimator (Eq. 14), each
+#: triangle scaled by its largest |value| (the defaults of MapSettings); on the
+#: library's 224 x 512 grid (its r_min default, 0, is the paper's).
+PAPER_RECIPE = BuildConfig(grid=RingGrid(min_ring_fraction=0.0))
+
+#: Named recipes: what a study's ``[build]`` table may start from (``recipe = "paper"``).
+RECIPES: dict[str, BuildConfig] = {"build": BuildConfig(), "paper": PAPER_RECIPE}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a store is built: none of these change its content (docs/build.md).
+
+    Attributes
+    ----------
+    backend : str
+        Engine: ``auto`` (CuPy on a GPU, else Numba) or a backend's name;
+        numpy is the slow reference.
+    chunk_frames : int
+        Frames per store chunk and per Dask task.
+    compressor : str
+        Codec of the stored maps, a :class:`~ccfkit.settings.Compressor` value
+        (Blosc: LZ4 with byte shuffle, Zstd with bit shuffle).
+    write_method : str
+        How map chunks are written, a :class:`~ccfkit.settings.WriteMethod`
+        value: through zarr, or with O_DIRECT (docs/build.md); the same store.
+    scheduler : str or None
+        A Dask distributed scheduler's address (tcp://host:8786); none: local
+        threads.
+    workers : int or None
+        Local threads; none: as many as CPUs available.
+    """
+
+    backend: str = field(default="auto", metadata={"choices": BACKEND_CHOICES})
+    chunk_frames: int = field(default=64, metadata={"option": "--chunk", "range": {"min": 1}})
+    compressor: str = _choice(Compressor.NONE)
+    write_method: str = _choice(WriteMethod.ZARR, option="--chunk-writer")
+    scheduler: str | None = field(default=None, metadata={"metavar": "ADDRESS"})
+    workers: int | None = field(default=None, metadata={"range": {"min": 1}})

@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "ORDER_ESTIMATORS",
+    "SCALINGS",
     "Estimator",
     "MapSettings",
+    "PartialRings",
     "Precision",
     "Scale",
     "angular_shift",
@@ -40,8 +44,13 @@ __all__ = [
     "order_map_reference",
     "order_maps_mask_corrected",
     "order_maps_mask_corrected_reference",
+    "order_maps_of_lags",
+    "order_maps_ring",
     "resolve_settings",
     "scale_maps",
+    "scale_maxabs",
+    "scale_none",
+    "scale_ring",
 ]
 
 
@@ -275,6 +284,56 @@ def order_maps_mask_corrected(values, valid, coefficients, orders, partial, weig
     return out
 
 
+@dataclass(frozen=True)
+class PartialRings:
+    """The rings of a batch that are used but not complete: the mask-corrected estimator's rows.
+
+    Parameters
+    ----------
+    rows : (R,) int array
+    lag_weights : callable, optional
+        ``lag_weights(orders)``: :func:`mask_corrected_weights` of ``rows``, given when
+        every image of the batch shares the validity they were made from.
+    """
+
+    rows: Any
+    lag_weights: Callable[[tuple[int, ...]], Any] | None = None
+
+    @classmethod
+    def of_batch(cls, valid, xp=np) -> PartialRings:
+        """The rings partial in any image of a (B, Q, P) validity, without lag weights."""
+        counts = valid.sum(axis=-1)
+        return cls(xp.flatnonzero(xp.any((counts > 0) & (counts < valid.shape[-1]), axis=0)))
+
+
+def order_maps_ring(values, valid, coefficients, orders, partial=None, xp=np):
+    """``Estimator.RING``: Eq. 14 of each order, (B, N, Q, Q) (arguments of :data:`ORDER_ESTIMATORS`)."""
+    return order_map_reference(xp.moveaxis(coefficients, -1, -2), xp)
+
+
+def order_maps_of_lags(values, valid, coefficients, orders, partial=None, xp=np):
+    """``Estimator.MASK_CORRECTED``, (B, N, Q, Q) (arguments of :data:`ORDER_ESTIMATORS`).
+
+    Without ``partial`` the definition (:func:`order_maps_mask_corrected_reference`,
+    every row by lags); with it, Eq. 14 between complete rings and lags for
+    ``partial.rows`` only (:func:`order_maps_mask_corrected`).
+    """
+    if partial is None:
+        return order_maps_mask_corrected_reference(values, valid, orders, xp)
+    weights = None if partial.lag_weights is None else partial.lag_weights(tuple(orders))
+    return order_maps_mask_corrected(values, valid, coefficients, orders, partial.rows, weights,
+                                     xp)  # fmt: skip
+
+
+#: The array function of each :class:`Estimator`, ``f(values, valid, coefficients, orders,
+#: partial, xp)`` -> (B, N, Q, Q) order maps: ``values`` (B, Q, P) polar values, 0 where
+#: invalid; ``valid`` (B, Q, P) bool; ``coefficients`` (B, Q, N) of ``orders`` (Eq. 15);
+#: ``partial`` a :class:`PartialRings`, or None for the definition. Every backend computes a
+#: mode from this table; the Numba kernels have their own code for some (the others take
+#: the array path).
+ORDER_ESTIMATORS = {Estimator.RING: order_maps_ring, Estimator.MASK_CORRECTED: order_maps_of_lags}
+
+
 def mask_corrected_weights(valid, rows, orders, xp=np):
     """The lag weights of the mask-corrected estimator, in frequency, for rows ``rows``.
 
@@ -396,7 +455,7 @@ def _fill_lags_without_pairs(correlation, counts, xp):
 
 
 def scale_maps(maps, triangle, scale: Scale | str, means=None, subtract_one=False, xp=np):
-    """Scale the entries of ``maps`` inside ``triangle`` as :class:`Scale` says.
+    """Scale the entries of ``maps`` inside ``triangle`` as :class:`Scale` says (:data:`SCALINGS`).
 
     Parameters
     ----------
@@ -413,14 +472,35 @@ def scale_maps(maps, triangle, scale: Scale | str, means=None, subtract_one=Fals
     -------
     (B, Q, Q) array; entries outside ``triangle`` are unspecified.
     """
-    scale = Scale(scale)
-    if scale is Scale.NONE:
-        return maps
-    if scale is Scale.MAXABS:
-        return maps / _triangle_maxabs(maps, triangle, xp)
+    return SCALINGS[Scale(scale)](maps, triangle, means, subtract_one, xp)
+
+
+def scale_none(maps, triangle, means, subtract_one, xp=np):
+    """``Scale.NONE``: the maps as they are (intensity squared units)."""
+    return maps
+
+
+def scale_maxabs(maps, triangle, means, subtract_one, xp=np):
+    """``Scale.MAXABS``: divided by the largest ``|value|`` inside ``triangle`` (kept if all 0)."""
+    return maps / _triangle_maxabs(maps, triangle, xp)
+
+
+def scale_ring(maps, triangle, means, subtract_one, xp=np):
+    """``Scale.RING``: ``maps / (m_i m_j)``, minus 1 if ``subtract_one``, clipped to [-1, 1].
+
+    An entry whose rings' mean product is 0 (an unused ring) is 0.
+    """
+    if means is None:
+        raise ValueError("scale='ring' needs the ring means (F[:, :, 0])")
     product = means[..., :, None] * means[..., None, :]
     normalised = maps / xp.where(product != 0, product, 1) - (1 if subtract_one else 0)
     return xp.clip(xp.where(product != 0, normalised, 0), -1, 1)
+
+
+#: The array function of each :class:`Scale`: ``f(maps, triangle, means, subtract_one, xp)``
+#: (the arguments of :func:`scale_maps`). Every backend computes a mode from this table;
+#: the Numba kernels have their own code for some (the others take the array path).
+SCALINGS = {Scale.MAXABS: scale_maxabs, Scale.NONE: scale_none, Scale.RING: scale_ring}
 
 
 def assemble_maps(full, order_maps, means, scale: Scale | str, xp=np):
@@ -476,8 +556,6 @@ def merge_maps_reference(full, order, scale: Scale | str = Scale.MAXABS, means=N
     -------
     (B, Q, Q) array
     """
-    if Scale(scale) is Scale.RING and means is None:
-        raise ValueError("scale='ring' needs the ring means (F[:, :, 0])")
     return assemble_maps(full, order[:, None], means, scale, xp)[:, 0]
 
 

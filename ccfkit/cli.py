@@ -6,20 +6,17 @@ import contextlib
 import gc
 import logging
 import traceback
+from dataclasses import fields
 from pathlib import Path
 
 import click
 import numpy as np
 
 from ._version import __version__
-from .backends import NAMES as BACKEND_NAMES
-from .build_config import BuildConfig
-from .ccf import Estimator, Precision, Scale
-from .settings import Compressor, MapDtype, NoiseLevel, WriteMethod, values
+from .build_config import BACKEND_CHOICES, BuildConfig, BuildOptions, NoiseSettings
+from .cli_options import apply_options, field_options, take_fields
+from .polar import RingGrid
 from .simulate import DEFAULT_MIX, Kind, Polarization, SimulationConfig
-
-#: What ``--backend`` accepts: ``auto`` and every backend's name.
-BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
 
 
 @click.group()
@@ -36,12 +33,12 @@ def main(verbose: int) -> None:
 @click.option("--frames", default=96, show_default=True, help="Frames to simulate.")
 @click.option(
     "--order",
-    default=BuildConfig.orders[0],
+    default=BuildConfig().maps.orders[0],
     show_default=True,
     help="Angular order of the upper triangle.",
 )
 @click.option(
-    "--seed", default=BuildConfig.seed, show_default=True, help="Seed of simulation and noise."
+    "--seed", default=NoiseSettings.seed, show_default=True, help="Seed of simulation and noise."
 )
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
 def demo(out_dir: Path, frames: int, order: int, seed: int, backend: str) -> None:
@@ -79,89 +76,18 @@ def _center_option(value: str | None):
     return cx, cy
 
 
+def recipe_options(recipe: BuildConfig) -> list:
+    """The options of every setting of a store's recipe, defaults from ``recipe``."""
+    parts = [getattr(recipe, part.name) for part in fields(recipe)]
+    return [option for part in parts for option in field_options(type(part), defaults=part)]
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option(
-    "--noise",
-    type=click.Choice(values(NoiseLevel)),
-    default=BuildConfig.noise,
-    show_default=True,
-    help="Uniform noise U(0, b) added before resampling (docs/build.md, noise).",
-)
-@click.option("--seed", default=BuildConfig.seed, show_default=True, help="Seed of the noise.")
-@click.option(
-    "--orders",
-    default=None,
-    metavar="N[,N...]",
-    help="Angular orders: the first fills the upper triangle, each further one adds a channel "
-    f"with its order map [{','.join(map(str, BuildConfig.orders))}].",
-)
+@apply_options(recipe_options(BuildConfig()))
 @click.option("--order", type=int, default=None, help="One angular order (same as --orders N).")
-@click.option(
-    "--q-bins",
-    default=BuildConfig.q_bins,
-    show_default=True,
-    help="Radial bins Q (maps are Q x Q).",
-)
-@click.option(
-    "--phi-bins", default=BuildConfig.phi_bins, show_default=True, help="Angular samples P."
-)
-@click.option(
-    "--r-min",
-    default=BuildConfig.r_min,
-    show_default=True,
-    metavar="PIXELS|auto",
-    help="Smallest radius, pixels; 'auto': where rings become usable under the mask.",
-)
-@click.option(
-    "--r-max", type=float, default=None, help="Largest radius, pixels [largest full circle]."
-)
-@click.option(
-    "--min-ring-fraction",
-    type=click.FloatRange(0, 1),
-    default=BuildConfig.min_ring_fraction,
-    show_default=True,
-    help="Rings with a smaller fraction of valid samples are unused (0 in every map).",
-)
-@click.option(
-    "--delta",
-    default=BuildConfig.delta,
-    show_default=True,
-    help="Angular separation of the full map, rad.",
-)
-@click.option(
-    "--estimator",
-    type=click.Choice(values(Estimator)),
-    default=BuildConfig.estimator,
-    show_default=True,
-    help="Order-n map: from each ring's Fourier coefficient (the paper's, Eq. 14), or "
-    "mask-corrected over all lags (no leakage of the mask; docs/ccf.md).",
-)
-@click.option(
-    "--scale",
-    type=click.Choice(values(Scale)),
-    default=BuildConfig.scale,
-    show_default=True,
-    help="Each triangle divided by its largest |value| (the paper's); 'ring': by the rings' "
-    "mean intensities (normalised CCF, clipped to [-1, 1]); or unscaled.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(values(Precision)),
-    default=BuildConfig.precision,
-    show_default=True,
-    help="The full map's product: float32, or bf16 inputs with float32 sums where the "
-    "hardware has bf16 units (AMX, AVX512-BF16, GPU tensor cores; float32 elsewhere); "
-    "bf16-emulated: bf16's roundings on any hardware (slow; to study their effect).",
-)
-@click.option(
-    "--backend",
-    type=click.Choice(BACKEND_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Engine: CuPy on a GPU, else Numba; numpy is the slow reference.",
-)
+@apply_options(field_options(BuildOptions))
 @click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
 @click.option(
     "--mask",
@@ -180,52 +106,6 @@ def _center_option(value: str | None):
 )
 @click.option("--keep-images", is_flag=True, help="Also store the noisy frames, resized.")
 @click.option(
-    "--image-size",
-    type=click.IntRange(min=1),
-    default=224,
-    show_default=True,
-    help="Side of the stored frames.",
-)
-@click.option(
-    "--dtype",
-    "map_dtype",
-    type=click.Choice(values(MapDtype)),
-    default=BuildConfig.map_dtype,
-    show_default=True,
-    help="Stored map dtype (float16 needs --scale maxabs).",
-)
-@click.option(
-    "--compressor",
-    type=click.Choice(values(Compressor)),
-    default=Compressor.NONE.value,
-    show_default=True,
-    help="Codec of the stored maps (Blosc: LZ4 with byte shuffle, Zstd with bit shuffle).",
-)
-@click.option(
-    "--chunk",
-    "chunk_frames",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Frames per store chunk and per Dask task.",
-)
-@click.option(
-    "--scheduler",
-    default=None,
-    metavar="ADDRESS",
-    help="Dask distributed scheduler (tcp://host:8786) [local threads].",
-)
-@click.option(
-    "--workers", type=click.IntRange(min=1), default=None, help="Local threads [CPUs available]."
-)
-@click.option(
-    "--chunk-writer",
-    type=click.Choice(values(WriteMethod)),
-    default=WriteMethod.ZARR.value,
-    show_default=True,
-    help="Write map chunks through zarr, or with O_DIRECT (docs/build.md); the same store.",
-)
-@click.option(
     "--overwrite",
     is_flag=True,
     help="Replace an existing ccfkit store (or fill an empty directory); nothing else.",
@@ -237,40 +117,9 @@ def _center_option(value: str | None):
     help="Accept fewer than 1 % good pixels, or --r-max beyond the detector.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def build(
-    inputs,
-    out,
-    noise,
-    seed,
-    orders,
-    order,
-    q_bins,
-    phi_bins,
-    r_min,
-    r_max,
-    min_ring_fraction,
-    delta,
-    estimator,
-    scale,
-    precision,
-    backend,
-    data_path,
-    mask_spec,
-    labels_path,
-    center,
-    keep_images,
-    image_size,
-    map_dtype,
-    compressor,
-    chunk_frames,
-    scheduler,
-    workers,
-    chunk_writer,
-    overwrite,
-    resume,
-    force,
-    quiet,
-):
+@click.pass_context
+def build(ctx, inputs, out, order, data_path, mask_spec, labels_path, center, keep_images,
+          overwrite, resume, force, quiet, **settings):  # fmt: skip
     """Compute the CCF maps of INPUTS (CXI/HDF5 files or globs) into the Zarr store OUT."""
     from .backends import BackendUnavailableError
     from .io.source import InputError, open_source, read_mask_file
@@ -279,7 +128,15 @@ def build(
 
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
+    if order is not None:
+        if ctx.get_parameter_source("orders") is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("give --orders or --order, not both")
+        settings["orders"] = (order,)
+    if not keep_images:
+        settings["image_size"] = None
+    options = take_fields(BuildOptions, settings)
     with _one_line_errors(InputError, StoreError, BackendUnavailableError, OSError):
+        config = BuildConfig.from_parameters(settings)
         if mask_spec:
             check_not_input(out, [mask_spec.partition(":")[0]])
         mask, mask_origin = read_mask_file(mask_spec) if mask_spec else (None, "")
@@ -291,68 +148,10 @@ def build(
             labels_path=labels_path,
         )
         centre, centre_origin = _resolve_center(_center_option(center), source)
-        config = BuildConfig(
-            orders=_orders_option(orders, order),
-            q_bins=q_bins,
-            phi_bins=phi_bins,
-            r_min=_r_min_option(r_min),
-            r_max=r_max,
-            min_ring_fraction=min_ring_fraction,
-            delta=delta,
-            estimator=estimator,
-            scale=scale,
-            precision=precision,
-            noise=noise,
-            seed=seed,
-            image_size=image_size if keep_images else None,
-            map_dtype=map_dtype,
-        )
-        run_build(
-            source,
-            str(out),
-            config,
-            center=centre,
-            center_origin=centre_origin,
-            backend=backend,
-            chunk_frames=chunk_frames,
-            compressor=compressor,
-            overwrite=overwrite,
-            resume=resume,
-            force=force,
-            scheduler=scheduler,
-            workers=workers,
-            progress=not quiet,
-            write_method=chunk_writer,
-        )
+        run_build(source, str(out), config, center=centre, center_origin=centre_origin,
+                  overwrite=overwrite, resume=resume, force=force, progress=not quiet,
+                  **options)  # fmt: skip
     click.echo(f"wrote {out}")
-
-
-def _orders_option(orders: str | None, order: int | None) -> tuple[int, ...]:
-    """``--orders 2,8`` (or ``--order 8``) as a tuple of ints; the default when neither is given."""
-    if orders is not None and order is not None:
-        raise click.UsageError("give --orders or --order, not both")
-    if order is not None:
-        return (order,)
-    if orders is None:
-        return BuildConfig.orders
-    try:
-        return tuple(int(n) for n in orders.split(","))
-    except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated integers, got {orders!r}", param_hint="--orders"
-        ) from None
-
-
-def _r_min_option(r_min: str) -> float | str:
-    """``--r-min``: a number of pixels, or "auto"."""
-    if r_min == "auto":
-        return r_min
-    try:
-        return float(r_min)
-    except ValueError:
-        raise click.BadParameter(
-            f"expected a radius in pixels or 'auto', got {r_min!r}", param_hint="--r-min"
-        ) from None
 
 
 def _resolve_center(center, source):
@@ -409,9 +208,22 @@ def _default_workers() -> int:
     return min(4, usable_cpus())
 
 
-def _span(metavar: str = "MIN MAX"):
-    """Options taking a MIN MAX pair of floats."""
-    return {"nargs": 2, "type": float, "metavar": metavar, "show_default": True}
+#: The simulator's options where its fields' types and docstring are not enough
+#: (the help of the others is SimulationConfig's description of the field).
+SIMULATION_OPTIONS = {
+    "photon_energy": {"option": "--energy"},
+    "hole_radius": {"option": "--hole"},
+    "beam_offset": {"metavar": "DX DY"},
+    "polarization": {"choices": Polarization},
+    "mix": {
+        "type": str,
+        "option_default": ",".join(
+            f"{kind.name.lower()}={weight:g}" for kind, weight in DEFAULT_MIX.items()
+        ),
+        "help": f"What is drawn, KIND=WEIGHT,... ({', '.join(kind.name.lower() for kind in Kind)}),"
+        " or 'paper' (label fractions close to the paper's Table 1).",
+    },
+}
 
 
 @main.command()
@@ -431,151 +243,7 @@ def _span(metavar: str = "MIN MAX"):
     show_default=True,
     help="Seed: frame i depends only on (seed, i) and the options.",
 )
-@click.option(
-    "--size",
-    type=int,
-    default=SimulationConfig.size,
-    show_default=True,
-    help="Detector side in pixels; the half-width always subtends --max-angle.",
-)
-@click.option(
-    "--radius",
-    default=SimulationConfig.radius,
-    **_span(),
-    help="Volume-equivalent particle radius range, nm (uniform).",
-)
-@click.option(
-    "--energy",
-    default=SimulationConfig.photon_energy,
-    **_span(),
-    help="Photon energy range, eV (uniform per frame).",
-)
-@click.option(
-    "--fluence",
-    default=SimulationConfig.fluence,
-    **_span(),
-    help="Scattered photons per frame on the good pixels (log-uniform).",
-)
-@click.option(
-    "--mix",
-    default=",".join(f"{kind.name.lower()}={weight:g}" for kind, weight in DEFAULT_MIX.items()),
-    show_default=True,
-    help=f"What is drawn, KIND=WEIGHT,... ({', '.join(kind.name.lower() for kind in Kind)}), "
-    "or 'paper' (label fractions close to the paper's Table 1).",
-)
-@click.option(
-    "--oblate-ratio",
-    default=SimulationConfig.oblate_ratio,
-    **_span(),
-    help="Axis ratio c/a of oblate spheroids (< 1).",
-)
-@click.option(
-    "--prolate-ratio",
-    default=SimulationConfig.prolate_ratio,
-    **_span(),
-    help="Axis ratio c/a of prolate spheroids (> 1).",
-)
-@click.option(
-    "--noise/--no-noise",
-    default=SimulationConfig.noise,
-    show_default=True,
-    help="Poisson photon noise (else expected counts).",
-)
-@click.option(
-    "--background",
-    type=float,
-    default=SimulationConfig.background,
-    show_default=True,
-    help="Stray photons per good pixel per frame (flat).",
-)
-@click.option(
-    "--polarization",
-    type=click.Choice(values(Polarization)),
-    default=SimulationConfig.polarization,
-    show_default=True,
-    help="Beam polarisation (linear along x or y, unpolarised) or none: no factor.",
-)
-@click.option(
-    "--solid-angle/--no-solid-angle",
-    default=SimulationConfig.solid_angle,
-    show_default=True,
-    help="Weight pixels by their solid angle, cos^3(2 theta).",
-)
-@click.option(
-    "--halo",
-    default=SimulationConfig.halo,
-    **_span(),
-    help="Stray-light halo photons per frame on the good pixels (log-uniform); 0 0: none.",
-)
-@click.option(
-    "--halo-width",
-    default=SimulationConfig.halo_width,
-    **_span(),
-    help="Halo width, degrees of scattering angle (uniform).",
-)
-@click.option(
-    "--mcp/--no-mcp",
-    default=SimulationConfig.mcp,
-    show_default=True,
-    help="MCP + phosphor response: per-photon gain spread and blur.",
-)
-@click.option(
-    "--gain-spread",
-    type=float,
-    default=SimulationConfig.gain_spread,
-    show_default=True,
-    help="With --mcp: relative standard deviation of one photon's gain.",
-)
-@click.option(
-    "--blur",
-    type=float,
-    default=SimulationConfig.blur,
-    show_default=True,
-    help="With --mcp: phosphor blur, Gaussian standard deviation in pixels.",
-)
-@click.option(
-    "--jitter",
-    type=float,
-    default=SimulationConfig.jitter,
-    show_default=True,
-    help="Beam-centre jitter: radius of the disc it is drawn in, px.",
-)
-@click.option(
-    "--beam-offset",
-    type=(float, float),
-    default=(0.0, 0.0),
-    show_default=True,
-    metavar="DX DY",
-    help="Mean beam centre from the detector middle, px (the jitter disc is around it).",
-)
-@click.option(
-    "--panel-gap",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Width of the masked gaps between four detector panels, px (0: one panel).",
-)
-@click.option(
-    "--hole",
-    type=float,
-    default=SimulationConfig.hole_radius,
-    show_default=True,
-    help="Radius of the detector's central hole (masked), px.",
-)
-@click.option(
-    "--distance",
-    type=float,
-    default=SimulationConfig.distance,
-    show_default=True,
-    help="Sample-detector distance, m.",
-)
-@click.option(
-    "--max-angle",
-    type=float,
-    default=SimulationConfig.max_angle,
-    show_default=True,
-    help="Scattering angle at the detector half-width, degrees.",
-)
+@apply_options(field_options(SimulationConfig, overrides=SIMULATION_OPTIONS))
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -585,36 +253,7 @@ def _span(metavar: str = "MIN MAX"):
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate(
-    out: Path,
-    n_frames,
-    seed,
-    size,
-    radius,
-    energy,
-    fluence,
-    mix,
-    oblate_ratio,
-    prolate_ratio,
-    noise,
-    background,
-    polarization,
-    solid_angle,
-    halo,
-    halo_width,
-    mcp,
-    gain_spread,
-    blur,
-    jitter,
-    beam_offset,
-    panel_gap,
-    hole,
-    distance,
-    max_angle,
-    workers,
-    overwrite,
-    quiet,
-) -> None:
+def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, **settings) -> None:
     """Write N simulated, labelled diffraction frames to the CXI file OUT.
 
     Helium-droplet-like spheres, spheroids and pairs of spheres in the Born
@@ -625,30 +264,7 @@ def simulate(
     from .simulate.cxi_file import write_simulated
 
     try:
-        config = SimulationConfig(
-            size=size,
-            distance=distance,
-            max_angle=max_angle,
-            radius=radius,
-            photon_energy=energy,
-            fluence=fluence,
-            mix=mix,
-            oblate_ratio=oblate_ratio,
-            prolate_ratio=prolate_ratio,
-            noise=noise,
-            background=background,
-            polarization=polarization,
-            solid_angle=solid_angle,
-            halo=halo,
-            halo_width=halo_width,
-            mcp=mcp,
-            gain_spread=gain_spread,
-            blur=blur,
-            jitter=jitter,
-            beam_offset=beam_offset,
-            hole_radius=hole,
-            panel_gap=panel_gap,
-        )
+        config = SimulationConfig(**settings)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     try:
@@ -714,8 +330,8 @@ def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
 @click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Its mask (.npy, True = good) [a beam stop and panel gaps].")  # fmt: skip
 @click.option("--center", default=None, metavar="X,Y", help="Beam centre [the middle].")
-@click.option("--q-bins", default=224, show_default=True)
-@click.option("--phi-bins", default=512, show_default=True)
+@click.option("--q-bins", default=RingGrid.q_bins, show_default=True)
+@click.option("--phi-bins", default=RingGrid.phi_bins, show_default=True)
 def estimator_figure(out: Path, frame, mask_path, center, q_bins, phi_bins) -> None:
     """Draw the paper's map beside usable rings / mask-corrected / ring scale into OUT (PNG).
 

@@ -63,7 +63,7 @@ def run_demo(
     stores = {}
     for noise in ("none", "max"):
         path = out_dir / f"maps-{noise}.zarr"
-        config = BuildConfig(orders=(order,), noise=noise, seed=seed)
+        config = BuildConfig.from_parameters({"orders": (order,), "noise": noise, "seed": seed})
         stores[noise] = build(
             source, str(path), config, backend=backend, overwrite=True, progress=False
         )

@@ -9,11 +9,12 @@ engine -> backends -> math).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields as dataclass_fields
 
 import numpy as np
 
 from .backends import get_backend
-from .ccf import Estimator, MapSettings, Precision, Scale
+from .ccf import MapSettings, Scale, resolve_settings
 from .polar import PlanSpec, PolarImages, PolarPlan, RingGrid
 
 __all__ = ["angular_fourier", "compute_maps", "full_map", "merge_maps", "order_map", "resample"]
@@ -22,20 +23,12 @@ __all__ = ["angular_fourier", "compute_maps", "full_map", "merge_maps", "order_m
 def compute_maps(
     images,
     *,
-    orders: Sequence[int] | None = None,
-    order: int | None = None,
     center: tuple[float, float] | None = None,
     mask=None,
-    q_bins: int = 224,
-    phi_bins: int = 512,
-    r_min: float | str = 0.0,
-    r_max: float | None = None,
-    min_ring_fraction: float = 0.5,
-    delta: float = 0.0,
-    estimator: Estimator | str = "ring",
-    scale: Scale | str = "maxabs",
-    precision: Precision | str = "float32",
+    grid: RingGrid | None = None,
+    settings: MapSettings | None = None,
     backend="auto",
+    **fields,
 ):
     """Merged two-point cross-correlation maps of diffraction images (§5.3).
 
@@ -51,42 +44,28 @@ def compute_maps(
     images : (B, H, W) or (H, W) array
         Detector images, row ``y`` then column ``x``. NaN/inf pixels are
         treated as masked. A CuPy array stays on the GPU.
-    orders : sequence of int, optional
-        Angular orders ``n``; default ``(8,)``, the paper's single merged map.
-    order : int, optional
-        One order: ``order=n`` is ``orders=(n,)``.
     center : (float, float), optional
         Beam centre ``(cx, cy)`` in pixels, ``cx`` along columns; default the
         middle of the detector.
     mask : (H, W) bool array, optional
         True for good pixels.
-    q_bins, phi_bins : int
-        Radial bins ``Q`` (the map is Q x Q) and angular samples ``P``.
-    r_min : float or "auto"
-        Inner radius in pixels; ``"auto"``: the smallest radius from which
-        every ring is used under the mask.
-    r_max : float, optional
-        Outer radius in pixels; defaults to the largest full circle.
-    min_ring_fraction : float in [0, 1]
-        Rings with a smaller fraction of valid samples are unused: 0 in every
-        map and in no normalisation.
-    delta : float
-        Angular separation of the full map, in radians.
-    estimator : {"ring", "mask-corrected"}
-        The order-n estimator (docs/ccf.md): Eq. 14 from each ring's
-        coefficients (the paper's), or the Fourier component of the
-        mask-corrected full map over all lags, free of mask leakage.
-    scale : {"maxabs", "ring", "none"}
-        ``"maxabs"`` divides each triangle by its largest absolute value;
-        ``"ring"`` divides by the two rings' mean intensities (minus 1 on the
-        full triangle) and clips to [-1, 1]; ``"none"`` keeps intensity units.
-    precision : {"float32", "bf16", "bf16-emulated"}
-        The arithmetic of the full map's product (docs/ccf.md, "Precision"):
-        ``"bf16"`` rounds its inputs to bfloat16 and sums in float32 where the
-        hardware has bf16 matrix units, and runs in float32 (logged) elsewhere;
-        ``"bf16-emulated"`` rounds them on any hardware (slower than float32).
+    grid : RingGrid, optional
+        The polar grid (:class:`~ccfkit.polar.RingGrid`: ``q_bins``,
+        ``phi_bins``, ``r_min``, ``r_max``, ``min_ring_fraction``).
+    settings : MapSettings, optional
+        What maps to compute (:class:`~ccfkit.ccf.MapSettings`: ``orders``,
+        ``delta``, ``estimator``, ``scale``, ``precision``).
     backend : {"auto", "numpy", "numba", "cupy"} or Backend
         Where to compute (see :mod:`ccfkit.backends`).
+    **fields
+        Instead of ``grid`` and ``settings``: any of their fields as keywords,
+        the others at their defaults (``order=n`` means ``orders=(n,)``):
+        ``orders`` (default ``(8,)``, the paper's single merged map), ``order``,
+        ``q_bins``, ``phi_bins``, ``r_min`` (a number, or ``"auto"``: the
+        smallest radius from which every ring is used under the mask),
+        ``r_max``, ``min_ring_fraction``, ``delta`` (radians), ``estimator``
+        (``"ring"``, Eq. 14, or ``"mask-corrected"``, docs/ccf.md), ``scale``
+        and ``precision`` (docs/ccf.md, "Precision").
 
     Returns
     -------
@@ -110,17 +89,10 @@ def compute_maps(
     single = np.ndim(images) == 2
     if np.ndim(images) not in (2, 3):
         raise ValueError(f"images must be (B, H, W) or (H, W), got shape {np.shape(images)}")
-    if order is not None and orders is not None:
-        raise TypeError("give either order or orders, not both")
-    settings = MapSettings(
-        orders=(order,) if order is not None else (8,) if orders is None else tuple(orders),
-        delta=delta,
-        estimator=estimator,
-        scale=scale,
-        precision=precision,
-    )
+    grid_keys = {f.name for f in dataclass_fields(RingGrid)} & fields.keys()
+    grid = RingGrid.resolve(grid, **{key: fields.pop(key) for key in grid_keys})
+    settings = resolve_settings(settings, **fields)
     shape = tuple(np.shape(images)[-2:])
-    grid = RingGrid(q_bins, phi_bins, r_min, r_max, min_ring_fraction)
     plan = PlanSpec.describe(
         shape, center=center, mask=None if mask is None else _host(mask), grid=grid
     ).plan()  # built once per geometry, then reused by later calls

@@ -37,7 +37,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .backends import get_backend
-from .build_config import BuildConfig
+from .build_config import BuildConfig, BuildOptions
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
@@ -122,9 +122,9 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     if job.layout.stats_by_chunk:
         job.writers.stats.write(chunk, _statistics(pieces, job.plan.mask))
     indices = np.arange(frames_slice.start, frames_slice.stop)
-    noisy = _noisy(pieces, indices, job.bound, config.seed)  # one pass from the file's pages
+    noisy = _noisy(pieces, indices, job.bound, config.noise.seed)  # one pass from the file's pages
     del pieces  # unmaps
-    maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.map_settings)
+    maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.maps)
     maps = engine.to_numpy(maps)
     images = None
     if job.writers.images is not None:
@@ -173,7 +173,7 @@ def build(
     center: tuple[float, float] | None = None,
     center_origin: str = "given",
     backend: str = "auto",
-    chunk_frames: int = 64,
+    chunk_frames: int = BuildOptions.chunk_frames,
     compressor: str = "none",
     overwrite: bool = False,
     resume: bool = False,
@@ -232,7 +232,7 @@ def build(
         height, width = source.frame_shape
         center, center_origin = ((width - 1) / 2, (height - 1) / 2), "detector middle"
     if not force:
-        check_geometry(source.mask, center, config.r_max)
+        check_geometry(source.mask, center, config.grid.r_max)
     spec = PlanSpec.describe(source.frame_shape, center=center, mask=source.mask, grid=config.grid)
     try:
         plan = spec.plan()
@@ -240,24 +240,25 @@ def build(
         raise InputError(str(error)) from error
     if not plan.ring_used.any():
         raise InputError(
-            f"no ring has {config.min_ring_fraction:.0%} valid samples under this mask and "
+            f"no ring has {config.grid.min_ring_fraction:.0%} valid samples under this mask and "
             "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max, or "
             "lower --min-ring-fraction)"
         )
     engine = get_backend(backend)  # fails early for an unusable backend
     engine_name = engine.name
     # the store records the precision its maps are computed in: bf16 only on bf16 hardware
-    config = replace(config, precision=engine.product_precision(config.precision).value)
+    precision = engine.product_precision(config.maps.precision)
+    config = replace(config, maps=replace(config.maps, precision=precision))
     layout = StoreLayout(
         n_frames=source.n_frames,
-        q_bins=config.q_bins,
-        channels=len(config.orders),
+        q_bins=config.grid.q_bins,
+        channels=config.maps.channels,
         chunk_frames=chunk_frames,
         label_names=source.label_names if source.labels is not None else (),
-        image_size=config.image_size,
-        map_dtype=config.map_dtype,
+        image_size=config.output.image_size,
+        map_dtype=config.output.map_dtype,
         compressor=compressor,
-        stats_by_chunk=NoiseLevel(config.noise) is NoiseLevel.NONE,
+        stats_by_chunk=NoiseLevel(config.noise.level) is NoiseLevel.NONE,
     )
     provenance = {  # compared on --resume
         "parameters": StoreRecipe.of_build(config).parameters(),
@@ -268,7 +269,7 @@ def build(
         "r_max": plan.r_max,
         "rings_used": int(plan.ring_used.sum()),
         "backend": engine_name,
-        "seed": config.seed,
+        "seed": config.noise.seed,
         "command": " ".join(sys.argv),
         "environment": environment(("numpy", "numba", "dask", "zarr")),
     }
@@ -346,7 +347,7 @@ def _fill(group: zarr.Group, job: ChunkJob, scheduler, workers, progress: bool) 
                 )
             stats = np.concatenate(results)
             group["stats"][:] = stats
-            group.attrs["noise"] = _noise_attributes(stats, config.noise)
+            group.attrs["noise"] = _noise_attributes(stats, config.noise.level)
         if statistics_first:
             job = replace(job, bound=float(group.attrs["noise"]["bound"]))
         todo = pending_chunks(group)
@@ -357,7 +358,7 @@ def _fill(group: zarr.Group, job: ChunkJob, scheduler, workers, progress: bool) 
             tasks = _tasks(process_chunk, todo, job, writes)
             _run(tasks, client, workers, total, "maps", progress)
     if layout.stats_by_chunk:
-        group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise)
+        group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise.level)
     mark_complete(group)
 
 

@@ -6,7 +6,11 @@ nothing here touches matplotlib's global backend or figure registry.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+
+from .polar import RingGrid
 
 __all__ = ["draw_image", "draw_merged_map", "draw_polar", "estimators_figure", "stages_figure"]
 
@@ -102,8 +106,9 @@ def stages_figure(image, polar_values, polar_valid, merged, radius, *, mask=None
     return fig
 
 
-def estimators_figure(image, mask, center, *, q_bins=224, phi_bins=512, backend="auto"):
-    """The paper's map and today's build defaults side by side, and the isotropic leakage.
+def estimators_figure(image, mask, center, *, q_bins=RingGrid.q_bins, phi_bins=RingGrid.phi_bins,
+                      backend="auto"):  # fmt: skip
+    """The paper's map and the build's usable rings side by side, and the isotropic leakage.
 
     Parameters
     ----------
@@ -113,46 +118,49 @@ def estimators_figure(image, mask, center, *, q_bins=224, phi_bins=512, backend=
         True for good pixels.
     center : (float, float)
         Beam centre ``(cx, cy)``, pixels.
+    q_bins, phi_bins : int
+        The polar grid of every panel.
 
     Returns
     -------
     matplotlib Figure
-        Top: the frame, its merged map as the paper makes it (``r_min = 0``,
-        every ring with a valid sample, ring estimator, ``maxabs``) and with
-        usable rings, ``r_min = "auto"``, the mask-corrected estimator and
-        the ``ring`` scale. Bottom: the order-8 triangle of a pure radial
-        profile under the same mask, ring and mask-corrected estimators, in
-        units of the real frame's largest order-8 entry.
+        Top: the frame, its merged map as the paper makes it
+        (:data:`~ccfkit.build_config.PAPER_RECIPE`) and with the build's
+        usable rings (:data:`~ccfkit.build_config.BUILD_GRID`), the
+        mask-corrected estimator and the ``ring`` scale. Bottom: the order-8
+        triangle of a pure radial profile under the same mask (the library's
+        grid), ring and mask-corrected estimators, in units of the real
+        frame's largest order-8 entry.
     """
     from matplotlib.figure import Figure
 
+    from .build_config import BUILD_GRID, PAPER_RECIPE
+    from .ccf import Estimator, Scale
     from .engine import compute_maps
     from .polar import make_polar_plan
 
-    kw = {"center": center, "mask": mask, "q_bins": q_bins, "phi_bins": phi_bins,
-          "backend": backend}  # fmt: skip
-    paper = {"r_min": 0.0, "min_ring_fraction": 0.0, "estimator": "ring", "scale": "maxabs"}
-    usable = {"r_min": "auto", "estimator": "mask-corrected", "scale": "ring"}
+    size = {"q_bins": q_bins, "phi_bins": phi_bins}
+    kw = {"center": center, "mask": mask, "backend": backend}
+    paper = (replace(PAPER_RECIPE.grid, **size), PAPER_RECIPE.maps)
+    usable = (replace(BUILD_GRID, **size),
+              replace(PAPER_RECIPE.maps, estimator=Estimator.MASK_CORRECTED, scale=Scale.RING))  # fmt: skip
     fig = Figure(figsize=(15, 9.4))
     axes = fig.subplots(2, 3)
     draw_image(axes[0, 0], image, mask=mask, title="frame (log10), mask blank")
-    for ax, settings, title in (
+    for ax, (grid, settings), title in (
         (axes[0, 1], paper, "the paper's: r_min 0, every ring,\nring estimator, maxabs"),
         (axes[0, 2], usable, "usable rings from r_min auto,\nmask-corrected, ring scale"),
     ):
-        radius = make_polar_plan(
-            image.shape, center=center, mask=mask, q_bins=q_bins, phi_bins=phi_bins,
-            r_min=settings["r_min"], min_ring_fraction=settings.get("min_ring_fraction", 0.5),
-        ).radius  # fmt: skip
-        colours = draw_merged_map(ax, compute_maps(image, **kw, **settings), radius, title=title)
+        radius = make_polar_plan(image.shape, center=center, mask=mask, grid=grid).radius
+        maps = compute_maps(image, grid=grid, settings=settings, **kw)
+        colours = draw_merged_map(ax, maps, radius, title=title)
         fig.colorbar(colours, ax=ax, fraction=0.046)
     radial = _radial_profile_like(image, mask, center)
     draw_image(axes[1, 0], radial, mask=mask, title="its radial profile, same mask (log10)")
     upper = np.triu(np.ones((q_bins, q_bins), bool), 1)
-    plan = make_polar_plan(image.shape, center=center, mask=mask, q_bins=q_bins,
-                           phi_bins=phi_bins)  # fmt: skip
-    for ax, estimator in ((axes[1, 1], "ring"), (axes[1, 2], "mask-corrected")):
-        common = {**kw, "estimator": estimator, "scale": "none"}
+    plan = make_polar_plan(image.shape, center=center, mask=mask, **size)
+    for ax, estimator in ((axes[1, 1], Estimator.RING), (axes[1, 2], Estimator.MASK_CORRECTED)):
+        common = {**kw, **size, "estimator": estimator, "scale": Scale.NONE}
         real = np.abs(compute_maps(image, **common)[upper]).max()
         leak = compute_maps(radial, **common) / (real or 1.0)
         shown = np.where(upper, leak, np.nan)
@@ -160,7 +168,9 @@ def estimators_figure(image, mask, center, *, q_bins=224, phi_bins=512, backend=
         extent = (plan.radius[0], plan.radius[-1], plan.radius[-1], plan.radius[0])
         colours = ax.imshow(shown, cmap="RdBu_r", vmin=-largest or -1, vmax=largest or 1,
                             extent=extent)  # fmt: skip
-        ax.set_title(f"radial profile, order 8, {estimator}:\nmax {largest:.1e} of the frame's")
+        ax.set_title(
+            f"radial profile, order 8, {estimator.value}:\nmax {largest:.1e} of the frame's"
+        )
         ax.set_xlabel("r_j (px)")
         ax.set_ylabel("r_i (px)")
         fig.colorbar(colours, ax=ax, fraction=0.046)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -97,8 +97,8 @@ class PolarPlan:
     valid: np.ndarray
     r_min: float
     r_max: float
-    min_ring_fraction: float = 0.0
-    ring_used: np.ndarray | None = None
+    min_ring_fraction: float
+    ring_used: np.ndarray
 
     @property
     def q_bins(self) -> int:
@@ -166,16 +166,84 @@ def default_r_max(shape: tuple[int, int], center: tuple[float, float]) -> float:
     return float(min(cx, cy, width - 1 - cx, height - 1 - cy))
 
 
+@dataclass(frozen=True)
+class RingGrid:
+    """The polar grid: the settings of :func:`make_polar_plan` besides the geometry.
+
+    One object that travels from the build's recipe (or :func:`compute_maps`'s
+    keywords) to the plan; its defaults are the library's (docs/ccf.md). The
+    command-line options are made from its fields (:mod:`ccfkit.cli_options`).
+
+    Attributes
+    ----------
+    q_bins : int
+        Number of radial bins ``Q`` (maps are Q x Q).
+    phi_bins : int
+        Number of angular samples ``P`` (even, so that ``P / 2`` orders exist).
+    r_min : float or "auto"
+        Inner radius in pixels (the paper's: 0); ``"auto"``: the smallest
+        radius at which rings become usable under the mask; rings further out
+        that the mask leaves unusable stay, unused.
+    r_max : float or None
+        Outer radius in pixels; none: the largest full circle
+        (:func:`default_r_max`).
+    min_ring_fraction : float in [0, 1]
+        A ring with a smaller fraction of valid samples is unused: all its
+        samples are invalid (docs/ccf.md, "Usable rings"). 0 keeps every ring
+        with at least one valid sample.
+
+    Raises
+    ------
+    ValueError
+        Non-positive bin counts, an odd ``phi_bins``, a fraction outside
+        [0, 1], or an ``r_min`` that is neither a number nor "auto".
+    """
+
+    q_bins: int = 224
+    phi_bins: int = 512
+    r_min: float | str = field(
+        default=0.0, metadata={"metavar": "PIXELS|auto", "words": ("auto",)}
+    )
+    r_max: float | None = None
+    min_ring_fraction: float = field(default=0.5, metadata={"range": {"min": 0, "max": 1}})
+
+    def __post_init__(self):
+        set_field = functools.partial(object.__setattr__, self)
+        set_field("q_bins", int(self.q_bins))
+        set_field("phi_bins", int(self.phi_bins))
+        if self.q_bins < 1 or self.phi_bins < 2 or self.phi_bins % 2:
+            raise ValueError(
+                f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={self.q_bins}, "
+                f"phi_bins={self.phi_bins}"
+            )
+        if isinstance(self.r_min, str):
+            if self.r_min != "auto":
+                raise ValueError(f"r_min must be a number of pixels or 'auto', got {self.r_min!r}")
+        else:
+            set_field("r_min", float(self.r_min))
+        if self.r_max is not None:
+            set_field("r_max", float(self.r_max))
+        set_field("min_ring_fraction", float(self.min_ring_fraction))
+        if not 0.0 <= self.min_ring_fraction <= 1.0:
+            raise ValueError(f"min_ring_fraction must lie in [0, 1], got {self.min_ring_fraction}")
+
+    @classmethod
+    def resolve(cls, grid: RingGrid | None = None, **fields) -> RingGrid:
+        """``grid``, or a :class:`RingGrid` of ``fields`` (giving both is a TypeError)."""
+        if grid is None:
+            return cls(**fields)
+        if fields:
+            raise TypeError(f"give either grid or {', '.join(fields)}, not both")
+        return grid
+
+
 def make_polar_plan(
     shape: tuple[int, int],
     *,
     center: tuple[float, float] | None = None,
     mask: np.ndarray | None = None,
-    q_bins: int = 224,
-    phi_bins: int = 512,
-    r_min: float | str = 0.0,
-    r_max: float | None = None,
-    min_ring_fraction: float = 0.5,
+    grid: RingGrid | None = None,
+    **grid_fields,
 ) -> PolarPlan:
     """Build the bilinear polar-resampling table for one geometry and mask.
 
@@ -188,20 +256,12 @@ def make_polar_plan(
         the middle of the detector, ``((W - 1) / 2, (H - 1) / 2)``.
     mask : (H, W) array_like of bool, optional
         True (or non-zero) for good pixels. Default: all good.
-    q_bins : int
-        Number of radial bins ``Q``.
-    phi_bins : int
-        Number of angular samples ``P`` (even, so that ``P / 2`` orders exist).
-    r_min : float or "auto"
-        Inner radius in pixels; ``"auto"``: the smallest radius at which rings
-        become usable under the mask (:func:`_auto_r_min`); rings further out
-        that the mask leaves unusable stay, unused.
-    r_max : float, optional
-        Outer radius in pixels; defaults to :func:`default_r_max`.
-    min_ring_fraction : float in [0, 1]
-        A ring with a smaller fraction of valid samples is unused: all its
-        samples are invalid (docs/ccf.md, "Usable rings"). 0 keeps every ring
-        with at least one valid sample.
+    grid : RingGrid, optional
+        The radial and angular sampling, and which rings are used.
+    **grid_fields
+        Or the fields of :class:`RingGrid` as keywords (``q_bins``,
+        ``phi_bins``, ``r_min``, ``r_max``, ``min_ring_fraction``); those not
+        given take :class:`RingGrid`'s defaults.
 
     Returns
     -------
@@ -211,8 +271,8 @@ def make_polar_plan(
     ------
     ValueError
         For a centre off the detector, an empty radial range, a mask of
-        another shape, non-positive bin counts, a fraction outside [0, 1], or
-        ``r_min="auto"`` where no radius range has usable rings.
+        another shape, a grid :class:`RingGrid` refuses, or ``r_min="auto"``
+        where no radius range has usable rings.
 
     Examples
     --------
@@ -220,15 +280,11 @@ def make_polar_plan(
     >>> plan.radius.shape, plan.valid.all(), plan.ring_used.all()
     ((16,), True, True)
     """
+    grid = RingGrid.resolve(grid, **grid_fields)
+    q_bins, phi_bins, min_ring_fraction = grid.q_bins, grid.phi_bins, grid.min_ring_fraction
     height, width = (int(n) for n in shape)
     if height < 2 or width < 2:
         raise ValueError(f"detector shape must be at least 2 x 2 pixels, got {shape}")
-    if q_bins < 1 or phi_bins < 2 or phi_bins % 2:
-        raise ValueError(
-            f"need q_bins >= 1 and an even phi_bins >= 2, got q_bins={q_bins}, phi_bins={phi_bins}"
-        )
-    if not 0.0 <= float(min_ring_fraction) <= 1.0:
-        raise ValueError(f"min_ring_fraction must lie in [0, 1], got {min_ring_fraction}")
     if center is None:
         center = ((width - 1) / 2.0, (height - 1) / 2.0)
     cx, cy = (float(c) for c in center)
@@ -237,13 +293,11 @@ def make_polar_plan(
             f"beam centre (cx, cy) = ({cx}, {cy}) lies outside the detector "
             f"(x in [0, {width - 1}], y in [0, {height - 1}])"
         )
-    if r_max is None:
-        r_max = default_r_max((height, width), (cx, cy))
+    r_max = default_r_max((height, width), (cx, cy)) if grid.r_max is None else grid.r_max
     good = _as_mask(mask, (height, width))
     phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
-    if isinstance(r_min, str):
-        if r_min != "auto":
-            raise ValueError(f"r_min must be a number of pixels or 'auto', got {r_min!r}")
+    r_min = grid.r_min
+    if r_min == "auto":
         r_min = _auto_r_min(good, (cx, cy), float(r_max), phi, q_bins, min_ring_fraction)
     r_min, r_max = float(r_min), float(r_max)
     if not (0.0 <= r_min < r_max):
@@ -270,7 +324,7 @@ def make_polar_plan(
         valid=valid,
         r_min=r_min,
         r_max=r_max,
-        min_ring_fraction=float(min_ring_fraction),
+        min_ring_fraction=min_ring_fraction,
         ring_used=ring_used,
     )
 
@@ -344,30 +398,6 @@ def _auto_r_min(good, center, r_max, phi, q_bins, min_ring_fraction) -> float:
 
 
 @dataclass(frozen=True)
-class RingGrid:
-    """The polar grid's parameters: the keywords of :func:`make_polar_plan` besides the geometry.
-
-    One object that travels from the build's settings (or :func:`compute_maps`'s
-    keywords) to the plan. Attributes as in :func:`make_polar_plan`.
-    """
-
-    q_bins: int = 224
-    phi_bins: int = 512
-    r_min: float | str = 0.0
-    r_max: float | None = None
-    min_ring_fraction: float = 0.5
-
-    def __post_init__(self):
-        object.__setattr__(self, "q_bins", int(self.q_bins))
-        object.__setattr__(self, "phi_bins", int(self.phi_bins))
-        if not isinstance(self.r_min, str):
-            object.__setattr__(self, "r_min", float(self.r_min))
-        if self.r_max is not None:
-            object.__setattr__(self, "r_max", float(self.r_max))
-        object.__setattr__(self, "min_ring_fraction", float(self.min_ring_fraction))
-
-
-@dataclass(frozen=True)
 class PlanSpec:
     """A small, hashable, picklable description of a polar plan.
 
@@ -386,7 +416,7 @@ class PlanSpec:
 
     @classmethod
     def describe(cls, shape, *, center=None, mask=None, grid: RingGrid | None = None) -> PlanSpec:
-        """The spec of ``make_polar_plan(shape, center=..., mask=..., **grid)``.
+        """The spec of ``make_polar_plan(shape, center=..., mask=..., grid=grid)``.
 
         Raises ValueError for a mask of another shape than ``shape``.
         """
@@ -413,7 +443,7 @@ class PlanSpec:
 
 @functools.lru_cache(maxsize=4)
 def _plan_of(spec: PlanSpec) -> PolarPlan:
-    return make_polar_plan(spec.shape, center=spec.center, mask=spec.mask, **asdict(spec.grid))
+    return make_polar_plan(spec.shape, center=spec.center, mask=spec.mask, grid=spec.grid)
 
 
 def _split(coordinate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

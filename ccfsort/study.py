@@ -25,7 +25,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,13 +149,14 @@ def open_frames(paths, config: dict):
 
 def ensure_split(plan: StudyPlan, out: Path, n_frames: int) -> Path:
     """``split.npz``: the one train / validation / test split of every arm (made once)."""
+    from trainer.config import STUDY_TEST_FRACTION, TrainConfig
     from trainer.data import save_split, split_three_ways
 
     spec = plan.config.get("split", {})
     record = {
         "n_frames": n_frames,
-        "validation": float(spec.get("validation", 0.15)),
-        "test": float(spec.get("test", 0.15)),
+        "validation": float(spec.get("validation", TrainConfig.eval_fraction)),
+        "test": float(spec.get("test", STUDY_TEST_FRACTION)),
         "seed": int(spec.get("seed", 0)),
     }
     path = out / "split.npz"
@@ -177,7 +178,7 @@ def store_path(out: Path, paths, config: dict, build: dict) -> Path:
     data = config.get("data", {})
     source = {"files": list(paths), "data_path": data.get("data_path"),
               "labels_path": data.get("labels_path")}  # fmt: skip
-    key = _digest({"source": source, "build": asdict(build_config(build))})
+    key = _digest({"source": source, "build": build_config(build).parameters()})
     return out / "stores" / f"{Path(paths[0]).stem}-{key}.zarr"
 
 
@@ -190,11 +191,12 @@ def ensure_store(path: Path, paths, config: dict, build: dict, *, scheduler=None
     StudyError
         A complete store at ``path`` built with other parameters, or a build error.
     """
+    from ccfkit.build_config import BuildOptions
     from ccfkit.pipeline import build as run_build
     from ccfkit.store import StoreError, StoreRecipe, open_store, read_recipe
 
     build_cfg = build_config(build)
-    options = config.get("build_options", {})
+    options = BuildOptions(**config.get("build_options", {}))
     if path.exists():
         try:
             group = open_store(path)
@@ -213,11 +215,11 @@ def ensure_store(path: Path, paths, config: dict, build: dict, *, scheduler=None
             open_frames(paths, config),
             str(path),
             build_cfg,
-            backend=options.get("backend", "auto"),
-            chunk_frames=int(options.get("chunk_frames", 64)),
+            backend=options.backend,
+            chunk_frames=options.chunk_frames,
             resume=path.exists(),
             scheduler=scheduler,
-            workers=options.get("workers"),
+            workers=options.workers,
             progress=progress,
         )
     except StoreError as error:

@@ -5,7 +5,7 @@ The file (docs/study.md) has these sections::
     name, seeds                  the study's name and the training seeds of every arm
     [split]                      validation, test, seed: one three-way split for all arms
     [data]                       simulate = {n, seed, ...} or sources = [...]; eval_sources
-    [build], [build_options]     ccfkit BuildConfig fields / how to build (backend, chunk_frames)
+    [build], [build_options]     store parameters (BuildConfig) / how to build (BuildOptions)
     [model], [train]             ModelConfig / TrainConfig fields, the defaults of every arm
     [statistics]                 bootstrap resamples, its seed, the confidence level, alpha
     [tables.NAME]                title; set = {...}; vary = {...} (a grid) or arms = [...]
@@ -14,9 +14,9 @@ The file (docs/study.md) has these sections::
 An *arm* is one full recipe (build, model and train parameters); arms with
 the same recipe in several tables (e.g. images without noise at alpha = 0.2
 in Tables 4, 5 and 6) are one arm, trained once per seed. Every ``build``
-key is passed through unchanged to :class:`ccfkit.build_config.BuildConfig`
-(lists become tuples), so a parameter the build learns later works here as
-soon as it exists.
+key is a store parameter of :class:`ccfkit.build_config.BuildConfig` (lists
+become tuples), so a parameter the build learns later works here as soon as
+it exists; ``recipe = "paper"`` starts from the paper's map.
 """
 
 from __future__ import annotations
@@ -253,17 +253,21 @@ def _allowed_keys() -> dict[str, set]:
     from trainer.model import ModelConfig
 
     return {
-        "build": {f.name for f in fields(BuildConfig)},
+        "build": {*BuildConfig.parameter_keys(), "recipe"},
         "model": {f.name for f in fields(ModelConfig)} - {"num_classes"},
         "train": {f.name for f in fields(TrainConfig)} - set(RESERVED_TRAIN),
     }
 
 
 def build_config(build: dict):
-    """A :class:`ccfkit.build_config.BuildConfig` from an arm's ``build`` table (lists -> tuples)."""
+    """A :class:`ccfkit.build_config.BuildConfig` from an arm's ``build`` table.
+
+    Its keys are a store's ``parameters`` (lists read as tuples), and
+    ``recipe``: a named recipe the others change (``"paper"``).
+    """
     from ccfkit.build_config import BuildConfig
 
-    return BuildConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in build.items()})
+    return BuildConfig.from_parameters(build)
 
 
 def _recipe(config: dict, values: dict) -> dict:
@@ -296,7 +300,7 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
             )
     try:
         full = {
-            "build": asdict(build_config(recipe["build"])),
+            "build": build_config(recipe["build"]).parameters(),
             "model": asdict(ModelConfig(num_classes=1, **recipe["model"])),
             "train": asdict(TrainConfig(store="", **recipe["train"])),
         }

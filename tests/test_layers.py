@@ -332,9 +332,7 @@ MAX_MODULE_LINES = 700
 MAX_FUNCTION_LINES = 90
 #: The units over those limits today, each at most the size named (it may only
 #: shrink): remove an entry once its unit is split; the list should end empty.
-ALLOWED_LONG = {
-    "ccfkit/cli.py": 783,
-}
+ALLOWED_LONG: dict[str, int] = {}
 
 
 def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import ccfkit
 from ccfkit import default_r_max, make_polar_plan, resample
-from ccfkit.polar import PlanSpec
+from ccfkit.polar import PlanSpec, RingGrid
 
 # --------------------------------------------------------------------------
 # The grid
@@ -317,19 +317,35 @@ def test_the_ring_grid_travels_whole_from_the_build_to_the_plan():
     from dataclasses import asdict
 
     from ccfkit.build_config import BuildConfig
-    from ccfkit.polar import RingGrid
 
-    config = BuildConfig(q_bins=12, phi_bins=32, r_min=1.5, r_max=9.0, min_ring_fraction=0.25)
-    grid = config.grid
-    assert grid == RingGrid(12, 32, 1.5, 9.0, 0.25)
+    grid = RingGrid(q_bins=12, phi_bins=32, r_min=1.5, r_max=9.0, min_ring_fraction=0.25)
+    config = BuildConfig.from_parameters(asdict(grid))
+    assert config.grid == grid == RingGrid(12, 32, 1.5, 9.0, 0.25)
     mask = np.ones((21, 23), dtype=bool)
     mask[3:6, 4:9] = False
-    plan = PlanSpec.describe((21, 23), center=(10.5, 9.0), mask=mask, grid=grid).plan()
+    plan = PlanSpec.describe((21, 23), center=(10.5, 9.0), mask=mask, grid=config.grid).plan()
     direct = make_polar_plan((21, 23), center=(10.5, 9.0), mask=mask, **asdict(grid))
-    np.testing.assert_array_equal(plan.radius, direct.radius)
-    np.testing.assert_array_equal(plan.valid, direct.valid)
-    np.testing.assert_array_equal(plan.index, direct.index)
+    for made in (direct, make_polar_plan((21, 23), center=(10.5, 9.0), mask=mask, grid=grid)):
+        np.testing.assert_array_equal(plan.radius, made.radius)
+        np.testing.assert_array_equal(plan.valid, made.valid)
+        np.testing.assert_array_equal(plan.index, made.index)
     assert (plan.q_bins, plan.phi_bins, plan.r_min, plan.r_max) == (12, 32, 1.5, 9.0)
-    # the grid's defaults are make_polar_plan's
-    defaults = make_polar_plan.__kwdefaults__
-    assert asdict(RingGrid()) == {k: defaults[k] for k in asdict(RingGrid())}
+    assert plan.min_ring_fraction == 0.25
+    with pytest.raises(TypeError, match="give either grid or q_bins"):
+        make_polar_plan((21, 23), grid=grid, q_bins=8)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"q_bins": 0}, "q_bins >= 1"),
+        ({"phi_bins": 33}, "even phi_bins"),
+        ({"min_ring_fraction": 1.5}, r"lie in \[0, 1\]"),
+        ({"r_min": "inner"}, "number of pixels or 'auto'"),
+    ],
+)
+def test_the_ring_grid_refuses_what_no_plan_can_use(fields, match):
+    with pytest.raises(ValueError, match=match):
+        RingGrid(**fields)
+    with pytest.raises(ValueError, match=match):
+        make_polar_plan((21, 23), **fields)

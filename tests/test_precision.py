@@ -117,6 +117,44 @@ def test_bf16_maps_lie_within_the_tolerance_of_the_reference(name, delta, rng):
     )
 
 
+def test_numba_rounds_to_bf16_as_pytorch_does(rng):
+    """The kernel's rounding (nearest, ties to even) gives PyTorch's bfloat16 bits, rolled too."""
+    import torch
+
+    from ccfkit.backends.numba import _round_to_bf16
+
+    values = rng.gamma(2.0, 3.0, (6, 32)).astype(np.float32)
+    values[0, :4] = [0, 1 + 2.0**-8, 1 + 3 * 2.0**-8, 3e38]  # 0, two ties (down, up), near max
+    values[1, :3] = [2.0**-140, 1e-38, 123.456]  # subnormal, tiny
+    left = np.empty(values.shape, np.uint16)
+    right = np.empty(values.shape, np.uint16)
+    expected = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy()
+    _round_to_bf16(values, 5, left, right)
+    np.testing.assert_array_equal(left, expected.view(np.uint16))
+    np.testing.assert_array_equal(right, np.roll(left, -5, axis=-1))
+
+
+@pytest.mark.usefixtures("bf16_hardware")
+@pytest.mark.parametrize("name", ["numba1", "numba2"])
+@pytest.mark.parametrize("delta", [0.0, 0.7])
+def test_bf16_maps_of_several_blocks_per_thread(name, delta, rng):
+    """Batches longer than a block (``_BF16_BLOCK``), a last block cut short, NaN pixels in a
+    later block, each extra channel: the reference's bound, image by image."""
+    from ccfkit.backends.numba import _BF16_BLOCK
+
+    images = rng.poisson(30.0, (2 * _BF16_BLOCK + 3, 57, 61)).astype(np.float32)
+    images[_BF16_BLOCK + 1, 10:14, 20:30] = np.nan
+    common = dict(orders=(8, 2), delta=delta, scale="none", **GRID)
+    reference = ccfkit.compute_maps(images, backend=NumpyBackend(), **common)
+    bf16 = ccfkit.compute_maps(images, backend=backend_named(name), precision="bf16", **common)
+    for fast, ref in zip(bf16, reference):
+        assert 1e-6 < full_triangle_relative_error(fast[:1], ref[:1]) <= BF16_FULL_MAP
+        np.testing.assert_allclose(fast[1], ref[1], atol=1e-5 * np.abs(ref[1]).max())
+    empty = ccfkit.compute_maps(images[:0], backend=backend_named(name), precision="bf16",
+                                **common)  # fmt: skip
+    assert empty.shape == (0, 2, GRID["q_bins"], GRID["q_bins"])
+
+
 @pytest.mark.usefixtures("bf16_hardware")
 def test_the_stage_chain_takes_the_bf16_product_too(rng):
     """``Backend.merged_maps`` (the definition) gives the fused array path's bf16 maps."""

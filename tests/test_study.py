@@ -134,7 +134,7 @@ def test_equal_recipes_are_one_arm_and_build_keys_pass_through():
     arm = plan.arms[maps.columns[1].arm]
     assert arm.build["orders"] == [2] and arm.build["scale"] == "none"
     # a list is a tuple for the build (several orders: several channels)
-    assert build_config({"orders": [2, 8]}).orders == (2, 8)
+    assert build_config({"orders": [2, 8]}).maps.orders == (2, 8)
     assert make_plan(config, ["maps"]).tables[0].name == "maps"
 
 

@@ -9,4 +9,8 @@ chunk-aware store loader), :mod:`trainer.metrics` (§3.2), :mod:`trainer.config`
 docs/training.md.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("ccfkit")  # trainer ships in the ccfkit distribution: one version
+
+__all__ = ["__version__"]

@@ -6,13 +6,16 @@ import functools
 import json
 import logging
 import os
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
 import click
 
-from .config import DEVICES, Flips, TrainConfig
-from .data import DataError, InputKind, Normalize
+from ccfkit.cli_options import apply_options, field_options, take_fields
+
+from .config import DEVICES, TrainConfig
+from .data import DataError
 from .model import ARCHS, ModelConfig
 
 #: ``--checkpoint``: the run's checkpoints.
@@ -119,154 +122,45 @@ def main(verbose: bool) -> None:
     )
 
 
+def _resume_overrides() -> dict:
+    """``fit``'s options that may change a run on ``--resume``: no default of their own.
+
+    Not given, they take TrainConfig's default in a new run and the saved
+    value on ``--resume``.
+    """
+    overrides = {}
+    for item in fields(TrainConfig):
+        if item.metadata.get("resume"):
+            help_text = item.metadata.get("help", "")
+            if item.default is not None:
+                help_text = f"{help_text} [{item.default}; on --resume: the saved value]".strip()
+            overrides[item.name] = {"option_default": None, "help": help_text}
+    return overrides
+
+
+#: ModelConfig fields that are no option: the store's (classes, channels), Eq. 11's constants.
+MODEL_FROM_STORE_OR_PAPER = ("num_classes", "in_channels", "c0", "c1")
+#: What ModelConfig's annotations do not say.
+MODEL_OPTIONS = {
+    "arch": {"choices": tuple(ARCHS)},
+    "log_act": {
+        "help": "--no-log-act: LeakyReLU after the first conv (the paper's 'unmodified')."
+    },
+}
+
+
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option(
-    "--input",
-    "input_kind",
-    type=click.Choice([k.value for k in InputKind]),
-    default=TrainConfig.input,
-    show_default=True,
-    help="What the network sees: the CCF maps or the stored images.",
-)
-@click.option(
-    "--arch",
-    type=click.Choice([str(depth) for depth in ARCHS]),
-    default=str(ModelConfig.arch),
-    show_default=True,
-)
-@click.option(
-    "--alpha", type=float, default=ModelConfig.alpha, show_default=True, help="Eq. 11 scale."
-)
-@click.option(
-    "--no-log-act", is_flag=True, help="LeakyReLU after the first conv (the paper's 'unmodified')."
-)
-@click.option(
-    "--width",
-    type=int,
-    default=ModelConfig.width,
-    show_default=True,
-    help="Channels of the first stage.",
-)
-@click.option(
-    "--epochs",
-    type=int,
-    default=None,
-    help=f"[{TrainConfig.epochs}; on --resume: the saved value]",
-)
-@click.option(
-    "--batch-size",
-    type=int,
-    default=TrainConfig.batch_size,
-    show_default=True,
-    help="Global batch size.",
-)
-@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True)
-@click.option("--momentum", type=float, default=TrainConfig.momentum, show_default=True)
-@click.option(
-    "--lr-step",
-    type=int,
-    default=TrainConfig.lr_step,
-    show_default=True,
-    help="Epochs between lr drops.",
-)
-@click.option("--lr-gamma", type=float, default=TrainConfig.lr_gamma, show_default=True)
-@click.option(
-    "--l1", type=float, default=TrainConfig.l1, show_default=True, help="L1 weight penalty."
-)
-@click.option(
-    "--l2", type=float, default=TrainConfig.l2, show_default=True, help="L2 weight penalty."
-)
-@click.option(
-    "--eval-fraction",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=TrainConfig.eval_fraction,
-    show_default=True,
-    help="Validation split: picks the best checkpoint.",
-)
-@click.option(
-    "--test-fraction",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=TrainConfig.test_fraction,
-    show_default=True,
-    help="Held-out test split, scored once with the best checkpoint.",
-)
-@click.option(
-    "--split",
-    "split_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="A saved split.npz (train, eval, test) instead of the fractions.",
-)
-@click.option(
-    "--train-fraction",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=TrainConfig.train_fraction,
-    show_default=True,
-    help="Train on this fraction of the training split (Table 5).",
-)
-@click.option(
-    "--seed", type=int, default=TrainConfig.seed, show_default=True, help="Split, init and order."
-)
-@click.option(
-    "--flips",
-    type=click.Choice([f.value for f in Flips]),
-    default=TrainConfig.flips,
-    show_default=True,
-    help="Random h/v flips; auto: on for images, off for CCF maps.",
-)
-@click.option(
-    "--normalize",
-    type=click.Choice([n.value for n in Normalize]),
-    default=TrainConfig.normalize,
-    show_default=True,
-    help="Per-frame scaling; auto: none for CCF maps, max for images.",
-)
-@click.option("--max-frames", type=int, default=None, help="Use only the first N frames.")
-@click.option(
-    "--max-minutes", type=float, default=None, help="Stop after the epoch that passes this."
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=None,
-    help=f"DataLoader workers [{TrainConfig.workers}; on --resume: the saved value]",
-)
-@click.option(
-    "--device",
-    type=click.Choice(DEVICES),
-    default=None,
-    help=f"[{TrainConfig.device}; on --resume: the saved value]",
-)
-@click.option(
-    "--amp/--no-amp", default=TrainConfig.amp, show_default=True, help="Mixed precision (GPU)."
-)
-@click.option(
-    "--channels-last/--no-channels-last",
-    default=TrainConfig.channels_last,
-    show_default=True,
-    help="(GPU)",
-)
-@click.option("--threshold", type=float, default=TrainConfig.threshold, show_default=True)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="torch CPU threads [torch's default; on --resume: the saved value]",
+@apply_options(
+    field_options(ModelConfig, exclude=MODEL_FROM_STORE_OR_PAPER, overrides=MODEL_OPTIONS),
+    field_options(TrainConfig, overrides=_resume_overrides()),
 )
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="[runs/<time>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from last.pt.")
 @click.option("--overwrite", is_flag=True, help="Allow a non-empty --run-dir.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-# --labels: hand-written until the fit options are generated from TrainConfig's fields
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help=TrainConfig.__dataclass_fields__["labels"].metadata["help"])  # fmt: skip
 @_clean_errors
-def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, lr, momentum,
-        lr_step, lr_gamma, l1, l2, eval_fraction, test_fraction, split_file, train_fraction,
-        seed, flips, normalize, max_frames, max_minutes, workers,
-        device, amp, channels_last, threshold, threads, run_dir, resume, overwrite, quiet,
-        labels):  # fmt: skip
+def fit(store, run_dir, resume, overwrite, quiet, **settings):
     """Train on the labelled frames of STORE (a complete `ccfkit build` store).
 
     With --resume only --epochs, --workers, --device (when given) and STORE
@@ -276,45 +170,28 @@ def fit(store, input_kind, arch, alpha, no_log_act, width, epochs, batch_size, l
     from . import loop
     from .data import inspect_store
 
+    model_settings = take_fields(ModelConfig, settings)
     if resume:
         if run_dir is None:
             raise click.ClickException("--resume needs --run-dir")
-        report = loop.resume(
-            run_dir, epochs=epochs, progress=not quiet, workers=workers, device=device,
-            store=str(store), threads=threads,
-        )  # fmt: skip
+        changes = {name: settings[name] for name in _resume_overrides()}
+        report = loop.resume(run_dir, progress=not quiet, store=str(store), **changes)
     else:
         if run_dir is None:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 raise click.ClickException("--run-dir is required under torchrun")
             run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-        info = inspect_store(store, input_kind=input_kind, need_labels=labels is None)
-        if labels is not None:  # --labels: the table's frames and labels, not the store's
+        labels = settings["labels"]  # a label table: its frames and labels, not the store's
+        info = inspect_store(store, input_kind=settings["input"], need_labels=labels is None)
+        if labels is not None:
             from .label_table import labelled_store_info
 
             info = labelled_store_info(info, labels)
-        model_cfg = _configs(
-            ModelConfig,
-            num_classes=len(info.label_names),
-            arch=int(arch),
-            log_act=not no_log_act,
-            alpha=alpha,
-            width=width,
-        )
-        train_cfg = _configs(
-            TrainConfig, store=info.path, input=input_kind,
-            epochs=TrainConfig.epochs if epochs is None else epochs,
-            batch_size=batch_size, lr=lr, momentum=momentum, lr_step=lr_step,
-            lr_gamma=lr_gamma, l1=l1, l2=l2, eval_fraction=eval_fraction,
-            test_fraction=test_fraction, train_fraction=train_fraction,
-            split_file=None if split_file is None else str(Path(split_file).resolve()), seed=seed,
-            flips=flips, normalize=normalize,
-            workers=TrainConfig.workers if workers is None else workers,
-            device=TrainConfig.device if device is None else device, amp=amp,
-            channels_last=channels_last, threshold=threshold, max_frames=max_frames,
-            max_minutes=max_minutes, threads=threads,
-            labels=None if labels is None else str(labels.resolve()),
-        )  # fmt: skip
+        model_cfg = _configs(ModelConfig, num_classes=len(info.label_names), **model_settings)
+        unset = [name for name in _resume_overrides() if settings[name] is None]
+        for name in unset:
+            settings.pop(name)  # TrainConfig's default
+        train_cfg = _configs(TrainConfig, store=info.path, **settings)
         report = loop.fit(run_dir, model_cfg, train_cfg, progress=not quiet, overwrite=overwrite)
     if report:
         final = report["final"]

@@ -5,7 +5,8 @@ Recipe (§3.1.5, Eq. 6 and 10): binary cross-entropy on the logits plus
 connected weights (not BatchNorm parameters or biases); SGD with momentum 0.9,
 learning rate 0.1 multiplied by 0.1 every 50 epochs, batch 48, 200 epochs.
 Every number is a field of :class:`TrainConfig`; the ``trainer fit`` options
-take their defaults from it.
+are made from its fields (their ``metadata``: help, choices; ``resume``: the
+options that may change a run on ``--resume``, :mod:`ccfkit.cli_options`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,22 @@ from dataclasses import dataclass, field, fields
 
 from .data import InputKind, Normalize, resolve_normalize
 
-__all__ = ["BEST_METRICS", "DEVICES", "Flips", "TrainConfig"]
+__all__ = ["BEST_METRICS", "DEVICES", "STUDY_TEST_FRACTION", "Flips", "TrainConfig"]
 
 #: Metrics that "best" may follow, and whether larger is better.
 BEST_METRICS = {"accuracy": True, "precision": True, "recall": True, "eval_loss": False}
 #: Devices by name (``cuda:N`` is accepted too).
 DEVICES = ("auto", "cpu", "cuda")
+#: A study's held-out test fraction (``trainer fit`` holds none out by default:
+#: :attr:`TrainConfig.test_fraction`); its validation fraction is
+#: :attr:`TrainConfig.eval_fraction` (docs/study.md).
+STUDY_TEST_FRACTION = 0.15
+
+
+def _fraction(default: float, help_text: str):
+    """A field holding a split's fraction of the frames, in [0, 1)."""
+    range_ = {"min": 0, "max": 1, "max_open": True}
+    return field(default=default, metadata={"range": range_, "help": help_text})
 
 
 class Flips(str, enum.Enum):
@@ -36,49 +47,87 @@ class Flips(str, enum.Enum):
 class TrainConfig:
     """Everything about training except the network (saved with the run and checkpoints)."""
 
-    store: str
-    input: str = InputKind.CCF.value
-    epochs: int = 200
-    batch_size: int = 48
+    #: The store trained on (the command's argument, not an option).
+    store: str = field(metadata={"cli": False})
+    input: str = field(
+        default=InputKind.CCF.value,
+        metadata={"choices": InputKind,
+                  "help": "What the network sees: the CCF maps or the stored images."},
+    )  # fmt: skip
+    epochs: int = field(default=200, metadata={"resume": True})
+    batch_size: int = field(default=48, metadata={"help": "Global batch size."})
     lr: float = 0.1
     momentum: float = 0.9
-    lr_step: int = 50
+    lr_step: int = field(default=50, metadata={"help": "Epochs between lr drops."})
     lr_gamma: float = 0.1
-    l1: float = 1e-5
-    l2: float = 1e-5
+    l1: float = field(default=1e-5, metadata={"help": "L1 weight penalty."})
+    l2: float = field(default=1e-5, metadata={"help": "L2 weight penalty."})
     #: Validation ("eval") fraction: the split that picks the best checkpoint.
-    eval_fraction: float = 0.15
+    eval_fraction: float = _fraction(0.15, "Validation split: picks the best checkpoint.")
     #: Held-out test fraction, scored once with the best checkpoint (0: no test split).
-    test_fraction: float = 0.0
+    test_fraction: float = _fraction(
+        0.0, "Held-out test split, scored once with the best checkpoint."
+    )
     #: A saved split (.npz: train, eval, test) used instead of the fractions (docs/study.md).
-    split_file: str | None = None
+    split_file: str | None = field(
+        default=None,
+        metadata={"option": "--split", "path": "file",
+                  "help": "A saved split.npz (train, eval, test) instead of the fractions."},
+    )  # fmt: skip
     #: Train on this fraction of the training split (nested subsets, Table 5).
-    train_fraction: float = 1.0
-    seed: int = 0
+    train_fraction: float = field(
+        default=1.0,
+        metadata={"range": {"min": 0, "max": 1, "min_open": True},
+                  "help": "Train on this fraction of the training split (Table 5)."},
+    )  # fmt: skip
+    seed: int = field(default=0, metadata={"help": "Split, init and order."})
     #: :class:`Flips`: "auto" flips images, not CCF maps.
-    flips: str = Flips.AUTO.value
+    flips: str = field(
+        default=Flips.AUTO.value,
+        metadata={"choices": Flips, "help": "Random h/v flips; auto: on for images, off for CCF "
+                  "maps."},
+    )  # fmt: skip
     #: "auto": "none" for CCF maps (scaled by the build), "max" for images.
-    normalize: str = Normalize.AUTO.value
-    workers: int = 2
-    group_chunks: int = 4
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
+    normalize: str = field(
+        default=Normalize.AUTO.value,
+        metadata={"choices": Normalize, "help": "Per-frame scaling; auto: none for CCF maps, max "
+                  "for images."},
+    )  # fmt: skip
+    workers: int = field(default=2, metadata={"resume": True, "help": "DataLoader workers"})
+    group_chunks: int = field(
+        default=4,
+        metadata={"help": "Consecutive store chunks the loader reads and shuffles together."},
+    )
+    device: str = field(default="auto", metadata={"resume": True, "choices": DEVICES})
+    amp: bool = field(default=True, metadata={"help": "Mixed precision (GPU)."})
+    channels_last: bool = field(default=True, metadata={"help": "(GPU)"})
     threshold: float = 0.5
-    best_metric: str = "accuracy"
+    best_metric: str = field(
+        default="accuracy",
+        metadata={"choices": tuple(BEST_METRICS), "help": "The validation metric that picks the "
+                  "best checkpoint."},
+    )  # fmt: skip
     #: Use only the first ``max_frames`` frames of the store (quick runs); None = all.
-    max_frames: int | None = None
-    sync_bn: bool = True
+    max_frames: int | None = field(default=None, metadata={"help": "Use only the first N frames."})
+    sync_bn: bool = field(default=True, metadata={"help": "BatchNorm statistics synchronised "
+                                                  "across processes (torchrun)."})  # fmt: skip
     #: Stop after the epoch during which this many minutes of training have passed
     #: (counted from this process's start of training; None = no limit).
-    max_minutes: float | None = None
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "Stop after the epoch that passes this."}
+    )
     #: torch CPU threads (None: torch's default); kept on --resume (results depend on it).
-    threads: int | None = None
+    threads: int | None = field(
+        default=None,
+        metadata={"resume": True, "range": {"min": 1},
+                  "help": "torch CPU threads [torch's default; on --resume: the saved value]"},
+    )  # fmt: skip
     #: A label table (CSV: ``index`` + one 0/1 column per label name, as ``trainer label``
     #: writes it): train on its frames only, with its labels; the split is over them.
     labels: str | None = field(
         default=None,
-        metadata={"help": "Train on the frames of this label table (trainer label) only, "
+        metadata={"path": "file",
+                  "help": "Train on the frames of this label table (trainer label) only, "
                           "with its labels; the split is over them."},
     )  # fmt: skip
 

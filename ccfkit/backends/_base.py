@@ -7,7 +7,7 @@ import abc
 import numpy as np
 
 from .. import ccf
-from ..ccf import Estimator, MapSettings, Precision, Scale
+from ..ccf import MapSettings, Precision, Scale
 from ..polar import PolarImages, PolarPlan
 from ._bf16 import effective_precision, lag_product_bf16
 
@@ -95,14 +95,9 @@ class Backend(abc.ABC):
             )
         else:
             full = self.full_map(polar.values, polar.valid, settings.delta)
-        if settings.estimator is Estimator.RING:
-            order_maps = xp.stack(
-                [self.order_map(coefficients[..., c]) for c in range(settings.channels)], axis=1
-            )
-        else:
-            order_maps = ccf.order_maps_mask_corrected_reference(
-                polar.values, polar.valid, settings.orders, xp
-            )
+        order_maps = ccf.ORDER_ESTIMATORS[settings.estimator](
+            polar.values, polar.valid, coefficients, settings.orders, None, xp
+        )
         maps = ccf.assemble_maps(full, order_maps, means, settings.scale, xp)
         maps = maps.astype(np.float32)
         return maps[:, 0] if settings.channels == 1 else maps

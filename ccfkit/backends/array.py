@@ -104,19 +104,13 @@ class ArrayBackend(Backend):
                     polar.valid[changed].astype(self.dtype), shift, xp
                 )
             full = ccf.divide_by_pairs(numerator, pairs, xp)
-            if settings.estimator is ccf.Estimator.RING:
-                order_maps = ccf.order_map_reference(xp.moveaxis(coefficients, -1, -2), xp)
-            elif own_validity:  # some image has rings of its own: its own lag counts
-                counts = polar.valid.sum(axis=-1)
-                partial = xp.flatnonzero(xp.any((counts > 0) & (counts < plan.phi_bins), axis=0))
-                order_maps = ccf.order_maps_mask_corrected(
-                    polar.values, polar.valid, coefficients, settings.orders, partial, None, xp
-                )
+            if own_validity:  # some image has rings of its own: its own lag counts
+                partial = ccf.PartialRings.of_batch(polar.valid, xp)
             else:
-                order_maps = ccf.order_maps_mask_corrected(
-                    polar.values, polar.valid, coefficients, settings.orders, tables.partial,
-                    tables.lag_weights(settings.orders), xp,
-                )  # fmt: skip
+                partial = ccf.PartialRings(tables.partial, tables.lag_weights)
+            order_maps = ccf.ORDER_ESTIMATORS[settings.estimator](
+                polar.values, polar.valid, coefficients, settings.orders, partial, xp
+            )
             maps = ccf.assemble_maps(full, order_maps, means, settings.scale, xp)
             out[start : start + self.batch_size] = maps  # cast to float32 on assignment
         return out[:, 0] if settings.channels == 1 else out

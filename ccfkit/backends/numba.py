@@ -8,8 +8,11 @@ and the angular orders the maps need (a complex dot product per ring,
 float64 accumulators); one BLAS call (SciPy's ``ssyrk``, called directly, see
 :mod:`._blas`) forms the lower triangle of ``polar @ polar.T`` (``sgemm`` of
 the rolled rows when ``delta`` rounds to a non-zero shift,
-``round(delta P / 2 pi) % P != 0``); one pass merges the two triangles and
-finds their largest entries, one scales them. The mask's own correlation
+``round(delta P / 2 pi) % P != 0``); the map from it (:mod:`._maps`: each
+triangle's largest entry found, then every entry written once, scaled). With
+``precision="bf16"`` the product is PyTorch's bfloat16 one, on blocks of
+images whose polar values are rounded to bfloat16 as they are written
+(:meth:`NumbaBackend._bf16_maps`). The mask's own correlation
 (the denominator of Eq. 13) is computed once per plan and reused for every
 image whose NaN/inf pixels add no invalid samples. Where the time goes:
 ``benchmarks/engine_stages.py`` (docs/performance.md).
@@ -28,11 +31,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..ccf import Estimator, Scale, angular_shift, resolve_settings
+from ..ccf import Estimator, angular_shift, resolve_settings
 from ..polar import PolarImages, PolarPlan
 from ..provenance import usable_cpus
 from ._base import BackendUnavailableError
-from ._bf16 import lag_product_bf16
+from ._bf16 import aligned_empty, product_of_bits, torch_threads_here
+from ._maps import REDUCTION, SCALE_CODES, finish_image
 from .array import ArrayBackend
 
 try:
@@ -46,7 +50,7 @@ except ImportError as error:  # pragma: no cover - numba is a dependency
 __all__ = ["NumbaBackend"]
 
 #: Reductions may be reassociated (vectorised); their inputs are finite by construction.
-_REDUCTION = {**KERNEL, "fastmath": {"reassoc", "contract", "nnan", "ninf", "nsz"}}
+_REDUCTION = REDUCTION  # (defined beside the map kernels, :mod:`._maps`)
 #: The interpolation may fuse its multiply-adds; nothing else is relaxed.
 _FUSED = {**KERNEL, "fastmath": {"contract"}}
 
@@ -136,14 +140,19 @@ def _sanitize(image, used, padded):
         invalid samples); otherwise the image takes the exact gather.
     """
     pixels = image.shape[0]
-    bad = 0
+    any_bad = np.uint8(0)  # an or-reduction over bytes vectorises; the count is for the rare image
+    used_bytes = used.view(np.uint8)
     for i in range(pixels):
         value = image[i]
         fits = abs(value) < _LERP_SAFE  # False for NaN, +-inf and huge values
         padded[i] = value if fits else np.float32(0)
-        bad += used[i] & ~fits
-    for i in range(pixels, padded.shape[0]):
-        padded[i] = 0
+        any_bad |= used_bytes[i] & np.uint8(not fits)
+    padded[pixels:] = 0
+    if any_bad == 0:
+        return 0
+    bad = 0
+    for i in range(pixels):
+        bad += used[i] and not abs(image[i]) < _LERP_SAFE
     return bad
 
 
@@ -264,83 +273,13 @@ def _project_rings(values, counts, cos_n, sin_n, re, im, means):
             im[c, k] = -sum_im / counts[k]
 
 
-#: ``scale_mode`` codes of the kernels (:class:`~ccfkit.ccf.Scale`).
-_SCALE_CODES = {Scale.NONE: 0, Scale.MAXABS: 1, Scale.RING: 2}
+#: Images per bfloat16 product: a block's bfloat16 values and sums (2.6 MB at Q = 224,
+#: P = 512) stay in cache from the resampling to the maps.
+_BF16_BLOCK = 8
 
-
-@numba.njit(**_REDUCTION)
-def _fill_merged(gram, inverse_pairs, re, im, out):
-    """Unscaled merged map of one image: ``gram / pairs`` below, order map above.
-
-    Parameters
-    ----------
-    gram : (Q, Q) float32
-        ``polar @ shifted_polar.T``; only ``i >= j`` is read.
-    inverse_pairs : (Q, Q) float32
-        ``1 / (number of valid sample pairs)``, 0 where there is none.
-    re, im : (Q,) float64
-        The first order's Fourier coefficients.
-    out : (Q, Q) float32, out
-
-    Returns
-    -------
-    (float32, float32)
-        The largest ``|out|`` on and below the diagonal, and above it.
-    """
-    q_bins = gram.shape[0]
-    lower = np.float32(0)
-    upper = np.float32(0)
-    for i in range(q_bins):
-        for j in range(i + 1):
-            value = gram[i, j] * inverse_pairs[i, j]
-            out[i, j] = value
-            lower = max(lower, abs(value))
-        for j in range(i + 1, q_bins):
-            value = np.float32(re[i] * re[j] + im[i] * im[j])
-            out[i, j] = value
-            upper = max(upper, abs(value))
-    return lower, upper
-
-
-@numba.njit(**_REDUCTION)
-def _fill_order(re, im, out):
-    """The order map ``Re(conj(F_i) F_j)`` of one order into (Q, Q) ``out``; its max ``|out|``."""
-    q_bins = re.shape[0]
-    largest = np.float32(0)
-    for i in range(q_bins):
-        for j in range(q_bins):
-            value = np.float32(re[i] * re[j] + im[i] * im[j])
-            out[i, j] = value
-            largest = max(largest, abs(value))
-    return largest
-
-
-@numba.njit(**_REDUCTION)
-def _scale_map(out, means, scale_mode, lower_largest, upper_largest, lower_offset):
-    """Scale a filled (Q, Q) float32 map in place, in one pass (:class:`~ccfkit.ccf.Scale`).
-
-    ``scale_mode`` 0 (none) leaves it; 1 (maxabs) divides the part on and below
-    the diagonal by ``lower_largest`` and the part above by ``upper_largest``
-    (a part whose largest is 0 stays); 2 (ring) divides by ``means[i] means[j]``,
-    subtracts ``lower_offset`` on and below the diagonal, clips to [-1, 1],
-    and gives 0 where that product is 0.
-    """
-    q_bins = out.shape[0]
-    if scale_mode == 1:
-        lower = 1 / np.float64(lower_largest) if lower_largest > 0 else 1.0
-        upper = 1 / np.float64(upper_largest) if upper_largest > 0 else 1.0
-        for i in range(q_bins):
-            for j in range(i + 1):
-                out[i, j] = out[i, j] * lower
-            for j in range(i + 1, q_bins):
-                out[i, j] = out[i, j] * upper
-    elif scale_mode == 2:
-        for i in range(q_bins):
-            for j in range(q_bins):
-                product = means[i] * means[j]
-                offset = lower_offset if j <= i else 0.0
-                value = out[i, j] / product - offset if product != 0 else 0.0
-                out[i, j] = min(1.0, max(-1.0, value))
+#: Estimators the kernels compute; the others take the array path
+#: (:data:`~ccfkit.ccf.ORDER_ESTIMATORS`).
+_KERNEL_ESTIMATORS = frozenset({Estimator.RING})
 
 
 @numba.njit(**KERNEL)
@@ -399,23 +338,13 @@ def _prepare_image(
 
 
 @numba.njit(**KERNEL)
-def _finish_image(gram, inverse_pairs, re, im, means, scale_mode, out):
-    """One image's (C, Q, Q) map from its product ``gram`` and ring orders: fill, then scale."""
-    lower, upper = _fill_merged(gram, inverse_pairs, re[0], im[0], out[0])
-    _scale_map(out[0], means, scale_mode, lower, upper, 1.0)  # the full map's ring scale is - 1
-    for c in range(1, out.shape[0]):
-        largest = _fill_order(re[c], im[c], out[c])
-        _scale_map(out[c], means, scale_mode, largest, largest, 0.0)
-
-
-@numba.njit(**KERNEL)
 def _merged_maps_part(
     images, lo, hi, tables, plan_inverse_pairs, cos_n, sin_n, shift, min_count, scale_mode, out,
 ):  # fmt: skip
     """Maps of ``images[lo:hi]`` into ``out[lo:hi]``: the per-thread loop, GIL-free.
 
     Per image: :func:`_prepare_image`, one float32 BLAS product,
-    :func:`_finish_image`. ``out`` is (B, C, Q, Q): channel 0 the merged map of
+    :func:`._maps.finish_image`. ``out`` is (B, C, Q, Q): channel 0 the merged map of
     the first order, channel ``c`` the order map of order ``c``.
     """
     q_bins, phi_bins = tables.counts.shape[0], cos_n.shape[1]
@@ -438,30 +367,58 @@ def _merged_maps_part(
         )  # fmt: skip
         correlate_rows(values, shift, gram, scratch)
         inverse_pairs = own_inverse_pairs if own else plan_inverse_pairs
-        _finish_image(gram, inverse_pairs, re, im, means, scale_mode, out[b])
+        finish_image(gram, inverse_pairs, re, im, means, scale_mode, out[b])
+
+
+@numba.njit(**_REDUCTION)
+def _round_to_bf16(values, shift, left, right):
+    """(Q, P) float32 ``values`` as bfloat16 bits (uint16), rounded to nearest even.
+
+    bfloat16 is the upper half of a float32: ``(bits + 0x7FFF + lowest kept bit) >> 16``
+    rounds to nearest, ties to even, as PyTorch's conversion does (the values are finite).
+    ``left`` (Q, P) uint16, out; ``right`` (Q, P) uint16, out: the rows rolled by
+    ``-shift`` (``right[k, p] = left[k, (p + shift) % P]``), written only when
+    ``shift % P != 0`` (otherwise the product's right operand is ``left``).
+    """
+    bits, flat = values.reshape(-1).view(np.uint32), left.reshape(-1)
+    for s in range(bits.shape[0]):
+        word = bits[s]
+        flat[s] = (
+            word + ((word >> np.uint32(16)) & np.uint32(1)) + np.uint32(0x7FFF)
+        ) >> np.uint32(16)
+    phi_bins = values.shape[1]
+    if shift % phi_bins != 0:
+        for k in range(values.shape[0]):
+            for p in range(phi_bins):
+                right[k, p] = left[k, (p + shift) % phi_bins]
 
 
 @numba.njit(**KERNEL)
-def _prepare_part(
-    images, lo, hi, tables, cos_n, sin_n, shift, min_count, values, own, own_inverse_pairs, re,
-    im, means,
+def _prepare_bf16_part(
+    images, lo, hi, tables, cos_n, sin_n, shift, min_count, left, right, own, own_inverse_pairs,
+    re, im, means,
 ):  # fmt: skip
-    """:func:`_prepare_image` of ``images[lo:hi]`` into batch arrays (the product comes after).
+    """:func:`_prepare_image` of ``images[lo:hi]``, its polar values kept as bfloat16 bits.
 
-    ``values`` (B, Q, P); ``own`` (B,) bool; ``own_inverse_pairs`` (B, Q, Q),
-    written only where ``own``; ``re``, ``im`` (B, C, Q); ``means`` (B, Q).
+    Image ``b`` goes to row ``b - lo`` of the block arrays: ``left``, ``right`` (n, Q, P)
+    uint16 (:func:`_round_to_bf16`); ``own`` (n,) bool; ``own_inverse_pairs`` (n, Q, Q),
+    written only where ``own``; ``re``, ``im`` (n, C, Q); ``means`` (n, Q). The float32
+    values live only in a per-thread scratch, which the ring orders read.
     """
-    q_bins, phi_bins = values.shape[1:]
+    q_bins, phi_bins = left.shape[1:]
     padded = _padded_scratch(tables)
+    values = np.empty((q_bins, phi_bins), dtype=np.float32)
     valid = np.empty((q_bins, phi_bins), dtype=np.bool_)
     scratch = np.empty((q_bins, phi_bins), dtype=np.float32)
     weights = np.empty((q_bins, phi_bins), dtype=np.float32)
     own_counts = np.empty(q_bins, dtype=np.int64)
     for b in range(lo, hi):
-        own[b] = _prepare_image(
-            images[b].reshape(-1), tables, cos_n, sin_n, shift, min_count, padded, values[b],
-            valid, weights, scratch, own_inverse_pairs[b], own_counts, re[b], im[b], means[b],
+        k = b - lo
+        own[k] = _prepare_image(
+            images[b].reshape(-1), tables, cos_n, sin_n, shift, min_count, padded, values,
+            valid, weights, scratch, own_inverse_pairs[k], own_counts, re[k], im[k], means[k],
         )  # fmt: skip
+        _round_to_bf16(values, shift, left[k], right[k])
 
 
 @numba.njit(**KERNEL)
@@ -481,10 +438,10 @@ def _resample_part(images, lo, hi, tables, values, valid, invalidated):
 @numba.njit(**KERNEL)
 def _finish_part(gram, lo, hi, own, own_inverse_pairs, plan_inverse_pairs, re, im, means,
                  scale_mode, out):  # fmt: skip
-    """:func:`_finish_image` of images ``lo:hi`` from their batched products ``gram`` (B, Q, Q)."""
+    """:func:`._maps.finish_image` of images ``lo:hi`` from their batched products ``gram`` (B, Q, Q)."""
     for b in range(lo, hi):
         inverse_pairs = own_inverse_pairs[b] if own[b] else plan_inverse_pairs
-        _finish_image(gram[b], inverse_pairs, re[b], im[b], means[b], scale_mode, out[b])
+        finish_image(gram[b], inverse_pairs, re[b], im[b], means[b], scale_mode, out[b])
 
 
 @functools.lru_cache(maxsize=4)
@@ -555,23 +512,25 @@ class NumbaBackend(ArrayBackend):
         return PolarImages(values, valid, plan.radius, plan.phi)
 
     def merged_maps(self, images, plan, settings=None, **fields):
-        """The fused kernel; the mask-corrected estimator takes the array path.
+        """The fused kernel; a mode it has no code for takes the array path.
 
-        The mask-corrected order maps need every angular lag between partial
-        rings (FFTs): :meth:`ArrayBackend.merged_maps` computes them in float32
-        from this backend's gather. Precision ``bf16`` splits the fused loop
-        around one batched bfloat16 product (:mod:`._bf16`).
+        Estimators other than ``ring`` (the mask-corrected one needs every
+        angular lag between partial rings: FFTs) and scalings without a kernel
+        code run :meth:`ArrayBackend.merged_maps` in float32 on this backend's
+        resampling, with the array functions of :data:`~ccfkit.ccf.ORDER_ESTIMATORS`
+        and :data:`~ccfkit.ccf.SCALINGS`. Precision ``bf16`` splits the fused
+        loop around batched bfloat16 products (:mod:`._bf16`).
         """
         settings = resolve_settings(settings, **fields)
         settings.check_phi_bins(plan.phi_bins)
-        if settings.estimator is Estimator.MASK_CORRECTED:
+        if settings.estimator not in _KERNEL_ESTIMATORS or settings.scale not in SCALE_CODES:
             return super().merged_maps(images, plan, settings)
         images = self.asarray(images)
         tables = _tables_for(plan)
         shift = angular_shift(settings.delta, plan.phi_bins)
         cos_n, sin_n = _order_tables(plan, settings.orders)
         inverse_pairs = _inverse_pairs_for(plan, shift)
-        scale_mode = _SCALE_CODES[settings.scale]
+        scale_mode = SCALE_CODES[settings.scale]
         shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
         out = np.empty(shape, dtype=np.float32)
         if self.product_precision(settings.precision).rounds_to_bf16:
@@ -589,31 +548,39 @@ class NumbaBackend(ArrayBackend):
         return out[:, 0] if settings.channels == 1 else out
 
     def _bf16_maps(self, images, plan, tables, inverse_pairs, orders, shift, scale_mode, out):
-        """Maps with the product in bfloat16: prepare in parallel, one batched product, finish."""
+        """Maps with the product in bfloat16, in blocks of images on each thread.
+
+        Per block: the polar values, rounded to bfloat16 as they are written
+        (:func:`_prepare_bf16_part`); one batched product on this thread
+        (:func:`._bf16.product_of_bits`: AMX or AVX512-BF16 through PyTorch);
+        the maps, read from its bfloat16 sums (:func:`._maps.finish_image`).
+        A block's arrays stay in cache between the three.
+        """
         cos_n, sin_n = orders
-        batch, channels = images.shape[0], cos_n.shape[0]
-        values = np.empty((batch, plan.q_bins, plan.phi_bins), dtype=np.float32)
-        own = np.zeros(batch, dtype=np.bool_)
-        own_inverse_pairs = np.empty((batch, plan.q_bins, plan.q_bins), dtype=np.float32)
-        re = np.empty((batch, channels, plan.q_bins))
-        im = np.empty((batch, channels, plan.q_bins))
-        means = np.empty((batch, plan.q_bins))
+        q_bins, phi_bins = plan.q_bins, plan.phi_bins
 
-        def prepare(part: range) -> None:
-            _prepare_part(
-                images, part.start, part.stop, tables, cos_n, sin_n, shift,
-                plan.min_ring_count, values, own, own_inverse_pairs, re, im, means,
-            )  # fmt: skip
+        def run(part: range) -> None:
+            size = max(1, min(_BF16_BLOCK, len(part)))
+            left = aligned_empty((size, q_bins, phi_bins), np.uint16)
+            right = left if shift % phi_bins == 0 else aligned_empty(left.shape, np.uint16)
+            gram = aligned_empty((size, q_bins, q_bins), np.uint16)
+            own = np.zeros(size, dtype=np.bool_)
+            own_inverse_pairs = np.empty((size, q_bins, q_bins), dtype=np.float32)
+            re, im = (np.empty((size, cos_n.shape[0], q_bins)) for _ in range(2))
+            means = np.empty((size, q_bins))
+            with torch_threads_here(1):
+                for start in range(part.start, part.stop, size):
+                    stop = min(start + size, part.stop)
+                    count = stop - start
+                    _prepare_bf16_part(
+                        images, start, stop, tables, cos_n, sin_n, shift, plan.min_ring_count,
+                        left, right, own, own_inverse_pairs, re, im, means,
+                    )  # fmt: skip
+                    product_of_bits(left[:count], right[:count], gram[:count])
+                    _finish_part(gram, 0, count, own, own_inverse_pairs, inverse_pairs, re, im,
+                                 means, scale_mode, out[start:stop])  # fmt: skip
 
-        self._in_parallel(batch, prepare)
-        with self._thread_pools.limit(limits=self.threads, user_api="openmp"):
-            gram = lag_product_bf16(values, shift, np)  # PyTorch's pool, as many threads as ours
-
-        def finish(part: range) -> None:
-            _finish_part(gram, part.start, part.stop, own, own_inverse_pairs, inverse_pairs,
-                         re, im, means, scale_mode, out)  # fmt: skip
-
-        self._in_parallel(batch, finish)
+        self._in_parallel(images.shape[0], run)
 
     def _in_parallel(self, batch: int, run) -> None:
         """Call ``run(part)`` on contiguous parts of ``range(batch)``, one per thread."""

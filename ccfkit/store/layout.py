@@ -16,6 +16,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
+from ..build_config import BuildOptions, OutputSettings
+
 __all__ = [
     "COMPRESSORS",
     "DIGESTS",
@@ -84,11 +86,11 @@ class StoreLayout:
     n_frames: int
     q_bins: int
     channels: int = 1
-    chunk_frames: int = 64
+    chunk_frames: int = BuildOptions.chunk_frames
     label_names: tuple[str, ...] = ()
     image_size: int | None = None
-    map_dtype: str = "float32"
-    compressor: str = "none"
+    map_dtype: str = OutputSettings.map_dtype
+    compressor: str = BuildOptions.compressor
     stats_by_chunk: bool = True
 
     def __post_init__(self):

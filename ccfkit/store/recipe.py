@@ -26,6 +26,7 @@ from pathlib import Path
 
 import zarr
 
+from ..build_config import BuildConfig, NoiseSettings, OutputSettings, flat_parameters
 from ..ccf import Estimator, MapSettings, Precision, Scale
 from ..polar import RingGrid
 from ..settings import MapDtype, NoiseLevel
@@ -92,15 +93,15 @@ class StoreRecipe:
             object.__setattr__(self, "image_size", int(self.image_size))
 
     @classmethod
-    def of_build(cls, config) -> StoreRecipe:
+    def of_build(cls, config: BuildConfig) -> StoreRecipe:
         """The recipe of a build configuration (:class:`~ccfkit.build_config.BuildConfig`)."""
         return cls(
             grid=config.grid,
-            settings=config.map_settings,
-            noise=config.noise,
-            seed=config.seed,
-            image_size=config.image_size,
-            map_dtype=config.map_dtype,
+            settings=config.maps,
+            noise=config.noise.level,
+            seed=config.noise.seed,
+            image_size=config.output.image_size,
+            map_dtype=config.output.map_dtype,
         )
 
     @property
@@ -112,23 +113,10 @@ class StoreRecipe:
 
     def parameters(self) -> dict:
         """The store's ``parameters`` attribute: flat and JSON-ready (docs/store-layout.md)."""
-        grid, settings = self.grid, self.settings
-        return {
-            "orders": list(settings.orders),
-            "q_bins": grid.q_bins,
-            "phi_bins": grid.phi_bins,
-            "r_min": grid.r_min,
-            "r_max": grid.r_max,
-            "min_ring_fraction": grid.min_ring_fraction,
-            "delta": settings.delta,
-            "estimator": settings.estimator.value,
-            "scale": settings.scale.value,
-            "precision": settings.precision.value,
-            "noise": self.noise.value,
-            "seed": self.seed,
-            "image_size": self.image_size,
-            "map_dtype": self.map_dtype.value,
-        }
+        noise = NoiseSettings(self.noise.value, self.seed)
+        output = OutputSettings(self.image_size, self.map_dtype.value)
+        parameters = flat_parameters(self.grid, self.settings, noise, output)
+        return {**parameters, "orders": list(self.settings.orders)}
 
     def differences(self, other: StoreRecipe) -> list[str]:
         """Names of the parameters (keys of :meth:`parameters`) in which ``other`` differs."""
