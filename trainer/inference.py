@@ -199,9 +199,9 @@ def evaluate_run(
     if subset is None:
         subset = "eval" if store == own else "all"
     info = inspect_store(store, need_labels=True)
+    mismatch = check_recipe(run_dir, config, store, allow=allow_recipe_mismatch)
     if store == own and subset in ("eval", "test"):  # the run's split: rows of that very store
         _check_own_store(run_dir, config, store)
-    mismatch = check_recipe(run_dir, config, store, allow=allow_recipe_mismatch)
     try:
         match = match_labels(config["store"]["label_names"], info.label_names, label_map)
     except ValueError as error:

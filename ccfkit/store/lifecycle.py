@@ -133,7 +133,7 @@ def foreign_entries(path: str | Path) -> list[str]:
     A build writes the root ``zarr.json``, the arrays a store may hold
     (:func:`~ccfkit.store.layout.dimension_names`, and ``digests``), each
     with its ``zarr.json`` and its chunks under ``c/``, and temporary
-    ``*.partial`` files while it writes. Anything else (``NOTES.md``,
+    ``*.partial`` files while it writes. Anything else (``notes.md``,
     ``analysis/``) is the user's: ``--overwrite`` refuses to remove it.
     """
     path = Path(path)
