@@ -520,7 +520,8 @@ def test_the_trainer_names_a_damaged_chunk(tmp_path, trained, store, trainer_mai
 # --------------------------------------------------------------------------
 
 
-def test_builds_killed_at_three_moments_resume_to_the_same_store(tmp_path):
+def load_kill_resume():
+    """benchmarks/kill_resume.py as a module."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_resume.py"
@@ -528,6 +529,11 @@ def test_builds_killed_at_three_moments_resume_to_the_same_store(tmp_path):
     kill_resume = importlib.util.module_from_spec(spec)
     sys.modules["kill_resume"] = kill_resume  # its dataclass looks its module up
     spec.loader.exec_module(kill_resume)
+    return kill_resume
+
+
+def test_builds_killed_at_three_moments_resume_to_the_same_store(tmp_path):
+    kill_resume = load_kill_resume()
     _, trials = kill_resume.run_trials(tmp_path, count=3, seed=0, frames=16, in_process=True)
     assert [t.identical for t in trials] == [True, True, True], trials
     # at least one kill left a store to resume (not only "missing" or "complete",
@@ -811,8 +817,18 @@ def test_fit_with_the_disk_full_at_a_checkpoint_keeps_last_pt(tmp_path, trained,
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    result = ccfkit("fit", store, "--run-dir", run_dir, "--resume", "--epochs", "2",
+    result = ccfkit("fit", store, "--run-dir", run_dir, "--resume", "--epochs", "2", "--quiet",
                     program=trainer_main)  # fmt: skip
-    refused(result, "last.pt", "could not be written", "No space left on device")
+    refused(result, "last.pt: the checkpoint could not be written (No space left on device)")
     assert snapshot(run_dir / "last.pt") == before
     assert not list(run_dir.glob("*.partial"))
+
+
+def test_fit_and_predict_killed_finish_to_the_same_run_and_file(tmp_path, store, trained):
+    kill_resume = load_kill_resume()
+    _, trials = kill_resume.fit_trials(tmp_path, store, count=2, seed=1, in_process=True)
+    assert [t.identical for t in trials] == [True, True], trials
+    _, trials = kill_resume.predict_trials(tmp_path, store, trained, count=2, seed=1,
+                                           in_process=True)  # fmt: skip
+    assert [t.identical for t in trials] == [True, True], trials
+    assert {t.left for t in trials} <= {"the older file", "the new file"}

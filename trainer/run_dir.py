@@ -382,7 +382,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
         with atomic_output(path, overwrite=True) as tmp:
             torch.save(state, tmp)
     except (OSError, RuntimeError) as error:  # torch reports a failed write as a RuntimeError
-        reason = " ".join(str(error).split())[:160]
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:160]
         raise RunError(
             f"{path}: the checkpoint could not be written ({reason}); {path.name} is unchanged"
         ) from error
