@@ -259,6 +259,9 @@ def predict_run(
     labels and they match. A store of another recipe is refused
     (:func:`check_recipe`, unless ``allow_recipe_mismatch``).
     """
+    if Path(out_csv).suffix.lower() != ".csv":  # HDF5 and Zarr are for predictions of frames
+        raise DataError(f"-o {out_csv}: the predictions of a store are written as CSV; "
+                        "name the file .csv")  # fmt: skip
     model, config, _ = load_run(run_dir, which, device)
     names = config["store"]["label_names"]
     info = inspect_store(store, need_labels=False)
