@@ -88,12 +88,12 @@ def writable_output(
         )
     if path.is_dir():
         raise OutputRefused(f"{what} {path} exists and is a directory: refusing to replace it")
-    if path.exists() or path.is_symlink():
-        if recognise is None or not path.is_file() or not _recognised(path, recognise):
-            raise OutputRefused(
-                f"{what} {path} exists and is not a file this tool wrote: refusing to replace "
-                "it; remove it or choose another name"
-            )
+    ours = recognise is not None and path.is_file() and _recognised(path, recognise)
+    if (path.exists() or path.is_symlink()) and not ours:
+        raise OutputRefused(
+            f"{what} {path} exists and is not a file this tool wrote: refusing to replace "
+            "it; remove it or choose another name"
+        )
     return path
 
 

@@ -124,7 +124,7 @@ def check_prediction_output(out, inputs) -> Path:
     recognise = None
     if kind == ".csv":
         store_csv, frames_csv = csv_with_header("row", "index"), csv_with_header("index")
-        recognise = lambda path: store_csv(path) or frames_csv(path)  # noqa: E731
+        recognise = lambda path: store_csv(path) or frames_csv(path)
     elif kind in (".h5", ".hdf5"):
         recognise = _predictions_hdf5
     return writable_output(out, inputs=inputs, recognise=recognise, what="-o")

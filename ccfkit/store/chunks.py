@@ -141,8 +141,8 @@ class ChunkWriters:
     def of(cls, group: zarr.Group, method: WriteMethod | str = WriteMethod.ZARR) -> ChunkWriters:
         """The writers of ``group``'s arrays; ``method``: :class:`~ccfkit.settings.WriteMethod`."""
         names = ("ccf", "stats", "done", "images")
-        digests = group[DIGESTS] if DIGESTS in group else {}
-        return cls(*(chunk_writer(group[n], method, digests[n] if n in digests else None)
+        digests = group.get(DIGESTS, {})
+        return cls(*(chunk_writer(group[n], method, digests.get(n))
                      if n in group else None for n in names))  # fmt: skip
 
     def mark_done(self, chunk: int) -> None:

@@ -57,12 +57,12 @@ __all__ = [
     "check_not_input",
     "create_store",
     "foreign_entries",
-    "per_store_digests",
     "locked_store",
     "mark_complete",
     "open_store",
     "output_state",
     "pending_chunks",
+    "per_store_digests",
 ]
 
 #: ``status`` of a store whose creation has begun but not finished.

@@ -187,7 +187,7 @@ def _required_chunks(group: zarr.Group):
     done = _done(group)
     by_chunk = layout_of(group).stats_by_chunk if "layout" in group.attrs else True
     recorded = group.attrs.get("chunk_digests", {})
-    digests = group[DIGESTS] if DIGESTS in group else {}
+    digests = group.get(DIGESTS, {})
     for name, array in sorted(group.arrays()):
         grid = list(itertools.product(*(range(n) for n in array.cdata_shape)))
         if name in recorded:
@@ -197,7 +197,7 @@ def _required_chunks(group: zarr.Group):
         task_written = name in MAP_TASK_ARRAYS and (name != "stats" or by_chunk)
         if not task_written or done is None:
             continue
-        own = digests[name] if name in digests else None
+        own = digests.get(name)
         for coords in grid:
             if done[coords[0]]:
                 yield array, coords, None
