@@ -157,8 +157,11 @@ MODEL_OPTIONS = {
 )
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="[runs/<time>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from last.pt.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace the run in --run-dir (its own files only; anything else is refused).")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the run in --run-dir (its own files only; anything else is refused).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_clean_errors
 def fit(store, run_dir, resume, overwrite, quiet, **settings):

@@ -96,7 +96,9 @@ def check_recipe(run_dir, config: dict, store, *, allow: bool = False) -> list[s
         log.warning("%s records no map recipe (a store written by hand): not compared with "
                     "%s's", store, run_dir)  # fmt: skip
         return []
-    free = RECIPE_FREE if config["train"].get("input") == "images" else (*RECIPE_FREE, "image_size")
+    free = (
+        RECIPE_FREE if config["train"].get("input") == "images" else (*RECIPE_FREE, "image_size")
+    )
     differences = [
         f"{key} {mine.get(key)!r} (the run's: {recorded[key]!r})"
         for key in recorded
@@ -108,7 +110,9 @@ def check_recipe(run_dir, config: dict, store, *, allow: bool = False) -> list[s
             f"{'; '.join(differences)}; pass --allow-recipe-mismatch to apply the run anyway"
         )
     if differences:
-        log.warning("recipe mismatch allowed (--allow-recipe-mismatch): %s", "; ".join(differences))
+        log.warning(
+            "recipe mismatch allowed (--allow-recipe-mismatch): %s", "; ".join(differences)
+        )
     return differences
 
 

@@ -561,7 +561,9 @@ def _train_one_epoch(run: _Run, epoch: int) -> dict:
 def _stop_on_non_finite(loss: float, epoch: int, rows) -> None:
     """Stop training: the loss of a batch is not finite (the store rows of the batch named)."""
     rows = sorted(int(r) for r in np.asarray(rows).ravel())
-    shown = ", ".join(map(str, rows[:16])) + (f", ... ({len(rows)} rows)" if len(rows) > 16 else "")
+    shown = ", ".join(map(str, rows[:16])) + (
+        f", ... ({len(rows)} rows)" if len(rows) > 16 else ""
+    )
     raise RunError(
         f"the training loss is {loss} in epoch {epoch + 1}, on the batch of store rows {shown} "
         "(non-finite values in those frames' maps, or a learning rate too high); stopped: "
