@@ -27,16 +27,20 @@ from pathlib import Path
 __all__ = [
     "HTML_MARKER",
     "PNG_MARKER",
+    "PNG_SIGNATURE",
     "OutputRefused",
     "csv_with_header",
     "inside_store",
     "json_with_keys",
     "marked",
+    "our_picture",
     "writable_output",
 ]
 
 #: The PNG text chunk a picture of this tool carries (``Software``: ``ccfkit ...``).
 PNG_MARKER = b"Software\x00ccfkit"
+#: The first bytes of every PNG file.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: The meta tag a page of this tool carries.
 HTML_MARKER = b'<meta name="generator" content="ccfkit'
 
@@ -149,6 +153,11 @@ def marked(signature: bytes, marker: bytes) -> Callable[[Path], bool]:
         return head.startswith(signature) and marker in head
 
     return recognise
+
+
+def our_picture(path: Path) -> bool:
+    """Whether ``path`` is a PNG this tool drew (its ``Software`` text chunk says ``ccfkit``)."""
+    return marked(PNG_SIGNATURE, PNG_MARKER)(path)
 
 
 def csv_with_header(*first_columns: str, prefix: str = "p_") -> Callable[[Path], bool]:

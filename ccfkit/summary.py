@@ -14,9 +14,6 @@ from .store import read_checked, read_recipe
 
 __all__ = ["check_picture_output", "describe_store", "draw_frame", "raw_frame"]
 
-#: The PNG signature: a picture this tool wrote starts with it (and carries its marker).
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 
 def describe_store(group: zarr.Group) -> str:
     """A human-readable summary: status, arrays, parameters, noise, provenance."""
@@ -70,12 +67,11 @@ def check_picture_output(group: zarr.Group, output: str | Path) -> Path:
     it names; an existing file only when it is a picture this tool drew (its
     PNG marker).
     """
-    from .outputs import PNG_MARKER, marked, writable_output
+    from .outputs import our_picture, writable_output
 
     store = getattr(group.store, "root", None)
     inputs = [*([store] if store else []), *group.attrs.get("input", {}).get("files", [])]
-    return writable_output(output, inputs=inputs, recognise=marked(PNG_SIGNATURE, PNG_MARKER),
-                           what="-o")  # fmt: skip
+    return writable_output(output, inputs=inputs, recognise=our_picture, what="-o")
 
 
 def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:

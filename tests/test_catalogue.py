@@ -619,10 +619,17 @@ def test_show_writes_the_path_it_prints_and_never_an_input(tmp_path, store, sour
     assert snapshot(source) == before and photo.read_bytes().endswith(b"not ours")
 
 
-def test_gallery_and_label_outputs_are_guarded(tmp_path, trained, store, trainer_main):
+def test_gallery_label_and_explain_outputs_are_guarded(tmp_path, trained, store, trainer_main):
     page = tmp_path / "page.html"
     page.write_text("<!doctype html><p>my notes</p>")
-    before = snapshot(tmp_path)
+    before, checkpoint = snapshot(tmp_path), snapshot(trained / "best.pt")
+    refused(ccfkit("explain", trained, store, "--index", 0, "-o", trained / "best.pt",
+                   program=trainer_main), "is an input")  # fmt: skip
+    assert snapshot(trained / "best.pt") == checkpoint
+    heatmap = tmp_path / "heatmap"
+    ok(ccfkit("explain", trained, store, "--index", 0, "-o", heatmap, program=trainer_main))
+    ok(ccfkit("explain", trained, store, "--index", 1, "-o", heatmap, program=trainer_main))
+    heatmap.unlink()
     refused(ccfkit("gallery", trained, store, "-o", page, program=trainer_main),
             "not a file this tool wrote")  # fmt: skip
     refused(ccfkit("label", store, "--out", store / "labels.csv", program=trainer_main),

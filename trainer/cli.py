@@ -342,10 +342,14 @@ def explain(run, store, row, class_name, output, checkpoint):
     import numpy as np
     import torch
 
+    from ccfkit.outputs import our_picture, writable_output
+
     from .data import StoreDataset, inspect_store
     from .explain import grad_cam_pp, save_heatmap
     from .inference import load_run
 
+    writable_output(output, inputs=_run_files(run, checkpoint, store), recognise=our_picture,
+                    what="-o")  # fmt: skip
     model, config, _ = load_run(run, checkpoint, "cpu")
     train = TrainConfig.from_dict(config["train"])
     info = inspect_store(store, need_labels=False, input_kind=train.input)
