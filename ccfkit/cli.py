@@ -14,6 +14,7 @@ import numpy as np
 
 from ._version import __version__
 from .build_config import BACKEND_CHOICES, BuildConfig, BuildOptions, NoiseSettings
+from .cli_inputs import input_options, open_input
 from .cli_options import apply_options, field_options, take_fields
 from .polar import RingGrid
 from .simulate import DEFAULT_MIX, Kind, Polarization, SimulationConfig
@@ -66,8 +67,8 @@ def _one_line_errors(*types: type[BaseException]):
 
 
 def _center_option(value: str | None):
-    """Parse ``--center``: None, "auto" or "X,Y"."""
-    if value is None or value == "auto":
+    """Parse ``--center``: None, "auto", "per-frame" or "X,Y"."""
+    if value in (None, "auto", "per-frame"):
         return value
     try:
         cx, cy = (float(part) for part in value.split(","))
@@ -98,11 +99,13 @@ def recipe_options(recipe: BuildConfig) -> list:
     "a CXI mask path are a CXI bit mask (a 'convention' attribute overrides; docs/build.md).",
 )
 @click.option("--labels-path", default=None, help="Data set of the labels [CXI-like locations].")
+@input_options
 @click.option(
     "--center",
     default=None,
-    metavar="X,Y|auto",
-    help="Beam centre in pixels (x = column), or 'auto' [the file's, else the middle].",
+    metavar="X,Y|auto|per-frame",
+    help="Beam centre in pixels (x = column), or 'auto', or 'per-frame': each frame at the "
+    "file's centre for it (exact, slower) [the file's (their mean), else the middle].",
 )
 @click.option("--keep-images", is_flag=True, help="Also store the noisy frames, resized.")
 @click.option(
@@ -119,12 +122,13 @@ def recipe_options(recipe: BuildConfig) -> list:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def build(ctx, inputs, out, order, data_path, mask_spec, labels_path, center, keep_images,
-          overwrite, resume, force, quiet, **settings):  # fmt: skip
-    """Compute the CCF maps of INPUTS (CXI/HDF5 files or globs) into the Zarr store OUT."""
+          overwrite, resume, force, quiet, geometry, detector, pulses, incomplete,
+          **settings):  # fmt: skip
+    """Compute the CCF maps of INPUTS (CXI/HDF5 files, globs, or a run) into the store OUT."""
     from .backends import BackendUnavailableError
-    from .io.source import InputError, open_source, read_mask_file
+    from .io.source import InputError
     from .pipeline import build as run_build
-    from .store import StoreError, check_not_input
+    from .store import StoreError
 
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
@@ -137,16 +141,11 @@ def build(ctx, inputs, out, order, data_path, mask_spec, labels_path, center, ke
     options = take_fields(BuildOptions, settings)
     with _one_line_errors(InputError, StoreError, BackendUnavailableError, OSError):
         config = BuildConfig.from_parameters(settings)
-        if mask_spec:
-            check_not_input(out, [mask_spec.partition(":")[0]])
-        mask, mask_origin = read_mask_file(mask_spec) if mask_spec else (None, "")
-        source = open_source(
-            inputs,
-            data_path=data_path,
-            mask=mask,
-            mask_origin=mask_origin,
-            labels_path=labels_path,
-        )
+        facility = dict(geometry=geometry, detector=detector, pulses=pulses, incomplete=incomplete)
+        source, center = open_input(
+            inputs, out, mask_spec=mask_spec, center=center, data_path=data_path,
+            labels_path=labels_path, facility=facility,
+        )  # fmt: skip
         centre, centre_origin = _resolve_center(_center_option(center), source)
         run_build(source, str(out), config, center=centre, center_origin=centre_origin,
                   overwrite=overwrite, resume=resume, force=force, progress=not quiet,
@@ -298,28 +297,35 @@ def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, **settings) -
     show_default=True,
     help="Poisson photon noise.",
 )
-def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
+@click.option("--randomize", is_flag=True,
+              help="One sphere per seed SEED..SEED+8 of `simulate --randomize`: 9 detectors.")  # fmt: skip
+def simulate_examples(out: Path, seed: int, size: int, noise: bool, randomize: bool) -> None:
     """Draw one simulated frame per class (log scale) into the PNG file OUT.
 
     The frames are those `ccfkit simulate --seed SEED` (default options) makes
-    at the indices shown in the titles.
+    at the indices shown in the titles; with --randomize, a sphere from each of
+    nine randomised detectors.
     """
     from .atomic import atomic_output
-    from .simulate import draw_examples
+    from .simulate import draw_examples, draw_randomized_examples
 
     try:
-        config = SimulationConfig(size=size, noise=noise)
+        config = SimulationConfig(size=size, noise=noise, randomize=randomize)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     try:
         with atomic_output(out, overwrite=True) as partial:
-            panels = draw_examples(config, seed, partial)
+            if randomize:
+                panels = draw_randomized_examples(config, range(seed, seed + 9), partial)
+            else:
+                panels = draw_examples(config, seed, partial)
     except (FileNotFoundError, IsADirectoryError) as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot write {out}: {error}") from None
     for title, index, names in panels:
-        click.echo(f"{title:28s} frame {index:5d}: {', '.join(names)}")
+        names = names if isinstance(names, str) else ", ".join(names)
+        click.echo(f"{title!s:28s} frame {index:5d}: {names}")
     click.echo(f"wrote {out}")
 
 

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .backends import get_backend
 from .build_config import BuildConfig, BuildOptions
+from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_mean_center
 from .geometry import momentum_transfer
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
@@ -92,6 +93,7 @@ class ChunkJob:
     config: BuildConfig
     backend: str
     bound: float
+    centers: np.ndarray | None = None  # (N, 2): each frame at its own beam centre
 
 
 def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) -> int:
@@ -124,8 +126,12 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     indices = np.arange(frames_slice.start, frames_slice.stop)
     noisy = _noisy(pieces, indices, job.bound, config.noise.seed)  # one pass from the file's pages
     del pieces  # unmaps
-    maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.maps)
-    maps = engine.to_numpy(maps)
+    if job.centers is None:
+        maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.maps)
+        maps = engine.to_numpy(maps)
+    else:
+        centers = job.centers[frames_slice]
+        maps = maps_at_own_centers(engine, noisy, job.plan, centers, config.maps)
     images = None
     if job.writers.images is not None:
         images = resize_images(noisy, job.layout.image_size, job.plan.mask)
@@ -226,18 +232,29 @@ def build(
         The complete store.
     """
     check_not_input(out, source.reader.files)
+    mean_of_centers = center is None and source.centers is not None
+    centers = source.centers if mean_of_centers and source.center_per_frame else None
     if center is None:
-        center, center_origin = source.center, "file"
+        center, center_origin = source.center, source.center_origin
     if center is None:
         height, width = source.frame_shape
         center, center_origin = ((width - 1) / 2, (height - 1) / 2), "detector middle"
+    if source.pixels is not None and config.output.image_size:
+        raise InputError("--keep-images stores images on a pixel grid; a module stack has none")
     if not force:
-        check_geometry(source.mask, center, config.grid.r_max)
-    spec = PlanSpec.describe(source.frame_shape, center=center, mask=source.mask, grid=config.grid)
+        check_geometry(source.mask, center, config.grid.r_max, source.pixels)
+    spec = PlanSpec.describe(
+        source.frame_shape, center=center, mask=source.mask, grid=config.grid, pixels=source.pixels
+    )
     try:
         plan = spec.plan()
     except ValueError as error:
         raise InputError(str(error)) from error
+    if centers is not None:  # the store's radii, each frame at its own centre
+        spec, center_origin = fixed_range(spec, plan), "file, one per frame (their mean)"
+        check_centers(spec, centers, source.n_frames)
+    elif mean_of_centers:
+        say_mean_center(source)
     if not plan.ring_used.any():
         raise InputError(
             f"no ring has {config.grid.min_ring_fraction:.0%} valid samples under this mask and "
@@ -281,7 +298,7 @@ def build(
         else:
             if resume:
                 logger.warning("%s: its creation was interrupted; creating it again", out)
-            group = create_store(out, layout, provenance, _per_store_arrays(source, plan))
+            group = create_store(out, layout, provenance, _per_store_arrays(source, plan, centers))
         job = ChunkJob(
             reader=source.reader,
             layout=layout,
@@ -290,13 +307,16 @@ def build(
             config=config,
             backend=engine_name,
             bound=0.0,
+            centers=centers,
         )
         _fill(group, job, scheduler, workers, progress)
     logger.info("store complete: %s", out)
     return group
 
 
-def check_geometry(mask: np.ndarray, center: tuple[float, float], r_max: float | None) -> None:
+def check_geometry(
+    mask: np.ndarray, center: tuple[float, float], r_max: float | None, pixels=None
+) -> None:
     """Refuse what is most likely a mistake (``--force`` accepts it).
 
     Parameters
@@ -307,6 +327,8 @@ def check_geometry(mask: np.ndarray, center: tuple[float, float], r_max: float |
         ``(cx, cy)``, pixels.
     r_max : float or None
         The largest radius asked for, pixels.
+    pixels : DetectorGeometry, optional
+        Where the pixels of a module stack lie (default: a plain image).
 
     Raises
     ------
@@ -324,6 +346,8 @@ def check_geometry(mask: np.ndarray, center: tuple[float, float], r_max: float |
     height, width = mask.shape
     cx, cy = center
     farthest = float(np.hypot(max(cx, width - 1 - cx), max(cy, height - 1 - cy)))
+    if pixels is not None:
+        farthest = pixels.farthest(center)
     if r_max is not None and r_max > farthest:
         raise InputError(
             f"--r-max {r_max:g} lies beyond the detector (its farthest pixel is {farthest:.1f} px "
@@ -398,9 +422,10 @@ def _open_for_resume(out: str, config: BuildConfig, provenance: dict, mask: np.n
             "same options or use --overwrite"
         )
     stored_input, given = group.attrs["input"], expected["input"]
-    keys = ("files", "frames_per_file", "data_path", "frame_shape", "fingerprint")
+    keys = ("files", "frames_per_file", "data_path", "frame_shape", "fingerprint", "geometry",
+            "center_per_frame")  # fmt: skip
     for key in keys:
-        if key in stored_input and stored_input[key] != given[key]:  # old stores: no fingerprint
+        if key in stored_input and stored_input[key] != given.get(key):  # old: no fingerprint
             raise StoreError(
                 f"{out} was built from another input ({key} differs); use --overwrite"
             )
@@ -409,7 +434,7 @@ def _open_for_resume(out: str, config: BuildConfig, provenance: dict, mask: np.n
     return group
 
 
-def _per_store_arrays(source: FrameSource, plan: PolarPlan) -> dict:
+def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dict:
     """The arrays written whole when the store is created, with their attributes.
 
     See :func:`ccfkit.store.create_store`: ``radius``, ``ring_used``, ``mask``, ``q`` when
@@ -426,6 +451,9 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan) -> dict:
         if source.label_display_names:
             attrs["display_names"] = list(source.label_display_names)
         contents["labels"] = (source.labels, attrs)
+    contents.update(source.frame_ids)  # train_id, pulse_id of a European XFEL run
+    if centers is not None:
+        contents["frame_center"] = (centers, {"units": "pixel", "axes": ["cx", "cy"]})
     if None not in (source.wavelength, source.distance, source.pixel_size):
         q = momentum_transfer(
             plan.radius,

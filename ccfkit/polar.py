@@ -29,16 +29,19 @@ Conventions
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 __all__ = [
+    "PixelLayout",
     "PlanSpec",
     "PolarImages",
     "PolarPlan",
+    "RegularGrid",
     "RingGrid",
     "default_r_max",
     "make_polar_plan",
@@ -52,6 +55,8 @@ _SNAP = 1e-9
 
 #: Radial step (pixels) of the fine grid on which ``r_min="auto"`` is searched.
 _AUTO_STEP = 0.05
+#: Radii of that grid looked at together (the search goes outwards block by block).
+_AUTO_BLOCK = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,12 +242,68 @@ class RingGrid:
         return grid
 
 
+class PixelLayout(Protocol):
+    """Where the pixels of a frame array lie: what a polar plan needs besides its grid.
+
+    :class:`RegularGrid` is the plain ``(H, W)`` image; a detector made of
+    modules (:class:`ccfkit.detector_geometry.DetectorGeometry`) is another.
+    Implementations are hashable and picklable (they travel in a
+    :class:`PlanSpec`).
+
+    Attributes
+    ----------
+    shape : (int, int)
+        ``(H, W)`` of the frame arrays the plan indexes (flat index ``y * W + x``).
+    """
+
+    shape: tuple[int, int]
+
+    def default_center(self) -> tuple[float, float]:
+        """The beam centre ``(cx, cy)`` when none is given, pixels."""
+
+    def check_center(self, center: tuple[float, float]) -> None:
+        """Raise ValueError for a centre the plan cannot be built around."""
+
+    def default_r_max(self, center: tuple[float, float]) -> float:
+        """The largest radius whose whole circle lies on the detector, pixels."""
+
+    def bilinear_table(self, radius, phi, center, good):
+        """``(index, weight, valid)`` of the samples ``radius x phi``, as :func:`_bilinear_table`."""
+
+
+@dataclass(frozen=True)
+class RegularGrid:
+    """The pixels of a plain ``(H, W)`` image: pixel ``[y, x]`` at ``(x, y)``."""
+
+    shape: tuple[int, int]
+
+    def default_center(self) -> tuple[float, float]:
+        height, width = self.shape
+        return ((width - 1) / 2.0, (height - 1) / 2.0)
+
+    def check_center(self, center: tuple[float, float]) -> None:
+        height, width = self.shape
+        cx, cy = center
+        if not (0.0 <= cx <= width - 1 and 0.0 <= cy <= height - 1):
+            raise ValueError(
+                f"beam centre (cx, cy) = ({cx}, {cy}) lies outside the detector "
+                f"(x in [0, {width - 1}], y in [0, {height - 1}])"
+            )
+
+    def default_r_max(self, center: tuple[float, float]) -> float:
+        return default_r_max(self.shape, center)
+
+    def bilinear_table(self, radius, phi, center, good):
+        return _bilinear_table(radius, phi, center, good)
+
+
 def make_polar_plan(
     shape: tuple[int, int],
     *,
     center: tuple[float, float] | None = None,
     mask: np.ndarray | None = None,
     grid: RingGrid | None = None,
+    pixels: PixelLayout | None = None,
     **grid_fields,
 ) -> PolarPlan:
     """Build the bilinear polar-resampling table for one geometry and mask.
@@ -258,6 +319,10 @@ def make_polar_plan(
         True (or non-zero) for good pixels. Default: all good.
     grid : RingGrid, optional
         The radial and angular sampling, and which rings are used.
+    pixels : PixelLayout, optional
+        Where the pixels lie (a module stack with its geometry: its centre,
+        default centre and ``r_max`` are in its own frame, pixels); default
+        the plain image of ``shape``.
     **grid_fields
         Or the fields of :class:`RingGrid` as keywords (``q_bins``,
         ``phi_bins``, ``r_min``, ``r_max``, ``min_ring_fraction``); those not
@@ -282,23 +347,19 @@ def make_polar_plan(
     """
     grid = RingGrid.resolve(grid, **grid_fields)
     q_bins, phi_bins, min_ring_fraction = grid.q_bins, grid.phi_bins, grid.min_ring_fraction
-    height, width = (int(n) for n in shape)
-    if height < 2 or width < 2:
-        raise ValueError(f"detector shape must be at least 2 x 2 pixels, got {shape}")
-    if center is None:
-        center = ((width - 1) / 2.0, (height - 1) / 2.0)
-    cx, cy = (float(c) for c in center)
-    if not (0.0 <= cx <= width - 1 and 0.0 <= cy <= height - 1):
-        raise ValueError(
-            f"beam centre (cx, cy) = ({cx}, {cy}) lies outside the detector "
-            f"(x in [0, {width - 1}], y in [0, {height - 1}])"
-        )
-    r_max = default_r_max((height, width), (cx, cy)) if grid.r_max is None else grid.r_max
+    height, width = _checked_shape(shape)
+    pixels = RegularGrid((height, width)) if pixels is None else pixels
+    if tuple(pixels.shape) != (height, width):
+        raise ValueError(f"the pixel layout is {pixels.shape}, the images {(height, width)}")
+    cx, cy = (float(c) for c in (pixels.default_center() if center is None else center))
+    pixels.check_center((cx, cy))
+    r_max = pixels.default_r_max((cx, cy)) if grid.r_max is None else grid.r_max
     good = _as_mask(mask, (height, width))
     phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
+    table = functools.partial(pixels.bilinear_table, center=(cx, cy), good=good)
     r_min = grid.r_min
     if r_min == "auto":
-        r_min = _auto_r_min(good, (cx, cy), float(r_max), phi, q_bins, min_ring_fraction)
+        r_min = _auto_r_min(table, float(r_max), phi, q_bins, min_ring_fraction)
     r_min, r_max = float(r_min), float(r_max)
     if not (0.0 <= r_min < r_max):
         raise ValueError(
@@ -307,26 +368,45 @@ def make_polar_plan(
         )
 
     radius = r_min + (np.arange(q_bins) + 0.5) * (r_max - r_min) / q_bins
-    index, weight, valid = _bilinear_table(radius, phi, (cx, cy), good)
-    ring_used = valid.sum(axis=1) >= min_ring_count(min_ring_fraction, phi_bins)
+    ranges = (r_min, r_max)
+    return _plan_of_table(table, (height, width), (cx, cy), ranges, radius, phi, min_ring_fraction)
+
+
+def _plan_of_table(table, shape, center, ranges, radius, phi, min_ring_fraction) -> PolarPlan:
+    """The :class:`PolarPlan` of the samples ``radius x phi`` that ``table`` interpolates.
+
+    ``ranges`` is ``(r_min, r_max)``, pixels.
+    Rings with fewer than :func:`min_ring_count` valid samples are unused: their
+    samples become invalid, with index 0 and weight 0.
+    """
+    index, weight, valid = table(radius, phi)
+    ring_used = valid.sum(axis=1) >= min_ring_count(min_ring_fraction, phi.shape[0])
     valid &= ring_used[:, None]
     index = np.where(valid[..., None], index, 0)
     weight = np.where(valid[..., None], weight, 0.0)
     for array in (radius, phi, index, weight, valid, ring_used):
         array.flags.writeable = False
     return PolarPlan(
-        shape=(height, width),
-        center=(cx, cy),
+        shape=shape,
+        center=center,
         radius=radius,
         phi=phi,
         index=index,
         weight=weight,
         valid=valid,
-        r_min=r_min,
-        r_max=r_max,
-        min_ring_fraction=min_ring_fraction,
+        r_min=ranges[0],
+        r_max=ranges[1],
+        min_ring_fraction=float(min_ring_fraction),
         ring_used=ring_used,
     )
+
+
+def _checked_shape(shape) -> tuple[int, int]:
+    """``(H, W)`` as ints; ValueError for a detector smaller than 2 x 2 pixels."""
+    height, width = (int(n) for n in shape)
+    if height < 2 or width < 2:
+        raise ValueError(f"detector shape must be at least 2 x 2 pixels, got {shape}")
+    return height, width
 
 
 def _bilinear_table(radius, phi, center, good):
@@ -367,7 +447,7 @@ def _bilinear_table(radius, phi, center, good):
     return index, weight, on_detector & needs_good
 
 
-def _auto_r_min(good, center, r_max, phi, q_bins, min_ring_fraction) -> float:
+def _auto_r_min(table, r_max, phi, q_bins, min_ring_fraction) -> float:
     """``r_min="auto"``: the first radius (0.05 px grid) at which rings become usable.
 
     The rings a beam stop or a central hole leaves unusable are skipped, so
@@ -377,16 +457,25 @@ def _auto_r_min(good, center, r_max, phi, q_bins, min_ring_fraction) -> float:
 
     The first usable radius of a fine grid starts the range; the first bin
     centre lies half a bin further out, so it is checked and the range moved
-    out until that ring is usable too.
+    out until that ring is usable too. The fine grid is searched in blocks
+    from the centre outwards (the answer lies near the centre; a detector of
+    a million pixels has ten thousand radii to look at).
+
+    ``table(radius, phi)`` gives ``(index, weight, valid)``
+    (:meth:`PixelLayout.bilinear_table` at the plan's centre and mask).
     """
     need = min_ring_count(min_ring_fraction, phi.shape[0])
 
     def usable(radius):
-        return _bilinear_table(np.atleast_1d(radius), phi, center, good)[2].sum(axis=1) >= need
+        return table(np.atleast_1d(radius), phi)[2].sum(axis=1) >= need
 
-    fine = np.arange(0.0, r_max, _AUTO_STEP)
-    candidates = fine[usable(fine)]
-    for r_min in candidates[:64]:
+    def candidates():  # the usable radii of the fine grid, in order, computed block by block
+        fine = np.arange(0.0, r_max, _AUTO_STEP)
+        for start in range(0, len(fine), _AUTO_BLOCK):
+            block = fine[start : start + _AUTO_BLOCK]
+            yield from block[usable(block)]
+
+    for r_min in itertools.islice(candidates(), 64):
         first_ring = r_min + 0.5 * (r_max - r_min) / q_bins
         if usable(first_ring)[0]:
             return float(r_min)
@@ -406,17 +495,27 @@ class PlanSpec:
     builds each geometry once per process.
 
     Attributes: the detector ``shape``, the beam ``center``, the bit-packed
-    mask (``None``: all pixels good) and the :class:`RingGrid`.
+    mask (``None``: all pixels good), the :class:`RingGrid` and the
+    :class:`PixelLayout` (``None``: the plain image of ``shape``).
     """
 
     shape: tuple[int, int]
     center: tuple[float, float] | None
     packed_mask: bytes | None
     grid: RingGrid = field(default_factory=RingGrid)
+    pixels: PixelLayout | None = None
 
     @classmethod
-    def describe(cls, shape, *, center=None, mask=None, grid: RingGrid | None = None) -> PlanSpec:
-        """The spec of ``make_polar_plan(shape, center=..., mask=..., grid=grid)``.
+    def describe(
+        cls,
+        shape,
+        *,
+        center=None,
+        mask=None,
+        grid: RingGrid | None = None,
+        pixels: PixelLayout | None = None,
+    ) -> PlanSpec:
+        """The spec of ``make_polar_plan(shape, center=..., mask=..., grid=grid, pixels=pixels)``.
 
         Raises ValueError for a mask of another shape than ``shape``.
         """
@@ -426,6 +525,7 @@ class PlanSpec:
             center=None if center is None else (float(center[0]), float(center[1])),
             packed_mask=None if mask is None else np.packbits(_as_mask(mask, shape)).tobytes(),
             grid=RingGrid() if grid is None else grid,
+            pixels=pixels,
         )
 
     @property
@@ -443,7 +543,9 @@ class PlanSpec:
 
 @functools.lru_cache(maxsize=4)
 def _plan_of(spec: PlanSpec) -> PolarPlan:
-    return make_polar_plan(spec.shape, center=spec.center, mask=spec.mask, grid=spec.grid)
+    return make_polar_plan(
+        spec.shape, center=spec.center, mask=spec.mask, grid=spec.grid, pixels=spec.pixels
+    )
 
 
 def _split(coordinate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from .io.errors import InputError
 from .io.source import FrameReader
 from .noise import add_noise
 from .store import read_checked, read_recipe
@@ -51,6 +52,9 @@ def describe_store(group: zarr.Group) -> str:
 def raw_frame(group: zarr.Group, row: int) -> np.ndarray:
     """The input frame of store row ``row``, read from the files named in the store."""
     described = group.attrs["input"]
+    if "geometry" in described:  # module stacks (and runs) have no image to draw
+        detector = described["geometry"]["detector"]
+        raise InputError(f"the frames are module stacks ({detector}): show draws images only")
     reader = FrameReader(
         tuple(described["files"]),
         described["data_path"],

@@ -63,7 +63,8 @@ def frame_layout(name: str, data_path: str) -> FrameLayout | None:
     name : str
         HDF5 file.
     data_path : str
-        A 3-D ``(frame, y, x)`` data set in it.
+        A 3-D ``(frame, y, x)`` data set in it, or a 4-D module stack
+        ``(frame, module, ss, fs)`` (each frame one block of bytes all the same).
     """
     stat = os.stat(name)
     return _frame_layout(os.path.realpath(name), data_path, stat.st_size, stat.st_mtime_ns)
@@ -75,16 +76,16 @@ def _frame_layout(name: str, data_path: str, size: int, mtime_ns: int) -> FrameL
         dataset = handle[data_path]
         if not _is_plain(dataset):
             return None
-        frames, height, width = dataset.shape
-        frame_bytes = height * width * dataset.dtype.itemsize
+        frames, frame_shape = dataset.shape[0], dataset.shape[1:]
+        frame_bytes = int(np.prod(frame_shape)) * dataset.dtype.itemsize
         if dataset.chunks is None:
             start = dataset.id.get_offset()
             if start is None:  # never written
                 return None
             offsets = start + frame_bytes * np.arange(frames, dtype=np.int64)
             return FrameLayout(offsets, dataset.dtype, frame_bytes)
-        per_chunk, chunk_height, chunk_width = dataset.chunks
-        if (chunk_height, chunk_width) != (height, width):
+        per_chunk, chunk_frame = dataset.chunks[0], dataset.chunks[1:]
+        if chunk_frame != frame_shape:
             return None  # a frame spans several chunks
         offsets = np.full(frames, -1, dtype=np.int64)
         within = frame_bytes * np.arange(per_chunk, dtype=np.int64)
@@ -101,9 +102,9 @@ def _frame_layout(name: str, data_path: str, size: int, mtime_ns: int) -> FrameL
 
 
 def _is_plain(dataset: h5py.Dataset) -> bool:
-    """Uncompressed, unfiltered, in this file, fixed-size numbers, 3-D."""
+    """Uncompressed, unfiltered, in this file, fixed-size numbers, 3-D or 4-D (module stacks)."""
     return (
-        dataset.ndim == 3
+        dataset.ndim in (3, 4)
         and not dataset.is_virtual
         and dataset.external is None
         and dataset.id.get_create_plist().get_nfilters() == 0

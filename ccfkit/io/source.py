@@ -7,6 +7,17 @@ frames through :class:`FrameReader`, a small picklable object that reopens the
 files wherever it runs (a Dask worker, a DataLoader process) instead of
 shipping open HDF5 handles.
 
+Compressed data sets read as any other: importing this module imports
+``hdf5plugin``, which registers the HDF5 filters it bundles (bitshuffle with
+LZ4, LZ4, Zstd, Blosc, Blosc2, ...); a data set whose filter is still
+unavailable is refused when the input is opened, with the filter named.
+
+Module stacks ``(frame, module, ss, fs)`` (AGIPD, JUNGFRAU, ...) need their
+geometry (:mod:`ccfkit.io.geometry_file`); a frame is then served as the
+``(module * ss, fs)`` array of its modules one under the other (a reshape,
+no copy), which the polar plan of the geometry indexes
+(:mod:`ccfkit.detector_geometry`).
+
 CXI conventions (Maia 2012; cxidb.org): frames are ``(frame, y, x)`` at
 ``/entry_1/data_1/data``, ``/entry_1/image_1/data`` or
 ``/entry_1/instrument_1/detector_1/data``. Integer masks at a CXI mask
@@ -26,9 +37,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers bitshuffle, LZ4, Zstd, Blosc, ... with HDF5
 import numpy as np
 
+from .errors import InputError
 from .hdf5_direct import frame_layout, map_frames, read_frames
+from .masks import (  # noqa: F401 - MASK_PATHS, read_mask_file: re-exported here
+    MASK_PATHS,
+    PIXEL_IS_IN_MASK,
+    _first_present,
+    _mask_over_frames,
+    _read_mask,
+    _stacked,
+    good_pixels,
+    read_mask_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +65,6 @@ __all__ = [
     "open_source",
 ]
 
-#: CXI pixel-mask bits that make a pixel unusable: invalid, saturated, hot,
-#: dead, shadowed, in peak mask, to be ignored, bad, missing.
-PIXEL_IS_IN_MASK = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128 | 512
-
 #: Smallest frame side, pixels: below it a polar map has next to no rings.
 MIN_FRAME_SIDE = 8
 
@@ -54,12 +73,6 @@ DATA_PATHS = (
     "entry_1/data_1/data",
     "entry_1/image_1/data",
     "entry_1/instrument_1/detector_1/data",
-)
-#: Where CXI files keep a detector mask, in the order they are tried.
-MASK_PATHS = (
-    "entry_1/instrument_1/detector_1/mask",
-    "entry_1/data_1/mask",
-    "entry_1/image_1/mask",
 )
 #: Where labels are looked for, in this order (attribute ``names``: one per column;
 #: optional ``display_names``, ``exclusive_groups``).
@@ -73,57 +86,6 @@ CENTER_PATHS = (
     "entry_1/data_1/beam_center",
     "entry_1/sample_1/beam_center",
 )
-
-
-class InputError(ValueError):
-    """The input cannot be processed; the message says why, in one line."""
-
-
-def good_pixels(mask: np.ndarray, *, convention: str = "auto") -> tuple[np.ndarray, str]:
-    """Convert a stored mask to a bool array, True = good pixel.
-
-    Parameters
-    ----------
-    mask : (H, W) array
-        Bool (True = good), or integer.
-    convention : {"auto", "cxi", "good"}
-        How to read an integer mask: ``"cxi"`` bit mask (0 = good, bad when a
-        ``PIXEL_IS_IN_MASK`` bit is set), ``"good"`` (non-zero = good).
-        ``"auto"``: bool arrays are ``good``, integer ones ``cxi``, others
-        ``good``.
-
-    Returns
-    -------
-    good : (H, W) bool array
-        (Or (N, H, W) for a mask per frame.)
-    convention : str
-        The convention applied, for the provenance.
-
-    Raises
-    ------
-    ValueError
-        A ``good`` mask whose values are not 0/1; a ``cxi`` mask that is not
-        non-negative integers.
-    """
-    mask = np.asarray(mask)
-    if mask.dtype == bool:
-        return mask.copy(), "bool (True = good)"
-    integer = np.issubdtype(mask.dtype, np.integer)
-    if convention == "auto":
-        convention = "cxi" if integer else "good"
-    if convention == "cxi":
-        if not integer or (mask.size and mask.min() < 0):
-            raise ValueError(f"a CXI bit mask holds non-negative integers, not {mask.dtype} < 0")
-        return (mask.astype(np.int64) & PIXEL_IS_IN_MASK) == 0, "CXI bit mask (0 = good)"
-    if convention == "good":
-        values = np.unique(mask)
-        if not np.isin(values, (0, 1)).all():
-            raise ValueError(
-                f"its values {values[:6].tolist()} are not 0/1 (a CXI bit mask needs the "
-                "attribute convention = 'cxi')"
-            )
-        return mask == 1, "0/1 (1 = good)"
-    raise ValueError(f"unknown mask convention {convention!r}")
 
 
 @dataclass(frozen=True)
@@ -140,9 +102,11 @@ class FrameReader:
     counts : tuple of int
         Frames in each file.
     frame_shape : (int, int)
-        ``(H, W)``, the same in every file.
+        ``(H, W)``, the same in every file (a module stack: ``(modules * ss, fs)``).
     dtype : numpy dtype
         The dtype frames are returned in.
+    stack_shape : (int, int, int) or None
+        ``(modules, ss, fs)`` of a module stack as stored, or None for images.
     """
 
     files: tuple[str, ...]
@@ -150,6 +114,7 @@ class FrameReader:
     counts: tuple[int, ...]
     frame_shape: tuple[int, int]
     dtype: np.dtype = field(default=np.dtype(np.float32))
+    stack_shape: tuple[int, int, int] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -180,8 +145,9 @@ class FrameReader:
                     if layout is not None:
                         read_frames(name, layout, lo, hi, part)
                     else:
+                        stored = part.reshape(len(part), *(self.stack_shape or self.frame_shape))
                         with h5py.File(name, "r") as handle:
-                            handle[self.data_path].read_direct(part, np.s_[lo:hi])
+                            handle[self.data_path].read_direct(stored, np.s_[lo:hi])
                 except (OSError, KeyError) as error:  # truncated, damaged, locked, replaced
                     reason = " ".join(str(error).split())
                     raise InputError(
@@ -211,6 +177,17 @@ class FrameReader:
                 break
             offset += count
         return [self.read(start, stop).astype(np.float32, copy=False)]
+
+    def describe(self) -> dict:
+        """JSON-ready identity of the input: files, sizes, frame counts, data set, fingerprint."""
+        return {
+            "files": [str(Path(name).resolve()) for name in self.files],
+            "file_sizes": [Path(name).stat().st_size for name in self.files],
+            "frames_per_file": list(self.counts),
+            "data_path": self.data_path,
+            "frame_shape": list(self.frame_shape),
+            "fingerprint": input_fingerprint(self),
+        }
 
     def __getitem__(self, key) -> np.ndarray:
         """Frames for a slice (or a tuple whose first element is a slice)."""
@@ -251,9 +228,25 @@ class FrameSource:
         Label groups that must not be predicted together.
     center : (float, float) or None
         Beam centre ``(cx, cy)`` in pixels found in the first file (x = column
-        first; the mean when the file gives one per frame).
+        first; the mean when the file gives one per frame); with a geometry,
+        its origin ``(0, 0)``.
     wavelength, distance, pixel_size : float or None
         Metres, when the files give them (for momentum transfer).
+    reader : FrameReader or another reader with the same methods
+        (:class:`ccfkit.io.euxfel.RunReader`).
+    pixels : DetectorGeometry or None
+        Where the pixels of a module stack lie (None: a plain image).
+    center_origin : str
+        Where :attr:`center` came from.
+    centers : (N, 2) float64 ndarray or None
+        One beam centre ``(cx, cy)`` per frame, when the file gives them
+        (:attr:`center` is then their mean).
+    center_per_frame : bool
+        Resample each frame at its own centre of :attr:`centers` (``--center
+        per-frame``); otherwise the build uses their mean and says so.
+    frame_ids : dict of str to (N,) ndarray
+        Per-frame identifiers stored beside the maps (``train_id``,
+        ``pulse_id`` of a European XFEL run), with their attributes.
     """
 
     reader: FrameReader
@@ -267,6 +260,11 @@ class FrameSource:
     wavelength: float | None = None
     distance: float | None = None
     pixel_size: float | None = None
+    pixels: object | None = None
+    center_origin: str = "file"
+    centers: np.ndarray | None = None
+    center_per_frame: bool = False
+    frame_ids: dict = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -278,18 +276,33 @@ class FrameSource:
 
     def describe(self) -> dict:
         """JSON-ready provenance: files, sizes, data-set path, mask origin, geometry."""
-        return {
-            "files": [str(Path(name).resolve()) for name in self.reader.files],
-            "file_sizes": [Path(name).stat().st_size for name in self.reader.files],
-            "frames_per_file": list(self.reader.counts),
-            "data_path": self.reader.data_path,
-            "frame_shape": list(self.frame_shape),
-            "fingerprint": input_fingerprint(self.reader),
+        described = {
+            **self.reader.describe(),
             "mask": self.mask_origin,
             "masked_pixels": int((~self.mask).sum()),
             "wavelength_m": self.wavelength,
             "distance_m": self.distance,
             "pixel_size_m": self.pixel_size,
+        }
+        if self.pixels is not None:
+            described["geometry"] = {
+                "file": self.pixels.source,
+                "detector": self.pixels.detector,
+                "stack_shape": list(self.pixels.stack_shape),
+                "text": self.pixels.text,
+            }
+        if self.centers is not None:
+            described["center_per_frame"] = self.describe_centers()
+        return described
+
+    def describe_centers(self) -> dict:
+        """The per-frame centres: each frame at its own or not, how many, their spread (px)."""
+        distance = np.hypot(*(self.centers - np.asarray(self.center)).T)
+        return {
+            "resampled_per_frame": self.center_per_frame,
+            "count": len(self.centers),
+            "std_px": float(np.sqrt(np.mean(distance**2))),
+            "max_px": float(distance.max()),
         }
 
 
@@ -345,6 +358,7 @@ def open_source(
     mask: np.ndarray | None = None,
     mask_origin: str = "given",
     labels_path: str | None = None,
+    geometry: str | Path | None = None,
 ) -> FrameSource:
     """Open and check CXI/HDF5 input files.
 
@@ -355,12 +369,15 @@ def open_source(
     data_path : str, optional
         The frames' data set; default: the first CXI location present.
     mask : (H, W) or (N, H, W) bool array, optional
-        True = good; overrides a mask in the files. A mask per frame (one per
-        input frame) keeps the pixels good in every frame.
+        True = good; overrides the files'. Per frame: good in every frame.
     mask_origin : str
         How ``mask`` was obtained, for the provenance.
     labels_path : str, optional
         The labels' data set; default: the CXI-like locations in LABEL_PATHS.
+    geometry : str or Path, optional
+        A CrystFEL geometry file placing module stacks ``(frame, module, ss,
+        fs)`` (:func:`ccfkit.io.geometry_file.load_geometry`); the beam at its
+        origin; a mask may be per module.
 
     Returns
     -------
@@ -373,7 +390,8 @@ def open_source(
         complex numbers, frames smaller than :data:`MIN_FRAME_SIDE`, a dangling
         link, a missing or unreadable source of a virtual data set, a mask of
         another shape or per-frame mask of another length, labels that are
-        not 0/1 or do not match the frames, no frames at all.
+        not 0/1 or do not match the frames, no frames at all, an unavailable
+        filter, a module stack without geometry or disagreeing with it.
     """
     files = expand_inputs(inputs)
     with _open_hdf5(files[0]) as first:
@@ -384,13 +402,75 @@ def open_source(
                 "name the data set with --data-path"
             )
         file_mask, file_mask_origin = _read_mask(first, files[0])
-        geometry = _read_geometry(first)
-        center = _read_center(first)
+        distances = _read_geometry(first)
+        center, centers = _read_center(first)
+    frame_shape, counts, labels, names, display, groups = _scan_files(
+        files, data_path, labels_path, stacked=geometry is not None
+    )
+    stack_shape, pixels, center_origin = None, None, "file"
+    if geometry is not None:
+        stack_shape = frame_shape if len(frame_shape) == 3 else (1, *frame_shape)
+        pixels, distances = _module_stack(geometry, stack_shape, distances)
+        frame_shape, center, centers = pixels.shape, pixels.default_center(), None
+        center_origin = f"geometry origin ({pixels.detector})"
+    if mask is not None:
+        mask = _mask_over_frames(_stacked(mask, stack_shape), sum(counts), mask_origin)
+    elif file_mask is not None:  # read from the first file: per frame of that file
+        mask = _mask_over_frames(_stacked(file_mask, stack_shape), counts[0], file_mask_origin)
+        mask_origin = file_mask_origin
+    else:
+        mask = np.ones(frame_shape, dtype=bool)
+    if mask.shape != frame_shape:
+        raise InputError(f"mask has shape {mask.shape}, but frames are {frame_shape}")
+    reader = FrameReader(
+        tuple(files), data_path, tuple(counts), frame_shape, np.dtype(np.float32), stack_shape
+    )
+    logger.info("input: %d frames of %s from %d file(s), mask: %s",
+                sum(counts), frame_shape, len(files), mask_origin)  # fmt: skip
+    return FrameSource(
+        reader=reader,
+        mask=mask.astype(bool),
+        mask_origin=mask_origin,
+        labels=labels,
+        label_names=names,
+        label_display_names=display,
+        exclusive_groups=groups,
+        center=center,
+        pixels=pixels,
+        center_origin=center_origin,
+        centers=centers,
+        **distances,
+    )
+
+
+def _module_stack(geometry, stack_shape, distances: dict):
+    """The stack's :class:`~ccfkit.detector_geometry.DetectorGeometry`, and the distances.
+
+    The pixel size is the geometry's; wavelength and distance the files' own,
+    else the geometry file's.
+    """
+    from .geometry_file import load_geometry
+
+    pixels = load_geometry(geometry, stack_shape)
+    distances = {**distances, "pixel_size": pixels.pixel_size}
+    for key in ("wavelength", "distance"):
+        distances[key] = distances[key] or getattr(pixels, key)
+    return pixels, distances
+
+
+def _scan_files(files, data_path, labels_path, *, stacked: bool):
+    """Check every file's frames; their shape, counts, and the labels with their names.
+
+    Returns ``(frame_shape, counts, labels, names, display_names, groups)``:
+    the stored shape of one frame (``(module, ss, fs)`` for a module stack),
+    frames per file, the (N, C) labels of all files (None unless every file
+    has labels of the same names) and their names, display names and groups.
+    """
     counts, label_parts, names, display, groups = [], [], (), (), ()
     frame_shape = None
     for name in files:
         with _open_hdf5(name) as handle:
-            dataset = _frames_dataset(handle, data_path, name)
+            dataset = _frames_dataset(handle, data_path, name, stacked=stacked)
             if frame_shape is None:
                 frame_shape = tuple(dataset.shape[1:])
             elif tuple(dataset.shape[1:]) != frame_shape:
@@ -409,97 +489,8 @@ def open_source(
     if len(label_parts) != len(files):
         if label_parts:
             logger.warning("labels are missing or differ between files: none are used")
-        label_parts, names, display, groups = [], (), (), ()
-    if mask is not None:
-        mask = _mask_over_frames(np.asarray(mask), sum(counts), mask_origin)
-    elif file_mask is not None:  # read from the first file: per frame of that file
-        mask = _mask_over_frames(file_mask, counts[0], file_mask_origin)
-        mask_origin = file_mask_origin
-    else:
-        mask = np.ones(frame_shape, dtype=bool)
-    if mask.shape != frame_shape:
-        raise InputError(f"mask has shape {mask.shape}, but frames are {frame_shape}")
-    labels = np.concatenate(label_parts) if label_parts else None
-    reader = FrameReader(tuple(files), data_path, tuple(counts), frame_shape, np.dtype(np.float32))
-    logger.info(
-        "input: %d frames of %s from %d file(s), mask: %s",
-        sum(counts),
-        frame_shape,
-        len(files),
-        mask_origin,
-    )
-    return FrameSource(
-        reader=reader,
-        mask=mask.astype(bool),
-        mask_origin=mask_origin,
-        labels=labels,
-        label_names=names,
-        label_display_names=display,
-        exclusive_groups=groups,
-        center=center,
-        **geometry,
-    )
-
-
-def read_mask_file(spec: str) -> tuple[np.ndarray, str]:
-    """Read ``FILE[:PATH]``: a .npy array or a data set in an HDF5 file.
-
-    Without ``PATH``, an HDF5 file's mask is looked for at the CXI mask
-    locations. The data set is read by :func:`_read_mask_dataset`, as a mask
-    in the input files is; a .npy array is read as 0/1, 1 = good (bool: True
-    = good). One of shape (N, H, W) is a mask per frame (see :func:`open_source`).
-    """
-    name, _, path = spec.partition(":")
-    if not Path(name).is_file():
-        raise InputError(f"mask file {name}: no such file")
-    if name.endswith(".npy"):
-        try:
-            good, convention = good_pixels(np.load(name), convention="good")
-        except ValueError as error:
-            raise InputError(f"mask file {name}: {error}") from None
-        return good, f"{name} ({convention})"
-    if not h5py.is_hdf5(name):
-        raise InputError(f"mask file {name}: neither .npy nor HDF5")
-    with h5py.File(name, "r") as handle:
-        path = path or _first_present(handle, MASK_PATHS)
-        if not path or path not in handle:
-            raise InputError(f"mask file {name}: no mask data set {path or ''}".rstrip())
-        good, how = _read_mask_dataset(handle, path, name)
-    return good, f"{name}:{path} ({how})"
-
-
-def _read_mask_dataset(handle: h5py.File, path: str, name: str) -> tuple[np.ndarray, str]:
-    """Data set ``path`` of file ``name`` as an (H, W) bool mask (True = good), and how read.
-
-    The data set's ``convention`` attribute (``"cxi"`` or ``"good"``) says
-    how to read integers; without it, a data set at a CXI mask location
-    (:data:`MASK_PATHS`) holds a CXI bit mask and any other 0/1, 1 = good.
-    Bool masks are True = good. A mask per frame, (N, H, W), keeps the pixels
-    good in every frame.
-    """
-    dataset = handle[path]
-    where = "/" + path.strip("/")
-    if not isinstance(dataset, h5py.Dataset):
-        raise InputError(f"{name}: {where} is a group, not a mask data set")
-    default = "cxi" if path.strip("/") in MASK_PATHS else "good"
-    convention = dataset.attrs.get("convention", default)
-    if isinstance(convention, bytes):
-        convention = convention.decode()
-    try:
-        return good_pixels(dataset[()], convention=str(convention))
-    except ValueError as error:
-        raise InputError(f"{name}: mask {where}: {error}") from None
-
-
-def _mask_over_frames(good: np.ndarray, n_frames: int, origin: str) -> np.ndarray:
-    """An (H, W) mask as is; an (N, H, W) one (N = ``n_frames``): the pixels good in all."""
-    if good.ndim != 3:
-        return good
-    if len(good) != n_frames:
-        raise InputError(
-            f"the mask per frame {origin} has {len(good)} frames, the input {n_frames}"
-        )
-    return good.all(axis=0)
+        return frame_shape, counts, None, (), (), ()
+    return frame_shape, counts, np.concatenate(label_parts), names, display, groups
 
 
 def _open_hdf5(name: str) -> h5py.File:
@@ -510,12 +501,14 @@ def _open_hdf5(name: str) -> h5py.File:
         raise InputError(f"{name}: cannot open ({' '.join(str(error).split())})") from None
 
 
-def _first_present(handle: h5py.File, paths: Sequence[str]) -> str | None:
-    return next((path for path in paths if path in handle), None)
+def _frames_dataset(
+    handle: h5py.File, data_path: str, name: str, *, stacked: bool = False
+) -> h5py.Dataset:
+    """The frames' data set, checked: present, a data set, 3-D, numeric, decodable, sources present.
 
-
-def _frames_dataset(handle: h5py.File, data_path: str, name: str) -> h5py.Dataset:
-    """The frames' data set, checked: present, a data set, 3-D, numeric, sources present."""
+    ``stacked`` (a geometry is given): 4-D module stacks ``(frame, module,
+    ss, fs)`` are accepted too.
+    """
     where = "/" + data_path.lstrip("/")
     if data_path not in handle:
         raise InputError(f"{name}: no data set {where}")
@@ -525,30 +518,46 @@ def _frames_dataset(handle: h5py.File, data_path: str, name: str) -> h5py.Datase
         raise InputError(f"{name}: cannot open {where} ({error}; a dangling link?)") from None
     if not isinstance(dataset, h5py.Dataset):
         raise InputError(f"{name}: {where} is a group, not a data set")
-    if dataset.ndim != 3:
+    if dataset.ndim == 4 and not stacked:
+        raise InputError(
+            f"{name}: {where} has shape {dataset.shape}, a module stack (frame, module, ss, fs): "
+            "give its geometry with --geometry FILE"
+        )
+    if dataset.ndim not in ((3, 4) if stacked else (3,)):
         raise InputError(
             f"{name}: {where} has shape {dataset.shape}; expected 3 dimensions (frame, y, x)"
+            + (" or 4 (frame, module, ss, fs)" if stacked else "")
         )
     if not np.issubdtype(dataset.dtype, np.number) or np.issubdtype(
         dataset.dtype, np.complexfloating
     ):
         raise InputError(f"{name}: {where} holds {dataset.dtype}, not real numbers")
-    if min(dataset.shape[1:]) < MIN_FRAME_SIDE:
+    if min(dataset.shape[-2:]) < MIN_FRAME_SIDE:
         raise InputError(
-            f"{name}: frames of {dataset.shape[1]} x {dataset.shape[2]} pixels are too small "
+            f"{name}: frames of {dataset.shape[-2]} x {dataset.shape[-1]} pixels are too small "
             f"(at least {MIN_FRAME_SIDE} x {MIN_FRAME_SIDE})"
         )
+    _check_filters(dataset, f"{name}: {where}")
     _check_virtual_sources(dataset, name)
     return dataset
 
 
-def _read_mask(handle: h5py.File, name: str) -> tuple[np.ndarray | None, str]:
-    """The first mask at a CXI mask location of an input file (see :func:`_read_mask_dataset`)."""
-    path = _first_present(handle, MASK_PATHS)
-    if path is None:
-        return None, "none (all pixels good)"
-    good, how = _read_mask_dataset(handle, path, name)
-    return good, f"{name}:/{path} ({how})"
+def _check_filters(dataset: h5py.Dataset, where: str) -> None:
+    """Refuse a data set stored through an HDF5 filter that neither HDF5 nor hdf5plugin provides.
+
+    Reading it would fail chunk by chunk in the middle of the build; the
+    filter is named (its registered id and the name stored with it).
+    """
+    plist = dataset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _flags, _values, label = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(code):
+            label = label.decode(errors="replace") if isinstance(label, bytes) else str(label)
+            raise InputError(
+                f"{where} is stored with HDF5 filter {code} ({label or 'unnamed'}), which "
+                "neither HDF5 nor hdf5plugin can decode here; install its HDF5 plugin "
+                "(HDF5_PLUGIN_PATH) or store the frames without it"
+            )
 
 
 def _read_labels(handle, labels_path, name) -> tuple[np.ndarray | None, dict]:
@@ -612,15 +621,15 @@ def _read_geometry(handle) -> dict:
     }
 
 
-def _read_center(handle) -> tuple[float, float] | None:
+def _read_center(handle) -> tuple[tuple[float, float] | None, np.ndarray | None]:
     """The beam centre ``(cx, cy)`` at the first of :data:`CENTER_PATHS` present.
 
-    One pair, or one per frame ``(N, 2)`` (the mean is returned and the spread
-    logged: the build uses one centre for all frames).
+    One pair, or one per frame ``(N, 2)``: then their mean and the (N, 2)
+    array (the build resamples each frame at its own centre).
     """
     path = _first_present(handle, CENTER_PATHS)
     if path is None:
-        return None
+        return None, None
     stored = np.asarray(handle[path][()], dtype=np.float64)
     if stored.ndim == 0 or stored.shape[-1] != 2:
         raise InputError(
@@ -629,10 +638,7 @@ def _read_center(handle) -> tuple[float, float] | None:
         )
     value = stored.reshape(-1, 2)
     cx, cy = value.mean(axis=0)
-    if len(value) > 1:
-        spread = float(np.hypot(*(value - (cx, cy)).T).max())
-        logger.info("beam centre from /%s: mean of %d, within %.2f px", path, len(value), spread)
-    return float(cx), float(cy)
+    return (float(cx), float(cy)), (value if len(value) > 1 else None)
 
 
 def _check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:

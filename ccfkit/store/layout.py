@@ -141,6 +141,9 @@ def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
     return {
         "ccf": ("frame", *(() if layout.channels == 1 else ("order",)), *radial),
         "index": ("frame",),
+        "train_id": ("frame",),
+        "pulse_id": ("frame",),
+        "frame_center": ("frame", "xy"),
         "stats": ("frame", "statistic"),
         "labels": ("frame", "label"),
         "label": ("label",),

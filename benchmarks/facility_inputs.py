@@ -1,0 +1,283 @@
+"""Speed of the build on facility inputs: module stacks with a geometry, compressed frames.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/facility_inputs.py --frames 64 --rounds 3
+
+1. Writes ``--frames`` AGIPD 1M module stacks ``(frames, 16, 512, 128)`` of
+   simulated speckle (1 Mpx frames) with extra-geom's AGIPD 1M geometry
+   (quadrant positions of its documentation) as a CrystFEL file, the same
+   frames assembled by extra-geom (``position_modules``: 1.37 Mpx frames with
+   the gaps masked) uncompressed, and the assembled frames again with
+   bitshuffle-LZ4 (hdf5plugin, one frame per chunk). The frames are photon
+   counts (Poisson, 0.5 photons per pixel on average), as single-shot
+   frames are.
+2. Builds each once (kernels compiled, plans built, files in the page
+   cache), then times ``--rounds`` interleaved rounds of the build of each
+   (``ccfkit.pipeline.build``, default Q 224 and P 512, the same radial
+   range, ``--workers``, chunks of 16 frames, the whole build: statistics,
+   maps, store).
+3. Times the two ways of sampling the true pixel positions on one frame:
+   the plan of the geometry applied to the stacked frame (what the build
+   does) against extra-geom's ``position_modules`` followed by the plan of
+   the assembled image.
+4. Prints a Markdown table (for docs/performance.md).
+
+With ``--run``, instead: the same module stacks written as a European XFEL
+run (extra-data's mock writers: 16 module files, ``--frames / 16`` trains
+of 16 pulses), built with ``--detector`` against the stack file.
+
+With ``--centres``, instead: the cost of one beam centre per frame. 256
+frames of 259 x 259 px, centres drawn around the middle (1.8 px standard
+deviation), built each at its own centre, then all at their mean
+(``--center``), in interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+QUAD_POS = [(-525, 625), (-550, -10), (520, -160), (542.5, 475)]
+
+
+def speckle(positions: np.ndarray, n_frames: int, seed: int) -> np.ndarray:
+    """(n, modules, ss, fs) float32 speckle of random real objects sampled at ``positions``."""
+    from scipy.ndimage import map_coordinates
+
+    rng = np.random.default_rng(seed)
+    side = 1536
+    yy, xx = np.mgrid[:side, :side] - side // 2
+    support = np.hypot(xx, yy) < 24
+    coords = [positions[..., 1].ravel() + side // 2, positions[..., 0].ravel() + side // 2]
+    frames = np.empty((n_frames, *positions.shape[:-1]), np.float32)
+    for k in range(n_frames):
+        obj = np.where(support, rng.random((side, side)), 0.0)
+        far = np.abs(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(obj)))) ** 2
+        far *= np.exp(-np.hypot(xx, yy) / 250.0)
+        frames[k] = map_coordinates(far, coords, order=1).reshape(positions.shape[:-1])
+    # photon counts, as single-shot frames are: 0.5 photons per pixel on average
+    return rng.poisson(frames / frames.mean() * 0.5).astype(np.float32)
+
+
+def write_inputs(workdir: Path, n_frames: int) -> dict:
+    """The geometry file, the stack, the assembled frames plain and bitshuffle-LZ4, the mask."""
+    import extra_geom
+    import h5py
+    import hdf5plugin
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    geometry = extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=QUAD_POS)
+    geom_file = workdir / "agipd.geom"
+    geometry.write_crystfel_geom(str(geom_file))
+    positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
+    stack = speckle(positions, n_frames, seed=0)
+    images, centre = geometry.position_modules(stack)
+    good = ~np.isnan(images[0])
+    images = np.nan_to_num(images).astype(np.float32)
+    np.save(workdir / "gaps.npy", good)
+    files = {"stack": workdir / "stack.h5", "plain": workdir / "plain.h5"}
+    files["lz4"] = workdir / "lz4.h5"
+    for name, data, options in (
+        ("stack", stack, {}),
+        ("plain", images, {}),
+        ("lz4", images, {"chunks": (1, *images.shape[1:]), **hdf5plugin.Bitshuffle(cname="lz4")}),
+    ):
+        with h5py.File(files[name], "w") as handle:
+            handle.create_dataset("entry_1/data_1/data", data=data, **options)
+    center = f"{centre[1]},{centre[0]}"
+    return {"geometry": geometry, "geom_file": geom_file, "files": files, "center": center,
+            "stack": stack, "good": good}  # fmt: skip
+
+
+def run_build(case: dict, workdir: Path, workers: int) -> float:
+    """Seconds of one build (in this process, after a first build of the same input)."""
+    from ccfkit.build_config import BuildConfig
+    from ccfkit.pipeline import build
+
+    config = BuildConfig.from_parameters(dict(r_min=60.0, r_max=500.0, min_ring_fraction=0.3))
+    start = time.perf_counter()
+    build(case["source"], str(workdir / "out.zarr"), config, center=case.get("center"),
+          overwrite=True, progress=False, workers=workers, chunk_frames=16)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def sampling_costs(inputs: dict, repeats: int = 5) -> dict:
+    """Seconds per frame: the geometry's plan on the stack, or assemble then the image's plan."""
+    from ccfkit.backends.numba import NumbaBackend
+    from ccfkit.io.source import open_source
+    from ccfkit.polar import make_polar_plan
+
+    engine = NumbaBackend(threads=1)
+    source = open_source([str(inputs["files"]["stack"])], geometry=inputs["geom_file"])
+    grid = {
+        "q_bins": 224,
+        "phi_bins": 512,
+        "r_min": 60.0,
+        "r_max": 500.0,
+        "min_ring_fraction": 0.3,
+    }
+    stack_plan = make_polar_plan(source.frame_shape, pixels=source.pixels, **grid)
+    cy, cx = inputs["geometry"].position_modules(inputs["stack"][:1])[1]
+    image_plan = make_polar_plan(
+        inputs["good"].shape, center=(cx, cy), mask=inputs["good"], **grid
+    )
+    frame = inputs["stack"][:1]
+    flat = frame.reshape(1, *source.frame_shape)
+    engine.resample(engine.as_batch(flat, stack_plan.shape), stack_plan)  # compile
+    costs = {}
+    start = time.perf_counter()
+    for _ in range(repeats):
+        engine.resample(engine.as_batch(flat, stack_plan.shape), stack_plan)
+    costs["geometry plan on the stack"] = (time.perf_counter() - start) / repeats
+    start = time.perf_counter()
+    for _ in range(repeats):
+        image = np.nan_to_num(inputs["geometry"].position_modules(frame)[0]).astype(np.float32)
+        engine.resample(engine.as_batch(image, image_plan.shape), image_plan)
+    costs["position_modules, then the image's plan"] = (time.perf_counter() - start) / repeats
+    return costs
+
+
+def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
+    """Build time with one centre per frame against one centre for all (printed)."""
+    import h5py
+
+    from ccfkit.build_config import BuildConfig
+    from ccfkit.io.source import open_source
+    from ccfkit.pipeline import build
+
+    rng = np.random.default_rng(0)
+    workdir.mkdir(parents=True, exist_ok=True)
+    name = workdir / "centres.h5"
+    centres = 129.0 + rng.normal(0, 1.8, size=(256, 2))
+    with h5py.File(name, "w") as handle:
+        handle["entry_1/data_1/data"] = rng.poisson(2.0, (256, 259, 259)).astype(np.float32)
+        handle["entry_1/instrument_1/detector_1/beam_center"] = centres
+    source = dataclasses.replace(open_source([str(name)]), center_per_frame=True)
+    config = BuildConfig.from_parameters(dict(r_min=4.0, r_max=120.0))
+    cases = {
+        "each frame at its own centre": None,
+        "one centre (--center, their mean)": source.center,
+    }
+    times = {case: [] for case in cases}
+    for round_ in range(rounds + 1):  # the first round warms up
+        for case, center in cases.items():
+            start = time.perf_counter()
+            build(source, str(workdir / "c.zarr"), config, center=center, overwrite=True,
+                  progress=False, workers=workers)  # fmt: skip
+            if round_:
+                times[case].append(time.perf_counter() - start)
+    print(f"256 frames of 259 x 259, {rounds} rounds, --workers {workers}\n")
+    print("| centres | build s (median) | frames/s |\n|---|---:|---:|")
+    for case, values in times.items():
+        print(
+            f"| {case} | {statistics.median(values):.2f} | {256 / statistics.median(values):.0f} |"
+        )
+    own, one = times.values()
+    print(f"\nratio per round: {', '.join(f'{a / b:.1f}' for a, b in zip(own, one))}")
+
+
+def run_costs(workdir: Path, n_frames: int, rounds: int, workers: int) -> None:
+    """Build time of a European XFEL run against the same frames in one stack file (printed)."""
+    import h5py
+    from extra_data.tests.mockdata import write_file
+    from extra_data.tests.mockdata.detectors import AGIPDModule
+
+    from ccfkit.build_config import BuildConfig
+    from ccfkit.io.euxfel import open_run
+    from ccfkit.io.source import open_source
+    from ccfkit.pipeline import build
+
+    inputs = write_inputs(workdir, n_frames)
+    stack, run = inputs["stack"], workdir / "r0001"
+    run.mkdir(exist_ok=True)
+    for module in range(16):
+        source = f"SPB_DET_AGIPD1M-1/CORR/{module}CH0"
+        path = run / f"CORR-R0001-AGIPD{module:02}-S00000.h5"
+        device = AGIPDModule(source, raw=False, frames_per_train=16, channel_name="output")
+        write_file(str(path), [device], ntrains=n_frames // 16)
+        with h5py.File(path, "r+") as handle:
+            handle[f"INSTRUMENT/{source}:output/image/data"][:] = stack[:, module]
+    cases = {
+        "stack file + geometry": open_source([str(inputs["files"]["stack"])],
+                                             geometry=inputs["geom_file"]),
+        "run + --detector + geometry": open_run(run, "SPB_DET_AGIPD1M-1",
+                                                geometry=inputs["geom_file"]),
+    }  # fmt: skip
+    config = BuildConfig.from_parameters(dict(r_min=60.0, r_max=500.0, min_ring_fraction=0.3))
+    times = {case: [] for case in cases}
+    for round_ in range(rounds + 1):  # the first round warms up
+        for case, source in cases.items():
+            start = time.perf_counter()
+            build(source, str(workdir / "r.zarr"), config, overwrite=True, progress=False,
+                  workers=workers, chunk_frames=16)  # fmt: skip
+            if round_:
+                times[case].append(time.perf_counter() - start)
+    print(f"{n_frames} frames, {rounds} rounds, --workers {workers}\n")
+    print("| input | build s (median) | frames/s |\n|---|---:|---:|")
+    for case, values in times.items():
+        seconds = statistics.median(values)
+        print(f"| {case} | {seconds:.2f} | {n_frames / seconds:.0f} |")
+    stack_times, run_times = times.values()
+    ratios = ", ".join(f"{r / s:.2f}" for s, r in zip(stack_times, run_times))
+    print(f"\nrun / stack file build time, per round: {ratios}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-facility-bench"))
+    parser.add_argument("--centres", action="store_true", help="the cost of per-frame centres")
+    parser.add_argument("--run", action="store_true", help="a European XFEL run's build")
+    args = parser.parse_args()
+    if args.run:
+        run_costs(args.workdir, args.frames, args.rounds, args.workers)
+        return
+    if args.centres:
+        centre_costs(args.workdir, args.rounds, args.workers)
+        return
+    from ccfkit.io.source import open_source
+
+    inputs = write_inputs(args.workdir, args.frames)
+    files, good = inputs["files"], inputs["good"]
+    cy, cx = (float(c) for c in inputs["center"].split(",")[::-1])
+    cases = {
+        "stack + geometry": {"source": open_source([str(files["stack"])],
+                                                   geometry=inputs["geom_file"])},
+        "pre-assembled, plain": {"source": open_source([str(files["plain"])], mask=good),
+                                 "center": (cx, cy)},
+        "pre-assembled, bitshuffle-LZ4": {"source": open_source([str(files["lz4"])], mask=good),
+                                          "center": (cx, cy)},
+    }  # fmt: skip
+    for case in cases.values():  # kernels compiled, plans built, files in the page cache
+        run_build(case, args.workdir, args.workers)
+    results = {name: [] for name in cases}
+    for _ in range(args.rounds):
+        for name, case in cases.items():
+            results[name].append(run_build(case, args.workdir, args.workers))
+    print(f"{args.frames} frames, {args.rounds} rounds, --workers {args.workers}\n")
+    print("| input | build s (median) | frames/s |")
+    print("|---|---|---|")
+    for name, values in results.items():
+        seconds = statistics.median(values)
+        print(f"| {name} | {seconds:.2f} | {args.frames / seconds:.0f} |")
+    plain, lz4 = results["pre-assembled, plain"], results["pre-assembled, bitshuffle-LZ4"]
+    stack = results["stack + geometry"]
+    ratios = [p / s for s, p in zip(stack, plain)]
+    print(f"\nstack / pre-assembled frames/s, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    ratios = [z / p for z, p in zip(lz4, plain)]
+    print(f"bitshuffle-LZ4 / plain build time, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    print("\n| one frame resampled (Q 224, P 512, one thread) | ms |\n|---|---|")
+    for name, seconds in sampling_costs(inputs).items():
+        print(f"| {name} | {seconds * 1e3:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
