@@ -258,11 +258,11 @@ def create_run(
     if store is not None or (run_dir / "zarr.json").exists():
         raise RunError(f"--run-dir {run_dir} is inside the Zarr store {store or run_dir}: "
                        "choose a directory outside it")  # fmt: skip
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise RunError(f"{run_dir} exists and is not empty (use --resume or a new --run-dir)")
+    split = run_split(train_cfg, info.n_frames)  # before anything is removed or written
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise RunError(f"{run_dir} exists and is not empty (use --resume or a new --run-dir)")
         clear_run(run_dir)
-    split = run_split(train_cfg, info.n_frames)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / RUN_MANIFEST, {"tool": "trainer", "files": list(RUN_FILES)})
     save_split(run_dir / "split.npz", split, train_cfg.seed)
