@@ -106,6 +106,7 @@ def _expanded(inputs) -> list[str]:
 
 
 def _allow_recipe_mismatch_option(command):
+    """``--allow-recipe-mismatch`` (evaluate, predict): :func:`trainer.inference.check_recipe`."""
     return click.option(
         "--allow-recipe-mismatch", is_flag=True,
         help="Apply the run to a store whose maps were made with another recipe (said in the "
