@@ -754,6 +754,14 @@ def test_a_store_of_another_recipe_is_refused_by_the_run(tmp_path, trained, sour
     result = ok(ccfkit("evaluate", trained, other, "--allow-recipe-mismatch",
                        program=trainer_main))  # fmt: skip
     assert "recipe mismatch allowed (--allow-recipe-mismatch): orders [2]" in result.output
+    import json  # a run made before runs recorded the recipe: compared through its store
+
+    older = tmp_path / "older_run"
+    shutil.copytree(trained, older)
+    config = json.loads((older / "config.json").read_text())
+    del config["store"]["recipe"]
+    (older / "config.json").write_text(json.dumps(config))
+    refused(ccfkit("evaluate", older, other, program=trainer_main), "orders [2]")
 
 
 def test_evaluate_refuses_the_runs_store_built_again(tmp_path, small, trainer_main):

@@ -42,7 +42,15 @@ import torch
 from ccfkit.atomic import atomic_output
 
 from .config import TrainConfig
-from .data import StoreInfo, load_split, open_store, save_split, split_three_ways, subsample
+from .data import (
+    DataError,
+    StoreInfo,
+    load_split,
+    open_store,
+    save_split,
+    split_three_ways,
+    subsample,
+)
 from .label_table import read_label_table
 from .model import ModelConfig
 
@@ -157,8 +165,24 @@ def store_recipe(path) -> dict | None:
 
 
 def run_recipe(config: dict) -> dict | None:
-    """The map recipe of the store a run was trained on (config.json), None if not recorded."""
-    return config["store"].get("recipe")
+    """The map recipe of the store a run was trained on, None where it cannot be known.
+
+    Recorded in config.json; a run made before it was recorded has it from
+    its store, when that store is still at its path and still the same
+    (:func:`store_identity`).
+    """
+    from ccfkit.store import StoreError
+
+    stored = config["store"]
+    if "recipe" in stored:
+        return stored["recipe"]
+    path, identity = stored.get("path"), stored.get("identity")
+    if path is None or identity is None or not (Path(path) / "zarr.json").is_file():
+        return None
+    try:
+        return store_recipe(path) if store_identity(path) == identity else None
+    except (DataError, StoreError):
+        return None
 
 
 def _config_dict(model_cfg: ModelConfig, train_cfg: TrainConfig, info: StoreInfo) -> dict:
