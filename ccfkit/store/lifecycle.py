@@ -69,7 +69,7 @@ __all__ = [
 #: ``status`` of a store whose creation has begun but not finished.
 CREATING = "creating"
 #: Arrays the map tasks (or the statistics pass) fill after the creation.
-TASK_WRITTEN = ("ccf", "stats", "images", "done")
+TASK_WRITTEN = ("ccf", "stats", "images", "done", "frame_checks", "input_digest")
 #: zarr's configuration that writes every chunk, fill values too: a missing chunk is damage.
 EVERY_CHUNK = {"write_empty_chunks": True}
 
