@@ -70,6 +70,7 @@ def evaluate_run(
     workers: int = 0,
     batch_size: int = 64,
     label_map: dict[str, str] | None = None,
+    predictions: bool = False,
 ) -> tuple[Metrics, dict]:
     """§3.2 metrics of a run's checkpoint.
 
@@ -82,7 +83,8 @@ def evaluate_run(
     ``all_negative_accuracy``, ``epoch`` (the checkpoint's epoch counted from 0, as
     in the run's files), ``epochs_trained`` (``epoch + 1``), ``store``, ``subset``,
     ``unscored_labels`` (run labels the store lacks) and ``ignored_labels``
-    (store labels the run lacks).
+    (store labels the run lacks); with ``predictions``, also ``truth`` and
+    ``predicted``: (N, C) bool arrays of the scored frames and matched labels.
     """
     model, config, epoch = load_run(run_dir, which, device)
     own = config["store"]["path"]
@@ -125,6 +127,8 @@ def evaluate_run(
         "unscored_labels": list(match.unmatched_run),
         "ignored_labels": list(match.unmatched_store),
     }
+    if predictions:
+        extra.update(truth=np.asarray(labels).astype(bool), predicted=np.asarray(predicted))
     return metrics, extra
 
 
