@@ -713,7 +713,10 @@ def test_transfer_study_judges_and_tabulates_the_eval_source(tmp_path):
     report = json.loads((out / "report.json").read_text())
     md = (out / "report.md").read_text()
     source = str(other.resolve())
-    assert len(report["arms"]) == 4  # noise none / max x images / CCF maps
+    # noise none / max x images / CCF maps, and CCF maps with the per-frame bound (max-frame)
+    assert len(report["arms"]) == 5
+    assert {arm["build"]["noise"] for arm in report["arms"].values()} == {"none", "max",
+                                                                          "max-frame"}
     # Every arm scored on all 20 frames; per-class rows and the unscorable label kept.
     for name, arm in report["arms"].items():
         scored = arm["eval_sources"][source]
@@ -742,7 +745,7 @@ def test_transfer_study_judges_and_tabulates_the_eval_source(tmp_path):
     # The claims on the other source name it and are judged on its frames (one seed: no
     # verdict, and the difference is that of the two arms' scores there).
     on_source = [c for c in report["claims"] if c.get("on") == "eval-source"]
-    assert len(on_source) == 2 and all("held-out.cxi" in c["text"] for c in on_source)
+    assert len(on_source) == 3 and all("held-out.cxi" in c["text"] for c in on_source)
     by_name = report["arms"]
     for claim in on_source:
         assert claim["verdict"] == ONE_SEED and claim["n_frames"] == 20
@@ -758,5 +761,5 @@ def test_transfer_study_judges_and_tabulates_the_eval_source(tmp_path):
     _study([study_file, "-o", out, "--quiet", "--report-only"])
     again = json.loads((out / "report.json").read_text())
     missing = [c for c in again["claims"] if c.get("on") == "eval-source"]
-    assert len(missing) == 2 and {c["verdict"] for c in missing} == {"not run"}
+    assert len(missing) == 3 and {c["verdict"] for c in missing} == {"not run"}
     assert "no --eval-source scored" in (out / "report.md").read_text()
