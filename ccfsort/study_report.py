@@ -293,11 +293,12 @@ def _table_entry(table, plan: StudyPlan, results: dict, base: dict, svm: dict,
             "comparison": comparison,
         },
         "markdown": _table_lines(table, results, base, svm, comparison, command),
-        "per_class_markdown": [
-            *_class_lines(table, results),
-            *(line for source in _eval_sources(results.get(c.arm) for c in table.columns)
-              for line in _class_lines(table, results, source)),
-        ],  # fmt: skip
+        "per_class_markdown": _class_lines(table, results)
+        + [
+            line
+            for source in _eval_sources(results.get(c.arm) for c in table.columns)
+            for line in _class_lines(table, results, source)
+        ],
     }
 
 

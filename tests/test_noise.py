@@ -130,7 +130,9 @@ def test_max_frame_bound_is_each_frames_own_maximum_over_valid_pixels():
 
 def test_per_frame_bounds_draw_each_frame_as_its_own_scalar_bound_does():
     rng = np.random.default_rng(5)
-    images = rng.random((4, 16, 16)).astype(np.float32) * np.float32([1, 10, 100, 0])[:, None, None]
+    images = (
+        rng.random((4, 16, 16)).astype(np.float32) * np.float32([1, 10, 100, 0])[:, None, None]
+    )
     bounds = frame_bounds(images, NoiseLevel.MAX_FRAME, 0.0)
     noisy = add_noise(images, [3, 4, 5, 6], bounds, seed=2)
     for b in range(4):

@@ -687,7 +687,9 @@ def _drop_label(path, name: str) -> None:
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in dataset.attrs["names"]]
         keep = [k for k, n in enumerate(names) if n != name]
         labels = dataset[:][:, keep]
-        groups = [[n for n in g if n != name] for g in json.loads(dataset.attrs["exclusive_groups"])]
+        groups = [
+            [n for n in g if n != name] for g in json.loads(dataset.attrs["exclusive_groups"])
+        ]
         del handle["entry_1/labels"]
         new = handle["entry_1"].create_dataset("labels", data=labels)
         new.attrs["names"] = [names[k] for k in keep]
@@ -715,8 +717,11 @@ def test_transfer_study_judges_and_tabulates_the_eval_source(tmp_path):
     source = str(other.resolve())
     # noise none / max x images / CCF maps, and CCF maps with the per-frame bound (max-frame)
     assert len(report["arms"]) == 5
-    assert {arm["build"]["noise"] for arm in report["arms"].values()} == {"none", "max",
-                                                                          "max-frame"}
+    assert {arm["build"]["noise"] for arm in report["arms"].values()} == {
+        "none",
+        "max",
+        "max-frame",
+    }
     # Every arm scored on all 20 frames; per-class rows and the unscorable label kept.
     for name, arm in report["arms"].items():
         scored = arm["eval_sources"][source]
@@ -735,9 +740,7 @@ def test_transfer_study_judges_and_tabulates_the_eval_source(tmp_path):
         metrics, extra = evaluate_run(run, scored["seeds"]["0"]["store"], subset="all",
                                       predictions=True)  # fmt: skip
         assert np.array_equal(counts, frame_counts(extra["truth"], extra["predicted"]))
-        assert metric_of_counts(counts.sum(axis=0), "accuracy") == pytest.approx(
-            seed["accuracy"]
-        )
+        assert metric_of_counts(counts.sum(axis=0), "accuracy") == pytest.approx(seed["accuracy"])
         assert metrics.accuracy == pytest.approx(seed["accuracy"])
     assert f"per class (precision / recall, every frame of `{source}`)" in md
     assert "per class (precision / recall, test split)" in md
