@@ -180,7 +180,7 @@ def _resolve_center(center, source):
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--verify", is_flag=True, help="Read every chunk and check its crc32c checksum.")
+@click.option("--verify", is_flag=True, help="Check every array, chunk, checksum and digest.")
 def info(store: Path, verify: bool) -> None:
     """Print the layout, parameters and provenance of a store."""
     from .store import StoreError, open_store, verify_store
@@ -190,7 +190,7 @@ def info(store: Path, verify: bool) -> None:
         group = open_store(store)
         click.echo(describe_store(group))
         if verify:
-            click.echo(f"\nverified: {verify_store(group)} chunks, every checksum right")
+            click.echo(f"\nverified: {verify_store(group)} chunks, checksums and digests right")
 
 
 @main.command()
