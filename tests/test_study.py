@@ -760,6 +760,21 @@ def test_transfer_study_judges_and_tabulates_the_eval_source(tmp_path):
     (on_test,) = [c for c in report["claims"] if "on" not in c]
     assert on_test["verdict"] == ONE_SEED and on_test["n_frames"] == 12
     assert "no verdict possible with one seed" in md
+    # The SVM of the max-frame column sees the frames the network saw: each with its own bound.
+    from ccfkit.io.source import open_source
+    from ccfkit.resize import resize_images
+    from ccfkit.store import open_store as open_group
+    from ccfsort.study_baseline import store_frames
+
+    (per_frame,) = [n for n, arm in report["arms"].items() if arm["build"]["noise"] == "max-frame"]
+    config = json.loads((out / "runs" / per_frame / "seed-0" / "config.json").read_text())
+    group = open_group(config["store"]["path"])
+    assert group.attrs["noise"]["level"] == "max-frame"
+    frames = open_source([str(out / "data" / "simulated.cxi")])
+    noisy = store_frames(group, frames, 0, frames.n_frames)
+    np.testing.assert_allclose(
+        resize_images(noisy, 16, group["mask"][:]), group["images"][:], rtol=1e-5, atol=1e-3
+    )
     # Without an eval source, the claims on one are not run, and say why.
     _study([study_file, "-o", out, "--quiet", "--report-only"])
     again = json.loads((out / "report.json").read_text())
