@@ -193,7 +193,7 @@ def test_module_stacks_give_the_probabilities_of_their_store(agipd_run, tmp_path
 
 
 def test_module_stacks_need_the_geometry_of_the_runs_store(agipd_run, tmp_path):
-    root, geom_file, _ = agipd_run
+    root, _, _ = agipd_run
     extra_geom = pytest.importorskip("extra_geom")
     from test_io_geometry import QUAD_POS
 

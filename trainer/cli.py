@@ -260,7 +260,7 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
     """
     if len(inputs) == 1 and (Path(inputs[0]) / "zarr.json").is_file():
         if any(facility[key] is not None for key in ("geometry", "detector", "pulses")):
-            raise click.UsageError("--geometry, --detector and --pulses apply to frames, not a store")
+            raise click.UsageError("--geometry, --detector, --pulses apply to frames, not stores")
         from .inference import predict_run
 
         n = predict_run(

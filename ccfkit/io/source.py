@@ -41,6 +41,7 @@ import hdf5plugin  # noqa: F401 - registers bitshuffle, LZ4, Zstd, Blosc, ... wi
 import numpy as np
 
 from .agreement import CENTER_PATHS, agreed, read_details  # noqa: F401 - CENTER_PATHS re-exported
+from .bitshuffle_chunks import bitshuffle_layout, read_bitshuffle_frames
 from .errors import InputError
 from .hdf5_direct import frame_layout, map_frames, read_frames
 from .masks import (  # noqa: F401 - MASK_PATHS, read_mask_file: re-exported here
@@ -84,7 +85,9 @@ class FrameReader:
     """Reads frames ``[start, stop)`` across files; picklable, opens files per call.
 
     Uncompressed data sets whose frames lie whole in the file are read with
-    plain file reads (:mod:`ccfkit.io.hdf5_direct`); others through h5py.
+    plain file reads (:mod:`ccfkit.io.hdf5_direct`), bitshuffle-LZ4 chunks of
+    whole frames decoded outside HDF5 (:mod:`ccfkit.io.bitshuffle_chunks`);
+    others through h5py.
 
     Attributes
     ----------
@@ -132,13 +135,7 @@ class FrameReader:
             if lo < hi:
                 part = out[offset + lo - start : offset + hi - start]
                 try:
-                    layout = frame_layout(name, self.data_path)
-                    if layout is not None:
-                        read_frames(name, layout, lo, hi, part)
-                    else:
-                        stored = part.reshape(len(part), *(self.stack_shape or self.frame_shape))
-                        with h5py.File(name, "r") as handle:
-                            handle[self.data_path].read_direct(stored, np.s_[lo:hi])
+                    self._read_file(name, lo, hi, part)
                 except (OSError, KeyError) as error:  # truncated, damaged, locked, replaced
                     reason = " ".join(str(error).split())
                     raise InputError(
@@ -146,6 +143,20 @@ class FrameReader:
                     ) from None
             offset += count
         return out
+
+    def _read_file(self, name: str, lo: int, hi: int, part: np.ndarray) -> None:
+        """Frames ``[lo, hi)`` of file ``name`` into ``part``: plain reads, bitshuffle-LZ4, h5py."""
+        layout = frame_layout(name, self.data_path)
+        if layout is not None:
+            read_frames(name, layout, lo, hi, part)
+            return
+        packed = bitshuffle_layout(name, self.data_path)
+        if packed is not None and read_bitshuffle_frames(name, self.data_path, packed, lo, hi,
+                                                         part):  # fmt: skip
+            return
+        stored = part.reshape(len(part), *(self.stack_shape or self.frame_shape))
+        with h5py.File(name, "r") as handle:
+            handle[self.data_path].read_direct(stored, np.s_[lo:hi])
 
     def pieces(self, start: int, stop: int) -> list[np.ndarray]:
         """Frames ``[start, stop)`` as consecutive ``(n_i, H, W)`` float32 arrays.
