@@ -33,13 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_output
-from .config import Kind, SimulationConfig
+from .config import SimulationConfig
 from .cxi_file import EV, _labelled
-from .instrument import polarization_factor, solid_angle_factor, stray_light_halo
 from .labels import DISPLAY_NAMES, EXCLUSIVE_GROUPS, LABELS
 from .parameters import NOISE_STREAM, FrameParameters, draw_parameters
-from .rendering import poisson_counts
-from .scattering import particle_intensity
+from .randomization import file_detector
+from .rendering import _detector_response, _poisson_rows, frame_counts_at
 
 __all__ = ["DETECTORS", "detector_geometry", "expected_stack_counts", "write_simulated_stack"]
 
@@ -62,7 +61,7 @@ DETECTORS = {
 DATA_PATH = "entry_1/data_1/data"
 
 
-def detector_geometry(spec: str | Path, out: Path, config: SimulationConfig):
+def detector_geometry(spec: str | Path, out: Path, config: SimulationConfig, detector=None):
     """The geometry of ``--geometry``: ``(positions, geometry file, written)``.
 
     Parameters
@@ -74,6 +73,8 @@ def detector_geometry(spec: str | Path, out: Path, config: SimulationConfig):
         (``out.with_suffix(".geom")``), with the configuration's distance and
         mean photon energy.
     config : SimulationConfig
+    detector : Detector, optional
+        The file's simulated detector (default ``config.detector``).
 
     Returns
     -------
@@ -97,12 +98,13 @@ def detector_geometry(spec: str | Path, out: Path, config: SimulationConfig):
         import extra_geom
     except ImportError:
         raise ValueError("--geometry needs extra-geom: pip install 'ccfkit[euxfel]'") from None
+    detector = config.detector if detector is None else detector
     name = str(spec).lower()
     if name in DETECTORS:
         cls, constructor, options = DETECTORS[name]
         geometry = getattr(getattr(extra_geom, cls), constructor)(**options)
         path = out.with_suffix(".geom")
-        text = _crystfel_text(geometry, config, _distance(geometry, config))
+        text = _crystfel_text(geometry, config, _distance(geometry, detector))
     else:
         path, text = Path(spec), None
         if not path.is_file():
@@ -111,13 +113,13 @@ def detector_geometry(spec: str | Path, out: Path, config: SimulationConfig):
         geometry = _read_crystfel(path)
     positions = np.asarray(geometry.get_pixel_positions(), dtype=np.float64)[..., :2]
     positions = positions / float(geometry.pixel_size)
-    distance = _distance(geometry, config)
+    distance = _distance(geometry, detector)
     return positions.reshape(-1, *positions.shape[-3:]), path, text, distance
 
 
-def _distance(geometry, config: SimulationConfig) -> float:
-    """Metres at which the geometry's pixel subtends the simulated pixel's angle."""
-    return float(geometry.pixel_size) * config.distance / config.detector.pixel_size
+def _distance(geometry, detector) -> float:
+    """Metres at which the geometry's pixel subtends the simulated detector pixel's angle."""
+    return float(geometry.pixel_size) * detector.distance / detector.pixel_size
 
 
 def _crystfel_text(geometry, config: SimulationConfig, distance: float) -> str:
@@ -143,15 +145,15 @@ def _read_crystfel(path: Path):
 
 
 def expected_stack_counts(
-    params: FrameParameters, config: SimulationConfig, positions: np.ndarray
+    params: FrameParameters, config: SimulationConfig, positions: np.ndarray, detector=None
 ) -> np.ndarray:
     """Expected photons per pixel of a module stack, for a batch of frames.
 
     The NumPy reference formulas of :func:`ccfkit.simulate.expected_counts`
-    (``E = fluence w / sum(w) + halo + background``, ``w = |A(q)|^2 P
-    Omega``) at the pixels' positions: pixel ``(x, y)`` of the geometry lies
-    ``(x - bx, y - by)`` simulated pixels from the beam, where ``(bx, by)``
-    is the frame's beam centre relative to the flat detector's middle.
+    (:func:`ccfkit.simulate.rendering.frame_counts_at`) at the pixels'
+    positions: pixel ``(x, y)`` of the geometry lies ``(x - bx, y - by)``
+    simulated pixels from the beam, where ``(bx, by)`` is the frame's beam
+    centre relative to the flat detector's middle. Every pixel is good.
 
     Parameters
     ----------
@@ -161,13 +163,14 @@ def expected_stack_counts(
     positions : (modules, ss, fs, 2) float64
         Pixel centres ``(x, y)``, pixels, the geometry's origin at the
         flat detector's middle.
+    detector : Detector, optional
+        The file's simulated detector (default ``config.detector``).
 
     Returns
     -------
     (B, modules, ss, fs) float32
     """
-    detector = config.detector
-    per_length = detector.pixel_size / detector.distance
+    detector = config.detector if detector is None else detector
     middle = np.asarray(detector.nominal_center)
     flat = positions.reshape(-1, positions.shape[-2], 2)  # (modules * ss, fs, 2)
     ones = np.ones(flat.shape[:2], dtype=np.float32)
@@ -175,22 +178,7 @@ def expected_stack_counts(
     for b in range(len(params)):
         beam = np.asarray(params.center[b]) - middle
         x_px, y_px = flat[..., 0] - beam[0], flat[..., 1] - beam[1]
-        frame = out[b]
-        if params.kind[b] == Kind.EMPTY or params.fluence[b] <= 0:
-            frame[...] = 0
-        else:
-            x_l, y_l = x_px * per_length, y_px * per_length
-            cos2t = particle_intensity(x_l, y_l, params.take([b]), per_length, out=frame)
-            frame *= polarization_factor(x_l, y_l, config.polarization, cos2t)
-            if config.solid_angle:
-                frame *= solid_angle_factor(x_l, y_l, cos2t)
-            total = frame.sum(dtype=np.float64)
-            frame *= np.float32(params.fluence[b] / total) if total > 0 else np.float32(0)
-        if params.halo[b] > 0:
-            r2 = np.add(np.float32(x_px) ** 2, np.float32(y_px) ** 2, dtype=np.float32)
-            frame += stray_light_halo(r2, float(params.halo_width[b]), ones, params.halo[b])
-        if config.background:
-            frame += np.float32(config.background)
+        frame_counts_at(out[b], x_px, y_px, params, b, config, ones, detector)
     return out.reshape(len(params), *positions.shape[:3])
 
 
@@ -244,13 +232,15 @@ def write_simulated_stack(
         raise ValueError(f"need at least one frame and a seed >= 0, got {n_frames}, {seed}")
     start = time.perf_counter()
     path = Path(path)
-    positions, geom_path, text, distance = detector_geometry(geometry, path, config)
+    detector = file_detector(config, seed)
+    positions, geom_path, text, distance = detector_geometry(geometry, path, config, detector)
     if text is not None and geom_path.exists() and geom_path.read_text() != text:
         raise ValueError(f"{geom_path} exists with other content; move it or choose another OUT")
     params = draw_parameters(config, seed, np.arange(n_frames))
-    _, _, labels = _labelled(params, config.detector)
+    _, _, labels = _labelled(params, detector)
     with atomic_output(path, overwrite=overwrite) as partial:
-        _write_stack_file(partial, config, seed, params, positions, labels, block, distance)
+        _write_stack_file(partial, config, seed, params, positions, labels, block, distance,
+                          detector)  # fmt: skip
     if text is not None and not geom_path.exists():
         with atomic_output(geom_path) as partial:
             Path(partial).write_text(text)
@@ -265,12 +255,14 @@ def write_simulated_stack(
     }
 
 
-def _write_stack_file(partial, config, seed, params, positions, labels, block, distance) -> None:
+def _write_stack_file(
+    partial, config, seed, params, positions, labels, block, distance, detector
+) -> None:
     """The stack file: frames (N, modules, ss, fs), labels, beam centres, wavelength, distance."""
     import h5py
 
     n_frames, stack = len(params), positions.shape[:3]
-    middle = np.asarray(config.detector.nominal_center)
+    middle = np.asarray(detector.nominal_center)
     with h5py.File(partial, "w") as handle:
         handle.attrs["creator"] = "ccfkit simulate --geometry"
         handle.attrs["parameters"] = json.dumps({**config.to_dict(), "seed": seed})
@@ -280,8 +272,8 @@ def _write_stack_file(partial, config, seed, params, positions, labels, block, d
         data.attrs["axes"] = "experiment_identifier:module_identifier:y:x"
         data.attrs["units"] = "photons" if config.noise else "expected photons"
         for lo in range(0, n_frames, block):
-            data[lo : lo + block] = _rendered(params.take(slice(lo, lo + block)), config, seed,
-                                              positions)  # fmt: skip
+            rows = params.take(slice(lo, lo + block))
+            data[lo : lo + block] = _rendered(rows, config, seed, positions, detector)
         detector = handle.create_group("entry_1/instrument_1/detector_1")
         detector["distance"] = distance
         centres = detector.create_dataset("beam_center_geometry", data=params.center - middle)
@@ -295,12 +287,23 @@ def _write_stack_file(partial, config, seed, params, positions, labels, block, d
         names.attrs["exclusive_groups"] = json.dumps([list(g) for g in EXCLUSIVE_GROUPS])
 
 
-def _rendered(params: FrameParameters, config, seed: int, positions) -> np.ndarray:
-    """Expected counts of the frames, with Poisson noise from ``(seed, i)`` when asked."""
-    frames = expected_stack_counts(params, config, positions)
-    if not config.noise:
-        return frames
-    for b, index in enumerate(params.index):
-        sequence = np.random.SeedSequence([seed, int(index), NOISE_STREAM])
-        frames[b] = poisson_counts(frames[b], np.random.Generator(np.random.SFC64(sequence)))
+def _rendered(params: FrameParameters, config, seed: int, positions, detector) -> np.ndarray:
+    """The frames as :func:`ccfkit.simulate.render_frames` makes them, at the stack's pixels.
+
+    Expected counts, Poisson noise from ``(seed, i)`` when asked, then a
+    randomised detector's gain and read noise (per frame in ``params``).
+    """
+    frames = expected_stack_counts(params, config, positions, detector)
+    shape = frames.shape
+    if config.noise:
+        rngs = [
+            np.random.Generator(
+                np.random.SFC64(np.random.SeedSequence([seed, int(i), NOISE_STREAM]))
+            )
+            for i in params.index
+        ]
+        frames = _poisson_rows(frames.reshape(len(params), -1), rngs).reshape(shape)
+    if params.gain is not None or params.read_noise is not None:
+        flat = frames.reshape(len(params), -1, shape[-1])
+        _detector_response(flat, params, seed, np.ones(flat.shape[1:], dtype=bool))
     return frames
