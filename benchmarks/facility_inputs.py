@@ -27,6 +27,10 @@ With ``--run``, instead: the same module stacks written as a European XFEL
 run (extra-data's mock writers: 16 module files, ``--frames / 16`` trains
 of 16 pulses), built with ``--detector`` against the stack file.
 
+With ``--decode``, instead: decoding the bitshuffle-LZ4 file alone, raw
+chunks decoded outside HDF5 against h5py, one and two threads (ms per frame,
+wall and CPU).
+
 With ``--centres``, instead: the cost of one beam centre per frame. 256
 frames of 259 x 259 px, centres drawn around the middle (1.8 px standard
 deviation), built each at its own centre, then all at their mean
@@ -238,6 +242,45 @@ def run_costs(workdir: Path, n_frames: int, rounds: int, workers: int) -> None:
     print(f"\nrun / stack file build time, per round: {ratios}")
 
 
+def decode_costs(workdir: Path, n_frames: int, rounds: int) -> None:
+    """Decoding the bitshuffle-LZ4 file alone: ms per frame, wall and CPU, 1 and 2 threads.
+
+    Raw chunks decoded outside HDF5 (:mod:`ccfkit.io.bitshuffle_chunks`)
+    against h5py's ``read_direct`` (HDF5 decompresses, under h5py's lock);
+    the best of ``rounds``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import h5py
+
+    from ccfkit.io.bitshuffle_chunks import bitshuffle_layout, read_bitshuffle_frames
+
+    name, path = str(write_inputs(workdir, n_frames)["files"]["lz4"]), "entry_1/data_1/data"
+    layout = bitshuffle_layout(name, path)
+    out = np.empty((layout.frames, *layout.frame_shape), np.float32)
+
+    def direct(k):
+        read_bitshuffle_frames(name, path, layout, k, k + 1, out[k : k + 1])
+
+    def through_h5py(k):
+        with h5py.File(name, "r") as handle:
+            handle[path].read_direct(out[k : k + 1], np.s_[k : k + 1])
+
+    print(f"load average {load_average()}\n")
+    print("| decoder | threads | wall ms per frame | CPU ms per frame |\n|---|---|---|---|")
+    for label, read in (("raw chunks, bshuf_decompress_lz4", direct), ("h5py", through_h5py)):
+        for threads in (1, 2):
+            best = (np.inf, np.inf)
+            for _ in range(rounds):
+                start, cpu = time.perf_counter(), time.process_time()
+                with ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(read, range(layout.frames)))
+                spent = (time.perf_counter() - start, time.process_time() - cpu)
+                best = min(best, spent)
+            wall, used = (1e3 * v / layout.frames for v in best)
+            print(f"| {label} | {threads} | {wall:.1f} | {used:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64)
@@ -246,7 +289,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-facility-bench"))
     parser.add_argument("--centres", action="store_true", help="the cost of per-frame centres")
     parser.add_argument("--run", action="store_true", help="a European XFEL run's build")
+    parser.add_argument("--decode", action="store_true", help="bitshuffle-LZ4 decoding alone")
     args = parser.parse_args()
+    if args.decode:
+        decode_costs(args.workdir, args.frames, args.rounds)
+        return
     if args.run:
         run_costs(args.workdir, args.frames, args.rounds, args.workers)
         return

@@ -11,9 +11,12 @@ instead
 1. reads each chunk's stored bytes with ``read_direct_chunk`` (under the
    lock, but only a file read), then
 2. decodes them with the bitshuffle library's own
-   ``bshuf_decompress_lz4`` (its public C function; the library that
-   hdf5plugin ships for the HDF5 filter), called through ``ctypes``, which
-   releases the GIL for the call: the workers decode side by side.
+   ``bshuf_decompress_lz4`` (its public C function, in the library that
+   hdf5plugin ships for the HDF5 filter: ``hdf5plugin.get_config()``'s
+   ``registered_filters["bshuf"]``), called through ``ctypes``, which
+   releases the GIL for the call: the workers decode side by side, and the
+   frames are decoded straight into the caller's array (HDF5 decodes into
+   its chunk cache and copies).
 
 The chunk format is the filter's: a 12-byte header (uint64 big-endian
 uncompressed size in bytes, uint32 big-endian block size in bytes), then
@@ -30,7 +33,6 @@ import ctypes
 import functools
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -101,17 +103,14 @@ def _decompress():
     """``bshuf_decompress_lz4`` of the bitshuffle library hdf5plugin ships, or None."""
     try:
         import hdf5plugin
-    except ImportError:
+
+        path = hdf5plugin.get_config().registered_filters.get("bshuf")
+        function = ctypes.CDLL(str(path)).bshuf_decompress_lz4  # CDLL: the GIL is released
+    except (ImportError, OSError, AttributeError, TypeError):
         return None
-    for path in sorted(Path(hdf5plugin.PLUGIN_PATH).glob("libh5bshuf*")):
-        try:
-            function = ctypes.CDLL(str(path)).bshuf_decompress_lz4  # CDLL: the GIL is released
-        except (OSError, AttributeError):
-            continue
-        function.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_size_t] * 3
-        function.restype = ctypes.c_int64
-        return function
-    return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_size_t] * 3
+    function.restype = ctypes.c_int64
+    return function
 
 
 def read_bitshuffle_frames(
