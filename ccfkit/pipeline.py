@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 from .backends import get_backend
 from .build_config import BuildConfig, BuildOptions
 from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_mean_center
-from .geometry import momentum_transfer
+from .geometry import ScatteringGeometry
+from .io.geometry_spread import geometry_spread
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
 from .polar import PlanSpec, PolarPlan
@@ -244,8 +245,10 @@ def build(
     if not force:
         check_geometry(source.mask, center, config.grid.r_max, source.pixels)
     spec = PlanSpec.describe(
-        source.frame_shape, center=center, mask=source.mask, grid=config.grid, pixels=source.pixels
-    )
+        source.frame_shape, center=center, mask=source.mask, grid=config.grid,
+        pixels=source.pixels,
+        scattering=scattering_geometry(source, config.grid.q_range, force=force),
+    )  # fmt: skip
     try:
         plan = spec.plan()
     except ValueError as error:
@@ -258,8 +261,8 @@ def build(
     if not plan.ring_used.any():
         raise InputError(
             f"no ring has {config.grid.min_ring_fraction:.0%} valid samples under this mask and "
-            "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max, or "
-            "lower --min-ring-fraction)"
+            "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max or "
+            "--q-range, or lower --min-ring-fraction)"
         )
     engine = get_backend(backend)  # fails early for an unusable backend
     engine_name = engine.name
@@ -434,6 +437,40 @@ def _open_for_resume(out: str, config: BuildConfig, provenance: dict, mask: np.n
     return group
 
 
+def scattering_geometry(source: FrameSource, q_range=None, *, force=False
+                        ) -> ScatteringGeometry | None:  # fmt: skip
+    """The input's pixel size, distance and wavelength; None where it lacks one.
+
+    InputError naming what is missing when ``q_range`` (rings placed in
+    momentum transfer) needs them, and, unless ``force``, when the input's
+    wavelength or distance varies over its frames (the rings would be placed
+    with their mean).
+    """
+    known = {"detector distance": source.distance, "pixel size": source.pixel_size,
+             "wavelength": source.wavelength}  # fmt: skip
+    missing = [name for name, value in known.items() if value is None]
+    if missing and q_range is not None:
+        raise InputError(
+            f"--q-range places the rings in momentum transfer, but the input gives no "
+            f"{' and no '.join(missing)} (CXI: entry_1/instrument_1/detector_1/distance, "
+            "x_pixel_size, source_1/wavelength)"
+        )
+    if missing:
+        return None
+    if q_range is not None and not force:
+        for name, (low, high) in geometry_spread(source.reader.files).items():
+            mean = known[name]
+            off = max(high - mean, mean - low) / mean
+            if off > 1e-6:
+                raise InputError(
+                    f"--q-range: the input's {name} varies over its frames ({low:.4g} to "
+                    f"{high:.4g} m): rings placed with their mean ({mean:.4g} m) are off in q "
+                    f"by up to {off:.0%} for some frames; use inputs of one {name}, or --force "
+                    "to place them with the mean"
+                )
+    return ScatteringGeometry(source.pixel_size, source.distance, source.wavelength * 1e9)
+
+
 def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dict:
     """The arrays written whole when the store is created, with their attributes.
 
@@ -454,14 +491,10 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dic
     contents.update(source.frame_ids)  # train_id, pulse_id of a European XFEL run
     if centers is not None:
         contents["frame_center"] = (centers, {"units": "pixel", "axes": ["cx", "cy"]})
-    if None not in (source.wavelength, source.distance, source.pixel_size):
-        q = momentum_transfer(
-            plan.radius,
-            pixel_size=source.pixel_size,
-            distance=source.distance,
-            wavelength_nm=source.wavelength * 1e9,
-        )
-        contents["q"] = (q, {"units": "1/nm"})
+    scattering = scattering_geometry(source)
+    if scattering is not None:  # ring_axis: what the rings were placed on (docs/store-layout.md)
+        q = scattering.momentum_transfer(plan.radius)
+        contents["q"] = (q, {"units": "1/nm", "ring_axis": plan.ring_axis})
     return contents
 
 
