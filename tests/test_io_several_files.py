@@ -20,7 +20,7 @@ import zarr
 from click.testing import CliRunner
 
 from ccfkit.cli import main
-from ccfkit.io.source import open_source
+from ccfkit.io.source import InputError, open_source
 
 FRAMES, SIDE = 6, 32
 DATA = "entry_1/data_1/data"
@@ -148,3 +148,23 @@ def test_centres_per_frame_of_several_files_are_all_kept(tmp_path):
     assert source.center == pytest.approx(tuple(centres.reshape(-1, 2).mean(axis=0)))
     with pytest.raises(Exception, match="one beam centre, .* one per frame"):
         open_source([first, write(tmp_path / "c.cxi", 3)])
+
+
+def test_wavelengths_per_frame_of_several_files_give_their_mean_over_all_frames(tmp_path):
+    """A photon energy drawn per shot: the files' values differ, their mean is the input's."""
+    rng = np.random.default_rng(8)
+    wavelengths = rng.uniform(30e-9, 60e-9, size=(2, FRAMES))
+    paths = [write(tmp_path / f"{k}.cxi", k) for k in range(2)]
+    for path, values in zip(paths, wavelengths):
+        with h5py.File(path, "r+") as handle:
+            handle["entry_1/instrument_1/source_1/wavelength"] = values
+    for order in (paths, paths[::-1]):
+        assert open_source(order).wavelength == pytest.approx(wavelengths.mean(), rel=1e-12)
+    with h5py.File(paths[1], "r+") as handle:  # one value per file: they must be equal
+        del handle["entry_1/instrument_1/source_1/wavelength"]
+        handle["entry_1/instrument_1/source_1/wavelength"] = 40e-9
+    with h5py.File(paths[0], "r+") as handle:
+        del handle["entry_1/instrument_1/source_1/wavelength"]
+        handle["entry_1/instrument_1/source_1/wavelength"] = 41e-9
+    with pytest.raises(InputError, match="different wavelengths"):
+        open_source(paths)

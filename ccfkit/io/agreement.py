@@ -67,8 +67,9 @@ class FileDetails:
         Where and how the mask was read.
     centers : (k, 2) float64 ndarray or None
         Its beam centre(s) ``(cx, cy)``, pixels: one row, or one per frame.
-    distances : dict of str to float or None
-        ``wavelength``, ``distance``, ``pixel_size`` (metres) where given.
+    distances : dict of str to (k,) float64 ndarray or None
+        ``wavelength``, ``distance``, ``pixel_size`` (metres) where given:
+        one value, or one per frame.
     """
 
     name: str
@@ -91,11 +92,12 @@ def read_details(handle: h5py.File, name: str) -> FileDetails:
 
 
 def _read_distances(handle: h5py.File) -> dict:
-    """``wavelength``, ``distance``, ``pixel_size`` in metres (a data set's mean), or None."""
+    """``wavelength``, ``distance``, ``pixel_size`` in metres: (k,) float64 (one or one per
+    frame), or None."""
     values = {}
     for key, (path, _) in _DISTANCES.items():
         present = path in handle
-        values[key] = float(np.mean(np.asarray(handle[path][()], np.float64))) if present else None
+        values[key] = np.asarray(handle[path][()], np.float64).ravel() if present else None
     return values
 
 
@@ -169,7 +171,7 @@ def agreed(
     ------
     InputError
         Two files with different masks (or one with a mask and one without),
-        beam centres, wavelength, detector distance or pixel size; a mask
+        beam centres, single wavelength, detector distance or pixel size; a mask
         per frame of another length than its file; with ``per-frame``, a
         file without a centre or with another number of centres than frames.
     """
@@ -186,7 +188,7 @@ def agreed(
     center = None if centers is None else tuple(float(c) for c in centers.mean(axis=0))
     if centers is not None and len(centers) == 1:
         centers = None
-    return Agreed(mask, origin, center, centers, _agreed_distances(details))
+    return Agreed(mask, origin, center, centers, _agreed_distances(details, counts))
 
 
 def _agreed_mask(details, counts, stack_shape) -> tuple[np.ndarray | None, str]:
@@ -276,23 +278,42 @@ def _own_centers(details, counts) -> np.ndarray:
     return np.concatenate(parts).astype(np.float64)
 
 
-def _agreed_distances(details) -> dict:
-    """The first file's wavelength, distance and pixel size, refused unless every file's equal."""
-    first = details[0]
-    for item in details[1:]:
-        for key, (_, words) in _DISTANCES.items():
-            a, b = first.distances[key], item.distances[key]
-            if (a is None) != (b is None) or (a is not None and not np.isclose(a, b, rtol=1e-9)):
+def _agreed_distances(details, counts) -> dict:
+    """The wavelength, distance and pixel size of all files (metres or None).
+
+    One value in every file: they must be equal. Values per frame in some
+    file (a photon energy drawn per shot): their mean over all frames (a
+    file's one value counts once per frame), whatever the files' order.
+    Refused: one file with a value and another without, or different single
+    values.
+    """
+    first, agreed_values = details[0], {}
+    for key, (_, words) in _DISTANCES.items():
+        values = [item.distances[key] for item in details]
+        for item, value in zip(details[1:], values[1:]):
+            if (value is None) != (values[0] is None):
+                has, lacks = (first, item) if value is None else (item, first)
                 raise InputError(
-                    f"{first.name} and {item.name} give different {words}s "
-                    f"({_metres(a)} and {_metres(b)}); the maps of one store share one geometry"
+                    f"{has.name} gives a {words} and {lacks.name} none; the maps of one store "
+                    "share one geometry"
                 )
-    return dict(first.distances)
+        if values[0] is None:
+            agreed_values[key] = None
+            continue
+        if all(len(value) == 1 for value in values):
+            for item, value in zip(details[1:], values[1:]):
+                if not np.isclose(value[0], values[0][0], rtol=1e-9, atol=0.0):
+                    raise InputError(
+                        f"{first.name} and {item.name} give different {words}s "
+                        f"({values[0][0]:g} m and {value[0]:g} m); the maps of one store share "
+                        "one geometry"
+                    )
+            agreed_values[key] = float(values[0][0])
+            continue
+        per_frame = [v if len(v) == n else np.full(n, v.mean()) for v, n in zip(values, counts)]
+        agreed_values[key] = float(np.concatenate(per_frame).mean())
+    return agreed_values
 
 
 def _pair(value) -> str:
     return f"({value[0]:g}, {value[1]:g})"
-
-
-def _metres(value) -> str:
-    return "none" if value is None else f"{value:g} m"
