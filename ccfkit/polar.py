@@ -62,7 +62,7 @@ _SNAP = 1e-9
 #: Radial step (pixels) of the fine grid on which ``r_min="auto"`` is searched.
 _AUTO_STEP = 0.05
 #: Radii of that grid looked at together (the search goes outwards block by block).
-_AUTO_BLOCK = 1024
+_AUTO_BLOCK = 256  # 12.8 px: the plan of a 259 x 259 frame 0.11 s of CPU with 1024, 0.03 with 256
 
 
 @dataclass(frozen=True, eq=False)

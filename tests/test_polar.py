@@ -470,3 +470,39 @@ def test_one_particle_on_two_detectors_gives_the_same_maps_in_momentum_transfer(
     assert scale > 0.5
     assert np.abs(in_q[0] - in_q[1]).max() <= 1e-2 * scale
     assert np.abs(in_pixels[0] - in_pixels[1]).max() >= 0.2 * scale
+
+
+def _first_usable_radius_over_the_whole_grid(good, center, r_max, phi_bins, q_bins, fraction):
+    """``r_min="auto"`` as first written: the whole fine grid's table at once."""
+    from ccfkit.polar import _AUTO_STEP, _bilinear_table, min_ring_count
+
+    phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
+    need = min_ring_count(fraction, phi_bins)
+
+    def usable(radius):
+        return _bilinear_table(np.atleast_1d(radius), phi, center, good)[2].sum(axis=1) >= need
+
+    fine = np.arange(0.0, r_max, _AUTO_STEP)
+    for r_min in fine[usable(fine)][:64]:
+        if usable(r_min + 0.5 * (r_max - r_min) / q_bins)[0]:
+            return float(r_min)
+    return None
+
+
+@pytest.mark.parametrize("hole", [0.0, 3.3, 12.7, 12.85, 25.0, 40.2])
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.9])
+def test_auto_r_min_searched_in_blocks_is_the_whole_grid_search(hole, fraction):
+    """The first usable radius is the same whichever block of the fine grid it lies in."""
+    size, center = 121, (60.4, 59.7)
+    yy, xx = np.mgrid[:size, :size]
+    good = np.hypot(xx - center[0], yy - center[1]) > hole
+    good[:, 90:93] = False  # a panel gap: partial rings further out
+    expected = _first_usable_radius_over_the_whole_grid(good, center, 55.0, 64, 24, fraction)
+    grid = RingGrid(q_bins=24, phi_bins=64, r_min="auto", r_max=55.0, min_ring_fraction=fraction)
+    if expected is None:
+        with pytest.raises(ValueError, match="r_min='auto'"):
+            make_polar_plan((size, size), center=center, mask=good, grid=grid)
+        return
+    plan = make_polar_plan((size, size), center=center, mask=good, grid=grid)
+    assert plan.r_min == expected
+    assert hole <= expected < hole + 2.0
