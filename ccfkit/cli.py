@@ -265,7 +265,10 @@ SIMULATION_OPTIONS = {
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, **settings) -> None:
+@click.option("--geometry", default=None, metavar="FILE|NAME",
+              help="Module stacks (frame, module, ss, fs) at this detector's pixels: a CrystFEL "
+              "file, or agipd, jungfrau, pnccd (written beside OUT as .geom); docs/simulate.md.")  # fmt: skip
+def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, geometry, **settings) -> None:
     """Write N simulated, labelled diffraction frames to the CXI file OUT.
 
     Helium-droplet-like spheres, spheroids and pairs of spheres in the Born
@@ -280,9 +283,11 @@ def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, **settings) -
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     try:
-        report = write_simulated(
-            out, config, n_frames, seed, overwrite=overwrite, workers=workers, progress=not quiet
-        )
+        if geometry is not None:
+            report = _simulate_stack(out, config, n_frames, seed, geometry, overwrite)
+        else:
+            report = write_simulated(out, config, n_frames, seed, overwrite=overwrite,
+                                     workers=workers, progress=not quiet)  # fmt: skip
     except (FileExistsError, FileNotFoundError, IsADirectoryError) as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
@@ -292,6 +297,18 @@ def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, **settings) -
         f"wrote {out}: {n_frames} frames in {report['seconds']:.1f} s "
         f"({report['frames_per_second']:.0f} frames/s); labels: {counts}"
     )
+
+
+def _simulate_stack(out, config, n_frames, seed, geometry, overwrite) -> dict:
+    """``ccfkit simulate --geometry``: module stacks (:mod:`ccfkit.simulate.stack`)."""
+    from .simulate.stack import write_simulated_stack
+
+    try:
+        report = write_simulated_stack(out, config, n_frames, seed, geometry, overwrite=overwrite)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"geometry: {report['geometry']}, frames of {report['stack_shape']}")
+    return report
 
 
 @main.command("simulate-examples")

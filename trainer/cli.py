@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from ccfkit.cli_inputs import input_options
 from ccfkit.cli_options import apply_options, field_options, take_fields
 
 from .config import DEVICES, TrainConfig
@@ -291,20 +292,25 @@ def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_ma
               callback=_label_map_option,
               help='JSON {"store label": "run label"}: match a store\'s labels (true_* columns).')  # fmt: skip
 @_allow_recipe_mismatch_option
+@input_options
 @_clean_errors
 def predict(run, inputs, output, checkpoint, device, workers, backend, data_path, batch_size,
-            quiet, label_map, allow_recipe_mismatch):  # fmt: skip
+            quiet, label_map, allow_recipe_mismatch, **facility):  # fmt: skip
     """Per-frame probabilities and 0/1 labels of RUN on a store or on frames (INPUTS).
 
-    INPUTS is one `ccfkit build` store, or CXI/HDF5 files and globs: those
-    frames are mapped with the parameters of the run's training store
-    (centre, mask, radii, orders, estimator, scale) and classified on the
-    way, without writing a store (docs/training.md, "Sorting a run").
+    INPUTS is one `ccfkit build` store, or CXI/HDF5 files and globs (module
+    stacks with --geometry, a European XFEL run with --detector, as `ccfkit
+    build` reads them): those frames are mapped with the parameters of the
+    run's training store (centre, mask, radii, orders, estimator, scale) and
+    classified on the way, without writing a store (docs/training.md,
+    "Sorting a run").
     """
     from .inference import check_prediction_output
 
     check_prediction_output(output, _run_files(run, checkpoint, *_expanded(inputs)))
     if len(inputs) == 1 and (Path(inputs[0]) / "zarr.json").is_file():
+        if any(facility[key] is not None for key in ("geometry", "detector", "pulses")):
+            raise click.UsageError("--geometry, --detector, --pulses apply to frames, not stores")
         from .inference import predict_run
 
         n = predict_run(
@@ -319,7 +325,7 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
 
     result = predict_frames(
         run, inputs, which=checkpoint, device=device, backend=backend, data_path=data_path,
-        batch_size=batch_size, progress=not quiet,
+        batch_size=batch_size, progress=not quiet, facility=facility,
     )  # fmt: skip
     write_predictions(result, output)
     seconds = result["seconds"]
