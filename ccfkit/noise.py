@@ -23,7 +23,7 @@ __all__ = [
     "NoiseLevel",
     "NoiseStatistics",
     "add_noise",
-<<<<<<< HEAD
+    "frame_bounds",
     "frame_statistics",
     "noise_statistics",
     "unusable_pixel_counts",
@@ -31,12 +31,6 @@ __all__ = [
 
 #: :data:`~ccfkit.polar.HUGE_PIXEL` in the kernels' float64.
 _HUGE = np.float64(HUGE_PIXEL)
-=======
-    "frame_bounds",
-    "frame_statistics",
-    "noise_statistics",
-]
->>>>>>> main
 
 
 class NoiseStatistics(NamedTuple):
@@ -69,7 +63,7 @@ def frame_bounds(images: np.ndarray, level: NoiseLevel | str, bound: float,
     Parameters
     ----------
     images : (B, H, W) array
-        Raw frames (NaN/inf pixels are not valid).
+        Raw frames (unusable pixels, NaN, +-inf or huge, are not valid).
     level : NoiseLevel or str
     bound : float
         The data set's bound (:meth:`NoiseStatistics.bound`), used for every

@@ -102,7 +102,6 @@ def test_frame_statistics_keep_their_precision_far_from_zero():
         np.testing.assert_allclose(stats[b], [good.mean(), good.std(), good.max()], rtol=1e-6)
 
 
-<<<<<<< HEAD
 def test_huge_pixels_are_counted_and_left_out_of_the_statistics():
     from ccfkit.noise import unusable_pixel_counts
     from ccfkit.polar import HUGE_PIXEL
@@ -137,7 +136,8 @@ def test_frames_digest_sees_every_frame_and_its_place():
     assert frames_digest([np.zeros((2, 3, 3), np.uint8)]) != frames_digest(
         [np.zeros((2, 3, 3), np.uint8) + 1]
     )
-=======
+
+
 def _numpy_frame_bounds(images, mask):
     """docs/ccf.md, "Noise": b_i = max over the valid (good, finite) pixels of frame i, else 0."""
     out = []
@@ -194,4 +194,3 @@ def test_max_frame_noise_of_a_frame_is_the_same_in_every_data_set():
                                            seed=1)[0]  # fmt: skip
     np.testing.assert_array_equal(noisy["max-frame", "dim"], noisy["max-frame", "bright"])
     assert not np.array_equal(noisy["max", "dim"], noisy["max", "bright"])
->>>>>>> main

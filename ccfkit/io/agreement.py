@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from .errors import InputError
-from .masks import _first_present, _mask_over_frames, _read_mask, _stacked
+from .masks import _first_present, _mask_over_frames, _numbers, _object, _read_mask, _stacked
 
 __all__ = ["CENTER_PATHS", "CENTER_USES", "FileDetails", "agreed", "read_details"]
 
@@ -97,7 +97,7 @@ def _read_distances(handle: h5py.File) -> dict:
     values = {}
     for key, (path, _) in _DISTANCES.items():
         present = path in handle
-        values[key] = np.asarray(handle[path][()], np.float64).ravel() if present else None
+        values[key] = _numbers(_object(handle, path, key), path).ravel() if present else None
     return values
 
 
@@ -106,7 +106,7 @@ def _read_centers(handle: h5py.File, name: str) -> np.ndarray | None:
     path = _first_present(handle, CENTER_PATHS)
     if path is None:
         return None
-    stored = np.asarray(handle[path][()], dtype=np.float64)
+    stored = _numbers(_object(handle, path, "beam centre"), path)
     if stored.ndim == 0 or stored.shape[-1] != 2:
         raise InputError(
             f"{name}: /{path} has shape {stored.shape}; expected (2,) or (N, 2) pairs (cx, cy)"

@@ -160,6 +160,17 @@ def _first_present(handle: h5py.File, paths: Sequence[str]) -> str | None:
     return next((path for path in paths if path in handle), None)
 
 
+def _numbers(dataset, path: str) -> np.ndarray:
+    """A data set's values as float64; anything else (strings, a group) is an InputError."""
+    try:
+        return np.asarray(dataset[()], dtype=np.float64)
+    except (TypeError, ValueError, AttributeError, OSError) as error:
+        raise InputError(
+            f"{dataset.file.filename}: /{path.lstrip('/')} holds no numbers "
+            f"({' '.join(str(error).split())[:60]})"
+        ) from None
+
+
 def _object(handle: h5py.File, path: str, what: str):
     """``handle[path]``; a dangling link or broken object there is an InputError naming it."""
     try:

@@ -49,11 +49,7 @@ from .masks import (  # noqa: F401 - MASK_PATHS, read_mask_file: re-exported her
     PIXEL_IS_IN_MASK,
     _first_present,
     _mask_over_frames,
-<<<<<<< HEAD
     _object,
-    _read_mask,
-=======
->>>>>>> main
     _stacked,
     good_pixels,
     read_mask_file,
@@ -648,53 +644,6 @@ def _checked_labels(labels: np.ndarray, where: str) -> np.ndarray:
     return labels if labels.ndim == 2 else labels[:, None]
 
 
-<<<<<<< HEAD
-def _read_geometry(handle) -> dict:
-    def scalar(path):
-        if path not in handle:
-            return None
-        return float(_numbers(_object(handle, path, "geometry"), path).mean())
-
-    return {
-        "wavelength": scalar("entry_1/instrument_1/source_1/wavelength"),
-        "distance": scalar("entry_1/instrument_1/detector_1/distance"),
-        "pixel_size": scalar("entry_1/instrument_1/detector_1/x_pixel_size"),
-    }
-
-
-def _read_center(handle) -> tuple[tuple[float, float] | None, np.ndarray | None]:
-    """The beam centre ``(cx, cy)`` at the first of :data:`CENTER_PATHS` present.
-
-    One pair, or one per frame ``(N, 2)``: then their mean and the (N, 2)
-    array (the build resamples each frame at its own centre).
-    """
-    path = _first_present(handle, CENTER_PATHS)
-    if path is None:
-        return None, None
-    stored = _numbers(_object(handle, path, "beam centre"), path)
-    if stored.ndim == 0 or stored.shape[-1] != 2:
-        raise InputError(
-            f"{handle.filename}: /{path} has shape {stored.shape}; expected (2,) or (N, 2) "
-            "pairs (cx, cy)"
-        )
-    value = stored.reshape(-1, 2)
-    cx, cy = value.mean(axis=0)
-    return (float(cx), float(cy)), (value if len(value) > 1 else None)
-
-
-def _numbers(dataset, path: str) -> np.ndarray:
-    """A data set's values as float64; anything else (strings, a group) is an InputError."""
-    try:
-        return np.asarray(dataset[()], dtype=np.float64)
-    except (TypeError, ValueError, AttributeError, OSError) as error:
-        raise InputError(
-            f"{dataset.file.filename}: /{path.lstrip('/')} holds no numbers "
-            f"({' '.join(str(error).split())[:60]})"
-        ) from None
-
-
-=======
->>>>>>> main
 def _check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:
     """A virtual data set silently returns fill values for missing sources: open every one first.
 
