@@ -160,6 +160,8 @@ def fit(store, run_dir, resume, overwrite, quiet, **settings):
             from .label_table import labelled_store_info
 
             info = labelled_store_info(info, labels)
+        if settings["init"] is not None:
+            model_settings = _init_model_settings(settings["init"], model_settings)
         model_cfg = _configs(ModelConfig, num_classes=len(info.label_names), **model_settings)
         unset = [name for name in _resume_overrides() if settings[name] is None]
         for name in unset:
@@ -180,6 +182,18 @@ def fit(store, run_dir, resume, overwrite, quiet, **settings):
                 f"{test['epoch'] + 1}): accuracy {test['accuracy']:.4f}, precision "
                 f"{test['precision']:.4f}, recall {test['recall']:.4f}"
             )
+
+
+def _init_model_settings(init, model_settings: dict) -> dict:
+    """With --init: the init run's network, but the model options given on the command line."""
+    from click.core import ParameterSource
+
+    from .finetune import init_model_settings
+
+    ctx = click.get_current_context()
+    given = {k: v for k, v in model_settings.items()
+             if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}  # fmt: skip
+    return {**init_model_settings(init), **given}
 
 
 @main.command()
