@@ -81,7 +81,7 @@ def score(run: Path, store: Path, rows: np.ndarray) -> dict:
     }  # fmt: skip
 
 
-def arm_config(store: Path, split: Path, k, seed: int, init, args):
+def arm_config(store: Path, split: Path, k, seed: int, init, freeze: int, args):
     """The TrainConfig of one arm: K frames (None: all) drawn with ``seed``, from ``init``."""
     from trainer.config import TrainConfig
 
@@ -89,14 +89,22 @@ def arm_config(store: Path, split: Path, k, seed: int, init, args):
     batches = 1 if frames <= args.batch else frames // args.batch  # full batches (drop_last)
     return TrainConfig(
         store=str(store), split_file=str(split), train_frames=k, seed=seed,
-        init=None if init is None else str(init), freeze=args.freeze if init else 0,
+        init=None if init is None else str(init), freeze=freeze,
         epochs=max(1, round(args.steps / batches)), lr=args.lr, lr_step=10**6,
         batch_size=args.batch, workers=0, device="cpu", threads=args.threads,
     )  # fmt: skip
 
 
+def arms(args, pretrained: Path) -> dict:
+    """The starts compared: ``{name: (init run or None, stages frozen)}``."""
+    starts = {"from scratch": (None, 0), "pretrained": (pretrained, 0)}
+    if args.freeze:
+        starts[f"pretrained, {args.freeze} stages frozen"] = (pretrained, args.freeze)
+    return starts
+
+
 def run_arms(args, stores: dict, pretrained: Path, split: dict, split_file: Path) -> dict:
-    """``{(k, "scratch" | "pretrained", seed): scores}`` for every arm, trained when missing."""
+    """``{(k, start, seed): scores}`` for every arm (:func:`arms`), trained when missing."""
     from trainer.loop import fit
     from trainer.model import ModelConfig
 
@@ -105,11 +113,11 @@ def run_arms(args, stores: dict, pretrained: Path, split: dict, split_file: Path
     model = ModelConfig(num_classes=len(inspect_store(stores["B"]).label_names), width=args.width)
     results = {}
     for k in args.ks:
-        for arm, init in (("scratch", None), ("pretrained", pretrained)):
+        for arm, (init, freeze) in arms(args, pretrained).items():
             for seed in args.seeds:
-                run = args.workdir / "runs" / f"{arm}-k{k or 'all'}-s{seed}"
+                run = args.workdir / "runs" / f"{arm.replace(' ', '_')}-k{k or 'all'}-s{seed}"
                 if not (run / "last.pt").exists():
-                    cfg = arm_config(stores["B"], split_file, k, seed, init, args)
+                    cfg = arm_config(stores["B"], split_file, k, seed, init, freeze, args)
                     fit(run, model, cfg, progress=False, overwrite=True)
                 results[(k, arm, seed)] = score(run, stores["B"], split["test"])
                 print(f"K {k or 'all'} {arm} seed {seed}: {results[(k, arm, seed)]}", flush=True)
@@ -161,25 +169,21 @@ def table(args, results: dict, zero_shot: dict, split: dict, minutes: float) -> 
         f"{len(split['validation'])} validation, {len(split['test'])} test frames. "
         f"{args.size} x {args.size} CCF maps (noise none); ResNet-18 width {args.width}, batch "
         f"{args.batch}, lr {args.lr}, about {args.steps} optimiser steps per arm"
-        + (f", the first {args.freeze} stages frozen when pretrained" if args.freeze else "")
+        + (f"; frozen: `--freeze {args.freeze}`" if args.freeze else "")
         + f". Last checkpoint scored on the test split; mean ± standard deviation over seeds "
         f"{', '.join(map(str, args.seeds))} (the seed draws the K frames, the fresh weights "
         "and the order).",
         "",
-        "| K labelled frames | from scratch: accuracy | precision | recall | class recall "
-        "| pretrained: accuracy | precision | recall | class recall |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        "| 0 (pretrained run alone) | | | | | " + " | ".join(
+        "| K labelled frames | start | accuracy | precision | recall | class recall |",
+        "|---|---|---:|---:|---:|---:|",
+        "| 0 | the pretrained run alone | " + " | ".join(
             f"{zero_shot[m]:.3f}" for m in METRICS) + " |",
     ]  # fmt: skip
     for k in args.ks:
-        cells = [
-            _cell([results[(k, arm, s)][m] for s in args.seeds])
-            for arm in ("scratch", "pretrained")
-            for m in METRICS
-        ]
         name = f"all ({len(split['train'])})" if k is None else str(k)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for arm in arms(args, None):
+            cells = [_cell([results[(k, arm, s)][m] for s in args.seeds]) for m in METRICS]
+            lines.append(f"| {name} | {arm} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"All-negative accuracy of the test split: {zero_shot['all_negative']:.3f}. Class "
@@ -199,7 +203,8 @@ def parse(argv=None):
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--steps", type=int, default=120, help="Optimiser steps per arm.")
-    parser.add_argument("--freeze", type=int, default=0, help="Stages frozen when pretrained.")
+    parser.add_argument("--freeze", type=int, default=5,
+                        help="Stages frozen in the third arm (0: no such arm).")
     parser.add_argument("--pretrain-frames", type=int, default=800)
     parser.add_argument("--pretrain-epochs", type=int, default=12)
     parser.add_argument("--target-frames", type=int, default=400)

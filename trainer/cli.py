@@ -139,6 +139,8 @@ def fit(store, run_dir, resume, overwrite, quiet, **settings):
     With --resume only --epochs, --workers, --device (when given) and STORE
     (the same store, moved or copied) change the saved run; --threads must be
     the saved value (it changes results); the other recipe options are ignored.
+    With --init RUN the network starts from RUN's weights and takes RUN's
+    model options (docs/training.md, "Fine-tuning from few labels").
     """
     from . import loop
     from .data import inspect_store
