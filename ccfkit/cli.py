@@ -297,28 +297,35 @@ def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, **settings) -
     show_default=True,
     help="Poisson photon noise.",
 )
-def simulate_examples(out: Path, seed: int, size: int, noise: bool) -> None:
+@click.option("--randomize", is_flag=True,
+              help="One sphere per seed SEED..SEED+8 of `simulate --randomize`: 9 detectors.")  # fmt: skip
+def simulate_examples(out: Path, seed: int, size: int, noise: bool, randomize: bool) -> None:
     """Draw one simulated frame per class (log scale) into the PNG file OUT.
 
     The frames are those `ccfkit simulate --seed SEED` (default options) makes
-    at the indices shown in the titles.
+    at the indices shown in the titles; with --randomize, a sphere from each of
+    nine randomised detectors.
     """
     from .atomic import atomic_output
-    from .simulate import draw_examples
+    from .simulate import draw_examples, draw_randomized_examples
 
     try:
-        config = SimulationConfig(size=size, noise=noise)
+        config = SimulationConfig(size=size, noise=noise, randomize=randomize)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     try:
         with atomic_output(out, overwrite=True) as partial:
-            panels = draw_examples(config, seed, partial)
+            if randomize:
+                panels = draw_randomized_examples(config, range(seed, seed + 9), partial)
+            else:
+                panels = draw_examples(config, seed, partial)
     except (FileNotFoundError, IsADirectoryError) as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot write {out}: {error}") from None
     for title, index, names in panels:
-        click.echo(f"{title:28s} frame {index:5d}: {', '.join(names)}")
+        names = names if isinstance(names, str) else ", ".join(names)
+        click.echo(f"{title!s:28s} frame {index:5d}: {names}")
     click.echo(f"wrote {out}")
 
 

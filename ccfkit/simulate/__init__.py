@@ -9,6 +9,7 @@ One module per concept (the model, its units and limits: ``docs/simulate.md``):
 ``labels``                the paper's label taxonomy and the rules that assign it
 ``scattering``            form factors and patterns: the NumPy reference of the physics
 ``instrument``            polarisation, pixel solid angle, stray-light halo, MCP response
+``randomization``         randomised detectors: what is drawn per file and per frame
 ``rendering``             expected counts, Poisson sampling, the frames (:func:`render_frames`)
 ``kernels``               the GIL-free Numba kernels (loaded only when frames are rendered)
 ``cxi_file``              the labelled CXI file of ``ccfkit simulate`` (``write_simulated``)
@@ -32,7 +33,7 @@ from .config import (
     photon_energy_to_wavelength,
 )
 from .detector import Detector, momentum_transfer, q_vectors
-from .examples import EXAMPLE_PANELS, draw_examples, example_frames
+from .examples import EXAMPLE_PANELS, draw_examples, draw_randomized_examples, example_frames
 from .instrument import (
     Polarization,
     cos_two_theta,
@@ -72,6 +73,7 @@ from .parameters import (
     FrameParameters,
     draw_parameters,
 )
+from .randomization import FrameRandomization, file_detector, randomized_ranges
 from .rendering import POISSON_CUT, expected_counts, poisson_counts, render_frames
 from .scattering import fringe_visibility, particle_intensity, sphere_form_factor
 
@@ -102,6 +104,7 @@ __all__ = [
     "VISIBLE_PHOTONS",
     "Detector",
     "FrameParameters",
+    "FrameRandomization",
     "Kind",
     "Polarization",
     "SimulationConfig",
@@ -109,8 +112,10 @@ __all__ = [
     "cos_two_theta",
     "draw_examples",
     "draw_parameters",
+    "draw_randomized_examples",
     "example_frames",
     "expected_counts",
+    "file_detector",
     "fringe_shift",
     "fringe_visibility",
     "label_rules",
@@ -125,6 +130,7 @@ __all__ = [
     "polarization_factor",
     "projected_semi_axes",
     "q_vectors",
+    "randomized_ranges",
     "render_frames",
     "solid_angle_factor",
     "sphere_form_factor",

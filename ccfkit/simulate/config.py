@@ -14,12 +14,13 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .detector import Detector, momentum_transfer
 from .instrument import Polarization
+from .randomization import BEAM_STOPS, check_randomization, randomized_ranges
 
 __all__ = [
     "DEFAULT_MIX",
@@ -88,6 +89,29 @@ _RANGES = (
     "halo",
     "halo_width",
 )
+
+
+# The randomisation's (min, max) ranges, and their names in the file's parameters.
+_RANDOM_RANGES = (
+    "max_angle_range",
+    "pixel_size_range",
+    "beam_stop_range",
+    "panel_gap_range",
+    "background_range",
+    "polarization_degree",
+    "gain_range",
+    "read_noise_range",
+)
+_RANDOM_UNITS = {
+    "max_angle_range": "max_angle_range_deg",
+    "pixel_size_range": "pixel_size_range_um",
+    "beam_stop_range": "beam_stop_range_px",
+    "beam_offset_range": "beam_offset_range_px",
+    "panel_gap_range": "panel_gap_range_px",
+    "background_range": "background_range_photons_per_pixel",
+    "gain_range": "gain_range_units_per_photon",
+    "read_noise_range": "read_noise_range_photons",
+}
 
 
 def photon_energy_to_wavelength(energy_ev):
@@ -202,6 +226,45 @@ class SimulationConfig:
         Width in pixels of the masked gaps between the detector's four panels
         (a horizontal and a vertical band through its middle); 0: one panel.
         With a ``beam_offset`` they cut rings around the beam partly.
+
+    Randomised detectors (:mod:`ccfkit.simulate.randomization`; None = off,
+    the default: the file is then what it was without these fields):
+
+    randomize : bool
+        Draw the detector too: every range below that is not given takes the
+        ranges of docs/simulate.md, "Randomised detectors"
+        (:func:`~ccfkit.simulate.randomization.randomized_ranges`), meant for
+        training sets that should transfer to other detectors.
+    max_angle_range : (float, float) or None
+        Per frame: scattering angle (degrees) at the detector half-width,
+        uniform; the distance follows, with the file's pixel size. Replaces
+        ``max_angle`` for the frames.
+    pixel_size_range : (float, float) or None
+        Per file: pixel size, micrometres, log-uniform.
+    beam_stop : str or None
+        Per file: the stop's shape, ``round``, ``rectangle``, ``round-arm``,
+        ``rectangle-arm`` (with a holder arm to the edge) or ``random`` (one
+        of these).
+    beam_stop_range : (float, float) or None
+        Per file: the stop's radius (half-width), pixels, uniform; replaces
+        ``hole_radius``.
+    beam_offset_range : float or None
+        Per file: the beam and its stop sit at a point drawn uniformly in a
+        disc of this radius (pixels) around the detector middle.
+    panel_grids : tuple of str or None
+        Per file: the panel layout, ``ROWSxCOLUMNS``, one of these, uniform.
+    panel_gap_range : (float, float) or None
+        Per file: gap width between panels, pixels, uniform; replaces ``panel_gap``.
+    background_range : (float, float) or None
+        Per frame: flat photons per good pixel, uniform; replaces ``background``.
+    polarization_degree : (float, float) or None
+        Per frame: degree of linear polarisation along ``polarization``'s
+        direction (0 unpolarised, 1 fully), uniform.
+    gain_range : (float, float) or None
+        Per frame: detector units per photon, log-uniform.
+    read_noise_range : (float, float) or None
+        Per frame: standard deviation of Gaussian read noise, in photons
+        (detector units over the gain), uniform; needs ``noise``.
     """
 
     size: int = 259
@@ -226,11 +289,34 @@ class SimulationConfig:
     mcp: bool = False
     gain_spread: float = 0.6
     blur: float = 0.7
+    randomize: bool = False
+    max_angle_range: tuple[float, float] | None = None
+    pixel_size_range: tuple[float, float] | None = None
+    beam_stop: str | None = field(default=None, metadata={"choices": BEAM_STOPS})
+    beam_stop_range: tuple[float, float] | None = None
+    beam_offset_range: float | None = None
+    panel_grids: tuple[str, ...] | None = field(default=None, metadata={"metavar": "RxC[,RxC...]"})
+    panel_gap_range: tuple[float, float] | None = None
+    background_range: tuple[float, float] | None = None
+    polarization_degree: tuple[float, float] | None = None
+    gain_range: tuple[float, float] | None = None
+    read_noise_range: tuple[float, float] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "mix", parse_mix(self.mix))
         for name in _RANGES:
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if self.randomize:
+            for name, value in randomized_ranges(int(self.size)).items():
+                if getattr(self, name) is None and self._preset_applies(name):
+                    object.__setattr__(self, name, value)
+        for name in _RANDOM_RANGES:
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if isinstance(self.panel_grids, str):
+            object.__setattr__(self, "panel_grids", tuple(self.panel_grids.split(",")))
+        elif self.panel_grids is not None:
+            object.__setattr__(self, "panel_grids", tuple(str(g) for g in self.panel_grids))
         try:
             polarization = Polarization(str(self.polarization).lower())
         except ValueError:
@@ -240,6 +326,15 @@ class SimulationConfig:
             ) from None
         object.__setattr__(self, "polarization", polarization.value)
         self.validate()
+
+    def _preset_applies(self, name: str) -> bool:
+        """Whether ``randomize`` fills in the range ``name`` (read noise needs photon
+        noise; a polarisation degree a linear polarisation)."""
+        if name == "read_noise_range":
+            return bool(self.noise)
+        if name == "polarization_degree":
+            return str(self.polarization).lower() in ("horizontal", "vertical")
+        return True
 
     def validate(self) -> None:
         """Raise ValueError, with a one-line reason, for an impossible configuration."""
@@ -296,9 +391,12 @@ class SimulationConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 10):
                 raise ValueError(f"{name.replace('_', ' ')} must lie in [0, 10], got {value:g}")
+        check_randomization(self, span)
 
     @property
     def detector(self) -> Detector:
+        """The configuration's detector; with per-file ranges, the nominal one that
+        :func:`~ccfkit.simulate.randomization.file_detector` draws a file's from."""
         return Detector.from_config(self)
 
     def to_dict(self) -> dict:
@@ -320,11 +418,20 @@ class SimulationConfig:
             "halo_width": "halo_width_deg",
             "blur": "blur_px",
         }
+        # the randomisation's fields only when on: without them the file is as before
+        for name in ("randomize", *_RANDOM_RANGES, "beam_stop", "beam_offset_range",
+                     "panel_grids"):  # fmt: skip
+            if not out[name]:
+                out.pop(name)
+        rename.update(_RANDOM_UNITS)
         return {rename.get(k, k): (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
 
     def aliasing_warning(self) -> str | None:
         """A sentence when the finest fringes are sampled by fewer than 2 pixels."""
         det = self.detector
+        if self.max_angle_range is not None:  # the widest angle has the finest fringes
+            widest = math.tan(math.radians(self.max_angle_range[1]))
+            det = replace(det, distance=det.half_width * det.pixel_size / widest)
         ratio = max(self.prolate_ratio[1], 1.0) if self.mix[Kind.PROLATE] > 0 else 1.0
         longest = self.radius[1] * ratio ** (2 / 3)  # largest semi-axis, nm
         wavelength = HC_EV_NM / self.photon_energy[1]

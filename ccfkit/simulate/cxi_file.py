@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ from .labels import (
     visible_radius,
 )
 from .parameters import FrameParameters, draw_parameters
+from .randomization import file_detector, randomizes
 from .rendering import render_frames
 
 logger = logging.getLogger(__name__)
@@ -109,13 +111,13 @@ def write_simulated(
     if warning:
         logger.warning(warning)
     start = time.perf_counter()
-    detector = config.detector
+    detector = file_detector(config, seed)
     good = detector.good_pixels()
     params = draw_parameters(config, seed, np.arange(n_frames))
 
     def render(lo: int) -> tuple[int, np.ndarray]:
         rows = slice(lo, min(lo + block, n_frames))
-        return lo, render_frames(params.take(rows), config, seed, good)
+        return lo, render_frames(params.take(rows), config, seed, good, detector)
 
     bar = tqdm(
         total=n_frames,
@@ -132,7 +134,7 @@ def write_simulated(
             visible, shift, labels = _labelled(params, detector)
 
             def header(handle) -> None:
-                _write_header(handle, config, seed, params, labels, good, visible, shift)
+                _write_header(handle, config, seed, params, labels, detector, visible, shift)
 
             write_frames(
                 path,
@@ -205,6 +207,8 @@ def _counted(item: tuple[int, np.ndarray], bar) -> tuple[int, np.ndarray]:
 
 def _data_units(config: SimulationConfig) -> str:
     """The ``units`` attribute of the frames."""
+    if config.gain_range is not None:
+        return "detector units (gain x photons + read noise)"
     if config.mcp:
         return "mean photon signals (MCP)" if config.noise else "blurred expected photons"
     return "photons" if config.noise else "expected photons"
@@ -233,20 +237,23 @@ FORMULAS = {
 
 
 def _write_header(
-    handle, config, seed, params: FrameParameters, labels, good, visible, shift
+    handle, config, seed, params: FrameParameters, labels, detector, visible, shift
 ) -> None:
     """Everything but the frames: provenance, geometry, mask, source, sample, labels.
 
     The steps write in a fixed order, so that equal content gives equal bytes.
     """
     _write_provenance(handle, config, seed, len(params))
+    if randomizes(config):
+        _write_randomization_provenance(handle, detector)
     dataset(handle, "cxi_version", 160)
     entry = group(handle, "entry_1", "NXentry")
     instrument = group(entry, "instrument_1", "NXinstrument")
-    _write_detector(instrument, config.detector, params.center, good)
+    _write_detector(instrument, detector, params)
     _write_source(instrument, params)
     sample = group(entry, "sample_1", "NXsample")
-    _write_particles(sample, params, config.background)
+    background = config.background if params.background is None else params.background
+    _write_particles(sample, params, background)
     _write_stray_light(sample, params)
     _write_label_features(sample, params, visible, shift)
     _write_labels(entry, labels)
@@ -272,44 +279,123 @@ def _write_provenance(handle, config, seed: int, n_frames: int) -> None:
     handle.attrs["formulas"] = json.dumps(FORMULAS, sort_keys=True)
 
 
-def _write_detector(instrument, detector: Detector, centers: np.ndarray, good) -> None:
-    """``detector_1``: distance and pixel size (m), the CXI mask, the beam centres (N, 2)."""
+def _write_detector(instrument, detector: Detector, params: FrameParameters) -> None:
+    """``detector_1``: distance (per frame where drawn) and pixel size (m), the CXI mask,
+    the beam centres (N, 2); a randomised detector's gain and read noise per frame."""
     det = group(instrument, "detector_1", "NXdetector")
-    dataset(det, "distance", detector.distance, "m")
+    if params.distance is None:
+        dataset(det, "distance", detector.distance, "m")
+    else:
+        dataset(det, "distance", params.distance, "m", description="per frame")
     dataset(det, "x_pixel_size", detector.pixel_size, "m")
     dataset(det, "y_pixel_size", detector.pixel_size, "m")
-    mask = np.where(good, 0, PIXEL_IS_MISSING).astype(np.uint32)
-    dataset(
-        det,
-        "mask",
-        mask,
-        convention="cxi",
-        description=(
-            "CXI bit mask: 0 = good; 512 (PIXEL_IS_MISSING) = the central hole of the MCP, "
-            f"radius {detector.hole_radius:g} px around the detector middle"
-            + (
-                f", and gaps {detector.panel_gap:g} px wide between four panels"
-                if detector.panel_gap
-                else ""
-            )
-        ),
-    )
+    mask = np.where(detector.good_pixels(), 0, PIXEL_IS_MISSING).astype(np.uint32)
+    dataset(det, "mask", mask, convention="cxi", description=_mask_description(detector))
     dataset(
         det,
         "beam_center",
-        centers,
+        params.center,
         "pixel",
         columns="cx (column, x), cy (row, y)",
         description="true beam centre per frame; pixel centres at integer coordinates",
-        nominal=np.asarray(detector.nominal_center),
+        nominal=np.asarray(detector.stop_center),
+    )
+    _write_detector_response(det, params)
+
+
+def _mask_description(detector: Detector) -> str:
+    """The mask's ``description``: what is masked (the stop, its arm, the panel gaps)."""
+    if detector.beam_stop == "rectangle":
+        stop = (
+            f"a rectangular beam stop, {2 * detector.hole_radius:g} x "
+            f"{2 * detector.hole_radius * detector.stop_aspect:g} px"
+        )
+    elif detector.offset == (0.0, 0.0) and detector.holder_angle is None:
+        stop = f"the central hole of the MCP, radius {detector.hole_radius:g} px"
+    else:
+        stop = f"a round beam stop, radius {detector.hole_radius:g} px"
+    where = (
+        "the detector middle"
+        if detector.offset == (0.0, 0.0)
+        else (f"({detector.stop_center[0]:g}, {detector.stop_center[1]:g}) px")
+    )
+    text = f"CXI bit mask: 0 = good; 512 (PIXEL_IS_MISSING) = {stop} around {where}"
+    if detector.holder_angle is not None:
+        text += (
+            f", its holder arm, {detector.holder_width:g} px wide, towards "
+            f"{math.degrees(detector.holder_angle):.0f} deg (from +x towards +y)"
+        )
+    if detector.panel_gap and detector.panel_grid != (1, 1):
+        rows, cols = detector.panel_grid
+        panels = "four panels" if (rows, cols) == (2, 2) else f"{rows} x {cols} panels"
+        text += f", and gaps {detector.panel_gap:g} px wide between {panels}"
+    return text
+
+
+def _write_detector_response(det, params: FrameParameters) -> None:
+    """A randomised detector's gain and read noise per frame, where drawn."""
+    if params.gain is not None:
+        dataset(det, "gain", params.gain, "detector units per photon", description="per frame")
+    if params.read_noise is not None:
+        dataset(
+            det,
+            "read_noise",
+            params.read_noise,
+            "detector units",
+            description="per frame: standard deviation of the Gaussian read noise",
+        )
+
+
+#: The randomised detector's formulas (added to ``formulas`` when it is on).
+RANDOMIZATION_FORMULAS = {
+    "partial_polarization": "P = 1 - (1 + d) / 2 (x / D)^2 - (1 - d) / 2 (y / D)^2 "
+    "(horizontal; x and y swapped vertical), d the degree of linear polarisation",
+    "detector_response": "value = g n + sigma z on good pixels, n the photon count (or MCP "
+    "signal), g the gain, z standard normal, sigma the read noise (detector units)",
+    "distance": "L = (size / 2) p / tan(max_angle), per frame",
+}
+
+
+def _write_randomization_provenance(handle, detector: Detector) -> None:
+    """The file's randomised detector (what was drawn per file) as a JSON attribute, and
+    the randomisation in ``model`` and ``formulas``."""
+    handle.attrs["model"] = (
+        f"{handle.attrs['model']}; randomised detector (per file: geometry, beam stop, "
+        "panels; per frame: the drawn ranges in parameters)"
+    )
+    formulas = json.loads(handle.attrs["formulas"])
+    handle.attrs["formulas"] = json.dumps({**formulas, **RANDOMIZATION_FORMULAS}, sort_keys=True)
+    handle.attrs["randomized_detector"] = json.dumps(
+        {
+            "pixel_size_m": detector.pixel_size,
+            "beam_stop": detector.beam_stop,
+            "beam_stop_radius_px": detector.hole_radius,
+            "stop_aspect": detector.stop_aspect,
+            "holder_angle_deg": (
+                None if detector.holder_angle is None else math.degrees(detector.holder_angle)
+            ),
+            "holder_width_px": detector.holder_width,
+            "stop_offset_px": list(detector.offset),
+            "panel_grid": list(detector.panel_grid),
+            "panel_gap_px": detector.panel_gap,
+        },
+        sort_keys=True,
     )
 
 
 def _write_source(instrument, params: FrameParameters) -> None:
-    """``source_1``: each frame's wavelength (m) and photon energy (J)."""
+    """``source_1``: each frame's wavelength (m) and photon energy (J), and its degree of
+    linear polarisation where drawn."""
     source = group(instrument, "source_1", "NXsource")
     dataset(source, "wavelength", params.wavelength * 1e-9, "m", description="per frame")
     dataset(source, "energy", params.photon_energy * EV, "J", description="per frame")
+    if params.polarization_degree is not None:
+        dataset(
+            source,
+            "polarization_degree",
+            params.polarization_degree,
+            description="per frame: degree of linear polarisation, 0 (unpolarised) to 1",
+        )
 
 
 def _write_particles(sample, params: FrameParameters, background: float) -> None:
@@ -350,7 +436,10 @@ def _write_particles(sample, params: FrameParameters, background: float) -> None
         "photons",
         description="expected scattered photons on the good pixels (background excluded)",
     )
-    dataset(sample, "background", background, "photons per pixel")
+    if np.ndim(background):
+        dataset(sample, "background", background, "photons per pixel", description="per frame")
+    else:
+        dataset(sample, "background", background, "photons per pixel")
     dataset(
         sample,
         "partner_radius",

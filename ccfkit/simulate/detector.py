@@ -37,8 +37,24 @@ class Detector:
     hole_radius : float
         Radius in pixels of the central hole, centred on :attr:`nominal_center`.
     panel_gap : float
-        Width in pixels of the masked bands between four panels, through
-        :attr:`nominal_center`; 0 for one panel.
+        Width in pixels of the masked bands between the panels of
+        :attr:`panel_grid`; 0 for one panel.
+    panel_grid : (int, int)
+        ``(rows, columns)`` of equal panels; the gaps lie at the panels'
+        borders (for 2 x 2, through :attr:`nominal_center`).
+    beam_stop : str
+        Shape of the masked stop around :attr:`stop_center`: ``"round"`` (a
+        disc of radius :attr:`hole_radius`) or ``"rectangle"`` (half-width
+        :attr:`hole_radius`, half-height ``hole_radius * stop_aspect``).
+    stop_aspect : float
+        Half-height over half-width of a rectangular stop.
+    holder_angle : float or None
+        Direction (radians, from +x towards +y) of the stop's holder arm, a
+        masked bar from :attr:`stop_center` to the detector edge; None: no arm.
+    holder_width : float
+        Width of the holder arm, pixels.
+    offset : (float, float)
+        ``(dx, dy)`` pixels from the detector middle to :attr:`stop_center`.
     """
 
     shape: tuple[int, int]
@@ -46,6 +62,12 @@ class Detector:
     pixel_size: float
     hole_radius: float
     panel_gap: float = 0.0
+    panel_grid: tuple[int, int] = (2, 2)
+    beam_stop: str = "round"
+    stop_aspect: float = 1.0
+    holder_angle: float | None = None
+    holder_width: float = 0.0
+    offset: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_config(cls, config) -> Detector:
@@ -65,13 +87,43 @@ class Detector:
         """Distance in pixels from the middle to the detector edge (``min(H, W) / 2``)."""
         return min(self.shape) / 2
 
-    def good_pixels(self) -> np.ndarray:
-        """(H, W) bool mask, True = good: every pixel outside the central hole and the gaps."""
+    @property
+    def stop_center(self) -> tuple[float, float]:
+        """``(cx, cy)`` of the beam stop (the hole), pixels: the middle plus :attr:`offset`."""
         cx, cy = self.nominal_center
+        return (cx + self.offset[0], cy + self.offset[1])
+
+    def good_pixels(self) -> np.ndarray:
+        """(H, W) bool mask, True = good: every pixel outside the beam stop (the central
+        hole), its holder arm and the gaps between panels."""
+        cx, cy = self.stop_center
         y, x = np.ogrid[: self.shape[0], : self.shape[1]]
-        good = (x - cx) ** 2 + (y - cy) ** 2 >= self.hole_radius**2
+        if self.beam_stop == "rectangle":
+            half_height = self.hole_radius * self.stop_aspect
+            good = (np.abs(x - cx) >= self.hole_radius) | (np.abs(y - cy) >= half_height)
+        else:
+            good = (x - cx) ** 2 + (y - cy) ** 2 >= self.hole_radius**2
+        if self.holder_angle is not None:
+            good = good & ~_holder_arm(x - cx, y - cy, self.holder_angle, self.holder_width)
+        return good & self._outside_gaps(x, y)
+
+    def _outside_gaps(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """True off the gaps between the panels of :attr:`panel_grid` (broadcast ``x + y``)."""
         half_gap = self.panel_gap / 2
-        return good & (np.abs(x - cx) >= half_gap) & (np.abs(y - cy) >= half_gap)
+        good = np.ones(np.broadcast_shapes(x.shape, y.shape), dtype=bool)
+        for coord, n_panels, side in ((x, self.panel_grid[1], self.shape[1]),
+                                      (y, self.panel_grid[0], self.shape[0])):  # fmt: skip
+            for j in range(1, n_panels):
+                border = j * side / n_panels - 0.5  # between pixels: centres at integers
+                good = good & (np.abs(coord - border) >= half_gap)
+        return good
+
+
+def _holder_arm(dx: np.ndarray, dy: np.ndarray, angle: float, width: float) -> np.ndarray:
+    """True on a bar of ``width`` pixels from the stop centre outwards along ``angle``."""
+    along = dx * math.cos(angle) + dy * math.sin(angle)
+    across = -dx * math.sin(angle) + dy * math.cos(angle)
+    return (along >= 0) & (np.abs(across) <= width / 2)
 
 
 def momentum_transfer(r_px, detector: Detector, wavelength_nm):

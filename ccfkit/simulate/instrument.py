@@ -45,13 +45,21 @@ def cos_two_theta(x_over_l, y_over_l) -> np.ndarray:
 
 
 def polarization_factor(
-    x_over_l, y_over_l, polarization: Polarization | str, cos2t: np.ndarray | None = None
+    x_over_l,
+    y_over_l,
+    polarization: Polarization | str,
+    cos2t: np.ndarray | None = None,
+    degree: float | None = None,
 ) -> np.ndarray:
     """Thomson polarisation factor ``P`` of each pixel (1 on the beam axis).
 
     ``P = 1 - (n . e)^2`` for a beam linearly polarised along the unit vector
     ``e``: ``1 - (x / D)^2`` horizontal, ``1 - (y / D)^2`` vertical;
-    ``(1 + cos^2 2theta) / 2`` unpolarised; 1 for ``"none"``.
+    ``(1 + cos^2 2theta) / 2`` unpolarised; 1 for ``"none"``. A partly
+    polarised beam (``degree`` d < 1, horizontal or vertical) is the mix
+    ``(1 + d) / 2`` along ``e`` and ``(1 - d) / 2`` across it:
+    ``P = 1 - (1 + d) / 2 (x / D)^2 - (1 - d) / 2 (y / D)^2`` (horizontal),
+    unpolarised at ``d = 0`` (:func:`polarization_coefficients`).
 
     Parameters
     ----------
@@ -62,6 +70,8 @@ def polarization_factor(
     polarization : Polarization or str
     cos2t : (H, W) float32, optional
         :func:`cos_two_theta`, when already computed (not modified).
+    degree : float, optional
+        Degree of linear polarisation in [0, 1]; None: 1 (as ``polarization`` says).
 
     Returns
     -------
@@ -69,6 +79,11 @@ def polarization_factor(
     """
     polarization = Polarization(polarization)
     cos2t = cos_two_theta(x_over_l, y_over_l) if cos2t is None else cos2t
+    if degree is not None:
+        p0, px, py, _ = polarization_coefficients(polarization, degree)
+        x_d = np.multiply(cos2t, np.float32(x_over_l), dtype=np.float32)  # x / D
+        y_d = np.multiply(cos2t, np.float32(y_over_l), dtype=np.float32)
+        return np.float32(p0) + np.float32(px) * x_d * x_d + np.float32(py) * y_d * y_d
     if polarization is Polarization.NONE:
         return np.ones_like(cos2t)
     if polarization is Polarization.UNPOLARISED:
@@ -82,13 +97,24 @@ def polarization_factor(
     return np.subtract(np.float32(1), component, out=component)
 
 
-def polarization_coefficients(polarization: Polarization | str) -> tuple[float, ...]:
+def polarization_coefficients(
+    polarization: Polarization | str, degree: float | None = None
+) -> tuple[float, ...]:
     """``(p0, px, py, pz)`` with ``P = p0 + px (x/D)^2 + py (y/D)^2 + pz (L/D)^2``.
 
     The factors of :func:`polarization_factor` as one formula, for kernels
     that evaluate ``P`` pixel by pixel: horizontal ``(1, -1, 0, 0)``, vertical
     ``(1, 0, -1, 0)``, unpolarised ``(1/2, 0, 0, 1/2)``, none ``(1, 0, 0, 0)``.
+    With a ``degree`` d of linear polarisation (horizontal or vertical only):
+    ``(1, -(1 + d)/2, -(1 - d)/2, 0)`` horizontal, the two swapped vertical.
     """
+    if degree is not None:
+        along, across = -(1 + degree) / 2, -(1 - degree) / 2
+        if Polarization(polarization) is Polarization.HORIZONTAL:
+            return (1.0, along, across, 0.0)
+        if Polarization(polarization) is Polarization.VERTICAL:
+            return (1.0, across, along, 0.0)
+        raise ValueError("a polarisation degree needs a horizontal or vertical polarisation")
     return {
         Polarization.HORIZONTAL: (1.0, -1.0, 0.0, 0.0),
         Polarization.VERTICAL: (1.0, 0.0, -1.0, 0.0),

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from .. import geometry
 from .config import Kind
 from .detector import Detector, momentum_transfer
 from .parameters import FrameParameters
@@ -150,15 +151,16 @@ def visible_radius(params: FrameParameters, detector: Detector, *, chunk: int = 
     """
     inner = max(detector.hole_radius, 0.5)
     radius = np.linspace(inner, detector.half_width, 512)
-    two_theta = np.arctan(radius * detector.pixel_size / detector.distance)
-    s = 2 * np.sin(two_theta / 2)  # |q| / k
-    cos3 = np.cos(two_theta) ** 3
     ring = 2 * np.pi * radius * np.gradient(radius)  # pixels per radial step
     long_short = projected_semi_axes(params)
     mean_radius = np.sqrt(long_short[:, 0] * long_short[:, 1])
     out = np.full(len(params), inner)
     for lo in range(0, len(params), chunk):
         rows = slice(lo, lo + chunk)
+        distance = detector.distance if params.distance is None else params.distance[rows, None]
+        two_theta = np.arctan(radius * detector.pixel_size / distance)  # (G,) or (n, G)
+        s = 2 * np.sin(two_theta / 2)  # |q| / k
+        cos3 = np.cos(two_theta) ** 3
         k = 2 * np.pi / params.wavelength[rows]
         u = (k * mean_radius[rows])[:, None] * s  # (n, G)
         total = (sphere_form_factor(u) ** 2 * cos3 * ring).sum(axis=1)  # Z
@@ -195,7 +197,7 @@ def fringe_shift(params: FrameParameters, detector: Detector, visible=None) -> n
     """
     long_short = projected_semi_axes(params)
     visible = visible_radius(params, detector) if visible is None else visible
-    q_vis = momentum_transfer(visible, detector, params.wavelength)
+    q_vis = _momentum_transfer(visible, params, detector)
     return q_vis * (long_short[:, 0] - long_short[:, 1]) / np.pi
 
 
@@ -225,17 +227,11 @@ def partner_features(params: FrameParameters, detector: Detector, visible=None) 
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = np.where(has, params.partner_radius / np.where(has, params.radius, 1.0), 0.0)
     k = 2 * np.pi / params.wavelength
-    q_vis = momentum_transfer(visible, detector, params.wavelength)
+    q_vis = _momentum_transfer(visible, params, detector)
     d_perp = np.hypot(params.separation[:, 0], params.separation[:, 1])
     d_z = np.abs(params.separation[:, 2])
-    # Largest 2theta where the axial fringes are >= 2 px apart: the phase per pixel,
-    # |d_z| k (p / L) sin(2t) cos^2(2t), increases up to 35 deg (beyond the half-width).
-    grid = np.linspace(
-        0.0, math.atan(detector.half_width * detector.pixel_size / detector.distance)
-    )
-    slope = np.sin(grid) * np.cos(grid) ** 2 * detector.pixel_size / detector.distance
     with np.errstate(divide="ignore"):
-        resolved = np.interp(np.pi / np.maximum(d_z * k, 1e-300), slope, grid)
+        resolved = _resolved_angle(np.pi / np.maximum(d_z * k, 1e-300), params, detector)
     q_resolved = 2 * k * np.sin(resolved / 2)
     q_axial = np.minimum(q_vis, q_resolved)
     axial_phase = d_z * q_vis**2 / (2 * k)
@@ -248,6 +244,37 @@ def partner_features(params: FrameParameters, detector: Detector, visible=None) 
         "transverse_phase": q_vis * d_perp,
         "intensity_ratio": rho**2,
     }
+
+
+def _momentum_transfer(radius_px, params: FrameParameters, detector: Detector):
+    """``|q|`` (1/nm) at ``radius_px`` of each frame, with its own distance where drawn."""
+    if params.distance is None:
+        return momentum_transfer(radius_px, detector, params.wavelength)
+    return geometry.momentum_transfer(
+        radius_px, pixel_size=detector.pixel_size, distance=params.distance,
+        wavelength_nm=params.wavelength,
+    )  # fmt: skip
+
+
+def _resolved_angle(phase_ratio, params: FrameParameters, detector: Detector):
+    """Largest 2theta (radians) of each frame out to which the axial fringes are >= 2 px
+    apart: where ``sin 2t cos^2 2t (p / L)``, the phase per pixel over ``|d_z| k``,
+    reaches ``phase_ratio`` (it increases up to 35.3 deg), at most the half-width's angle.
+    """
+    if params.distance is None:
+        # the phase per pixel increases up to 35 deg (beyond the half-width)
+        grid = np.linspace(
+            0.0, math.atan(detector.half_width * detector.pixel_size / detector.distance)
+        )
+        slope = np.sin(grid) * np.cos(grid) ** 2 * detector.pixel_size / detector.distance
+        return np.interp(phase_ratio, slope, grid)
+    edge = np.arctan(detector.half_width * detector.pixel_size / params.distance)
+    grid = np.linspace(0.0, min(float(edge.max()), math.atan(math.sqrt(0.5))))
+    target = phase_ratio / (detector.pixel_size / params.distance)
+    slope = np.sin(grid) * np.cos(grid) ** 2
+    resolved = np.interp(target, slope, grid)
+    # beyond the largest phase per pixel the fringes are resolved out to the edge
+    return np.where(target >= slope[-1], edge, np.minimum(resolved, edge))
 
 
 def assign_labels(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import TWO_SPHERE_KINDS, Kind, SimulationConfig, photon_energy_to_wavelength
-from .detector import Detector
+from .randomization import draw_frame_randomization, file_detector
 
 __all__ = [
     "ASYMMETRIC_COS_TILT",
@@ -83,6 +83,11 @@ class FrameParameters:
         Expected stray-light halo photons on the good pixels (default 0).
     halo_width : (N,) float64, optional
         Halo width ``w`` in pixels (default 1; irrelevant without halo).
+    distance, background, polarization_degree, gain, read_noise : (N,) float64, optional
+        What the randomised detector drew for each frame
+        (:class:`~ccfkit.simulate.randomization.FrameRandomization`: m, photons
+        per pixel, 0-1, detector units per photon, detector units); None: the
+        configuration's single value (no gain, no read noise).
     """
 
     index: np.ndarray
@@ -98,6 +103,11 @@ class FrameParameters:
     separation: np.ndarray | None = None
     halo: np.ndarray | None = None
     halo_width: np.ndarray | None = None
+    distance: np.ndarray | None = None
+    background: np.ndarray | None = None
+    polarization_degree: np.ndarray | None = None
+    gain: np.ndarray | None = None
+    read_noise: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.index)
@@ -116,14 +126,17 @@ class FrameParameters:
 
     def take(self, rows) -> FrameParameters:
         """The parameters of a subset of frames (``rows`` index these arrays)."""
-        return FrameParameters(**{k: v[rows] for k, v in self.__dict__.items()})
+        return FrameParameters(
+            **{k: None if v is None else v[rows] for k, v in self.__dict__.items()}
+        )
 
 
 def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParameters:
     """Draw the particle(s), beam, fluence and stray light of each frame.
 
-    Frame ``i`` uses only ``default_rng([seed, i, 0])`` (15 uniforms), so its
-    parameters do not depend on the other frames.
+    Frame ``i`` uses only ``default_rng([seed, i, 0])`` (15 uniforms) and, with
+    a randomised detector, the streams of :mod:`ccfkit.simulate.randomization`,
+    so its parameters do not depend on the other frames.
 
     Parameters
     ----------
@@ -170,8 +183,8 @@ def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParame
 
     shift = config.jitter * np.sqrt(u[:, 7])  # uniform in a disc
     turn = 2 * np.pi * u[:, 8]
-    detector = Detector.from_config(config)
-    cx0, cy0 = np.add(detector.nominal_center, config.beam_offset)
+    detector = file_detector(config, seed)
+    cx0, cy0 = np.add(detector.stop_center, config.beam_offset)
     center = np.stack([cx0 + shift * np.cos(turn), cy0 + shift * np.sin(turn)], axis=1)
 
     partner_radius, separation = _draw_partners(kind, radius, u[:, 9:13])
@@ -180,7 +193,9 @@ def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParame
     if config.halo[1] > 0:
         halo = config.halo[0] * (config.halo[1] / config.halo[0]) ** u[:, 13]  # log-uniform
     width_deg = config.halo_width[0] + (config.halo_width[1] - config.halo_width[0]) * u[:, 14]
-    halo_width = detector.distance * np.tan(np.radians(width_deg)) / detector.pixel_size
+    drawn = draw_frame_randomization(config, seed, indices, detector)
+    distance = detector.distance if drawn.distance is None else drawn.distance
+    halo_width = distance * np.tan(np.radians(width_deg)) / detector.pixel_size
 
     radius[empty] = 0.0
     semi_axes[empty] = 0.0
@@ -199,6 +214,7 @@ def draw_parameters(config: SimulationConfig, seed: int, indices) -> FrameParame
         separation=separation,
         halo=halo,
         halo_width=halo_width,
+        **vars(drawn),
     )
 
 

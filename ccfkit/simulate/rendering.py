@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import Kind, SimulationConfig
+from .detector import Detector
 from .instrument import (
     mcp_response,
     polarization_coefficients,
@@ -24,6 +25,7 @@ from .instrument import (
     stray_light_halo,
 )
 from .parameters import NOISE_STREAM, FrameParameters
+from .randomization import READ_NOISE_STREAM, file_detector, randomizes
 from .scattering import particle_intensity
 
 __all__ = ["POISSON_CUT", "expected_counts", "poisson_counts", "render_frames"]
@@ -39,6 +41,7 @@ def expected_counts(
     good: np.ndarray | None = None,
     *,
     engine: str = "numba",
+    detector: Detector | None = None,
 ) -> np.ndarray:
     """Expected photons per pixel (no noise) for a batch of frames.
 
@@ -63,24 +66,31 @@ def expected_counts(
         ``"numba"``: one fused GIL-free pass per frame
         (:func:`ccfkit.simulate.kernels.expected_frame`, float64 per pixel), the
         same values to float32 rounding (tested).
+    detector : Detector, optional
+        The file's detector (:func:`ccfkit.simulate.randomization.file_detector`);
+        default ``config.detector``, which a configuration with per-file ranges
+        does not know (a ValueError then).
+
+    Per-frame values in ``params`` (a randomised detector's distance,
+    background, polarisation degree) replace the configuration's.
 
     Returns
     -------
     (B, H, W) float32
     """
-    detector = config.detector
+    detector = _the_detector(config, detector)
     good = detector.good_pixels() if good is None else np.asarray(good, dtype=bool)
     if engine == "numba":
-        return _expected_counts_numba(params, config, good)
+        return _expected_counts_numba(params, config, good, detector)
     if engine != "numpy":
         raise ValueError(f"engine must be 'numba' or 'numpy', got {engine!r}")
     good32 = good.astype(np.float32)
     height, width = detector.shape
     out = np.empty((len(params), height, width), dtype=np.float32)
-    per_length = detector.pixel_size / detector.distance  # pixel offsets -> x / L
     cols = np.arange(width, dtype=np.float64)
     rows = np.arange(height, dtype=np.float64)[:, None]
     for b in range(len(params)):
+        per_length = detector.pixel_size / _distance(params, detector, b)  # offsets -> x / L
         cx, cy = params.center[b]
         x_px, y_px = cols - cx, rows - cy
         frame = out[b]
@@ -89,34 +99,63 @@ def expected_counts(
         else:
             x_l, y_l = x_px * per_length, y_px * per_length
             cos2t = particle_intensity(x_l, y_l, params.take([b]), per_length, out=frame)
-            frame *= _instrument_weight(x_l, y_l, config, good32, cos2t)
+            frame *= _instrument_weight(x_l, y_l, config, good32, cos2t, _degree(params, b))
             total = frame.sum(dtype=np.float64)
             frame *= np.float32(params.fluence[b] / total) if total > 0 else np.float32(0)
         if params.halo[b] > 0:
             r2 = np.add(np.float32(x_px) ** 2, np.float32(y_px) ** 2, dtype=np.float32)
             frame += stray_light_halo(r2, float(params.halo_width[b]), good32, params.halo[b])
-        if config.background:
-            frame += np.float32(config.background) * good32
+        background = _background(params, config, b)
+        if background:
+            frame += np.float32(background) * good32
     return out
 
 
-def _expected_counts_numba(params: FrameParameters, config: SimulationConfig, good) -> np.ndarray:
+def _the_detector(config: SimulationConfig, detector: Detector | None) -> Detector:
+    """``detector``, or ``config.detector`` when the configuration draws none per file."""
+    if detector is not None:
+        return detector
+    if randomizes(config, "file"):
+        raise ValueError("this configuration draws its detector per file: pass the file's")
+    return config.detector
+
+
+def _distance(params: FrameParameters, detector: Detector, b: int) -> float:
+    """Frame ``b``'s detector distance, m: drawn per frame, or the file's."""
+    return detector.distance if params.distance is None else float(params.distance[b])
+
+
+def _background(params: FrameParameters, config: SimulationConfig, b: int) -> float:
+    """Frame ``b``'s flat background, photons per good pixel."""
+    return config.background if params.background is None else float(params.background[b])
+
+
+def _degree(params: FrameParameters, b: int) -> float | None:
+    """Frame ``b``'s degree of linear polarisation, or None (the configuration's: full)."""
+    degree = params.polarization_degree
+    return None if degree is None else float(degree[b])
+
+
+def _expected_counts_numba(
+    params: FrameParameters, config: SimulationConfig, good, detector: Detector
+) -> np.ndarray:
     """:func:`expected_counts` through :func:`ccfkit.simulate.kernels.expected_frame`."""
     from . import kernels  # Numba only when frames are rendered
 
-    detector = config.detector
     good32 = good.astype(np.float32)
     out = np.empty((len(params), *detector.shape), dtype=np.float32)
-    pixel_over_l = detector.pixel_size / detector.distance
-    weight = np.array(
-        [*polarization_coefficients(config.polarization), 1.0 if config.solid_angle else 0.0]
-    )
+    solid = 1.0 if config.solid_angle else 0.0
+    weight = np.array([*polarization_coefficients(config.polarization), solid])
     for b in range(len(params)):
+        pixel_over_l = detector.pixel_size / _distance(params, detector, b)
+        degree = _degree(params, b)
+        if degree is not None:
+            weight = np.array([*polarization_coefficients(config.polarization, degree), solid])
         mode, particle = _kernel_particle(params, b, pixel_over_l)
         kernels.expected_frame(
             out[b], good32, params.center[b], pixel_over_l, mode, particle, weight,
             float(params.fluence[b]), float(params.halo[b]), float(params.halo_width[b]),
-            float(config.background),
+            float(_background(params, config, b)),
         )  # fmt: skip
     return out
 
@@ -148,9 +187,10 @@ def _kernel_particle(params: FrameParameters, b: int, pixel_over_l: float):
     return kernels.SPHEROID, particle
 
 
-def _instrument_weight(x_over_l, y_over_l, config: SimulationConfig, good32, cos2t):
-    """``P Omega`` on good pixels, 0 on masked ones: (H, W) float32."""
-    weight = polarization_factor(x_over_l, y_over_l, config.polarization, cos2t)
+def _instrument_weight(x_over_l, y_over_l, config: SimulationConfig, good32, cos2t, degree=None):
+    """``P Omega`` on good pixels, 0 on masked ones: (H, W) float32 (``degree``: of the
+    linear polarisation, None: full)."""
+    weight = polarization_factor(x_over_l, y_over_l, config.polarization, cos2t, degree)
     if config.solid_angle:
         weight *= solid_angle_factor(x_over_l, y_over_l, cos2t)
     weight *= good32
@@ -210,6 +250,7 @@ def render_frames(
     config: SimulationConfig,
     seed: int,
     good: np.ndarray | None = None,
+    detector: Detector | None = None,
 ) -> np.ndarray:
     """The data of a batch of frames: expected counts, Poisson noise and detector response.
 
@@ -217,17 +258,24 @@ def render_frames(
     alone (SFC64: the fastest of NumPy's bit generators): first the Poisson
     counts, then, with ``config.mcp``, the MCP gains
     (:func:`ccfkit.simulate.instrument.mcp_response`). Without noise, the MCP response
-    is the blur of the expected counts (no gain spread).
+    is the blur of the expected counts (no gain spread). A randomised
+    detector's gain ``g`` and read noise ``sigma`` (per frame in ``params``)
+    come last: ``g n + sigma z`` on good pixels, ``z`` standard normal from
+    ``SFC64(SeedSequence([seed, i, READ_NOISE_STREAM]))``.
+
+    ``detector`` is the file's (default:
+    :func:`ccfkit.simulate.randomization.file_detector` of ``config`` and ``seed``).
 
     Returns
     -------
     (B, H, W) float32
         Photon counts (whole numbers with noise and without MCP), or detector
-        values in mean photon signals; 0 on masked pixels.
+        values in mean photon signals (times the gain, plus read noise, where
+        drawn); 0 on masked pixels.
     """
-    detector = config.detector
+    detector = file_detector(config, seed) if detector is None else detector
     good = detector.good_pixels() if good is None else good
-    expected = expected_counts(params, config, good)
+    expected = expected_counts(params, config, good, detector=detector)
     if not config.noise:
         frames, rngs = expected, [None] * len(params)
     else:
@@ -244,4 +292,21 @@ def render_frames(
             frames[b] = mcp_response(
                 frames[b], rng, gain_spread=spread, blur_px=config.blur, good=good
             )
+    if params.gain is not None or params.read_noise is not None:
+        _detector_response(frames, params, seed, good)
     return frames
+
+
+def _detector_response(frames: np.ndarray, params: FrameParameters, seed: int, good) -> None:
+    """``frames[b] = g_b frames[b] + sigma_b z`` in place, ``z`` standard normal on the good
+    pixels (frame ``i``'s from its :data:`READ_NOISE_STREAM`), 0 on masked ones."""
+    for b, index in enumerate(params.index):
+        if params.gain is not None:
+            frames[b] *= np.float32(params.gain[b])
+        if params.read_noise is not None and params.read_noise[b] > 0:
+            rng = np.random.Generator(
+                np.random.SFC64(np.random.SeedSequence([seed, int(index), READ_NOISE_STREAM]))
+            )
+            noise = rng.standard_normal(frames[b].shape, dtype=np.float32)
+            noise *= np.float32(params.read_noise[b])
+            frames[b] += noise * good
