@@ -183,12 +183,16 @@ def test_mismatches_are_refused_in_one_line(stores, init_run, tmp_path):
     line = _one_line_error(_fit_cli(unknown, "--init", init_run, "--run-dir", tmp_path / "d"))
     assert "labels: no label of the store" in line
     assert not any((tmp_path / name).exists() for name in "abcd")  # refused before writing
-    line = _one_line_error(_fit_cli(stores["maps"], "--init", tmp_path, "--run-dir", tmp_path / "e"))
+    line = _one_line_error(
+        _fit_cli(stores["maps"], "--init", tmp_path, "--run-dir", tmp_path / "e")
+    )
     assert "not a run directory" in line
 
 
 def test_the_init_runs_network_is_taken_without_options(stores, init_run, tmp_path):
-    result = _fit_cli(stores["maps"], "--init", init_run, "--run-dir", tmp_path / "r", "--freeze", 1)
+    result = _fit_cli(
+        stores["maps"], "--init", init_run, "--run-dir", tmp_path / "r", "--freeze", 1
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["model"]["width"] == 8 and config["train"]["freeze"] == 1
@@ -253,7 +257,7 @@ def test_resume_of_a_fine_tuned_run_continues_exactly(stores, init_run, tmp_path
     """2 + 2 epochs equal 4, bit for bit, with frozen stages; the init run is not needed then."""
     init_copy = tmp_path / "init"
     shutil.copytree(init_run, init_copy)
-    cfg = dict(init=str(init_copy), freeze=2, lr_step=2, train_frames=20)
+    cfg = {"init": str(init_copy), "freeze": 2, "lr_step": 2, "train_frames": 20}
     fit(tmp_path / "straight", MODEL, _train(stores["maps"], epochs=4, **cfg), progress=False)
     fit(tmp_path / "split", MODEL, _train(stores["maps"], epochs=2, **cfg), progress=False)
     shutil.rmtree(init_copy)
@@ -263,7 +267,9 @@ def test_resume_of_a_fine_tuned_run_continues_exactly(stores, init_run, tmp_path
     assert a["epoch"] == b["epoch"] == 3
     for key, value in a["model"].items():
         assert torch.equal(b["model"][key], value), key
-    frozen = torch.load(init_run / "best.pt", weights_only=True)["model"]["stages.0.0.conv1.weight"]
+    frozen = torch.load(init_run / "best.pt", weights_only=True)["model"][
+        "stages.0.0.conv1.weight"
+    ]
     assert torch.equal(b["model"]["stages.0.0.conv1.weight"], frozen)
 
 

@@ -202,9 +202,9 @@ def _check_recipe(init: InitRun, store: str, input_kind: str) -> None:
     """RunError naming the map-recipe parameters in which ``store`` differs from the init's."""
     theirs = _init_recipe(init)
     mine = _store_recipe(store)
-    if theirs is None or mine is None:
-        log.warning("the map recipe of %s is unknown: not compared with %s's",
-                    init.path if theirs is None else store, store if theirs is None else init.path)  # fmt: skip
+    if theirs is None or mine is None:  # a run whose store is gone, a store written by hand
+        unknown = f"--init {init.path}'s store" if theirs is None else store
+        log.warning("the map recipe of %s is unknown: the recipes are not compared", unknown)
         return
     skip = RECIPE_MAY_DIFFER if input_kind == "images" else (*RECIPE_MAY_DIFFER, "image_size")
     differences = _differences(mine, theirs, skip)
