@@ -280,17 +280,17 @@ def fit(
             f"the model has {model_cfg.num_classes} outputs but the store has "
             f"{len(info.label_names)} labels"
         )
-    init = None
+    init = match = None
     if train_cfg.init is not None:  # fine-tuning: another run's weights (trainer/finetune.py)
         from .finetune import prepare_init
 
-        train_cfg, *init = prepare_init(model_cfg, train_cfg, info)
+        train_cfg, init, match = prepare_init(model_cfg, train_cfg, info)
     if _dist_env()[0] == 0:
         create_run(run_dir, model_cfg, train_cfg, info, overwrite=overwrite)
         if init is not None:
             from .finetune import record_init
 
-            record_init(run_dir, *init)
+            record_init(run_dir, init, match)
     return _train(run_dir, model_cfg, train_cfg, info, checkpoint=None, progress=progress)
 
 
