@@ -2,14 +2,16 @@
 
 A study directory holds::
 
-    study.json        the resolved study file, the command, versions, CPU (provenance)
+    study.json        the resolved study file, the command, versions, CPU (provenance),
+                      and the earlier commands whose tables the report still shows
     data/             simulated.cxi and simulated.json (when [data] simulate is used)
     split.npz         the three-way split of the frames (train, eval = validation, test)
     split.json        how it was drawn (frames, fractions, seed)
     stores/           one ccfkit store per distinct (source, build parameters), reused
     runs/ARM/seed-S/  a normal ``trainer fit`` run directory per arm and seed
     scores/           each run scored on every --eval-source (JSON, reused)
-    report.md, report.json, TABLE.png
+    baselines/        the RBF SVM's test predictions per (frames, noise, rings), reused
+    report.md, report.json, TABLE.png  one report for every table run here
 
 Everything is made once: the data, the split and a store are reused when they
 exist with the same parameters (and refused when they exist with others); a
@@ -25,7 +27,8 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,16 @@ from trainer.run_dir import write_json
 
 from .study_plan import PlanError, StudyPlan, build_config
 
-__all__ = ["RunJob", "StudyError", "is_finished", "run_job", "run_study"]
+__all__ = [
+    "RunJob",
+    "StudyError",
+    "is_finished",
+    "record_invocation",
+    "reuse_arm_directories",
+    "run_job",
+    "run_study",
+    "svm_baselines",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +94,46 @@ def environment() -> dict:
     from trainer import __version__
 
     return {"trainer": __version__, **described(("torch", "numpy")), "cpu": cpu_name()}
+
+
+def record_invocation(out: Path, record: dict) -> None:
+    """Write ``study.json``: this command's ``record``, and the earlier ones still reported.
+
+    The top-level keys are this command's (its configuration, sources,
+    command, environment); ``invocations`` lists every command whose tables
+    the report still shows: an earlier one all of whose tables this command
+    runs again is dropped.
+    """
+    path = out / "study.json"
+    try:
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        previous = {}
+    earlier = previous.get("invocations")
+    if earlier is None and "config" in previous:  # written before invocations were kept
+        earlier = [{**previous, "tables": sorted(previous["config"].get("tables", {}))}]
+    mine = set(record["tables"])
+    kept = [i for i in earlier or [] if not set(i.get("tables", [])) <= mine]
+    write_json(path, {**record, "invocations": [*kept, record]})
+
+
+def reuse_arm_directories(plan: StudyPlan, out: Path) -> StudyPlan:
+    """The plan with each arm named as its existing run directory, if it has one.
+
+    An arm's directory name ends with its recipe's key; a recipe first run
+    under another table or label (another ``--tables`` run, or a study that
+    ``extends`` this one, into the same directory) has a directory of another
+    name, which is reused: a recipe is trained once per seed, whatever its label.
+    """
+    runs = out / "runs"
+    arms = {}
+    for key, arm in plan.arms.items():
+        name = arm.name
+        if not (runs / name).is_dir() and runs.is_dir():
+            found = sorted(p.name for p in runs.glob(f"*-{key[:6]}") if p.is_dir())
+            name = found[0] if found else name
+        arms[key] = replace(arm, name=name)
+    return replace(plan, arms=arms)
 
 
 # --------------------------------------------------------------------------
@@ -400,14 +452,50 @@ def baselines(store: str, split: dict) -> dict:
     return out
 
 
+def svm_baselines(plan: StudyPlan, out: Path, stores: dict, frames, split: dict) -> dict:
+    """arm key -> the RBF SVM on ring features of its store's frames (:mod:`.study_baseline`).
+
+    Arms whose store is not complete (a report of unfinished work) have none.
+    """
+    from ccfkit.store import StoreError, open_store
+
+    from .study_baseline import svm_baseline
+
+    backend = plan.config.get("build_options", {}).get("backend", "auto")
+    out_svm = {}
+    for arm in plan.arms.values():
+        try:
+            complete = open_store(stores[arm.key]).attrs.get("status") == "complete"
+        except (StoreError, OSError, ValueError):
+            complete = False
+        if not complete:
+            continue
+        name = Path(stores[arm.key]).name
+        try:
+            out_svm[arm.key] = svm_baseline(out, stores[arm.key], frames, split,
+                                            build_config(arm.build), backend=backend)  # fmt: skip
+        except ValueError as error:  # a store whose rings this resampling does not give
+            log.warning("no SVM baseline on the frames of %s: %s", name, error)
+            continue
+        log.info("RBF SVM on the frames of %s: accuracy %.3f", name,
+                 out_svm[arm.key]["summary"]["accuracy"])  # fmt: skip
+    return out_svm
+
+
 def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
-    """The run's best checkpoint on every frame of another store (cached in ``score_file``)."""
+    """The run's best checkpoint on every frame of another store (cached in ``score_file``).
+
+    Exclusivity violations are counted with the run's groups (a cached score
+    from before, counted with the store's, is scored again).
+    """
     from trainer.inference import evaluate_run
 
     if score_file.is_file():
-        return json.loads(score_file.read_text())
+        cached = json.loads(score_file.read_text())
+        if cached.get("exclusive_groups") == "the run's":
+            return cached
     metrics, _extra = evaluate_run(run_dir, store, subset="all", device="cpu")
-    result = {**metrics.summary(), "store": store}
+    result = {**metrics.summary(), "store": store, "exclusive_groups": "the run's"}
     score_file.parent.mkdir(parents=True, exist_ok=True)
     write_json(score_file, result)
     return result
@@ -466,9 +554,29 @@ def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, 
             "seeds": scores,
             "summary": {
                 k: _summary([m[k] for m in scores.values()])
-                for k in ("accuracy", "precision", "recall")
+                for k in ("accuracy", "precision", "recall", "violation_rate")
             },
         }
+
+
+def _prepare(plan: StudyPlan, out: Path, sources, progress: bool):
+    """``(paths, frames, split file)``: the data and the split, made once.
+
+    A study directory this call creates is removed again when the data or
+    the split are refused (nothing of a refused study is left behind).
+    """
+    import shutil
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        paths = prepare_data(plan.config, out, sources, progress)
+        frames = open_frames(paths, plan.config)
+        return paths, frames, ensure_split(plan, out, frames.n_frames)
+    except (PlanError, StudyError):
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def run_study(
@@ -517,15 +625,14 @@ def run_study(
     out = Path(out)
     if not train and not (out / "split.npz").is_file():
         raise StudyError(f"{out}: not a study directory (no split.npz); nothing to report")
-    out.mkdir(parents=True, exist_ok=True)
     config = plan.config
-    paths = prepare_data(config, out, sources, progress)
-    n_frames = open_frames(paths, config).n_frames
-    split_file = ensure_split(plan, out, n_frames)
+    paths, frames, split_file = _prepare(plan, out, sources, progress)
     split = load_split(split_file)
-    write_json(out / "study.json", {"config": config, "sources": paths,
-                                     "eval_sources": list(eval_sources),
-                                     "command": " ".join(sys.argv), "environment": environment()})  # fmt: skip
+    record_invocation(out, {
+        "config": config, "tables": [t.name for t in plan.tables], "sources": paths,
+        "eval_sources": list(eval_sources), "command": " ".join(sys.argv),
+        "environment": environment(), "started": datetime.now(UTC).isoformat()})  # fmt: skip
+    plan = reuse_arm_directories(plan, out)
 
     stores = {}
     for arm in plan.arms.values():
@@ -545,6 +652,7 @@ def run_study(
                            scheduler=scheduler, progress=progress)  # fmt: skip
     some_store = next((stores[k] for k in plan.arms if Path(stores[k]).exists()), None)
     base = baselines(some_store, split) if some_store else {}
+    svm = svm_baselines(plan, out, stores, frames, split)
     provenance = {
         "command": " ".join(sys.argv),
         "environment": environment(),
@@ -553,4 +661,4 @@ def run_study(
         "split": {k: len(v) for k, v in split.items()},
         "sources": paths,
     }
-    return write_report(out, plan, results, base, provenance)
+    return write_report(out, plan, results, base, provenance, svm)

@@ -4,7 +4,7 @@ The file (docs/study.md) has these sections::
 
     name, seeds                  the study's name and the training seeds of every arm
     [split]                      validation, test, seed: one three-way split for all arms
-    [data]                       simulate = {n, seed, ...} or sources = [...]; eval_sources
+    [data]                       simulate = {n, seed, ...} or sources = [...]; data_path, labels_path
     [build], [build_options]     store parameters (BuildConfig) / how to build (BuildOptions)
     [model], [train]             ModelConfig / TrainConfig fields, the defaults of every arm
     [statistics]                 bootstrap resamples, its seed, the confidence level, alpha
@@ -16,7 +16,9 @@ the same recipe in several tables (e.g. images without noise at alpha = 0.2
 in Tables 4, 5 and 6) are one arm, trained once per seed. Every ``build``
 key is a store parameter of :class:`ccfkit.build_config.BuildConfig` (lists
 become tuples), so a parameter the build learns later works here as soon as
-it exists; ``recipe = "paper"`` starts from the paper's map.
+it exists; ``recipe = "paper"`` starts from the paper's map. An unknown
+section or key anywhere is an error that names the nearest known one
+(:mod:`ccfsort.study_schema`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
+
+from .study_schema import PlanError, check_config, recipe_path_error
 
 __all__ = [
     "Arm",
@@ -61,10 +65,6 @@ RESERVED_TRAIN = (
 #: Metrics a claim may compare (micro-averaged, §3.2).
 CLAIM_METRICS = ("accuracy", "precision", "recall")
 DEFAULT_STATISTICS = {"bootstrap": 2000, "seed": 0, "level": 0.95, "alpha": 0.05}
-
-
-class PlanError(ValueError):
-    """The study file cannot be used as written (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _allowed_keys() -> dict[str, set]:
-    from ccfkit.build_config import BuildConfig
+    from ccfkit.build_config import BuildConfig, BuildOptions
     from trainer.config import TrainConfig
     from trainer.model import ModelConfig
 
@@ -256,6 +256,7 @@ def _allowed_keys() -> dict[str, set]:
         "build": {*BuildConfig.parameter_keys(), "recipe"},
         "model": {f.name for f in fields(ModelConfig)} - {"num_classes"},
         "train": {f.name for f in fields(TrainConfig)} - set(RESERVED_TRAIN),
+        "build_options": {f.name for f in fields(BuildOptions)},
     }
 
 
@@ -292,12 +293,10 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
     from trainer.model import ModelConfig
 
     for section in SECTIONS:
-        unknown = sorted(set(recipe[section]) - allowed[section])
-        if unknown:
-            raise PlanError(
-                f"{where}: unknown {section} parameter(s) {unknown}; "
-                f"known: {sorted(allowed[section])}"
-            )
+        for key in recipe[section]:
+            error = recipe_path_error(where, f"{section}.{key}", allowed, RESERVED_TRAIN)
+            if error:
+                raise PlanError(error)
     try:
         full = {
             "build": build_config(recipe["build"]).parameters(),
@@ -373,9 +372,9 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
     PlanError
         Anything the study cannot run as written, found before anything runs.
     """
-    seeds = config.get("seeds")
-    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
-        raise PlanError("seeds must be a non-empty list of distinct integers")
+    allowed = _allowed_keys()
+    check_config(config, allowed, RESERVED_TRAIN)
+    seeds = config["seeds"]
     all_tables = config.get("tables", {})
     if tables is not None:
         missing = sorted(set(tables) - set(all_tables))
@@ -387,7 +386,6 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
     data = config.get("data", {})
     if ("simulate" in data) == ("sources" in data):
         raise PlanError("[data] needs exactly one of simulate = {...} and sources = [...]")
-    allowed = _allowed_keys()
     arms: dict[str, Arm] = {}
     out_tables = []
     for name, spec in all_tables.items():
@@ -401,8 +399,9 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
         columns = []
         for label, values in zip(labels, column_values):
             for path in values:
-                if path.partition(".")[0] not in SECTIONS:
-                    raise PlanError(f"table {name}: {path!r} is not in build, model or train")
+                error = recipe_path_error(f"table {name}", path, allowed, RESERVED_TRAIN)
+                if error:
+                    raise PlanError(error)
             recipe = _recipe(config, values)
             full = _check_recipe(recipe, f"table {name}, column {label!r}", allowed)
             key = _arm_key(full)
@@ -432,6 +431,10 @@ def _claim(spec: dict, tables: dict) -> Claim:
     keys = []
     for side in ("a", "b"):
         want = _flatten(spec.get(side, {}))
+        for path in want:
+            error = recipe_path_error(f"claim {text!r}, {side}", path, _allowed_keys())
+            if error:
+                raise PlanError(error)
         found = [c for c in table.columns if all(c.values.get(p) == v for p, v in want.items())]
         # of the columns that have these values, the one that sets the fewest others
         # ({} is the column that changes nothing)

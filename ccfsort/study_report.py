@@ -4,18 +4,30 @@ Tables follow the paper's layout (Tables 4-6: one column per arm, one row per
 metric), each cell the mean ± standard deviation (ddof 1) over the seeds of
 the test-split metrics of the checkpoint chosen on validation. Beside every
 table: the all-negative and the best constant predictor on the same test
-frames. One verdict line per claim (:mod:`ccfsort.verdicts`).
+frames, and the RBF SVM on ring features (:mod:`ccfsort.study_baseline`),
+with a verdict on whether the table's best arm beats it. One verdict line per
+claim (:mod:`ccfsort.verdicts`).
+
+A study directory keeps one report for all its tables: a run of some tables
+(``--tables``) replaces those tables' sections and claims in ``report.md`` and
+``report.json`` and keeps the others' (:func:`merge_reports`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
-from .study_plan import StudyPlan
-from .verdicts import compare
+import numpy as np
 
-__all__ = ["judge_claims", "write_report"]
+from .study_plan import StudyPlan
+from .verdicts import ONE_SEED, compare
+
+__all__ = ["judge_claims", "merge_reports", "verdict_line", "write_report"]
+
+#: How the classical baseline is named in the tables.
+SVM_NAME = "RBF SVM (ring features)"
 
 METRIC_ROWS = (
     ("accuracy", "Accuracy"),
@@ -61,6 +73,13 @@ def verdict_line(claim: dict) -> str:
     if claim["verdict"] == "not run":
         return f"- {claim['text']}: not run (its arms have not finished the same seeds)"
     low, high = claim["ci"]
+    if claim["verdict"] == ONE_SEED:
+        return (
+            f"- {claim['text']}: **no verdict possible with one seed** (the paired test over "
+            f"seeds needs two or more), Δ {claim['metric']} = {claim['delta']:+.3f} "
+            f"[{100 * claim['level']:.0f} % CI {low:+.3f}, {high:+.3f}] (bootstrap over "
+            f"{claim['n_frames']} test frames)"
+        )
     test = claim["t_test"]
     p = test["p_greater"] if claim["delta"] >= 0 else test["p_less"]
     seeds = ", ".join(f"{d:+.3f}" for d in claim["per_seed"])
@@ -83,7 +102,25 @@ def _metric_table(columns, summaries: list[dict], rows=METRIC_ROWS) -> list[str]
     return lines
 
 
-def _table_lines(table, results: dict, base: dict) -> list[str]:
+def _svm_comparison(table, results: dict, svm: dict, stats: dict) -> dict | None:
+    """The table's best arm (mean test accuracy) against the SVM on its frames, or None."""
+    done = [c for c in table.columns if results.get(c.arm) and svm.get(c.arm)]
+    if not done:
+        return None
+    best = max(done, key=lambda c: results[c.arm]["summary"]["accuracy"]["mean"])
+    counts = np.asarray(results[best.arm]["counts"])
+    comparison = compare(
+        counts, np.broadcast_to(svm[best.arm]["counts"], counts.shape), "accuracy",
+        resamples=int(stats["bootstrap"]), seed=int(stats["seed"]), level=float(stats["level"]),
+        alpha=float(stats["alpha"]),
+    )  # fmt: skip
+    return {"text": f"The best arm, {best.label}, beats the {SVM_NAME}", "column": best.label,
+            **comparison}  # fmt: skip
+
+
+def _table_lines(table, results: dict, base: dict, svm: dict, comparison, command: str
+                 ) -> list[str]:  # fmt: skip
+    """A table's section: the metrics, the baselines (constants and SVM), its command."""
     columns = table.columns
     finished = [results.get(c.arm) or {} for c in columns]
     lines = [
@@ -94,20 +131,36 @@ def _table_lines(table, results: dict, base: dict) -> list[str]:
     for key, title in (("train_frames", "training frames"), ("epochs", "epochs run")):
         cells = [str(r.get(key, "—")) for r in finished]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    if any(svm.get(c.arm) for c in columns):
+        for key, title in METRIC_ROWS:
+            cells = [f"{svm[c.arm]['summary'][key]:.3f}" if svm.get(c.arm) else "—"
+                     for c in columns]  # fmt: skip
+            lines.append(f"| {title}, {SVM_NAME} | " + " | ".join(cells) + " |")
     seeds = sorted({len(r.get("seeds", {})) for r in finished})
-    lines += ["", f"Mean ± std over {'/'.join(map(str, seeds))} seeds, test split."]
+    seeds_line = f"Mean ± std over {'/'.join(map(str, seeds))} seeds, test split; "
+    if seeds == [1]:
+        seeds_line = "One seed (no ± std), test split; "
+    lines += ["", seeds_line + f"command: `{command}`."]
     for name, m in base.items():
         lines.append(
             f"Baseline {name}: accuracy {m['accuracy']:.3f}, precision {m['precision']:.3f}, "
             f"recall {m['recall']:.3f}."
         )
+    if comparison is not None:
+        lines += [
+            (
+                f"Baseline {SVM_NAME}: the rows above, one SVM per column's frames (the same "
+                "noise, rings and split; docs/study.md). Against it:"
+            ),
+            verdict_line(comparison),
+        ]
     lines += ["", f"![{table.name}]({table.name}.png)", ""]
     for source in sorted({s for r in finished for s in r.get("eval_sources", {})}):
         summaries = [
             r.get("eval_sources", {}).get(source, {}).get("summary", {}) for r in finished
         ]
         lines += [f"On every frame of `{source}` (same build parameters, same checkpoints):", "",
-                  *_metric_table(columns, summaries, METRIC_ROWS[:3]), ""]  # fmt: skip
+                  *_metric_table(columns, summaries), ""]  # fmt: skip
     return lines
 
 
@@ -130,19 +183,25 @@ def _class_lines(table, results: dict) -> list[str]:
     return lines + [""]
 
 
-def plot_table(path: Path, table, results: dict, base: dict) -> None:
-    """Metric vs the first varied parameter (e.g. noise), one line per other value, ± std."""
+def plot_table(path: Path, table, results: dict, base: dict, svm: dict | None = None) -> None:
+    """Metric vs the first varied parameter (e.g. noise), one line per other value, ± std.
+
+    The constant baselines are horizontal lines, the SVM of each column's frames a cross.
+    """
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     from ccfkit.atomic import atomic_output
 
     first = table.axes[0] if table.axes else None
     groups: dict[str, list] = {}
+    svm_at: dict[str, dict] = {}  # x -> the SVM's test metrics there
     for column in table.columns:
         rest = {p: v for p, v in column.values.items() if p in table.axes[1:]}
         name = ", ".join(f"{p.rsplit('.', 1)[-1]}={v}" for p, v in rest.items()) or table.name
         x = str(column.values[first]) if first else column.label
         groups.setdefault(name, []).append((x, results.get(column.arm)))
+        if (svm or {}).get(column.arm):
+            svm_at[x] = svm[column.arm]["summary"]
     fig = Figure(figsize=(12, 3.6))
     axes = fig.subplots(1, 3)
     for ax, (key, title) in zip(axes, METRIC_ROWS[:3]):
@@ -154,6 +213,9 @@ def plot_table(path: Path, table, results: dict, base: dict) -> None:
             means = [s["mean"] for _, s in done]
             stds = [0.0 if math.isnan(s["std"]) else s["std"] for _, s in done]
             ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=name)
+        if svm_at:
+            ax.scatter(list(svm_at), [m[key] for m in svm_at.values()], marker="x",
+                       color="black", zorder=3, label=SVM_NAME)  # fmt: skip
         for (bname, m), style in zip(base.items(), (":", "--")):
             ax.axhline(m[key], color="grey", linestyle=style, linewidth=1, label=bname)
         ax.set_title(title)
@@ -167,8 +229,70 @@ def plot_table(path: Path, table, results: dict, base: dict) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenance: dict) -> dict:
+def _table_entry(table, plan: StudyPlan, results: dict, base: dict, svm: dict,
+                 command: str) -> dict:  # fmt: skip
+    """A table's part of ``report.json``, its Markdown included (kept by later reports)."""
+    comparison = _svm_comparison(table, results, svm, plan.statistics)
+    return {
+        "name": table.name,
+        "title": table.title,
+        "study": plan.name,
+        "command": command,
+        "seeds": list(plan.seeds),
+        "columns": [
+            {"label": c.label, "arm": plan.arms[c.arm].name, "values": c.values}
+            for c in table.columns
+        ],
+        "svm": {
+            "columns": [
+                {k: v for k, v in svm[c.arm].items() if k != "counts"} if svm.get(c.arm) else None
+                for c in table.columns
+            ],
+            "comparison": comparison,
+        },
+        "markdown": _table_lines(table, results, base, svm, comparison, command),
+        "per_class_markdown": _class_lines(table, results),
+    }
+
+
+def merge_reports(previous: dict | None, report: dict) -> dict:
+    """``report`` with the tables of ``previous`` it does not replace.
+
+    A table of ``report`` replaces the table of the same name in place; the
+    other tables of ``previous`` (those written with their Markdown) keep
+    their place, claims and arms; new tables come last.
+    """
+    if not previous:
+        return report
+    fresh = {t["name"]: t for t in report["tables"]}
+    tables = [fresh.pop(t["name"], t) for t in previous.get("tables", []) if "markdown" in t]
+    tables += list(fresh.values())
+    order = {t["name"]: k for k, t in enumerate(tables)}
+    replaced = {t["name"] for t in report["tables"]}
+    claims = [c for c in previous.get("claims", [])
+              if c.get("table") in order and c.get("table") not in replaced]  # fmt: skip
+    claims = sorted(claims + report["claims"], key=lambda c: order[c["table"]])
+    used = {c["arm"] for t in tables for c in t["columns"]}
+    arms = {name: arm for name, arm in {**previous.get("arms", {}), **report["arms"]}.items()
+            if name in used}  # fmt: skip
+    return {**report, "tables": tables, "claims": claims, "arms": arms}
+
+
+def _previous_report(path: Path) -> dict | None:
+    """The study directory's ``report.json``, or None (absent or unreadable)."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
+def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenance: dict,
+                 svm: dict | None = None) -> dict:  # fmt: skip
     """Write ``report.md``, ``report.json`` and the table PNGs into ``out``; return the JSON dict.
+
+    The tables of an earlier report in ``out`` that this plan does not have
+    are kept (:func:`merge_reports`).
 
     Parameters
     ----------
@@ -181,69 +305,74 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
         :func:`ccfsort.study.baselines`.
     provenance : dict
         Command, environment, wall time, run outcomes.
+    svm : dict, optional
+        arm key -> :func:`ccfsort.study_baseline.svm_baseline` of its frames.
     """
     from ccfkit.atomic import atomic_output
     from trainer.run_dir import write_json
 
-    claims = judge_claims(plan, results)
-    lines = _head_lines(plan, claims, provenance)
+    svm = svm or {}
+    tables = [_table_entry(t, plan, results, base, svm, provenance["command"])
+              for t in plan.tables]  # fmt: skip
     for table in plan.tables:
-        lines += _table_lines(table, results, base)
-        plot_table(out / f"{table.name}.png", table, results, base)
-    lines += ["## Per class", ""]
-    for table in plan.tables:
-        lines += _class_lines(table, results)
-    lines += [
-        "## Arms",
-        "",
-        "| arm | build | model | train | seeds finished |",
-        "|---|---|---|---|---:|",
-    ]
-    for arm in plan.arms.values():
-        done = len((results.get(arm.key) or {}).get("seeds", {}))
-        lines.append(f"| `runs/{arm.name}` | {arm.build} | {arm.model} | {arm.train} | {done} |")
-    with atomic_output(out / "report.md", overwrite=True) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        plot_table(out / f"{table.name}.png", table, results, base, svm)
+    arms = {
+        arm.name: {
+            "build": arm.build,
+            "model": arm.model,
+            "train": arm.train,
+            **{k: v for k, v in (results.get(arm.key) or {}).items() if k != "counts"},
+        }
+        for arm in plan.arms.values()
+    }
     report = {
         "study": plan.name,
         "config": plan.config,
         "seeds": list(plan.seeds),
         "provenance": provenance,
         "baselines": base,
-        "claims": claims,
-        "tables": [
-            {
-                "name": t.name,
-                "title": t.title,
-                "columns": [
-                    {"label": c.label, "arm": plan.arms[c.arm].name, "values": c.values}
-                    for c in t.columns
-                ],
-            }
-            for t in plan.tables
-        ],
-        "arms": {
-            arm.name: {
-                "build": arm.build,
-                "model": arm.model,
-                "train": arm.train,
-                **{k: v for k, v in (results.get(arm.key) or {}).items() if k != "counts"},
-            }
-            for arm in plan.arms.values()
-        },
+        "claims": judge_claims(plan, results),
+        "tables": tables,
+        "arms": arms,
     }
+    report = merge_reports(_previous_report(out / "report.json"), report)
+    lines = _head_lines(plan, report, provenance)
+    for table in report["tables"]:
+        lines += table["markdown"]
+    lines += ["## Per class", ""]
+    for table in report["tables"]:
+        lines += table["per_class_markdown"]
+    lines += _arm_lines(report["arms"])
+    with atomic_output(out / "report.md", overwrite=True) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     write_json(out / "report.json", report)
     return report
 
 
-def _head_lines(plan: StudyPlan, claims: list, provenance: dict) -> list[str]:
-    """The report's title, provenance and verdicts (Markdown lines)."""
+def _arm_lines(arms: dict) -> list[str]:
+    """The arms of the report's tables, their recipes and finished seeds."""
+    lines = [
+        "## Arms",
+        "",
+        "| arm | build | model | train | seeds finished |",
+        "|---|---|---|---|---:|",
+    ]
+    for name, arm in arms.items():
+        done = len(arm.get("seeds", {}))
+        lines.append(f"| `runs/{name}` | {arm['build']} | {arm['model']} | {arm['train']} "
+                     f"| {done} |")  # fmt: skip
+    return lines
+
+
+def _head_lines(plan: StudyPlan, report: dict, provenance: dict) -> list[str]:
+    """The report's title, this command's provenance and every verdict (Markdown lines)."""
     env = provenance["environment"]
     split = provenance["split"]
+    names = list(dict.fromkeys(t.get("study", plan.name) for t in report["tables"]))
     return [
-        f"# Study `{plan.name}`",
+        f"# Study {' + '.join(f'`{n}`' for n in names)}",
         "",
-        f"- command: `{provenance['command']}`",
+        f"- last command: `{provenance['command']}` (each table names its own below)",
         (
             f"- CPU: {env['cpu']}; torch {env['torch']}, ccfkit {env['ccfkit']}, "
             f"wall time of this invocation {provenance['wall_seconds'] / 60:.1f} min"
@@ -260,12 +389,13 @@ def _head_lines(plan: StudyPlan, claims: list, provenance: dict) -> list[str]:
         "",
         "## Verdicts",
         "",
-        *(verdict_line(c) for c in claims),
+        *(verdict_line(c) for c in report["claims"]),
+        *([] if report["claims"] else ["No claims in the study file for these tables."]),
         "",
         (
             "yes: the bootstrap interval lies above 0 and the paired t-test says > 0 "
-            f"(alpha {plan.statistics['alpha']}); no: both say < 0; otherwise not resolved "
-            "(docs/study.md)."
+            f"(alpha {plan.statistics['alpha']}); no: both say < 0; otherwise not resolved; "
+            "one seed: no verdict (docs/study.md)."
         ),
         "",
     ]

@@ -16,7 +16,8 @@ same test frames. Two questions, both needed for a "yes" (docs/study.md):
 
 Verdict: ``"yes"`` when the interval lies above 0 and the t-test says
 ``> 0`` at ``alpha``; ``"no"`` when the interval lies below 0 and the
-t-test says ``< 0``; otherwise ``"not resolved"``.
+t-test says ``< 0``; otherwise ``"not resolved"``. With one seed there is no
+test over seeds, so no verdict: ``"no verdict (one seed)"``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "NO",
+    "ONE_SEED",
     "UNRESOLVED",
     "YES",
     "bootstrap_difference",
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 YES, NO, UNRESOLVED = "yes", "no", "not resolved"
+#: The verdict of a comparison over one seed: the paired test needs two.
+ONE_SEED = "no verdict (one seed)"
 
 
 def frame_counts(truth, predicted) -> np.ndarray:
@@ -97,8 +101,8 @@ def paired_t_test(differences) -> dict:
     -------
     dict
         ``mean``, ``std`` (ddof 1), ``n``, ``t``, ``p_greater`` (H1: mean > 0),
-        ``p_less`` (H1: mean < 0). With one seed both p are 1 (nothing to
-        test); with identical differences the t statistic is infinite (p 0
+        ``p_less`` (H1: mean < 0). With one seed ``t`` and both p are NaN
+        (nothing to test); with identical differences the t statistic is infinite (p 0
         on the side of the mean) or, all zero, 0 (p 1 both ways).
     """
     from scipy import stats
@@ -108,7 +112,8 @@ def paired_t_test(differences) -> dict:
     mean = float(d.mean()) if n else math.nan
     std = float(d.std(ddof=1)) if n > 1 else math.nan
     if n < 2:
-        return {"mean": mean, "std": std, "n": n, "t": math.nan, "p_greater": 1.0, "p_less": 1.0}
+        return {"mean": mean, "std": std, "n": n, "t": math.nan, "p_greater": math.nan,
+                "p_less": math.nan}  # fmt: skip
     if std == 0:
         t = math.copysign(math.inf, mean) if mean else 0.0
         p_greater = 0.0 if mean > 0 else 1.0
@@ -191,7 +196,8 @@ def compare(
     dict
         ``delta`` (mean over seeds of the per-seed differences on all test
         frames), ``per_seed`` differences, ``ci`` (low, high), ``t_test``
-        (:func:`paired_t_test`), ``verdict``, ``level``, ``alpha``,
+        (:func:`paired_t_test`), ``verdict`` (:data:`ONE_SEED` with one
+        seed), ``level``, ``alpha``,
         ``n_frames``, ``n_seeds``.
     """
     counts_a, counts_b = np.asarray(counts_a), np.asarray(counts_b)
@@ -210,7 +216,7 @@ def compare(
         "per_seed": per_seed.tolist(),
         "ci": list(interval),
         "t_test": test,
-        "verdict": verdict(test, interval, alpha),
+        "verdict": verdict(test, interval, alpha) if len(per_seed) > 1 else ONE_SEED,
         "level": level,
         "alpha": alpha,
         "n_frames": int(counts_a.shape[1]),

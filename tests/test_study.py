@@ -9,7 +9,17 @@ import pytest
 from click.testing import CliRunner
 
 from ccfsort.study_plan import PlanError, apply_override, build_config, load_config, make_plan
-from ccfsort.verdicts import NO, UNRESOLVED, YES, compare, frame_counts, metric_of_counts, verdict
+from ccfsort.study_report import verdict_line
+from ccfsort.verdicts import (
+    NO,
+    ONE_SEED,
+    UNRESOLVED,
+    YES,
+    compare,
+    frame_counts,
+    metric_of_counts,
+    verdict,
+)
 from trainer.cli import main as trainer_main
 from trainer.config import TrainConfig
 from trainer.data import load_split, save_split, split_three_ways, subsample
@@ -87,9 +97,13 @@ def test_verdict_on_a_clear_win_a_tie_and_a_loss():
     # Two arms of the same quality: the interval covers 0.
     tie = compare(_counts(rng, truth, 0.1), _counts(rng, truth, 0.1), "accuracy", resamples=500)
     assert tie["verdict"] == UNRESOLVED and tie["ci"][0] < 0 < tie["ci"][1]
-    # Consistent seeds but an interval that covers 0 is still not resolved, and one seed
-    # can never give a verdict.
-    assert compare(good[:1], bad[:1], "accuracy", resamples=200)["verdict"] == UNRESOLVED
+    # One seed can never give a verdict: no p-value is made up, and the report says why.
+    one = compare(good[:1], bad[:1], "accuracy", resamples=200)
+    assert one["verdict"] == ONE_SEED and one["n_seeds"] == 1
+    assert np.isnan(one["t_test"]["p_greater"]) and np.isnan(one["t_test"]["p_less"])
+    line = verdict_line({"text": "A beats B", **one})
+    assert "no verdict possible with one seed" in line and "p =" not in line
+    assert f"{one['delta']:+.3f}" in line
 
 
 def test_metric_of_counts_is_the_micro_metric():
@@ -140,7 +154,7 @@ def test_equal_recipes_are_one_arm_and_build_keys_pass_through():
 
 def test_plan_errors_are_one_line_and_come_before_anything_runs():
     bad_key = _config(t={"vary": {"build": {"no_such_parameter": [1, 2]}}})
-    with pytest.raises(PlanError, match="unknown build parameter.*no_such_parameter"):
+    with pytest.raises(PlanError, match="unknown build parameter 'no_such_parameter'"):
         make_plan(bad_key)
     bad_value = _config(t={"vary": {"build": {"noise": ["loud"]}}})
     with pytest.raises(PlanError, match="table t"):
@@ -261,6 +275,8 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
         accuracies = [scored["seeds"][s]["accuracy"] for s in ("0", "1")]
         assert scored["summary"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
         assert all(m["n_frames"] == 24 for m in scored["seeds"].values()), name
+        violations = [scored["seeds"][s]["violation_rate"] for s in ("0", "1")]
+        assert scored["summary"]["violation_rate"]["mean"] == pytest.approx(np.mean(violations))
     assert "On every frame of" in (out / "report.md").read_text()
 
     # A run that stopped before its test score is resumed, here as a task of a Dask cluster.
@@ -307,3 +323,310 @@ def test_smoke_study_end_to_end_then_resumes(tmp_path):
     result = CliRunner().invoke(trainer_main, ["study", "smoke", "-o", str(tmp_path / "none"),
                                                "--report-only"])  # fmt: skip
     assert result.exit_code == 1 and "nothing to report" in result.output
+
+
+# --------------------------------------------------------------------------
+# A strict study file
+# --------------------------------------------------------------------------
+
+SMOKE_EXTENDED = 'extends = "smoke"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[tarin]\nepochs = 2\n", "the study file: unknown key 'tarin'; did you mean 'train'?"),
+        ("seed = [0, 1]\n", "the study file: unknown key 'seed'; did you mean 'seeds'?"),
+        ("[split]\ntset = 0.2\n", "[split]: unknown key 'tset'; did you mean 'test'?"),
+        (
+            "[statistics]\nbootstrapp = 10\n",
+            "[statistics]: unknown key 'bootstrapp'; did you mean 'bootstrap'?",
+        ),
+        (
+            "[build_options]\nchunk_frame = 8\n",
+            "[build_options]: unknown key 'chunk_frame'; did you mean 'chunk_frames'?",
+        ),
+        ("[train]\nepoch = 3\n", "[train]: unknown key 'epoch'; did you mean 'epochs'?"),
+        (
+            "[data]\nsimulate = { n = 64, seed = 3, szie = 64 }\n",
+            "[data] simulate: unknown key 'szie'; did you mean 'size'?",
+        ),
+        (
+            "[tables.table6]\ntitel = 'x'\nvary.train.input = ['ccf']\n",
+            "[tables.table6]: unknown key 'titel'; did you mean 'title'?",
+        ),
+        (
+            "[tables.table6]\nvary.build.noize = ['max']\n",
+            "table table6: unknown build parameter 'noize'; did you mean 'noise'?",
+        ),
+        (
+            "[tables.table6]\nvary.tarin.input = ['ccf']\n",
+            "table table6: 'tarin.input' is not in build, model, train; did you mean 'train'?",
+        ),
+        (
+            "[[claims]]\ntext = 'c'\ntable = 'table6'\nmetirc = 'accuracy'\n",
+            "claim 2: unknown key 'metirc'; did you mean 'metric'?",
+        ),
+        (
+            "[[claims]]\ntext = 'c'\ntable = 'tabel6'\n",
+            "claim 2: no table 'tabel6'; did you mean 'table6'?",
+        ),
+        ("seeds = [0, -1]\n", "seeds must be an integer >= 0 (below 2**63), got -1"),
+        ("[split]\nseed = -3\n", "[split] seed must be an integer >= 0"),
+    ],
+)
+def test_a_misspelt_or_bad_study_file_is_one_line_and_creates_nothing(tmp_path, text, message):
+    study_file = tmp_path / "mine.toml"
+    # the claims of smoke are kept by extends: a [[claims]] here replaces them
+    claims = (
+        ""
+        if "[[claims]]" not in text
+        else (
+            "[[claims]]\ntext = 'ok'\ntable = 'table6'\na = { train.input = 'ccf' }\n"
+            "b = { train.input = 'images' }\n"
+        )
+    )
+    study_file.write_text(SMOKE_EXTENDED + claims + text)
+    out = tmp_path / "study"
+    result = CliRunner().invoke(trainer_main, ["study", str(study_file), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == f"Error: {message}" or (
+        result.output.startswith(f"Error: {message}") and result.output.count("\n") == 1
+    ), result.output
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["mine.toml"]
+
+
+def test_negative_seeds_from_the_command_line_leave_no_directory(tmp_path):
+    out = tmp_path / "study"
+    for args in (["--seeds", "-1"], ["--set", "split.seed=-2"], ["--set", "seeds=[0, 0]"]):
+        result = CliRunner().invoke(trainer_main, ["study", "smoke", "-o", str(out), *args])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert "seed" in result.output and not out.exists()
+
+
+def test_a_refused_source_leaves_no_study_directory(tmp_path):
+    not_frames = tmp_path / "notes.cxi"
+    not_frames.write_text("not an HDF5 file")
+    out = tmp_path / "study"
+    result = CliRunner().invoke(
+        trainer_main, ["study", "smoke", "-o", str(out), "--source", str(not_frames)]
+    )
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "notes.cxi" in result.output and not out.exists()
+    # a directory that was there before is left as it was
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")
+    result = CliRunner().invoke(
+        trainer_main, ["study", "smoke", "-o", str(out), "--source", str(not_frames)]
+    )
+    assert result.exit_code == 1 and sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+
+
+# --------------------------------------------------------------------------
+# The classical baseline: an RBF SVM on ring features
+# --------------------------------------------------------------------------
+
+
+def _pattern(shape, center, radial, harmonics, angle=0.0):
+    """I(r, phi) = radial(r) * (1 + sum_n a_n cos(n (phi - angle))) on a detector."""
+    y, x = np.indices(shape, dtype=np.float64)
+    r = np.hypot(x - center[0], y - center[1])
+    phi = np.arctan2(y - center[1], x - center[0])
+    modulation = 1 + sum(a * np.cos(n * (phi - angle)) for n, a in harmonics.items())
+    return radial(r) * modulation
+
+
+def test_ring_features_are_the_radial_profile_and_harmonics_of_a_known_pattern():
+    from ccfkit import make_polar_plan
+    from ccfsort.study_baseline import ORDERS, feature_vectors, ring_harmonics
+
+    shape, center = (97, 97), (48.0, 48.0)
+    radial = lambda r: 50.0 + 2.0 * r  # smooth: bilinear interpolation is near exact
+    harmonics = {2: 0.4, 5: 0.2}
+    image = _pattern(shape, center, radial, harmonics, angle=0.3)
+    mask = np.ones(shape, bool)
+    mask[40:57, 40:57] = False  # a beam stop: the inner rings, not whole, are unused
+    plan = make_polar_plan(shape, center=center, mask=mask, q_bins=12, phi_bins=64,
+                           r_min=0.0, r_max=40.0, min_ring_fraction=1.0)  # fmt: skip
+    got = ring_harmonics(image[None], plan)[0]
+    assert got.shape == (12, len(ORDERS))
+    # NumPy: the same pattern evaluated on the polar grid, its angular FFT / P
+    polar = radial(plan.radius)[:, None] * (
+        1 + sum(a * np.cos(n * (plan.phi[None] - 0.3)) for n, a in harmonics.items())
+    )
+    reference = np.abs(np.fft.fft(polar, axis=1) / polar.shape[1])[:, : len(ORDERS)]
+    used = plan.ring_used
+    assert 0 < used.sum() < 12
+    np.testing.assert_allclose(got[used], reference[used], rtol=0.02, atol=0.02 * 50)
+    # the radial profile is F_0; F_2 and F_5 are a_n / 2 of it; the other orders vanish
+    np.testing.assert_allclose(got[used, 0], radial(plan.radius[used]), rtol=0.01)
+    np.testing.assert_allclose(got[used, 2] / got[used, 0], 0.2, atol=0.01)
+    np.testing.assert_allclose(got[used, 5] / got[used, 0], 0.1, atol=0.01)
+    assert np.all(got[used][:, [1, 3, 4, 6, 7, 8]] < 0.01 * got[used, :1])
+    # the feature vector: used rings, divided by the mean radial profile, log1p
+    features = feature_vectors(got[None], used)
+    expected = np.log1p(got[used] / got[used, 0].mean()).reshape(-1)
+    np.testing.assert_allclose(features[0], expected, rtol=1e-6)
+    assert features.shape == (1, used.sum() * len(ORDERS)) and features.dtype == np.float32
+    # rotation does not change the features (moduli), brightness neither (per-frame scale)
+    turned = ring_harmonics(3 * _pattern(shape, center, radial, harmonics, 1.1)[None], plan)
+    np.testing.assert_allclose(feature_vectors(turned, used), features, atol=0.02)
+
+
+def test_the_svm_beats_the_constant_on_separable_frames():
+    from ccfkit import make_polar_plan
+    from ccfsort.study_baseline import feature_vectors, fit_and_predict, ring_harmonics
+    from trainer.data import split_three_ways
+    from trainer.metrics import compute_metrics
+
+    rng = np.random.default_rng(0)
+    shape, center, n = (65, 65), (32.0, 32.0), 160
+    # label 0: a two-fold pattern (an elongated droplet), label 1: a five-fold one; both
+    # under noise, random orientations and brightness
+    labels = np.stack([rng.random(n) < 0.5, rng.random(n) < 0.3], axis=1)
+    frames = np.stack([
+        rng.uniform(0.5, 2.0) * _pattern(shape, center, lambda r: 200.0 / (1 + r),
+                                         {2: 0.5 * a, 5: 0.5 * b}, rng.uniform(0, np.pi))
+        + rng.uniform(0, 15.0, shape)
+        for a, b in labels
+    ])  # fmt: skip
+    plan = make_polar_plan(shape, center=center, q_bins=16, phi_bins=64, r_max=30.0)
+    features = feature_vectors(ring_harmonics(frames, plan), plan.ring_used)
+    split = split_three_ways(n, 0.2, 0.3, seed=1)
+    predicted, info = fit_and_predict(features, labels, split)
+    truth = labels[split["test"]]
+    svm = compute_metrics(truth, predicted)
+    constant = compute_metrics(truth, np.broadcast_to(labels[split["train"]].mean(0) >= 0.5,
+                                                      truth.shape))  # fmt: skip
+    assert svm.accuracy >= 0.95 and svm.recall >= 0.9
+    assert svm.accuracy > constant.accuracy + 0.25
+    assert info["C"] in (1.0, 10.0) and set(info["validation_accuracy"]) == {"1.0", "10.0"}
+    # deterministic: the same fit gives the same predictions
+    again, _ = fit_and_predict(features, labels, split)
+    assert np.array_equal(again, predicted)
+
+
+# --------------------------------------------------------------------------
+# Several --tables runs into one directory, one seed, the SVM row, the run's groups
+# --------------------------------------------------------------------------
+
+TWO_TABLES = """extends = "smoke"
+seeds = [0]
+[train]
+epochs = 1
+[tables.t1]
+title = "T1: input"
+vary.train.input = ["ccf", "images"]
+[tables.t2]
+title = "T2: images again"
+set.train.input = "images"
+arms = [{ model.alpha = 0.2 }]
+labels = ["images, other label"]
+[[claims]]
+text = "CCF beats images"
+table = "t1"
+a = { train.input = "ccf" }
+b = { train.input = "images" }
+"""
+
+
+def test_tables_run_apart_share_arms_and_one_report(tmp_path):
+    study_file = tmp_path / "two.toml"
+    study_file.write_text(TWO_TABLES)
+    out = tmp_path / "study"
+    printed = _study([study_file, "-o", out, "--quiet", "--tables", "t1"])
+    assert "CCF beats images: no verdict (one seed)" in printed
+    first = json.loads((out / "report.json").read_text())
+    assert [t["name"] for t in first["tables"]] == ["t1"]
+    # t2's only column is t1's images recipe under another label: trained once
+    _study([study_file, "-o", out, "--quiet", "--tables", "t2"])
+    assert len(list((out / "runs").glob("*/seed-0"))) == 2
+    second = json.loads((out / "report.json").read_text())
+    assert set(second["provenance"]["runs"].values()) == {"skipped"}
+    (images,) = [c["arm"] for c in first["tables"][0]["columns"] if "images" in c["label"]]
+    assert second["tables"][1]["columns"][0]["arm"] == images
+    # one report for both tables; the claim of t1 kept, with no made-up p-value
+    assert [t["name"] for t in second["tables"]] == ["t1", "t2"]
+    assert [c["text"] for c in second["claims"]] == ["CCF beats images"]
+    md = (out / "report.md").read_text()
+    assert md.count("\n## T1: input\n") == 1 and md.count("\n## T2: images again\n") == 1
+    assert "no verdict possible with one seed" in md and "p = 1.000" not in md
+    study = json.loads((out / "study.json").read_text())
+    assert [i["tables"] for i in study["invocations"]] == [["t1"], ["t2"]]
+    # t1 again: its section is replaced, t2's kept, and t1's earlier command dropped
+    _study([study_file, "-o", out, "--quiet", "--tables", "t1"])
+    md = (out / "report.md").read_text()
+    assert md.count("\n## T1: input\n") == 1 and md.count("\n## T2: images again\n") == 1
+    study = json.loads((out / "study.json").read_text())
+    assert [i["tables"] for i in study["invocations"]] == [["t2"], ["t1"]]
+
+    # The SVM row: its numbers are its cached test predictions scored against the store
+    from trainer.data import open_store
+    from trainer.metrics import compute_metrics
+
+    report = json.loads((out / "report.json").read_text())
+    (cache,) = (out / "baselines").glob("svm-*.npz")  # one noise level: one SVM
+    store = json.loads((out / "runs" / images / "seed-0" / "config.json").read_text())
+    labels = open_store(store["store"]["path"])["labels"][:].astype(bool)
+    test = load_split(out / "split.npz")["test"]
+    expected = compute_metrics(labels[test], np.load(cache)["predicted"])
+    for table in report["tables"]:
+        for column in table["svm"]["columns"]:
+            assert column["summary"]["accuracy"] == pytest.approx(expected.accuracy)
+            assert column["summary"]["recall"] == pytest.approx(expected.recall)
+        assert table["svm"]["comparison"]["verdict"] == ONE_SEED
+    assert f"| Accuracy, RBF SVM (ring features) | {expected.accuracy:.3f} |" in md
+    # it saw the frames the network saw: resized, they are the store's images (the same
+    # noise), and its features from the fast backend are the NumPy reference's
+    from ccfkit.io.source import open_source
+    from ccfkit.resize import resize_images
+    from ccfkit.store import open_store as open_group
+    from ccfsort.study_baseline import store_features, store_frames
+
+    frames = open_source([str(out / "data" / "simulated.cxi")])
+    group = open_group(store["store"]["path"])
+    assert group.attrs["noise"]["bound"] > 0
+    noisy = store_frames(group, frames, 0, frames.n_frames)
+    np.testing.assert_allclose(
+        resize_images(noisy, 16, group["mask"][:]), group["images"][:], rtol=1e-5, atol=1e-3
+    )
+    np.testing.assert_allclose(
+        store_features(store["store"]["path"], frames, backend="numba"),
+        store_features(store["store"]["path"], frames, backend="numpy"),
+        atol=1e-5,
+    )
+    assert "beats the RBF SVM (ring features): **no verdict possible with one seed**" in md
+
+    # trainer evaluate: the printed epoch count is the JSON's; violations with the run's
+    # groups on a store whose labels declare none (every label on: every group violated)
+    import shutil
+
+    import h5py
+
+    from ccfkit.simulate import SimulationConfig
+    from ccfkit.simulate.cxi_file import write_simulated
+
+    run = tmp_path / "run"
+    shutil.copytree(out / "runs" / images / "seed-0", run)
+    config = json.loads((run / "config.json").read_text())
+    assert config["store"]["exclusive_groups"]
+    config["train"]["threshold"] = 1e-9
+    (run / "config.json").write_text(json.dumps(config))
+    other = tmp_path / "other.cxi"
+    write_simulated(other, SimulationConfig(size=64), 12, seed=5, progress=False)
+    with h5py.File(other, "r+") as handle:
+        del handle["entry_1/labels"].attrs["exclusive_groups"]
+    from ccfkit.io.source import open_source
+    from ccfkit.pipeline import build
+
+    assert not open_source([str(other)]).exclusive_groups
+    build(open_source([str(other)]), str(tmp_path / "o.zarr"),
+          build_config({"q_bins": 16, "phi_bins": 64, "image_size": 16, "noise": "max"}),
+          backend="numpy", progress=False)  # fmt: skip
+    result = CliRunner().invoke(trainer_main, ["evaluate", str(run), str(tmp_path / "o.zarr"),
+                                               "--json", str(tmp_path / "e.json")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "e.json").read_text())
+    assert "checkpoint (after 1 epoch)" in result.output and scores["epochs_trained"] == 1
+    assert scores["epoch"] == 0 and scores["n_frames"] == 12
+    assert scores["violation_rate"] == 1.0

@@ -223,9 +223,10 @@ def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_ma
         device=device, workers=workers,
         label_map=label_map,
     )  # fmt: skip
+    trained = extra["epochs_trained"]  # the same number as --json's epochs_trained
     click.echo(
         f"{extra['store']} ({extra['subset']}, {metrics.n_frames} frames), {checkpoint} "
-        f"checkpoint (epoch {extra['epoch'] + 1})"
+        f"checkpoint (after {trained} epoch{'s' * (trained != 1)})"
     )
     for key, what in (
         ("unscored_labels", "not in the store"),

@@ -79,7 +79,8 @@ def evaluate_run(
     store's labels are matched to the run's by :func:`trainer.labels.match_labels`
     (case and punctuation aside, or through ``label_map``); only matched labels
     are scored. Returns ``(metrics, extra)`` where ``extra`` has
-    ``all_negative_accuracy``, ``epoch``, ``store``, ``subset``,
+    ``all_negative_accuracy``, ``epoch`` (the checkpoint's epoch counted from 0, as
+    in the run's files), ``epochs_trained`` (``epoch + 1``), ``store``, ``subset``,
     ``unscored_labels`` (run labels the store lacks) and ``ignored_labels``
     (store labels the run lacks).
     """
@@ -109,11 +110,15 @@ def evaluate_run(
     probs, labels, _, bce = predict_probabilities(model, loader, dev, label_columns=columns)
     threshold = config["train"]["threshold"]
     predicted = probs[:, match.run_columns] >= threshold
-    groups = match.groups(info.exclusive_groups)
+    # the run's own groups (what its predictions must respect), whatever the store declares
+    scored = set(match.names)
+    groups = tuple(tuple(n for n in g if n in scored) for g in config["store"]["exclusive_groups"]
+                   if sum(n in scored for n in g) >= 2)  # fmt: skip
     metrics = compute_metrics(labels, predicted, match.names, groups)
     extra = {
         "all_negative_accuracy": all_negative_accuracy(labels),
         "epoch": epoch,
+        "epochs_trained": epoch + 1,
         "store": store,
         "subset": subset,
         "eval_loss": bce,

@@ -1,0 +1,288 @@
+"""A classical baseline beside every study table: an RBF SVM on ring features (docs/study.md).
+
+The paper compares its network with a classical method (§5); a study does
+the same in every table, on the same frames, split and metrics as the
+network.
+
+**Features.** The frames an arm's store was built from, with the store's
+own noise (:func:`ccfkit.noise.add_noise`, the store's seed and bound), are
+resampled onto the store's polar grid (:func:`ccfkit.resample`, the same
+centre, mask and rings as its maps) and decomposed into angular harmonics
+(:func:`ccfkit.angular_fourier`, Eq. 15). A frame's features are the
+moduli ``|F_n(q_k)|`` for ``n = 0 .. 8`` on every used ring ``q_k``:
+``|F_0|`` is the radial profile (the ring's mean intensity), ``|F_n|`` the
+strength of the n-fold angular modulation on that ring, both invariant to a
+rotation of the frame. Each frame is divided by its mean radial profile (a
+per-frame scale, as the maps' ``maxabs`` and the images' normalisation) and
+taken through ``log1p`` (intensities span decades).
+
+**Classifier.** scikit-learn: features standardised on the training
+split, one RBF support-vector classifier per label (one-vs-rest, for the
+multi-label targets), class weights balanced, ``gamma = "scale"``, and
+``C`` chosen from :data:`C_VALUES` by micro accuracy on the validation split
+(the network's checkpoint is chosen on it too). The RBF kernel matrices are
+computed once and shared by every label and ``C`` (docs/study.md has the
+time this saves). Trained on the whole training
+split, scored on the test split. The features of a store are computed once
+per (frames, noise, ring grid) and the result is cached in
+``baselines/svm-KEY.npz`` of the study directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "C_VALUES",
+    "ORDERS",
+    "feature_vectors",
+    "fit_and_predict",
+    "ring_harmonics",
+    "store_features",
+    "store_frames",
+    "svm_baseline",
+]
+
+#: Angular orders of the features (0: the radial profile).
+ORDERS = tuple(range(9))
+#: The SVM's regularisation strengths tried; the one best on validation is kept.
+C_VALUES = (1.0, 10.0)
+#: The store parameters the features depend on (the rings and the noise), which key the cache.
+FRAME_PARAMETERS = ("q_bins", "phi_bins", "r_min", "r_max", "min_ring_fraction", "noise", "seed")
+#: Frames resampled per batch.
+BATCH_FRAMES = 128
+
+
+def ring_harmonics(frames, plan, orders=ORDERS, *, backend="numpy") -> np.ndarray:
+    """``|F_n(q_k)|`` of frames on a polar grid (Eq. 15).
+
+    Parameters
+    ----------
+    frames : (B, H, W) float array
+        Detector frames.
+    plan : ccfkit.PolarPlan
+        The polar grid (:func:`ccfkit.make_polar_plan`).
+    orders : sequence of int
+        Angular orders ``n``.
+    backend : str
+        Engine backend of :func:`ccfkit.resample` and :func:`ccfkit.angular_fourier`.
+
+    Returns
+    -------
+    (B, Q, N) float64 array
+        The moduli; 0 on rings without a valid sample.
+    """
+    from ccfkit import angular_fourier, resample
+
+    polar = resample(frames, plan, backend=backend)
+    coefficients = angular_fourier(polar.values, polar.valid, orders, backend=backend)
+    coefficients = coefficients.get() if hasattr(coefficients, "get") else coefficients
+    return np.abs(np.asarray(coefficients)).astype(np.float64)
+
+
+def feature_vectors(harmonics, ring_used) -> np.ndarray:
+    """The SVM's inputs: used rings only, per-frame scale, ``log1p``, flattened.
+
+    Parameters
+    ----------
+    harmonics : (B, Q, N) float array
+        :func:`ring_harmonics`; ``[..., 0]`` is the radial profile.
+    ring_used : (Q,) bool array
+        The rings the maps use.
+
+    Returns
+    -------
+    (B, U * N) float32 array
+        ``log1p(|F_n(q_k)| / s)`` for the U used rings, ``s`` the frame's mean
+        radial profile over them (1 where that is not positive).
+    """
+    used = np.asarray(harmonics)[:, np.asarray(ring_used, dtype=bool)]
+    scale = used[:, :, 0].mean(axis=1)
+    scale = np.where(scale > 0, scale, 1.0)[:, None, None]
+    return np.log1p(used / scale).reshape(len(used), -1).astype(np.float32)
+
+
+def store_frames(group, source, start: int, stop: int) -> np.ndarray:
+    """Frames ``[start, stop)`` of ``source`` with the noise the store's build added.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        A complete ccfkit store built from ``source``.
+    source : ccfkit.io.source.FrameSource
+    start, stop : int
+
+    Returns
+    -------
+    (stop - start, H, W) float32 array
+        The frames its maps and images were made from (:func:`ccfkit.noise.add_noise`
+        with the store's seed and bound).
+    """
+    from ccfkit.noise import add_noise
+    from ccfkit.store import read_recipe
+
+    recipe = read_recipe(group)
+    bound = float(group.attrs["noise"]["bound"]) if recipe.noise.value != "none" else 0.0
+    frames = source.reader.read(start, stop).astype(np.float32, copy=False)
+    return add_noise(frames, np.arange(start, stop), bound, recipe.seed)
+
+
+def store_features(store, source, *, backend="numpy") -> np.ndarray:
+    """The features of every frame of ``store``, from the frames of ``source``.
+
+    Parameters
+    ----------
+    store : str
+        A complete ccfkit store built from ``source`` (its centre, mask, ring
+        grid, noise seed and bound are used).
+    source : ccfkit.io.source.FrameSource
+        The frames the store was built from.
+    backend : str
+
+    Returns
+    -------
+    (N, U * len(ORDERS)) float32 array
+
+    Raises
+    ------
+    ValueError
+        The polar grid made here is not the store's (other rings).
+    """
+    from ccfkit import make_polar_plan
+    from ccfkit.store import open_store, read_recipe
+
+    group = open_store(store)
+    plan = make_polar_plan(source.frame_shape, center=tuple(group.attrs["center"]),
+                           mask=group["mask"][:], grid=read_recipe(group).resolved_grid)  # fmt: skip
+    if not np.allclose(plan.radius, group["radius"][:]):
+        raise ValueError(f"{store}: the rings resampled here are not the store's")
+    out = []
+    for start in range(0, source.n_frames, BATCH_FRAMES):
+        frames = store_frames(group, source, start, min(start + BATCH_FRAMES, source.n_frames))
+        out.append(feature_vectors(ring_harmonics(frames, plan, backend=backend),
+                                   plan.ring_used))  # fmt: skip
+    return np.concatenate(out)
+
+
+def _one_label(kernel_train, kernel_rest, y, c: float) -> np.ndarray:
+    """Predictions of one label's balanced RBF SVM from precomputed kernels (bool rows)."""
+    from sklearn.svm import SVC
+
+    if y.all() or not y.any():  # never (or always) on in training: that constant
+        return np.full(len(kernel_rest), bool(y[0]))
+    svm = SVC(kernel="precomputed", C=c, class_weight="balanced").fit(kernel_train, y)
+    return svm.predict(kernel_rest).astype(bool)
+
+
+def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[np.ndarray, dict]:
+    """Fit on the training rows, choose ``C`` on validation, predict the test rows.
+
+    One RBF SVM per label (one-vs-rest) with ``gamma = "scale"`` on the
+    standardised features, ``1 / (D var)``; the kernel matrices are computed
+    once and shared by every label and every ``C`` (``kernel="precomputed"``,
+    the same classifier as ``SVC(kernel="rbf")`` without its per-label kernel
+    evaluations).
+
+    Parameters
+    ----------
+    features : (N, D) float array
+    labels : (N, C) 0/1 array
+    split : dict
+        ``train``, ``validation``, ``test`` row indices.
+    c_values : sequence of float
+
+    Returns
+    -------
+    predicted : (T, C) bool array
+        On ``split["test"]``.
+    info : dict
+        ``C`` (chosen), ``validation_accuracy`` (micro, per C tried), ``gamma``, ``seconds``.
+    """
+    from sklearn.metrics.pairwise import rbf_kernel
+    from sklearn.preprocessing import StandardScaler
+
+    started = time.perf_counter()
+    labels = np.asarray(labels).astype(bool)
+    scaler = StandardScaler().fit(features[split["train"]])
+    train, validation, test = (scaler.transform(features[split[k]]).astype(np.float64)
+                               for k in ("train", "validation", "test"))  # fmt: skip
+    gamma = 1.0 / (train.shape[1] * train.var()) if train.var() > 0 else 1.0
+    k_train = rbf_kernel(train, gamma=gamma)
+    k_validation = rbf_kernel(validation, train, gamma=gamma)
+    k_test = rbf_kernel(test, train, gamma=gamma)
+    y_train = labels[split["train"]]
+    scores = {}
+    for c in c_values:
+        guess = np.stack([_one_label(k_train, k_validation, y_train[:, j], c)
+                          for j in range(labels.shape[1])], axis=1)  # fmt: skip
+        scores[c] = float((guess == labels[split["validation"]]).mean())
+    best = max(c_values, key=lambda c: (scores[c], -c_values.index(c)))
+    predicted = np.stack([_one_label(k_train, k_test, y_train[:, j], best)
+                          for j in range(labels.shape[1])], axis=1)  # fmt: skip
+    info = {"C": best, "validation_accuracy": {str(c): s for c, s in scores.items()},
+            "gamma": float(gamma), "seconds": time.perf_counter() - started}  # fmt: skip
+    return predicted, info
+
+
+def _key(record: dict) -> str:
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="auto") -> dict:
+    """The SVM's test metrics on the frames of ``store`` (computed once, then cached).
+
+    Parameters
+    ----------
+    out : Path
+        The study directory (the cache is ``out/baselines``).
+    store : str
+        The arm's store.
+    source : ccfkit.io.source.FrameSource
+        Its frames.
+    split : dict
+        The study's split.
+    build : ccfkit.build_config.BuildConfig
+        The arm's build (its :data:`FRAME_PARAMETERS` key the cache).
+    backend : str
+        Engine backend of the resampling (the study's ``[build_options] backend``).
+
+    Returns
+    -------
+    dict
+        ``summary`` (accuracy, precision, recall, violation_rate, ... of
+        :meth:`trainer.metrics.Metrics.summary`), ``counts`` ((T, 4) per-frame
+        counts, :func:`ccfsort.verdicts.frame_counts`), ``C``, ``features``
+        (their number), ``seconds``.
+    """
+    from ccfkit.atomic import atomic_output
+    from trainer.data import inspect_store, open_store
+    from trainer.metrics import compute_metrics
+
+    from .verdicts import frame_counts
+
+    record = {"input": source.describe()["fingerprint"], "files": list(source.reader.files),
+              "build": {k: v for k, v in build.parameters().items() if k in FRAME_PARAMETERS},
+              "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
+              "orders": ORDERS, "C": C_VALUES}  # fmt: skip
+    cache = out / "baselines" / f"svm-{_key(record)}.npz"
+    info = inspect_store(store)
+    truth = open_store(store)["labels"][:].astype(bool)
+    if cache.is_file():
+        with np.load(cache) as saved:
+            predicted, meta = saved["predicted"], json.loads(str(saved["meta"]))
+    else:
+        features = store_features(store, source, backend=backend)
+        predicted, meta = fit_and_predict(features, truth, split)
+        meta["features"] = int(features.shape[1])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(cache, overwrite=True) as tmp, open(tmp, "wb") as file:
+            np.savez(file, predicted=predicted, meta=json.dumps(meta))
+    test_truth = truth[split["test"]]
+    metrics = compute_metrics(test_truth, predicted, info.label_names, info.exclusive_groups)
+    return {"summary": metrics.summary(), "counts": frame_counts(test_truth, predicted), **meta}
