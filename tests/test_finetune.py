@@ -88,6 +88,8 @@ def test_the_init_weights_are_loaded_exactly(stores, init_run, tmp_path):
     assert recorded["run"] == str(init_run.resolve()) and recorded["checkpoint"] == "best.pt"
     assert recorded["sha256"] == read_init(init_run).sha256
     assert recorded["fresh_labels"] == [] and recorded["dropped_labels"] == []
+    assert json.loads((run / "report.json").read_text())["init"] == recorded
+    assert f"started from `{recorded['run']}` (best.pt" in (run / "report.md").read_text()
     init_model, _, _ = load_run(init_run, "best")
     torch.manual_seed(99)  # any fresh network: every weight is replaced
     model = build_model(MODEL)
