@@ -192,12 +192,13 @@ def test_mismatches_are_refused_in_one_line(stores, init_run, tmp_path):
 
 
 def test_the_init_runs_network_is_taken_without_options(stores, init_run, tmp_path):
-    result = _fit_cli(
-        stores["maps"], "--init", init_run, "--run-dir", tmp_path / "r", "--freeze", 1
-    )
+    run = tmp_path / "r"
+    result = _fit_cli(stores["maps"], "--init", init_run, "--run-dir", run, "--freeze", 1,
+                      "--train-frames", 12)  # fmt: skip
     assert result.exit_code == 0, result.output
-    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    config = json.loads((run / "config.json").read_text())
     assert config["model"]["width"] == 8 and config["train"]["freeze"] == 1
+    assert config["train"]["train_frames"] == 12 and len(np.load(run / "split.npz")["train"]) == 12
 
 
 def test_train_frames_draws_k_of_the_training_split_with_the_seed(stores):
