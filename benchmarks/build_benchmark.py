@@ -1,21 +1,31 @@
-"""End-to-end speed and memory of ``ccfkit build`` against the engine alone.
+"""End-to-end speed and memory of ``ccfkit build`` against the engine alone, stage by stage.
 
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/build_benchmark.py --frames 20000 --write docs/performance.md
 
+The build / engine check of docs/performance.md (6,000 frames, two cores, the
+whole command against ``compute_maps`` of the same frames in memory)::
+
+    .venv/bin/python benchmarks/build_benchmark.py --frames 6000 --workers 2 --writers zarr \\
+        --noise max,none --rounds 3 --no-steps
+
 1. Simulates ``--frames`` 259 x 259 frames with ``ccfkit simulate`` into an
    uncompressed CXI file (kept in ``--workdir`` and reused when present).
 2. Runs ``--rounds`` interleaved rounds, each in fresh processes:
-   ``ccfkit -v build --noise max --order 8`` once per ``--writers`` method
-   (``--chunk-writer zarr`` and ``direct``, in an order that alternates; both
-   passes, writing the store; wall time, CPU time and peak resident memory
-   from ``wait4``, and the durations of the two passes from its log), then
-   the engine alone: ``NumbaBackend().merged_maps`` on the same frames
-   already in memory, in batches of 256 (kernels loaded before the timing).
-3. Prints medians and the per-round ratios and, with ``--write``, puts them
-   into the build section of the performance page (between
-   ``<!-- build:begin -->`` and ``<!-- build:end -->``).
+   ``ccfkit -v build --noise NOISE --order 8 --workers W`` once per
+   ``--writers`` method and ``--noise`` level (in an order that alternates;
+   writing the store; wall time, CPU time and peak resident memory from
+   ``wait4``; from its log the two passes' durations and each stage's CPU
+   seconds summed over its threads, ``ccfkit.stage_clock``), then the engine
+   alone: ``compute_maps`` with the build's recipe on ``W`` threads on the
+   same frames already in memory, in batches of 256 (kernels loaded before
+   the timing).
+3. Prints medians, the per-round ratios and the CPU seconds per stage (start-up,
+   reading, statistics, noise, maps, writing, waiting, other threads) and,
+   with ``--write``, puts them into the build section of the performance page
+   (between ``<!-- build:begin -->`` and ``<!-- build:end -->``); without
+   ``--no-steps`` also the one-thread step table and the codec table.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import Round, cpu_seconds, replace_section
+from harness import Round, cpu_seconds, load_average, replace_section
 
 PAPER_IMAGES = 39_879
 PAPER_SECONDS = 3 * 24 * 3600
@@ -62,33 +72,42 @@ def simulate(path: Path, frames: int) -> None:
     subprocess.run(command, check=True)
 
 
-def engine_alone(path: Path, batch: int = 256) -> tuple[float, Round, float]:
-    """Seconds the Numba engine needs for every frame of ``path``, frames in memory.
+def engine_alone(path: Path, threads: int, batch: int = 256) -> tuple[float, Round, float]:
+    """Seconds ``compute_maps`` needs for every frame of ``path``, frames in memory.
 
-    Also what else ran on the machine meanwhile (other processes, steal), and
-    the CPU seconds the engine used.
+    The build's recipe (its default grid and map settings, the input's centre
+    and mask) on ``threads`` threads (``NumbaBackend(threads)``), in batches of
+    ``batch``; the kernels are loaded before the timing. Also what else ran
+    on the machine meanwhile (other processes, steal), and the CPU seconds
+    the engine used.
     """
-    from ccfkit import make_polar_plan
+    from ccfkit import compute_maps
     from ccfkit.backends.numba import NumbaBackend
+    from ccfkit.build_config import BuildConfig
     from ccfkit.io.source import open_source
 
     source = open_source([path])
     frames = source.reader[:]
-    plan = make_polar_plan(source.frame_shape, center=source.center, mask=source.mask)
-    backend = NumbaBackend()
-    backend.merged_maps(frames[:8], plan)  # compile/load the kernels outside the timing
+    recipe = BuildConfig()
+    backend = NumbaBackend(threads=threads)
+
+    def maps(images):
+        return compute_maps(images, center=source.center, mask=source.mask, grid=recipe.grid,
+                            settings=recipe.maps, backend=backend)  # fmt: skip
+
+    maps(frames[:8])  # compile/load the kernels and build the plan outside the timing
     before = cpu_seconds()
     own = time.process_time()
     start = time.perf_counter()
     for lo in range(0, len(frames), batch):
-        backend.merged_maps(frames[lo : lo + batch], plan)
+        maps(frames[lo : lo + batch])
     seconds, cpu = time.perf_counter() - start, time.process_time() - own
     return seconds, Round.between(before, cpu_seconds(), cpu, seconds), cpu
 
 
-def engine_in_child(path: Path) -> tuple[float, Round, float]:
-    """:func:`engine_alone` in a fresh process (its 5 GB of frames stay out of ours)."""
-    command = [sys.executable, __file__, "--engine-only", str(path)]
+def engine_in_child(path: Path, threads: int) -> tuple[float, Round, float]:
+    """:func:`engine_alone` in a fresh process (its frames stay out of ours)."""
+    command = [sys.executable, __file__, "--engine-only", str(path), "--workers", str(threads)]
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     seconds, others, steal, cpu = (float(v) for v in result.stdout.split()[-4:])
     return seconds, Round(others, steal), cpu
@@ -114,6 +133,10 @@ def warm(path: Path, block: int = 64 << 20) -> None:
             pass
 
 
+#: The build's stages as it logs them (``-v``; ccfkit.stage_clock), then the rest.
+STAGES = ("reading", "statistics", "noise", "maps", "writing", "waiting")
+
+
 @dataclass
 class BuildRun:
     """One timed ``ccfkit build``."""
@@ -124,20 +147,24 @@ class BuildRun:
     passes: dict[str, float]  # "statistics pass", "map pass" -> seconds
     round: Round  # what else ran meanwhile
     disk_mb: float  # read from disk meanwhile (/proc/vmstat pgpgin): 0 with the input cached
+    stages: dict[str, tuple[float, float]]  # stage -> (CPU s, wall s), summed over threads
+    start_up: tuple[float, float]  # (CPU s, wall s) before the build began, and its exit
 
 
-def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = None
-          ) -> BuildRun:  # fmt: skip
-    """Wall seconds, peak RSS and pass durations of ``ccfkit -v build --noise max --order 8``.
+def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = None,
+          noise: str = "max", workers: int | None = None) -> BuildRun:  # fmt: skip
+    """Wall seconds, peak RSS, passes and stages of ``ccfkit -v build --noise NOISE --order 8``.
 
     ``tree``: run another checkout's ccfkit (its root first on ``PYTHONPATH``);
-    ``writer``: its ``--chunk-writer``.
+    ``writer``: its ``--chunk-writer``; ``workers``: its ``--workers``.
     """
     env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
-    command = [sys.executable, "-m", "ccfkit.cli", "-v", "build", "--noise", "max",
+    command = [sys.executable, "-m", "ccfkit.cli", "-v", "build", "--noise", noise,
                "--order", "8", str(path), str(out), "--overwrite", "--quiet"]  # fmt: skip
     if writer:
         command += ["--chunk-writer", writer]
+    if workers:
+        command += ["--workers", str(workers)]
     shutil.rmtree(out, ignore_errors=True)  # deleting the last round's store is not timed
     warm(path)
     paged_in_before = paged_in()
@@ -154,9 +181,20 @@ def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = 
         match[1]: float(match[2])
         for match in re.finditer(r"(statistics pass|map pass): \d+ frames in ([0-9.]+) s", log)
     }
+    stages = {
+        match[1]: (float(match[2]), float(match[3]))
+        for match in re.finditer(r"(\w+) ([0-9.]+) s CPU / ([0-9.]+) s wall", log)
+    }
     disk_mb = (paged_in() - paged_in_before) / 1024
     cpu = usage.ru_utime + usage.ru_stime
-    return BuildRun(seconds, cpu, usage.ru_maxrss / 2**20, passes, quiet, disk_mb)
+    whole = re.search(
+        r"build: ([0-9.]+) s wall, ([0-9.]+) s CPU, after a start-up of ([0-9.]+)", log
+    )
+    start_up = (float("nan"), float("nan"))
+    if whole:  # start-up: before the build function; its wall time includes the exit
+        start_up = (cpu - float(whole[2]), seconds - float(whole[1]))
+    return BuildRun(seconds, cpu, usage.ru_maxrss / 2**20, passes, quiet, disk_mb, stages,
+                    start_up)  # fmt: skip
 
 
 def codecs(store: Path, maps: int = 640) -> list[tuple[str, float, float, float]]:
@@ -224,7 +262,8 @@ def stages(
 
     source = open_source([path])
     reader, mask = source.reader, source.mask
-    frames = min(frames, reader.shape[0])
+    # whole chunks only: the write steps write the engine step's last chunk of maps
+    frames = max(chunk, min(frames, reader.shape[0]) // chunk * chunk)
     plan = make_polar_plan(source.frame_shape, center=source.center, mask=mask)
     engine = NumbaBackend(threads=1)
     chunks = [(lo, min(lo + chunk, frames)) for lo in range(0, frames, chunk)]
@@ -301,9 +340,12 @@ def stages(
 
 
 def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage_rows,
-           command: str) -> str:  # fmt: skip
-    """The Markdown section, from the kept rounds ``(runs by writer, engine s, round, CPU s)``."""
-    writers = list(kept[0][0])
+           command: str, workers: int, loads: str) -> str:  # fmt: skip
+    """The Markdown section, from the kept rounds ``(runs by variant, engine s, round, CPU s)``.
+
+    A variant is ``"WRITER/NOISE"`` (the build's ``--chunk-writer`` and ``--noise``).
+    """
+    variants = list(kept[0][0])
     engines = [engine for _, engine, _, _ in kept]
     engine_s = statistics.median(engines)
     engine_cpu = statistics.median(cpu for *_, cpu in kept)
@@ -312,86 +354,137 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
         for runs, _, e, _ in kept
     )
     rounds = len(kept)
-
-    def median(values) -> float:
-        return statistics.median(values)
-
+    median = statistics.median
     lines = [
         "## `ccfkit build` end to end",
         "",
         (
             f"{frames:,} simulated 259 x 259 frames (`ccfkit simulate --seed 0`, uncompressed "
-            "CXI), Q = 224, P = 512, order 8, `--noise max`, both passes, float32 maps "
-            f"(default codec `none`), {os.cpu_count()} cores. Each side runs in a fresh "
-            "process; in every round the build runs once per chunk writer (`--chunk-writer`, "
-            "docs/build.md; in an order that alternates), between two runs of the engine, and "
-            "is compared with their mean (the machine's speed drifts); the input is read once "
+            "CXI), Q = 224, P = 512, order 8, float32 maps (default codec `none`), "
+            f"{workers} threads on {os.cpu_count()} cores. Each side runs in a fresh process: "
+            "the build is the whole command (`ccfkit -v build --noise ... --order 8`, its "
+            "start-up and exit included); the engine is `compute_maps` with the build's recipe "
+            f"and {workers} threads (`NumbaBackend(threads={workers})`) on the same frames held "
+            "in memory, in batches of 256, its kernels loaded first. In every round each build "
+            "runs once (in an order that alternates), between two runs of the engine, and is "
+            "compared with their mean (the machine's speed drifts); the input is read once "
             "before each build (in the page cache, as right after simulating it). Rounds run "
             f"until {rounds} of them saw at most {limit} cores used by other processes or "
             f"stolen by the hypervisor and builds that read at most {MAX_DISK_MB} MB from disk, "
             f"and the {rounds} quietest are kept ({total_rounds} run; the kept ones saw at most "
             f"{disturbance:.2f} cores). CPU seconds (user + system, of the build process or "
             "the engine's) do not depend on what else runs as much as wall time does. "
-            f"Command: `python benchmarks/build_benchmark.py {command}`."
+            f"Command: `python benchmarks/build_benchmark.py {command}`; load average before "
+            f"and after: {loads}."
         ),
         "",
         "| what | seconds (median) | per round | frames/s | CPU seconds (median) |",
         "|---|---:|---|---:|---:|",
         (
-            "| engine alone (`NumbaBackend().merged_maps`, frames in memory; mean of the runs "
-            f"before and after each round) | {engine_s:.2f} | "
+            f"| engine alone (`compute_maps`, {workers} threads, frames in memory; mean of the "
+            f"runs before and after each round) | {engine_s:.2f} | "
             f"{', '.join(f'{e:.2f}' for e in engines)} | {frames / engine_s:,.0f} | "
             f"{engine_cpu:.2f} |"
         ),
     ]
     summary = []
-    for writer in writers:
-        runs = [r[writer] for r, *_ in kept]
+    for variant in variants:
+        writer, noise = variant.split("/")
+        runs = [r[variant] for r, *_ in kept]
         build_s = median(run.seconds for run in runs)
-        stats_s = median(run.passes.get("statistics pass", float("nan")) for run in runs)
-        maps_s = median(run.passes.get("map pass", float("nan")) for run in runs)
         ratios = [run.seconds / engine for run, engine in zip(runs, engines)]
         cpu_ratios = [run.cpu / r[3] for run, r in zip(runs, kept)]
-        lines += [
-            (
-                f"| `ccfkit build --noise max --order 8 --chunk-writer {writer}`, whole command"
-                f" | {build_s:.2f} | {', '.join(f'{r.seconds:.2f}' for r in runs)} | "
-                f"{frames / build_s:,.0f} | {median(run.cpu for run in runs):.2f} |"
-            ),
-            f"| of which the statistics pass | {stats_s:.2f} | | {frames / stats_s:,.0f} | |",
-            (
-                f"| of which the map pass (noise, maps, writes) | {maps_s:.2f} | | "
-                f"{frames / maps_s:,.0f} | |"
-            ),
-        ]
-        summary.append(
-            f"- `--chunk-writer {writer}`: build / engine time **{median(ratios):.2f}x** (median "
-            f"of the rounds' ratios {', '.join(f'{r:.2f}' for r in ratios)}; target <= 1.5x); "
-            f"build rate **{frames / build_s:,.0f} frames/s** (target >= 600); build / engine "
-            f"CPU seconds {median(cpu_ratios):.2f}x; map pass / engine {maps_s / engine_s:.2f}x; "
-            f"peak resident memory {max(run.peak_gib for run in runs):.2f} GiB; the paper's "
-            f"{PAPER_IMAGES:,} images in {PAPER_IMAGES / (frames / build_s):.0f} s."
+        lines.append(
+            f"| `ccfkit build --noise {noise} --chunk-writer {writer}`, whole command | "
+            f"{build_s:.2f} | {', '.join(f'{r.seconds:.2f}' for r in runs)} | "
+            f"{frames / build_s:,.0f} | {median(run.cpu for run in runs):.2f} |"
         )
-    lines += [
-        "",
-        *summary,
-        "",
-        (
-            "Where a map task's time goes, and the alternatives it does not take (one thread, "
-            f"the first {min(frames, 2560):,} of these frames in chunks of 64; ms per frame):"
-        ),
-        "",
-        "| step | ms/frame | of which CPU |",
-        "|---|---:|---:|",
-        *(f"| {name} | {ms:.3f} | {cpu:.3f} |" for name, ms, cpu in stage_rows),
-        "",
-        "Map codecs on 640 of these maps, one thread (`store.COMPRESSORS`; default `none`):",
-        "",
-        "| codec, dtype | write ms/map | read ms/map | ratio |",
-        "|---|---|---|---|",
-        *(f"| {name} | {w:.3f} | {r:.3f} | {ratio:.2f} |" for name, w, r, ratio in codec_rows),
-    ]
+        for name in ("statistics pass", "map pass"):
+            if all(name in run.passes for run in runs):
+                pass_s = median(run.passes[name] for run in runs)
+                lines.append(
+                    f"| of which the {name} | {pass_s:.2f} | | {frames / pass_s:,.0f} | |"
+                )
+        summary.append(
+            f"- `--noise {noise} --chunk-writer {writer}`: build / engine time "
+            f"**{median(ratios):.2f}x** (rounds {', '.join(f'{r:.2f}' for r in ratios)}; "
+            f"target <= 1.3x); build / engine CPU seconds **{median(cpu_ratios):.2f}x**; "
+            f"{frames / build_s:,.0f} frames/s; peak resident memory "
+            f"{max(run.peak_gib for run in runs):.2f} GiB; the paper's {PAPER_IMAGES:,} images "
+            f"in {PAPER_IMAGES / (frames / build_s):.0f} s."
+        )
+    lines += ["", *summary, "", *stage_table(variants, kept, frames, engine_cpu)]
+    if stage_rows:
+        lines += [
+            "",
+            ("Where a map task's time goes, and the alternatives it does not take (one thread, "
+             f"the first {max(64, min(frames, 2560) // 64 * 64):,} of these frames in chunks of 64; "
+             "ms per frame):"),
+            "",
+            "| step | ms/frame | of which CPU |",
+            "|---|---:|---:|",
+            *(f"| {name} | {ms:.3f} | {cpu:.3f} |" for name, ms, cpu in stage_rows),
+        ]  # fmt: skip
+    if codec_rows:
+        lines += [
+            "",
+            "Map codecs on 640 of these maps, one thread (`store.COMPRESSORS`; default `none`):",
+            "",
+            "| codec, dtype | write ms/map | read ms/map | ratio |",
+            "|---|---|---|---|",
+            *(f"| {name} | {w:.3f} | {r:.3f} | {ratio:.2f} |" for name, w, r, ratio in codec_rows),
+        ]
     return "\n".join(lines)
+
+
+def stage_table(variants, kept, frames: int, engine_cpu: float) -> list[str]:
+    """Markdown lines: each build's CPU seconds per stage (medians of the kept rounds).
+
+    Start-up is the process's CPU before the build function began (imports,
+    reading the command line, opening the input); its wall time includes the
+    process's exit. The stages are summed over the build's threads
+    (``ccfkit.stage_clock``); *other threads* is the rest of the build's CPU
+    time: zarr's I/O thread (which encodes and writes the chunks), the main
+    thread's set-up (polar plan, backend, creating the store) and its waits.
+    """
+    median = statistics.median
+    head = ["stage", *(f"`--noise {v.split('/')[1]}`, `{v.split('/')[0]}`" for v in variants)]
+    lines = [
+        (f"CPU seconds per stage of each build (medians of the kept rounds; in brackets: ms "
+         f"per frame; the engine alone: {engine_cpu:.2f} s, "
+         f"{engine_cpu / frames * 1e3:.3f} ms per frame):"),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * len(variants),
+    ]  # fmt: skip
+
+    def cell(values) -> str:
+        value = median(values)
+        return f"{value:.2f} ({value / frames * 1e3:.3f})"
+
+    rows = {
+        "start-up (CPU; wall incl. exit)": None,
+        **dict.fromkeys(STAGES),
+        "other threads": None,
+    }
+    for name in rows:
+        cells = []
+        for variant in variants:
+            runs = [r[variant] for r, *_ in kept]
+            if name.startswith("start-up"):
+                cells.append(f"{cell(run.start_up[0] for run in runs)}; "
+                             f"{median(run.start_up[1] for run in runs):.2f} s wall")  # fmt: skip
+            elif name == "other threads":
+                cells.append(cell(run.cpu - run.start_up[0] - sum(c for c, _ in run.stages.values())
+                                  for run in runs))  # fmt: skip
+            else:
+                cells.append(cell(run.stages.get(name, (0.0, 0.0))[0] for run in runs))
+                if name == "waiting":
+                    cells[-1] = (
+                        f"{median(run.stages.get(name, (0.0, 0.0))[1] for run in runs):.2f} s wall"
+                    )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
@@ -404,48 +497,65 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-build-benchmark"))
     parser.add_argument("--writers", default="zarr,direct",
                         help="the builds' --chunk-writer methods, each in every round")  # fmt: skip
+    parser.add_argument(
+        "--noise",
+        default="max",
+        help="the builds' --noise levels, each in every round (e.g. max,none)",
+    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count(),
+                        help="the builds' --workers and the engine's threads")  # fmt: skip
+    parser.add_argument("--no-steps", action="store_true",
+                        help="skip the one-thread step table and the codec table")  # fmt: skip
     parser.add_argument("--write", type=Path, default=None, help="performance page to update")
     parser.add_argument("--engine-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", type=Path, default=None,
-                        help="another checkout's root: its builds (each writer) run in every round too")  # fmt: skip
+                        help="another checkout's root: its builds (each variant) run in every round too")  # fmt: skip
     args = parser.parse_args()
     if args.engine_only:
-        seconds, quiet, cpu = engine_alone(args.engine_only)
+        seconds, quiet, cpu = engine_alone(args.engine_only, args.workers)
         print(seconds, quiet.others, quiet.steal, cpu)
         return
-    writers = args.writers.split(",")
+    loads = load_average()
+    variants = [f"{w}/{n}" for n in args.noise.split(",") for w in args.writers.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = args.workdir / f"sim_{args.frames}.cxi"
     out = args.workdir / "out.zarr"
     simulate(data, args.frames)
+
+    def run(variant: str, tree: Path | None = None) -> BuildRun:
+        writer, noise = variant.split("/")
+        return build(data, out, tree, writer, noise, args.workers)
+
     # the builds sit between two runs of the engine and are compared with their mean:
     # the machine's speed drifts, and a drift then affects both sides alike
     rounds: list[tuple[dict[str, BuildRun], float, Round, float]] = []
     baselines: list[dict[str, BuildRun]] = []
     deadline = time.monotonic() + args.budget
-    before = engine_in_child(data)
+    before = engine_in_child(data, args.workers)
     while sum(_is_quiet(r, args.quiet) for r in rounds) < args.rounds:
         if rounds and time.monotonic() > deadline:
             break
-        order = writers if len(rounds) % 2 == 0 else writers[::-1]
-        if args.baseline:  # the baseline tree's build with each writer too
-            bases = {writer: build(data, out, args.baseline, writer) for writer in order}
-            for writer, base in bases.items():
-                print(f"round {len(rounds) + 1}: baseline tree build ({writer}) "
+        order = variants if len(rounds) % 2 == 0 else variants[::-1]
+        if args.baseline:  # the baseline tree's build of each variant too
+            bases = {variant: run(variant, args.baseline) for variant in order}
+            for variant, base in bases.items():
+                print(f"round {len(rounds) + 1}: baseline tree build ({variant}) "
                       f"{base.seconds:.2f} s, CPU {base.cpu:.2f} s {base.passes}",
                       file=sys.stderr)  # fmt: skip
             baselines.append(bases)
-        runs = {writer: build(data, out, writer=writer) for writer in order}
-        after = engine_in_child(data)
+        runs = {variant: run(variant) for variant in order}
+        after = engine_in_child(data, args.workers)
         engine = (before[0] + after[0]) / 2
         engine_round = max(before[1], after[1], key=lambda r: r.disturbance)
-        rounds.append(({w: runs[w] for w in writers}, engine, engine_round,
+        rounds.append(({v: runs[v] for v in variants}, engine, engine_round,
                        (before[2] + after[2]) / 2))  # fmt: skip
-        for writer, run in runs.items():
+        for variant, build_run in runs.items():
             print(
-                f"round {len(rounds)}: build ({writer}) {run.seconds:.2f} s, CPU {run.cpu:.2f} s "
-                f"{run.passes} (others + steal {run.round.disturbance:.2f} cores, "
-                f"{run.disk_mb:.0f} MB read from disk)",
+                f"round {len(rounds)}: build ({variant}) {build_run.seconds:.2f} s, CPU "
+                f"{build_run.cpu:.2f} s, start-up {build_run.start_up[0]:.2f} s CPU, "
+                f"{build_run.passes} {build_run.stages} (others + steal "
+                f"{build_run.round.disturbance:.2f} cores, {build_run.disk_mb:.0f} MB read from "
+                "disk)",
                 file=sys.stderr,
             )
         print(f"round {len(rounds)}: engine before {before[0]:.2f} s, after {after[0]:.2f} s, "
@@ -461,11 +571,15 @@ def main() -> None:
     )[: args.rounds]
     if baselines:
         print(_against_baseline([r[0] for r in rounds], baselines, args.baseline))
-    codec_rows = codecs(out)
+    codec_rows = stage_rows = []
+    if not args.no_steps:
+        codec_rows = codecs(out)
+        stage_rows = stages(data, args.workdir)
     shutil.rmtree(out, ignore_errors=True)
-    stage_rows = stages(data, args.workdir)
+    loads = f"{loads} / {load_average()}"
     command = " ".join(sys.argv[1:])
-    section = report(args.frames, kept, len(rounds), args.quiet, codec_rows, stage_rows, command)
+    section = report(args.frames, kept, len(rounds), args.quiet, codec_rows, stage_rows, command,
+                     args.workers, loads)  # fmt: skip
     print(section)
     if args.write:
         replace_section(args.write, "build", section)
@@ -473,8 +587,8 @@ def main() -> None:
 
 def _against_baseline(runs: list[dict[str, BuildRun]], baselines: list[dict[str, BuildRun]],
                       tree: Path) -> str:  # fmt: skip
-    """Per-round, per-writer ratios of this tree over the baseline tree (map pass; build; CPU)."""
-    title = f"this tree / baseline tree {tree}, per round and writer (map pass; build; CPU):"
+    """Per-round, per-variant ratios of this tree over the baseline tree (map pass; build; CPU)."""
+    title = f"this tree / baseline tree {tree}, per round and variant (map pass; build; CPU):"
     lines = [title]
     for number, (run, base) in enumerate(zip(runs, baselines), 1):
         for writer in run:

@@ -117,7 +117,8 @@ def recipe_options(recipe: BuildConfig) -> list:
 @click.option(
     "--force",
     is_flag=True,
-    help="Accept fewer than 1 % good pixels, or --r-max beyond the detector.",
+    help="Accept fewer than 1 % good pixels, --r-max beyond the detector, or --q-range on "
+    "frames of several wavelengths or distances (placed with their mean).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
@@ -136,6 +137,13 @@ def build(ctx, inputs, out, order, data_path, mask_spec, labels_path, center, ke
         if ctx.get_parameter_source("orders") is not click.core.ParameterSource.DEFAULT:
             raise click.UsageError("give --orders or --order, not both")
         settings["orders"] = (order,)
+    pixel_range = [
+        f"--{name.replace('_', '-')}"
+        for name in ("r_min", "r_max")
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if settings.get("q_range") is not None and pixel_range:
+        raise click.UsageError(f"give --q-range or {'/'.join(pixel_range)}, not both")
     if not keep_images:
         settings["image_size"] = None
     options = take_fields(BuildOptions, settings)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .backends import get_backend
 from .ccf import MapSettings, Scale, resolve_settings
+from .geometry import ScatteringGeometry
 from .polar import PlanSpec, PolarImages, PolarPlan, RingGrid
 
 __all__ = ["angular_fourier", "compute_maps", "full_map", "merge_maps", "order_map", "resample"]
@@ -28,6 +29,7 @@ def compute_maps(
     grid: RingGrid | None = None,
     settings: MapSettings | None = None,
     backend="auto",
+    scattering: ScatteringGeometry | None = None,
     **fields,
 ):
     """Merged two-point cross-correlation maps of diffraction images (§5.3).
@@ -51,12 +53,15 @@ def compute_maps(
         True for good pixels.
     grid : RingGrid, optional
         The polar grid (:class:`~ccfkit.polar.RingGrid`: ``q_bins``,
-        ``phi_bins``, ``r_min``, ``r_max``, ``min_ring_fraction``).
+        ``phi_bins``, ``r_min``, ``r_max``, ``min_ring_fraction``, ``q_range``).
     settings : MapSettings, optional
         What maps to compute (:class:`~ccfkit.ccf.MapSettings`: ``orders``,
         ``delta``, ``estimator``, ``scale``, ``precision``).
     backend : {"auto", "numpy", "numba", "cupy"} or Backend
         Where to compute (see :mod:`ccfkit.backends`).
+    scattering : ScatteringGeometry, optional
+        Pixel size, distance and wavelength (:mod:`ccfkit.geometry`): needed
+        by a grid whose rings are placed in momentum transfer (``q_range``).
     **fields
         Instead of ``grid`` and ``settings``: any of their fields as keywords,
         the others at their defaults (``order=n`` means ``orders=(n,)``):
@@ -94,7 +99,11 @@ def compute_maps(
     settings = resolve_settings(settings, **fields)
     shape = tuple(np.shape(images)[-2:])
     plan = PlanSpec.describe(
-        shape, center=center, mask=None if mask is None else _host(mask), grid=grid
+        shape,
+        center=center,
+        mask=None if mask is None else _host(mask),
+        grid=grid,
+        scattering=scattering,
     ).plan()  # built once per geometry, then reused by later calls
     batch = engine.as_batch(images, plan.shape)
     maps = engine.merged_maps(batch, plan, settings)

@@ -41,7 +41,12 @@ def say_mean_center(source) -> None:
 
 
 def fixed_range(spec: PlanSpec, plan: PolarPlan) -> PlanSpec:
-    """``spec`` with the radial range ``plan`` resolved (``r_min="auto"`` becomes a number)."""
+    """``spec`` with the radial range ``plan`` resolved (``r_min="auto"`` becomes a number).
+
+    Rings placed in momentum transfer have their radii already (the same at every centre).
+    """
+    if spec.grid.q_range is not None:
+        return spec
     return replace(spec, grid=replace(spec.grid, r_min=plan.r_min, r_max=plan.r_max))
 
 

@@ -1,8 +1,8 @@
-"""The build: CXI frames -> Dask -> noisy frames -> CCF maps -> a Zarr store.
+"""The build: CXI frames -> noisy frames -> CCF maps -> a Zarr store, in parallel tasks.
 
 Two passes over the frames (docs/build.md, noise): a statistics pass (per-frame mean, std
 and max of the valid pixels; their medians set the noise bound), then the map
-pass, one Dask task per store chunk: map the chunk's frames from the file,
+pass, one task per store chunk: map the chunk's frames from the file,
 write the noisy frames (noise drawn from ``(seed, frame index)``) in one pass
 from them, compute the merged maps, write the chunk, mark it done. With
 ``--noise none`` there is one pass: no map waits for a bound, so each map task
@@ -14,8 +14,10 @@ needed and a build resumes chunk by chunk. Locally the writes run behind the
 computation (:mod:`ccfkit.store.write_behind`). ``docs/build.md`` says why each
 step is done the way it is, with the measurements.
 
-Parallelism has one level: Dask runs one task per core, each task computes on
-one thread (Numba kernels and BLAS held to one thread).
+Parallelism has one level: one task per core (locally a pool of threads that
+take the chunks in order; on a cluster Dask's workers), each task computing
+on one thread (Numba kernels and BLAS held to one thread). Locally each
+stage's CPU and wall seconds are logged (``-v``; :mod:`ccfkit.stage_clock`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 
-import dask
-import dask.threaded
 import numpy as np
 import zarr
 from threadpoolctl import threadpool_limits
@@ -39,12 +40,14 @@ from tqdm.auto import tqdm
 from .backends import get_backend
 from .build_config import BuildConfig, BuildOptions
 from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_mean_center
-from .geometry import momentum_transfer
+from .geometry import ScatteringGeometry
+from .io.geometry_spread import geometry_spread
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
 from .polar import PlanSpec, PolarPlan
 from .provenance import environment, usable_cpus
 from .resize import resize_images
+from .stage_clock import StageClock
 from .store import (
     ChunkWriters,
     OutputState,
@@ -73,7 +76,7 @@ MIN_VALID_FRACTION = 0.01
 
 @functools.lru_cache(maxsize=4)
 def task_backend(name: str):
-    """The backend a task computes with: one thread for Numba (Dask runs the tasks in parallel)."""
+    """The backend a task computes with: one thread for Numba (the tasks run in parallel)."""
     backend = get_backend(name)
     if backend.name == "numba":
         from .backends.numba import NumbaBackend
@@ -96,7 +99,9 @@ class ChunkJob:
     centers: np.ndarray | None = None  # (N, 2): each frame at its own beam centre
 
 
-def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) -> int:
+def process_chunk(
+    chunk: int, job: ChunkJob, writes: WriteBehind | None = None, clock: StageClock | None = None
+) -> int:
     """Read chunk ``chunk``'s frames, add noise, compute maps, write them, mark it done.
 
     With ``job.layout.stats_by_chunk`` (no noise: no statistics pass before),
@@ -110,6 +115,8 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     writes : WriteBehind, optional
         Where to queue the chunk's writes (local builds); without it the task
         writes them itself before it returns.
+    clock : StageClock, optional
+        Where to add the task's time per stage (local builds).
 
     Returns
     -------
@@ -120,39 +127,55 @@ def process_chunk(chunk: int, job: ChunkJob, writes: WriteBehind | None = None) 
     plan = job.plan.plan()
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
-    pieces = job.reader.pieces(frames_slice.start, frames_slice.stop)  # mapped where possible
+    with _stage(clock, "reading"):
+        pieces = job.reader.pieces(frames_slice.start, frames_slice.stop)  # mapped where possible
     if job.layout.stats_by_chunk:
-        job.writers.stats.write(chunk, _statistics(pieces, job.plan.mask))
+        with _stage(clock, "statistics"):
+            stats = _statistics(pieces, job.plan.mask)
+        with _stage(clock, "writing"):
+            job.writers.stats.write(chunk, stats)
     indices = np.arange(frames_slice.start, frames_slice.stop)
-    noisy = _noisy(pieces, indices, job.bound, config.noise.seed)  # one pass from the file's pages
-    del pieces  # unmaps
-    if job.centers is None:
-        maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.maps)
-        maps = engine.to_numpy(maps)
-    else:
-        centers = job.centers[frames_slice]
-        maps = maps_at_own_centers(engine, noisy, job.plan, centers, config.maps)
+    with _stage(clock, "noise"):
+        noisy = _noisy(pieces, indices, job.bound, config.noise.seed)  # one pass from the pages
+        del pieces  # unmaps
+    with _stage(clock, "maps"):
+        if job.centers is None:
+            maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.maps)
+            maps = engine.to_numpy(maps)
+        else:
+            centers = job.centers[frames_slice]
+            maps = maps_at_own_centers(engine, noisy, job.plan, centers, config.maps)
     images = None
     if job.writers.images is not None:
         images = resize_images(noisy, job.layout.image_size, job.plan.mask)
 
     def write() -> None:  # the chunk's data, then its done mark
-        job.writers.ccf.write(chunk, maps)
-        if images is not None:
-            job.writers.images.write(chunk, images)
-        job.writers.mark_done(chunk)
+        with _stage(clock, "writing"):
+            job.writers.ccf.write(chunk, maps)
+            if images is not None:
+                job.writers.images.write(chunk, images)
+            job.writers.mark_done(chunk)
 
     if writes is None:
         write()
     else:
-        writes.submit(write)
+        with _stage(clock, "waiting"):  # for a free slot of the background writer
+            writes.submit(write)
     return len(indices)
 
 
-def chunk_statistics(chunk: int, job: ChunkJob) -> np.ndarray:
+def chunk_statistics(chunk: int, job: ChunkJob, clock: StageClock | None = None) -> np.ndarray:
     """(n, 3) mean, std and max of the valid pixels of each frame of chunk ``chunk``."""
     frames = job.layout.chunk_slice(chunk)
-    return _statistics(job.reader.pieces(frames.start, frames.stop), job.plan.mask)
+    with _stage(clock, "reading"):
+        pieces = job.reader.pieces(frames.start, frames.stop)
+    with _stage(clock, "statistics"):
+        return _statistics(pieces, job.plan.mask)
+
+
+def _stage(clock: StageClock | None, name: str):
+    """``clock.stage(name)``, or nothing to time without a clock."""
+    return contextlib.nullcontext() if clock is None else clock.stage(name)
 
 
 def _statistics(pieces: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
@@ -206,7 +229,7 @@ def build(
     backend : str
         Engine backend name.
     chunk_frames : int
-        Frames per store chunk and Dask task.
+        Frames per store chunk and task.
     compressor : str
         Map compressor (a key of :data:`ccfkit.store.COMPRESSORS`).
     overwrite, resume : bool
@@ -231,6 +254,7 @@ def build(
     zarr.Group
         The complete store.
     """
+    started, start_up_cpu = time.perf_counter(), time.process_time()
     check_not_input(out, source.reader.files)
     mean_of_centers = center is None and source.centers is not None
     centers = source.centers if mean_of_centers and source.center_per_frame else None
@@ -244,8 +268,10 @@ def build(
     if not force:
         check_geometry(source.mask, center, config.grid.r_max, source.pixels)
     spec = PlanSpec.describe(
-        source.frame_shape, center=center, mask=source.mask, grid=config.grid, pixels=source.pixels
-    )
+        source.frame_shape, center=center, mask=source.mask, grid=config.grid,
+        pixels=source.pixels,
+        scattering=scattering_geometry(source, config.grid.q_range, force=force),
+    )  # fmt: skip
     try:
         plan = spec.plan()
     except ValueError as error:
@@ -258,8 +284,8 @@ def build(
     if not plan.ring_used.any():
         raise InputError(
             f"no ring has {config.grid.min_ring_fraction:.0%} valid samples under this mask and "
-            "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max, or "
-            "lower --min-ring-fraction)"
+            "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max or "
+            "--q-range, or lower --min-ring-fraction)"
         )
     engine = get_backend(backend)  # fails early for an unusable backend
     engine_name = engine.name
@@ -309,8 +335,13 @@ def build(
             bound=0.0,
             centers=centers,
         )
+        logger.info("set-up: %.2f s wall, %.2f s CPU", time.perf_counter() - started,
+                    time.process_time() - start_up_cpu)  # fmt: skip
         _fill(group, job, scheduler, workers, progress)
     logger.info("store complete: %s", out)
+    logger.info("build: %.2f s wall, %.2f s CPU, after a start-up of %.2f s CPU",
+                time.perf_counter() - started, time.process_time() - start_up_cpu,
+                start_up_cpu)  # fmt: skip
     return group
 
 
@@ -356,19 +387,24 @@ def check_geometry(
 
 
 def _fill(group: zarr.Group, job: ChunkJob, scheduler, workers, progress: bool) -> None:
-    """Compute the statistics (when needed) and every pending chunk; mark the store complete."""
+    """Compute the statistics (when needed) and every pending chunk; mark the store complete.
+
+    Locally (no ``scheduler``) the tasks run on a pool of ``workers`` threads
+    and their time per stage is logged (``-v``; :mod:`ccfkit.stage_clock`).
+    """
     layout, config = job.layout, job.config
     workers = workers or usable_cpus()
     # Without noise the maps do not wait for the statistics: each map task
     # computes its frames' statistics on the way (one pass over the input).
     statistics_first = not layout.stats_by_chunk
+    clock = None if scheduler else StageClock()
+    cpu = time.process_time()
     with _client(scheduler) as client, threadpool_limits(limits=1, user_api="blas"):
+        run = functools.partial(_run, client=client, workers=workers, progress=progress)
         if statistics_first and "noise" not in group.attrs:
             with _timed("statistics pass", layout.n_frames):
-                tasks = _tasks(chunk_statistics, range(layout.n_chunks), job)
-                results = _run(
-                    tasks, client, workers, layout.n_frames, "statistics", progress, len
-                )
+                results = run(chunk_statistics, range(layout.n_chunks), (job, clock),
+                              layout.n_frames, "statistics", count=len)  # fmt: skip
             stats = np.concatenate(results)
             group["stats"][:] = stats
             group.attrs["noise"] = _noise_attributes(stats, config.noise.level)
@@ -379,8 +415,12 @@ def _fill(group: zarr.Group, job: ChunkJob, scheduler, workers, progress: bool) 
         # locally the writes run behind the computation (a cluster's tasks write their own)
         behind = WriteBehind(depth=workers) if client is None else contextlib.nullcontext()
         with _timed("map pass", total), behind as writes:
-            tasks = _tasks(process_chunk, todo, job, writes)
-            _run(tasks, client, workers, total, "maps", progress)
+            run(process_chunk, todo, (job, writes, clock), total, "maps")
+            if writes is not None:
+                with _stage(clock, "waiting"):  # for the last chunks' writes
+                    writes.flush()
+    if clock is not None:
+        logger.info("stages: %s", clock.summary(time.process_time() - cpu))
     if layout.stats_by_chunk:
         group.attrs["noise"] = _noise_attributes(group["stats"][:], config.noise.level)
     mark_complete(group)
@@ -434,6 +474,40 @@ def _open_for_resume(out: str, config: BuildConfig, provenance: dict, mask: np.n
     return group
 
 
+def scattering_geometry(source: FrameSource, q_range=None, *, force=False
+                        ) -> ScatteringGeometry | None:  # fmt: skip
+    """The input's pixel size, distance and wavelength; None where it lacks one.
+
+    InputError naming what is missing when ``q_range`` (rings placed in
+    momentum transfer) needs them, and, unless ``force``, when the input's
+    wavelength or distance varies over its frames (the rings would be placed
+    with their mean).
+    """
+    known = {"detector distance": source.distance, "pixel size": source.pixel_size,
+             "wavelength": source.wavelength}  # fmt: skip
+    missing = [name for name, value in known.items() if value is None]
+    if missing and q_range is not None:
+        raise InputError(
+            f"--q-range places the rings in momentum transfer, but the input gives no "
+            f"{' and no '.join(missing)} (CXI: entry_1/instrument_1/detector_1/distance, "
+            "x_pixel_size, source_1/wavelength)"
+        )
+    if missing:
+        return None
+    if q_range is not None and not force:
+        for name, (low, high) in geometry_spread(source.reader.files).items():
+            mean = known[name]
+            off = max(high - mean, mean - low) / mean
+            if off > 1e-6:
+                raise InputError(
+                    f"--q-range: the input's {name} varies over its frames ({low:.4g} to "
+                    f"{high:.4g} m): rings placed with their mean ({mean:.4g} m) are off in q "
+                    f"by up to {off:.0%} for some frames; use inputs of one {name}, or --force "
+                    "to place them with the mean"
+                )
+    return ScatteringGeometry(source.pixel_size, source.distance, source.wavelength * 1e9)
+
+
 def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dict:
     """The arrays written whole when the store is created, with their attributes.
 
@@ -454,21 +528,11 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dic
     contents.update(source.frame_ids)  # train_id, pulse_id of a European XFEL run
     if centers is not None:
         contents["frame_center"] = (centers, {"units": "pixel", "axes": ["cx", "cy"]})
-    if None not in (source.wavelength, source.distance, source.pixel_size):
-        q = momentum_transfer(
-            plan.radius,
-            pixel_size=source.pixel_size,
-            distance=source.distance,
-            wavelength_nm=source.wavelength * 1e9,
-        )
-        contents["q"] = (q, {"units": "1/nm"})
+    scattering = scattering_geometry(source)
+    if scattering is not None:  # ring_axis: what the rings were placed on (docs/store-layout.md)
+        q = scattering.momentum_transfer(plan.radius)
+        contents["q"] = (q, {"units": "1/nm", "ring_axis": plan.ring_axis})
     return contents
-
-
-def _tasks(function: Callable, chunks, job: ChunkJob, *args) -> list:
-    """One delayed ``function(chunk, job, *args)`` per chunk; the job is one node of the graph."""
-    shared = dask.delayed(job, pure=True)  # not a copy per task (a cluster sends it once)
-    return [dask.delayed(function)(int(chunk), shared, *args) for chunk in chunks]
 
 
 def _chunk_length(layout: StoreLayout, chunk) -> int:
@@ -476,37 +540,53 @@ def _chunk_length(layout: StoreLayout, chunk) -> int:
     return frames.stop - frames.start
 
 
-def _run(
-    tasks, client, workers: int, total: int, what: str, progress: bool, count: Callable = int
-) -> list:
-    """Compute delayed tasks locally or on a cluster, with a progress bar in frames."""
+def _run(function: Callable, chunks, args: tuple, total: int, what: str, *, client, workers: int,
+         progress: bool, count: Callable = int) -> list:  # fmt: skip
+    """``function(chunk, *args)`` for every chunk, locally or on a cluster; results in order.
+
+    Locally: a pool of ``workers`` threads takes the chunks in order (the
+    kernels release the GIL); no task graph. On a cluster: one Dask task per
+    chunk, ``args`` one node of the graph (sent once). The progress bar
+    counts ``count(result)`` frames of ``total``.
+    """
     bar = tqdm(total=total, desc=what, unit="frame", disable=not progress, smoothing=0.1)
     try:
-        if client is not None:
-            from distributed import as_completed
+        if client is None:
+            return _run_on_threads(function, chunks, args, workers, lambda r: bar.update(count(r)))
+        import dask
+        import distributed
 
-            futures = client.compute(tasks)
-            order = {future.key: i for i, future in enumerate(futures)}
-            results = [None] * len(futures)
-            for future in as_completed(futures):
-                results[order[future.key]] = future.result()
-                bar.update(count(results[order[future.key]]))
-            return results
-        from dask.callbacks import Callback
-
-        keys = {task.key for task in tasks}
-
-        class _Progress(Callback):
-            def _posttask(self, key, result, dsk, state, worker_id):
-                if key in keys:
-                    bar.update(count(result))
-
-        with _Progress():
-            # the scheduler as a function: a name would make Dask import distributed to look
-            # for a client (docs/performance.md, "Small costs")
-            return list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=workers))
+        shared = [dask.delayed(arg, pure=True) for arg in args]  # not a copy per task
+        tasks = [dask.delayed(function)(int(chunk), *shared) for chunk in chunks]
+        futures = client.compute(tasks)
+        order = {future.key: i for i, future in enumerate(futures)}
+        results = [None] * len(futures)
+        for future in distributed.as_completed(futures):
+            results[order[future.key]] = future.result()
+            bar.update(count(results[order[future.key]]))
+        return results
     finally:
         bar.close()
+
+
+def _run_on_threads(function: Callable, chunks, args: tuple, workers: int, done: Callable) -> list:
+    """``function(chunk, *args)`` per chunk on ``workers`` threads; ``done(result)`` as each ends.
+
+    The first error is raised once the tasks already running have ended;
+    the chunks not yet started are dropped (an interrupted build resumes).
+    """
+    chunks = [int(chunk) for chunk in chunks]
+    results = [None] * len(chunks)
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="ccfkit-build") as pool:
+        futures = {pool.submit(function, chunk, *args): i for i, chunk in enumerate(chunks)}
+        try:
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                done(results[futures[future]])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
 
 
 @contextlib.contextmanager

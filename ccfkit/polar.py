@@ -10,7 +10,11 @@ Conventions
 -----------
 * An image is ``I[y, x]`` (row ``y``, column ``x``); pixel centres sit at
   integer coordinates. The beam centre is ``(cx, cy)`` in the same units.
-* Radial bin centres ``r_k = r_min + (k + 0.5) (r_max - r_min) / Q``.
+* Radial bin centres ``r_k = r_min + (k + 0.5) (r_max - r_min) / Q``; or,
+  with ``q_range``, at equal steps in momentum transfer,
+  ``q_k = q_min + (k + 0.5) (q_max - q_min) / Q``, each at the pixel radius
+  that sees it (:mod:`ccfkit.geometry`; docs/ccf.md, "Rings in momentum
+  transfer").
 * Angles ``phi_p = 2 pi p / P``; the sample sits at
   ``x = cx + r cos(phi)``, ``y = cy + r sin(phi)``. So ``phi = 0`` points along
   +x (to the right) and ``phi`` turns towards +y, i.e. *clockwise* on an image
@@ -31,10 +35,12 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+
+from .geometry import ScatteringGeometry
 
 __all__ = [
     "PixelLayout",
@@ -56,7 +62,7 @@ _SNAP = 1e-9
 #: Radial step (pixels) of the fine grid on which ``r_min="auto"`` is searched.
 _AUTO_STEP = 0.05
 #: Radii of that grid looked at together (the search goes outwards block by block).
-_AUTO_BLOCK = 1024
+_AUTO_BLOCK = 256  # 12.8 px: the plan of a 259 x 259 frame 0.11 s of CPU with 1024, 0.03 with 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,6 +97,9 @@ class PolarPlan:
         The valid fraction from which a ring is used.
     ring_used : (Q,) bool ndarray
         The rings that are used (at least ``min_ring_count`` valid samples).
+    ring_axis : str
+        What the rings were placed on: ``"radius"`` (equal steps in pixels)
+        or ``"q"`` (equal steps in momentum transfer, :attr:`RingGrid.q_range`).
     """
 
     shape: tuple[int, int]
@@ -104,6 +113,7 @@ class PolarPlan:
     r_max: float
     min_ring_fraction: float
     ring_used: np.ndarray
+    ring_axis: str = "radius"
 
     @property
     def q_bins(self) -> int:
@@ -196,12 +206,21 @@ class RingGrid:
         A ring with a smaller fraction of valid samples is unused: all its
         samples are invalid (docs/ccf.md, "Usable rings"). 0 keeps every ring
         with at least one valid sample.
+    q_range : (float, float) or None
+        Rings placed in momentum transfer instead of pixel radius: the Q ring
+        centres at equal steps in ``|q| = 4 pi sin(theta) / lambda`` (1/nm)
+        over [QMIN, QMAX], each at the pixel radius that sees it through the
+        detector's distance, pixel size and the wavelength (docs/ccf.md,
+        "Rings in momentum transfer"), so that detectors of other geometries
+        give the same rings. Excludes r_min and r_max.
 
     Raises
     ------
     ValueError
         Non-positive bin counts, an odd ``phi_bins``, a fraction outside
-        [0, 1], or an ``r_min`` that is neither a number nor "auto".
+        [0, 1], an ``r_min`` that is neither a number nor "auto", a
+        ``q_range`` that is not ``0 <= QMIN < QMAX``, or a ``q_range`` with
+        an ``r_max`` or an ``r_min`` other than the defaults (0, "auto").
     """
 
     q_bins: int = 224
@@ -211,6 +230,7 @@ class RingGrid:
     )
     r_max: float | None = None
     min_ring_fraction: float = field(default=0.5, metadata={"range": {"min": 0, "max": 1}})
+    q_range: tuple[float, float] | None = field(default=None, metadata={"metavar": "QMIN QMAX"})
 
     def __post_init__(self):
         set_field = functools.partial(object.__setattr__, self)
@@ -231,6 +251,19 @@ class RingGrid:
         set_field("min_ring_fraction", float(self.min_ring_fraction))
         if not 0.0 <= self.min_ring_fraction <= 1.0:
             raise ValueError(f"min_ring_fraction must lie in [0, 1], got {self.min_ring_fraction}")
+        if self.q_range is not None:
+            set_field("q_range", _checked_q_range(self.q_range))
+            if self.r_max is not None or self.r_min not in (0.0, "auto"):
+                raise ValueError(
+                    "give q_range (rings in momentum transfer) or r_min/r_max (in pixels), "
+                    f"not both; got q_range={self.q_range}, r_min={self.r_min}, r_max={self.r_max}"
+                )
+            set_field("r_min", 0.0)  # the radii follow from q_range (the defaults give way)
+
+    @property
+    def ring_axis(self) -> str:
+        """What the rings are placed on: ``"q"`` (momentum transfer) or ``"radius"`` (pixels)."""
+        return "radius" if self.q_range is None else "q"
 
     @classmethod
     def resolve(cls, grid: RingGrid | None = None, **fields) -> RingGrid:
@@ -240,6 +273,19 @@ class RingGrid:
         if fields:
             raise TypeError(f"give either grid or {', '.join(fields)}, not both")
         return grid
+
+
+def _checked_q_range(q_range) -> tuple[float, float]:
+    """``(QMIN, QMAX)`` as floats; ValueError unless ``0 <= QMIN < QMAX``, both finite."""
+    try:
+        q_min, q_max = (float(value) for value in q_range)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"q_range must be two numbers QMIN QMAX (1/nm), got {q_range!r}"
+        ) from None
+    if not (0.0 <= q_min < q_max < math.inf):
+        raise ValueError(f"q_range needs 0 <= QMIN < QMAX (1/nm), got {q_min}, {q_max}")
+    return q_min, q_max
 
 
 class PixelLayout(Protocol):
@@ -304,6 +350,7 @@ def make_polar_plan(
     mask: np.ndarray | None = None,
     grid: RingGrid | None = None,
     pixels: PixelLayout | None = None,
+    scattering: ScatteringGeometry | None = None,
     **grid_fields,
 ) -> PolarPlan:
     """Build the bilinear polar-resampling table for one geometry and mask.
@@ -323,10 +370,14 @@ def make_polar_plan(
         Where the pixels lie (a module stack with its geometry: its centre,
         default centre and ``r_max`` are in its own frame, pixels); default
         the plain image of ``shape``.
+    scattering : ScatteringGeometry, optional
+        The detector's pixel size and distance and the wavelength: what
+        places the rings of a grid with ``q_range`` (required there, unused
+        otherwise).
     **grid_fields
         Or the fields of :class:`RingGrid` as keywords (``q_bins``,
-        ``phi_bins``, ``r_min``, ``r_max``, ``min_ring_fraction``); those not
-        given take :class:`RingGrid`'s defaults.
+        ``phi_bins``, ``r_min``, ``r_max``, ``min_ring_fraction``,
+        ``q_range``); those not given take :class:`RingGrid`'s defaults.
 
     Returns
     -------
@@ -336,8 +387,9 @@ def make_polar_plan(
     ------
     ValueError
         For a centre off the detector, an empty radial range, a mask of
-        another shape, a grid :class:`RingGrid` refuses, or ``r_min="auto"``
-        where no radius range has usable rings.
+        another shape, a grid :class:`RingGrid` refuses, ``r_min="auto"``
+        where no radius range has usable rings, or a ``q_range`` without
+        ``scattering`` (or beyond 90 degrees of scattering angle).
 
     Examples
     --------
@@ -357,6 +409,11 @@ def make_polar_plan(
     good = _as_mask(mask, (height, width))
     phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
     table = functools.partial(pixels.bilinear_table, center=(cx, cy), good=good)
+    if grid.q_range is not None:
+        radius, ranges = _momentum_transfer_radii(grid, scattering)
+        plan = _plan_of_table(table, (height, width), (cx, cy), ranges, radius, phi,
+                              min_ring_fraction)  # fmt: skip
+        return replace(plan, ring_axis="q")
     r_min = grid.r_min
     if r_min == "auto":
         r_min = _auto_r_min(table, float(r_max), phi, q_bins, min_ring_fraction)
@@ -370,6 +427,27 @@ def make_polar_plan(
     radius = r_min + (np.arange(q_bins) + 0.5) * (r_max - r_min) / q_bins
     ranges = (r_min, r_max)
     return _plan_of_table(table, (height, width), (cx, cy), ranges, radius, phi, min_ring_fraction)
+
+
+def _momentum_transfer_radii(grid: RingGrid, scattering: ScatteringGeometry | None):
+    """The pixel radii of rings at equal steps in ``|q|`` over ``grid.q_range``.
+
+    Returns
+    -------
+    radius : (Q,) float64
+        Pixels from the beam centre of ``q_k = q_min + (k + 0.5) (q_max - q_min) / Q``.
+    ranges : (float, float)
+        The radii of ``q_min`` and ``q_max``, pixels.
+    """
+    if scattering is None:
+        raise ValueError(
+            "q_range places the rings in momentum transfer: it needs the detector distance, "
+            "pixel size and wavelength (a ScatteringGeometry)"
+        )
+    q_min, q_max = grid.q_range
+    q = q_min + (np.arange(grid.q_bins) + 0.5) * (q_max - q_min) / grid.q_bins
+    r_min, r_max = (float(r) for r in scattering.radius([q_min, q_max]))
+    return scattering.radius(q), (r_min, r_max)
 
 
 def _plan_of_table(table, shape, center, ranges, radius, phi, min_ring_fraction) -> PolarPlan:
@@ -495,8 +573,10 @@ class PlanSpec:
     builds each geometry once per process.
 
     Attributes: the detector ``shape``, the beam ``center``, the bit-packed
-    mask (``None``: all pixels good), the :class:`RingGrid` and the
-    :class:`PixelLayout` (``None``: the plain image of ``shape``).
+    mask (``None``: all pixels good), the :class:`RingGrid`, the
+    :class:`PixelLayout` (``None``: the plain image of ``shape``) and the
+    :class:`~ccfkit.geometry.ScatteringGeometry` (``None``: not known; a grid
+    with ``q_range`` needs it).
     """
 
     shape: tuple[int, int]
@@ -504,6 +584,7 @@ class PlanSpec:
     packed_mask: bytes | None
     grid: RingGrid = field(default_factory=RingGrid)
     pixels: PixelLayout | None = None
+    scattering: ScatteringGeometry | None = None
 
     @classmethod
     def describe(
@@ -514,8 +595,9 @@ class PlanSpec:
         mask=None,
         grid: RingGrid | None = None,
         pixels: PixelLayout | None = None,
+        scattering: ScatteringGeometry | None = None,
     ) -> PlanSpec:
-        """The spec of ``make_polar_plan(shape, center=..., mask=..., grid=grid, pixels=pixels)``.
+        """The spec of ``make_polar_plan(shape, center=..., mask=..., grid=..., pixels=..., ...)``.
 
         Raises ValueError for a mask of another shape than ``shape``.
         """
@@ -526,6 +608,7 @@ class PlanSpec:
             packed_mask=None if mask is None else np.packbits(_as_mask(mask, shape)).tobytes(),
             grid=RingGrid() if grid is None else grid,
             pixels=pixels,
+            scattering=scattering,
         )
 
     @property
@@ -544,7 +627,12 @@ class PlanSpec:
 @functools.lru_cache(maxsize=4)
 def _plan_of(spec: PlanSpec) -> PolarPlan:
     return make_polar_plan(
-        spec.shape, center=spec.center, mask=spec.mask, grid=spec.grid, pixels=spec.pixels
+        spec.shape,
+        center=spec.center,
+        mask=spec.mask,
+        grid=spec.grid,
+        pixels=spec.pixels,
+        scattering=spec.scattering,
     )
 
 

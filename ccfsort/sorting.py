@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +88,8 @@ class MapRecipe:
                 f"({error}); map the frames with `ccfkit build` and predict on that store"
             ) from None
         train = TrainConfig.from_dict(config["train"])
-        plan = PlanSpec.describe(mask.shape, center=center, mask=mask, grid=recipe.resolved_grid)
+        plan = PlanSpec.describe(mask.shape, center=center, mask=mask, grid=recipe.resolved_grid,
+                                 scattering=recipe.scattering)  # fmt: skip
         if not np.allclose(plan.plan().radius, radius, rtol=0, atol=1e-9):
             raise RunError(f"{path}: its radii cannot be made again from its parameters")
         if recipe.noise is not NoiseLevel.NONE:
@@ -162,6 +163,11 @@ def predict_frames(
     model, config, _ = load_run(run_dir, which, device)
     recipe = MapRecipe.of_run(config)
     source = open_source(list(inputs), data_path=data_path)
+    if recipe.plan.grid.q_range is not None:  # rings in q: placed by these frames' geometry
+        from ccfkit.pipeline import scattering_geometry
+
+        scattering = scattering_geometry(source, recipe.plan.grid.q_range)
+        recipe = replace(recipe, plan=replace(recipe.plan, scattering=scattering))
     if tuple(source.frame_shape) != tuple(recipe.plan.shape):
         raise DataError(
             f"the frames are {source.frame_shape}, the run's maps were made from "

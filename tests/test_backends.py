@@ -42,6 +42,7 @@ from ccfkit.backends import Backend, BackendUnavailableError, get_backend
 from ccfkit.backends.array import ArrayBackend, NumpyBackend
 from ccfkit.backends.numba import NumbaBackend
 from ccfkit.ccf import Estimator, MapSettings, Scale
+from ccfkit.geometry import ScatteringGeometry
 
 #: The contract's bound: float32 against float64, relative to each map's max.
 RTOL = 1e-5
@@ -148,7 +149,7 @@ def cases(draw, tiny=False):
             st.sampled_from([np.nan, np.inf])
         )
     half_p = draw(st.sampled_from([4, 8, 16, 32]))
-    return {
+    case = {
         "images": images,
         "mask": mask,
         "center": (cx, cy),
@@ -165,6 +166,20 @@ def cases(draw, tiny=False):
         "map_scale": draw(st.sampled_from(list(Scale))),
         "extra_orders": draw(st.sampled_from([(), (2,), (1, 3)])),
     }
+    if not tiny and draw(st.booleans()):  # rings at equal steps in q (docs/ccf.md)
+        case.update(_q_placed(draw, height, width))
+    return case
+
+
+def _q_placed(draw, height, width) -> dict:
+    """A grid in momentum transfer on a wide-angle detector (L = 30 px: 2 theta = 45
+    degrees at 30 px), so that its rings are far from equally spaced in pixels; from
+    a radius inside the smaller half-side out to 0.8-1.5 times the larger one."""
+    scattering = ScatteringGeometry(pixel_size=1e-4, distance=3e-3, wavelength_nm=1.0)
+    r_inner = draw(st.floats(0.0, 0.3)) * min(height, width) / 2
+    r_outer = draw(st.floats(0.8, 1.5)) * max(height, width) / 2
+    q_range = tuple(float(q) for q in scattering.momentum_transfer([r_inner, r_outer]))
+    return {"r_max": None, "q_range": q_range, "scattering": scattering}
 
 
 def _fixed_case():
@@ -202,6 +217,8 @@ def _plan(case):
         phi_bins=case["phi_bins"],
         r_max=case["r_max"],
         min_ring_fraction=case["min_ring_fraction"],
+        q_range=case.get("q_range"),
+        scattering=case.get("scattering"),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -17,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ccfkit
-from ccfkit import default_r_max, make_polar_plan, resample
+from ccfkit import compute_maps, default_r_max, make_polar_plan, resample
+from ccfkit.geometry import ScatteringGeometry
 from ccfkit.polar import PlanSpec, RingGrid
 
 # --------------------------------------------------------------------------
@@ -342,6 +344,11 @@ def test_the_ring_grid_travels_whole_from_the_build_to_the_plan():
         ({"phi_bins": 33}, "even phi_bins"),
         ({"min_ring_fraction": 1.5}, r"lie in \[0, 1\]"),
         ({"r_min": "inner"}, "number of pixels or 'auto'"),
+        ({"q_range": (0.2, 0.1)}, "0 <= QMIN < QMAX"),
+        ({"q_range": (-0.1, 0.1)}, "0 <= QMIN < QMAX"),
+        ({"q_range": (0.1,)}, "two numbers QMIN QMAX"),
+        ({"q_range": (0.1, 0.2), "r_min": 3.0}, "give q_range .* or r_min/r_max"),
+        ({"q_range": (0.1, 0.2), "r_max": 30.0}, "give q_range .* or r_min/r_max"),
     ],
 )
 def test_the_ring_grid_refuses_what_no_plan_can_use(fields, match):
@@ -349,3 +356,153 @@ def test_the_ring_grid_refuses_what_no_plan_can_use(fields, match):
         RingGrid(**fields)
     with pytest.raises(ValueError, match=match):
         make_polar_plan((21, 23), **fields)
+
+
+# --------------------------------------------------------------------------
+# Rings in momentum transfer (docs/ccf.md, "Rings in momentum transfer")
+# --------------------------------------------------------------------------
+
+
+def test_rings_in_momentum_transfer_sit_at_the_radii_of_a_hand_computation():
+    """Q = 2 rings at q = pi/lambda and 2 pi/lambda: sin(theta) = 1/4 and 1/2.
+
+    ``r = (L / p) tan(2 theta)``: ``tan(2 arcsin s) = 2 s sqrt(1 - s^2) / (1 - 2 s^2)``,
+    i.e. sqrt(15)/7 and sqrt(3); the range's ends, q = pi/(2 lambda) and 5 pi/(2 lambda)
+    (s = 1/8 and 5/8), give sqrt(63)/31 and 5 sqrt(39)/7.
+    """
+    wavelength = 0.1  # nm
+    scattering = ScatteringGeometry(pixel_size=100e-6, distance=0.01, wavelength_nm=wavelength)
+    q_range = (np.pi / (2 * wavelength), 5 * np.pi / (2 * wavelength))
+    plan = make_polar_plan(
+        (401, 401), q_range=q_range, q_bins=2, phi_bins=16, scattering=scattering
+    )
+    np.testing.assert_allclose(plan.radius, [100 * np.sqrt(15) / 7, 100 * np.sqrt(3)], rtol=1e-13)
+    assert plan.r_min == pytest.approx(100 * np.sqrt(63) / 31, rel=1e-13)
+    assert plan.r_max == pytest.approx(100 * 5 * np.sqrt(39) / 7, rel=1e-13)
+    assert plan.ring_axis == "q" and RingGrid(q_range=q_range).ring_axis == "q"
+    # and back: the rings' q are the grid's, at equal steps
+    np.testing.assert_allclose(
+        scattering.momentum_transfer(plan.radius), [np.pi / wavelength, 2 * np.pi / wavelength],
+        rtol=1e-13,
+    )  # fmt: skip
+    # the samples sit on those radii, as on any plan (the 2nd ring's sample at phi = 0)
+    x = plan.weight[1, 0] @ (plan.index[1, 0] % 401)
+    assert x == pytest.approx(200 + 100 * np.sqrt(3), abs=1e-9)
+
+
+def test_a_pixel_grid_is_the_default_and_q_range_needs_the_scattering_geometry():
+    assert RingGrid().ring_axis == "radius"
+    assert make_polar_plan((33, 33), q_bins=4, phi_bins=8).ring_axis == "radius"
+    with pytest.raises(ValueError, match="needs the detector distance, pixel size and wavelength"):
+        make_polar_plan((33, 33), q_range=(0.1, 0.2), q_bins=4, phi_bins=8)
+    scattering = ScatteringGeometry(pixel_size=75e-6, distance=0.1, wavelength_nm=1.0)
+    with pytest.raises(ValueError, match="2 theta >= 90 degrees"):
+        make_polar_plan((33, 33), q_range=(1.0, 9.0), scattering=scattering)
+    # the build's r_min "auto" and the library's 0 give way to q_range
+    assert RingGrid(r_min="auto", q_range=[0.1, 0.2]) == RingGrid(q_range=(0.1, 0.2))
+
+
+def _rendered(config, center, wavelength_nm):
+    """One prolate spheroid (c = 2a = 300 nm, in the detector plane) on ``config``'s detector.
+
+    Expected photons: Born form factor on the Ewald sphere, polarisation and
+    solid angle, no noise, halo or background (:mod:`ccfkit.simulate`).
+    """
+    from ccfkit.simulate.config import Kind
+    from ccfkit.simulate.parameters import FrameParameters
+    from ccfkit.simulate.rendering import expected_counts
+
+    particle = FrameParameters(
+        index=np.array([0]),
+        kind=np.array([Kind.PROLATE], dtype=np.uint8),
+        radius=np.array([150.0 * 2 ** (1 / 3)]),
+        semi_axes=np.array([[150.0, 300.0]]),
+        axis=np.array([[np.cos(0.5), np.sin(0.5), 0.0]]),
+        photon_energy=np.array([1239.8419843320026 / wavelength_nm]),
+        wavelength=np.array([wavelength_nm]),
+        fluence=np.array([1e6]),
+        center=np.array([center]),
+    )
+    detector = config.detector
+    scattering = ScatteringGeometry(detector.pixel_size, detector.distance, wavelength_nm)
+    return expected_counts(particle, config, engine="numpy")[0], detector.good_pixels(), scattering
+
+
+@pytest.mark.parametrize(
+    "settings", [{"orders": (8,)}, {"orders": (2,)}, {"orders": (8, 2), "scale": "ring"}]
+)
+def test_one_particle_on_two_detectors_gives_the_same_maps_in_momentum_transfer(settings):
+    """The same particle seen by detectors of other size, pixel size, distance and hole.
+
+    A: 257 x 257 px of 292 um at 65 mm (30 degrees at its edge), a hole of 8 px,
+    centred on a pixel; B: 385 x 385 px of 364 um at 100 mm (35 degrees), a hole
+    of 20 px, centred between pixels. On rings placed at equal steps in q
+    (0.015 to 0.062 1/nm, inside both detectors' holes and edges) the maps
+    differ only by interpolation: bilinear interpolation errs by at most
+    ``h^2/8 |I''|``, about ``(pi / period)^2 / 2`` of a fringe's amplitude,
+    and the particle's finest fringes (pi / 300 nm in q) span 18 px on A and
+    23 px on B, so 1.5 % per sample at worst; the maps average it over
+    256 samples per ring. Measured: 3.1e-3 (order 8), 3.0e-4 (order 2),
+    6.3e-3 (ring scale, whose order-8 channel divides by the ring means)
+    of the maps' range; bound 1e-2. On the same pixel radii (25 to 120 px)
+    the two detectors see other q, and their maps differ by 0.29 to 1.6.
+    """
+    from ccfkit.simulate.config import SimulationConfig
+
+    def detector(size, distance, max_angle, hole):
+        return SimulationConfig(size=size, distance=distance, max_angle=max_angle,
+                                hole_radius=hole, halo=(0, 0), background=0.0, noise=False,
+                                jitter=0.0)  # fmt: skip
+
+    wavelength = 49.6  # nm: 25 eV, the simulator's default range
+    detectors = [
+        (detector(257, 0.065, 30.0, 8.0), (128.0, 128.0)),
+        (detector(385, 0.1, 35.0, 20.0), (191.3, 192.6)),
+    ]
+    in_q, in_pixels = [], []
+    for config, center in detectors:
+        image, good, scattering = _rendered(config, center, wavelength)
+        maps = functools.partial(compute_maps, image, center=center, mask=good, q_bins=64,
+                                 phi_bins=256, backend="numpy", **settings)  # fmt: skip
+        in_q.append(maps(q_range=(0.015, 0.062), scattering=scattering))
+        in_pixels.append(maps(r_min=25.0, r_max=120.0))
+    scale = np.abs(in_q[0]).max()  # 1 for maxabs; the ring scale's range is [-1, 1]
+    assert scale > 0.5
+    assert np.abs(in_q[0] - in_q[1]).max() <= 1e-2 * scale
+    assert np.abs(in_pixels[0] - in_pixels[1]).max() >= 0.2 * scale
+
+
+def _first_usable_radius_over_the_whole_grid(good, center, r_max, phi_bins, q_bins, fraction):
+    """``r_min="auto"`` as first written: the whole fine grid's table at once."""
+    from ccfkit.polar import _AUTO_STEP, _bilinear_table, min_ring_count
+
+    phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
+    need = min_ring_count(fraction, phi_bins)
+
+    def usable(radius):
+        return _bilinear_table(np.atleast_1d(radius), phi, center, good)[2].sum(axis=1) >= need
+
+    fine = np.arange(0.0, r_max, _AUTO_STEP)
+    for r_min in fine[usable(fine)][:64]:
+        if usable(r_min + 0.5 * (r_max - r_min) / q_bins)[0]:
+            return float(r_min)
+    return None
+
+
+@pytest.mark.parametrize("hole", [0.0, 3.3, 12.7, 12.85, 25.0, 40.2])
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.9])
+def test_auto_r_min_searched_in_blocks_is_the_whole_grid_search(hole, fraction):
+    """The first usable radius is the same whichever block of the fine grid it lies in."""
+    size, center = 121, (60.4, 59.7)
+    yy, xx = np.mgrid[:size, :size]
+    good = np.hypot(xx - center[0], yy - center[1]) > hole
+    good[:, 90:93] = False  # a panel gap: partial rings further out
+    expected = _first_usable_radius_over_the_whole_grid(good, center, 55.0, 64, 24, fraction)
+    grid = RingGrid(q_bins=24, phi_bins=64, r_min="auto", r_max=55.0, min_ring_fraction=fraction)
+    if expected is None:
+        with pytest.raises(ValueError, match="r_min='auto'"):
+            make_polar_plan((size, size), center=center, mask=good, grid=grid)
+        return
+    plan = make_polar_plan((size, size), center=center, mask=good, grid=grid)
+    assert plan.r_min == expected
+    assert hole <= expected < hole + 2.0

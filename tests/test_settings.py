@@ -20,6 +20,7 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import HAS_TORCH
 
 from ccfkit import cli, noise
 from ccfkit.build_config import (
@@ -38,6 +39,9 @@ from ccfkit.polar import RingGrid
 from ccfkit.settings import Compressor, MapDtype, NoiseLevel, WriteMethod, values
 from ccfkit.simulate import SimulationConfig
 from ccfkit.store import COMPRESSORS
+
+#: The trainer imports torch (the ``trainer`` extra): not installed on the newest Python.
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 
 #: The parts of a store's recipe, as BuildConfig composes them.
 PARTS = {"grid": RingGrid, "maps": MapSettings, "noise": NoiseSettings, "output": OutputSettings}
@@ -275,6 +279,7 @@ def test_simulate_options_default_to_the_simulation_config():
     assert {"--energy", "--hole"} <= {opt for p in cli.simulate.params for opt in p.opts}
 
 
+@needs_torch
 def test_fit_options_are_the_model_and_train_fields():
     from trainer import cli as trainer_cli
     from trainer.config import TrainConfig
@@ -351,6 +356,7 @@ def test_the_trainer_version_is_the_packages():
     assert trainer.__version__ == __version__
 
 
+@needs_torch
 def test_the_study_split_defaults_are_the_train_configs():
     from ccfsort.study_plan import load_config
     from trainer.config import STUDY_TEST_FRACTION, TrainConfig
@@ -435,7 +441,7 @@ def test_a_file_field_is_an_existing_file_given_as_its_absolute_path(tmp_path, m
 
 def test_the_command_line_modules_load_no_engine_store_dask_or_numba():
     code = (
-        "import sys, ccfkit.cli, trainer.cli; "
+        f"import sys, ccfkit.cli{', trainer.cli' if HAS_TORCH else ''}; "
         "print(sorted(m for m in ('ccfkit.pipeline', 'ccfkit.engine', 'zarr', "
         "'dask', 'numba') if m in sys.modules))"
     )
@@ -452,6 +458,7 @@ def test_the_command_line_modules_load_no_engine_store_dask_or_numba():
     assert result.stdout.strip() == "False", result.stderr
 
 
+@needs_torch
 def test_annotations_resolve():
     """Every dataclass the command lines are made from has annotations the generator can read."""
     from trainer.config import TrainConfig

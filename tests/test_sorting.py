@@ -38,6 +38,17 @@ def frames(tmp_path_factory):
     return train, new
 
 
+@pytest.fixture(scope="module")
+def one_energy(tmp_path_factory):
+    """Two such files at one photon energy: rings in q are placed with one wavelength."""
+    root = tmp_path_factory.mktemp("one_energy")
+    files = root / "train.cxi", root / "new.cxi"
+    for path, n, seed in zip(files, (32, 20), (4, 5)):
+        _invoke(ccfkit_main, "simulate", path, "--n", n, "--size", "48", "--seed", seed,
+                "--energy", "25", "25", "--quiet")  # fmt: skip
+    return files
+
+
 def _probabilities(path):
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -52,10 +63,13 @@ def _probabilities(path):
         ["--orders", "8,2", "--estimator", "mask-corrected", "--scale", "ring", "--r-min", "0"],
         ["--scale", "none", "--min-ring-fraction", "0"],
         ["--precision", "bf16-emulated"],
+        ["--q-range", "0.03", "0.06"],  # rings in momentum transfer (docs/ccf.md)
     ],
 )
-def test_frames_give_the_probabilities_of_their_store(tmp_path, frames, options):
-    train_cxi, new_cxi = frames
+def test_frames_give_the_probabilities_of_their_store(tmp_path, frames, options, request):
+    train_cxi, new_cxi = (
+        request.getfixturevalue("one_energy") if "--q-range" in options else frames
+    )
     store, new_store = tmp_path / "train.zarr", tmp_path / "new.zarr"
     _invoke(ccfkit_main, "build", train_cxi, store, *GRID, *options)
     fit(tmp_path / "run", ModelConfig(num_classes=len(SIMULATED_LABELS), width=8),

@@ -84,9 +84,21 @@ class ChunkWriter:
                 f"{len(data)} rows for chunk {chunk} of {self.path!r} (rows {rows.start}.."
                 f"{rows.stop - 1}): only whole chunks are written"
             )
-        # every chunk written, zeros too: a missing chunk of a done task means damage
-        array = zarr.open_array(store=self.store, path=self.path, mode="r+")
-        array.with_config({"write_empty_chunks": True})[rows] = data
+        self._opened()[rows] = data
+
+    def _opened(self) -> zarr.Array:
+        """The array, opened once per process (its metadata read once, not per chunk)."""
+        array = self.__dict__.get("_array")
+        if array is None:
+            # every chunk written, zeros too: a missing chunk of a done task means damage
+            array = zarr.open_array(store=self.store, path=self.path, mode="r+")
+            array = array.with_config({"write_empty_chunks": True})
+            object.__setattr__(self, "_array", array)  # not a field: not compared, not pickled
+        return array
+
+    def __getstate__(self) -> dict:
+        """The fields only: a copy in another process opens the array there."""
+        return {name: value for name, value in self.__dict__.items() if name != "_array"}
 
 
 def chunk_writer(array: zarr.Array, method: WriteMethod | str = WriteMethod.ZARR) -> ChunkWriter:

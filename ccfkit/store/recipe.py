@@ -28,6 +28,7 @@ import zarr
 
 from ..build_config import BuildConfig, NoiseSettings, OutputSettings, flat_parameters
 from ..ccf import Estimator, MapSettings, Precision, Scale
+from ..geometry import ScatteringGeometry
 from ..polar import RingGrid
 from ..settings import MapDtype, NoiseLevel
 from .layout import StoreError
@@ -38,6 +39,7 @@ __all__ = ["BEFORE_THE_PARAMETER", "StoreRecipe", "read_recipe"]
 #: The value a store that does not record a parameter was built with (it predates it).
 BEFORE_THE_PARAMETER = {
     "min_ring_fraction": 0.0,  # every ring used
+    "q_range": None,  # rings placed in pixel radius
     "delta": 0.0,
     "estimator": Estimator.RING.value,
     "scale": Scale.MAXABS.value,
@@ -59,7 +61,9 @@ class StoreRecipe:
     Attributes
     ----------
     grid : RingGrid
-        The polar grid as asked (``r_min`` may be ``"auto"``).
+        The polar grid as asked (``r_min`` may be ``"auto"``; with
+        ``q_range`` the rings were placed in momentum transfer, and
+        ``grid.ring_axis`` is ``"q"``).
     settings : MapSettings
         Orders, separation, estimator, scale and the precision the maps were
         computed in.
@@ -75,6 +79,10 @@ class StoreRecipe:
         ``(r_min, r_max)`` in pixels as the build resolved them; None where
         not known (a recipe not read from a store). Not compared: two recipes
         are equal when they ask for the same maps.
+    scattering : ScatteringGeometry or None
+        The input's pixel size, distance and wavelength, where the store
+        records them (``input``); what places the rings of a grid with
+        ``q_range`` on the store's detector. Not compared.
     """
 
     grid: RingGrid
@@ -84,6 +92,7 @@ class StoreRecipe:
     image_size: int | None = None
     map_dtype: MapDtype = MapDtype.FLOAT32
     radii: tuple[float, float] | None = field(default=None, compare=False)
+    scattering: ScatteringGeometry | None = field(default=None, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "noise", NoiseLevel(self.noise))
@@ -106,8 +115,12 @@ class StoreRecipe:
 
     @property
     def resolved_grid(self) -> RingGrid:
-        """:attr:`grid` with the radii the build resolved (the grid its maps were made on)."""
-        if self.radii is None:
+        """:attr:`grid` with the radii the build resolved (the grid its maps were made on).
+
+        A grid placed in momentum transfer (``q_range``) is its own resolution:
+        its radii follow from each detector's geometry.
+        """
+        if self.radii is None or self.grid.q_range is not None:
             return self.grid
         return replace(self.grid, r_min=self.radii[0], r_max=self.radii[1])
 
@@ -142,7 +155,8 @@ class StoreRecipe:
             raise StoreError(f"the store's parameters lack {', '.join(missing)}")
         orders = stored["orders"] if "orders" in stored else [stored["order"]]
         try:
-            grid = RingGrid(**{k: stored[k] for k in (*REQUIRED, "min_ring_fraction")})
+            grid_keys = (*REQUIRED, "min_ring_fraction", "q_range")
+            grid = RingGrid(**{key: stored[key] for key in grid_keys})
             settings = MapSettings(
                 orders=tuple(orders),
                 delta=stored["delta"],
@@ -163,7 +177,20 @@ class StoreRecipe:
             image_size=stored["image_size"],
             map_dtype=_member(MapDtype, stored, "map_dtype"),
             radii=radii,
+            scattering=_scattering(attributes.get("input")),
         )
+
+
+def _scattering(described) -> ScatteringGeometry | None:
+    """The pixel size, distance and wavelength a store's ``input`` records; None without."""
+    keys = ("pixel_size_m", "distance_m", "wavelength_m")
+    if not isinstance(described, Mapping) or any(described.get(key) is None for key in keys):
+        return None
+    try:
+        pixel_size, distance, wavelength = (float(described[key]) for key in keys)
+        return ScatteringGeometry(pixel_size, distance, wavelength * 1e9)
+    except (TypeError, ValueError):
+        return None
 
 
 def _member(kind: type[enum.Enum], stored: Mapping, key: str):

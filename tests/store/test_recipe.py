@@ -51,6 +51,26 @@ def test_a_recipe_reads_back_as_written(tmp_path):
     assert RECIPE.resolved_grid is RECIPE.grid  # not read from a store: radii unknown
 
 
+def test_rings_in_momentum_transfer_read_back_with_the_input_geometry(tmp_path):
+    """q_range round-trips (a JSON list read as a tuple); its grid is its own resolution."""
+    placed = StoreRecipe(grid=RingGrid(q_bins=16, phi_bins=32, q_range=(0.02, 0.3)),
+                         settings=MapSettings(orders=(4, 2)))  # fmt: skip
+    described = {"wavelength_m": 2e-9, "distance_m": 0.1, "pixel_size_m": 75e-6}
+    group = store_of(tmp_path / "q.zarr", placed.parameters(), r_min=4.1, r_max=70.2,
+                     input=described)  # fmt: skip
+    recipe = read_recipe(group)
+    assert recipe == placed and recipe.grid.q_range == (0.02, 0.3)
+    assert recipe.grid.ring_axis == "q" and recipe.resolved_grid == placed.grid
+    assert recipe.differences(placed) == []
+    other = StoreRecipe(grid=RingGrid(q_bins=16, phi_bins=32, q_range=(0.02, 0.25)),
+                        settings=MapSettings(orders=(4, 2)))  # fmt: skip
+    assert recipe.differences(other) == ["q_range"]
+    scattering = recipe.scattering
+    assert (scattering.pixel_size, scattering.distance) == (75e-6, 0.1)
+    assert scattering.wavelength_nm == pytest.approx(2.0, rel=1e-15)
+    assert read_recipe(store_of(tmp_path / "r.zarr", RECIPE.parameters())).scattering is None
+
+
 def test_differences_name_the_parameters():
     other = StoreRecipe(grid=RECIPE.grid, settings=MapSettings(orders=(4, 2), delta=0.5),
                         noise="max", seed=7, image_size=8, map_dtype="float16")  # fmt: skip
@@ -102,8 +122,8 @@ def test_unknown_or_missing_parameters_are_one_line_errors(tmp_path):
 def test_the_stored_parameters_are_the_documented_keys():
     """docs/store-layout.md: ``parameters``, flat, JSON-ready."""
     assert set(RECIPE.parameters()) == {
-        "orders", "q_bins", "phi_bins", "r_min", "r_max", "min_ring_fraction", "delta",
-        "estimator", "scale", "precision", "noise", "seed", "image_size", "map_dtype",
+        "orders", "q_bins", "phi_bins", "r_min", "r_max", "min_ring_fraction", "q_range",
+        "delta", "estimator", "scale", "precision", "noise", "seed", "image_size", "map_dtype",
     }  # fmt: skip
 
 
