@@ -27,6 +27,10 @@ With ``--run``, instead: the same module stacks written as a European XFEL
 run (extra-data's mock writers: 16 module files, ``--frames / 16`` trains
 of 16 pulses), built with ``--detector`` against the stack file.
 
+With ``--decode``, instead: decoding the bitshuffle-LZ4 file alone, raw
+chunks decoded outside HDF5 against h5py, one and two threads (ms per frame,
+wall and CPU).
+
 With ``--centres``, instead: the cost of one beam centre per frame. 256
 frames of 259 x 259 px, centres drawn around the middle (1.8 px standard
 deviation), built each at its own centre, then all at their mean
@@ -42,6 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import load_average
 
 QUAD_POS = [(-525, 625), (-550, -10), (520, -160), (542.5, 475)]
 
@@ -95,16 +100,25 @@ def write_inputs(workdir: Path, n_frames: int) -> dict:
             "stack": stack, "good": good}  # fmt: skip
 
 
-def run_build(case: dict, workdir: Path, workers: int) -> float:
-    """Seconds of one build (in this process, after a first build of the same input)."""
+def run_build(case: dict, workdir: Path, workers: int) -> tuple[float, float]:
+    """Wall and CPU seconds (this process) of one build, after a first build of the same input.
+
+    ``case["h5py"]``: bitshuffle-LZ4 chunks are decompressed by HDF5 through
+    h5py (under its lock), not read raw and decoded outside it.
+    """
+    from unittest import mock
+
     from ccfkit.build_config import BuildConfig
+    from ccfkit.io import source
     from ccfkit.pipeline import build
 
     config = BuildConfig.from_parameters(dict(r_min=60.0, r_max=500.0, min_ring_fraction=0.3))
-    start = time.perf_counter()
-    build(case["source"], str(workdir / "out.zarr"), config, center=case.get("center"),
-          overwrite=True, progress=False, workers=workers, chunk_frames=16)  # fmt: skip
-    return time.perf_counter() - start
+    direct = (lambda *args: None) if case.get("h5py") else source.bitshuffle_layout
+    with mock.patch.object(source, "bitshuffle_layout", direct):
+        start, cpu = time.perf_counter(), time.process_time()
+        build(case["source"], str(workdir / "out.zarr"), config, center=case.get("center"),
+              overwrite=True, progress=False, workers=workers, chunk_frames=16)  # fmt: skip
+        return time.perf_counter() - start, time.process_time() - cpu
 
 
 def sampling_costs(inputs: dict, repeats: int = 5) -> dict:
@@ -228,6 +242,45 @@ def run_costs(workdir: Path, n_frames: int, rounds: int, workers: int) -> None:
     print(f"\nrun / stack file build time, per round: {ratios}")
 
 
+def decode_costs(workdir: Path, n_frames: int, rounds: int) -> None:
+    """Decoding the bitshuffle-LZ4 file alone: ms per frame, wall and CPU, 1 and 2 threads.
+
+    Raw chunks decoded outside HDF5 (:mod:`ccfkit.io.bitshuffle_chunks`)
+    against h5py's ``read_direct`` (HDF5 decompresses, under h5py's lock);
+    the best of ``rounds``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import h5py
+
+    from ccfkit.io.bitshuffle_chunks import bitshuffle_layout, read_bitshuffle_frames
+
+    name, path = str(write_inputs(workdir, n_frames)["files"]["lz4"]), "entry_1/data_1/data"
+    layout = bitshuffle_layout(name, path)
+    out = np.empty((layout.frames, *layout.frame_shape), np.float32)
+
+    def direct(k):
+        read_bitshuffle_frames(name, path, layout, k, k + 1, out[k : k + 1])
+
+    def through_h5py(k):
+        with h5py.File(name, "r") as handle:
+            handle[path].read_direct(out[k : k + 1], np.s_[k : k + 1])
+
+    print(f"load average {load_average()}\n")
+    print("| decoder | threads | wall ms per frame | CPU ms per frame |\n|---|---|---|---|")
+    for label, read in (("raw chunks, bshuf_decompress_lz4", direct), ("h5py", through_h5py)):
+        for threads in (1, 2):
+            best = (np.inf, np.inf)
+            for _ in range(rounds):
+                start, cpu = time.perf_counter(), time.process_time()
+                with ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(read, range(layout.frames)))
+                spent = (time.perf_counter() - start, time.process_time() - cpu)
+                best = min(best, spent)
+            wall, used = (1e3 * v / layout.frames for v in best)
+            print(f"| {label} | {threads} | {wall:.1f} | {used:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64)
@@ -236,7 +289,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-facility-bench"))
     parser.add_argument("--centres", action="store_true", help="the cost of per-frame centres")
     parser.add_argument("--run", action="store_true", help="a European XFEL run's build")
+    parser.add_argument("--decode", action="store_true", help="bitshuffle-LZ4 decoding alone")
     args = parser.parse_args()
+    if args.decode:
+        decode_costs(args.workdir, args.frames, args.rounds)
+        return
     if args.run:
         run_costs(args.workdir, args.frames, args.rounds, args.workers)
         return
@@ -255,25 +312,36 @@ def main() -> None:
                                  "center": (cx, cy)},
         "pre-assembled, bitshuffle-LZ4": {"source": open_source([str(files["lz4"])], mask=good),
                                           "center": (cx, cy)},
+        "pre-assembled, bitshuffle-LZ4, decompressed by HDF5 (h5py)": {
+            "source": open_source([str(files["lz4"])], mask=good), "center": (cx, cy),
+            "h5py": True},
     }  # fmt: skip
     for case in cases.values():  # kernels compiled, plans built, files in the page cache
         run_build(case, args.workdir, args.workers)
     results = {name: [] for name in cases}
+    cpu = {name: [] for name in cases}
     for _ in range(args.rounds):
         for name, case in cases.items():
-            results[name].append(run_build(case, args.workdir, args.workers))
-    print(f"{args.frames} frames, {args.rounds} rounds, --workers {args.workers}\n")
-    print("| input | build s (median) | frames/s |")
-    print("|---|---|---|")
+            wall, used = run_build(case, args.workdir, args.workers)
+            results[name].append(wall)
+            cpu[name].append(used)
+    print(f"{args.frames} frames, {args.rounds} rounds, --workers {args.workers}, "
+          f"load average {load_average()}\n")  # fmt: skip
+    print("| input | build s (median) | CPU s (median) | frames/s |")
+    print("|---|---|---|---|")
     for name, values in results.items():
         seconds = statistics.median(values)
-        print(f"| {name} | {seconds:.2f} | {args.frames / seconds:.0f} |")
+        print(f"| {name} | {seconds:.2f} | {statistics.median(cpu[name]):.2f} | "
+              f"{args.frames / seconds:.0f} |")  # fmt: skip
     plain, lz4 = results["pre-assembled, plain"], results["pre-assembled, bitshuffle-LZ4"]
+    old = results["pre-assembled, bitshuffle-LZ4, decompressed by HDF5 (h5py)"]
     stack = results["stack + geometry"]
     ratios = [p / s for s, p in zip(stack, plain)]
     print(f"\nstack / pre-assembled frames/s, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
-    ratios = [z / p for z, p in zip(lz4, plain)]
-    print(f"bitshuffle-LZ4 / plain build time, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    for label, times in (("bitshuffle-LZ4", lz4), ("bitshuffle-LZ4 through h5py", old)):
+        ratios = [z / p for z, p in zip(times, plain)]
+        print(f"{label} / plain build time, per round: {', '.join(f'{r:.2f}' for r in ratios)}"
+              f" (median {statistics.median(ratios):.2f})")  # fmt: skip
     print("\n| one frame resampled (Q 224, P 512, one thread) | ms |\n|---|---|")
     for name, seconds in sampling_costs(inputs).items():
         print(f"| {name} | {seconds * 1e3:.1f} |")

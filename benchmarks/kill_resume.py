@@ -1,8 +1,12 @@
-"""SIGKILL a build at seeded moments over its whole life; every resume must give the same store.
+"""SIGKILL a build, a training run or a prediction at seeded moments; finishing must give the same.
 
 Usage (from the repository root)::
 
     nice -n 10 .venv/bin/python benchmarks/kill_resume.py --moments 30 --seed 0
+    nice -n 10 .venv/bin/python benchmarks/kill_resume.py --what fit --moments 10
+    nice -n 10 .venv/bin/python benchmarks/kill_resume.py --what predict --moments 10
+
+``--what build`` (the default):
 
 1. Simulates a small input (``--frames`` 64 x 64 frames) and builds it once,
    uninterrupted: the reference store, and the build's duration ``T``,
@@ -20,7 +24,20 @@ Usage (from the repository root)::
    value for value, as the reference, and prints one row per moment and a
    summary line.
 
-``tests/test_catalogue.py`` runs three moments of it.
+``--what fit``: ``trainer fit`` on a store of the same input (a few epochs of a
+small network, one thread), killed at moments spread over its life (the run
+directory's creation included), then finished with ``--resume`` where a
+``last.pt`` was left, else with ``--overwrite`` (the run's own files only) or
+from the start; the finished run must have the uninterrupted run's weights
+(``last.pt``, tensor for tensor) and metrics (``metrics.csv`` without its
+timings).
+
+``--what predict``: ``trainer predict RUN STORE -o preds.csv`` over an older
+predictions file, killed at moments over its life: what the kill left at
+``preds.csv`` must be the older file or the whole new one, never a part;
+predicting again must give the uninterrupted prediction.
+
+``tests/test_catalogue.py`` runs a few moments of each.
 """
 
 from __future__ import annotations
@@ -205,19 +222,139 @@ def run_trials(
     return duration, trials
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--moments", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-kill-resume"))
-    args = parser.parse_args()
-    duration, trials = run_trials(args.workdir, args.moments, args.seed, args.frames)
-    from harness import machine
+# --------------------------------------------------------------------------
+# trainer fit and trainer predict -o
+# --------------------------------------------------------------------------
 
-    described = machine()
-    print(f"CPU: {described['CPU']}; cores: {described['cores']}")
-    print(f"uninterrupted build: {duration:.2f} s ({args.frames} frames, {' '.join(BUILD)})")
+#: A small network for a few epochs on one thread (results reproducible, resume exact).
+FIT = ["--epochs", "3", "--width", "8", "--batch-size", "8", "--workers", "0", "--device", "cpu",
+       "--threads", "1", "--quiet"]  # fmt: skip
+
+#: A trainer command that waits for a line on stdin after importing torch and the trainer.
+TRAINER_CHILD = """
+import sys
+import torch, trainer.cli, trainer.loop, trainer.inference
+print("ready", flush=True)
+sys.stdin.readline()
+trainer.cli.main()
+"""
+
+
+def start_trainer(*args: str) -> subprocess.Popen:
+    """A ``trainer ARGS`` process, imports done, waiting for :func:`go`."""
+    command = [sys.executable, "-c", TRAINER_CHILD, *args]
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def trainer(*args: str, in_process: bool = False) -> None:
+    """``trainer ARGS`` to the end, in a fresh process or in this one; RuntimeError if it fails."""
+    if in_process:
+        from click.testing import CliRunner
+
+        from trainer.cli import main as program
+
+        result = CliRunner().invoke(program, list(args))
+        code, errors = result.exit_code, result.output
+    else:
+        command = [sys.executable, "-m", "trainer", *args]
+        result = subprocess.run(command, check=False, capture_output=True, text=True)
+        code, errors = result.returncode, result.stderr
+    if code != 0:
+        raise RuntimeError(f"trainer {' '.join(args)} failed: {errors}")
+
+
+def killed_at(moment: float, *args: str) -> None:
+    """Start ``trainer ARGS`` and SIGKILL it ``moment`` seconds after it started."""
+    child = start_trainer(*args)
+    started = go(child)
+    time.sleep(max(0.0, moment - (time.perf_counter() - started)))
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+
+
+def timed_trainer(*args: str) -> float:
+    """Run ``trainer ARGS`` uninterrupted (imports not counted); its duration, seconds."""
+    child = start_trainer(*args)
+    started = go(child)
+    _, errors = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"trainer {' '.join(args)} failed: {errors}")
+    return time.perf_counter() - started
+
+
+def what_the_run_left(run_dir: Path) -> str:
+    """What a killed ``trainer fit`` left, in words."""
+    if not run_dir.exists():
+        return "missing"
+    names = sorted(p.name for p in run_dir.iterdir())
+    if "last.pt" in names:
+        return "a run with last.pt"
+    return "a run directory without last.pt" if names else "an empty directory"
+
+
+def same_run(a: Path, b: Path) -> bool:
+    """The same weights in ``last.pt`` and the same metrics.csv (timings aside)."""
+    import csv
+
+    import torch
+
+    first, second = (torch.load(r / "last.pt", weights_only=True)["model"] for r in (a, b))
+    if first.keys() != second.keys() or not all(torch.equal(first[k], second[k]) for k in first):
+        return False
+    timings = {"seconds", "samples_per_s"}
+    rows = [[{k: v for k, v in row.items() if k not in timings}
+             for row in csv.DictReader((r / "metrics.csv").open())] for r in (a, b)]  # fmt: skip
+    return rows[0] == rows[1]
+
+
+def fit_trials(workdir: Path, store: Path, count: int, seed: int, in_process: bool = False
+               ) -> tuple[float, list[Trial]]:  # fmt: skip
+    """Kill ``trainer fit`` at ``count`` moments; each finished run compared with the whole one."""
+    whole = workdir / "whole_run"
+    shutil.rmtree(whole, ignore_errors=True)
+    duration = timed_trainer("fit", str(store), "--run-dir", str(whole), *FIT)
+    trials = []
+    for moment in moments(count, duration, seed):
+        run_dir = workdir / "killed_run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        killed_at(moment, "fit", str(store), "--run-dir", str(run_dir), *FIT)
+        left = what_the_run_left(run_dir)
+        extra = {"a run with last.pt": ["--resume"], "missing": []}.get(left, ["--overwrite"])
+        trainer("fit", str(store), "--run-dir", str(run_dir), *FIT, *extra, in_process=in_process)
+        finished = extra[0] if extra else "a fresh run"
+        trials.append(Trial(moment, left, finished, same_run(run_dir, whole)))
+    return duration, trials
+
+
+def predict_trials(workdir: Path, store: Path, run_dir: Path, count: int, seed: int,
+                   in_process: bool = False) -> tuple[float, list[Trial]]:  # fmt: skip
+    """Kill ``trainer predict -o`` over an older file at ``count`` moments (see the module doc)."""
+    whole, older = workdir / "whole.csv", workdir / "older.csv"
+    for path in (whole, older):
+        path.unlink(missing_ok=True)
+    trainer("predict", str(run_dir), str(store), "-o", str(older), "--checkpoint", "last",
+            in_process=in_process)  # fmt: skip
+    duration = timed_trainer("predict", str(run_dir), str(store), "-o", str(whole))
+    old_text, new_text = older.read_text(), whole.read_text()
+    trials = []
+    for moment in moments(count, duration, seed):
+        out = workdir / "killed.csv"
+        shutil.copy(older, out)
+        killed_at(moment, "predict", str(run_dir), str(store), "-o", str(out))
+        text = out.read_text()
+        left = {old_text: "the older file", new_text: "the new file"}.get(text, "A TORN FILE")
+        trainer("predict", str(run_dir), str(store), "-o", str(out), in_process=in_process)
+        identical = left != "A TORN FILE" and out.read_text() == new_text
+        trials.append(Trial(moment, left, "predicted again", identical))
+    return duration, trials
+
+
+def print_trials(what: str, duration: float, trials: list[Trial]) -> bool:
+    """One Markdown row per trial and a summary line; whether every trial finished identical."""
+    print(f"\n{what}: uninterrupted {duration:.2f} s")
     print("| kill at (s) | what the kill left | finished with | identical |")
     print("|---|---|---|---|")
     for t in trials:
@@ -225,10 +362,39 @@ def main() -> None:
             f"| {t.moment:.3f} | {t.left} | {t.resumed_with} | {'yes' if t.identical else 'NO'} |"
         )
     same = sum(t.identical for t in trials)
-    print(
-        f"\n{same} of {len(trials)} killed builds finished to a store identical to the reference"
-    )
-    if same != len(trials):
+    print(f"\n{same} of {len(trials)} killed {what} runs finished identical to the reference")
+    return same == len(trials)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--what", choices=("build", "fit", "predict"), default="build")
+    parser.add_argument("--moments", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/ccfkit-kill-resume"))
+    args = parser.parse_args()
+    from harness import machine
+
+    described = machine()
+    print(f"CPU: {described['CPU']}; cores: {described['cores']}")
+    count = args.moments if args.what == "build" else 0
+    duration, trials = run_trials(args.workdir, count, args.seed, args.frames)
+    if args.what == "build":
+        print(f"build: {args.frames} frames, {' '.join(BUILD)}")
+        success = print_trials("build", duration, trials)
+    elif args.what == "fit":
+        print(f"trainer fit {' '.join(FIT)} on {args.frames} frames")
+        success = print_trials("fit", *fit_trials(args.workdir, args.workdir / "whole.zarr",
+                                                  args.moments, args.seed))  # fmt: skip
+    else:
+        store, run_dir = args.workdir / "whole.zarr", args.workdir / "run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        trainer("fit", str(store), "--run-dir", str(run_dir), *FIT)
+        print(f"trainer predict -o CSV, {args.frames} frames")
+        success = print_trials("predict", *predict_trials(args.workdir, store, run_dir,
+                                                          args.moments, args.seed))  # fmt: skip
+    if not success:
         sys.exit(1)
 
 

@@ -41,7 +41,9 @@ def atomic_output(path, *, overwrite: bool = False) -> Iterator[Path]:
     Notes
     -----
     On any exception, KeyboardInterrupt included, the partial file is removed
-    and the exception propagates; an existing ``path`` is left untouched.
+    and the exception propagates; an existing ``path`` is left untouched. An
+    ``OSError`` that names no file (a full disk) is raised again naming ``path``.
+    What may be written where is :mod:`ccfkit.outputs`' question.
     """
     path = Path(path)
     if path.is_dir():
@@ -56,6 +58,11 @@ def atomic_output(path, *, overwrite: bool = False) -> Iterator[Path]:
         partial.unlink()
     try:
         yield partial
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if error.filename is None and error.errno is not None:  # e.g. a full disk: name the file
+            raise type(error)(error.errno, error.strerror, str(path)) from error
+        raise
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

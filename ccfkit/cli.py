@@ -180,7 +180,7 @@ def _resolve_center(center, source):
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--verify", is_flag=True, help="Read every chunk and check its crc32c checksum.")
+@click.option("--verify", is_flag=True, help="Check every array, chunk, checksum and digest.")
 def info(store: Path, verify: bool) -> None:
     """Print the layout, parameters and provenance of a store."""
     from .store import StoreError, open_store, verify_store
@@ -190,7 +190,7 @@ def info(store: Path, verify: bool) -> None:
         group = open_store(store)
         click.echo(describe_store(group))
         if verify:
-            click.echo(f"\nverified: {verify_store(group)} chunks, every checksum right")
+            click.echo(f"\nverified: {verify_store(group)} chunks, checksums and digests right")
 
 
 @main.command()
@@ -260,7 +260,10 @@ SIMULATION_OPTIONS = {
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, **settings) -> None:
+@click.option("--geometry", default=None, metavar="FILE|NAME",
+              help="Module stacks (frame, module, ss, fs) at this detector's pixels: a CrystFEL "
+              "file, or agipd, jungfrau, pnccd (written beside OUT as .geom); docs/simulate.md.")  # fmt: skip
+def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, geometry, **settings) -> None:
     """Write N simulated, labelled diffraction frames to the CXI file OUT.
 
     Helium-droplet-like spheres, spheroids and pairs of spheres in the Born
@@ -275,9 +278,11 @@ def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, **settings) -
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     try:
-        report = write_simulated(
-            out, config, n_frames, seed, overwrite=overwrite, workers=workers, progress=not quiet
-        )
+        if geometry is not None:
+            report = _simulate_stack(out, config, n_frames, seed, geometry, overwrite)
+        else:
+            report = write_simulated(out, config, n_frames, seed, overwrite=overwrite,
+                                     workers=workers, progress=not quiet)  # fmt: skip
     except (FileExistsError, FileNotFoundError, IsADirectoryError) as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
@@ -287,6 +292,18 @@ def simulate(out: Path, n_frames, seed, workers, overwrite, quiet, **settings) -
         f"wrote {out}: {n_frames} frames in {report['seconds']:.1f} s "
         f"({report['frames_per_second']:.0f} frames/s); labels: {counts}"
     )
+
+
+def _simulate_stack(out, config, n_frames, seed, geometry, overwrite) -> dict:
+    """``ccfkit simulate --geometry``: module stacks (:mod:`ccfkit.simulate.stack`)."""
+    from .simulate.stack import write_simulated_stack
+
+    try:
+        report = write_simulated_stack(out, config, n_frames, seed, geometry, overwrite=overwrite)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"geometry: {report['geometry']}, frames of {report['stack_shape']}")
+    return report
 
 
 @main.command("simulate-examples")

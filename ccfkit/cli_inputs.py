@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["input_options", "open_input"]
+__all__ = ["input_options", "open_frames", "open_input"]
 
 _OPTIONS = (
     click.option(
@@ -72,7 +72,10 @@ def open_input(inputs, out, *, mask_spec, center, data_path, labels_path, facili
     -------
     (FrameSource, str or None)
         ``--center per-frame`` becomes the source's ``center_per_frame``
-        and a centre of None.
+        and a centre of None. Several files must agree on their mask
+        (unless ``--mask``) and beam centre (unless ``--center``); with
+        ``--center per-frame`` each file's frames keep its own centre
+        (:mod:`ccfkit.io.agreement`).
 
     Raises
     ------
@@ -83,7 +86,8 @@ def open_input(inputs, out, *, mask_spec, center, data_path, labels_path, facili
     """
     from .io.source import InputError
 
-    source = _open(inputs, out, mask_spec, data_path, labels_path, **facility)
+    center_use = {None: "agree", "per-frame": "per-frame"}.get(center, "ignore")
+    source = _open(inputs, out, mask_spec, data_path, labels_path, center_use, **facility)
     if source.pixels is not None and center == "auto":
         raise InputError("--center auto works on images; with --geometry give --center X,Y")
     if center == "per-frame":
@@ -93,30 +97,69 @@ def open_input(inputs, out, *, mask_spec, center, data_path, labels_path, facili
     return source, center
 
 
-def _open(inputs, out, mask_spec, data_path, labels_path, geometry, detector, pulses, incomplete):
-    """CXI/HDF5 files (:func:`~ccfkit.io.source.open_source`) or a run (:mod:`ccfkit.io.euxfel`)."""
-    from .io.source import InputError, open_source, read_mask_file
+def _open(inputs, out, mask_spec, data_path, labels_path, center_use, **facility):
+    """The input with ``--mask`` read (a ``--mask`` file may not lie in ``out``)."""
+    from .io.source import InputError, read_mask_file
     from .store import check_not_input
 
+    mask, origin = None, ""
+    if mask_spec:
+        if facility.get("detector") is not None:
+            raise InputError("--mask with --detector: the run's own mask (image.mask) is used")
+        check_not_input(out, [mask_spec.partition(":")[0]])
+        mask, origin = read_mask_file(mask_spec)
+    return open_frames(inputs, data_path=data_path, labels_path=labels_path, mask=mask,
+                       mask_origin=origin, center_use=center_use, **facility)  # fmt: skip
+
+
+def open_frames(
+    inputs,
+    *,
+    data_path=None,
+    labels_path=None,
+    mask=None,
+    mask_origin="given",
+    center_use="agree",
+    geometry=None,
+    detector=None,
+    pulses=None,
+    incomplete="skip",
+):
+    """CXI/HDF5 files (:func:`~ccfkit.io.source.open_source`) or a run (:mod:`ccfkit.io.euxfel`).
+
+    The options of :func:`input_options` as keywords: ``trainer predict``
+    opens its frames with this too.
+
+    Parameters
+    ----------
+    inputs : sequence of str
+        Files or globs; with ``detector``, one run directory.
+    data_path, labels_path : str, optional
+    mask : (H, W) bool ndarray, optional
+        True = good, replacing the files' masks (not with ``detector``).
+    mask_origin : str
+    center_use : {"agree", "ignore", "per-frame"}
+        What the files' beam centres are for (:func:`ccfkit.io.agreement.agreed`).
+    geometry, detector, pulses, incomplete
+        ``--geometry``, ``--detector``, ``--pulses``, ``--incomplete``.
+
+    Returns
+    -------
+    FrameSource
+    """
+    from .io.source import InputError, open_source
+
     if detector is None and pulses is None:
-        if mask_spec:
-            check_not_input(out, [mask_spec.partition(":")[0]])
-        mask, origin = read_mask_file(mask_spec) if mask_spec else (None, "")
-        return open_source(
-            inputs,
-            data_path=data_path,
-            mask=mask,
-            mask_origin=origin,
-            labels_path=labels_path,
-            geometry=geometry,
-        )
+        return open_source(inputs, data_path=data_path, mask=mask, mask_origin=mask_origin,
+                           labels_path=labels_path, geometry=geometry,
+                           center_use=center_use)  # fmt: skip
     from .io.euxfel import open_run, parse_pulses
 
     if detector is None:
         raise InputError("--pulses selects pulses of a run: give --detector NAME")
     if len(inputs) != 1:
         raise InputError(f"--detector reads one run directory, not {len(inputs)} inputs")
-    if mask_spec:
+    if mask is not None:
         raise InputError("--mask with --detector: the run's own mask (image.mask) is used")
     return open_run(
         inputs[0], detector, geometry=geometry, pulses=parse_pulses(pulses), incomplete=incomplete

@@ -13,7 +13,7 @@ from .io.source import FrameReader
 from .noise import add_noise
 from .store import read_checked, read_recipe
 
-__all__ = ["describe_store", "draw_frame", "raw_frame"]
+__all__ = ["check_picture_output", "describe_store", "draw_frame", "raw_frame"]
 
 
 def describe_store(group: zarr.Group) -> str:
@@ -64,17 +64,35 @@ def raw_frame(group: zarr.Group, row: int) -> np.ndarray:
     return reader[int(group["index"][row])]
 
 
+def check_picture_output(group: zarr.Group, output: str | Path) -> Path:
+    """``output`` if ``ccfkit show -o`` may write it (:func:`ccfkit.outputs.writable_output`).
+
+    Never the store (a local one), a file inside it or one of the input files
+    it names; an existing file only when it is a picture this tool drew (its
+    PNG marker).
+    """
+    from .outputs import our_picture, writable_output
+
+    store = getattr(group.store, "root", None)
+    inputs = [*([store] if store else []), *group.attrs.get("input", {}).get("files", [])]
+    return writable_output(output, inputs=inputs, recognise=our_picture, what="-o")
+
+
 def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     """Fig. 4 of the paper for one frame: image, noisy image, merged map.
 
     The noisy image is drawn again from ``(seed, index)``: it is the one the
     map was computed from. A damaged chunk is a
-    :class:`~ccfkit.store.StoreError` naming it.
+    :class:`~ccfkit.store.StoreError` naming it. ``output`` is checked first
+    (:func:`check_picture_output`, an ``OSError``); the PNG is written to it
+    exactly (no suffix added), whole (:func:`ccfkit.atomic.atomic_output`), and
+    marked as this tool's (``Software``: ``ccfkit show``).
     """
     from matplotlib.figure import Figure
 
     from .plotting import draw_image, draw_merged_map
 
+    check_picture_output(group, output)  # before anything is drawn
     n_frames = group["ccf"].shape[0]
     if not 0 <= row < n_frames:
         raise IndexError(f"index {row} out of range: the store has {n_frames} frames")
@@ -99,7 +117,10 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
         on = [name for name, bit in zip(names, bits) if bit]
         fig.suptitle("labels: " + (", ".join(on) or "none"))
     fig.tight_layout()
-    fig.savefig(output, dpi=90)
+    from .atomic import atomic_output
+
+    with atomic_output(output, overwrite=True) as partial:
+        fig.savefig(partial, dpi=90, format="png", metadata={"Software": "ccfkit show"})
 
 
 def _indent(text: str) -> str:

@@ -139,12 +139,12 @@ class FileFrames:
 
     def __init__(self, inputs, config: dict, *, data_path: str | None = None, backend="auto"):
         from ccfkit.backends import get_backend
-        from ccfkit.io.source import open_source
 
-        from .sorting import MapRecipe
+        from .sorting import MapRecipe, open_frames_of_run
 
-        self._source = open_source(list(inputs), data_path=data_path)
-        self._recipe = MapRecipe.of_run(config)
+        recipe = MapRecipe.of_run(config)
+        self._source = open_frames_of_run(inputs, recipe, data_path=data_path)
+        self._recipe = recipe.for_source(self._source)
         self._engine = get_backend(backend)
         self.n_frames = self._source.n_frames
 

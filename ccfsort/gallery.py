@@ -242,6 +242,7 @@ def gallery_html(selection, probabilities, names, threshold, pictures, plot, pos
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="ccfkit trainer gallery">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Gallery · {html.escape(str(title.get("run", "")))}</title>
 <link rel="icon" href="data:,">

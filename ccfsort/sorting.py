@@ -34,7 +34,7 @@ from trainer.data import DataError, model_inputs, open_store, resolve_normalize
 from trainer.inference import load_run, write_probability_csv
 from trainer.run_dir import RunError
 
-__all__ = ["MapRecipe", "predict_frames", "write_predictions"]
+__all__ = ["MapRecipe", "open_frames_of_run", "predict_frames", "write_predictions"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class MapRecipe:
     input_kind: str
     image_size: int | None
     normalize: str
+    geometry: dict | None = None
 
     @classmethod
     def of_run(cls, config: dict) -> MapRecipe:
@@ -82,6 +83,7 @@ class MapRecipe:
             mask = group["mask"][:]
             radius = group["radius"][:]
             center = tuple(group.attrs["center"])
+            geometry = group.attrs["input"].get("geometry")
         except (DataError, StoreError, KeyError, OSError) as error:
             raise RunError(
                 f"cannot recover how the run's maps were made from its store {path} "
@@ -103,7 +105,41 @@ class MapRecipe:
             input_kind=train.input,
             image_size=recipe.image_size,
             normalize=resolve_normalize(train.normalize, train.input),
+            geometry=geometry,
         )
+
+    def for_source(self, source) -> MapRecipe:
+        """The recipe for the frames of ``source``: its pixel placement checked against the store's.
+
+        Frames of a module stack are mapped with their geometry's pixel
+        positions, which must be those the training store was built with
+        (its geometry file's text, recorded in the store, read again by
+        extra-geom: the same tiles to 1e-6 px).
+
+        Raises
+        ------
+        DataError
+            Another frame shape; a module stack for a store of images, or
+            the reverse; another geometry than the store's.
+        """
+        pixels = source.pixels
+        if tuple(source.frame_shape) != tuple(self.plan.shape):
+            raise DataError(
+                f"the frames are {source.frame_shape}, the run's maps were made from "
+                f"{tuple(self.plan.shape)} frames"
+            )
+        if (pixels is None) != (self.geometry is None):
+            made = f"module stacks ({self.geometry['file']})" if self.geometry else "images"
+            given = "module stacks (--geometry)" if pixels is not None else "images"
+            raise DataError(f"the run's maps were made from {made}; these frames are {given}")
+        if pixels is None:
+            return self
+        if not _same_placement(pixels, self.geometry):
+            raise DataError(
+                f"--geometry {pixels.source} is not the geometry the run's maps were made with "
+                f"({self.geometry['file']}, {self.geometry['detector']}): its pixels lie elsewhere"
+            )
+        return replace(self, plan=replace(self.plan, pixels=pixels))
 
     def inputs(self, frames: np.ndarray, engine) -> np.ndarray:
         """(B, H, W) frames -> (B, C, S, S) float32 model inputs, on the host."""
@@ -127,8 +163,9 @@ def predict_frames(
     data_path: str | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    facility: dict | None = None,
 ) -> dict:
-    """Classify the frames of CXI/HDF5 files with a trained run, without a store.
+    """Classify the frames of CXI/HDF5 files or a run with a trained run, without a store.
 
     Parameters
     ----------
@@ -147,6 +184,10 @@ def predict_frames(
         The frames' data set [CXI conventions].
     batch_size : int
         Frames read, mapped and classified at once.
+    facility : dict, optional
+        ``geometry``, ``detector``, ``pulses``, ``incomplete``: module
+        stacks with their geometry, or a European XFEL run directory, as
+        ``ccfkit build`` reads them (:func:`ccfkit.cli_inputs.open_frames`).
 
     Returns
     -------
@@ -158,21 +199,16 @@ def predict_frames(
     from tqdm.auto import tqdm
 
     from ccfkit.backends import get_backend
-    from ccfkit.io.source import open_source
 
     model, config, _ = load_run(run_dir, which, device)
     recipe = MapRecipe.of_run(config)
-    source = open_source(list(inputs), data_path=data_path)
+    source = open_frames_of_run(inputs, recipe, data_path=data_path, facility=facility)
     if recipe.plan.grid.q_range is not None:  # rings in q: placed by these frames' geometry
         from ccfkit.pipeline import scattering_geometry
 
         scattering = scattering_geometry(source, recipe.plan.grid.q_range)
         recipe = replace(recipe, plan=replace(recipe.plan, scattering=scattering))
-    if tuple(source.frame_shape) != tuple(recipe.plan.shape):
-        raise DataError(
-            f"the frames are {source.frame_shape}, the run's maps were made from "
-            f"{tuple(recipe.plan.shape)} frames"
-        )
+    recipe = recipe.for_source(source)
     engine = get_backend(backend)
     dev = next(model.parameters()).device
     n = source.n_frames
@@ -211,6 +247,40 @@ def predict_frames(
         "threshold": float(config["train"]["threshold"]),
         "seconds": seconds,
     }
+
+
+def _same_placement(pixels, recorded: dict) -> bool:
+    """Whether ``pixels`` (a DetectorGeometry) places the pixels as the store's recorded geometry."""
+    import tempfile
+
+    from ccfkit.io.geometry_file import load_geometry
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "store.geom"
+        path.write_text(recorded["text"])
+        stored = load_geometry(path, tuple(recorded["stack_shape"]))
+    if stored.stack_shape != pixels.stack_shape or len(stored.tiles) != len(pixels.tiles):
+        return False
+    return all(
+        a[:5] == b[:5] and np.allclose(np.array(a[5:]), np.array(b[5:]), rtol=0, atol=1e-6)
+        for a, b in zip(stored.tiles, pixels.tiles)
+    )
+
+
+def open_frames_of_run(inputs, recipe: MapRecipe, *, data_path=None, facility=None):
+    """The frames of ``inputs``, opened as ``ccfkit build`` opens them, for ``recipe``'s maps.
+
+    The run's store gives the mask and the centre: the files' own are not
+    used (nor compared between files). A run directory keeps its own mask
+    of bad pixels (NaN, masked frame by frame), as in the build.
+    """
+    from ccfkit.cli_inputs import open_frames
+
+    facility = dict(facility or {})
+    mask = None if facility.get("detector") else recipe.plan.mask
+    return open_frames(list(inputs), data_path=data_path, mask=mask,
+                       mask_origin="the run's store", center_use="ignore",
+                       **facility)  # fmt: skip
 
 
 def write_predictions(result: dict, out) -> None:

@@ -520,7 +520,8 @@ def test_the_trainer_names_a_damaged_chunk(tmp_path, trained, store, trainer_mai
 # --------------------------------------------------------------------------
 
 
-def test_builds_killed_at_three_moments_resume_to_the_same_store(tmp_path):
+def load_kill_resume():
+    """benchmarks/kill_resume.py as a module."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_resume.py"
@@ -528,9 +529,321 @@ def test_builds_killed_at_three_moments_resume_to_the_same_store(tmp_path):
     kill_resume = importlib.util.module_from_spec(spec)
     sys.modules["kill_resume"] = kill_resume  # its dataclass looks its module up
     spec.loader.exec_module(kill_resume)
+    return kill_resume
+
+
+def test_builds_killed_at_three_moments_resume_to_the_same_store(tmp_path):
+    kill_resume = load_kill_resume()
     _, trials = kill_resume.run_trials(tmp_path, count=3, seed=0, frames=16, in_process=True)
     assert [t.identical for t in trials] == [True, True, True], trials
     # at least one kill left a store to resume (not only "missing" or "complete",
     # which a fresh build or nothing would make identical by construction)
     assert any(t.resumed_with == "--resume" and not t.left.startswith("complete")
                for t in trials), trials  # fmt: skip
+
+
+# --------------------------------------------------------------------------
+# Every output guarded: never an input, never inside a store, never a user's file
+# --------------------------------------------------------------------------
+
+
+def test_predict_never_writes_over_its_input(tmp_path, trained, source, trainer_main):
+    frames = Path(shutil.copy(source, tmp_path / "f_in.h5"))
+    before = snapshot(tmp_path)
+    result = ccfkit("predict", trained, frames, "-o", frames, "--quiet", program=trainer_main)
+    refused(result, "is an input of this command", "f_in.h5")
+    link = tmp_path / "same.h5"  # another name of the same file
+    os.link(frames, link)
+    refused(ccfkit("predict", trained, frames, "-o", link, program=trainer_main), "is an input")
+    link.unlink()
+    assert snapshot(tmp_path) == before
+
+
+def test_predict_refuses_a_file_it_did_not_write_and_replaces_its_own(tmp_path, trained, store,
+                                                                      trainer_main):  # fmt: skip
+    theirs = tmp_path / "theirs.h5"
+    with h5py.File(theirs, "w") as handle:
+        handle["data"] = np.arange(3)
+    notes = tmp_path / "notes.csv"
+    notes.write_text("a,b\n1,2\n")
+    before = snapshot(tmp_path)
+    refused(ccfkit("predict", trained, store, "-o", notes, program=trainer_main),
+            "not a file this tool wrote")  # fmt: skip
+    refused(ccfkit("predict", trained, store, "-o", theirs, program=trainer_main),
+            "not a file this tool wrote")  # fmt: skip
+    assert snapshot(tmp_path) == before
+    mine = tmp_path / "p.csv"
+    ok(ccfkit("predict", trained, store, "-o", mine, program=trainer_main))
+    first = mine.read_text()
+    ok(ccfkit("predict", trained, store, "-o", mine, program=trainer_main))  # its own: replaced
+    assert mine.read_text() == first and first.startswith("row,index,p_")
+
+
+def test_predict_never_writes_inside_a_store(tmp_path, trained, store, trainer_main):
+    copy = tmp_path / "maps.zarr"
+    shutil.copytree(store, copy)
+    before = snapshot(copy)
+    refused(ccfkit("predict", trained, copy, "-o", copy / "zarr.json", program=trainer_main),
+            "inside the input")  # fmt: skip
+    refused(ccfkit("predict", trained, store, "-o", copy / "p.csv", program=trainer_main),
+            "inside the Zarr store")  # fmt: skip
+    assert snapshot(copy) == before
+    ok(ccfkit("info", copy, "--verify"))
+
+
+def test_evaluate_json_refuses_what_it_did_not_write(tmp_path, trained, small, trainer_main):
+    before = snapshot(small)
+    refused(ccfkit("evaluate", trained, "--json", small, program=trainer_main),
+            "not a file this tool wrote")  # fmt: skip
+    assert snapshot(small) == before
+    refused(ccfkit("evaluate", trained, "--json", trained / "config.json", program=trainer_main),
+            "is an input")  # fmt: skip
+    out = tmp_path / "metrics.json"
+    ok(ccfkit("evaluate", trained, "--json", out, program=trainer_main))
+    ok(ccfkit("evaluate", trained, "--json", out, program=trainer_main))  # its own: replaced
+    assert '"accuracy"' in out.read_text()
+
+
+def test_show_writes_the_path_it_prints_and_never_an_input(tmp_path, store, source):
+    picture = tmp_path / "picture"  # no suffix: written as given, not picture.png
+    result = ok(ccfkit("show", store, "-o", picture))
+    assert result.output.strip() == f"wrote {picture}"
+    assert picture.read_bytes().startswith(b"\x89PNG") and not Path(f"{picture}.png").exists()
+    ok(ccfkit("show", store, "--index", 3, "-o", picture))  # its own picture: replaced
+    before = snapshot(source)
+    refused(ccfkit("show", store, "-o", source), "is an input", str(source))
+    refused(ccfkit("show", store, "-o", tmp_path), "is a directory")
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n not ours")
+    refused(ccfkit("show", store, "-o", photo), "not a file this tool wrote")
+    assert snapshot(source) == before and photo.read_bytes().endswith(b"not ours")
+
+
+def test_gallery_label_and_explain_outputs_are_guarded(tmp_path, trained, store, trainer_main):
+    page = tmp_path / "page.html"
+    page.write_text("<!doctype html><p>my notes</p>")
+    before, checkpoint = snapshot(tmp_path), snapshot(trained / "best.pt")
+    refused(ccfkit("explain", trained, store, "--index", 0, "-o", trained / "best.pt",
+                   program=trainer_main), "is an input")  # fmt: skip
+    assert snapshot(trained / "best.pt") == checkpoint
+    heatmap = tmp_path / "heatmap"
+    ok(ccfkit("explain", trained, store, "--index", 0, "-o", heatmap, program=trainer_main))
+    ok(ccfkit("explain", trained, store, "--index", 1, "-o", heatmap, program=trainer_main))
+    heatmap.unlink()
+    refused(ccfkit("gallery", trained, store, "-o", page, program=trainer_main),
+            "not a file this tool wrote")  # fmt: skip
+    refused(ccfkit("label", store, "--out", store / "labels.csv", program=trainer_main),
+            "inside the input")  # fmt: skip
+    assert snapshot(tmp_path) == before and not (store / "labels.csv").exists()
+
+
+def test_fit_overwrite_removes_only_the_runs_own_files(tmp_path, trained, store, trainer_main):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    (run_dir / "notes.md").write_text("mine")
+    before = snapshot(run_dir)
+    result = ccfkit("fit", store, "--run-dir", run_dir, "--overwrite", *FIT, program=trainer_main)
+    refused(result, "did not write", "notes.md")
+    assert snapshot(run_dir) == before
+    (run_dir / "notes.md").unlink()
+    ok(ccfkit("fit", store, "--run-dir", run_dir, "--overwrite", *FIT, program=trainer_main))
+    assert (run_dir / "last.pt").is_file()
+
+
+def test_fit_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path, store, trainer_main):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    (mine / "report.md").write_text("# my report")
+    before = snapshot(mine)
+    result = ccfkit("fit", store, "--run-dir", mine, "--overwrite", *FIT, program=trainer_main)
+    refused(result, "not a run directory", "manifest.json")
+    assert snapshot(mine) == before
+    refused(ccfkit("fit", store, "--run-dir", store / "run", *FIT, program=trainer_main),
+            "inside the Zarr store")  # fmt: skip
+    assert not (store / "run").exists()
+
+
+def test_build_overwrite_refuses_a_store_holding_user_files(tmp_path, small):
+    out = tmp_path / "maps.zarr"
+    ok(ccfkit("build", small, out, *BUILD))
+    (out / "notes.md").write_text("mine")
+    (out / "analysis").mkdir()
+    (out / "analysis" / "result.csv").write_text("a\n1\n")
+    before = snapshot(out)
+    refused(ccfkit("build", small, out, *BUILD, "--overwrite"), "notes.md", "analysis/")
+    assert snapshot(out) == before
+    shutil.rmtree(out / "analysis")
+    (out / "notes.md").unlink()
+    ok(ccfkit("build", small, out, *BUILD, "--overwrite"))
+
+
+# --------------------------------------------------------------------------
+# info --verify checks the whole store; the trainer runs the cheap part
+# --------------------------------------------------------------------------
+
+
+def swap(store: Path, first: str, second: str) -> None:
+    """Exchange two chunk files (each intact: only their places are wrong)."""
+    a, b = store / first, store / second
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+def test_verify_finds_a_missing_labels_chunk_and_the_trainer_refuses(tmp_path, store,
+                                                                     trainer_main):  # fmt: skip
+    copy = tmp_path / "maps.zarr"
+    shutil.copytree(store, copy)
+    (copy / "labels" / "c" / "0" / "0").unlink()
+    refused(ccfkit("info", copy, "--verify"), "'labels', chunk c/0/0", "missing")
+    run_dir = tmp_path / "run"
+    refused(ccfkit("fit", copy, "--run-dir", run_dir, *FIT, program=trainer_main),
+            "'labels', chunk c/0/0", "missing")  # fmt: skip
+    assert not run_dir.exists()
+
+
+def test_verify_finds_a_missing_array(tmp_path, trained, store, trainer_main):
+    copy = tmp_path / "maps.zarr"
+    shutil.copytree(store, copy)
+    shutil.rmtree(copy / "ccf")
+    refused(ccfkit("info", copy, "--verify"), "array 'ccf' is missing")
+    refused(ccfkit("predict", trained, copy, "-o", tmp_path / "p.csv", program=trainer_main),
+            "array 'ccf' is missing")  # fmt: skip
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_verify_finds_swapped_and_foreign_chunks(tmp_path, small):
+    out, other = tmp_path / "maps.zarr", tmp_path / "other.zarr"
+    ok(ccfkit("build", small, out, *BUILD))
+    ok(ccfkit("build", small, other, *BUILD, "--noise", "max"))
+    ok(ccfkit("info", out, "--verify"))
+    swap(out, "ccf/c/1/0/0", "ccf/c/2/0/0")
+    refused(ccfkit("info", out, "--verify"), "'ccf', chunk c/1/0/0", "not the ones written")
+    swap(out, "ccf/c/1/0/0", "ccf/c/2/0/0")
+    ok(ccfkit("info", out, "--verify"))
+    shutil.copy(other / "ccf/c/3/0/0", out / "ccf/c/3/0/0")  # intact, but another store's
+    refused(ccfkit("info", out, "--verify"), "'ccf', chunk c/3/0/0", "another store")
+
+
+def test_verify_finds_a_shape_edited_in_the_metadata(tmp_path, small):
+    import json
+
+    out = tmp_path / "maps.zarr"
+    ok(ccfkit("build", small, out, *BUILD))
+    metadata = json.loads((out / "ccf" / "zarr.json").read_text())
+    metadata["shape"][0] = 12
+    (out / "ccf" / "zarr.json").write_text(json.dumps(metadata))
+    refused(ccfkit("info", out, "--verify"), "array 'ccf' is (12, 16, 16)", "(16, 16, 16)")
+
+
+# --------------------------------------------------------------------------
+# A run knows its recipe
+# --------------------------------------------------------------------------
+
+
+def test_a_store_of_another_recipe_is_refused_by_the_run(tmp_path, trained, source,
+                                                         trainer_main):  # fmt: skip
+    other = tmp_path / "order2.zarr"
+    ok(ccfkit("build", source, other, *BUILD, "--orders", "2"))
+    refused(ccfkit("evaluate", trained, other, program=trainer_main),
+            "another recipe", "orders [2] (the run's: [8])", "--allow-recipe-mismatch")  # fmt: skip
+    refused(ccfkit("predict", trained, other, "-o", tmp_path / "p.csv", program=trainer_main),
+            "orders [2]")  # fmt: skip
+    assert not (tmp_path / "p.csv").exists()
+    result = ok(ccfkit("evaluate", trained, other, "--allow-recipe-mismatch",
+                       program=trainer_main))  # fmt: skip
+    assert "recipe mismatch allowed (--allow-recipe-mismatch): orders [2]" in result.output
+    import json  # a run made before runs recorded the recipe: compared through its store
+
+    older = tmp_path / "older_run"
+    shutil.copytree(trained, older)
+    config = json.loads((older / "config.json").read_text())
+    del config["store"]["recipe"]
+    (older / "config.json").write_text(json.dumps(config))
+    refused(ccfkit("evaluate", older, other, program=trainer_main), "orders [2]")
+
+
+def test_evaluate_refuses_the_runs_store_built_again(tmp_path, small, trainer_main):
+    out, run_dir = tmp_path / "maps.zarr", tmp_path / "run"
+    ok(ccfkit("build", small, out, *BUILD))
+    ok(ccfkit("fit", out, "--run-dir", run_dir, *FIT, program=trainer_main))
+    ok(ccfkit("evaluate", run_dir, program=trainer_main))
+    ok(ccfkit("build", small, out, *BUILD, "--overwrite", "--seed", "7", "--noise", "max"))
+    refused(ccfkit("evaluate", run_dir, program=trainer_main), "another recipe", "noise")
+    ok(ccfkit("build", small, out, *BUILD, "--overwrite"))  # the same recipe, another build
+    refused(ccfkit("evaluate", run_dir, program=trainer_main), "no longer the store")
+
+
+# --------------------------------------------------------------------------
+# trainer fit: bad settings, a broken store, a non-finite loss, a full disk
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("option", "complaint"), [("--width", "width must be >= 1"),
+                                                   ("--max-frames", "max-frames must be >= 1")])  # fmt: skip
+def test_fit_refuses_zero_sizes(tmp_path, store, option, complaint, trainer_main):
+    run_dir = tmp_path / "run"
+    result = ccfkit("fit", store, "--run-dir", run_dir, *FIT, option, 0, program=trainer_main)
+    assert complaint in result.output and "Traceback" not in result.output
+    assert result.exit_code != 0 and not run_dir.exists()
+
+
+def test_fit_refuses_label_names_that_disagree_with_the_columns(tmp_path, store, trainer_main):
+    import json
+
+    copy = tmp_path / "maps.zarr"
+    shutil.copytree(store, copy)
+    metadata = json.loads((copy / "labels" / "zarr.json").read_text())
+    metadata["attributes"]["names"] = metadata["attributes"]["names"][:-1]
+    (copy / "labels" / "zarr.json").write_text(json.dumps(metadata))
+    run_dir = tmp_path / "run"
+    refused(ccfkit("fit", copy, "--run-dir", run_dir, *FIT, program=trainer_main), "label names")
+    assert not run_dir.exists()
+
+
+def test_fit_stops_at_a_non_finite_loss_naming_the_rows(tmp_path, store, trainer_main):
+    copy = tmp_path / "maps.zarr"
+    shutil.copytree(store, copy)
+    ccf = zarr.open_group(str(copy), mode="r+")["ccf"]
+    maps = ccf[4:12]
+    maps[:, 0, 0] = np.nan  # rows 4..11: some of them in the training split
+    ccf[4:12] = maps
+    run_dir = tmp_path / "run"
+    result = ccfkit("fit", copy, "--run-dir", run_dir, *FIT, program=trainer_main)
+    line = refused(result, "the training loss is nan", "store rows")
+    named = {int(r) for r in line.split("store rows ")[1].split(" (")[0].split(", ")}
+    train = set(np.load(run_dir / "split.npz")["train"].tolist())
+    assert named <= train and named & set(range(4, 12))
+    assert not (run_dir / "last.pt").exists() and not (run_dir / "report.md").exists()
+
+
+def test_fit_with_the_disk_full_at_a_checkpoint_keeps_last_pt(tmp_path, trained, store,
+                                                              trainer_main, monkeypatch):  # fmt: skip
+    import errno
+
+    import torch
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    before = snapshot(run_dir / "last.pt")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    result = ccfkit("fit", store, "--run-dir", run_dir, "--resume", "--epochs", "2", "--quiet",
+                    program=trainer_main)  # fmt: skip
+    refused(result, "last.pt: the checkpoint could not be written (No space left on device)")
+    assert snapshot(run_dir / "last.pt") == before
+    assert not list(run_dir.glob("*.partial"))
+
+
+def test_fit_and_predict_killed_finish_to_the_same_run_and_file(tmp_path, store, trained):
+    kill_resume = load_kill_resume()
+    _, trials = kill_resume.fit_trials(tmp_path, store, count=2, seed=1, in_process=True)
+    assert [t.identical for t in trials] == [True, True], trials
+    _, trials = kill_resume.predict_trials(tmp_path, store, trained, count=2, seed=1,
+                                           in_process=True)  # fmt: skip
+    assert [t.identical for t in trials] == [True, True], trials
+    assert {t.left for t in trials} <= {"the older file", "the new file"}

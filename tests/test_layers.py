@@ -26,8 +26,8 @@ PACKAGES = ("ccfkit", "trainer", "ccfsort")
 #: The math: formulas of docs/ccf.md on arrays, with no backend, I/O or engine.
 MATH = ("ccfkit.polar", "ccfkit.fourier", "ccfkit.ccf")
 #: What the trainer proper may import from ccfkit: the store (its reader), the
-#: atomic file writer, provenance. Light modules: no numba, no dask.
-TRAINER_MAY_IMPORT = ("ccfkit.store", "ccfkit.atomic", "ccfkit.provenance")
+#: atomic file writer, the output guard, provenance. Light modules: no numba, no dask.
+TRAINER_MAY_IMPORT = ("ccfkit.store", "ccfkit.atomic", "ccfkit.outputs", "ccfkit.provenance")
 #: The command lines: the only modules that import the workflows of ccfsort (on use).
 COMMAND_LINES = ("ccfkit.cli", "trainer.cli", "trainer.__main__")
 #: What importing the store reader, the trainer's modules and its command line must not load.

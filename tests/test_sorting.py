@@ -151,3 +151,76 @@ def test_frames_of_another_detector_are_refused(run, tmp_path):
     )
     assert result.exit_code != 0 and "(40, 40)" in result.output
     assert not (tmp_path / "p.csv").exists()
+
+
+STACK_GRID = ["--q-bins", "16", "--phi-bins", "32", "--r-min", "60", "--r-max", "400",
+              "--min-ring-fraction", "0.3", "--chunk", "8", "--backend", "numpy", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def agipd_run(tmp_path_factory):
+    """A run fitted one epoch on AGIPD 1M module stacks built with their geometry."""
+    extra_geom = pytest.importorskip("extra_geom")
+    from test_io_geometry import QUAD_POS, speckle_frames
+
+    root = tmp_path_factory.mktemp("agipd")
+    geometry = extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=QUAD_POS)
+    geom_file = root / "agipd.geom"
+    geometry.write_crystfel_geom(str(geom_file))
+    positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
+    stacks = speckle_frames(positions, n_frames=24, seed=2)
+    labels = np.random.default_rng(2).integers(0, 2, size=(16, 3)).astype(np.uint8)
+    with h5py.File(root / "train.h5", "w") as handle:
+        handle["entry_1/data_1/data"] = stacks[:16]
+        handle["entry_1/labels"] = labels
+        handle["entry_1/labels"].attrs["names"] = ["a", "b", "c"]
+    with h5py.File(root / "new.h5", "w") as handle:
+        handle["entry_1/data_1/data"] = stacks[16:]
+    _invoke(ccfkit_main, "build", root / "train.h5", root / "train.zarr", *STACK_GRID,
+            "--geometry", geom_file)  # fmt: skip
+    fit(root / "run", ModelConfig(num_classes=3, width=8),
+        TrainConfig(store=str(root / "train.zarr"), epochs=1, batch_size=8, workers=0,
+                    device="cpu"), progress=False)  # fmt: skip
+    return root, geom_file, stacks[16:]
+
+
+def test_module_stacks_give_the_probabilities_of_their_store(agipd_run, tmp_path):
+    """A stack with --geometry, and a European XFEL run with --detector, as build + predict."""
+    from test_io_euxfel import DETECTOR, write_run
+
+    root, geom_file, new = agipd_run
+    run_dir = write_run(tmp_path / "r0001", new)
+    for name, inputs in {
+        "stack": [root / "new.h5"],
+        "run": [run_dir, "--detector", DETECTOR],
+    }.items():
+        store = tmp_path / f"{name}.zarr"
+        _invoke(ccfkit_main, "build", *inputs, store, *STACK_GRID, "--geometry", geom_file)
+        _invoke(trainer_main, "predict", root / "run", store, "-o", tmp_path / f"{name}-s.csv")
+        result = _invoke(trainer_main, "predict", root / "run", *inputs, "--geometry", geom_file,
+                         "-o", tmp_path / f"{name}-f.csv", "--backend", "numpy", "--batch-size",
+                         "3", "--quiet")  # fmt: skip
+        assert "8 frames" in result.output
+        expected, _ = _probabilities(tmp_path / f"{name}-s.csv")
+        got, _ = _probabilities(tmp_path / f"{name}-f.csv")
+        np.testing.assert_allclose(got, expected, atol=2e-6, err_msg=name)
+
+
+def test_module_stacks_need_the_geometry_of_the_runs_store(agipd_run, tmp_path):
+    root, _, _ = agipd_run
+    extra_geom = pytest.importorskip("extra_geom")
+    from test_io_geometry import QUAD_POS
+
+    other = tmp_path / "other.geom"
+    moved = [(x + 2.0, y) for x, y in QUAD_POS]
+    extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=moved).write_crystfel_geom(str(other))
+    cases = {
+        "give its geometry with --geometry": [],
+        "is not the geometry the run's maps were made with": ["--geometry", other],
+    }
+    for message, options in cases.items():
+        result = CliRunner().invoke(trainer_main, [
+            "predict", str(root / "run"), str(root / "new.h5"), *map(str, options),
+            "-o", str(tmp_path / "p.csv"), "--quiet"])  # fmt: skip
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not (tmp_path / "p.csv").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from ccfkit.cli_inputs import input_options
 from ccfkit.cli_options import apply_options, field_options, take_fields
 
 from .config import DEVICES, TrainConfig
@@ -86,6 +87,34 @@ def _configs(make, **options):
         raise click.UsageError(str(error)) from None
 
 
+# --------------------------------------------------------------------------
+# Output guards (ccfkit.outputs): what a command reads, so that it never writes over it
+# --------------------------------------------------------------------------
+
+
+def _run_files(run, checkpoint: str, *inputs) -> list:
+    """The files of RUN a command reads (its config, split and checkpoint), and ``inputs``."""
+    run = Path(run)
+    return [run / "config.json", run / "split.npz", run / f"{checkpoint}.pt",
+            *(i for i in inputs if i is not None)]  # fmt: skip
+
+
+def _expanded(inputs) -> list[str]:
+    """INPUTS with their globs expanded (what a command will read)."""
+    import glob
+
+    return [name for given in inputs for name in (sorted(glob.glob(given)) or [given])]
+
+
+def _allow_recipe_mismatch_option(command):
+    """``--allow-recipe-mismatch`` (evaluate, predict): :func:`trainer.inference.check_recipe`."""
+    return click.option(
+        "--allow-recipe-mismatch", is_flag=True,
+        help="Apply the run to a store whose maps were made with another recipe (said in the "
+             "output).",
+    )(command)  # fmt: skip
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
@@ -130,7 +159,11 @@ MODEL_OPTIONS = {
 )
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="[runs/<time>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from last.pt.")
-@click.option("--overwrite", is_flag=True, help="Allow a non-empty --run-dir.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the run in --run-dir (its own files only; anything else is refused).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_clean_errors
 def fit(store, run_dir, resume, overwrite, quiet, **settings):
@@ -212,17 +245,27 @@ def _init_model_settings(init, model_settings: dict) -> dict:
               callback=_label_map_option,
               help='JSON {"store label": "run label"} for names that differ in more than '
                    "case and punctuation.")  # fmt: skip
+@_allow_recipe_mismatch_option
 @_clean_errors
-def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_map):
+def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_map,
+             allow_recipe_mismatch):  # fmt: skip
     """§3.2 metrics of RUN's checkpoint on STORE [the run's eval split]."""
     from .inference import evaluate_run
     from .metrics import format_class_table
 
+    if json_out is not None:
+        from ccfkit.outputs import json_with_keys, writable_output
+
+        writable_output(json_out, inputs=_run_files(run, checkpoint, store), what="--json",
+                        recognise=json_with_keys("accuracy", "subset", "store"))  # fmt: skip
     metrics, extra = evaluate_run(
         run, None if store is None else str(store), which=checkpoint, subset=subset,
         device=device, workers=workers,
-        label_map=label_map,
+        label_map=label_map, allow_recipe_mismatch=allow_recipe_mismatch,
     )  # fmt: skip
+    if extra["recipe_mismatch"]:
+        click.echo("recipe mismatch allowed (--allow-recipe-mismatch): "
+                   + "; ".join(extra["recipe_mismatch"]))  # fmt: skip
     trained = extra["epochs_trained"]  # the same number as --json's epochs_trained
     click.echo(
         f"{extra['store']} ({extra['subset']}, {metrics.n_frames} frames), {checkpoint} "
@@ -241,7 +284,10 @@ def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_ma
     )
     click.echo(format_class_table(metrics.per_class))
     if json_out is not None:
-        json_out.write_text(json.dumps({**metrics.to_dict(), **extra}, indent=2) + "\n")
+        from ccfkit.atomic import atomic_output
+
+        with atomic_output(json_out, overwrite=True) as partial:
+            partial.write_text(json.dumps({**metrics.to_dict(), **extra}, indent=2) + "\n")
 
 
 @main.command()
@@ -261,22 +307,31 @@ def evaluate(run, store, checkpoint, subset, device, workers, json_out, label_ma
 @click.option("--label-map", type=click.Path(path_type=Path), default=None,
               callback=_label_map_option,
               help='JSON {"store label": "run label"}: match a store\'s labels (true_* columns).')  # fmt: skip
+@_allow_recipe_mismatch_option
+@input_options
 @_clean_errors
 def predict(run, inputs, output, checkpoint, device, workers, backend, data_path, batch_size,
-            quiet, label_map):  # fmt: skip
+            quiet, label_map, allow_recipe_mismatch, **facility):  # fmt: skip
     """Per-frame probabilities and 0/1 labels of RUN on a store or on frames (INPUTS).
 
-    INPUTS is one `ccfkit build` store, or CXI/HDF5 files and globs: those
-    frames are mapped with the parameters of the run's training store
-    (centre, mask, radii, orders, estimator, scale) and classified on the
-    way, without writing a store (docs/training.md, "Sorting a run").
+    INPUTS is one `ccfkit build` store, or CXI/HDF5 files and globs (module
+    stacks with --geometry, a European XFEL run with --detector, as `ccfkit
+    build` reads them): those frames are mapped with the parameters of the
+    run's training store (centre, mask, radii, orders, estimator, scale) and
+    classified on the way, without writing a store (docs/training.md,
+    "Sorting a run").
     """
+    from .inference import check_prediction_output
+
+    check_prediction_output(output, _run_files(run, checkpoint, *_expanded(inputs)))
     if len(inputs) == 1 and (Path(inputs[0]) / "zarr.json").is_file():
+        if any(facility[key] is not None for key in ("geometry", "detector", "pulses")):
+            raise click.UsageError("--geometry, --detector, --pulses apply to frames, not stores")
         from .inference import predict_run
 
         n = predict_run(
             run, inputs[0], output, which=checkpoint, device=device, workers=workers,
-            label_map=label_map,
+            label_map=label_map, allow_recipe_mismatch=allow_recipe_mismatch,
         )  # fmt: skip
         click.echo(f"wrote {output}: {n} frames")
         return
@@ -286,7 +341,7 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
 
     result = predict_frames(
         run, inputs, which=checkpoint, device=device, backend=backend, data_path=data_path,
-        batch_size=batch_size, progress=not quiet,
+        batch_size=batch_size, progress=not quiet, facility=facility,
     )  # fmt: skip
     write_predictions(result, output)
     seconds = result["seconds"]
@@ -311,10 +366,14 @@ def explain(run, store, row, class_name, output, checkpoint):
     import numpy as np
     import torch
 
+    from ccfkit.outputs import our_picture, writable_output
+
     from .data import StoreDataset, inspect_store
     from .explain import grad_cam_pp, save_heatmap
     from .inference import load_run
 
+    writable_output(output, inputs=_run_files(run, checkpoint, store), recognise=our_picture,
+                    what="-o")  # fmt: skip
     model, config, _ = load_run(run, checkpoint, "cpu")
     train = TrainConfig.from_dict(config["train"])
     info = inspect_store(store, need_labels=False, input_kind=train.input)
@@ -416,10 +475,14 @@ def label(store, out, run_dir, port, host, seed, checkpoint, device):
     map and, with --run, the model's probabilities) with one toggle per label;
     keys tick labels, Space saves and shows the next frame, Backspace undoes.
     """
+    from ccfkit.outputs import writable_output
     from ccfsort.frames import FramesError
     from ccfsort.label.app import LabelServer
     from ccfsort.label.session import LabelError, open_session
 
+    # an existing table is continued: the session checks that it is one
+    writable_output(out, inputs=_run_files(run_dir, checkpoint, store) if run_dir else [store],
+                    recognise=lambda path: True, what="--out")  # fmt: skip
     try:
         session = open_session(store, out, run=run_dir, seed=seed, device=device,
                                which=checkpoint)  # fmt: skip
@@ -459,9 +522,12 @@ def gallery(run, source, output, per_class, uncertain, checkpoint, device, backe
     Per predicted class its count and the frames of highest probability, the
     least certain frames, and the class counts along the run.
     """
+    from ccfkit.outputs import HTML_MARKER, marked, writable_output
     from ccfsort.frames import FramesError
     from ccfsort.gallery import gallery as make
 
+    writable_output(output, inputs=_run_files(run, checkpoint, *_expanded(source)), what="-o",
+                    recognise=marked(b"<!doctype html>", HTML_MARKER))  # fmt: skip
     try:
         summary = make(run, source, output, which=checkpoint, device=device,
                        per_class=per_class, uncertain=uncertain, backend=backend,

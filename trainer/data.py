@@ -157,13 +157,16 @@ def _open(path) -> zarr.Group:  # noqa: F821
     return zarr.open_group(str(path), mode="r")
 
 
-def open_store(path) -> zarr.Group:  # noqa: F821
+def open_store(path, *, whole: bool = False) -> zarr.Group:  # noqa: F821
     """Open a ccfkit store read-only through :func:`ccfkit.store.open_store`.
 
     Parameters
     ----------
     path : str or Path
         The store.
+    whole : bool
+        Also run the cheap checks of :func:`ccfkit.store.check_store` (every
+        array the layout requires, as it says, and every chunk there).
 
     Returns
     -------
@@ -173,14 +176,18 @@ def open_store(path) -> zarr.Group:  # noqa: F821
     Raises
     ------
     DataError
-        Missing path, not a Zarr store, not a ccfkit store or a newer schema
+        Missing path, not a Zarr store, not a ccfkit store, a newer schema, or
+        (``whole``) a store with an array or chunk missing
         (``ccfkit.store.StoreError`` as a one-line message).
     """
-    from ccfkit.store import StoreError
+    from ccfkit.store import StoreError, check_store
     from ccfkit.store import open_store as ccfkit_open_store
 
     try:
-        return ccfkit_open_store(path)
+        group = ccfkit_open_store(path)
+        if whole:
+            check_store(group)
+        return group
     except StoreError as error:
         raise DataError(" ".join(str(error).split())) from error
 
@@ -191,12 +198,13 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
     Raises
     ------
     DataError
-        Whatever :func:`open_store` refuses, a store whose ``status`` is not
-        ``"complete"``, no ``ccf`` array, no ``labels`` array (when
-        ``need_labels``), or no ``input_kind`` array.
+        Whatever :func:`open_store` refuses (``whole``), a store whose
+        ``status`` is not ``"complete"``, no ``ccf`` array, no ``labels``
+        array (when ``need_labels``), label names that are not one per
+        column, or no ``input_kind`` array.
     """
     path = Path(path)
-    group = open_store(path)
+    group = open_store(path, whole=True)
     status = group.attrs.get("status")
     if status != "complete":
         raise DataError(
@@ -219,6 +227,8 @@ def inspect_store(path, *, need_labels: bool = True, input_kind: str | None = No
         labels = group["labels"]
         c = int(labels.shape[1])
         names = tuple(labels.attrs.get("names", [f"class{i}" for i in range(c)]))
+        if len(names) != c:
+            raise DataError(f"{path}: 'labels' has {c} columns but {len(names)} label names")
         groups = tuple(tuple(g) for g in labels.attrs.get("exclusive_groups", []))
     shapes = {k: tuple(group[k].shape[1:]) for k in ("ccf", "images") if k in keys}
     return StoreInfo(

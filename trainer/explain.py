@@ -61,7 +61,11 @@ def grad_cam_pp(model, x: torch.Tensor, class_index: int) -> tuple[np.ndarray, f
 
 
 def save_heatmap(path, image: np.ndarray, heatmap: np.ndarray, title: str) -> None:
-    """A PNG with the input, the heatmap, and the heatmap over the input."""
+    """A PNG with the input, the heatmap, and the heatmap over the input.
+
+    Written to ``path`` exactly (no suffix added), whole, and marked as this
+    tool's (:func:`ccfkit.outputs.our_picture` recognises it).
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 3.6))
@@ -82,4 +86,9 @@ def save_heatmap(path, image: np.ndarray, heatmap: np.ndarray, title: str) -> No
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from ccfkit.atomic import atomic_output
+
+    with atomic_output(path, overwrite=True) as partial:  # whole, marked as this tool's
+        fig.savefig(
+            partial, dpi=100, format="png", metadata={"Software": "ccfkit trainer explain"}
+        )

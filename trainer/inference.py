@@ -1,4 +1,12 @@
-"""Using a finished run: load its checkpoint, evaluate it (§3.2), predict with it (docs/training.md)."""
+"""Using a finished run: load its checkpoint, evaluate it (§3.2), predict with it (docs/training.md).
+
+A run is applied only to maps made as its training maps were: the store's
+recipe (:func:`ccfkit.store.read_recipe`) is compared with the one the run
+recorded, and a difference is refused with the fields named
+(:func:`check_recipe`; ``allow_recipe_mismatch`` scores anyway, with a
+warning). ``evaluate RUN`` on the run's own store checks that it is still
+the store the run was trained on (:func:`~trainer.run_dir.store_identity`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ccfkit.atomic import atomic_output
+from ccfkit.outputs import csv_with_header, writable_output
 
 from .config import TrainConfig
 from .data import (
@@ -24,9 +33,12 @@ from .labels import match_labels
 from .loop import predict_probabilities, resolve_device
 from .metrics import Metrics, all_negative_accuracy, compute_metrics
 from .model import ModelConfig, build_model
-from .run_dir import RunError, read_run
+from .run_dir import RunError, read_run, run_recipe, store_identity, store_recipe
 
 __all__ = [
+    "RECIPE_FREE",
+    "check_prediction_output",
+    "check_recipe",
     "evaluate_run",
     "load_run",
     "predict_run",
@@ -44,6 +56,100 @@ def load_run(run_dir, which: str = "best", device: str = "cpu"):
     model.load_state_dict(checkpoint["model"])
     model.to(resolve_device(device)).eval()
     return model, config, checkpoint["epoch"]
+
+
+#: Recipe parameters in which a store may differ from the run's training store (they do not
+#: change what a map means); ``image_size`` too, for a run on the maps.
+RECIPE_FREE = ("seed",)
+
+
+def check_recipe(run_dir, config: dict, store, *, allow: bool = False) -> list[str]:
+    """Refuse a store whose maps were made with another recipe than the run's training maps.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run (named in the message).
+    config : dict
+        Its config.json.
+    store : str or Path
+        The store to apply the run to.
+    allow : bool
+        Log the differences as a warning instead of refusing.
+
+    Returns
+    -------
+    list of str
+        The differences, ``"orders [2] (the run's: [8])"`` each; empty when none.
+
+    Raises
+    ------
+    RunError
+        The recipes differ (and not ``allow``).
+    """
+    recorded = run_recipe(config)
+    if recorded is None:
+        log.warning("%s records no map recipe: the store's is not compared", run_dir)
+        return []
+    mine = store_recipe(store)
+    if mine is None:
+        log.warning("%s records no map recipe (a store written by hand): not compared with "
+                    "%s's", store, run_dir)  # fmt: skip
+        return []
+    free = (
+        RECIPE_FREE if config["train"].get("input") == "images" else (*RECIPE_FREE, "image_size")
+    )
+    differences = [
+        f"{key} {mine.get(key)!r} (the run's: {recorded[key]!r})"
+        for key in recorded
+        if key not in free and mine.get(key) != recorded[key]
+    ]
+    if differences and not allow:
+        raise RunError(
+            f"{store}: its maps were made with another recipe than {run_dir}'s: "
+            f"{'; '.join(differences)}; pass --allow-recipe-mismatch to apply the run anyway"
+        )
+    if differences:
+        log.warning(
+            "recipe mismatch allowed (--allow-recipe-mismatch): %s", "; ".join(differences)
+        )
+    return differences
+
+
+def check_prediction_output(out, inputs) -> Path:
+    """``out`` if ``trainer predict -o`` may write it (:func:`ccfkit.outputs.writable_output`).
+
+    An existing file is replaced only when it is a predictions file (CSV with
+    ``row,index,p_...`` or ``index,p_...`` columns, or HDF5 with the arrays
+    ``index``, ``probabilities``, ``labels``); a ``.zarr`` output must not exist.
+    """
+    out = Path(out)
+    kind = out.suffix.lower()
+    recognise = None
+    if kind == ".csv":
+        store_csv, frames_csv = csv_with_header("row", "index"), csv_with_header("index")
+        recognise = lambda path: store_csv(path) or frames_csv(path)
+    elif kind in (".h5", ".hdf5"):
+        recognise = _predictions_hdf5
+    return writable_output(out, inputs=inputs, recognise=recognise, what="-o")
+
+
+def _predictions_hdf5(path: Path) -> bool:
+    """Whether ``path`` is an HDF5 predictions file (``trainer predict -o x.h5``)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return set(handle.keys()) == {"index", "probabilities", "labels"}
+
+
+def _check_own_store(run_dir, config: dict, store: str) -> None:
+    """Refuse the run's own store path when it now holds another build than the run's."""
+    identity = config["store"].get("identity")
+    if identity is not None and store_identity(store) != identity:
+        raise RunError(
+            f"{store} is no longer the store {run_dir} was trained on (it was built again "
+            "since); evaluate on it as another store: give its path and --subset all"
+        )
 
 
 def _loader_for(config: dict, store: str, rows: np.ndarray, workers: int, batch_size: int):
@@ -70,6 +176,7 @@ def evaluate_run(
     workers: int = 0,
     batch_size: int = 64,
     label_map: dict[str, str] | None = None,
+    allow_recipe_mismatch: bool = False,
 ) -> tuple[Metrics, dict]:
     """§3.2 metrics of a run's checkpoint.
 
@@ -81,8 +188,15 @@ def evaluate_run(
     are scored. Returns ``(metrics, extra)`` where ``extra`` has
     ``all_negative_accuracy``, ``epoch`` (the checkpoint's epoch counted from 0, as
     in the run's files), ``epochs_trained`` (``epoch + 1``), ``store``, ``subset``,
-    ``unscored_labels`` (run labels the store lacks) and ``ignored_labels``
-    (store labels the run lacks).
+    ``unscored_labels`` (run labels the store lacks), ``ignored_labels``
+    (store labels the run lacks) and ``recipe_mismatch`` (:func:`check_recipe`,
+    with ``allow_recipe_mismatch``).
+
+    Raises
+    ------
+    RunError
+        The store's recipe differs from the run's (:func:`check_recipe`), or
+        the run's own store was built again since the run.
     """
     model, config, epoch = load_run(run_dir, which, device)
     own = config["store"]["path"]
@@ -90,6 +204,9 @@ def evaluate_run(
     if subset is None:
         subset = "eval" if store == own else "all"
     info = inspect_store(store, need_labels=True)
+    mismatch = check_recipe(run_dir, config, store, allow=allow_recipe_mismatch)
+    if store == own and subset in ("eval", "test"):  # the run's split: rows of that very store
+        _check_own_store(run_dir, config, store)
     try:
         match = match_labels(config["store"]["label_names"], info.label_names, label_map)
     except ValueError as error:
@@ -124,6 +241,7 @@ def evaluate_run(
         "eval_loss": bce,
         "unscored_labels": list(match.unmatched_run),
         "ignored_labels": list(match.unmatched_store),
+        "recipe_mismatch": mismatch,
     }
     return metrics, extra
 
@@ -138,6 +256,7 @@ def predict_run(
     workers: int = 0,
     batch_size: int = 64,
     label_map: dict[str, str] | None = None,
+    allow_recipe_mismatch: bool = False,
 ) -> int:
     """Write ``row, index, p_<name>..., <name>..., true_<name>...`` per frame; returns the rows.
 
@@ -146,11 +265,16 @@ def predict_run(
     label columns the 0/1 predictions at the run's threshold. Needs no labels;
     ``true_*`` are the store's labels matched to the run's
     (:func:`trainer.labels.match_labels`, with ``label_map``), when it has
-    labels and they match.
+    labels and they match. A store of another recipe is refused
+    (:func:`check_recipe`, unless ``allow_recipe_mismatch``).
     """
+    if Path(out_csv).suffix.lower() != ".csv":  # HDF5 and Zarr are for predictions of frames
+        raise DataError(f"-o {out_csv}: the predictions of a store are written as CSV; "
+                        "name the file .csv")  # fmt: skip
     model, config, _ = load_run(run_dir, which, device)
     names = config["store"]["label_names"]
     info = inspect_store(store, need_labels=False)
+    check_recipe(run_dir, config, store, allow=allow_recipe_mismatch)
     match = None
     if info.has_labels:
         try:
@@ -189,6 +313,7 @@ def store_probabilities(
     """
     model, config, _ = load_run(run_dir, which, device)
     info = inspect_store(store, need_labels=False)
+    check_recipe(run_dir, config, store)
     loader, info = _loader_for(config, str(store), np.arange(info.n_frames), workers, batch_size)
     probs, _, rows, _ = predict_probabilities(model, loader, next(model.parameters()).device)
     out = np.empty(probs.shape, dtype=np.float32)

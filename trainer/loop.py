@@ -543,7 +543,7 @@ def _train_one_epoch(run: _Run, epoch: int) -> dict:
         leave=False,
         dynamic_ncols=True,
     )
-    for x, y, _ in run.loader:
+    for x, y, rows in run.loader:
         x = x.to(run.device, non_blocking=True)
         y = y.to(run.device, non_blocking=True)
         if run.channels_last:
@@ -555,6 +555,8 @@ def _train_one_epoch(run: _Run, epoch: int) -> dict:
         n = len(x)
         seen += n
         loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            _stop_on_non_finite(loss_value, epoch, rows)
         sum_loss += loss_value * n
         sum_bce += bce.item() * n
         rate = seen * run.world / max(time.perf_counter() - t0, 1e-9)
@@ -568,6 +570,19 @@ def _train_one_epoch(run: _Run, epoch: int) -> dict:
         sum_loss, sum_bce, seen = sums.tolist()
     return {"lr": lr, "loss": sum_loss, "bce": sum_bce, "seen": seen,
             "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def _stop_on_non_finite(loss: float, epoch: int, rows) -> None:
+    """Stop training: the loss of a batch is not finite (the store rows of the batch named)."""
+    rows = sorted(int(r) for r in np.asarray(rows).ravel())
+    shown = ", ".join(map(str, rows[:16])) + (
+        f", ... ({len(rows)} rows)" if len(rows) > 16 else ""
+    )
+    raise RunError(
+        f"the training loss is {loss} in epoch {epoch + 1}, on the batch of store rows {shown} "
+        "(non-finite values in those frames' maps, or a learning rate too high); stopped: "
+        "last.pt keeps the last finished epoch"
+    )
 
 
 def _end_epoch(run: _Run, epoch: int, totals: dict) -> None:

@@ -127,6 +127,8 @@ class ModelConfig:
             raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {self.arch}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,6 +2,8 @@
 
 A run directory holds (docs/training.md)::
 
+    manifest.json  written first: says the directory is a run of this trainer and lists
+                   the files the trainer writes in it (:data:`RUN_FILES`)
     config.json    the ModelConfig, the TrainConfig, what was read from the store and
                    the machine and versions (:func:`ccfkit.provenance.environment`)
     split.npz      train, eval (validation) and test frame indices (rows of the store)
@@ -19,6 +21,8 @@ A checkpoint is a plain dict: ``version``, ``model``, ``optimizer``,
 ``history``, ``config``, ``rng``. The order of the batches and the flips of
 epoch ``e`` depend only on ``(seed, e)``, so a resumed run continues exactly.
 Every file is written to a temporary name and moved into place.
+``--overwrite`` removes only the files the manifest lists and refuses a
+directory holding anything else (:func:`clear_run`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,15 @@ import torch
 from ccfkit.atomic import atomic_output
 
 from .config import TrainConfig
-from .data import StoreInfo, load_split, open_store, save_split, split_three_ways, subsample
+from .data import (
+    DataError,
+    StoreInfo,
+    load_split,
+    open_store,
+    save_split,
+    split_three_ways,
+    subsample,
+)
 from .label_table import read_label_table
 from .model import ModelConfig
 from .train_rows import training_rows
@@ -47,17 +59,22 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "CSV_FIELDS",
     "RESUME_OVERRIDES",
+    "RUN_FILES",
     "RUN_LABELS",
+    "RUN_MANIFEST",
     "RunError",
     "checkpoint_state",
+    "clear_run",
     "create_run",
     "read_run",
     "restore_rng_state",
     "resumed_configs",
     "run_labels",
+    "run_recipe",
     "run_split",
     "save_checkpoint",
     "store_identity",
+    "store_recipe",
     "write_json",
     "write_metrics_csv",
 ]
@@ -83,6 +100,13 @@ CSV_FIELDS = (
 RESUME_OVERRIDES = ("workers", "device", "store")
 #: The run's copy of the label table it was trained on (``TrainConfig.labels``).
 RUN_LABELS = "labels.csv"
+#: Written first into a new run directory: the files below are the trainer's.
+RUN_MANIFEST = "manifest.json"
+#: Every file the trainer writes in a run directory (what ``--overwrite`` may remove).
+RUN_FILES = (
+    RUN_MANIFEST, "config.json", "split.npz", RUN_LABELS, "metrics.csv", "last.pt", "best.pt",
+    "test.npz", "report.json", "report.md", "loss.png", "metrics.png",
+)  # fmt: skip
 
 
 class RunError(RuntimeError):
@@ -128,6 +152,40 @@ def store_identity(path) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()
 
 
+def store_recipe(path) -> dict | None:
+    """The store's map recipe as JSON-ready parameters (:func:`ccfkit.store.read_recipe`).
+
+    None for a store that records no parameters (one written by hand).
+    """
+    from ccfkit.store import read_recipe
+
+    group = open_store(path)
+    if "parameters" not in group.attrs:
+        return None
+    return json.loads(json.dumps(read_recipe(group).parameters()))
+
+
+def run_recipe(config: dict) -> dict | None:
+    """The map recipe of the store a run was trained on, None where it cannot be known.
+
+    Recorded in config.json; a run made before it was recorded has it from
+    its store, when that store is still at its path and still the same
+    (:func:`store_identity`).
+    """
+    from ccfkit.store import StoreError
+
+    stored = config["store"]
+    if "recipe" in stored:
+        return stored["recipe"]
+    path, identity = stored.get("path"), stored.get("identity")
+    if path is None or identity is None or not (Path(path) / "zarr.json").is_file():
+        return None
+    try:
+        return store_recipe(path) if store_identity(path) == identity else None
+    except (DataError, StoreError):
+        return None
+
+
 def _config_dict(model_cfg: ModelConfig, train_cfg: TrainConfig, info: StoreInfo) -> dict:
     from ccfkit.provenance import environment
 
@@ -145,6 +203,7 @@ def _config_dict(model_cfg: ModelConfig, train_cfg: TrainConfig, info: StoreInfo
             "exclusive_groups": [list(g) for g in info.exclusive_groups],
             "input_shape": list(info.shapes[train_cfg.input]),
             "identity": store_identity(info.path),
+            "recipe": store_recipe(info.path),
         },
     }
 
@@ -172,8 +231,11 @@ def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
     Raises
     ------
     RunError
-        A split file with rows beyond the store, or an empty training set.
+        ``max_frames`` below 1, a split file with rows beyond the store, or an
+        empty training set.
     """
+    if train_cfg.max_frames is not None and train_cfg.max_frames < 1:
+        raise RunError(f"--max-frames must be >= 1, got {train_cfg.max_frames}")
     n = n_frames if train_cfg.max_frames is None else min(train_cfg.max_frames, n_frames)
     if train_cfg.labels is not None:  # the labelled frames only, split as a store of their own
         rows = read_label_table(train_cfg.labels, n_frames=n_frames).rows
@@ -212,17 +274,67 @@ def create_run(
     Raises
     ------
     RunError
-        ``run_dir`` exists and is not empty (unless ``overwrite``), or the
-        split is unusable (:func:`run_split`).
+        ``run_dir`` exists and is not empty (unless ``overwrite``: then it
+        must be a run directory holding only the trainer's files,
+        :func:`clear_run`), lies inside a Zarr store, or the split is
+        unusable (:func:`run_split`).
     """
+    from ccfkit.outputs import inside_store
+
+    store = inside_store(run_dir)
+    if store is not None or (run_dir / "zarr.json").exists():
+        raise RunError(f"--run-dir {run_dir} is inside the Zarr store {store or run_dir}: "
+                       "choose a directory outside it")  # fmt: skip
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise RunError(f"{run_dir} exists and is not empty (use --resume or a new --run-dir)")
+    split = run_split(train_cfg, info.n_frames)  # before anything is removed or written
+    if run_dir.exists() and any(run_dir.iterdir()):
+        clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    split = run_split(train_cfg, info.n_frames)
+    write_json(run_dir / RUN_MANIFEST, {"tool": "trainer", "files": list(RUN_FILES)})
     save_split(run_dir / "split.npz", split, train_cfg.seed)
     if train_cfg.labels is not None:  # the labels trained on, kept with the run
         shutil.copyfile(train_cfg.labels, run_dir / RUN_LABELS)
     write_json(run_dir / "config.json", _config_dict(model_cfg, train_cfg, info))
+
+
+def clear_run(run_dir: Path) -> list[str]:
+    """Remove the trainer's files from ``run_dir`` (for ``--overwrite``); return their names.
+
+    Only what the run's :data:`RUN_MANIFEST` lists (and their ``.partial``
+    leftovers) is removed, the manifest last.
+
+    Raises
+    ------
+    RunError
+        ``run_dir`` has no manifest (not a run directory of this trainer), or
+        holds anything else (named, every one): nothing is removed then.
+    """
+    try:
+        manifest = json.loads((run_dir / RUN_MANIFEST).read_text())
+        own = set(manifest["files"]) if manifest.get("tool") == "trainer" else None
+    except (OSError, ValueError, TypeError, KeyError):
+        own = None
+    if own is None:
+        raise RunError(
+            f"{run_dir} is not a run directory of this trainer (no readable {RUN_MANIFEST}): "
+            "--overwrite removes only a run's own files; choose another --run-dir"
+        )
+    own |= {f"{name}.partial" for name in own}
+    entries = sorted(run_dir.iterdir())
+    foreign = [e.name + ("/" if e.is_dir() else "") for e in entries
+               if e.name not in own or e.is_dir() or e.is_symlink()]  # fmt: skip
+    if foreign:
+        raise RunError(
+            f"{run_dir} holds what the trainer did not write: {', '.join(foreign)}; "
+            "--overwrite removes only a run's own files: move those away or choose another "
+            "--run-dir"
+        )
+    removed = [e.name for e in entries if e.name != RUN_MANIFEST]
+    for name in removed:
+        (run_dir / name).unlink()
+    (run_dir / RUN_MANIFEST).unlink(missing_ok=True)
+    return removed
 
 
 def run_labels(run_dir: Path, train_cfg: TrainConfig, info: StoreInfo) -> np.ndarray | None:
@@ -285,9 +397,22 @@ def checkpoint_state(
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """``torch.save`` to a temporary name, then moved into place."""
-    with atomic_output(path, overwrite=True) as tmp:
-        torch.save(state, tmp)
+    """``torch.save`` to a temporary name, then moved into place.
+
+    Raises
+    ------
+    RunError
+        The file could not be written (e.g. a full disk); the checkpoint at
+        ``path`` is then the one before.
+    """
+    try:
+        with atomic_output(path, overwrite=True) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as error:  # torch reports a failed write as a RuntimeError
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:160]
+        raise RunError(
+            f"{path}: the checkpoint could not be written ({reason}); {path.name} is unchanged"
+        ) from error
 
 
 def read_run(run_dir, which: str) -> tuple[dict, dict]:

@@ -22,7 +22,7 @@ from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_geometry"]
+__all__ = ["load_geometry", "read_geometry"]
 
 #: extra-geom's detector classes, tried in this order (the generic geometry last).
 DETECTOR_CLASSES = (
@@ -61,31 +61,10 @@ def load_geometry(path: str | Path, stack_shape: tuple[int, int, int]) -> Detect
         extra-geom reads; its modules (count or shape) disagree with the data.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"geometry file {path}: no such file")
-    try:
-        import extra_geom
-    except ImportError:
-        raise InputError(
-            "--geometry needs extra-geom: pip install 'ccfkit[euxfel]' (docs/dependencies.md)"
-        ) from None
     crystfel = _crystfel_geometry(path)
-    panels = len(crystfel.detector["panels"])
     read, reasons = [], []
-    for name in DETECTOR_CLASSES:
-        cls = getattr(extra_geom, name, None)
-        if cls is None or not hasattr(cls, "from_crystfel_geom"):
-            continue
-        try:
-            geometry = cls.from_crystfel_geom(str(path))
-        except Exception as error:  # noqa: BLE001 - a class that does not fit fails its own way
-            reasons.append(f"{name}: {' '.join(str(error).split())[:80]}")
-            continue
+    for name, geometry in _readings(path, crystfel, reasons):
         shape = tuple(int(n) for n in _expected_shape(geometry))
-        if sum(len(module) for module in geometry.modules) != panels:
-            # a class of fewer modules reads the first ones of a larger detector's file
-            reasons.append(f"{name}: uses {sum(map(len, geometry.modules))} of {panels} panels")
-            continue
         if shape == tuple(stack_shape):
             return _describe(geometry, name, path, stack_shape, _beam(crystfel))
         read.append((name, shape))
@@ -101,12 +80,69 @@ def load_geometry(path: str | Path, stack_shape: tuple[int, int, int]) -> Detect
     )
 
 
+def read_geometry(path: str | Path):
+    """extra-geom's geometry object of a CrystFEL file: the first class that uses every panel.
+
+    For a file whose data shape is not known yet (``ccfkit simulate
+    --geometry`` makes the data); :func:`load_geometry` picks the class by
+    the data's shape.
+
+    Raises
+    ------
+    InputError
+        As :func:`load_geometry`, but for the data's shape.
+    """
+    path = Path(path)
+    reasons = []
+    for _, geometry in _readings(path, _crystfel_geometry(path), reasons):
+        return geometry
+    raise InputError(
+        f"geometry file {path}: extra-geom cannot read it as a CrystFEL geometry "
+        f"({reasons[-1] if reasons else 'no detector class'})"
+    )
+
+
+def _readings(path: Path, crystfel, reasons: list):
+    """``(class name, geometry)`` of each extra-geom class that reads every panel of the file.
+
+    Why the others did not is appended to ``reasons``.
+    """
+    import extra_geom
+
+    panels = len(crystfel.detector["panels"])
+    for name in DETECTOR_CLASSES:
+        cls = getattr(extra_geom, name, None)
+        if cls is None or not hasattr(cls, "from_crystfel_geom"):
+            continue
+        try:
+            geometry = cls.from_crystfel_geom(str(path))
+        except Exception as error:  # noqa: BLE001 - a class that does not fit fails its own way
+            reasons.append(f"{name}: {' '.join(str(error).split())[:80]}")
+            continue
+        if sum(len(module) for module in geometry.modules) != panels:
+            # a class of fewer modules reads the first ones of a larger detector's file
+            reasons.append(f"{name}: uses {sum(map(len, geometry.modules))} of {panels} panels")
+            continue
+        yield name, geometry
+
+
 #: h c in eV m: a photon of E eV has the wavelength HC_EV_M / E metres.
 HC_EV_M = 1.239841984e-6
 
 
 def _crystfel_geometry(path: Path):
-    """The file as extra-geom's CrystFEL reader (``cfel_fmt``) reads it."""
+    """The file as extra-geom's CrystFEL reader (``cfel_fmt``) reads it.
+
+    InputError for a missing file, or without extra-geom.
+    """
+    if not path.is_file():
+        raise InputError(f"geometry file {path}: no such file")
+    try:
+        import extra_geom  # noqa: F401 - its reader, cfel_fmt, comes with it
+    except ImportError:
+        raise InputError(
+            "--geometry needs extra-geom: pip install 'ccfkit[euxfel]' (docs/dependencies.md)"
+        ) from None
     from cfel_fmt.geometry import load_crystfel_geometry
 
     try:

@@ -40,6 +40,8 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers bitshuffle, LZ4, Zstd, Blosc, ... with HDF5
 import numpy as np
 
+from .agreement import CENTER_PATHS, agreed, read_details  # noqa: F401 - CENTER_PATHS re-exported
+from .bitshuffle_chunks import bitshuffle_layout, read_bitshuffle_frames
 from .errors import InputError
 from .hdf5_direct import frame_layout, map_frames, read_frames
 from .masks import (  # noqa: F401 - MASK_PATHS, read_mask_file: re-exported here
@@ -47,7 +49,6 @@ from .masks import (  # noqa: F401 - MASK_PATHS, read_mask_file: re-exported her
     PIXEL_IS_IN_MASK,
     _first_present,
     _mask_over_frames,
-    _read_mask,
     _stacked,
     good_pixels,
     read_mask_file,
@@ -77,15 +78,6 @@ DATA_PATHS = (
 #: Where labels are looked for, in this order (attribute ``names``: one per column;
 #: optional ``display_names``, ``exclusive_groups``).
 LABEL_PATHS = ("entry_1/labels", "entry_1/data_1/labels", "entry_1/sample_1/labels")
-#: Where a beam centre is looked for, in this order: ``(cx, cy)`` in pixels, x =
-#: column first, either one pair or one pair per frame, (N, 2).
-CENTER_PATHS = (
-    "entry_1/instrument_1/detector_1/beam_center",
-    "entry_1/instrument_1/detector_1/center",
-    "entry_1/image_1/beam_center",
-    "entry_1/data_1/beam_center",
-    "entry_1/sample_1/beam_center",
-)
 
 
 @dataclass(frozen=True)
@@ -93,7 +85,9 @@ class FrameReader:
     """Reads frames ``[start, stop)`` across files; picklable, opens files per call.
 
     Uncompressed data sets whose frames lie whole in the file are read with
-    plain file reads (:mod:`ccfkit.io.hdf5_direct`); others through h5py.
+    plain file reads (:mod:`ccfkit.io.hdf5_direct`), bitshuffle-LZ4 chunks of
+    whole frames decoded outside HDF5 (:mod:`ccfkit.io.bitshuffle_chunks`);
+    others through h5py.
 
     Attributes
     ----------
@@ -141,13 +135,7 @@ class FrameReader:
             if lo < hi:
                 part = out[offset + lo - start : offset + hi - start]
                 try:
-                    layout = frame_layout(name, self.data_path)
-                    if layout is not None:
-                        read_frames(name, layout, lo, hi, part)
-                    else:
-                        stored = part.reshape(len(part), *(self.stack_shape or self.frame_shape))
-                        with h5py.File(name, "r") as handle:
-                            handle[self.data_path].read_direct(stored, np.s_[lo:hi])
+                    self._read_file(name, lo, hi, part)
                 except (OSError, KeyError) as error:  # truncated, damaged, locked, replaced
                     reason = " ".join(str(error).split())
                     raise InputError(
@@ -155,6 +143,20 @@ class FrameReader:
                     ) from None
             offset += count
         return out
+
+    def _read_file(self, name: str, lo: int, hi: int, part: np.ndarray) -> None:
+        """Frames ``[lo, hi)`` of file ``name`` into ``part``: plain reads, bitshuffle-LZ4, h5py."""
+        layout = frame_layout(name, self.data_path)
+        if layout is not None:
+            read_frames(name, layout, lo, hi, part)
+            return
+        packed = bitshuffle_layout(name, self.data_path)
+        if packed is not None and read_bitshuffle_frames(name, self.data_path, packed, lo, hi,
+                                                         part):  # fmt: skip
+            return
+        stored = part.reshape(len(part), *(self.stack_shape or self.frame_shape))
+        with h5py.File(name, "r") as handle:
+            handle[self.data_path].read_direct(stored, np.s_[lo:hi])
 
     def pieces(self, start: int, stop: int) -> list[np.ndarray]:
         """Frames ``[start, stop)`` as consecutive ``(n_i, H, W)`` float32 arrays.
@@ -359,6 +361,7 @@ def open_source(
     mask_origin: str = "given",
     labels_path: str | None = None,
     geometry: str | Path | None = None,
+    center_use: str = "agree",
 ) -> FrameSource:
     """Open and check CXI/HDF5 input files.
 
@@ -378,6 +381,11 @@ def open_source(
         A CrystFEL geometry file placing module stacks ``(frame, module, ss,
         fs)`` (:func:`ccfkit.io.geometry_file.load_geometry`); the beam at its
         origin; a mask may be per module.
+    center_use : {"agree", "ignore", "per-frame"}
+        The files' beam centres: they must agree (one and the same, or one
+        per frame in every file: their mean), they are replaced (a centre
+        given, a geometry's origin), or each frame keeps its file's own
+        (:func:`ccfkit.io.agreement.agreed`).
 
     Returns
     -------
@@ -391,7 +399,9 @@ def open_source(
         link, a missing or unreadable source of a virtual data set, a mask of
         another shape or per-frame mask of another length, labels that are
         not 0/1 or do not match the frames, no frames at all, an unavailable
-        filter, a module stack without geometry or disagreeing with it.
+        filter, a module stack without geometry or disagreeing with it;
+        several files that disagree on the mask, the beam centre, the
+        wavelength, detector distance or pixel size (:mod:`ccfkit.io.agreement`).
     """
     files = expand_inputs(inputs)
     with _open_hdf5(files[0]) as first:
@@ -401,23 +411,26 @@ def open_source(
                 f"{files[0]}: no frames found at {', '.join('/' + p for p in DATA_PATHS)}; "
                 "name the data set with --data-path"
             )
-        file_mask, file_mask_origin = _read_mask(first, files[0])
-        distances = _read_geometry(first)
-        center, centers = _read_center(first)
-    frame_shape, counts, labels, names, display, groups = _scan_files(
+    frame_shape, counts, labels, names, display, groups, details = _scan_files(
         files, data_path, labels_path, stacked=geometry is not None
     )
-    stack_shape, pixels, center_origin = None, None, "file"
+    stack_shape = None
     if geometry is not None:
         stack_shape = frame_shape if len(frame_shape) == 3 else (1, *frame_shape)
+        center_use = "ignore"  # the beam is at the geometry's origin
+    files_agree = agreed(
+        details, counts, stack_shape=stack_shape, compare_masks=mask is None, center_use=center_use
+    )
+    distances, center, centers = files_agree.distances, files_agree.center, files_agree.centers
+    pixels, center_origin = None, "file"
+    if geometry is not None:
         pixels, distances = _module_stack(geometry, stack_shape, distances)
-        frame_shape, center, centers = pixels.shape, pixels.default_center(), None
+        frame_shape, center = pixels.shape, pixels.default_center()
         center_origin = f"geometry origin ({pixels.detector})"
     if mask is not None:
         mask = _mask_over_frames(_stacked(mask, stack_shape), sum(counts), mask_origin)
-    elif file_mask is not None:  # read from the first file: per frame of that file
-        mask = _mask_over_frames(_stacked(file_mask, stack_shape), counts[0], file_mask_origin)
-        mask_origin = file_mask_origin
+    elif files_agree.mask is not None:
+        mask, mask_origin = files_agree.mask, files_agree.mask_origin
     else:
         mask = np.ones(frame_shape, dtype=bool)
     if mask.shape != frame_shape:
@@ -461,12 +474,14 @@ def _module_stack(geometry, stack_shape, distances: dict):
 def _scan_files(files, data_path, labels_path, *, stacked: bool):
     """Check every file's frames; their shape, counts, and the labels with their names.
 
-    Returns ``(frame_shape, counts, labels, names, display_names, groups)``:
-    the stored shape of one frame (``(module, ss, fs)`` for a module stack),
-    frames per file, the (N, C) labels of all files (None unless every file
-    has labels of the same names) and their names, display names and groups.
+    Returns ``(frame_shape, counts, labels, names, display_names, groups,
+    details)``: the stored shape of one frame (``(module, ss, fs)`` for a
+    module stack), frames per file, the (N, C) labels of all files (None
+    unless every file has labels of the same names) and their names, display
+    names and groups, and each file's mask, centre and distances
+    (:class:`~ccfkit.io.agreement.FileDetails`).
     """
-    counts, label_parts, names, display, groups = [], [], (), (), ()
+    counts, label_parts, names, display, groups, details = [], [], (), (), (), []
     frame_shape = None
     for name in files:
         with _open_hdf5(name) as handle:
@@ -479,6 +494,7 @@ def _scan_files(files, data_path, labels_path, *, stacked: bool):
                 )
             counts.append(int(dataset.shape[0]))
             labels, part = _read_labels(handle, labels_path, name)
+            details.append(read_details(handle, name))
         if labels is not None and labels.shape[0] != counts[-1]:
             raise InputError(f"{name}: {labels.shape[0]} labels for {counts[-1]} frames")
         if labels is not None and (not label_parts or part["names"] == names):
@@ -489,8 +505,9 @@ def _scan_files(files, data_path, labels_path, *, stacked: bool):
     if len(label_parts) != len(files):
         if label_parts:
             logger.warning("labels are missing or differ between files: none are used")
-        return frame_shape, counts, None, (), (), ()
-    return frame_shape, counts, np.concatenate(label_parts), names, display, groups
+        return frame_shape, counts, None, (), (), (), details
+    labels = np.concatenate(label_parts)
+    return frame_shape, counts, labels, names, display, groups, details
 
 
 def _open_hdf5(name: str) -> h5py.File:
@@ -605,40 +622,6 @@ def _checked_labels(labels: np.ndarray, where: str) -> np.ndarray:
     if not np.isin(values, (0, 1)).all():
         raise InputError(f"{where}: labels take the values {values[:8].tolist()}; expected 0/1")
     return labels.reshape(len(labels), -1)
-
-
-def _read_geometry(handle) -> dict:
-    def scalar(path):
-        if path not in handle:
-            return None
-        value = np.asarray(handle[path][()], dtype=np.float64)
-        return float(value.mean())
-
-    return {
-        "wavelength": scalar("entry_1/instrument_1/source_1/wavelength"),
-        "distance": scalar("entry_1/instrument_1/detector_1/distance"),
-        "pixel_size": scalar("entry_1/instrument_1/detector_1/x_pixel_size"),
-    }
-
-
-def _read_center(handle) -> tuple[tuple[float, float] | None, np.ndarray | None]:
-    """The beam centre ``(cx, cy)`` at the first of :data:`CENTER_PATHS` present.
-
-    One pair, or one per frame ``(N, 2)``: then their mean and the (N, 2)
-    array (the build resamples each frame at its own centre).
-    """
-    path = _first_present(handle, CENTER_PATHS)
-    if path is None:
-        return None, None
-    stored = np.asarray(handle[path][()], dtype=np.float64)
-    if stored.ndim == 0 or stored.shape[-1] != 2:
-        raise InputError(
-            f"{handle.filename}: /{path} has shape {stored.shape}; expected (2,) or (N, 2) "
-            "pairs (cx, cy)"
-        )
-    value = stored.reshape(-1, 2)
-    cx, cy = value.mean(axis=0)
-    return (float(cx), float(cy)), (value if len(value) > 1 else None)
 
 
 def _check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:

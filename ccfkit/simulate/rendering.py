@@ -28,7 +28,7 @@ from .parameters import NOISE_STREAM, FrameParameters
 from .randomization import READ_NOISE_STREAM, file_detector, randomizes
 from .scattering import particle_intensity
 
-__all__ = ["POISSON_CUT", "expected_counts", "poisson_counts", "render_frames"]
+__all__ = ["POISSON_CUT", "expected_counts", "frame_counts_at", "poisson_counts", "render_frames"]
 
 #: Expected counts up to which the Poisson sampler inverts the CDF (one uniform per
 #: pixel); brighter pixels are drawn by ``Generator.poisson``.
@@ -90,25 +90,49 @@ def expected_counts(
     cols = np.arange(width, dtype=np.float64)
     rows = np.arange(height, dtype=np.float64)[:, None]
     for b in range(len(params)):
-        per_length = detector.pixel_size / _distance(params, detector, b)  # offsets -> x / L
         cx, cy = params.center[b]
-        x_px, y_px = cols - cx, rows - cy
-        frame = out[b]
-        if params.kind[b] == Kind.EMPTY or params.fluence[b] <= 0:
-            frame[...] = 0
-        else:
-            x_l, y_l = x_px * per_length, y_px * per_length
-            cos2t = particle_intensity(x_l, y_l, params.take([b]), per_length, out=frame)
-            frame *= _instrument_weight(x_l, y_l, config, good32, cos2t, _degree(params, b))
-            total = frame.sum(dtype=np.float64)
-            frame *= np.float32(params.fluence[b] / total) if total > 0 else np.float32(0)
-        if params.halo[b] > 0:
-            r2 = np.add(np.float32(x_px) ** 2, np.float32(y_px) ** 2, dtype=np.float32)
-            frame += stray_light_halo(r2, float(params.halo_width[b]), good32, params.halo[b])
-        background = _background(params, config, b)
-        if background:
-            frame += np.float32(background) * good32
+        frame_counts_at(out[b], cols - cx, rows - cy, params, b, config, good32, detector)
     return out
+
+
+def frame_counts_at(frame, x_px, y_px, params, b: int, config, good32, detector) -> None:
+    """Frame ``b``'s expected counts at pixels ``(x_px, y_px)`` from its beam, into ``frame``.
+
+    The NumPy reference of :func:`expected_counts` for one frame, wherever
+    the pixels lie: on the flat detector's grid (``x_px`` (W,), ``y_px`` (H,
+    1)), or at a module stack's pixel positions
+    (:mod:`ccfkit.simulate.stack`: both (H, W)).
+
+    Parameters
+    ----------
+    frame : (H, W) float32
+        Receives the counts.
+    x_px, y_px : float64 arrays broadcasting to (H, W)
+        Pixel offsets from the beam centre, pixels.
+    params : FrameParameters
+    b : int
+        The frame's row in ``params``.
+    config : SimulationConfig
+    good32 : (H, W) float32
+        1 on good pixels, 0 on masked ones.
+    detector : Detector
+        Pixel size and (unless drawn per frame) distance.
+    """
+    per_length = detector.pixel_size / _distance(params, detector, b)  # offsets -> x / L
+    if params.kind[b] == Kind.EMPTY or params.fluence[b] <= 0:
+        frame[...] = 0
+    else:
+        x_l, y_l = x_px * per_length, y_px * per_length
+        cos2t = particle_intensity(x_l, y_l, params.take([b]), per_length, out=frame)
+        frame *= _instrument_weight(x_l, y_l, config, good32, cos2t, _degree(params, b))
+        total = frame.sum(dtype=np.float64)
+        frame *= np.float32(params.fluence[b] / total) if total > 0 else np.float32(0)
+    if params.halo[b] > 0:
+        r2 = np.add(np.float32(x_px) ** 2, np.float32(y_px) ** 2, dtype=np.float32)
+        frame += stray_light_halo(r2, float(params.halo_width[b]), good32, params.halo[b])
+    background = _background(params, config, b)
+    if background:
+        frame += np.float32(background) * good32
 
 
 def _the_detector(config: SimulationConfig, detector: Detector | None) -> Detector:

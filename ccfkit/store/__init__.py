@@ -7,7 +7,8 @@
 - :mod:`~ccfkit.store.direct`: zarr's local store with page-cache-bypassing writes
   (``--chunk-writer direct``);
 - :mod:`~ccfkit.store.write_behind`: writes that run behind the computation;
-- :mod:`~ccfkit.store.verify`: every chunk's checksum, and no chunk missing;
+- :mod:`~ccfkit.store.verify`: the arrays the layout requires, no chunk missing, every
+  chunk's checksum and digest;
 - :mod:`~ccfkit.store.recipe`: how a store's maps were made, read back.
 
 Every public name is importable from ``ccfkit.store``. Importing it loads
@@ -31,6 +32,7 @@ from .lifecycle import (
     OutputState,
     check_not_input,
     create_store,
+    foreign_entries,
     locked_store,
     mark_complete,
     open_store,
@@ -38,7 +40,7 @@ from .lifecycle import (
     pending_chunks,
 )
 from .recipe import StoreRecipe, read_recipe
-from .verify import chunk_key, read_checked, verify_store
+from .verify import check_layout, check_store, chunk_key, read_checked, verify_store
 from .write_behind import WriteBehind
 
 __all__ = [
@@ -53,11 +55,14 @@ __all__ = [
     "StoreRecipe",
     "WriteBehind",
     "WriteMethod",
+    "check_layout",
     "check_not_input",
+    "check_store",
     "chunk_key",
     "chunk_writer",
     "create_store",
     "dimension_names",
+    "foreign_entries",
     "layout_of",
     "locked_store",
     "mark_complete",

@@ -6,7 +6,10 @@ writers ever share a chunk. :class:`ChunkWriter` is the one way the store
 layer writes them. By default it goes through zarr-python's public API
 (``array[start:stop] = block`` on exactly one chunk's rows), so the array's
 own codec chain (the ``crc32c`` checksum that ends every ccfkit array's
-included) encodes the chunk, and the store puts it. zarr's ``LocalStore``
+included) encodes the chunk, and the store puts it; then the chunk's
+digest (:func:`~ccfkit.store.layout.chunk_digest`) is written as its
+element of ``digests/<array>``, so that verifying the store can tell a
+chunk in the wrong place from the right one. zarr's ``LocalStore``
 writes each chunk to a temporary ``<key>.<uuid>.partial`` file and renames
 it over the key (``zarr/storage/_local.py``, ``_atomic_write``:
 ``tmp_path.replace(path)``): a reader sees the old chunk or the new one,
@@ -31,6 +34,7 @@ import zarr
 
 from ..settings import WriteMethod
 from .direct import DirectLocalStore
+from .layout import DIGESTS, chunk_digest
 
 __all__ = ["ChunkWriter", "ChunkWriters", "WriteMethod", "chunk_writer"]
 
@@ -50,12 +54,17 @@ class ChunkWriter:
         Rows per chunk (the first axis).
     n_rows : int
         Rows of the array (the last chunk may be shorter).
+    digest : ChunkWriter or None
+        The writer of the array's per-chunk digests (``digests/<array>``,
+        :func:`~ccfkit.store.layout.chunk_digest`): each chunk's is written
+        right after it. None: the store records none (written before them).
     """
 
     store: object
     path: str
     chunk_length: int
     n_rows: int
+    digest: ChunkWriter | None = None
 
     def rows(self, chunk: int) -> slice:
         """The rows of chunk ``chunk``."""
@@ -84,7 +93,11 @@ class ChunkWriter:
                 f"{len(data)} rows for chunk {chunk} of {self.path!r} (rows {rows.start}.."
                 f"{rows.stop - 1}): only whole chunks are written"
             )
-        self._opened()[rows] = data
+        array = self._opened()
+        array[rows] = data
+        if self.digest is not None:  # of the values as stored (the array's dtype)
+            value = chunk_digest(np.asarray(data, dtype=array.dtype))
+            self.digest.write(chunk, np.array([value], dtype=np.uint64))
 
     def _opened(self) -> zarr.Array:
         """The array, opened once per process (its metadata read once, not per chunk)."""
@@ -101,7 +114,8 @@ class ChunkWriter:
         return {name: value for name, value in self.__dict__.items() if name != "_array"}
 
 
-def chunk_writer(array: zarr.Array, method: WriteMethod | str = WriteMethod.ZARR) -> ChunkWriter:
+def chunk_writer(array: zarr.Array, method: WriteMethod | str = WriteMethod.ZARR,
+                 digests: zarr.Array | None = None) -> ChunkWriter:  # fmt: skip
     """The writer of whole first-axis chunks of ``array``.
 
     Parameters
@@ -111,13 +125,16 @@ def chunk_writer(array: zarr.Array, method: WriteMethod | str = WriteMethod.ZARR
     method : WriteMethod or str
         ``"direct"`` writes through a :class:`~ccfkit.store.direct.DirectLocalStore`
         on the directory of a local store; other stores are written as they are.
+    digests : zarr.Array, optional
+        The array's per-chunk digests (``digests/<name>``, one per chunk), written with each chunk.
     """
     if tuple(array.chunks[1:]) != tuple(array.shape[1:]):
         raise ValueError(f"{array.path}: chunks {array.chunks} split more than the first axis")
     store = array.store
     if WriteMethod(method) is WriteMethod.DIRECT and isinstance(store, zarr.storage.LocalStore):
         store = DirectLocalStore(store.root)
-    return ChunkWriter(store, array.path, int(array.chunks[0]), int(array.shape[0]))
+    digest = None if digests is None else chunk_writer(digests)
+    return ChunkWriter(store, array.path, int(array.chunks[0]), int(array.shape[0]), digest)
 
 
 @dataclass(frozen=True)
@@ -137,7 +154,9 @@ class ChunkWriters:
     def of(cls, group: zarr.Group, method: WriteMethod | str = WriteMethod.ZARR) -> ChunkWriters:
         """The writers of ``group``'s arrays; ``method``: :class:`~ccfkit.settings.WriteMethod`."""
         names = ("ccf", "stats", "done", "images")
-        return cls(*(chunk_writer(group[n], method) if n in group else None for n in names))
+        digests = group.get(DIGESTS, {})
+        return cls(*(chunk_writer(group[n], method, digests.get(n))
+                     if n in group else None for n in names))  # fmt: skip
 
     def mark_done(self, chunk: int) -> None:
         """Record that every array's chunk ``chunk`` is written (call after writing)."""

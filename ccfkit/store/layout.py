@@ -8,9 +8,11 @@ chain ends in a ``crc32c`` checksum, so a damaged chunk is an error
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
@@ -18,10 +20,12 @@ from ..build_config import BuildOptions, OutputSettings
 
 __all__ = [
     "COMPRESSORS",
+    "DIGESTS",
     "SCHEMA_VERSION",
     "WHOLE_CHUNK_MAX",
     "StoreError",
     "StoreLayout",
+    "chunk_digest",
     "codecs",
     "dimension_names",
     "layout_attributes",
@@ -41,6 +45,10 @@ COMPRESSORS = {
 
 #: Largest chunk (frames) of the per-frame arrays written once at creation (index, labels).
 WHOLE_CHUNK_MAX = 1 << 20
+
+#: The group of per-chunk digests of the arrays the map tasks write (docs/store-layout.md):
+#: ``digests/<array>`` (n_chunks,) uint64, written with each chunk.
+DIGESTS = "digests"
 
 
 class StoreError(RuntimeError):
@@ -146,6 +154,29 @@ def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
         "images": ("frame", "image_y", "image_x"),
         "done": ("chunk",),
     }
+
+
+def chunk_digest(block: np.ndarray) -> int:
+    """A 64-bit digest of one chunk's values, shape and dtype (BLAKE2b), as written and read.
+
+    Recorded when the chunk is written and compared when it is verified: a
+    chunk moved to another position, or taken from another store, differs
+    (the crc32c of the codec chain only says that the bytes are intact).
+
+    Parameters
+    ----------
+    block : ndarray
+        The chunk as the array holds it (its dtype; strings as text).
+    """
+    block = np.asarray(block)
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(f"{block.dtype.str if block.dtype.kind not in 'OTU' else 'str'}"
+                  f"{block.shape}".encode())  # fmt: skip
+    if block.dtype.kind in "OTU":
+        digest.update("\x00".join(str(v) for v in block.ravel()).encode())
+    else:
+        digest.update(np.ascontiguousarray(block).tobytes())
+    return int.from_bytes(digest.digest(), "little")
 
 
 def codecs(compressor=None) -> tuple:

@@ -14,7 +14,8 @@ itself in ``done``. Only when every chunk is done does the store say
 
 Nothing that is not a ccfkit store is ever removed: ``--overwrite`` replaces
 a ccfkit store (complete, incomplete or interrupted while being created) or
-an empty directory, and refuses anything else (:func:`output_state`). A
+an empty directory, and refuses anything else (:func:`output_state`), a
+store holding anything the build did not write included (:func:`foreign_entries`). A
 store is written under an exclusive lock on its directory
 (:func:`locked_store`): a second process that wants to write it gets one
 line.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -38,10 +40,12 @@ import zarr
 from .._version import __version__
 from .layout import (
     COMPRESSORS,
+    DIGESTS,
     SCHEMA_VERSION,
     WHOLE_CHUNK_MAX,
     StoreError,
     StoreLayout,
+    chunk_digest,
     codecs,
     dimension_names,
     layout_attributes,
@@ -52,15 +56,21 @@ __all__ = [
     "OutputState",
     "check_not_input",
     "create_store",
+    "foreign_entries",
     "locked_store",
     "mark_complete",
     "open_store",
     "output_state",
     "pending_chunks",
+    "per_store_digests",
 ]
 
 #: ``status`` of a store whose creation has begun but not finished.
 CREATING = "creating"
+#: Arrays the map tasks (or the statistics pass) fill after the creation.
+TASK_WRITTEN = ("ccf", "stats", "images", "done")
+#: zarr's configuration that writes every chunk, fill values too: a missing chunk is damage.
+EVERY_CHUNK = {"write_empty_chunks": True}
 
 
 class OutputState(enum.Enum):
@@ -115,6 +125,32 @@ def _root_attributes(path: Path) -> dict:
         return {}
     attributes = metadata.get("attributes")
     return attributes if isinstance(attributes, dict) else {}
+
+
+def foreign_entries(path: str | Path) -> list[str]:
+    """What a store directory holds that a build did not write (relative paths, sorted).
+
+    A build writes the root ``zarr.json``, the arrays a store may hold
+    (:func:`~ccfkit.store.layout.dimension_names`, and ``digests``), each
+    with its ``zarr.json`` and its chunks under ``c/``, and temporary
+    ``*.partial`` files while it writes. Anything else (``notes.md``,
+    ``analysis/``) is the user's: ``--overwrite`` refuses to remove it.
+    """
+    path = Path(path)
+    arrays = set(dimension_names(StoreLayout(1, 1))) | {DIGESTS}
+    foreign = []
+    for entry in sorted(path.iterdir()):
+        if entry.name == "zarr.json" or entry.name.endswith(".partial"):
+            continue
+        if entry.name not in arrays or entry.is_symlink() or not entry.is_dir():
+            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+            continue
+        for inner in sorted(entry.iterdir()):
+            expected = inner.name == "zarr.json" or (inner.name == "c" and inner.is_dir())
+            own_array = entry.name == DIGESTS and inner.is_dir() and not inner.is_symlink()
+            if not (expected or own_array or inner.name.endswith(".partial")):
+                foreign.append(f"{entry.name}/{inner.name}" + ("/" if inner.is_dir() else ""))
+    return foreign
 
 
 def check_not_input(out: str | Path, inputs: Sequence[str | Path]) -> None:
@@ -179,7 +215,21 @@ def _check_state(path: Path, state: OutputState, *, overwrite: bool, resume: boo
         raise StoreError(f"{path}: no such store to resume")
     if not (overwrite or resume) and state is not OutputState.MISSING:
         raise StoreError(f"{path} exists; use --overwrite to replace it or --resume to finish it")
+    if overwrite and state.replaceable:
+        _refuse_foreign(path)
     return state
+
+
+def _refuse_foreign(path: Path) -> None:
+    """A StoreError listing what ``path`` holds that a build did not write, if anything."""
+    foreign = foreign_entries(path) if path.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10
+                                           else "")  # fmt: skip
+        raise StoreError(
+            f"{path} holds files a build did not write: {shown}; --overwrite removes only "
+            "what ccfkit wrote: move those away first"
+        )
 
 
 def create_store(
@@ -217,6 +267,7 @@ def create_store(
     state = output_state(path)
     if not state.replaceable:
         raise StoreError(f"{path} is {state.value}: refusing to replace it")
+    _refuse_foreign(path)
     group = _empty_group(path)
     _create_task_arrays(group, layout, coordinates="q" in contents)
     _write_per_store_arrays(group, layout, contents)
@@ -226,6 +277,7 @@ def create_store(
             "status": "incomplete",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "layout": layout_attributes(layout),
+            "chunk_digests": per_store_digests(group),
             **attributes,
         }
     )
@@ -273,6 +325,13 @@ def _create_task_arrays(group: zarr.Group, layout: StoreLayout, *, coordinates: 
         "done", shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
         compressors=codecs(None), dimension_names=dims["done"],
     )  # fmt: skip
+    digests = group.create_group(DIGESTS)  # one per chunk the map tasks write
+    for name in ("ccf", *(("images",) if layout.image_size else ()),
+                 *(("stats",) if layout.stats_by_chunk else ())):  # fmt: skip
+        digests.create_array(
+            name, shape=(layout.n_chunks,), chunks=(1,), dtype="uint64", fill_value=0,
+            compressors=codecs(None), dimension_names=("chunk",),
+        )  # fmt: skip
 
 
 def _write_per_store_arrays(group: zarr.Group, layout: StoreLayout,
@@ -285,7 +344,7 @@ def _write_per_store_arrays(group: zarr.Group, layout: StoreLayout,
         "index", shape=(layout.n_frames,), chunks=whole, dtype="int64", compressors=codecs(),
         dimension_names=dims["index"],
     )  # fmt: skip
-    index[:] = np.arange(layout.n_frames, dtype=np.int64)
+    index.with_config(EVERY_CHUNK)[:] = np.arange(layout.n_frames, dtype=np.int64)
     if layout.label_names:
         labels = group.create_array(
             "labels",
@@ -301,7 +360,7 @@ def _write_per_store_arrays(group: zarr.Group, layout: StoreLayout,
             "label", shape=(len(layout.label_names),), dtype=str, compressors=codecs(),
             dimension_names=dims["label"],
         )  # fmt: skip
-        names[:] = np.array(layout.label_names, dtype=object)
+        names.with_config(EVERY_CHUNK)[:] = np.array(layout.label_names, dtype=object)
     for name, (data, attrs) in contents.items():
         data = np.asarray(data)
         if name not in group:  # labels are made above, chunked like index
@@ -309,8 +368,24 @@ def _write_per_store_arrays(group: zarr.Group, layout: StoreLayout,
                 name, shape=data.shape, dtype=data.dtype, compressors=codecs(),
                 dimension_names=dims.get(name),
             )  # fmt: skip
-        group[name][:] = data
+        group[name].with_config(EVERY_CHUNK)[:] = data
         group[name].attrs.update(attrs)
+
+
+def per_store_digests(group: zarr.Group) -> dict[str, list[str]]:
+    """The digest of every chunk of the arrays written at creation (root attribute ``chunk_digests``).
+
+    Hex strings of :func:`~ccfkit.store.layout.chunk_digest`, in the order of
+    the chunk grid (C order), by array name: the arrays the map tasks fill
+    record theirs in ``digests/`` as they are written.
+    """
+    digests = {}
+    for name, array in sorted(group.arrays()):
+        if name in TASK_WRITTEN:
+            continue
+        grid = itertools.product(*(range(n) for n in array.cdata_shape))
+        digests[name] = [f"{chunk_digest(array.get_block_selection(c)):016x}" for c in grid]
+    return digests
 
 
 def _creating_attributes() -> dict:

@@ -1,9 +1,23 @@
-"""Checking what a store holds: every chunk's crc32c, and no chunk missing (docs/store-layout.md).
+"""Checking what a store holds, whole (docs/store-layout.md, "Verifying a store").
 
-Every array's codec chain ends in a ``crc32c`` checksum, so a damaged chunk
-is an error, named by store, array and key (:func:`verify_store`,
-:func:`read_checked`); a chunk a finished map task should have written but
-that is not there is one too (zarr would read it as zeros).
+Three levels, each including the one before:
+
+1. :func:`check_layout`: every array the store's layout requires is there,
+   with the shape, dtype, chunking and dimension names the layout gives
+   (and the label names of ``labels`` match its columns);
+2. :func:`check_store`: 1, and every chunk that should hold data has its
+   file (zarr would read a missing one as fill values: zeros): the chunks
+   of the map tasks marked done, and every chunk whose digest was recorded.
+   Cheap (no chunk is read): the trainer runs it before reading a store;
+3. :func:`verify_store`: 2, and every chunk is read, its crc32c checked
+   (every array's codec chain ends in one) and, where the build recorded
+   one, its digest compared (:func:`~ccfkit.store.layout.chunk_digest`): a
+   chunk swapped with another or taken from another store fails.
+
+Each raises a :class:`~ccfkit.store.StoreError` naming the store, the
+array and the first problem. :func:`read_checked` reads rows the same way.
+Stores written before per-chunk digests were recorded are checked without
+them.
 """
 
 from __future__ import annotations
@@ -15,9 +29,17 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .layout import StoreError, layout_of
+from .layout import DIGESTS, StoreError, StoreLayout, chunk_digest, dimension_names, layout_of
 
-__all__ = ["ALWAYS_WRITTEN", "MAP_TASK_ARRAYS", "chunk_key", "read_checked", "verify_store"]
+__all__ = [
+    "ALWAYS_WRITTEN",
+    "MAP_TASK_ARRAYS",
+    "check_layout",
+    "check_store",
+    "chunk_key",
+    "read_checked",
+    "verify_store",
+]
 
 #: Arrays whose chunk ``k`` is written by map task ``k`` (present once ``done[k]`` is 1).
 MAP_TASK_ARRAYS = ("ccf", "images", "stats")
@@ -78,35 +100,184 @@ def _damaged(array: zarr.Array, coords, error: Exception) -> StoreError:
     )
 
 
-def verify_store(group: zarr.Group) -> int:
-    """Read every chunk of every array of a store, checking its crc32c; return the count.
+def _where(group: zarr.Group) -> str:
+    return str(getattr(group.store, "root", group.store))
 
-    A map task's chunk (:data:`MAP_TASK_ARRAYS`) marked done must also exist
-    (zarr would read a missing one as zeros).
+
+def _expected_arrays(group: zarr.Group, layout: StoreLayout) -> dict[str, tuple]:
+    """``{name: (shape, dtype or None, chunks or None)}`` of every array the layout requires."""
+    n, per_chunk = layout.n_frames, layout.chunk_frames
+    expected = {
+        "ccf": ((n, *layout.map_shape), layout.map_dtype, (per_chunk, *layout.map_shape)),
+        "index": ((n,), "int64", None),
+        "stats": ((n, 3), "float32", (per_chunk, 3) if layout.stats_by_chunk else None),
+        "done": ((layout.n_chunks,), "uint8", (1,)),
+        "radius": ((layout.q_bins,), None, None),
+        "mask": (tuple(group.attrs.get("input", {}).get("frame_shape") or ()) or None, None, None),
+    }
+    if group.attrs.get("schema_version", 1) >= 2:
+        expected["ring_used"] = ((layout.q_bins,), None, None)
+    if layout.label_names:
+        columns = len(layout.label_names)
+        expected["labels"] = ((n, columns), "uint8", None)
+        expected["label"] = ((columns,), None, None)
+    if layout.image_size:
+        s = layout.image_size
+        expected["images"] = ((n, s, s), "float32", (per_chunk, s, s))
+    return expected
+
+
+def check_layout(group: zarr.Group) -> None:
+    """Every array the store's layout requires, with its shape, dtype, chunking and dimensions.
+
+    A store that records no ``layout`` (one written by hand) is checked for
+    its ``ccf`` array only.
 
     Raises
     ------
     StoreError
-        The first damaged or missing chunk, named by store, array and key.
+        The first array missing or not as the layout says, named.
     """
+    where, arrays = _where(group), dict(group.arrays())
+    if "layout" not in group.attrs:
+        if "ccf" not in arrays:
+            raise StoreError(f"{where}: the store has no 'ccf' array")
+        return
+    layout = layout_of(group)
+    dims = dimension_names(layout)
+    for name, (shape, dtype, chunks) in _expected_arrays(group, layout).items():
+        if name not in arrays:
+            raise StoreError(f"{where}: array {name!r} is missing (the store's layout needs it); "
+                             "rebuild the store (`ccfkit build --overwrite`)")  # fmt: skip
+        array = arrays[name]
+        found = (tuple(array.shape), str(array.dtype), tuple(array.chunks))
+        wanted = (shape or found[0], dtype or found[1], chunks or found[2])
+        if found != wanted:
+            raise StoreError(
+                f"{where}: array {name!r} is {found[0]} {found[1]} in chunks {found[2]}, the "
+                f"store's layout says {wanted[0]} {wanted[1]} in chunks {wanted[2]}; rebuild "
+                "the store (`ccfkit build --overwrite`)"
+            )
+    for name, array in arrays.items():
+        stored = tuple(array.metadata.dimension_names or ())
+        if name in dims and stored != dims[name]:
+            raise StoreError(f"{where}: array {name!r} has the dimensions {stored}, the layout "
+                             f"says {dims[name]}")  # fmt: skip
+    if "labels" in arrays:
+        names = list(arrays["labels"].attrs.get("names", []))
+        if names != list(layout.label_names):
+            raise StoreError(f"{where}: the label names of 'labels' {names} are not the store's "
+                             f"{list(layout.label_names)} (one per column)")  # fmt: skip
+
+
+def _done(group: zarr.Group) -> np.ndarray | None:
+    """The ``done`` marks as bools (None when there is no readable ``done``)."""
     try:
-        done = group["done"][:].astype(bool) if "done" in group else None
-    except (ValueError, RuntimeError):  # damaged: reported below, with the others
-        done = None
+        return group["done"][:].astype(bool) if "done" in group else None
+    except (ValueError, RuntimeError):  # damaged: reported with the others
+        return None
+
+
+def _required_chunks(group: zarr.Group):
+    """``(array, coords, digest or None)`` of every chunk that must have a file.
+
+    The map tasks' chunks marked done (and their digests' elements), and
+    every chunk of an array written at creation whose digest was recorded.
+    """
+    done = _done(group)
     by_chunk = layout_of(group).stats_by_chunk if "layout" in group.attrs else True
-    count = 0
+    recorded = group.attrs.get("chunk_digests", {})
+    digests = group.get(DIGESTS, {})
     for name, array in sorted(group.arrays()):
+        grid = list(itertools.product(*(range(n) for n in array.cdata_shape)))
+        if name in recorded:
+            for coords, digest in zip(grid, recorded[name]):
+                yield array, coords, int(digest, 16)
+            continue
         task_written = name in MAP_TASK_ARRAYS and (name != "stats" or by_chunk)
+        if not task_written or done is None:
+            continue
+        own = digests.get(name)
+        for coords in grid:
+            if done[coords[0]]:
+                yield array, coords, None
+                if own is not None:
+                    yield own, (coords[0],), None
+
+
+def check_store(group: zarr.Group) -> None:
+    """The cheap checks (no chunk read): :func:`check_layout`, then every chunk's file there.
+
+    A store that says it is complete must have every chunk marked done.
+
+    Raises
+    ------
+    StoreError
+        The first problem, named by store, array and chunk key.
+    """
+    check_layout(group)
+    done = _done(group)
+    if group.attrs.get("status") == "complete" and done is not None and not done.all():
+        chunk = int(np.flatnonzero(~done)[0])
+        raise StoreError(f"{_where(group)}: the store says it is complete but chunk {chunk} is "
+                         "not marked done (its 'done' chunk is missing or was changed); rebuild "
+                         "the store (`ccfkit build --overwrite`)")  # fmt: skip
+    for array, coords, _ in _required_chunks(group):
+        if not _chunk_exists(array, coords):
+            raise _damaged(array, coords, FileNotFoundError("missing"))
+
+
+def verify_store(group: zarr.Group) -> int:
+    """Check a store whole: :func:`check_store`, then read every chunk; return the count.
+
+    Every chunk's crc32c is checked as it is decoded; the digest recorded
+    for it at write time (``digests/<array>`` for the map tasks' chunks, the
+    root attribute ``chunk_digests`` for the arrays written at creation) must
+    match its values.
+
+    Raises
+    ------
+    StoreError
+        The first missing, damaged or misplaced chunk, named by store, array and key.
+    """
+    check_store(group)
+    expected = _recorded_digests(group)
+    count = 0
+    arrays = sorted(group.arrays())
+    if DIGESTS in group:
+        arrays += [(f"{DIGESTS}/{n}", a) for n, a in sorted(group[DIGESTS].arrays())]
+    for name, array in arrays:
         for coords in itertools.product(*(range(n) for n in array.cdata_shape)):
-            expected = task_written and done is not None and done[coords[0]]
-            if expected and not _chunk_exists(array, coords):
-                raise _damaged(array, coords, FileNotFoundError("missing"))
             try:
-                array.get_block_selection(coords)
+                block = array.get_block_selection(coords)
             except (ValueError, RuntimeError) as error:
                 raise _damaged(array, coords, error) from None
+            digest = expected.get((name, coords))
+            if digest and chunk_digest(block) != digest:
+                raise _damaged(array, coords, ValueError(
+                    "its values are not the ones written there: a chunk moved or from another "
+                    "store"))  # fmt: skip
             count += 1
     return count
+
+
+def _recorded_digests(group: zarr.Group) -> dict[tuple[str, tuple], int]:
+    """``{(array name, chunk coords): digest}`` of every digest the build recorded (0: none)."""
+    recorded = {}
+    for name, hexes in group.attrs.get("chunk_digests", {}).items():
+        if name in group:
+            grid = itertools.product(*(range(n) for n in group[name].cdata_shape))
+            recorded.update({(name, c): int(h, 16) for c, h in zip(grid, hexes)})
+    if DIGESTS in group:
+        for name, digests in group[DIGESTS].arrays():
+            try:
+                values = digests[:]
+            except (ValueError, RuntimeError) as error:
+                raise _damaged(digests, (0,), error) from None
+            if name in group:
+                rest = (0,) * (group[name].ndim - 1)
+                recorded.update({(name, (k, *rest)): int(v) for k, v in enumerate(values)})
+    return recorded
 
 
 def _chunk_exists(array: zarr.Array, coords) -> bool:

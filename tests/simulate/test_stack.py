@@ -1,0 +1,89 @@
+"""Simulated module stacks (``ccfkit simulate --geometry``) against the flat simulator.
+
+The oracle is the flat detector's own rendering
+(:func:`ccfkit.simulate.expected_counts`, NumPy reference) of the same
+particles: the stack, built with its geometry, and the flat frames, built
+with the geometry's gaps as their mask, must give nearly the same maps (the
+stack samples the pattern at the modules' true pixel positions, the flat
+frame on its own grid, so they agree to a correlation, not bit for bit).
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from ccfkit.build_config import BuildConfig
+from ccfkit.io.source import open_source
+from ccfkit.pipeline import build
+from ccfkit.simulate import SimulationConfig, draw_parameters, expected_counts
+
+extra_geom = pytest.importorskip("extra_geom")
+
+#: A flat detector that holds the whole AGIPD 1M (pixels from -630 to 625 of its middle).
+SIDE = 1300
+GRID = {"q_bins": 48, "phi_bins": 128, "r_min": 60.0, "r_max": 400.0, "min_ring_fraction": 0.3}
+
+
+def maps(source, out, **options):
+    config = BuildConfig.from_parameters(GRID)
+    build(source, str(out), config, backend="numpy", progress=False, workers=1, **options)
+    return zarr.open_group(str(out), mode="r")["ccf"][:]
+
+
+def test_an_agipd_stack_gives_the_maps_of_the_same_particles_simulated_flat(tmp_path):
+    from ccfkit.simulate.stack import write_simulated_stack
+
+    # no halo or background: the particle's pattern alone, whose scale the maps do not see
+    config = SimulationConfig(size=SIDE, noise=False, halo=(0, 0), background=0.0, jitter=0.0)
+    report = write_simulated_stack(tmp_path / "agipd.h5", config, 6, 3, "agipd")
+    assert report["stack_shape"] == (16, 512, 128)
+    geom = tmp_path / "agipd.geom"
+    assert geom.is_file()
+    stack = open_source([tmp_path / "agipd.h5"], geometry=geom)
+    assert stack.pixels.detector == "AGIPD_1MGeometry"
+
+    params = draw_parameters(config, 3, np.arange(6))
+    flat = expected_counts(params, config, np.ones((SIDE, SIDE), bool), engine="numpy")
+    middle = (SIDE - 1) / 2
+    y, x = np.mgrid[:SIDE, :SIDE] - middle
+    _, _, inside = stack.pixels._tile_coordinates(x.ravel(), y.ravel())
+    gaps_masked = inside.reshape(SIDE, SIDE)
+    with h5py.File(tmp_path / "flat.h5", "w") as handle:
+        handle["entry_1/data_1/data"] = flat
+    flat_source = open_source([tmp_path / "flat.h5"], mask=gaps_masked, mask_origin="gaps")
+
+    on_stack = maps(stack, tmp_path / "stack.zarr")
+    on_flat = maps(flat_source, tmp_path / "flat.zarr", center=(middle, middle))
+    a, b = on_stack.reshape(6, -1), on_flat.reshape(6, -1)
+    correlation = np.array([np.corrcoef(p, q)[0, 1] for p, q in zip(a, b)])
+    print("correlations, stack against flat:", np.round(correlation, 5))
+    assert np.median(correlation) >= 0.99, correlation
+    # the particles' labels are the flat simulation's
+    with h5py.File(tmp_path / "agipd.h5", "r") as handle:
+        assert handle["entry_1/data_1/data"].shape == (6, 16, 512, 128)
+        assert handle["entry_1/labels"].shape[0] == 6
+
+
+def test_simulate_writes_the_stack_and_its_geometry_and_touches_nothing_else(tmp_path):
+    from ccfkit.cli import main
+
+    out = tmp_path / "pnccd.h5"
+    args = ["simulate", str(out), "--n", "2", "--geometry", "pnccd", "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as handle:
+        assert handle["entry_1/data_1/data"].shape == (2, 2, 512, 1024)
+    source = open_source([out], geometry=tmp_path / "pnccd.geom")  # read as the build reads it
+    assert source.pixels.detector == "PNCCDGeometry" and source.n_frames == 2
+    # a different file where the geometry would go is not replaced, and nothing is written
+    other = tmp_path / "other.h5"
+    (tmp_path / "other.geom").write_text("mine\n")
+    result = CliRunner().invoke(main, ["simulate", str(other), "--n", "1", "--geometry", "agipd"])
+    assert result.exit_code == 1 and "exists with other content" in result.output
+    assert (tmp_path / "other.geom").read_text() == "mine\n" and not other.exists()
+    result = CliRunner().invoke(main, ["simulate", str(other), "--geometry", "lpd2"])
+    assert result.exit_code == 1 and "nor a built-in detector" in result.output
