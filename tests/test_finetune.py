@@ -69,7 +69,9 @@ def _renamed_store(store, tmp_path, names) -> str:
     """A copy of ``store`` whose label columns are called ``names``."""
     copy = tmp_path / "renamed.zarr"
     shutil.copytree(store, copy)
-    zarr.open_group(str(copy), mode="r+")["labels"].attrs["names"] = list(names)
+    group = zarr.open_group(str(copy), mode="r+")
+    group["labels"].attrs["names"] = list(names)
+    group.attrs["layout"] = {**group.attrs["layout"], "label_names": list(names)}  # as built so
     return str(copy)
 
 

@@ -33,7 +33,7 @@ import torch
 
 from .labels import LabelMatch, match_labels
 from .model import ModelConfig
-from .run_dir import RunError, read_run
+from .run_dir import RunError, read_run, run_recipe, store_recipe
 
 __all__ = [
     "RECIPE_MAY_DIFFER",
@@ -50,7 +50,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Map-recipe parameters in which the new store may differ from the init run's
-#: (they do not change what an input means); ``image_size`` too, for maps.
+#: (they do not change what an input means); ``image_size`` too, for maps. The same
+#: as those a run may be applied across (``trainer.inference.RECIPE_FREE``).
 RECIPE_MAY_DIFFER = ("seed",)
 #: ModelConfig fields that may differ from the init run's (the head is remade).
 MODEL_MAY_DIFFER = ("num_classes",)
@@ -128,27 +129,6 @@ def _differences(mine: dict, theirs: dict, skip=()) -> list[str]:
     ]
 
 
-def _store_recipe(path) -> dict | None:
-    """A store's map recipe as JSON parameters (None: a store that records none)."""
-    from ccfkit.store import open_store, read_recipe
-
-    group = open_store(path)
-    if "parameters" not in group.attrs:
-        return None
-    return json.loads(json.dumps(read_recipe(group).parameters()))
-
-
-def _init_recipe(init: InitRun) -> dict | None:
-    """The map recipe of the init run's store: recorded in its config.json, or read from it."""
-    recorded = init.config["store"].get("recipe")
-    if recorded is not None:
-        return recorded
-    store = init.config["store"]["path"]
-    if not Path(store).exists():
-        return None
-    return _store_recipe(store)
-
-
 def check_init(init: InitRun, model_cfg: ModelConfig, train_cfg, info) -> LabelMatch:
     """Refuse an init run the new run cannot start from; the label match if it can.
 
@@ -200,8 +180,8 @@ def _resolved_normalize(train: dict) -> str:
 
 def _check_recipe(init: InitRun, store: str, input_kind: str) -> None:
     """RunError naming the map-recipe parameters in which ``store`` differs from the init's."""
-    theirs = _init_recipe(init)
-    mine = _store_recipe(store)
+    theirs = run_recipe(init.config)
+    mine = store_recipe(store)
     if theirs is None or mine is None:  # a run whose store is gone, a store written by hand
         unknown = f"--init {init.path}'s store" if theirs is None else store
         log.warning("the map recipe of %s is unknown: the recipes are not compared", unknown)
