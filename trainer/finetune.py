@@ -39,7 +39,6 @@ __all__ = [
     "RECIPE_MAY_DIFFER",
     "InitRun",
     "check_init",
-    "init_model_config",
     "init_model_settings",
     "prepare_init",
     "read_init",
@@ -103,11 +102,6 @@ def read_init(path, which: str = "best") -> InitRun:
         path=str(path), which=which, config=config, weights=checkpoint["model"],
         epoch=int(checkpoint["epoch"]), sha256=hashlib.sha256(data).hexdigest(),
     )  # fmt: skip
-
-
-def init_model_config(init: InitRun, num_classes: int, in_channels: int) -> ModelConfig:
-    """The init run's network with ``num_classes`` outputs and ``in_channels`` inputs."""
-    return replace(init.model_config, num_classes=num_classes, in_channels=in_channels)
 
 
 def init_model_settings(path) -> dict:
