@@ -1,10 +1,12 @@
-"""The paper's noise levels (docs/build.md, the paper's §5.3 and Table 6).
+"""The paper's noise levels (docs/build.md, the paper's §5.3 and Table 6), and a per-frame one.
 
 Per frame, over its valid pixels: mean, standard deviation and maximum. Over
 the data set: the median of each (robust to outliers). Noise drawn i.i.d. per
 pixel from ``U(0, b)`` with ``b`` one of those medians (or their sum) is added
-to the raw image *before* resampling. The draw for frame ``i`` depends only on
-``(seed, i)``, so a result never depends on chunking, workers or backend.
+to the raw image *before* resampling. The level ``max-frame`` takes ``b`` from
+the frame alone: its own maximum over valid pixels (docs/ccf.md, "Noise").
+The draw for frame ``i`` depends only on ``(seed, i)``, so a result never
+depends on chunking, workers or backend.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import numpy as np
 
 from .settings import NoiseLevel
 
-__all__ = ["NoiseLevel", "NoiseStatistics", "add_noise", "frame_statistics", "noise_statistics"]
+__all__ = [
+    "NoiseLevel",
+    "NoiseStatistics",
+    "add_noise",
+    "frame_bounds",
+    "frame_statistics",
+    "noise_statistics",
+]
 
 
 class NoiseStatistics(NamedTuple):
@@ -27,14 +36,47 @@ class NoiseStatistics(NamedTuple):
     median_max: float
 
     def bound(self, level: NoiseLevel | str) -> float:
-        """The upper bound ``b`` of the noise for ``level`` (0 for ``none``)."""
+        """The upper bound ``b`` of the noise for ``level`` (0 for ``none``).
+
+        For ``max-frame``, whose bound is each frame's own (:func:`frame_bounds`),
+        the data set's median of those bounds, ``median_max``, recorded beside it.
+        """
         level = NoiseLevel(level)
         return {
             NoiseLevel.NONE: 0.0,
             NoiseLevel.MEAN: self.median_mean,
             NoiseLevel.MEAN_STD: self.median_mean + self.median_std,
             NoiseLevel.MAX: self.median_max,
+            NoiseLevel.MAX_FRAME: self.median_max,
         }[level]
+
+
+def frame_bounds(images: np.ndarray, level: NoiseLevel | str, bound: float,
+                 mask: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """The upper bound of each frame's noise.
+
+    Parameters
+    ----------
+    images : (B, H, W) array
+        Raw frames (NaN/inf pixels are not valid).
+    level : NoiseLevel or str
+    bound : float
+        The data set's bound (:meth:`NoiseStatistics.bound`), used for every
+        frame at the data-set levels.
+    mask : (H, W) bool array, optional
+        True for good pixels.
+
+    Returns
+    -------
+    (B,) float32 array
+        ``bound`` for every frame; for ``max-frame``, the frame's own maximum
+        over its valid pixels (0, no noise, for a frame without valid pixels
+        or whose maximum is below 0).
+    """
+    if NoiseLevel(level) is not NoiseLevel.MAX_FRAME:
+        return np.full(len(images), bound, dtype=np.float32)
+    top = frame_statistics(images, mask)[:, 2]
+    return np.where(np.isfinite(top), np.maximum(top, 0), 0).astype(np.float32)
 
 
 def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -148,7 +190,7 @@ def noise_statistics(stats: np.ndarray) -> NoiseStatistics:
 def add_noise(
     images: np.ndarray,
     indices: np.ndarray,
-    bound: float,
+    bound,
     seed: int,
     *,
     out: np.ndarray | None = None,
@@ -171,8 +213,9 @@ def add_noise(
     indices : (B,) int array
         The frames' indices in the data set: frame ``indices[b]`` always gets
         the same noise, whatever batch it arrives in.
-    bound : float
-        Upper bound ``b`` of the uniform distribution (0: no noise).
+    bound : float or (B,) array
+        Upper bound ``b`` of the uniform distribution (0: no noise), one for
+        every frame or one per frame (:func:`frame_bounds`).
     seed : int
         The data set's seed (>= 0).
     out : (B, H, W) float32 C-contiguous array, optional
@@ -193,10 +236,12 @@ def add_noise(
     indices = np.asarray(indices, dtype=np.uint64).reshape(-1)
     if indices.shape[0] != len(pixels):
         raise ValueError(f"{indices.shape[0]} indices for {len(pixels)} frames")
-    if bound <= 0:
+    bounds = np.broadcast_to(np.asarray(bound, dtype=np.float32), (len(pixels),))
+    if not (bounds > 0).any():
         np.copyto(out.reshape(pixels.shape), pixels)
         return out
-    _add_uniform(pixels, out.reshape(pixels.shape), indices, np.uint64(seed), np.float32(bound))
+    bounds = np.ascontiguousarray(np.maximum(bounds, 0))
+    _add_uniform(pixels, out.reshape(pixels.shape), indices, np.uint64(seed), bounds)
     return out
 
 
@@ -209,15 +254,15 @@ def _mix(x):
 
 
 @numba.njit(nogil=True, cache=True)
-def _add_uniform(pixels, out, indices, seed, bound):
-    """``out[b, j] = pixels[b, j] + bound * u(seed, indices[b], j)``.
+def _add_uniform(pixels, out, indices, seed, bounds):
+    """``out[b, j] = pixels[b, j] + bounds[b] * u(seed, indices[b], j)``.
 
     ``u`` is uniform on [0, 1) in 2^-24 steps; ``out`` may share memory with
     ``pixels`` element for element (in place).
     """
     golden = np.uint64(0x9E3779B97F4A7C15)
-    scale = bound * np.float32(2.0**-24)
     for b in range(out.shape[0]):
+        scale = bounds[b] * np.float32(2.0**-24)
         key = _mix(_mix(seed + golden) ^ (indices[b] * golden))
         frame = pixels[b]
         noisy = out[b]

@@ -43,7 +43,7 @@ from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_
 from .geometry import ScatteringGeometry
 from .io.geometry_spread import geometry_spread
 from .io.source import FrameReader, FrameSource, InputError
-from .noise import NoiseLevel, add_noise, frame_statistics, noise_statistics
+from .noise import NoiseLevel, add_noise, frame_bounds, frame_statistics, noise_statistics
 from .polar import PlanSpec, PolarPlan
 from .provenance import environment, usable_cpus
 from .resize import resize_images
@@ -136,7 +136,8 @@ def process_chunk(
             job.writers.stats.write(chunk, stats)
     indices = np.arange(frames_slice.start, frames_slice.stop)
     with _stage(clock, "noise"):
-        noisy = _noisy(pieces, indices, job.bound, config.noise.seed)  # one pass from the pages
+        noisy = _noisy(pieces, indices, job.bound, config.noise,  # one pass from the pages
+                       job.plan.mask)  # fmt: skip
         del pieces  # unmaps
     with _stage(clock, "maps"):
         if job.centers is None:
@@ -183,13 +184,19 @@ def _statistics(pieces: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
     return np.concatenate([frame_statistics(piece, mask) for piece in pieces])
 
 
-def _noisy(pieces: list[np.ndarray], indices: np.ndarray, bound: float, seed: int) -> np.ndarray:
-    """The ``(n, H, W)`` noisy frames of consecutive pieces, frame ``k`` drawn from ``indices[k]``."""
+def _noisy(pieces: list[np.ndarray], indices: np.ndarray, bound: float, noise, mask
+           ) -> np.ndarray:  # fmt: skip
+    """The ``(n, H, W)`` noisy frames of consecutive pieces, frame ``k`` drawn from ``indices[k]``.
+
+    ``noise`` is the build's ``NoiseSettings`` (level, seed); ``bound`` the data
+    set's, or each frame's own (:func:`ccfkit.noise.frame_bounds`).
+    """
     out = np.empty((len(indices), *pieces[0].shape[1:]), dtype=np.float32)
     start = 0
     for piece in pieces:
         stop = start + len(piece)
-        add_noise(piece, indices[start:stop], bound, seed, out=out[start:stop])
+        bounds = frame_bounds(piece, noise.level, bound, mask)
+        add_noise(piece, indices[start:stop], bounds, noise.seed, out=out[start:stop])
         start = stop
     return out
 

@@ -14,12 +14,18 @@ __all__ = ["Compressor", "MapDtype", "NoiseLevel", "WriteMethod", "values"]
 
 
 class NoiseLevel(str, enum.Enum):
-    """The paper's four data sets (Table 6): the upper bound ``b`` of ``U(0, b)``."""
+    """The upper bound ``b`` of the added ``U(0, b)`` noise (docs/ccf.md, "Noise").
+
+    The paper's four data sets (Table 6) take ``b`` from the data set's
+    statistics; ``max-frame`` takes it from each frame's own maximum, so a
+    frame gets the same noise in every data set.
+    """
 
     NONE = "none"
     MEAN = "mean"
     MEAN_STD = "mean+std"
     MAX = "max"
+    MAX_FRAME = "max-frame"
 
 
 class Compressor(str, enum.Enum):

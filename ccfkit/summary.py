@@ -10,7 +10,7 @@ import zarr
 
 from .io.errors import InputError
 from .io.source import FrameReader
-from .noise import add_noise
+from .noise import add_noise, frame_bounds
 from .store import read_checked, read_recipe
 
 __all__ = ["check_picture_output", "describe_store", "draw_frame", "raw_frame"]
@@ -100,7 +100,8 @@ def draw_frame(group: zarr.Group, row: int, output: str | Path) -> None:
     image = raw_frame(group, row)
     index = int(group["index"][row])
     noise = group.attrs["noise"]
-    noisy = add_noise(image[None], [index], noise["bound"], group.attrs["seed"])[0]
+    bounds = frame_bounds(image[None], noise["level"], noise["bound"], mask)
+    noisy = add_noise(image[None], [index], bounds, group.attrs["seed"])[0]
     radius = group["radius"][:]
     order = read_recipe(group).settings.orders[0]
     fig = Figure(figsize=(15, 4.6))

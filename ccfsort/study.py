@@ -35,6 +35,8 @@ import numpy as np
 
 from trainer.run_dir import write_json
 
+from .study_eval import METRIC_KEYS, per_class_summary, score_on_source, source_result
+from .study_eval import summarise as _summary
 from .study_plan import PlanError, StudyPlan, build_config
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "reuse_arm_directories",
     "run_job",
     "run_study",
+    "score_on_source",
     "svm_baselines",
 ]
 
@@ -358,12 +361,6 @@ def _run_all(jobs: list[RunJob], scheduler: str | None) -> dict:
 # --------------------------------------------------------------------------
 
 
-def _summary(values) -> dict:
-    values = np.asarray(values, dtype=np.float64)
-    std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-    return {"mean": float(values.mean()), "std": std, "n": len(values)}
-
-
 def collect_arm(run_dirs: dict, test_rows: np.ndarray) -> dict | None:
     """The test results of one arm over its finished seeds (None when none finished).
 
@@ -407,20 +404,11 @@ def collect_arm(run_dirs: dict, test_rows: np.ndarray) -> dict | None:
         epochs = json.loads((Path(run_dir) / "report.json").read_text())["epochs_run"]
     if not seeds:
         return None
-    keys = ("accuracy", "precision", "recall", "violation_rate")
-    summary = {k: _summary([m[k] for m in seeds.values()]) for k in keys}
-    per_class = {}
-    for k, row in enumerate(next(iter(seeds.values()))["per_class"]):
-        per_class[row["name"]] = {
-            "precision": _summary([m["per_class"][k]["precision"] for m in seeds.values()]),
-            "recall": _summary([m["per_class"][k]["recall"] for m in seeds.values()]),
-            "support": row["support"],
-        }
     return {
         "seeds": seeds,
         "counts": np.stack(counts),
-        "summary": summary,
-        "per_class": per_class,
+        "summary": {k: _summary([m[k] for m in seeds.values()]) for k in METRIC_KEYS},
+        "per_class": per_class_summary(seeds),
         "train_frames": train_frames,
         "epochs": epochs,
     }
@@ -482,25 +470,6 @@ def svm_baselines(plan: StudyPlan, out: Path, stores: dict, frames, split: dict)
     return out_svm
 
 
-def score_on_source(run_dir: Path, store: str, score_file: Path) -> dict:
-    """The run's best checkpoint on every frame of another store (cached in ``score_file``).
-
-    Exclusivity violations are counted with the run's groups (a cached score
-    from before, counted with the store's, is scored again).
-    """
-    from trainer.inference import evaluate_run
-
-    if score_file.is_file():
-        cached = json.loads(score_file.read_text())
-        if cached.get("exclusive_groups") == "the run's":
-            return cached
-    metrics, _extra = evaluate_run(run_dir, store, subset="all", device="cpu")
-    result = {**metrics.summary(), "store": store, "exclusive_groups": "the run's"}
-    score_file.parent.mkdir(parents=True, exist_ok=True)
-    write_json(score_file, result)
-    return result
-
-
 # --------------------------------------------------------------------------
 # The study
 # --------------------------------------------------------------------------
@@ -535,7 +504,8 @@ def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, 
     """Every finished run scored on all frames of ``source``, into ``results[arm]["eval_sources"]``.
 
     The frames are built with each arm's own build parameters (one store per
-    distinct build, reused); the scores are cached under ``out/scores``.
+    distinct build, reused); the scores are cached under ``out/scores``
+    (:func:`ccfsort.study_eval.score_on_source`, :func:`~ccfsort.study_eval.source_result`).
     """
     for arm in plan.arms.values():
         if results[arm.key] is None:
@@ -550,13 +520,7 @@ def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, 
             for s, d in run_dirs[arm.key].items()
             if is_finished(d)
         }
-        results[arm.key].setdefault("eval_sources", {})[source] = {
-            "seeds": scores,
-            "summary": {
-                k: _summary([m[k] for m in scores.values()])
-                for k in ("accuracy", "precision", "recall", "violation_rate")
-            },
-        }
+        results[arm.key].setdefault("eval_sources", {})[source] = source_result(scores)
 
 
 def _prepare(plan: StudyPlan, out: Path, sources, progress: bool):

@@ -123,13 +123,14 @@ def store_frames(group, source, start: int, stop: int) -> np.ndarray:
         The frames its maps and images were made from (:func:`ccfkit.noise.add_noise`
         with the store's seed and bound).
     """
-    from ccfkit.noise import add_noise
+    from ccfkit.noise import add_noise, frame_bounds
     from ccfkit.store import read_recipe
 
     recipe = read_recipe(group)
     bound = float(group.attrs["noise"]["bound"]) if recipe.noise.value != "none" else 0.0
     frames = source.reader.read(start, stop).astype(np.float32, copy=False)
-    return add_noise(frames, np.arange(start, stop), bound, recipe.seed)
+    bounds = frame_bounds(frames, recipe.noise, bound, group["mask"][:])
+    return add_noise(frames, np.arange(start, stop), bounds, recipe.seed)
 
 
 def store_features(store, source, *, backend="numpy") -> np.ndarray:

@@ -9,7 +9,8 @@ The file (docs/study.md) has these sections::
     [model], [train]             ModelConfig / TrainConfig fields, the defaults of every arm
     [statistics]                 bootstrap resamples, its seed, the confidence level, alpha
     [tables.NAME]                title; set = {...}; vary = {...} (a grid) or arms = [...]
-    [[claims]]                   text, table, metric, a = {...}, b = {...}: "a beats b"
+    [[claims]]                   text, table, metric, a = {...}, b = {...}: "a beats b";
+                                 on = "test" (the split) or "eval-source" (each --eval-source)
 
 An *arm* is one full recipe (build, model and train parameters); arms with
 the same recipe in several tables (e.g. images without noise at alpha = 0.2
@@ -64,6 +65,9 @@ RESERVED_TRAIN = (
 )
 #: Metrics a claim may compare (micro-averaged, §3.2).
 CLAIM_METRICS = ("accuracy", "precision", "recall")
+
+#: The frames a claim may be judged on: the test split, or every frame of each --eval-source.
+CLAIM_FRAMES = ("test", "eval-source")
 DEFAULT_STATISTICS = {"bootstrap": 2000, "seed": 0, "level": 0.95, "alpha": 0.05}
 
 
@@ -119,6 +123,7 @@ class Claim:
     metric: str
     a: str  # arm keys
     b: str
+    on: str = "test"  # the frames it is judged on: "test" (split) or "eval-source"
 
 
 @dataclass(frozen=True)
@@ -427,6 +432,9 @@ def _claim(spec: dict, tables: dict) -> Claim:
     metric = spec.get("metric", "accuracy")
     if metric not in CLAIM_METRICS:
         raise PlanError(f"claim {text!r}: metric must be one of {CLAIM_METRICS}")
+    on = spec.get("on", "test")
+    if on not in CLAIM_FRAMES:
+        raise PlanError(f"claim {text!r}: on must be one of {CLAIM_FRAMES}, got {on!r}")
     table = tables[spec["table"]]
     keys = []
     for side in ("a", "b"):
@@ -445,4 +453,4 @@ def _claim(spec: dict, tables: dict) -> Claim:
                 f"{table.name}, not one"
             )
         keys.append(min(found, key=lambda c: len(set(c.values) - set(want))).arm)
-    return Claim(text, table.name, metric, keys[0], keys[1])
+    return Claim(text, table.name, metric, keys[0], keys[1], on)

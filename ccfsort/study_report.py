@@ -46,10 +46,24 @@ def _cell(summary: dict | None) -> str:
     return f"{summary['mean']:.3f} ± {summary['std']:.3f}"
 
 
+def _judge(entry: dict, a: dict | None, b: dict | None, stats: dict) -> dict:
+    """``entry`` with the comparison of the results ``a`` and ``b`` (or ``"not run"``)."""
+    if a is None or b is None or list(a["seeds"]) != list(b["seeds"]):
+        return {**entry, "verdict": "not run"}
+    comparison = compare(
+        a["counts"], b["counts"], entry["metric"], resamples=int(stats["bootstrap"]),
+        seed=int(stats["seed"]), level=float(stats["level"]), alpha=float(stats["alpha"]),
+    )  # fmt: skip
+    return {**entry, **comparison}
+
+
 def judge_claims(plan: StudyPlan, results: dict) -> list[dict]:
     """Each claim's comparison (:func:`ccfsort.verdicts.compare`) with its text and arms.
 
-    A claim whose arms have not both finished the same seeds is ``"not run"``.
+    A claim on the test split has one entry; a claim ``on = "eval-source"``
+    one per eval source (on every frame of it, its text naming the file), or
+    one ``"not run"`` entry when no eval source was scored. A claim whose arms
+    have not both finished the same seeds is ``"not run"``.
     """
     stats = plan.statistics
     out = []
@@ -57,28 +71,33 @@ def judge_claims(plan: StudyPlan, results: dict) -> list[dict]:
         entry = {"text": claim.text, "table": claim.table, "metric": claim.metric,
                  "a": plan.arms[claim.a].name, "b": plan.arms[claim.b].name}  # fmt: skip
         a, b = results.get(claim.a), results.get(claim.b)
-        if a is None or b is None or list(a["seeds"]) != list(b["seeds"]):
-            out.append({**entry, "verdict": "not run"})
+        if claim.on == "test":
+            out.append(_judge(entry, a, b, stats))
             continue
-        comparison = compare(
-            a["counts"], b["counts"], claim.metric, resamples=int(stats["bootstrap"]),
-            seed=int(stats["seed"]), level=float(stats["level"]), alpha=float(stats["alpha"]),
-        )  # fmt: skip
-        out.append({**entry, **comparison})
+        on_a, on_b = (r.get("eval_sources", {}) if r else {} for r in (a, b))
+        if not on_a and not on_b:
+            out.append({**entry, "on": "eval-source", "verdict": "not run",
+                        "reason": "no --eval-source scored"})  # fmt: skip
+        for source in sorted(set(on_a) | set(on_b)):
+            named = {**entry, "text": f"{claim.text} (on every frame of `{Path(source).name}`)",
+                     "on": "eval-source", "source": source, "frames": "frames of the source"}  # fmt: skip
+            out.append(_judge(named, on_a.get(source), on_b.get(source), stats))
     return out
 
 
 def verdict_line(claim: dict) -> str:
     """``"TEXT: yes, Δ precision = +0.031 [95 % CI +0.012, +0.050]; ..."``."""
     if claim["verdict"] == "not run":
-        return f"- {claim['text']}: not run (its arms have not finished the same seeds)"
+        reason = claim.get("reason", "its arms have not finished the same seeds")
+        return f"- {claim['text']}: not run ({reason})"
     low, high = claim["ci"]
+    frames = f"{claim['n_frames']} {claim.get('frames', 'test frames')}"
     if claim["verdict"] == ONE_SEED:
         return (
             f"- {claim['text']}: **no verdict possible with one seed** (the paired test over "
             f"seeds needs two or more), Δ {claim['metric']} = {claim['delta']:+.3f} "
             f"[{100 * claim['level']:.0f} % CI {low:+.3f}, {high:+.3f}] (bootstrap over "
-            f"{claim['n_frames']} test frames)"
+            f"{frames})"
         )
     test = claim["t_test"]
     p = test["p_greater"] if claim["delta"] >= 0 else test["p_less"]
@@ -86,7 +105,7 @@ def verdict_line(claim: dict) -> str:
     return (
         f"- {claim['text']}: **{claim['verdict']}**, Δ {claim['metric']} = "
         f"{claim['delta']:+.3f} [{100 * claim['level']:.0f} % CI {low:+.3f}, {high:+.3f}] "
-        f"(bootstrap over {claim['n_frames']} test frames; paired t-test over "
+        f"(bootstrap over {frames}; paired t-test over "
         f"{claim['n_seeds']} seeds, one-sided p = {p:.3f}; per seed: {seeds})"
     )
 
@@ -155,29 +174,52 @@ def _table_lines(table, results: dict, base: dict, svm: dict, comparison, comman
             verdict_line(comparison),
         ]
     lines += ["", f"![{table.name}]({table.name}.png)", ""]
-    for source in sorted({s for r in finished for s in r.get("eval_sources", {})}):
-        summaries = [
-            r.get("eval_sources", {}).get(source, {}).get("summary", {}) for r in finished
-        ]
+    for source in _eval_sources(finished):
+        scored = [r.get("eval_sources", {}).get(source, {}) for r in finished]
         lines += [f"On every frame of `{source}` (same build parameters, same checkpoints):", "",
-                  *_metric_table(columns, summaries), ""]  # fmt: skip
+                  *_metric_table(columns, [r.get("summary", {}) for r in scored]), "",
+                  _label_line(source, scored), ""]  # fmt: skip
     return lines
 
 
-def _class_lines(table, results: dict) -> list[str]:
-    """Per-class precision / recall (mean ± std over seeds) of a table's arms."""
-    finished = [c for c in table.columns if results.get(c.arm)]
+def _eval_sources(results) -> list[str]:
+    """The eval sources any of ``results`` (arm results or None) was scored on, sorted."""
+    return sorted({s for r in results if r for s in r.get("eval_sources", {})})
+
+
+def _label_line(source: str, scored: list[dict]) -> str:
+    """Which labels of the runs ``source`` could not score, and which of its own it ignored."""
+    unscored = sorted({n for r in scored for n in r.get("unscored_labels", [])})
+    ignored = sorted({n for r in scored for n in r.get("ignored_labels", [])})
+    return (
+        f"Labels of the runs that `{Path(source).name}` does not have, not scored: "
+        f"{', '.join(unscored) or 'none'}; its labels that the runs do not have, ignored: "
+        f"{', '.join(ignored) or 'none'}."
+    )
+
+
+def _class_lines(table, results: dict, source: str | None = None) -> list[str]:
+    """Per-class precision / recall (mean ± std over seeds) of a table's arms.
+
+    On the test split, or (``source``) on every frame of that eval source.
+    """
+    scored = {c.arm: results[c.arm] for c in table.columns if results.get(c.arm)}
+    if source is not None:
+        scored = {k: r["eval_sources"][source] for k, r in scored.items()
+                  if source in r.get("eval_sources", {})}  # fmt: skip
+    finished = [c for c in table.columns if c.arm in scored]
     if not finished:
         return []
-    classes = list(results[finished[0].arm]["per_class"])
+    where = "test split" if source is None else f"every frame of `{source}`"
+    classes = list(scored[finished[0].arm]["per_class"])
     lines = [
-        f"### {table.title}: per class (precision / recall, test split)",
+        f"### {table.title}: per class (precision / recall, {where})",
         "",
         "| class | support | " + " | ".join(c.label for c in finished) + " |",
         "|---|---:|" + "---|" * len(finished),
     ]
     for name in classes:
-        rows = [results[c.arm]["per_class"][name] for c in finished]
+        rows = [scored[c.arm]["per_class"][name] for c in finished]
         cells = [f"{_cell(r['precision'])} / {_cell(r['recall'])}" for r in rows]
         lines.append(f"| {name} | {rows[0]['support']} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -251,7 +293,12 @@ def _table_entry(table, plan: StudyPlan, results: dict, base: dict, svm: dict,
             "comparison": comparison,
         },
         "markdown": _table_lines(table, results, base, svm, comparison, command),
-        "per_class_markdown": _class_lines(table, results),
+        "per_class_markdown": _class_lines(table, results)
+        + [
+            line
+            for source in _eval_sources(results.get(c.arm) for c in table.columns)
+            for line in _class_lines(table, results, source)
+        ],
     }
 
 
@@ -321,7 +368,7 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
             "build": arm.build,
             "model": arm.model,
             "train": arm.train,
-            **{k: v for k, v in (results.get(arm.key) or {}).items() if k != "counts"},
+            **_without_counts(results.get(arm.key) or {}),
         }
         for arm in plan.arms.values()
     }
@@ -347,6 +394,14 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
         tmp.write_text("\n".join(lines) + "\n")
     write_json(out / "report.json", report)
     return report
+
+
+def _without_counts(result: dict) -> dict:
+    """An arm's results without the per-frame count arrays (on the test split and each source)."""
+    out = {k: v for k, v in result.items() if k != "counts"}
+    if "eval_sources" in out:
+        out["eval_sources"] = {s: _without_counts(r) for s, r in out["eval_sources"].items()}
+    return out
 
 
 def _arm_lines(arms: dict) -> list[str]:

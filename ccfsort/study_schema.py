@@ -34,7 +34,7 @@ KNOWN_KEYS = {
     "[data]": ("simulate", "sources", "data_path", "labels_path"),
     "[statistics]": ("bootstrap", "seed", "level", "alpha"),
     "table": ("title", "set", "vary", "arms", "labels"),
-    "claim": ("text", "table", "metric", "a", "b"),
+    "claim": ("text", "table", "metric", "a", "b", "on"),
 }  # fmt: skip
 
 

@@ -194,6 +194,23 @@ def test_the_build_adds_uniform_noise_between_zero_and_the_bound(tmp_path, cxi, 
     np.testing.assert_array_equal(store["images"][:][good], again[good])
 
 
+def test_max_frame_noise_is_bounded_by_each_frames_own_maximum(tmp_path, cxi, frames, bitmask):
+    """``--noise max-frame``: frame i gets U(0, b_i), b_i its own maximum over valid pixels."""
+    store = build(cxi, tmp_path / "out.zarr", "--noise", "max-frame", "--seed", "4",
+                  "--keep-images", "--image-size", SIZE)  # fmt: skip
+    assert store.attrs["noise"]["level"] == "max-frame"
+    assert store.attrs["parameters"]["noise"] == "max-frame"
+    valid = (bitmask.astype(int) & ccfkit.io.source.PIXEL_IS_IN_MASK) == 0
+    bounds = np.array([frame[valid & np.isfinite(frame)].max() for frame in frames], np.float32)
+    good = ((bitmask.astype(int) & 767) == 0) & np.isfinite(frames)
+    again = add_noise(frames, np.arange(FRAMES), bounds, 4)
+    np.testing.assert_array_equal(store["images"][:][good], again[good])
+    drawn = store["images"][:] - frames
+    assert (drawn[good].max() <= bounds.max() * (1 + 1e-6)) and drawn[good].min() >= -1e-4
+    per_frame_top = np.array([d[g].max() for d, g in zip(drawn, good)])
+    assert (per_frame_top <= bounds * (1 + 1e-6)).all() and (per_frame_top > 0.9 * bounds).all()
+
+
 def test_chunk_size_does_not_change_the_store(tmp_path, cxi):
     small = build(cxi, tmp_path / "a.zarr", "--noise", "max", "--chunk", "5")
     large = build(cxi, tmp_path / "b.zarr", "--noise", "max", "--chunk", "16")

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from ccfkit.noise import NoiseLevel, NoiseStatistics, add_noise, frame_statistics, noise_statistics
+from ccfkit.noise import (
+    NoiseLevel,
+    NoiseStatistics,
+    add_noise,
+    frame_bounds,
+    frame_statistics,
+    noise_statistics,
+)
 
 
 def test_frame_statistics_use_only_valid_pixels():
@@ -93,3 +100,61 @@ def test_frame_statistics_keep_their_precision_far_from_zero():
     for b in range(2):
         good = images[b][np.isfinite(images[b])].astype(np.float64)
         np.testing.assert_allclose(stats[b], [good.mean(), good.std(), good.max()], rtol=1e-6)
+
+
+def _numpy_frame_bounds(images, mask):
+    """docs/ccf.md, "Noise": b_i = max over the valid (good, finite) pixels of frame i, else 0."""
+    out = []
+    for frame in images:
+        good = mask & np.isfinite(frame)
+        out.append(max(float(frame[good].max()), 0.0) if good.any() else 0.0)
+    return np.array(out, dtype=np.float32)
+
+
+def test_max_frame_bound_is_each_frames_own_maximum_over_valid_pixels():
+    rng = np.random.default_rng(4)
+    images = (rng.random((5, 12, 10)) * rng.uniform(1, 100, (5, 1, 1))).astype(np.float32)
+    mask = rng.random((12, 10)) > 0.25
+    images[:, ~mask] = 1e6  # a masked hot pixel is not the frame's maximum
+    images[1, 3, 4] = np.inf  # nor a non-finite one
+    images[2] = np.nan  # no valid pixel: no noise
+    images[3] = -images[3]  # a maximum below 0: no noise
+    bounds = frame_bounds(images, "max-frame", bound=123.0, mask=mask)
+    np.testing.assert_array_equal(bounds, _numpy_frame_bounds(images, mask))
+    assert bounds[2] == 0 and bounds[3] == 0 and bounds[0] > 0
+    # the data-set levels give their one bound to every frame
+    np.testing.assert_array_equal(frame_bounds(images, "max", 123.0, mask), np.full(5, 123.0))
+    # max-frame's recorded data-set bound is the median of the frames' maxima, as for max
+    assert NoiseStatistics(2.0, 0.5, 9.0).bound(NoiseLevel.MAX_FRAME) == 9.0
+
+
+def test_per_frame_bounds_draw_each_frame_as_its_own_scalar_bound_does():
+    rng = np.random.default_rng(5)
+    images = (
+        rng.random((4, 16, 16)).astype(np.float32) * np.float32([1, 10, 100, 0])[:, None, None]
+    )
+    bounds = frame_bounds(images, NoiseLevel.MAX_FRAME, 0.0)
+    noisy = add_noise(images, [3, 4, 5, 6], bounds, seed=2)
+    for b in range(4):
+        alone = add_noise(images[b : b + 1], [3 + b], float(bounds[b]), seed=2)
+        np.testing.assert_array_equal(noisy[b], alone[0])
+        added = noisy[b].astype(np.float64) - images[b]
+        assert added.min() >= 0 and added.max() <= bounds[b] * (1 + 1e-6)
+    np.testing.assert_array_equal(noisy[3], images[3])  # an all-zero frame: bound 0
+
+
+def test_max_frame_noise_of_a_frame_is_the_same_in_every_data_set():
+    """At ``max`` a frame's noise depends on the other frames of its set; at ``max-frame`` not."""
+    rng = np.random.default_rng(6)
+    frame = rng.random((1, 16, 16)).astype(np.float32) * 50
+    dim = rng.random((3, 16, 16)).astype(np.float32)  # another set: much dimmer frames
+    bright = rng.random((3, 16, 16)).astype(np.float32) * 500
+    noisy = {}
+    for level in ("max", "max-frame"):
+        for name, others in (("dim", dim), ("bright", bright)):
+            images = np.concatenate([frame, others])
+            bound = noise_statistics(frame_statistics(images)).bound(level)
+            noisy[level, name] = add_noise(images, np.arange(4), frame_bounds(images, level, bound),
+                                           seed=1)[0]  # fmt: skip
+    np.testing.assert_array_equal(noisy["max-frame", "dim"], noisy["max-frame", "bright"])
+    assert not np.array_equal(noisy["max", "dim"], noisy["max", "bright"])

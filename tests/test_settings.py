@@ -99,7 +99,7 @@ def test_the_store_offers_exactly_the_compressors_of_the_enum():
 
 def test_noise_keeps_the_enum_of_the_light_module():
     assert noise.NoiseLevel is NoiseLevel
-    assert values(NoiseLevel) == ["none", "mean", "mean+std", "max"]
+    assert values(NoiseLevel) == ["none", "mean", "mean+std", "max", "max-frame"]
 
 
 @pytest.mark.parametrize(

@@ -368,6 +368,14 @@ SMOKE_EXTENDED = 'extends = "smoke"\n'
             "claim 2: unknown key 'metirc'; did you mean 'metric'?",
         ),
         (
+            "[[claims]]\ntext = 'c'\ntable = 'table6'\nonn = 'eval-source'\n",
+            "claim 2: unknown key 'onn'; did you mean 'on'?",
+        ),
+        (
+            "[[claims]]\ntext = 'c'\ntable = 'table6'\non = 'held-out'\n",
+            "claim 'c': on must be one of ('test', 'eval-source'), got 'held-out'",
+        ),
+        (
             "[[claims]]\ntext = 'c'\ntable = 'tabel6'\n",
             "claim 2: no table 'tabel6'; did you mean 'table6'?",
         ),
@@ -630,3 +638,146 @@ def test_tables_run_apart_share_arms_and_one_report(tmp_path):
     assert "checkpoint (after 1 epoch)" in result.output and scores["epochs_trained"] == 1
     assert scores["epoch"] == 0 and scores["n_frames"] == 12
     assert scores["violation_rate"] == 1.0
+
+
+# --------------------------------------------------------------------------
+# Transfer: trained on randomised detectors, scored on another source
+# --------------------------------------------------------------------------
+
+TRANSFER_TINY = """
+extends = "transfer"
+name = "transfer-tiny"
+seeds = [0]
+
+[split]
+validation = 0.25
+test = 0.25
+
+[data]
+simulate = { n = 48, seed = 1, size = 64, randomize = true }
+
+[build]
+q_bins = 16
+phi_bins = 64
+image_size = 16
+
+[build_options]
+backend = "numpy"
+chunk_frames = 16
+
+[model]
+width = 4
+
+[train]
+epochs = 1
+batch_size = 8
+lr_step = 1
+
+[statistics]
+bootstrap = 200
+"""
+
+
+def _drop_label(path, name: str) -> None:
+    """Rewrite a simulated CXI file's labels without the label ``name``."""
+    import h5py
+
+    with h5py.File(path, "r+") as handle:
+        dataset = handle["entry_1/labels"]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in dataset.attrs["names"]]
+        keep = [k for k, n in enumerate(names) if n != name]
+        labels = dataset[:][:, keep]
+        groups = [
+            [n for n in g if n != name] for g in json.loads(dataset.attrs["exclusive_groups"])
+        ]
+        del handle["entry_1/labels"]
+        new = handle["entry_1"].create_dataset("labels", data=labels)
+        new.attrs["names"] = [names[k] for k in keep]
+        new.attrs["exclusive_groups"] = json.dumps([g for g in groups if len(g) > 1])
+
+
+def test_transfer_study_judges_and_tabulates_the_eval_source(tmp_path):
+    from ccfkit.simulate import SimulationConfig
+    from ccfkit.simulate.cxi_file import write_simulated
+    from ccfsort.verdicts import frame_counts
+
+    # the other source: a fixed (not randomised) detector of another size, without "streak"
+    other = tmp_path / "held-out.cxi"
+    write_simulated(other, SimulationConfig(size=48, hole_radius=4.0), 20, seed=5, progress=False)
+    _drop_label(other, "streak")
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text(TRANSFER_TINY)
+    out = tmp_path / "study"
+    printed = _study([study_file, "-o", out, "--quiet", "--eval-source", other])
+
+    simulated = json.loads((out / "data" / "simulated.json").read_text())
+    assert simulated["options"]["randomize"] is True
+    report = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    source = str(other.resolve())
+    # noise none / max x images / CCF maps, and CCF maps with the per-frame bound (max-frame)
+    assert len(report["arms"]) == 5
+    assert {arm["build"]["noise"] for arm in report["arms"].values()} == {
+        "none",
+        "max",
+        "max-frame",
+    }
+    # Every arm scored on all 20 frames; per-class rows and the unscorable label kept.
+    for name, arm in report["arms"].items():
+        scored = arm["eval_sources"][source]
+        seed = scored["seeds"]["0"]
+        assert seed["n_frames"] == 20 and scored["unscored_labels"] == ["streak"], name
+        assert [row["name"] for row in seed["per_class"]] == list(scored["per_class"])
+        assert "streak" not in scored["per_class"]
+        for row in seed["per_class"]:
+            assert scored["per_class"][row["name"]]["precision"]["mean"] == row["precision"]
+            assert scored["per_class"][row["name"]]["recall"]["mean"] == row["recall"]
+        # the cached per-frame counts are the run's predictions on those frames
+        (run,) = (out / "runs" / name).glob("seed-0")
+        (counts_file,) = (out / "scores" / name / "seed-0").glob("*.npz")
+        with np.load(counts_file) as saved:
+            counts = saved["counts"]
+        metrics, extra = evaluate_run(run, scored["seeds"]["0"]["store"], subset="all",
+                                      predictions=True)  # fmt: skip
+        assert np.array_equal(counts, frame_counts(extra["truth"], extra["predicted"]))
+        assert metric_of_counts(counts.sum(axis=0), "accuracy") == pytest.approx(seed["accuracy"])
+        assert metrics.accuracy == pytest.approx(seed["accuracy"])
+    assert f"per class (precision / recall, every frame of `{source}`)" in md
+    assert "per class (precision / recall, test split)" in md
+    assert "does not have, not scored: streak;" in md
+    # The claims on the other source name it and are judged on its frames (one seed: no
+    # verdict, and the difference is that of the two arms' scores there).
+    on_source = [c for c in report["claims"] if c.get("on") == "eval-source"]
+    assert len(on_source) == 3 and all("held-out.cxi" in c["text"] for c in on_source)
+    by_name = report["arms"]
+    for claim in on_source:
+        assert claim["verdict"] == ONE_SEED and claim["n_frames"] == 20
+        a = by_name[claim["a"]]["eval_sources"][source]["seeds"]["0"]
+        b = by_name[claim["b"]]["eval_sources"][source]["seeds"]["0"]
+        assert claim["delta"] == pytest.approx(a["accuracy"] - b["accuracy"])
+        assert "frames of the source" in verdict_line(claim)
+        assert claim["text"] in printed
+    (on_test,) = [c for c in report["claims"] if "on" not in c]
+    assert on_test["verdict"] == ONE_SEED and on_test["n_frames"] == 12
+    assert "no verdict possible with one seed" in md
+    # The SVM of the max-frame column sees the frames the network saw: each with its own bound.
+    from ccfkit.io.source import open_source
+    from ccfkit.resize import resize_images
+    from ccfkit.store import open_store as open_group
+    from ccfsort.study_baseline import store_frames
+
+    (per_frame,) = [n for n, arm in report["arms"].items() if arm["build"]["noise"] == "max-frame"]
+    config = json.loads((out / "runs" / per_frame / "seed-0" / "config.json").read_text())
+    group = open_group(config["store"]["path"])
+    assert group.attrs["noise"]["level"] == "max-frame"
+    frames = open_source([str(out / "data" / "simulated.cxi")])
+    noisy = store_frames(group, frames, 0, frames.n_frames)
+    np.testing.assert_allclose(
+        resize_images(noisy, 16, group["mask"][:]), group["images"][:], rtol=1e-5, atol=1e-3
+    )
+    # Without an eval source, the claims on one are not run, and say why.
+    _study([study_file, "-o", out, "--quiet", "--report-only"])
+    again = json.loads((out / "report.json").read_text())
+    missing = [c for c in again["claims"] if c.get("on") == "eval-source"]
+    assert len(missing) == 3 and {c["verdict"] for c in missing} == {"not run"}
+    assert "no --eval-source scored" in (out / "report.md").read_text()

@@ -177,6 +177,7 @@ def evaluate_run(
     batch_size: int = 64,
     label_map: dict[str, str] | None = None,
     allow_recipe_mismatch: bool = False,
+    predictions: bool = False,
 ) -> tuple[Metrics, dict]:
     """§3.2 metrics of a run's checkpoint.
 
@@ -190,7 +191,8 @@ def evaluate_run(
     in the run's files), ``epochs_trained`` (``epoch + 1``), ``store``, ``subset``,
     ``unscored_labels`` (run labels the store lacks), ``ignored_labels``
     (store labels the run lacks) and ``recipe_mismatch`` (:func:`check_recipe`,
-    with ``allow_recipe_mismatch``).
+    with ``allow_recipe_mismatch``); with ``predictions``, also ``truth`` and
+    ``predicted``: (N, C) bool arrays of the scored frames and matched labels.
 
     Raises
     ------
@@ -243,6 +245,8 @@ def evaluate_run(
         "ignored_labels": list(match.unmatched_store),
         "recipe_mismatch": mismatch,
     }
+    if predictions:
+        extra.update(truth=np.asarray(labels).astype(bool), predicted=np.asarray(predicted))
     return metrics, extra
 
 

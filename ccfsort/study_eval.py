@@ -1,0 +1,115 @@
+"""A study's runs scored on another labelled source (``--eval-source``, docs/study.md).
+
+Every finished run's best checkpoint is scored on all frames of the other
+source, built with the run's own build parameters. Each score keeps what the
+test split's results keep: the micro metrics, the per-class rows, and the
+per-frame counts ``(tp, fp, fn, tn)`` that the claims' paired statistics
+resample (:mod:`ccfsort.verdicts`), plus the labels that could not be scored
+(the run's labels the source lacks) and those ignored (the source's labels
+the run lacks).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from trainer.run_dir import write_json
+
+__all__ = ["METRIC_KEYS", "per_class_summary", "score_on_source", "source_result", "summarise"]
+
+#: The micro metrics a study summarises over seeds.
+METRIC_KEYS = ("accuracy", "precision", "recall", "violation_rate")
+
+
+def summarise(values) -> dict:
+    """``{"mean", "std" (ddof 1; NaN with one value), "n"}`` of a list of floats."""
+    values = np.asarray(values, dtype=np.float64)
+    std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    return {"mean": float(values.mean()), "std": std, "n": len(values)}
+
+
+def per_class_summary(seeds: dict) -> dict:
+    """class -> precision / recall summaries over seeds, and the class's support.
+
+    Parameters
+    ----------
+    seeds : dict
+        seed -> :meth:`trainer.metrics.Metrics.to_dict` (its ``per_class`` rows
+        in the same order for every seed).
+    """
+    rows = list(seeds.values())
+    return {
+        row["name"]: {
+            "precision": summarise([m["per_class"][k]["precision"] for m in rows]),
+            "recall": summarise([m["per_class"][k]["recall"] for m in rows]),
+            "support": row["support"],
+        }
+        for k, row in enumerate(rows[0]["per_class"])
+    }
+
+
+def score_on_source(run_dir, store: str, score_file: Path) -> tuple[dict, np.ndarray]:
+    """The run's best checkpoint on every frame of ``store``, cached in ``score_file``.
+
+    Exclusivity violations are counted with the run's groups. A cached score
+    without per-class rows or per-frame counts (written before they were
+    kept) is scored again.
+
+    Returns
+    -------
+    result : dict
+        :meth:`trainer.metrics.Metrics.to_dict`, with ``store``,
+        ``unscored_labels`` and ``ignored_labels``.
+    counts : (N, 4) int64 array
+        Per-frame ``(tp, fp, fn, tn)`` over the scored labels.
+    """
+    from ccfkit.atomic import atomic_output
+    from trainer.inference import evaluate_run
+
+    from .verdicts import frame_counts
+
+    counts_file = score_file.with_suffix(".npz")
+    if score_file.is_file() and counts_file.is_file():
+        cached = json.loads(score_file.read_text())
+        if cached.get("exclusive_groups") == "the run's" and "per_class" in cached:
+            with np.load(counts_file) as saved:
+                return cached, saved["counts"]
+    metrics, extra = evaluate_run(run_dir, store, subset="all", device="cpu", predictions=True)
+    counts = frame_counts(extra["truth"], extra["predicted"])
+    result = {**metrics.to_dict(), "store": store, "exclusive_groups": "the run's",
+              "unscored_labels": extra["unscored_labels"],
+              "ignored_labels": extra["ignored_labels"]}  # fmt: skip
+    score_file.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(counts_file, overwrite=True) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, counts=counts)
+    write_json(score_file, result)  # last: a score file means its counts are there
+    return result, counts
+
+
+def source_result(scores: dict) -> dict:
+    """One arm's results on one source, from its seeds' :func:`score_on_source`.
+
+    Parameters
+    ----------
+    scores : dict
+        seed -> ``(result, counts)``; at least one seed.
+
+    Returns
+    -------
+    dict
+        ``seeds`` (seed -> metrics dict), ``counts`` ((S, N, 4), seeds in
+        order), ``summary``, ``per_class`` (as the test split's), and the
+        sorted ``unscored_labels`` and ``ignored_labels`` of any seed.
+    """
+    seeds = {s: result for s, (result, _) in scores.items()}
+    return {
+        "seeds": seeds,
+        "counts": np.stack([counts for _, counts in scores.values()]),
+        "summary": {k: summarise([m[k] for m in seeds.values()]) for k in METRIC_KEYS},
+        "per_class": per_class_summary(seeds),
+        "unscored_labels": sorted({n for m in seeds.values() for n in m["unscored_labels"]}),
+        "ignored_labels": sorted({n for m in seeds.values() for n in m["ignored_labels"]}),
+    }
