@@ -172,6 +172,8 @@ def fit(store, run_dir, resume, overwrite, quiet, **settings):
     With --resume only --epochs, --workers, --device (when given) and STORE
     (the same store, moved or copied) change the saved run; --threads must be
     the saved value (it changes results); the other recipe options are ignored.
+    With --init RUN the network starts from RUN's weights and takes RUN's
+    model options (docs/training.md, "Fine-tuning from few labels").
     """
     from . import loop
     from .data import inspect_store
@@ -193,6 +195,8 @@ def fit(store, run_dir, resume, overwrite, quiet, **settings):
             from .label_table import labelled_store_info
 
             info = labelled_store_info(info, labels)
+        if settings["init"] is not None:
+            model_settings = _init_model_settings(settings["init"], model_settings)
         model_cfg = _configs(ModelConfig, num_classes=len(info.label_names), **model_settings)
         unset = [name for name in _resume_overrides() if settings[name] is None]
         for name in unset:
@@ -213,6 +217,18 @@ def fit(store, run_dir, resume, overwrite, quiet, **settings):
                 f"{test['epoch'] + 1}): accuracy {test['accuracy']:.4f}, precision "
                 f"{test['precision']:.4f}, recall {test['recall']:.4f}"
             )
+
+
+def _init_model_settings(init, model_settings: dict) -> dict:
+    """With --init: the init run's network, but the model options given on the command line."""
+    from click.core import ParameterSource
+
+    from .finetune import init_model_settings
+
+    ctx = click.get_current_context()
+    given = {k: v for k, v in model_settings.items()
+             if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}  # fmt: skip
+    return {**init_model_settings(init), **given}
 
 
 @main.command()

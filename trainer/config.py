@@ -16,12 +16,21 @@ from dataclasses import dataclass, field, fields
 
 from .data import InputKind, Normalize, resolve_normalize
 
-__all__ = ["BEST_METRICS", "DEVICES", "STUDY_TEST_FRACTION", "Flips", "TrainConfig"]
+__all__ = [
+    "BEST_METRICS",
+    "DEVICES",
+    "INIT_CHECKPOINTS",
+    "STUDY_TEST_FRACTION",
+    "Flips",
+    "TrainConfig",
+]
 
 #: Metrics that "best" may follow, and whether larger is better.
 BEST_METRICS = {"accuracy": True, "precision": True, "recall": True, "eval_loss": False}
 #: Devices by name (``cuda:N`` is accepted too).
 DEVICES = ("auto", "cpu", "cuda")
+#: The checkpoints of a run another run may start from (``init_checkpoint``).
+INIT_CHECKPOINTS = ("best", "last")
 #: A study's held-out test fraction (``trainer fit`` holds none out by default:
 #: :attr:`TrainConfig.test_fraction`); its validation fraction is
 #: :attr:`TrainConfig.eval_fraction` (docs/study.md).
@@ -130,6 +139,42 @@ class TrainConfig:
                   "help": "Train on the frames of this label table (trainer label) only, "
                           "with its labels; the split is over them."},
     )  # fmt: skip
+    #: Fine-tuning (docs/training.md, "Fine-tuning from few labels"): start from the weights
+    #: of this run directory's checkpoint instead of a fresh network.
+    init: str | None = field(
+        default=None,
+        metadata={"metavar": "RUN", "help": "Start from this run's weights (fine-tuning): same "
+                  "network, input and map recipe; labels matched by name."},
+    )  # fmt: skip
+    #: Which checkpoint of ``init``: "best" (best.pt) or "last" (last.pt).
+    init_checkpoint: str = field(
+        default="best",
+        metadata={"choices": INIT_CHECKPOINTS, "help": "The --init run's checkpoint."},
+    )  # fmt: skip
+    #: Freeze the first N stages (1: the stem, 2: stem + stage 1, ... 5: all four stages);
+    #: their BatchNorm layers stay in eval mode.
+    freeze: int = field(
+        default=0,
+        metadata={"range": {"min": 0, "max": 5},
+                  "help": "Freeze the first N stages (1: the stem, 2: + stage 1, ...; "
+                          "their BatchNorm in eval mode)."},
+    )  # fmt: skip
+    #: Train on K frames of the training split, drawn with ``seed`` (validation and test
+    #: unchanged); for one seed a smaller K's frames are among a larger K's.
+    train_frames: int | None = field(
+        default=None,
+        metadata={"metavar": "K", "range": {"min": 1},
+                  "help": "Train on K frames of the training split, drawn with --seed "
+                          "(validation and test unchanged)."},
+    )  # fmt: skip
+    #: A file of store rows (one integer per line, or a .npy) to train on: all must be in
+    #: the training split.
+    train_index: str | None = field(
+        default=None,
+        metadata={"path": "file",
+                  "help": "Train on these store rows (a text file, one per line, or .npy); "
+                          "all in the training split."},
+    )  # fmt: skip
 
     def __post_init__(self):
         InputKind(self.input)
@@ -149,6 +194,24 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        self._check_few_labels()
+
+    def _check_few_labels(self) -> None:
+        """The fine-tuning fields: in range, and not two ways of choosing the training rows."""
+        if self.init_checkpoint not in INIT_CHECKPOINTS:
+            raise ValueError(f"init_checkpoint must be best or last, got {self.init_checkpoint!r}")
+        if not 0 <= self.freeze <= 5:
+            raise ValueError(f"freeze must be in 0..5 (the stem and four stages), got {self.freeze}")
+        if self.freeze and self.init is None:
+            raise ValueError("--freeze needs --init (frozen fresh weights learn nothing)")
+        if self.train_frames is not None and self.train_frames < 1:
+            raise ValueError(f"train_frames must be >= 1, got {self.train_frames}")
+        chosen = [name for name, value in (
+            ("--train-frames", self.train_frames), ("--train-index", self.train_index),
+            ("--train-fraction", None if self.train_fraction == 1 else self.train_fraction),
+        ) if value is not None]  # fmt: skip
+        if len(chosen) > 1:
+            raise ValueError(f"{' and '.join(chosen)} both choose the training frames: give one")
 
     @property
     def use_flips(self) -> bool:

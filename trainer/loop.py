@@ -280,8 +280,17 @@ def fit(
             f"the model has {model_cfg.num_classes} outputs but the store has "
             f"{len(info.label_names)} labels"
         )
+    init = match = None
+    if train_cfg.init is not None:  # fine-tuning: another run's weights (trainer/finetune.py)
+        from .finetune import prepare_init
+
+        train_cfg, init, match = prepare_init(model_cfg, train_cfg, info)
     if _dist_env()[0] == 0:
         create_run(run_dir, model_cfg, train_cfg, info, overwrite=overwrite)
+        if init is not None:
+            from .finetune import record_init
+
+            record_init(run_dir, init, match)
     return _train(run_dir, model_cfg, train_cfg, info, checkpoint=None, progress=progress)
 
 
@@ -449,6 +458,11 @@ def _setup(run_dir: Path, model_cfg, train_cfg, info, checkpoint, *, progress) -
     split = load_split(run_dir / "split.npz")
     _seed_all(train_cfg.seed)
     model = build_model(model_cfg).to(device)
+    if checkpoint is None and train_cfg.init is not None:  # fine-tuning (trainer/finetune.py)
+        from .finetune import start_from_init
+
+        start_from_init(model, run_dir, info.label_names)
+    model.freeze(train_cfg.freeze)
     channels_last = train_cfg.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -231,6 +231,36 @@ class PreActResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", a=config.leak)
 
+    def stage_modules(self) -> list[nn.Module]:
+        """The network's stages in order: the stem (conv1), then the four block stages."""
+        return [self.conv1, *self.stages]
+
+    def freeze(self, count: int) -> None:
+        """Freeze the first ``count`` stages (:meth:`stage_modules`) for fine-tuning.
+
+        Their parameters stop requiring gradients (the optimiser leaves them
+        as they are) and their BatchNorm layers stay in eval mode, also after
+        :meth:`train` (their running statistics are kept too). ``count = 0``
+        freezes nothing; the final BatchNorm and the head are never frozen.
+        """
+        stages = self.stage_modules()
+        if not 0 <= count <= len(stages):
+            raise ValueError(f"freeze must be in 0..{len(stages)}, got {count}")
+        self._frozen_stages = stages[:count]
+        for module in self._frozen_stages:
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        """Training mode, except the BatchNorm layers of the frozen stages (:meth:`freeze`)."""
+        super().train(mode)
+        for stage in getattr(self, "_frozen_stages", ()):
+            for module in stage.modules():
+                if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+                    module.eval()
+        return self
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, H, W) -> the last feature maps (B, F, H/32, W/32), pre-activated."""
         x = self.pool(self.act1(self.conv1(x)))

@@ -69,6 +69,20 @@ def _row(title: str, m: dict) -> str:
     )
 
 
+def _init_lines(config: dict) -> list[str]:
+    """The report's line on the run a fine-tuned run started from (none for a fresh start)."""
+    init = config.get("init")
+    if init is None:
+        return []
+    fresh = f"; fresh head rows: {', '.join(init['fresh_labels'])}" if init["fresh_labels"] else ""
+    frozen = config["train"].get("freeze", 0)
+    return [
+        f"- started from `{init['run']}` ({init['checkpoint']}, epoch {init['epoch'] + 1}, "
+        f"SHA-256 {init['sha256'][:12]}...){fresh}"
+        + (f"; first {frozen} stages frozen" if frozen else "")
+    ]
+
+
 def write_report(
     run_dir: Path,
     config: dict,
@@ -93,6 +107,7 @@ def write_report(
         "best_checkpoint": best,
         "best_over_training": best_over_training(history),
         "test": test,
+        "init": config.get("init"),  # fine-tuning: the run started from (trainer/finetune.py)
     }
     write_json(run_dir / "report.json", report)
     lines = [
@@ -103,6 +118,7 @@ def write_report(
         + (f"alpha={report['alpha']}" if report["log_act"] else "off"),
         f"- epochs run: {len(history)}; eval frames: {final['n_frames']}",
         f"- all-negative baseline accuracy: {report['all_negative_accuracy']:.4f}",
+        *_init_lines(config),
         "",
         "## Metrics on the evaluation (validation) split (§3.2, micro over all labels)",
         "",

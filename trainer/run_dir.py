@@ -53,6 +53,7 @@ from .data import (
 )
 from .label_table import read_label_table
 from .model import ModelConfig
+from .train_rows import training_rows
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -217,7 +218,8 @@ def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
         ``test_fraction`` and ``seed`` over the first ``max_frames`` rows (only
         the rows of the label table ``labels``, when given);
         then ``train_fraction`` of the training rows (:func:`~trainer.data.subsample`,
-        seeded by ``seed``).
+        seeded by ``seed``), or ``train_frames`` / ``train_index``
+        (:func:`~trainer.train_rows.training_rows`).
     n_frames : int
         Rows of the store.
 
@@ -253,6 +255,7 @@ def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
         )
     if train_cfg.train_fraction < 1:
         split["train"] = subsample(split["train"], train_cfg.train_fraction, train_cfg.seed)
+    split["train"] = training_rows(split, train_cfg)  # --train-frames K, --train-index FILE
     if not len(split["train"]):
         raise RunError("the split has no training frame")
     return split

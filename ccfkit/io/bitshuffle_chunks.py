@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
+
+from .hdf5_direct import per_file_version
 
 __all__ = ["BitshuffleLayout", "bitshuffle_layout", "read_bitshuffle_frames"]
 
@@ -73,14 +74,11 @@ def bitshuffle_layout(name: str, data_path: str) -> BitshuffleLayout | None:
 
     Found once per process and file version (path, size, modification time).
     """
-    if _decompress() is None:
-        return None
-    stat = os.stat(name)
-    return _layout(os.path.realpath(name), data_path, stat.st_size, stat.st_mtime_ns)
+    return None if _decompress() is None else _layout(name, data_path)
 
 
-@functools.lru_cache(maxsize=64)
-def _layout(name: str, data_path: str, size: int, mtime_ns: int) -> BitshuffleLayout | None:
+@per_file_version
+def _layout(name: str, data_path: str) -> BitshuffleLayout | None:
     with h5py.File(name, "r") as handle:
         dataset = handle[data_path]
         if dataset.chunks is None or dataset.is_virtual or dataset.dtype.kind not in "iuf":

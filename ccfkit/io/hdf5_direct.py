@@ -53,10 +53,30 @@ class FrameLayout:
         self.frame_bytes = frame_bytes
 
 
+def per_file_version(layout):
+    """Run ``layout(name, data_path)`` once per process and file version.
+
+    A file's version is its real path, size and modification time: a file
+    rewritten in place is looked at again.
+    """
+
+    @functools.lru_cache(maxsize=64)
+    def cached(name: str, data_path: str, size: int, mtime_ns: int):
+        return layout(name, data_path)
+
+    @functools.wraps(layout)
+    def by_version(name: str, data_path: str):
+        stat = os.stat(name)
+        return cached(os.path.realpath(name), data_path, stat.st_size, stat.st_mtime_ns)
+
+    return by_version
+
+
+@per_file_version
 def frame_layout(name: str, data_path: str) -> FrameLayout | None:
     """The frame offsets of ``name``'s data set ``data_path``, or None if not plain.
 
-    Found once per process and file version (path, size, modification time).
+    Found once per process and file version (:func:`per_file_version`).
 
     Parameters
     ----------
@@ -66,12 +86,6 @@ def frame_layout(name: str, data_path: str) -> FrameLayout | None:
         A 3-D ``(frame, y, x)`` data set in it, or a 4-D module stack
         ``(frame, module, ss, fs)`` (each frame one block of bytes all the same).
     """
-    stat = os.stat(name)
-    return _frame_layout(os.path.realpath(name), data_path, stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _frame_layout(name: str, data_path: str, size: int, mtime_ns: int) -> FrameLayout | None:
     with h5py.File(name, "r") as handle:
         dataset = handle[data_path]
         if not _is_plain(dataset):
