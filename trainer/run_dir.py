@@ -142,12 +142,12 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
 
 
 def store_identity(path) -> str:
-    """A hash of what makes a store itself (creation time, parameters, input, layout).
+    """A hash of what makes a store itself (its build's id, creation time, parameters, input).
 
     The same store copied or moved keeps it; another build does not.
     """
     attrs = open_store(path).attrs
-    keys = ("created", "parameters", "input", "layout", "center")
+    keys = ("build_id", "created", "parameters", "input", "layout", "center")
     identity = json.dumps({key: attrs.get(key) for key in keys}, sort_keys=True)
     return hashlib.sha256(identity.encode()).hexdigest()
 

@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,6 +278,7 @@ def create_store(
             **_creating_attributes(),
             "status": "incomplete",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "build_id": uuid.uuid4().hex,  # tells two builds of one second apart
             "layout": layout_attributes(layout),
             "chunk_digests": per_store_digests(group),
             **attributes,
