@@ -112,7 +112,7 @@ def run_build(case: dict, workdir: Path, workers: int) -> tuple[float, float]:
     from ccfkit.io import source
     from ccfkit.pipeline import build
 
-    config = BuildConfig.from_parameters(dict(r_min=60.0, r_max=500.0, min_ring_fraction=0.3))
+    config = BuildConfig.from_parameters({"r_min": 60.0, "r_max": 500.0, "min_ring_fraction": 0.3})
     direct = (lambda *args: None) if case.get("h5py") else source.bitshuffle_layout
     with mock.patch.object(source, "bitshuffle_layout", direct):
         start, cpu = time.perf_counter(), time.process_time()
@@ -173,7 +173,7 @@ def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
         handle["entry_1/data_1/data"] = rng.poisson(2.0, (256, 259, 259)).astype(np.float32)
         handle["entry_1/instrument_1/detector_1/beam_center"] = centres
     source = dataclasses.replace(open_source([str(name)]), center_per_frame=True)
-    config = BuildConfig.from_parameters(dict(r_min=4.0, r_max=120.0))
+    config = BuildConfig.from_parameters({"r_min": 4.0, "r_max": 120.0})
     cases = {
         "each frame at its own centre": None,
         "one centre (--center, their mean)": source.center,
@@ -223,7 +223,7 @@ def run_costs(workdir: Path, n_frames: int, rounds: int, workers: int) -> None:
         "run + --detector + geometry": open_run(run, "SPB_DET_AGIPD1M-1",
                                                 geometry=inputs["geom_file"]),
     }  # fmt: skip
-    config = BuildConfig.from_parameters(dict(r_min=60.0, r_max=500.0, min_ring_fraction=0.3))
+    config = BuildConfig.from_parameters({"r_min": 60.0, "r_max": 500.0, "min_ring_fraction": 0.3})
     times = {case: [] for case in cases}
     for round_ in range(rounds + 1):  # the first round warms up
         for case, source in cases.items():

@@ -154,7 +154,12 @@ def build(ctx, inputs, out, order, data_path, mask_spec, labels_path, center, ke
     options = take_fields(BuildOptions, settings)
     with _one_line_errors(InputError, StoreError, BackendUnavailableError, OSError):
         config = BuildConfig.from_parameters(settings)
-        facility = dict(geometry=geometry, detector=detector, pulses=pulses, incomplete=incomplete)
+        facility = {
+            "geometry": geometry,
+            "detector": detector,
+            "pulses": pulses,
+            "incomplete": incomplete,
+        }
         source, center = open_input(
             inputs, out, mask_spec=mask_spec, center=center, data_path=data_path,
             labels_path=labels_path, facility=facility,

@@ -59,8 +59,9 @@ def test_other_layouts_are_left_to_h5py(tmp_path):
     frames = np.ones((4, 16, 16), np.float32)
     cases = {
         "zstd": write(tmp_path / "z.h5", frames, (1, 16, 16), **hdf5plugin.Zstd()),
-        "bitshuffle alone": write(tmp_path / "b.h5", frames, (1, 16, 16),
-                                  **hdf5plugin.Bitshuffle(cname="none")),  # fmt: skip
+        "bitshuffle alone": write(
+            tmp_path / "b.h5", frames, (1, 16, 16), **hdf5plugin.Bitshuffle(cname="none")
+        ),
         "half frames": write(tmp_path / "h.h5", frames, (1, 8, 16), **hdf5plugin.Bitshuffle()),
         "plain": write(tmp_path / "p.h5", frames, (1, 16, 16)),
     }

@@ -201,7 +201,9 @@ class TrainConfig:
         if self.init_checkpoint not in INIT_CHECKPOINTS:
             raise ValueError(f"init_checkpoint must be best or last, got {self.init_checkpoint!r}")
         if not 0 <= self.freeze <= 5:
-            raise ValueError(f"freeze must be in 0..5 (the stem and four stages), got {self.freeze}")
+            raise ValueError(
+                f"freeze must be in 0..5 (the stem and four stages), got {self.freeze}"
+            )
         if self.freeze and self.init is None:
             raise ValueError("--freeze needs --init (frozen fresh weights learn nothing)")
         if self.train_frames is not None and self.train_frames < 1:

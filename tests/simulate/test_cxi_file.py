@@ -411,17 +411,30 @@ def test_the_same_seed_writes_the_file_it_wrote_before(tmp_path, case):
     want = PINNED_DIGESTS[case]
     assert got.keys() == want.keys()
     # the random draws are the same on every platform; computed floats only on the recorded one
-    compared = set(want) if _on_pinned_platform() else {
-        name for name in want if name.rpartition("/")[2] in DRAWN
-    }
+    compared = (
+        set(want)
+        if _on_pinned_platform()
+        else {name for name in want if name.rpartition("/")[2] in DRAWN}
+    )
     assert compared, "nothing compared"
     assert {name for name in compared if got[name] != want[name]} == set()
 
 
 #: Datasets that hold the parameters' random draws (NumPy's Generator gives the same values
 #: on every platform), as opposed to values computed with SIMD maths.
-DRAWN = {"kind", "name", "radius", "semi_axes", "axis", "separation", "partner_radius",
-         "fluence", "background", "halo", "halo_width"}
+DRAWN = {
+    "kind",
+    "name",
+    "radius",
+    "semi_axes",
+    "axis",
+    "separation",
+    "partner_radius",
+    "fluence",
+    "background",
+    "halo",
+    "halo_width",
+}
 
 
 def _on_pinned_platform() -> bool:
