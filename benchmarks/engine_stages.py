@@ -18,8 +18,10 @@ the product's time in the same round:
   for comparison;
 * the ring means and orders, and the merge and scaling of the map;
 * the whole per-thread kernel, and ``compute_maps`` through the public API,
-  in float32 and in bf16 (``precision="bf16"``); with ``--threads 2`` both
-  again on two threads (wall time).
+  in float32 (into a new array, and into the caller's array, ``out=``,
+  reused from round to round: a new array's pages are zeroed by the
+  operating system on first touch) and in bf16 (``precision="bf16"``); with
+  ``--threads 2`` both again on two threads (wall time).
 
 ``--clock cpu`` times the one-thread rows in the thread's CPU time: on a
 machine that others share, the time they take from the core stays out.
@@ -121,9 +123,11 @@ def stage_calls(images: np.ndarray, threads: int = 1) -> dict[str, tuple[str, ca
             out,
         )
 
-    def api(precision="float32", engine=backend):
+    def api(precision="float32", engine=backend, out=None):
         ccfkit.compute_maps(images, order=ORDER, q_bins=Q_BINS, phi_bins=PHI_BINS, backend=engine,
-                            precision=precision)  # fmt: skip
+                            precision=precision, out=out)  # fmt: skip
+
+    maps = np.empty((batch, Q_BINS, Q_BINS), np.float32)  # the caller's array, reused
 
     many = NumbaBackend(threads=threads)
     calls = {
@@ -148,6 +152,10 @@ def stage_calls(images: np.ndarray, threads: int = 1) -> dict[str, tuple[str, ca
         "finish": ("merge and scale the map (`finish_image`)", finish),
         "kernel": ("the whole per-thread kernel (`_merged_maps_part`)", kernel),
         "api": ("`compute_maps(..., backend=NumbaBackend(threads=1))`", api),
+        "api_out": (
+            "the same into the caller's array, `out=maps` (reused)",
+            lambda: api(out=maps),
+        ),
         "bf16": ('the same, `precision="bf16"`', lambda: api("bf16")),
     }
     if threads > 1:

@@ -30,6 +30,7 @@ def compute_maps(
     settings: MapSettings | None = None,
     backend="auto",
     scattering: ScatteringGeometry | None = None,
+    out=None,
     **fields,
 ):
     """Merged two-point cross-correlation maps of diffraction images (§5.3).
@@ -64,6 +65,10 @@ def compute_maps(
     scattering : ScatteringGeometry, optional
         Pixel size, distance and wavelength (:mod:`ccfkit.geometry`): needed
         by a grid whose rings are placed in momentum transfer (``q_range``).
+    out : float32 array, optional
+        The array to write the maps into, of the shape returned, C-contiguous,
+        of the backend's array type; returned. A buffer reused from call to
+        call spares the operating system's zeroing of fresh memory.
     **fields
         Instead of ``grid`` and ``settings``: any of their fields as keywords,
         the others at their defaults (``order=n`` means ``orders=(n,)``):
@@ -81,6 +86,7 @@ def compute_maps(
         is dropped for a single (H, W) image. ``maps[b, i, j]``: full map for
         ``i >= j``, order map for ``i < j``; row/column ``k`` is the radius
         ``r_k`` of :func:`~ccfkit.polar.make_polar_plan` (also in ``plan.radius``).
+        ``out`` itself when given.
 
     Examples
     --------
@@ -108,7 +114,10 @@ def compute_maps(
         scattering=scattering,
     ).plan()  # built once per geometry, then reused by later calls
     batch = engine.as_batch(images, plan.shape)
-    maps = engine.merged_maps(batch, plan, settings)
+    target = out[None] if single and out is not None else out  # (Q, Q) -> (1, Q, Q)
+    maps = engine.merged_maps(batch, plan, settings, out=target)
+    if out is not None:
+        return out
     if not _on_gpu(images):
         maps = engine.to_numpy(maps)
     return maps[0] if single else maps

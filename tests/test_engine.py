@@ -211,3 +211,46 @@ def test_compute_maps_rejects_orders_beyond_the_nyquist_order(order):
     # P = 32 angular samples resolve orders 0..16; order 17 would alias to 15
     with pytest.raises(ValueError, match="orders? must (lie in 0..phi_bins/2|be non-negative)"):
         ccfkit.compute_maps(np.ones((17, 17)), order=order, q_bins=4, phi_bins=32)
+
+
+# --------------------------------------------------------------------------
+# Maps written into the caller's array (out=)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"orders": (4, 2)}, {"estimator": "mask-corrected"}, {"scale": "none"}],
+    ids=["order-8", "two-orders", "mask-corrected", "unscaled"],
+)
+def test_maps_written_into_out_equal_new_maps(cpu_backend, rng, fields):
+    images = rng.random((3, 41, 45)) * 100
+    images[1, 20, 22] = np.nan  # an image with its own validity
+    mask = random_mask(rng, (41, 45), 0.1)
+    expected = compute_maps(images, mask=mask, backend=cpu_backend, **SMALL, **fields)
+    out = np.full(expected.shape, np.nan, dtype=np.float32)  # stale contents
+    returned = compute_maps(images, mask=mask, backend=cpu_backend, out=out, **SMALL, **fields)
+    assert returned is out
+    np.testing.assert_array_equal(out, expected)  # bit for bit, NaN included
+    one = compute_maps(images[1], mask=mask, backend=cpu_backend, **SMALL, **fields)
+    single = np.full(one.shape, np.nan, dtype=np.float32)
+    assert compute_maps(images[1], mask=mask, backend=cpu_backend, out=single, **SMALL,
+                        **fields) is single  # fmt: skip
+    np.testing.assert_array_equal(single, one)
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        np.zeros((2, 16, 16), dtype=np.float64),
+        np.zeros((3, 16, 16), dtype=np.float32),
+        np.zeros((2, 1, 16, 16), dtype=np.float32),
+        np.zeros((2, 16, 32), dtype=np.float32)[:, :, ::2],
+        [[0.0] * 16] * 16,
+    ],
+    ids=["float64", "batch", "channel-axis", "strided", "list"],
+)
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_compute_maps_refuses_an_out_it_cannot_write(backend, out):
+    with pytest.raises(ValueError, match="out must be a C-contiguous float32"):
+        compute_maps(np.ones((2, 21, 23)), backend=backend, out=out, **SMALL)

@@ -16,6 +16,45 @@ class BackendUnavailableError(RuntimeError):
     """An explicitly requested backend cannot run on this machine."""
 
 
+def maps_output(xp, out, shape: tuple[int, int, int, int]):
+    """The (B, C, Q, Q) float32 array that maps are written into.
+
+    Parameters
+    ----------
+    xp : module
+        The backend's array module (numpy or cupy).
+    out : array or None
+        ``None``: a new array. Otherwise the caller's C-contiguous float32
+        array of ``xp``, (B, Q, Q) when ``C == 1`` or (B, C, Q, Q); the
+        returned array is a view of it (writes land in ``out``).
+    shape : (B, C, Q, Q)
+
+    Returns
+    -------
+    (B, C, Q, Q) float32 array
+
+    Raises
+    ------
+    ValueError
+        When ``out`` is of another type, dtype, shape or not C-contiguous.
+    """
+    if out is None:
+        return xp.empty(shape, dtype=np.float32)
+    expected = shape if shape[1] > 1 else (shape[0], *shape[2:])
+    if (
+        not isinstance(out, xp.ndarray)
+        or out.dtype != np.float32
+        or tuple(out.shape) != expected
+        or not out.flags.c_contiguous
+    ):
+        got = f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
+        raise ValueError(
+            f"out must be a C-contiguous float32 {xp.__name__}.ndarray of shape {expected}, "
+            f"got {got}"
+        )
+    return out.reshape(shape)
+
+
 class Backend(abc.ABC):
     """Applies polar plans and computes CCF maps on one kind of array.
 
@@ -66,7 +105,9 @@ class Backend(abc.ABC):
     def merge_maps(self, full, order, scale: Scale | str = Scale.MAXABS, means=None):
         """(B, Q, Q) full and order maps -> (B, Q, Q) merged maps (§5.3)."""
 
-    def merged_maps(self, images, plan: PolarPlan, settings: MapSettings | None = None, **fields):
+    def merged_maps(
+        self, images, plan: PolarPlan, settings: MapSettings | None = None, *, out=None, **fields
+    ):
         """(B, H, W) images -> float32 maps, all stages chained.
 
         Backends override this with a fused path; this chain is the definition.
@@ -78,10 +119,14 @@ class Backend(abc.ABC):
         settings : MapSettings, optional
             Orders, separation, estimator and scale; or give its fields
             (``order=n`` for one order) as keywords.
+        out : array, optional
+            Where to write the maps (:func:`maps_output`): the caller's float32
+            array of the returned shape, e.g. reused from batch to batch.
 
         Returns
         -------
-        (B, Q, Q) float32 array for one order, (B, C, Q, Q) for ``C`` orders.
+        (B, Q, Q) float32 array for one order, (B, C, Q, Q) for ``C`` orders
+        (a view of ``out`` when given).
         """
         settings = ccf.resolve_settings(settings, **fields)
         settings.check_phi_bins(plan.phi_bins)
@@ -99,8 +144,9 @@ class Backend(abc.ABC):
             polar.values, polar.valid, coefficients, settings.orders, None, xp
         )
         maps = ccf.assemble_maps(full, order_maps, means, settings.scale, xp)
-        maps = maps.astype(np.float32)
-        return maps[:, 0] if settings.channels == 1 else maps
+        written = maps_output(xp, out, (maps.shape[0], settings.channels, *maps.shape[2:]))
+        written[...] = maps  # cast to float32 on assignment, as astype
+        return written[:, 0] if settings.channels == 1 else written
 
     def product_precision(self, precision: Precision | str) -> Precision:
         """The precision this backend's map products run in when ``precision`` is asked.

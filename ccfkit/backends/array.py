@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import ccf, fourier
 from ..polar import PolarImages, PolarPlan, usable_pixels
-from ._base import Backend, BackendUnavailableError
+from ._base import Backend, BackendUnavailableError, maps_output
 from ._bf16 import lag_product_bf16
 
 
@@ -70,7 +70,7 @@ class ArrayBackend(Backend):
     def merge_maps(self, full, order, scale=ccf.Scale.MAXABS, means=None):
         return ccf.merge_maps_reference(full, order, scale, means, xp=self.xp)
 
-    def merged_maps(self, images, plan, settings=None, **fields):
+    def merged_maps(self, images, plan, settings=None, *, out=None, **fields):
         """The chain of :meth:`Backend.merged_maps`, batch by batch, with two shortcuts.
 
         The full map's denominator (the pair counts, a second batched product)
@@ -90,7 +90,7 @@ class ArrayBackend(Backend):
         if self.product_precision(settings.precision).rounds_to_bf16:
             product = lag_product_bf16
         shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
-        out = xp.empty(shape, dtype=np.float32)
+        out = maps_output(xp, out, shape)
         for start in range(0, images.shape[0], self.batch_size):
             polar = self.resample(images[start : start + self.batch_size], plan)
             coefficients = self.fourier(polar.values, polar.valid, [0, *settings.orders])

@@ -35,7 +35,7 @@ import numpy as np
 from ..ccf import Estimator, angular_shift, resolve_settings
 from ..polar import HUGE_PIXEL, PolarImages, PolarPlan
 from ..provenance import usable_cpus
-from ._base import BackendUnavailableError
+from ._base import BackendUnavailableError, maps_output
 from ._bf16 import aligned_empty, product_of_bits, torch_threads_here
 from ._maps import REDUCTION, SCALE_CODES, finish_image
 from .array import ArrayBackend
@@ -518,7 +518,7 @@ class NumbaBackend(ArrayBackend):
             values[b, thin] = 0
         return PolarImages(values, valid, plan.radius, plan.phi)
 
-    def merged_maps(self, images, plan, settings=None, **fields):
+    def merged_maps(self, images, plan, settings=None, *, out=None, **fields):
         """The fused kernel; a mode it has no code for takes the array path.
 
         Estimators other than ``ring`` (the mask-corrected one needs every
@@ -531,7 +531,7 @@ class NumbaBackend(ArrayBackend):
         settings = resolve_settings(settings, **fields)
         settings.check_phi_bins(plan.phi_bins)
         if settings.estimator not in _KERNEL_ESTIMATORS or settings.scale not in SCALE_CODES:
-            return super().merged_maps(images, plan, settings)
+            return super().merged_maps(images, plan, settings, out=out)
         images = self.asarray(images)
         tables = _tables_for(plan)
         shift = angular_shift(settings.delta, plan.phi_bins)
@@ -539,7 +539,7 @@ class NumbaBackend(ArrayBackend):
         inverse_pairs = _inverse_pairs_for(plan, shift)
         scale_mode = SCALE_CODES[settings.scale]
         shape = (images.shape[0], settings.channels, plan.q_bins, plan.q_bins)
-        out = np.empty(shape, dtype=np.float32)
+        out = maps_output(np, out, shape)  # written in place, image by image
         if self.product_precision(settings.precision).rounds_to_bf16:
             self._bf16_maps(images, plan, tables, inverse_pairs, (cos_n, sin_n), shift,
                             scale_mode, out)  # fmt: skip
