@@ -184,7 +184,7 @@ def chunk_digest(block: np.ndarray) -> int:
     if block.dtype.kind in "OTU":
         digest.update("\x00".join(str(v) for v in block.ravel()).encode())
     else:
-        digest.update(np.ascontiguousarray(block).tobytes())
+        digest.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8))  # in place, no copy
     return int.from_bytes(digest.digest(), "little")
 
 
