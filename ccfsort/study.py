@@ -42,6 +42,7 @@ from .study_plan import PlanError, StudyPlan, build_config
 __all__ = [
     "RunJob",
     "StudyError",
+    "arm_source",
     "is_finished",
     "record_invocation",
     "reuse_arm_directories",
@@ -144,7 +145,8 @@ def reuse_arm_directories(plan: StudyPlan, out: Path) -> StudyPlan:
 # --------------------------------------------------------------------------
 
 
-def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) -> list[str]:
+def prepare_data(config: dict, out: Path, sources=None, progress: bool = False,
+                 geometry: str | None = None) -> list[str]:  # fmt: skip
     """The main data's files: the given ``sources``, the file's, or a simulation made once.
 
     Parameters
@@ -156,6 +158,10 @@ def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) 
     sources : list of str, optional
         CXI files that replace ``[data]`` (the ``--source`` option).
     progress : bool
+    geometry : str, optional
+        A detector name or CrystFEL file (an arm's ``data.geometry``): the
+        same simulated particles written as that detector's module stacks
+        (``ccfkit simulate --geometry``, docs/simulate.md), its geometry beside them.
 
     Returns
     -------
@@ -169,12 +175,17 @@ def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) 
         return [str(Path(s).resolve()) for s in data["sources"]]
     from ccfkit.simulate import SimulationConfig
     from ccfkit.simulate.cxi_file import write_simulated
+    from ccfkit.simulate.stack import write_simulated_stack
 
     spec = dict(data["simulate"])
     n, seed = int(spec.pop("n")), int(spec.pop("seed", 0))
     record = {"n": n, "seed": seed, "options": spec}
-    path = out / "data" / "simulated.cxi"
-    if _same_or_new(out / "data" / "simulated.json", record, "simulated data") and path.is_file():
+    stem = "simulated"
+    if geometry is not None:
+        record["geometry"] = geometry
+        stem = f"simulated-{_digest(record)}"
+    path = out / "data" / f"{stem}.cxi"
+    if _same_or_new(out / "data" / f"{stem}.json", record, "simulated data") and path.is_file():
         return [str(path.resolve())]
     try:
         sim = SimulationConfig(
@@ -183,21 +194,43 @@ def prepare_data(config: dict, out: Path, sources=None, progress: bool = False) 
     except (TypeError, ValueError) as error:
         raise PlanError(f"[data] simulate: {error}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("simulating %d frames (seed %d) into %s", n, seed, path)
-    write_simulated(path, sim, n, seed, overwrite=True, progress=progress)
-    write_json(out / "data" / "simulated.json", record)
+    log.info("simulating %d frames (seed %d%s) into %s", n, seed,
+             f", module stacks of {geometry}" if geometry else "", path)  # fmt: skip
+    if geometry is None:
+        write_simulated(path, sim, n, seed, overwrite=True, progress=progress)
+    else:
+        try:
+            write_simulated_stack(path, sim, n, seed, geometry, overwrite=True)
+        except ValueError as error:
+            raise PlanError(f"data.geometry: {error}") from None
+    write_json(out / "data" / f"{stem}.json", record)
     return [str(path.resolve())]
 
 
-def open_frames(paths, config: dict):
-    """A checked :class:`ccfkit.io.source.FrameSource` of ``paths`` ([data] data_path, labels_path)."""
+def stack_geometry_file(paths, geometry: str) -> str:
+    """The CrystFEL file of the stacks :func:`prepare_data` simulated into ``paths``.
+
+    A built-in detector's is written beside the frames (``ccfkit simulate
+    --geometry``); a file is the one given.
+    """
+    from ccfkit.simulate.stack import DETECTORS
+
+    if geometry.lower() in DETECTORS:
+        return str(Path(paths[0]).with_suffix(".geom"))
+    return str(Path(geometry).resolve())
+
+
+def open_frames(paths, config: dict, geometry: str | None = None):
+    """A checked :class:`ccfkit.io.source.FrameSource` of ``paths`` ([data] data_path, labels_path).
+
+    ``geometry``: the CrystFEL file of module-stacked ``paths`` (``ccfkit build --geometry``).
+    """
     from ccfkit.io.source import InputError, open_source
 
     data = config.get("data", {})
     try:
-        return open_source(
-            paths, data_path=data.get("data_path"), labels_path=data.get("labels_path")
-        )
+        return open_source(paths, data_path=data.get("data_path"),
+                           labels_path=data.get("labels_path"), geometry=geometry)  # fmt: skip
     except InputError as error:
         raise StudyError(str(error)) from None
 
@@ -228,17 +261,19 @@ def ensure_split(plan: StudyPlan, out: Path, n_frames: int) -> Path:
     return path
 
 
-def store_path(out: Path, paths, config: dict, build: dict) -> Path:
-    """Where the store of ``paths`` built with ``build`` lives: keyed by both."""
+def store_path(out: Path, paths, config: dict, build: dict, geometry: str | None = None) -> Path:
+    """Where the store of ``paths`` (module stacks placed by ``geometry``) built with ``build`` lives."""
     data = config.get("data", {})
     source = {"files": list(paths), "data_path": data.get("data_path"),
               "labels_path": data.get("labels_path")}  # fmt: skip
+    if geometry is not None:  # flat sources keep the keys they had
+        source["geometry"] = geometry
     key = _digest({"source": source, "build": build_config(build).parameters()})
     return out / "stores" / f"{Path(paths[0]).stem}-{key}.zarr"
 
 
 def ensure_store(path: Path, paths, config: dict, build: dict, *, scheduler=None,
-                 progress=False) -> str:  # fmt: skip
+                 progress=False, geometry: str | None = None) -> str:  # fmt: skip
     """Build the store at ``path`` unless it is complete; finish it when it is not.
 
     Raises
@@ -267,7 +302,7 @@ def ensure_store(path: Path, paths, config: dict, build: dict, *, scheduler=None
     log.info("building %s", path.name)
     try:
         run_build(
-            open_frames(paths, config),
+            open_frames(paths, config, geometry),
             str(path),
             build_cfg,
             backend=options.backend,
@@ -452,6 +487,9 @@ def svm_baselines(plan: StudyPlan, out: Path, stores: dict, frames, split: dict)
     backend = plan.config.get("build_options", {}).get("backend", "auto")
     out_svm = {}
     for arm in plan.arms.values():
+        if arm.geometry is not None:  # its ring features would need the stacks' pixel positions
+            log.info("no SVM baseline on the module stacks of %s", arm.name)
+            continue
         try:
             complete = open_store(stores[arm.key]).attrs.get("status") == "complete"
         except (StoreError, OSError, ValueError):
@@ -521,6 +559,34 @@ def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, 
             if is_finished(d)
         }
         results[arm.key].setdefault("eval_sources", {})[source] = source_result(scores)
+
+
+def arm_source(config: dict, out: Path, arm, main: tuple, sources, progress: bool):
+    """``(paths, geometry file)`` of the frames ``arm`` is built from.
+
+    The study's own frames (``main``: their paths and source), or, for an
+    arm with ``data.geometry``, the same simulated particles as that
+    detector's module stacks (made once). Those must hold the same number of
+    frames with the same labels, so that the one split means the same frames.
+
+    Raises
+    ------
+    StudyError
+        ``--source`` given with such an arm; stacks whose labels differ.
+    """
+    paths, frames = main
+    if arm.geometry is None:
+        return paths, None
+    if sources:
+        raise StudyError(f"arm {arm.name}: data.geometry simulates its frames; --source "
+                         "cannot replace them")  # fmt: skip
+    stack_paths = prepare_data(config, out, None, progress, geometry=arm.geometry)
+    geometry = stack_geometry_file(stack_paths, arm.geometry)
+    stack = open_frames(stack_paths, config, geometry)
+    if stack.n_frames != frames.n_frames or not np.array_equal(stack.labels, frames.labels):
+        raise StudyError(f"{stack_paths[0]}: the module stacks do not hold the study's frames "
+                         "(another count or other labels)")  # fmt: skip
+    return stack_paths, geometry
 
 
 def _prepare(plan: StudyPlan, out: Path, sources, progress: bool):
@@ -600,9 +666,10 @@ def run_study(
 
     stores = {}
     for arm in plan.arms.values():
-        path = store_path(out, paths, config, arm.build)
-        stores[arm.key] = ensure_store(path, paths, config, arm.build, scheduler=scheduler,
-                                       progress=progress) if train else str(path)  # fmt: skip
+        arm_paths, geometry = arm_source(plan.config, out, arm, (paths, frames), sources, progress)
+        path = store_path(out, arm_paths, config, arm.build, geometry)
+        stores[arm.key] = ensure_store(path, arm_paths, config, arm.build, scheduler=scheduler,
+                                       progress=progress, geometry=geometry) if train else str(path)  # fmt: skip
     run_dirs = {
         arm.key: {s: str(out / "runs" / arm.name / f"seed-{s}") for s in plan.seeds}
         for arm in plan.arms.values()

@@ -30,7 +30,7 @@ import itertools
 import json
 import re
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
@@ -63,6 +63,10 @@ RESERVED_TRAIN = (
     "max_frames",
     "threads",
 )
+#: Keys of an arm's ``data``: how it sees the study's frames (:attr:`Arm.geometry`).
+ARM_DATA_KEYS = ("geometry",)
+#: ``data.geometry`` of an arm that sees the frames of the flat, regular detector.
+FLAT_DETECTOR = "none"
 #: Metrics a claim may compare (micro-averaged, §3.2).
 CLAIM_METRICS = ("accuracy", "precision", "recall")
 
@@ -86,6 +90,10 @@ class Arm:
         BuildConfig, ModelConfig (without ``num_classes``) and TrainConfig
         fields (without the reserved ones), as the study file gives them
         (the defaults of the three classes fill the rest).
+    data : dict
+        How the arm sees the study's data: ``{"geometry": NAME_OR_FILE}``
+        simulates the same particles as module stacks of that detector
+        (``ccfkit simulate --geometry``); ``{}`` (or ``"none"``) the flat detector.
     """
 
     key: str
@@ -93,6 +101,13 @@ class Arm:
     build: dict
     model: dict
     train: dict
+    data: dict = field(default_factory=dict)
+
+    @property
+    def geometry(self) -> str | None:
+        """The detector of the arm's module stacks, or None (the study's frames as they are)."""
+        value = self.data.get("geometry", FLAT_DETECTOR)
+        return None if value == FLAT_DETECTOR else value
 
 
 @dataclass(frozen=True)
@@ -262,6 +277,7 @@ def _allowed_keys() -> dict[str, set]:
         "model": {f.name for f in fields(ModelConfig)} - {"num_classes"},
         "train": {f.name for f in fields(TrainConfig)} - set(RESERVED_TRAIN),
         "build_options": {f.name for f in fields(BuildOptions)},
+        "data": set(ARM_DATA_KEYS),
     }
 
 
@@ -279,6 +295,7 @@ def build_config(build: dict):
 def _recipe(config: dict, values: dict) -> dict:
     """The defaults' sections with the dotted ``values`` set on top."""
     recipe = {section: copy.deepcopy(config.get(section, {})) for section in SECTIONS}
+    recipe["data"] = {}  # the arm's view of [data], set only by a table
     for path, value in values.items():
         section, _, key = path.partition(".")
         recipe[section][key] = value
@@ -310,6 +327,11 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
         }
     except (InputError, ValueError, TypeError) as error:
         raise PlanError(f"{where}: {error}") from None
+    geometry = recipe["data"].get("geometry", FLAT_DETECTOR)
+    if not isinstance(geometry, str) or not geometry:
+        raise PlanError(f"{where}: data.geometry must be a detector name or a geometry file")
+    if geometry != FLAT_DETECTOR:  # flat arms keep the keys they had before arms had data
+        full["data"] = {"geometry": geometry}
     if full["train"]["input"] == "images" and not full["build"]["image_size"]:
         raise PlanError(f"{where}: an images arm needs build.image_size (the stored frames)")
     del full["model"]["num_classes"]
@@ -414,6 +436,8 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
                 arms[key] = Arm(key, f"{name}-{_slug(label)}-{key[:6]}", **recipe)
             columns.append(Column(str(label), key, values))
         out_tables.append(Table(name, spec.get("title", name), tuple(columns), axes))
+    if "simulate" not in data and any(arm.geometry for arm in arms.values()):
+        raise PlanError("data.geometry simulates module stacks: it needs [data] simulate = {...}")
     claims = tuple(
         _claim(spec, {t.name: t for t in out_tables})
         for spec in config.get("claims", [])

@@ -368,6 +368,7 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
             "build": arm.build,
             "model": arm.model,
             "train": arm.train,
+            **({"data": arm.data} if arm.data else {}),
             **_without_counts(results.get(arm.key) or {}),
         }
         for arm in plan.arms.values()

@@ -76,12 +76,13 @@ def recipe_path_error(where: str, path: str, allowed: dict, reserved=()) -> str 
     path : str
         ``SECTION.KEY``.
     allowed : dict
-        ``build`` / ``model`` / ``train`` -> the keys each may set.
+        ``build`` / ``model`` / ``train`` / ``data`` -> the keys each may set
+        (an arm's ``data``: how it sees the study's frames).
     reserved : sequence of str
         ``train`` keys the study sets itself.
     """
     section, _, key = path.partition(".")
-    sections = ("build", "model", "train")  # what a recipe is made of
+    sections = ("build", "model", "train", "data")  # what a recipe is made of
     if section not in sections:
         return (
             f"{where}: {path!r} is not in {', '.join(sections)}{nearest_hint(section, sections)}"

@@ -1,0 +1,134 @@
+"""Study arms that see the same simulated particles through a module-stacked detector.
+
+An arm's ``data.geometry`` (docs/study.md, "A real detector's gaps") makes
+the study simulate its frames again as module stacks of that detector
+(``ccfkit simulate --geometry``) and build them with the geometry; the
+split, the labels and everything else stay the study's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from ccfsort.study_plan import PlanError, load_config, make_plan
+from trainer.cli import main as trainer_main
+
+pytest.importorskip("extra_geom")
+def _config(geometry, **tables):
+    config = load_config("smoke")
+    config["data"]["simulate"] = {"n": 48, "seed": 3, "size": 48}
+    config["build"].update({"r_max": 20.0, "image_size": None, "noise": "none"})
+    config["build"].pop("image_size")
+    config["tables"] = tables or {
+        "detector": {"vary": {"data": {"geometry": ["none", geometry]}}}
+    }
+    config["claims"] = [{
+        "text": "the flat detector beats the panels", "table": "detector",
+        "a": {"data": {"geometry": "none"}}, "b": {"data": {"geometry": geometry}},
+    }]  # fmt: skip
+    return config
+
+
+def test_flat_arms_keep_their_keys_and_bad_data_keys_are_one_line():
+    geometry = "agipd"
+    plan = make_plan(_config(geometry))
+    flat, stacked = (plan.arms[c.arm] for c in plan.tables[0].columns)
+    assert flat.geometry is None and stacked.geometry == geometry
+    assert plan.claims[0].a == flat.key and plan.claims[0].b == stacked.key
+    # the flat arm is the arm a table without data.geometry makes (its directory is reused)
+    plain = _config(geometry, detector={"arms": [{}]})
+    plain["claims"] = []
+    assert next(iter(make_plan(plain).arms)) == flat.key
+    misspelt = _config(geometry, detector={"vary": {"data": {"geometri": ["agipd"]}}})
+    misspelt["claims"] = []
+    with pytest.raises(PlanError, match="unknown data parameter 'geometri'; did you mean 'geometry'"):
+        make_plan(misspelt)
+    files = _config(geometry)
+    files["data"] = {"sources": ["frames.cxi"]}
+    with pytest.raises(PlanError, match=r"data.geometry .* needs \[data\] simulate"):
+        make_plan(files)
+
+
+def _study(args):
+    return CliRunner().invoke(trainer_main, ["study", *map(str, args)])
+
+
+STUDY = """
+name = "panels"
+seeds = [0]
+threads = 1
+[split]
+validation = 0.25
+test = 0.25
+[data]
+simulate = {{ n = 32, seed = 3, size = 96 }}
+[build]
+q_bins = 16
+phi_bins = 64
+r_min = 0.0
+r_max = 40.0
+min_ring_fraction = 0.0
+orders = [2]
+[build_options]
+backend = "numpy"
+[model]
+width = 4
+[train]
+epochs = 1
+batch_size = 8
+workers = 0
+device = "cpu"
+[statistics]
+bootstrap = 200
+[tables.detector]
+vary.data.geometry = ["none", "{geometry}"]
+[[claims]]
+text = "the flat detector beats the panels"
+table = "detector"
+a = {{ data.geometry = "none" }}
+b = {{ data.geometry = "{geometry}" }}
+"""
+
+
+def test_a_geometry_arm_trains_on_module_stacks_of_the_same_particles(tmp_path):
+    geometry = "pnccd"  # a built-in detector: two 512 x 1024 halves with a gap between them
+    study_file = tmp_path / "panels.toml"
+    study_file.write_text(STUDY.format(geometry=geometry))
+    out = tmp_path / "study"
+    result = _study([study_file, "-o", out, "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+    stacks = sorted((out / "data").glob("simulated-*.json"))
+    assert len(stacks) == 1
+    record = json.loads(stacks[0].read_text())
+    assert record["geometry"] == geometry and record["n"] == 32
+    stores = [zarr.open_group(str(p), mode="r") for p in sorted((out / "stores").glob("*.zarr"))]
+    assert len(stores) == 2
+    stacked = [g for g in stores if "geometry" in g.attrs["input"]]
+    flat = [g for g in stores if "geometry" not in g.attrs["input"]]
+    assert len(stacked) == len(flat) == 1
+    stacked, flat = stacked[0], flat[0]
+    assert stacked.attrs["input"]["geometry"]["stack_shape"] == [2, 512, 1024]
+    assert stacked.attrs["input"]["geometry"]["detector"] == "PNCCDGeometry"
+    # the same particles: the same labels, frame for frame; other pixels: other maps
+    np.testing.assert_array_equal(stacked["labels"][:], flat["labels"][:])
+    assert not np.allclose(stacked["ccf"][:], flat["ccf"][:])
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["tables"][0]["columns"]) == 2
+    assert [a.get("data") for a in report["arms"].values()] == [{"geometry": "none"}, {"geometry": geometry}]
+    assert "the flat detector beats the panels" in (out / "report.md").read_text()
+
+    # a rerun makes nothing again; --source cannot stand in for simulated stacks
+    made = stacks[0].stat().st_mtime_ns
+    rerun = _study([study_file, "-o", out, "--quiet"])
+    assert rerun.exit_code == 0, rerun.output
+    assert stacks[0].stat().st_mtime_ns == made
+    refused = _study([study_file, "-o", out, "--quiet", "--source",
+                      out / "data" / "simulated.cxi"])  # fmt: skip
+    assert refused.exit_code != 0
+    assert "data.geometry simulates its frames; --source cannot replace them" in refused.output
