@@ -182,7 +182,7 @@ def test_overrides_are_toml_values():
         apply_override(config, "novalue")
 
 
-@pytest.mark.parametrize("name", ["cpu", "cpu-maps", "cpu-gaps", "paper"])
+@pytest.mark.parametrize("name", ["cpu", "cpu-maps", "cpu-gaps", "paper", "detector", "transfer-inputs"])
 def test_shipped_presets_expand(name):
     from ccfkit.simulate import SimulationConfig
 
@@ -361,7 +361,7 @@ SMOKE_EXTENDED = 'extends = "smoke"\n'
         ),
         (
             "[tables.table6]\nvary.tarin.input = ['ccf']\n",
-            "table table6: 'tarin.input' is not in build, model, train; did you mean 'train'?",
+            "table table6: 'tarin.input' is not in build, model, train, data; did you mean 'train'?",
         ),
         (
             "[[claims]]\ntext = 'c'\ntable = 'table6'\nmetirc = 'accuracy'\n",
