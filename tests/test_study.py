@@ -182,7 +182,9 @@ def test_overrides_are_toml_values():
         apply_override(config, "novalue")
 
 
-@pytest.mark.parametrize("name", ["cpu", "cpu-maps", "cpu-gaps", "paper", "detector", "transfer-inputs"])
+@pytest.mark.parametrize(
+    "name", ["cpu", "cpu-maps", "cpu-gaps", "paper", "detector", "transfer-inputs"]
+)
 def test_shipped_presets_expand(name):
     from ccfkit.simulate import SimulationConfig
 

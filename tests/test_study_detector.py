@@ -19,14 +19,14 @@ from ccfsort.study_plan import PlanError, load_config, make_plan
 from trainer.cli import main as trainer_main
 
 pytest.importorskip("extra_geom")
+
+
 def _config(geometry, **tables):
     config = load_config("smoke")
     config["data"]["simulate"] = {"n": 48, "seed": 3, "size": 48}
     config["build"].update({"r_max": 20.0, "image_size": None, "noise": "none"})
     config["build"].pop("image_size")
-    config["tables"] = tables or {
-        "detector": {"vary": {"data": {"geometry": ["none", geometry]}}}
-    }
+    config["tables"] = tables or {"detector": {"vary": {"data": {"geometry": ["none", geometry]}}}}
     config["claims"] = [{
         "text": "the flat detector beats the panels", "table": "detector",
         "a": {"data": {"geometry": "none"}}, "b": {"data": {"geometry": geometry}},
@@ -46,7 +46,9 @@ def test_flat_arms_keep_their_keys_and_bad_data_keys_are_one_line():
     assert next(iter(make_plan(plain).arms)) == flat.key
     misspelt = _config(geometry, detector={"vary": {"data": {"geometri": ["agipd"]}}})
     misspelt["claims"] = []
-    with pytest.raises(PlanError, match="unknown data parameter 'geometri'; did you mean 'geometry'"):
+    with pytest.raises(
+        PlanError, match="unknown data parameter 'geometri'; did you mean 'geometry'"
+    ):
         make_plan(misspelt)
     files = _config(geometry)
     files["data"] = {"sources": ["frames.cxi"]}
@@ -120,7 +122,10 @@ def test_a_geometry_arm_trains_on_module_stacks_of_the_same_particles(tmp_path):
     assert not np.allclose(stacked["ccf"][:], flat["ccf"][:])
     report = json.loads((out / "report.json").read_text())
     assert len(report["tables"][0]["columns"]) == 2
-    assert [a.get("data") for a in report["arms"].values()] == [{"geometry": "none"}, {"geometry": geometry}]
+    assert [a.get("data") for a in report["arms"].values()] == [
+        {"geometry": "none"},
+        {"geometry": geometry},
+    ]
     assert "the flat detector beats the panels" in (out / "report.md").read_text()
 
     # a rerun makes nothing again; --source cannot stand in for simulated stacks
