@@ -53,6 +53,7 @@ ORDERS = tuple(range(9))
 #: The SVM's regularisation strengths tried; the one best on validation is kept.
 C_VALUES = (1.0, 10.0)
 #: The store parameters the features depend on (the rings and the noise), which key the cache.
+#: ``q_range`` keys it too where it is set (so earlier caches keep their keys).
 FRAME_PARAMETERS = ("q_bins", "phi_bins", "r_min", "r_max", "min_ring_fraction", "noise", "seed")
 #: Frames resampled per batch.
 BATCH_FRAMES = 128
@@ -158,8 +159,14 @@ def store_features(store, source, *, backend="numpy") -> np.ndarray:
     from ccfkit.store import open_store, read_recipe
 
     group = open_store(store)
+    grid = read_recipe(group).resolved_grid
+    scattering = None
+    if grid.q_range is not None:  # rings in q: placed with the frames' geometry, as the build did
+        from ccfkit.pipeline import scattering_geometry
+
+        scattering = scattering_geometry(source, grid.q_range, force=True)
     plan = make_polar_plan(source.frame_shape, center=tuple(group.attrs["center"]),
-                           mask=group["mask"][:], grid=read_recipe(group).resolved_grid)  # fmt: skip
+                           mask=group["mask"][:], grid=grid, scattering=scattering)  # fmt: skip
     if not np.allclose(plan.radius, group["radius"][:]):
         raise ValueError(f"{store}: the rings resampled here are not the store's")
     out = []
@@ -267,8 +274,11 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
 
     from .verdicts import frame_counts
 
+    frame_build = {k: v for k, v in build.parameters().items() if k in FRAME_PARAMETERS}
+    if build.grid.q_range is not None:
+        frame_build["q_range"] = list(build.grid.q_range)
     record = {"input": source.describe()["fingerprint"], "files": list(source.reader.files),
-              "build": {k: v for k, v in build.parameters().items() if k in FRAME_PARAMETERS},
+              "build": frame_build,
               "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
               "orders": ORDERS, "C": C_VALUES}  # fmt: skip
     cache = out / "baselines" / f"svm-{_key(record)}.npz"

@@ -137,3 +137,36 @@ def test_a_geometry_arm_trains_on_module_stacks_of_the_same_particles(tmp_path):
                       out / "data" / "simulated.cxi"])  # fmt: skip
     assert refused.exit_code != 0
     assert "data.geometry simulates its frames; --source cannot replace them" in refused.output
+
+
+def test_the_svm_of_a_q_ring_store_resamples_its_own_rings(tmp_path):
+    """Rings in q key the SVM's cache and are placed with the frames' geometry, as the build did."""
+    from ccfkit.build_config import BuildConfig
+    from ccfkit.io.source import open_source
+    from ccfkit.pipeline import build
+    from ccfkit.simulate import SimulationConfig
+    from ccfkit.simulate.cxi_file import write_simulated
+    from ccfsort.study_baseline import ORDERS, store_features, svm_baseline
+    from trainer.data import split_three_ways
+
+    frames = tmp_path / "frames.cxi"
+    config = SimulationConfig(size=48, hole_radius=4.0, photon_energy=(27.0, 27.0))
+    write_simulated(frames, config, 40, seed=2, progress=False)
+    source = open_source([frames])
+    common = {"q_bins": 12, "phi_bins": 32, "r_min": 0.0, "min_ring_fraction": 0.0}
+    builds = {"px": BuildConfig.from_parameters({**common, "r_max": 20.0}),
+              "q": BuildConfig.from_parameters({**common, "q_range": (0.015, 0.05)})}  # fmt: skip
+    split = split_three_ways(40, 0.25, 0.25, seed=0)
+    features = {}
+    for name, config in builds.items():
+        store = tmp_path / f"{name}.zarr"
+        build(source, str(store), config, backend="numpy", progress=False)
+        features[name] = store_features(str(store), source, backend="numpy")
+        used = int(zarr.open_group(str(store), mode="r")["ring_used"][:].sum())
+        assert features[name].shape == (40, used * len(ORDERS))
+        result = svm_baseline(tmp_path, str(store), source, split, config, backend="numpy")
+        assert result["features"] == used * len(ORDERS)
+    radii = zarr.open_group(str(tmp_path / "q.zarr"), mode="r")["radius"][:]
+    assert radii[0] > 4.0 and not np.allclose(np.diff(radii), np.diff(radii)[0])  # placed in q
+    assert features["q"].shape != features["px"].shape or not np.allclose(*features.values())
+    assert len(list((tmp_path / "baselines").glob("svm-*.npz"))) == 2  # one cache each
