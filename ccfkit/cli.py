@@ -117,8 +117,15 @@ def recipe_options(recipe: BuildConfig) -> list:
 @click.option(
     "--force",
     is_flag=True,
-    help="Accept fewer than 1 % good pixels, --r-max beyond the detector, or --q-range on "
-    "frames of several wavelengths or distances (placed with their mean).",
+    help="Accept fewer than 1 % good pixels, or --r-max beyond the detector.",
+)
+@click.option(
+    "--q-placement",
+    type=click.Choice(["per-frame", "mean"]),
+    default="per-frame",
+    show_default=True,
+    help="--q-range on frames of several wavelengths or distances: each frame's rings at its "
+    "own (grouped to 1e-3), or all at their mean (off in q by the frames' spread).",
 )
 @click.option(
     "--mask-bad-maps",
@@ -128,8 +135,8 @@ def recipe_options(recipe: BuildConfig) -> list:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def build(ctx, inputs, out, order, data_path, mask_spec, labels_path, center, keep_images,
-          overwrite, resume, force, mask_bad_maps, quiet, geometry, detector, pulses,
-          incomplete, **settings):  # fmt: skip
+          overwrite, resume, force, q_placement, mask_bad_maps, quiet, geometry, detector,
+          pulses, incomplete, **settings):  # fmt: skip
     """Compute the CCF maps of INPUTS (CXI/HDF5 files, globs, or a run) into the store OUT."""
     from .backends import BackendUnavailableError
     from .io.source import InputError
@@ -167,7 +174,7 @@ def build(ctx, inputs, out, order, data_path, mask_spec, labels_path, center, ke
         centre, centre_origin = _resolve_center(_center_option(center), source)
         run_build(source, str(out), config, center=centre, center_origin=centre_origin,
                   overwrite=overwrite, resume=resume, force=force, progress=not quiet,
-                  mask_bad_maps=mask_bad_maps, **options)  # fmt: skip
+                  mask_bad_maps=mask_bad_maps, q_placement=q_placement, **options)  # fmt: skip
     click.echo(f"wrote {out}")
 
 

@@ -57,6 +57,13 @@ class MapRecipe:
     image_size : int or None
     normalize : str
         The run's resolved per-frame scaling.
+    geometry : dict or None
+        The module stack's geometry the store records (None: images).
+    q_placement : str
+        Rings in q on frames of several wavelengths or distances: at each
+        frame's own (``"per-frame"``) or at their mean, as the store's build.
+    frame_groups : GeometryGroups or None
+        The new frames' own geometries, grouped (:mod:`ccfkit.frame_geometry`).
     """
 
     plan: PlanSpec
@@ -65,6 +72,8 @@ class MapRecipe:
     image_size: int | None
     normalize: str
     geometry: dict | None = None
+    q_placement: str = "per-frame"
+    frame_groups: object | None = None
 
     @classmethod
     def of_run(cls, config: dict) -> MapRecipe:
@@ -84,6 +93,7 @@ class MapRecipe:
             radius = group["radius"][:]
             center = tuple(group.attrs["center"])
             geometry = group.attrs["input"].get("geometry")
+            q_placement = group.attrs.get("q_placement", {}).get("placement")
         except (DataError, StoreError, KeyError, OSError) as error:
             raise RunError(
                 f"cannot recover how the run's maps were made from its store {path} "
@@ -106,6 +116,7 @@ class MapRecipe:
             image_size=recipe.image_size,
             normalize=resolve_normalize(train.normalize, train.input),
             geometry=geometry,
+            q_placement="mean" if q_placement == "mean" else "per-frame",
         )
 
     def for_source(self, source) -> MapRecipe:
@@ -141,13 +152,19 @@ class MapRecipe:
             )
         return replace(self, plan=replace(self.plan, pixels=pixels))
 
-    def inputs(self, frames: np.ndarray, engine) -> np.ndarray:
-        """(B, H, W) frames -> (B, C, S, S) float32 model inputs, on the host."""
+    def inputs(self, frames: np.ndarray, engine, start: int = 0) -> np.ndarray:
+        """(B, H, W) frames ``start, start + 1, ...`` -> (B, C, S, S) float32 model inputs."""
         if self.input_kind == "images":
             from ccfkit.resize import resize_images
 
             return model_inputs(resize_images(frames, self.image_size, self.plan.mask),
                                 self.normalize)  # fmt: skip
+        if self.frame_groups is not None:  # rings in q at each frame's own geometry
+            from ccfkit.frame_geometry import maps_of_own_plans
+
+            groups = self.frame_groups.geometries, self.frame_groups.group[start:][: len(frames)]
+            maps = maps_of_own_plans(engine, frames, self.plan, self.settings, groups=groups)
+            return model_inputs(maps, self.normalize)
         plan = self.plan.plan()
         maps = engine.merged_maps(engine.as_batch(frames, plan.shape), plan, self.settings)
         return model_inputs(engine.to_numpy(maps), self.normalize)
@@ -204,10 +221,11 @@ def predict_frames(
     recipe = MapRecipe.of_run(config)
     source = open_frames_of_run(inputs, recipe, data_path=data_path, facility=facility)
     if recipe.plan.grid.q_range is not None:  # rings in q: placed by these frames' geometry
-        from ccfkit.pipeline import scattering_geometry
+        from ccfkit.frame_geometry import place_rings
 
-        scattering = scattering_geometry(source, recipe.plan.grid.q_range)
-        recipe = replace(recipe, plan=replace(recipe.plan, scattering=scattering))
+        placed = place_rings(source, recipe.plan.grid, recipe.q_placement)
+        recipe = replace(recipe, plan=replace(recipe.plan, scattering=placed.scattering),
+                         frame_groups=placed.groups)  # fmt: skip
     recipe = recipe.for_source(source)
     engine = get_backend(backend)
     dev = next(model.parameters()).device
@@ -219,7 +237,7 @@ def predict_frames(
         frames = source.reader.read(start, min(start + batch_size, n))
         seconds["read"] += time.perf_counter() - began
         began = time.perf_counter()
-        x = recipe.inputs(frames, engine)
+        x = recipe.inputs(frames, engine, start)
         seconds["maps"] += time.perf_counter() - began
         return x
 

@@ -147,18 +147,3 @@ def test_a_study_table_or_recipe_reads_q_range_as_the_build_option_does():
     assert config.grid.r_min == 0.0  # the build's "auto" gives way
     with pytest.raises(ccfkit.io.source.InputError, match="not both"):
         BuildConfig.from_parameters({"q_range": [0.1, 0.4], "r_max": 30.0})
-
-
-def test_frames_of_several_wavelengths_are_refused_unless_forced(tmp_path, frames):
-    """One wavelength per frame: rings placed with their mean would be off for most frames."""
-    path, _ = _cxi(tmp_path / "geo.cxi", frames)
-    with h5py.File(path, "a") as handle:
-        del handle["entry_1/instrument_1/source_1/wavelength"]
-        handle["entry_1/instrument_1/source_1/wavelength"] = np.linspace(36e-9, 44e-9, len(frames))
-    out = tmp_path / "q.zarr"
-    result = run("build", path, out, *ARGS, "--q-range", *Q_RANGE)
-    assert result.exit_code != 0 and not out.exists()
-    assert "wavelength varies over its frames" in result.output and "10%" in result.output
-    assert len(result.output.strip().splitlines()) == 1
-    assert run("build", path, out, *ARGS, "--q-range", *Q_RANGE, "--force").exit_code == 0
-    assert run("build", path, tmp_path / "r.zarr", *ARGS).exit_code == 0  # in pixels: no matter

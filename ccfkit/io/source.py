@@ -234,7 +234,8 @@ class FrameSource:
         first; the mean when the file gives one per frame); with a geometry,
         its origin ``(0, 0)``.
     wavelength, distance, pixel_size : float or None
-        Metres, when the files give them (for momentum transfer).
+        Metres, when the files give them (for momentum transfer); the mean
+        over the frames where a file gives one per frame.
     reader : FrameReader or another reader with the same methods
         (:class:`ccfkit.io.euxfel.RunReader`).
     pixels : DetectorGeometry or None
@@ -250,6 +251,11 @@ class FrameSource:
     frame_ids : dict of str to (N,) ndarray
         Per-frame identifiers stored beside the maps (``train_id``,
         ``pulse_id`` of a European XFEL run), with their attributes.
+    geometry_per_frame : dict of str to (N,) float64 ndarray
+        ``wavelength`` and ``distance`` (metres) of every frame, for each that
+        a file records per frame (``ccfkit simulate`` draws a photon energy
+        per frame); empty when one value holds for all
+        (:mod:`ccfkit.frame_geometry` places rings in q per frame with them).
     """
 
     reader: FrameReader
@@ -268,6 +274,7 @@ class FrameSource:
     centers: np.ndarray | None = None
     center_per_frame: bool = False
     frame_ids: dict = field(default_factory=dict)
+    geometry_per_frame: dict = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -453,6 +460,7 @@ def open_source(
         pixels=pixels,
         center_origin=center_origin,
         centers=centers,
+        geometry_per_frame=files_agree.per_frame,
         **distances,
     )
 

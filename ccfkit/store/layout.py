@@ -154,6 +154,7 @@ def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
         "train_id": ("frame",),
         "pulse_id": ("frame",),
         "frame_center": ("frame", "xy"),
+        "frame_geometry": ("frame", "geometry"),
         "stats": ("frame", "statistic"),
         "labels": ("frame", "label"),
         "label": ("label",),
