@@ -195,11 +195,11 @@ def place_rings(source, grid, placement: str = "per-frame",
     q = ring_momentum_transfer(grid.q_range, grid.q_bins)
     groups = group_geometries(source.pixel_size, wavelength_nm, distance, q, tolerance)
     logger.warning(
-        "--q-range: the input's %s varies over its frames: each frame's rings are placed at its "
+        "--q-range: the input's %s over its frames: each frame's rings are placed at its "
         "own, %d frames in %d geometry groups (tolerance %g in log radius; rings within %.2g of "
         "their q; --q-placement mean places all at the mean)",
-        " and ".join(varies), len(groups.group), len(groups.geometries), tolerance,
-        groups.max_q_error,
+        " and ".join(varies) + (" vary" if len(varies) > 1 else " varies"), len(groups.group),
+        len(groups.geometries), tolerance, groups.max_q_error,
     )  # fmt: skip
     return QPlacement(scattering, groups, "per-frame")
 
@@ -304,8 +304,9 @@ def _middle_members(keys: np.ndarray, group: np.ndarray) -> np.ndarray:
     """(G,) the row of each group whose ``keys`` lie closest to the middle of the group's range."""
     order = np.argsort(group, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(group[order]) > 0])
-    middle = (np.minimum.reduceat(keys[order], starts) + np.maximum.reduceat(keys[order], starts))
-    off = np.abs(keys - middle[group] / 2).max(axis=1)
+    ordered = keys[order]
+    middle = (np.minimum.reduceat(ordered, starts) + np.maximum.reduceat(ordered, starts)) / 2
+    off = np.abs(keys - middle[group]).max(axis=1)
     best = np.lexsort((off, group))  # by group, then by distance from the middle
     return best[np.r_[0, np.flatnonzero(np.diff(group[best]) > 0) + 1]]
 

@@ -235,3 +235,45 @@ def test_a_ring_beyond_90_degrees_for_some_frame_is_refused_in_one_line(tmp_path
     assert result.exit_code != 0 and not out.exists()
     assert "frame 3: wavelength 300 nm" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_trainer_predict_places_new_frames_as_the_build_does(tmp_path):
+    """Frames of the simulator's 19-35 eV: `trainer predict RUN FILES` gives the probabilities
+    of the frames built into a store, each frame's rings at its own wavelength."""
+    pytest.importorskip("torch")
+    import csv
+
+    from ccfkit.simulate import LABELS
+    from trainer.cli import main as trainer_main
+    from trainer.config import TrainConfig
+    from trainer.loop import fit
+    from trainer.model import ModelConfig
+
+    def invoke(command, *args):
+        result = CliRunner().invoke(command, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+
+    train, new = tmp_path / "train.cxi", tmp_path / "new.cxi"
+    for path, n, seed in ((train, 32, 4), (new, 20, 5)):
+        invoke(main, "simulate", path, "--n", n, "--size", "48", "--seed", seed, "--quiet")
+    options = ["--q-bins", "16", "--phi-bins", "32", "--chunk", "16", "--backend", "numpy",
+               "--quiet", "--q-range", "0.02", "0.05"]  # fmt: skip
+    invoke(main, "build", train, tmp_path / "train.zarr", *options)
+    fit(tmp_path / "run", ModelConfig(num_classes=len(LABELS), width=8),
+        TrainConfig(store=str(tmp_path / "train.zarr"), epochs=1, batch_size=16, workers=0,
+                    device="cpu"), progress=False)  # fmt: skip
+    center = zarr.open_group(str(tmp_path / "train.zarr"), mode="r").attrs["center"]
+    invoke(main, "build", new, tmp_path / "new.zarr", *options, "--center",
+           ",".join(map(str, center)))  # fmt: skip
+    record = zarr.open_group(str(tmp_path / "new.zarr"), mode="r").attrs["q_placement"]
+    assert record["placement"] == "per-frame" and record["groups"] > 1
+    probabilities = {}
+    for name, source, extra in (("store", tmp_path / "new.zarr", []),
+                                ("frames", new, ["--backend", "numpy", "--batch-size", "7"])):  # fmt: skip
+        out = tmp_path / f"{name}.csv"
+        invoke(trainer_main, "predict", tmp_path / "run", source, "-o", out, "--quiet", *extra)
+        with open(out, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        probabilities[name] = np.array([[float(v) for k, v in row.items() if k.startswith("p_")]
+                                        for row in rows])  # fmt: skip
+    np.testing.assert_allclose(probabilities["frames"], probabilities["store"], atol=2e-6)
