@@ -319,10 +319,8 @@ def build(
     if not force:
         check_geometry(source.mask, center, config.grid.r_max, source.pixels)
     placed = place_rings(source, config.grid, q_placement)  # rings in q: per frame where varied
-    spec = PlanSpec.describe(
-        source.frame_shape, center=center, mask=source.mask, grid=config.grid,
-        pixels=source.pixels, scattering=placed.scattering,
-    )  # fmt: skip
+    spec = PlanSpec.describe(source.frame_shape, center=center, mask=source.mask, grid=config.grid,
+                             pixels=source.pixels, scattering=placed.scattering)  # fmt: skip
     try:
         plan = spec.plan()
     except ValueError as error:
