@@ -328,8 +328,10 @@ def build(
     elif mean_of_centers:
         say_mean_center(source)
     if not plan.ring_used.any():
+        fraction = config.grid.min_ring_fraction
+        needed = f"{fraction:.0%} valid samples" if fraction > 0 else "a valid sample"
         raise InputError(
-            f"no ring has {config.grid.min_ring_fraction:.0%} valid samples under this mask and "
+            f"no ring has {needed} under this mask and "
             "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max or "
             "--q-range, or lower --min-ring-fraction)"
         )
