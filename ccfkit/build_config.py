@@ -36,6 +36,7 @@ __all__ = [
     "OutputSettings",
     "flat_parameters",
     "parameter_key",
+    "ring_rule",
 ]
 
 #: What a build's ``backend`` may be: ``auto`` and every backend's name.
@@ -257,6 +258,12 @@ def flat_parameters(*parts) -> dict:
 def parameter_key(item) -> str:
     """The flat key of a part's field: ``metadata["key"]``, else its name."""
     return item.metadata.get("key", item.name)
+
+
+def ring_rule(grid: RingGrid) -> str:
+    """What a ring of ``grid`` needs to be used, in words: "50% valid samples", "a valid sample"."""
+    fraction = grid.min_ring_fraction
+    return f"{fraction:.0%} valid samples" if fraction > 0 else "a valid sample"
 
 
 def _input_error(message: str) -> Exception:
