@@ -44,8 +44,9 @@ BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
 
 #: The build's polar grid: the library's (:class:`~ccfkit.polar.RingGrid`: 224 x 512,
 #: ``r_min = 0``) with every ring that has a valid sample (``min_ring_fraction = 0``),
-#: the paper's; the library's 0.5 dropped the partial rings next to an offset
-#: beam that carry the signal at max noise (docs/ccf.md, "Defaults").
+#: the paper's: the former default (``r_min="auto"``, rings at least half valid)
+#: dropped the partial rings next to an offset beam that carry the signal at max
+#: noise (docs/ccf.md, "Defaults").
 BUILD_GRID = RingGrid(min_ring_fraction=0.0)
 
 #: The build's maps: the merged map of order 2 (the ring estimator, ``maxabs``);

@@ -186,8 +186,15 @@ def build(ctx, inputs, out, order, paper, data_path, mask_spec, labels_path, cen
 
 
 def _paper_map(ctx, settings: dict, order: int | None) -> dict:
-    """The map settings of ``--paper`` (PAPER_RECIPE's), or a usage error naming the options
-    given on the command line that ask for other maps."""
+    """The map settings of ``--paper``: PAPER_RECIPE's, by their parameter keys.
+
+    Raises
+    ------
+    click.UsageError
+        One line naming the map options given on the command line whose
+        values ask for other maps than the paper's (its own values may be
+        given again).
+    """
     given = {
         key: settings[key]
         for key in BuildConfig.map_parameter_keys()
