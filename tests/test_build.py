@@ -19,7 +19,7 @@ from ccfkit.ccf import MapSettings
 from ccfkit.cli import main
 from ccfkit.noise import add_noise
 from ccfkit.polar import RingGrid
-from ccfkit.store import StoreRecipe, open_store, read_recipe
+from ccfkit.store import SCHEMA_VERSION, StoreRecipe, open_store, read_recipe
 
 SIZE = 49  # small frames keep every build well under a second
 FRAMES = 40
@@ -158,7 +158,7 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
     assert "CXI bit mask" in store.attrs["input"]["mask"]
     assert store.attrs["center"] == list(CENTER)
     assert store.attrs["parameters"]["noise"] == "mean"
-    assert store.attrs["schema_version"] == 2
+    assert store.attrs["schema_version"] == SCHEMA_VERSION == 3
     assert store["done"][:].all()
 
 
