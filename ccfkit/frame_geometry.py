@@ -5,7 +5,7 @@ simulate`` draws a photon energy per frame, and with ``--randomize`` also a
 distance). Rings placed in q (``--q-range``) with the input's mean would be
 off by the frame's own deviation from it (up to 30 % in q for the
 simulator's 19-35 eV), so each frame's rings are placed with its own
-geometry (docs/ccf.md, "One geometry per input"), the way ``--center
+geometry (docs/ccf.md, "A geometry per frame"), the way ``--center
 per-frame`` resamples each frame around its own centre.
 
 A plan costs far more than a map (docs/performance.md), and continuous
