@@ -282,3 +282,13 @@ def test_trainer_predict_places_new_frames_as_the_build_does(tmp_path):
         probabilities[name] = np.array([[float(v) for k, v in row.items() if k.startswith("p_")]
                                         for row in rows])  # fmt: skip
     np.testing.assert_allclose(probabilities["frames"], probabilities["store"], atol=2e-6)
+
+
+def test_resume_refuses_another_placement(tmp_path, frames):
+    path, _ = _cxi(tmp_path / "geo.cxi", frames, WAVELENGTHS_NM * 1e-9)
+    out = tmp_path / "q.zarr"
+    assert run("build", path, out, *ARGS, "--q-range", *Q_RANGE).exit_code == 0
+    result = run("build", path, out, *ARGS, "--q-range", *Q_RANGE, "--q-placement", "mean",
+                 "--resume")  # fmt: skip
+    assert result.exit_code != 0 and "built with another q_placement" in result.output
+    assert run("build", path, out, *ARGS, "--q-range", *Q_RANGE, "--resume").exit_code == 0
