@@ -323,7 +323,8 @@ def _agreed_distances(details, counts) -> tuple[dict, dict]:
             continue
         every_frame = np.concatenate([np.broadcast_to(v, (n,)) for v, n in zip(values, counts)])
         agreed_values[key] = float(every_frame.mean())
-        per_frame_values[key] = every_frame.astype(np.float64)
+        if key != "pixel_size":  # a pixel pitch per frame: the mean (one detector)
+            per_frame_values[key] = every_frame.astype(np.float64)
     return agreed_values, per_frame_values
 
 
