@@ -17,7 +17,8 @@ innermost to the outermost) span at most ``tolerance`` over the group
 Each group's plan is placed with the wavelength and distance of its frame
 whose radii lie nearest the middle of the group's; how far each frame's
 rings then lie from their nominal q is measured, frame by frame and ring by
-ring, and recorded (``max_q_error``, relative; about half the tolerance).
+ring, and recorded (``max_q_error``, relative, at most about the tolerance:
+9.2e-4 for 3,000 frames of ``ccfkit simulate``, their median 2.3e-4).
 Within a chunk of the store, frames of one group (and one centre) share one
 plan (:func:`maps_of_own_plans`).
 """
@@ -48,9 +49,8 @@ __all__ = [
 ]
 
 #: The most that the logarithm of a ring's radius may span over the frames of
-#: one geometry group: they see their rings' q within this fraction of the
-#: nominal q, about half of it typically (measured:
-#: :attr:`GeometryGroups.max_q_error`).
+#: one geometry group: they see their rings' q within about this fraction of
+#: the nominal q (measured: :attr:`GeometryGroups.max_q_error`).
 GEOMETRY_TOLERANCE = 1e-3
 
 #: How rings in q are placed when the input's wavelength or distance varies:
