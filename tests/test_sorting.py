@@ -214,13 +214,46 @@ def test_module_stacks_need_the_geometry_of_the_runs_store(agipd_run, tmp_path):
     other = tmp_path / "other.geom"
     moved = [(x + 2.0, y) for x, y in QUAD_POS]
     extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=moved).write_crystfel_geom(str(other))
-    cases = {
-        "give its geometry with --geometry": [],
-        "is not the geometry the run's maps were made with": ["--geometry", other],
-    }
-    for message, options in cases.items():
-        result = CliRunner().invoke(trainer_main, [
-            "predict", str(root / "run"), str(root / "new.h5"), *map(str, options),
-            "-o", str(tmp_path / "p.csv"), "--quiet"])  # fmt: skip
-        assert result.exit_code == 1 and message in result.output, result.output
-        assert not (tmp_path / "p.csv").exists()
+    result = CliRunner().invoke(trainer_main, [
+        "predict", str(root / "run"), str(root / "new.h5"), "--geometry", str(other),
+        "-o", str(tmp_path / "p.csv"), "--quiet"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "is not the geometry the run's maps were made with" in result.output
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_without_geometry_the_stores_recorded_geometry_gives_the_same_labels(
+    agipd_run, tmp_path, caplog
+):
+    """Module stacks (a file, a run directory) without --geometry: placed by the store's record."""
+    from test_io_euxfel import DETECTOR, write_run
+
+    root, geom_file, new = agipd_run
+    run_dir = write_run(tmp_path / "r0001", new)
+    for name, inputs in {
+        "stack": [root / "new.h5"],
+        "run": [run_dir, "--detector", DETECTOR],
+    }.items():
+        common = [root / "run", *inputs, "--backend", "numpy", "--quiet"]
+        _invoke(
+            trainer_main, "predict", *common, "--geometry", geom_file, "-o", tmp_path / "g.csv"
+        )
+        caplog.clear()
+        _invoke(trainer_main, "predict", *common, "-o", tmp_path / "recorded.csv")
+        said = [r.getMessage() for r in caplog.records if "store recorded" in r.getMessage()]
+        assert len(said) == 1 and "agipd.geom" in said[0], caplog.text
+        given, _ = _probabilities(tmp_path / "g.csv")
+        recorded, rows = _probabilities(tmp_path / "recorded.csv")
+        np.testing.assert_array_equal(recorded, given, err_msg=name)
+        assert len(rows) == 8 and geom_file.exists()
+
+
+def test_stacks_without_geometry_for_a_store_of_images_are_refused(run, tmp_path):
+    stacks = tmp_path / "stacks.h5"
+    with h5py.File(stacks, "w") as handle:
+        handle["entry_1/data_1/data"] = np.ones((4, 2, 24, 48), np.float32)
+    result = CliRunner().invoke(trainer_main, [
+        "predict", str(run / "run"), str(stacks), "-o", str(tmp_path / "p.csv"), "--quiet"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "the run's store records no geometry" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "p.csv").exists()

@@ -515,12 +515,17 @@ def label(store, out, run_dir, port, host, seed, checkpoint, device):
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--backend", default="auto", show_default=True, help="Map engine (frames).")
 @click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
+@input_options
 @_clean_errors
-def gallery(run, source, output, per_class, uncertain, checkpoint, device, backend, data_path):
-    """One HTML page of what RUN sorted in SOURCE (a store, or CXI/HDF5 files).
+def gallery(run, source, output, per_class, uncertain, checkpoint, device, backend, data_path,
+            **facility):  # fmt: skip
+    """One HTML page of what RUN sorted in SOURCE (a store, or frames as `predict` takes them).
 
     Per predicted class its count and the frames of highest probability, the
-    least certain frames, and the class counts along the run.
+    least certain frames, and the class counts along the run. Module stacks
+    (--geometry, or the geometry the run's store recorded) are shown
+    assembled; frames of a European XFEL run (--detector) are named by train
+    and pulse.
     """
     from ccfkit.outputs import HTML_MARKER, marked, writable_output
     from ccfsort.frames import FramesError
@@ -528,10 +533,13 @@ def gallery(run, source, output, per_class, uncertain, checkpoint, device, backe
 
     writable_output(output, inputs=_run_files(run, checkpoint, *_expanded(source)), what="-o",
                     recognise=marked(b"<!doctype html>", HTML_MARKER))  # fmt: skip
+    is_store = len(source) == 1 and (Path(source[0]) / "zarr.json").is_file()
+    if is_store and any(facility[key] is not None for key in ("geometry", "detector", "pulses")):
+        raise click.UsageError("--geometry, --detector, --pulses apply to frames, not stores")
     try:
         summary = make(run, source, output, which=checkpoint, device=device,
                        per_class=per_class, uncertain=uncertain, backend=backend,
-                       data_path=data_path)  # fmt: skip
+                       data_path=data_path, facility=facility)  # fmt: skip
     except FramesError as error:
         raise click.ClickException(str(error)) from None
     counts = ", ".join(f"{name} {n}" for name, n in summary["counts"].items())

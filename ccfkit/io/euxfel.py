@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import MissingGeometry
 from .source import FrameSource, InputError
 
 logger = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ def open_run(
         present are named); no complete train; a geometry that disagrees.
     """
     if geometry is None:
-        raise InputError(f"{detector}: its frames are module stacks; give --geometry FILE")
+        raise MissingGeometry(f"{detector}: its frames are module stacks; give --geometry FILE")
     if incomplete not in INCOMPLETE:
         raise InputError(
             f"incomplete trains: {incomplete!r} is not one of {', '.join(INCOMPLETE)}"
