@@ -545,3 +545,31 @@ def gallery(run, source, output, per_class, uncertain, checkpoint, device, backe
     counts = ", ".join(f"{name} {n}" for name, n in summary["counts"].items())
     click.echo(f"wrote {output}: {summary['frames']} frames ({counts}); "
                f"{summary['shown']} shown")  # fmt: skip
+
+
+@main.command("demo-stack")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--detector", type=click.Choice(["agipd", "jungfrau", "pnccd"]), default="agipd",
+              show_default=True, help="The simulated detector (extra-geom's geometry).")  # fmt: skip
+@click.option("--frames", type=click.IntRange(min=8), default=96, show_default=True,
+              help="Frames to train on (the frames sorted: a third of that).")  # fmt: skip
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--backend", default="auto", show_default=True, help="Map engine.")
+@_clean_errors
+def demo_stack(out_dir, detector, frames, epochs, backend):
+    """The demo on module stacks: simulate, build with --geometry, fit, predict, gallery.
+
+    Writes into OUT_DIR the simulated stacks with their geometry, the store,
+    the run, predictions.csv and gallery.html; prints each step as the
+    command that does it (ccfsort/demo_stack.py).
+    """
+    from ccfsort.demo_stack import run_stack_demo
+
+    summary = run_stack_demo(out_dir, detector=detector, frames=frames,
+                             new_frames=max(4, frames // 3), epochs=epochs, backend=backend,
+                             say=click.echo)  # fmt: skip
+    click.echo(
+        f"sorted {summary['sorted']} new {detector} frames {summary['stack_shape']} after "
+        f"{epochs} epoch(s) on {frames}: per-label accuracy {summary['accuracy']:.3f}; "
+        f"see {summary['files']['gallery.html']}"
+    )
