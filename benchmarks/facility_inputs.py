@@ -307,6 +307,10 @@ def sequence_costs(workdir: Path, n_frames: int, rounds: int, workers: int, chun
         files = -(-n_frames // (16 * layouts[name]))
         seconds = statistics.median(values)
         print(f"| {name} | {files} | {seconds:.2f} | {n_frames / seconds:.0f} |")
+    first = times["one sequence file"]
+    for name, values in list(times.items())[1:]:
+        ratios = ", ".join(f"{t / f:.2f}" for f, t in zip(first, values))
+        print(f"{name} / one sequence file, build time per round: {ratios}")
     reader, per_file = sources[name].reader, 16 * layouts[name]
     spent = {"inside one file": [], "across two files": []}
     for _ in range(rounds):
