@@ -14,7 +14,7 @@ from ccfkit import pipeline
 from ccfkit.backends.array import NumpyBackend
 from ccfkit.cli import main
 from ccfkit.noise import add_noise
-from ccfkit.store import open_store
+from ccfkit.store import SCHEMA_VERSION, open_store
 
 SIZE = 49  # small frames keep every build well under a second
 FRAMES = 40
@@ -140,7 +140,7 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
     assert "CXI bit mask" in store.attrs["input"]["mask"]
     assert store.attrs["center"] == list(CENTER)
     assert store.attrs["parameters"]["noise"] == "mean"
-    assert store.attrs["schema_version"] == 2
+    assert store.attrs["schema_version"] == SCHEMA_VERSION == 3
     assert store["done"][:].all()
 
 
