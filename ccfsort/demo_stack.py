@@ -7,7 +7,7 @@ as these commands (docs/build.md, "Inputs"; docs/training.md)::
     ccfkit simulate train.h5 --n 96 --geometry agipd --jitter 0   # writes train.geom
     ccfkit simulate new.h5 --n 32 --geometry agipd --jitter 0 --seed 1
     ccfkit build train.h5 train.zarr --geometry train.geom --r-min 60 --r-max 400 ...
-    trainer fit train.zarr run --epochs 2 --width 16
+    trainer fit train.zarr --run-dir run --epochs 2 --width 16
     trainer predict run new.h5 -o predictions.csv      # the store's recorded geometry
     trainer gallery run new.h5 -o gallery.html         # thumbnails assembled by extra-geom
 
@@ -95,12 +95,13 @@ def run_stack_demo(
     files = {name: out_dir / name for name in ("train.h5", "new.h5", "train.zarr", "run",
                                                  "predictions.csv", "gallery.html")}  # fmt: skip
     simulation = dataclasses.replace(SimulationConfig(), jitter=0.0)
+    reports = {}
     for name, n, offset in (("train.h5", frames, 0), ("new.h5", new_frames, 1)):
         say(f"ccfkit simulate {files[name]} --n {n} --geometry {detector} --jitter 0 "
             f"--seed {seed + offset}")  # fmt: skip
-        report = write_simulated_stack(files[name], simulation, n, seed + offset, detector,
-                                       overwrite=True)  # fmt: skip
-    geometry = Path(report["geometry"])
+        reports[name] = write_simulated_stack(files[name], simulation, n, seed + offset,
+                                              detector, overwrite=True)  # fmt: skip
+    report, geometry = reports["train.h5"], Path(reports["train.h5"]["geometry"])
     _build(files["train.h5"], files["train.zarr"], geometry, {**STACK_MAPS, **(maps or {})},
            backend, say)  # fmt: skip
     names = _fit(files["train.zarr"], files["run"], epochs, width, seed, say)
@@ -140,7 +141,8 @@ def _fit(store: Path, run: Path, epochs: int, width: int, seed: int, say) -> lis
     from trainer.loop import fit
     from trainer.model import ModelConfig
 
-    say(f"trainer fit {store} {run} --epochs {epochs} --width {width} --seed {seed}")
+    say(f"trainer fit {store} --run-dir {run} --epochs {epochs} --width {width} --seed {seed} "
+        "--device cpu")  # fmt: skip
     names = list(inspect_store(store).label_names)
     config = TrainConfig(store=str(store), epochs=epochs, batch_size=16, workers=0,
                          device="cpu", seed=seed)  # fmt: skip

@@ -51,4 +51,5 @@ def test_the_stack_demo_sorts_module_stacks_through_their_geometry(tmp_path):
         ["ccfkit", "simulate"], ["ccfkit", "simulate"], ["ccfkit", "build"],
         ["trainer", "fit"], ["trainer", "predict"], ["trainer", "gallery"],
     ]  # fmt: skip
-    assert "--geometry" not in lines[4] and "--geometry" in lines[2]
+    assert "--geometry" not in lines[4] and f"--geometry {tmp_path / 'train.geom'} " in lines[2]
+    assert recorded["file"] == str(tmp_path / "train.geom")
