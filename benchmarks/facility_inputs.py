@@ -32,6 +32,10 @@ files are split into sequence files of several sizes, built with store
 chunks that lie inside one sequence file or span two, and each chunk's read
 timed alone (``--frames 192`` gives 12 trains).
 
+With ``--partial-trains``, instead: store chunks of 16 frames of a run of
+64 pulses per train, each read alone (only its pulses) against reading the
+whole train that holds it.
+
 With ``--decode``, instead: decoding the bitshuffle-LZ4 file alone, raw
 chunks decoded outside HDF5 against h5py, one and two threads (ms per frame,
 wall and CPU).
@@ -327,6 +331,46 @@ def sequence_costs(workdir: Path, n_frames: int, rounds: int, workers: int, chun
         print(f"| {key} | {len(values)} | {statistics.median(values) * 1e3:.1f} |")
 
 
+def partial_train_costs(workdir: Path, rounds: int, pulses: int = 64, chunk: int = 16) -> None:
+    """A chunk of fewer frames than a train: its read, against reading its whole trains (printed).
+
+    Two trains of ``pulses`` AGIPD 1M frames (photon counts, one sequence
+    file per module); each store chunk of ``chunk`` frames read alone
+    (``RunReader.read``: only its pulses), and the whole trains that hold it
+    (what a reader of whole trains reads for it), interleaved, one thread.
+    """
+    import extra_geom
+
+    from ccfkit.io.euxfel import open_run
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    geometry = extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=QUAD_POS)
+    geom_file = workdir / "agipd.geom"
+    geometry.write_crystfel_geom(str(geom_file))
+    rng = np.random.default_rng(0)
+    stack = rng.poisson(0.5, (2 * pulses, 16, 512, 128)).astype(np.float32)
+    run = write_run(workdir / f"pulses{pulses}", stack, trains_per_sequence=2, pulses=pulses)
+    reader = open_run(run, "SPB_DET_AGIPD1M-1", geometry=geom_file).reader
+    spent = {"the chunk's pulses (RunReader.read)": [], "its whole trains": []}
+    reader.read(0, chunk)  # the run opened, the files in the page cache
+    for _ in range(rounds):
+        for start in range(0, len(stack), chunk):
+            began = time.perf_counter()
+            part = reader.read(start, start + chunk)
+            spent["the chunk's pulses (RunReader.read)"].append(time.perf_counter() - began)
+            low = start // pulses * pulses
+            began = time.perf_counter()
+            whole = reader.read(low, low + pulses)
+            spent["its whole trains"].append(time.perf_counter() - began)
+            assert np.array_equal(part, whole[start - low : start - low + chunk])
+    print(f"2 trains of {pulses} pulses, chunks of {chunk} frames, {rounds} rounds, "
+          f"load average {load_average()}\n")  # fmt: skip
+    print("| a chunk's read | ms (median) | per chunk frame, ms |\n|---|---:|---:|")
+    for name, values in spent.items():
+        seconds = statistics.median(values)
+        print(f"| {name} | {seconds * 1e3:.0f} | {seconds / chunk * 1e3:.1f} |")
+
+
 def decode_costs(workdir: Path, n_frames: int, rounds: int) -> None:
     """Decoding the bitshuffle-LZ4 file alone: ms per frame, wall and CPU, 1 and 2 threads.
 
@@ -377,7 +421,12 @@ def main() -> None:
     parser.add_argument("--decode", action="store_true", help="bitshuffle-LZ4 decoding alone")
     parser.add_argument("--sequences", action="store_true",
                         help="a run's store chunks against its sequence files")  # fmt: skip
+    parser.add_argument("--partial-trains", action="store_true",
+                        help="a run's chunk of part of a train against whole trains")  # fmt: skip
     args = parser.parse_args()
+    if args.partial_trains:
+        partial_train_costs(args.workdir, args.rounds)
+        return
     if args.sequences:
         sequence_costs(args.workdir, args.frames, args.rounds, args.workers)
         return
