@@ -380,7 +380,8 @@ def _trains_frames(reader: RunReader, trains: np.ndarray, first: int, last: int,
             data = data.select_pulses(by_index[slice(*reader.pulses)])
         else:
             begin, step = reader.pulses[0] or 0, reader.pulses[2] or 1  # as extra-data reads them
-            data = data.select_pulses(by_index[begin + step * np.arange(first, last)])
+            wanted = slice(begin + step * first, begin + step * (last - 1) + 1, step)
+            data = data.select_pulses(by_index[wanted])
     frames = data.select_trains(by_id[trains.tolist()]).ndarray(
         module_gaps=True, fill_value=np.nan, astype=np.float32
     )
