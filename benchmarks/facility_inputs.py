@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness import load_average
+from harness import MEASURED_MAP, load_average
 
 QUAD_POS = [(-525, 625), (-550, -10), (520, -160), (542.5, 475)]
 
@@ -121,7 +121,8 @@ def run_build(case: dict, workdir: Path, workers: int) -> tuple[float, float]:
     from ccfkit.io import source
     from ccfkit.pipeline import build
 
-    config = BuildConfig.from_parameters({"r_min": 60.0, "r_max": 500.0, "min_ring_fraction": 0.3})
+    config = BuildConfig.from_parameters({**MEASURED_MAP, "r_min": 60.0, "r_max": 500.0,
+                                          "min_ring_fraction": 0.3})  # fmt: skip
     direct = (lambda *args: None) if case.get("h5py") else source.bitshuffle_layout
     with mock.patch.object(source, "bitshuffle_layout", direct):
         start, cpu = time.perf_counter(), time.process_time()
@@ -182,7 +183,7 @@ def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
         handle["entry_1/data_1/data"] = rng.poisson(2.0, (256, 259, 259)).astype(np.float32)
         handle["entry_1/instrument_1/detector_1/beam_center"] = centres
     source = dataclasses.replace(open_source([str(name)]), center_per_frame=True)
-    config = BuildConfig.from_parameters({"r_min": 4.0, "r_max": 120.0})
+    config = BuildConfig.from_parameters({**MEASURED_MAP, "r_min": 4.0, "r_max": 120.0})
     cases = {
         "each frame at its own centre": None,
         "one centre (--center, their mean)": source.center,
@@ -246,7 +247,8 @@ def run_costs(workdir: Path, n_frames: int, rounds: int, workers: int) -> None:
         "run + --detector + geometry": open_run(run, "SPB_DET_AGIPD1M-1",
                                                 geometry=inputs["geom_file"]),
     }  # fmt: skip
-    config = BuildConfig.from_parameters({"r_min": 60.0, "r_max": 500.0, "min_ring_fraction": 0.3})
+    config = BuildConfig.from_parameters({**MEASURED_MAP, "r_min": 60.0, "r_max": 500.0,
+                                          "min_ring_fraction": 0.3})  # fmt: skip
     times = {case: [] for case in cases}
     for round_ in range(rounds + 1):  # the first round warms up
         for case, source in cases.items():

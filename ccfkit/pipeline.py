@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .backends import get_backend
-from .build_config import BuildConfig, BuildOptions
+from .build_config import BuildConfig, BuildOptions, ring_rule
 from .build_resources import BuildFootprint, check_resources
 from .digest import frames_digest
 from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_mean_center
@@ -329,7 +329,7 @@ def build(
         say_mean_center(source)
     if not plan.ring_used.any():
         raise InputError(
-            f"no ring has {config.grid.min_ring_fraction:.0%} valid samples under this mask and "
+            f"no ring has {ring_rule(config.grid)} under this mask and "
             "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max or "
             "--q-range, or lower --min-ring-fraction)"
         )

@@ -1043,16 +1043,16 @@ def test_verify_finds_a_shape_edited_in_the_metadata(tmp_path, small):
 
 def test_a_store_of_another_recipe_is_refused_by_the_run(tmp_path, trained, source,
                                                          trainer_main):  # fmt: skip
-    other = tmp_path / "order2.zarr"
-    ok(ccfkit("build", source, other, *BUILD, "--orders", "2"))
+    other = tmp_path / "order8.zarr"
+    ok(ccfkit("build", source, other, *BUILD, "--orders", "8"))  # the run's store: the default, 2
     refused(ccfkit("evaluate", trained, other, program=trainer_main),
-            "another recipe", "orders [2] (the run's: [8])", "--allow-recipe-mismatch")  # fmt: skip
+            "another recipe", "orders [8] (the run's: [2])", "--allow-recipe-mismatch")  # fmt: skip
     refused(ccfkit("predict", trained, other, "-o", tmp_path / "p.csv", program=trainer_main),
-            "orders [2]")  # fmt: skip
+            "orders [8]")  # fmt: skip
     assert not (tmp_path / "p.csv").exists()
     result = ok(ccfkit("evaluate", trained, other, "--allow-recipe-mismatch",
                        program=trainer_main))  # fmt: skip
-    assert "recipe mismatch allowed (--allow-recipe-mismatch): orders [2]" in result.output
+    assert "recipe mismatch allowed (--allow-recipe-mismatch): orders [8]" in result.output
     import json  # a run made before runs recorded the recipe: compared through its store
 
     older = tmp_path / "older_run"
@@ -1060,7 +1060,7 @@ def test_a_store_of_another_recipe_is_refused_by_the_run(tmp_path, trained, sour
     config = json.loads((older / "config.json").read_text())
     del config["store"]["recipe"]
     (older / "config.json").write_text(json.dumps(config))
-    refused(ccfkit("evaluate", older, other, program=trainer_main), "orders [2]")
+    refused(ccfkit("evaluate", older, other, program=trainer_main), "orders [8]")
 
 
 def test_evaluate_refuses_the_runs_store_built_again(tmp_path, small, trainer_main):
