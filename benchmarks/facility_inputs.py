@@ -167,13 +167,30 @@ def sampling_costs(inputs: dict, repeats: int = 5) -> dict:
     return costs
 
 
+def interleaved_builds(cases: dict, out: Path, config, rounds: int, **options) -> dict:
+    """Build seconds of each case, ``rounds`` interleaved rounds after one that warms up.
+
+    ``cases`` maps a name to the keywords of :func:`ccfkit.pipeline.build`
+    that differ (``source``, ``center``); ``options`` are those they share.
+    """
+    from ccfkit.pipeline import build
+
+    times = {name: [] for name in cases}
+    for round_ in range(rounds + 1):  # the first round warms up
+        for name, case in cases.items():
+            start = time.perf_counter()
+            build(config=config, out=str(out), overwrite=True, progress=False, **case, **options)
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
 def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
     """Build time with one centre per frame against one centre for all (printed)."""
     import h5py
 
     from ccfkit.build_config import BuildConfig
     from ccfkit.io.source import open_source
-    from ccfkit.pipeline import build
 
     rng = np.random.default_rng(0)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -185,17 +202,10 @@ def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
     source = dataclasses.replace(open_source([str(name)]), center_per_frame=True)
     config = BuildConfig.from_parameters({**MEASURED_MAP, "r_min": 4.0, "r_max": 120.0})
     cases = {
-        "each frame at its own centre": None,
-        "one centre (--center, their mean)": source.center,
+        "each frame at its own centre": {"source": source, "center": None},
+        "one centre (--center, their mean)": {"source": source, "center": source.center},
     }
-    times = {case: [] for case in cases}
-    for round_ in range(rounds + 1):  # the first round warms up
-        for case, center in cases.items():
-            start = time.perf_counter()
-            build(source, str(workdir / "c.zarr"), config, center=center, overwrite=True,
-                  progress=False, workers=workers)  # fmt: skip
-            if round_:
-                times[case].append(time.perf_counter() - start)
+    times = interleaved_builds(cases, workdir / "c.zarr", config, rounds, workers=workers)
     print(f"256 frames of 259 x 259, {rounds} rounds, --workers {workers}\n")
     print("| centres | build s (median) | frames/s |\n|---|---:|---:|")
     for case, values in times.items():
@@ -237,26 +247,19 @@ def run_costs(workdir: Path, n_frames: int, rounds: int, workers: int) -> None:
     from ccfkit.build_config import BuildConfig
     from ccfkit.io.euxfel import open_run
     from ccfkit.io.source import open_source
-    from ccfkit.pipeline import build
 
     inputs = write_inputs(workdir, n_frames)
     run = write_run(workdir / "r0001", inputs["stack"], trains_per_sequence=n_frames // 16)
     cases = {
-        "stack file + geometry": open_source([str(inputs["files"]["stack"])],
-                                             geometry=inputs["geom_file"]),
-        "run + --detector + geometry": open_run(run, "SPB_DET_AGIPD1M-1",
-                                                geometry=inputs["geom_file"]),
+        "stack file + geometry": {"source": open_source([str(inputs["files"]["stack"])],
+                                                        geometry=inputs["geom_file"])},
+        "run + --detector + geometry": {"source": open_run(run, "SPB_DET_AGIPD1M-1",
+                                                           geometry=inputs["geom_file"])},
     }  # fmt: skip
     config = BuildConfig.from_parameters({**MEASURED_MAP, "r_min": 60.0, "r_max": 500.0,
                                           "min_ring_fraction": 0.3})  # fmt: skip
-    times = {case: [] for case in cases}
-    for round_ in range(rounds + 1):  # the first round warms up
-        for case, source in cases.items():
-            start = time.perf_counter()
-            build(source, str(workdir / "r.zarr"), config, overwrite=True, progress=False,
-                  workers=workers, chunk_frames=16)  # fmt: skip
-            if round_:
-                times[case].append(time.perf_counter() - start)
+    times = interleaved_builds(cases, workdir / "r.zarr", config, rounds, workers=workers,
+                               chunk_frames=16)  # fmt: skip
     print(f"{n_frames} frames, {rounds} rounds, --workers {workers}\n")
     print("| input | build s (median) | frames/s |\n|---|---:|---:|")
     for case, values in times.items():
@@ -281,7 +284,6 @@ def sequence_costs(workdir: Path, n_frames: int, rounds: int, workers: int, chun
 
     from ccfkit.build_config import BuildConfig
     from ccfkit.io.euxfel import open_run
-    from ccfkit.pipeline import build
 
     workdir.mkdir(parents=True, exist_ok=True)
     geometry = extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=QUAD_POS)
@@ -295,15 +297,11 @@ def sequence_costs(workdir: Path, n_frames: int, rounds: int, workers: int, chun
                        geometry=geom_file)
         for name, trains in layouts.items()
     }  # fmt: skip
-    config = BuildConfig.from_parameters({"r_min": 60.0, "r_max": 500.0, "min_ring_fraction": 0.3})
-    times = {name: [] for name in sources}
-    for round_ in range(rounds + 1):
-        for name, source in sources.items():
-            start = time.perf_counter()
-            build(source, str(workdir / "seq.zarr"), config, overwrite=True, progress=False,
-                  workers=workers, chunk_frames=chunk)  # fmt: skip
-            if round_:
-                times[name].append(time.perf_counter() - start)
+    config = BuildConfig.from_parameters({**MEASURED_MAP, "r_min": 60.0, "r_max": 500.0,
+                                          "min_ring_fraction": 0.3})  # fmt: skip
+    cases = {name: {"source": source} for name, source in sources.items()}
+    times = interleaved_builds(cases, workdir / "seq.zarr", config, rounds, workers=workers,
+                               chunk_frames=chunk)  # fmt: skip
     print(f"{n_frames} frames, chunks of {chunk}, {rounds} rounds, --workers {workers}, "
           f"load average {load_average()}\n")  # fmt: skip
     print(

@@ -184,16 +184,19 @@ def agipd_run(tmp_path_factory):
     return root, geom_file, stacks[16:]
 
 
-def test_module_stacks_give_the_probabilities_of_their_store(agipd_run, tmp_path):
-    """A stack with --geometry, and a European XFEL run with --detector, as build + predict."""
+def stack_inputs(agipd_run, tmp_path) -> dict:
+    """The new stacks as ``trainer predict`` takes them: a stack file, a European XFEL run."""
     from test_io_euxfel import DETECTOR, write_run
 
-    root, geom_file, new = agipd_run
+    root, _, new = agipd_run
     run_dir = write_run(tmp_path / "r0001", new)
-    for name, inputs in {
-        "stack": [root / "new.h5"],
-        "run": [run_dir, "--detector", DETECTOR],
-    }.items():
+    return {"stack": [root / "new.h5"], "run": [run_dir, "--detector", DETECTOR]}
+
+
+def test_module_stacks_give_the_probabilities_of_their_store(agipd_run, tmp_path):
+    """A stack with --geometry, and a European XFEL run with --detector, as build + predict."""
+    root, geom_file, _ = agipd_run
+    for name, inputs in stack_inputs(agipd_run, tmp_path).items():
         store = tmp_path / f"{name}.zarr"
         _invoke(ccfkit_main, "build", *inputs, store, *STACK_GRID, "--geometry", geom_file)
         _invoke(trainer_main, "predict", root / "run", store, "-o", tmp_path / f"{name}-s.csv")
@@ -226,14 +229,8 @@ def test_without_geometry_the_stores_recorded_geometry_gives_the_same_labels(
     agipd_run, tmp_path, caplog
 ):
     """Module stacks (a file, a run directory) without --geometry: placed by the store's record."""
-    from test_io_euxfel import DETECTOR, write_run
-
-    root, geom_file, new = agipd_run
-    run_dir = write_run(tmp_path / "r0001", new)
-    for name, inputs in {
-        "stack": [root / "new.h5"],
-        "run": [run_dir, "--detector", DETECTOR],
-    }.items():
+    root, geom_file, _ = agipd_run
+    for name, inputs in stack_inputs(agipd_run, tmp_path).items():
         common = [root / "run", *inputs, "--backend", "numpy", "--quiet"]
         _invoke(
             trainer_main, "predict", *common, "--geometry", geom_file, "-o", tmp_path / "g.csv"
