@@ -103,6 +103,15 @@ def test_gallery_of_files_maps_the_frames(made, tmp_path):
     assert out.read_text().count('class="thumb"') >= 3
 
 
+def test_gallery_of_a_store_refuses_the_options_of_frames(made, tmp_path):
+    store, run_dir = made
+    for option in (["--geometry", "x.geom"], ["--detector", "SPB_DET_AGIPD1M-1"]):
+        result = invoke(trainer_main, "gallery", run_dir, store, "-o", tmp_path / "g.html",
+                        *option)  # fmt: skip
+        assert result.exit_code == 2 and "apply to frames, not stores" in result.output
+        assert not (tmp_path / "g.html").exists()
+
+
 def test_gallery_in_chromium(made, tmp_path, browser):  # noqa: F811
     store, run_dir = made
     out = tmp_path / "g.html"
