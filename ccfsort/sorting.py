@@ -26,7 +26,7 @@ import torch
 
 from ccfkit.atomic import atomic_output
 from ccfkit.ccf import MapSettings
-from ccfkit.io.errors import MissingGeometry
+from ccfkit.io.errors import InputError, MissingGeometry
 from ccfkit.polar import PlanSpec
 from ccfkit.settings import NoiseLevel
 from ccfkit.store import StoreError, read_recipe
@@ -331,9 +331,11 @@ def open_frames_of_run(inputs, recipe: MapRecipe, *, data_path=None, facility=No
         recorded["file"], recorded["detector"],
     )  # fmt: skip
     with recorded_file(recorded) as path:
-        source = open_frames(list(inputs), **options, **{**facility, "geometry": path})
-    if source.pixels is None:
-        return source
+        try:
+            source = open_frames(list(inputs), **options, **{**facility, "geometry": path})
+        except InputError as error:  # named by the recorded file, not the temporary copy
+            named = f"{recorded['file']} (recorded in the run's store)"
+            raise InputError(str(error).replace(str(path), named)) from None
     return replace(source, pixels=replace(source.pixels, source=str(recorded["file"])))
 
 

@@ -254,3 +254,15 @@ def test_stacks_without_geometry_for_a_store_of_images_are_refused(run, tmp_path
     assert result.exit_code == 1, result.output
     assert "the run's store records no geometry" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "p.csv").exists()
+
+
+def test_images_for_a_run_of_module_stacks_are_refused_naming_the_recorded_geometry(
+    agipd_run, frames, tmp_path
+):
+    root, geom_file, _ = agipd_run
+    result = CliRunner().invoke(trainer_main, [
+        "predict", str(root / "run"), str(frames[1]), "-o", str(tmp_path / "p.csv"), "--quiet"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"{geom_file.resolve()} (recorded in the run's store)" in result.output
+    assert "1 module of 48 x 48 pixels" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "p.csv").exists()

@@ -25,7 +25,13 @@ from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["assemble", "load_geometry", "load_recorded_geometry", "read_geometry"]
+__all__ = [
+    "assemble",
+    "load_geometry",
+    "load_recorded_geometry",
+    "read_geometry",
+    "recorded_file",
+]
 
 #: extra-geom's detector classes, tried in this order (the generic geometry last).
 DETECTOR_CLASSES = (
