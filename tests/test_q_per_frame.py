@@ -282,6 +282,14 @@ def test_trainer_predict_places_new_frames_as_the_build_does(tmp_path):
         probabilities[name] = np.array([[float(v) for k, v in row.items() if k.startswith("p_")]
                                         for row in rows])  # fmt: skip
     np.testing.assert_allclose(probabilities["frames"], probabilities["store"], atol=2e-6)
+    # the gallery's frames (any rows, in any order) are mapped at their own geometry too
+    from ccfsort.frames import FileFrames
+    from trainer.inference import load_run
+
+    frames = FileFrames([str(new)], load_run(tmp_path / "run", "best", "cpu")[1], backend="numpy")
+    recipe, source = frames.prepared
+    every = recipe.inputs(source.reader.read(0, 20), frames._engine, np.arange(20))[:, 0]
+    np.testing.assert_array_equal(frames.maps([7, 2]), every[[7, 2]])
 
 
 def test_resume_refuses_another_placement(tmp_path, frames):

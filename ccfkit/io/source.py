@@ -42,7 +42,7 @@ import numpy as np
 
 from .agreement import CENTER_PATHS, agreed, read_details  # noqa: F401 - CENTER_PATHS re-exported
 from .bitshuffle_chunks import bitshuffle_layout, read_bitshuffle_frames
-from .errors import InputError
+from .errors import InputError, MissingGeometry
 from .hdf5_direct import frame_layout, map_frames, read_frames
 from .masks import (  # noqa: F401 - MASK_PATHS, read_mask_file: re-exported here
     MASK_PATHS,
@@ -545,7 +545,7 @@ def _frames_dataset(
     if not isinstance(dataset, h5py.Dataset):
         raise InputError(f"{name}: {where} is a group, not a data set")
     if dataset.ndim == 4 and not stacked:
-        raise InputError(
+        raise MissingGeometry(
             f"{name}: {where} has shape {dataset.shape}, a module stack (frame, module, ss, fs): "
             "give its geometry with --geometry FILE"
         )
