@@ -24,7 +24,7 @@ NEWEST_TESTS ?= $(addprefix tests/test_,$(addsuffix .py,polar fourier ccf estima
 	backends noise sacla io_direct ecosystem layers settings provenance)) tests/store
 BIN := $(VENV)/bin
 
-.PHONY: install install-newest browser demo test test-newest bench figures clean
+.PHONY: install install-newest browser demo demo-stack test test-newest bench figures clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ $(VENV_NEWEST)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/ccfkit demo demo-output
+
+# The same on a multi-module detector (AGIPD 1M stacks with their geometry): simulate,
+# build with --geometry, fit briefly, predict and draw a gallery (ccfsort/demo_stack.py).
+demo-stack: install
+	$(BIN)/trainer demo-stack demo-stack-output
 
 # The browser tests (the label page and the gallery: tests/test_label.py, test_gallery.py)
 # drive Debian's Chromium through Playwright (a Python package: no browser download).
@@ -82,4 +87,4 @@ bench: install
 	$(BIN)/python benchmarks/performance.py --write docs/performance.md
 
 clean:
-	rm -rf $(VENV) $(VENV_NEWEST) demo-output .pytest_cache
+	rm -rf $(VENV) $(VENV_NEWEST) demo-output demo-stack-output .pytest_cache

@@ -13,7 +13,8 @@ whole command against ``compute_maps`` of the same frames in memory)::
 1. Simulates ``--frames`` 259 x 259 frames with ``ccfkit simulate`` into an
    uncompressed CXI file (kept in ``--workdir`` and reused when present).
 2. Runs ``--rounds`` interleaved rounds, each in fresh processes:
-   ``ccfkit -v build --noise NOISE --order 8 --workers W`` once per
+   ``ccfkit -v build --noise NOISE --orders 8 --r-min auto --min-ring-fraction 0.5
+   --workers W`` (``harness.MEASURED_MAP_OPTIONS``) once per
    ``--writers`` method and ``--noise`` level (in an order that alternates;
    writing the store; wall time, CPU time and peak resident memory from
    ``wait4``; from its log the two passes' durations and each stage's CPU
@@ -41,7 +42,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import Round, cpu_seconds, load_average, replace_section
+from harness import (
+    MEASURED_MAP,
+    MEASURED_MAP_OPTIONS,
+    Round,
+    cpu_seconds,
+    load_average,
+    replace_section,
+)
 
 PAPER_IMAGES = 39_879
 PAPER_SECONDS = 3 * 24 * 3600
@@ -88,7 +96,7 @@ def engine_alone(path: Path, threads: int, batch: int = 256) -> tuple[float, Rou
 
     source = open_source([path])
     frames = source.reader[:]
-    recipe = BuildConfig()
+    recipe = BuildConfig.from_parameters(MEASURED_MAP)
     backend = NumbaBackend(threads=threads)
 
     def maps(images):
@@ -153,14 +161,14 @@ class BuildRun:
 
 def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = None,
           noise: str = "max", workers: int | None = None) -> BuildRun:  # fmt: skip
-    """Wall seconds, peak RSS, passes and stages of ``ccfkit -v build --noise NOISE --order 8``.
+    """Wall seconds, peak RSS, passes and stages of ``ccfkit -v build --noise NOISE --orders 8 ...``.
 
     ``tree``: run another checkout's ccfkit (its root first on ``PYTHONPATH``);
     ``writer``: its ``--chunk-writer``; ``workers``: its ``--workers``.
     """
     env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
     command = [sys.executable, "-m", "ccfkit.cli", "-v", "build", "--noise", noise,
-               "--order", "8", str(path), str(out), "--overwrite", "--quiet"]  # fmt: skip
+               *MEASURED_MAP_OPTIONS, str(path), str(out), "--overwrite", "--quiet"]  # fmt: skip
     if writer:
         command += ["--chunk-writer", writer]
     if workers:

@@ -27,6 +27,15 @@ With ``--run``, instead: the same module stacks written as a European XFEL
 run (extra-data's mock writers: 16 module files, ``--frames / 16`` trains
 of 16 pulses), built with ``--detector`` against the stack file.
 
+With ``--sequences``, instead: the same frames written as runs whose module
+files are split into sequence files of several sizes, built with store
+chunks that lie inside one sequence file or span two, and each chunk's read
+timed alone (``--frames 192`` gives 12 trains).
+
+With ``--partial-trains``, instead: store chunks of 16 frames of a run of
+64 pulses per train, each read alone (only its pulses) against reading the
+whole train that holds it.
+
 With ``--decode``, instead: decoding the bitshuffle-LZ4 file alone, raw
 chunks decoded outside HDF5 against h5py, one and two threads (ms per frame,
 wall and CPU).
@@ -46,7 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness import load_average
+from harness import MEASURED_MAP, load_average
 
 QUAD_POS = [(-525, 625), (-550, -10), (520, -160), (542.5, 475)]
 
@@ -112,7 +121,8 @@ def run_build(case: dict, workdir: Path, workers: int) -> tuple[float, float]:
     from ccfkit.io import source
     from ccfkit.pipeline import build
 
-    config = BuildConfig.from_parameters({"r_min": 60.0, "r_max": 500.0, "min_ring_fraction": 0.3})
+    config = BuildConfig.from_parameters({**MEASURED_MAP, "r_min": 60.0, "r_max": 500.0,
+                                          "min_ring_fraction": 0.3})  # fmt: skip
     direct = (lambda *args: None) if case.get("h5py") else source.bitshuffle_layout
     with mock.patch.object(source, "bitshuffle_layout", direct):
         start, cpu = time.perf_counter(), time.process_time()
@@ -157,13 +167,30 @@ def sampling_costs(inputs: dict, repeats: int = 5) -> dict:
     return costs
 
 
+def interleaved_builds(cases: dict, out: Path, config, rounds: int, **options) -> dict:
+    """Build seconds of each case, ``rounds`` interleaved rounds after one that warms up.
+
+    ``cases`` maps a name to the keywords of :func:`ccfkit.pipeline.build`
+    that differ (``source``, ``center``); ``options`` are those they share.
+    """
+    from ccfkit.pipeline import build
+
+    times = {name: [] for name in cases}
+    for round_ in range(rounds + 1):  # the first round warms up
+        for name, case in cases.items():
+            start = time.perf_counter()
+            build(config=config, out=str(out), overwrite=True, progress=False, **case, **options)
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
 def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
     """Build time with one centre per frame against one centre for all (printed)."""
     import h5py
 
     from ccfkit.build_config import BuildConfig
     from ccfkit.io.source import open_source
-    from ccfkit.pipeline import build
 
     rng = np.random.default_rng(0)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -173,19 +200,12 @@ def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
         handle["entry_1/data_1/data"] = rng.poisson(2.0, (256, 259, 259)).astype(np.float32)
         handle["entry_1/instrument_1/detector_1/beam_center"] = centres
     source = dataclasses.replace(open_source([str(name)]), center_per_frame=True)
-    config = BuildConfig.from_parameters({"r_min": 4.0, "r_max": 120.0})
+    config = BuildConfig.from_parameters({**MEASURED_MAP, "r_min": 4.0, "r_max": 120.0})
     cases = {
-        "each frame at its own centre": None,
-        "one centre (--center, their mean)": source.center,
+        "each frame at its own centre": {"source": source, "center": None},
+        "one centre (--center, their mean)": {"source": source, "center": source.center},
     }
-    times = {case: [] for case in cases}
-    for round_ in range(rounds + 1):  # the first round warms up
-        for case, center in cases.items():
-            start = time.perf_counter()
-            build(source, str(workdir / "c.zarr"), config, center=center, overwrite=True,
-                  progress=False, workers=workers)  # fmt: skip
-            if round_:
-                times[case].append(time.perf_counter() - start)
+    times = interleaved_builds(cases, workdir / "c.zarr", config, rounds, workers=workers)
     print(f"256 frames of 259 x 259, {rounds} rounds, --workers {workers}\n")
     print("| centres | build s (median) | frames/s |\n|---|---:|---:|")
     for case, values in times.items():
@@ -196,42 +216,50 @@ def centre_costs(workdir: Path, rounds: int, workers: int) -> None:
     print(f"\nratio per round: {', '.join(f'{a / b:.1f}' for a, b in zip(own, one))}")
 
 
-def run_costs(workdir: Path, n_frames: int, rounds: int, workers: int) -> None:
-    """Build time of a European XFEL run against the same frames in one stack file (printed)."""
+def write_run(run: Path, stack: np.ndarray, trains_per_sequence: int, pulses: int = 16) -> Path:
+    """``stack`` written as a corrected AGIPD 1M run: one file per module and sequence.
+
+    Frame ``k`` is pulse ``k % pulses`` of train ``10000 + k // pulses``;
+    sequence file ``S0000s`` of each module holds ``trains_per_sequence``
+    trains (extra-data's mock writers, the data replaced by ``stack``).
+    """
     import h5py
     from extra_data.tests.mockdata import write_file
     from extra_data.tests.mockdata.detectors import AGIPDModule
 
+    run.mkdir(parents=True, exist_ok=True)
+    n_trains = len(stack) // pulses
+    for module in range(16):
+        source = f"SPB_DET_AGIPD1M-1/CORR/{module}CH0"
+        for sequence, first in enumerate(range(0, n_trains, trains_per_sequence)):
+            trains = min(trains_per_sequence, n_trains - first)
+            path = run / f"CORR-R0001-AGIPD{module:02}-S{sequence:05}.h5"
+            device = AGIPDModule(source, raw=False, frames_per_train=pulses, channel_name="output")
+            write_file(str(path), [device], ntrains=trains, firsttrain=10000 + first)
+            with h5py.File(path, "r+") as handle:
+                frames = stack[first * pulses : (first + trains) * pulses, module]
+                handle[f"INSTRUMENT/{source}:output/image/data"][:] = frames
+    return run
+
+
+def run_costs(workdir: Path, n_frames: int, rounds: int, workers: int) -> None:
+    """Build time of a European XFEL run against the same frames in one stack file (printed)."""
     from ccfkit.build_config import BuildConfig
     from ccfkit.io.euxfel import open_run
     from ccfkit.io.source import open_source
-    from ccfkit.pipeline import build
 
     inputs = write_inputs(workdir, n_frames)
-    stack, run = inputs["stack"], workdir / "r0001"
-    run.mkdir(exist_ok=True)
-    for module in range(16):
-        source = f"SPB_DET_AGIPD1M-1/CORR/{module}CH0"
-        path = run / f"CORR-R0001-AGIPD{module:02}-S00000.h5"
-        device = AGIPDModule(source, raw=False, frames_per_train=16, channel_name="output")
-        write_file(str(path), [device], ntrains=n_frames // 16)
-        with h5py.File(path, "r+") as handle:
-            handle[f"INSTRUMENT/{source}:output/image/data"][:] = stack[:, module]
+    run = write_run(workdir / "r0001", inputs["stack"], trains_per_sequence=n_frames // 16)
     cases = {
-        "stack file + geometry": open_source([str(inputs["files"]["stack"])],
-                                             geometry=inputs["geom_file"]),
-        "run + --detector + geometry": open_run(run, "SPB_DET_AGIPD1M-1",
-                                                geometry=inputs["geom_file"]),
+        "stack file + geometry": {"source": open_source([str(inputs["files"]["stack"])],
+                                                        geometry=inputs["geom_file"])},
+        "run + --detector + geometry": {"source": open_run(run, "SPB_DET_AGIPD1M-1",
+                                                           geometry=inputs["geom_file"])},
     }  # fmt: skip
-    config = BuildConfig.from_parameters({"r_min": 60.0, "r_max": 500.0, "min_ring_fraction": 0.3})
-    times = {case: [] for case in cases}
-    for round_ in range(rounds + 1):  # the first round warms up
-        for case, source in cases.items():
-            start = time.perf_counter()
-            build(source, str(workdir / "r.zarr"), config, overwrite=True, progress=False,
-                  workers=workers, chunk_frames=16)  # fmt: skip
-            if round_:
-                times[case].append(time.perf_counter() - start)
+    config = BuildConfig.from_parameters({**MEASURED_MAP, "r_min": 60.0, "r_max": 500.0,
+                                          "min_ring_fraction": 0.3})  # fmt: skip
+    times = interleaved_builds(cases, workdir / "r.zarr", config, rounds, workers=workers,
+                               chunk_frames=16)  # fmt: skip
     print(f"{n_frames} frames, {rounds} rounds, --workers {workers}\n")
     print("| input | build s (median) | frames/s |\n|---|---:|---:|")
     for case, values in times.items():
@@ -240,6 +268,107 @@ def run_costs(workdir: Path, n_frames: int, rounds: int, workers: int) -> None:
     stack_times, run_times = times.values()
     ratios = ", ".join(f"{r / s:.2f}" for s, r in zip(stack_times, run_times))
     print(f"\nrun / stack file build time, per round: {ratios}")
+
+
+def sequence_costs(workdir: Path, n_frames: int, rounds: int, workers: int, chunk: int = 32):
+    """Store chunks against sequence files: builds, and each chunk's read, inside one file or not.
+
+    The same frames as three runs (16 pulses per train): one sequence file
+    per module; sequences of ``2 * chunk`` frames (every store chunk inside
+    one file); sequences of ``1.5 * chunk`` frames (every third chunk spans
+    two files). Each is built with chunks of ``chunk`` frames, interleaved
+    (a first round warms up); then every chunk of the last run is read
+    alone (``RunReader.read``, one thread), ``rounds`` times.
+    """
+    import extra_geom
+
+    from ccfkit.build_config import BuildConfig
+    from ccfkit.io.euxfel import open_run
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    geometry = extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=QUAD_POS)
+    geom_file = workdir / "agipd.geom"
+    geometry.write_crystfel_geom(str(geom_file))
+    stack = speckle(geometry.get_pixel_positions()[..., :2] / geometry.pixel_size, n_frames, 0)
+    layouts = {"one sequence file": n_frames // 16, f"sequences of {2 * chunk} frames": 2 * chunk // 16,
+               f"sequences of {3 * chunk // 2} frames": 3 * chunk // 32}  # fmt: skip
+    sources = {
+        name: open_run(write_run(workdir / f"seq{trains}", stack, trains), "SPB_DET_AGIPD1M-1",
+                       geometry=geom_file)
+        for name, trains in layouts.items()
+    }  # fmt: skip
+    config = BuildConfig.from_parameters({**MEASURED_MAP, "r_min": 60.0, "r_max": 500.0,
+                                          "min_ring_fraction": 0.3})  # fmt: skip
+    cases = {name: {"source": source} for name, source in sources.items()}
+    times = interleaved_builds(cases, workdir / "seq.zarr", config, rounds, workers=workers,
+                               chunk_frames=chunk)  # fmt: skip
+    print(f"{n_frames} frames, chunks of {chunk}, {rounds} rounds, --workers {workers}, "
+          f"load average {load_average()}\n")  # fmt: skip
+    print(
+        "| run written as | files per module | build s (median) | frames/s |\n|---|---:|---:|---:|"
+    )
+    for name, values in times.items():
+        files = -(-n_frames // (16 * layouts[name]))
+        seconds = statistics.median(values)
+        print(f"| {name} | {files} | {seconds:.2f} | {n_frames / seconds:.0f} |")
+    first = times["one sequence file"]
+    for name, values in list(times.items())[1:]:
+        ratios = ", ".join(f"{t / f:.2f}" for f, t in zip(first, values))
+        print(f"{name} / one sequence file, build time per round: {ratios}")
+    reader, per_file = sources[name].reader, 16 * layouts[name]
+    spent = {"inside one file": [], "across two files": []}
+    for _ in range(rounds):
+        for start in range(0, n_frames, chunk):
+            began = time.perf_counter()
+            reader.read(start, start + chunk)
+            key = "across two files" if start // per_file != (start + chunk - 1) // per_file else (
+                "inside one file")  # fmt: skip
+            spent[key].append((time.perf_counter() - began) / chunk)
+    print(
+        f"\n| {name}: a chunk's read | chunks x rounds | ms per frame (median) |\n|---|---:|---:|"
+    )
+    for key, values in spent.items():
+        print(f"| {key} | {len(values)} | {statistics.median(values) * 1e3:.1f} |")
+
+
+def partial_train_costs(workdir: Path, rounds: int, pulses: int = 64, chunk: int = 16) -> None:
+    """A chunk of fewer frames than a train: its read, against reading its whole trains (printed).
+
+    Two trains of ``pulses`` AGIPD 1M frames (photon counts, one sequence
+    file per module); each store chunk of ``chunk`` frames read alone
+    (``RunReader.read``: only its pulses), and the whole trains that hold it
+    (what a reader of whole trains reads for it), interleaved, one thread.
+    """
+    import extra_geom
+
+    from ccfkit.io.euxfel import open_run
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    geometry = extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=QUAD_POS)
+    geom_file = workdir / "agipd.geom"
+    geometry.write_crystfel_geom(str(geom_file))
+    rng = np.random.default_rng(0)
+    stack = rng.poisson(0.5, (2 * pulses, 16, 512, 128)).astype(np.float32)
+    run = write_run(workdir / f"pulses{pulses}", stack, trains_per_sequence=2, pulses=pulses)
+    reader = open_run(run, "SPB_DET_AGIPD1M-1", geometry=geom_file).reader
+    spent = {"the chunk's pulses (RunReader.read)": [], "its whole trains": []}
+    reader.read(0, chunk)  # the run opened, the files in the page cache
+    for _ in range(rounds):
+        for start in range(0, len(stack), chunk):
+            began = time.perf_counter()
+            part = reader.read(start, start + chunk)
+            spent["the chunk's pulses (RunReader.read)"].append(time.perf_counter() - began)
+            low = start // pulses * pulses
+            began = time.perf_counter()
+            whole = reader.read(low, low + pulses)
+            spent["its whole trains"].append(time.perf_counter() - began)
+            assert np.array_equal(part, whole[start - low : start - low + chunk])
+    print(f"2 trains of {pulses} pulses, chunks of {chunk} frames, {rounds} rounds, "
+          f"load average {load_average()}\n")  # fmt: skip
+    print("| a chunk's read | ms (median) | per chunk frame, ms |\n|---|---:|---:|")
+    for name, values in spent.items():
+        seconds = statistics.median(values)
+        print(f"| {name} | {seconds * 1e3:.0f} | {seconds / chunk * 1e3:.1f} |")
 
 
 def decode_costs(workdir: Path, n_frames: int, rounds: int) -> None:
@@ -290,7 +419,17 @@ def main() -> None:
     parser.add_argument("--centres", action="store_true", help="the cost of per-frame centres")
     parser.add_argument("--run", action="store_true", help="a European XFEL run's build")
     parser.add_argument("--decode", action="store_true", help="bitshuffle-LZ4 decoding alone")
+    parser.add_argument("--sequences", action="store_true",
+                        help="a run's store chunks against its sequence files")  # fmt: skip
+    parser.add_argument("--partial-trains", action="store_true",
+                        help="a run's chunk of part of a train against whole trains")  # fmt: skip
     args = parser.parse_args()
+    if args.partial_trains:
+        partial_train_costs(args.workdir, args.rounds)
+        return
+    if args.sequences:
+        sequence_costs(args.workdir, args.frames, args.rounds, args.workers)
+        return
     if args.decode:
         decode_costs(args.workdir, args.frames, args.rounds)
         return

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from harness import BIN, cpu_model, load_average, replace_section, sh
+from harness import BIN, MEASURED_MAP_OPTIONS, cpu_model, load_average, replace_section, sh
 
 #: The target source: ``ccfkit simulate`` options that differ from the defaults.
 TARGET = (
@@ -57,7 +57,7 @@ def make_store(workdir: Path, name: str, frames: int, seed: int, options, args) 
            "--quiet", *options)  # fmt: skip
     if not store.exists():
         sh(BIN / "ccfkit", "build", cxi, store, "--noise", "none", "--q-bins", args.size,
-           "--phi-bins", 128, "--quiet")  # fmt: skip
+           "--phi-bins", 128, *MEASURED_MAP_OPTIONS, "--quiet")  # fmt: skip
     return store
 
 

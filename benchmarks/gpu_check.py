@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 from asv_bench.images import ORDER, PHI_BINS, Q_BINS, SHAPE, make_images  # benchmarks/ on path
-from harness import cpu_model
+from harness import MEASURED_MAP_OPTIONS, cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # ccfkit from this checkout even if not installed
@@ -305,7 +305,7 @@ def _invoke(program: str, *args) -> None:
 def build_rows(backend: str, source: Path, work: Path, n: int) -> list[tuple[str, int, list]]:
     """``ccfkit build`` of ``source`` in both precisions: wall seconds (one warm-up build)."""
     rows = []
-    common = ["--backend", backend, "--quiet", "--chunk", "256"]
+    common = ["--backend", backend, "--quiet", "--chunk", "256", *MEASURED_MAP_OPTIONS]
     _invoke("ccfkit", "build", source, work / "warm.zarr", *common)
     for precision in PRECISIONS:
         out = work / f"{precision}.zarr"
@@ -320,7 +320,8 @@ def predict_row(device: str, backend: str, source: Path, work: Path, sort: Path)
     """``predict_frames`` on ``sort`` with a run fitted one epoch on a store of ``source``."""
     from ccfsort.sorting import predict_frames
 
-    _invoke("ccfkit", "build", source, work / "train.zarr", "--backend", backend, "--quiet")
+    _invoke("ccfkit", "build", source, work / "train.zarr", "--backend", backend, "--quiet",
+            *MEASURED_MAP_OPTIONS)  # fmt: skip
     _invoke("trainer", "fit", work / "train.zarr", "--epochs", "1", "--batch-size", "64",
             "--workers", "0", "--device", device, "--run-dir", work / "run", "--quiet")  # fmt: skip
     options = {"device": device, "backend": backend, "batch_size": 256, "progress": False}

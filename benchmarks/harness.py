@@ -10,7 +10,9 @@ path edits. Its parts:
   :func:`machine` (CPU, cores, memory, versions, thread pools), :func:`load_average`;
 * how disturbed a round was: :func:`cpu_seconds` and :class:`Round` (cores
   used by other processes and stolen by the hypervisor while it ran);
-* running the project's commands: :data:`BIN`, :func:`sh`;
+* running the project's commands: :data:`BIN`, :func:`sh`, and the map the
+  documented figures were measured with, :data:`MEASURED_MAP` (its ``ccfkit
+  build`` options: :data:`MEASURED_MAP_OPTIONS`);
 * writing results into the documentation: :func:`replace_section` (the text
   between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` of a page).
 """
@@ -30,6 +32,8 @@ from ccfkit.provenance import cpu_model, package_versions, usable_cpus
 
 __all__ = [
     "BIN",
+    "MEASURED_MAP",
+    "MEASURED_MAP_OPTIONS",
     "Round",
     "cpu_model",
     "cpu_seconds",
@@ -41,6 +45,13 @@ __all__ = [
 
 #: The folder of this Python's executables (``ccfkit``, ``trainer``), to run the commands with.
 BIN = Path(sys.executable).parent
+
+#: The map the benchmarks' documented figures were measured with, named in full: the
+#: build's defaults before they changed to order 2 and the paper's rings (docs/ccf.md,
+#: "Defaults"), so that a benchmark run again measures what its page says. Flat recipe
+#: parameters (``BuildConfig.from_parameters``) and the same as ``ccfkit build`` options.
+MEASURED_MAP = {"orders": (8,), "r_min": "auto", "min_ring_fraction": 0.5}
+MEASURED_MAP_OPTIONS = ["--orders", "8", "--r-min", "auto", "--min-ring-fraction", "0.5"]
 
 
 # --------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import zarr
 from doc_sections import replace_section
+from harness import MEASURED_MAP_OPTIONS
 from train_bar import BIN, sh  # one way to run the project's commands from a benchmark
 
 #: Seconds the label server may take to start, and any request to answer.
@@ -55,7 +56,8 @@ def make_store(workdir: Path, name: str, frames: int, seed: int, size: int) -> P
         sh(BIN / "ccfkit", "simulate", cxi, "--n", frames, "--seed", seed, "--quiet")
     if not store.exists():
         sh(BIN / "ccfkit", "build", cxi, store, "--noise", "none", "--q-bins", size,
-           "--phi-bins", 128, "--keep-images", "--image-size", size, "--quiet")  # fmt: skip
+           "--phi-bins", 128, "--keep-images", "--image-size", size, *MEASURED_MAP_OPTIONS,
+           "--quiet")  # fmt: skip
     return store
 
 

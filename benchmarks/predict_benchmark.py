@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from click.testing import CliRunner
-from harness import cpu_model
+from harness import MEASURED_MAP_OPTIONS, cpu_model
 
 
 def _invoke(main, *args) -> None:
@@ -55,7 +55,7 @@ def main() -> None:
         _invoke(ccfkit_main, "simulate", root / "sort.cxi", "--n", args.frames, "--seed", "2",
                 "--quiet")  # fmt: skip
         _invoke(ccfkit_main, "build", root / "train.cxi", root / "train.zarr", "--q-bins",
-                args.q_bins, "--quiet")  # fmt: skip
+                args.q_bins, *MEASURED_MAP_OPTIONS, "--quiet")  # fmt: skip
         fit(root / "run", ModelConfig(num_classes=6, width=args.width),
             TrainConfig(store=str(root / "train.zarr"), epochs=1, batch_size=32, workers=0,
                         device=args.device), progress=False)  # fmt: skip

@@ -35,7 +35,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import BIN, sh
+from harness import BIN, MEASURED_MAP_OPTIONS, sh
 
 START, END = "<!-- bar:start -->", "<!-- bar:end -->"
 
@@ -47,7 +47,8 @@ def make_store(workdir: Path, args) -> Path:
         sh(BIN / "ccfkit", "simulate", cxi, "--n", args.frames, "--seed", 0, "--quiet")
     if not store.exists():
         sh(BIN / "ccfkit", "build", cxi, store, "--noise", "none", "--q-bins", args.size,
-           "--phi-bins", args.phi_bins, "--keep-images", "--image-size", args.size, "--quiet")  # fmt: skip
+           "--phi-bins", args.phi_bins, "--keep-images", "--image-size", args.size,
+           *MEASURED_MAP_OPTIONS, "--quiet")  # fmt: skip
     return store
 
 

@@ -33,7 +33,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import BIN, replace_section, sh
+from harness import BIN, MEASURED_MAP_OPTIONS, replace_section, sh
 
 #: The two simulated sets: ccfkit simulate options beside --n and --seed.
 SETS = {
@@ -53,7 +53,7 @@ def make_store(workdir: Path, name: str, frames: int, seed: int, args) -> Path:
            *SETS[name][1])  # fmt: skip
     if not store.exists():
         sh(BIN / "ccfkit", "build", cxi, store, "--noise", "none", "--q-bins", args.size,
-           "--phi-bins", 256, "--quiet")  # fmt: skip
+           "--phi-bins", 256, *MEASURED_MAP_OPTIONS, "--quiet")  # fmt: skip
     return store
 
 

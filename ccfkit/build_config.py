@@ -20,13 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
 from .backends import NAMES as BACKEND_NAMES
-from .ccf import MapSettings, Scale
+from .ccf import Estimator, MapSettings, Precision, Scale
 from .polar import RingGrid
 from .settings import Compressor, MapDtype, NoiseLevel, WriteMethod
 
 __all__ = [
     "BACKEND_CHOICES",
     "BUILD_GRID",
+    "BUILD_MAPS",
     "PAPER_RECIPE",
     "RECIPES",
     "BuildConfig",
@@ -35,16 +36,23 @@ __all__ = [
     "OutputSettings",
     "flat_parameters",
     "parameter_key",
+    "ring_rule",
 ]
 
 #: What a build's ``backend`` may be: ``auto`` and every backend's name.
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
 
-#: The build's polar grid: the library's (:class:`~ccfkit.polar.RingGrid`) but for
-#: ``r_min="auto"``, the radius from which rings are usable under the mask
-#: (docs/build.md, "The build's grid and the library's"). The one place where
-#: a default of the build differs from the library's.
-BUILD_GRID = RingGrid(r_min="auto")
+#: The build's polar grid: the library's (:class:`~ccfkit.polar.RingGrid`: 224 x 512,
+#: ``r_min = 0``) with every ring that has a valid sample (``min_ring_fraction = 0``),
+#: the paper's: the former default (``r_min="auto"``, rings at least half valid)
+#: dropped the partial rings next to an offset beam that carry the signal at max
+#: noise (docs/ccf.md, "Defaults").
+BUILD_GRID = RingGrid(min_ring_fraction=0.0)
+
+#: The build's maps: the merged map of order 2 (the ring estimator, ``maxabs``);
+#: order 2 beat order 8 and images at max noise in the studies (docs/ccf.md,
+#: "Defaults"). The library's :class:`~ccfkit.ccf.MapSettings` stays the paper's.
+BUILD_MAPS = MapSettings(orders=(2,))
 
 
 def _choice(default: enum.Enum, **metadata):
@@ -115,7 +123,8 @@ class BuildConfig:
     grid : RingGrid
         The polar grid (default :data:`BUILD_GRID`).
     maps : MapSettings
-        Orders, separation, estimator, scale and precision of the maps.
+        Orders, separation, estimator, scale and precision of the maps
+        (default :data:`BUILD_MAPS`).
     noise : NoiseSettings
         The noise added to the frames and its seed.
     output : OutputSettings
@@ -127,7 +136,7 @@ class BuildConfig:
     """
 
     grid: RingGrid = BUILD_GRID
-    maps: MapSettings = field(default_factory=MapSettings)
+    maps: MapSettings = BUILD_MAPS
     noise: NoiseSettings = field(default_factory=NoiseSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
 
@@ -156,6 +165,41 @@ class BuildConfig:
     def parameter_keys(cls) -> list[str]:
         """The keys of :meth:`parameters` (and of :meth:`from_parameters`), in order."""
         return [parameter_key(item) for kind in _PARTS.values() for item in fields(kind)]
+
+    @classmethod
+    def map_parameter_keys(cls) -> list[str]:
+        """The keys of the settings that make the maps: the grid's and the map settings'."""
+        return [parameter_key(item) for kind in (RingGrid, MapSettings) for item in fields(kind)]
+
+    def map_differences(self, parameters: Mapping) -> list[str]:
+        """The keys of ``parameters`` that ask for other maps than this recipe's.
+
+        Parameters
+        ----------
+        parameters : mapping
+            Flat settings (keys of :meth:`parameter_keys`; lists read as
+            tuples). Only the map settings (:meth:`map_parameter_keys`) are
+            compared, each after its part has read it (``0`` equals ``0.0``,
+            ``"ring"`` the estimator); a value its part refuses differs.
+
+        Returns
+        -------
+        list of str
+            In the order of :meth:`map_parameter_keys`.
+        """
+        differ = []
+        for part in (self.grid, self.maps):
+            for item in fields(part):
+                key = parameter_key(item)
+                if key not in parameters:
+                    continue
+                try:
+                    same = replace(part, **{item.name: _tuple(parameters[key])}) == part
+                except (TypeError, ValueError):
+                    same = False
+                if not same:
+                    differ.append(key)
+        return differ
 
     @classmethod
     def from_parameters(cls, parameters: Mapping, base: BuildConfig | None = None) -> BuildConfig:
@@ -217,6 +261,12 @@ def parameter_key(item) -> str:
     return item.metadata.get("key", item.name)
 
 
+def ring_rule(grid: RingGrid) -> str:
+    """What a ring of ``grid`` needs to be used, in words: "50% valid samples", "a valid sample"."""
+    fraction = grid.min_ring_fraction
+    return f"{fraction:.0%} valid samples" if fraction > 0 else "a valid sample"
+
+
 def _input_error(message: str) -> Exception:
     """:class:`~ccfkit.io.source.InputError` (imported here: the command line reads this light)."""
     from .io.source import InputError
@@ -234,9 +284,15 @@ def _tuple(value):
 
 #: The paper's map (§5.3): rings from the beam centre (r_min 0), every ring with
 #: a valid sample, the merged map of order 8, the ring estimator (Eq. 14), each
-#: triangle scaled by its largest |value| (the defaults of MapSettings); on the
-#: library's 224 x 512 grid (its r_min default, 0, is the paper's).
-PAPER_RECIPE = BuildConfig(grid=RingGrid(min_ring_fraction=0.0))
+#: triangle scaled by its largest |value|, on the 224 x 512 grid. Written out
+#: in full, so that no default of the library or the build can change it; the
+#: build's defaults differ from it in the order only (docs/ccf.md, "Defaults").
+PAPER_RECIPE = BuildConfig(
+    grid=RingGrid(q_bins=224, phi_bins=512, r_min=0.0, r_max=None, min_ring_fraction=0.0,
+                  q_range=None),
+    maps=MapSettings(orders=(8,), delta=0.0, estimator=Estimator.RING, scale=Scale.MAXABS,
+                     precision=Precision.FLOAT32),
+)  # fmt: skip
 
 #: Named recipes: what a study's ``[build]`` table may start from (``recipe = "paper"``).
 RECIPES: dict[str, BuildConfig] = {"build": BuildConfig(), "paper": PAPER_RECIPE}

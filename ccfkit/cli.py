@@ -13,7 +13,13 @@ import click
 import numpy as np
 
 from ._version import __version__
-from .build_config import BACKEND_CHOICES, BuildConfig, BuildOptions, NoiseSettings
+from .build_config import (
+    BACKEND_CHOICES,
+    PAPER_RECIPE,
+    BuildConfig,
+    BuildOptions,
+    NoiseSettings,
+)
 from .cli_inputs import input_options, open_input
 from .cli_options import apply_options, field_options, take_fields
 from .polar import RingGrid
@@ -88,6 +94,12 @@ def recipe_options(recipe: BuildConfig) -> list:
 @click.argument("out", type=click.Path(path_type=Path))
 @apply_options(recipe_options(BuildConfig()))
 @click.option("--order", type=int, default=None, help="One angular order (same as --orders N).")
+@click.option(
+    "--paper",
+    is_flag=True,
+    help="The paper's map (PAPER_RECIPE: order 8, r-min 0, every ring with a valid sample, "
+    "ring estimator, maxabs, 224 x 512); a map option that asks otherwise is refused.",
+)
 @apply_options(field_options(BuildOptions))
 @click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
 @click.option(
@@ -117,8 +129,15 @@ def recipe_options(recipe: BuildConfig) -> list:
 @click.option(
     "--force",
     is_flag=True,
-    help="Accept fewer than 1 % good pixels, --r-max beyond the detector, or --q-range on "
-    "frames of several wavelengths or distances (placed with their mean).",
+    help="Accept fewer than 1 % good pixels, or --r-max beyond the detector.",
+)
+@click.option(
+    "--q-placement",
+    type=click.Choice(["per-frame", "mean"]),
+    default="per-frame",
+    show_default=True,
+    help="--q-range on frames of several wavelengths or distances: each frame's rings at its "
+    "own (grouped to 1e-3), or all at their mean (off in q by the frames' spread).",
 )
 @click.option(
     "--mask-bad-maps",
@@ -127,9 +146,9 @@ def recipe_options(recipe: BuildConfig) -> list:
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
-def build(ctx, inputs, out, order, data_path, mask_spec, labels_path, center, keep_images,
-          overwrite, resume, force, mask_bad_maps, quiet, geometry, detector, pulses,
-          incomplete, **settings):  # fmt: skip
+def build(ctx, inputs, out, order, paper, data_path, mask_spec, labels_path, center, keep_images,
+          overwrite, resume, force, q_placement, mask_bad_maps, quiet, geometry, detector,
+          pulses, incomplete, **settings):  # fmt: skip
     """Compute the CCF maps of INPUTS (CXI/HDF5 files, globs, or a run) into the store OUT."""
     from .backends import BackendUnavailableError
     from .io.source import InputError
@@ -142,6 +161,8 @@ def build(ctx, inputs, out, order, data_path, mask_spec, labels_path, center, ke
         if ctx.get_parameter_source("orders") is not click.core.ParameterSource.DEFAULT:
             raise click.UsageError("give --orders or --order, not both")
         settings["orders"] = (order,)
+    if paper:
+        settings.update(_paper_map(ctx, settings, order))
     pixel_range = [
         f"--{name.replace('_', '-')}"
         for name in ("r_min", "r_max")
@@ -167,8 +188,46 @@ def build(ctx, inputs, out, order, data_path, mask_spec, labels_path, center, ke
         centre, centre_origin = _resolve_center(_center_option(center), source)
         run_build(source, str(out), config, center=centre, center_origin=centre_origin,
                   overwrite=overwrite, resume=resume, force=force, progress=not quiet,
-                  mask_bad_maps=mask_bad_maps, **options)  # fmt: skip
+                  mask_bad_maps=mask_bad_maps, q_placement=q_placement, **options)  # fmt: skip
     click.echo(f"wrote {out}")
+
+
+def _paper_map(ctx, settings: dict, order: int | None) -> dict:
+    """The map settings of ``--paper``: PAPER_RECIPE's, by their parameter keys.
+
+    Raises
+    ------
+    click.UsageError
+        One line naming the map options given on the command line whose
+        values ask for other maps than the paper's (its own values may be
+        given again).
+    """
+    given = {
+        key: settings[key]
+        for key in BuildConfig.map_parameter_keys()
+        if ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT
+        or (key == "orders" and order is not None)
+    }
+    contradicting = PAPER_RECIPE.map_differences(given)
+    if contradicting:
+        names = {key: key.replace("_", "-") for key in contradicting}
+        if order is not None and "orders" in names:
+            names["orders"] = "order"
+        named = ", ".join(f"--{names[key]} {_shown(given[key])}" for key in contradicting)
+        raise click.UsageError(
+            f"--paper is the paper's map (PAPER_RECIPE); {named} "
+            f"{'asks' if len(contradicting) == 1 else 'ask'} for another: drop --paper "
+            'and give --order 8 with the options that differ (docs/ccf.md, "Defaults")'
+        )
+    paper = PAPER_RECIPE.parameters()
+    return {key: paper[key] for key in BuildConfig.map_parameter_keys()}
+
+
+def _shown(value) -> str:
+    """A setting as it is written on the command line (``8,2``; ``0.02 0.12``)."""
+    if isinstance(value, tuple):
+        return ("," if all(isinstance(v, int) for v in value) else " ").join(map(str, value))
+    return str(value)
 
 
 def _resolve_center(center, source):

@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from .backends import get_backend
+from .build_config import BUILD_MAPS
 from .io.source import open_source
 from .pipeline import BuildConfig, build
 from .polar import PlanSpec
@@ -29,7 +30,12 @@ __all__ = ["run_demo"]
 
 
 def run_demo(
-    out_dir: Path, *, frames: int = 96, order: int = 8, backend: str = "auto", seed: int = 0
+    out_dir: Path,
+    *,
+    frames: int = 96,
+    order: int = BUILD_MAPS.orders[0],
+    backend: str = "auto",
+    seed: int = 0,
 ) -> list[Path]:
     """Simulate, build and draw; return the files written.
 
@@ -41,7 +47,8 @@ def run_demo(
     frames : int
         Frames to simulate (259 x 259).
     order : int
-        Angular order of the upper triangle.
+        Angular order of the upper triangle (default: the build's, 2); the
+        other map settings are the build's defaults (docs/ccf.md, "Defaults").
     backend : str
         Engine backend.
     seed : int

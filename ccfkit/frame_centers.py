@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .frame_geometry import maps_of_own_plans
 from .io.errors import InputError
 from .polar import PlanSpec, PolarPlan, RegularGrid
 
@@ -98,15 +99,4 @@ def maps_at_own_centers(engine, frames, spec: PlanSpec, centers: np.ndarray, set
     ndarray
         float32 maps, ``(n, Q, Q)`` or ``(n, C, Q, Q)``, as ``engine.merged_maps``.
     """
-    unique, group = np.unique(centers, axis=0, return_inverse=True)
-    group = group.ravel()
-    out = None
-    for g, centre in enumerate(unique):
-        rows = np.flatnonzero(group == g)
-        plan = replace(spec, center=(float(centre[0]), float(centre[1]))).plan()
-        maps = engine.merged_maps(engine.as_batch(frames[rows], plan.shape), plan, settings)
-        maps = engine.to_numpy(maps)
-        if out is None:
-            out = np.empty((len(frames), *maps.shape[1:]), dtype=maps.dtype)
-        out[rows] = maps
-    return out
+    return maps_of_own_plans(engine, frames, spec, settings, centers=centers)

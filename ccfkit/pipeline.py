@@ -38,13 +38,12 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .backends import get_backend
-from .build_config import BuildConfig, BuildOptions
+from .build_config import BuildConfig, BuildOptions, ring_rule
 from .build_resources import BuildFootprint, check_resources
 from .digest import frames_digest
-from .frame_centers import check_centers, fixed_range, maps_at_own_centers, say_mean_center
+from .frame_centers import check_centers, fixed_range, say_mean_center
 from .frame_checks import frame_checks, report_frame_checks
-from .geometry import ScatteringGeometry
-from .io.geometry_spread import geometry_spread
+from .frame_geometry import GeometryGroups, maps_of_own_plans, place_rings, scattering_geometry
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import NoiseLevel, add_noise, frame_bounds, frame_statistics, noise_statistics
 from .polar import PlanSpec, PolarPlan
@@ -102,6 +101,7 @@ class ChunkJob:
     backend: str
     bound: float
     centers: np.ndarray | None = None  # (N, 2): each frame at its own beam centre
+    geometry: GeometryGroups | None = None  # rings in q at each frame's own geometry
     #: The recorded digest of each chunk's input frames (0: not read yet), :mod:`ccfkit.digest`.
     digests: tuple[int, ...] = ()
     #: Store a map with NaN/inf values as 0 and record it, instead of stopping the build.
@@ -150,12 +150,12 @@ def process_chunk(
                        job.plan.mask)  # fmt: skip
         del pieces  # unmaps
     with _stage(clock, "maps"):
-        if job.centers is None:
+        if job.centers is None and job.geometry is None:
             maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.maps)
             maps = engine.to_numpy(maps)
-        else:
-            centers = job.centers[frames_slice]
-            maps = maps_at_own_centers(engine, noisy, job.plan, centers, config.maps)
+        else:  # each frame its own plan (ccfkit.frame_centers, ccfkit.frame_geometry)
+            own = _own(job, frames_slice)
+            maps = maps_of_own_plans(engine, noisy, job.plan, config.maps, **own)
     with _stage(clock, "maps"):  # and what they and their frames say (ccfkit.frame_checks)
         checks = frame_checks(noisy, maps, indices, job.plan.mask,
                               mask_bad_maps=job.mask_bad_maps)  # fmt: skip
@@ -251,6 +251,7 @@ def build(
     progress: bool = True,
     write_method: WriteMethod | str = WriteMethod.ZARR,
     mask_bad_maps: bool = False,
+    q_placement: str = "per-frame",
 ) -> zarr.Group:
     """Build (or finish) the store of CCF maps of ``source`` at ``out``.
 
@@ -291,6 +292,10 @@ def build(
     mask_bad_maps : bool
         Store a map with NaN/inf values as 0 and record its frame
         (``frame_checks``) instead of stopping the build there.
+    q_placement : {"per-frame", "mean"}
+        Rings in q on an input whose wavelength or distance varies over its
+        frames: each frame's at its own (:mod:`ccfkit.frame_geometry`), or
+        all at their mean.
 
     Returns
     -------
@@ -313,11 +318,9 @@ def build(
         raise InputError("--keep-images stores images on a pixel grid; a module stack has none")
     if not force:
         check_geometry(source.mask, center, config.grid.r_max, source.pixels)
-    spec = PlanSpec.describe(
-        source.frame_shape, center=center, mask=source.mask, grid=config.grid,
-        pixels=source.pixels,
-        scattering=scattering_geometry(source, config.grid.q_range, force=force),
-    )  # fmt: skip
+    placed = place_rings(source, config.grid, q_placement)  # rings in q: per frame where varied
+    spec = PlanSpec.describe(source.frame_shape, center=center, mask=source.mask, grid=config.grid,
+                             pixels=source.pixels, scattering=placed.scattering)  # fmt: skip
     try:
         plan = spec.plan()
     except ValueError as error:
@@ -329,7 +332,7 @@ def build(
         say_mean_center(source)
     if not plan.ring_used.any():
         raise InputError(
-            f"no ring has {config.grid.min_ring_fraction:.0%} valid samples under this mask and "
+            f"no ring has {ring_rule(config.grid)} under this mask and "
             "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max or "
             "--q-range, or lower --min-ring-fraction)"
         )
@@ -357,6 +360,7 @@ def build(
         "r_min": plan.r_min,
         "r_max": plan.r_max,
         "rings_used": int(plan.ring_used.sum()),
+        "q_placement": placed.describe(chunk_frames),
         "backend": engine_name,
         "seed": config.noise.seed,
         "command": " ".join(sys.argv),
@@ -373,11 +377,12 @@ def build(
         else:
             if resume:
                 logger.warning("%s: its creation was interrupted; creating it again", out)
-            group = create_store(out, layout, provenance, _per_store_arrays(source, plan, centers))
+            group = create_store(out, layout, provenance,
+                                 _per_store_arrays(source, plan, centers, placed.groups))  # fmt: skip
         job = ChunkJob(
             reader=source.reader, layout=layout, writers=ChunkWriters.of(group, write_method),
             plan=spec, config=config, backend=engine_name, bound=0.0, centers=centers,
-            mask_bad_maps=mask_bad_maps,
+            geometry=placed.groups, mask_bad_maps=mask_bad_maps,
         )  # fmt: skip
         logger.info("set-up: %.2f s wall, %.2f s CPU", time.perf_counter() - started,
                     time.process_time() - start_up_cpu)  # fmt: skip
@@ -521,41 +526,7 @@ def _noise_attributes(stats: np.ndarray, level: str) -> dict:
     }
 
 
-def scattering_geometry(source: FrameSource, q_range=None, *, force=False
-                        ) -> ScatteringGeometry | None:  # fmt: skip
-    """The input's pixel size, distance and wavelength; None where it lacks one.
-
-    InputError naming what is missing when ``q_range`` (rings placed in
-    momentum transfer) needs them, and, unless ``force``, when the input's
-    wavelength or distance varies over its frames (the rings would be placed
-    with their mean).
-    """
-    known = {"detector distance": source.distance, "pixel size": source.pixel_size,
-             "wavelength": source.wavelength}  # fmt: skip
-    missing = [name for name, value in known.items() if value is None]
-    if missing and q_range is not None:
-        raise InputError(
-            f"--q-range places the rings in momentum transfer, but the input gives no "
-            f"{' and no '.join(missing)} (CXI: entry_1/instrument_1/detector_1/distance, "
-            "x_pixel_size, source_1/wavelength)"
-        )
-    if missing:
-        return None
-    if q_range is not None and not force:
-        for name, (low, high) in geometry_spread(source.reader.files).items():
-            mean = known[name]
-            off = max(high - mean, mean - low) / mean
-            if off > 1e-6:
-                raise InputError(
-                    f"--q-range: the input's {name} varies over its frames ({low:.4g} to "
-                    f"{high:.4g} m): rings placed with their mean ({mean:.4g} m) are off in q "
-                    f"by up to {off:.0%} for some frames; use inputs of one {name}, or --force "
-                    "to place them with the mean"
-                )
-    return ScatteringGeometry(source.pixel_size, source.distance, source.wavelength * 1e9)
-
-
-def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dict:
+def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None, geometry=None) -> dict:
     """The arrays written whole when the store is created, with their attributes.
 
     See :func:`ccfkit.store.create_store`: ``radius``, ``ring_used``, ``mask``, ``q`` when
@@ -575,11 +546,26 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None) -> dic
     contents.update(source.frame_ids)  # train_id, pulse_id of a European XFEL run
     if centers is not None:
         contents["frame_center"] = (centers, {"units": "pixel", "axes": ["cx", "cy"]})
+    if geometry is not None:  # rings in q at each frame's own wavelength and distance
+        contents["frame_geometry"] = (
+            np.stack([geometry.wavelength_nm, geometry.distance, geometry.group], axis=1),
+            {"units": ["nm", "m", ""], "axes": ["wavelength", "distance", "group"]},
+        )
     scattering = scattering_geometry(source)
     if scattering is not None:  # ring_axis: what the rings were placed on (docs/store-layout.md)
         q = scattering.momentum_transfer(plan.radius)
         contents["q"] = (q, {"units": "1/nm", "ring_axis": plan.ring_axis})
     return contents
+
+
+def _own(job: ChunkJob, frames: slice) -> dict:
+    """The centres and geometry groups of ``frames`` (:func:`maps_of_own_plans`' keywords)."""
+    own = {}
+    if job.centers is not None:
+        own["centers"] = job.centers[frames]
+    if job.geometry is not None:
+        own["groups"] = (job.geometry.geometries, job.geometry.group[frames])
+    return own
 
 
 def _chunk_length(layout: StoreLayout, chunk) -> int:

@@ -127,16 +127,17 @@ def estimators_figure(image, mask, center, *, q_bins=RingGrid.q_bins, phi_bins=R
     -------
     matplotlib Figure
         Top: the frame, its merged map as the paper makes it
-        (:data:`~ccfkit.build_config.PAPER_RECIPE`) and with the build's
-        usable rings (:data:`~ccfkit.build_config.BUILD_GRID`), the
-        mask-corrected estimator and the ``ring`` scale. Bottom: the order-8
+        (:data:`~ccfkit.build_config.PAPER_RECIPE`) and with the library's
+        usable rings from ``r_min = "auto"`` (:class:`~ccfkit.polar.RingGrid`'s
+        ``min_ring_fraction``, 0.5), the mask-corrected estimator and the
+        ``ring`` scale. Bottom: the order-8
         triangle of a pure radial profile under the same mask (the library's
         grid), ring and mask-corrected estimators, in units of the real
         frame's largest order-8 entry.
     """
     from matplotlib.figure import Figure
 
-    from .build_config import BUILD_GRID, PAPER_RECIPE
+    from .build_config import PAPER_RECIPE
     from .ccf import Estimator, Scale
     from .engine import compute_maps
     from .polar import make_polar_plan
@@ -144,7 +145,7 @@ def estimators_figure(image, mask, center, *, q_bins=RingGrid.q_bins, phi_bins=R
     size = {"q_bins": q_bins, "phi_bins": phi_bins}
     kw = {"center": center, "mask": mask, "backend": backend}
     paper = (replace(PAPER_RECIPE.grid, **size), PAPER_RECIPE.maps)
-    usable = (replace(BUILD_GRID, **size),
+    usable = (RingGrid(r_min="auto", **size),
               replace(PAPER_RECIPE.maps, estimator=Estimator.MASK_CORRECTED, scale=Scale.RING))  # fmt: skip
     fig = Figure(figsize=(15, 9.4))
     axes = fig.subplots(2, 3)

@@ -181,10 +181,10 @@ def make_gallery(out, probabilities, names, threshold, frames, *, title: dict,
     edges, counts = counts_along_run(probabilities, threshold, position)
     plot = data_uri(counts_plot_png(edges, counts, names, position_name))
     rows = selection.rows
-    images, maps = frames.images(rows), frames.maps(rows)
+    images, maps, named = frames.images(rows), frames.maps(rows), frames.frame_names(rows)
     pictures = {
-        int(row): (data_uri(image_png(image)), data_uri(map_png(merged)))
-        for row, image, merged in zip(rows, images, maps)
+        int(row): (data_uri(image_png(image)), data_uri(map_png(merged)), name)
+        for row, image, merged, name in zip(rows, images, maps, named)
     }
     page = gallery_html(selection, probabilities, names, threshold, pictures, plot,
                         position, position_name, title)  # fmt: skip
@@ -194,7 +194,8 @@ def make_gallery(out, probabilities, names, threshold, frames, *, title: dict,
 
 
 def _thumbnail(row, probabilities, names, pictures, position, position_name) -> str:
-    image, merged = pictures[row]
+    image, merged, name = pictures[row]
+    name = f" · {html.escape(name)}" if name else ""
     p = probabilities[row]
     shown = sorted(range(len(names)), key=lambda c: -p[c])[:3]
     everything = ", ".join(f"{n} {v:.3f}" for n, v in zip(names, p))
@@ -207,7 +208,8 @@ def _thumbnail(row, probabilities, names, pictures, position, position_name) -> 
         f'<figure class="thumb" title="{html.escape(everything)}">'
         f'<div class="pair"><img src="{image}" alt="image of row {row}">'
         f'<img src="{merged}" alt="CCF map of row {row}"></div>'
-        f"<figcaption><b>row {row}</b> · {position_name} {int(position[row])}{lines}</figcaption>"
+        f"<figcaption><b>row {row}</b>{name} · {position_name} {int(position[row])}{lines}"
+        "</figcaption>"
         "</figure>"
     )
 
@@ -254,8 +256,9 @@ def gallery_html(selection, probabilities, names, threshold, pictures, plot, pos
 <img class="plot" src="{plot}" alt="predicted frames per class along the run"></section>
 {"".join(sections)}
 <p class="sub">Each thumbnail: the image (log<sub>10</sub> intensity) and its CCF map
-(full map lower left, order-n map upper right), the store row, its position along the run
-and the three largest probabilities (all of them on hover).</p></main></body></html>
+(full map lower left, order-n map upper right), the store row (with its train and pulse
+where the input has them), its position along the run and the three largest probabilities
+(all of them on hover). Module stacks are shown assembled by extra-geom.</p></main></body></html>
 """
 
 
@@ -284,7 +287,7 @@ background:var(--bar);z-index:-1;border-radius:2px}.p{z-index:0}
 
 def gallery(run, source, out, *, which: str = "best", device: str = "cpu", per_class: int = 8,
             uncertain: int = 12, backend: str = "auto", data_path: str | None = None,
-            progress: bool = False) -> dict:  # fmt: skip
+            progress: bool = False, facility: dict | None = None) -> dict:  # fmt: skip
     """Predict ``source`` with ``run`` and write its gallery to ``out``.
 
     Parameters
@@ -292,10 +295,14 @@ def gallery(run, source, out, *, which: str = "best", device: str = "cpu", per_c
     run : path
         A ``trainer fit`` run directory.
     source : sequence of str
-        One ``ccfkit build`` store, or CXI/HDF5 files and globs (mapped with the
-        run's recipe on the way, as ``trainer predict`` does).
+        One ``ccfkit build`` store, or CXI/HDF5 files and globs, or a European
+        XFEL run directory (mapped with the run's recipe on the way, as
+        ``trainer predict`` does).
     out : path
         The HTML file.
+    facility : dict, optional
+        ``geometry``, ``detector``, ``pulses``, ``incomplete`` of frames
+        (:func:`ccfsort.sorting.predict_frames`).
 
     Returns
     -------
@@ -317,9 +324,10 @@ def gallery(run, source, out, *, which: str = "best", device: str = "cpu", per_c
         from .sorting import predict_frames
 
         config = json.loads((Path(run) / "config.json").read_text())
-        frames = FileFrames(source, config, data_path=data_path, backend=backend)
+        frames = FileFrames(source, config, data_path=data_path, backend=backend,
+                            facility=facility)  # fmt: skip
         result = predict_frames(run, source, which=which, device=device, backend=backend,
-                                data_path=data_path, progress=progress)  # fmt: skip
+                                progress=progress, prepared=frames.prepared)  # fmt: skip
     title = {"run": str(run), "source": ", ".join(source), "checkpoint": which}
     selection = make_gallery(out, result["probabilities"], result["names"], result["threshold"],
                              frames, title=title, per_class=per_class, uncertain=uncertain)  # fmt: skip

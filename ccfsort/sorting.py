@@ -26,6 +26,7 @@ import torch
 
 from ccfkit.atomic import atomic_output
 from ccfkit.ccf import MapSettings
+from ccfkit.io.errors import InputError, MissingGeometry
 from ccfkit.polar import PlanSpec
 from ccfkit.settings import NoiseLevel
 from ccfkit.store import StoreError, read_recipe
@@ -34,7 +35,13 @@ from trainer.data import DataError, model_inputs, open_store, resolve_normalize
 from trainer.inference import load_run, write_probability_csv
 from trainer.run_dir import RunError
 
-__all__ = ["MapRecipe", "open_frames_of_run", "predict_frames", "write_predictions"]
+__all__ = [
+    "MapRecipe",
+    "open_frames_of_run",
+    "predict_frames",
+    "prepare_frames",
+    "write_predictions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,13 @@ class MapRecipe:
     image_size : int or None
     normalize : str
         The run's resolved per-frame scaling.
+    geometry : dict or None
+        The module stack's geometry the store records (None: images).
+    q_placement : str
+        Rings in q on frames of several wavelengths or distances: at each
+        frame's own (``"per-frame"``) or at their mean, as the store's build.
+    frame_groups : GeometryGroups or None
+        The new frames' own geometries, grouped (:mod:`ccfkit.frame_geometry`).
     """
 
     plan: PlanSpec
@@ -65,6 +79,8 @@ class MapRecipe:
     image_size: int | None
     normalize: str
     geometry: dict | None = None
+    q_placement: str = "per-frame"
+    frame_groups: object | None = None
 
     @classmethod
     def of_run(cls, config: dict) -> MapRecipe:
@@ -84,6 +100,7 @@ class MapRecipe:
             radius = group["radius"][:]
             center = tuple(group.attrs["center"])
             geometry = group.attrs["input"].get("geometry")
+            q_placement = group.attrs.get("q_placement", {}).get("placement")
         except (DataError, StoreError, KeyError, OSError) as error:
             raise RunError(
                 f"cannot recover how the run's maps were made from its store {path} "
@@ -106,6 +123,7 @@ class MapRecipe:
             image_size=recipe.image_size,
             normalize=resolve_normalize(train.normalize, train.input),
             geometry=geometry,
+            q_placement="mean" if q_placement == "mean" else "per-frame",
         )
 
     def for_source(self, source) -> MapRecipe:
@@ -141,13 +159,25 @@ class MapRecipe:
             )
         return replace(self, plan=replace(self.plan, pixels=pixels))
 
-    def inputs(self, frames: np.ndarray, engine) -> np.ndarray:
-        """(B, H, W) frames -> (B, C, S, S) float32 model inputs, on the host."""
+    def inputs(self, frames: np.ndarray, engine, rows=None) -> np.ndarray:
+        """(B, H, W) frames -> (B, C, S, S) float32 model inputs, on the host.
+
+        ``rows``: the frames' (B,) indices over the inputs, which rings in q
+        placed at each frame's own geometry need (:attr:`frame_groups`).
+        """
         if self.input_kind == "images":
             from ccfkit.resize import resize_images
 
             return model_inputs(resize_images(frames, self.image_size, self.plan.mask),
                                 self.normalize)  # fmt: skip
+        if self.frame_groups is not None:  # rings in q at each frame's own geometry
+            from ccfkit.frame_geometry import maps_of_own_plans
+
+            if rows is None:
+                raise ValueError("rings in q at each frame's own geometry need the frames' rows")
+            groups = self.frame_groups.geometries, self.frame_groups.group[np.asarray(rows)]
+            maps = maps_of_own_plans(engine, frames, self.plan, self.settings, groups=groups)
+            return model_inputs(maps, self.normalize)
         plan = self.plan.plan()
         maps = engine.merged_maps(engine.as_batch(frames, plan.shape), plan, self.settings)
         return model_inputs(engine.to_numpy(maps), self.normalize)
@@ -164,6 +194,7 @@ def predict_frames(
     batch_size: int = 64,
     progress: bool = True,
     facility: dict | None = None,
+    prepared: tuple | None = None,
 ) -> dict:
     """Classify the frames of CXI/HDF5 files or a run with a trained run, without a store.
 
@@ -188,6 +219,10 @@ def predict_frames(
         ``geometry``, ``detector``, ``pulses``, ``incomplete``: module
         stacks with their geometry, or a European XFEL run directory, as
         ``ccfkit build`` reads them (:func:`ccfkit.cli_inputs.open_frames`).
+    prepared : (MapRecipe, FrameSource), optional
+        :func:`prepare_frames`' result for this run and ``inputs``, when the
+        caller has it (then ``inputs``, ``data_path`` and ``facility`` are
+        not used).
 
     Returns
     -------
@@ -201,14 +236,9 @@ def predict_frames(
     from ccfkit.backends import get_backend
 
     model, config, _ = load_run(run_dir, which, device)
-    recipe = MapRecipe.of_run(config)
-    source = open_frames_of_run(inputs, recipe, data_path=data_path, facility=facility)
-    if recipe.plan.grid.q_range is not None:  # rings in q: placed by these frames' geometry
-        from ccfkit.pipeline import scattering_geometry
-
-        scattering = scattering_geometry(source, recipe.plan.grid.q_range)
-        recipe = replace(recipe, plan=replace(recipe.plan, scattering=scattering))
-    recipe = recipe.for_source(source)
+    if prepared is None:
+        prepared = prepare_frames(config, inputs, data_path=data_path, facility=facility)
+    recipe, source = prepared
     engine = get_backend(backend)
     dev = next(model.parameters()).device
     n = source.n_frames
@@ -219,7 +249,7 @@ def predict_frames(
         frames = source.reader.read(start, min(start + batch_size, n))
         seconds["read"] += time.perf_counter() - began
         began = time.perf_counter()
-        x = recipe.inputs(frames, engine)
+        x = recipe.inputs(frames, engine, np.arange(start, start + len(frames)))
         seconds["maps"] += time.perf_counter() - began
         return x
 
@@ -251,14 +281,9 @@ def predict_frames(
 
 def _same_placement(pixels, recorded: dict) -> bool:
     """Whether ``pixels`` (a DetectorGeometry) places the pixels as the store's recorded geometry."""
-    import tempfile
+    from ccfkit.io.geometry_file import load_recorded_geometry
 
-    from ccfkit.io.geometry_file import load_geometry
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "store.geom"
-        path.write_text(recorded["text"])
-        stored = load_geometry(path, tuple(recorded["stack_shape"]))
+    stored = load_recorded_geometry(recorded)
     if stored.stack_shape != pixels.stack_shape or len(stored.tiles) != len(pixels.tiles):
         return False
     return all(
@@ -267,20 +292,75 @@ def _same_placement(pixels, recorded: dict) -> bool:
     )
 
 
+def prepare_frames(config: dict, inputs, *, data_path=None, facility=None):
+    """The run's recipe and the frames of ``inputs``, opened and checked for it.
+
+    Parameters
+    ----------
+    config : dict
+        The run's ``config.json``.
+    inputs, data_path, facility
+        As :func:`predict_frames` takes them.
+
+    Returns
+    -------
+    (MapRecipe, FrameSource)
+        The recipe placed on these frames (their pixel positions; rings in
+        ``q`` by their wavelength and distance).
+    """
+    recipe = MapRecipe.of_run(config)
+    source = open_frames_of_run(inputs, recipe, data_path=data_path, facility=facility)
+    if recipe.plan.grid.q_range is not None:  # rings in q: placed by these frames' geometry
+        from ccfkit.frame_geometry import place_rings
+
+        placed = place_rings(source, recipe.plan.grid, recipe.q_placement)
+        recipe = replace(recipe, plan=replace(recipe.plan, scattering=placed.scattering),
+                         frame_groups=placed.groups)  # fmt: skip
+    return recipe.for_source(source), source
+
+
 def open_frames_of_run(inputs, recipe: MapRecipe, *, data_path=None, facility=None):
     """The frames of ``inputs``, opened as ``ccfkit build`` opens them, for ``recipe``'s maps.
 
     The run's store gives the mask and the centre: the files' own are not
     used (nor compared between files). A run directory keeps its own mask
-    of bad pixels (NaN, masked frame by frame), as in the build.
+    of bad pixels (NaN, masked frame by frame), as in the build. Module
+    stacks without ``--geometry`` are placed by the geometry the store
+    recorded (its text, ``input.geometry``), which is said in one line; a
+    store that recorded none refuses them.
+
+    Raises
+    ------
+    DataError
+        Module stacks without ``--geometry`` for a store that recorded no geometry.
     """
     from ccfkit.cli_inputs import open_frames
+    from ccfkit.io.geometry_file import recorded_file
 
     facility = dict(facility or {})
     mask = None if facility.get("detector") else recipe.plan.mask
-    return open_frames(list(inputs), data_path=data_path, mask=mask,
-                       mask_origin="the run's store", center_use="ignore",
-                       **facility)  # fmt: skip
+    options = {"data_path": data_path, "mask": mask, "mask_origin": "the run's store",
+               "center_use": "ignore"}  # fmt: skip
+    if facility.get("geometry") is not None or recipe.geometry is None:
+        try:
+            return open_frames(list(inputs), **options, **facility)
+        except MissingGeometry:  # no --geometry (with one, the reader needs none)
+            raise DataError(
+                "these frames are module stacks, and the run's store records no geometry "
+                "(its maps were made from images): this run cannot sort them"
+            ) from None
+    recorded = recipe.geometry
+    logger.warning(
+        "no --geometry: the frames are placed by the geometry the run's store recorded (%s, %s)",
+        recorded["file"], recorded["detector"],
+    )  # fmt: skip
+    with recorded_file(recorded) as path:
+        try:
+            source = open_frames(list(inputs), **options, **{**facility, "geometry": path})
+        except InputError as error:  # named by the recorded file, not the temporary copy
+            named = f"{recorded['file']} (recorded in the run's store)"
+            raise InputError(str(error).replace(str(path), named)) from None
+    return replace(source, pixels=replace(source.pixels, source=str(recorded["file"])))
 
 
 def write_predictions(result: dict, out) -> None:

@@ -153,7 +153,8 @@ def store_features(store, source, *, backend="numpy") -> np.ndarray:
     Raises
     ------
     ValueError
-        The polar grid made here is not the store's (other rings).
+        The polar grid made here is not the store's (other rings), or the store's
+        rings in q are placed per frame (its frames' wavelength or distance varies).
     """
     from ccfkit import make_polar_plan
     from ccfkit.store import open_store, read_recipe
@@ -162,9 +163,12 @@ def store_features(store, source, *, backend="numpy") -> np.ndarray:
     grid = read_recipe(group).resolved_grid
     scattering = None
     if grid.q_range is not None:  # rings in q: placed with the frames' geometry, as the build did
-        from ccfkit.pipeline import scattering_geometry
+        from ccfkit.frame_geometry import scattering_geometry
 
-        scattering = scattering_geometry(source, grid.q_range, force=True)
+        if any(np.ptp(values) > 0 for values in source.geometry_per_frame.values()):
+            raise ValueError(f"{store}: its rings in q are placed per frame (its frames' "
+                             "wavelength or distance varies); one resampling cannot match them")  # fmt: skip
+        scattering = scattering_geometry(source, grid.q_range)
     plan = make_polar_plan(source.frame_shape, center=tuple(group.attrs["center"]),
                            mask=group["mask"][:], grid=grid, scattering=scattering)  # fmt: skip
     if not np.allclose(plan.radius, group["radius"][:]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import h5py
 import numpy as np
 import pytest
@@ -12,9 +14,12 @@ from conftest import write_cxi
 import ccfkit
 from ccfkit import pipeline
 from ccfkit.backends.array import NumpyBackend
+from ccfkit.build_config import PAPER_RECIPE, BuildConfig, NoiseSettings
+from ccfkit.ccf import MapSettings
 from ccfkit.cli import main
 from ccfkit.noise import add_noise
-from ccfkit.store import open_store
+from ccfkit.polar import RingGrid
+from ccfkit.store import SCHEMA_VERSION, StoreRecipe, open_store, read_recipe
 
 SIZE = 49  # small frames keep every build well under a second
 FRAMES = 40
@@ -73,14 +78,19 @@ def build(cxi, out, *extra):
     return zarr.open_group(str(out), mode="r")
 
 
-def expected_maps(frames, bitmask, bound, seed):
-    """Maps computed independently: noise from (seed, i), float64 NumPy reference."""
+def expected_maps(frames, bitmask, bound, seed, **settings):
+    """Maps computed independently: noise from (seed, i), float64 NumPy reference.
+
+    The build's default map, named here value by value (docs/ccf.md, "Defaults"):
+    order 2, rings from r = 0, every ring with a valid sample; ``settings`` change it.
+    """
     noisy = add_noise(frames, np.arange(len(frames)), bound, seed)
     good = (bitmask.astype(int) & ccfkit.io.source.PIXEL_IS_IN_MASK) == 0
+    default = {"q_bins": 16, "phi_bins": 32, "orders": (2,), "r_min": 0.0,
+               "min_ring_fraction": 0.0, "estimator": "ring", "scale": "maxabs"}  # fmt: skip
     return ccfkit.compute_maps(
-        noisy, center=CENTER, mask=good, q_bins=16, phi_bins=32, r_min="auto",
-        backend=NumpyBackend(),
-    )  # fmt: skip
+        noisy, center=CENTER, mask=good, backend=NumpyBackend(), **{**default, **settings}
+    )
 
 
 def valid_statistics(frames, bitmask):
@@ -120,19 +130,27 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
     store = build(cxi, tmp_path / "out.zarr", "--noise", "mean")
     assert store["ccf"].shape == (FRAMES, 16, 16) and store["ccf"].dtype == np.float32
     np.testing.assert_array_equal(store["index"][:], np.arange(FRAMES))
-    # r_min="auto": the range starts where rings become usable under the mask
-    r_min = store.attrs["r_min"]
+    # the build's default rings: from the beam centre, every ring with a valid sample
+    assert store.attrs["r_min"] == 0.0
     good = (bitmask.astype(int) & 767) == 0
     plan = ccfkit.make_polar_plan(
-        good.shape, center=CENTER, mask=good, q_bins=16, phi_bins=32, r_min="auto"
-    )
-    assert r_min == plan.r_min and plan.ring_used.all()
-    np.testing.assert_allclose(
-        store["radius"][:], r_min + (np.arange(16) + 0.5) * (23.0 - r_min) / 16
-    )
+        good.shape, center=CENTER, mask=good, q_bins=16, phi_bins=32, r_min=0.0,
+        min_ring_fraction=0.0,
+    )  # fmt: skip
+    np.testing.assert_allclose(store["radius"][:], (np.arange(16) + 0.5) * 23.0 / 16)
     np.testing.assert_array_equal(store["ring_used"][:], plan.ring_used)
-    assert store.attrs["parameters"]["r_min"] == "auto"
-    assert store.attrs["parameters"]["orders"] == [8]
+    # rings 0-2 (0.7, 2.2, 3.6 px) need pixels of the 4 px hole: unused, 0 in every map
+    assert store["ring_used"][:].tolist() == [False] * 3 + [True] * 13
+    assert not store["ccf"][:, :3].any() and not store["ccf"][:, :, :3].any()
+    assert store.attrs["parameters"]["r_min"] == 0.0
+    assert store.attrs["parameters"]["min_ring_fraction"] == 0.0
+    assert store.attrs["parameters"]["orders"] == [2]
+    # the recipe read back says so: the build's defaults, each named
+    recipe = read_recipe(store)
+    assert recipe.settings == MapSettings(orders=(2,), estimator="ring", scale="maxabs")
+    assert recipe.grid == RingGrid(q_bins=16, phi_bins=32, r_min=0.0, min_ring_fraction=0.0)
+    asked = {"q_bins": 16, "phi_bins": 32, "noise": "mean"}
+    assert recipe == StoreRecipe.of_build(BuildConfig.from_parameters(asked))
     assert store["labels"].attrs["names"] == ["round", "elliptical"]
     assert store["labels"][:].sum() == FRAMES
     assert store["stats"].shape == (FRAMES, 3)
@@ -140,7 +158,7 @@ def test_store_layout_and_provenance(tmp_path, cxi, bitmask):
     assert "CXI bit mask" in store.attrs["input"]["mask"]
     assert store.attrs["center"] == list(CENTER)
     assert store.attrs["parameters"]["noise"] == "mean"
-    assert store.attrs["schema_version"] == 2
+    assert store.attrs["schema_version"] == SCHEMA_VERSION == 3
     assert store["done"][:].all()
 
 
@@ -423,6 +441,29 @@ def test_automatic_centre_is_found(tmp_path, cxi):
     assert store.attrs["center_origin"].startswith("auto")
 
 
+def test_order_8_and_paper_give_the_papers_order_8_maps_of_the_reference(tmp_path, cxi, frames,
+                                                                         bitmask):  # fmt: skip
+    """``--order 8`` changes the build's default map in its order only: the paper's map."""
+    order8 = build(cxi, tmp_path / "order8.zarr", "--order", "8", "--noise", "max")
+    bound = order8.attrs["noise"]["bound"]
+    reference = expected_maps(frames, bitmask, bound, 0, orders=(8,))
+    np.testing.assert_allclose(order8["ccf"][:], reference, atol=1e-5)
+    assert read_recipe(order8) == StoreRecipe.of_build(
+        replace(PAPER_RECIPE, grid=replace(PAPER_RECIPE.grid, q_bins=16, phi_bins=32),
+                noise=NoiseSettings("max", 0))
+    )  # fmt: skip
+    # --paper: PAPER_RECIPE whole, on its own 224 x 512 grid
+    result = run("build", cxi, tmp_path / "paper.zarr", "--center", f"{CENTER[0]},{CENTER[1]}",
+                 "--paper", "--noise", "max", "--chunk", "8", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    paper = zarr.open_group(str(tmp_path / "paper.zarr"), mode="r")
+    assert read_recipe(paper) == StoreRecipe.of_build(
+        replace(PAPER_RECIPE, noise=NoiseSettings("max", 0))
+    )
+    reference = expected_maps(frames, bitmask, bound, 0, q_bins=224, phi_bins=512, orders=(8,))
+    np.testing.assert_allclose(paper["ccf"][:], reference, atol=1e-5)
+
+
 def test_several_files_and_a_glob(tmp_path, frames, bitmask):
     write_cxi(tmp_path / "run_1.cxi", frames[:25], bitmask=bitmask)
     write_cxi(tmp_path / "run_2.cxi", frames[25:], bitmask=bitmask)
@@ -560,7 +601,8 @@ def test_killed_build_leaves_an_incomplete_store_that_resumes(tmp_path):
 
 def test_several_orders_estimator_and_scale_give_the_maps_of_the_reference(tmp_path, cxi, frames,
                                                                            bitmask):  # fmt: skip
-    extra = ["--orders", "8,2", "--estimator", "mask-corrected", "--scale", "ring"]
+    extra = ["--orders", "8,2", "--estimator", "mask-corrected", "--scale", "ring", "--r-min",
+             "auto", "--min-ring-fraction", "0.5"]  # fmt: skip
     store = build(cxi, tmp_path / "out.zarr", *extra)
     assert store["ccf"].shape == (FRAMES, 2, 16, 16)
     assert store.attrs["parameters"]["orders"] == [8, 2]
@@ -575,7 +617,7 @@ def test_several_orders_estimator_and_scale_give_the_maps_of_the_reference(tmp_p
 
 
 @pytest.mark.parametrize(
-    "changed", [["--estimator", "mask-corrected"], ["--orders", "8,2"], ["--r-min", "0"],
+    "changed", [["--estimator", "mask-corrected"], ["--orders", "8,2"], ["--r-min", "auto"],
                 ["--min-ring-fraction", "0.3"], ["--scale", "ring"]],
 )  # fmt: skip
 def test_resume_refuses_other_map_settings(tmp_path, cxi, monkeypatch, changed):
@@ -602,9 +644,13 @@ def test_a_mask_leaving_no_usable_ring_is_refused(tmp_path, frames):
     mask[::3, ::3] = True  # 11 % good pixels: no bilinear sample has four good neighbours
     np.save(tmp_path / "mask.npy", mask)
     out = tmp_path / "out.zarr"
-    result = run("build", write_cxi(tmp_path / "in.cxi", frames), out, "--mask",
-                 str(tmp_path / "mask.npy"), "--r-min", "0", *MAP_ARGS)  # fmt: skip
-    assert result.exit_code != 0 and "no ring has 50% valid samples" in result.output
+    cxi = write_cxi(tmp_path / "in.cxi", frames)
+    result = run("build", cxi, out, "--mask", str(tmp_path / "mask.npy"), *MAP_ARGS)
+    assert result.exit_code != 0 and "no ring has a valid sample under" in result.output
+    assert not out.exists()
+    result = run("build", cxi, out, "--mask", str(tmp_path / "mask.npy"), "--min-ring-fraction",
+                 "0.5", *MAP_ARGS)  # fmt: skip
+    assert result.exit_code != 0 and "no ring has 50% valid samples under" in result.output
     assert not out.exists()
 
 

@@ -997,6 +997,34 @@ def test_verify_finds_swapped_and_foreign_chunks(tmp_path, small):
     refused(ccfkit("info", out, "--verify"), "'ccf', chunk c/3/0/0", "another store")
 
 
+def as_schema_2(out: Path) -> None:
+    """Rewrite a store's digests as a schema-2 ccfkit wrote them (BLAKE2b) and say schema 2."""
+    import itertools
+
+    from ccfkit.store.layout import chunk_digest
+
+    group = zarr.open_group(out, mode="r+")
+
+    def blake2b(array):
+        grid = itertools.product(*(range(n) for n in array.cdata_shape))
+        return [chunk_digest(array.get_block_selection(c), "blake2b-64") for c in grid]
+
+    for name, digests in group["digests"].arrays():
+        digests[:] = np.array(blake2b(group[name]), dtype=np.uint64)
+    recorded = {name: [f"{d:016x}" for d in blake2b(group[name])]
+                for name in group.attrs["chunk_digests"]}  # fmt: skip
+    group.attrs.update({"chunk_digests": recorded, "schema_version": 2})
+
+
+def test_verify_checks_a_schema_2_store_by_its_blake2b_digests(tmp_path, small):
+    out = tmp_path / "maps.zarr"
+    ok(ccfkit("build", small, out, *BUILD))
+    as_schema_2(out)
+    ok(ccfkit("info", out, "--verify"))
+    swap(out, "ccf/c/1/0/0", "ccf/c/2/0/0")
+    refused(ccfkit("info", out, "--verify"), "'ccf', chunk c/1/0/0", "not the ones written")
+
+
 def test_verify_finds_a_shape_edited_in_the_metadata(tmp_path, small):
     import json
 
@@ -1015,16 +1043,16 @@ def test_verify_finds_a_shape_edited_in_the_metadata(tmp_path, small):
 
 def test_a_store_of_another_recipe_is_refused_by_the_run(tmp_path, trained, source,
                                                          trainer_main):  # fmt: skip
-    other = tmp_path / "order2.zarr"
-    ok(ccfkit("build", source, other, *BUILD, "--orders", "2"))
+    other = tmp_path / "order8.zarr"
+    ok(ccfkit("build", source, other, *BUILD, "--orders", "8"))  # the run's store: the default, 2
     refused(ccfkit("evaluate", trained, other, program=trainer_main),
-            "another recipe", "orders [2] (the run's: [8])", "--allow-recipe-mismatch")  # fmt: skip
+            "another recipe", "orders [8] (the run's: [2])", "--allow-recipe-mismatch")  # fmt: skip
     refused(ccfkit("predict", trained, other, "-o", tmp_path / "p.csv", program=trainer_main),
-            "orders [2]")  # fmt: skip
+            "orders [8]")  # fmt: skip
     assert not (tmp_path / "p.csv").exists()
     result = ok(ccfkit("evaluate", trained, other, "--allow-recipe-mismatch",
                        program=trainer_main))  # fmt: skip
-    assert "recipe mismatch allowed (--allow-recipe-mismatch): orders [2]" in result.output
+    assert "recipe mismatch allowed (--allow-recipe-mismatch): orders [8]" in result.output
     import json  # a run made before runs recorded the recipe: compared through its store
 
     older = tmp_path / "older_run"
@@ -1032,7 +1060,7 @@ def test_a_store_of_another_recipe_is_refused_by_the_run(tmp_path, trained, sour
     config = json.loads((older / "config.json").read_text())
     del config["store"]["recipe"]
     (older / "config.json").write_text(json.dumps(config))
-    refused(ccfkit("evaluate", older, other, program=trainer_main), "orders [2]")
+    refused(ccfkit("evaluate", older, other, program=trainer_main), "orders [8]")
 
 
 def test_evaluate_refuses_the_runs_store_built_again(tmp_path, small, trainer_main):

@@ -1,6 +1,7 @@
 """The README's main job, `ccfkit demo`, on a small simulated set."""
 
 import numpy as np
+import pytest
 import zarr
 from click.testing import CliRunner
 
@@ -20,3 +21,35 @@ def test_demo_simulates_builds_and_draws(tmp_path):
     # same frames, same statistics; the noise changes the maps
     np.testing.assert_array_equal(clean["stats"][:], noisy["stats"][:])
     assert not np.allclose(clean["ccf"][:], noisy["ccf"][:], atol=1e-3)
+
+
+def test_the_stack_demo_sorts_module_stacks_through_their_geometry(tmp_path):
+    """`trainer demo-stack` at a small size: every step's file, the store's geometry, the page."""
+    import csv
+
+    pytest.importorskip("extra_geom")
+    pytest.importorskip("torch")
+    from ccfsort.demo_stack import run_stack_demo
+
+    lines = []
+    small = {"q_bins": 16, "phi_bins": 32}
+    summary = run_stack_demo(tmp_path, frames=12, new_frames=6, epochs=1, width=8, maps=small,
+                             backend="numpy", say=lines.append)  # fmt: skip
+    assert summary["stack_shape"] == (16, 512, 128) and summary["sorted"] == 6
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    store = zarr.open_group(str(tmp_path / "train.zarr"), mode="r")
+    assert store["ccf"].shape == (12, 16, 16) and store.attrs["status"] == "complete"
+    recorded = store.attrs["input"]["geometry"]
+    assert recorded["text"] == (tmp_path / "train.geom").read_text()
+    assert recorded["stack_shape"] == [16, 512, 128]
+    with open(tmp_path / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["index"]) for row in rows] == list(range(6))
+    page = (tmp_path / "gallery.html").read_text()
+    assert page.count('class="thumb"') >= 3
+    assert [line.split()[:2] for line in lines] == [
+        ["ccfkit", "simulate"], ["ccfkit", "simulate"], ["ccfkit", "build"],
+        ["trainer", "fit"], ["trainer", "predict"], ["trainer", "gallery"],
+    ]  # fmt: skip
+    assert "--geometry" not in lines[4] and f"--geometry {tmp_path / 'train.geom'} " in lines[2]
+    assert recorded["file"] == str(tmp_path / "train.geom")

@@ -15,7 +15,9 @@ from labelling import (  # noqa: F401 (browser: a fixture)
     open_page,
     run_names,
 )
+from test_sorting import STACK_GRID, agipd_run  # noqa: F401 (agipd_run: a fixture)
 
+from ccfkit.cli import main as ccfkit_main
 from ccfsort.gallery import counts_along_run, select_frames
 from ccfsort.selection import top_k, uncertainty
 from trainer.cli import main as trainer_main
@@ -101,6 +103,15 @@ def test_gallery_of_files_maps_the_frames(made, tmp_path):
     assert out.read_text().count('class="thumb"') >= 3
 
 
+def test_gallery_of_a_store_refuses_the_options_of_frames(made, tmp_path):
+    store, run_dir = made
+    for option in (["--geometry", "x.geom"], ["--detector", "SPB_DET_AGIPD1M-1"]):
+        result = invoke(trainer_main, "gallery", run_dir, store, "-o", tmp_path / "g.html",
+                        *option)  # fmt: skip
+        assert result.exit_code == 2 and "apply to frames, not stores" in result.output
+        assert not (tmp_path / "g.html").exists()
+
+
 def test_gallery_in_chromium(made, tmp_path, browser):  # noqa: F811
     store, run_dir = made
     out = tmp_path / "g.html"
@@ -137,3 +148,86 @@ def test_pictures():
     assert rgb.shape == (8, 8, 3) and np.all(rgb[2, 2] > 0.9)  # 0: white
     assert rgb[0, 5, 0] > rgb[0, 5, 2] and rgb[5, 0, 2] > rgb[5, 0, 0]  # + red, - blue
     assert data_uri(b"\x89PNG").startswith("data:image/png;base64,iVBORw")
+
+
+# --------------------------------------------------------------------------
+# Module stacks and European XFEL runs: assembled thumbnails, frames by train and pulse
+# --------------------------------------------------------------------------
+
+
+def _thumbnail_shapes(page: str) -> list[tuple[int, ...]]:
+    """(rows, columns) of each thumbnail's image (the first picture of each card)."""
+    import base64
+    import io
+
+    from matplotlib.image import imread
+
+    found = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="image of row', page)
+    return [imread(io.BytesIO(base64.b64decode(b))).shape[:2] for b in found]
+
+
+def test_module_stacks_are_shown_assembled_by_extra_geom(agipd_run, tmp_path):  # noqa: F811
+    import json
+
+    from ccfsort.frames import FileFrames
+
+    extra_geom = pytest.importorskip("extra_geom")
+
+    root, geom_file, new = agipd_run
+    config = json.loads((root / "run" / "config.json").read_text())
+    frames = FileFrames([str(root / "new.h5")], config, backend="numpy",
+                        facility={"geometry": geom_file})  # fmt: skip
+    expected, _ = extra_geom.AGIPD_1MGeometry.from_crystfel_geom(str(geom_file)).position_modules(
+        new[[0, 5]]
+    )
+    np.testing.assert_array_equal(frames.images([0, 5]), expected.astype(np.float32))
+    assert frames.maps([0, 5]).shape == (2, 16, 16)
+    store = tmp_path / "new.zarr"
+    result = invoke(ccfkit_main, "build", root / "new.h5", store, *STACK_GRID,
+                    "--geometry", geom_file)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name, source in {
+        "given": ["--geometry", geom_file],
+        "recorded": [],
+        "store": None,
+    }.items():
+        out = tmp_path / f"{name}.html"
+        inputs = [store] if source is None else [root / "new.h5", *source]
+        result = invoke(trainer_main, "gallery", root / "run", *inputs, "-o", out, "--backend",
+                        "numpy", "--device", "cpu", "--uncertain", 3)  # fmt: skip
+        assert result.exit_code == 0, (name, result.output)
+        shapes = _thumbnail_shapes(out.read_text())
+        assert len(shapes) >= 3, name
+        for rows, columns in shapes:  # assembled: about square (the stack is 64 times taller)
+            assert 0.8 < rows / columns < 1.25, (name, rows, columns)
+
+
+def test_a_run_directorys_frames_are_named_by_train_and_pulse(agipd_run, tmp_path, browser):  # noqa: F811
+    from test_io_euxfel import DETECTOR, write_run
+
+    root, geom_file, new = agipd_run
+    run_dir = write_run(tmp_path / "r0001", new, first_train=20000)
+    store = tmp_path / "run.zarr"
+    result = invoke(ccfkit_main, "build", run_dir, store, "--detector", DETECTOR,
+                    "--geometry", geom_file, *STACK_GRID)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name, inputs in {"run": [run_dir, "--detector", DETECTOR], "store": [store]}.items():
+        out = tmp_path / f"{name}.html"
+        result = invoke(trainer_main, "gallery", root / "run", *inputs, "-o", out, "--backend",
+                        "numpy", "--device", "cpu", "--uncertain", 8)  # fmt: skip
+        assert result.exit_code == 0, (name, result.output)
+        page = out.read_text()
+        named = re.findall(r"<b>row (\d+)</b> · train (\d+) · pulse (\d+) · train id (\d+)", page)
+        assert len(named) == page.count('class="thumb"') >= 8, name
+        for row, train, pulse, along in named:  # frame k: train 20000 + k // 2, pulse k % 2
+            assert (int(train), int(pulse)) == (20000 + int(row) // 2, int(row) % 2), name
+            assert along == train
+        assert all(0.8 < r / c < 1.25 for r, c in _thumbnail_shapes(page)), name
+    page, problems = open_page(browser, out.as_uri())
+    loaded = page.evaluate(
+        "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length"
+    )
+    assert loaded >= 9 and loaded == page.evaluate("document.images.length")
+    assert "train 20000 · pulse 0" in page.evaluate("document.body.innerText")
+    assert problems == []
+    page.close()

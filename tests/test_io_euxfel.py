@@ -15,7 +15,7 @@ import zarr
 from click.testing import CliRunner
 
 from ccfkit.cli import main
-from ccfkit.io.euxfel import open_run, parse_pulses
+from ccfkit.io.euxfel import open_run, parse_pulses, read_plan
 from ccfkit.io.source import InputError
 
 extra_data = pytest.importorskip("extra_data")
@@ -163,3 +163,39 @@ def test_jungfrau_run_frames_are_its_memory_cells(tmp_path):
     assert source.pixels.detector == "JUNGFRAUGeometry"
     frames = source.reader[0:2].reshape(2, 2, 512, 1024)
     np.testing.assert_array_equal(frames, cells[[1, 3]])
+    np.testing.assert_array_equal(source.reader[1].reshape(2, 512, 1024), cells[3])
+
+
+def test_read_plan_reads_whole_trains_together_and_cut_trains_alone():
+    trains = np.repeat(np.arange(100, 105, dtype=np.uint64), 3)  # 5 trains of 3 frames
+    assert read_plan(trains, 0, 15) == [([100, 101, 102, 103, 104], (0, 3, 3))]
+    assert read_plan(trains, 2, 13) == [
+        ([100], (2, 3, 3)), ([101, 102, 103], (0, 3, 3)), ([104], (0, 1, 3))
+    ]  # fmt: skip
+    assert read_plan(trains, 4, 5) == [([101], (1, 2, 3))]
+
+
+def test_any_frame_range_reads_only_its_pulses_across_sequence_files(tmp_path):
+    """5 pulses per train, trains 0-1 in sequence 0 and train 2 in sequence 1; --pulses 1::2."""
+    geometry = extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=QUAD_POS)
+    geom_file = tmp_path / "agipd.geom"
+    geometry.write_crystfel_geom(str(geom_file))
+    stack = np.random.default_rng(0).random((15, 16, 512, 128), dtype=np.float32)
+    run = tmp_path / "r0011"
+    run.mkdir()
+    for module in range(16):
+        source = f"{DETECTOR}/CORR/{module}CH0"
+        for sequence, (first, trains) in enumerate([(0, 2), (2, 1)]):
+            path = run / f"CORR-R0011-AGIPD{module:02}-S{sequence:05}.h5"
+            device = AGIPDModule(source, raw=False, frames_per_train=5, channel_name="output")
+            write_file(str(path), [device], ntrains=trains, firsttrain=10000 + first)
+            with h5py.File(path, "r+") as handle:
+                frames = stack[5 * first : 5 * (first + trains), module]
+                handle[f"INSTRUMENT/{source}:output/image/data"][:] = frames
+    reader = open_run(run, DETECTOR, geometry=geom_file, pulses=parse_pulses("1::2")).reader
+    expected = stack[[1, 3, 6, 8, 11, 13]]  # pulses 1 and 3 of each train
+    np.testing.assert_array_equal(reader.frame_train, np.repeat(10000 + np.arange(3), 2))
+    for start in range(6):
+        for stop in range(start + 1, 7):
+            got = reader.read(start, stop).reshape(stop - start, 16, 512, 128)
+            np.testing.assert_array_equal(got, expected[start:stop], err_msg=f"{start}:{stop}")

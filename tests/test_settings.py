@@ -25,6 +25,7 @@ from conftest import HAS_TORCH
 from ccfkit import cli, noise
 from ccfkit.build_config import (
     BUILD_GRID,
+    BUILD_MAPS,
     PAPER_RECIPE,
     RECIPES,
     BuildConfig,
@@ -165,15 +166,28 @@ def test_the_library_takes_its_grid_and_maps_from_the_dataclasses():
     )
 
 
-def test_the_build_differs_from_the_library_only_by_its_named_grid():
+def test_the_builds_defaults_are_order_2_on_the_papers_rings():
+    """The build's map (docs/ccf.md, "Defaults"), value by value; the library's stays the paper's."""
     config = BuildConfig()
-    assert config.grid == BUILD_GRID
+    assert config.grid == BUILD_GRID and config.maps == BUILD_MAPS
+    grid = {f.name: getattr(config.grid, f.name) for f in dataclasses.fields(RingGrid)}
+    assert grid == {"q_bins": 224, "phi_bins": 512, "r_min": 0.0, "r_max": None,
+                    "min_ring_fraction": 0.0, "q_range": None}  # fmt: skip
+    maps = {f.name: getattr(config.maps, f.name) for f in dataclasses.fields(MapSettings)}
+    assert maps == {"orders": (2,), "delta": 0.0, "estimator": Estimator.RING,
+                    "scale": Scale.MAXABS, "precision": Precision.FLOAT32}  # fmt: skip
+    # the library's defaults are unchanged: every ring from 0.5 valid, the paper's order 8
     differs = {
         f.name for f in dataclasses.fields(RingGrid) if getattr(BUILD_GRID, f.name) != getattr(RingGrid(), f.name)
     }  # fmt: skip
-    assert differs == {"r_min"}
-    assert config.maps == MapSettings() and config.noise == NoiseSettings()
-    assert config.output == OutputSettings()
+    assert differs == {"min_ring_fraction"} and RingGrid().min_ring_fraction == 0.5
+    assert MapSettings().orders == (8,)
+    # the build's map is the paper's but for the order
+    assert dataclasses.replace(config, maps=dataclasses.replace(config.maps, orders=(8,))) == (
+        PAPER_RECIPE
+    )
+    assert config.noise == NoiseSettings() and config.output == OutputSettings()
+    assert RECIPES["build"] == config
 
 
 def test_the_recipe_is_composed_without_repeating_a_field():
@@ -267,6 +281,51 @@ def test_the_build_command_line_makes_the_recipe_of_its_options(tmp_path, monkey
     assert build("--r-min", "inner").exit_code == 2
 
 
+def test_paper_gives_the_paper_recipe_and_refuses_a_map_option_that_contradicts_it(
+    tmp_path, monkeypatch
+):
+    from conftest import write_cxi
+
+    from ccfkit import pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "build", lambda source, out, config, **_: seen.update(c=config))
+    cxi = write_cxi(tmp_path / "frames.cxi", np.ones((2, 33, 33), np.float32))
+
+    def build(*args):
+        return CliRunner().invoke(cli.main, ["build", str(cxi), str(tmp_path / "o.zarr"), *args])
+
+    for args in (["--paper"], ["--order", "8"], ["--orders", "8"],
+                 # the paper's own values, given again, do not contradict it
+                 ["--paper", "--order", "8", "--r-min", "0", "--min-ring-fraction", "0",
+                  "--estimator", "ring", "--scale", "maxabs", "--q-bins", "224"]):  # fmt: skip
+        seen.clear()
+        assert build(*args).exit_code == 0, args
+        assert seen["c"] == PAPER_RECIPE, args
+    # what is not the map (noise, stored frames, dtype) goes with --paper
+    assert build("--paper", "--noise", "max", "--seed", "3", "--keep-images").exit_code == 0
+    expected = dataclasses.replace(
+        PAPER_RECIPE, noise=NoiseSettings("max", 3), output=OutputSettings(image_size=224)
+    )
+    assert seen["c"] == expected
+    refused = {
+        ("--order", "2"): "--order 2",
+        ("--orders", "2,8"): "--orders 2,8",
+        ("--q-bins", "64"): "--q-bins 64",
+        ("--r-min", "auto", "--estimator", "mask-corrected"): "--r-min auto, --estimator mask-corrected",
+        ("--min-ring-fraction", "0.5"): "--min-ring-fraction 0.5",
+        ("--scale", "ring"): "--scale ring",
+        ("--q-range", "0.02", "0.12"): "--q-range 0.02 0.12",
+        ("--precision", "bf16"): "--precision bf16",
+    }  # fmt: skip
+    for args, named in refused.items():
+        seen.clear()
+        result = build("--paper", *args)
+        assert result.exit_code == 2 and not seen, args
+        error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert len(error) == 1 and f"PAPER_RECIPE); {named} ask" in error[0], error
+
+
 def test_simulate_options_default_to_the_simulation_config():
     simulated = SimulationConfig()
     for item in dataclasses.fields(SimulationConfig):
@@ -328,6 +387,25 @@ def test_the_presets_start_from_the_named_paper_recipe(name):
     assert not restated & set(build), "a preset restates the paper's map"
 
 
+@pytest.mark.parametrize("name", ["smoke", "cpu", "cpu-maps", "cpu-gaps", "paper", "transfer"])
+def test_every_preset_names_its_map_so_the_builds_defaults_do_not_change_it(name):
+    """A preset starts from a named recipe other than the build's, or names the map in full."""
+    from ccfsort.study_plan import load_config
+
+    build = load_config(name)["build"]
+    named = build.get("recipe") not in (None, "build")
+    assert named or {"orders", "r_min", "min_ring_fraction", "estimator", "scale"} <= set(build)
+
+
+def test_the_smoke_preset_keeps_its_map():
+    """The map the smoke study was written with: order 8 on the usable rings from r_min auto."""
+    from ccfsort.study_plan import build_config, load_config
+
+    config = build_config(load_config("smoke")["build"])
+    assert config.maps == MapSettings(orders=(8,), estimator="ring", scale="maxabs")
+    assert (config.grid.r_min, config.grid.min_ring_fraction) == ("auto", 0.5)
+
+
 def test_the_plot_draws_the_paper_recipe(monkeypatch):
     from ccfkit import engine, plotting
 
@@ -346,7 +424,7 @@ def test_the_plot_draws_the_paper_recipe(monkeypatch):
     paper = asked[0]
     assert paper["settings"] == PAPER_RECIPE.maps
     assert paper["grid"] == dataclasses.replace(PAPER_RECIPE.grid, q_bins=8, phi_bins=16)
-    assert asked[1]["grid"].r_min == BUILD_GRID.r_min
+    assert asked[1]["grid"] == RingGrid(q_bins=8, phi_bins=16, r_min="auto")  # usable rings
 
 
 def test_the_trainer_version_is_the_packages():

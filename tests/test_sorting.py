@@ -184,16 +184,19 @@ def agipd_run(tmp_path_factory):
     return root, geom_file, stacks[16:]
 
 
-def test_module_stacks_give_the_probabilities_of_their_store(agipd_run, tmp_path):
-    """A stack with --geometry, and a European XFEL run with --detector, as build + predict."""
+def stack_inputs(agipd_run, tmp_path) -> dict:
+    """The new stacks as ``trainer predict`` takes them: a stack file, a European XFEL run."""
     from test_io_euxfel import DETECTOR, write_run
 
-    root, geom_file, new = agipd_run
+    root, _, new = agipd_run
     run_dir = write_run(tmp_path / "r0001", new)
-    for name, inputs in {
-        "stack": [root / "new.h5"],
-        "run": [run_dir, "--detector", DETECTOR],
-    }.items():
+    return {"stack": [root / "new.h5"], "run": [run_dir, "--detector", DETECTOR]}
+
+
+def test_module_stacks_give_the_probabilities_of_their_store(agipd_run, tmp_path):
+    """A stack with --geometry, and a European XFEL run with --detector, as build + predict."""
+    root, geom_file, _ = agipd_run
+    for name, inputs in stack_inputs(agipd_run, tmp_path).items():
         store = tmp_path / f"{name}.zarr"
         _invoke(ccfkit_main, "build", *inputs, store, *STACK_GRID, "--geometry", geom_file)
         _invoke(trainer_main, "predict", root / "run", store, "-o", tmp_path / f"{name}-s.csv")
@@ -214,13 +217,52 @@ def test_module_stacks_need_the_geometry_of_the_runs_store(agipd_run, tmp_path):
     other = tmp_path / "other.geom"
     moved = [(x + 2.0, y) for x, y in QUAD_POS]
     extra_geom.AGIPD_1MGeometry.from_quad_positions(quad_pos=moved).write_crystfel_geom(str(other))
-    cases = {
-        "give its geometry with --geometry": [],
-        "is not the geometry the run's maps were made with": ["--geometry", other],
-    }
-    for message, options in cases.items():
-        result = CliRunner().invoke(trainer_main, [
-            "predict", str(root / "run"), str(root / "new.h5"), *map(str, options),
-            "-o", str(tmp_path / "p.csv"), "--quiet"])  # fmt: skip
-        assert result.exit_code == 1 and message in result.output, result.output
-        assert not (tmp_path / "p.csv").exists()
+    result = CliRunner().invoke(trainer_main, [
+        "predict", str(root / "run"), str(root / "new.h5"), "--geometry", str(other),
+        "-o", str(tmp_path / "p.csv"), "--quiet"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "is not the geometry the run's maps were made with" in result.output
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_without_geometry_the_stores_recorded_geometry_gives_the_same_labels(
+    agipd_run, tmp_path, caplog
+):
+    """Module stacks (a file, a run directory) without --geometry: placed by the store's record."""
+    root, geom_file, _ = agipd_run
+    for name, inputs in stack_inputs(agipd_run, tmp_path).items():
+        common = [root / "run", *inputs, "--backend", "numpy", "--quiet"]
+        _invoke(
+            trainer_main, "predict", *common, "--geometry", geom_file, "-o", tmp_path / "g.csv"
+        )
+        caplog.clear()
+        _invoke(trainer_main, "predict", *common, "-o", tmp_path / "recorded.csv")
+        said = [r.getMessage() for r in caplog.records if "store recorded" in r.getMessage()]
+        assert len(said) == 1 and "agipd.geom" in said[0], caplog.text
+        given, _ = _probabilities(tmp_path / "g.csv")
+        recorded, rows = _probabilities(tmp_path / "recorded.csv")
+        np.testing.assert_array_equal(recorded, given, err_msg=name)
+        assert len(rows) == 8 and geom_file.exists()
+
+
+def test_stacks_without_geometry_for_a_store_of_images_are_refused(run, tmp_path):
+    stacks = tmp_path / "stacks.h5"
+    with h5py.File(stacks, "w") as handle:
+        handle["entry_1/data_1/data"] = np.ones((4, 2, 24, 48), np.float32)
+    result = CliRunner().invoke(trainer_main, [
+        "predict", str(run / "run"), str(stacks), "-o", str(tmp_path / "p.csv"), "--quiet"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "the run's store records no geometry" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "p.csv").exists()
+
+
+def test_images_for_a_run_of_module_stacks_are_refused_naming_the_recorded_geometry(
+    agipd_run, frames, tmp_path
+):
+    root, geom_file, _ = agipd_run
+    result = CliRunner().invoke(trainer_main, [
+        "predict", str(root / "run"), str(frames[1]), "-o", str(tmp_path / "p.csv"), "--quiet"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"{geom_file.resolve()} (recorded in the run's store)" in result.output
+    assert "1 module of 48 x 48 pixels" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "p.csv").exists()

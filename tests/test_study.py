@@ -631,7 +631,7 @@ def test_tables_run_apart_share_arms_and_one_report(tmp_path):
 
     assert not open_source([str(other)]).exclusive_groups
     build(open_source([str(other)]), str(tmp_path / "o.zarr"),
-          build_config({"q_bins": 16, "phi_bins": 64, "image_size": 16, "noise": "max"}),
+          build_config(load_config("smoke")["build"]),  # the run's recipe
           backend="numpy", progress=False)  # fmt: skip
     result = CliRunner().invoke(trainer_main, ["evaluate", str(run), str(tmp_path / "o.zarr"),
                                                "--json", str(tmp_path / "e.json")])  # fmt: skip

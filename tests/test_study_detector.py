@@ -170,3 +170,10 @@ def test_the_svm_of_a_q_ring_store_resamples_its_own_rings(tmp_path):
     assert radii[0] > 4.0 and not np.allclose(np.diff(radii), np.diff(radii)[0])  # placed in q
     assert features["q"].shape != features["px"].shape or not np.allclose(*features.values())
     assert len(list((tmp_path / "baselines").glob("svm-*.npz"))) == 2  # one cache each
+    # frames of several photon energies have their q rings placed per frame: no one resampling
+    varied = tmp_path / "energies.cxi"
+    write_simulated(varied, SimulationConfig(size=48, hole_radius=4.0), 12, seed=2, progress=False)
+    source = open_source([varied])
+    build(source, str(tmp_path / "per-frame.zarr"), builds["q"], backend="numpy", progress=False)
+    with pytest.raises(ValueError, match="placed per frame"):
+        store_features(str(tmp_path / "per-frame.zarr"), source, backend="numpy")

@@ -515,12 +515,17 @@ def label(store, out, run_dir, port, host, seed, checkpoint, device):
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--backend", default="auto", show_default=True, help="Map engine (frames).")
 @click.option("--data-path", default=None, help="Data set of the frames [CXI conventions].")
+@input_options
 @_clean_errors
-def gallery(run, source, output, per_class, uncertain, checkpoint, device, backend, data_path):
-    """One HTML page of what RUN sorted in SOURCE (a store, or CXI/HDF5 files).
+def gallery(run, source, output, per_class, uncertain, checkpoint, device, backend, data_path,
+            **facility):  # fmt: skip
+    """One HTML page of what RUN sorted in SOURCE (a store, or frames as `predict` takes them).
 
     Per predicted class its count and the frames of highest probability, the
-    least certain frames, and the class counts along the run.
+    least certain frames, and the class counts along the run. Module stacks
+    (--geometry, or the geometry the run's store recorded) are shown
+    assembled; frames of a European XFEL run (--detector) are named by train
+    and pulse.
     """
     from ccfkit.outputs import HTML_MARKER, marked, writable_output
     from ccfsort.frames import FramesError
@@ -528,12 +533,43 @@ def gallery(run, source, output, per_class, uncertain, checkpoint, device, backe
 
     writable_output(output, inputs=_run_files(run, checkpoint, *_expanded(source)), what="-o",
                     recognise=marked(b"<!doctype html>", HTML_MARKER))  # fmt: skip
+    is_store = len(source) == 1 and (Path(source[0]) / "zarr.json").is_file()
+    if is_store and any(facility[key] is not None for key in ("geometry", "detector", "pulses")):
+        raise click.UsageError("--geometry, --detector, --pulses apply to frames, not stores")
     try:
         summary = make(run, source, output, which=checkpoint, device=device,
                        per_class=per_class, uncertain=uncertain, backend=backend,
-                       data_path=data_path)  # fmt: skip
+                       data_path=data_path, facility=facility)  # fmt: skip
     except FramesError as error:
         raise click.ClickException(str(error)) from None
     counts = ", ".join(f"{name} {n}" for name, n in summary["counts"].items())
     click.echo(f"wrote {output}: {summary['frames']} frames ({counts}); "
                f"{summary['shown']} shown")  # fmt: skip
+
+
+@main.command("demo-stack")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--detector", type=click.Choice(["agipd", "jungfrau", "pnccd"]), default="agipd",
+              show_default=True, help="The simulated detector (extra-geom's geometry).")  # fmt: skip
+@click.option("--frames", type=click.IntRange(min=8), default=96, show_default=True,
+              help="Frames to train on (the frames sorted: a third of that).")  # fmt: skip
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--backend", default="auto", show_default=True, help="Map engine.")
+@_clean_errors
+def demo_stack(out_dir, detector, frames, epochs, backend):
+    """The demo on module stacks: simulate, build with --geometry, fit, predict, gallery.
+
+    Writes into OUT_DIR the simulated stacks with their geometry, the store,
+    the run, predictions.csv and gallery.html; prints each step as the
+    command that does it (ccfsort/demo_stack.py).
+    """
+    from ccfsort.demo_stack import run_stack_demo
+
+    summary = run_stack_demo(out_dir, detector=detector, frames=frames,
+                             new_frames=max(4, frames // 3), epochs=epochs, backend=backend,
+                             say=click.echo)  # fmt: skip
+    click.echo(
+        f"sorted {summary['sorted']} new {detector} frames {summary['stack_shape']} after "
+        f"{epochs} epoch(s) on {frames}: per-label accuracy {summary['accuracy']:.3f}; "
+        f"see {summary['files']['gallery.html']}"
+    )

@@ -16,7 +16,7 @@ resampled at their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
@@ -130,6 +130,10 @@ class Agreed:
         with ``--center per-frame``).
     distances : dict
         ``wavelength``, ``distance``, ``pixel_size`` (metres or None).
+    per_frame : dict of str to (N,) float64 ndarray
+        ``wavelength`` and ``distance`` (metres) of every frame of all files,
+        for each that some file records per frame (a file's one value is
+        repeated for its frames); empty when every file gives one value.
     """
 
     mask: np.ndarray | None
@@ -137,6 +141,7 @@ class Agreed:
     center: tuple[float, float] | None
     centers: np.ndarray | None
     distances: dict
+    per_frame: dict = field(default_factory=dict)
 
 
 def agreed(
@@ -188,7 +193,8 @@ def agreed(
     center = None if centers is None else tuple(float(c) for c in centers.mean(axis=0))
     if centers is not None and len(centers) == 1:
         centers = None
-    return Agreed(mask, origin, center, centers, _agreed_distances(details, counts))
+    distances, per_frame = _agreed_distances(details, counts)
+    return Agreed(mask, origin, center, centers, distances, per_frame)
 
 
 def _agreed_mask(details, counts, stack_shape) -> tuple[np.ndarray | None, str]:
@@ -278,18 +284,23 @@ def _own_centers(details, counts) -> np.ndarray:
     return np.concatenate(parts).astype(np.float64)
 
 
-def _agreed_distances(details, counts) -> dict:
-    """The wavelength, distance and pixel size of all files (metres or None).
+def _agreed_distances(details, counts) -> tuple[dict, dict]:
+    """The wavelength, distance and pixel size of all files (metres or None), and per frame.
 
     One value in every file: they must be equal. Values per frame in some
     file (a photon energy drawn per shot): their mean over all frames (a
-    file's one value counts once per frame), whatever the files' order.
-    Refused: one file with a value and another without, or different single
-    values.
+    file's one value counts once per frame), whatever the files' order, and
+    the values of every frame (:attr:`Agreed.per_frame`). Refused: one file
+    with a value and another without, different single values, a value that
+    is not a positive finite number, or a file giving another number of
+    values than one or one per frame.
     """
-    first, agreed_values = details[0], {}
-    for key, (_, words) in _DISTANCES.items():
+    first, agreed_values, per_frame_values = details[0], {}, {}
+    for key, (path, words) in _DISTANCES.items():
         values = [item.distances[key] for item in details]
+        for item, value, count in zip(details, values, counts):
+            if value is not None:
+                _check_values(value, count, item.name, path, words)
         for item, value in zip(details[1:], values[1:]):
             if (value is None) != (values[0] is None):
                 has, lacks = (first, item) if value is None else (item, first)
@@ -310,9 +321,27 @@ def _agreed_distances(details, counts) -> dict:
                     )
             agreed_values[key] = float(values[0][0])
             continue
-        per_frame = [v if len(v) == n else np.full(n, v.mean()) for v, n in zip(values, counts)]
-        agreed_values[key] = float(np.concatenate(per_frame).mean())
-    return agreed_values
+        every_frame = np.concatenate([np.broadcast_to(v, (n,)) for v, n in zip(values, counts)])
+        agreed_values[key] = float(every_frame.mean())
+        if key != "pixel_size":  # a pixel pitch per frame: the mean (one detector)
+            per_frame_values[key] = every_frame.astype(np.float64)
+    return agreed_values, per_frame_values
+
+
+def _check_values(value: np.ndarray, count: int, name: str, path: str, words: str) -> None:
+    """InputError unless ``value`` is one or ``count`` positive finite numbers (metres)."""
+    if len(value) not in (1, count):
+        raise InputError(
+            f"{name}: /{path} holds {len(value)} values for {count} frames; a {words} is "
+            "one value, or one per frame"
+        )
+    bad = np.flatnonzero(~(np.isfinite(value) & (value > 0)))
+    if len(bad):
+        where = f"frame {bad[0]}" if len(value) > 1 else "its one value"
+        raise InputError(
+            f"{name}: /{path} holds {len(bad)} {words}(s) that are not positive numbers "
+            f"({where}: {value[bad[0]]:g}); fix the file's {words}"
+        )
 
 
 def _pair(value) -> str:

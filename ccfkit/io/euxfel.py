@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import MissingGeometry
 from .source import FrameSource, InputError
 
 logger = logging.getLogger(__name__)
@@ -102,17 +103,18 @@ class RunReader:
             out = np.empty((stop - start, *self.frame_shape), dtype=np.float32)
         if stop == start:
             return out
-        trains = np.unique(self.frame_train[start:stop])
-        first = int(np.searchsorted(self.frame_train, trains[0]))
-        try:
-            data = _trains_frames(self, trains)  # (modules, frames of these trains, ss, fs)
-        except (OSError, KeyError, ValueError) as error:
-            reason = " ".join(str(error).split())
-            raise InputError(
-                f"{self.run_dir}: cannot read trains {trains[0]}..{trains[-1]} ({reason})"
-            ) from None
-        part = data[:, start - first : stop - first]
-        out.reshape(stop - start, *self.stack_shape)[:] = part.transpose(1, 0, 2, 3)
+        stacks = out.reshape(stop - start, *self.stack_shape)
+        done = start
+        for trains, (first, last, taken) in read_plan(self.frame_train, start, stop):
+            try:  # (modules, frames, ss, fs): the frames [first, last) of each of these trains
+                data = _trains_frames(self, np.asarray(trains), first, last, taken)
+            except (OSError, KeyError, ValueError) as error:
+                reason = " ".join(str(error).split())
+                raise InputError(
+                    f"{self.run_dir}: cannot read trains {trains[0]}..{trains[-1]} ({reason})"
+                ) from None
+            stacks[done - start : done - start + data.shape[1]] = data.transpose(1, 0, 2, 3)
+            done += data.shape[1]
         return out
 
     def pieces(self, start: int, stop: int) -> list[np.ndarray]:
@@ -195,7 +197,7 @@ def open_run(
         present are named); no complete train; a geometry that disagrees.
     """
     if geometry is None:
-        raise InputError(f"{detector}: its frames are module stacks; give --geometry FILE")
+        raise MissingGeometry(f"{detector}: its frames are module stacks; give --geometry FILE")
     if incomplete not in INCOMPLETE:
         raise InputError(
             f"incomplete trains: {incomplete!r} is not one of {', '.join(INCOMPLETE)}"
@@ -330,12 +332,43 @@ def _detector(cls, run, name: str, min_modules: int):
         return cls(run, detector_name=name, min_modules=min_modules)
 
 
-def _trains_frames(reader: RunReader, trains: np.ndarray) -> np.ndarray:
-    """(modules, frames, ss, fs) float32: the taken frames of ``trains``, NaN where masked.
+def read_plan(frame_train: np.ndarray, start: int, stop: int) -> list:
+    """How frames ``[start, stop)`` are read: whole trains together, a train's part alone.
 
-    XTDF detectors (AGIPD, DSSC, LPD) keep one entry per pulse, JUNGFRAU one
-    per train with its memory cells inside: the pulses are selected by
-    extra-data for the first, by their index among the cells for the second.
+    Parameters
+    ----------
+    frame_train : (N,) uint64 ndarray
+        The train of every frame, in frame order (a train's frames together).
+    start, stop : int
+
+    Returns
+    -------
+    list of (trains, (first, last, taken))
+        In frame order: the train IDs read at once, and the positions
+        ``[first, last)`` wanted among the ``taken`` frames of each of them
+        (a chunk's first and last train may be cut; the trains between are
+        read whole, together).
+    """
+    plan = []
+    for train in np.unique(frame_train[start:stop]):
+        low, high = (int(i) for i in np.searchsorted(frame_train, [train, train + 1]))
+        part = (max(low, start) - low, min(high, stop) - low, high - low)
+        whole = part[0] == 0 and part[1] == part[2]
+        if whole and plan and plan[-1][1] == part:
+            plan[-1][0].append(int(train))
+        else:
+            plan.append(([int(train)], part))
+    return plan
+
+
+def _trains_frames(reader: RunReader, trains: np.ndarray, first: int, last: int, taken: int):
+    """(modules, frames, ss, fs) float32: the taken frames ``[first, last)`` of ``trains``.
+
+    NaN where masked. XTDF detectors (AGIPD, DSSC, LPD) keep one entry per
+    pulse: only the wanted pulses are read (by their index in the train,
+    the ``pulses`` slice composed with ``[first, last)``). JUNGFRAU keeps one
+    entry per train with its memory cells inside: the trains are read whole
+    and the cells picked by index.
     """
     from extra_data import by_id, by_index
 
@@ -343,12 +376,17 @@ def _trains_frames(reader: RunReader, trains: np.ndarray) -> np.ndarray:
     key, mask_key = DATA_KEYS.get(reader.detector_class, DATA_KEYS["XTDF"])
     data = det.masked_data(key) if mask_key in det else det[key]
     if reader.detector_class != "JUNGFRAU":
-        data = data.select_pulses(by_index[slice(*reader.pulses)])
+        if (first, last) == (0, taken):
+            data = data.select_pulses(by_index[slice(*reader.pulses)])
+        else:
+            begin, step = reader.pulses[0] or 0, reader.pulses[2] or 1  # as extra-data reads them
+            wanted = slice(begin + step * first, begin + step * (last - 1) + 1, step)
+            data = data.select_pulses(by_index[wanted])
     frames = data.select_trains(by_id[trains.tolist()]).ndarray(
         module_gaps=True, fill_value=np.nan, astype=np.float32
     )
     if reader.detector_class == "JUNGFRAU":  # (modules, trains, cells, ss, fs)
-        frames = frames[:, :, slice(*reader.pulses)]
+        frames = frames[:, :, slice(*reader.pulses)][:, :, first:last]
         frames = frames.reshape(frames.shape[0], -1, *frames.shape[-2:])
     return frames
 

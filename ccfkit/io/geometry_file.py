@@ -12,7 +12,10 @@ which the workers use without extra-geom.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,13 @@ from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_geometry", "read_geometry"]
+__all__ = [
+    "assemble",
+    "load_geometry",
+    "load_recorded_geometry",
+    "read_geometry",
+    "recorded_file",
+]
 
 #: extra-geom's detector classes, tried in this order (the generic geometry last).
 DETECTOR_CLASSES = (
@@ -100,6 +109,59 @@ def read_geometry(path: str | Path):
         f"geometry file {path}: extra-geom cannot read it as a CrystFEL geometry "
         f"({reasons[-1] if reasons else 'no detector class'})"
     )
+
+
+@contextmanager
+def recorded_file(recorded: dict):
+    """A CrystFEL file holding a recorded geometry's text, for the time of the block.
+
+    Parameters
+    ----------
+    recorded : dict
+        ``file`` (the original path: its name is kept) and ``text``, as a
+        store records its input's geometry (``input.geometry``,
+        docs/store-layout.md).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / (Path(recorded.get("file") or "").name or "recorded.geom")
+        path.write_text(recorded["text"])
+        yield path
+
+
+def load_recorded_geometry(recorded: dict) -> DetectorGeometry:
+    """:func:`load_geometry` of a store's recorded geometry (``file``, ``text``, ``stack_shape``).
+
+    The result names the original file as its source.
+    """
+    with recorded_file(recorded) as path:
+        pixels = load_geometry(path, tuple(recorded["stack_shape"]))
+    return dataclasses.replace(pixels, source=str(recorded.get("file") or pixels.source))
+
+
+def assemble(pixels: DetectorGeometry, frames: np.ndarray) -> np.ndarray:
+    """Module stacks assembled into images by extra-geom (``position_modules``).
+
+    Parameters
+    ----------
+    pixels : DetectorGeometry
+        The stacks' geometry (its text is read again by its extra-geom class).
+    frames : (k, modules * ss, fs) array
+        Stacked frames, as :class:`~ccfkit.io.source.FrameReader` serves them.
+
+    Returns
+    -------
+    (k, H, W) float32 ndarray
+        The detector plane on extra-geom's pixel grid; NaN between modules.
+    """
+    import extra_geom
+
+    with recorded_file({"file": pixels.source, "text": pixels.text}) as path:
+        geometry = getattr(extra_geom, pixels.detector).from_crystfel_geom(str(path))
+    stacks = np.asarray(frames, dtype=np.float32).reshape(len(frames), *pixels.stack_shape)
+    if len(geometry.expected_data_shape) == 2:  # a one-module detector: (ss, fs) per frame
+        stacks = stacks[:, 0]
+    images, _ = geometry.position_modules(stacks)
+    return np.asarray(images, dtype=np.float32)
 
 
 def _readings(path: Path, crystfel, reasons: list):

@@ -42,7 +42,7 @@ import numpy as np
 
 from .agreement import CENTER_PATHS, agreed, read_details  # noqa: F401 - CENTER_PATHS re-exported
 from .bitshuffle_chunks import bitshuffle_layout, read_bitshuffle_frames
-from .errors import InputError
+from .errors import InputError, MissingGeometry
 from .hdf5_direct import frame_layout, map_frames, read_frames
 from .masks import (  # noqa: F401 - MASK_PATHS, read_mask_file: re-exported here
     MASK_PATHS,
@@ -234,7 +234,8 @@ class FrameSource:
         first; the mean when the file gives one per frame); with a geometry,
         its origin ``(0, 0)``.
     wavelength, distance, pixel_size : float or None
-        Metres, when the files give them (for momentum transfer).
+        Metres, when the files give them (for momentum transfer); the mean
+        over the frames where a file gives one per frame.
     reader : FrameReader or another reader with the same methods
         (:class:`ccfkit.io.euxfel.RunReader`).
     pixels : DetectorGeometry or None
@@ -250,6 +251,11 @@ class FrameSource:
     frame_ids : dict of str to (N,) ndarray
         Per-frame identifiers stored beside the maps (``train_id``,
         ``pulse_id`` of a European XFEL run), with their attributes.
+    geometry_per_frame : dict of str to (N,) float64 ndarray
+        ``wavelength`` and ``distance`` (metres) of every frame, for each that
+        a file records per frame (``ccfkit simulate`` draws a photon energy
+        per frame); empty when one value holds for all
+        (:mod:`ccfkit.frame_geometry` places rings in q per frame with them).
     """
 
     reader: FrameReader
@@ -268,6 +274,7 @@ class FrameSource:
     centers: np.ndarray | None = None
     center_per_frame: bool = False
     frame_ids: dict = field(default_factory=dict)
+    geometry_per_frame: dict = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -453,6 +460,7 @@ def open_source(
         pixels=pixels,
         center_origin=center_origin,
         centers=centers,
+        geometry_per_frame=files_agree.per_frame,
         **distances,
     )
 
@@ -537,7 +545,7 @@ def _frames_dataset(
     if not isinstance(dataset, h5py.Dataset):
         raise InputError(f"{name}: {where} is a group, not a data set")
     if dataset.ndim == 4 and not stacked:
-        raise InputError(
+        raise MissingGeometry(
             f"{name}: {where} has shape {dataset.shape}, a module stack (frame, module, ss, fs): "
             "give its geometry with --geometry FILE"
         )

@@ -34,7 +34,7 @@ import zarr
 
 from ..settings import WriteMethod
 from .direct import DirectLocalStore
-from .layout import DIGESTS, chunk_digest
+from .layout import DIGESTS, SCHEMA_VERSION, chunk_digest, digest_scheme
 
 __all__ = ["ChunkWriter", "ChunkWriters", "WriteMethod", "chunk_writer"]
 
@@ -58,6 +58,9 @@ class ChunkWriter:
         The writer of the array's per-chunk digests (``digests/<array>``,
         :func:`~ccfkit.store.layout.chunk_digest`): each chunk's is written
         right after it. None: the store records none (written before them).
+    scheme : str
+        The digest's hash, :func:`~ccfkit.store.layout.digest_scheme` of the
+        store's schema version.
     """
 
     store: object
@@ -65,6 +68,7 @@ class ChunkWriter:
     chunk_length: int
     n_rows: int
     digest: ChunkWriter | None = None
+    scheme: str = digest_scheme(SCHEMA_VERSION)
 
     def rows(self, chunk: int) -> slice:
         """The rows of chunk ``chunk``."""
@@ -96,7 +100,7 @@ class ChunkWriter:
         array = self._opened()
         array[rows] = data
         if self.digest is not None:  # of the values as stored (the array's dtype)
-            value = chunk_digest(np.asarray(data, dtype=array.dtype))
+            value = chunk_digest(np.asarray(data, dtype=array.dtype), self.scheme)
             self.digest.write(chunk, np.array([value], dtype=np.uint64))
 
     def _opened(self) -> zarr.Array:
@@ -115,7 +119,8 @@ class ChunkWriter:
 
 
 def chunk_writer(array: zarr.Array, method: WriteMethod | str = WriteMethod.ZARR,
-                 digests: zarr.Array | None = None) -> ChunkWriter:  # fmt: skip
+                 digests: zarr.Array | None = None,
+                 scheme: str = digest_scheme(SCHEMA_VERSION)) -> ChunkWriter:  # fmt: skip
     """The writer of whole first-axis chunks of ``array``.
 
     Parameters
@@ -127,6 +132,8 @@ def chunk_writer(array: zarr.Array, method: WriteMethod | str = WriteMethod.ZARR
         on the directory of a local store; other stores are written as they are.
     digests : zarr.Array, optional
         The array's per-chunk digests (``digests/<name>``, one per chunk), written with each chunk.
+    scheme : str
+        Their hash (:func:`~ccfkit.store.layout.digest_scheme` of the store's schema).
     """
     if tuple(array.chunks[1:]) != tuple(array.shape[1:]):
         raise ValueError(f"{array.path}: chunks {array.chunks} split more than the first axis")
@@ -134,7 +141,7 @@ def chunk_writer(array: zarr.Array, method: WriteMethod | str = WriteMethod.ZARR
     if WriteMethod(method) is WriteMethod.DIRECT and isinstance(store, zarr.storage.LocalStore):
         store = DirectLocalStore(store.root)
     digest = None if digests is None else chunk_writer(digests)
-    return ChunkWriter(store, array.path, int(array.chunks[0]), int(array.shape[0]), digest)
+    return ChunkWriter(store, array.path, int(array.chunks[0]), int(array.shape[0]), digest, scheme)
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,8 @@ class ChunkWriters:
         """The writers of ``group``'s arrays; ``method``: :class:`~ccfkit.settings.WriteMethod`."""
         names = ("ccf", "stats", "done", "images", "frame_checks", "input_digest")
         digests = group.get(DIGESTS, {})
-        return cls(*(chunk_writer(group[n], method, digests.get(n))
+        scheme = digest_scheme(group.attrs.get("schema_version", 1))
+        return cls(*(chunk_writer(group[n], method, digests.get(n), scheme)
                      if n in group else None for n in names))  # fmt: skip
 
     def mark_done(self, chunk: int) -> None:

@@ -29,7 +29,15 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .layout import DIGESTS, StoreError, StoreLayout, chunk_digest, dimension_names, layout_of
+from .layout import (
+    DIGESTS,
+    StoreError,
+    StoreLayout,
+    chunk_digest,
+    digest_scheme,
+    dimension_names,
+    layout_of,
+)
 
 __all__ = [
     "ALWAYS_WRITTEN",
@@ -242,6 +250,7 @@ def verify_store(group: zarr.Group) -> int:
     """
     check_store(group)
     expected = _recorded_digests(group)
+    scheme = digest_scheme(group.attrs.get("schema_version", 1))
     count = 0
     arrays = sorted(group.arrays())
     if DIGESTS in group:
@@ -253,7 +262,7 @@ def verify_store(group: zarr.Group) -> int:
             except (ValueError, RuntimeError) as error:
                 raise _damaged(array, coords, error) from None
             digest = expected.get((name, coords))
-            if digest and chunk_digest(block) != digest:
+            if digest and chunk_digest(block, scheme) != digest:
                 raise _damaged(array, coords, ValueError(
                     "its values are not the ones written there: a chunk moved or from another "
                     "store"))  # fmt: skip
