@@ -655,13 +655,8 @@ seeds = [0]
 validation = 0.25
 test = 0.25
 
-[data.simulate]
-n = 48
-seed = 1
-size = 64
-randomize = true
-max_angle_range = [30.0, 30.0]
-photon_energy = [27.0, 27.0]
+[data]
+simulate = { n = 48, seed = 1, size = 64, randomize = true }
 
 [build]
 q_bins = 16
@@ -708,11 +703,9 @@ def test_transfer_study_judges_and_tabulates_the_eval_source(tmp_path):
     from ccfkit.simulate.cxi_file import write_simulated
     from ccfsort.verdicts import frame_counts
 
-    # the other source: a fixed (not randomised) detector of another size, without "streak",
-    # at one photon energy (its rings are placed in q with its own wavelength and distance)
+    # the other source: a fixed (not randomised) detector of another size, without "streak"
     other = tmp_path / "held-out.cxi"
-    config = SimulationConfig(size=48, hole_radius=4.0, photon_energy=(27.0, 27.0))
-    write_simulated(other, config, 20, seed=5, progress=False)
+    write_simulated(other, SimulationConfig(size=48, hole_radius=4.0), 20, seed=5, progress=False)
     _drop_label(other, "streak")
     study_file = tmp_path / "tiny.toml"
     study_file.write_text(TRANSFER_TINY)
