@@ -379,7 +379,10 @@ class RegularGrid:
         return default_r_max(self.shape, center)
 
     def bilinear_table(self, radius, phi, center, good):
-        return _bilinear_table(radius, phi, center, good)
+        """:func:`_bilinear_table`, in one compiled pass (:mod:`ccfkit.bilinear`; equal bit for bit)."""
+        from .bilinear import bilinear_table  # Numba: not loaded by importing this module
+
+        return bilinear_table(radius, phi, center, good, _SNAP)
 
 
 def make_polar_plan(
@@ -499,8 +502,8 @@ def _plan_of_table(table, shape, center, ranges, radius, phi, min_ring_fraction)
     index, weight, valid = table(radius, phi)
     ring_used = valid.sum(axis=1) >= min_ring_count(min_ring_fraction, phi.shape[0])
     valid &= ring_used[:, None]
-    index = np.where(valid[..., None], index, 0)
-    weight = np.where(valid[..., None], weight, 0.0)
+    np.multiply(index, valid[..., None], out=index)  # 0 where invalid, in place: the table's
+    np.multiply(weight, valid[..., None], out=weight)  # arrays are this plan's own
     for array in (radius, phi, index, weight, valid, ring_used):
         array.flags.writeable = False
     return PolarPlan(

@@ -543,13 +543,22 @@ def test_resume_refuses_another_compressor_or_chunking(tmp_path, small, monkeypa
 
 
 def longer_input(path: Path, source: Path, copies: int = 3) -> Path:
-    """``source``'s frames and labels repeated: more frames than the 16 fingerprinted."""
-    cxi_with(path, source, DATA_PATH, np.concatenate([frames_of(source)] * copies))
+    """``source``'s frames and labels repeated: more frames than the 16 fingerprinted.
+
+    Every other per-frame data set (a wavelength per frame, a centre per frame) is repeated too.
+    """
+    frames = frames_of(source)
+    cxi_with(path, source, DATA_PATH, np.concatenate([frames] * copies))
     with h5py.File(path, "a") as handle:
-        labels, attrs = handle[LABELS_PATH][()], dict(handle[LABELS_PATH].attrs)
-        del handle[LABELS_PATH]
-        handle[LABELS_PATH] = np.concatenate([labels] * copies)
-        handle[LABELS_PATH].attrs.update(attrs)
+        per_frame = []
+        handle.visititems(lambda name, item: per_frame.append(name) if (
+            isinstance(item, h5py.Dataset) and item.ndim and len(item) == len(frames)
+            and "/" + name != DATA_PATH) else None)  # fmt: skip
+        for name in per_frame:
+            values, attrs = handle[name][()], dict(handle[name].attrs)
+            del handle[name]
+            handle[name] = np.concatenate([values] * copies)
+            handle[name].attrs.update(attrs)
     return path
 
 

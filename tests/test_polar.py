@@ -506,3 +506,48 @@ def test_auto_r_min_searched_in_blocks_is_the_whole_grid_search(hole, fraction):
     plan = make_polar_plan((size, size), center=center, mask=good, grid=grid)
     assert plan.r_min == expected
     assert hole <= expected < hole + 2.0
+
+
+@given(
+    shape=st.tuples(st.integers(2, 40), st.integers(2, 40)),
+    centre=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    radii=st.lists(st.one_of(st.floats(0, 60), st.integers(0, 40).map(float)), min_size=1,
+                   max_size=12),  # fmt: skip
+    phi_bins=st.sampled_from([1, 4, 7, 32]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_compiled_bilinear_table_equals_the_numpy_reference_bit_for_bit(
+    shape, centre, radii, phi_bins, seed
+):
+    from ccfkit.bilinear import bilinear_table
+    from ccfkit.polar import _SNAP, _bilinear_table
+
+    height, width = shape
+    centre = (centre[0] * (width - 1), centre[1] * (height - 1))
+    if seed % 3 == 0:  # on a pixel: whole-pixel samples along the axes (the snap)
+        centre = (float(round(centre[0])), float(round(centre[1])))
+    good = np.random.default_rng(seed).random(shape) > 0.2
+    radius = np.array(radii)
+    phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
+    expected = _bilinear_table(radius, phi, centre, good)
+    got = bilinear_table(radius, phi, centre, good, _SNAP)
+    for a, b in zip(got, expected, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_plan_equals_the_one_of_the_numpy_table():
+    from ccfkit import polar
+
+    good = np.random.default_rng(5).random((259, 259)) > 0.05
+    fast = make_polar_plan((259, 259), center=(130.3, 127.0), mask=good, r_max=170.0,
+                           min_ring_fraction=0.6)  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(polar.RegularGrid, "bilinear_table",
+                      lambda self, radius, phi, center, good: polar._bilinear_table(
+                          radius, phi, center, good))  # fmt: skip
+        slow = make_polar_plan((259, 259), center=(130.3, 127.0), mask=good, r_max=170.0,
+                               min_ring_fraction=0.6)  # fmt: skip
+    for name in ("radius", "phi", "index", "weight", "valid", "ring_used"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
+    assert fast.ring_used.any() and not fast.ring_used.all()

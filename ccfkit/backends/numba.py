@@ -86,24 +86,38 @@ class _Tables(NamedTuple):
 
     @classmethod
     def of(cls, plan: PolarPlan) -> _Tables:
-        index = plan.index.reshape(-1, 4)
-        weight = plan.weight.reshape(-1, 4)
-        valid = np.ascontiguousarray(plan.valid).ravel()
+        samples = plan.valid.size
         height, width = plan.shape
-        used = np.zeros(height * width, dtype=bool)
-        used[index[weight > 0]] = True
-        zero = height * width + width + 1  # taps zero .. zero + W + 1 all lie in the padding
-        return cls(
-            index=index.astype(np.int32),
-            weight=weight.astype(np.float32),
-            valid=valid,
+        tables = cls(
+            index=np.empty((samples, 4), dtype=np.int32),
+            weight=np.empty((samples, 4), dtype=np.float32),
+            valid=np.ascontiguousarray(plan.valid).ravel(),
             counts=plan.valid.sum(axis=1),
-            corner=np.where(valid, index[:, 0], zero).astype(np.uint32),
-            fx=(weight[:, 1] + weight[:, 3]).astype(np.float32),
-            fy=(weight[:, 2] + weight[:, 3]).astype(np.float32),
-            used=used,
+            corner=np.empty(samples, dtype=np.uint32),
+            fx=np.empty(samples, dtype=np.float32),
+            fy=np.empty(samples, dtype=np.float32),
+            used=np.zeros(height * width, dtype=bool),
             width=np.uint32(width),
         )
+        _fill_tables(np.ascontiguousarray(plan.index).reshape(-1, 4),
+                     np.ascontiguousarray(plan.weight).reshape(-1, 4), tables)  # fmt: skip
+        return tables
+
+
+@numba.njit(**KERNEL)
+def _fill_tables(index, weight, tables):
+    """The arrays of :class:`_Tables` from a plan's ``index`` (S, 4) int64 and ``weight`` (S, 4)
+    float64, in one pass (the same values as the NumPy casts: float32 of the float64 sums)."""
+    zero = tables.used.shape[0] + tables.width + 1  # taps zero .. zero + W + 1: the padding
+    for s in range(index.shape[0]):
+        for c in range(4):
+            tables.index[s, c] = index[s, c]
+            tables.weight[s, c] = weight[s, c]
+            if weight[s, c] > 0:
+                tables.used[index[s, c]] = True
+        tables.corner[s] = index[s, 0] if tables.valid[s] else zero
+        tables.fx[s] = weight[s, 1] + weight[s, 3]
+        tables.fy[s] = weight[s, 2] + weight[s, 3]
 
 
 @numba.njit(**KERNEL)
