@@ -387,7 +387,10 @@ def test_the_presets_start_from_the_named_paper_recipe(name):
     assert not restated & set(build), "a preset restates the paper's map"
 
 
-@pytest.mark.parametrize("name", ["smoke", "cpu", "cpu-maps", "cpu-gaps", "paper", "transfer"])
+@pytest.mark.parametrize(
+    "name",
+    ["smoke", "cpu", "cpu-maps", "cpu-gaps", "paper", "transfer", "transfer-inputs", "detector"],
+)
 def test_every_preset_names_its_map_so_the_builds_defaults_do_not_change_it(name):
     """A preset starts from a named recipe other than the build's, or names the map in full."""
     from ccfsort.study_plan import load_config
