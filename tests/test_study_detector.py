@@ -3,7 +3,9 @@
 An arm's ``data.geometry`` (docs/study.md, "A real detector's gaps") makes
 the study simulate its frames again as module stacks of that detector
 (``ccfkit simulate --geometry``) and build them with the geometry; the
-split, the labels and everything else stay the study's.
+split, the labels and everything else stay the study's. And the SVM
+baseline of a store whose rings are placed in q (docs/study.md, "Inputs
+that mean the same on every source").
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ pytest.importorskip("extra_geom")
 def _config(geometry, **tables):
     config = load_config("smoke")
     config["data"]["simulate"] = {"n": 48, "seed": 3, "size": 48}
-    config["build"].update({"r_max": 20.0, "image_size": None, "noise": "none"})
-    config["build"].pop("image_size")
+    config["build"].update({"r_max": 20.0, "noise": "none"})
+    config["build"].pop("image_size")  # module stacks store no images
     config["tables"] = tables or {"detector": {"vary": {"data": {"geometry": ["none", geometry]}}}}
     config["claims"] = [{
         "text": "the flat detector beats the panels", "table": "detector",
