@@ -197,6 +197,31 @@ def test_shipped_presets_expand(name):
     SimulationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
 
 
+def test_the_transfer_preset_draws_a_round_centred_stop_without_gaps():
+    """At max noise a non-round mask kept the randomised set at the constant classifier
+    (docs/study.md, "The max-noise collapse of the randomised set"): the preset's drawn
+    detector has a round 10 px stop at the middle and one panel; the per-frame draws stay."""
+    from ccfkit.simulate import SimulationConfig
+    from ccfkit.simulate.randomization import draw_frame_randomization, file_detector
+
+    simulate = load_config("transfer")["data"]["simulate"]
+    spec = {k: v for k, v in simulate.items() if k not in ("n", "seed")}
+    config = SimulationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+    for seed in (0, 1, 7):
+        detector = file_detector(config, seed)
+        assert (detector.beam_stop, detector.hole_radius) == ("round", 10.0)
+        assert detector.offset == (0.0, 0.0) and detector.panel_grid == (1, 1)
+        good = detector.good_pixels()
+        # round and centred, no gaps: the mask is its own mirror image and transpose
+        assert np.array_equal(good, good.T) and np.array_equal(good, good[::-1, ::-1])
+        assert (~good).sum() == np.count_nonzero(
+            np.hypot(*np.meshgrid(np.arange(129) - 64, np.arange(129) - 64)) < 10
+        )
+    drawn = draw_frame_randomization(config, 0, np.arange(50), file_detector(config, 0))
+    for values in (drawn.distance, drawn.gain, drawn.polarization_degree, drawn.read_noise):
+        assert values is not None and np.ptp(values) > 0
+
+
 # --------------------------------------------------------------------------
 # The smoke preset end to end
 # --------------------------------------------------------------------------
