@@ -35,9 +35,9 @@ import numpy as np
 
 from trainer.run_dir import write_json
 
+from .study_baseline import svm_baselines
 from .study_eval import METRIC_KEYS, per_class_summary, score_on_source, source_result
 from .study_eval import summarise as _summary
-from .study_baseline import svm_baselines
 from .study_plan import PlanError, StudyPlan, build_config
 
 __all__ = [

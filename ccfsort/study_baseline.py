@@ -6,8 +6,10 @@ network.
 
 **Features.** The frames an arm's store was built from, with the store's
 own noise (:func:`ccfkit.noise.add_noise`, the store's seed and bound), are
-resampled onto the store's polar grid (:func:`ccfkit.resample`, the same
-centre, mask and rings as its maps) and decomposed into angular harmonics
+resampled with the plans its maps were made with (:func:`store_plans`: the
+same centre, mask and rings; a module stack's pixel positions; rings in q
+placed at each frame's own wavelength and distance as the build placed
+them) and decomposed into angular harmonics
 (:func:`ccfkit.angular_fourier`, Eq. 15). A frame's features are the
 moduli ``|F_n(q_k)|`` for ``n = 0 .. 8`` on every used ring ``q_k``:
 ``|F_0|`` is the radial profile (the ring's mean intensity), ``|F_n|`` the
@@ -24,8 +26,8 @@ multi-label targets), class weights balanced, ``gamma = "scale"``, and
 computed once and shared by every label and ``C`` (docs/study.md has the
 time this saves). Trained on the whole training
 split, scored on the test split. The features of a store are computed once
-per (frames, noise, ring grid) and the result is cached in
-``baselines/svm-KEY.npz`` of the study directory.
+per (frames, noise, rings and their placement, :func:`cache_record`) and the
+result is cached in ``baselines/svm-KEY.npz`` of the study directory.
 """
 
 from __future__ import annotations

@@ -154,7 +154,12 @@ def _check_the_svm_of_the_stacks(out, report, stacked, flat):
     from ccfkit.io.source import open_source
     from ccfkit.polar import make_polar_plan
     from ccfkit.store import read_recipe
-    from ccfsort.study_baseline import feature_vectors, ring_harmonics, store_features, store_frames
+    from ccfsort.study_baseline import (
+        feature_vectors,
+        ring_harmonics,
+        store_features,
+        store_frames,
+    )
 
     (table,) = report["tables"]
     columns = table["svm"]["columns"]
@@ -164,7 +169,7 @@ def _check_the_svm_of_the_stacks(out, report, stacked, flat):
                            if line.startswith("| Accuracy, RBF SVM"))  # fmt: skip
     caches = sorted((out / "baselines").glob("svm-*.npz"))
     assert len(caches) == 2  # the same build and split, other frames: two caches
-    cxi = sorted((out / "data").glob("simulated-*.cxi"))[0]
+    (cxi,) = (out / "data").glob("simulated-*.cxi")
     source = open_source([str(cxi)], geometry=str(cxi.with_suffix(".geom")))
     assert source.pixels is not None
     store = _path_of(out, stacked)
