@@ -462,6 +462,22 @@ def test_generic_geometries_extra_geom_wrote_read_back(tmp_path, modules, ss, fs
         load_geometry(path, wrong)
 
 
+def test_files_of_two_dimensional_data_are_split_into_the_datas_modules(tmp_path):
+    """Modules one under the other along ss (``dims=(frame, ss, fs)``): class, or generic by the data."""
+    from ccfkit.io.geometry_file import load_geometry, read_geometry
+
+    agipd = extra_geom.AGIPD_1MGeometry.from_quad_positions(QUAD_POS)
+    agipd.write_crystfel_geom(str(tmp_path / "agipd.geom"), dims=("frame", "ss", "fs"))
+    assert load_geometry(tmp_path / "agipd.geom", (16, 512, 128)).detector == "AGIPD_1MGeometry"
+    generic, _ = generic_file(tmp_path, 2, 50, 60)
+    generic.write_crystfel_geom(str(tmp_path / "flat.geom"), dims=("frame", "ss", "fs"))
+    alone = read_geometry(tmp_path / "flat.geom")  # no data: one module of 100 x 60
+    assert type(alone).__name__ == "GenericGeometry" and alone.expected_data_shape == (1, 100, 60)
+    split = read_geometry(tmp_path / "flat.geom", (2, 50, 60))
+    np.testing.assert_allclose(split.get_pixel_positions(), generic.get_pixel_positions(), atol=1e-12)
+    assert len(load_geometry(tmp_path / "flat.geom", (2, 50, 60)).tiles) == 2
+
+
 def test_a_class_that_reads_panels_of_another_size_is_not_chosen(tmp_path):
     """Two panels of 100 x 80: pnCCD's reader takes them into its 512 x 1024 modules; generic."""
     from ccfkit.io.geometry_file import read_geometry

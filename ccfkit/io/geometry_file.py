@@ -68,11 +68,22 @@ class PanelLayout(NamedTuple):
     stacked : bool
         The file indexes modules along their own data axis (``dimN = 0, 1,
         ...``); False: modules one under the other along ss (2-D data).
+    module_ss : int
+        For a file of 2-D data split into the data's modules: ss rows per
+        module (a panel's module is its first row // ``module_ss``); else 0.
     """
 
     panels: tuple
     shape: tuple[int, int, int]
     stacked: bool
+    module_ss: int = 0
+
+    def start(self, module: int, panel: dict) -> tuple[int, int]:
+        """``(ss, fs)`` of a panel's first pixel in its module."""
+        return (
+            int(panel["orig_min_ss"]) - module * self.module_ss,
+            int(panel["orig_min_fs"]),
+        )
 
 
 def load_geometry(path: str | Path, stack_shape: tuple[int, int, int]) -> DetectorGeometry:
@@ -133,7 +144,7 @@ def read_geometry(path: str | Path, stack_shape: tuple[int, int, int] | None = N
 def _read(path: Path, stack_shape):
     """:func:`read_geometry`'s geometry, and the file as ``cfel_fmt`` read it."""
     crystfel = _crystfel_geometry(path)
-    layout = panel_layout(path, crystfel)
+    layout = panel_layout(path, crystfel, stack_shape)
     geometry = _fitting_class(path, layout)
     if geometry is None:
         geometry = generic_geometry(path, layout)
@@ -197,12 +208,14 @@ def assemble(pixels: DetectorGeometry, frames: np.ndarray) -> np.ndarray:
     return np.asarray(images, dtype=np.float32)
 
 
-def panel_layout(path: Path, crystfel) -> PanelLayout:
+def panel_layout(path: Path, crystfel, stack_shape=None) -> PanelLayout:
     """The file's panels in data order, and the data shape they cover.
 
     ``crystfel`` is the file as ``cfel_fmt`` read it
-    (:func:`_crystfel_geometry`). InputError for a file without panels or
-    with a panel of more than one index dimension.
+    (:func:`_crystfel_geometry`). A file of 2-D data (modules one under the
+    other along ss) is one module, or the data's modules where the data's
+    ``stack_shape`` ``(modules, ss, fs)`` covers it. InputError for a file
+    without panels or with a panel of more than one index dimension.
     """
     panels = []
     for name, panel in crystfel.detector["panels"].items():
@@ -222,7 +235,13 @@ def panel_layout(path: Path, crystfel) -> PanelLayout:
         max(int(panel["orig_max_fs"]) for _, panel in panels) + 1,
     )
     stacked = any(isinstance(dim, int) for _, p in panels for dim in p["dim_structure"])
-    return PanelLayout(tuple(panels), shape, stacked)
+    if stacked or stack_shape is None or stack_shape[0] < 2:
+        return PanelLayout(tuple(panels), shape, stacked)
+    modules, ss, fs = stack_shape
+    if (modules * ss, fs) != shape[1:]:
+        return PanelLayout(tuple(panels), shape, stacked)
+    split = [(int(panel["orig_min_ss"]) // ss, panel) for _, panel in panels]
+    return PanelLayout(tuple(split), (modules, ss, fs), False, module_ss=ss)
 
 
 def _fitting_class(path: Path, layout: PanelLayout):
@@ -259,9 +278,9 @@ def _fits(geometry, layout: PanelLayout) -> bool:
     if any((int(tile.ss_pixels), int(tile.fs_pixels)) != tile_size for tile in tiles):
         return False
     modules, ss, fs = _expected_shape(geometry)
-    if layout.stacked:
+    if layout.stacked or layout.module_ss:
         return (modules, ss, fs) == layout.shape
-    return (modules * ss, fs) == layout.shape[1:]
+    return (modules * ss, fs) == layout.shape[1:]  # 2-D data: the class splits it
 
 
 def generic_geometry(path: str | Path, layout: PanelLayout):
@@ -295,7 +314,7 @@ def generic_geometry(path: str | Path, layout: PanelLayout):
     ]
     first = per_module[0]
     height, width = _panel_size(first[0])
-    along_ss = len(first) > 1 and first[1]["orig_min_ss"] > first[0]["orig_min_ss"]
+    along_ss = len(first) > 1 and layout.start(0, first[1])[0] > 0
     geometry = extra_geom.GenericGeometry(
         [[GeometryFragment.from_panel_dict(panel) for panel in panels] for panels in per_module],
         filename=str(path),
@@ -324,11 +343,7 @@ def _not_generic(layout: PanelLayout) -> str:
     if len(set(counts)) > 1:
         return f"modules of different numbers of panels ({', '.join(map(str, counts))})"
     for number in range(layout.shape[0]):
-        starts = [
-            (int(panel["orig_min_ss"]), int(panel["orig_min_fs"]))
-            for module, panel in layout.panels
-            if module == number
-        ]
+        starts = [layout.start(module, panel) for module, panel in layout.panels if module == number]
         if starts not in (
             [(tile * height, 0) for tile in range(len(starts))],
             [(0, tile * width) for tile in range(len(starts))],

@@ -142,3 +142,17 @@ def test_a_generic_two_panel_file_round_trips_simulate_to_build(tmp_path):
     print("correlations, stack against extra-geom's assembly:", np.round(correlation, 5))
     assert np.median(correlation) >= 0.99, correlation
     assert (correlation >= 0.98).all(), correlation
+
+
+@pytest.mark.parametrize("name", ["agipd", "jungfrau", "pnccd"])
+def test_each_built_in_detectors_file_reads_back_as_its_class(tmp_path, name):
+    """The file a built-in detector writes is read by its own class, at the simulated pixels."""
+    from ccfkit.io.geometry_file import read_geometry
+    from ccfkit.simulate.stack import DETECTORS, detector_geometry
+
+    positions, path, text, _ = detector_geometry(name, tmp_path / "s.h5", SimulationConfig())
+    path.write_text(text)
+    read = read_geometry(path)
+    assert type(read).__name__ == DETECTORS[name][0]
+    expected = read.get_pixel_positions()[..., :2] / read.pixel_size
+    np.testing.assert_allclose(positions, expected.reshape(positions.shape), atol=1e-9)
