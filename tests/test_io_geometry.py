@@ -410,13 +410,18 @@ def test_each_detector_class_reads_back_its_own_file_and_places_every_pixel(tmp_
     geometry.write_crystfel_geom(str(path))
     read = read_geometry(path)
     assert type(read).__name__ == name
-    np.testing.assert_allclose(read.get_pixel_positions(), geometry.get_pixel_positions(), atol=1e-12)
+    assert_same_positions(read, geometry)
     stack_shape = tuple(int(n) for n in read.expected_data_shape)
     stack_shape = stack_shape if len(stack_shape) == 3 else (1, *stack_shape)
     layout = load_geometry(path, stack_shape)
     assert layout.detector == name and len(layout.tiles) == (tiles or len(layout.tiles))
     positions = geometry.get_pixel_positions()[..., :2] / geometry.pixel_size
     assert_tiles_place_every_pixel(layout.tiles, positions.reshape(*stack_shape, 2))
+
+
+def assert_same_positions(read, made):
+    """extra-geom's pixel positions (metres) of the geometry read back and of the one written."""
+    np.testing.assert_allclose(read.get_pixel_positions(), made.get_pixel_positions(), atol=1e-12)
 
 
 def generic_file(folder, modules, ss, fs, tiles=1, tile_vec=None, name="generic.geom"):
@@ -450,7 +455,7 @@ def test_generic_geometries_extra_geom_wrote_read_back(tmp_path, modules, ss, fs
     read = read_geometry(path)
     assert type(read).__name__ == "GenericGeometry"
     assert tuple(read.expected_data_shape) == tuple(geometry.expected_data_shape)
-    np.testing.assert_allclose(read.get_pixel_positions(), geometry.get_pixel_positions(), atol=1e-12)
+    assert_same_positions(read, geometry)
     assert read.pixel_size == pytest.approx(75e-6)
     stack_shape = tuple(int(n) for n in geometry.expected_data_shape)
     layout = load_geometry(path, stack_shape)
@@ -463,7 +468,7 @@ def test_generic_geometries_extra_geom_wrote_read_back(tmp_path, modules, ss, fs
 
 
 def test_files_of_two_dimensional_data_are_split_into_the_datas_modules(tmp_path):
-    """Modules one under the other along ss (``dims=(frame, ss, fs)``): class, or generic by the data."""
+    """Modules one under the other along ss (``dims=(frame, ss, fs)``): split as the data are."""
     from ccfkit.io.geometry_file import load_geometry, read_geometry
 
     agipd = extra_geom.AGIPD_1MGeometry.from_quad_positions(QUAD_POS)
@@ -474,7 +479,7 @@ def test_files_of_two_dimensional_data_are_split_into_the_datas_modules(tmp_path
     alone = read_geometry(tmp_path / "flat.geom")  # no data: one module of 100 x 60
     assert type(alone).__name__ == "GenericGeometry" and alone.expected_data_shape == (1, 100, 60)
     split = read_geometry(tmp_path / "flat.geom", (2, 50, 60))
-    np.testing.assert_allclose(split.get_pixel_positions(), generic.get_pixel_positions(), atol=1e-12)
+    assert_same_positions(split, generic)
     assert len(load_geometry(tmp_path / "flat.geom", (2, 50, 60)).tiles) == 2
 
 

@@ -325,7 +325,9 @@ def generic_geometry(path: str | Path, layout: PanelLayout):
     geometry.n_modules, geometry.n_tiles_per_module = len(per_module), tiles
     geometry.ss_tiles, geometry.fs_tiles = (tiles, 1) if along_ss else (1, tiles)
     geometry.expected_data_shape = (
-        len(per_module), geometry.ss_tiles * height, geometry.fs_tiles * width
+        len(per_module),
+        geometry.ss_tiles * height,
+        geometry.fs_tiles * width,
     )
     return geometry
 
@@ -343,7 +345,9 @@ def _not_generic(layout: PanelLayout) -> str:
     if len(set(counts)) > 1:
         return f"modules of different numbers of panels ({', '.join(map(str, counts))})"
     for number in range(layout.shape[0]):
-        starts = [layout.start(module, panel) for module, panel in layout.panels if module == number]
+        starts = [
+            layout.start(module, panel) for module, panel in layout.panels if module == number
+        ]
         if starts not in (
             [(tile * height, 0) for tile in range(len(starts))],
             [(0, tile * width) for tile in range(len(starts))],

@@ -100,9 +100,10 @@ def test_a_generic_two_panel_file_round_trips_simulate_to_build(tmp_path):
     """
     from ccfkit.cli import main
     from ccfkit.cli_inputs import open_frames
+    from ccfkit.io.geometry_file import assemble
 
     pixel = 75e-6
-    corners = [np.array([-210 * pixel, -200 * pixel, 0.0]), np.array([10 * pixel, -200 * pixel, 0.0])]
+    corners = [np.array([-210.0, -200.0, 0.0]) * pixel, np.array([10.0, -200.0, 0.0]) * pixel]
     geometry = extra_geom.GenericGeometry.from_simple_description(
         pixel, 200, 400, corner_coordinates=corners
     )
@@ -117,9 +118,12 @@ def test_a_generic_two_panel_file_round_trips_simulate_to_build(tmp_path):
         stack = handle["entry_1/data_1/data"][:]
     assert stack.shape == (6, 2, 200, 400)
     # the predict's reader (trainer predict --geometry) chooses by the same rule
-    assert open_frames([str(out)], geometry=str(geom)).pixels.detector == "GenericGeometry"
+    pixels = open_frames([str(out)], geometry=str(geom)).pixels
+    assert pixels.detector == "GenericGeometry"
 
     images, centre = geometry.position_modules(stack)
+    # the galleries' assembly (by the class the rule chose) is extra-geom's own
+    np.testing.assert_array_equal(assemble(pixels, stack.reshape(6, 400, 400)), images)
     good = ~np.isnan(images[0])
     with h5py.File(tmp_path / "flat.h5", "w") as handle:
         handle["entry_1/data_1/data"] = np.nan_to_num(images).astype(np.float32)
