@@ -51,7 +51,6 @@ DETECTOR_CLASSES = (
     "Epix100Geometry",
     "Epix10KGeometry",
 )
-GENERIC = "GenericGeometry"
 
 
 class PanelLayout(NamedTuple):
