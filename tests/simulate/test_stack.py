@@ -50,7 +50,7 @@ def test_an_agipd_stack_gives_the_maps_of_the_same_particles_simulated_flat(tmp_
     flat = expected_counts(params, config, np.ones((SIDE, SIDE), bool), engine="numpy")
     middle = (SIDE - 1) / 2
     y, x = np.mgrid[:SIDE, :SIDE] - middle
-    _, _, inside = stack.pixels._tile_coordinates(x.ravel(), y.ravel())
+    *_, inside = stack.pixels._tile_coordinates(x.ravel(), y.ravel())
     gaps_masked = inside.reshape(SIDE, SIDE)
     with h5py.File(tmp_path / "flat.h5", "w") as handle:
         handle["entry_1/data_1/data"] = flat
