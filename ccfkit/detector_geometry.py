@@ -19,7 +19,7 @@ around it. The frames stay stacked (a frame is read as the ``(modules * ss,
 fs)`` array of its modules one under the other, a free reshape): no
 assembled copy is made, and the four neighbours of a sample are pixels ``i,
 i + 1, i + fs, i + fs + 1`` of that array, as in a plain image (in a tile of
-shifted rows, the lower two may be one column to the left). A sample that
+shifted rows, the lower two may be one column aside). A sample that
 falls in a gap, or between a tile's edge pixel and the gap, has no four
 neighbours in one tile: it is invalid, as a masked pixel makes it.
 
