@@ -57,10 +57,8 @@ def energies(tmp_path_factory):
 def _direct(group, source, frame: int, geometry) -> np.ndarray:
     """One frame's features from a plan made here with ``geometry``: (D,) float32."""
     plan = make_polar_plan(source.frame_shape, center=tuple(group.attrs["center"]),
-                           mask=group["mask"][:], grid=BuildConfig.from_parameters(
-                               {"q_bins": 12, "phi_bins": 32, "r_min": 0.0,
-                                "min_ring_fraction": 0.0, "q_range": Q_RANGE}).grid,
-                           scattering=geometry)  # fmt: skip
+                           mask=group["mask"][:], q_bins=12, phi_bins=32, r_min=0.0,
+                           min_ring_fraction=0.0, q_range=Q_RANGE, scattering=geometry)  # fmt: skip
     harmonics = ring_harmonics(store_frames(group, source, frame, frame + 1), plan)
     harmonics[:, ~plan.ring_used] = 0.0
     return feature_vectors(harmonics, group["ring_used"][:])[0]
