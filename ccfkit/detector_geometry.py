@@ -5,7 +5,10 @@ stacks of modules, ``(frames, modules, ss, fs)``; a geometry (a CrystFEL
 ``.geom`` file, read by extra-geom: :mod:`ccfkit.io.geometry_file`) places
 every pixel in the detector plane. Each module is made of *tiles* (AGIPD: 8
 ASICs of 64 x 128 pixels), each a regular grid with its own corner and step
-vectors; between tiles lie gaps.
+vectors; between tiles lie gaps. DSSC's hexagonal pixels are a regular
+grid whose rows of odd index lie half a pixel aside along fs (a tile's
+``row_shift``): a sample between two rows is interpolated along fs within
+each row at that row's own columns, then between the rows.
 
 :class:`DetectorGeometry` keeps that placement as a few numbers per tile and
 is a :class:`~ccfkit.polar.PixelLayout`: the polar plan samples the true
@@ -15,7 +18,8 @@ placement), and interpolates bilinearly between the four pixels of that tile
 around it. The frames stay stacked (a frame is read as the ``(modules * ss,
 fs)`` array of its modules one under the other, a free reshape): no
 assembled copy is made, and the four neighbours of a sample are pixels ``i,
-i + 1, i + fs, i + fs + 1`` of that array, as in a plain image. A sample that
+i + 1, i + fs, i + fs + 1`` of that array, as in a plain image (in a tile of
+shifted rows, the lower two may be one column aside). A sample that
 falls in a gap, or between a tile's edge pixel and the gap, has no four
 neighbours in one tile: it is invalid, as a masked pixel makes it.
 
@@ -53,6 +57,11 @@ class Tile(NamedTuple):
         ``(x, y)`` of pixel ``(ss_start, fs_start)``'s centre, pixels.
     ss_step, fs_step : (float, float)
         ``(x, y)`` step from one pixel to the next along ss and along fs, pixels.
+    row_shift : (float, float)
+        ``(x, y)`` by which the rows of odd index in the module lie aside
+        along fs (DSSC's hexagonal pixels: half a pixel); ``(0, 0)`` for a
+        regular grid. Pixel ``(ss, fs)`` of the tile lies at ``origin + (ss
+        - ss_start) ss_step + (fs - fs_start) fs_step + (ss % 2) row_shift``.
     """
 
     module: int
@@ -63,6 +72,7 @@ class Tile(NamedTuple):
     origin: tuple[float, float]
     ss_step: tuple[float, float]
     fs_step: tuple[float, float]
+    row_shift: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -107,10 +117,11 @@ class DetectorGeometry:
         """(4 * tiles, 2) float64: ``(x, y)`` of every tile's four corner pixel centres."""
         points = []
         for tile in self.tiles:
-            origin, ss_step, fs_step = (np.asarray(v) for v in tile[5:])
+            origin, ss_step, fs_step, shift = (np.asarray(v) for v in tile[5:])
             for ss in (0, tile.ss_stop - tile.ss_start - 1):
+                aside = shift * ((tile.ss_start + ss) % 2)
                 for fs in (0, tile.fs_stop - tile.fs_start - 1):
-                    points.append(origin + ss * ss_step + fs * fs_step)
+                    points.append(origin + ss * ss_step + fs * fs_step + aside)
         return np.array(points)
 
     def default_center(self) -> tuple[float, float]:
@@ -160,48 +171,66 @@ class DetectorGeometry:
         """
         x = center[0] + radius[:, None] * np.cos(phi)[None, :]
         y = center[1] + radius[:, None] * np.sin(phi)[None, :]
-        row, column, inside = self._tile_coordinates(x.ravel(), y.ravel())
+        row, column, aside, inside = self._tile_coordinates(x.ravel(), y.ravel())
         row0, fy = _split(row)
-        column0, fx = _split(column)
-        row1, column1 = row0 + (fy > 0), column0 + (fx > 0)
+        row1 = row0 + (fy > 0)
+        # each row's own columns: a row of odd index in its module lies ``aside`` along fs
+        odd = (row0 - self._module_start(row0)) % 2
+        upper, fx_upper = _split(column - aside * odd)
+        lower, fx_lower = _split(column - aside * ((row1 - self._module_start(row1)) % 2))
         width = self.shape[1]
-        corners = [(row0, column0), (row0, column1), (row1, column0), (row1, column1)]
+        corners = [
+            (row0, upper), (row0, upper + (fx_upper > 0)),
+            (row1, lower), (row1, lower + (fx_lower > 0)),
+        ]  # fmt: skip
         index = np.stack([r * width + c for r, c in corners], axis=-1)
         flat_good = np.ascontiguousarray(good).ravel()
         valid = inside & flat_good[index].all(axis=-1)
-        weight = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
+        weight = np.stack(
+            [(1 - fx_upper) * (1 - fy), fx_upper * (1 - fy), (1 - fx_lower) * fy, fx_lower * fy],
+            axis=-1,
+        )
         shape = (len(radius), len(phi))
         return index.reshape(*shape, 4), weight.reshape(*shape, 4), valid.reshape(shape)
+
+    def _module_start(self, row: np.ndarray) -> np.ndarray:
+        """The stacked-frame row of the first row of the module that holds ``row`` (int64)."""
+        ss_per_module = self.stack_shape[1]
+        return row - row % ss_per_module
 
     def _tile_coordinates(self, x: np.ndarray, y: np.ndarray):
         """Stacked-frame ``(row, column)`` (float64) of points ``(x, y)``, and which lie in a tile.
 
-        A point outside every tile gets row and column 0 (a safe index).
-        The first tile that contains a point takes it (tiles do not overlap
-        in a sound geometry).
+        ``column`` is that of the tile's regular grid; a row of odd index in
+        its module has its pixels at ``column - aside`` (fs pixels, 0 for a
+        regular tile). A point outside every tile gets row and column 0 (a
+        safe index). The first tile that contains a point takes it (tiles
+        do not overlap in a sound geometry); in a tile of shifted rows, the
+        point's columns must lie in both rows around it.
         """
-        row = np.zeros(x.shape)
-        column = np.zeros(x.shape)
+        row, column, aside = np.zeros(x.shape), np.zeros(x.shape), np.zeros(x.shape)
         inside = np.zeros(x.shape, dtype=bool)
         ss_per_module = self.stack_shape[1]
         for tile in self.tiles:
             # solve origin + a ss_step + b fs_step = (x, y) for (a, b)
-            matrix = np.array([tile.ss_step, tile.fs_step]).T
-            inverse = np.linalg.inv(matrix)
+            inverse = np.linalg.inv(np.array([tile.ss_step, tile.fs_step]).T)
             dx, dy = x - tile.origin[0], y - tile.origin[1]
             a = inverse[0, 0] * dx + inverse[0, 1] * dy
             b = inverse[1, 0] * dx + inverse[1, 1] * dy
-            height, width = tile.ss_stop - tile.ss_start, tile.fs_stop - tile.fs_start
+            shift = float((inverse @ np.asarray(tile.row_shift))[1])  # along fs, pixels
+            low, high = max(0.0, shift), tile.fs_stop - tile.fs_start - 1 + min(0.0, shift)
+            height = tile.ss_stop - tile.ss_start
             here = (
                 ~inside
                 & (a >= -_SNAP) & (a <= height - 1 + _SNAP)
-                & (b >= -_SNAP) & (b <= width - 1 + _SNAP)
+                & (b >= low - _SNAP) & (b <= high + _SNAP)
             )  # fmt: skip
             start = tile.module * ss_per_module + tile.ss_start
             row[here] = start + np.clip(a[here], 0, height - 1)
-            column[here] = tile.fs_start + np.clip(b[here], 0, width - 1)
+            column[here] = tile.fs_start + np.clip(b[here], low, high)
+            aside[here] = shift
             inside |= here
-        return row, column, inside
+        return row, column, aside, inside
 
 
 def tiles_from_positions(positions: np.ndarray) -> tuple[Tile, ...]:
@@ -218,12 +247,17 @@ def tiles_from_positions(positions: np.ndarray) -> tuple[Tile, ...]:
     tuple of Tile
         Per module, the regular grids it is made of: a new tile starts where
         the step from one row (column) to the next leaves the module's
-        regular step (a gap, or another orientation).
+        regular step (a gap, or another orientation). Rows of odd index that
+        all lie aside along fs by one vector (:func:`_row_shift`: DSSC's
+        hexagonal pixels) are put back on the grid, and the tile keeps that
+        vector (``row_shift``).
     """
     tiles = []
     modules, ss, fs = positions.shape[:3]
     for module in range(modules):
-        pixels = positions[module]
+        shift = _row_shift(positions[module])
+        pixels = positions[module].copy()
+        pixels[1::2] -= shift
         ss_bounds = _segments(pixels, axis=0)
         fs_bounds = _segments(pixels, axis=1)
         ss_regular = np.median(np.diff(pixels, axis=0).reshape(-1, 2), axis=0) if ss > 1 else None
@@ -233,10 +267,36 @@ def tiles_from_positions(positions: np.ndarray) -> tuple[Tile, ...]:
                 part = pixels[s0:s1, f0:f1]
                 ss_step = _mean_step(part, 0, ss_regular)
                 fs_step = _mean_step(part, 1, fs_regular)
-                tiles.append(
-                    Tile(module, s0, s1, f0, f1, _pair(part[0, 0]), _pair(ss_step), _pair(fs_step))
-                )
+                steps = (_pair(part[0, 0]), _pair(ss_step), _pair(fs_step), _pair(shift))
+                tiles.append(Tile(module, s0, s1, f0, f1, *steps))
     return tuple(tiles)
+
+
+def _row_shift(pixels: np.ndarray) -> np.ndarray:
+    """``(x, y)`` by which a module's rows of odd index lie aside along fs, else ``(0, 0)``.
+
+    Parameters
+    ----------
+    pixels : (ss, fs, 2) float64
+        A module's pixel centres, pixels.
+
+    Returns
+    -------
+    (2,) float64
+        Half the difference of the typical step into an odd row and into an
+        even row, where it exceeds :data:`_SAME_TILE` and lies along the fs
+        step (the rows of hexagonal pixels); zero otherwise.
+    """
+    if pixels.shape[0] < 3 or pixels.shape[1] < 2:
+        return np.zeros(2)
+    steps = np.diff(pixels, axis=0)
+    shift = (np.median(steps[0::2].reshape(-1, 2), axis=0)
+             - np.median(steps[1::2].reshape(-1, 2), axis=0)) / 2  # fmt: skip
+    fs_step = np.median(np.diff(pixels, axis=1).reshape(-1, 2), axis=0)
+    along_fs = fs_step * (shift @ fs_step) / (fs_step @ fs_step)
+    if np.abs(shift).max() < _SAME_TILE or np.abs(shift - along_fs).max() > _SAME_TILE:
+        return np.zeros(2)
+    return shift
 
 
 def _segments(pixels: np.ndarray, axis: int) -> list[tuple[int, int]]:

@@ -35,6 +35,7 @@ import numpy as np
 
 from trainer.run_dir import write_json
 
+from .study_baseline import svm_baselines
 from .study_eval import METRIC_KEYS, per_class_summary, score_on_source, source_result
 from .study_eval import summarise as _summary
 from .study_plan import PlanError, StudyPlan, build_config
@@ -475,39 +476,6 @@ def baselines(store: str, split: dict) -> dict:
     return out
 
 
-def svm_baselines(plan: StudyPlan, out: Path, stores: dict, frames, split: dict) -> dict:
-    """arm key -> the RBF SVM on ring features of its store's frames (:mod:`.study_baseline`).
-
-    Arms whose store is not complete (a report of unfinished work) have none.
-    """
-    from ccfkit.store import StoreError, open_store
-
-    from .study_baseline import svm_baseline
-
-    backend = plan.config.get("build_options", {}).get("backend", "auto")
-    out_svm = {}
-    for arm in plan.arms.values():
-        if arm.geometry is not None:  # its ring features would need the stacks' pixel positions
-            log.info("no SVM baseline on the module stacks of %s", arm.name)
-            continue
-        try:
-            complete = open_store(stores[arm.key]).attrs.get("status") == "complete"
-        except (StoreError, OSError, ValueError):
-            complete = False
-        if not complete:
-            continue
-        name = Path(stores[arm.key]).name
-        try:
-            out_svm[arm.key] = svm_baseline(out, stores[arm.key], frames, split,
-                                            build_config(arm.build), backend=backend)  # fmt: skip
-        except ValueError as error:  # a store whose rings this resampling does not give
-            log.warning("no SVM baseline on the frames of %s: %s", name, error)
-            continue
-        log.info("RBF SVM on the frames of %s: accuracy %.3f", name,
-                 out_svm[arm.key]["summary"]["accuracy"])  # fmt: skip
-    return out_svm
-
-
 # --------------------------------------------------------------------------
 # The study
 # --------------------------------------------------------------------------
@@ -664,9 +632,10 @@ def run_study(
         "environment": environment(), "started": datetime.now(UTC).isoformat()})  # fmt: skip
     plan = reuse_arm_directories(plan, out)
 
-    stores = {}
+    stores, arm_frames = {}, {}
     for arm in plan.arms.values():
         arm_paths, geometry = arm_source(plan.config, out, arm, (paths, frames), sources, progress)
+        arm_frames[arm.key] = open_frames(arm_paths, config, geometry) if geometry else frames
         path = store_path(out, arm_paths, config, arm.build, geometry)
         stores[arm.key] = ensure_store(path, arm_paths, config, arm.build, scheduler=scheduler,
                                        progress=progress, geometry=geometry) if train else str(path)  # fmt: skip
@@ -683,7 +652,7 @@ def run_study(
                            scheduler=scheduler, progress=progress)  # fmt: skip
     some_store = next((stores[k] for k in plan.arms if Path(stores[k]).exists()), None)
     base = baselines(some_store, split) if some_store else {}
-    svm = svm_baselines(plan, out, stores, frames, split)
+    svm = svm_baselines(plan, out, stores, arm_frames, split)
     provenance = {
         "command": " ".join(sys.argv),
         "environment": environment(),

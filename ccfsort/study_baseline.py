@@ -6,8 +6,10 @@ network.
 
 **Features.** The frames an arm's store was built from, with the store's
 own noise (:func:`ccfkit.noise.add_noise`, the store's seed and bound), are
-resampled onto the store's polar grid (:func:`ccfkit.resample`, the same
-centre, mask and rings as its maps) and decomposed into angular harmonics
+resampled with the plans its maps were made with (:func:`store_plans`: the
+same centre, mask and rings; a module stack's pixel positions; rings in q
+placed at each frame's own wavelength and distance as the build placed
+them) and decomposed into angular harmonics
 (:func:`ccfkit.angular_fourier`, Eq. 15). A frame's features are the
 moduli ``|F_n(q_k)|`` for ``n = 0 .. 8`` on every used ring ``q_k``:
 ``|F_0|`` is the radial profile (the ring's mean intensity), ``|F_n|`` the
@@ -24,14 +26,15 @@ multi-label targets), class weights balanced, ``gamma = "scale"``, and
 computed once and shared by every label and ``C`` (docs/study.md has the
 time this saves). Trained on the whole training
 split, scored on the test split. The features of a store are computed once
-per (frames, noise, ring grid) and the result is cached in
-``baselines/svm-KEY.npz`` of the study directory.
+per (frames, noise, rings and their placement, :func:`cache_record`) and the
+result is cached in ``baselines/svm-KEY.npz`` of the study directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -40,13 +43,18 @@ import numpy as np
 __all__ = [
     "C_VALUES",
     "ORDERS",
+    "cache_record",
     "feature_vectors",
     "fit_and_predict",
     "ring_harmonics",
     "store_features",
     "store_frames",
+    "store_plans",
     "svm_baseline",
+    "svm_baselines",
 ]
+
+log = logging.getLogger("ccfsort.study.baseline")  # a part of the study's log
 
 #: Angular orders of the features (0: the radial profile).
 ORDERS = tuple(range(9))
@@ -134,16 +142,77 @@ def store_frames(group, source, start: int, stop: int) -> np.ndarray:
     return add_noise(frames, np.arange(start, stop), bounds, recipe.seed)
 
 
+def store_plans(group, source) -> tuple[list, np.ndarray]:
+    """The polar plans the store's maps were made with, and each frame's.
+
+    Made as the build makes them (:func:`ccfkit.pipeline.build`): the store's
+    centre, mask and rings, the pixel positions of ``source`` (a module stack
+    seen through its geometry), and rings in q placed by
+    :func:`ccfkit.frame_geometry.place_rings` with the store's placement, so
+    that frames of several wavelengths or distances get their group's plan.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        A complete ccfkit store built from ``source``.
+    source : ccfkit.io.source.FrameSource
+
+    Returns
+    -------
+    specs : list of ccfkit.polar.PlanSpec
+        One per geometry group (one for a store with one plan).
+    which : (N,) int64 array
+        Each frame's index into ``specs``.
+
+    Raises
+    ------
+    ValueError
+        The store's radii or its frames' geometry groups are not those made
+        here, or its frames were resampled at their own beam centres.
+    """
+    from dataclasses import replace
+
+    from ccfkit.frame_geometry import place_rings
+    from ccfkit.polar import PlanSpec
+    from ccfkit.store import read_recipe
+
+    if "frame_center" in group:
+        raise ValueError("its frames were resampled at their own beam centres")
+    grid = read_recipe(group).resolved_grid
+    placement = group.attrs.get("q_placement", {}).get("placement")
+    placed = place_rings(source, grid, "mean" if placement == "mean" else "per-frame")
+    spec = PlanSpec.describe(source.frame_shape, center=tuple(group.attrs["center"]),
+                             mask=group["mask"][:], grid=grid, pixels=source.pixels,
+                             scattering=placed.scattering)  # fmt: skip
+    if not np.allclose(spec.plan().radius, group["radius"][:]):
+        raise ValueError("the rings resampled here are not the store's")
+    stored = group["frame_geometry"][:, 2] if "frame_geometry" in group else None
+    if placed.groups is None:
+        if stored is not None:
+            raise ValueError("its rings in q are placed per frame, here at one geometry")
+        return [spec], np.zeros(source.n_frames, dtype=np.int64)
+    if stored is None or not np.array_equal(stored, placed.groups.group):
+        raise ValueError("its frames' geometry groups are not those made here")
+    specs = [replace(spec, scattering=geometry) for geometry in placed.groups.geometries]
+    return specs, placed.groups.group.astype(np.int64)
+
+
 def store_features(store, source, *, backend="numpy") -> np.ndarray:
     """The features of every frame of ``store``, from the frames of ``source``.
+
+    Each frame is resampled with the plan its map was made with
+    (:func:`store_plans`); a ring its own plan does not use (too few valid
+    samples where its group places it) has zero features, as its map has
+    zeros there. The features are those of the store's used rings.
 
     Parameters
     ----------
     store : str
         A complete ccfkit store built from ``source`` (its centre, mask, ring
-        grid, noise seed and bound are used).
+        grid, q placement, noise seed and bound are used).
     source : ccfkit.io.source.FrameSource
-        The frames the store was built from.
+        The frames the store was built from (module stacks with their geometry
+        where the store was built with one).
     backend : str
 
     Returns
@@ -153,32 +222,27 @@ def store_features(store, source, *, backend="numpy") -> np.ndarray:
     Raises
     ------
     ValueError
-        The polar grid made here is not the store's (other rings), or the store's
-        rings in q are placed per frame (its frames' wavelength or distance varies).
+        See :func:`store_plans`.
     """
-    from ccfkit import make_polar_plan
-    from ccfkit.store import open_store, read_recipe
+    from ccfkit.store import open_store
 
     group = open_store(store)
-    grid = read_recipe(group).resolved_grid
-    scattering = None
-    if grid.q_range is not None:  # rings in q: placed with the frames' geometry, as the build did
-        from ccfkit.frame_geometry import scattering_geometry
-
-        if any(np.ptp(values) > 0 for values in source.geometry_per_frame.values()):
-            raise ValueError(f"{store}: its rings in q are placed per frame (its frames' "
-                             "wavelength or distance varies); one resampling cannot match them")  # fmt: skip
-        scattering = scattering_geometry(source, grid.q_range)
-    plan = make_polar_plan(source.frame_shape, center=tuple(group.attrs["center"]),
-                           mask=group["mask"][:], grid=grid, scattering=scattering)  # fmt: skip
-    if not np.allclose(plan.radius, group["radius"][:]):
-        raise ValueError(f"{store}: the rings resampled here are not the store's")
-    out = []
+    try:
+        specs, which = store_plans(group, source)
+    except ValueError as error:
+        raise ValueError(f"{store}: {error}") from None
+    ring_used = group["ring_used"][:]
+    out = np.empty((source.n_frames, int(ring_used.sum()) * len(ORDERS)), dtype=np.float32)
     for start in range(0, source.n_frames, BATCH_FRAMES):
-        frames = store_frames(group, source, start, min(start + BATCH_FRAMES, source.n_frames))
-        out.append(feature_vectors(ring_harmonics(frames, plan, backend=backend),
-                                   plan.ring_used))  # fmt: skip
-    return np.concatenate(out)
+        stop = min(start + BATCH_FRAMES, source.n_frames)
+        frames = store_frames(group, source, start, stop)
+        for index in np.unique(which[start:stop]):  # the frames of one plan together
+            rows = np.flatnonzero(which[start:stop] == index)
+            plan = specs[index].plan()
+            harmonics = ring_harmonics(frames[rows], plan, backend=backend)
+            harmonics[:, ~plan.ring_used] = 0.0
+            out[start + rows] = feature_vectors(harmonics, ring_used)
+    return out
 
 
 def _one_label(kernel_train, kernel_rest, y, c: float) -> np.ndarray:
@@ -241,6 +305,35 @@ def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[n
     return predicted, info
 
 
+def cache_record(store: str, source, split: dict, build) -> dict:
+    """What an SVM's test predictions depend on: the key of its cache.
+
+    The frames (their fingerprint and files), the store parameters of
+    :data:`FRAME_PARAMETERS` (and ``q_range``), the split, the orders and
+    the C values tried; and, where they apply, what else places the rings:
+    the geometry file's text of module stacks (``geometry``) and the
+    store's placement of rings in q on frames of several wavelengths or
+    distances (``q_placement``: per frame, with its groups, or at the mean).
+    A store of flat frames with one geometry keeps the key it had before
+    those two entries.
+    """
+    from ccfkit.store import open_store
+
+    frame_build = {k: v for k, v in build.parameters().items() if k in FRAME_PARAMETERS}
+    if build.grid.q_range is not None:
+        frame_build["q_range"] = list(build.grid.q_range)
+    record = {"input": source.describe()["fingerprint"], "files": list(source.reader.files),
+              "build": frame_build,
+              "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
+              "orders": ORDERS, "C": C_VALUES}  # fmt: skip
+    if source.pixels is not None:
+        record["geometry"] = source.pixels.text
+    placement = dict(open_store(store).attrs.get("q_placement", {}))
+    if placement.get("placement") in ("per-frame", "mean"):
+        record["q_placement"] = placement
+    return record
+
+
 def _key(record: dict) -> str:
     text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
@@ -278,14 +371,7 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
 
     from .verdicts import frame_counts
 
-    frame_build = {k: v for k, v in build.parameters().items() if k in FRAME_PARAMETERS}
-    if build.grid.q_range is not None:
-        frame_build["q_range"] = list(build.grid.q_range)
-    record = {"input": source.describe()["fingerprint"], "files": list(source.reader.files),
-              "build": frame_build,
-              "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
-              "orders": ORDERS, "C": C_VALUES}  # fmt: skip
-    cache = out / "baselines" / f"svm-{_key(record)}.npz"
+    cache = out / "baselines" / f"svm-{_key(cache_record(store, source, split, build))}.npz"
     info = inspect_store(store)
     truth = open_store(store)["labels"][:].astype(bool)
     if cache.is_file():
@@ -301,3 +387,51 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
     test_truth = truth[split["test"]]
     metrics = compute_metrics(test_truth, predicted, info.label_names, info.exclusive_groups)
     return {"summary": metrics.summary(), "counts": frame_counts(test_truth, predicted), **meta}
+
+
+def svm_baselines(plan, out: Path, stores: dict, sources: dict, split: dict) -> dict:
+    """arm key -> :func:`svm_baseline` of its store, from the frames it was built from.
+
+    Parameters
+    ----------
+    plan : ccfsort.study_plan.StudyPlan
+    out : Path
+        The study directory.
+    stores : dict
+        arm key -> its store's path.
+    sources : dict
+        arm key -> the :class:`ccfkit.io.source.FrameSource` its store was built
+        from (the study's frames, or module stacks with their geometry).
+    split : dict
+        The study's split.
+
+    Returns
+    -------
+    dict
+        For every arm with a complete store (a report of unfinished work
+        has none for the others); an arm whose rings cannot be resampled
+        again has none, with a warning.
+    """
+    from ccfkit.store import StoreError, open_store
+
+    from .study_plan import build_config
+
+    backend = plan.config.get("build_options", {}).get("backend", "auto")
+    out_svm = {}
+    for arm in plan.arms.values():
+        try:
+            complete = open_store(stores[arm.key]).attrs.get("status") == "complete"
+        except (StoreError, OSError, ValueError):
+            complete = False
+        if not complete:
+            continue
+        name = Path(stores[arm.key]).name
+        try:
+            out_svm[arm.key] = svm_baseline(out, stores[arm.key], sources[arm.key], split,
+                                            build_config(arm.build), backend=backend)  # fmt: skip
+        except ValueError as error:  # a store whose rings this resampling does not give
+            log.warning("no SVM baseline on the frames of %s: %s", name, error)
+            continue
+        log.info("RBF SVM on the frames of %s: accuracy %.3f", name,
+                 out_svm[arm.key]["summary"]["accuracy"])  # fmt: skip
+    return out_svm

@@ -129,6 +129,7 @@ def test_a_geometry_arm_trains_on_module_stacks_of_the_same_particles(tmp_path):
         {"geometry": geometry},
     ]
     assert "the flat detector beats the panels" in (out / "report.md").read_text()
+    _check_the_svm_of_the_stacks(out, report, stacked, flat)
 
     # a rerun makes nothing again; --source cannot stand in for simulated stacks
     made = stacks[0].stat().st_mtime_ns
@@ -139,6 +140,54 @@ def test_a_geometry_arm_trains_on_module_stacks_of_the_same_particles(tmp_path):
                       out / "data" / "simulated.cxi"])  # fmt: skip
     assert refused.exit_code != 0
     assert "data.geometry simulates its frames; --source cannot replace them" in refused.output
+
+
+def _path_of(out, group) -> str:
+    """The study's store whose attributes are ``group``'s."""
+    (path,) = [p for p in (out / "stores").glob("*.zarr")
+               if zarr.open_group(str(p), mode="r").attrs["input"] == group.attrs["input"]]  # fmt: skip
+    return str(path)
+
+
+def _check_the_svm_of_the_stacks(out, report, stacked, flat):
+    """Both arms have an SVM row, each from its own frames' plan and its own cache."""
+    from ccfkit.io.source import open_source
+    from ccfkit.polar import make_polar_plan
+    from ccfkit.store import read_recipe
+    from ccfsort.study_baseline import (
+        feature_vectors,
+        ring_harmonics,
+        store_features,
+        store_frames,
+    )
+
+    (table,) = report["tables"]
+    columns = table["svm"]["columns"]
+    assert len(columns) == 2 and all(c is not None for c in columns)
+    assert "| Accuracy, RBF SVM (ring features) |" in (out / "report.md").read_text()
+    assert "—" not in next(line for line in (out / "report.md").read_text().splitlines()
+                           if line.startswith("| Accuracy, RBF SVM"))  # fmt: skip
+    caches = sorted((out / "baselines").glob("svm-*.npz"))
+    assert len(caches) == 2  # the same build and split, other frames: two caches
+    (cxi,) = (out / "data").glob("simulated-*.cxi")
+    source = open_source([str(cxi)], geometry=str(cxi.with_suffix(".geom")))
+    assert source.pixels is not None
+    store = _path_of(out, stacked)
+    features = store_features(store, source, backend="numpy")
+    assert features.shape[1] == columns[1]["features"] == int(stacked["ring_used"][:].sum()) * 9
+    plan = make_polar_plan(source.frame_shape, center=tuple(stacked.attrs["center"]),
+                           mask=stacked["mask"][:], grid=read_recipe(stacked).resolved_grid,
+                           pixels=source.pixels)  # fmt: skip
+    np.testing.assert_allclose(plan.radius, stacked["radius"][:])
+    for frame in (0, 13, 31):
+        frames = store_frames(stacked, source, frame, frame + 1)
+        expected = feature_vectors(ring_harmonics(frames, plan), stacked["ring_used"][:])
+        np.testing.assert_allclose(features[frame], expected[0], rtol=1e-6, atol=1e-6)
+    # the flat frames resampled as a flat image: other features than the stacks'
+    flat_source = open_source([str(out / "data" / "simulated.cxi")])
+    flat_store = _path_of(out, flat)
+    flat_features = store_features(flat_store, flat_source, backend="numpy")
+    assert flat_features.shape != features.shape or not np.allclose(flat_features, features)
 
 
 def test_the_svm_of_a_q_ring_store_resamples_its_own_rings(tmp_path):
@@ -172,10 +221,10 @@ def test_the_svm_of_a_q_ring_store_resamples_its_own_rings(tmp_path):
     assert radii[0] > 4.0 and not np.allclose(np.diff(radii), np.diff(radii)[0])  # placed in q
     assert features["q"].shape != features["px"].shape or not np.allclose(*features.values())
     assert len(list((tmp_path / "baselines").glob("svm-*.npz"))) == 2  # one cache each
-    # frames of several photon energies have their q rings placed per frame: no one resampling
+    # frames of one photon energy cannot stand in for a store's frames of several
     varied = tmp_path / "energies.cxi"
-    write_simulated(varied, SimulationConfig(size=48, hole_radius=4.0), 12, seed=2, progress=False)
-    source = open_source([varied])
-    build(source, str(tmp_path / "per-frame.zarr"), builds["q"], backend="numpy", progress=False)
-    with pytest.raises(ValueError, match="placed per frame"):
+    write_simulated(varied, SimulationConfig(size=48, hole_radius=4.0), 40, seed=2, progress=False)
+    build(open_source([varied]), str(tmp_path / "per-frame.zarr"), builds["q"], backend="numpy",
+          progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="the rings resampled here are not the store's"):
         store_features(str(tmp_path / "per-frame.zarr"), source, backend="numpy")

@@ -21,7 +21,8 @@ not simulated on module stacks.
 Built-in detectors (:data:`DETECTORS`) are made by extra-geom's own
 constructors and written by its CrystFEL writer beside the data, as
 ``OUT`` with the suffix ``.geom``; a ``FILE`` is read as ``ccfkit build``
-reads it (:func:`ccfkit.io.geometry_file.load_geometry` finds the class).
+reads it, by the class that fits its panels (or extra-geom's generic
+geometry): :func:`ccfkit.io.geometry_file.read_geometry` states the rule.
 """
 
 from __future__ import annotations
@@ -134,7 +135,12 @@ def _crystfel_text(geometry, config: SimulationConfig, distance: float) -> str:
 
 
 def _read_crystfel(path: Path):
-    """The extra-geom geometry of a CrystFEL file, with the class ``ccfkit build`` would use."""
+    """The extra-geom geometry of a CrystFEL file, by the rule ``ccfkit build`` uses.
+
+    The data do not exist yet: the file's panels alone choose the class
+    (:func:`ccfkit.io.geometry_file.read_geometry`), and the stack written
+    has the shape the chosen geometry expects.
+    """
     from ..io.errors import InputError
     from ..io.geometry_file import read_geometry
 

@@ -1,0 +1,141 @@
+"""The SVM baseline of stores whose rings are placed per frame (docs/study.md, "The classical baseline").
+
+Frames of several photon energies have their rings in q placed at each
+frame's own geometry (in groups, ``ccfkit.frame_geometry``); the SVM's ring
+features must come from the same plans, and its cache must keep such a
+store's predictions apart from those of a store of the same frames whose
+rings sit at the mean geometry. Module stacks: tests/test_study_detector.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ccfkit.build_config import BuildConfig
+from ccfkit.frame_geometry import group_geometries, ring_momentum_transfer
+from ccfkit.geometry import momentum_transfer
+from ccfkit.io.source import open_source
+from ccfkit.pipeline import build
+from ccfkit.polar import make_polar_plan
+from ccfkit.simulate import SimulationConfig
+from ccfkit.simulate.cxi_file import write_simulated
+from ccfkit.store import open_store
+from ccfsort.study_baseline import (
+    ORDERS,
+    feature_vectors,
+    fit_and_predict,
+    ring_harmonics,
+    store_features,
+    store_frames,
+    svm_baseline,
+)
+from trainer.data import split_three_ways
+
+N = 40
+Q_RANGE = (0.012, 0.04)
+
+
+@pytest.fixture(scope="module")
+def energies(tmp_path_factory):
+    """Frames of 19-35 eV photons (one energy per frame), their stores: per frame, at the mean."""
+    folder = tmp_path_factory.mktemp("energies")
+    frames = folder / "frames.cxi"
+    write_simulated(frames, SimulationConfig(size=48, hole_radius=4.0), N, seed=5, progress=False)
+    source = open_source([frames])
+    config = BuildConfig.from_parameters({"q_bins": 12, "phi_bins": 32, "r_min": 0.0,
+                                          "min_ring_fraction": 0.0, "q_range": Q_RANGE,
+                                          "noise": "max", "seed": 4})  # fmt: skip
+    stores = {}
+    for placement in ("per-frame", "mean"):
+        stores[placement] = str(folder / f"{placement}.zarr")
+        build(source, stores[placement], config, backend="numpy", progress=False,
+              q_placement=placement)  # fmt: skip
+    return source, config, stores
+
+
+def _direct(group, source, frame: int, geometry) -> np.ndarray:
+    """One frame's features from a plan made here with ``geometry``: (D,) float32."""
+    plan = make_polar_plan(source.frame_shape, center=tuple(group.attrs["center"]),
+                           mask=group["mask"][:], q_bins=12, phi_bins=32, r_min=0.0,
+                           min_ring_fraction=0.0, q_range=Q_RANGE, scattering=geometry)  # fmt: skip
+    harmonics = ring_harmonics(store_frames(group, source, frame, frame + 1), plan)
+    harmonics[:, ~plan.ring_used] = 0.0
+    return feature_vectors(harmonics, group["ring_used"][:])[0]
+
+
+def test_per_frame_q_rings_give_each_frame_its_groups_plan(energies):
+    source, _, stores = energies
+    wavelength_nm = source.geometry_per_frame["wavelength"] * 1e9
+    assert np.ptp(wavelength_nm) / wavelength_nm.mean() > 0.2  # the energies do vary
+    group = open_store(stores["per-frame"])
+    features = store_features(stores["per-frame"], source, backend="numpy")
+    assert features.shape == (N, int(group["ring_used"][:].sum()) * len(ORDERS))
+    assert np.isfinite(features).all()
+    distance = np.full(N, source.distance)
+    q = ring_momentum_transfer(Q_RANGE, 12)
+    groups = group_geometries(source.pixel_size, wavelength_nm, distance, q)
+    np.testing.assert_array_equal(group["frame_geometry"][:, 2], groups.group)
+    mean = store_features(stores["mean"], source, backend="numpy")
+    # the frames of the shortest and longest wavelength, and one in between
+    for frame in (int(np.argmin(wavelength_nm)), int(np.argmax(wavelength_nm)), 7):
+        geometry = groups.geometries[groups.group[frame]]
+        np.testing.assert_allclose(features[frame], _direct(group, source, frame, geometry),
+                                   rtol=1e-6, atol=1e-6)  # fmt: skip
+        # its plan places the rings at their q for this frame's own wavelength
+        plan = make_polar_plan(source.frame_shape, center=tuple(group.attrs["center"]),
+                               q_bins=12, phi_bins=32, r_min=0.0, q_range=Q_RANGE,
+                               scattering=geometry)  # fmt: skip
+        seen = momentum_transfer(plan.radius, pixel_size=source.pixel_size,
+                                 distance=source.distance, wavelength_nm=wavelength_nm[frame])  # fmt: skip
+        np.testing.assert_allclose(seen, q, rtol=2e-3)
+    # at the mean geometry the extreme frames' rings lie elsewhere: other features
+    extreme = int(np.argmax(wavelength_nm))
+    assert not np.allclose(features[extreme], mean[extreme], atol=1e-3)
+    np.testing.assert_allclose(mean[extreme],
+                               _direct(group, source, extreme, _mean_geometry(source)),
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+
+
+def _mean_geometry(source):
+    from ccfkit.frame_geometry import scattering_geometry
+
+    return scattering_geometry(source, Q_RANGE)
+
+
+def test_the_cache_keeps_each_placement_its_own_predictions(energies, tmp_path):
+    source, config, stores = energies
+    split = split_three_ways(N, 0.25, 0.25, seed=0)
+    results = {p: svm_baseline(tmp_path, store, source, split, config, backend="numpy")
+               for p, store in stores.items()}  # fmt: skip
+    caches = sorted((tmp_path / "baselines").glob("svm-*.npz"))
+    assert len(caches) == 2  # one per placement, though frames, build and split are the same
+    for placement, store in stores.items():
+        truth = open_store(store)["labels"][:].astype(bool)
+        predicted, _ = fit_and_predict(store_features(store, source, backend="numpy"), truth,
+                                       split)  # fmt: skip
+        own = [c for c in caches if np.array_equal(np.load(c)["predicted"], predicted)]
+        assert own, placement  # the cache holds what this store's own features give
+        # and a second call reads it back: the same numbers
+        again = svm_baseline(tmp_path, store, source, split, config, backend="numpy")
+        assert again["summary"] == results[placement]["summary"]
+    assert len(list((tmp_path / "baselines").glob("svm-*.npz"))) == 2
+
+
+def test_a_store_whose_groups_differ_is_refused(energies, tmp_path):
+    """Frames grouped otherwise than the store's (another input): one line, no wrong features."""
+    import shutil
+
+    import zarr
+
+    source, _, stores = energies
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(stores["per-frame"], copy)
+    group = zarr.open_group(str(copy), mode="r+")
+    table = group["frame_geometry"][:]
+    table[:, 2] = table[::-1, 2]
+    if np.array_equal(table[:, 2], group["frame_geometry"][:, 2]):
+        table[0, 2] = table[:, 2].max() + 1
+    group["frame_geometry"][:] = table
+    with pytest.raises(ValueError, match="geometry groups are not those made here"):
+        store_features(str(copy), source, backend="numpy")
