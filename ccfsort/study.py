@@ -10,7 +10,8 @@ A study directory holds::
     stores/           one ccfkit store per distinct (source, build parameters), reused
     runs/ARM/seed-S/  a normal ``trainer fit`` run directory per arm and seed
     scores/           each run scored on every --eval-source (JSON, reused)
-    baselines/        the RBF SVM's test predictions per (frames, noise, rings), reused
+    baselines/        the RBF SVM's predictions per (frames, noise, rings): on the test
+                      split, and on every frame of each --eval-source; reused
     report.md, report.json, TABLE.png  one report for every table run here
 
 Everything is made once: the data, the split and a store are reused when they

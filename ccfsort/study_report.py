@@ -165,15 +165,14 @@ def _baseline_lines(base: dict, comparison) -> list[str]:
     """The constants' line each, and the verdict of the best arm against the SVM."""
     lines = [f"Baseline {name}: accuracy {m['accuracy']:.3f}, precision {m['precision']:.3f}, "
              f"recall {m['recall']:.3f}." for name, m in base.items()]  # fmt: skip
-    if comparison is not None:
-        lines += [
-            (
-                f"Baseline {SVM_NAME}: the rows above, one SVM per column's frames (the same "
-                "noise, rings and split; docs/study.md). Against it:"
-            ),
-            verdict_line(comparison),
-        ]
-    return lines
+    if comparison is None:
+        return lines
+    frames = "one SVM per column's frames (the same noise, rings and split"
+    if "source" in comparison:
+        frames = ("each column's SVM, trained on its training split, on these frames (with the "
+                  "noise and rings of the column's maps of them")  # fmt: skip
+    return [*lines, f"Baseline {SVM_NAME}: the rows above, {frames}; docs/study.md). Against it:",
+            verdict_line(comparison)]  # fmt: skip
 
 
 def _table_lines(table, results: dict, base: dict, svm: dict, comparisons: dict, command: str
