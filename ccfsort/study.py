@@ -524,8 +524,9 @@ def _score_eval_source(source: str, frames, plan: StudyPlan, out: Path, run_dirs
     """Every finished run scored on all frames of ``source``, into ``results[arm]["eval_sources"]``.
 
     The frames (``frames``: ``source`` opened) are built with each arm's own
-    build parameters (one store per distinct build and content, reused); the scores are cached under ``out/scores``
-    (:func:`ccfsort.study_eval.score_on_source`, :func:`~ccfsort.study_eval.source_result`).
+    build parameters (one store per distinct build and content, reused); the
+    scores are cached under ``out/scores`` (:func:`ccfsort.study_eval.score_on_source`,
+    :func:`~ccfsort.study_eval.source_result`).
     Returns arm key -> the store of ``source`` built for it.
     """
     built, content = {}, source_content(frames)
