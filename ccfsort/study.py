@@ -10,7 +10,8 @@ A study directory holds::
     stores/           one ccfkit store per distinct (source, build parameters), reused
     runs/ARM/seed-S/  a normal ``trainer fit`` run directory per arm and seed
     scores/           each run scored on every --eval-source (JSON, reused)
-    baselines/        the RBF SVM's test predictions per (frames, noise, rings), reused
+    baselines/        the RBF SVM's predictions per (frames, noise, rings): on the test
+                      split, and on every frame of each --eval-source; reused
     report.md, report.json, TABLE.png  one report for every table run here
 
 Everything is made once: the data, the split and a store are reused when they
@@ -36,7 +37,13 @@ import numpy as np
 from trainer.run_dir import write_json
 
 from .study_baseline import svm_baselines
-from .study_eval import METRIC_KEYS, per_class_summary, score_on_source, source_result
+from .study_eval import (
+    METRIC_KEYS,
+    per_class_summary,
+    score_on_source,
+    source_content,
+    source_result,
+)
 from .study_eval import summarise as _summary
 from .study_plan import PlanError, StudyPlan, build_config
 
@@ -262,13 +269,20 @@ def ensure_split(plan: StudyPlan, out: Path, n_frames: int) -> Path:
     return path
 
 
-def store_path(out: Path, paths, config: dict, build: dict, geometry: str | None = None) -> Path:
-    """Where the store of ``paths`` (module stacks placed by ``geometry``) built with ``build`` lives."""
+def store_path(out: Path, paths, config: dict, build: dict, geometry: str | None = None,
+               content: str | None = None) -> Path:  # fmt: skip
+    """Where the store of ``paths`` (module stacks placed by ``geometry``) built with ``build`` lives.
+
+    ``content``: what the files hold (:func:`ccfsort.study_eval.source_content`,
+    for an ``--eval-source``: a file rewritten with other frames or labels gets another store).
+    """
     data = config.get("data", {})
     source = {"files": list(paths), "data_path": data.get("data_path"),
               "labels_path": data.get("labels_path")}  # fmt: skip
     if geometry is not None:  # flat sources keep the keys they had
         source["geometry"] = geometry
+    if content is not None:
+        source["content"] = content
     key = _digest({"source": source, "build": build_config(build).parameters()})
     return out / "stores" / f"{Path(paths[0]).stem}-{key}.zarr"
 
@@ -505,20 +519,24 @@ def _train_arms(plan: StudyPlan, run_dirs: dict, stores: dict, split_file: Path,
     return outcomes
 
 
-def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, results: dict,
-                       *, scheduler, progress) -> None:  # fmt: skip
+def _score_eval_source(source: str, frames, plan: StudyPlan, out: Path, run_dirs: dict,
+                       results: dict, *, scheduler, progress) -> dict:  # fmt: skip
     """Every finished run scored on all frames of ``source``, into ``results[arm]["eval_sources"]``.
 
-    The frames are built with each arm's own build parameters (one store per
-    distinct build, reused); the scores are cached under ``out/scores``
-    (:func:`ccfsort.study_eval.score_on_source`, :func:`~ccfsort.study_eval.source_result`).
+    The frames (``frames``: ``source`` opened) are built with each arm's own
+    build parameters (one store per distinct build and content, reused); the
+    scores are cached under ``out/scores`` (:func:`ccfsort.study_eval.score_on_source`,
+    :func:`~ccfsort.study_eval.source_result`).
+    Returns arm key -> the store of ``source`` built for it.
     """
+    built, content = {}, source_content(frames)
     for arm in plan.arms.values():
         if results[arm.key] is None:
             continue
-        path = store_path(out, [source], plan.config, arm.build)
+        path = store_path(out, [source], plan.config, arm.build, content=content)
         store = ensure_store(path, [source], plan.config, arm.build, scheduler=scheduler,
                              progress=progress)  # fmt: skip
+        built[arm.key] = store
         scores = {
             s: score_on_source(
                 Path(d), store, out / "scores" / arm.name / f"seed-{s}" / f"{path.stem}.json"
@@ -527,6 +545,7 @@ def _score_eval_source(source: str, plan: StudyPlan, out: Path, run_dirs: dict, 
             if is_finished(d)
         }
         results[arm.key].setdefault("eval_sources", {})[source] = source_result(scores)
+    return built
 
 
 def arm_source(config: dict, out: Path, arm, main: tuple, sources, progress: bool):
@@ -647,12 +666,16 @@ def run_study(
     if train:
         outcomes = _train_arms(plan, run_dirs, stores, split_file, threads, scheduler)
     results = {key: collect_arm(run_dirs[key], split["test"]) for key in plan.arms}
-    for source in eval_sources:
-        _score_eval_source(str(Path(source).resolve()), plan, out, run_dirs, results,
-                           scheduler=scheduler, progress=progress)  # fmt: skip
+    eval_stores = {}  # arm key -> {source: (its store for the arm, its frames)}: the SVM's
+    for source in (str(Path(s).resolve()) for s in eval_sources):
+        eval_frames = open_frames([source], config)
+        built = _score_eval_source(source, eval_frames, plan, out, run_dirs, results,
+                                   scheduler=scheduler, progress=progress)  # fmt: skip
+        for key, store in built.items():
+            eval_stores.setdefault(key, {})[source] = (store, eval_frames)
     some_store = next((stores[k] for k in plan.arms if Path(stores[k]).exists()), None)
     base = baselines(some_store, split) if some_store else {}
-    svm = svm_baselines(plan, out, stores, arm_frames, split)
+    svm = svm_baselines(plan, out, stores, arm_frames, split, eval_stores)
     provenance = {
         "command": " ".join(sys.argv),
         "environment": environment(),

@@ -44,14 +44,17 @@ __all__ = [
     "C_VALUES",
     "ORDERS",
     "cache_record",
+    "eval_cache_record",
     "feature_vectors",
     "fit_and_predict",
+    "fit_and_predict_many",
     "ring_harmonics",
     "store_features",
     "store_frames",
     "store_plans",
     "svm_baseline",
     "svm_baselines",
+    "svm_on_source",
 ]
 
 log = logging.getLogger("ccfsort.study.baseline")  # a part of the study's log
@@ -197,13 +200,14 @@ def store_plans(group, source) -> tuple[list, np.ndarray]:
     return specs, placed.groups.group.astype(np.int64)
 
 
-def store_features(store, source, *, backend="numpy") -> np.ndarray:
+def store_features(store, source, *, backend="numpy", ring_used=None) -> np.ndarray:
     """The features of every frame of ``store``, from the frames of ``source``.
 
     Each frame is resampled with the plan its map was made with
     (:func:`store_plans`); a ring its own plan does not use (too few valid
     samples where its group places it) has zero features, as its map has
-    zeros there. The features are those of the store's used rings.
+    zeros there. The features are those of the store's used rings, or of
+    ``ring_used``.
 
     Parameters
     ----------
@@ -214,15 +218,20 @@ def store_features(store, source, *, backend="numpy") -> np.ndarray:
         The frames the store was built from (module stacks with their geometry
         where the store was built with one).
     backend : str
+    ring_used : (Q,) bool array, optional
+        The rings whose features are kept [the store's ``ring_used``]: another
+        store's, for an SVM trained on that store's features that scores the
+        frames of this one (an ``--eval-source`` built with the same rings).
 
     Returns
     -------
     (N, U * len(ORDERS)) float32 array
+        U used rings.
 
     Raises
     ------
     ValueError
-        See :func:`store_plans`.
+        See :func:`store_plans`; ``ring_used`` not one flag per ring of the store.
     """
     from ccfkit.store import open_store
 
@@ -231,7 +240,10 @@ def store_features(store, source, *, backend="numpy") -> np.ndarray:
         specs, which = store_plans(group, source)
     except ValueError as error:
         raise ValueError(f"{store}: {error}") from None
-    ring_used = group["ring_used"][:]
+    ring_used = group["ring_used"][:] if ring_used is None else np.asarray(ring_used, dtype=bool)
+    if ring_used.shape != group["ring_used"].shape:
+        raise ValueError(f"{store}: {group['ring_used'].shape[0]} rings, the features' "
+                         f"{ring_used.shape[0]}")  # fmt: skip
     out = np.empty((source.n_frames, int(ring_used.sum()) * len(ORDERS)), dtype=np.float32)
     for start in range(0, source.n_frames, BATCH_FRAMES):
         stop = min(start + BATCH_FRAMES, source.n_frames)
@@ -258,11 +270,29 @@ def _one_label(kernel_train, kernel_rest, y, c: float) -> np.ndarray:
 def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[np.ndarray, dict]:
     """Fit on the training rows, choose ``C`` on validation, predict the test rows.
 
+    :func:`fit_and_predict_many` without other frames.
+
+    Returns
+    -------
+    predicted : (T, C) bool array
+        On ``split["test"]``.
+    info : dict
+        ``C`` (chosen), ``validation_accuracy`` (micro, per C tried), ``gamma``, ``seconds``.
+    """
+    predicted, _, info = fit_and_predict_many(features, labels, split, (), c_values)
+    return predicted, info
+
+
+def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VALUES
+                         ) -> tuple[np.ndarray, list, dict]:  # fmt: skip
+    """Fit on the training rows, choose ``C`` on validation, predict the test rows and ``others``.
+
     One RBF SVM per label (one-vs-rest) with ``gamma = "scale"`` on the
     standardised features, ``1 / (D var)``; the kernel matrices are computed
     once and shared by every label and every ``C`` (``kernel="precomputed"``,
     the same classifier as ``SVC(kernel="rbf")`` without its per-label kernel
-    evaluations).
+    evaluations). ``others`` are predicted by the very SVMs that predict the
+    test rows (standardised with the training split's scaler).
 
     Parameters
     ----------
@@ -270,12 +300,15 @@ def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[n
     labels : (N, C) 0/1 array
     split : dict
         ``train``, ``validation``, ``test`` row indices.
+    others : sequence of (M_i, D) float arrays
+        Features of other frames (another source's).
     c_values : sequence of float
 
     Returns
     -------
     predicted : (T, C) bool array
         On ``split["test"]``.
+    on_others : list of (M_i, C) bool arrays
     info : dict
         ``C`` (chosen), ``validation_accuracy`` (micro, per C tried), ``gamma``, ``seconds``.
     """
@@ -287,10 +320,11 @@ def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[n
     scaler = StandardScaler().fit(features[split["train"]])
     train, validation, test = (scaler.transform(features[split[k]]).astype(np.float64)
                                for k in ("train", "validation", "test"))  # fmt: skip
+    rest = np.concatenate([test, *(scaler.transform(o).astype(np.float64) for o in others)])
     gamma = 1.0 / (train.shape[1] * train.var()) if train.var() > 0 else 1.0
     k_train = rbf_kernel(train, gamma=gamma)
     k_validation = rbf_kernel(validation, train, gamma=gamma)
-    k_test = rbf_kernel(test, train, gamma=gamma)
+    k_rest = rbf_kernel(rest, train, gamma=gamma)
     y_train = labels[split["train"]]
     scores = {}
     for c in c_values:
@@ -298,11 +332,12 @@ def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[n
                           for j in range(labels.shape[1])], axis=1)  # fmt: skip
         scores[c] = float((guess == labels[split["validation"]]).mean())
     best = max(c_values, key=lambda c: (scores[c], -c_values.index(c)))
-    predicted = np.stack([_one_label(k_train, k_test, y_train[:, j], best)
+    predicted = np.stack([_one_label(k_train, k_rest, y_train[:, j], best)
                           for j in range(labels.shape[1])], axis=1)  # fmt: skip
+    ends = np.cumsum([len(test), *(len(o) for o in others)])
     info = {"C": best, "validation_accuracy": {str(c): s for c, s in scores.items()},
             "gamma": float(gamma), "seconds": time.perf_counter() - started}  # fmt: skip
-    return predicted, info
+    return predicted[: ends[0]], np.split(predicted, ends[:-1])[1:], info
 
 
 def cache_record(store: str, source, split: dict, build) -> dict:
@@ -339,7 +374,59 @@ def _key(record: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="auto") -> dict:
+def eval_cache_record(record: dict, eval_store: str, eval_source, build) -> dict:
+    """The key of an SVM's predictions on another source: its own and that source's.
+
+    ``record`` is the SVM's :func:`cache_record`; the other source enters
+    with its path and content fingerprint, its store's parameters and ring
+    placement (:func:`cache_record` of ``eval_store``), so that a source of
+    other frames (or the same path rewritten) is never served another's
+    predictions.
+    """
+    frames = cache_record(eval_store, eval_source, {}, build)
+    return {"svm": record, "eval_source": {**frames, "path": str(eval_source.reader.files[0])}}
+
+
+def _load_predictions(cache: Path) -> tuple[np.ndarray, dict]:
+    with np.load(cache) as saved:
+        return saved["predicted"], json.loads(str(saved["meta"]))
+
+
+def _save_predictions(cache: Path, predicted, meta: dict) -> None:
+    from ccfkit.atomic import atomic_output
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(cache, overwrite=True) as tmp, open(tmp, "wb") as file:
+        np.savez(file, predicted=predicted, meta=json.dumps(meta))
+
+
+def _fit_missing(store, source, truth, split, caches: dict, eval_sources: dict, backend
+                 ) -> None:  # fmt: skip
+    """Fit the SVM once and write every cache of ``caches`` that is missing.
+
+    ``caches``: ``None`` (the test split) or an eval source's path -> its
+    file. The test predictions are the same on every fit (the SVM has no
+    randomness); a cached file is left as it is.
+    """
+    from ccfkit.store import open_store
+
+    missing = [k for k, path in caches.items() if not path.is_file()]
+    if not missing:
+        return
+    ring_used = open_store(store)["ring_used"][:]
+    features = store_features(store, source, backend=backend)
+    others = [store_features(eval_sources[k][0], eval_sources[k][1], backend=backend,
+                             ring_used=ring_used) for k in missing if k is not None]  # fmt: skip
+    predicted, on_others, meta = fit_and_predict_many(features, truth, split, others)
+    meta["features"] = int(features.shape[1])
+    on_sources = dict(zip([k for k in missing if k is not None], on_others))
+    for key in missing:
+        _save_predictions(caches[key], predicted if key is None else on_sources[key],
+                          meta if key is None else {**meta, "eval_source": key})  # fmt: skip
+
+
+def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="auto",
+                 eval_sources: dict | None = None) -> dict:  # fmt: skip
     """The SVM's test metrics on the frames of ``store`` (computed once, then cached).
 
     Parameters
@@ -356,6 +443,12 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
         The arm's build (its :data:`FRAME_PARAMETERS` key the cache).
     backend : str
         Engine backend of the resampling (the study's ``[build_options] backend``).
+    eval_sources : dict, optional
+        Another source's path -> ``(store, FrameSource)``: its store built
+        with ``build`` and its frames. The same SVM predicts all its frames,
+        their features resampled as that store's maps were made
+        (:func:`store_features` with the rings of ``store``); cached per
+        source (:func:`eval_cache_record`).
 
     Returns
     -------
@@ -363,33 +456,83 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
         ``summary`` (accuracy, precision, recall, violation_rate, ... of
         :meth:`trainer.metrics.Metrics.summary`), ``counts`` ((T, 4) per-frame
         counts, :func:`ccfsort.verdicts.frame_counts`), ``C``, ``features``
-        (their number), ``seconds``.
+        (their number), ``seconds``; with ``eval_sources``, ``eval_sources``:
+        path -> :func:`svm_on_source`.
     """
-    from ccfkit.atomic import atomic_output
     from trainer.data import inspect_store, open_store
     from trainer.metrics import compute_metrics
 
     from .verdicts import frame_counts
 
-    cache = out / "baselines" / f"svm-{_key(cache_record(store, source, split, build))}.npz"
+    eval_sources = eval_sources or {}
+    record = cache_record(store, source, split, build)
+    caches = {None: out / "baselines" / f"svm-{_key(record)}.npz"}
+    for path, (eval_store, eval_frames) in eval_sources.items():
+        key = _key(eval_cache_record(record, eval_store, eval_frames, build))
+        caches[path] = out / "baselines" / f"svm-eval-{key}.npz"
     info = inspect_store(store)
     truth = open_store(store)["labels"][:].astype(bool)
-    if cache.is_file():
-        with np.load(cache) as saved:
-            predicted, meta = saved["predicted"], json.loads(str(saved["meta"]))
-    else:
-        features = store_features(store, source, backend=backend)
-        predicted, meta = fit_and_predict(features, truth, split)
-        meta["features"] = int(features.shape[1])
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(cache, overwrite=True) as tmp, open(tmp, "wb") as file:
-            np.savez(file, predicted=predicted, meta=json.dumps(meta))
+    _fit_missing(store, source, truth, split, caches, eval_sources, backend)
+    predicted, meta = _load_predictions(caches[None])
     test_truth = truth[split["test"]]
     metrics = compute_metrics(test_truth, predicted, info.label_names, info.exclusive_groups)
-    return {"summary": metrics.summary(), "counts": frame_counts(test_truth, predicted), **meta}
+    result = {"summary": metrics.summary(), "counts": frame_counts(test_truth, predicted), **meta}
+    if eval_sources:
+        result["eval_sources"] = {
+            path: svm_on_source(_load_predictions(caches[path])[0], eval_store, info,
+                                truth[split["train"]])
+            for path, (eval_store, _) in eval_sources.items()
+        }  # fmt: skip
+    return result
 
 
-def svm_baselines(plan, out: Path, stores: dict, sources: dict, split: dict) -> dict:
+def svm_on_source(predicted, eval_store: str, info, train_truth) -> dict:
+    """The SVM's and the constants' metrics on every frame of another source.
+
+    Scored on the labels the source has, as the runs are
+    (:func:`ccfsort.study_eval.score_predictions`).
+
+    Parameters
+    ----------
+    predicted : (N, C) bool array
+        The SVM's predictions of the N frames of ``eval_store``.
+    eval_store : str
+    info : trainer.data.StoreInfo
+        The arm's store (its label names and exclusive groups).
+    train_truth : (T, C) bool array
+        The training split's labels (the best constant is their majority).
+
+    Returns
+    -------
+    dict
+        ``summary`` (:meth:`trainer.metrics.Metrics.summary` keys), ``per_class``
+        (:meth:`~trainer.metrics.Metrics.to_dict` rows), ``counts`` ((N, 4)),
+        ``unscored_labels``, ``ignored_labels``, ``constants`` (name ->
+        summary of the all-negative and the best constant on the same frames).
+    """
+    from .study_eval import score_predictions
+
+    names, groups = info.label_names, info.exclusive_groups
+    result, counts = score_predictions(predicted, names, groups, eval_store)
+    majority = np.broadcast_to(np.asarray(train_truth).mean(axis=0) >= 0.5, predicted.shape)
+    constants = {name: score_predictions(guess, names, groups, eval_store)[0]
+                 for name, guess in (("all-negative", np.zeros_like(predicted)),
+                                     ("best constant", majority))}  # fmt: skip
+    rows = ("per_class", "unscored_labels", "ignored_labels")
+    return {
+        "summary": {k: v for k, v in result.items() if k not in rows},
+        "per_class": result["per_class"],
+        "counts": counts,
+        "unscored_labels": result["unscored_labels"],
+        "ignored_labels": result["ignored_labels"],
+        "constants": {
+            n: {k: v for k, v in c.items() if k not in rows} for n, c in constants.items()
+        },
+    }
+
+
+def svm_baselines(plan, out: Path, stores: dict, sources: dict, split: dict,
+                  eval_sources: dict | None = None) -> dict:  # fmt: skip
     """arm key -> :func:`svm_baseline` of its store, from the frames it was built from.
 
     Parameters
@@ -404,6 +547,9 @@ def svm_baselines(plan, out: Path, stores: dict, sources: dict, split: dict) -> 
         from (the study's frames, or module stacks with their geometry).
     split : dict
         The study's split.
+    eval_sources : dict, optional
+        arm key -> {path of an ``--eval-source`` -> (its store built with the
+        arm's build, its FrameSource)}: the arm's SVM scores those too.
 
     Returns
     -------
@@ -428,7 +574,8 @@ def svm_baselines(plan, out: Path, stores: dict, sources: dict, split: dict) -> 
         name = Path(stores[arm.key]).name
         try:
             out_svm[arm.key] = svm_baseline(out, stores[arm.key], sources[arm.key], split,
-                                            build_config(arm.build), backend=backend)  # fmt: skip
+                                            build_config(arm.build), backend=backend,
+                                            eval_sources=(eval_sources or {}).get(arm.key))  # fmt: skip
         except ValueError as error:  # a store whose rings this resampling does not give
             log.warning("no SVM baseline on the frames of %s: %s", name, error)
             continue

@@ -18,7 +18,15 @@ import numpy as np
 
 from trainer.run_dir import write_json
 
-__all__ = ["METRIC_KEYS", "per_class_summary", "score_on_source", "source_result", "summarise"]
+__all__ = [
+    "METRIC_KEYS",
+    "per_class_summary",
+    "score_on_source",
+    "score_predictions",
+    "source_content",
+    "source_result",
+    "summarise",
+]
 
 #: The micro metrics a study summarises over seeds.
 METRIC_KEYS = ("accuracy", "precision", "recall", "violation_rate")
@@ -87,6 +95,76 @@ def score_on_source(run_dir, store: str, score_file: Path) -> tuple[dict, np.nda
         np.savez(handle, counts=counts)
     write_json(score_file, result)  # last: a score file means its counts are there
     return result, counts
+
+
+def score_predictions(predicted, run_names, run_groups, store: str) -> tuple[dict, np.ndarray]:
+    """Predictions for the labels ``run_names`` scored on every frame of ``store``.
+
+    The labels are matched and the exclusivity violations counted as a run's
+    on another source (:func:`score_on_source`, :func:`trainer.inference.evaluate_run`):
+    only the labels both have are scored, with the run's groups.
+
+    Parameters
+    ----------
+    predicted : (N, C) bool array
+        One row per frame of ``store``, one column per name of ``run_names``.
+    run_names : sequence of str
+    run_groups : sequence of sequence of str
+        The exclusive groups of ``run_names``.
+    store : str
+        A labelled ccfkit store of N frames.
+
+    Returns
+    -------
+    result : dict
+        :meth:`trainer.metrics.Metrics.to_dict`, with ``unscored_labels`` and
+        ``ignored_labels``.
+    counts : (N, 4) int64 array
+        Per-frame ``(tp, fp, fn, tn)`` over the scored labels.
+
+    Raises
+    ------
+    ValueError
+        No label of ``store`` matches; ``predicted`` has another number of frames.
+    """
+    from trainer.data import inspect_store, open_store
+    from trainer.labels import match_labels
+    from trainer.metrics import compute_metrics
+
+    from .verdicts import frame_counts
+
+    info = inspect_store(store, need_labels=True)
+    predicted = np.asarray(predicted, dtype=bool)
+    if len(predicted) != info.n_frames:
+        raise ValueError(f"{store}: {info.n_frames} frames, {len(predicted)} predictions")
+    match = match_labels(run_names, info.label_names)
+    truth = open_store(store)["labels"][:][:, match.store_columns].astype(bool)
+    guess = predicted[:, match.run_columns]
+    metrics = compute_metrics(truth, guess, match.names, match.run_groups(run_groups))
+    result = {**metrics.to_dict(), "unscored_labels": list(match.unmatched_run),
+              "ignored_labels": list(match.unmatched_store)}  # fmt: skip
+    return result, frame_counts(truth, guess)
+
+
+def source_content(frames) -> str:
+    """What a labelled source holds: its frames' fingerprint and a digest of its labels.
+
+    Parameters
+    ----------
+    frames : ccfkit.io.source.FrameSource
+
+    Returns
+    -------
+    str
+        ``input_fingerprint`` (:func:`ccfkit.io.source.input_fingerprint`,
+        sampled frames) and the SHA-1 of the label names and the (N, C) labels.
+    """
+    import hashlib
+
+    labels = hashlib.sha1(json.dumps(list(frames.label_names)).encode())
+    if frames.labels is not None:
+        labels.update(np.ascontiguousarray(frames.labels, dtype=np.uint8).tobytes())
+    return f"{frames.describe()['fingerprint']};labels:{labels.hexdigest()}"
 
 
 def source_result(scores: dict) -> dict:

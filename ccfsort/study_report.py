@@ -121,25 +121,67 @@ def _metric_table(columns, summaries: list[dict], rows=METRIC_ROWS) -> list[str]
     return lines
 
 
-def _svm_comparison(table, results: dict, svm: dict, stats: dict) -> dict | None:
-    """The table's best arm (mean test accuracy) against the SVM on its frames, or None."""
-    done = [c for c in table.columns if results.get(c.arm) and svm.get(c.arm)]
+def _on(result: dict | None, source: str | None) -> dict | None:
+    """An arm's (or its SVM's) result on the test split, or on every frame of ``source``."""
+    if not result or source is None:
+        return result
+    return result.get("eval_sources", {}).get(source)
+
+
+def _svm_comparison(table, results: dict, svm: dict, stats: dict, source: str | None = None
+                    ) -> dict | None:  # fmt: skip
+    """The table's best arm (mean accuracy) against the SVM on its frames, or None.
+
+    On the test split, or (``source``) on every frame of that eval source.
+    """
+    done = [c for c in table.columns
+            if _on(results.get(c.arm), source) and _on(svm.get(c.arm), source)]  # fmt: skip
     if not done:
         return None
-    best = max(done, key=lambda c: results[c.arm]["summary"]["accuracy"]["mean"])
-    counts = np.asarray(results[best.arm]["counts"])
+    best = max(done, key=lambda c: _on(results[c.arm], source)["summary"]["accuracy"]["mean"])
+    counts = np.asarray(_on(results[best.arm], source)["counts"])
     comparison = compare(
-        counts, np.broadcast_to(svm[best.arm]["counts"], counts.shape), "accuracy",
+        counts, np.broadcast_to(_on(svm[best.arm], source)["counts"], counts.shape), "accuracy",
         resamples=int(stats["bootstrap"]), seed=int(stats["seed"]), level=float(stats["level"]),
         alpha=float(stats["alpha"]),
     )  # fmt: skip
-    return {"text": f"The best arm, {best.label}, beats the {SVM_NAME}", "column": best.label,
-            **comparison}  # fmt: skip
+    text = f"The best arm, {best.label}, beats the {SVM_NAME}"
+    if source is not None:
+        text += f" on every frame of `{Path(source).name}`"
+        comparison = {**comparison, "source": source, "frames": "frames of the source"}
+    return {"text": text, "column": best.label, **comparison}
 
 
-def _table_lines(table, results: dict, base: dict, svm: dict, comparison, command: str
+def _svm_rows(columns, on_svm: list) -> list[str]:
+    """The SVM's metric rows under a table (``on_svm``: each column's SVM result, or None)."""
+    if not any(on_svm):
+        return []
+    return [f"| {title}, {SVM_NAME} | " + " | ".join(
+                f"{r['summary'][key]:.3f}" if r else "—" for r in on_svm) + " |"
+            for key, title in METRIC_ROWS]  # fmt: skip
+
+
+def _baseline_lines(base: dict, comparison) -> list[str]:
+    """The constants' line each, and the verdict of the best arm against the SVM."""
+    lines = [f"Baseline {name}: accuracy {m['accuracy']:.3f}, precision {m['precision']:.3f}, "
+             f"recall {m['recall']:.3f}." for name, m in base.items()]  # fmt: skip
+    if comparison is None:
+        return lines
+    frames = "one SVM per column's frames (the same noise, rings and split"
+    if "source" in comparison:
+        frames = ("each column's SVM, trained on its training split, on these frames (with the "
+                  "noise and rings of the column's maps of them")  # fmt: skip
+    return [*lines, f"Baseline {SVM_NAME}: the rows above, {frames}; docs/study.md). Against it:",
+            verdict_line(comparison)]  # fmt: skip
+
+
+def _table_lines(table, results: dict, base: dict, svm: dict, comparisons: dict, command: str
                  ) -> list[str]:  # fmt: skip
-    """A table's section: the metrics, the baselines (constants and SVM), its command."""
+    """A table's section: the metrics, the baselines (constants and SVM), its command.
+
+    ``comparisons``: :func:`_svm_comparison` on the test split (key None) and
+    on each eval source (its path).
+    """
     columns = table.columns
     finished = [results.get(c.arm) or {} for c in columns]
     lines = [
@@ -150,35 +192,22 @@ def _table_lines(table, results: dict, base: dict, svm: dict, comparison, comman
     for key, title in (("train_frames", "training frames"), ("epochs", "epochs run")):
         cells = [str(r.get(key, "—")) for r in finished]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    if any(svm.get(c.arm) for c in columns):
-        for key, title in METRIC_ROWS:
-            cells = [f"{svm[c.arm]['summary'][key]:.3f}" if svm.get(c.arm) else "—"
-                     for c in columns]  # fmt: skip
-            lines.append(f"| {title}, {SVM_NAME} | " + " | ".join(cells) + " |")
+    lines += _svm_rows(columns, [svm.get(c.arm) for c in columns])
     seeds = sorted({len(r.get("seeds", {})) for r in finished})
     seeds_line = f"Mean ± std over {'/'.join(map(str, seeds))} seeds, test split; "
     if seeds == [1]:
         seeds_line = "One seed (no ± std), test split; "
-    lines += ["", seeds_line + f"command: `{command}`."]
-    for name, m in base.items():
-        lines.append(
-            f"Baseline {name}: accuracy {m['accuracy']:.3f}, precision {m['precision']:.3f}, "
-            f"recall {m['recall']:.3f}."
-        )
-    if comparison is not None:
-        lines += [
-            (
-                f"Baseline {SVM_NAME}: the rows above, one SVM per column's frames (the same "
-                "noise, rings and split; docs/study.md). Against it:"
-            ),
-            verdict_line(comparison),
-        ]
-    lines += ["", f"![{table.name}]({table.name}.png)", ""]
+    lines += ["", seeds_line + f"command: `{command}`.",
+              *_baseline_lines(base, comparisons.get(None)),
+              "", f"![{table.name}]({table.name}.png)", ""]  # fmt: skip
     for source in _eval_sources(finished):
         scored = [r.get("eval_sources", {}).get(source, {}) for r in finished]
+        on_svm = [_on(svm.get(c.arm), source) for c in columns]
+        constants = next((r["constants"] for r in on_svm if r), {})
         lines += [f"On every frame of `{source}` (same build parameters, same checkpoints):", "",
-                  *_metric_table(columns, [r.get("summary", {}) for r in scored]), "",
-                  _label_line(source, scored), ""]  # fmt: skip
+                  *_metric_table(columns, [r.get("summary", {}) for r in scored]),
+                  *_svm_rows(columns, on_svm), "", _label_line(source, scored),
+                  *_baseline_lines(constants, comparisons.get(source)), ""]  # fmt: skip
     return lines
 
 
@@ -274,7 +303,9 @@ def plot_table(path: Path, table, results: dict, base: dict, svm: dict | None = 
 def _table_entry(table, plan: StudyPlan, results: dict, base: dict, svm: dict,
                  command: str) -> dict:  # fmt: skip
     """A table's part of ``report.json``, its Markdown included (kept by later reports)."""
-    comparison = _svm_comparison(table, results, svm, plan.statistics)
+    sources = _eval_sources(results.get(c.arm) for c in table.columns)
+    comparisons = {source: _svm_comparison(table, results, svm, plan.statistics, source)
+                   for source in [None, *sources]}  # fmt: skip
     return {
         "name": table.name,
         "title": table.title,
@@ -287,18 +318,14 @@ def _table_entry(table, plan: StudyPlan, results: dict, base: dict, svm: dict,
         ],
         "svm": {
             "columns": [
-                {k: v for k, v in svm[c.arm].items() if k != "counts"} if svm.get(c.arm) else None
-                for c in table.columns
+                _without_counts(svm[c.arm]) if svm.get(c.arm) else None for c in table.columns
             ],
-            "comparison": comparison,
+            "comparison": comparisons[None],
+            "eval_source_comparisons": {s: comparisons[s] for s in sources},
         },
-        "markdown": _table_lines(table, results, base, svm, comparison, command),
+        "markdown": _table_lines(table, results, base, svm, comparisons, command),
         "per_class_markdown": _class_lines(table, results)
-        + [
-            line
-            for source in _eval_sources(results.get(c.arm) for c in table.columns)
-            for line in _class_lines(table, results, source)
-        ],
+        + [line for source in sources for line in _class_lines(table, results, source)],
     }
 
 

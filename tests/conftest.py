@@ -308,3 +308,19 @@ def write_cxi(
             dataset.attrs["names"] = list(names)
             dataset.attrs["exclusive_groups"] = json.dumps([list(names)])
     return path
+
+
+def drop_label(path, name: str) -> None:
+    """Rewrite a simulated CXI file's labels without the label ``name``."""
+    with h5py.File(path, "r+") as handle:
+        dataset = handle["entry_1/labels"]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in dataset.attrs["names"]]
+        keep = [k for k, n in enumerate(names) if n != name]
+        labels = dataset[:][:, keep]
+        groups = [
+            [n for n in g if n != name] for g in json.loads(dataset.attrs["exclusive_groups"])
+        ]
+        del handle["entry_1/labels"]
+        new = handle["entry_1"].create_dataset("labels", data=labels)
+        new.attrs["names"] = [names[k] for k in keep]
+        new.attrs["exclusive_groups"] = json.dumps([g for g in groups if len(g) > 1])

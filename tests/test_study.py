@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import drop_label
 
 from ccfsort.study_plan import PlanError, apply_override, build_config, load_config, make_plan
 from ccfsort.study_report import verdict_line
@@ -705,24 +706,6 @@ bootstrap = 200
 """
 
 
-def _drop_label(path, name: str) -> None:
-    """Rewrite a simulated CXI file's labels without the label ``name``."""
-    import h5py
-
-    with h5py.File(path, "r+") as handle:
-        dataset = handle["entry_1/labels"]
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in dataset.attrs["names"]]
-        keep = [k for k, n in enumerate(names) if n != name]
-        labels = dataset[:][:, keep]
-        groups = [
-            [n for n in g if n != name] for g in json.loads(dataset.attrs["exclusive_groups"])
-        ]
-        del handle["entry_1/labels"]
-        new = handle["entry_1"].create_dataset("labels", data=labels)
-        new.attrs["names"] = [names[k] for k in keep]
-        new.attrs["exclusive_groups"] = json.dumps([g for g in groups if len(g) > 1])
-
-
 def test_transfer_study_judges_and_tabulates_the_eval_source(tmp_path):
     from ccfkit.simulate import SimulationConfig
     from ccfkit.simulate.cxi_file import write_simulated
@@ -731,7 +714,7 @@ def test_transfer_study_judges_and_tabulates_the_eval_source(tmp_path):
     # the other source: a fixed (not randomised) detector of another size, without "streak"
     other = tmp_path / "held-out.cxi"
     write_simulated(other, SimulationConfig(size=48, hole_radius=4.0), 20, seed=5, progress=False)
-    _drop_label(other, "streak")
+    drop_label(other, "streak")
     study_file = tmp_path / "tiny.toml"
     study_file.write_text(TRANSFER_TINY)
     out = tmp_path / "study"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import drop_label
 
 from ccfkit.build_config import BuildConfig
 from ccfkit.frame_geometry import group_geometries, ring_momentum_transfer
@@ -139,3 +140,111 @@ def test_a_store_whose_groups_differ_is_refused(energies, tmp_path):
     group["frame_geometry"][:] = table
     with pytest.raises(ValueError, match="geometry groups are not those made here"):
         store_features(str(copy), source, backend="numpy")
+
+
+def test_the_svm_scores_another_source_with_the_rings_of_its_store(energies, tmp_path):
+    """Its own frames as the "other" source: the other-source predictions of the test rows
+    are the test predictions (same features, the same SVM)."""
+    source, config, stores = energies
+    split = split_three_ways(N, 0.25, 0.25, seed=0)
+    store = stores["per-frame"]
+    own = {str(source.reader.files[0]): (store, source)}
+    result = svm_baseline(tmp_path, store, source, split, config, backend="numpy",
+                          eval_sources=own)  # fmt: skip
+    (eval_cache,) = (tmp_path / "baselines").glob("svm-eval-*.npz")
+    (test_cache,) = set((tmp_path / "baselines").glob("svm-*.npz")) - {eval_cache}
+    with np.load(eval_cache) as on_source, np.load(test_cache) as on_test:
+        assert on_source["predicted"].shape == (N, on_test["predicted"].shape[1])
+        np.testing.assert_array_equal(on_source["predicted"][split["test"]], on_test["predicted"])
+        truth = open_store(store)["labels"][:].astype(bool)
+        scored = result["eval_sources"][str(source.reader.files[0])]
+        assert scored["summary"]["accuracy"] == pytest.approx(
+            (on_source["predicted"] == truth).mean()
+        )
+    assert scored["unscored_labels"] == [] and scored["summary"]["n_frames"] == N
+    # the best constant is the training split's majority, scored on every frame
+    majority = truth[split["train"]].mean(axis=0) >= 0.5
+    assert scored["constants"]["best constant"]["accuracy"] == pytest.approx(
+        (truth == majority).mean()
+    )
+    # the rings of another grid cannot be the features' rings
+    with pytest.raises(ValueError, match="rings"):
+        store_features(store, source, backend="numpy", ring_used=np.ones(5, dtype=bool))
+
+
+def _eval_caches(out, source: str) -> dict:
+    """The SVM's cached predictions on ``source``: cache file -> (N, C) bool array."""
+    import json
+
+    found = {}
+    for path in (out / "baselines").glob("svm-eval-*.npz"):
+        with np.load(path) as saved:
+            if json.loads(str(saved["meta"]))["eval_source"] == source:
+                found[path.name] = saved["predicted"]
+    return found
+
+
+def _accuracy_on(path, predicted, run_names) -> float:
+    """Micro accuracy of ``predicted`` (run label columns) on the labels ``path`` has."""
+    from trainer.labels import match_labels
+
+    frames = open_source([path])
+    match = match_labels(run_names, frames.label_names)
+    truth = np.asarray(frames.labels)[:, match.store_columns].astype(bool)
+    return float((predicted[:, match.run_columns] == truth).mean())
+
+
+def test_the_study_reports_the_svm_on_every_eval_source_from_its_own_cache(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from trainer.cli import main as trainer_main
+
+    def study(*args) -> dict:
+        result = CliRunner().invoke(trainer_main, ["study", "smoke", "-o", str(out), "--quiet",
+                                                   "--seeds", "0", *map(str, args)])  # fmt: skip
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        (table,) = json.loads((out / "report.json").read_text())["tables"]
+        return table
+
+    out = tmp_path / "study"
+    first, second = tmp_path / "first.cxi", tmp_path / "second.cxi"
+    write_simulated(first, SimulationConfig(size=48, hole_radius=4.0), 20, seed=5, progress=False)
+    write_simulated(second, SimulationConfig(size=64), 24, seed=11, progress=False)
+    drop_label(first, "streak")
+    table = study("--eval-source", first, "--eval-source", second)
+    config = next((out / "runs").glob("*/seed-0/config.json"))
+    run_names = json.loads(config.read_text())["store"]["label_names"]
+    md = (out / "report.md").read_text()
+    for path, n in ((first, 20), (second, 24)):
+        key = str(path.resolve())
+        (predicted,) = _eval_caches(out, key).values()  # one SVM: both arms share a store
+        assert predicted.shape == (n, len(run_names))
+        accuracy = _accuracy_on(path, predicted, run_names)
+        for column in table["svm"]["columns"]:
+            scored = column["eval_sources"][key]
+            assert scored["summary"]["n_frames"] == n
+            assert scored["summary"]["accuracy"] == pytest.approx(accuracy)
+            assert scored["unscored_labels"] == (["streak"] if path == first else [])
+        comparison = table["svm"]["eval_source_comparisons"][key]
+        assert comparison["n_frames"] == n and path.name in comparison["text"]
+        section = md.split(f"On every frame of `{key}`")[1].split("On every frame")[0]
+        row = f"| Accuracy, RBF SVM (ring features) | {accuracy:.3f} | {accuracy:.3f} |"
+        assert row in section
+        assert "Baseline best constant" in section
+        assert f"beats the RBF SVM (ring features) on every frame of `{path.name}`" in section
+
+    # The same path with other frames: a cache of its own, never the old frames' predictions.
+    before = _eval_caches(out, str(first.resolve()))
+    write_simulated(first, SimulationConfig(size=48, hole_radius=4.0), 20, seed=6,
+                    progress=False, overwrite=True)  # fmt: skip
+    table = study("--eval-source", first)
+    after = _eval_caches(out, str(first.resolve()))
+    (fresh,) = set(after) - set(before)
+    scored = table["svm"]["columns"][0]["eval_sources"][str(first.resolve())]
+    assert scored["summary"]["accuracy"] == pytest.approx(
+        _accuracy_on(first, after[fresh], run_names)
+    )
+    assert scored["unscored_labels"] == []  # the new file has every label
+    assert str(second.resolve()) not in table["svm"]["eval_source_comparisons"]

@@ -230,9 +230,7 @@ def evaluate_run(
     threshold = config["train"]["threshold"]
     predicted = probs[:, match.run_columns] >= threshold
     # the run's own groups (what its predictions must respect), whatever the store declares
-    scored = set(match.names)
-    groups = tuple(tuple(n for n in g if n in scored) for g in config["store"]["exclusive_groups"]
-                   if sum(n in scored for n in g) >= 2)  # fmt: skip
+    groups = match.run_groups(config["store"]["exclusive_groups"])
     metrics = compute_metrics(labels, predicted, match.names, groups)
     extra = {
         "all_negative_accuracy": all_negative_accuracy(labels),

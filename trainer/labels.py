@@ -91,6 +91,15 @@ class LabelMatch:
             and np.array_equal(self.store_columns, np.arange(n))
         )
 
+    def run_groups(self, run_groups) -> tuple[tuple[str, ...], ...]:
+        """The run's exclusive groups restricted to the scored labels (groups of >= 2 kept)."""
+        scored = set(self.names)
+        return tuple(
+            tuple(n for n in group if n in scored)
+            for group in run_groups
+            if sum(n in scored for n in group) >= 2
+        )
+
     def groups(self, store_groups) -> tuple[tuple[str, ...], ...]:
         """The store's exclusive groups in run names, keeping groups of >= 2 scored labels."""
         to_run = dict(zip(self.store_names, self.names))
