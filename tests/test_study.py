@@ -207,7 +207,9 @@ def test_the_transfer_preset_draws_a_round_centred_stop_without_gaps():
 
     simulate = load_config("transfer")["data"]["simulate"]
     spec = {k: v for k, v in simulate.items() if k not in ("n", "seed")}
-    config = SimulationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+    config = SimulationConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+    )
     for seed in (0, 1, 7):
         detector = file_detector(config, seed)
         assert (detector.beam_stop, detector.hole_radius) == ("round", 10.0)
