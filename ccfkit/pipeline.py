@@ -223,6 +223,12 @@ def _noisy(pieces: list[np.ndarray], indices: np.ndarray, bound: float, noise, m
     ``noise`` is the build's ``NoiseSettings`` (level, seed); ``bound`` the data
     set's, or each frame's own (:func:`ccfkit.noise.frame_bounds`).
     """
+    if len(pieces) == 1 and _owned_frames(pieces[0]):  # read into memory for this task:
+        frames = pieces[0]  # the noise goes in place (no second array, no copy)
+        bounds = frame_bounds(frames, noise.level, bound, mask)
+        if (bounds > 0).any():
+            add_noise(frames, indices, bounds, noise.seed, out=frames)
+        return frames
     out = np.empty((len(indices), *pieces[0].shape[1:]), dtype=np.float32)
     start = 0
     for piece in pieces:
@@ -231,6 +237,12 @@ def _noisy(pieces: list[np.ndarray], indices: np.ndarray, bound: float, noise, m
         add_noise(piece, indices[start:stop], bounds, noise.seed, out=out[start:stop])
         start = stop
     return out
+
+
+def _owned_frames(piece: np.ndarray) -> bool:
+    """Whether ``piece`` is a float32 array of its own (read into memory), not a view of a file."""
+    return (piece.base is None and piece.flags.writeable and piece.flags.c_contiguous
+            and piece.dtype == np.float32)  # fmt: skip
 
 
 def build(
