@@ -38,11 +38,9 @@ def bilinear_table(radius, phi, center, good, snap: float):
 
     Returns
     -------
-    index : (Q, P, 4) int64
-        Flat indices of the four neighbours (clipped onto the detector).
-    weight : (Q, P, 4) float64
-    valid : (Q, P) bool
-        The sample lies on the detector and every neighbour it needs is good.
+    index, weight, valid : ndarray
+        (Q, P, 4) int64, (Q, P, 4) float64 and (Q, P) bool, the arrays of the
+        NumPy reference (``ccfkit.polar._bilinear_table``), equal to them.
     """
     radius = np.ascontiguousarray(radius, dtype=np.float64)
     phi = np.asarray(phi, dtype=np.float64)
