@@ -20,12 +20,13 @@ taken through ``log1p`` (intensities span decades).
 
 **Classifier.** scikit-learn: features standardised on the training
 split, one RBF support-vector classifier per label (one-vs-rest, for the
-multi-label targets), class weights balanced, ``gamma = "scale"``, and
-``C`` chosen from :data:`C_VALUES` by micro accuracy on the validation split
-(the network's checkpoint is chosen on it too). The RBF kernel matrices are
-computed once and shared by every label and ``C`` (docs/study.md has the
-time this saves). Trained on the whole training
-split, scored on the test split. The features of a store are computed once
+multi-label targets), ``gamma = "scale"``, each label's class weight
+(balanced or none, :data:`CLASS_WEIGHTS`) the more accurate on the
+validation split, and ``C`` chosen from :data:`C_VALUES` by micro accuracy
+there with those weights (the network's checkpoint is chosen on it too).
+The RBF kernel matrices are computed once and shared by every label, ``C``
+and weight (docs/study.md has the time this saves). Trained on the whole
+training split, scored on the test split. The features of a store are computed once
 per (frames, noise, rings and their placement, :func:`cache_record`) and the
 result is cached in ``baselines/svm-KEY.npz`` of the study directory.
 """
@@ -41,9 +42,11 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "CLASS_WEIGHTS",
     "C_VALUES",
     "ORDERS",
     "cache_record",
+    "choose_class_weights",
     "eval_cache_record",
     "feature_vectors",
     "fit_and_predict",
@@ -63,6 +66,9 @@ log = logging.getLogger("ccfsort.study.baseline")  # a part of the study's log
 ORDERS = tuple(range(9))
 #: The SVM's regularisation strengths tried; the one best on validation is kept.
 C_VALUES = (1.0, 10.0)
+#: The class weights tried for every label (scikit-learn's ``class_weight``); per label the
+#: one most accurate on validation is kept, a tie keeps the first.
+CLASS_WEIGHTS = ("balanced", None)
 #: The store parameters the features depend on (the rings and the noise), which key the cache.
 #: ``q_range`` keys it too where it is set (so earlier caches keep their keys).
 FRAME_PARAMETERS = ("q_bins", "phi_bins", "r_min", "r_max", "min_ring_fraction", "noise", "seed")
@@ -257,18 +263,48 @@ def store_features(store, source, *, backend="numpy", ring_used=None) -> np.ndar
     return out
 
 
-def _one_label(kernel_train, kernel_rest, y, c: float) -> np.ndarray:
-    """Predictions of one label's balanced RBF SVM from precomputed kernels (bool rows)."""
+def _one_label(kernel_train, kernel_rest, y, c: float, class_weight) -> np.ndarray:
+    """Predictions of one label's RBF SVM from precomputed kernels (bool rows)."""
     from sklearn.svm import SVC
 
     if y.all() or not y.any():  # never (or always) on in training: that constant
         return np.full(len(kernel_rest), bool(y[0]))
-    svm = SVC(kernel="precomputed", C=c, class_weight="balanced").fit(kernel_train, y)
+    svm = SVC(kernel="precomputed", C=c, class_weight=class_weight).fit(kernel_train, y)
     return svm.predict(kernel_rest).astype(bool)
 
 
+def _weight_name(class_weight) -> str:
+    return "none" if class_weight is None else str(class_weight)
+
+
+def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarray]:
+    """Each label's class weight: the one of :data:`CLASS_WEIGHTS` most accurate on validation.
+
+    Parameters
+    ----------
+    label_accuracy : dict
+        class weight -> (C,) float array, each label's validation accuracy with it.
+    y_train : (T, C) bool array
+        The training labels (a label of one class there is a constant).
+
+    Returns
+    -------
+    names : list of str
+        Per label ``"balanced"``, ``"none"``, or ``"constant"`` (one class in training).
+    accuracy : (C,) float array
+        Each label's validation accuracy with its class weight. A tie keeps the
+        first of :data:`CLASS_WEIGHTS` (``"balanced"``).
+    """
+    table = np.stack([label_accuracy[w] for w in CLASS_WEIGHTS])  # (W, C)
+    chosen = np.argmax(table, axis=0)  # the first of the best
+    constant = np.asarray(y_train).all(axis=0) | ~np.asarray(y_train).any(axis=0)
+    names = ["constant" if one else _weight_name(CLASS_WEIGHTS[i])
+             for i, one in zip(chosen, constant)]  # fmt: skip
+    return names, table[chosen, np.arange(table.shape[1])]
+
+
 def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[np.ndarray, dict]:
-    """Fit on the training rows, choose ``C`` on validation, predict the test rows.
+    """Fit on the training rows, choose ``C`` and weights on validation, predict the test rows.
 
     :func:`fit_and_predict_many` without other frames.
 
@@ -277,7 +313,7 @@ def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[n
     predicted : (T, C) bool array
         On ``split["test"]``.
     info : dict
-        ``C`` (chosen), ``validation_accuracy`` (micro, per C tried), ``gamma``, ``seconds``.
+        As :func:`fit_and_predict_many`.
     """
     predicted, _, info = fit_and_predict_many(features, labels, split, (), c_values)
     return predicted, info
@@ -285,14 +321,19 @@ def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[n
 
 def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VALUES
                          ) -> tuple[np.ndarray, list, dict]:  # fmt: skip
-    """Fit on the training rows, choose ``C`` on validation, predict the test rows and ``others``.
+    """Fit on the training rows, choose ``C`` and class weights on validation, predict the rest.
 
     One RBF SVM per label (one-vs-rest) with ``gamma = "scale"`` on the
     standardised features, ``1 / (D var)``; the kernel matrices are computed
-    once and shared by every label and every ``C`` (``kernel="precomputed"``,
-    the same classifier as ``SVC(kernel="rbf")`` without its per-label kernel
-    evaluations). ``others`` are predicted by the very SVMs that predict the
-    test rows (standardised with the training split's scaler).
+    once and shared by every label, ``C`` and class weight
+    (``kernel="precomputed"``, the same classifier as ``SVC(kernel="rbf")``
+    without its per-label kernel evaluations). For every ``C`` each label
+    takes the class weight of :data:`CLASS_WEIGHTS` most accurate on the
+    validation split (:func:`choose_class_weights`); the ``C`` kept is the
+    one whose labels, so weighted, have the best micro accuracy there. On
+    validation the baseline is thus never less accurate than with either
+    class weight for every label. ``others`` are predicted by the very SVMs
+    that predict the test rows (standardised with the training split's scaler).
 
     Parameters
     ----------
@@ -310,7 +351,10 @@ def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VA
         On ``split["test"]``.
     on_others : list of (M_i, C) bool arrays
     info : dict
-        ``C`` (chosen), ``validation_accuracy`` (micro, per C tried), ``gamma``, ``seconds``.
+        ``C`` (chosen), ``validation_accuracy`` (micro, per C tried, with its
+        class weights), ``class_weight`` (per label at the chosen C: ``"balanced"``,
+        ``"none"`` or ``"constant"``), ``label_validation_accuracy`` (class
+        weight -> per-label accuracy at the chosen C), ``gamma``, ``seconds``.
     """
     from sklearn.metrics.pairwise import rbf_kernel
     from sklearn.preprocessing import StandardScaler
@@ -323,19 +367,28 @@ def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VA
     rest = np.concatenate([test, *(scaler.transform(o).astype(np.float64) for o in others)])
     gamma = 1.0 / (train.shape[1] * train.var()) if train.var() > 0 else 1.0
     k_train = rbf_kernel(train, gamma=gamma)
-    k_validation = rbf_kernel(validation, train, gamma=gamma)
-    k_rest = rbf_kernel(rest, train, gamma=gamma)
-    y_train = labels[split["train"]]
-    scores = {}
+    k_scored = np.concatenate([rbf_kernel(validation, train, gamma=gamma),
+                               rbf_kernel(rest, train, gamma=gamma)])  # fmt: skip
+    y_train, y_validation = labels[split["train"]], labels[split["validation"]]
+    n_validation = len(validation)
+    guesses, per_label, scores, names = {}, {}, {}, {}
     for c in c_values:
-        guess = np.stack([_one_label(k_train, k_validation, y_train[:, j], c)
-                          for j in range(labels.shape[1])], axis=1)  # fmt: skip
-        scores[c] = float((guess == labels[split["validation"]]).mean())
+        for weight in CLASS_WEIGHTS:  # every SVM predicts validation and the rest at once
+            guesses[c, weight] = np.stack([_one_label(k_train, k_scored, y_train[:, j], c, weight)
+                                           for j in range(labels.shape[1])], axis=1)  # fmt: skip
+            per_label[c, weight] = (guesses[c, weight][:n_validation] == y_validation).mean(0)
+        weighted = {w: per_label[c, w] for w in CLASS_WEIGHTS}
+        names[c], accuracy = choose_class_weights(weighted, y_train)
+        scores[c] = float(accuracy.mean())  # micro: every label has the same rows
     best = max(c_values, key=lambda c: (scores[c], -c_values.index(c)))
-    predicted = np.stack([_one_label(k_train, k_rest, y_train[:, j], best)
-                          for j in range(labels.shape[1])], axis=1)  # fmt: skip
+    by_name = {_weight_name(w): w for w in CLASS_WEIGHTS} | {"constant": CLASS_WEIGHTS[0]}
+    predicted = np.stack([guesses[best, by_name[name]][n_validation:, j]
+                          for j, name in enumerate(names[best])], axis=1)  # fmt: skip
     ends = np.cumsum([len(test), *(len(o) for o in others)])
     info = {"C": best, "validation_accuracy": {str(c): s for c, s in scores.items()},
+            "class_weight": names[best],
+            "label_validation_accuracy": {_weight_name(w): per_label[best, w].tolist()
+                                          for w in CLASS_WEIGHTS},
             "gamma": float(gamma), "seconds": time.perf_counter() - started}  # fmt: skip
     return predicted[: ends[0]], np.split(predicted, ends[:-1])[1:], info
 
@@ -344,8 +397,10 @@ def cache_record(store: str, source, split: dict, build) -> dict:
     """What an SVM's test predictions depend on: the key of its cache.
 
     The frames (their fingerprint and files), the store parameters of
-    :data:`FRAME_PARAMETERS` (and ``q_range``), the split, the orders and
-    the C values tried; and, where they apply, what else places the rings:
+    :data:`FRAME_PARAMETERS` (and ``q_range``), the split, the orders, the
+    C values and class weights tried and the rule choosing the weights
+    (``class_weight``: a cache of balanced weights only, made before it, is
+    not read for it); and, where they apply, what else places the rings:
     the geometry file's text of module stacks (``geometry``) and the
     store's placement of rings in q on frames of several wavelengths or
     distances (``q_placement``: per frame, with its groups, or at the mean).
@@ -360,7 +415,9 @@ def cache_record(store: str, source, split: dict, build) -> dict:
     record = {"input": source.describe()["fingerprint"], "files": list(source.reader.files),
               "build": frame_build,
               "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
-              "orders": ORDERS, "C": C_VALUES}  # fmt: skip
+              "orders": ORDERS, "C": C_VALUES,
+              "class_weight": {"tried": [_weight_name(w) for w in CLASS_WEIGHTS],
+                               "chosen": "per label on validation"}}  # fmt: skip
     if source.pixels is not None:
         record["geometry"] = source.pixels.text
     placement = dict(open_store(store).attrs.get("q_placement", {}))
@@ -455,8 +512,10 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
     dict
         ``summary`` (accuracy, precision, recall, violation_rate, ... of
         :meth:`trainer.metrics.Metrics.summary`), ``counts`` ((T, 4) per-frame
-        counts, :func:`ccfsort.verdicts.frame_counts`), ``C``, ``features``
-        (their number), ``seconds``; with ``eval_sources``, ``eval_sources``:
+        counts, :func:`ccfsort.verdicts.frame_counts`), ``C``, ``class_weight``
+        (label name -> ``"balanced"``, ``"none"`` or ``"constant"``), the validation
+        accuracies of :func:`fit_and_predict_many`, ``features`` (their number),
+        ``seconds``; with ``eval_sources``, ``eval_sources``:
         path -> :func:`svm_on_source`.
     """
     from trainer.data import inspect_store, open_store
@@ -476,7 +535,8 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
     predicted, meta = _load_predictions(caches[None])
     test_truth = truth[split["test"]]
     metrics = compute_metrics(test_truth, predicted, info.label_names, info.exclusive_groups)
-    result = {"summary": metrics.summary(), "counts": frame_counts(test_truth, predicted), **meta}
+    result = {"summary": metrics.summary(), "counts": frame_counts(test_truth, predicted), **meta,
+              "class_weight": dict(zip(info.label_names, meta["class_weight"]))}  # fmt: skip
     if eval_sources:
         result["eval_sources"] = {
             path: svm_on_source(_load_predictions(caches[path])[0], eval_store, info,
