@@ -31,7 +31,7 @@ from ccfsort.study_baseline import (
     store_frames,
     svm_baseline,
 )
-from trainer.data import split_three_ways
+from trainer.data import inspect_store, split_three_ways
 
 N = 40
 Q_RANGE = (0.012, 0.04)
@@ -248,3 +248,96 @@ def test_the_study_reports_the_svm_on_every_eval_source_from_its_own_cache(tmp_p
     )
     assert scored["unscored_labels"] == []  # the new file has every label
     assert str(second.resolve()) not in table["svm"]["eval_source_comparisons"]
+
+
+def _plain_svms(features, labels, split, c: float, weight) -> dict:
+    """Validation and test predictions of scikit-learn's own RBF SVC per label (the oracle)."""
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    scaler = StandardScaler().fit(features[split["train"]])
+    rows = {k: scaler.transform(features[split[k]]) for k in ("train", "validation", "test")}
+    out = {"validation": [], "test": []}
+    for j in range(labels.shape[1]):
+        svm = SVC(kernel="rbf", C=c, gamma="scale", class_weight=weight)
+        svm.fit(rows["train"], labels[split["train"], j])
+        for k in out:
+            out[k].append(svm.predict(rows[k]).astype(bool))
+    return {k: np.stack(v, axis=1) for k, v in out.items()}
+
+
+def test_a_label_of_rare_overlapping_positives_is_fitted_without_balanced_weights():
+    """Balanced weights call many frames of a rare, overlapping label positive and lose
+    accuracy on validation: that label is fitted unweighted, a common separable one takes
+    the weight more accurate there (balanced on a tie), and the baseline is on validation at
+    least as accurate as either weight for every label."""
+    rng = np.random.default_rng(3)
+    n = 400
+    rare = rng.random(n) < 0.07  # rare positives, barely shifted: no separating them
+    common = rng.random(n) < 0.5  # half positive, well apart
+    features = rng.normal(size=(n, 6))
+    features[:, :3] += 0.8 * rare[:, None]
+    features[:, 3:] += 3.0 * common[:, None]
+    labels = np.stack([rare, common], axis=1)
+    split = split_three_ways(n, 0.25, 0.25, seed=2)
+    predicted, info = fit_and_predict(features, labels, split)
+    truth = labels[split["validation"]]
+    plain = {(c, w): _plain_svms(features, labels, split, c, w)
+             for c in (1.0, 10.0) for w in ("balanced", None)}  # fmt: skip
+    per_label = {key: (p["validation"] == truth).mean(axis=0) for key, p in plain.items()}
+    best = info["C"]
+    # the construction: balanced weights cost the rare label accuracy on validation
+    assert per_label[best, "balanced"][0] < per_label[best, None][0]
+    assert info["class_weight"][0] == "none"
+    assert info["class_weight"][1] == (
+        "none" if per_label[best, None][1] > per_label[best, "balanced"][1] else "balanced"
+    )
+    weights = [None if w == "none" else w for w in info["class_weight"]]
+    np.testing.assert_allclose(info["label_validation_accuracy"]["balanced"],
+                               per_label[best, "balanced"])  # fmt: skip
+    chosen = np.array([per_label[best, w][j] for j, w in enumerate(weights)])
+    assert info["validation_accuracy"][str(best)] == pytest.approx(chosen.mean())
+    # never worse on validation than one class weight for every label, at any C
+    assert info["validation_accuracy"][str(best)] >= max(a.mean() for a in per_label.values())
+    assert info["validation_accuracy"][str(best)] > per_label[best, "balanced"].mean()
+    # the test predictions are those of scikit-learn's SVC with each label's weight
+    expected = np.stack([plain[best, w]["test"][:, j] for j, w in enumerate(weights)], axis=1)
+    np.testing.assert_array_equal(predicted, expected)
+
+
+def test_a_label_of_one_class_in_training_is_a_constant():
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(80, 4))
+    labels = np.stack([features[:, 0] > 0, np.zeros(80, dtype=bool)], axis=1)
+    predicted, info = fit_and_predict(features, labels, split_three_ways(80, 0.25, 0.25, seed=0))
+    assert info["class_weight"][1] == "constant" and not predicted[:, 1].any()
+    assert info["class_weight"][0] in ("balanced", "none")
+
+
+def test_a_cache_made_before_the_class_weight_choice_is_not_read(energies, tmp_path):
+    """A cache of balanced weights only (its key without the rule) is left unread: the
+    predictions come from a fit with the rule, recorded per label."""
+    from ccfsort.study_baseline import _key, cache_record
+
+    source, config, stores = energies
+    store = stores["per-frame"]
+    split = split_three_ways(N, 0.25, 0.25, seed=0)
+    record = cache_record(store, source, split, config)
+    assert record["class_weight"]["tried"] == ["balanced", "none"]
+    old = {k: v for k, v in record.items() if k != "class_weight"}
+    truth = open_store(store)["labels"][:].astype(bool)
+    stale = ~truth[split["test"]]  # every prediction wrong: it must not be read
+    (tmp_path / "baselines").mkdir()
+    np.savez(tmp_path / "baselines" / f"svm-{_key(old)}.npz", predicted=stale,
+             meta='{"C": 1.0, "features": 1}')  # fmt: skip
+    result = svm_baseline(tmp_path, store, source, split, config, backend="numpy")
+    assert (tmp_path / "baselines" / f"svm-{_key(record)}.npz").is_file()
+    assert _key(record) != _key(old)
+    assert result["summary"]["accuracy"] > 0.0
+    predicted, info = fit_and_predict(store_features(store, source, backend="numpy"), truth,
+                                      split)  # fmt: skip
+    assert result["summary"]["accuracy"] == pytest.approx(
+        (predicted == truth[split["test"]]).mean()
+    )
+    names = inspect_store(store).label_names
+    assert result["class_weight"] == dict(zip(names, info["class_weight"]))
