@@ -278,12 +278,13 @@ def _weight_name(class_weight) -> str:
 
 
 def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarray]:
-    """Each label's class weight: the one of :data:`CLASS_WEIGHTS` most accurate on validation.
+    """Each label's class weight: the one most accurate on validation.
 
     Parameters
     ----------
     label_accuracy : dict
-        class weight -> (C,) float array, each label's validation accuracy with it.
+        class weight -> (C,) float array, each label's validation accuracy with it;
+        on a tie the first key wins.
     y_train : (T, C) bool array
         The training labels (a label of one class there is a constant).
 
@@ -292,18 +293,19 @@ def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarra
     names : list of str
         Per label ``"balanced"``, ``"none"``, or ``"constant"`` (one class in training).
     accuracy : (C,) float array
-        Each label's validation accuracy with its class weight. A tie keeps the
-        first of :data:`CLASS_WEIGHTS` (``"balanced"``).
+        Each label's validation accuracy with its class weight.
     """
-    table = np.stack([label_accuracy[w] for w in CLASS_WEIGHTS])  # (W, C)
+    weights = list(label_accuracy)
+    table = np.stack([label_accuracy[w] for w in weights])  # (W, C)
     chosen = np.argmax(table, axis=0)  # the first of the best
     constant = np.asarray(y_train).all(axis=0) | ~np.asarray(y_train).any(axis=0)
-    names = ["constant" if one else _weight_name(CLASS_WEIGHTS[i])
+    names = ["constant" if one else _weight_name(weights[i])
              for i, one in zip(chosen, constant)]  # fmt: skip
     return names, table[chosen, np.arange(table.shape[1])]
 
 
-def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[np.ndarray, dict]:
+def fit_and_predict(features, labels, split: dict, c_values=C_VALUES,
+                    class_weights=CLASS_WEIGHTS) -> tuple[np.ndarray, dict]:  # fmt: skip
     """Fit on the training rows, choose ``C`` and weights on validation, predict the test rows.
 
     :func:`fit_and_predict_many` without other frames.
@@ -315,12 +317,13 @@ def fit_and_predict(features, labels, split: dict, c_values=C_VALUES) -> tuple[n
     info : dict
         As :func:`fit_and_predict_many`.
     """
-    predicted, _, info = fit_and_predict_many(features, labels, split, (), c_values)
+    predicted, _, info = fit_and_predict_many(features, labels, split, (), c_values,
+                                              class_weights)  # fmt: skip
     return predicted, info
 
 
-def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VALUES
-                         ) -> tuple[np.ndarray, list, dict]:  # fmt: skip
+def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VALUES,
+                         class_weights=CLASS_WEIGHTS) -> tuple[np.ndarray, list, dict]:  # fmt: skip
     """Fit on the training rows, choose ``C`` and class weights on validation, predict the rest.
 
     One RBF SVM per label (one-vs-rest) with ``gamma = "scale"`` on the
@@ -328,7 +331,7 @@ def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VA
     once and shared by every label, ``C`` and class weight
     (``kernel="precomputed"``, the same classifier as ``SVC(kernel="rbf")``
     without its per-label kernel evaluations). For every ``C`` each label
-    takes the class weight of :data:`CLASS_WEIGHTS` most accurate on the
+    takes the class weight of ``class_weights`` most accurate on the
     validation split (:func:`choose_class_weights`); the ``C`` kept is the
     one whose labels, so weighted, have the best micro accuracy there. On
     validation the baseline is thus never less accurate than with either
@@ -344,6 +347,8 @@ def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VA
     others : sequence of (M_i, D) float arrays
         Features of other frames (another source's).
     c_values : sequence of float
+    class_weights : sequence of {"balanced", None}
+        The class weights tried [:data:`CLASS_WEIGHTS`]; on a tie the first wins.
 
     Returns
     -------
@@ -373,22 +378,22 @@ def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VA
     n_validation = len(validation)
     guesses, per_label, scores, names = {}, {}, {}, {}
     for c in c_values:
-        for weight in CLASS_WEIGHTS:  # every SVM predicts validation and the rest at once
+        for weight in class_weights:  # every SVM predicts validation and the rest at once
             guesses[c, weight] = np.stack([_one_label(k_train, k_scored, y_train[:, j], c, weight)
                                            for j in range(labels.shape[1])], axis=1)  # fmt: skip
             per_label[c, weight] = (guesses[c, weight][:n_validation] == y_validation).mean(0)
-        weighted = {w: per_label[c, w] for w in CLASS_WEIGHTS}
+        weighted = {w: per_label[c, w] for w in class_weights}
         names[c], accuracy = choose_class_weights(weighted, y_train)
         scores[c] = float(accuracy.mean())  # micro: every label has the same rows
     best = max(c_values, key=lambda c: (scores[c], -c_values.index(c)))
-    by_name = {_weight_name(w): w for w in CLASS_WEIGHTS} | {"constant": CLASS_WEIGHTS[0]}
+    by_name = {_weight_name(w): w for w in class_weights} | {"constant": class_weights[0]}
     predicted = np.stack([guesses[best, by_name[name]][n_validation:, j]
                           for j, name in enumerate(names[best])], axis=1)  # fmt: skip
     ends = np.cumsum([len(test), *(len(o) for o in others)])
     info = {"C": best, "validation_accuracy": {str(c): s for c, s in scores.items()},
             "class_weight": names[best],
             "label_validation_accuracy": {_weight_name(w): per_label[best, w].tolist()
-                                          for w in CLASS_WEIGHTS},
+                                          for w in class_weights},
             "gamma": float(gamma), "seconds": time.perf_counter() - started}  # fmt: skip
     return predicted[: ends[0]], np.split(predicted, ends[:-1])[1:], info
 

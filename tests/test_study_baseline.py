@@ -261,8 +261,8 @@ def _plain_svms(features, labels, split, c: float, weight) -> dict:
     for j in range(labels.shape[1]):
         svm = SVC(kernel="rbf", C=c, gamma="scale", class_weight=weight)
         svm.fit(rows["train"], labels[split["train"], j])
-        for k in out:
-            out[k].append(svm.predict(rows[k]).astype(bool))
+        for k, guesses in out.items():
+            guesses.append(svm.predict(rows[k]).astype(bool))
     return {k: np.stack(v, axis=1) for k, v in out.items()}
 
 
