@@ -23,6 +23,7 @@ __all__ = [
     "NoiseLevel",
     "NoiseStatistics",
     "add_noise",
+    "bounds_of_statistics",
     "frame_bounds",
     "frame_statistics",
     "noise_statistics",
@@ -80,7 +81,28 @@ def frame_bounds(images: np.ndarray, level: NoiseLevel | str, bound: float,
     """
     if NoiseLevel(level) is not NoiseLevel.MAX_FRAME:
         return np.full(len(images), bound, dtype=np.float32)
-    top = frame_statistics(images, mask)[:, 2]
+    return bounds_of_statistics(frame_statistics(images, mask), level, bound)
+
+
+def bounds_of_statistics(stats: np.ndarray, level: NoiseLevel | str, bound: float) -> np.ndarray:
+    """:func:`frame_bounds` from the frames' statistics, without reading the frames again.
+
+    Parameters
+    ----------
+    stats : (B, 3) array
+        :func:`frame_statistics` of the frames (mean, std, max).
+    level : NoiseLevel or str
+    bound : float
+        The data set's bound.
+
+    Returns
+    -------
+    (B,) float32 array
+        As :func:`frame_bounds`.
+    """
+    if NoiseLevel(level) is not NoiseLevel.MAX_FRAME:
+        return np.full(len(stats), bound, dtype=np.float32)
+    top = np.asarray(stats)[:, 2]
     return np.where(np.isfinite(top), np.maximum(top, 0), 0).astype(np.float32)
 
 

@@ -45,7 +45,13 @@ from .frame_centers import check_centers, fixed_range, say_mean_center
 from .frame_checks import frame_checks, report_frame_checks
 from .frame_geometry import GeometryGroups, maps_of_own_plans, place_rings, scattering_geometry
 from .io.source import FrameReader, FrameSource, InputError
-from .noise import NoiseLevel, add_noise, frame_bounds, frame_statistics, noise_statistics
+from .noise import (
+    NoiseLevel,
+    add_noise,
+    bounds_of_statistics,
+    frame_statistics,
+    noise_statistics,
+)
 from .polar import PlanSpec, PolarPlan
 from .provenance import environment, usable_cpus
 from .resize import resize_images
@@ -99,7 +105,8 @@ class ChunkJob:
     plan: PlanSpec
     config: BuildConfig
     backend: str
-    bound: float
+    #: (N,) float32: each frame's noise bound, from the statistics pass (None: no noise).
+    frame_bounds: np.ndarray | None = None
     centers: np.ndarray | None = None  # (N, 2): each frame at its own beam centre
     geometry: GeometryGroups | None = None  # rings in q at each frame's own geometry
     #: The recorded digest of each chunk's input frames (0: not read yet), :mod:`ccfkit.digest`.
@@ -145,9 +152,10 @@ def process_chunk(
         with _stage(clock, "writing"):
             job.writers.stats.write(chunk, stats)
     indices = np.arange(frames_slice.start, frames_slice.stop)
-    with _stage(clock, "noise"):
-        noisy = _noisy(pieces, indices, job.bound, config.noise,  # one pass from the pages
-                       job.plan.mask)  # fmt: skip
+    with _stage(clock, "noise"):  # one pass from the pages
+        bounds = (np.zeros(len(indices), dtype=np.float32) if job.frame_bounds is None
+                  else job.frame_bounds[frames_slice])  # fmt: skip
+        noisy = _noisy(pieces, indices, bounds, config.noise.seed)
         del pieces  # unmaps
     with _stage(clock, "maps"):
         if job.centers is None and job.geometry is None:
@@ -216,25 +224,22 @@ def _statistics(pieces: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
     return np.concatenate([frame_statistics(piece, mask) for piece in pieces])
 
 
-def _noisy(pieces: list[np.ndarray], indices: np.ndarray, bound: float, noise, mask
+def _noisy(pieces: list[np.ndarray], indices: np.ndarray, bounds: np.ndarray, seed: int
            ) -> np.ndarray:  # fmt: skip
     """The ``(n, H, W)`` noisy frames of consecutive pieces, frame ``k`` drawn from ``indices[k]``.
 
-    ``noise`` is the build's ``NoiseSettings`` (level, seed); ``bound`` the data
-    set's, or each frame's own (:func:`ccfkit.noise.frame_bounds`).
+    ``bounds`` (n,) is each frame's noise bound (:class:`ChunkJob`), ``seed`` the build's.
     """
     if len(pieces) == 1 and _owned_frames(pieces[0]):  # read into memory for this task:
         frames = pieces[0]  # the noise goes in place (no second array, no copy)
-        bounds = frame_bounds(frames, noise.level, bound, mask)
         if (bounds > 0).any():
-            add_noise(frames, indices, bounds, noise.seed, out=frames)
+            add_noise(frames, indices, bounds, seed, out=frames)
         return frames
     out = np.empty((len(indices), *pieces[0].shape[1:]), dtype=np.float32)
     start = 0
     for piece in pieces:
         stop = start + len(piece)
-        bounds = frame_bounds(piece, noise.level, bound, mask)
-        add_noise(piece, indices[start:stop], bounds, noise.seed, out=out[start:stop])
+        add_noise(piece, indices[start:stop], bounds[start:stop], seed, out=out[start:stop])
         start = stop
     return out
 
@@ -393,7 +398,7 @@ def build(
                                  _per_store_arrays(source, plan, centers, placed.groups))  # fmt: skip
         job = ChunkJob(
             reader=source.reader, layout=layout, writers=ChunkWriters.of(group, write_method),
-            plan=spec, config=config, backend=engine_name, bound=0.0, centers=centers,
+            plan=spec, config=config, backend=engine_name, centers=centers,
             geometry=placed.groups, mask_bad_maps=mask_bad_maps,
         )  # fmt: skip
         logger.info("set-up: %.2f s wall, %.2f s CPU", time.perf_counter() - started,
@@ -504,8 +509,10 @@ def _fill(group: zarr.Group, job: ChunkJob, client, workers: int, progress: bool
             if "input_digest" in group:  # checked as the map tasks read the frames again
                 group["input_digest"][:] = np.array([r[1] for r in results], dtype=np.uint64)
             group.attrs["noise"] = _noise_attributes(stats, config.noise.level)
-        if statistics_first:
-            job = replace(job, bound=float(group.attrs["noise"]["bound"]))
+        if statistics_first:  # each frame's bound: the set's, or (max-frame) its own maximum
+            bounds = bounds_of_statistics(group["stats"][:], config.noise.level,
+                                          group.attrs["noise"]["bound"])  # fmt: skip
+            job = replace(job, frame_bounds=bounds)
         if "input_digest" in group:
             job = replace(job, digests=tuple(int(d) for d in group["input_digest"][:]))
         todo = pending_chunks(group)

@@ -7,6 +7,7 @@ from ccfkit.noise import (
     NoiseLevel,
     NoiseStatistics,
     add_noise,
+    bounds_of_statistics,
     frame_bounds,
     frame_statistics,
     noise_statistics,
@@ -194,3 +195,18 @@ def test_max_frame_noise_of_a_frame_is_the_same_in_every_data_set():
                                            seed=1)[0]  # fmt: skip
     np.testing.assert_array_equal(noisy["max-frame", "dim"], noisy["max-frame", "bright"])
     assert not np.array_equal(noisy["max", "dim"], noisy["max", "bright"])
+
+
+@pytest.mark.parametrize("level", list(NoiseLevel))
+def test_bounds_from_the_statistics_are_the_bounds_from_the_frames(level):
+    rng = np.random.default_rng(4)
+    images = (rng.random((5, 12, 10)) * 50 - 5).astype(np.float32)
+    images[1] = np.nan  # no valid pixel: no noise
+    images[2] = -images[2] - 10  # its maximum below 0: no noise
+    mask = rng.random((12, 10)) > 0.2
+    from_frames = frame_bounds(images, level, 7.5, mask)
+    from_statistics = bounds_of_statistics(frame_statistics(images, mask), level, 7.5)
+    np.testing.assert_array_equal(from_statistics, from_frames)
+    assert from_statistics.dtype == np.float32
+    if level is NoiseLevel.MAX_FRAME:
+        assert from_statistics[1] == from_statistics[2] == 0 and from_statistics[0] > 0
