@@ -37,7 +37,7 @@ __all__ = [
 
 #: Bumped whenever the layout changes in a way readers must know about.
 #: 2: ``ring_used``; ``ccf`` is (N, C, Q, Q) for several orders (docs/store-layout.md).
-#: 3: the chunk digests are XXH3-64 (BLAKE2b before: 26x the CPU, docs/performance.md).
+#: 3: the chunk digests are XXH3-64 (BLAKE2b before: 27x the CPU, docs/performance.md).
 SCHEMA_VERSION = 3
 
 #: Compressors offered for the maps (chosen by measurement, docs/performance.md).
