@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .geometry import ScatteringGeometry, momentum_transfer
+from .geometry import ScatteringGeometry, momentum_transfer, radius_of_momentum_transfer
 from .io.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -228,7 +228,9 @@ def _ring_radii(q: np.ndarray, pixel_size: float, wavelength_nm, distance) -> np
             f"--q-range: q = {q.max():g} 1/nm scatters at 2 theta >= 90 degrees in {len(beyond)} "
             f"frame(s) (frame {frame}: wavelength {wavelength_nm[frame]:g} nm); lower QMAX"
         )
-    return distance[:, None] * np.tan(2 * np.arcsin(sin_theta)) / pixel_size
+    return radius_of_momentum_transfer(q[None, :], pixel_size=pixel_size,
+                                       distance=np.asarray(distance)[:, None],
+                                       wavelength_nm=np.asarray(wavelength_nm)[:, None])  # fmt: skip
 
 
 def group_geometries(pixel_size: float, wavelength_nm: np.ndarray, distance: np.ndarray,
