@@ -141,14 +141,15 @@ def store_frames(group, source, start: int, stop: int) -> np.ndarray:
         The frames its maps and images were made from (:func:`ccfkit.noise.add_noise`
         with the store's seed and bound).
     """
-    from ccfkit.noise import add_noise, frame_bounds
+    from ccfkit.noise import add_noise, bounds_of_statistics
     from ccfkit.store import read_recipe
 
     recipe = read_recipe(group)
     bound = float(group.attrs["noise"]["bound"]) if recipe.noise.value != "none" else 0.0
     frames = source.reader.read(start, stop).astype(np.float32, copy=False)
-    bounds = frame_bounds(frames, recipe.noise, bound, group["mask"][:])
-    return add_noise(frames, np.arange(start, stop), bounds, recipe.seed)
+    # each frame's bound from the statistics the build stored (no second pass over the frames)
+    bounds = bounds_of_statistics(group["stats"][start:stop], recipe.noise, bound)
+    return add_noise(frames, np.arange(start, stop), bounds, recipe.seed, out=frames)
 
 
 def store_plans(group, source) -> tuple[list, np.ndarray]:

@@ -341,3 +341,22 @@ def test_a_cache_made_before_the_class_weight_choice_is_not_read(energies, tmp_p
     )
     names = inspect_store(store).label_names
     assert result["class_weight"] == dict(zip(names, info["class_weight"]))
+
+
+@pytest.mark.parametrize("noise", ["max", "max-frame"])
+def test_the_baselines_frames_are_the_frames_the_builds_maps_were_made_from(tmp_path, noise):
+    """store_frames re-draws the build's noise, each frame's bound from the stored statistics."""
+    from ccfkit.noise import add_noise, frame_bounds
+
+    frames = tmp_path / "frames.cxi"
+    write_simulated(frames, SimulationConfig(size=32, hole_radius=3.0), 6, seed=2, progress=False)
+    source = open_source([frames])
+    config = BuildConfig.from_parameters({"q_bins": 8, "phi_bins": 16, "noise": noise,
+                                          "seed": 9})  # fmt: skip
+    build(source, str(tmp_path / "s.zarr"), config, backend="numpy", progress=False)
+    group = open_store(str(tmp_path / "s.zarr"))
+    raw = source.reader.read(0, 6)
+    bounds = frame_bounds(raw, noise, group.attrs["noise"]["bound"], group["mask"][:])
+    expected = add_noise(raw, np.arange(6), bounds, 9)
+    assert (bounds > 0).all() and (noise == "max") == (np.ptp(bounds) == 0)
+    np.testing.assert_array_equal(store_frames(group, source, 0, 6), expected)
