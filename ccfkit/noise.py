@@ -11,6 +11,7 @@ depends on chunking, workers or backend.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numba
@@ -29,9 +30,6 @@ __all__ = [
     "noise_statistics",
     "unusable_pixel_counts",
 ]
-
-#: :data:`~ccfkit.polar.HUGE_PIXEL` in the kernels' float64.
-_HUGE = np.float64(HUGE_PIXEL)
 
 
 class NoiseStatistics(NamedTuple):
@@ -123,6 +121,9 @@ def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.n
     -------
     (B, 3) float32 array
         Columns mean, std (population), max; NaN for a frame without valid pixels.
+        The max is exact; the mean is its float64 value to about 1e-7 (std + |mean|),
+        the std to about 1e-7 std, at any magnitude (float32 sums over blocks of
+        pixels, float64 over the blocks: :func:`_frame_sums`).
     """
     pixels = _pixel_rows(images)
     if mask is None:
@@ -131,7 +132,7 @@ def frame_statistics(images: np.ndarray, mask: np.ndarray | None = None) -> np.n
     if flat_mask.shape[0] != pixels.shape[1]:
         raise ValueError(f"mask of shape {np.shape(mask)} for frames of {np.shape(images)[1:]}")
     stats = np.empty((len(pixels), 3), dtype=np.float32)
-    _frame_statistics(pixels, flat_mask, stats)
+    _frame_statistics(pixels, flat_mask.view(np.uint8), stats)
     return stats
 
 
@@ -146,58 +147,131 @@ def _pixel_rows(images: np.ndarray) -> np.ndarray:
 #: Fast-math flags that keep NaN and inf comparisons exact (no "nnan", "ninf").
 _EXACT_NAN = {"reassoc", "nsz", "arcp", "contract"}
 
+#: :data:`~ccfkit.polar.HUGE_PIXEL` in the kernels' float32 (a power of 2: exact).
+_HUGE32 = np.float32(HUGE_PIXEL)
 
-#: Stride of the sample of pixels whose mean centres a frame's sums (:func:`_frame_statistics`).
-_CENTRE_STRIDE = 61
+#: Pixels per block of :func:`_frame_statistics`: float32 sums within a block
+#: (a few kB, read twice while in the L1 cache), float64 sums of the blocks.
+_STATISTICS_BLOCK = 1024
+
+_LOWEST_KEY = np.int32(-(2**31))
+_HIGHEST_KEY = np.int32(2**31 - 1)
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN, inline="always")
+def _order_key(bits):
+    """float32 bits (as int32) -> int32 in the order of the floats, and back (an involution).
+
+    LLVM vectorises an integer max, not a float one (NaN).
+    """
+    return np.int32(bits ^ ((bits >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN, inline="always")
+def _binary_exponent(key):
+    """The least ``e >= -126`` with ``|v| < 2^e``, ``v`` the float32 of order key ``key``."""
+    return ((_order_key(key) & 0x7FFFFFFF) >> 23) - 126  # biased exponent field, less 127, plus 1
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN, inline="always")
+def _block_extent(values, bits, mask):
+    """Count, float32 sum, and largest and smallest order keys of a block's valid pixels."""
+    count = np.int32(0)
+    total = np.float32(0)
+    top = _LOWEST_KEY
+    bottom = _HIGHEST_KEY
+    for i in range(values.shape[0]):  # branch-free selects, so that it vectorises
+        value = values[i]
+        good = (mask[i] != 0) & (abs(value) < _HUGE32)  # good pixel, usable value (not NaN)
+        count = np.int32(count + np.int32(good))
+        total += value if good else np.float32(0)
+        key = _order_key(bits[i])
+        top = np.int32(max(top, key if good else _LOWEST_KEY))
+        bottom = np.int32(min(bottom, key if good else _HIGHEST_KEY))
+    return count, total, top, bottom
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN, inline="always")
+def _block_moments(values, mask, centre, scale):
+    """float32 sums of ``d`` and ``d * d``, ``d = (value - centre) * scale``, over valid pixels."""
+    zero = np.float32(0)
+    first = zero
+    second = zero
+    for i in range(values.shape[0]):
+        value = values[i]
+        good = (mask[i] != 0) & (abs(value) < _HUGE32)
+        deviation = (value - centre) * scale if good else zero
+        first += deviation
+        second += deviation * deviation  # not ** 2: that calls pow() and does not vectorise
+    return first, second
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN)
+def _frame_sums(frame, bits, mask):
+    """Count, reference ``r``, float64 sums of ``v - r`` and ``(v - r)^2``, and max key of a frame.
+
+    Block by block (contiguous, so that the frame streams from memory once):
+    a first pass gives the block's count, mean ``c`` and extent; a second,
+    from the L1 cache, float32 sums of ``d = (v - c) s`` and ``d^2``, with
+    ``s`` the power of 2 that brings the block's largest ``|v|`` below 1
+    (no overflow, no underflow that matters). Centred on its own mean, a
+    block's float32 sums lose about 1e-7 of the block's own spread. They are
+    moved to the reference ``r`` (the first block's ``c``) exactly, in float64:
+    ``sum (v - r)^2 = sum d^2 / s^2 + 2 (c - r) sum d / s + n (c - r)^2``.
+    ``r`` being a mean of valid pixels, the final ``var = E[(v-r)^2] - E[v-r]^2``
+    loses at most about ``1e-16 N`` of the variance (``N`` pixels) to cancellation.
+    """
+    count = 0
+    reference = 0.0
+    total = 0.0
+    squares = 0.0
+    top = _LOWEST_KEY
+    for start in range(0, frame.shape[0], _STATISTICS_BLOCK):
+        stop = start + _STATISTICS_BLOCK
+        values = frame[start:stop]  # slices indexed from 0: no negative-index wraparound
+        block_mask = mask[start:stop]
+        block_count, block_total, block_top, block_bottom = _block_extent(
+            values, bits[start:stop], block_mask
+        )
+        if block_count == 0:
+            continue
+        top = max(top, block_top)
+        centre = np.float32(block_total / block_count)
+        exponent = max(_binary_exponent(block_top), _binary_exponent(block_bottom))
+        first, second = _block_moments(
+            values, block_mask, centre, np.float32(math.ldexp(1.0, -exponent))
+        )
+        unscale = math.ldexp(1.0, exponent)
+        first *= unscale
+        second *= unscale * unscale
+        if count == 0:
+            reference = np.float64(centre)
+        offset = np.float64(centre) - reference
+        total += first + block_count * offset
+        squares += second + offset * (2 * first + block_count * offset)
+        count += block_count
+    return count, reference, total, squares, top
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN)
 def _frame_statistics(pixels, mask, out):
-    """One pass per frame in float64: count, centred sums and squares, and max.
+    """Mean, std and max of the valid pixels of each row of ``pixels`` into ``out``.
 
-    Frame ``b`` is row ``pixels[b]`` of a ``(B, H * W)`` array. The sums are of
-    deviations from ``c``, the mean of the valid pixels of every 61st pixel
-    (0 if none), so that ``var = E[d^2] - E[d]^2`` loses only about
-    ``1e-16 (mean - c)^2 / var`` to cancellation: nothing for such a ``c``,
-    even beside a hot pixel. Branch-free selects so that the pass
-    vectorises. The maximum is taken over the float32 bit patterns mapped to
-    integers of the same order (LLVM vectorises an integer max, not a float one).
+    Frame ``b`` is row ``pixels[b]`` of a ``(B, H * W)`` float32 array, ``mask``
+    a ``(H * W,)`` uint8 array (nonzero: good pixel), ``out`` ``(B, 3)``
+    float32. See :func:`_frame_sums` for the precision.
     """
-    lowest = np.int32(-(2**31))
     all_bits = pixels.view(np.int32)
+    out_bits = out.view(np.int32)
     for b in range(pixels.shape[0]):
-        frame = pixels[b]
-        bits = all_bits[b]
-        sampled = 0
-        centre = 0.0
-        for i in range(0, frame.shape[0], _CENTRE_STRIDE):
-            value = np.float64(frame[i])
-            good = mask[i] & (abs(value) < _HUGE)
-            sampled += good
-            centre += value if good else 0.0
-        centre = centre / sampled if sampled else 0.0
-        count = 0
-        total = 0.0
-        squares = 0.0
-        top = lowest
-        for i in range(frame.shape[0]):
-            value = np.float64(frame[i])
-            good = mask[i] & (abs(value) < _HUGE)  # good pixel, usable value (not NaN)
-            deviation = value - centre if good else 0.0
-            count += good
-            total += deviation
-            squares += deviation * deviation  # not ** 2: that calls pow() and does not vectorise
-            # float32 bits -> int32 in the order of the floats
-            key = bits[i] ^ ((bits[i] >> np.int32(31)) & np.int32(0x7FFFFFFF))
-            top = max(top, key if good else lowest)
+        count, reference, total, squares, top = _frame_sums(pixels[b], all_bits[b], mask)
         if count == 0:
             out[b, :] = np.nan
             continue
         shift = total / count
-        out[b, 0] = centre + shift
+        out[b, 0] = reference + shift
         out[b, 1] = np.sqrt(max(0.0, squares / count - shift * shift))
-        top ^= (top >> np.int32(31)) & np.int32(0x7FFFFFFF)  # the same map back
-        out[b, 2] = np.array([top], dtype=np.int32).view(np.float32)[0]
+        out_bits[b, 2] = _order_key(top)  # the max's own float32 bits
 
 
 def unusable_pixel_counts(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -223,18 +297,21 @@ def unusable_pixel_counts(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if flat_mask.shape[0] != pixels.shape[1]:
         raise ValueError(f"mask of shape {np.shape(mask)} for frames of {np.shape(images)[1:]}")
     counts = np.zeros(len(pixels), dtype=np.int64)
-    _count_unusable(pixels, flat_mask, np.float32(HUGE_PIXEL), counts)
+    _count_unusable(pixels, flat_mask.view(np.uint8), counts)
     return counts
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_EXACT_NAN)
-def _count_unusable(pixels, mask, huge, out):
-    """``out[b]``: good pixels of row ``b`` that are not below ``huge`` in magnitude (NaN too)."""
+def _count_unusable(pixels, mask, out):
+    """``out[b]``: good pixels of row ``b`` (``mask`` uint8, nonzero) not below ``_HUGE32`` in size.
+
+    NaN too. The count in int32, as wide as the pixels, so that the loop vectorises.
+    """
     for b in range(pixels.shape[0]):
         frame = pixels[b]
-        count = 0
+        count = np.int32(0)
         for i in range(frame.shape[0]):
-            count += mask[i] & ~(abs(frame[i]) < huge)
+            count = np.int32(count + np.int32((mask[i] != 0) & ~(abs(frame[i]) < _HUGE32)))
         out[b] = count
 
 

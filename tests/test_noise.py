@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ccfkit.noise import (
     NoiseLevel,
@@ -210,3 +212,71 @@ def test_bounds_from_the_statistics_are_the_bounds_from_the_frames(level):
     assert from_statistics.dtype == np.float32
     if level is NoiseLevel.MAX_FRAME:
         assert from_statistics[1] == from_statistics[2] == 0 and from_statistics[0] > 0
+
+
+def _numpy_frame_statistics(images, mask):
+    """Mean, std (population) and max of each frame's valid pixels in float64 NumPy; NaN if none."""
+    from ccfkit.polar import HUGE_PIXEL
+
+    rows = []
+    for frame in images.astype(np.float64):
+        values = frame[mask & (np.abs(frame) < HUGE_PIXEL)]  # NaN compares False
+        rows.append([values.mean(), values.std(), values.max()] if values.size else [np.nan] * 3)
+    return np.array(rows)
+
+
+#: Where the random frames sit and how far they spread: near 0, far from it
+#: (1e6 with a spread of 0.5: cancellation), tiny and enormous magnitudes.
+_LOCATIONS_AND_SPREADS = [(0.0, 1.0), (0.5, 0.3), (1e6, 0.5), (-3e4, 1e-2), (0.0, 1e-30),
+                          (1e-38, 1e-39), (2e15, 1e14), (5.0, 0.0), (0.0, 1e16)]  # fmt: skip
+
+
+@pytest.mark.parametrize("location, spread", _LOCATIONS_AND_SPREADS)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 80), st.integers(1, 80)),
+    zero_fraction=st.sampled_from([0.0, 0.8]),
+    unusable_fraction=st.sampled_from([0.0, 0.01, 0.5, 1.0]),
+    hot_pixels=st.integers(0, 3),
+    masked_fraction=st.sampled_from([0.0, 0.3, 1.0]),
+)
+def test_frame_statistics_are_numpys_float64_ones_on_random_frames(
+    location, spread, seed, shape, zero_fraction, unusable_fraction, hot_pixels, masked_fraction
+):
+    from ccfkit.polar import HUGE_PIXEL
+
+    rng = np.random.default_rng(seed)
+    images = (location + spread * rng.standard_normal(shape)).astype(np.float32)
+    images[rng.random(shape) < zero_fraction] = 0  # mostly dark, as diffraction frames are
+    unusable = [np.nan, np.inf, -np.inf, HUGE_PIXEL, -HUGE_PIXEL, 3.4e38]
+    where = rng.random(shape) < unusable_fraction
+    images[where] = rng.choice(unusable, where.sum())
+    for _ in range(hot_pixels):  # usable, far from the rest
+        images[tuple(rng.integers(0, shape))] = rng.choice([1e4, -1e9, 0.99 * HUGE_PIXEL])
+    mask = rng.random(shape[1:]) >= masked_fraction
+    stats = frame_statistics(images, mask)
+    expected = _numpy_frame_statistics(images, mask)
+    assert stats.dtype == np.float32 and stats.shape == (shape[0], 3)
+    np.testing.assert_array_equal(np.isnan(stats), np.isnan(expected))  # no valid pixel: NaN row
+    mean, std, top = stats.astype(np.float64).T
+    mean_ref, std_ref, top_ref = expected.T
+    np.testing.assert_array_equal(top, top_ref)  # exactly the largest valid pixel
+    # float32 results: about 1e-7 of the spread and of the magnitude
+    np.testing.assert_array_less(
+        np.abs(mean - mean_ref), 1e-6 * (std_ref + np.abs(mean_ref)) + 1e-45
+    )
+    np.testing.assert_array_less(np.abs(std - std_ref), 1e-6 * std_ref + 1e-45)
+
+
+def test_frame_statistics_read_read_only_memory_mapped_frames(tmp_path):
+    rng = np.random.default_rng(8)
+    images = (100 + rng.standard_normal((3, 40, 50))).astype(np.float32)
+    images[1, 2, 3] = np.nan
+    mask = rng.random((40, 50)) > 0.1
+    path = tmp_path / "frames.raw"
+    images.tofile(path)
+    mapped = np.memmap(path, dtype=np.float32, mode="r", shape=images.shape)
+    assert not mapped.flags.writeable
+    np.testing.assert_array_equal(frame_statistics(mapped, mask), frame_statistics(images, mask))
+    expected = _numpy_frame_statistics(images, mask)
+    np.testing.assert_allclose(frame_statistics(mapped, mask), expected, rtol=1e-6)
