@@ -26,23 +26,13 @@ import time
 
 import numpy as np
 from harness import cpu_model
+from memory_costs import best_seconds
 
 from ccfkit.io.source import open_source
 from ccfkit.noise import frame_statistics, unusable_pixel_counts
 
 #: Frames per call, as the build's chunks hand them to the statistics pass.
 PIECE = 64
-
-
-def best_ms_per_frame(function, frames: int, repeats: int) -> float:
-    """The shortest of ``repeats`` timings of ``function()`` (after one untimed call), per frame."""
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best / frames * 1e3
 
 
 def main() -> None:
@@ -76,7 +66,7 @@ def main() -> None:
     print(f"{cpu_model()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {frames} frames "
           f"of {reader.frame_shape}, best of {args.repeats}, one thread")  # fmt: skip
     for what, step in steps.items():
-        print(f"{what}: {best_ms_per_frame(step, frames, args.repeats):.4f} ms/frame")
+        print(f"{what}: {best_seconds(step, args.repeats) / frames * 1e3:.4f} ms/frame")
 
 
 if __name__ == "__main__":
