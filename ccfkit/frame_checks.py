@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+import numba
 import numpy as np
 
 from .io.source import InputError
@@ -54,8 +55,7 @@ def frame_checks(noisy: np.ndarray, maps: np.ndarray, indices: np.ndarray, mask:
         A map holds NaN/inf values and ``mask_bad_maps`` is False: a map that is
         not a number is never stored as a result.
     """
-    flat = maps.reshape(len(maps), -1)
-    finite = np.isfinite(flat).all(axis=1)
+    finite, nonzero = map_checks(maps)
     checks = np.zeros((len(maps), len(FRAME_CHECKS)), dtype=np.int32)
     checks[:, 0] = unusable_pixel_counts(noisy, mask)
     if not finite.all():
@@ -69,8 +69,44 @@ def frame_checks(noisy: np.ndarray, maps: np.ndarray, indices: np.ndarray, mask:
             )
         maps[bad] = 0
         checks[bad, 2] = 1
-    checks[:, 1] = ~maps.reshape(len(maps), -1).any(axis=1) & finite
+    checks[:, 1] = ~nonzero & finite
     return checks
+
+
+def map_checks(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each map is finite everywhere, and whether it has a value other than 0.
+
+    One pass over the maps (``np.isfinite(m).all()`` and ``m.any()`` per map,
+    without their temporary arrays).
+
+    Parameters
+    ----------
+    maps : (n, ...) float array
+        The maps (any shape after the first axis).
+
+    Returns
+    -------
+    finite, nonzero : (n,) bool arrays
+    """
+    flat = np.ascontiguousarray(maps).reshape(len(maps), -1)
+    finite = np.empty(len(flat), dtype=bool)
+    nonzero = np.empty(len(flat), dtype=bool)
+    _map_checks(flat, finite, nonzero)
+    return finite, nonzero
+
+
+@numba.njit(nogil=True, cache=True)
+def _map_checks(flat, finite, nonzero):
+    """``finite[b]``, ``nonzero[b]`` of row ``b`` of ``flat`` (exact IEEE comparisons)."""
+    for b in range(flat.shape[0]):
+        row = flat[b]
+        not_finite = False
+        some = False
+        for i in range(row.shape[0]):
+            not_finite |= row[i] - row[i] != 0  # NaN for NaN and +-inf, 0 for every number
+            some |= row[i] != 0
+        finite[b] = not not_finite
+        nonzero[b] = some
 
 
 def report_frame_checks(checks: np.ndarray, named: int = 10) -> dict:

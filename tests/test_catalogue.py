@@ -22,6 +22,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import zarr
 from click.testing import CliRunner
 
@@ -1155,3 +1157,27 @@ def test_fit_and_predict_killed_finish_to_the_same_run_and_file(tmp_path, store,
                                            in_process=True)  # fmt: skip
     assert [t.identical for t in trials] == [True, True], trials
     assert {t.left for t in trials} <= {"the older file", "the new file"}
+
+
+@given(
+    shape=st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 9)),
+    specials=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(
+        [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -3.4e38, 3.4e38])), max_size=6),
+    zeros=st.lists(st.integers(0, 4), max_size=3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_map_checks_agree_with_numpy(shape, specials, zeros, dtype):
+    from ccfkit.frame_checks import map_checks
+
+    rng = np.random.default_rng(len(specials) + 7 * len(zeros))
+    maps = rng.normal(size=shape).astype(dtype)
+    for position, value in specials:
+        maps.reshape(-1)[position % maps.size] = value
+    for row in zeros:
+        maps[row % len(maps)] = 0
+    finite, nonzero = map_checks(maps)
+    flat = maps.reshape(len(maps), -1)
+    assert np.array_equal(finite, np.isfinite(flat).all(axis=1))
+    assert np.array_equal(nonzero, flat.any(axis=1))
+    strided = map_checks(maps[:, ::-1])  # not contiguous: the same answers
+    assert np.array_equal(strided[0], finite) and np.array_equal(strided[1], nonzero)
