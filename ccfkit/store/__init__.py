@@ -4,6 +4,8 @@
 - :mod:`~ccfkit.store.lifecycle`: what an output path holds, the lock, creating a store
   (``creating`` -> ``incomplete``), opening one, marking it ``complete``;
 - :mod:`~ccfkit.store.chunks`: writing whole chunks, each in one step (a map task's writers);
+- :mod:`~ccfkit.store.chunk_files`: a plain array's chunk written as the file the Zarr v3
+  specification defines (``bytes`` and ``crc32c``; byte for byte zarr's);
 - :mod:`~ccfkit.store.direct`: zarr's local store with page-cache-bypassing writes
   (``--chunk-writer direct``);
 - :mod:`~ccfkit.store.write_behind`: writes that run behind the computation;

@@ -3,10 +3,14 @@
 A build writes only *whole* chunks, along the first axis, of arrays it
 created itself; each map task writes the chunks of its own frames, so no two
 writers ever share a chunk. :class:`ChunkWriter` is the one way the store
-layer writes them. By default it goes through zarr-python's public API
-(``array[start:stop] = block`` on exactly one chunk's rows), so the array's
-own codec chain (the ``crc32c`` checksum that ends every ccfkit array's
-included) encodes the chunk, and the store puts it; then the chunk's
+layer writes them. An array in a local directory whose codecs are ``bytes``
+and ``crc32c`` (every ccfkit array without a compressor) has its chunks
+written as the files the Zarr v3 specification defines, from the calling
+thread (:mod:`~ccfkit.store.chunk_files`: byte for byte zarr's own). Any
+other goes through zarr-python's public API (``array[start:stop] = block``
+on exactly one chunk's rows), so the array's own codec chain (the ``crc32c``
+checksum that ends every ccfkit array's included) encodes the chunk, and
+the store puts it. Either way the chunk's
 digest (:func:`~ccfkit.store.layout.chunk_digest`) is written as its
 element of ``digests/<array>``, so that verifying the store can tell a
 chunk in the wrong place from the right one. zarr's ``LocalStore``
@@ -33,6 +37,7 @@ import numpy as np
 import zarr
 
 from ..settings import WriteMethod
+from .chunk_files import chunk_file_path, plain_chunk_shape, write_chunk_file
 from .direct import DirectLocalStore
 from .layout import DIGESTS, SCHEMA_VERSION, chunk_digest, digest_scheme
 
@@ -89,7 +94,7 @@ class ChunkWriter:
         Raises
         ------
         ValueError
-            ``data`` is not the chunk's rows.
+            ``data`` is not the chunk's rows, or its rows are not the array's.
         """
         rows = self.rows(chunk)
         if len(data) != rows.stop - rows.start or rows.start >= self.n_rows:
@@ -98,9 +103,19 @@ class ChunkWriter:
                 f"{rows.stop - 1}): only whole chunks are written"
             )
         array = self._opened()
-        array[rows] = data
-        if self.digest is not None:  # of the values as stored (the array's dtype)
-            value = chunk_digest(np.asarray(data, dtype=array.dtype), self.scheme)
+        values = np.asarray(data, dtype=array.dtype)  # as stored
+        if values.shape[1:] != tuple(array.shape[1:]):
+            raise ValueError(f"rows of shape {values.shape[1:]} for {self.path!r}, whose rows "
+                             f"are {tuple(array.shape[1:])}")  # fmt: skip
+        chunk_shape = self.__dict__["_chunk_shape"]
+        if chunk_shape is None:
+            array[rows] = values
+        else:  # the specification's file, written here (ccfkit.store.chunk_files)
+            coordinates = (chunk,) + (0,) * (values.ndim - 1)
+            write_chunk_file(chunk_file_path(array, coordinates), values, chunk_shape,
+                             array.fill_value)  # fmt: skip
+        if self.digest is not None:
+            value = chunk_digest(values, self.scheme)
             self.digest.write(chunk, np.array([value], dtype=np.uint64))
 
     def _opened(self) -> zarr.Array:
@@ -110,12 +125,15 @@ class ChunkWriter:
             # every chunk written, zeros too: a missing chunk of a done task means damage
             array = zarr.open_array(store=self.store, path=self.path, mode="r+")
             array = array.with_config({"write_empty_chunks": True})
-            object.__setattr__(self, "_array", array)  # not a field: not compared, not pickled
+            # not fields: not compared, not pickled
+            object.__setattr__(self, "_chunk_shape", plain_chunk_shape(array))
+            object.__setattr__(self, "_array", array)
         return array
 
     def __getstate__(self) -> dict:
         """The fields only: a copy in another process opens the array there."""
-        return {name: value for name, value in self.__dict__.items() if name != "_array"}
+        return {name: value for name, value in self.__dict__.items()
+                if name not in ("_array", "_chunk_shape")}  # fmt: skip
 
 
 def chunk_writer(array: zarr.Array, method: WriteMethod | str = WriteMethod.ZARR,

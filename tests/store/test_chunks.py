@@ -136,7 +136,8 @@ class _DiskFull:
 @pytest.fixture
 def disk_full_midway(monkeypatch):
     """Every file opened for writing fails half-way through its first write (all methods)."""
-    real_path_open, real_open, real_os_write = pathlib.Path.open, open, os.write
+    real_path_open, real_open = pathlib.Path.open, open
+    real_os_write, real_os_writev = os.write, os.writev
 
     def path_open(self, mode="r", *args, **kwargs):
         handle = real_path_open(self, mode, *args, **kwargs)
@@ -151,10 +152,16 @@ def disk_full_midway(monkeypatch):
         real_os_write(descriptor, view[: len(view) // 2 // 4096 * 4096])
         raise OSError(errno.ENOSPC, "No space left on device (simulated)")
 
+    def os_writev(descriptor, buffers):
+        first = memoryview(buffers[0]).cast("B")
+        real_os_writev(descriptor, [first[: len(first) // 2]])
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
     def install():
         monkeypatch.setattr(pathlib.Path, "open", path_open)
         monkeypatch.setattr("builtins.open", builtin_open)
         monkeypatch.setattr(os, "write", os_write)
+        monkeypatch.setattr(os, "writev", os_writev)
 
     return install
 
