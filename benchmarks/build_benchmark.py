@@ -55,8 +55,6 @@ PAPER_IMAGES = 39_879
 PAPER_SECONDS = 3 * 24 * 3600
 #: MB a kept round's build may read from disk (this VM evicts idle page-cache pages).
 MAX_DISK_MB = 16
-#: Bytes of one measured map (Q = 224 rings, float32): what a store holds per frame.
-MAP_BYTES = 224 * 224 * 4
 #: The repository's root (this file's checkout).
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,34 +135,6 @@ def paged_in() -> float:
     return 0.0
 
 
-#: Page-cache conditions a build can meet (``--page-cache``).
-PAGE_CACHE = {
-    "fresh": "the store's pages are new to the VM (as the build meets them here by default)",
-    "recycled": "the store's pages were freed just before (as on a machine whose page cache is full)",
-}
-
-
-def recycle_pages(workdir: Path, nbytes: int, block: int = 64 << 20) -> None:
-    """Write ``nbytes`` to a scratch file in ``workdir``, then delete it (untimed, before a build).
-
-    A virtual machine whose host backs a guest page only when it is first
-    touched, and takes back the pages the guest frees (free page reporting,
-    ``page_reporting`` in ``/proc/cmdline``), makes every page of a new
-    store cost a trip to the host: here 2.9 s of system time for 1.2 GB,
-    against 0.27 s when the same bytes land in pages freed a moment before
-    (``dd`` of 94 blocks of 12.8 MB, docs/performance.md). A machine that has
-    run for a while (a beamline node, its page cache full) recycles pages
-    instead; writing and deleting as many bytes as the store will hold right
-    before the build gives it recently freed pages, as there.
-    """
-    scratch = workdir / "recycle.scratch"
-    zeros = bytes(block)
-    with open(scratch, "wb") as handle:
-        for _ in range(0, nbytes, block):
-            handle.write(zeros)
-    scratch.unlink()
-
-
 def warm(path: Path, block: int = 64 << 20) -> None:
     """Read ``path`` once, so that the build reads it from the page cache (as after simulating)."""
     buffer = bytearray(block)
@@ -192,15 +162,14 @@ class BuildRun:
 
 
 def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = None,
-          noise: str = "max", workers: int | None = None, pages: str = "fresh",
-          store_bytes: int = 0) -> BuildRun:  # fmt: skip
+          noise: str = "max", workers: int | None = None) -> BuildRun:  # fmt: skip
     """Wall seconds, peak RSS, passes and stages of ``ccfkit -v build --noise NOISE --orders 8 ...``.
 
     ``tree``: run another checkout's ccfkit (its root first on ``PYTHONPATH``);
-    ``writer``: its ``--chunk-writer``; ``workers``: its ``--workers``; ``pages``: a key
-    of :data:`PAGE_CACHE` (``recycled``: :func:`recycle_pages` of ``store_bytes`` first).
+    ``writer``: its ``--chunk-writer``; ``workers``: its ``--workers``.
     """
     env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+    # the program as users run it (its process settings, ccfkit/__main__.py) where it exists
     program = "ccfkit" if ((tree or ROOT) / "ccfkit" / "__main__.py").exists() else "ccfkit.cli"
     command = [sys.executable, "-m", program, "-v", "build", "--noise", noise,
                *MEASURED_MAP_OPTIONS, str(path), str(out), "--overwrite", "--quiet"]  # fmt: skip
@@ -210,12 +179,12 @@ def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = 
         command += ["--workers", str(workers)]
     shutil.rmtree(out, ignore_errors=True)  # deleting the last round's store is not timed
     warm(path)
-    if pages == "recycled":
-        recycle_pages(out.parent, store_bytes)
     paged_in_before = paged_in()
     before = cpu_seconds()
     start = time.perf_counter()
-    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    # in the tree's root: ``python -m`` puts the working directory first on sys.path
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env,
+                             cwd=tree or ROOT)  # fmt: skip
     log = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory and CPU
     seconds = time.perf_counter() - start
@@ -388,8 +357,7 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
            command: str, workers: int, loads: str) -> str:  # fmt: skip
     """The Markdown section, from the kept rounds ``(runs by variant, engine s, round, CPU s)``.
 
-    A variant is ``"WRITER/NOISE/PAGES"`` (the build's ``--chunk-writer`` and ``--noise``,
-    and the page cache it met, :data:`PAGE_CACHE`).
+    A variant is ``"WRITER/NOISE"`` (the build's ``--chunk-writer`` and ``--noise``).
     """
     variants = list(kept[0][0])
     engines = [engine for _, engine, _, _ in kept]
@@ -435,14 +403,13 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
     ]
     summary = []
     for variant in variants:
-        writer, noise, pages = variant.split("/")
+        writer, noise = variant.split("/")
         runs = [r[variant] for r, *_ in kept]
         build_s = median(run.seconds for run in runs)
         ratios = [run.seconds / engine for run, engine in zip(runs, engines)]
         cpu_ratios = [run.cpu / r[3] for run, r in zip(runs, kept)]
         lines.append(
-            f"| `ccfkit build --noise {noise} --chunk-writer {writer}`, whole command, "
-            f"{pages} pages | "
+            f"| `ccfkit build --noise {noise} --chunk-writer {writer}`, whole command | "
             f"{build_s:.2f} | {', '.join(f'{r.seconds:.2f}' for r in runs)} | "
             f"{frames / build_s:,.0f} | {median(run.cpu for run in runs):.2f} |"
         )
@@ -455,7 +422,7 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
         passes = [sum(run.passes.values()) for run in runs]  # statistics and map pass
         pass_ratios = [p / engine for p, engine in zip(passes, engines)]
         summary.append(
-            f"- `--noise {noise} --chunk-writer {writer}`, {pages} pages: build / engine time "
+            f"- `--noise {noise} --chunk-writer {writer}`: build / engine time "
             f"**{median(ratios):.2f}x** (rounds {', '.join(f'{r:.2f}' for r in ratios)}; "
             f"target <= 1.3x); the passes alone (statistics and maps, without the "
             f"{median(r.seconds - p for r, p in zip(runs, passes)):.2f} s of start-up, set-up "
@@ -500,8 +467,7 @@ def stage_table(variants, kept, frames: int, engine_cpu: float) -> list[str]:
     thread's set-up (polar plan, backend, creating the store) and its waits.
     """
     median = statistics.median
-    head = ["stage", *(f"`--noise {v.split('/')[1]}`, `{v.split('/')[0]}`, {v.split('/')[2]}"
-                       for v in variants)]  # fmt: skip
+    head = ["stage", *(f"`--noise {v.split('/')[1]}`, `{v.split('/')[0]}`" for v in variants)]
     lines = [
         (f"CPU seconds per stage of each build (medians of the kept rounds; in brackets: ms "
          f"per frame; the engine alone: {engine_cpu:.2f} s, "
@@ -555,9 +521,6 @@ def main() -> None:
         default="max",
         help="the builds' --noise levels, each in every round (e.g. max,none)",
     )
-    parser.add_argument("--page-cache", default="fresh",
-                        help=f"the page cache each build meets, each in every round: "
-                             f"{'; '.join(f'{k}: {v}' for k, v in PAGE_CACHE.items())}")  # fmt: skip
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="the builds' --workers and the engine's threads")  # fmt: skip
     parser.add_argument("--no-steps", action="store_true",
@@ -572,19 +535,15 @@ def main() -> None:
         print(seconds, quiet.others, quiet.steal, cpu)
         return
     loads = load_average()
-    variants = [f"{w}/{n}/{p}" for p in args.page_cache.split(",") for n in args.noise.split(",")
-                for w in args.writers.split(",")]  # fmt: skip
-    if unknown := {v.split("/")[2] for v in variants} - set(PAGE_CACHE):
-        parser.error(f"--page-cache: unknown {sorted(unknown)}; expected some of {list(PAGE_CACHE)}")
+    variants = [f"{w}/{n}" for n in args.noise.split(",") for w in args.writers.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = args.workdir / f"sim_{args.frames}.cxi"
     out = args.workdir / "out.zarr"
     simulate(data, args.frames)
 
     def run(variant: str, tree: Path | None = None) -> BuildRun:
-        writer, noise, pages = variant.split("/")
-        return build(data, out, tree, writer, noise, args.workers, pages,
-                     args.frames * MAP_BYTES)  # fmt: skip
+        writer, noise = variant.split("/")
+        return build(data, out, tree, writer, noise, args.workers)
 
     # the builds sit between two runs of the engine and are compared with their mean:
     # the machine's speed drifts, and a drift then affects both sides alike
