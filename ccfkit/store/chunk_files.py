@@ -14,8 +14,11 @@ recognises such an array in a :class:`zarr.storage.LocalStore` and names
 the file of a chunk; :func:`write_chunk_file` writes it from the calling
 thread, the data and its checksum gathered by one ``writev`` (no copy),
 whole or not at all: to a temporary ``<key>.<uuid>.partial`` file renamed
-over the key, as zarr's ``LocalStore`` does. Any other array (a compressor,
-another store, another layout) is written by zarr.
+over the key, as zarr's ``LocalStore`` does. In a
+:class:`~ccfkit.store.direct.DirectLocalStore` (``--chunk-writer direct``)
+a large chunk goes to the temporary file with ``O_DIRECT`` instead (copied
+once into aligned memory). Any other array (a compressor, another store,
+another layout) is written by zarr.
 
 The tests compare the files with zarr's byte for byte, and read them back
 through zarr (its checksum verified).
@@ -34,19 +37,24 @@ import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec
 
+from .direct import DIRECT_MIN_BYTES, DirectLocalStore, aligned_blocks, write_blocks_direct
+
 __all__ = ["chunk_file_path", "plain_chunk_shape", "write_chunk_file"]
+
+#: The stores whose chunk files this module writes (other subclasses write their own way).
+LOCAL_STORES = (zarr.storage.LocalStore, DirectLocalStore)
 
 
 def plain_chunk_shape(array: zarr.Array) -> tuple[int, ...] | None:
     """The chunk shape of ``array`` if its chunks are plain files this module writes, else None.
 
-    Plain: Zarr format 3 in a :class:`zarr.storage.LocalStore` (not a
-    subclass: those write their own way), regular chunks, the default chunk
-    key encoding with ``/``, codecs exactly ``bytes`` (little-endian) then
-    ``crc32c``, a little-endian dtype on a little-endian machine.
+    Plain: Zarr format 3 in a directory (:data:`LOCAL_STORES`), regular
+    chunks, the default chunk key encoding with ``/``, codecs exactly
+    ``bytes`` (little-endian) then ``crc32c``, a little-endian dtype on a
+    little-endian machine.
     """
     metadata = array.metadata
-    if metadata.zarr_format != 3 or type(array.store) is not zarr.storage.LocalStore:
+    if metadata.zarr_format != 3 or type(array.store) not in LOCAL_STORES:
         return None
     codecs = tuple(metadata.codecs)
     if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec):
@@ -71,7 +79,7 @@ def chunk_file_path(array: zarr.Array, coordinates: tuple[int, ...]) -> Path:
 
 
 def write_chunk_file(path: str | Path, block: np.ndarray, chunk_shape: tuple[int, ...],
-                     fill_value) -> None:  # fmt: skip
+                     fill_value, *, direct: bool = False) -> None:  # fmt: skip
     """Write ``block`` as the chunk file ``path``: whole chunk, then its CRC-32C; atomically.
 
     Parameters
@@ -85,6 +93,9 @@ def write_chunk_file(path: str | Path, block: np.ndarray, chunk_shape: tuple[int
         The array's chunk shape.
     fill_value : scalar
         The array's fill value.
+    direct : bool
+        Write a file of :data:`~ccfkit.store.direct.DIRECT_MIN_BYTES` or more
+        with ``O_DIRECT`` where the file system takes it.
     """
     block = np.ascontiguousarray(block)
     if block.shape != chunk_shape:  # an edge chunk is stored whole, padded with the fill value
@@ -97,16 +108,29 @@ def write_chunk_file(path: str | Path, block: np.ndarray, chunk_shape: tuple[int
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
     try:
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            _write_all(descriptor, [memoryview(data), memoryview(checksum)])
-        finally:
-            os.close(descriptor)
+        if not (direct and _written_direct(partial, data, checksum)):
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                _write_all(descriptor, [memoryview(data), memoryview(checksum)])
+            finally:
+                os.close(descriptor)
         os.replace(partial, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
         raise
+
+
+def _written_direct(path: Path, data: np.ndarray, checksum: np.ndarray) -> bool:
+    """Whether ``data`` then ``checksum`` (uint8) went to ``path`` with O_DIRECT (large ones only)."""
+    size = data.nbytes + checksum.nbytes
+    if size < DIRECT_MIN_BYTES:
+        return False
+    blocks = aligned_blocks(size)
+    blocks[: data.nbytes] = data
+    blocks[data.nbytes : size] = checksum
+    blocks[size:] = 0
+    return write_blocks_direct(str(path), blocks, size)
 
 
 def _write_all(descriptor: int, buffers: list[memoryview]) -> None:

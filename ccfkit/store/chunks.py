@@ -113,7 +113,8 @@ class ChunkWriter:
         else:  # the specification's file, written here (ccfkit.store.chunk_files)
             coordinates = (chunk,) + (0,) * (values.ndim - 1)
             write_chunk_file(chunk_file_path(array, coordinates), values, chunk_shape,
-                             array.fill_value)  # fmt: skip
+                             array.fill_value,
+                             direct=isinstance(array.store, DirectLocalStore))  # fmt: skip
         if self.digest is not None:
             value = chunk_digest(values, self.scheme)
             self.digest.write(chunk, np.array([value], dtype=np.uint64))

@@ -33,7 +33,8 @@ import numpy as np
 import zarr
 from zarr.core.buffer import Buffer
 
-__all__ = ["DIRECT_MIN_BYTES", "DirectLocalStore", "aligned_empty", "write_file"]
+__all__ = ["DIRECT_MIN_BYTES", "DirectLocalStore", "aligned_blocks", "aligned_empty",
+           "write_blocks_direct", "write_file"]
 
 #: Bytes; O_DIRECT moves whole blocks from memory aligned to them (a page covers all common ones).
 ALIGNMENT = 4096
@@ -113,6 +114,23 @@ def _write_direct(path: str, payload: np.ndarray) -> bool:
     an aligned allocation padded to whole :data:`ALIGNMENT` blocks, written,
     and the file then cut to length.
     """
+    blocks = aligned_blocks(payload.nbytes)
+    blocks[: payload.nbytes] = payload
+    blocks[payload.nbytes :] = 0
+    return write_blocks_direct(path, blocks, payload.nbytes)
+
+
+def aligned_blocks(nbytes: int) -> np.ndarray:
+    """An uninitialised aligned uint8 array of ``nbytes`` rounded up to whole blocks."""
+    return aligned_empty(-(-nbytes // ALIGNMENT) * ALIGNMENT)
+
+
+def write_blocks_direct(path: str, blocks: np.ndarray, nbytes: int) -> bool:
+    """Write the file ``path`` as the first ``nbytes`` of ``blocks`` with O_DIRECT.
+
+    ``blocks`` (:func:`aligned_blocks`) is written whole, the file then cut
+    to ``nbytes``. False (nothing written) where O_DIRECT cannot be done.
+    """
     flag = getattr(os, "O_DIRECT", 0)
     if not flag:
         return False
@@ -123,13 +141,10 @@ def _write_direct(path: str, payload: np.ndarray) -> bool:
             return False
         raise
     try:
-        blocks = aligned_empty(-(-payload.nbytes // ALIGNMENT) * ALIGNMENT)
-        blocks[: payload.nbytes] = payload
-        blocks[payload.nbytes :] = 0
         view, written = memoryview(blocks), 0
         while written < len(view):
             written += os.write(descriptor, view[written:])
-        os.ftruncate(descriptor, payload.nbytes)
+        os.ftruncate(descriptor, nbytes)
     except OSError as error:
         os.close(descriptor)
         os.unlink(path)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ccfkit.store import direct
+from ccfkit.store import chunk_files, direct
 
 
 @pytest.fixture
@@ -27,12 +27,13 @@ def takes_o_direct(tmp_path) -> bool:
 @pytest.fixture
 def direct_writes(monkeypatch) -> list[tuple[int, bool]]:
     """``(bytes, whether O_DIRECT wrote them)`` of each O_DIRECT attempt during a test."""
-    attempts, real = [], direct._write_direct
+    attempts, real = [], direct.write_blocks_direct
 
-    def spy(path, payload):
-        written = real(path, payload)
-        attempts.append((payload.nbytes, written))
+    def spy(path, blocks, nbytes):
+        written = real(path, blocks, nbytes)
+        attempts.append((nbytes, written))
         return written
 
-    monkeypatch.setattr(direct, "_write_direct", spy)
+    monkeypatch.setattr(direct, "write_blocks_direct", spy)
+    monkeypatch.setattr(chunk_files, "write_blocks_direct", spy)
     return attempts

@@ -81,7 +81,12 @@ def test_only_plain_arrays_in_a_local_directory_are_written_here(tmp_path):
     assert plain_chunk_shape(array("dots", compressors=CHECKSUM,
                                    chunk_key_encoding={"name": "default", "separator": "."})) is None  # fmt: skip
     direct = zarr.open_array(DirectLocalStore(tmp_path), path="plain", mode="r+")
-    assert plain_chunk_shape(direct) is None  # a subclass writes its own way
+    assert plain_chunk_shape(direct) == (4, 4)  # written here, large files with O_DIRECT
+
+    class Elsewhere(zarr.storage.LocalStore):  # another subclass writes its own way
+        pass
+
+    assert plain_chunk_shape(zarr.open_array(Elsewhere(tmp_path), path="plain")) is None
     memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(8, 4), chunks=(4, 4),
                                dtype="float32", compressors=CHECKSUM)  # fmt: skip
     assert plain_chunk_shape(memory) is None
@@ -114,3 +119,20 @@ def test_short_writes_are_continued(tmp_path, monkeypatch):
     finally:
         os.close(descriptor)
     assert path.read_bytes() == b"abcdefghij"
+
+
+@pytest.mark.parametrize("rows", [8, 7])  # 1 MiB chunks; the last one short (padded)
+def test_the_direct_store_writes_the_same_files_with_o_direct(tmp_path, rows, direct_writes,
+                                                               takes_o_direct):  # fmt: skip
+    shape, chunk = (rows, 256, 256), 4
+    ours, zarrs = _pair(tmp_path, shape, chunk, "float32")
+    data = np.random.default_rng(rows).normal(size=shape).astype(np.float32)
+    writer = chunk_writer(ours, "direct")
+    for index in range(2):
+        writer.write(index, data[index * chunk : (index + 1) * chunk])
+        zarrs[index * chunk : (index + 1) * chunk] = data[index * chunk : (index + 1) * chunk]
+        key = f"c/{index}/0/0"
+        assert (tmp_path / "ours" / key).read_bytes() == (tmp_path / "zarrs" / key).read_bytes()
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "ours"), mode="r")[:], data)
+    sizes = [size for size, written in direct_writes if written]
+    assert sizes == ([chunk * 256 * 256 * 4 + 4] * 2 if takes_o_direct else [])
