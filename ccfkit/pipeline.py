@@ -49,14 +49,14 @@ from .noise import (
     NoiseLevel,
     add_noise,
     bounds_of_statistics,
+    frame_statistics,
     noise_statistics,
 )
 from .polar import PlanSpec, PolarPlan
 from .provenance import environment, usable_cpus
 from .resize import resize_images
 from .resume import open_for_resume
-from .stage_clock import StageClock, timed_stage
-from .statistics_pass import StatisticsAhead, chunk_statistics, pieces_statistics
+from .stage_clock import StageClock
 from .store import (
     ChunkWriters,
     OutputState,
@@ -143,28 +143,28 @@ def process_chunk(
     plan = job.plan.plan()
     engine = task_backend(job.backend)
     frames_slice = job.layout.chunk_slice(chunk)
-    with timed_stage(clock, "reading"):  # and checking them against their digest
+    with _stage(clock, "reading"):  # and checking them against their digest
         pieces = job.reader.pieces(frames_slice.start, frames_slice.stop)  # mapped where possible
         digest = _checked_digest(chunk, pieces, job)
     if job.layout.stats_by_chunk:
-        with timed_stage(clock, "statistics"):
-            stats = pieces_statistics(pieces, job.plan.mask)
-        with timed_stage(clock, "writing"):
+        with _stage(clock, "statistics"):
+            stats = _statistics(pieces, job.plan.mask)
+        with _stage(clock, "writing"):
             job.writers.stats.write(chunk, stats)
     indices = np.arange(frames_slice.start, frames_slice.stop)
-    with timed_stage(clock, "noise"):  # one pass from the pages
+    with _stage(clock, "noise"):  # one pass from the pages
         bounds = (np.zeros(len(indices), dtype=np.float32) if job.frame_bounds is None
                   else job.frame_bounds[frames_slice])  # fmt: skip
         noisy = _noisy(pieces, indices, bounds, config.noise.seed)
         del pieces  # unmaps
-    with timed_stage(clock, "maps"):
+    with _stage(clock, "maps"):
         if job.centers is None and job.geometry is None:
             maps = engine.merged_maps(engine.as_batch(noisy, plan.shape), plan, config.maps)
             maps = engine.to_numpy(maps)
         else:  # each frame its own plan (ccfkit.frame_centers, ccfkit.frame_geometry)
             own = _own(job, frames_slice)
             maps = maps_of_own_plans(engine, noisy, job.plan, config.maps, **own)
-    with timed_stage(clock, "maps"):  # and what they and their frames say (ccfkit.frame_checks)
+    with _stage(clock, "maps"):  # and what they and their frames say (ccfkit.frame_checks)
         checks = frame_checks(noisy, maps, indices, job.plan.mask,
                               mask_bad_maps=job.mask_bad_maps)  # fmt: skip
     images = None
@@ -173,7 +173,7 @@ def process_chunk(
     writers = job.writers
 
     def write() -> None:  # the chunk's data, then its done mark
-        with timed_stage(clock, "writing"):
+        with _stage(clock, "writing"):
             writers.ccf.write(chunk, maps)
             if images is not None:
                 writers.images.write(chunk, images)
@@ -185,14 +185,19 @@ def process_chunk(
     if writes is None:
         write()
     else:
-        with timed_stage(clock, "waiting"):  # for a free slot of the background writer
+        with _stage(clock, "waiting"):  # for a free slot of the background writer
             writes.submit(write)
     return len(indices)
 
 
-def _chunk_statistics(chunk: int, job: ChunkJob, clock: StageClock | None = None) -> tuple:
-    """:func:`chunk_statistics` of store chunk ``chunk`` (a task of the statistics pass)."""
-    return chunk_statistics(job.layout.chunk_slice(chunk), job.reader, job.plan.mask, clock)
+def chunk_statistics(chunk: int, job: ChunkJob, clock: StageClock | None = None
+                     ) -> tuple[np.ndarray, int]:  # fmt: skip
+    """(n, 3) mean, std and max of the valid pixels of each frame of chunk ``chunk``; its digest."""
+    frames = job.layout.chunk_slice(chunk)
+    with _stage(clock, "reading"):
+        pieces = job.reader.pieces(frames.start, frames.stop)
+    with _stage(clock, "statistics"):  # and the frames' digest, one more pass over them
+        return _statistics(pieces, job.plan.mask), frames_digest(pieces)
 
 
 def _checked_digest(chunk: int, pieces: list[np.ndarray], job: ChunkJob) -> int:
@@ -207,6 +212,16 @@ def _checked_digest(chunk: int, pieces: list[np.ndarray], job: ChunkJob) -> int:
             "inputs; rebuild with --overwrite"
         )
     return digest
+
+
+def _stage(clock: StageClock | None, name: str):
+    """``clock.stage(name)``, or nothing to time without a clock."""
+    return contextlib.nullcontext() if clock is None else clock.stage(name)
+
+
+def _statistics(pieces: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """(n, 3) statistics of consecutive ``(n_i, H, W)`` pieces of frames."""
+    return np.concatenate([frame_statistics(piece, mask) for piece in pieces])
 
 
 def _noisy(pieces: list[np.ndarray], indices: np.ndarray, bounds: np.ndarray, seed: int
@@ -309,122 +324,91 @@ def build(
     workers = workers or usable_cpus()
     chunk_frames = _check_resources(source, config, out, chunk_frames, compressor,
                                     1 if scheduler else workers)  # fmt: skip
-    with _statistics_ahead(source, config, chunk_frames, workers, scheduler, resume) as ahead:
-        mean_of_centers = center is None and source.centers is not None
-        centers = source.centers if mean_of_centers and source.center_per_frame else None
-        if center is None:
-            center, center_origin = source.center, source.center_origin
-        if center is None:
-            height, width = source.frame_shape
-            center, center_origin = ((width - 1) / 2, (height - 1) / 2), "detector middle"
-        if source.pixels is not None and config.output.image_size:
-            raise InputError("--keep-images stores images on a pixel grid; a module stack has "
-                             "none")  # fmt: skip
-        if not force:
-            check_geometry(source.mask, center, config.grid.r_max, source.pixels)
-        # rings in q: per frame where varied
-        placed = place_rings(source, config.grid, q_placement)
-        spec = PlanSpec.describe(source.frame_shape, center=center, mask=source.mask,
-                                 grid=config.grid, pixels=source.pixels,
-                                 scattering=placed.scattering)  # fmt: skip
-        try:
-            plan = spec.plan()
-        except ValueError as error:
-            raise InputError(str(error)) from error
-        if centers is not None:  # the store's radii, each frame at its own centre
-            spec, center_origin = fixed_range(spec, plan), "file, one per frame (their mean)"
-            check_centers(spec, centers, source.n_frames)
-        elif mean_of_centers:
-            say_mean_center(source)
-        if not plan.ring_used.any():
-            raise InputError(
-                f"no ring has {ring_rule(config.grid)} under this mask and "
-                "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max or "
-                "--q-range, or lower --min-ring-fraction)"
-            )
-        engine = get_backend(backend)  # fails early for an unusable backend
-        engine_name = engine.name
-        # the store records the precision its maps are computed in: bf16 only on bf16 hardware
-        precision = engine.product_precision(config.maps.precision)
-        config = replace(config, maps=replace(config.maps, precision=precision))
-        layout = StoreLayout(
-            n_frames=source.n_frames,
-            q_bins=config.grid.q_bins,
-            channels=config.maps.channels,
-            chunk_frames=chunk_frames,
-            label_names=source.label_names if source.labels is not None else (),
-            image_size=config.output.image_size,
-            map_dtype=config.output.map_dtype,
-            compressor=compressor,
-            stats_by_chunk=NoiseLevel(config.noise.level) is NoiseLevel.NONE,
+    mean_of_centers = center is None and source.centers is not None
+    centers = source.centers if mean_of_centers and source.center_per_frame else None
+    if center is None:
+        center, center_origin = source.center, source.center_origin
+    if center is None:
+        height, width = source.frame_shape
+        center, center_origin = ((width - 1) / 2, (height - 1) / 2), "detector middle"
+    if source.pixels is not None and config.output.image_size:
+        raise InputError("--keep-images stores images on a pixel grid; a module stack has none")
+    if not force:
+        check_geometry(source.mask, center, config.grid.r_max, source.pixels)
+    placed = place_rings(source, config.grid, q_placement)  # rings in q: per frame where varied
+    spec = PlanSpec.describe(source.frame_shape, center=center, mask=source.mask, grid=config.grid,
+                             pixels=source.pixels, scattering=placed.scattering)  # fmt: skip
+    try:
+        plan = spec.plan()
+    except ValueError as error:
+        raise InputError(str(error)) from error
+    if centers is not None:  # the store's radii, each frame at its own centre
+        spec, center_origin = fixed_range(spec, plan), "file, one per frame (their mean)"
+        check_centers(spec, centers, source.n_frames)
+    elif mean_of_centers:
+        say_mean_center(source)
+    if not plan.ring_used.any():
+        raise InputError(
+            f"no ring has {ring_rule(config.grid)} under this mask and "
+            "geometry: every map would be 0 (check the mask, --center, --r-min/--r-max or "
+            "--q-range, or lower --min-ring-fraction)"
         )
-        provenance = _provenance(source, config, plan, (center, center_origin),
-                                 placed.describe(chunk_frames), engine_name)  # fmt: skip
-        with (
-            _client(scheduler) as client,  # reached before anything is created
-            locked_store(out, overwrite=overwrite, resume=resume) as state,
-            _naming(out),
-        ):
-            if resume and state in (OutputState.INCOMPLETE, OutputState.COMPLETE):
-                group = open_for_resume(out, config, provenance, source, layout)
-                layout = layout_of(group)
-            else:
-                if resume:
-                    logger.warning("%s: its creation was interrupted; creating it again", out)
-                arrays = _per_store_arrays(source, plan, centers, placed.groups)
-                group = create_store(out, layout, provenance, arrays)
-            job = ChunkJob(
-                reader=source.reader, layout=layout, writers=ChunkWriters.of(group, write_method),
-                plan=spec, config=config, backend=engine_name, centers=centers,
-                geometry=placed.groups, mask_bad_maps=mask_bad_maps,
-            )  # fmt: skip
-            logger.info("set-up: %.2f s wall, %.2f s CPU", time.perf_counter() - started,
-                        time.process_time() - start_up_cpu)  # fmt: skip
-            _fill(group, job, client, workers, progress, ahead)
-        logger.info("store complete: %s", out)
-        logger.info("build: %.2f s wall, %.2f s CPU, after a start-up of %.2f s CPU",
-                    time.perf_counter() - started, time.process_time() - start_up_cpu,
-                    start_up_cpu)  # fmt: skip
-        return group
-
-
-def _provenance(source: FrameSource, config: BuildConfig, plan: PolarPlan, center: tuple,
-                q_placement: dict, backend: str) -> dict:  # fmt: skip
-    """The store's record of how it was made (compared on ``--resume``).
-
-    ``center`` is ``((cx, cy), origin)``; ``q_placement`` the rings' placement's description.
-    """
-    return {
+    engine = get_backend(backend)  # fails early for an unusable backend
+    engine_name = engine.name
+    # the store records the precision its maps are computed in: bf16 only on bf16 hardware
+    precision = engine.product_precision(config.maps.precision)
+    config = replace(config, maps=replace(config.maps, precision=precision))
+    layout = StoreLayout(
+        n_frames=source.n_frames,
+        q_bins=config.grid.q_bins,
+        channels=config.maps.channels,
+        chunk_frames=chunk_frames,
+        label_names=source.label_names if source.labels is not None else (),
+        image_size=config.output.image_size,
+        map_dtype=config.output.map_dtype,
+        compressor=compressor,
+        stats_by_chunk=NoiseLevel(config.noise.level) is NoiseLevel.NONE,
+    )
+    provenance = {  # compared on --resume
         "parameters": StoreRecipe.of_build(config).parameters(),
         "input": source.describe(),
-        "center": list(center[0]),
-        "center_origin": center[1],
+        "center": list(center),
+        "center_origin": center_origin,
         "r_min": plan.r_min,
         "r_max": plan.r_max,
         "rings_used": int(plan.ring_used.sum()),
-        "q_placement": q_placement,
-        "backend": backend,
+        "q_placement": placed.describe(chunk_frames),
+        "backend": engine_name,
         "seed": config.noise.seed,
         "command": " ".join(sys.argv),
         "environment": environment(("numpy", "numba", "dask", "zarr")),
     }
-
-
-@contextlib.contextmanager
-def _statistics_ahead(source: FrameSource, config: BuildConfig, chunk_frames: int, workers: int,
-                      scheduler: str | None, resume: bool):  # fmt: skip
-    """The statistics pass started beside the set-up where a new local build needs one, or None.
-
-    Stopped on leaving (it has ended there unless the set-up failed)."""
-    if scheduler or resume or NoiseLevel(config.noise.level) is NoiseLevel.NONE:
-        yield None
-        return
-    mask = None if source.mask is None else np.asarray(source.mask, dtype=bool)
-    ahead = StatisticsAhead.start(chunk_statistics, source.reader, mask, chunk_frames, workers)
-    try:
-        yield ahead
-    finally:
-        ahead.stop()
+    with (
+        _client(scheduler) as client,  # reached before anything is created
+        locked_store(out, overwrite=overwrite, resume=resume) as state,
+        _naming(out),
+    ):
+        if resume and state in (OutputState.INCOMPLETE, OutputState.COMPLETE):
+            group = open_for_resume(out, config, provenance, source, layout)
+            layout = layout_of(group)
+        else:
+            if resume:
+                logger.warning("%s: its creation was interrupted; creating it again", out)
+            group = create_store(out, layout, provenance,
+                                 _per_store_arrays(source, plan, centers, placed.groups))  # fmt: skip
+        job = ChunkJob(
+            reader=source.reader, layout=layout, writers=ChunkWriters.of(group, write_method),
+            plan=spec, config=config, backend=engine_name, centers=centers,
+            geometry=placed.groups, mask_bad_maps=mask_bad_maps,
+        )  # fmt: skip
+        logger.info("set-up: %.2f s wall, %.2f s CPU", time.perf_counter() - started,
+                    time.process_time() - start_up_cpu)  # fmt: skip
+        _fill(group, job, client, workers, progress)
+    logger.info("store complete: %s", out)
+    logger.info("build: %.2f s wall, %.2f s CPU, after a start-up of %.2f s CPU",
+                time.perf_counter() - started, time.process_time() - start_up_cpu,
+                start_up_cpu)  # fmt: skip
+    return group
 
 
 def _check_resources(source: FrameSource, config: BuildConfig, out: str, chunk_frames: int,
@@ -502,35 +486,24 @@ def check_geometry(
         )
 
 
-def _fill(group: zarr.Group, job: ChunkJob, client, workers: int, progress: bool,
-          ahead: StatisticsAhead | None = None) -> None:  # fmt: skip
+def _fill(group: zarr.Group, job: ChunkJob, client, workers: int, progress: bool) -> None:
     """Compute the statistics (when needed) and every pending chunk; mark the store complete.
 
     Locally (no ``client``) the tasks run on a pool of ``workers`` threads
     and their time per stage is logged (``-v``; :mod:`ccfkit.stage_clock`).
-    ``ahead``: the statistics pass, started before the set-up (used where it
-    is over this store's chunks and mask).
     """
     layout, config = job.layout, job.config
     # Without noise the maps do not wait for the statistics: each map task
     # computes its frames' statistics on the way (one pass over the input).
     statistics_first = not layout.stats_by_chunk
-    chunks = tuple(layout.chunk_slice(k) for k in range(layout.n_chunks))
-    if ahead is not None and not ahead.matches(chunks, job.plan.mask):
-        ahead.stop()
-        ahead = None
-    clock = None if client is not None else (ahead.clock if ahead else StageClock())
-    cpu = ahead.cpu_baseline() if ahead else time.process_time()
+    clock = None if client is not None else StageClock()
+    cpu = time.process_time()
     with threadpool_limits(limits=1, user_api="blas"):
         run = functools.partial(_run, client=client, workers=workers, progress=progress)
         if statistics_first and "noise" not in group.attrs:
-            if ahead is not None:
-                results = ahead.results(progress)
-            else:
-                with _timed("statistics pass", layout.n_frames):
-                    results = run(_chunk_statistics, range(layout.n_chunks), (job, clock),
-                                  layout.n_frames, "statistics",
-                                  count=lambda r: len(r[0]))  # fmt: skip
+            with _timed("statistics pass", layout.n_frames):
+                results = run(chunk_statistics, range(layout.n_chunks), (job, clock),
+                              layout.n_frames, "statistics", count=lambda r: len(r[0]))  # fmt: skip
             stats = np.concatenate([result[0] for result in results])
             group["stats"][:] = stats
             if "input_digest" in group:  # checked as the map tasks read the frames again
@@ -549,7 +522,7 @@ def _fill(group: zarr.Group, job: ChunkJob, client, workers: int, progress: bool
         with _timed("map pass", total), behind as writes:
             run(process_chunk, todo, (job, writes, clock), total, "maps")
             if writes is not None:
-                with timed_stage(clock, "waiting"):  # for the last chunks' writes
+                with _stage(clock, "waiting"):  # for the last chunks' writes
                     writes.flush()
     if clock is not None:
         logger.info("stages: %s", clock.summary(time.process_time() - cpu))

@@ -15,7 +15,7 @@ import contextlib
 import threading
 import time
 
-__all__ = ["STAGES", "StageClock", "timed_stage"]
+__all__ = ["STAGES", "StageClock"]
 
 #: The stages of a build, in the order they are reported.
 STAGES = ("reading", "statistics", "noise", "maps", "writing", "waiting")
@@ -66,8 +66,3 @@ class StageClock:
                      for name in STAGES]  # fmt: skip
             rest = process_cpu - sum(self.cpu.values())
         return "; ".join([*parts, f"other threads {rest:.2f} s CPU"])
-
-
-def timed_stage(clock: StageClock | None, name: str):
-    """``clock.stage(name)``, or nothing to time without a clock."""
-    return contextlib.nullcontext() if clock is None else clock.stage(name)

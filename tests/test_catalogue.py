@@ -22,10 +22,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import zarr
-from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+import zarr
+from click.testing import CliRunner
 
 from ccfkit import pipeline
 from ccfkit.cli import main

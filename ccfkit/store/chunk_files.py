@@ -122,7 +122,7 @@ def write_chunk_file(path: str | Path, block: np.ndarray, chunk_shape: tuple[int
 
 
 def _written_direct(path: Path, data: np.ndarray, checksum: np.ndarray) -> bool:
-    """Whether ``data``, then ``checksum`` (uint8), went to ``path`` with O_DIRECT (large only)."""
+    """Whether ``data`` then ``checksum`` (uint8) went to ``path`` with O_DIRECT (large ones only)."""
     size = data.nbytes + checksum.nbytes
     if size < DIRECT_MIN_BYTES:
         return False

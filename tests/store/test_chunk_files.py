@@ -19,9 +19,11 @@ CHECKSUM = (Crc32cCodec(),)
 def _pair(root, shape, chunk, dtype, fill_value=0, compressors=CHECKSUM):
     """Two equal new arrays: one written by ChunkWriter, one by zarr's own ``array[...] =``."""
     group = zarr.open_group(str(root), mode="a")
-    options = {"shape": shape, "chunks": (chunk, *shape[1:]), "dtype": dtype,
-               "compressors": compressors, "fill_value": fill_value}  # fmt: skip
-    return tuple(group.create_array(name, **options) for name in ("ours", "zarrs"))
+    return tuple(
+        group.create_array(name, shape=shape, chunks=(chunk, *shape[1:]), dtype=dtype,
+                           compressors=compressors, fill_value=fill_value)  # fmt: skip
+        for name in ("ours", "zarrs")
+    )
 
 
 @given(
