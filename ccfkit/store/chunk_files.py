@@ -26,10 +26,8 @@ through zarr (its checksum verified).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import uuid
 from pathlib import Path
 
 import google_crc32c
@@ -37,7 +35,13 @@ import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec
 
-from .direct import DIRECT_MIN_BYTES, DirectLocalStore, aligned_blocks, write_blocks_direct
+from .direct import (
+    DIRECT_MIN_BYTES,
+    DirectLocalStore,
+    aligned_blocks,
+    replaced_whole,
+    write_blocks_direct,
+)
 
 __all__ = ["chunk_file_path", "plain_chunk_shape", "write_chunk_file"]
 
@@ -104,24 +108,16 @@ def write_chunk_file(path: str | Path, block: np.ndarray, chunk_shape: tuple[int
         block = padded
     data = block.reshape(-1).view(np.uint8)
     checksum = np.array([google_crc32c.value(data)], dtype="<u4").view(np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-    try:
+    with replaced_whole(path) as partial:
         if not (direct and _written_direct(partial, data, checksum)):
             descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             try:
                 _write_all(descriptor, [memoryview(data), memoryview(checksum)])
             finally:
                 os.close(descriptor)
-        os.replace(partial, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-        raise
 
 
-def _written_direct(path: Path, data: np.ndarray, checksum: np.ndarray) -> bool:
+def _written_direct(path: str, data: np.ndarray, checksum: np.ndarray) -> bool:
     """Whether ``data`` then ``checksum`` (uint8) went to ``path`` with O_DIRECT (large ones only)."""
     size = data.nbytes + checksum.nbytes
     if size < DIRECT_MIN_BYTES:
@@ -130,7 +126,7 @@ def _written_direct(path: Path, data: np.ndarray, checksum: np.ndarray) -> bool:
     blocks[: data.nbytes] = data
     blocks[data.nbytes : size] = checksum
     blocks[size:] = 0
-    return write_blocks_direct(str(path), blocks, size)
+    return write_blocks_direct(path, blocks, size)
 
 
 def _write_all(descriptor: int, buffers: list[memoryview]) -> None:

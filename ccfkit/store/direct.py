@@ -33,8 +33,15 @@ import numpy as np
 import zarr
 from zarr.core.buffer import Buffer
 
-__all__ = ["DIRECT_MIN_BYTES", "DirectLocalStore", "aligned_blocks", "aligned_empty",
-           "write_blocks_direct", "write_file"]
+__all__ = [
+    "DIRECT_MIN_BYTES",
+    "DirectLocalStore",
+    "aligned_blocks",
+    "aligned_empty",
+    "replaced_whole",
+    "write_blocks_direct",
+    "write_file",
+]
 
 #: Bytes; O_DIRECT moves whole blocks from memory aligned to them (a page covers all common ones).
 ALIGNMENT = 4096
@@ -92,14 +99,27 @@ def write_file(path: str | Path, data: np.ndarray) -> None:
     data : ndarray
         Contiguous; its bytes are written as they lie in memory.
     """
-    path = str(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f"{path}.{uuid.uuid4().hex}.partial"
     payload = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    try:
+    with replaced_whole(path) as partial:
         if not _write_direct(partial, payload):
             with open(partial, "wb") as handle:
                 handle.write(payload)
+
+
+@contextlib.contextmanager
+def replaced_whole(path: str | Path):
+    """Yield a temporary ``PATH.<uuid>.partial`` to write; rename it over ``path`` on success.
+
+    As zarr's ``LocalStore`` writes a key: the directory is made when
+    missing; on any error (KeyboardInterrupt too) the partial file is
+    removed and ``path`` left as it was. The unique name lets two writers of
+    one key never write into each other's file.
+    """
+    path = str(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.{uuid.uuid4().hex}.partial"
+    try:
+        yield partial
         os.replace(partial, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
