@@ -9,9 +9,9 @@ default chunk key encoding the file of chunk ``(i, j, k)`` is
 ``<array>/c/i/j/k``. zarr-python's own write path goes through its asyncio
 loop, copies the chunk to append the checksum and hands it to another
 thread: for a build's maps that costs more than the write itself
-(docs/performance.md, "The build's chunk files"). :func:`chunk_file_path`
-recognises such an array in a :class:`zarr.storage.LocalStore` and names
-the file of a chunk; :func:`write_chunk_file` writes it from the calling
+(docs/performance.md, "The build on 2026-12-05, late evening").
+:func:`plain_chunk_shape` recognises such an array in a local directory,
+:func:`chunk_file_path` names the file of a chunk; :func:`write_chunk_file` writes it from the calling
 thread, the data and its checksum gathered by one ``writev`` (no copy),
 whole or not at all: to a temporary ``<key>.<uuid>.partial`` file renamed
 over the key, as zarr's ``LocalStore`` does. In a
@@ -118,7 +118,7 @@ def write_chunk_file(path: str | Path, block: np.ndarray, chunk_shape: tuple[int
 
 
 def _written_direct(path: str, data: np.ndarray, checksum: np.ndarray) -> bool:
-    """Whether ``data`` then ``checksum`` (uint8) went to ``path`` with O_DIRECT (large ones only)."""
+    """Whether ``data``, then ``checksum`` (uint8), went to ``path`` with O_DIRECT (large only)."""
     size = data.nbytes + checksum.nbytes
     if size < DIRECT_MIN_BYTES:
         return False
