@@ -68,7 +68,8 @@ def plain_chunk_shape(array: zarr.Array) -> tuple[int, ...] | None:
     dtype = np.dtype(array.dtype)
     if sys.byteorder != "little" or dtype.byteorder == ">" or dtype.hasobject:
         return None
-    if codecs[0].endian is not None and codecs[0].endian.value != "little":
+    endian = codecs[0].endian  # an Endian (zarr 3.1) or its name (zarr 3.4), or None
+    if getattr(endian, "value", endian) not in (None, "little"):
         return None
     encoding = metadata.chunk_key_encoding
     if getattr(encoding, "name", None) != "default" or getattr(encoding, "separator", None) != "/":
