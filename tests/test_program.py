@@ -33,14 +33,16 @@ def _program(environment: dict) -> dict:
 def test_the_program_runs_openblas_on_one_thread():
     report = _program({})
     assert report["env"] == "1"
-    assert report["openblas"] and set(report["openblas"]) == {1}
+    if not report["openblas"]:
+        pytest.skip("NumPy and SciPy use another BLAS here (only the setting is checked)")
+    assert set(report["openblas"]) == {1}
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS caps its threads at the cores")
 def test_a_users_openblas_setting_is_kept():
     report = _program({"OPENBLAS_NUM_THREADS": "2"})
     assert report["env"] == "2"
-    assert 2 in report["openblas"]
+    assert not report["openblas"] or 2 in report["openblas"]
 
 
 def test_importing_ccfkit_leaves_the_process_alone():
