@@ -417,8 +417,9 @@ def add_noise(
     if indices.shape[0] != len(pixels):
         raise ValueError(f"{indices.shape[0]} indices for {len(pixels)} frames")
     bounds = np.broadcast_to(np.asarray(bound, dtype=np.float32), (len(pixels),))
-    if not (bounds > 0).any():
-        np.copyto(out.reshape(pixels.shape), pixels)
+    if not (bounds > 0).any():  # no noise: the frames as they are (in place: nothing to do)
+        if out.ctypes.data != pixels.ctypes.data:
+            np.copyto(out.reshape(pixels.shape), pixels)
         return out
     bounds = np.ascontiguousarray(np.maximum(bounds, 0))
     _add_uniform(pixels, out.reshape(pixels.shape), indices, np.uint64(seed), bounds)

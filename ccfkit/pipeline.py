@@ -231,10 +231,7 @@ def _noisy(pieces: list[np.ndarray], indices: np.ndarray, bounds: np.ndarray, se
     ``bounds`` (n,) is each frame's noise bound (:class:`ChunkJob`), ``seed`` the build's.
     """
     if len(pieces) == 1 and _owned_frames(pieces[0]):  # read into memory for this task:
-        frames = pieces[0]  # the noise goes in place (no second array, no copy)
-        if (bounds > 0).any():
-            add_noise(frames, indices, bounds, seed, out=frames)
-        return frames
+        return add_noise(pieces[0], indices, bounds, seed, out=pieces[0])  # in place, no copy
     out = np.empty((len(indices), *pieces[0].shape[1:]), dtype=np.float32)
     start = 0
     for piece in pieces:

@@ -280,3 +280,15 @@ def test_frame_statistics_read_read_only_memory_mapped_frames(tmp_path):
     np.testing.assert_array_equal(frame_statistics(mapped, mask), frame_statistics(images, mask))
     expected = _numpy_frame_statistics(images, mask)
     np.testing.assert_allclose(frame_statistics(mapped, mask), expected, rtol=1e-6)
+
+
+def test_no_noise_in_place_leaves_the_frames_and_elsewhere_copies_them():
+    images = np.random.default_rng(4).normal(size=(3, 5, 6)).astype(np.float32)
+    kept = images.copy()
+    assert add_noise(images, np.arange(3), 0.0, 1, out=images) is images
+    np.testing.assert_array_equal(images, kept)
+    other = np.full_like(images, np.nan)
+    add_noise(images, np.arange(3), np.zeros(3), 1, out=other)
+    np.testing.assert_array_equal(other, kept)
+    noisy = add_noise(images, np.arange(3), 2.0, 1, out=images)  # in place, with noise
+    assert noisy is images and (images >= kept).all() and (images > kept).any()
