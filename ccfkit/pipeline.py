@@ -43,7 +43,7 @@ from .build_resources import BuildFootprint, check_resources
 from .digest import frames_digest
 from .frame_centers import check_centers, fixed_range, say_mean_center
 from .frame_checks import frame_checks, report_frame_checks
-from .frame_geometry import GeometryGroups, maps_of_own_plans, place_rings, scattering_geometry
+from .frame_geometry import GeometryGroups, QPlacement, maps_of_own_plans, place_rings
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import (
     NoiseLevel,
@@ -392,7 +392,7 @@ def build(
             if resume:
                 logger.warning("%s: its creation was interrupted; creating it again", out)
             group = create_store(out, layout, provenance,
-                                 _per_store_arrays(source, plan, centers, placed.groups))  # fmt: skip
+                                 _per_store_arrays(source, plan, placed, centers))  # fmt: skip
         job = ChunkJob(
             reader=source.reader, layout=layout, writers=ChunkWriters.of(group, write_method),
             plan=spec, config=config, backend=engine_name, centers=centers,
@@ -542,7 +542,8 @@ def _noise_attributes(stats: np.ndarray, level: str) -> dict:
     }
 
 
-def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None, geometry=None) -> dict:
+def _per_store_arrays(source: FrameSource, plan: PolarPlan, placed: QPlacement, centers=None
+                      ) -> dict:  # fmt: skip
     """The arrays written whole when the store is created, with their attributes.
 
     See :func:`ccfkit.store.create_store`: ``radius``, ``ring_used``, ``mask``, ``q`` when
@@ -562,12 +563,13 @@ def _per_store_arrays(source: FrameSource, plan: PolarPlan, centers=None, geomet
     contents.update(source.frame_ids)  # train_id, pulse_id of a European XFEL run
     if centers is not None:
         contents["frame_center"] = (centers, {"units": "pixel", "axes": ["cx", "cy"]})
+    geometry = placed.groups
     if geometry is not None:  # rings in q at each frame's own wavelength and distance
         contents["frame_geometry"] = (
             np.stack([geometry.wavelength_nm, geometry.distance, geometry.group], axis=1),
             {"units": ["nm", "m", ""], "axes": ["wavelength", "distance", "group"]},
         )
-    scattering = scattering_geometry(source)
+    scattering = placed.scattering  # the input's mean geometry (ccfkit.frame_geometry)
     if scattering is not None:  # ring_axis: what the rings were placed on (docs/store-layout.md)
         q = scattering.momentum_transfer(plan.radius)
         contents["q"] = (q, {"units": "1/nm", "ring_axis": plan.ring_axis})
