@@ -31,7 +31,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .geometry import ScatteringGeometry, momentum_transfer, radius_of_momentum_transfer
+from .geometry import (
+    ScatteringGeometry,
+    momentum_transfer,
+    radius_of_momentum_transfer,
+    ring_momentum_transfer,
+)
 from .io.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -60,12 +65,6 @@ Q_PLACEMENTS = ("per-frame", "mean")
 #: Where the input records the values, for the refusal that names them.
 _CXI_PATHS = ("CXI: entry_1/instrument_1/detector_1/distance, x_pixel_size, "
               "source_1/wavelength")  # fmt: skip
-
-
-def ring_momentum_transfer(q_range, q_bins: int) -> np.ndarray:
-    """``q_k = QMIN + (k + 0.5)(QMAX - QMIN)/Q``, (Q,) float64, 1/nm (docs/ccf.md)."""
-    q_min, q_max = q_range
-    return q_min + (np.arange(q_bins) + 0.5) * (q_max - q_min) / q_bins
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ScatteringGeometry", "momentum_transfer", "radius_of_momentum_transfer"]
+__all__ = [
+    "ScatteringGeometry",
+    "momentum_transfer",
+    "radius_of_momentum_transfer",
+    "ring_momentum_transfer",
+]
+
+
+def ring_momentum_transfer(q_range, q_bins: int) -> np.ndarray:
+    """``q_k = QMIN + (k + 0.5)(QMAX - QMIN)/Q``, (Q,) float64, 1/nm (docs/ccf.md)."""
+    q_min, q_max = q_range
+    return q_min + (np.arange(q_bins) + 0.5) * (q_max - q_min) / q_bins
 
 
 def momentum_transfer(radius_px, *, pixel_size: float, distance: float, wavelength_nm):
