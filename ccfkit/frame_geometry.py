@@ -261,12 +261,11 @@ def group_geometries(pixel_size: float, wavelength_nm: np.ndarray, distance: np.
     middle = _middle_members(keys, group)
     geometries = tuple(ScatteringGeometry(pixel_size, float(distance[k]), float(wavelength_nm[k]))
                        for k in middle)  # fmt: skip
-    own_wavelength, own_distance = wavelength_nm[middle], distance[middle]
+    placed_of_group = _ring_radii(q, pixel_size, wavelength_nm[middle], distance[middle])  # (G, Q)
     error = 0.0
     for start in range(0, len(group), 4096):  # blocks of frames: (block, Q) at a time
         rows = slice(start, start + 4096)
-        placed = _ring_radii(q, pixel_size, own_wavelength[group[rows]],
-                             own_distance[group[rows]])  # fmt: skip
+        placed = placed_of_group[group[rows]]
         seen = momentum_transfer(placed, pixel_size=pixel_size, distance=distance[rows, None],
                                  wavelength_nm=wavelength_nm[rows, None])  # fmt: skip
         error = max(error, float(np.max(np.abs(seen / q - 1))))
