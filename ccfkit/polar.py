@@ -531,9 +531,7 @@ def _checked_shape(shape) -> tuple[int, int]:
 def _bilinear_table(radius, phi, center, good):
     """Bilinear neighbours, weights and validity of the samples ``(radius x phi)``.
 
-    The NumPy statement of the table: :mod:`ccfkit.bilinear` computes the same
-    in one compiled pass for the plans, and is tested equal to this bit for
-    bit (kept here as its oracle).
+    The oracle of :mod:`ccfkit.bilinear` (equal bit for bit, tested), which plans use.
 
     Parameters
     ----------
