@@ -39,6 +39,8 @@ from trainer.run_dir import write_json
 from .study_baseline import svm_baselines
 from .study_eval import (
     METRIC_KEYS,
+    baselines,
+    constant_baselines,
     per_class_summary,
     score_on_source,
     source_content,
@@ -51,6 +53,7 @@ __all__ = [
     "RunJob",
     "StudyError",
     "arm_source",
+    "baselines",
     "is_finished",
     "record_invocation",
     "reuse_arm_directories",
@@ -464,32 +467,6 @@ def collect_arm(run_dirs: dict, test_rows: np.ndarray) -> dict | None:
     }
 
 
-def baselines(store: str, split: dict) -> dict:
-    """Test metrics of the all-negative and the best constant predictor.
-
-    The best constant predicts, for each class, the majority value of the
-    training labels (the constant with the best accuracy on training data).
-    """
-    from trainer.data import inspect_store, open_store
-    from trainer.metrics import compute_metrics
-
-    info = inspect_store(store)
-    labels = open_store(store)["labels"][:].astype(bool)
-    truth = labels[split["test"]]
-    majority = labels[split["train"]].mean(axis=0) >= 0.5
-    out = {}
-    for name, predicted in (
-        ("all-negative", np.zeros_like(truth)),
-        ("best constant", np.broadcast_to(majority, truth.shape)),
-    ):
-        m = compute_metrics(truth, predicted, info.label_names, info.exclusive_groups)
-        out[name] = m.summary()
-    out["best constant"]["positive_classes"] = [
-        n for n, on in zip(info.label_names, majority) if on
-    ]
-    return out
-
-
 # --------------------------------------------------------------------------
 # The study
 # --------------------------------------------------------------------------
@@ -674,7 +651,7 @@ def run_study(
         for key, store in built.items():
             eval_stores.setdefault(key, {})[source] = (store, eval_frames)
     some_store = next((stores[k] for k in plan.arms if Path(stores[k]).exists()), None)
-    base = baselines(some_store, split) if some_store else {}
+    base = constant_baselines(some_store, split, eval_stores) if some_store else {}
     svm = svm_baselines(plan, out, stores, arm_frames, split, eval_stores)
     provenance = {
         "command": " ".join(sys.argv),

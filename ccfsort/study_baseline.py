@@ -545,18 +545,18 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
               "class_weight": dict(zip(info.label_names, meta["class_weight"]))}  # fmt: skip
     if eval_sources:
         result["eval_sources"] = {
-            path: svm_on_source(_load_predictions(caches[path])[0], eval_store, info,
-                                truth[split["train"]])
+            path: svm_on_source(_load_predictions(caches[path])[0], eval_store, info)
             for path, (eval_store, _) in eval_sources.items()
         }  # fmt: skip
     return result
 
 
-def svm_on_source(predicted, eval_store: str, info, train_truth) -> dict:
-    """The SVM's and the constants' metrics on every frame of another source.
+def svm_on_source(predicted, eval_store: str, info) -> dict:
+    """The SVM's metrics on every frame of another source.
 
     Scored on the labels the source has, as the runs are
-    (:func:`ccfsort.study_eval.score_predictions`).
+    (:func:`ccfsort.study_eval.score_predictions`); the constants there are
+    scored once per source (:func:`ccfsort.study.baselines`).
 
     Parameters
     ----------
@@ -565,25 +565,18 @@ def svm_on_source(predicted, eval_store: str, info, train_truth) -> dict:
     eval_store : str
     info : trainer.data.StoreInfo
         The arm's store (its label names and exclusive groups).
-    train_truth : (T, C) bool array
-        The training split's labels (the best constant is their majority).
 
     Returns
     -------
     dict
         ``summary`` (:meth:`trainer.metrics.Metrics.summary` keys), ``per_class``
         (:meth:`~trainer.metrics.Metrics.to_dict` rows), ``counts`` ((N, 4)),
-        ``unscored_labels``, ``ignored_labels``, ``constants`` (name ->
-        summary of the all-negative and the best constant on the same frames).
+        ``unscored_labels``, ``ignored_labels``.
     """
     from .study_eval import score_predictions
 
-    names, groups = info.label_names, info.exclusive_groups
-    result, counts = score_predictions(predicted, names, groups, eval_store)
-    majority = np.broadcast_to(np.asarray(train_truth).mean(axis=0) >= 0.5, predicted.shape)
-    constants = {name: score_predictions(guess, names, groups, eval_store)[0]
-                 for name, guess in (("all-negative", np.zeros_like(predicted)),
-                                     ("best constant", majority))}  # fmt: skip
+    result, counts = score_predictions(predicted, info.label_names, info.exclusive_groups,
+                                       eval_store)  # fmt: skip
     rows = ("per_class", "unscored_labels", "ignored_labels")
     return {
         "summary": {k: v for k, v in result.items() if k not in rows},
@@ -591,9 +584,6 @@ def svm_on_source(predicted, eval_store: str, info, train_truth) -> dict:
         "counts": counts,
         "unscored_labels": result["unscored_labels"],
         "ignored_labels": result["ignored_labels"],
-        "constants": {
-            n: {k: v for k, v in c.items() if k not in rows} for n, c in constants.items()
-        },
     }
 
 

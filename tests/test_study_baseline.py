@@ -22,6 +22,7 @@ from ccfkit.polar import make_polar_plan
 from ccfkit.simulate import SimulationConfig
 from ccfkit.simulate.cxi_file import write_simulated
 from ccfkit.store import open_store
+from ccfsort.study import baselines
 from ccfsort.study_baseline import (
     ORDERS,
     feature_vectors,
@@ -164,8 +165,13 @@ def test_the_svm_scores_another_source_with_the_rings_of_its_store(energies, tmp
     assert scored["unscored_labels"] == [] and scored["summary"]["n_frames"] == N
     # the best constant is the training split's majority, scored on every frame
     majority = truth[split["train"]].mean(axis=0) >= 0.5
-    assert scored["constants"]["best constant"]["accuracy"] == pytest.approx(
-        (truth == majority).mean()
+    constants = baselines(store, split, on=store)
+    assert constants["best constant"]["accuracy"] == pytest.approx((truth == majority).mean())
+    assert constants["all-negative"]["accuracy"] == pytest.approx((~truth).mean())
+    assert constants["best constant"]["n_frames"] == N
+    on_test = baselines(store, split)  # the test split's, as before
+    assert on_test["best constant"]["accuracy"] == pytest.approx(
+        (truth[split["test"]] == majority).mean()
     )
     # the rings of another grid cannot be the features' rings
     with pytest.raises(ValueError, match="rings"):
@@ -194,7 +200,7 @@ def _accuracy_on(path, predicted, run_names) -> float:
     return float((predicted[:, match.run_columns] == truth).mean())
 
 
-def test_the_study_reports_the_svm_on_every_eval_source_from_its_own_cache(tmp_path):
+def test_the_study_reports_the_svm_on_every_eval_source_from_its_own_cache(tmp_path, monkeypatch):
     import json
 
     from click.testing import CliRunner
@@ -248,6 +254,20 @@ def test_the_study_reports_the_svm_on_every_eval_source_from_its_own_cache(tmp_p
     )
     assert scored["unscored_labels"] == []  # the new file has every label
     assert str(second.resolve()) not in table["svm"]["eval_source_comparisons"]
+
+    # No SVM at all (its rings refused): the constants on the source keep their lines.
+    def refused(*args, **kwargs):
+        raise ValueError("the rings resampled here are not the store's")
+
+    monkeypatch.setattr("ccfsort.study_baseline.svm_baseline", refused)
+    table = study("--eval-source", second)
+    assert table["svm"]["columns"] == [None, None]
+    key = str(second.resolve())
+    constants = json.loads((out / "report.json").read_text())["baselines"]["eval_sources"][key]
+    assert constants["best constant"]["n_frames"] == 24
+    section = (out / "report.md").read_text().split(f"On every frame of `{key}`")[1]
+    for name, m in constants.items():
+        assert f"Baseline {name}: accuracy {m['accuracy']:.3f}" in section
 
 
 def _plain_svms(features, labels, split, c: float, weight) -> dict:
