@@ -252,12 +252,13 @@ def store_features(store, source, *, backend="numpy", ring_used=None) -> np.ndar
         raise ValueError(f"{store}: {group['ring_used'].shape[0]} rings, the features' "
                          f"{ring_used.shape[0]}")  # fmt: skip
     out = np.empty((source.n_frames, int(ring_used.sum()) * len(ORDERS)), dtype=np.float32)
+    plans = [spec.plan() for spec in specs]  # once: PlanSpec.plan caches only a few
     for start in range(0, source.n_frames, BATCH_FRAMES):
         stop = min(start + BATCH_FRAMES, source.n_frames)
         frames = store_frames(group, source, start, stop)
         for index in np.unique(which[start:stop]):  # the frames of one plan together
             rows = np.flatnonzero(which[start:stop] == index)
-            plan = specs[index].plan()
+            plan = plans[index]
             harmonics = ring_harmonics(frames[rows], plan, backend=backend)
             harmonics[:, ~plan.ring_used] = 0.0
             out[start + rows] = feature_vectors(harmonics, ring_used)

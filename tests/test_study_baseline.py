@@ -380,3 +380,24 @@ def test_the_baselines_frames_are_the_frames_the_builds_maps_were_made_from(tmp_
     expected = add_noise(raw, np.arange(6), bounds, 9)
     assert (bounds > 0).all() and (noise == "max") == (np.ptp(bounds) == 0)
     np.testing.assert_array_equal(store_frames(group, source, 0, 6), expected)
+
+
+def test_each_groups_plan_is_made_once_for_all_batches(energies, monkeypatch):
+    """Many geometry groups and many batches: every plan built once, the same features."""
+    import ccfkit.polar
+    import ccfsort.study_baseline
+
+    source, _, stores = energies
+    whole = store_features(stores["per-frame"], source, backend="numpy")
+    n_groups = len(np.unique(open_store(stores["per-frame"])["frame_geometry"][:, 2]))
+    assert n_groups > 4  # more than PlanSpec.plan keeps
+    made = []
+    real = ccfkit.polar.make_polar_plan
+    monkeypatch.setattr(
+        ccfkit.polar, "make_polar_plan", lambda *a, **k: made.append(1) or real(*a, **k)
+    )
+    monkeypatch.setattr(ccfsort.study_baseline, "BATCH_FRAMES", 4)
+    ccfkit.polar._plan_of.cache_clear()
+    batched = store_features(stores["per-frame"], source, backend="numpy")
+    np.testing.assert_array_equal(batched, whole)
+    assert len(made) <= n_groups + 1  # each group's, and the store's radii checked once
