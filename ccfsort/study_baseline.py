@@ -69,8 +69,8 @@ C_VALUES = (1.0, 10.0)
 #: The class weights tried for every label (scikit-learn's ``class_weight``); per label the
 #: one most accurate on validation is kept, a tie keeps the first.
 CLASS_WEIGHTS = ("balanced", None)
-#: The store parameters the features depend on (the rings and the noise), which key the cache.
-#: ``q_range`` keys it too where it is set (so earlier caches keep their keys).
+#: The store parameters the features depend on (the rings and the noise), which key the cache
+#: (with ``q_range``, :func:`cache_record`).
 FRAME_PARAMETERS = ("q_bins", "phi_bins", "r_min", "r_max", "min_ring_fraction", "noise", "seed")
 #: Frames resampled per batch.
 BATCH_FRAMES = 128
@@ -404,33 +404,27 @@ def cache_record(store: str, source, split: dict, build) -> dict:
     """What an SVM's test predictions depend on: the key of its cache.
 
     The frames (their fingerprint and files), the store parameters of
-    :data:`FRAME_PARAMETERS` (and ``q_range``), the split, the orders, the
-    C values and class weights tried and the rule choosing the weights
-    (``class_weight``: a cache of balanced weights only, made before it, is
-    not read for it); and, where they apply, what else places the rings:
-    the geometry file's text of module stacks (``geometry``) and the
-    store's placement of rings in q on frames of several wavelengths or
-    distances (``q_placement``: per frame, with its groups, or at the mean).
-    A store of flat frames with one geometry keeps the key it had before
-    those two entries.
+    :data:`FRAME_PARAMETERS` and ``q_range`` (None: the ring grid's default),
+    the split, the orders, the C values and class weights tried and the
+    rule choosing the weights (``class_weight``), and what else places the
+    rings: the geometry file's text of module stacks (``geometry``, None for
+    flat frames) and the store's placement of rings in q on frames of
+    several wavelengths or distances (``q_placement``: per frame, with its
+    groups, or at the mean; ``{}`` for a store of one geometry).
     """
     from ccfkit.store import open_store
 
     frame_build = {k: v for k, v in build.parameters().items() if k in FRAME_PARAMETERS}
-    if build.grid.q_range is not None:
-        frame_build["q_range"] = list(build.grid.q_range)
-    record = {"input": source.describe()["fingerprint"], "files": list(source.reader.files),
-              "build": frame_build,
-              "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
-              "orders": ORDERS, "C": C_VALUES,
-              "class_weight": {"tried": [_weight_name(w) for w in CLASS_WEIGHTS],
-                               "chosen": "per label on validation"}}  # fmt: skip
-    if source.pixels is not None:
-        record["geometry"] = source.pixels.text
-    placement = dict(open_store(store).attrs.get("q_placement", {}))
-    if placement.get("placement") in ("per-frame", "mean"):
-        record["q_placement"] = placement
-    return record
+    q_range = build.grid.q_range
+    frame_build["q_range"] = None if q_range is None else list(q_range)
+    return {"input": source.describe()["fingerprint"], "files": list(source.reader.files),
+            "build": frame_build,
+            "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
+            "orders": ORDERS, "C": C_VALUES,
+            "class_weight": {"tried": [_weight_name(w) for w in CLASS_WEIGHTS],
+                             "chosen": "per label on validation"},
+            "geometry": None if source.pixels is None else source.pixels.text,
+            "q_placement": dict(open_store(store).attrs.get("q_placement", {}))}  # fmt: skip
 
 
 def _key(record: dict) -> str:

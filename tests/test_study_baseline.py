@@ -344,6 +344,9 @@ def test_a_cache_made_before_the_class_weight_choice_is_not_read(energies, tmp_p
     split = split_three_ways(N, 0.25, 0.25, seed=0)
     record = cache_record(store, source, split, config)
     assert record["class_weight"]["tried"] == ["balanced", "none"]
+    # what places the rings keys every record, set or not
+    assert record["geometry"] is None and record["q_placement"]["placement"] == "per-frame"
+    assert record["build"]["q_range"] == list(Q_RANGE)
     old = {k: v for k, v in record.items() if k != "class_weight"}
     truth = open_store(store)["labels"][:].astype(bool)
     stale = ~truth[split["test"]]  # every prediction wrong: it must not be read
