@@ -400,7 +400,7 @@ def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VA
     return predicted[: ends[0]], np.split(predicted, ends[:-1])[1:], info
 
 
-def cache_record(store: str, source, split: dict, build) -> dict:
+def cache_record(store: str, source, split: dict, build, *, content: str | None = None) -> dict:
     """What an SVM's test predictions depend on: the key of its cache.
 
     The frames (their fingerprint and files), the store parameters of
@@ -411,13 +411,17 @@ def cache_record(store: str, source, split: dict, build) -> dict:
     flat frames) and the store's placement of rings in q on frames of
     several wavelengths or distances (``q_placement``: per frame, with its
     groups, or at the mean; ``{}`` for a store of one geometry).
+    ``content``: what ``source`` holds where it is known already
+    (:func:`ccfsort.study_eval.source_content`) [its frames' fingerprint,
+    read here].
     """
     from ccfkit.store import open_store
 
     frame_build = {k: v for k, v in build.parameters().items() if k in FRAME_PARAMETERS}
     q_range = build.grid.q_range
     frame_build["q_range"] = None if q_range is None else list(q_range)
-    return {"input": source.describe()["fingerprint"], "files": list(source.reader.files),
+    content = source.describe()["fingerprint"] if content is None else content
+    return {"input": content, "files": list(source.reader.files),
             "build": frame_build,
             "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
             "orders": ORDERS, "C": C_VALUES,
@@ -432,17 +436,18 @@ def _key(record: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def eval_cache_record(record: dict, eval_store: str, eval_source, build) -> dict:
+def eval_cache_record(record: dict, eval_store: str, eval_source, build, content: str) -> dict:
     """The key of an SVM's predictions on another source: its own and that source's.
 
     ``record`` is the SVM's :func:`cache_record`; the other source enters
-    with its path and content fingerprint, its store's parameters and ring
-    placement (:func:`cache_record` of ``eval_store``), so that a source of
-    other frames (or the same path rewritten) is never served another's
-    predictions.
+    with its files and ``content`` (:func:`ccfsort.study_eval.source_content`:
+    its frames' fingerprint and a digest of its labels), its store's
+    parameters and ring placement (:func:`cache_record` of ``eval_store``),
+    so that a source of other frames (or the same path rewritten) is never
+    served another's predictions.
     """
-    frames = cache_record(eval_store, eval_source, {}, build)
-    return {"svm": record, "eval_source": {**frames, "path": str(eval_source.reader.files[0])}}
+    return {"svm": record,
+            "eval_source": cache_record(eval_store, eval_source, {}, build, content=content)}  # fmt: skip
 
 
 def _load_predictions(cache: Path) -> tuple[np.ndarray, dict]:
@@ -502,8 +507,9 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
     backend : str
         Engine backend of the resampling (the study's ``[build_options] backend``).
     eval_sources : dict, optional
-        Another source's path -> ``(store, FrameSource)``: its store built
-        with ``build`` and its frames. The same SVM predicts all its frames,
+        Another source's path -> ``(store, FrameSource, content)``: its store
+        built with ``build``, its frames and what they hold
+        (:func:`ccfsort.study_eval.source_content`). The same SVM predicts all its frames,
         their features resampled as that store's maps were made
         (:func:`store_features` with the rings of ``store``); cached per
         source (:func:`eval_cache_record`).
@@ -527,8 +533,8 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
     eval_sources = eval_sources or {}
     record = cache_record(store, source, split, build)
     caches = {None: out / "baselines" / f"svm-{_key(record)}.npz"}
-    for path, (eval_store, eval_frames) in eval_sources.items():
-        key = _key(eval_cache_record(record, eval_store, eval_frames, build))
+    for path, (eval_store, eval_frames, content) in eval_sources.items():
+        key = _key(eval_cache_record(record, eval_store, eval_frames, build, content))
         caches[path] = out / "baselines" / f"svm-eval-{key}.npz"
     info = inspect_store(store)
     truth = open_store(store)["labels"][:].astype(bool)
@@ -541,7 +547,7 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
     if eval_sources:
         result["eval_sources"] = {
             path: svm_on_source(_load_predictions(caches[path])[0], eval_store, info)
-            for path, (eval_store, _) in eval_sources.items()
+            for path, (eval_store, *_) in eval_sources.items()
         }  # fmt: skip
     return result
 
@@ -600,7 +606,8 @@ def svm_baselines(plan, out: Path, stores: dict, sources: dict, split: dict,
         The study's split.
     eval_sources : dict, optional
         arm key -> {path of an ``--eval-source`` -> (its store built with the
-        arm's build, its FrameSource)}: the arm's SVM scores those too.
+        arm's build, its FrameSource, its :func:`~ccfsort.study_eval.source_content`)}:
+        the arm's SVM scores those too.
 
     Returns
     -------

@@ -251,14 +251,14 @@ def baselines(store: str, split: dict, on: str | None = None) -> dict:
 def constant_baselines(store: str, split: dict, eval_stores: dict) -> dict:
     """:func:`baselines` on the test split, with ``eval_sources``: source -> them on its frames.
 
-    ``eval_stores``: arm key -> {source: (its store for the arm, frames)};
+    ``eval_stores``: arm key -> {source: (its store for the arm, frames, content)};
     every arm's store of a source holds the same frames and labels, so the
     constants are scored once per source.
     """
     base = baselines(store, split)
     on_sources = {}
     for arm_sources in eval_stores.values():
-        for source, (eval_store, _) in arm_sources.items():
+        for source, (eval_store, *_) in arm_sources.items():
             if source not in on_sources:
                 on_sources[source] = baselines(store, split, on=eval_store)
     if on_sources:

@@ -32,6 +32,7 @@ from ccfsort.study_baseline import (
     store_frames,
     svm_baseline,
 )
+from ccfsort.study_eval import source_content
 from trainer.data import inspect_store, split_three_ways
 
 N = 40
@@ -149,7 +150,7 @@ def test_the_svm_scores_another_source_with_the_rings_of_its_store(energies, tmp
     source, config, stores = energies
     split = split_three_ways(N, 0.25, 0.25, seed=0)
     store = stores["per-frame"]
-    own = {str(source.reader.files[0]): (store, source)}
+    own = {str(source.reader.files[0]): (store, source, source_content(source))}
     result = svm_baseline(tmp_path, store, source, split, config, backend="numpy",
                           eval_sources=own)  # fmt: skip
     (eval_cache,) = (tmp_path / "baselines").glob("svm-eval-*.npz")
@@ -173,6 +174,13 @@ def test_the_svm_scores_another_source_with_the_rings_of_its_store(energies, tmp
     assert on_test["best constant"]["accuracy"] == pytest.approx(
         (truth[split["test"]] == majority).mean()
     )
+    # the source's content, known already, keys its predictions (its frames are not read again)
+    from ccfsort.study_baseline import _key, cache_record, eval_cache_record
+
+    record = cache_record(store, source, split, config)
+    keyed = [eval_cache_record(record, store, source, config, content) for content in "ab"]
+    assert [k["eval_source"]["input"] for k in keyed] == ["a", "b"]
+    assert _key(keyed[0]) != _key(keyed[1]) and "path" not in keyed[0]["eval_source"]
     # the rings of another grid cannot be the features' rings
     with pytest.raises(ValueError, match="rings"):
         store_features(store, source, backend="numpy", ring_used=np.ones(5, dtype=bool))
