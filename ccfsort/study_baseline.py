@@ -279,7 +279,7 @@ def _weight_name(class_weight) -> str:
     return "none" if class_weight is None else str(class_weight)
 
 
-def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarray]:
+def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarray, np.ndarray]:
     """Each label's class weight: the one most accurate on validation.
 
     Parameters
@@ -294,6 +294,9 @@ def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarra
     -------
     names : list of str
         Per label ``"balanced"``, ``"none"``, or ``"constant"`` (one class in training).
+    chosen : (C,) int64 array
+        Per label the index of its class weight among the keys of ``label_accuracy``
+        (a constant label's: any, it predicts the same with every weight).
     accuracy : (C,) float array
         Each label's validation accuracy with its class weight.
     """
@@ -303,7 +306,7 @@ def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarra
     constant = np.asarray(y_train).all(axis=0) | ~np.asarray(y_train).any(axis=0)
     names = ["constant" if one else _weight_name(weights[i])
              for i, one in zip(chosen, constant)]  # fmt: skip
-    return names, table[chosen, np.arange(table.shape[1])]
+    return names, chosen, table[chosen, np.arange(table.shape[1])]
 
 
 def fit_and_predict(features, labels, split: dict, c_values=C_VALUES,
@@ -378,19 +381,18 @@ def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VA
                                rbf_kernel(rest, train, gamma=gamma)])  # fmt: skip
     y_train, y_validation = labels[split["train"]], labels[split["validation"]]
     n_validation = len(validation)
-    guesses, per_label, scores, names = {}, {}, {}, {}
+    guesses, per_label, scores, names, chosen = {}, {}, {}, {}, {}
     for c in c_values:
         for weight in class_weights:  # every SVM predicts validation and the rest at once
             guesses[c, weight] = np.stack([_one_label(k_train, k_scored, y_train[:, j], c, weight)
                                            for j in range(labels.shape[1])], axis=1)  # fmt: skip
             per_label[c, weight] = (guesses[c, weight][:n_validation] == y_validation).mean(0)
         weighted = {w: per_label[c, w] for w in class_weights}
-        names[c], accuracy = choose_class_weights(weighted, y_train)
+        names[c], chosen[c], accuracy = choose_class_weights(weighted, y_train)
         scores[c] = float(accuracy.mean())  # micro: every label has the same rows
     best = max(c_values, key=lambda c: (scores[c], -c_values.index(c)))
-    by_name = {_weight_name(w): w for w in class_weights} | {"constant": class_weights[0]}
-    predicted = np.stack([guesses[best, by_name[name]][n_validation:, j]
-                          for j, name in enumerate(names[best])], axis=1)  # fmt: skip
+    predicted = np.stack([guesses[best, class_weights[i]][n_validation:, j]
+                          for j, i in enumerate(chosen[best])], axis=1)  # fmt: skip
     ends = np.cumsum([len(test), *(len(o) for o in others)])
     info = {"C": best, "validation_accuracy": {str(c): s for c, s in scores.items()},
             "class_weight": names[best],

@@ -412,3 +412,15 @@ def test_each_groups_plan_is_made_once_for_all_batches(energies, monkeypatch):
     batched = store_features(stores["per-frame"], source, backend="numpy")
     np.testing.assert_array_equal(batched, whole)
     assert len(made) <= n_groups + 1  # each group's, and the store's radii checked once
+
+
+def test_each_labels_class_weight_is_chosen_by_name_and_index():
+    """The first of the most accurate weights per label; a label of one class is "constant"."""
+    from ccfsort.study_baseline import choose_class_weights
+
+    accuracy = {"balanced": np.array([0.9, 0.5, 0.7]), None: np.array([0.8, 0.6, 0.7])}
+    y_train = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 1]], dtype=bool)  # label 2 always on
+    names, chosen, best = choose_class_weights(accuracy, y_train)
+    assert names == ["balanced", "none", "constant"]
+    np.testing.assert_array_equal(chosen, [0, 1, 0])  # a tie keeps the first
+    np.testing.assert_allclose(best, [0.9, 0.6, 0.7])
