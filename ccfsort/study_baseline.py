@@ -185,12 +185,12 @@ def store_plans(group, source) -> tuple[list, np.ndarray]:
     from ccfkit.frame_geometry import place_rings
     from ccfkit.polar import PlanSpec
     from ccfkit.store import read_recipe
+    from ccfkit.store.recipe import read_q_placement
 
     if "frame_center" in group:
         raise ValueError("its frames were resampled at their own beam centres")
     grid = read_recipe(group).resolved_grid
-    placement = group.attrs.get("q_placement", {}).get("placement")
-    placed = place_rings(source, grid, "mean" if placement == "mean" else "per-frame")
+    placed = place_rings(source, grid, read_q_placement(group))
     spec = PlanSpec.describe(source.frame_shape, center=tuple(group.attrs["center"]),
                              mask=group["mask"][:], grid=grid, pixels=source.pixels,
                              scattering=placed.scattering)  # fmt: skip

@@ -424,3 +424,16 @@ def test_each_labels_class_weight_is_chosen_by_name_and_index():
     assert names == ["balanced", "none", "constant"]
     np.testing.assert_array_equal(chosen, [0, 1, 0])  # a tie keeps the first
     np.testing.assert_allclose(best, [0.9, 0.6, 0.7])
+
+
+def test_a_stores_q_placement_is_read_as_the_build_places_rings(energies, tmp_path):
+    from ccfkit.store.recipe import read_q_placement
+
+    source, _, stores = energies
+    assert read_q_placement(stores["per-frame"]) == "per-frame"
+    assert read_q_placement(open_store(stores["mean"])) == "mean"
+    pixels = str(tmp_path / "pixels.zarr")  # rings in pixels: no placement in q recorded
+    build(source, pixels, BuildConfig.from_parameters({"q_bins": 4, "phi_bins": 8}),
+          backend="numpy", progress=False)  # fmt: skip
+    assert open_store(pixels).attrs.get("q_placement", {}).get("placement") != "mean"
+    assert read_q_placement(pixels) == "per-frame"
