@@ -230,7 +230,7 @@ def read_recipe(store: zarr.Group | str | Path) -> StoreRecipe:
 
 
 def read_q_placement(store: zarr.Group | str | Path) -> str:
-    """Where a store's rings in q sit on its frames, as :func:`ccfkit.frame_geometry.place_rings` takes it.
+    """Where a store's rings in q sit on its frames (:func:`ccfkit.frame_geometry.place_rings`).
 
     Returns
     -------
