@@ -410,9 +410,9 @@ def cache_record(store: str, source, split: dict, build, *, content: str | None 
     the split, the orders, the C values and class weights tried and the
     rule choosing the weights (``class_weight``), and what else places the
     rings: the geometry file's text of module stacks (``geometry``, None for
-    flat frames) and the store's placement of rings in q on frames of
-    several wavelengths or distances (``q_placement``: per frame, with its
-    groups, or at the mean; ``{}`` for a store of one geometry).
+    flat frames) and the store's ``q_placement`` attribute as the build
+    wrote it (rings in q per frame with their groups, at the mean, at one
+    geometry, or rings in pixels; ``{}`` for a store written before it).
     ``content``: what ``source`` holds where it is known already
     (:func:`ccfsort.study_eval.source_content`) [its frames' fingerprint,
     read here].
