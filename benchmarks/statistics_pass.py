@@ -13,7 +13,11 @@ the first ``--frames`` frames in pieces of 64 (wall, one thread):
   straight from the read-only memory-mapped file (``FrameReader.pieces``, as
   the build's statistics pass reads them);
 * :func:`ccfkit.noise.unusable_pixel_counts` of frames in memory;
-* ``np.max`` of the same frames in memory and mapped: one pass that only reads.
+* ``np.max`` of the same frames in memory and mapped: one pass that only reads;
+
+then how far the statistics lie from float64 NumPy over the same frames'
+valid pixels (largest relative error of mean and std, and whether the max
+is exact).
 
 To compare with another version of the kernels, run the same command with
 that version's ``ccfkit/noise.py`` in place (docs/performance.md).
@@ -30,6 +34,7 @@ from memory_costs import best_seconds
 
 from ccfkit.io.source import open_source
 from ccfkit.noise import frame_statistics, unusable_pixel_counts
+from ccfkit.polar import HUGE_PIXEL
 
 #: Frames per call, as the build's chunks hand them to the statistics pass.
 PIECE = 64
@@ -67,6 +72,21 @@ def main() -> None:
           f"of {reader.frame_shape}, best of {args.repeats}, one thread")  # fmt: skip
     for what, step in steps.items():
         print(f"{what}: {best_seconds(step, args.repeats) / frames * 1e3:.4f} ms/frame")
+    print(_against_float64(np.concatenate(in_memory), mask))
+
+
+def _against_float64(frames: np.ndarray, mask: np.ndarray | None) -> str:
+    """Largest relative error of mean and std against float64 NumPy; the max exact or not."""
+    stats = frame_statistics(frames, mask)
+    good = np.ones(frames.shape[1:], bool) if mask is None else np.asarray(mask, bool)
+    errors, exact = [], True
+    for frame, (mean, std, top) in zip(frames, stats):
+        values = frame[good & (np.abs(frame) < HUGE_PIXEL)].astype(np.float64)  # NaN: False
+        errors.append((abs(mean / values.mean() - 1), abs(std / values.std() - 1)))
+        exact &= bool(top == values.max())
+    mean_error, std_error = np.max(errors, axis=0)
+    return (f"against float64 NumPy: mean within {mean_error:.1e}, std within {std_error:.1e} "
+            f"(relative, largest of {len(frames)} frames); max exact: {exact}")
 
 
 if __name__ == "__main__":

@@ -175,9 +175,9 @@ class DetectorGeometry:
         row0, fy = _split(row)
         row1 = row0 + (fy > 0)
         # each row's own columns: a row of odd index in its module lies ``aside`` along fs
-        odd = (row0 - self._module_start(row0)) % 2
-        upper, fx_upper = _split(column - aside * odd)
-        lower, fx_lower = _split(column - aside * ((row1 - self._module_start(row1)) % 2))
+        ss_per_module = self.stack_shape[1]  # the row's index in its module, odd or even
+        upper, fx_upper = _split(column - aside * (row0 % ss_per_module % 2))
+        lower, fx_lower = _split(column - aside * (row1 % ss_per_module % 2))
         width = self.shape[1]
         corners = [
             (row0, upper), (row0, upper + (fx_upper > 0)),
@@ -192,11 +192,6 @@ class DetectorGeometry:
         )
         shape = (len(radius), len(phi))
         return index.reshape(*shape, 4), weight.reshape(*shape, 4), valid.reshape(shape)
-
-    def _module_start(self, row: np.ndarray) -> np.ndarray:
-        """The stacked-frame row of the first row of the module that holds ``row`` (int64)."""
-        ss_per_module = self.stack_shape[1]
-        return row - row % ss_per_module
 
     def _tile_coordinates(self, x: np.ndarray, y: np.ndarray):
         """Stacked-frame ``(row, column)`` (float64) of points ``(x, y)``, and which lie in a tile.

@@ -18,13 +18,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from .frame_geometry import maps_of_own_plans
 from .io.errors import InputError
 from .polar import PlanSpec, PolarPlan, RegularGrid
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_centers", "fixed_range", "maps_at_own_centers", "say_mean_center"]
+__all__ = ["check_centers", "fixed_range", "say_mean_center"]
 
 
 def say_mean_center(source) -> None:
@@ -79,24 +78,3 @@ def check_centers(spec: PlanSpec, centers: np.ndarray, n_frames: int) -> None:
         "radii %.2f to %.2f px for all)",
         len(np.unique(centers, axis=0)), plan.r_min, plan.r_max,
     )  # fmt: skip
-
-
-def maps_at_own_centers(engine, frames, spec: PlanSpec, centers: np.ndarray, settings):
-    """Maps of ``frames``, frame ``k`` resampled around ``centers[k]``.
-
-    Parameters
-    ----------
-    engine : Backend
-    frames : (n, H, W) float32 ndarray
-    spec : PlanSpec
-        The build's plan with its radial range fixed (:func:`fixed_range`).
-    centers : (n, 2) float64 ndarray
-        ``(cx, cy)`` of each frame, pixels.
-    settings : MapSettings
-
-    Returns
-    -------
-    ndarray
-        float32 maps, ``(n, Q, Q)`` or ``(n, C, Q, Q)``, as ``engine.merged_maps``.
-    """
-    return maps_of_own_plans(engine, frames, spec, settings, centers=centers)

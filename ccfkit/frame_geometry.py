@@ -31,7 +31,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .geometry import ScatteringGeometry, momentum_transfer, radius_of_momentum_transfer
+from .geometry import (
+    ScatteringGeometry,
+    momentum_transfer,
+    radius_of_momentum_transfer,
+    ring_momentum_transfer,
+)
 from .io.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -60,12 +65,6 @@ Q_PLACEMENTS = ("per-frame", "mean")
 #: Where the input records the values, for the refusal that names them.
 _CXI_PATHS = ("CXI: entry_1/instrument_1/detector_1/distance, x_pixel_size, "
               "source_1/wavelength")  # fmt: skip
-
-
-def ring_momentum_transfer(q_range, q_bins: int) -> np.ndarray:
-    """``q_k = QMIN + (k + 0.5)(QMAX - QMIN)/Q``, (Q,) float64, 1/nm (docs/ccf.md)."""
-    q_min, q_max = q_range
-    return q_min + (np.arange(q_bins) + 0.5) * (q_max - q_min) / q_bins
 
 
 @dataclass(frozen=True)
@@ -262,12 +261,11 @@ def group_geometries(pixel_size: float, wavelength_nm: np.ndarray, distance: np.
     middle = _middle_members(keys, group)
     geometries = tuple(ScatteringGeometry(pixel_size, float(distance[k]), float(wavelength_nm[k]))
                        for k in middle)  # fmt: skip
-    own_wavelength, own_distance = wavelength_nm[middle], distance[middle]
+    placed_of_group = _ring_radii(q, pixel_size, wavelength_nm[middle], distance[middle])  # (G, Q)
     error = 0.0
     for start in range(0, len(group), 4096):  # blocks of frames: (block, Q) at a time
         rows = slice(start, start + 4096)
-        placed = _ring_radii(q, pixel_size, own_wavelength[group[rows]],
-                             own_distance[group[rows]])  # fmt: skip
+        placed = placed_of_group[group[rows]]
         seen = momentum_transfer(placed, pixel_size=pixel_size, distance=distance[rows, None],
                                  wavelength_nm=wavelength_nm[rows, None])  # fmt: skip
         error = max(error, float(np.max(np.abs(seen / q - 1))))

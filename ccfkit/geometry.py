@@ -16,7 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ScatteringGeometry", "momentum_transfer", "radius_of_momentum_transfer"]
+__all__ = [
+    "ScatteringGeometry",
+    "momentum_transfer",
+    "radius_of_momentum_transfer",
+    "ring_momentum_transfer",
+]
+
+
+def ring_momentum_transfer(q_range, q_bins: int) -> np.ndarray:
+    """``q_k = QMIN + (k + 0.5)(QMAX - QMIN)/Q``, (Q,) float64, 1/nm (docs/ccf.md)."""
+    q_min, q_max = q_range
+    return q_min + (np.arange(q_bins) + 0.5) * (q_max - q_min) / q_bins
 
 
 def momentum_transfer(radius_px, *, pixel_size: float, distance: float, wavelength_nm):
@@ -43,7 +54,7 @@ def momentum_transfer(radius_px, *, pixel_size: float, distance: float, waveleng
     return 4 * np.pi * np.sin(two_theta / 2) / np.asarray(wavelength_nm, dtype=np.float64)
 
 
-def radius_of_momentum_transfer(q, *, pixel_size: float, distance: float, wavelength_nm: float):
+def radius_of_momentum_transfer(q, *, pixel_size: float, distance, wavelength_nm):
     """The inverse of :func:`momentum_transfer`: pixels from the beam centre at ``|q|``.
 
     ``2 theta = 2 arcsin(q lambda / 4 pi)``, ``r = L tan(2 theta) / p``.
@@ -52,10 +63,12 @@ def radius_of_momentum_transfer(q, *, pixel_size: float, distance: float, wavele
     ----------
     q : array_like
         Momentum transfer, 1/nm, ``>= 0``.
-    pixel_size, distance : float
+    pixel_size : float
         Metres.
-    wavelength_nm : float
-        Nanometres.
+    distance : float or array_like
+        Metres (arrays broadcast with ``q``: one geometry per row, for instance).
+    wavelength_nm : float or array_like
+        Nanometres (broadcast likewise).
 
     Returns
     -------
@@ -71,11 +84,13 @@ def radius_of_momentum_transfer(q, *, pixel_size: float, distance: float, wavele
     sin_theta = q * wavelength_nm / (4 * np.pi)
     if np.any(q < 0):
         raise ValueError(f"momentum transfer must be >= 0, got {float(q.min())} 1/nm")
-    q_right_angle = 4 * np.pi * math.sin(math.pi / 4) / wavelength_nm
-    if np.any(sin_theta >= math.sin(math.pi / 4)):
+    beyond = sin_theta >= math.sin(math.pi / 4)
+    if np.any(beyond):
+        wavelength = float(np.broadcast_to(wavelength_nm, beyond.shape)[beyond][0])
+        q_right_angle = 4 * np.pi * math.sin(math.pi / 4) / wavelength
         raise ValueError(
             f"q = {float(q.max()):g} 1/nm scatters at 2 theta >= 90 degrees at a wavelength of "
-            f"{wavelength_nm:g} nm (a flat detector sees q < {q_right_angle:.4g} 1/nm)"
+            f"{wavelength:g} nm (a flat detector sees q < {q_right_angle:.4g} 1/nm)"
         )
     return distance * np.tan(2 * np.arcsin(sin_theta)) / pixel_size
 

@@ -43,7 +43,13 @@ from .build_resources import BuildFootprint, check_resources
 from .digest import frames_digest
 from .frame_centers import check_centers, fixed_range, say_mean_center
 from .frame_checks import frame_checks, report_frame_checks
-from .frame_geometry import GeometryGroups, QPlacement, maps_of_own_plans, place_rings
+from .frame_geometry import (
+    GeometryGroups,
+    QPlacement,
+    maps_of_own_plans,
+    place_rings,
+    scattering_geometry,  # noqa: F401 (its old import path)
+)
 from .io.source import FrameReader, FrameSource, InputError
 from .noise import (
     NoiseLevel,

@@ -110,7 +110,7 @@ def stages_figure(image, polar_values, polar_valid, merged, radius, *, mask=None
 
 def estimators_figure(image, mask, center, *, q_bins=RingGrid.q_bins, phi_bins=RingGrid.phi_bins,
                       backend="auto"):  # fmt: skip
-    """The paper's map and the build's usable rings side by side, and the isotropic leakage.
+    """The paper's map and the library's usable rings (``r_min="auto"``) side by side, and the leakage.
 
     Parameters
     ----------

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from .geometry import ScatteringGeometry
+from .geometry import ScatteringGeometry, ring_momentum_transfer
 
 __all__ = [
     "HUGE_PIXEL",
@@ -486,9 +486,8 @@ def _momentum_transfer_radii(grid: RingGrid, scattering: ScatteringGeometry | No
             "q_range places the rings in momentum transfer: it needs the detector distance, "
             "pixel size and wavelength (a ScatteringGeometry)"
         )
-    q_min, q_max = grid.q_range
-    q = q_min + (np.arange(grid.q_bins) + 0.5) * (q_max - q_min) / grid.q_bins
-    r_min, r_max = (float(r) for r in scattering.radius([q_min, q_max]))
+    q = ring_momentum_transfer(grid.q_range, grid.q_bins)
+    r_min, r_max = (float(r) for r in scattering.radius(list(grid.q_range)))
     return scattering.radius(q), (r_min, r_max)
 
 
@@ -531,6 +530,10 @@ def _checked_shape(shape) -> tuple[int, int]:
 
 def _bilinear_table(radius, phi, center, good):
     """Bilinear neighbours, weights and validity of the samples ``(radius x phi)``.
+
+    The NumPy statement of the table: :mod:`ccfkit.bilinear` computes the same
+    in one compiled pass for the plans, and is tested equal to this bit for
+    bit (kept here as its oracle).
 
     Parameters
     ----------

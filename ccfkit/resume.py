@@ -43,10 +43,11 @@ def open_for_resume(out: str, config: BuildConfig, provenance: dict, source: Fra
     asked = StoreRecipe.of_build(config)
     theirs, mine = stored.parameters(), asked.parameters()
     changed = [(key, theirs[key], mine[key]) for key in stored.differences(asked)]
-    for key in ("center", "backend", "q_placement"):  # stores made before it: no q_placement
-        if key in group.attrs or key != "q_placement":
-            if group.attrs.get(key) != expected[key]:
-                changed.append((key, group.attrs.get(key), expected[key]))
+    # a store made before q_placement was recorded holds none: taken as what is asked now
+    recorded = {"q_placement": expected["q_placement"], **group.attrs.asdict()}
+    for key in ("center", "backend", "q_placement"):
+        if recorded.get(key) != expected[key]:
+            changed.append((key, recorded.get(key), expected[key]))
     recorded_layout = layout_of(group)
     for key, option in _RESUMED_LAYOUT.items():
         if getattr(recorded_layout, key) != getattr(layout, key):

@@ -44,7 +44,6 @@ def test_the_stack_demo_sorts_module_stacks_through_their_geometry(tmp_path, mon
     summary = run_stack_demo(tmp_path, frames=12, new_frames=6, epochs=1, width=8, maps=small,
                              backend="numpy", say=lines.append)  # fmt: skip
     assert summary["stack_shape"] == (16, 512, 128) and summary["sorted"] == 6
-    assert 0.0 <= summary["accuracy"] <= 1.0
     store = zarr.open_group(str(tmp_path / "train.zarr"), mode="r")
     assert store["ccf"].shape == (12, 16, 16) and store.attrs["status"] == "complete"
     recorded = store.attrs["input"]["geometry"]

@@ -199,3 +199,20 @@ def test_any_frame_range_reads_only_its_pulses_across_sequence_files(tmp_path):
         for stop in range(start + 1, 7):
             got = reader.read(start, stop).reshape(stop - start, 16, 512, 128)
             np.testing.assert_array_equal(got, expected[start:stop], err_msg=f"{start}:{stop}")
+
+
+def test_a_short_read_is_an_error_not_unwritten_rows(geometry_and_stack, tmp_path, monkeypatch):
+    from ccfkit.io import euxfel
+    from ccfkit.io.errors import InputError
+
+    geom_file, stack = geometry_and_stack
+    run = write_run(tmp_path / "r0001", stack)
+    reader = open_run(run, DETECTOR, geometry=geom_file).reader
+    real = euxfel._trains_frames
+
+    def one_frame_short(*args):
+        return real(*args)[:, :-1]
+
+    monkeypatch.setattr(euxfel, "_trains_frames", one_frame_short)
+    with pytest.raises(InputError, match="the run's index promises"):
+        reader.read(0, reader.shape[0])

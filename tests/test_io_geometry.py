@@ -182,7 +182,7 @@ def test_hexagonal_pixels_are_sampled_at_their_true_positions():
     py = plan.radius[:, None] * np.sin(plan.phi)
     expected = a_coef * px + b_coef * py + c_coef
     np.testing.assert_allclose(values[plan.valid], expected[plan.valid], atol=1e-9)
-    assert plan.valid.mean() > 0.75  # measured 0.81; regular tiles of two rows gave 0.016
+    assert plan.valid.mean() > 0.80  # measured 0.81; regular tiles of two rows gave 0.016
 
 
 def test_stack_with_geometry_matches_extra_geoms_assembly(agipd, tmp_path):

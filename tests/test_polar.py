@@ -551,3 +551,19 @@ def test_a_plan_equals_the_one_of_the_numpy_table():
     for name in ("radius", "phi", "index", "weight", "valid", "ring_used"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
     assert fast.ring_used.any() and not fast.ring_used.all()
+
+
+def test_radii_of_q_broadcast_over_geometries_and_name_the_wavelength_beyond_90_degrees():
+    from ccfkit.geometry import radius_of_momentum_transfer
+
+    q = np.array([0.02, 0.04])
+    wavelengths = np.array([[40.0], [50.0]])  # nm, one geometry per row
+    radii = radius_of_momentum_transfer(q, pixel_size=1e-3, distance=0.065,
+                                        wavelength_nm=wavelengths)  # fmt: skip
+    for row, wavelength in zip(radii, wavelengths[:, 0]):
+        one = radius_of_momentum_transfer(q, pixel_size=1e-3, distance=0.065,
+                                          wavelength_nm=wavelength)  # fmt: skip
+        np.testing.assert_array_equal(row, one)
+    with pytest.raises(ValueError, match="at a wavelength of 300 nm"):
+        radius_of_momentum_transfer(q, pixel_size=1e-3, distance=0.065,
+                                    wavelength_nm=np.array([[40.0], [300.0]]))  # fmt: skip

@@ -16,6 +16,7 @@ try:
     run()
 except SystemExit:
     pass
+import numpy  # loads OpenBLAS, if the command did not
 from threadpoolctl import threadpool_info
 pools = [i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"]
 print(json.dumps({"env": os.environ.get("OPENBLAS_NUM_THREADS"), "openblas": pools}))
@@ -33,8 +34,8 @@ def _program(environment: dict) -> dict:
 def test_the_program_runs_openblas_on_one_thread():
     report = _program({})
     assert report["env"] == "1"
-    if not report["openblas"]:
-        pytest.skip("NumPy and SciPy use another BLAS here (only the setting is checked)")
+    if not report["openblas"]:  # conda's NumPy may link another BLAS
+        pytest.skip("NumPy uses another BLAS than OpenBLAS here")
     assert set(report["openblas"]) == {1}
 
 
@@ -42,7 +43,9 @@ def test_the_program_runs_openblas_on_one_thread():
 def test_a_users_openblas_setting_is_kept():
     report = _program({"OPENBLAS_NUM_THREADS": "2"})
     assert report["env"] == "2"
-    assert not report["openblas"] or 2 in report["openblas"]
+    if not report["openblas"]:
+        pytest.skip("NumPy uses another BLAS than OpenBLAS here")
+    assert 2 in report["openblas"]
 
 
 def test_importing_ccfkit_leaves_the_process_alone():

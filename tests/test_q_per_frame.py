@@ -300,3 +300,18 @@ def test_resume_refuses_another_placement(tmp_path, frames):
                  "--resume")  # fmt: skip
     assert result.exit_code != 0 and "built with another q_placement" in result.output
     assert run("build", path, out, *ARGS, "--q-range", *Q_RANGE, "--resume").exit_code == 0
+
+
+def test_one_wavelength_written_per_frame_is_one_geometry(tmp_path, frames, caplog):
+    """A value per frame that never changes (as `ccfkit simulate` writes) places no ring per frame."""
+    path, _ = _cxi(tmp_path / "one.cxi", frames, np.full(len(frames), 40e-9))
+    once, _ = _cxi(tmp_path / "once.cxi", frames, 40e-9)
+    per_frame = run("build", path, tmp_path / "per_frame.zarr", *ARGS, "--q-range", *Q_RANGE)
+    single = run("build", once, tmp_path / "single.zarr", *ARGS, "--q-range", *Q_RANGE)
+    assert per_frame.exit_code == 0 and single.exit_code == 0, per_frame.output
+    assert "varies" not in caplog.text
+    built = zarr.open_group(str(tmp_path / "per_frame.zarr"), mode="r")
+    reference = zarr.open_group(str(tmp_path / "single.zarr"), mode="r")
+    assert "frame_geometry" not in built
+    assert built.attrs["q_placement"] == reference.attrs["q_placement"]
+    np.testing.assert_array_equal(built["ccf"][:], reference["ccf"][:])

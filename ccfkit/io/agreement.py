@@ -290,7 +290,8 @@ def _agreed_distances(details, counts) -> tuple[dict, dict]:
     One value in every file: they must be equal. Values per frame in some
     file (a photon energy drawn per shot): their mean over all frames (a
     file's one value counts once per frame), whatever the files' order, and
-    the values of every frame (:attr:`Agreed.per_frame`). Refused: one file
+    the values of every frame (:attr:`Agreed.per_frame`), unless they are all
+    equal (to 1e-9): then that one value, as if given once. Refused: one file
     with a value and another without, different single values, a value that
     is not a positive finite number, or a file giving another number of
     values than one or one per frame.
@@ -322,6 +323,9 @@ def _agreed_distances(details, counts) -> tuple[dict, dict]:
             agreed_values[key] = float(values[0][0])
             continue
         every_frame = np.concatenate([np.broadcast_to(v, (n,)) for v, n in zip(values, counts)])
+        if np.allclose(every_frame, every_frame[0], rtol=1e-9, atol=0.0):  # one value, per frame
+            agreed_values[key] = float(every_frame[0])
+            continue
         agreed_values[key] = float(every_frame.mean())
         if key != "pixel_size":  # a pixel pitch per frame: the mean (one detector)
             per_frame_values[key] = every_frame.astype(np.float64)

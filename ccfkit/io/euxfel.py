@@ -113,8 +113,14 @@ class RunReader:
                 raise InputError(
                     f"{self.run_dir}: cannot read trains {trains[0]}..{trains[-1]} ({reason})"
                 ) from None
-            stacks[done - start : done - start + data.shape[1]] = data.transpose(1, 0, 2, 3)
-            done += data.shape[1]
+            expected = len(trains) * (last - first)
+            if data.shape[1] != expected:  # a short read must not leave rows unwritten
+                raise InputError(
+                    f"{self.run_dir}: trains {trains[0]}..{trains[-1]} gave {data.shape[1]} "
+                    f"frames where the run's index promises {expected}"
+                )
+            stacks[done - start : done - start + expected] = data.transpose(1, 0, 2, 3)
+            done += expected
         return out
 
     def pieces(self, start: int, stop: int) -> list[np.ndarray]:

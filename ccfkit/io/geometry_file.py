@@ -14,6 +14,7 @@ which the workers use without extra-geom.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import tempfile
 import warnings
@@ -198,13 +199,19 @@ def assemble(pixels: DetectorGeometry, frames: np.ndarray) -> np.ndarray:
     (k, H, W) float32 ndarray
         The detector plane on extra-geom's pixel grid; NaN between modules.
     """
-    with recorded_file({"file": pixels.source, "text": pixels.text}) as path:
-        geometry = read_geometry(path, pixels.stack_shape)
+    geometry = _extra_geom_of(pixels.source, pixels.text, tuple(pixels.stack_shape))
     stacks = np.asarray(frames, dtype=np.float32).reshape(len(frames), *pixels.stack_shape)
     if len(geometry.expected_data_shape) == 2:  # a one-module detector: (ss, fs) per frame
         stacks = stacks[:, 0]
     images, _ = geometry.position_modules(stacks)
     return np.asarray(images, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _extra_geom_of(source: str, text: str, stack_shape: tuple[int, ...]):
+    """The extra-geom geometry of a file's text (read once per text, not per batch of frames)."""
+    with recorded_file({"file": source, "text": text}) as path:
+        return read_geometry(path, stack_shape)
 
 
 def panel_layout(path: Path, crystfel, stack_shape=None) -> PanelLayout:

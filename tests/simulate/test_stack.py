@@ -145,7 +145,7 @@ def test_a_generic_two_panel_file_round_trips_simulate_to_build(tmp_path):
     correlation = np.array([np.corrcoef(p, q)[0, 1] for p, q in zip(a, b)])
     print("correlations, stack against extra-geom's assembly:", np.round(correlation, 5))
     assert np.median(correlation) >= 0.99, correlation
-    assert (correlation >= 0.98).all(), correlation
+    assert (correlation >= 0.995).all(), correlation  # measured 0.997-0.9995
 
 
 @pytest.mark.parametrize("name", ["agipd", "jungfrau", "pnccd"])
