@@ -448,8 +448,8 @@ def eval_cache_record(record: dict, eval_store: str, eval_source, build, content
     so that a source of other frames (or the same path rewritten) is never
     served another's predictions.
     """
-    return {"svm": record,
-            "eval_source": cache_record(eval_store, eval_source, {}, build, content=content)}  # fmt: skip
+    frames = cache_record(eval_store, eval_source, {}, build, content=content)
+    return {"svm": record, "eval_source": frames}
 
 
 def _load_predictions(cache: Path) -> tuple[np.ndarray, dict]:
