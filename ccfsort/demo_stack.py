@@ -105,8 +105,8 @@ def run_stack_demo(
     _build(files["train.h5"], files["train.zarr"], geometry, {**STACK_MAPS, **(maps or {})},
            backend, say)  # fmt: skip
     names = _fit(files["train.zarr"], files["run"], epochs, width, seed, say)
-    truth = _predict(files, backend, say)
-    predicted = _predicted_labels(files["predictions.csv"], names)
+    result, truth = _predict(files, backend, say)
+    predicted = _predicted_labels(result, names)
     return {
         "stack_shape": tuple(report["stack_shape"]),
         "frames": frames,
@@ -151,8 +151,12 @@ def _fit(store: Path, run: Path, epochs: int, width: int, seed: int, say) -> lis
     return names
 
 
-def _predict(files: dict, backend: str, say) -> np.ndarray:
-    """Predict and draw the new frames without ``--geometry``; their true labels (N, C) uint8."""
+def _predict(files: dict, backend: str, say) -> tuple[dict, np.ndarray]:
+    """Predict and draw the new frames without ``--geometry``, predicted once.
+
+    Returns :func:`ccfsort.sorting.predict_frames`'s result and the frames'
+    true labels (N, C) uint8.
+    """
     from ccfkit.cli_inputs import open_frames
 
     from .gallery import gallery
@@ -163,14 +167,11 @@ def _predict(files: dict, backend: str, say) -> np.ndarray:
     result = predict_frames(run, [str(new)], backend=backend, progress=False)
     write_predictions(result, files["predictions.csv"])
     say(f"trainer gallery {run} {new} -o {files['gallery.html']}")
-    gallery(run, [str(new)], files["gallery.html"], backend=backend)
-    return open_frames([str(new)], geometry=new.with_suffix(".geom")).labels
+    gallery(run, [str(new)], files["gallery.html"], backend=backend, predicted=result)
+    return result, open_frames([str(new)], geometry=new.with_suffix(".geom")).labels
 
 
-def _predicted_labels(csv_path: Path, names: list[str]) -> np.ndarray:
-    """(N, C) uint8: the 0/1 label columns of a predictions CSV, in ``names`` order."""
-    import csv
-
-    with open(csv_path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return np.array([[int(row[name]) for name in names] for row in rows], dtype=np.uint8)
+def _predicted_labels(result: dict, names: list[str]) -> np.ndarray:
+    """(N, C) uint8: the 0/1 labels of a prediction at its threshold, in ``names`` order."""
+    columns = [list(result["names"]).index(name) for name in names]
+    return (result["probabilities"][:, columns] >= result["threshold"]).astype(np.uint8)

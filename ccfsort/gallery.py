@@ -287,7 +287,8 @@ background:var(--bar);z-index:-1;border-radius:2px}.p{z-index:0}
 
 def gallery(run, source, out, *, which: str = "best", device: str = "cpu", per_class: int = 8,
             uncertain: int = 12, backend: str = "auto", data_path: str | None = None,
-            progress: bool = False, facility: dict | None = None) -> dict:  # fmt: skip
+            progress: bool = False, facility: dict | None = None,
+            predicted: dict | None = None) -> dict:  # fmt: skip
     """Predict ``source`` with ``run`` and write its gallery to ``out``.
 
     Parameters
@@ -303,6 +304,11 @@ def gallery(run, source, out, *, which: str = "best", device: str = "cpu", per_c
     facility : dict, optional
         ``geometry``, ``detector``, ``pulses``, ``incomplete`` of frames
         (:func:`ccfsort.sorting.predict_frames`).
+    predicted : dict, optional
+        What ``run`` (its checkpoint ``which``) predicted on ``source``
+        already: ``probabilities`` (N, C), ``names``, ``threshold`` of
+        :func:`ccfsort.sorting.predict_frames` or
+        :func:`trainer.inference.store_probabilities` [predicted here].
 
     Returns
     -------
@@ -319,15 +325,16 @@ def gallery(run, source, out, *, which: str = "best", device: str = "cpu", per_c
         from trainer.inference import store_probabilities
 
         frames = StoreFrames(source[0])
-        result = store_probabilities(run, source[0], which=which, device=device)
+        result = predicted or store_probabilities(run, source[0], which=which, device=device)
     else:
         from .sorting import predict_frames
 
         config = json.loads((Path(run) / "config.json").read_text())
         frames = FileFrames(source, config, data_path=data_path, backend=backend,
                             facility=facility)  # fmt: skip
-        result = predict_frames(run, source, which=which, device=device, backend=backend,
-                                progress=progress, prepared=frames.prepared)  # fmt: skip
+        result = predicted or predict_frames(run, source, which=which, device=device,
+                                             backend=backend, progress=progress,
+                                             prepared=frames.prepared)  # fmt: skip
     title = {"run": str(run), "source": ", ".join(source), "checkpoint": which}
     selection = make_gallery(out, result["probabilities"], result["names"], result["threshold"],
                              frames, title=title, per_class=per_class, uncertain=uncertain)  # fmt: skip

@@ -30,6 +30,7 @@ from ccfkit.io.errors import InputError, MissingGeometry
 from ccfkit.polar import PlanSpec
 from ccfkit.settings import NoiseLevel
 from ccfkit.store import StoreError, read_recipe
+from ccfkit.store.recipe import read_q_placement
 from trainer.config import TrainConfig
 from trainer.data import DataError, model_inputs, open_store, resolve_normalize
 from trainer.inference import load_run, write_probability_csv
@@ -100,7 +101,7 @@ class MapRecipe:
             radius = group["radius"][:]
             center = tuple(group.attrs["center"])
             geometry = group.attrs["input"].get("geometry")
-            q_placement = group.attrs.get("q_placement", {}).get("placement")
+            q_placement = read_q_placement(group)
         except (DataError, StoreError, KeyError, OSError) as error:
             raise RunError(
                 f"cannot recover how the run's maps were made from its store {path} "
@@ -123,7 +124,7 @@ class MapRecipe:
             image_size=recipe.image_size,
             normalize=resolve_normalize(train.normalize, train.input),
             geometry=geometry,
-            q_placement="mean" if q_placement == "mean" else "per-frame",
+            q_placement=q_placement,
         )
 
     def for_source(self, source) -> MapRecipe:

@@ -39,6 +39,8 @@ from trainer.run_dir import write_json
 from .study_baseline import svm_baselines
 from .study_eval import (
     METRIC_KEYS,
+    baselines,
+    constant_baselines,
     per_class_summary,
     score_on_source,
     source_content,
@@ -51,6 +53,7 @@ __all__ = [
     "RunJob",
     "StudyError",
     "arm_source",
+    "baselines",
     "is_finished",
     "record_invocation",
     "reuse_arm_directories",
@@ -464,32 +467,6 @@ def collect_arm(run_dirs: dict, test_rows: np.ndarray) -> dict | None:
     }
 
 
-def baselines(store: str, split: dict) -> dict:
-    """Test metrics of the all-negative and the best constant predictor.
-
-    The best constant predicts, for each class, the majority value of the
-    training labels (the constant with the best accuracy on training data).
-    """
-    from trainer.data import inspect_store, open_store
-    from trainer.metrics import compute_metrics
-
-    info = inspect_store(store)
-    labels = open_store(store)["labels"][:].astype(bool)
-    truth = labels[split["test"]]
-    majority = labels[split["train"]].mean(axis=0) >= 0.5
-    out = {}
-    for name, predicted in (
-        ("all-negative", np.zeros_like(truth)),
-        ("best constant", np.broadcast_to(majority, truth.shape)),
-    ):
-        m = compute_metrics(truth, predicted, info.label_names, info.exclusive_groups)
-        out[name] = m.summary()
-    out["best constant"]["positive_classes"] = [
-        n for n, on in zip(info.label_names, majority) if on
-    ]
-    return out
-
-
 # --------------------------------------------------------------------------
 # The study
 # --------------------------------------------------------------------------
@@ -520,14 +497,15 @@ def _train_arms(plan: StudyPlan, run_dirs: dict, stores: dict, split_file: Path,
 
 
 def _score_eval_source(source: str, frames, plan: StudyPlan, out: Path, run_dirs: dict,
-                       results: dict, *, scheduler, progress) -> dict:  # fmt: skip
+                       results: dict, *, scheduler, progress) -> tuple[dict, str]:  # fmt: skip
     """Every finished run scored on all frames of ``source``, into ``results[arm]["eval_sources"]``.
 
     The frames (``frames``: ``source`` opened) are built with each arm's own
     build parameters (one store per distinct build and content, reused); the
     scores are cached under ``out/scores`` (:func:`ccfsort.study_eval.score_on_source`,
     :func:`~ccfsort.study_eval.source_result`).
-    Returns arm key -> the store of ``source`` built for it.
+    Returns arm key -> the store of ``source`` built for it, and ``source``'s
+    :func:`~ccfsort.study_eval.source_content`.
     """
     built, content = {}, source_content(frames)
     for arm in plan.arms.values():
@@ -545,7 +523,7 @@ def _score_eval_source(source: str, frames, plan: StudyPlan, out: Path, run_dirs
             if is_finished(d)
         }
         results[arm.key].setdefault("eval_sources", {})[source] = source_result(scores)
-    return built
+    return built, content
 
 
 def arm_source(config: dict, out: Path, arm, main: tuple, sources, progress: bool):
@@ -666,15 +644,15 @@ def run_study(
     if train:
         outcomes = _train_arms(plan, run_dirs, stores, split_file, threads, scheduler)
     results = {key: collect_arm(run_dirs[key], split["test"]) for key in plan.arms}
-    eval_stores = {}  # arm key -> {source: (its store for the arm, its frames)}: the SVM's
+    eval_stores = {}  # arm key -> {source: (its store for the arm, its frames, content)}
     for source in (str(Path(s).resolve()) for s in eval_sources):
         eval_frames = open_frames([source], config)
-        built = _score_eval_source(source, eval_frames, plan, out, run_dirs, results,
-                                   scheduler=scheduler, progress=progress)  # fmt: skip
+        built, content = _score_eval_source(source, eval_frames, plan, out, run_dirs, results,
+                                            scheduler=scheduler, progress=progress)  # fmt: skip
         for key, store in built.items():
-            eval_stores.setdefault(key, {})[source] = (store, eval_frames)
+            eval_stores.setdefault(key, {})[source] = (store, eval_frames, content)
     some_store = next((stores[k] for k in plan.arms if Path(stores[k]).exists()), None)
-    base = baselines(some_store, split) if some_store else {}
+    base = constant_baselines(some_store, split, eval_stores) if some_store else {}
     svm = svm_baselines(plan, out, stores, arm_frames, split, eval_stores)
     provenance = {
         "command": " ".join(sys.argv),

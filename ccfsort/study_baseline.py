@@ -69,8 +69,8 @@ C_VALUES = (1.0, 10.0)
 #: The class weights tried for every label (scikit-learn's ``class_weight``); per label the
 #: one most accurate on validation is kept, a tie keeps the first.
 CLASS_WEIGHTS = ("balanced", None)
-#: The store parameters the features depend on (the rings and the noise), which key the cache.
-#: ``q_range`` keys it too where it is set (so earlier caches keep their keys).
+#: The store parameters the features depend on (the rings and the noise), which key the cache
+#: (with ``q_range``, :func:`cache_record`).
 FRAME_PARAMETERS = ("q_bins", "phi_bins", "r_min", "r_max", "min_ring_fraction", "noise", "seed")
 #: Frames resampled per batch.
 BATCH_FRAMES = 128
@@ -185,12 +185,12 @@ def store_plans(group, source) -> tuple[list, np.ndarray]:
     from ccfkit.frame_geometry import place_rings
     from ccfkit.polar import PlanSpec
     from ccfkit.store import read_recipe
+    from ccfkit.store.recipe import read_q_placement
 
     if "frame_center" in group:
         raise ValueError("its frames were resampled at their own beam centres")
     grid = read_recipe(group).resolved_grid
-    placement = group.attrs.get("q_placement", {}).get("placement")
-    placed = place_rings(source, grid, "mean" if placement == "mean" else "per-frame")
+    placed = place_rings(source, grid, read_q_placement(group))
     spec = PlanSpec.describe(source.frame_shape, center=tuple(group.attrs["center"]),
                              mask=group["mask"][:], grid=grid, pixels=source.pixels,
                              scattering=placed.scattering)  # fmt: skip
@@ -252,12 +252,13 @@ def store_features(store, source, *, backend="numpy", ring_used=None) -> np.ndar
         raise ValueError(f"{store}: {group['ring_used'].shape[0]} rings, the features' "
                          f"{ring_used.shape[0]}")  # fmt: skip
     out = np.empty((source.n_frames, int(ring_used.sum()) * len(ORDERS)), dtype=np.float32)
+    plans = [spec.plan() for spec in specs]  # once: PlanSpec.plan caches only a few
     for start in range(0, source.n_frames, BATCH_FRAMES):
         stop = min(start + BATCH_FRAMES, source.n_frames)
         frames = store_frames(group, source, start, stop)
         for index in np.unique(which[start:stop]):  # the frames of one plan together
             rows = np.flatnonzero(which[start:stop] == index)
-            plan = specs[index].plan()
+            plan = plans[index]
             harmonics = ring_harmonics(frames[rows], plan, backend=backend)
             harmonics[:, ~plan.ring_used] = 0.0
             out[start + rows] = feature_vectors(harmonics, ring_used)
@@ -278,7 +279,7 @@ def _weight_name(class_weight) -> str:
     return "none" if class_weight is None else str(class_weight)
 
 
-def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarray]:
+def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarray, np.ndarray]:
     """Each label's class weight: the one most accurate on validation.
 
     Parameters
@@ -293,6 +294,9 @@ def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarra
     -------
     names : list of str
         Per label ``"balanced"``, ``"none"``, or ``"constant"`` (one class in training).
+    chosen : (C,) int64 array
+        Per label the index of its class weight among the keys of ``label_accuracy``
+        (a constant label's: any, it predicts the same with every weight).
     accuracy : (C,) float array
         Each label's validation accuracy with its class weight.
     """
@@ -302,7 +306,7 @@ def choose_class_weights(label_accuracy: dict, y_train) -> tuple[list, np.ndarra
     constant = np.asarray(y_train).all(axis=0) | ~np.asarray(y_train).any(axis=0)
     names = ["constant" if one else _weight_name(weights[i])
              for i, one in zip(chosen, constant)]  # fmt: skip
-    return names, table[chosen, np.arange(table.shape[1])]
+    return names, chosen, table[chosen, np.arange(table.shape[1])]
 
 
 def fit_and_predict(features, labels, split: dict, c_values=C_VALUES,
@@ -377,19 +381,18 @@ def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VA
                                rbf_kernel(rest, train, gamma=gamma)])  # fmt: skip
     y_train, y_validation = labels[split["train"]], labels[split["validation"]]
     n_validation = len(validation)
-    guesses, per_label, scores, names = {}, {}, {}, {}
+    guesses, per_label, scores, names, chosen = {}, {}, {}, {}, {}
     for c in c_values:
         for weight in class_weights:  # every SVM predicts validation and the rest at once
             guesses[c, weight] = np.stack([_one_label(k_train, k_scored, y_train[:, j], c, weight)
                                            for j in range(labels.shape[1])], axis=1)  # fmt: skip
             per_label[c, weight] = (guesses[c, weight][:n_validation] == y_validation).mean(0)
         weighted = {w: per_label[c, w] for w in class_weights}
-        names[c], accuracy = choose_class_weights(weighted, y_train)
+        names[c], chosen[c], accuracy = choose_class_weights(weighted, y_train)
         scores[c] = float(accuracy.mean())  # micro: every label has the same rows
     best = max(c_values, key=lambda c: (scores[c], -c_values.index(c)))
-    by_name = {_weight_name(w): w for w in class_weights} | {"constant": class_weights[0]}
-    predicted = np.stack([guesses[best, by_name[name]][n_validation:, j]
-                          for j, name in enumerate(names[best])], axis=1)  # fmt: skip
+    predicted = np.stack([guesses[best, class_weights[i]][n_validation:, j]
+                          for j, i in enumerate(chosen[best])], axis=1)  # fmt: skip
     ends = np.cumsum([len(test), *(len(o) for o in others)])
     info = {"C": best, "validation_accuracy": {str(c): s for c, s in scores.items()},
             "class_weight": names[best],
@@ -399,37 +402,35 @@ def fit_and_predict_many(features, labels, split: dict, others=(), c_values=C_VA
     return predicted[: ends[0]], np.split(predicted, ends[:-1])[1:], info
 
 
-def cache_record(store: str, source, split: dict, build) -> dict:
+def cache_record(store: str, source, split: dict, build, *, content: str | None = None) -> dict:
     """What an SVM's test predictions depend on: the key of its cache.
 
     The frames (their fingerprint and files), the store parameters of
-    :data:`FRAME_PARAMETERS` (and ``q_range``), the split, the orders, the
-    C values and class weights tried and the rule choosing the weights
-    (``class_weight``: a cache of balanced weights only, made before it, is
-    not read for it); and, where they apply, what else places the rings:
-    the geometry file's text of module stacks (``geometry``) and the
-    store's placement of rings in q on frames of several wavelengths or
-    distances (``q_placement``: per frame, with its groups, or at the mean).
-    A store of flat frames with one geometry keeps the key it had before
-    those two entries.
+    :data:`FRAME_PARAMETERS` and ``q_range`` (None: the ring grid's default),
+    the split, the orders, the C values and class weights tried and the
+    rule choosing the weights (``class_weight``), and what else places the
+    rings: the geometry file's text of module stacks (``geometry``, None for
+    flat frames) and the store's ``q_placement`` attribute as the build
+    wrote it (rings in q per frame with their groups, at the mean, at one
+    geometry, or rings in pixels; ``{}`` for a store written before it).
+    ``content``: what ``source`` holds where it is known already
+    (:func:`ccfsort.study_eval.source_content`) [its frames' fingerprint,
+    read here].
     """
     from ccfkit.store import open_store
 
     frame_build = {k: v for k, v in build.parameters().items() if k in FRAME_PARAMETERS}
-    if build.grid.q_range is not None:
-        frame_build["q_range"] = list(build.grid.q_range)
-    record = {"input": source.describe()["fingerprint"], "files": list(source.reader.files),
-              "build": frame_build,
-              "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
-              "orders": ORDERS, "C": C_VALUES,
-              "class_weight": {"tried": [_weight_name(w) for w in CLASS_WEIGHTS],
-                               "chosen": "per label on validation"}}  # fmt: skip
-    if source.pixels is not None:
-        record["geometry"] = source.pixels.text
-    placement = dict(open_store(store).attrs.get("q_placement", {}))
-    if placement.get("placement") in ("per-frame", "mean"):
-        record["q_placement"] = placement
-    return record
+    q_range = build.grid.q_range
+    frame_build["q_range"] = None if q_range is None else list(q_range)
+    content = source.describe()["fingerprint"] if content is None else content
+    return {"input": content, "files": list(source.reader.files),
+            "build": frame_build,
+            "split": {k: np.asarray(v).tolist() for k, v in sorted(split.items())},
+            "orders": ORDERS, "C": C_VALUES,
+            "class_weight": {"tried": [_weight_name(w) for w in CLASS_WEIGHTS],
+                             "chosen": "per label on validation"},
+            "geometry": None if source.pixels is None else source.pixels.text,
+            "q_placement": dict(open_store(store).attrs.get("q_placement", {}))}  # fmt: skip
 
 
 def _key(record: dict) -> str:
@@ -437,17 +438,18 @@ def _key(record: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def eval_cache_record(record: dict, eval_store: str, eval_source, build) -> dict:
+def eval_cache_record(record: dict, eval_store: str, eval_source, build, content: str) -> dict:
     """The key of an SVM's predictions on another source: its own and that source's.
 
     ``record`` is the SVM's :func:`cache_record`; the other source enters
-    with its path and content fingerprint, its store's parameters and ring
-    placement (:func:`cache_record` of ``eval_store``), so that a source of
-    other frames (or the same path rewritten) is never served another's
-    predictions.
+    with its files and ``content`` (:func:`ccfsort.study_eval.source_content`:
+    its frames' fingerprint and a digest of its labels), its store's
+    parameters and ring placement (:func:`cache_record` of ``eval_store``),
+    so that a source of other frames (or the same path rewritten) is never
+    served another's predictions.
     """
-    frames = cache_record(eval_store, eval_source, {}, build)
-    return {"svm": record, "eval_source": {**frames, "path": str(eval_source.reader.files[0])}}
+    frames = cache_record(eval_store, eval_source, {}, build, content=content)
+    return {"svm": record, "eval_source": frames}
 
 
 def _load_predictions(cache: Path) -> tuple[np.ndarray, dict]:
@@ -507,8 +509,9 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
     backend : str
         Engine backend of the resampling (the study's ``[build_options] backend``).
     eval_sources : dict, optional
-        Another source's path -> ``(store, FrameSource)``: its store built
-        with ``build`` and its frames. The same SVM predicts all its frames,
+        Another source's path -> ``(store, FrameSource, content)``: its store
+        built with ``build``, its frames and what they hold
+        (:func:`ccfsort.study_eval.source_content`). The same SVM predicts all its frames,
         their features resampled as that store's maps were made
         (:func:`store_features` with the rings of ``store``); cached per
         source (:func:`eval_cache_record`).
@@ -532,8 +535,8 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
     eval_sources = eval_sources or {}
     record = cache_record(store, source, split, build)
     caches = {None: out / "baselines" / f"svm-{_key(record)}.npz"}
-    for path, (eval_store, eval_frames) in eval_sources.items():
-        key = _key(eval_cache_record(record, eval_store, eval_frames, build))
+    for path, (eval_store, eval_frames, content) in eval_sources.items():
+        key = _key(eval_cache_record(record, eval_store, eval_frames, build, content))
         caches[path] = out / "baselines" / f"svm-eval-{key}.npz"
     info = inspect_store(store)
     truth = open_store(store)["labels"][:].astype(bool)
@@ -545,18 +548,18 @@ def svm_baseline(out: Path, store: str, source, split: dict, build, *, backend="
               "class_weight": dict(zip(info.label_names, meta["class_weight"]))}  # fmt: skip
     if eval_sources:
         result["eval_sources"] = {
-            path: svm_on_source(_load_predictions(caches[path])[0], eval_store, info,
-                                truth[split["train"]])
-            for path, (eval_store, _) in eval_sources.items()
+            path: svm_on_source(_load_predictions(caches[path])[0], eval_store, info)
+            for path, (eval_store, *_) in eval_sources.items()
         }  # fmt: skip
     return result
 
 
-def svm_on_source(predicted, eval_store: str, info, train_truth) -> dict:
-    """The SVM's and the constants' metrics on every frame of another source.
+def svm_on_source(predicted, eval_store: str, info) -> dict:
+    """The SVM's metrics on every frame of another source.
 
     Scored on the labels the source has, as the runs are
-    (:func:`ccfsort.study_eval.score_predictions`).
+    (:func:`ccfsort.study_eval.score_predictions`); the constants there are
+    scored once per source (:func:`ccfsort.study.baselines`).
 
     Parameters
     ----------
@@ -565,25 +568,18 @@ def svm_on_source(predicted, eval_store: str, info, train_truth) -> dict:
     eval_store : str
     info : trainer.data.StoreInfo
         The arm's store (its label names and exclusive groups).
-    train_truth : (T, C) bool array
-        The training split's labels (the best constant is their majority).
 
     Returns
     -------
     dict
         ``summary`` (:meth:`trainer.metrics.Metrics.summary` keys), ``per_class``
         (:meth:`~trainer.metrics.Metrics.to_dict` rows), ``counts`` ((N, 4)),
-        ``unscored_labels``, ``ignored_labels``, ``constants`` (name ->
-        summary of the all-negative and the best constant on the same frames).
+        ``unscored_labels``, ``ignored_labels``.
     """
     from .study_eval import score_predictions
 
-    names, groups = info.label_names, info.exclusive_groups
-    result, counts = score_predictions(predicted, names, groups, eval_store)
-    majority = np.broadcast_to(np.asarray(train_truth).mean(axis=0) >= 0.5, predicted.shape)
-    constants = {name: score_predictions(guess, names, groups, eval_store)[0]
-                 for name, guess in (("all-negative", np.zeros_like(predicted)),
-                                     ("best constant", majority))}  # fmt: skip
+    result, counts = score_predictions(predicted, info.label_names, info.exclusive_groups,
+                                       eval_store)  # fmt: skip
     rows = ("per_class", "unscored_labels", "ignored_labels")
     return {
         "summary": {k: v for k, v in result.items() if k not in rows},
@@ -591,9 +587,6 @@ def svm_on_source(predicted, eval_store: str, info, train_truth) -> dict:
         "counts": counts,
         "unscored_labels": result["unscored_labels"],
         "ignored_labels": result["ignored_labels"],
-        "constants": {
-            n: {k: v for k, v in c.items() if k not in rows} for n, c in constants.items()
-        },
     }
 
 
@@ -615,7 +608,8 @@ def svm_baselines(plan, out: Path, stores: dict, sources: dict, split: dict,
         The study's split.
     eval_sources : dict, optional
         arm key -> {path of an ``--eval-source`` -> (its store built with the
-        arm's build, its FrameSource)}: the arm's SVM scores those too.
+        arm's build, its FrameSource, its :func:`~ccfsort.study_eval.source_content`)}:
+        the arm's SVM scores those too.
 
     Returns
     -------

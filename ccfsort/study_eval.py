@@ -6,7 +6,9 @@ test split's results keep: the micro metrics, the per-class rows, and the
 per-frame counts ``(tp, fp, fn, tn)`` that the claims' paired statistics
 resample (:mod:`ccfsort.verdicts`), plus the labels that could not be scored
 (the run's labels the source lacks) and those ignored (the source's labels
-the run lacks).
+the run lacks). The constant baselines (all-negative, the training split's
+majority) are scored on the test split and on every frame of each source
+(:func:`baselines`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from trainer.run_dir import write_json
 
 __all__ = [
     "METRIC_KEYS",
+    "baselines",
+    "constant_baselines",
     "per_class_summary",
     "score_on_source",
     "score_predictions",
@@ -191,3 +195,72 @@ def source_result(scores: dict) -> dict:
         "unscored_labels": sorted({n for m in seeds.values() for n in m["unscored_labels"]}),
         "ignored_labels": sorted({n for m in seeds.values() for n in m["ignored_labels"]}),
     }
+
+
+def baselines(store: str, split: dict, on: str | None = None) -> dict:
+    """Metrics of the all-negative and the best constant predictor.
+
+    The best constant predicts, for each class, the majority value of the
+    training labels of ``store`` (the constant with the best accuracy on
+    training data).
+
+    Parameters
+    ----------
+    store : str
+        A labelled store (an arm's: every arm's frames have the same labels).
+    split : dict
+        The study's split: ``train`` rows give the majority; without ``on``
+        the ``test`` rows are scored.
+    on : str, optional
+        Another source's store: every frame of it is scored instead, on the
+        labels it has (:func:`score_predictions`, as the
+        runs are).
+
+    Returns
+    -------
+    dict
+        ``"all-negative"``, ``"best constant"`` -> :meth:`trainer.metrics.Metrics.summary`
+        (the best constant's with its ``positive_classes``).
+    """
+    from trainer.data import inspect_store, open_store
+    from trainer.metrics import compute_metrics
+
+    info = inspect_store(store)
+    labels = open_store(store)["labels"][:].astype(bool)
+    majority = labels[split["train"]].mean(axis=0) >= 0.5
+    truth = labels[split["test"]]
+    shape = truth.shape if on is None else (inspect_store(on).n_frames, len(majority))
+    out = {}
+    for name, predicted in (
+        ("all-negative", np.zeros(shape, dtype=bool)),
+        ("best constant", np.broadcast_to(majority, shape)),
+    ):
+        if on is None:
+            m = compute_metrics(truth, predicted, info.label_names, info.exclusive_groups)
+            out[name] = m.summary()
+        else:
+            scored, _ = score_predictions(predicted, info.label_names, info.exclusive_groups, on)
+            rows = ("per_class", "unscored_labels", "ignored_labels")
+            out[name] = {k: v for k, v in scored.items() if k not in rows}
+    out["best constant"]["positive_classes"] = [
+        n for n, on_ in zip(info.label_names, majority) if on_
+    ]
+    return out
+
+
+def constant_baselines(store: str, split: dict, eval_stores: dict) -> dict:
+    """:func:`baselines` on the test split, with ``eval_sources``: source -> them on its frames.
+
+    ``eval_stores``: arm key -> {source: (its store for the arm, frames, content)};
+    every arm's store of a source holds the same frames and labels, so the
+    constants are scored once per source.
+    """
+    base = baselines(store, split)
+    on_sources = {}
+    for arm_sources in eval_stores.values():
+        for source, (eval_store, *_) in arm_sources.items():
+            if source not in on_sources:
+                on_sources[source] = baselines(store, split, on=eval_store)
+    if on_sources:
+        base["eval_sources"] = dict(sorted(on_sources.items()))
+    return base

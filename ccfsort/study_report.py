@@ -161,6 +161,17 @@ def _svm_rows(columns, on_svm: list) -> list[str]:
             for key, title in METRIC_ROWS]  # fmt: skip
 
 
+def _constants(base: dict, source: str | None = None) -> dict:
+    """The constant baselines on the test split (``source`` None) or on every frame of a source.
+
+    ``base``: :func:`ccfsort.study.baselines` of the test split, with
+    ``eval_sources``: source -> its baselines there.
+    """
+    if source is not None:
+        return base.get("eval_sources", {}).get(source, {})
+    return {name: m for name, m in base.items() if name != "eval_sources"}
+
+
 def _baseline_lines(base: dict, comparison) -> list[str]:
     """The constants' line each, and the verdict of the best arm against the SVM."""
     lines = [f"Baseline {name}: accuracy {m['accuracy']:.3f}, precision {m['precision']:.3f}, "
@@ -198,16 +209,16 @@ def _table_lines(table, results: dict, base: dict, svm: dict, comparisons: dict,
     if seeds == [1]:
         seeds_line = "One seed (no ± std), test split; "
     lines += ["", seeds_line + f"command: `{command}`.",
-              *_baseline_lines(base, comparisons.get(None)),
+              *_baseline_lines(_constants(base), comparisons.get(None)),
               "", f"![{table.name}]({table.name}.png)", ""]  # fmt: skip
     for source in _eval_sources(finished):
         scored = [r.get("eval_sources", {}).get(source, {}) for r in finished]
         on_svm = [_on(svm.get(c.arm), source) for c in columns]
-        constants = next((r["constants"] for r in on_svm if r), {})
         lines += [f"On every frame of `{source}` (same build parameters, same checkpoints):", "",
                   *_metric_table(columns, [r.get("summary", {}) for r in scored]),
                   *_svm_rows(columns, on_svm), "", _label_line(source, scored),
-                  *_baseline_lines(constants, comparisons.get(source)), ""]  # fmt: skip
+                  *_baseline_lines(_constants(base, source), comparisons.get(source)),
+                  ""]  # fmt: skip
     return lines
 
 
@@ -287,7 +298,7 @@ def plot_table(path: Path, table, results: dict, base: dict, svm: dict | None = 
         if svm_at:
             ax.scatter(list(svm_at), [m[key] for m in svm_at.values()], marker="x",
                        color="black", zorder=3, label=SVM_NAME)  # fmt: skip
-        for (bname, m), style in zip(base.items(), (":", "--")):
+        for (bname, m), style in zip(_constants(base).items(), (":", "--")):
             ax.axhline(m[key], color="grey", linestyle=style, linewidth=1, label=bname)
         ax.set_title(title)
         ax.set_xlabel(first.rsplit(".", 1)[-1] if first else "arm")
@@ -376,7 +387,8 @@ def write_report(out: Path, plan: StudyPlan, results: dict, base: dict, provenan
     results : dict
         arm key -> :func:`ccfsort.study.collect_arm` (None: not finished).
     base : dict
-        :func:`ccfsort.study.baselines`.
+        :func:`ccfsort.study.baselines` on the test split, with ``eval_sources``
+        (optional): source -> :func:`~ccfsort.study.baselines` on its frames.
     provenance : dict
         Command, environment, wall time, run outcomes.
     svm : dict, optional

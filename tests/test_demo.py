@@ -23,13 +23,21 @@ def test_demo_simulates_builds_and_draws(tmp_path):
     assert not np.allclose(clean["ccf"][:], noisy["ccf"][:], atol=1e-3)
 
 
-def test_the_stack_demo_sorts_module_stacks_through_their_geometry(tmp_path):
-    """`trainer demo-stack` at a small size: every step's file, the store's geometry, the page."""
+def test_the_stack_demo_sorts_module_stacks_through_their_geometry(tmp_path, monkeypatch):
+    """`trainer demo-stack` at a small size: every step's file, the store's geometry, the page;
+    the new frames predicted once, for the CSV, the page and the accuracy alike."""
     import csv
 
     pytest.importorskip("extra_geom")
     pytest.importorskip("torch")
+    import ccfsort.sorting
+    from ccfkit.cli_inputs import open_frames
     from ccfsort.demo_stack import run_stack_demo
+
+    predictions = []
+    real = ccfsort.sorting.predict_frames
+    monkeypatch.setattr(ccfsort.sorting, "predict_frames",
+                        lambda *a, **k: predictions.append(1) or real(*a, **k))  # fmt: skip
 
     lines = []
     small = {"q_bins": 16, "phi_bins": 32}
@@ -44,11 +52,10 @@ def test_the_stack_demo_sorts_module_stacks_through_their_geometry(tmp_path):
     with open(tmp_path / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(row["index"]) for row in rows] == list(range(6))
-    from ccfkit.cli_inputs import open_frames
-
+    assert len(predictions) == 1
     new = open_frames([str(tmp_path / "new.h5")], geometry=tmp_path / "new.geom")
-    predicted = np.array([[int(row[name]) for name in new.label_names] for row in rows])
-    assert summary["accuracy"] == pytest.approx((predicted == new.labels).mean())
+    csv_labels = np.array([[int(row[name]) for name in new.label_names] for row in rows])
+    assert summary["accuracy"] == pytest.approx((csv_labels == new.labels).mean())
     page = (tmp_path / "gallery.html").read_text()
     assert page.count('class="thumb"') >= 3
     assert [line.split()[:2] for line in lines] == [

@@ -22,6 +22,7 @@ from ccfkit.polar import make_polar_plan
 from ccfkit.simulate import SimulationConfig
 from ccfkit.simulate.cxi_file import write_simulated
 from ccfkit.store import open_store
+from ccfsort.study import baselines
 from ccfsort.study_baseline import (
     ORDERS,
     feature_vectors,
@@ -31,6 +32,7 @@ from ccfsort.study_baseline import (
     store_frames,
     svm_baseline,
 )
+from ccfsort.study_eval import source_content
 from trainer.data import inspect_store, split_three_ways
 
 N = 40
@@ -148,7 +150,7 @@ def test_the_svm_scores_another_source_with_the_rings_of_its_store(energies, tmp
     source, config, stores = energies
     split = split_three_ways(N, 0.25, 0.25, seed=0)
     store = stores["per-frame"]
-    own = {str(source.reader.files[0]): (store, source)}
+    own = {str(source.reader.files[0]): (store, source, source_content(source))}
     result = svm_baseline(tmp_path, store, source, split, config, backend="numpy",
                           eval_sources=own)  # fmt: skip
     (eval_cache,) = (tmp_path / "baselines").glob("svm-eval-*.npz")
@@ -164,9 +166,21 @@ def test_the_svm_scores_another_source_with_the_rings_of_its_store(energies, tmp
     assert scored["unscored_labels"] == [] and scored["summary"]["n_frames"] == N
     # the best constant is the training split's majority, scored on every frame
     majority = truth[split["train"]].mean(axis=0) >= 0.5
-    assert scored["constants"]["best constant"]["accuracy"] == pytest.approx(
-        (truth == majority).mean()
+    constants = baselines(store, split, on=store)
+    assert constants["best constant"]["accuracy"] == pytest.approx((truth == majority).mean())
+    assert constants["all-negative"]["accuracy"] == pytest.approx((~truth).mean())
+    assert constants["best constant"]["n_frames"] == N
+    on_test = baselines(store, split)  # the test split's, as before
+    assert on_test["best constant"]["accuracy"] == pytest.approx(
+        (truth[split["test"]] == majority).mean()
     )
+    # the source's content, known already, keys its predictions (its frames are not read again)
+    from ccfsort.study_baseline import _key, cache_record, eval_cache_record
+
+    record = cache_record(store, source, split, config)
+    keyed = [eval_cache_record(record, store, source, config, content) for content in "ab"]
+    assert [k["eval_source"]["input"] for k in keyed] == ["a", "b"]
+    assert _key(keyed[0]) != _key(keyed[1]) and "path" not in keyed[0]["eval_source"]
     # the rings of another grid cannot be the features' rings
     with pytest.raises(ValueError, match="rings"):
         store_features(store, source, backend="numpy", ring_used=np.ones(5, dtype=bool))
@@ -194,7 +208,7 @@ def _accuracy_on(path, predicted, run_names) -> float:
     return float((predicted[:, match.run_columns] == truth).mean())
 
 
-def test_the_study_reports_the_svm_on_every_eval_source_from_its_own_cache(tmp_path):
+def test_the_study_reports_the_svm_on_every_eval_source_from_its_own_cache(tmp_path, monkeypatch):
     import json
 
     from click.testing import CliRunner
@@ -248,6 +262,20 @@ def test_the_study_reports_the_svm_on_every_eval_source_from_its_own_cache(tmp_p
     )
     assert scored["unscored_labels"] == []  # the new file has every label
     assert str(second.resolve()) not in table["svm"]["eval_source_comparisons"]
+
+    # No SVM at all (its rings refused): the constants on the source keep their lines.
+    def refused(*args, **kwargs):
+        raise ValueError("the rings resampled here are not the store's")
+
+    monkeypatch.setattr("ccfsort.study_baseline.svm_baseline", refused)
+    table = study("--eval-source", second)
+    assert table["svm"]["columns"] == [None, None]
+    key = str(second.resolve())
+    constants = json.loads((out / "report.json").read_text())["baselines"]["eval_sources"][key]
+    assert constants["best constant"]["n_frames"] == 24
+    section = (out / "report.md").read_text().split(f"On every frame of `{key}`")[1]
+    for name, m in constants.items():
+        assert f"Baseline {name}: accuracy {m['accuracy']:.3f}" in section
 
 
 def _plain_svms(features, labels, split, c: float, weight) -> dict:
@@ -324,6 +352,9 @@ def test_a_cache_made_before_the_class_weight_choice_is_not_read(energies, tmp_p
     split = split_three_ways(N, 0.25, 0.25, seed=0)
     record = cache_record(store, source, split, config)
     assert record["class_weight"]["tried"] == ["balanced", "none"]
+    # what places the rings keys every record, set or not
+    assert record["geometry"] is None and record["q_placement"]["placement"] == "per-frame"
+    assert record["build"]["q_range"] == list(Q_RANGE)
     old = {k: v for k, v in record.items() if k != "class_weight"}
     truth = open_store(store)["labels"][:].astype(bool)
     stale = ~truth[split["test"]]  # every prediction wrong: it must not be read
@@ -360,3 +391,49 @@ def test_the_baselines_frames_are_the_frames_the_builds_maps_were_made_from(tmp_
     expected = add_noise(raw, np.arange(6), bounds, 9)
     assert (bounds > 0).all() and (noise == "max") == (np.ptp(bounds) == 0)
     np.testing.assert_array_equal(store_frames(group, source, 0, 6), expected)
+
+
+def test_each_groups_plan_is_made_once_for_all_batches(energies, monkeypatch):
+    """Many geometry groups and many batches: every plan built once, the same features."""
+    import ccfkit.polar
+    import ccfsort.study_baseline
+
+    source, _, stores = energies
+    whole = store_features(stores["per-frame"], source, backend="numpy")
+    n_groups = len(np.unique(open_store(stores["per-frame"])["frame_geometry"][:, 2]))
+    assert n_groups > 4  # more than PlanSpec.plan keeps
+    made = []
+    real = ccfkit.polar.make_polar_plan
+    monkeypatch.setattr(
+        ccfkit.polar, "make_polar_plan", lambda *a, **k: made.append(1) or real(*a, **k)
+    )
+    monkeypatch.setattr(ccfsort.study_baseline, "BATCH_FRAMES", 4)
+    ccfkit.polar._plan_of.cache_clear()
+    batched = store_features(stores["per-frame"], source, backend="numpy")
+    np.testing.assert_array_equal(batched, whole)
+    assert len(made) <= n_groups + 1  # each group's, and the store's radii checked once
+
+
+def test_each_labels_class_weight_is_chosen_by_name_and_index():
+    """The first of the most accurate weights per label; a label of one class is "constant"."""
+    from ccfsort.study_baseline import choose_class_weights
+
+    accuracy = {"balanced": np.array([0.9, 0.5, 0.7]), None: np.array([0.8, 0.6, 0.7])}
+    y_train = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 1]], dtype=bool)  # label 2 always on
+    names, chosen, best = choose_class_weights(accuracy, y_train)
+    assert names == ["balanced", "none", "constant"]
+    np.testing.assert_array_equal(chosen, [0, 1, 0])  # a tie keeps the first
+    np.testing.assert_allclose(best, [0.9, 0.6, 0.7])
+
+
+def test_a_stores_q_placement_is_read_as_the_build_places_rings(energies, tmp_path):
+    from ccfkit.store.recipe import read_q_placement
+
+    source, _, stores = energies
+    assert read_q_placement(stores["per-frame"]) == "per-frame"
+    assert read_q_placement(open_store(stores["mean"])) == "mean"
+    pixels = str(tmp_path / "pixels.zarr")  # rings in pixels: no placement in q recorded
+    build(source, pixels, BuildConfig.from_parameters({"q_bins": 4, "phi_bins": 8}),
+          backend="numpy", progress=False)  # fmt: skip
+    assert open_store(pixels).attrs.get("q_placement", {}).get("placement") != "mean"
+    assert read_q_placement(pixels) == "per-frame"

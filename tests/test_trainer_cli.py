@@ -155,3 +155,25 @@ def test_train_bar_entries_keep_their_tables():
     begin, end = bar.entry_markers("full-1thread")
     entry = text.split(begin, 1)[1].split(end, 1)[0]
     assert bar.with_entry(text, entry, "full-1thread") == text
+
+
+def test_demo_stack_offers_every_simulated_detector():
+    from ccfkit.simulate.stack import DETECTORS
+    from trainer.cli import SIMULATED_DETECTORS
+
+    assert SIMULATED_DETECTORS == tuple(DETECTORS)
+
+
+def test_predict_on_a_store_refuses_the_options_of_frames(tmp_path):
+    """A store with --geometry/--detector/--pulses: a usage error before the run is read."""
+    store = tmp_path / "maps.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text("{}")
+    run = tmp_path / "run"
+    for option in (["--geometry", "x.geom"], ["--detector", "SPB_DET_AGIPD1M-1"],
+                   ["--pulses", "0:4"]):  # fmt: skip
+        result = CliRunner().invoke(trainer_main, ["predict", str(run), str(store), "-o",
+                                                   str(tmp_path / "p.csv"), *option])  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert "apply to frames, not stores" in result.output
+        assert not (tmp_path / "p.csv").exists()

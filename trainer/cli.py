@@ -21,6 +21,9 @@ from .model import ARCHS, ModelConfig
 
 #: ``--checkpoint``: the run's checkpoints.
 CHECKPOINTS = ("best", "last")
+#: ``demo-stack --detector``: the keys of :data:`ccfkit.simulate.stack.DETECTORS`, written
+#: here because importing that module loads the file writer (h5py); a test keeps them equal.
+SIMULATED_DETECTORS = ("agipd", "jungfrau", "pnccd")
 
 
 def _clean_errors(func):
@@ -104,6 +107,19 @@ def _expanded(inputs) -> list[str]:
     import glob
 
     return [name for given in inputs for name in (sorted(glob.glob(given)) or [given])]
+
+
+def _is_store(inputs, facility: dict) -> bool:
+    """Whether INPUTS is one ccfkit store (not frames); UsageError for frames' options with it.
+
+    ``facility``: the options of :func:`ccfkit.cli_inputs.input_options`
+    (``--geometry``, ``--detector``, ``--pulses`` read frames).
+    """
+    if not (len(inputs) == 1 and (Path(inputs[0]) / "zarr.json").is_file()):
+        return False
+    if any(facility[key] is not None for key in ("geometry", "detector", "pulses")):
+        raise click.UsageError("--geometry, --detector, --pulses apply to frames, not stores")
+    return True
 
 
 def _allow_recipe_mismatch_option(command):
@@ -324,9 +340,7 @@ def predict(run, inputs, output, checkpoint, device, workers, backend, data_path
     from .inference import check_prediction_output
 
     check_prediction_output(output, _run_files(run, checkpoint, *_expanded(inputs)))
-    if len(inputs) == 1 and (Path(inputs[0]) / "zarr.json").is_file():
-        if any(facility[key] is not None for key in ("geometry", "detector", "pulses")):
-            raise click.UsageError("--geometry, --detector, --pulses apply to frames, not stores")
+    if _is_store(inputs, facility):
         from .inference import predict_run
 
         n = predict_run(
@@ -533,9 +547,7 @@ def gallery(run, source, output, per_class, uncertain, checkpoint, device, backe
 
     writable_output(output, inputs=_run_files(run, checkpoint, *_expanded(source)), what="-o",
                     recognise=marked(b"<!doctype html>", HTML_MARKER))  # fmt: skip
-    is_store = len(source) == 1 and (Path(source[0]) / "zarr.json").is_file()
-    if is_store and any(facility[key] is not None for key in ("geometry", "detector", "pulses")):
-        raise click.UsageError("--geometry, --detector, --pulses apply to frames, not stores")
+    _is_store(source, facility)  # refuses the options of frames with a store
     try:
         summary = make(run, source, output, which=checkpoint, device=device,
                        per_class=per_class, uncertain=uncertain, backend=backend,
@@ -549,7 +561,7 @@ def gallery(run, source, output, per_class, uncertain, checkpoint, device, backe
 
 @main.command("demo-stack")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--detector", type=click.Choice(["agipd", "jungfrau", "pnccd"]), default="agipd",
+@click.option("--detector", type=click.Choice(SIMULATED_DETECTORS), default="agipd",
               show_default=True, help="The simulated detector (extra-geom's geometry).")  # fmt: skip
 @click.option("--frames", type=click.IntRange(min=8), default=96, show_default=True,
               help="Frames to train on (the frames sorted: a third of that).")  # fmt: skip

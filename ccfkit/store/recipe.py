@@ -34,7 +34,7 @@ from ..settings import MapDtype, NoiseLevel
 from .layout import StoreError
 from .lifecycle import open_store
 
-__all__ = ["BEFORE_THE_PARAMETER", "StoreRecipe", "read_recipe"]
+__all__ = ["BEFORE_THE_PARAMETER", "StoreRecipe", "read_q_placement", "read_recipe"]
 
 #: The value a store that does not record a parameter was built with (it predates it).
 BEFORE_THE_PARAMETER = {
@@ -227,3 +227,20 @@ def read_recipe(store: zarr.Group | str | Path) -> StoreRecipe:
     except StoreError as error:
         where = getattr(store.store, "root", store.store)
         raise StoreError(f"{where}: {error}") from None
+
+
+def read_q_placement(store: zarr.Group | str | Path) -> str:
+    """Where a store's rings in q sit on its frames (:func:`ccfkit.frame_geometry.place_rings`).
+
+    Returns
+    -------
+    str
+        ``"mean"``: at the frames' mean geometry (``q_placement`` attribute
+        ``{"placement": "mean"}``); else ``"per-frame"``: each frame's own
+        (one geometry, pixel rings and stores written before the attribute
+        are placed alike either way).
+    """
+    if not isinstance(store, zarr.Group):
+        store = open_store(store)
+    placement = store.attrs.get("q_placement", {}).get("placement")
+    return "mean" if placement == "mean" else "per-frame"
