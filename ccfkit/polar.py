@@ -529,9 +529,7 @@ def _checked_shape(shape) -> tuple[int, int]:
 
 
 def _bilinear_table(radius, phi, center, good):
-    """Bilinear neighbours, weights and validity of the samples ``(radius x phi)``.
-
-    The oracle of :mod:`ccfkit.bilinear` (equal bit for bit, tested), which plans use.
+    """Bilinear neighbours, weights, validity of samples ``radius x phi`` (ccfkit.bilinear's oracle).
 
     Parameters
     ----------
