@@ -193,12 +193,12 @@ def _check_the_svm_of_the_stacks(out, report, stacked, flat):
 def test_the_svm_of_a_q_ring_store_resamples_its_own_rings(tmp_path):
     """Rings in q key the SVM's cache and are placed with the frames' geometry, as the build did."""
     from ccfkit.build_config import BuildConfig
+    from ccfkit.frame_geometry import scattering_geometry
     from ccfkit.io.source import open_source
     from ccfkit.pipeline import build
+    from ccfkit.polar import make_polar_plan
     from ccfkit.simulate import SimulationConfig
     from ccfkit.simulate.cxi_file import write_simulated
-    from ccfkit.frame_geometry import scattering_geometry
-    from ccfkit.polar import make_polar_plan
     from ccfkit.store import read_recipe
     from ccfsort.study_baseline import (
         ORDERS,
