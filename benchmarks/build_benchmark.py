@@ -32,6 +32,7 @@ whole command against ``compute_maps`` of the same frames in memory)::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -121,6 +122,37 @@ def engine_in_child(path: Path, threads: int) -> tuple[float, Round, float]:
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     seconds, others, steal, cpu = (float(v) for v in result.stdout.split()[-4:])
     return seconds, Round(others, steal), cpu
+
+
+#: The least a build must do before its first map, as a program: the build's imports, the
+#: input's geometry, then the maps of its first 8 frames (kernels loaded, polar plan built).
+FIRST_MAP = """
+import json, os, sys
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the ccfkit program does
+import ccfkit.cli, ccfkit.pipeline
+from ccfkit import compute_maps
+from ccfkit.backends.numba import NumbaBackend
+from ccfkit.build_config import BuildConfig
+from ccfkit.io.source import open_source
+source = open_source([sys.argv[1]])
+recipe = BuildConfig.from_parameters(json.loads(sys.argv[2]))
+compute_maps(source.reader.read(0, 8), center=source.center, mask=source.mask,
+             grid=recipe.grid, settings=recipe.maps, backend=NumbaBackend(int(sys.argv[3])))
+"""
+
+
+def first_map_in_child(path: Path, threads: int) -> float:
+    """Wall seconds of a fresh process that does only :data:`FIRST_MAP` (start to exit).
+
+    The floor under any build of ``path`` in one fresh process: a build that
+    read, checked, noised and wrote nothing would still take this plus the
+    engine's time.
+    """
+    command = [sys.executable, "-c", FIRST_MAP, str(path), json.dumps(MEASURED_MAP),
+               str(threads)]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    return time.perf_counter() - start
 
 
 def paged_in() -> float:
@@ -360,12 +392,12 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
     A variant is ``"WRITER/NOISE"`` (the build's ``--chunk-writer`` and ``--noise``).
     """
     variants = list(kept[0][0])
-    engines = [engine for _, engine, _, _ in kept]
+    engines = [engine for _, engine, *_ in kept]
     engine_s = statistics.median(engines)
-    engine_cpu = statistics.median(cpu for *_, cpu in kept)
+    engine_cpu = statistics.median(r[3] for r in kept)
     disturbance = max(
         max(e.disturbance, *(run.round.disturbance for run in runs.values()))
-        for runs, _, e, _ in kept
+        for runs, _, e, *_ in kept
     )
     rounds = len(kept)
     median = statistics.median
@@ -401,7 +433,19 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
             f"{engine_cpu:.2f} |"
         ),
     ]
-    summary = []
+    floors = [r[4] for r in kept]
+    floor_ratios = [(floor + engine) / engine for floor, engine in zip(floors, engines)]
+    lines.append(
+        "| the first map alone (a fresh process: the build's imports, the input's geometry, "
+        f"the maps of 8 frames; start to exit) | {median(floors):.2f} | "
+        f"{', '.join(f'{f:.2f}' for f in floors)} | | |"
+    )
+    summary = [
+        f"- The floor: the first map alone plus the engine / the engine **"
+        f"{median(floor_ratios):.2f}x** (rounds {', '.join(f'{r:.2f}' for r in floor_ratios)}): "
+        "what a build in one fresh process would score if reading, statistics, noise, "
+        "writing and exit cost nothing."
+    ]
     for variant in variants:
         writer, noise = variant.split("/")
         runs = [r[variant] for r, *_ in kept]
@@ -547,7 +591,7 @@ def main() -> None:
 
     # the builds sit between two runs of the engine and are compared with their mean:
     # the machine's speed drifts, and a drift then affects both sides alike
-    rounds: list[tuple[dict[str, BuildRun], float, Round, float]] = []
+    rounds: list[tuple[dict[str, BuildRun], float, Round, float, float]] = []
     baselines: list[dict[str, BuildRun]] = []
     deadline = time.monotonic() + args.budget
     before = engine_in_child(data, args.workers)
@@ -564,10 +608,11 @@ def main() -> None:
             baselines.append(bases)
         runs = {variant: run(variant) for variant in order}
         after = engine_in_child(data, args.workers)
+        floor = first_map_in_child(data, args.workers)
         engine = (before[0] + after[0]) / 2
         engine_round = max(before[1], after[1], key=lambda r: r.disturbance)
         rounds.append(({v: runs[v] for v in variants}, engine, engine_round,
-                       (before[2] + after[2]) / 2))  # fmt: skip
+                       (before[2] + after[2]) / 2, floor))  # fmt: skip
         for variant, build_run in runs.items():
             print(
                 f"round {len(rounds)}: build ({variant}) {build_run.seconds:.2f} s, CPU "
@@ -578,7 +623,8 @@ def main() -> None:
                 file=sys.stderr,
             )
         print(f"round {len(rounds)}: engine before {before[0]:.2f} s, after {after[0]:.2f} s, "
-              f"CPU {after[2]:.2f} s ({engine_round.disturbance:.2f} cores)",
+              f"CPU {after[2]:.2f} s ({engine_round.disturbance:.2f} cores); first map alone "
+              f"{floor:.2f} s",
               file=sys.stderr)  # fmt: skip
         before = after
     kept = sorted(
@@ -620,7 +666,7 @@ def _against_baseline(runs: list[dict[str, BuildRun]], baselines: list[dict[str,
 
 def _is_quiet(round_, limit: float) -> bool:
     """Little else ran, and the input stayed in the page cache (the VM evicts idle pages)."""
-    runs, _, engine, _ = round_
+    runs, _, engine, *_ = round_
     in_cache = all(run.disk_mb <= MAX_DISK_MB for run in runs.values())
     disturbance = max(engine.disturbance, *(run.round.disturbance for run in runs.values()))
     return in_cache and disturbance <= limit

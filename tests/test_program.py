@@ -54,3 +54,32 @@ def test_importing_ccfkit_leaves_the_process_alone():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, check=True)  # fmt: skip
     assert result.stdout.strip() == "None"
+
+
+#: Runs a program's entry with ``--help``; at the interpreter's exit, prints how many objects are frozen.
+EXIT_PROBE = """
+import atexit, gc, sys
+from {module} import {function} as program
+atexit.register(lambda: print("frozen", gc.get_freeze_count()))
+sys.argv = ["program", "--help"]
+program()
+"""
+
+
+@pytest.mark.parametrize("entry", ["ccfkit.__main__:run", "trainer.cli:run"])
+def test_the_programs_freeze_their_objects_before_the_exit(entry):
+    module, function = entry.split(":")
+    code = EXIT_PROBE.format(module=module, function=function)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    assert "Usage:" in result.stdout  # the command ran
+    assert int(result.stdout.rsplit("frozen", 1)[1]) > 1000  # its imports are out of the last GC
+
+
+def test_the_console_scripts_are_the_programs():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    assert scripts == {"ccfkit": "ccfkit.__main__:run", "trainer": "trainer.cli:run"}

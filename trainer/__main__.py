@@ -1,6 +1,6 @@
 """``python -m trainer`` (and ``torchrun ... -m trainer fit ...``)."""
 
-from .cli import main
+from .cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

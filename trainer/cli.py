@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import os
@@ -585,3 +586,15 @@ def demo_stack(out_dir, detector, frames, epochs, backend):
         f"{epochs} epoch(s) on {frames}: per-label accuracy {summary['accuracy']:.3f}; "
         f"see {summary['files']['gallery.html']}"
     )
+
+
+def run() -> None:
+    """The ``trainer`` program: the command, then a quick exit (as :func:`ccfkit.cli.run`).
+
+    PyTorch's objects add to what the interpreter's last garbage collection
+    walks (docs/performance.md, "Small costs"); they are frozen out of its way.
+    """
+    try:
+        main()
+    finally:
+        gc.freeze()
