@@ -138,6 +138,8 @@ source = open_source([sys.argv[1]])
 recipe = BuildConfig.from_parameters(json.loads(sys.argv[2]))
 compute_maps(source.reader.read(0, 8), center=source.center, mask=source.mask,
              grid=recipe.grid, settings=recipe.maps, backend=NumbaBackend(int(sys.argv[3])))
+import gc
+gc.freeze()  # and exit as the program does (ccfkit.cli.run)
 """
 
 
