@@ -559,3 +559,28 @@ def test_show_refuses_a_store_of_module_stacks_in_one_line(agipd, tmp_path):
     result = CliRunner().invoke(main, ["show", str(tmp_path / "s.zarr"), "-o", "x.png"])
     assert result.exit_code == 1
     assert "module stacks (AGIPD_1MGeometry)" in result.output
+
+
+@pytest.mark.parametrize(("clen", "coffset"), [(0.1, 0.0), (0.1, 0.05), (0.7, -0.02)])
+def test_the_distance_is_the_camera_length_plus_its_offset(tmp_path, clen, coffset):
+    from ccfkit.io.geometry_file import load_geometry
+
+    geom = tmp_path / "one.geom"
+    geom.write_text(
+        f"photon_energy = 9300\nclen = {clen}\ncoffset = {coffset}\nres = 10000\n"
+        "adu_per_eV = 1\n\np0/min_fs = 0\np0/max_fs = 63\np0/min_ss = 0\np0/max_ss = 63\n"
+        "p0/fs = +1.0x\np0/ss = +1.0y\np0/corner_x = -32\np0/corner_y = -32\n"
+    )
+    assert load_geometry(geom, (1, 64, 64)).distance == pytest.approx(clen + coffset)
+
+
+def test_a_distance_read_from_the_data_files_is_not_taken_from_the_geometry(tmp_path):
+    from ccfkit.io.geometry_file import load_geometry
+
+    geom = tmp_path / "one.geom"
+    geom.write_text(
+        "photon_energy = 9300\nclen = /LPD/detector_distance\ncoffset = 0.1\nres = 10000\n"
+        "adu_per_eV = 1\n\np0/min_fs = 0\np0/max_fs = 63\np0/min_ss = 0\np0/max_ss = 63\n"
+        "p0/fs = +1.0x\np0/ss = +1.0y\np0/corner_x = -32\np0/corner_y = -32\n"
+    )
+    assert load_geometry(geom, (1, 64, 64)).distance is None

@@ -404,18 +404,20 @@ def _crystfel_geometry(path: Path):
 def _beam(crystfel) -> dict:
     """Wavelength and detector distance (metres) the file gives as numbers, else None.
 
-    ``photon_energy`` (eV) of the beam and ``clen`` of the panels, when it is
-    one number for all panels (not read from the data files: ``*_from``).
+    ``photon_energy`` (eV) of the beam; the distance is CrystFEL's camera
+    length plus its offset, ``clen + coffset`` of the panels, when that is
+    one number for all panels and none reads ``clen`` from the data files
+    (``clen_from``).
     """
     energy = crystfel.beam.get("photon_energy") or 0.0
     if crystfel.beam.get("photon_energy_from"):
         energy = 0.0
+    panels = crystfel.detector["panels"].values()
     distances = {
-        float(panel.get("clen") or 0.0)
-        for panel in crystfel.detector["panels"].values()
-        if not panel.get("clen_from")
+        float(panel.get("clen") or 0.0) + float(panel.get("coffset") or 0.0) for panel in panels
     }
-    distance = distances.pop() if len(distances) == 1 else 0.0
+    known = not any(panel.get("clen_from") for panel in panels)
+    distance = distances.pop() if known and len(distances) == 1 else 0.0
     return {
         "wavelength": HC_EV_M / float(energy) if energy > 0 else None,
         "distance": distance if distance > 0 else None,
