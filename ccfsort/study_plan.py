@@ -63,6 +63,12 @@ RESERVED_TRAIN = (
     "max_frames",
     "threads",
 )
+#: TrainConfig fields a study file may not set either: the study's frames and labels are
+#: its sources' (a label table would train and test each arm on other frames and labels).
+#: Unlike :data:`RESERVED_TRAIN` they stay in an arm's recipe (at their default), so that
+#: the arms' keys are those of studies made before.
+NOT_IN_A_STUDY = ("labels",)
+_NOT_FROM_THE_FILE = RESERVED_TRAIN + NOT_IN_A_STUDY
 #: Keys of an arm's ``data``: how it sees the study's frames (:attr:`Arm.geometry`).
 ARM_DATA_KEYS = ("geometry",)
 #: ``data.geometry`` of an arm that sees the frames of the flat, regular detector.
@@ -275,7 +281,7 @@ def _allowed_keys() -> dict[str, set]:
     return {
         "build": {*BuildConfig.parameter_keys(), "recipe"},
         "model": {f.name for f in fields(ModelConfig)} - {"num_classes"},
-        "train": {f.name for f in fields(TrainConfig)} - set(RESERVED_TRAIN),
+        "train": {f.name for f in fields(TrainConfig)} - set(_NOT_FROM_THE_FILE),
         "build_options": {f.name for f in fields(BuildOptions)},
         "data": set(ARM_DATA_KEYS),
     }
@@ -316,7 +322,7 @@ def _check_recipe(recipe: dict, where: str, allowed: dict) -> dict:
 
     for section in SECTIONS:
         for key in recipe[section]:
-            error = recipe_path_error(where, f"{section}.{key}", allowed, RESERVED_TRAIN)
+            error = recipe_path_error(where, f"{section}.{key}", allowed, _NOT_FROM_THE_FILE)
             if error:
                 raise PlanError(error)
     try:
@@ -400,7 +406,7 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
         Anything the study cannot run as written, found before anything runs.
     """
     allowed = _allowed_keys()
-    check_config(config, allowed, RESERVED_TRAIN)
+    check_config(config, allowed, _NOT_FROM_THE_FILE)
     seeds = config["seeds"]
     all_tables = config.get("tables", {})
     if tables is not None:
@@ -426,7 +432,7 @@ def make_plan(config: dict, tables: list[str] | None = None) -> StudyPlan:
         columns = []
         for label, values in zip(labels, column_values):
             for path in values:
-                error = recipe_path_error(f"table {name}", path, allowed, RESERVED_TRAIN)
+                error = recipe_path_error(f"table {name}", path, allowed, _NOT_FROM_THE_FILE)
                 if error:
                     raise PlanError(error)
             recipe = _recipe(config, values)

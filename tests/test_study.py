@@ -173,6 +173,18 @@ def test_plan_errors_are_one_line_and_come_before_anything_runs():
         load_config("no-such-preset")
 
 
+def test_a_label_table_is_not_a_study_setting():
+    """An arm trained on a label table's frames and labels would not be scored like the others."""
+    in_a_table = _config(t={"set": {"train": {"labels": "labels.csv"}},
+                            "vary": {"train": {"input": ["ccf", "images"]}}})  # fmt: skip
+    with pytest.raises(PlanError, match="train.labels is set by the study itself"):
+        make_plan(in_a_table)
+    in_the_defaults = _config(t={"vary": {"train": {"input": ["ccf", "images"]}}})
+    in_the_defaults["train"] = {**in_the_defaults.get("train", {}), "labels": "labels.csv"}
+    with pytest.raises(PlanError, match=r"\[train\] labels is set by the study itself"):
+        make_plan(in_the_defaults)
+
+
 def test_overrides_are_toml_values():
     config = {"train": {"epochs": 2}}
     apply_override(config, "train.epochs=5")

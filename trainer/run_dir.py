@@ -215,8 +215,9 @@ def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
     ----------
     train_cfg : TrainConfig
         ``split_file`` (a saved split, e.g. a study's) or else ``eval_fraction``,
-        ``test_fraction`` and ``seed`` over the first ``max_frames`` rows (only
-        the rows of the label table ``labels``, when given);
+        ``test_fraction`` and ``seed`` over the first ``max_frames`` rows; with
+        the label table ``labels``, only its rows (the split file's sets
+        restricted to them, or the fractions over them);
         then ``train_fraction`` of the training rows (:func:`~trainer.data.subsample`,
         seeded by ``seed``), or ``train_frames`` / ``train_index``
         (:func:`~trainer.train_rows.training_rows`).
@@ -231,34 +232,59 @@ def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
     Raises
     ------
     RunError
-        ``max_frames`` below 1, a split file with rows beyond the store, or an
-        empty training set.
+        ``max_frames`` below 1, fractions that leave no training frame, a split
+        file with rows outside the store, fewer than 2 training frames or an
+        empty validation set (the best checkpoint is chosen on it).
     """
     if train_cfg.max_frames is not None and train_cfg.max_frames < 1:
         raise RunError(f"--max-frames must be >= 1, got {train_cfg.max_frames}")
     n = n_frames if train_cfg.max_frames is None else min(train_cfg.max_frames, n_frames)
+    split = _split_file(train_cfg.split_file, n) if train_cfg.split_file is not None else None
     if train_cfg.labels is not None:  # the labelled frames only, split as a store of their own
         rows = read_label_table(train_cfg.labels, n_frames=n_frames).rows
         rows = rows[rows < n]
-        split = split_three_ways(
-            len(rows), train_cfg.eval_fraction, train_cfg.test_fraction, train_cfg.seed
-        )
-        split = {key: rows[positions] for key, positions in split.items()}
-    elif train_cfg.split_file is not None:
-        split = load_split(train_cfg.split_file)
-        largest = max((int(rows.max()) for rows in split.values() if len(rows)), default=-1)
-        if largest >= n:
-            raise RunError(f"{train_cfg.split_file}: row {largest} is beyond the {n} frames used")
-    else:
-        split = split_three_ways(
-            n, train_cfg.eval_fraction, train_cfg.test_fraction, train_cfg.seed
-        )
+        if split is None:
+            positions = _fractions(train_cfg, len(rows))
+            split = {key: rows[where] for key, where in positions.items()}
+        else:  # the split file's sets, restricted to the labelled rows
+            split = {key: np.intersect1d(part, rows) for key, part in split.items()}
+    elif split is None:
+        split = _fractions(train_cfg, n)
     if train_cfg.train_fraction < 1:
         split["train"] = subsample(split["train"], train_cfg.train_fraction, train_cfg.seed)
     split["train"] = training_rows(split, train_cfg)  # --train-frames K, --train-index FILE
-    if not len(split["train"]):
-        raise RunError("the split has no training frame")
+    _check_usable(split)
     return split
+
+
+def _fractions(train_cfg: TrainConfig, n: int) -> dict[str, np.ndarray]:
+    """:func:`~trainer.data.split_three_ways` of ``n`` rows by the run's fractions and seed."""
+    try:
+        return split_three_ways(n, train_cfg.eval_fraction, train_cfg.test_fraction, train_cfg.seed)
+    except ValueError as error:
+        raise RunError(f"--eval-fraction and --test-fraction: {error}") from error
+
+
+def _split_file(path, n: int) -> dict[str, np.ndarray]:
+    """A saved split (:func:`~trainer.data.load_split`) whose rows all lie in ``range(n)``."""
+    split = load_split(path)
+    together = np.concatenate(list(split.values()))
+    if len(together) and together.min() < 0:
+        raise RunError(f"{path}: row {int(together.min())} is negative: not a split of a store")
+    if len(together) and together.max() >= n:
+        raise RunError(f"{path}: row {int(together.max())} is beyond the {n} frames used")
+    return split
+
+
+def _check_usable(split: dict[str, np.ndarray]) -> None:
+    """RunError unless the split trains on 2 frames or more and has a validation set."""
+    if len(split["train"]) < 2:  # BatchNorm needs two values per channel in training
+        raise RunError(f"the split has {len(split['train'])} training frame(s): 2 are needed")
+    if not len(split["validation"]):  # the best checkpoint is chosen on it (docs/training.md)
+        raise RunError(
+            "the split has no validation frame: the best checkpoint is chosen on the "
+            "validation split (raise --eval-fraction, or give more frames)"
+        )
 
 
 def create_run(
@@ -289,6 +315,7 @@ def create_run(
         raise RunError(f"{run_dir} exists and is not empty (use --resume or a new --run-dir)")
     split = run_split(train_cfg, info.n_frames)  # before anything is removed or written
     if run_dir.exists() and any(run_dir.iterdir()):
+        _refuse_inputs_inside(run_dir, train_cfg)
         clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / RUN_MANIFEST, {"tool": "trainer", "files": list(RUN_FILES)})
@@ -296,6 +323,19 @@ def create_run(
     if train_cfg.labels is not None:  # the labels trained on, kept with the run
         shutil.copyfile(train_cfg.labels, run_dir / RUN_LABELS)
     write_json(run_dir / "config.json", _config_dict(model_cfg, train_cfg, info))
+
+
+def _refuse_inputs_inside(run_dir: Path, train_cfg: TrainConfig) -> None:
+    """RunError when a file the run reads lies in ``run_dir``, which ``--overwrite`` clears."""
+    inputs = {"--labels": train_cfg.labels, "--init": train_cfg.init,
+              "--split": train_cfg.split_file, "--train-index": train_cfg.train_index}  # fmt: skip
+    cleared = run_dir.resolve()
+    for option, path in inputs.items():
+        if path is not None and cleared in (Path(path).resolve(), *Path(path).resolve().parents):
+            raise RunError(
+                f"{option} {path} lies in --run-dir {run_dir}, which --overwrite would clear: "
+                "copy it elsewhere first, or choose another --run-dir"
+            )
 
 
 def clear_run(run_dir: Path) -> list[str]:
