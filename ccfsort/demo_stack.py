@@ -26,9 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["STACK_MAPS", "run_stack_demo"]
+__all__ = ["DEMO_FILES", "DEMO_MANIFEST", "STACK_MAPS", "run_stack_demo"]
 
 logger = logging.getLogger(__name__)
+
+#: Written into OUT first: the files of OUT the demo wrote (a rerun replaces only those).
+DEMO_MANIFEST = "demo-stack.json"
+#: What the demo writes into OUT.
+DEMO_FILES = ("train.h5", "train.geom", "new.h5", "new.geom", "train.zarr", "run",
+              "predictions.csv", "gallery.html")  # fmt: skip
 
 #: The demo's map recipe, every setting named (radii in pixels of the geometry).
 STACK_MAPS = {
@@ -64,7 +70,8 @@ def run_stack_demo(
     out_dir : path
         Created if needed. Receives ``train.h5``, ``train.geom``, ``new.h5``,
         ``new.geom``, ``train.zarr``, ``run/``, ``predictions.csv`` and
-        ``gallery.html`` (the demo's own files are replaced on a rerun).
+        ``gallery.html``, and first :data:`DEMO_MANIFEST`: on a rerun the
+        demo's own files are replaced, anything else in their place is refused.
     detector : str
         A built-in detector (``agipd``, ``jungfrau``, ``pnccd``).
     frames, new_frames : int
@@ -86,12 +93,19 @@ def run_stack_demo(
         ``stack_shape``, ``frames``, ``sorted`` (new frames), ``accuracy``
         (per-label accuracy on the new frames, at the run's threshold),
         ``files`` (name -> path).
+
+    Raises
+    ------
+    ccfkit.outputs.OutputRefused
+        A file or directory where the demo writes one that no earlier demo
+        wrote (nothing is written then).
     """
     from ccfkit.simulate import SimulationConfig
     from ccfkit.simulate.stack import write_simulated_stack
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_outputs(out_dir)
     files = {name: out_dir / name for name in ("train.h5", "new.h5", "train.zarr", "run",
                                                  "predictions.csv", "gallery.html")}  # fmt: skip
     simulation = dataclasses.replace(SimulationConfig(), jitter=0.0)
@@ -114,6 +128,42 @@ def run_stack_demo(
         "accuracy": float((predicted == truth).mean()),
         "files": {name: str(path) for name, path in files.items()},
     }
+
+
+def _claim_outputs(out_dir: Path) -> None:
+    """Refuse what is in the place of :data:`DEMO_FILES` unless the demo wrote it; list them.
+
+    Raises
+    ------
+    ccfkit.outputs.OutputRefused
+        Such a path not listed by ``out_dir``'s :data:`DEMO_MANIFEST`, or a
+        manifest the demo did not write.
+    """
+    import json
+
+    from ccfkit.atomic import atomic_output
+    from ccfkit.outputs import OutputRefused
+
+    manifest = out_dir / DEMO_MANIFEST
+    ours: set[str] = set()
+    if manifest.exists() or manifest.is_symlink():
+        try:
+            recorded = json.loads(manifest.read_text())
+            ours = set(recorded["files"]) if recorded.get("tool") == "trainer demo-stack" else None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            ours = None
+        if ours is None:
+            raise OutputRefused(f"{manifest} exists and was not written by trainer demo-stack: "
+                                "refusing to replace it; choose another OUT")  # fmt: skip
+    for name in DEMO_FILES:
+        path = out_dir / name
+        if (path.exists() or path.is_symlink()) and name not in ours:
+            raise OutputRefused(
+                f"{path} exists and was not written by trainer demo-stack: refusing to replace "
+                "it; move it or choose another OUT"
+            )
+    with atomic_output(manifest, overwrite=True) as partial:
+        partial.write_text(json.dumps({"tool": "trainer demo-stack", "files": DEMO_FILES}) + "\n")
 
 
 def _build(frames: Path, store: Path, geometry: Path, parameters: dict, backend: str, say):

@@ -64,3 +64,28 @@ def test_the_stack_demo_sorts_module_stacks_through_their_geometry(tmp_path, mon
     ]  # fmt: skip
     assert "--geometry" not in lines[4] and f"--geometry {tmp_path / 'train.geom'} " in lines[2]
     assert recorded["file"] == str(tmp_path / "train.geom")
+
+    # a rerun replaces the demo's own files (it wrote demo-stack.json listing them)
+    again = run_stack_demo(tmp_path, frames=12, new_frames=6, epochs=1, width=8, maps=small,
+                           backend="numpy", say=lines.append)  # fmt: skip
+    assert again["accuracy"] == summary["accuracy"] and again["sorted"] == 6
+
+
+@pytest.mark.parametrize("name", ["train.h5", "predictions.csv", "run"])
+def test_the_stack_demo_refuses_files_it_did_not_write(tmp_path, name):
+    """A user's file where the demo writes one: refused in one line, before anything is written."""
+    pytest.importorskip("torch")
+    from ccfkit.outputs import OutputRefused
+    from ccfsort.demo_stack import run_stack_demo
+
+    mine = tmp_path / name
+    if name == "run":
+        mine.mkdir()
+        (mine / "notes.txt").write_text("mine")
+    else:
+        mine.write_text("mine")
+    with pytest.raises(OutputRefused, match=f"{mine} exists and was not written by"):
+        run_stack_demo(tmp_path, frames=12, new_frames=6, epochs=1, width=8,
+                       maps={"q_bins": 16, "phi_bins": 32}, backend="numpy", say=print)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert (mine / "notes.txt" if name == "run" else mine).read_text() == "mine"
