@@ -406,11 +406,21 @@ def explain(run, store, row, class_name, output, checkpoint):
     else:
         raise click.ClickException(f"--class {class_name!r} is not one of {names}")
     heatmap, prob = grad_cam_pp(model, x, k)
-    truth = ""
-    if y.shape[1]:
-        truth = "; true: " + (", ".join(n for n, v in zip(names, y[0]) if v) or "none")
+    truth = _true_labels(names, info.label_names, y[0].numpy()) if y.shape[1] else ""
     save_heatmap(output, x[0, 0].numpy(), heatmap, f"row {row}: {names[k]} p={prob:.3f}{truth}")
-    click.echo(f"wrote {output}: {names[k]} (p = {prob:.3f})")
+    click.echo(f"wrote {output}: {names[k]} (p = {prob:.3f}){truth}")
+
+
+def _true_labels(run_names, store_names, store_row) -> str:
+    """``"; true: a, b"``: the run's names of the store's labels set in ``store_row``, matched by
+    name (:func:`trainer.labels.match_labels`), or ``""`` when no store label matches."""
+    from .labels import match_labels
+
+    try:
+        match = match_labels(run_names, store_names)
+    except ValueError:
+        return ""
+    return "; true: " + (", ".join(match.present(store_row)) or "none")
 
 
 @main.command()

@@ -91,6 +91,11 @@ class LabelMatch:
             and np.array_equal(self.store_columns, np.arange(n))
         )
 
+    def present(self, store_row) -> tuple[str, ...]:
+        """The run's names of the scored labels set in ``store_row`` ((C_store,) 0/1)."""
+        row = np.asarray(store_row)
+        return tuple(name for name, column in zip(self.names, self.store_columns) if row[column])
+
     def run_groups(self, run_groups) -> tuple[tuple[str, ...], ...]:
         """The run's exclusive groups restricted to the scored labels (groups of >= 2 kept)."""
         scored = set(self.names)

@@ -1,4 +1,5 @@
-"""`trainer fit`'s inputs: refused in one line, before a run directory is made or cleared."""
+"""The trainer's inputs: `trainer fit` refuses bad ones in one line, before a run directory is
+made or cleared; `trainer explain` reads a store's labels by name."""
 
 from __future__ import annotations
 
@@ -129,3 +130,29 @@ def test_a_label_table_with_a_split_file_keeps_the_splits_sets(store, tmp_path):
     written = np.load(run_dir / "split.npz")
     assert np.array_equal(written["eval"], np.intersect1d(order[14:19], labelled))
     assert np.array_equal(written["test"], np.intersect1d(order[19:], labelled))
+
+
+def test_explain_names_the_true_labels_by_name_not_position(store, tmp_path):
+    """A store whose label columns are in another order (and case): the truth is read by name."""
+    import shutil
+
+    import zarr
+
+    run_dir = tmp_path / "run"
+    _ok(_fit(store, run_dir))
+    names = list(inspect_store(store).label_names)
+    permuted = tmp_path / "permuted.zarr"
+    shutil.copytree(store, permuted)
+    group = zarr.open_group(str(permuted), mode="r+")
+    order = np.roll(np.arange(len(names)), 3)
+    labels = group["labels"][:]
+    group["labels"][:] = labels[:, order]
+    new_names = [names[i].upper() for i in order]
+    group["labels"].attrs["names"] = new_names
+    group.attrs["layout"] = {**group.attrs["layout"], "label_names": new_names}
+    row = int(np.argmax(labels.sum(axis=1)))  # a frame with labels set
+    expected = ", ".join(n for n, v in zip(names, labels[row]) if v) or "none"
+    for source in (store, permuted):
+        out = _ok(_invoke(trainer_main, "explain", run_dir, source, "--index", row,
+                          "-o", tmp_path / "h.png")).output  # fmt: skip
+        assert out.strip().endswith(f"; true: {expected}"), out
