@@ -72,6 +72,12 @@ class MapRecipe:
         frame's own (``"per-frame"``) or at their mean, as the store's build.
     frame_groups : GeometryGroups or None
         The new frames' own geometries, grouped (:mod:`ccfkit.frame_geometry`).
+    own_centers : bool
+        The store's build resampled each frame at its own beam centre
+        (``--center per-frame``: the store holds ``frame_center``); the new
+        frames are then too (:mod:`ccfkit.frame_centers`).
+    frame_centers : (N, 2) float64 ndarray or None
+        With ``own_centers``: the new frames' ``(cx, cy)``, pixels.
     """
 
     plan: PlanSpec
@@ -82,6 +88,8 @@ class MapRecipe:
     geometry: dict | None = None
     q_placement: str = "per-frame"
     frame_groups: object | None = None
+    own_centers: bool = False
+    frame_centers: np.ndarray | None = None
 
     @classmethod
     def of_run(cls, config: dict) -> MapRecipe:
@@ -102,6 +110,7 @@ class MapRecipe:
             center = tuple(group.attrs["center"])
             geometry = group.attrs["input"].get("geometry")
             q_placement = read_q_placement(group)
+            own_centers = "frame_center" in group
         except (DataError, StoreError, KeyError, OSError) as error:
             raise RunError(
                 f"cannot recover how the run's maps were made from its store {path} "
@@ -125,6 +134,7 @@ class MapRecipe:
             normalize=resolve_normalize(train.normalize, train.input),
             geometry=geometry,
             q_placement=q_placement,
+            own_centers=own_centers,
         )
 
     def for_source(self, source) -> MapRecipe:
@@ -139,8 +149,10 @@ class MapRecipe:
         ------
         DataError
             Another frame shape; a module stack for a store of images, or
-            the reverse; another geometry than the store's.
+            the reverse; another geometry than the store's; frames without
+            a beam centre each for a store of maps made at each frame's own.
         """
+        recipe = self._with_centers(source) if self.own_centers else self
         pixels = source.pixels
         if tuple(source.frame_shape) != tuple(self.plan.shape):
             raise DataError(
@@ -152,13 +164,26 @@ class MapRecipe:
             given = "module stacks (--geometry)" if pixels is not None else "images"
             raise DataError(f"the run's maps were made from {made}; these frames are {given}")
         if pixels is None:
-            return self
+            return recipe
         if not _same_placement(pixels, self.geometry):
             raise DataError(
                 f"--geometry {pixels.source} is not the geometry the run's maps were made with "
                 f"({self.geometry['file']}, {self.geometry['detector']}): its pixels lie elsewhere"
             )
-        return replace(self, plan=replace(self.plan, pixels=pixels))
+        return replace(recipe, plan=replace(self.plan, pixels=pixels))
+
+    def _with_centers(self, source) -> MapRecipe:
+        """The recipe with the beam centre of each frame of ``source`` (``own_centers``)."""
+        from ccfkit.frame_centers import check_centers
+
+        if source.centers is None:
+            raise DataError(
+                "the run's maps were made at each frame's own beam centre (--center per-frame); "
+                "these frames give no centre per frame"
+            )
+        centers = np.asarray(source.centers, dtype=np.float64)
+        check_centers(self.plan, centers, source.n_frames)
+        return replace(self, frame_centers=centers)
 
     def inputs(self, frames: np.ndarray, engine, rows=None) -> np.ndarray:
         """(B, H, W) frames -> (B, C, S, S) float32 model inputs, on the host.
@@ -171,13 +196,19 @@ class MapRecipe:
 
             return model_inputs(resize_images(frames, self.image_size, self.plan.mask),
                                 self.normalize)  # fmt: skip
-        if self.frame_groups is not None:  # rings in q at each frame's own geometry
+        if self.frame_groups is not None or self.frame_centers is not None:  # each its own plan
             from ccfkit.frame_geometry import maps_of_own_plans
 
             if rows is None:
-                raise ValueError("rings in q at each frame's own geometry need the frames' rows")
-            groups = self.frame_groups.geometries, self.frame_groups.group[np.asarray(rows)]
-            maps = maps_of_own_plans(engine, frames, self.plan, self.settings, groups=groups)
+                raise ValueError("frames mapped with their own plans need the frames' rows")
+            rows = np.asarray(rows)
+            groups = centers = None
+            if self.frame_groups is not None:  # rings in q at each frame's own geometry
+                groups = self.frame_groups.geometries, self.frame_groups.group[rows]
+            if self.frame_centers is not None:  # each frame at its own beam centre
+                centers = self.frame_centers[rows]
+            maps = maps_of_own_plans(engine, frames, self.plan, self.settings, centers=centers,
+                                     groups=groups)  # fmt: skip
             return model_inputs(maps, self.normalize)
         plan = self.plan.plan()
         maps = engine.merged_maps(engine.as_batch(frames, plan.shape), plan, self.settings)
@@ -340,8 +371,9 @@ def open_frames_of_run(inputs, recipe: MapRecipe, *, data_path=None, facility=No
 
     facility = dict(facility or {})
     mask = None if facility.get("detector") else recipe.plan.mask
+    center_use = "per-frame" if recipe.own_centers else "ignore"  # as the store's build
     options = {"data_path": data_path, "mask": mask, "mask_origin": "the run's store",
-               "center_use": "ignore"}  # fmt: skip
+               "center_use": center_use}  # fmt: skip
     if facility.get("geometry") is not None or recipe.geometry is None:
         try:
             return open_frames(list(inputs), **options, **facility)

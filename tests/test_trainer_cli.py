@@ -125,6 +125,18 @@ def test_grad_cam_pp_shape_and_linear_case():
     )
 
 
+def test_grad_cam_pp_of_a_1x1_feature_map_is_flat():
+    """One place in the last feature map: nothing stands out; rounding noise is not stretched."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_classes=3, width=4)).eval()
+    for size in (16, 32):
+        x = torch.randn(1, 1, size, size)
+        assert model.forward_features(x).shape[-2:] == (1, 1)
+        heat, p = grad_cam_pp(model, x, 1)
+        assert heat.shape == (size, size) and 0 < p < 1
+        assert not heat.any()
+
+
 def _train_bar():
     import importlib.util
     import sys

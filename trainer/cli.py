@@ -407,6 +407,8 @@ def explain(run, store, row, class_name, output, checkpoint):
         raise click.ClickException(f"--class {class_name!r} is not one of {names}")
     heatmap, prob = grad_cam_pp(model, x, k)
     truth = _true_labels(names, info.label_names, y[0].numpy()) if y.shape[1] else ""
+    if not heatmap.any():  # trainer/explain.py: nothing stands out (e.g. a 1 x 1 feature map)
+        truth += "; flat heatmap: no part of the input stands out"
     save_heatmap(output, x[0, 0].numpy(), heatmap, f"row {row}: {names[k]} p={prob:.3f}{truth}")
     click.echo(f"wrote {output}: {names[k]} (p = {prob:.3f}){truth}")
 

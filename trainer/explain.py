@@ -8,7 +8,9 @@ output of :meth:`PreActResNet.forward_features`), with ``g = dS/dA``::
     L      = relu(sum_k w_k A^k)
 
 upsampled bilinearly to the input size and scaled to [0, 1] (min to max, as
-pytorch-grad-cam does). The split
+pytorch-grad-cam does). A map whose spread is float rounding (at most
+:data:`FLAT_SPREAD` of its largest value, e.g. a 1 x 1 feature map, which
+upsamples to a constant) is flat: all zeros, not its noise stretched. The split
 ``forward_features`` / ``forward_head`` gives ``A`` and ``S`` directly, so no
 hooks are needed.
 """
@@ -19,7 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["grad_cam_pp", "save_heatmap"]
+__all__ = ["FLAT_SPREAD", "grad_cam_pp", "save_heatmap"]
+
+#: A heatmap spread (max - min) at most this fraction of its largest value is flat.
+FLAT_SPREAD = 1e-6
 
 
 def grad_cam_pp(model, x: torch.Tensor, class_index: int) -> tuple[np.ndarray, float]:
@@ -36,6 +41,7 @@ def grad_cam_pp(model, x: torch.Tensor, class_index: int) -> tuple[np.ndarray, f
     Returns
     -------
     heatmap : (H, W) float ndarray in [0, 1]
+        All zeros when the map is flat (nothing stands out).
     probability : float
         The sigmoid of the explained logit.
     """
@@ -56,7 +62,8 @@ def grad_cam_pp(model, x: torch.Tensor, class_index: int) -> tuple[np.ndarray, f
     cam = F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)
     cam = cam[0, 0]
     low, span = cam.min(), cam.max() - cam.min()
-    cam = (cam - low) / span if span > 0 else torch.zeros_like(cam)
+    flat = span <= FLAT_SPREAD * cam.abs().max()  # also an all-zero map
+    cam = torch.zeros_like(cam) if flat else (cam - low) / span
     return cam.numpy(), float(torch.sigmoid(score).item())
 
 
