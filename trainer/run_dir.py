@@ -260,7 +260,9 @@ def run_split(train_cfg: TrainConfig, n_frames: int) -> dict[str, np.ndarray]:
 def _fractions(train_cfg: TrainConfig, n: int) -> dict[str, np.ndarray]:
     """:func:`~trainer.data.split_three_ways` of ``n`` rows by the run's fractions and seed."""
     try:
-        return split_three_ways(n, train_cfg.eval_fraction, train_cfg.test_fraction, train_cfg.seed)
+        return split_three_ways(
+            n, train_cfg.eval_fraction, train_cfg.test_fraction, train_cfg.seed
+        )
     except ValueError as error:
         raise RunError(f"--eval-fraction and --test-fraction: {error}") from error
 
@@ -282,8 +284,8 @@ def _check_usable(split: dict[str, np.ndarray]) -> None:
         raise RunError(f"the split has {len(split['train'])} training frame(s): 2 are needed")
     if not len(split["validation"]):  # the best checkpoint is chosen on it (docs/training.md)
         raise RunError(
-            "the split has no validation frame: the best checkpoint is chosen on the "
-            "validation split (raise --eval-fraction, or give more frames)"
+            "the split has no validation frame, and the best checkpoint is chosen on it: "
+            "give a larger --eval-fraction, more frames, or a --split file with eval rows"
         )
 
 
