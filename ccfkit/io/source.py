@@ -371,9 +371,9 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
         stat = Path(name).stat()  # the file itself, whatever path or link names it
         earlier = files[seen.setdefault((stat.st_dev, stat.st_ino), index)]
         if seen[stat.st_dev, stat.st_ino] != index:
-            again = f"as {earlier} and {name}" if earlier != name else "twice"
+            again = f" (as {earlier} and {name})" if earlier != name else ""
             raise InputError(
-                f"{Path(name).resolve()} is named twice in the inputs ({again}); give each file once"
+                f"{Path(name).resolve()} is named twice in the inputs{again}; give each file once"
             )
     return files
 
