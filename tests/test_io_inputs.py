@@ -186,6 +186,7 @@ def test_a_relative_source_is_read_beside_the_virtual_file_first(tmp_path, monke
         open_source([vds])
     with h5py.File(vds, "r") as handle:  # what the refusal spares: fill values, silently
         assert np.unique(handle[DATA][:]).tolist() == [-7.0]
+    assert sorted(p.name for p in vds.parent.iterdir()) == ["src.h5", "vds.cxi"]  # none written
 
 
 def test_hdf5_vds_prefix_is_where_a_relative_source_is_looked_for_first(tmp_path, monkeypatch):

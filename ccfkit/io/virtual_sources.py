@@ -10,7 +10,9 @@ one element of that source, with fill values 0 and 1, in a file image that
 HDF5 opens read-only under a name in the virtual file's directory (nothing
 is written there, nor anywhere). Where the two read alike, HDF5 read the
 source; where they differ, it read fill values, and the input is refused
-(docs/build.md, "Input").
+(docs/build.md, "Input"). Mappings to printf-style source names (``%b``,
+one file per block of an unlimited data set) are left to HDF5: a missing
+block there ends the data set, it does not fill it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ def check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:
     """
     if not dataset.is_virtual:
         return
-    mappings = [s for s in dataset.virtual_sources() if 0 not in s.src_space.shape]
+    mappings = [
+        s
+        for s in dataset.virtual_sources()
+        if 0 not in s.src_space.shape and "%b" not in s.file_name + s.dset_name
+    ]
     for source in mappings:
         if source.file_name == "." and not isinstance(dataset.file.get(source.dset_name),
                                                       h5py.Dataset):  # fmt: skip
