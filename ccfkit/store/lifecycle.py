@@ -50,6 +50,7 @@ from .layout import (
     StoreLayout,
     chunk_digest,
     codecs,
+    digest_scheme,
     digested_arrays,
     dimension_names,
     layout_attributes,
@@ -68,6 +69,7 @@ __all__ = [
     "output_state",
     "pending_chunks",
     "per_store_digests",
+    "write_recorded",
 ]
 
 #: ``status`` of a store whose creation has begun but not finished.
@@ -361,6 +363,35 @@ def per_store_digests(group: zarr.Group) -> dict[str, list[str]]:
         grid = itertools.product(*(range(n) for n in array.cdata_shape))
         digests[name] = [f"{chunk_digest(array.get_block_selection(c)):016x}" for c in grid]
     return digests
+
+
+def write_recorded(group: zarr.Group, name: str, data: np.ndarray, **attributes) -> None:
+    """Write array ``name`` whole, every chunk a file, and record its chunks' digests.
+
+    For an array written once after the creation (``stats`` after the
+    statistics pass): a chunk file missing afterwards is damage, never a run
+    of zeros, and a chunk moved or changed fails :func:`~ccfkit.store.verify_store`.
+    The digests join the root attribute ``chunk_digests``, written in one
+    step with ``attributes`` (e.g. the ``noise`` that says the pass is done).
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The store's root (writable).
+    name : str
+        An array of ``group``.
+    data : ndarray
+        Its values, of its shape.
+    **attributes
+        Root attributes written with the digests.
+    """
+    array = group[name]
+    array.with_config(EVERY_CHUNK)[:] = data
+    grid = itertools.product(*(range(n) for n in array.cdata_shape))
+    scheme = digest_scheme(group.attrs.get("schema_version", SCHEMA_VERSION))
+    digests = [f"{chunk_digest(array.get_block_selection(c), scheme):016x}" for c in grid]
+    recorded = {**group.attrs.get("chunk_digests", {}), name: digests}
+    group.attrs.update({"chunk_digests": recorded, **attributes})  # one write
 
 
 def _creating_attributes() -> dict:
