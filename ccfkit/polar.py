@@ -575,10 +575,10 @@ def _auto_r_min(table, r_max, phi, q_bins, min_ring_fraction) -> float:
 
     The first usable radius of a fine grid starts the range; the first bin
     centre lies half a bin further out, so it is checked and the range moved
-    out until that ring is usable too (past a narrow usable annulus inside a
-    masked band whose first ring falls in the band). The fine grid is searched in blocks
-    from the centre outwards (the answer lies near the centre; a detector of
-    a million pixels has ten thousand radii to look at).
+    out until that ring is usable too (past a narrow usable annulus inside
+    a masked band, whose first ring falls in the band). The fine grid is
+    searched in blocks from the centre outwards (the answer lies near the
+    centre; a detector of a million pixels has ten thousand radii to look at).
 
     ``table(radius, phi)`` gives ``(index, weight, valid)``
     (:meth:`PixelLayout.bilinear_table` at the plan's centre and mask).

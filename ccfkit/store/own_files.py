@@ -31,8 +31,8 @@ from .layout import (
 
 __all__ = ["foreign_entries", "own_arrays", "root_attributes"]
 
-#: A temporary file of an interrupted write: ``<name>.<uuid4 hex>.partial``.
-_TEMPORARY = re.compile(r"(zarr|zarr\.json|[0-9]+)\.[0-9a-f]{32}\.partial")
+#: A temporary metadata file of an interrupted write: zarr's ``zarr.<uuid4 hex>.partial``.
+_TEMPORARY = re.compile(r"zarr(\.json)?\.[0-9a-f]{32}\.partial")
 #: A chunk key's component (zarr's default encoding: ``c/<i>/<j>/...``), and its temporaries.
 _KEY = re.compile(r"[0-9]+")
 _KEY_TEMPORARY = re.compile(r"[0-9]+\.[0-9a-f]{32}\.partial")
@@ -61,15 +61,13 @@ def own_arrays(attributes: dict) -> tuple[set[str], set[str]]:
     return arrays, set(digested_arrays(layout))
 
 
-def foreign_entries(path: str | Path, attributes: dict | None = None) -> list[str]:
+def foreign_entries(path: str | Path) -> list[str]:
     """What a store directory holds that a build did not write (relative paths, sorted).
 
     Parameters
     ----------
     path : str or Path
-        The store directory.
-    attributes : dict, optional
-        Its root attributes (read from its ``zarr.json`` when not given).
+        The store directory (its root attributes say what it holds).
 
     Returns
     -------
@@ -78,9 +76,7 @@ def foreign_entries(path: str | Path, attributes: dict | None = None) -> list[st
         when ``--overwrite`` may remove everything.
     """
     path = Path(path)
-    if attributes is None:
-        attributes = root_attributes(path)
-    arrays, digested = own_arrays(attributes)
+    arrays, digested = own_arrays(root_attributes(path))
     foreign = []
     for entry in _entries(path):
         if entry.name == "zarr.json" and entry.is_file(follow_symlinks=False):

@@ -170,3 +170,13 @@ def test_a_missing_digest_chunk_is_named_by_its_digests_array(tmp_path, plain):
     (out / "digests" / "ccf" / "c" / "1").unlink()
     with pytest.raises(StoreError, match=r"array 'digests/ccf', chunk c/1 is damaged"):
         verified(out)
+
+
+def test_a_store_whose_creation_was_interrupted_is_checked_inside_its_arrays(tmp_path, plain):
+    out = copy_of(plain, tmp_path)
+    group = zarr.open_group(str(out), mode="r+")
+    group.attrs.put({"tool": "ccfkit", "schema_version": 3, "status": "creating"})  # no layout yet
+    assert foreign_entries(out) == []  # every array a store may hold is accepted there
+    (out / "ccf" / "c" / "my_notes.txt").write_text("mine")
+    (out / "analysis").mkdir()
+    assert foreign_entries(out) == ["analysis/", "ccf/c/my_notes.txt"]
