@@ -129,11 +129,19 @@ def test_overwrite_accepts_the_temporary_files_an_interrupted_write_leaves(tmp_p
 # --------------------------------------------------------------------------
 
 
-def test_verify_finds_a_missing_stats_chunk_of_a_store_with_noise(tmp_path, noisy):
-    out = copy_of(noisy, tmp_path)
+MISSING_CHUNKS = {
+    "stats of a store with noise": ("noisy", "stats/c/0/0", "'stats', chunk c/0/0"),
+    "a digests chunk, by its array": ("plain", "digests/ccf/c/1", "'digests/ccf', chunk c/1"),
+}
+
+
+@pytest.mark.parametrize(("store", "chunk", "named"), MISSING_CHUNKS.values(),
+                         ids=MISSING_CHUNKS.keys())  # fmt: skip
+def test_verify_finds_a_missing_chunk(tmp_path, request, store, chunk, named):
+    out = copy_of(request.getfixturevalue(store), tmp_path)
     assert verified(out) > 0
-    (out / "stats" / "c" / "0" / "0").unlink()
-    with pytest.raises(StoreError, match=r"'stats', chunk c/0/0 .*missing"):
+    (out / chunk).unlink()
+    with pytest.raises(StoreError, match=rf"array {named} is damaged \(missing\)"):
         verified(out)
 
 
@@ -162,13 +170,6 @@ def test_verify_refuses_a_store_whose_recorded_digests_are_removed(tmp_path, pla
     shutil.rmtree(out / removed)
     swap(out, "ccf/c/0/0/0", "ccf/c/1/0/0")
     with pytest.raises(StoreError, match=r"digests/ccf.* missing"):
-        verified(out)
-
-
-def test_a_missing_digest_chunk_is_named_by_its_digests_array(tmp_path, plain):
-    out = copy_of(plain, tmp_path)
-    (out / "digests" / "ccf" / "c" / "1").unlink()
-    with pytest.raises(StoreError, match=r"array 'digests/ccf', chunk c/1 is damaged"):
         verified(out)
 
 
