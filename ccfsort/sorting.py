@@ -152,7 +152,6 @@ class MapRecipe:
             the reverse; another geometry than the store's; frames without
             a beam centre each for a store of maps made at each frame's own.
         """
-        recipe = self._with_centers(source) if self.own_centers else self
         pixels = source.pixels
         if tuple(source.frame_shape) != tuple(self.plan.shape):
             raise DataError(
@@ -163,6 +162,7 @@ class MapRecipe:
             made = f"module stacks ({self.geometry['file']})" if self.geometry else "images"
             given = "module stacks (--geometry)" if pixels is not None else "images"
             raise DataError(f"the run's maps were made from {made}; these frames are {given}")
+        recipe = self._with_centers(source) if self.own_centers else self
         if pixels is None:
             return recipe
         if not _same_placement(pixels, self.geometry):

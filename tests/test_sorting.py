@@ -267,3 +267,26 @@ def test_images_for_a_run_of_module_stacks_are_refused_naming_the_recorded_geome
     assert f"{geom_file.resolve()} (recorded in the run's store)" in result.output
     assert "1 module of 48 x 48 pixels" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "p.csv").exists()
+
+
+def test_frames_without_a_centre_each_are_refused_for_a_store_of_own_centres(frames, tmp_path):
+    """A store built with --center per-frame maps each frame at its own centre: frames that give
+    none cannot be mapped as its frames were."""
+    import shutil
+
+    store = tmp_path / "train.zarr"
+    _invoke(ccfkit_main, "build", frames[0], store, *GRID, "--center", "per-frame")
+    fit(tmp_path / "run", ModelConfig(num_classes=len(SIMULATED_LABELS), width=4),
+        TrainConfig(store=str(store), epochs=1, batch_size=16, workers=0, device="cpu"),
+        progress=False)  # fmt: skip
+    bare = tmp_path / "bare.cxi"
+    shutil.copy(frames[1], bare)
+    with h5py.File(bare, "r+") as handle:
+        del handle["entry_1/instrument_1/detector_1/beam_center"]
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(trainer_main, ["predict", str(tmp_path / "run"), str(bare), "-o",
+                                               str(out), "--backend", "numpy", "--quiet"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "centre per frame" in lines[0], result.output
+    assert not out.exists()
