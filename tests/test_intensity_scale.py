@@ -1,4 +1,4 @@
-"""The merged maps do not depend on the frames' intensity scale (docs/ccf.md, "Scaling").
+"""The merged maps do not depend on the frames' intensity scale (docs/ccf.md, backends).
 
 Under ``scale="maxabs"`` and ``scale="ring"`` a merged map is a ratio of
 intensities squared: ``compute_maps(s * images)`` is ``compute_maps(images)``
@@ -124,3 +124,18 @@ def test_numba_maps_of_any_scale_are_the_reference(exponent, seed):
         reference = _maps(images, get_backend("numpy"), scale=scale)
         maps = _maps(images * 2.0**exponent, backend, scale=scale)
         assert np.max(np.abs(maps - reference)) <= RTOL
+
+
+@pytest.mark.parametrize("scale", ["maxabs", "ring"])
+def test_the_chain_of_stages_in_float32_does_not_depend_on_the_intensity_scale(scale):
+    """:meth:`Backend.merged_maps`, the definition the fused paths shorten, in float32."""
+    from ccfkit.backends import Backend
+    from ccfkit.backends.array import NumpyBackend
+
+    images = _frames()
+    plan = ccfkit.make_polar_plan(images.shape[1:], q_bins=12, phi_bins=32)
+    reference = NumpyBackend().merged_maps(images, plan, scale=scale, orders=(8, 2))
+    float32 = NumpyBackend(dtype=np.float32)
+    for s in SCALES:
+        maps = Backend.merged_maps(float32, images * s, plan, scale=scale, orders=(8, 2))
+        assert np.max(np.abs(maps - reference)) <= RTOL, s

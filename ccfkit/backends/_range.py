@@ -7,9 +7,10 @@ maps of such frames used to be inf or wrong. The float32 engines therefore
 multiply an image whose values lie far from 1 by a power of two before its
 product (exact: only the exponent changes), so that its largest lies near 1.
 The merged maps under ``maxabs`` and ``ring`` are ratios of intensities
-squared (docs/ccf.md, "Scaling"): they come out the same, and nothing is
-undone; a map in intensity squared units (``scale="none"``) is multiplied
-back by the inverse power, in float64, rounded once to float32.
+squared (docs/ccf.md §4, "Backends and precision"): they come out the
+same, and nothing is undone; a map in intensity squared units
+(``scale="none"``) is multiplied back by the inverse power, in float64,
+rounded once to float32.
 
 The Numba kernels decide from the largest ring's sum of squares, which their
 pass over the ring orders accumulates anyway (:mod:`.numba`, :mod:`._maps`);

@@ -38,9 +38,14 @@ from ..provenance import usable_cpus
 from ._base import BackendUnavailableError, maps_output
 from ._bf16 import aligned_empty, product_of_bits, torch_threads_here
 from ._maps import (
-    INVARIANT_CODES, REDUCTION, SCALE_CODES, finish_image, range_exponent, scale_image,
+    INVARIANT_CODES,
+    REDUCTION,
+    SCALE_CODES,
+    finish_image,
+    range_exponent,
+    scale_image,
     unscale_map,
-)  # fmt: skip
+)
 from .array import ArrayBackend
 
 try:
@@ -491,7 +496,8 @@ def _resample_part(images, lo, hi, tables, values, valid, invalidated):
 def _finish_part(gram, lo, hi, own, own_inverse_pairs, plan_inverse_pairs, re, im, means,
                  exponents, scale_mode, out):  # fmt: skip
     """:func:`._maps.finish_image` of images ``lo:hi`` from their batched products ``gram``
-    (B, Q, Q), unscaled maps of scaled values multiplied back (``exponents``, :func:`._maps.unscale_map`)."""
+    (B, Q, Q); unscaled maps of scaled values multiplied back (``exponents`` (B,) int64,
+    :func:`._maps.unscale_map`)."""
     for b in range(lo, hi):
         inverse_pairs = own_inverse_pairs[b] if own[b] else plan_inverse_pairs
         finish_image(gram[b], inverse_pairs, re[b], im[b], means[b], scale_mode, out[b])
