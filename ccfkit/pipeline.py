@@ -77,6 +77,7 @@ from .store import (
     locked_store,
     mark_complete,
     pending_chunks,
+    write_recorded,
 )
 
 logger = logging.getLogger(__name__)
@@ -508,10 +509,11 @@ def _fill(group: zarr.Group, job: ChunkJob, client, workers: int, progress: bool
                 results = run(chunk_statistics, range(layout.n_chunks), (job, clock),
                               layout.n_frames, "statistics", count=lambda r: len(r[0]))  # fmt: skip
             stats = np.concatenate([result[0] for result in results])
-            group["stats"][:] = stats
             if "input_digest" in group:  # checked as the map tasks read the frames again
                 group["input_digest"][:] = np.array([r[1] for r in results], dtype=np.uint64)
-            group.attrs["noise"] = _noise_attributes(stats, config.noise.level)
+            # every chunk a file, its digests recorded, with the noise that says the pass is done
+            write_recorded(group, "stats", stats,
+                           noise=_noise_attributes(stats, config.noise.level))  # fmt: skip
         if statistics_first:  # each frame's bound: the set's, or (max-frame) its own maximum
             bounds = bounds_of_statistics(group["stats"][:], config.noise.level,
                                           group.attrs["noise"]["bound"])  # fmt: skip

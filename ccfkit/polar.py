@@ -34,7 +34,6 @@ Conventions
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
@@ -576,9 +575,10 @@ def _auto_r_min(table, r_max, phi, q_bins, min_ring_fraction) -> float:
 
     The first usable radius of a fine grid starts the range; the first bin
     centre lies half a bin further out, so it is checked and the range moved
-    out until that ring is usable too. The fine grid is searched in blocks
-    from the centre outwards (the answer lies near the centre; a detector of
-    a million pixels has ten thousand radii to look at).
+    out until that ring is usable too (past a narrow usable annulus inside
+    a masked band, whose first ring falls in the band). The fine grid is
+    searched in blocks from the centre outwards (the answer lies near the
+    centre; a detector of a million pixels has ten thousand radii to look at).
 
     ``table(radius, phi)`` gives ``(index, weight, valid)``
     (:meth:`PixelLayout.bilinear_table` at the plan's centre and mask).
@@ -588,16 +588,14 @@ def _auto_r_min(table, r_max, phi, q_bins, min_ring_fraction) -> float:
     def usable(radius):
         return table(np.atleast_1d(radius), phi)[2].sum(axis=1) >= need
 
-    def candidates():  # the usable radii of the fine grid, in order, computed block by block
-        fine = np.arange(0.0, r_max, _AUTO_STEP)
-        for start in range(0, len(fine), _AUTO_BLOCK):
-            block = fine[start : start + _AUTO_BLOCK]
-            yield from block[usable(block)]
-
-    for r_min in itertools.islice(candidates(), 64):
-        first_ring = r_min + 0.5 * (r_max - r_min) / q_bins
-        if usable(first_ring)[0]:
-            return float(r_min)
+    fine = np.arange(0.0, r_max, _AUTO_STEP)
+    for start in range(0, len(fine), _AUTO_BLOCK):  # every usable radius, block by block
+        block = fine[start : start + _AUTO_BLOCK]
+        starts = block[usable(block)]
+        if starts.size:  # and the first ring of each: the first start whose ring is usable
+            found = starts[usable(starts + 0.5 * (r_max - starts) / q_bins)]
+            if found.size:
+                return float(found[0])
     raise ValueError(
         f"r_min='auto': no ring out to r_max={r_max:.2f} px has at least "
         f"{min_ring_fraction:.0%} valid samples under this mask; give r_min, or a smaller "

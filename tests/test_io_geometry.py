@@ -322,7 +322,15 @@ def test_centres_for_another_number_of_frames_are_refused(tmp_path):
     with h5py.File(name, "w") as handle:
         handle[STACK_PATH] = np.ones((3, 32, 32), np.float32)
         handle["entry_1/instrument_1/detector_1/beam_center"] = np.full((2, 2), 15.5)
-    source = dataclasses.replace(open_source([str(name)]), center_per_frame=True)
+    for center_use in ("agree", "per-frame"):  # refused as the file is opened
+        with pytest.raises(InputError, match="c.h5 gives 2 beam centres for 3 frames"):
+            open_source([str(name)], center_use=center_use)
+    source = dataclasses.replace(  # and by the build, given such a source
+        open_source([str(name)], center_use="ignore"),
+        center=(15.5, 15.5),
+        centers=np.full((2, 2), 15.5),
+        center_per_frame=True,
+    )
     with pytest.raises(InputError, match="2 beam centres for 3 frames"):
         maps_of(source, tmp_path / "c.zarr", config={"r_min": 1.0, "r_max": 10.0})
     assert not (tmp_path / "c.zarr").exists()

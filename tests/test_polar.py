@@ -473,7 +473,7 @@ def test_one_particle_on_two_detectors_gives_the_same_maps_in_momentum_transfer(
 
 
 def _first_usable_radius_over_the_whole_grid(good, center, r_max, phi_bins, q_bins, fraction):
-    """``r_min="auto"`` as first written: the whole fine grid's table at once."""
+    """``r_min="auto"`` by its definition: the whole fine grid's table at once, every usable radius."""
     from ccfkit.polar import _AUTO_STEP, _bilinear_table, min_ring_count
 
     phi = 2.0 * np.pi * np.arange(phi_bins) / phi_bins
@@ -483,7 +483,7 @@ def _first_usable_radius_over_the_whole_grid(good, center, r_max, phi_bins, q_bi
         return _bilinear_table(np.atleast_1d(radius), phi, center, good)[2].sum(axis=1) >= need
 
     fine = np.arange(0.0, r_max, _AUTO_STEP)
-    for r_min in fine[usable(fine)][:64]:
+    for r_min in fine[usable(fine)]:
         if usable(r_min + 0.5 * (r_max - r_min) / q_bins)[0]:
             return float(r_min)
     return None
@@ -506,6 +506,21 @@ def test_auto_r_min_searched_in_blocks_is_the_whole_grid_search(hole, fraction):
     plan = make_polar_plan((size, size), center=center, mask=good, grid=grid)
     assert plan.r_min == expected
     assert hole <= expected < hole + 2.0
+
+
+def test_auto_r_min_looks_past_a_narrow_annulus_whose_first_ring_is_masked():
+    """A usable annulus (2 to 8.5 px) inside a masked band: the range starts further out."""
+    size, center = 129, (64.0, 64.0)
+    yy, xx = np.mgrid[:size, :size]
+    radius = np.hypot(xx - center[0], yy - center[1])
+    good = ((radius >= 2) & (radius <= 8.5)) | (radius >= 30)
+    grid = RingGrid(q_bins=4, phi_bins=128, r_min="auto")
+    plan = make_polar_plan((size, size), center=center, mask=good, grid=grid)
+    expected = _first_usable_radius_over_the_whole_grid(good, center, plan.r_max, 128, 4,
+                                                        grid.min_ring_fraction)  # fmt: skip
+    assert expected is not None and plan.r_min == expected
+    assert plan.ring_used[0] and plan.radius[0] >= 29.0
+    assert plan.r_min > 8.5  # every start inside the small annulus puts its first ring in the band
 
 
 @given(

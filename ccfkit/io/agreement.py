@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from .errors import InputError
+from .lengths import metres_per_unit, plausible_metres
 from .masks import _first_present, _mask_over_frames, _numbers, _object, _read_mask, _stacked
 
 __all__ = ["CENTER_PATHS", "CENTER_USES", "FileDetails", "agreed", "read_details"]
@@ -88,16 +89,33 @@ def read_details(handle: h5py.File, name: str) -> FileDetails:
         A mask that cannot be read as one; a beam centre that is not pairs.
     """
     mask, origin = _read_mask(handle, name)
-    return FileDetails(name, mask, origin, _read_centers(handle, name), _read_distances(handle))
+    centers = _read_centers(handle, name)
+    return FileDetails(name, mask, origin, centers, _read_distances(handle, name))
 
 
-def _read_distances(handle: h5py.File) -> dict:
+def _read_distances(handle: h5py.File, name: str) -> dict:
     """``wavelength``, ``distance``, ``pixel_size`` in metres: (k,) float64 (one or one per
-    frame), or None."""
+    frame), or None.
+
+    Each in the units of its data set's ``units`` attribute, metres without
+    one (:mod:`ccfkit.io.lengths`).
+
+    Raises
+    ------
+    InputError
+        A unit that is no length; a value that cannot be a length of its kind.
+    """
     values = {}
-    for key, (path, _) in _DISTANCES.items():
-        present = path in handle
-        values[key] = _numbers(_object(handle, path, key), path).ravel() if present else None
+    for key, (path, words) in _DISTANCES.items():
+        if path not in handle:
+            values[key] = None
+            continue
+        stored = _object(handle, path, key)
+        units = stored.attrs.get("units")
+        where = f"{name}: /{path}"
+        scale = 1.0 if units is None else metres_per_unit(units, where)
+        values[key] = _numbers(stored, path).ravel() * scale
+        plausible_metres(values[key], key, words, where, units)
     return values
 
 
@@ -187,7 +205,7 @@ def agreed(
     if center_use == "per-frame":
         centers = _own_centers(details, counts)
     elif center_use == "agree":
-        centers = _agreed_centers(details)
+        centers = _agreed_centers(details, counts)
     else:
         centers = None
     center = None if centers is None else tuple(float(c) for c in centers.mean(axis=0))
@@ -232,13 +250,16 @@ def _agreed_mask(details, counts, stack_shape) -> tuple[np.ndarray | None, str]:
     return masks[0], first.mask_origin + suffix
 
 
-def _agreed_centers(details) -> np.ndarray | None:
+def _agreed_centers(details, counts) -> np.ndarray | None:
     """The files' centres, refused unless all give one and the same, or all give one per frame.
 
     Centres per frame (a jittering beam) are concatenated in input order:
-    the build uses their mean, over all frames, and says so.
+    the build uses their mean, over all frames, and says so. A file giving
+    another number of centres than one or its frames is refused.
     """
     first = details[0]
+    for item, count in zip(details, counts):
+        _check_center_count(item, count, "give --center X,Y")
     for item in details[1:]:
         if (item.centers is None) != (first.centers is None):
             has, lacks = (first, item) if item.centers is None else (item, first)
@@ -275,13 +296,18 @@ def _own_centers(details, counts) -> np.ndarray:
             raise InputError(
                 f"--center per-frame: {item.name} gives no beam centre per frame, nor one for all"
             )
-        if len(item.centers) not in (1, count):
-            raise InputError(
-                f"--center per-frame: {item.name} gives {len(item.centers)} beam centres for "
-                f"{count} frames"
-            )
+        _check_center_count(item, count, "give --center X,Y instead of --center per-frame")
         parts.append(np.broadcast_to(item.centers, (count, 2)))
     return np.concatenate(parts).astype(np.float64)
+
+
+def _check_center_count(item: FileDetails, count: int, instead: str) -> None:
+    """InputError unless the file gives one beam centre or one per frame (``count``), if any."""
+    if item.centers is not None and len(item.centers) not in (1, count):
+        raise InputError(
+            f"{item.name} gives {len(item.centers)} beam centres for {count} frames; a beam "
+            f"centre is one pair (cx, cy), or one per frame: fix the file, or {instead}"
+        )
 
 
 def _agreed_distances(details, counts) -> tuple[dict, dict]:

@@ -398,7 +398,12 @@ def _trains_frames(reader: RunReader, trains: np.ndarray, first: int, last: int,
 
 
 def parse_pulses(text: str | None) -> slice:
-    """``START:STOP:STEP`` (each part optional) as a slice; None: every pulse."""
+    """``START:STOP:STEP`` (each part optional) as a slice; None: every pulse.
+
+    Indices count the pulses of each train from its first, 0; negative ones
+    (from the end of a train) are refused: extra-data selects no pulses by
+    them, and ``-1`` alone would be the empty slice ``-1:0``.
+    """
     if not text:
         return slice(None)
     parts = text.split(":")
@@ -408,6 +413,11 @@ def parse_pulses(text: str | None) -> slice:
         values = [int(part) if part.strip() else None for part in parts]
     except ValueError:
         raise InputError(f"--pulses {text!r}: expected integers START:STOP:STEP") from None
+    if any(value is not None and value < 0 for value in values[:2]):
+        raise InputError(
+            f"--pulses {text!r}: a pulse index is negative; pulses count from 0, the first "
+            "pulse of each train"
+        )
     if len(values) == 1:
         return slice(values[0], values[0] + 1 if values[0] is not None else None)
     if len(values) == 3 and values[2] is not None and values[2] <= 0:

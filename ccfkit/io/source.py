@@ -54,6 +54,7 @@ from .masks import (  # noqa: F401 - MASK_PATHS, read_mask_file: re-exported her
     good_pixels,
     read_mask_file,
 )
+from .virtual_sources import check_virtual_sources
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +342,15 @@ def input_fingerprint(reader: FrameReader, samples: int = 16) -> str:
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
-    """Files named by paths and glob patterns, sorted within each pattern."""
+    """Files named by paths and glob patterns, sorted within each pattern.
+
+    Raises
+    ------
+    InputError
+        No file, a pattern matching none, a directory, a missing or non-HDF5
+        file, or one file named twice (two paths, a path and a pattern, a
+        link): its frames would be read twice, into two splits when labelled.
+    """
     files: list[str] = []
     for item in inputs:
         item = str(item)
@@ -351,13 +360,21 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
         files.extend(matches)
     if not files:
         raise InputError("no input file given")
-    for name in files:
+    seen: dict[tuple[int, int], int] = {}
+    for index, name in enumerate(files):
         if Path(name).is_dir():
             raise InputError(f"{name} is a directory; give the CXI/HDF5 files in it (or a glob)")
         if not Path(name).is_file():
             raise InputError(f"{name}: no such file")
         if not h5py.is_hdf5(name):
             raise InputError(f"{name}: not an HDF5 file")
+        stat = Path(name).stat()  # the file itself, whatever path or link names it
+        earlier = files[seen.setdefault((stat.st_dev, stat.st_ino), index)]
+        if seen[stat.st_dev, stat.st_ino] != index:
+            again = f" (as {earlier} and {name})" if earlier != name else ""
+            raise InputError(
+                f"{Path(name).resolve()} is named twice in the inputs{again}; give each file once"
+            )
     return files
 
 
@@ -564,7 +581,7 @@ def _frames_dataset(
             f"(at least {MIN_FRAME_SIDE} x {MIN_FRAME_SIDE})"
         )
     _check_filters(dataset, f"{name}: {where}")
-    _check_virtual_sources(dataset, name)
+    check_virtual_sources(dataset, name)
     return dataset
 
 
@@ -650,28 +667,3 @@ def _checked_labels(labels: np.ndarray, where: str) -> np.ndarray:
     if not np.isin(values, (0, 1)).all():
         raise InputError(f"{where}: labels take the values {values[:8].tolist()}; expected 0/1")
     return labels if labels.ndim == 2 else labels[:, None]
-
-
-def _check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:
-    """A virtual data set silently returns fill values for missing sources: open every one first.
-
-    A source is looked for where HDF5 looks: as named, then beside the file
-    that holds the virtual data set.
-    """
-    if not dataset.is_virtual:
-        return
-    base = Path(name).parent
-    for source in dataset.virtual_sources():
-        target = source.file_name
-        if target == ".":
-            continue
-        found = next((p for p in (Path(target), base / target) if p.is_file()), None)
-        if found is None:
-            raise InputError(f"{name}: virtual data set source {target} is missing")
-        try:
-            with h5py.File(found, "r") as handle:
-                present = isinstance(handle.get(source.dset_name), h5py.Dataset)
-        except OSError as error:
-            raise InputError(f"{name}: virtual data set source {found} cannot be read ({error})")
-        if not present:
-            raise InputError(f"{name}: virtual data set source {found} has no {source.dset_name}")

@@ -41,6 +41,7 @@ from .lifecycle import (
     open_store,
     output_state,
     pending_chunks,
+    write_recorded,
 )
 from .recipe import StoreRecipe, read_recipe
 from .verify import check_layout, check_store, chunk_key, read_checked, verify_store
@@ -76,4 +77,5 @@ __all__ = [
     "read_checked",
     "read_recipe",
     "verify_store",
+    "write_recorded",
 ]

@@ -24,12 +24,14 @@ __all__ = [
     "DIGESTS",
     "FRAME_CHECKS",
     "SCHEMA_VERSION",
+    "TASK_WRITTEN",
     "WHOLE_CHUNK_MAX",
     "StoreError",
     "StoreLayout",
     "chunk_digest",
     "codecs",
     "digest_scheme",
+    "digested_arrays",
     "dimension_names",
     "layout_attributes",
     "layout_of",
@@ -59,6 +61,9 @@ WHOLE_CHUNK_MAX = 1 << 20
 #: The group of per-chunk digests of the arrays the map tasks write (docs/store-layout.md):
 #: ``digests/<array>`` (n_chunks,) uint64, written with each chunk.
 DIGESTS = "digests"
+
+#: Arrays the map tasks (or the statistics pass) fill after the creation.
+TASK_WRITTEN = ("ccf", "stats", "images", "done", "frame_checks", "input_digest")
 
 
 class StoreError(RuntimeError):
@@ -167,6 +172,17 @@ def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
         "frame_checks": ("frame", "check"),
         "input_digest": ("chunk",),
     }
+
+
+def digested_arrays(layout: StoreLayout) -> tuple[str, ...]:
+    """The arrays whose chunk digests a store of ``layout`` records in ``digests/``, one per map task.
+
+    ``stats`` only when the map tasks write it (``stats_by_chunk``); written
+    once by the statistics pass, its digests are in the root attribute
+    ``chunk_digests`` with the arrays written whole.
+    """
+    return ("ccf", "frame_checks", *(("images",) if layout.image_size else ()),
+            *(("stats",) if layout.stats_by_chunk else ()))  # fmt: skip
 
 
 def digest_scheme(schema_version: int) -> str:

@@ -15,7 +15,8 @@ itself in ``done``. Only when every chunk is done does the store say
 Nothing that is not a ccfkit store is ever removed: ``--overwrite`` replaces
 a ccfkit store (complete, incomplete or interrupted while being created) or
 an empty directory, and refuses anything else (:func:`output_state`), a
-store holding anything the build did not write included (:func:`foreign_entries`). A
+store holding anything the build did not write included
+(:func:`~ccfkit.store.own_files.foreign_entries`). A
 store is written under an exclusive lock on its directory
 (:func:`locked_store`): a second process that wants to write it gets one
 line.
@@ -27,7 +28,6 @@ import contextlib
 import enum
 import fcntl
 import itertools
-import json
 import os
 import shutil
 import uuid
@@ -44,14 +44,18 @@ from .layout import (
     DIGESTS,
     FRAME_CHECKS,
     SCHEMA_VERSION,
+    TASK_WRITTEN,
     WHOLE_CHUNK_MAX,
     StoreError,
     StoreLayout,
     chunk_digest,
     codecs,
+    digest_scheme,
+    digested_arrays,
     dimension_names,
     layout_attributes,
 )
+from .own_files import foreign_entries, root_attributes
 
 __all__ = [
     "CREATING",
@@ -65,12 +69,11 @@ __all__ = [
     "output_state",
     "pending_chunks",
     "per_store_digests",
+    "write_recorded",
 ]
 
 #: ``status`` of a store whose creation has begun but not finished.
 CREATING = "creating"
-#: Arrays the map tasks (or the statistics pass) fill after the creation.
-TASK_WRITTEN = ("ccf", "stats", "images", "done", "frame_checks", "input_digest")
 #: zarr's configuration that writes every chunk, fill values too: a missing chunk is damage.
 EVERY_CHUNK = {"write_empty_chunks": True}
 
@@ -107,7 +110,7 @@ def output_state(path: str | Path) -> OutputState:
         return OutputState.MISSING
     if not any(path.iterdir()):
         return OutputState.EMPTY
-    attributes = _root_attributes(path)
+    attributes = root_attributes(path)
     if attributes.get("tool") != "ccfkit":
         return OutputState.FOREIGN
     return {
@@ -115,44 +118,6 @@ def output_state(path: str | Path) -> OutputState:
         "incomplete": OutputState.INCOMPLETE,
         "complete": OutputState.COMPLETE,
     }.get(attributes.get("status"), OutputState.FOREIGN)
-
-
-def _root_attributes(path: Path) -> dict:
-    """The root group's attributes read from ``zarr.json`` ({} when there is none to read)."""
-    try:
-        metadata = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(metadata, dict) or metadata.get("node_type") != "group":
-        return {}
-    attributes = metadata.get("attributes")
-    return attributes if isinstance(attributes, dict) else {}
-
-
-def foreign_entries(path: str | Path) -> list[str]:
-    """What a store directory holds that a build did not write (relative paths, sorted).
-
-    A build writes the root ``zarr.json``, the arrays a store may hold
-    (:func:`~ccfkit.store.layout.dimension_names`, and ``digests``), each
-    with its ``zarr.json`` and its chunks under ``c/``, and temporary
-    ``*.partial`` files while it writes. Anything else (``notes.md``,
-    ``analysis/``) is the user's: ``--overwrite`` refuses to remove it.
-    """
-    path = Path(path)
-    arrays = set(dimension_names(StoreLayout(1, 1))) | {DIGESTS}
-    foreign = []
-    for entry in sorted(path.iterdir()):
-        if entry.name == "zarr.json" or entry.name.endswith(".partial"):
-            continue
-        if entry.name not in arrays or entry.is_symlink() or not entry.is_dir():
-            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
-            continue
-        for inner in sorted(entry.iterdir()):
-            expected = inner.name == "zarr.json" or (inner.name == "c" and inner.is_dir())
-            own_array = entry.name == DIGESTS and inner.is_dir() and not inner.is_symlink()
-            if not (expected or own_array or inner.name.endswith(".partial")):
-                foreign.append(f"{entry.name}/{inner.name}" + ("/" if inner.is_dir() else ""))
-    return foreign
 
 
 def check_not_input(out: str | Path, inputs: Sequence[str | Path]) -> None:
@@ -339,8 +304,7 @@ def _create_task_arrays(group: zarr.Group, layout: StoreLayout, *, coordinates: 
         compressors=codecs(None), dimension_names=dims["input_digest"],
     )  # fmt: skip
     digests = group.create_group(DIGESTS)  # one per chunk the map tasks write
-    for name in ("ccf", "frame_checks", *(("images",) if layout.image_size else ()),
-                 *(("stats",) if layout.stats_by_chunk else ())):  # fmt: skip
+    for name in digested_arrays(layout):
         digests.create_array(
             name, shape=(layout.n_chunks,), chunks=(1,), dtype="uint64", fill_value=0,
             compressors=codecs(None), dimension_names=("chunk",),
@@ -399,6 +363,35 @@ def per_store_digests(group: zarr.Group) -> dict[str, list[str]]:
         grid = itertools.product(*(range(n) for n in array.cdata_shape))
         digests[name] = [f"{chunk_digest(array.get_block_selection(c)):016x}" for c in grid]
     return digests
+
+
+def write_recorded(group: zarr.Group, name: str, data: np.ndarray, **attributes) -> None:
+    """Write array ``name`` whole, every chunk a file, and record its chunks' digests.
+
+    For an array written once after the creation (``stats`` after the
+    statistics pass): a chunk file missing afterwards is damage, never a run
+    of zeros, and a chunk moved or changed fails :func:`~ccfkit.store.verify_store`.
+    The digests join the root attribute ``chunk_digests``, written in one
+    step with ``attributes`` (e.g. the ``noise`` that says the pass is done).
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The store's root (writable).
+    name : str
+        An array of ``group``.
+    data : ndarray
+        Its values, of its shape.
+    **attributes
+        Root attributes written with the digests.
+    """
+    array = group[name]
+    array.with_config(EVERY_CHUNK)[:] = data
+    grid = itertools.product(*(range(n) for n in array.cdata_shape))
+    scheme = digest_scheme(group.attrs.get("schema_version", SCHEMA_VERSION))
+    digests = [f"{chunk_digest(array.get_block_selection(c), scheme):016x}" for c in grid]
+    recorded = {**group.attrs.get("chunk_digests", {}), name: digests}
+    group.attrs.update({"chunk_digests": recorded, **attributes})  # one write
 
 
 def _creating_attributes() -> dict:

@@ -16,8 +16,9 @@ Three levels, each including the one before:
 
 Each raises a :class:`~ccfkit.store.StoreError` naming the store, the
 array and the first problem. :func:`read_checked` reads rows the same way.
-Stores written before per-chunk digests were recorded are checked without
-them.
+Stores written before per-chunk digests were recorded (schema 2 without
+``chunk_digests``, schema 1) are checked without them; in any other store a
+missing ``digests/<array>`` is an error, never a reason to skip the check.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .layout import (
     StoreLayout,
     chunk_digest,
     digest_scheme,
+    digested_arrays,
     dimension_names,
     layout_of,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "check_store",
     "chunk_key",
     "read_checked",
+    "records_digests",
     "verify_store",
 ]
 
@@ -103,7 +106,7 @@ def _damaged(array: zarr.Array, coords, error: Exception) -> StoreError:
     reason = " ".join(str(error).split())[:80]
     store = getattr(array.store, "root", array.store)  # the directory of a local store
     return StoreError(
-        f"{store}: array {array.basename!r}, chunk {chunk_key(array, coords)} is damaged "
+        f"{store}: array {array.path!r}, chunk {chunk_key(array, coords)} is damaged "
         f"({reason}); rebuild the store (`ccfkit build --overwrite`)"
     )
 
@@ -171,11 +174,41 @@ def check_layout(group: zarr.Group) -> None:
         if name in dims and stored != dims[name]:
             raise StoreError(f"{where}: array {name!r} has the dimensions {stored}, the layout "
                              f"says {dims[name]}")  # fmt: skip
+    _check_digests_arrays(group, layout)
     if "labels" in arrays:
         names = list(arrays["labels"].attrs.get("names", []))
         if names != list(layout.label_names):
             raise StoreError(f"{where}: the label names of 'labels' {names} are not the store's "
                              f"{list(layout.label_names)} (one per column)")  # fmt: skip
+
+
+def records_digests(group: zarr.Group) -> bool:
+    """Whether the store recorded its chunks' digests (all but the first stores did).
+
+    Schema 3 and later always; schema 2 when it has the root attribute
+    ``chunk_digests``. Only a store that recorded none is checked without them.
+    """
+    return "chunk_digests" in group.attrs or group.attrs.get("schema_version", 1) >= 3
+
+
+def _check_digests_arrays(group: zarr.Group, layout: StoreLayout) -> None:
+    """A store that records digests has ``chunk_digests`` and ``digests/<array>``, one per chunk."""
+    if not records_digests(group):
+        return
+    where = _where(group)
+    if not isinstance(group.attrs.get("chunk_digests"), dict):
+        raise StoreError(f"{where}: the root attribute 'chunk_digests' is missing (this store's "
+                         "schema records them); rebuild the store (`ccfkit build --overwrite`)")  # fmt: skip
+    digests = group.get(DIGESTS)
+    for name in digested_arrays(layout):
+        array = digests.get(name) if isinstance(digests, zarr.Group) else None
+        if not isinstance(array, zarr.Array):
+            raise StoreError(f"{where}: array '{DIGESTS}/{name}' is missing (the store records "
+                             "its chunks' digests there); rebuild the store "
+                             "(`ccfkit build --overwrite`)")  # fmt: skip
+        if tuple(array.shape) != (layout.n_chunks,):
+            raise StoreError(f"{where}: array '{DIGESTS}/{name}' is {tuple(array.shape)}, the "
+                             f"store's layout says ({layout.n_chunks},), one per chunk")  # fmt: skip
 
 
 def _done(group: zarr.Group) -> np.ndarray | None:
@@ -189,8 +222,9 @@ def _done(group: zarr.Group) -> np.ndarray | None:
 def _required_chunks(group: zarr.Group):
     """``(array, coords, digest or None)`` of every chunk that must have a file.
 
-    The map tasks' chunks marked done (and their digests' elements), and
-    every chunk of an array written at creation whose digest was recorded.
+    The map tasks' chunks marked done (and their digests' elements), every
+    chunk of an array written at creation whose digest was recorded, and
+    every chunk of ``stats`` once the statistics pass is done.
     """
     done = _done(group)
     by_chunk = layout_of(group).stats_by_chunk if "layout" in group.attrs else True
@@ -202,8 +236,11 @@ def _required_chunks(group: zarr.Group):
             for coords, digest in zip(grid, recorded[name]):
                 yield array, coords, int(digest, 16)
             continue
-        task_written = name in MAP_TASK_ARRAYS and (name != "stats" or by_chunk)
-        if not task_written or done is None:
+        if name == "stats" and not by_chunk:  # written once, by the statistics pass
+            if "noise" in group.attrs:  # which is done (its digests recorded since schema 3)
+                yield from ((array, coords, None) for coords in grid)
+            continue
+        if name not in MAP_TASK_ARRAYS or done is None:
             continue
         own = digests.get(name)
         for coords in grid:
