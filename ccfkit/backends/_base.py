@@ -10,6 +10,7 @@ from .. import ccf
 from ..ccf import MapSettings, Precision, Scale
 from ..polar import PolarImages, PolarPlan
 from ._bf16 import effective_precision, lag_product_bf16
+from ._range import bring_into_range, unscale_maps
 
 
 class BackendUnavailableError(RuntimeError):
@@ -132,6 +133,8 @@ class Backend(abc.ABC):
         settings.check_phi_bins(plan.phi_bins)
         xp = self.xp
         polar = self.resample(images, plan)
+        values, exponents = bring_into_range(polar.values, xp)  # float32: near 1 (._range)
+        polar = polar._replace(values=values)
         coefficients = self.fourier(polar.values, polar.valid, [0, *settings.orders])
         means, coefficients = coefficients[..., 0].real, coefficients[..., 1:]
         if self.product_precision(settings.precision).rounds_to_bf16:
@@ -144,6 +147,7 @@ class Backend(abc.ABC):
             polar.values, polar.valid, coefficients, settings.orders, None, xp
         )
         maps = ccf.assemble_maps(full, order_maps, means, settings.scale, xp)
+        maps = unscale_maps(maps, exponents, settings.scale, xp)
         written = maps_output(xp, out, (maps.shape[0], settings.channels, *maps.shape[2:]))
         written[...] = maps  # cast to float32 on assignment, as astype
         return written[:, 0] if settings.channels == 1 else written

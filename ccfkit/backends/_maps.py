@@ -16,6 +16,8 @@ float32, :mod:`._bf16`): :func:`_gram_value` reads either.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -24,8 +26,12 @@ from numba.extending import intrinsic, overload
 
 from ..ccf import Scale
 from ._blas import KERNEL
+from ._range import SAFE_SQUARES, SCALE_INVARIANT
 
-__all__ = ["SCALE_CODES", "finish_image"]
+__all__ = [
+    "INVARIANT_CODES", "SCALE_CODES", "finish_image", "range_exponent", "scale_image",
+    "unscale_map",
+]  # fmt: skip
 
 #: Reductions may be reassociated (vectorised); their inputs are finite by construction.
 REDUCTION = {**KERNEL, "fastmath": {"reassoc", "contract", "nnan", "ninf", "nsz"}}
@@ -33,6 +39,8 @@ REDUCTION = {**KERNEL, "fastmath": {"reassoc", "contract", "nnan", "ninf", "nsz"
 #: ``scale_mode`` codes of the kernels (:class:`~ccfkit.ccf.Scale`); a mode without one
 #: takes the array path (:data:`~ccfkit.ccf.SCALINGS`).
 SCALE_CODES = {Scale.NONE: 0, Scale.MAXABS: 1, Scale.RING: 2}
+#: The codes of :data:`._range.SCALE_INVARIANT`: their maps need no :func:`unscale_map`.
+INVARIANT_CODES = tuple(sorted(SCALE_CODES[scale] for scale in SCALE_INVARIANT))
 
 
 @intrinsic
@@ -157,3 +165,43 @@ def finish_image(gram, inverse_pairs, re, im, means, scale_mode, out):
         _write_order(re[c], im[c], factor, out[c], True)
         if scale_mode == 2:
             _ring_scale(out[c], inverse_means, 0.0)
+
+
+@numba.njit(**KERNEL)
+def range_exponent(largest_squares):
+    """``e`` such that ``2^e`` times an image's values have their largest ring's sum of
+    squares in [0.5, 2); 0 when it lies in :data:`._range.SAFE_SQUARES` already (or is 0)."""
+    low, high = SAFE_SQUARES
+    if largest_squares == 0 or low <= largest_squares <= high:
+        return 0
+    exponent = math.frexp(largest_squares)[1]  # largest_squares = m 2^exponent, 0.5 <= m < 1
+    return -(exponent // 2)
+
+
+@numba.njit(**KERNEL)
+def scale_image(values, re, im, means, exponent):
+    """Multiply one image's polar values, ring orders and means by ``2^exponent`` (exact).
+
+    ``values`` (Q, P) float32, in place (the product in float64, rounded once: exact
+    unless a value falls below float32's normal range, where it is negligible next to
+    the image's largest); ``re``, ``im`` (N, Q) and ``means`` (Q,) float64, in place.
+    The merged map under ``maxabs`` and ``ring`` stays as it is (:mod:`._range`);
+    an unscaled map is multiplied back (:func:`unscale_map`).
+    """
+    factor = math.ldexp(1.0, exponent)
+    for k in range(values.shape[0]):
+        for p in range(values.shape[1]):
+            values[k, p] = np.float32(np.float64(values[k, p]) * factor)
+    re *= factor
+    im *= factor
+    means *= factor
+
+
+@numba.njit(**KERNEL)
+def unscale_map(out, exponent):
+    """``out * 2^(-2 exponent)`` in float64, rounded once to float32, in place: the (C, Q, Q)
+    map of values scaled by ``2^exponent`` (:func:`scale_image`) in the image's own units."""
+    factor = math.ldexp(1.0, -2 * exponent)
+    flat = out.reshape(-1)
+    for s in range(flat.shape[0]):
+        flat[s] = np.float32(np.float64(flat[s]) * factor)

@@ -15,6 +15,7 @@ from .. import ccf, fourier
 from ..polar import PolarImages, PolarPlan, usable_pixels
 from ._base import Backend, BackendUnavailableError, maps_output
 from ._bf16 import lag_product_bf16
+from ._range import bring_into_range, unscale_maps
 
 
 class ArrayBackend(Backend):
@@ -79,7 +80,9 @@ class ArrayBackend(Backend):
         own. Counts are exact integers either way, so the maps are identical.
         The mask-corrected order maps take Eq. 14 between complete rings and
         every lag only for the rows of partial rings
-        (:func:`~ccfkit.ccf.order_maps_mask_corrected`).
+        (:func:`~ccfkit.ccf.order_maps_mask_corrected`). Below float64, each
+        image's polar values are brought near 1 by a power of two first
+        (:mod:`._range`): frames of 1e-20 have squares below float32's range.
         """
         xp = self.xp
         settings = ccf.resolve_settings(settings, **fields)
@@ -93,6 +96,8 @@ class ArrayBackend(Backend):
         out = maps_output(xp, out, shape)
         for start in range(0, images.shape[0], self.batch_size):
             polar = self.resample(images[start : start + self.batch_size], plan)
+            values, exponents = bring_into_range(polar.values, xp)
+            polar = polar._replace(values=values)
             coefficients = self.fourier(polar.values, polar.valid, [0, *settings.orders])
             means, coefficients = coefficients[..., 0].real, coefficients[..., 1:]
             numerator = product(polar.values, shift, xp)
@@ -114,6 +119,7 @@ class ArrayBackend(Backend):
                 polar.values, polar.valid, coefficients, settings.orders, partial, xp
             )
             maps = ccf.assemble_maps(full, order_maps, means, settings.scale, xp)
+            maps = unscale_maps(maps, exponents, settings.scale, xp)
             out[start : start + self.batch_size] = maps  # cast to float32 on assignment
         return out[:, 0] if settings.channels == 1 else out
 

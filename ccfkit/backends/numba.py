@@ -37,7 +37,15 @@ from ..polar import HUGE_PIXEL, PolarImages, PolarPlan
 from ..provenance import usable_cpus
 from ._base import BackendUnavailableError, maps_output
 from ._bf16 import aligned_empty, product_of_bits, torch_threads_here
-from ._maps import REDUCTION, SCALE_CODES, finish_image
+from ._maps import (
+    INVARIANT_CODES,
+    REDUCTION,
+    SCALE_CODES,
+    finish_image,
+    range_exponent,
+    scale_image,
+    unscale_map,
+)
 from .array import ArrayBackend
 
 try:
@@ -271,27 +279,46 @@ def _project_rings(values, counts, cos_n, sin_n, re, im, means):
         Accumulated in float64.
     means : (Q,) float64, out
         ``F[k, 0]``, the mean over the valid samples.
+
+    Returns
+    -------
+    float
+        The largest ring's sum of squares ``max_k sum_p v^2`` (float64): it
+        bounds every entry of the image's product (Cauchy-Schwarz), which
+        :func:`._maps.range_exponent` keeps within float32's range.
     """
     q_bins, phi_bins = values.shape
+    largest_squares = 0.0
     for k in range(q_bins):
         if counts[k] == 0:
             means[k] = 0.0
             re[:, k] = 0.0
             im[:, k] = 0.0
             continue
-        for c in range(cos_n.shape[0]):
-            total = 0.0  # the mean rides along the first order's pass
+        total = 0.0  # the mean and the squares ride along the first order's pass
+        squares = 0.0
+        sum_re = 0.0
+        sum_im = 0.0
+        for p in range(phi_bins):
+            value = np.float64(values[k, p])
+            total += value
+            squares += value * value
+            sum_re += value * cos_n[0, p]
+            sum_im += value * sin_n[0, p]
+        means[k] = total / counts[k]
+        largest_squares = max(largest_squares, squares)
+        re[0, k] = sum_re / counts[k]
+        im[0, k] = -sum_im / counts[k]
+        for c in range(1, cos_n.shape[0]):
             sum_re = 0.0
             sum_im = 0.0
             for p in range(phi_bins):
                 value = np.float64(values[k, p])
-                total += value
                 sum_re += value * cos_n[c, p]
                 sum_im += value * sin_n[c, p]
-            if c == 0:
-                means[k] = total / counts[k]
             re[c, k] = sum_re / counts[k]
             im[c, k] = -sum_im / counts[k]
+    return largest_squares
 
 
 #: Images per bfloat16 product: a block's bfloat16 values and sums (2.6 MB at Q = 224,
@@ -333,13 +360,16 @@ def _prepare_image(
     pixels invalidate samples gets its own ring counts and pair counts (one
     BLAS product, into ``own_inverse_pairs``) and loses the rings they leave
     below ``min_count``. Then the ring means and orders into ``re``, ``im``,
-    ``means``.
+    ``means``; an image whose values lie far from 1 (:data:`._range.SAFE_SQUARES`) has
+    them all scaled by a power of two (:func:`._maps.scale_image`).
 
     Returns
     -------
-    bool
+    own : bool
         True when the image has its own pair counts (``own_inverse_pairs``),
         False when it shares the plan's.
+    exponent : int
+        The image's values were multiplied by ``2^exponent`` (0: as they were).
     """
     q_bins, phi_bins = values.shape
     own = _polar_image(image, tables, padded, values.reshape(-1), valid.reshape(-1), False) > 0
@@ -354,8 +384,10 @@ def _prepare_image(
         correlate_rows(weights, shift, own_inverse_pairs, scratch)
         _invert_pair_counts(own_inverse_pairs, own_inverse_pairs)
         counts = own_counts
-    _project_rings(values, counts, cos_n, sin_n, re, im, means)
-    return own
+    exponent = range_exponent(_project_rings(values, counts, cos_n, sin_n, re, im, means))
+    if exponent != 0:
+        scale_image(values, re, im, means, exponent)
+    return own, exponent
 
 
 @numba.njit(**KERNEL)
@@ -365,7 +397,8 @@ def _merged_maps_part(
     """Maps of ``images[lo:hi]`` into ``out[lo:hi]``: the per-thread loop, GIL-free.
 
     Per image: :func:`_prepare_image`, one float32 BLAS product,
-    :func:`._maps.finish_image`. ``out`` is (B, C, Q, Q): channel 0 the merged map of
+    :func:`._maps.finish_image` (unscaled maps of scaled values multiplied back,
+    :func:`._maps.unscale_map`). ``out`` is (B, C, Q, Q): channel 0 the merged map of
     the first order, channel ``c`` the order map of order ``c``.
     """
     q_bins, phi_bins = tables.counts.shape[0], cos_n.shape[1]
@@ -382,13 +415,15 @@ def _merged_maps_part(
     im = np.empty((channels, q_bins))
     means = np.empty(q_bins)
     for b in range(lo, hi):
-        own = _prepare_image(
+        own, exponent = _prepare_image(
             images[b].reshape(-1), tables, cos_n, sin_n, shift, min_count, padded, values, valid,
             weights, scratch, own_inverse_pairs, own_counts, re, im, means,
         )  # fmt: skip
         correlate_rows(values, shift, gram, scratch)
         inverse_pairs = own_inverse_pairs if own else plan_inverse_pairs
         finish_image(gram, inverse_pairs, re, im, means, scale_mode, out[b])
+        if exponent != 0 and scale_mode not in INVARIANT_CODES:
+            unscale_map(out[b], exponent)
 
 
 @numba.njit(**_REDUCTION)
@@ -417,14 +452,15 @@ def _round_to_bf16(values, shift, left, right):
 @numba.njit(**KERNEL)
 def _prepare_bf16_part(
     images, lo, hi, tables, cos_n, sin_n, shift, min_count, left, right, own, own_inverse_pairs,
-    re, im, means,
+    re, im, means, exponents,
 ):  # fmt: skip
     """:func:`_prepare_image` of ``images[lo:hi]``, its polar values kept as bfloat16 bits.
 
     Image ``b`` goes to row ``b - lo`` of the block arrays: ``left``, ``right`` (n, Q, P)
     uint16 (:func:`_round_to_bf16`); ``own`` (n,) bool; ``own_inverse_pairs`` (n, Q, Q),
-    written only where ``own``; ``re``, ``im`` (n, C, Q); ``means`` (n, Q). The float32
-    values live only in a per-thread scratch, which the ring orders read.
+    written only where ``own``; ``re``, ``im`` (n, C, Q); ``means`` (n, Q); ``exponents``
+    (n,) int64, the power of two of :func:`._maps.scale_image`. The float32 values live only in
+    a per-thread scratch, which the ring orders read.
     """
     q_bins, phi_bins = left.shape[1:]
     padded = _padded_scratch(tables)
@@ -435,7 +471,7 @@ def _prepare_bf16_part(
     own_counts = np.empty(q_bins, dtype=np.int64)
     for b in range(lo, hi):
         k = b - lo
-        own[k] = _prepare_image(
+        own[k], exponents[k] = _prepare_image(
             images[b].reshape(-1), tables, cos_n, sin_n, shift, min_count, padded, values,
             valid, weights, scratch, own_inverse_pairs[k], own_counts, re[k], im[k], means[k],
         )  # fmt: skip
@@ -458,11 +494,15 @@ def _resample_part(images, lo, hi, tables, values, valid, invalidated):
 
 @numba.njit(**KERNEL)
 def _finish_part(gram, lo, hi, own, own_inverse_pairs, plan_inverse_pairs, re, im, means,
-                 scale_mode, out):  # fmt: skip
-    """:func:`._maps.finish_image` of images ``lo:hi`` from their batched products ``gram`` (B, Q, Q)."""
+                 exponents, scale_mode, out):  # fmt: skip
+    """:func:`._maps.finish_image` of images ``lo:hi`` from their batched products ``gram``
+    (B, Q, Q); unscaled maps of scaled values multiplied back (``exponents`` (B,) int64,
+    :func:`._maps.unscale_map`)."""
     for b in range(lo, hi):
         inverse_pairs = own_inverse_pairs[b] if own[b] else plan_inverse_pairs
         finish_image(gram[b], inverse_pairs, re[b], im[b], means[b], scale_mode, out[b])
+        if exponents[b] != 0 and scale_mode not in INVARIANT_CODES:
+            unscale_map(out[b], exponents[b])
 
 
 @functools.lru_cache(maxsize=4)
@@ -589,17 +629,18 @@ class NumbaBackend(ArrayBackend):
             own_inverse_pairs = np.empty((size, q_bins, q_bins), dtype=np.float32)
             re, im = (np.empty((size, cos_n.shape[0], q_bins)) for _ in range(2))
             means = np.empty((size, q_bins))
+            exponents = np.zeros(size, dtype=np.int64)
             with torch_threads_here(1):
                 for start in range(part.start, part.stop, size):
                     stop = min(start + size, part.stop)
                     count = stop - start
                     _prepare_bf16_part(
                         images, start, stop, tables, cos_n, sin_n, shift, plan.min_ring_count,
-                        left, right, own, own_inverse_pairs, re, im, means,
+                        left, right, own, own_inverse_pairs, re, im, means, exponents,
                     )  # fmt: skip
                     product_of_bits(left[:count], right[:count], gram[:count])
                     _finish_part(gram, 0, count, own, own_inverse_pairs, inverse_pairs, re, im,
-                                 means, scale_mode, out[start:stop])  # fmt: skip
+                                 means, exponents, scale_mode, out[start:stop])  # fmt: skip
 
         self._in_parallel(images.shape[0], run)
 
