@@ -48,7 +48,9 @@ from harness import (
     MEASURED_MAP_OPTIONS,
     Round,
     cpu_seconds,
+    first_touch_seconds_per_gib,
     load_average,
+    machine,
     replace_section,
 )
 
@@ -116,9 +118,14 @@ def engine_alone(path: Path, threads: int, batch: int = 256) -> tuple[float, Rou
     return seconds, Round.between(before, cpu_seconds(), cpu, seconds), cpu
 
 
-def engine_in_child(path: Path, threads: int) -> tuple[float, Round, float]:
-    """:func:`engine_alone` in a fresh process (its frames stay out of ours)."""
+def engine_in_child(path: Path, threads: int, backed_gib: float = 0.0
+                    ) -> tuple[float, Round, float]:  # fmt: skip
+    """:func:`engine_alone` in a fresh process (its frames stay out of ours).
+
+    ``backed_gib``: :func:`back_memory` that much first.
+    """
     command = [sys.executable, __file__, "--engine-only", str(path), "--workers", str(threads)]
+    back_memory(backed_gib)
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     seconds, others, steal, cpu = (float(v) for v in result.stdout.split()[-4:])
     return seconds, Round(others, steal), cpu
@@ -155,6 +162,19 @@ def first_map_in_child(path: Path, threads: int) -> float:
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
     return time.perf_counter() - start
+
+
+def back_memory(gib: float) -> None:
+    """Write ``gib`` GiB of fresh memory in a child process, which then exits (nothing for 0).
+
+    In a virtual machine whose host takes back the memory its guest frees
+    (:func:`harness.first_touch_seconds_per_gib`), the memory a process
+    takes next is then memory the host already backs, as all memory is on a
+    machine of its own: ``--backed-gib`` runs each build and each engine run
+    right after this, to measure the build as such a machine would run it.
+    """
+    if gib > 0:
+        first_touch_seconds_per_gib(int(gib * 2**30), pause=0.0)
 
 
 def paged_in() -> float:
@@ -196,11 +216,13 @@ class BuildRun:
 
 
 def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = None,
-          noise: str = "max", workers: int | None = None) -> BuildRun:  # fmt: skip
+          noise: str = "max", workers: int | None = None, backed_gib: float = 0.0
+          ) -> BuildRun:  # fmt: skip
     """Wall seconds, peak RSS, passes and stages of ``ccfkit -v build --noise NOISE --orders 8 ...``.
 
     ``tree``: run another checkout's ccfkit (its root first on ``PYTHONPATH``);
-    ``writer``: its ``--chunk-writer``; ``workers``: its ``--workers``.
+    ``writer``: its ``--chunk-writer``; ``workers``: its ``--workers``;
+    ``backed_gib``: :func:`back_memory` that much just before the build starts.
     """
     env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
     # the program as users run it (its process settings, ccfkit/__main__.py) where it exists
@@ -213,6 +235,7 @@ def build(path: Path, out: Path, tree: Path | None = None, writer: str | None = 
         command += ["--workers", str(workers)]
     shutil.rmtree(out, ignore_errors=True)  # deleting the last round's store is not timed
     warm(path)
+    back_memory(backed_gib)
     paged_in_before = paged_in()
     before = cpu_seconds()
     start = time.perf_counter()
@@ -388,11 +411,16 @@ def stages(
 
 
 def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage_rows,
-           command: str, workers: int, loads: str) -> str:  # fmt: skip
+           command: str, workers: int, loads: str, first_touch: float,
+           backed_gib: float = 0.0) -> str:  # fmt: skip
     """The Markdown section, from the kept rounds ``(runs by variant, engine s, round, CPU s)``.
 
-    A variant is ``"WRITER/NOISE"`` (the build's ``--chunk-writer`` and ``--noise``).
+    A variant is ``"WRITER/NOISE"`` (the build's ``--chunk-writer`` and ``--noise``);
+    ``first_touch``: :func:`harness.first_touch_seconds_per_gib` on this machine.
     """
+    info = machine()
+    backed = (f"; each build and engine run came right after a process that wrote {backed_gib:g} "
+              "GiB (`--backed-gib`)" if backed_gib else "")  # fmt: skip
     variants = list(kept[0][0])
     engines = [engine for _, engine, *_ in kept]
     engine_s = statistics.median(engines)
@@ -423,7 +451,9 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
             f"{disturbance:.2f} cores). CPU seconds (user + system, of the build process or "
             "the engine's) do not depend on what else runs as much as wall time does. "
             f"Command: `python benchmarks/build_benchmark.py {command}`; load average before "
-            f"and after: {loads}."
+            f"and after: {loads}. Machine: {info['CPU']}, {info['cores']}, {info['memory']}; "
+            f"{info['thread environment']}; a new process writes memory free for 5 s at "
+            f"{first_touch:.2f} s per GiB{backed}."
         ),
         "",
         "| what | seconds (median) | per round | frames/s | CPU seconds (median) |",
@@ -443,10 +473,12 @@ def report(frames: int, kept, total_rounds: int, limit: float, codec_rows, stage
         f"{', '.join(f'{f:.2f}' for f in floors)} | | |"
     )
     summary = [
-        f"- The floor: the first map alone plus the engine / the engine **"
-        f"{median(floor_ratios):.2f}x** (rounds {', '.join(f'{r:.2f}' for r in floor_ratios)}): "
-        "what a build in one fresh process would score if reading, statistics, noise, "
-        "writing and exit cost nothing."
+        (
+            f"- The floor: the first map alone plus the engine / the engine **"
+            f"{median(floor_ratios):.2f}x** (rounds {', '.join(f'{r:.2f}' for r in floor_ratios)}): "
+            "what a build in one fresh process would score if reading, statistics, noise, "
+            "writing and exit cost nothing."
+        )
     ]
     for variant in variants:
         writer, noise = variant.split("/")
@@ -569,6 +601,10 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="the builds' --workers and the engine's threads")  # fmt: skip
+    parser.add_argument("--backed-gib", type=float, default=0.0,
+                        help="before each build and engine run, write this many GiB of fresh "
+                             "memory in a child that exits (a VM's host then backs the memory "
+                             "they take: as on a machine of its own)")  # fmt: skip
     parser.add_argument("--no-steps", action="store_true",
                         help="skip the one-thread step table and the codec table")  # fmt: skip
     parser.add_argument("--write", type=Path, default=None, help="performance page to update")
@@ -581,6 +617,7 @@ def main() -> None:
         print(seconds, quiet.others, quiet.steal, cpu)
         return
     loads = load_average()
+    first_touch = first_touch_seconds_per_gib()
     variants = [f"{w}/{n}" for n in args.noise.split(",") for w in args.writers.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = args.workdir / f"sim_{args.frames}.cxi"
@@ -589,14 +626,14 @@ def main() -> None:
 
     def run(variant: str, tree: Path | None = None) -> BuildRun:
         writer, noise = variant.split("/")
-        return build(data, out, tree, writer, noise, args.workers)
+        return build(data, out, tree, writer, noise, args.workers, args.backed_gib)
 
     # the builds sit between two runs of the engine and are compared with their mean:
     # the machine's speed drifts, and a drift then affects both sides alike
     rounds: list[tuple[dict[str, BuildRun], float, Round, float, float]] = []
     baselines: list[dict[str, BuildRun]] = []
     deadline = time.monotonic() + args.budget
-    before = engine_in_child(data, args.workers)
+    before = engine_in_child(data, args.workers, args.backed_gib)
     while sum(_is_quiet(r, args.quiet) for r in rounds) < args.rounds:
         if rounds and time.monotonic() > deadline:
             break
@@ -609,7 +646,7 @@ def main() -> None:
                       file=sys.stderr)  # fmt: skip
             baselines.append(bases)
         runs = {variant: run(variant) for variant in order}
-        after = engine_in_child(data, args.workers)
+        after = engine_in_child(data, args.workers, args.backed_gib)
         floor = first_map_in_child(data, args.workers)
         engine = (before[0] + after[0]) / 2
         engine_round = max(before[1], after[1], key=lambda r: r.disturbance)
@@ -646,7 +683,7 @@ def main() -> None:
     loads = f"{loads} / {load_average()}"
     command = " ".join(sys.argv[1:])
     section = report(args.frames, kept, len(rounds), args.quiet, codec_rows, stage_rows, command,
-                     args.workers, loads)  # fmt: skip
+                     args.workers, loads, first_touch, args.backed_gib)  # fmt: skip
     print(section)
     if args.write:
         replace_section(args.write, "build", section)

@@ -210,7 +210,8 @@ def report(results: dict, args: argparse.Namespace, command: str, loads: tuple[s
         "## Where one thread's time goes (the product's floor)",
         "",
         (
-            f"`{command}`, {when}; {info['CPU']}, {info['cores']}; {info['thread pools']}. "
+            f"`{command}`, {when}; {info['CPU']}, {info['cores']}; {info['thread pools']}; "
+            f"{info['thread environment']}. "
             f"{args.images} images, {args.rounds} interleaved rounds, one thread, BLAS on one "
             f"thread; {CLOCK_WORDS[args.clock]}; load average before {loads[0]}, after {loads[1]}. "
             "Each figure is the median over rounds (the range: the smallest and largest "

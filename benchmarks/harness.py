@@ -25,6 +25,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +33,13 @@ from ccfkit.provenance import cpu_model, package_versions, usable_cpus
 
 __all__ = [
     "BIN",
+    "ENVIRONMENT",
     "MEASURED_MAP",
     "MEASURED_MAP_OPTIONS",
     "Round",
     "cpu_model",
     "cpu_seconds",
+    "first_touch_seconds_per_gib",
     "load_average",
     "machine",
     "replace_section",
@@ -57,6 +60,39 @@ MEASURED_MAP_OPTIONS = ["--orders", "8", "--r-min", "auto", "--min-ring-fraction
 # --------------------------------------------------------------------------
 # The machine
 # --------------------------------------------------------------------------
+
+
+#: Variables that change which kernels or how many threads the libraries run (OpenBLAS reads
+#: ``OPENBLAS_CORETYPE`` instead of asking the CPU; a machine may set it for all its processes).
+ENVIRONMENT = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS",
+               "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # fmt: skip
+
+#: Touches fresh memory in a new process: prints the seconds per GiB.
+FIRST_TOUCH = """
+import sys, time
+import numpy as np
+size = int(sys.argv[1])
+start = time.perf_counter()
+np.ones(size, dtype=np.uint8)  # allocated from the operating system and written once
+print((time.perf_counter() - start) * 2**30 / size)
+"""
+
+
+def first_touch_seconds_per_gib(size: int = 256 << 20, pause: float = 5.0) -> float:
+    """Seconds per GiB a new process takes to write memory it never used before.
+
+    Each page of fresh memory costs a fault and the kernel's zeroing: ~0.1-0.3 s
+    per GiB on a machine whose memory is its own. A virtual machine whose host
+    takes back the memory its guest frees (free page reporting) pays far more
+    for memory that was free a few seconds: the host must find a page first,
+    and so does the page cache of every file a build writes
+    (docs/performance.md, "The memory of a virtual machine"). The probe waits
+    ``pause`` seconds first, so that memory freed just before is not reused.
+    """
+    time.sleep(pause)
+    result = subprocess.run([sys.executable, "-c", FIRST_TOUCH, str(size)], check=True,
+                            capture_output=True, text=True)  # fmt: skip
+    return float(result.stdout)
 
 
 def _cpuinfo(field: str) -> str | None:
@@ -114,8 +150,7 @@ def machine() -> dict[str, str]:
     versions = package_versions(("ccfkit", "numpy", "scipy", "numba", "pyFAI"))
     info["versions"] = ", ".join(f"{name} {version}" for name, version in versions.items())
     info["thread pools"] = _thread_pools()
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS")
-    env = {k: os.environ[k] for k in names if k in os.environ}
+    env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ}
     info["thread environment"] = ", ".join(f"{k}={v}" for k, v in env.items()) or "none set"
     return info
 
