@@ -21,7 +21,8 @@ whole command against ``compute_maps`` of the same frames in memory)::
    seconds summed over its threads, ``ccfkit.stage_clock``), then the engine
    alone: ``compute_maps`` with the build's recipe on ``W`` threads on the
    same frames already in memory, in batches of 256 (kernels loaded before
-   the timing).
+   the timing). With ``--backed-gib G`` each build and engine run comes right
+   after a child process that wrote G GiB of memory (:func:`back_memory`).
 3. Prints medians, the per-round ratios and the CPU seconds per stage (start-up,
    reading, statistics, noise, maps, writing, waiting, other threads) and,
    with ``--write``, puts them into the build section of the performance page
