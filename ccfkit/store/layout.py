@@ -35,6 +35,7 @@ __all__ = [
     "dimension_names",
     "layout_attributes",
     "layout_of",
+    "records_digests",
 ]
 
 #: Bumped whenever the layout changes in a way readers must know about.
@@ -188,6 +189,15 @@ def digested_arrays(layout: StoreLayout) -> tuple[str, ...]:
 def digest_scheme(schema_version: int) -> str:
     """The chunk digest of a store of ``schema_version``: ``"blake2b-64"`` up to 2, then ``"xxh3-64"``."""
     return "blake2b-64" if schema_version < 3 else "xxh3-64"
+
+
+def records_digests(group: zarr.Group) -> bool:
+    """Whether the store records its chunks' digests (all but the first stores do).
+
+    Schema 3 and later always; schema 2 when it has the root attribute
+    ``chunk_digests``. Only a store that records none is checked without them.
+    """
+    return "chunk_digests" in group.attrs or group.attrs.get("schema_version", 1) >= 3
 
 
 def chunk_digest(block: np.ndarray, scheme: str = digest_scheme(SCHEMA_VERSION)) -> int:

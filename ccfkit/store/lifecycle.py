@@ -54,6 +54,7 @@ from .layout import (
     digested_arrays,
     dimension_names,
     layout_attributes,
+    records_digests,
 )
 from .own_files import foreign_entries, root_attributes
 
@@ -356,13 +357,9 @@ def per_store_digests(group: zarr.Group) -> dict[str, list[str]]:
     the chunk grid (C order), by array name: the arrays the map tasks fill
     record theirs in ``digests/`` as they are written.
     """
-    digests = {}
-    for name, array in sorted(group.arrays()):
-        if name in TASK_WRITTEN:
-            continue
-        grid = itertools.product(*(range(n) for n in array.cdata_shape))
-        digests[name] = [f"{chunk_digest(array.get_block_selection(c)):016x}" for c in grid]
-    return digests
+    scheme = digest_scheme(SCHEMA_VERSION)
+    return {name: _chunk_digests(array, scheme)
+            for name, array in sorted(group.arrays()) if name not in TASK_WRITTEN}  # fmt: skip
 
 
 def write_recorded(group: zarr.Group, name: str, data: np.ndarray, **attributes) -> None:
@@ -373,6 +370,8 @@ def write_recorded(group: zarr.Group, name: str, data: np.ndarray, **attributes)
     of zeros, and a chunk moved or changed fails :func:`~ccfkit.store.verify_store`.
     The digests join the root attribute ``chunk_digests``, written in one
     step with ``attributes`` (e.g. the ``noise`` that says the pass is done).
+    A store that records no digests (:func:`~ccfkit.store.layout.records_digests`:
+    one made before them, resumed) gets the array and ``attributes`` only.
 
     Parameters
     ----------
@@ -387,11 +386,18 @@ def write_recorded(group: zarr.Group, name: str, data: np.ndarray, **attributes)
     """
     array = group[name]
     array.with_config(EVERY_CHUNK)[:] = data
-    grid = itertools.product(*(range(n) for n in array.cdata_shape))
+    if not records_digests(group):  # a store from before digests: it stays one
+        group.attrs.update(attributes)
+        return
     scheme = digest_scheme(group.attrs.get("schema_version", SCHEMA_VERSION))
-    digests = [f"{chunk_digest(array.get_block_selection(c), scheme):016x}" for c in grid]
-    recorded = {**group.attrs.get("chunk_digests", {}), name: digests}
+    recorded = {**group.attrs.get("chunk_digests", {}), name: _chunk_digests(array, scheme)}
     group.attrs.update({"chunk_digests": recorded, **attributes})  # one write
+
+
+def _chunk_digests(array: zarr.Array, scheme: str) -> list[str]:
+    """Hex :func:`~ccfkit.store.layout.chunk_digest` of every chunk of ``array``, as written."""
+    grid = itertools.product(*(range(n) for n in array.cdata_shape))
+    return [f"{chunk_digest(array.get_block_selection(c), scheme):016x}" for c in grid]
 
 
 def _creating_attributes() -> dict:

@@ -39,6 +39,7 @@ from .layout import (
     digested_arrays,
     dimension_names,
     layout_of,
+    records_digests,
 )
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "check_store",
     "chunk_key",
     "read_checked",
-    "records_digests",
     "verify_store",
 ]
 
@@ -182,15 +182,6 @@ def check_layout(group: zarr.Group) -> None:
                              f"{list(layout.label_names)} (one per column)")  # fmt: skip
 
 
-def records_digests(group: zarr.Group) -> bool:
-    """Whether the store recorded its chunks' digests (all but the first stores did).
-
-    Schema 3 and later always; schema 2 when it has the root attribute
-    ``chunk_digests``. Only a store that recorded none is checked without them.
-    """
-    return "chunk_digests" in group.attrs or group.attrs.get("schema_version", 1) >= 3
-
-
 def _check_digests_arrays(group: zarr.Group, layout: StoreLayout) -> None:
     """A store that records digests has ``chunk_digests`` and ``digests/<array>``, one per chunk."""
     if not records_digests(group):
@@ -201,6 +192,8 @@ def _check_digests_arrays(group: zarr.Group, layout: StoreLayout) -> None:
                          "schema records them); rebuild the store (`ccfkit build --overwrite`)")  # fmt: skip
     digests = group.get(DIGESTS)
     for name in digested_arrays(layout):
+        if name not in group:  # frame_checks: not in the stores made before it
+            continue
         array = digests.get(name) if isinstance(digests, zarr.Group) else None
         if not isinstance(array, zarr.Array):
             raise StoreError(f"{where}: array '{DIGESTS}/{name}' is missing (the store records "
@@ -236,10 +229,8 @@ def _required_chunks(group: zarr.Group):
             for coords, digest in zip(grid, recorded[name]):
                 yield array, coords, int(digest, 16)
             continue
-        if name == "stats" and not by_chunk:  # written once, by the statistics pass
-            if "noise" in group.attrs:  # which is done (its digests recorded since schema 3)
-                yield from ((array, coords, None) for coords in grid)
-            continue
+        if name == "stats" and not by_chunk:  # written once, by the statistics pass: its
+            continue  # chunks are required above, where the pass recorded their digests
         if name not in MAP_TASK_ARRAYS or done is None:
             continue
         own = digests.get(name)

@@ -181,3 +181,38 @@ def test_a_store_whose_creation_was_interrupted_is_checked_inside_its_arrays(tmp
     (out / "ccf" / "c" / "my_notes.txt").write_text("mine")
     (out / "analysis").mkdir()
     assert foreign_entries(out) == ["analysis/", "ccf/c/my_notes.txt"]
+
+
+def _from_before_digests(store: Path, tmp_path: Path) -> zarr.Group:
+    """A copy of ``store`` as schema 2 wrote it before digests: no ``digests/``, no ``chunk_digests``."""
+    out = copy_of(store, tmp_path)
+    shutil.rmtree(out / "digests")
+    group = zarr.open_group(str(out), mode="r+")
+    attributes = dict(group.attrs)
+    del attributes["chunk_digests"]
+    group.attrs.put({**attributes, "schema_version": 2})
+    return group
+
+
+def test_statistics_written_into_a_store_from_before_digests_leave_it_one(tmp_path, noisy):
+    """A resumed old store's statistics pass must not make it claim digests it lacks."""
+    from ccfkit.store import write_recorded
+
+    group = _from_before_digests(noisy, tmp_path)
+    assert verified(Path(group.store.root)) > 0
+    stats = group["stats"][:]
+    write_recorded(group, "stats", stats, noise="mean")
+    assert "chunk_digests" not in group.attrs and group.attrs["noise"] == "mean"
+    np.testing.assert_array_equal(group["stats"][:], stats)
+    assert verified(Path(group.store.root)) > 0
+
+
+def test_a_store_from_before_frame_checks_verifies(tmp_path, plain):
+    """Stores that record digests but were made before ``frame_checks`` existed."""
+    out = copy_of(plain, tmp_path)
+    for path in ("frame_checks", "input_digest", "digests/frame_checks", "digests/input_digest"):
+        shutil.rmtree(out / path, ignore_errors=True)
+    assert verified(out) > 0
+    shutil.rmtree(out / "digests" / "ccf")  # the arrays it has still need theirs
+    with pytest.raises(StoreError, match=r"digests/ccf.* missing"):
+        verified(out)
