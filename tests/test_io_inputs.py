@@ -106,6 +106,15 @@ def test_a_unit_that_is_no_known_length_is_refused(tmp_path, units):
         open_source([path])
 
 
+@pytest.mark.parametrize("units", [np.array([b"m", b"m"]), "m m", "c m"])
+def test_units_that_only_join_into_a_length_are_refused(units):
+    """Two strings, or a unit with a space inside, are not the unit their letters spell."""
+    from ccfkit.io.lengths import metres_per_unit
+
+    with pytest.raises(InputError, match="not a length unit"):
+        metres_per_unit(units, "f.cxi: /distance")
+
+
 @pytest.mark.parametrize(
     ("where", "value", "words"),
     [

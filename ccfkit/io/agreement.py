@@ -195,8 +195,9 @@ def agreed(
     InputError
         Two files with different masks (or one with a mask and one without),
         beam centres, single wavelength, detector distance or pixel size; a mask
-        per frame of another length than its file; with ``per-frame``, a
-        file without a centre or with another number of centres than frames.
+        per frame of another length than its file; a file with another number
+        of centres than one or its frames (where its centres are used); with
+        ``per-frame``, a file without a centre.
     """
     if center_use not in CENTER_USES:
         raise ValueError(f"center_use must be one of {CENTER_USES}, got {center_use!r}")

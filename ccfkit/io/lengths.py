@@ -22,7 +22,7 @@ from .errors import InputError
 __all__ = ["METRES_PER_UNIT", "PLAUSIBLE_METRES", "metres_per_unit", "plausible_metres"]
 
 #: Metres in one of each length unit, by its spellings (compared after
-#: Unicode NFKC normalisation, lower case, spaces removed; so ``µm`` with the
+#: Unicode NFKC normalisation, lower case, spaces at the ends removed; so ``µm`` with the
 #: micro sign is ``μm``, the ångström sign ``Å`` is ``å``, ``Angstroms`` is
 #: ``angstroms``).
 _SPELLINGS = {
@@ -64,7 +64,7 @@ def metres_per_unit(units, where: str) -> float:
         A unit that is not a length of :data:`METRES_PER_UNIT`.
     """
     text = _text(units)
-    key = "".join(unicodedata.normalize("NFKC", text).lower().split())
+    key = unicodedata.normalize("NFKC", text).strip().lower()  # "m m" is not "mm"
     if key not in METRES_PER_UNIT:
         raise InputError(
             f"{where} has units {text!r}, not a length unit this reader knows (m, mm, um, nm, "
@@ -106,7 +106,9 @@ def plausible_metres(values: np.ndarray, kind: str, words: str, where: str, unit
 
 
 def _text(units) -> str:
-    """A ``units`` attribute as str."""
+    """A ``units`` attribute as str (an array of several strings as their list, never a unit)."""
     if isinstance(units, np.ndarray):
-        units = units.ravel()[0] if units.size == 1 else " ".join(map(_text, units.ravel()))
+        if units.size != 1:
+            return str([_text(unit) for unit in units.ravel()])
+        units = units.ravel()[0]
     return units.decode(errors="replace") if isinstance(units, bytes) else str(units)

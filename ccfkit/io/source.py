@@ -360,21 +360,22 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
         files.extend(matches)
     if not files:
         raise InputError("no input file given")
-    seen: dict[tuple[int, int], int] = {}
-    for index, name in enumerate(files):
+    seen: dict[tuple[int, int], str] = {}  # the file itself, whatever path or link names it
+    for name in files:
         if Path(name).is_dir():
             raise InputError(f"{name} is a directory; give the CXI/HDF5 files in it (or a glob)")
         if not Path(name).is_file():
             raise InputError(f"{name}: no such file")
         if not h5py.is_hdf5(name):
             raise InputError(f"{name}: not an HDF5 file")
-        stat = Path(name).stat()  # the file itself, whatever path or link names it
-        earlier = files[seen.setdefault((stat.st_dev, stat.st_ino), index)]
-        if seen[stat.st_dev, stat.st_ino] != index:
-            again = f" (as {earlier} and {name})" if earlier != name else ""
+        stat = Path(name).stat()
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            again = f" (as {seen[key]} and {name})" if seen[key] != name else ""
             raise InputError(
                 f"{Path(name).resolve()} is named twice in the inputs{again}; give each file once"
             )
+        seen[key] = name
     return files
 
 

@@ -5,7 +5,7 @@ source file or finds no source data set in it. Where HDF5 looks for a source
 file is its own rule (HDF5_VDS_PREFIX, then the directory of the virtual
 file, then the name as given relative to the working directory; an absolute
 name first as given, then by its base name in those places), so the check
-asks HDF5: for each mapping it builds, in memory, two virtual data sets of
+asks HDF5: for each source data set it builds, in memory, two virtual data sets of
 one element of that source, with fill values 0 and 1, in a file image that
 HDF5 opens read-only under a name in the virtual file's directory (nothing
 is written there, nor anywhere). Where the two read alike, HDF5 read the
@@ -48,16 +48,18 @@ def check_virtual_sources(dataset: h5py.Dataset, name: str) -> None:
     """
     if not dataset.is_virtual:
         return
-    mappings = [
-        s
-        for s in dataset.virtual_sources()
-        if 0 not in s.src_space.shape and "%b" not in s.file_name + s.dset_name
-    ]
+    distinct = {}  # a source that many mappings read (one per frame, say) is checked once
+    for s in dataset.virtual_sources():
+        if 0 not in s.src_space.shape and "%b" not in s.file_name + s.dset_name:
+            distinct.setdefault((s.file_name, s.dset_name), s)
+    mappings = list(distinct.values())
     for source in mappings:
         if source.file_name == "." and not isinstance(dataset.file.get(source.dset_name),
                                                       h5py.Dataset):  # fmt: skip
             raise InputError(f"{name}: virtual data set source has no data set {source.dset_name}")
     elsewhere = [s for s in mappings if s.file_name != "."]
+    if not elsewhere:
+        return
     for source, read in zip(elsewhere, _hdf5_reads(elsewhere, dataset.dtype, name)):
         if not read:
             raise InputError(_unread(source, name))
