@@ -13,10 +13,13 @@ sum: the floor under ``ccfkit build``'s start-up (docs/performance.md).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
 from harness import cpu_model
+
+from ccfkit.__main__ import PROCESS_ENVIRONMENT
 
 #: Measured in one fresh interpreter: each step's import, then the first compilation.
 PROBE = """
@@ -41,8 +44,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{cpu_model()}; seconds, each run a fresh interpreter")
     for _ in range(args.runs):
+        environment = {**PROCESS_ENVIRONMENT, **os.environ}  # as the program sets it
         line = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True,
-                              text=True).stdout.strip()  # fmt: skip
+                              text=True, env=environment).stdout.strip()  # fmt: skip
         total = sum(float(part.rsplit(" ", 1)[1]) for part in line.split("; "))
         print(f"{line}; sum {total:.3f}")
 

@@ -80,11 +80,15 @@ def test_float32_maps_do_not_depend_on_the_intensity_scale(name, scale, fields):
 
 
 @pytest.mark.parametrize("name", ["numba1", "numpy32"])
-def test_unscaled_maps_of_tiny_frames_are_the_reference_in_float32(name):
-    """``scale="none"`` keeps intensity squared units: what the engine scaled, it undoes."""
+def test_unscaled_maps_of_frames_far_from_1_are_the_reference_in_float32(name):
+    """``scale="none"`` keeps intensity squared units: what the engine scaled, it undoes.
+
+    At every scale here the engines scale the frames, and the reference maps are
+    normal float32 numbers (at 1e-21 they would be ~1e-45: zeros would pass).
+    """
     images = _frames()
     backend = _backend(name)
-    for s in [1e-21, 1e-12, 1e12, 1e16]:
+    for s in [1e-16, 1e-12, 1e12, 1e16]:
         reference = _maps(images * s, get_backend("numpy"), scale="none").astype(np.float32)
         maps = _maps(images * s, backend, scale="none")
         largest = np.max(np.abs(reference), axis=(-2, -1), keepdims=True)
@@ -139,3 +143,22 @@ def test_the_chain_of_stages_in_float32_does_not_depend_on_the_intensity_scale(s
     for s in SCALES:
         maps = Backend.merged_maps(float32, images * s, plan, scale=scale, orders=(8, 2))
         assert np.max(np.abs(maps - reference)) <= RTOL, s
+
+
+def test_a_batch_within_range_is_neither_copied_nor_undone():
+    """The usual batch costs two reductions: its values come back as they are, no exponents."""
+    from ccfkit.backends._range import bring_into_range, unscale_maps
+
+    values = np.random.default_rng(0).normal(size=(3, 4, 8)).astype(np.float32)
+    kept, exponents = bring_into_range(values)
+    assert kept is values and exponents is None
+    maps = np.ones((3, 1, 4, 4))
+    assert unscale_maps(maps, exponents, "none") is maps
+    values[1] *= 1e-20  # one image far below 1: that one alone is scaled, by a power of two
+    scaled, exponents = bring_into_range(values)
+    assert exponents[0] == exponents[2] == 0 and exponents[1] > 0
+    np.testing.assert_array_equal(scaled[[0, 2]], values[[0, 2]])
+    largest = np.abs(scaled[1]).max()
+    assert 0.5 <= largest < 1 and np.array_equal(scaled[1], np.ldexp(values[1], exponents[1]))
+    np.testing.assert_array_equal(unscale_maps(maps, exponents, "none")[1],
+                                  np.ldexp(1.0, -2 * int(exponents[1])))  # fmt: skip

@@ -55,15 +55,19 @@ def bring_into_range(values, xp=np):
     Returns
     -------
     values : (B, Q, P) array of the same dtype
-        The scaled values (a new array), or ``values`` itself.
+        The scaled values (a new array), or ``values`` itself where no image is scaled.
     exponents : (B,) int32 array, or None
-        ``e`` of each image (0 where kept); None when ``values`` are float64.
+        ``e`` of each image (0 where kept); None when no image is scaled
+        (every image within range, or float64 values).
     """
     if np.finfo(values.dtype).bits >= 64:
         return values, None
-    largest = xp.max(xp.abs(values), axis=(-2, -1))
+    axes = (-2, -1)  # the largest |value| without a temporary |values|
+    largest = xp.maximum(values.max(axis=axes), -values.min(axis=axes))
     low, high = SAFE_VALUES
     outside = (largest > 0) & ((largest < low) | (largest > high))
+    if not bool(outside.any()):  # the usual batch: nothing to scale, nothing to undo
+        return values, None
     exponents = xp.where(outside, -xp.frexp(largest)[1], 0).astype(np.int32)
     return xp.ldexp(values, exponents[:, None, None]).astype(values.dtype, copy=False), exponents
 
