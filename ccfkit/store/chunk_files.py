@@ -35,13 +35,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec
 
-from .direct import (
-    DIRECT_MIN_BYTES,
-    DirectLocalStore,
-    aligned_blocks,
-    replaced_whole,
-    write_blocks_direct,
-)
+from .direct import DIRECT_MIN_BYTES, DirectLocalStore, replaced_whole, write_direct
 
 __all__ = ["chunk_file_path", "plain_chunk_shape", "write_chunk_file"]
 
@@ -110,24 +104,13 @@ def write_chunk_file(path: str | Path, block: np.ndarray, chunk_shape: tuple[int
     data = block.reshape(-1).view(np.uint8)
     checksum = np.array([google_crc32c.value(data)], dtype="<u4").view(np.uint8)
     with replaced_whole(path) as partial:
-        if not (direct and _written_direct(partial, data, checksum)):
+        large = data.nbytes + checksum.nbytes >= DIRECT_MIN_BYTES
+        if not (direct and large and write_direct(partial, data, checksum)):
             descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             try:
                 _write_all(descriptor, [memoryview(data), memoryview(checksum)])
             finally:
                 os.close(descriptor)
-
-
-def _written_direct(path: str, data: np.ndarray, checksum: np.ndarray) -> bool:
-    """Whether ``data``, then ``checksum`` (uint8), went to ``path`` with O_DIRECT (large only)."""
-    size = data.nbytes + checksum.nbytes
-    if size < DIRECT_MIN_BYTES:
-        return False
-    blocks = aligned_blocks(size)
-    blocks[: data.nbytes] = data
-    blocks[data.nbytes : size] = checksum
-    blocks[size:] = 0
-    return write_blocks_direct(path, blocks, size)
 
 
 def _write_all(descriptor: int, buffers: list[memoryview]) -> None:

@@ -36,10 +36,10 @@ from zarr.core.buffer import Buffer
 __all__ = [
     "DIRECT_MIN_BYTES",
     "DirectLocalStore",
-    "aligned_blocks",
     "aligned_empty",
     "replaced_whole",
     "write_blocks_direct",
+    "write_direct",
     "write_file",
 ]
 
@@ -101,7 +101,7 @@ def write_file(path: str | Path, data: np.ndarray) -> None:
     """
     payload = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     with replaced_whole(path) as partial:
-        if not _write_direct(partial, payload):
+        if not write_direct(partial, payload):
             with open(partial, "wb") as handle:
                 handle.write(payload)
 
@@ -127,29 +127,29 @@ def replaced_whole(path: str | Path):
         raise
 
 
-def _write_direct(path: str, payload: np.ndarray) -> bool:
-    """Write ``payload`` (uint8) with O_DIRECT; False (nothing written) where that cannot be done.
+def write_direct(path: str, *pieces: np.ndarray) -> bool:
+    """Write ``pieces`` (uint8, one after the other) with O_DIRECT; False (nothing written)
+    where that cannot be done.
 
     O_DIRECT moves whole blocks from aligned memory: the bytes are copied into
     an aligned allocation padded to whole :data:`ALIGNMENT` blocks, written,
     and the file then cut to length.
     """
-    blocks = aligned_blocks(payload.nbytes)
-    blocks[: payload.nbytes] = payload
-    blocks[payload.nbytes :] = 0
-    return write_blocks_direct(path, blocks, payload.nbytes)
-
-
-def aligned_blocks(nbytes: int) -> np.ndarray:
-    """An uninitialised aligned uint8 array of ``nbytes`` rounded up to whole blocks."""
-    return aligned_empty(-(-nbytes // ALIGNMENT) * ALIGNMENT)
+    nbytes = sum(piece.nbytes for piece in pieces)
+    blocks = aligned_empty(-(-nbytes // ALIGNMENT) * ALIGNMENT)
+    start = 0
+    for piece in pieces:
+        blocks[start : start + piece.nbytes] = piece
+        start += piece.nbytes
+    blocks[nbytes:] = 0
+    return write_blocks_direct(path, blocks, nbytes)
 
 
 def write_blocks_direct(path: str, blocks: np.ndarray, nbytes: int) -> bool:
     """Write the file ``path`` as the first ``nbytes`` of ``blocks`` with O_DIRECT.
 
-    ``blocks`` (:func:`aligned_blocks`) is written whole, the file then cut
-    to ``nbytes``. False (nothing written) where O_DIRECT cannot be done.
+    ``blocks`` (aligned, whole :data:`ALIGNMENT` blocks) is written whole, the
+    file then cut to ``nbytes``. False (nothing written) where O_DIRECT cannot be done.
     """
     flag = getattr(os, "O_DIRECT", 0)
     if not flag:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ccfkit.store import chunk_files, direct
+from ccfkit.store import direct
 
 
 @pytest.fixture
@@ -35,5 +35,4 @@ def direct_writes(monkeypatch) -> list[tuple[int, bool]]:
         return written
 
     monkeypatch.setattr(direct, "write_blocks_direct", spy)
-    monkeypatch.setattr(chunk_files, "write_blocks_direct", spy)
     return attempts

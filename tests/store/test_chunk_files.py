@@ -21,7 +21,7 @@ def _pair(root, shape, chunk, dtype, fill_value=0, compressors=CHECKSUM):
     group = zarr.open_group(str(root), mode="a")
     return tuple(
         group.create_array(name, shape=shape, chunks=(chunk, *shape[1:]), dtype=dtype,
-                           compressors=compressors, fill_value=fill_value)  # fmt: skip
+                           compressors=compressors, fill_value=fill_value)
         for name in ("ours", "zarrs")
     )
 

@@ -83,7 +83,7 @@ def test_direct_writes_give_exact_files(tmp_path, size, takes_o_direct):
     write_file(path, payload)
     assert path.read_bytes() == payload.tobytes()
     assert [p.name for p in path.parent.iterdir()] == ["file"]  # the partial file was renamed
-    written = direct_module._write_direct(str(tmp_path / "again"), payload)
+    written = direct_module.write_direct(str(tmp_path / "again"), payload)
     assert written == takes_o_direct  # used wherever the file system takes it
     if written:
         assert (tmp_path / "again").read_bytes() == payload.tobytes()
@@ -106,7 +106,7 @@ def test_file_systems_refusing_o_direct_get_ordinary_writes(tmp_path, monkeypatc
 
     monkeypatch.setattr(os, "open", refusing_open)
     payload = np.full((1 << 20) + 5, 7, dtype=np.uint8)
-    assert not direct_module._write_direct(str(tmp_path / "direct"), payload)
+    assert not direct_module.write_direct(str(tmp_path / "direct"), payload)
     write_file(tmp_path / "f", payload)
     assert (tmp_path / "f").read_bytes() == payload.tobytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # nothing half-written left
