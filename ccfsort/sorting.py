@@ -173,15 +173,20 @@ class MapRecipe:
         return replace(recipe, plan=replace(self.plan, pixels=pixels))
 
     def _with_centers(self, source) -> MapRecipe:
-        """The recipe with the beam centre of each frame of ``source`` (``own_centers``)."""
+        """The recipe with the beam centre of each frame of ``source`` (``own_centers``).
+
+        Frames that give one centre for all are each mapped at that centre:
+        a single frame's own centre is one for all (the files' reader keeps
+        no centres per frame for one frame).
+        """
         from ccfkit.frame_centers import check_centers
 
-        if source.centers is None:
+        centers = _frame_centers(source)
+        if centers is None:
             raise DataError(
                 "the run's maps were made at each frame's own beam centre (--center per-frame); "
                 "these frames give no centre per frame"
             )
-        centers = np.asarray(source.centers, dtype=np.float64)
         check_centers(self.plan, centers, source.n_frames)
         return replace(self, frame_centers=centers)
 
@@ -309,6 +314,19 @@ def predict_frames(
         "threshold": float(config["train"]["threshold"]),
         "seconds": seconds,
     }
+
+
+def _frame_centers(source) -> np.ndarray | None:
+    """The (N, 2) float64 ``(cx, cy)`` of each frame of ``source``, or None if it gives no centre.
+
+    A source with one centre for all its frames (``centers`` None,
+    ``center`` given) has that centre for each.
+    """
+    if source.centers is not None:
+        return np.asarray(source.centers, dtype=np.float64)
+    if source.center is None:
+        return None
+    return np.broadcast_to(np.asarray(source.center, dtype=np.float64), (source.n_frames, 2))
 
 
 def _same_placement(pixels, recorded: dict) -> bool:

@@ -51,6 +51,7 @@ __all__ = [
     "feature_vectors",
     "fit_and_predict",
     "fit_and_predict_many",
+    "last_batches",
     "ring_harmonics",
     "store_features",
     "store_frames",
@@ -252,17 +253,45 @@ def store_features(store, source, *, backend="numpy", ring_used=None) -> np.ndar
         raise ValueError(f"{store}: {group['ring_used'].shape[0]} rings, the features' "
                          f"{ring_used.shape[0]}")  # fmt: skip
     out = np.empty((source.n_frames, int(ring_used.sum()) * len(ORDERS)), dtype=np.float32)
-    plans = [spec.plan() for spec in specs]  # once: PlanSpec.plan caches only a few
-    for start in range(0, source.n_frames, BATCH_FRAMES):
+    # each plan made once (PlanSpec.plan caches only a few), kept until its last batch
+    last = last_batches(which, len(specs), BATCH_FRAMES)
+    plans = {}
+    for batch, start in enumerate(range(0, source.n_frames, BATCH_FRAMES)):
         stop = min(start + BATCH_FRAMES, source.n_frames)
         frames = store_frames(group, source, start, stop)
         for index in np.unique(which[start:stop]):  # the frames of one plan together
             rows = np.flatnonzero(which[start:stop] == index)
+            if index not in plans:
+                plans[index] = specs[index].plan()
             plan = plans[index]
             harmonics = ring_harmonics(frames[rows], plan, backend=backend)
             harmonics[:, ~plan.ring_used] = 0.0
             out[start + rows] = feature_vectors(harmonics, ring_used)
+            if last[index] == batch:  # no later batch needs it
+                del plans[index]
     return out
+
+
+def last_batches(which, n_plans: int, batch_frames: int) -> np.ndarray:
+    """The last batch of frames that needs each plan.
+
+    Parameters
+    ----------
+    which : (N,) int array
+        Each frame's plan, an index below ``n_plans``.
+    n_plans : int
+    batch_frames : int
+        Frames per batch: batch ``b`` holds frames ``b * batch_frames`` on.
+
+    Returns
+    -------
+    (n_plans,) int64 array
+        Per plan the index of the last batch with one of its frames; -1 for
+        a plan no frame has.
+    """
+    last = np.full(n_plans, -1, dtype=np.int64)
+    np.maximum.at(last, np.asarray(which, dtype=np.int64), np.arange(len(which)) // batch_frames)
+    return last
 
 
 def _one_label(kernel_train, kernel_rest, y, c: float, class_weight) -> np.ndarray:

@@ -269,24 +269,94 @@ def test_images_for_a_run_of_module_stacks_are_refused_naming_the_recorded_geome
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "p.csv").exists()
 
 
-def test_frames_without_a_centre_each_are_refused_for_a_store_of_own_centres(frames, tmp_path):
-    """A store built with --center per-frame maps each frame at its own centre: frames that give
-    none cannot be mapped as its frames were."""
-    import shutil
-
-    store = tmp_path / "train.zarr"
+@pytest.fixture(scope="module")
+def own_centres_run(tmp_path_factory, frames):
+    """A run trained on a store built with --center per-frame (each frame at its own centre)."""
+    root = tmp_path_factory.mktemp("own_centres")
+    store = root / "train.zarr"
     _invoke(ccfkit_main, "build", frames[0], store, *GRID, "--center", "per-frame")
-    fit(tmp_path / "run", ModelConfig(num_classes=len(SIMULATED_LABELS), width=4),
+    fit(root / "run", ModelConfig(num_classes=len(SIMULATED_LABELS), width=4),
         TrainConfig(store=str(store), epochs=1, batch_size=16, workers=0, device="cpu"),
         progress=False)  # fmt: skip
+    return root / "run"
+
+
+def _one_frame_of(path, out, k):
+    """A copy of the CXI file ``path`` at ``out`` that holds only its frame ``k``."""
+    import shutil
+
+    shutil.copy(path, out)
+    with h5py.File(out, "r+") as handle:
+        n = handle["entry_1/data_1/data"].shape[0]
+        per_frame = []
+        handle.visititems(lambda name, item: per_frame.append(name) if isinstance(
+            item, h5py.Dataset) and item.ndim and item.shape[0] == n else None)  # fmt: skip
+        for name in per_frame:
+            data, attrs = handle[name][k : k + 1], dict(handle[name].attrs)
+            del handle[name]
+            handle.create_dataset(name, data=data).attrs.update(attrs)
+    return out
+
+
+def test_one_frame_is_sorted_at_its_own_centre_for_a_store_of_own_centres(
+    own_centres_run, frames, tmp_path
+):
+    """One frame gives one centre (no centre per frame): it is mapped at it, as among others."""
+    k = 3
+    one = _one_frame_of(frames[1], tmp_path / "one.cxi", k)
+    with h5py.File(one, "r") as handle:  # the file is one frame, its own centre
+        assert handle["entry_1/data_1/data"].shape == (1, 48, 48)
+        assert handle["entry_1/instrument_1/detector_1/beam_center"].shape == (1, 2)
+    options = ["--backend", "numpy", "--quiet"]
+    _invoke(trainer_main, "predict", own_centres_run, frames[1], "-o", tmp_path / "all.csv",
+            *options)  # fmt: skip
+    result = _invoke(trainer_main, "predict", own_centres_run, one, "-o", tmp_path / "one.csv",
+                     *options)  # fmt: skip
+    assert "1 frame" in result.output, result.output
+    among, _ = _probabilities(tmp_path / "all.csv")
+    alone, rows = _probabilities(tmp_path / "one.csv")
+    assert [int(r["index"]) for r in rows] == [0]
+    np.testing.assert_allclose(alone, among[k : k + 1], atol=2e-6)  # both CSVs keep 6 decimals
+
+
+def test_frames_without_a_centre_each_are_refused_for_a_store_of_own_centres(
+    own_centres_run, frames, tmp_path
+):
+    """A store built with --center per-frame maps each frame at its own centre: frames that give
+    none cannot be mapped as its frames were (the files' reader refuses them, in one line)."""
+    import shutil
+
     bare = tmp_path / "bare.cxi"
     shutil.copy(frames[1], bare)
     with h5py.File(bare, "r+") as handle:
         del handle["entry_1/instrument_1/detector_1/beam_center"]
     out = tmp_path / "p.csv"
-    result = CliRunner().invoke(trainer_main, ["predict", str(tmp_path / "run"), str(bare), "-o",
+    result = CliRunner().invoke(trainer_main, ["predict", str(own_centres_run), str(bare), "-o",
                                                str(out), "--backend", "numpy", "--quiet"])  # fmt: skip
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "centre per frame" in lines[0], result.output
+    assert len(lines) == 1 and "bare.cxi gives no beam centre per frame" in lines[0], result.output
     assert not out.exists()
+
+
+def test_a_source_without_any_centre_is_refused_by_the_recipe_of_own_centres(
+    own_centres_run, frames
+):
+    """Frames opened without their centres (neither one per frame nor one for all) are refused by
+    the recipe itself; a source with one centre for all has it for each frame."""
+    import dataclasses
+    import json
+
+    from ccfkit.cli_inputs import open_frames
+    from ccfsort.sorting import MapRecipe
+    from trainer.data import DataError
+
+    recipe = MapRecipe.of_run(json.loads((own_centres_run / "config.json").read_text()))
+    assert recipe.own_centers
+    source = open_frames([str(frames[1])], mask=recipe.plan.mask, center_use="ignore")
+    assert source.center is None and source.centers is None
+    with pytest.raises(DataError, match="these frames give no centre per frame"):
+        recipe.for_source(source)
+    one_for_all = dataclasses.replace(source, center=(23.25, 24.0))
+    centres = recipe.for_source(one_for_all).frame_centers
+    np.testing.assert_array_equal(centres, np.tile([23.25, 24.0], (source.n_frames, 1)))

@@ -414,6 +414,17 @@ def test_each_groups_plan_is_made_once_for_all_batches(energies, monkeypatch):
     assert len(made) <= n_groups + 1  # each group's, and the store's radii checked once
 
 
+def test_each_plan_is_kept_until_the_last_batch_of_its_frames():
+    """Plans are dropped after their last batch; a plan no frame has is never needed."""
+    from ccfsort.study_baseline import last_batches
+
+    which = np.array([0, 2, 0, 0, 2, 2, 0, 3, 2])  # batches of 4: [0 2 0 0] [2 2 0 3] [2]
+    np.testing.assert_array_equal(last_batches(which, 5, 4), [1, -1, 2, 1, -1])
+    np.testing.assert_array_equal(last_batches(which, 4, 100), [0, -1, 0, 0])
+    np.testing.assert_array_equal(last_batches(which, 4, 1), [6, -1, 8, 7])
+    assert last_batches(np.zeros(0, dtype=np.int64), 2, 4).tolist() == [-1, -1]
+
+
 def test_each_labels_class_weight_is_chosen_by_name_and_index():
     """The first of the most accurate weights per label; a label of one class is "constant"."""
     from ccfsort.study_baseline import choose_class_weights

@@ -183,11 +183,20 @@ def _check_the_svm_of_the_stacks(out, report, stacked, flat):
         frames = store_frames(stacked, source, frame, frame + 1)
         expected = feature_vectors(ring_harmonics(frames, plan), stacked["ring_used"][:])
         np.testing.assert_allclose(features[frame], expected[0], rtol=1e-6, atol=1e-6)
-    # the flat frames resampled as a flat image: other features than the stacks'
+    # the flat frames resampled as a flat image, with the flat store's plan: other features
+    # than the stacks'
     flat_source = open_source([str(out / "data" / "simulated.cxi")])
-    flat_store = _path_of(out, flat)
-    flat_features = store_features(flat_store, flat_source, backend="numpy")
+    assert flat_source.pixels is None
+    flat_features = store_features(_path_of(out, flat), flat_source, backend="numpy")
     assert flat_features.shape == (len(features), int(flat["ring_used"][:].sum()) * 9)
+    flat_plan = make_polar_plan(flat_source.frame_shape, center=tuple(flat.attrs["center"]),
+                                mask=flat["mask"][:], grid=read_recipe(flat).resolved_grid)  # fmt: skip
+    np.testing.assert_allclose(flat_plan.radius, flat["radius"][:])
+    for frame in (0, 13, 31):
+        frames = store_frames(flat, flat_source, frame, frame + 1)
+        expected = feature_vectors(ring_harmonics(frames, flat_plan), flat["ring_used"][:])
+        np.testing.assert_allclose(flat_features[frame], expected[0], rtol=1e-6, atol=1e-6)
+    assert flat_features.shape != features.shape or not np.allclose(flat_features, features)
 
 
 def test_the_svm_of_a_q_ring_store_resamples_its_own_rings(tmp_path):

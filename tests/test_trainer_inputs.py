@@ -65,11 +65,18 @@ def test_overwrite_refuses_inputs_inside_the_run_it_would_clear(store, tmp_path)
     _ok(_fit(store, run_dir, "--labels", table))
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
     assert "labels.csv" in before and "best.pt" in before
-    for option, value in (("--labels", run_dir / "labels.csv"), ("--init", run_dir),
-                          ("--split", run_dir / "split.npz"),
-                          ("--labels", tmp_path / "run" / "." / "labels.csv")):  # fmt: skip
+    cases = [(option, value, value) for option, value in (
+        ("--labels", run_dir / "labels.csv"), ("--init", run_dir),
+        ("--split", run_dir / "split.npz"))]  # fmt: skip
+    # the same files spelt otherwise (strings: pathlib would drop a "." itself), named as
+    # resolved (the command line resolves --labels, fine-tuning --init)
+    cases += [("--labels", f"{run_dir}/./labels.csv", run_dir / "labels.csv"),
+              ("--labels", f"{run_dir}/../run/labels.csv", run_dir / "labels.csv"),
+              ("--init", f"{run_dir}/.", run_dir),
+              ("--init", f"{run_dir}/../run", run_dir)]  # fmt: skip
+    for option, value, named in cases:
         line = _one_line_error(_fit(store, run_dir, "--overwrite", option, value))
-        assert f"{option} {value} lies in --run-dir {run_dir}" in line, line
+        assert f"{option} {named} lies in --run-dir {run_dir}" in line, line
         assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
     # an input outside the run: the overwrite goes ahead
     _ok(_fit(store, run_dir, "--overwrite", "--labels", table))
